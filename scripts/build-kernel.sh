@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Configures and builds the test kernel (bzImage and the in-tree modules,
+# among them the real KVM) in the cache, keyed by kernel version and config
+# hash. A build that already completed is reused.
+. "$(dirname "$0")/lib.sh"
+
+src=$(kernel_src_dir)
+out=$(kernel_build_dir)
+stamp=$out/.rkvm-built
+if [ -f "$stamp" ]; then
+	say "kernel $(kernel_version) already built in $out"
+	exit 0
+fi
+
+mapfile -t mk < <(kernel_make_vars)
+mkdir -p "$out"
+log=$RKVM_LOGS/kernel-config.log
+: >"$log"
+kmake() { make -C "$src" O="$out" "${mk[@]}" "$@" >>"$log" 2>&1; }
+
+say "configuring kernel $(kernel_version) in $out"
+kmake rustavailable || { tail -n 20 "$log" >&2; die "the kernel's Rust toolchain check failed; log: $log"; }
+kmake tinyconfig || die "make tinyconfig failed; log: $log"
+(cd "$out" && ARCH=x86_64 "$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" \
+	"$RKVM_TOP/kconfig/rkvm.config") >>"$log" 2>&1 || die "merge_config.sh failed; log: $log"
+kmake olddefconfig || die "make olddefconfig failed; log: $log"
+
+# Dependencies can silently drop options: every line must have survived.
+dropped=()
+while IFS= read -r line; do
+	case "$line" in
+	CONFIG_*=*) grep -qxF "$line" "$out/.config" || dropped+=("$line") ;;
+	"# CONFIG_"*" is not set")
+		opt=${line#\# }
+		opt=${opt%% *}
+		grep -q "^$opt=" "$out/.config" && dropped+=("$line")
+		;;
+	esac
+done <"$RKVM_TOP/kconfig/rkvm.config"
+[ ${#dropped[@]} -eq 0 ] || die "config lines that did not survive olddefconfig: ${dropped[*]}"
+
+jobs=${RKVM_JOBS:-$(nproc)}
+say "building kernel $(kernel_version) with -j$jobs: about 10 to 12 minutes on 2 cores (log: $RKVM_LOGS/kernel-build.log)"
+start=$(date +%s)
+run_logged "$RKVM_LOGS/kernel-build.log" "kernel build" \
+	make -C "$src" O="$out" "${mk[@]}" -j"$jobs" bzImage modules
+rm -rf "$out/modinst"
+run_logged "$RKVM_LOGS/kernel-modinst.log" "kernel modules_install" \
+	make -C "$src" O="$out" "${mk[@]}" INSTALL_MOD_PATH="$out/modinst" INSTALL_MOD_STRIP=1 \
+	DEPMOD=/sbin/depmod modules_install
+say "kernel built in $(($(date +%s) - start)) s"
+touch "$stamp"

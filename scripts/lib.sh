@@ -1,0 +1,82 @@
+# shellcheck shell=bash
+# Common settings and helpers for rkvm's scripts. Sourced, never executed.
+#
+# Everything that is downloaded or built outside the checkout lives under
+# $RKVM_CACHE, keyed by version and configuration, so that a second run on the
+# same machine reuses it.
+
+set -euo pipefail
+
+RKVM_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RKVM_CACHE=${RKVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rkvm}
+
+# The kernel we build against: Debian's linux-source package. The pinned
+# version is tried first; if the archive no longer carries it, the newest
+# 7.3.x is used and the scripts say so.
+KERNEL_SERIES=7.3
+KERNEL_PKG=linux-source-$KERNEL_SERIES
+KERNEL_PIN=${RKVM_KERNEL_PIN:-7.3.4-1~bpo13+1}
+KERNEL_SUITE=trixie-backports
+
+# bindgen for the kernel's Rust build: pinned, built from crates.io.
+BINDGEN_VERSION=0.73.2
+BINDGEN_ROOT=$RKVM_CACHE/tools/bindgen-$BINDGEN_VERSION
+BINDGEN=$BINDGEN_ROOT/bin/bindgen
+
+# The kernel's Rust must be built by Debian's rustc-web (it ships the matching
+# library source); rustup's compiler on PATH is for userspace only.
+KRUSTC=/usr/bin/rustc
+KRUSTDOC=/usr/bin/rustdoc
+LIBCLANG_PATH=/usr/lib/llvm-19/lib
+export LIBCLANG_PATH
+
+RKVM_LOGS=$RKVM_CACHE/logs
+mkdir -p "$RKVM_CACHE" "$RKVM_LOGS"
+
+# The directory under the checkout where per-checkout outputs go (module,
+# test binaries, initramfs); the kernel itself is in the cache.
+RKVM_OUT=${RKVM_OUT:-$RKVM_TOP/build}
+
+say() { printf 'rkvm: %s\n' "$*" >&2; }
+die() { printf 'rkvm: error: %s\n' "$*" >&2; exit 1; }
+
+# run_logged LOG DESCRIPTION CMD...: runs CMD with its output in LOG and, on
+# failure, prints the last lines and the log's path.
+run_logged() {
+	local log=$1 what=$2
+	shift 2
+	if ! "$@" >"$log" 2>&1; then
+		tail -n 30 "$log" >&2 || true
+		die "$what failed; full log: $log"
+	fi
+}
+
+# The variables every kernel or module build needs for its Rust part.
+kernel_make_vars() {
+	printf '%s\n' ARCH=x86_64 "RUSTC=$KRUSTC" "HOSTRUSTC=$KRUSTC" \
+		"RUSTDOC=$KRUSTDOC" "BINDGEN=$BINDGEN"
+}
+
+# Where the selected kernel source and build live. These files are written
+# by fetch-kernel.sh and build-kernel.sh.
+kernel_version_file() { echo "$RKVM_CACHE/kernel-version"; }
+kernel_version() {
+	local f
+	f=$(kernel_version_file)
+	[ -s "$f" ] || die "no kernel source yet: run scripts/fetch-kernel.sh (or make)"
+	cat "$f"
+}
+kernel_src_dir() { echo "$RKVM_CACHE/src/linux-$(kernel_version)"; }
+
+# The configuration hash keys the build directory: kernel version, the
+# config fragment and the compilers that build it.
+kernel_config_hash() {
+	{
+		kernel_version
+		cat "$RKVM_TOP/kconfig/rkvm.config"
+		"$KRUSTC" --version
+		gcc --version | head -n 1
+		echo "bindgen $BINDGEN_VERSION"
+	} | sha256sum | cut -c1-12
+}
+kernel_build_dir() { echo "$RKVM_CACHE/build/linux-$(kernel_version)-$(kernel_config_hash)"; }
