@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KVM's userspace ABI, exactly.
+//!
+//! The structs and constants are generated at build time by bindgen from the
+//! kernel's own `include/uapi/linux/kvm.h` (see `scripts/gen-uapi.sh`), so
+//! their layout is KVM's by construction; the generated file also asserts
+//! every size and offset at compile time. The ioctl numbers are function-like
+//! macros in C, which bindgen cannot evaluate: they are computed here with
+//! the kernel's `_IO*` helpers from the same generated struct types.
+
+#[allow(
+    dead_code,
+    missing_docs,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    unreachable_pub,
+    unsafe_op_in_unsafe_fn,
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
+)]
+pub(crate) mod uapi {
+    include!(env!("RKVM_UAPI_RS"));
+}
+
+pub(crate) use uapi::*;
+
+use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
+use kernel::transmute::{AsBytes, FromBytes};
+
+/// The ioctl type byte of every KVM ioctl (`KVMIO` in `linux/kvm.h`).
+const KVMIO: u32 = 0xAE;
+
+// System ioctls (on the device fd).
+pub(crate) const KVM_GET_API_VERSION: u32 = _IO(KVMIO, 0x00);
+pub(crate) const KVM_CREATE_VM: u32 = _IO(KVMIO, 0x01);
+pub(crate) const KVM_GET_MSR_INDEX_LIST: u32 = _IOWR::<kvm_msr_list>(KVMIO, 0x02);
+pub(crate) const KVM_CHECK_EXTENSION: u32 = _IO(KVMIO, 0x03);
+pub(crate) const KVM_GET_VCPU_MMAP_SIZE: u32 = _IO(KVMIO, 0x04);
+pub(crate) const KVM_GET_SUPPORTED_CPUID: u32 = _IOWR::<kvm_cpuid2>(KVMIO, 0x05);
+
+// VM ioctls.
+pub(crate) const KVM_CREATE_VCPU: u32 = _IO(KVMIO, 0x41);
+pub(crate) const KVM_SET_USER_MEMORY_REGION: u32 =
+    _IOW::<kvm_userspace_memory_region>(KVMIO, 0x46);
+pub(crate) const KVM_SET_TSS_ADDR: u32 = _IO(KVMIO, 0x47);
+pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = _IOW::<u64>(KVMIO, 0x48);
+pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 =
+    _IOW::<kvm_userspace_memory_region2>(KVMIO, 0x49);
+
+// vCPU ioctls.
+pub(crate) const KVM_RUN: u32 = _IO(KVMIO, 0x80);
+pub(crate) const KVM_GET_REGS: u32 = _IOR::<kvm_regs>(KVMIO, 0x81);
+pub(crate) const KVM_SET_REGS: u32 = _IOW::<kvm_regs>(KVMIO, 0x82);
+pub(crate) const KVM_GET_SREGS: u32 = _IOR::<kvm_sregs>(KVMIO, 0x83);
+pub(crate) const KVM_SET_SREGS: u32 = _IOW::<kvm_sregs>(KVMIO, 0x84);
+pub(crate) const KVM_GET_MSRS: u32 = _IOWR::<kvm_msrs>(KVMIO, 0x88);
+pub(crate) const KVM_SET_MSRS: u32 = _IOW::<kvm_msrs>(KVMIO, 0x89);
+pub(crate) const KVM_SET_CPUID2: u32 = _IOW::<kvm_cpuid2>(KVMIO, 0x90);
+pub(crate) const KVM_GET_CPUID2: u32 = _IOWR::<kvm_cpuid2>(KVMIO, 0x91);
+
+// Well-known values, as a cross-check of the computation above.
+const _: () = assert!(KVM_CREATE_VM == 0xAE01);
+const _: () = assert!(KVM_GET_REGS == 0x8090_AE81);
+const _: () = assert!(KVM_SET_USER_MEMORY_REGION == 0x4020_AE46);
+const _: () = assert!(KVM_GET_SUPPORTED_CPUID == 0xC008_AE05);
+
+/// Limits KVM x86 enforces on variable-length arguments, matched exactly.
+/// `KVM_MAX_CPUID_ENTRIES` in `arch/x86/include/asm/kvm_host.h`.
+pub(crate) const MAX_CPUID_ENTRIES: u32 = 256;
+/// `MAX_IO_MSRS` in `arch/x86/kvm/msrs.c`: `nmsrs` must be below it.
+pub(crate) const MAX_IO_MSRS: u32 = 256;
+
+// The headers and entries of variable-length arguments, and the fixed-size
+// structs, are read from and written to user memory as plain bytes. Each
+// impl below is for a C struct of integer fields (and arrays of them) whose
+// every bit pattern is valid and which has no implicit padding: bindgen's
+// layout assertions pin the sizes, which equal the sums of the fields.
+macro_rules! plain_old_data {
+    ($($t:ty),* $(,)?) => {
+        $(
+            // SAFETY: A C struct of integers with explicit padding fields only (see above):
+            // any bytes are a valid value.
+            unsafe impl FromBytes for $t {}
+            // SAFETY: As above: no implicit padding, so every byte is initialised.
+            unsafe impl AsBytes for $t {}
+        )*
+    };
+}
+
+plain_old_data!(
+    kvm_regs,
+    kvm_sregs,
+    kvm_segment,
+    kvm_dtable,
+    kvm_userspace_memory_region,
+    kvm_userspace_memory_region2,
+    kvm_msrs,
+    kvm_msr_entry,
+    kvm_msr_list,
+    kvm_cpuid2,
+    kvm_cpuid_entry2,
+);
+
+// No implicit padding, checked: the sizes are the sums of the fields.
+const _: () = assert!(core::mem::size_of::<kvm_segment>() == 8 + 4 + 2 + 8 + 2);
+const _: () = assert!(core::mem::size_of::<kvm_dtable>() == 8 + 2 + 3 * 2);
+const _: () = assert!(core::mem::size_of::<kvm_sregs>() == 8 * 24 + 2 * 16 + 8 * 7 + 8 * 4);
+const _: () = assert!(core::mem::size_of::<kvm_msr_entry>() == 16);
+const _: () = assert!(core::mem::size_of::<kvm_msrs>() == 8);
+const _: () = assert!(core::mem::size_of::<kvm_cpuid_entry2>() == 40);
+const _: () = assert!(core::mem::size_of::<kvm_cpuid2>() == 8);
+const _: () = assert!(core::mem::size_of::<kvm_userspace_memory_region>() == 32);
+const _: () = assert!(core::mem::size_of::<kvm_userspace_memory_region2>() == 32 + 8 + 4 + 4 + 8 * 14);

@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `/dev/rkvm`: the system fd, and the capabilities rkvm reports.
+//!
+//! System ioctls (`Documentation/virt/kvm/api.rst` section 4): API version,
+//! VM creation, capability checks, the vCPU mapping size, and the CPUID and
+//! MSR lists a client builds its guest's view from.
+
+use crate::abi::{self, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_list};
+use crate::backend::Backend;
+use crate::memslot::NR_MEMSLOTS;
+use crate::stats::Stats;
+use crate::sys::cpu;
+use crate::sys::file::{new_anon_fd, this_module, DeviceFile, FileObject, FileOps};
+use crate::user;
+use crate::vcpu::{MAX_VCPUS, MAX_VCPU_IDS, VCPU_MMAP_PAGES};
+use crate::vm::{Vm, VM_FOPS};
+use crate::x86::{cpuid, msr};
+use core::mem::size_of;
+use kernel::prelude::*;
+use kernel::sync::{Arc, ArcBorrow};
+
+/// What every open of `/dev/rkvm`, and every VM, shares.
+pub(crate) struct Shared {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// One open of `/dev/rkvm`.
+pub(crate) struct System {
+    shared: Arc<Shared>,
+}
+
+/// The file operations of `/dev/rkvm`.
+pub(crate) static DEVICE_FOPS: FileOps<System> = FileOps::new_device(this_module!());
+
+impl DeviceFile for System {
+    type Context = Arc<Shared>;
+
+    fn open(shared: &Arc<Shared>) -> Result<Arc<Self>> {
+        Ok(Arc::new(
+            System {
+                shared: shared.clone(),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+}
+
+extern "C" {
+    fn rkvm_num_online_cpus() -> kernel::ffi::c_uint;
+}
+
+/// The answer to `KVM_CHECK_EXTENSION` (on the device and on VM fds):
+/// non-zero only for what rkvm implements.
+pub(crate) fn check_extension(cap: usize) -> isize {
+    let Ok(cap) = u32::try_from(cap) else {
+        return 0;
+    };
+    match cap {
+        abi::KVM_CAP_USER_MEMORY
+        | abi::KVM_CAP_USER_MEMORY2
+        | abi::KVM_CAP_DESTROY_MEMORY_REGION_WORKS
+        | abi::KVM_CAP_SET_TSS_ADDR
+        | abi::KVM_CAP_SET_IDENTITY_MAP_ADDR
+        | abi::KVM_CAP_EXT_CPUID
+        | abi::KVM_CAP_CHECK_EXTENSION_VM => 1,
+        abi::KVM_CAP_NR_VCPUS => {
+            // SAFETY: Reading the online CPU count has no preconditions.
+            let online = unsafe { rkvm_num_online_cpus() } as usize;
+            online.min(MAX_VCPUS) as isize
+        }
+        abi::KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
+        abi::KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,
+        abi::KVM_CAP_NR_MEMSLOTS => NR_MEMSLOTS as isize,
+        // One address space: rkvm has no SMM.
+        abi::KVM_CAP_MULTI_ADDRESS_SPACE => 1,
+        _ => 0,
+    }
+}
+
+impl System {
+    fn create_vm(&self, vm_type: usize) -> Result<isize> {
+        // Only the default VM type (KVM_X86_DEFAULT_VM).
+        if vm_type != 0 {
+            return Err(EINVAL);
+        }
+        let vm = Vm::new(self.shared.clone())?;
+        Ok(new_anon_fd(c"rkvm-vm", &VM_FOPS, vm)? as isize)
+    }
+
+    /// `KVM_GET_SUPPORTED_CPUID`: like KVM, at least one entry must be
+    /// offered, more than 256 are clamped to 256, and too few is `E2BIG`
+    /// with nothing written back.
+    fn get_supported_cpuid(arg: usize) -> Result<isize> {
+        let mut header: kvm_cpuid2 = user::read(arg)?;
+        if header.nent < 1 {
+            return Err(E2BIG);
+        }
+        let room = header.nent.min(abi::MAX_CPUID_ENTRIES) as usize;
+        let mut table = KVec::with_capacity(room, GFP_KERNEL)?;
+        for _ in 0..room {
+            table.push(kvm_cpuid_entry2::default(), GFP_KERNEL)?;
+        }
+        let n = cpuid::supported(cpu::cpuid_tuple, &mut table).ok_or(E2BIG)?;
+        user::write_array(arg + size_of::<kvm_cpuid2>(), &table[..n])?;
+        header.nent = n as u32;
+        user::write(arg, &header)?;
+        Ok(0)
+    }
+
+    /// `KVM_GET_MSR_INDEX_LIST`: the count is always written back; too small
+    /// a buffer is then `E2BIG`.
+    fn get_msr_index_list(arg: usize) -> Result<isize> {
+        let mut list: kvm_msr_list = user::read(arg)?;
+        let room = list.nmsrs as usize;
+        list.nmsrs = msr::SUPPORTED.len() as u32;
+        user::write(arg, &list)?;
+        if room < msr::SUPPORTED.len() {
+            return Err(E2BIG);
+        }
+        user::write_array(arg + size_of::<kvm_msr_list>(), msr::SUPPORTED)?;
+        Ok(0)
+    }
+}
+
+impl FileObject for System {
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            abi::KVM_GET_API_VERSION if arg == 0 => Ok(abi::KVM_API_VERSION as isize),
+            abi::KVM_CREATE_VM => this.create_vm(arg),
+            abi::KVM_CHECK_EXTENSION => Ok(check_extension(arg)),
+            abi::KVM_GET_VCPU_MMAP_SIZE if arg == 0 => {
+                Ok((VCPU_MMAP_PAGES * kernel::page::PAGE_SIZE) as isize)
+            }
+            abi::KVM_GET_SUPPORTED_CPUID => Self::get_supported_cpuid(arg),
+            abi::KVM_GET_MSR_INDEX_LIST => Self::get_msr_index_list(arg),
+            // KVM answers an unknown system ioctl (or a known one with a bad argument) with
+            // EINVAL on x86, not ENOTTY (`kvm_arch_dev_ioctl`).
+            _ => Err(EINVAL),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C helpers for rkvm's Rust code: kernel services that exist only as static
+ * inline functions or macros, which Rust cannot call directly. Each is a
+ * one-line wrapper; the Rust side (module/sys/) documents how they are used.
+ */
+#include <linux/anon_inodes.h>
+#include <linux/cpuhotplug.h>
+#include <linux/mm.h>
+#include <linux/uaccess.h>
+#include <asm/msr.h>
+
+/* Prototypes, for -Wmissing-prototypes: these are called only from Rust. */
+phys_addr_t rkvm_page_to_phys(struct page *page);
+int rkvm_cpuhp_setup_multi(const char *name,
+			   int (*online)(unsigned int cpu, struct hlist_node *node),
+			   int (*offline)(unsigned int cpu, struct hlist_node *node));
+int rkvm_cpuhp_add_instance(int state, struct hlist_node *node);
+void rkvm_cpuhp_remove_instance(int state, struct hlist_node *node);
+void rkvm_cpuhp_remove_multi(int state);
+bool rkvm_access_ok(unsigned long addr, unsigned long size);
+int rkvm_rdmsr_safe(u32 msr, u64 *value);
+int rkvm_wrmsr_safe(u32 msr, u64 value);
+unsigned long rkvm_local_irq_save(void);
+void rkvm_local_irq_restore(unsigned long flags);
+unsigned int rkvm_num_online_cpus(void);
+vm_fault_t rkvm_fault_set_page(struct vm_fault *vmf, struct page *page);
+
+phys_addr_t rkvm_page_to_phys(struct page *page)
+{
+	return page_to_phys(page);
+}
+
+int rkvm_cpuhp_setup_multi(const char *name,
+			   int (*online)(unsigned int cpu, struct hlist_node *node),
+			   int (*offline)(unsigned int cpu, struct hlist_node *node))
+{
+	return cpuhp_setup_state_multi(CPUHP_AP_ONLINE_DYN, name, online, offline);
+}
+
+int rkvm_cpuhp_add_instance(int state, struct hlist_node *node)
+{
+	return cpuhp_state_add_instance(state, node);
+}
+
+void rkvm_cpuhp_remove_instance(int state, struct hlist_node *node)
+{
+	cpuhp_state_remove_instance(state, node);
+}
+
+void rkvm_cpuhp_remove_multi(int state)
+{
+	cpuhp_remove_multi_state(state);
+}
+
+bool rkvm_access_ok(unsigned long addr, unsigned long size)
+{
+	return access_ok((void __user *)addr, size);
+}
+
+int rkvm_rdmsr_safe(u32 msr, u64 *value)
+{
+	return rdmsrq_safe(msr, value);
+}
+
+int rkvm_wrmsr_safe(u32 msr, u64 value)
+{
+	return wrmsrq_safe(msr, value);
+}
+
+unsigned long rkvm_local_irq_save(void)
+{
+	unsigned long flags;
+
+	local_irq_save(flags);
+	return flags;
+}
+
+void rkvm_local_irq_restore(unsigned long flags)
+{
+	local_irq_restore(flags);
+}
+
+unsigned int rkvm_num_online_cpus(void)
+{
+	return num_online_cpus();
+}
+
+vm_fault_t rkvm_fault_set_page(struct vm_fault *vmf, struct page *page)
+{
+	get_page(page);
+	vmf->page = page;
+	return 0;
+}

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! rkvm: a KVM-compatible hypervisor written in Rust.
+//!
+//! Loading the module finds the CPU's virtualization extension, turns it on
+//! for every CPU (and for CPUs that come online later), and registers
+//! `/dev/rkvm`, whose ioctls are KVM's. Unloading undoes all of it; it is
+//! refused while any fd (and so any VM) is open.
+//!
+//! Map of the crate (docs/architecture.md has the picture):
+//! - [`dev`], [`vm`], [`vcpu`]: the three kinds of fd, in common code.
+//! - [`memslot`], [`x86`]: pure logic (slot rules, registers, CPUID, MSRs).
+//! - [`backend`]: the trait vendor code implements; [`svm`]: AMD-V.
+//! - [`sys`]: the only place that touches hardware or C kernel APIs.
+
+use kernel::debugfs;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+mod abi;
+mod backend;
+mod dev;
+mod memslot;
+mod stats;
+mod svm;
+mod sys;
+mod user;
+mod vcpu;
+mod vm;
+mod x86;
+
+use backend::VirtCpus;
+use dev::{Shared, System, DEVICE_FOPS};
+use stats::Stats;
+use sys::cpu::CpuHotplug;
+use sys::file::MiscRegistration;
+
+module! {
+    type: Rkvm,
+    name: "rkvm",
+    authors: ["The rkvm developers"],
+    description: "A KVM-compatible hypervisor in Rust (/dev/rkvm)",
+    license: "GPL",
+}
+
+/// The loaded module. Fields drop in order: the device goes first (no new
+/// opens), then debugfs, then virtualization is turned off on every CPU.
+struct Rkvm {
+    _device: Pin<KBox<MiscRegistration<System>>>,
+    _stats_file: Pin<KBox<debugfs::File<Arc<Stats>>>>,
+    _debugfs: debugfs::Dir,
+    _cpus: Pin<KBox<CpuHotplug<VirtCpus>>>,
+}
+
+impl kernel::Module for Rkvm {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let backend = backend::probe()?;
+        let cpus = CpuHotplug::register(c"rkvm:online", VirtCpus(backend.clone())).inspect_err(
+            |e| {
+                if *e == EBUSY {
+                    pr_err!("the hardware is already in use by another hypervisor; unload it (e.g. rmmod kvm_amd) first\n");
+                }
+            },
+        )?;
+
+        let stats = Arc::new(Stats::default(), GFP_KERNEL)?;
+        let debugfs = debugfs::Dir::new(c"rkvm");
+        let stats_file = KBox::pin_init(debugfs.read_only_file(c"stats", stats.clone()), GFP_KERNEL)?;
+
+        // Registered last: once /dev/rkvm exists, userspace may use everything above.
+        let shared = Arc::new(Shared { backend: backend.clone(), stats }, GFP_KERNEL)?;
+        let device = KBox::pin_init(
+            MiscRegistration::register(c"rkvm", 0o600, &DEVICE_FOPS, shared),
+            GFP_KERNEL,
+        )?;
+        pr_info!("/dev/rkvm ready ({} backend)\n", backend.name());
+        Ok(Rkvm {
+            _device: device,
+            _stats_file: stats_file,
+            _debugfs: debugfs,
+            _cpus: cpus,
+        })
+    }
+}

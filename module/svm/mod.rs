@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The AMD-V (SVM) backend.
+//!
+//! Now: detection and per-CPU enabling. SVM is usable when CPUID says the
+//! CPU has it (CPUID 0x8000_0001 ECX[2]) and nested paging (CPUID
+//! 0x8000_000A EDX[0]), and the BIOS has not locked it off (VM_CR.SVMDIS).
+//! Enabling it on a CPU means pointing VM_HSAVE_PA at a page where VMRUN
+//! saves host state, then setting EFER.SVME. APM Vol. 2 15.4 and 15.30.
+
+use crate::backend::Backend;
+use crate::sys::cpu::{self, IrqsDisabled};
+use crate::sys::mem::page_phys;
+use crate::x86::msr::index;
+use crate::x86::regs::{efer, HostLimits};
+use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::page::Page;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// CPUID 0x8000_0001 ECX bit 2: SVM. APM Vol. 2 15.4.
+const CPUID_81_ECX_SVM: u32 = 1 << 2;
+/// CPUID 0x8000_000A EDX bit 0: nested paging. APM Vol. 3 E.4.9.
+const CPUID_8A_EDX_NP: u32 = 1 << 0;
+/// CPUID 0x8000_000A EDX bit 3: next-RIP save on #VMEXIT. APM Vol. 3 E.4.9.
+const CPUID_8A_EDX_NRIPS: u32 = 1 << 3;
+/// VM_CR bit 4: SVMDIS, SVM disabled (by the BIOS when locked). APM Vol. 2 15.30.1.
+const VM_CR_SVMDIS: u64 = 1 << 4;
+
+/// The SVM backend.
+///
+/// # Invariants
+///
+/// `hsave` has one zeroed page per possible CPU id; `owned[cpu]` is true
+/// exactly while this backend has EFER.SVME set on that CPU.
+pub(crate) struct Svm {
+    hsave: KVec<Page>,
+    owned: KVec<AtomicBool>,
+    limits: HostLimits,
+    /// Whether the CPU saves the next RIP on #VMEXIT (QEMU's emulation does
+    /// not; the run loop must cope without it).
+    pub(crate) nrips: bool,
+    /// Number of address-space ids (CPUID 0x8000_000A EBX).
+    pub(crate) nr_asids: u32,
+}
+
+impl Svm {
+    /// Checks the CPU for a usable SVM and allocates the per-CPU state.
+    /// Errors are a reason for the load failure message.
+    pub(crate) fn probe() -> core::result::Result<Arc<dyn Backend>, &'static str> {
+        let max_ext = cpu::cpuid(0x8000_0000, 0).eax;
+        if max_ext < 0x8000_000a || cpu::cpuid(0x8000_0001, 0).ecx & CPUID_81_ECX_SVM == 0 {
+            return Err("the CPU has neither SVM nor (in this version) a supported VMX");
+        }
+        let svm_features = cpu::cpuid(0x8000_000a, 0);
+        if svm_features.edx & CPUID_8A_EDX_NP == 0 {
+            return Err("SVM without nested paging (NPT) is not supported");
+        }
+        match cpu::rdmsr(index::VM_CR) {
+            Ok(vm_cr) if vm_cr & VM_CR_SVMDIS != 0 => {
+                return Err("SVM is disabled by the firmware (VM_CR.SVMDIS)")
+            }
+            Ok(_) => {}
+            Err(_) => return Err("SVM is advertised but the VM_CR MSR cannot be read"),
+        }
+
+        let possible = kernel::cpu::nr_cpu_ids() as usize;
+        let mut hsave = KVec::with_capacity(possible, GFP_KERNEL).map_err(|_| "out of memory")?;
+        let mut owned = KVec::with_capacity(possible, GFP_KERNEL).map_err(|_| "out of memory")?;
+        for _ in 0..possible {
+            let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).map_err(|_| "out of memory")?;
+            hsave.push(page, GFP_KERNEL).map_err(|_| "out of memory")?;
+            owned.push(AtomicBool::new(false), GFP_KERNEL).map_err(|_| "out of memory")?;
+        }
+        let svm = Svm {
+            hsave,
+            owned,
+            limits: HostLimits::from_cpuid(cpu::cpuid_tuple),
+            nrips: svm_features.edx & CPUID_8A_EDX_NRIPS != 0,
+            nr_asids: svm_features.ebx,
+        };
+        pr_info!(
+            "SVM with nested paging: {} ASIDs, next-RIP save {}\n",
+            svm.nr_asids,
+            if svm.nrips { "yes" } else { "no" }
+        );
+        Arc::new(svm, GFP_KERNEL)
+            .map(|a| a as Arc<dyn Backend>)
+            .map_err(|_| "out of memory")
+    }
+}
+
+impl Backend for Svm {
+    fn name(&self) -> &'static str {
+        "svm"
+    }
+
+    fn enable_cpu(&self, cpu: u32) -> Result {
+        let i = cpu as usize;
+        let (Some(page), Some(owned)) = (self.hsave.get(i), self.owned.get(i)) else {
+            return Err(EINVAL);
+        };
+        // The check and the set are one step on this CPU: no other claimant (the real KVM
+        // enables from its own hotplug callbacks or IPIs) can run in between.
+        let _irqs = IrqsDisabled::new();
+        let old = cpu::rdmsr(index::EFER)?;
+        if old & efer::SVME != 0 {
+            pr_err!(
+                "SVM is already in use on CPU {} (EFER.SVME set): another hypervisor, such as kvm_amd, owns it\n",
+                cpu
+            );
+            return Err(EBUSY);
+        }
+        // SAFETY: SVM is off on this CPU, so no one uses VM_HSAVE_PA; the page is ours and
+        // zeroed, and lives as long as `self`. APM Vol. 2 15.30.4.
+        unsafe { cpu::wrmsr(index::VM_HSAVE_PA, page_phys(page).0)? };
+        // SAFETY: EFER.SVME was clear and we now own it on this CPU; setting it changes no
+        // state the kernel relies on. APM Vol. 2 15.4.
+        unsafe { cpu::wrmsr(index::EFER, old | efer::SVME)? };
+        // INVARIANT: SVME is set on this CPU by us.
+        owned.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn disable_cpu(&self, cpu: u32) {
+        let Some(owned) = self.owned.get(cpu as usize) else {
+            return;
+        };
+        let _irqs = IrqsDisabled::new();
+        if !owned.load(Ordering::Acquire) {
+            return;
+        }
+        // INVARIANT: SVME is cleared below.
+        owned.store(false, Ordering::Release);
+        let Ok(old) = cpu::rdmsr(index::EFER) else {
+            return;
+        };
+        // SAFETY: We own SVM on this CPU and no guest runs (VMs pin the module, so none exist
+        // when the backend is torn down; a CPU going offline has no vCPU on it).
+        // Clearing SVME and the save-area pointer returns the CPU to its state before us.
+        unsafe {
+            let _ = cpu::wrmsr(index::EFER, old & !efer::SVME);
+            let _ = cpu::wrmsr(index::VM_HSAVE_PA, 0);
+        }
+    }
+
+    fn host_limits(&self) -> HostLimits {
+        self.limits
+    }
+}

@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The CPU: CPUID, model-specific registers, and per-CPU hotplug callbacks.
+
+use kernel::ffi::{c_char, c_int, c_uint, c_ulong};
+use core::marker::PhantomPinned;
+use kernel::bindings;
+use kernel::prelude::*;
+use kernel::types::Opaque;
+
+/// The four registers CPUID returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CpuidRegs {
+    pub(crate) eax: u32,
+    pub(crate) ebx: u32,
+    pub(crate) ecx: u32,
+    pub(crate) edx: u32,
+}
+
+/// Executes CPUID for `leaf` and `subleaf` on the current CPU.
+pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> CpuidRegs {
+    // SAFETY: CPUID is available on every x86_64 CPU and has no side effects beyond its
+    // output registers.
+    #[allow(unused_unsafe)]
+    let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, subleaf) };
+    CpuidRegs {
+        eax: r.eax,
+        ebx: r.ebx,
+        ecx: r.ecx,
+        edx: r.edx,
+    }
+}
+
+extern "C" {
+    fn rkvm_rdmsr_safe(msr: u32, value: *mut u64) -> c_int;
+    fn rkvm_wrmsr_safe(msr: u32, value: u64) -> c_int;
+    fn rkvm_cpuhp_setup_multi(
+        name: *const c_char,
+        online: unsafe extern "C" fn(c_uint, *mut bindings::hlist_node) -> c_int,
+        offline: unsafe extern "C" fn(c_uint, *mut bindings::hlist_node) -> c_int,
+    ) -> c_int;
+    fn rkvm_cpuhp_add_instance(state: c_int, node: *mut bindings::hlist_node) -> c_int;
+    fn rkvm_cpuhp_remove_instance(state: c_int, node: *mut bindings::hlist_node);
+    fn rkvm_cpuhp_remove_multi(state: c_int);
+    fn rkvm_local_irq_save() -> c_ulong;
+    fn rkvm_local_irq_restore(flags: c_ulong);
+}
+
+/// Interrupts are disabled on this CPU while this guard lives, so a
+/// read-modify-write of per-CPU hardware state cannot be interleaved with
+/// another claimant on the same CPU (task or interrupt).
+pub(crate) struct IrqsDisabled {
+    flags: c_ulong,
+    _not_send: core::marker::PhantomData<*mut ()>,
+}
+
+impl IrqsDisabled {
+    /// Disables interrupts on the current CPU until the guard is dropped.
+    pub(crate) fn new() -> Self {
+        // SAFETY: Saving and disabling the interrupt flag is always allowed; `Drop` restores it
+        // on the same CPU (the guard is not `Send`, and the task cannot migrate with
+        // interrupts off).
+        let flags = unsafe { rkvm_local_irq_save() };
+        Self {
+            flags,
+            _not_send: core::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for IrqsDisabled {
+    fn drop(&mut self) {
+        // SAFETY: `flags` came from `rkvm_local_irq_save` on this CPU (see `new`).
+        unsafe { rkvm_local_irq_restore(self.flags) };
+    }
+}
+
+/// Runs CPUID with the arguments and result as a tuple, for the pure logic
+/// in `x86` that takes a CPUID function.
+pub(crate) fn cpuid_tuple(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
+    let r = cpuid(leaf, subleaf);
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+/// Reads the time-stamp counter. SDM Vol. 2B "RDTSC".
+pub(crate) fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the time-stamp counter, which the kernel leaves readable.
+    #[allow(unused_unsafe)]
+    unsafe {
+        core::arch::x86_64::_rdtsc()
+    }
+}
+
+/// Reads a model-specific register of the current CPU. A fault (an MSR the
+/// CPU does not have) is caught by the kernel's exception table and
+/// returned as `EIO` rather than crashing.
+pub(crate) fn rdmsr(msr: u32) -> Result<u64> {
+    let mut value = 0u64;
+    // SAFETY: `rdmsrq_safe` reads the MSR with an exception-table fixup, so a missing MSR
+    // returns an error; `value` is a valid place to write the result.
+    let r = unsafe { rkvm_rdmsr_safe(msr, &mut value) };
+    if r != 0 {
+        return Err(EIO);
+    }
+    Ok(value)
+}
+
+/// Writes a model-specific register of the current CPU; a fault is returned
+/// as `EIO`.
+///
+/// # Safety
+///
+/// The write must not break anything the rest of the kernel relies on: the
+/// caller owns the state it changes (for example EFER.SVME after checking
+/// that no one else set it, or VM_HSAVE_PA while it holds SVM on this CPU).
+pub(crate) unsafe fn wrmsr(msr: u32, value: u64) -> Result {
+    // SAFETY: The caller guarantees the write is sound for the kernel; a faulting write is
+    // caught by the exception table in `wrmsrq_safe`.
+    let r = unsafe { rkvm_wrmsr_safe(msr, value) };
+    if r != 0 {
+        return Err(EIO);
+    }
+    Ok(())
+}
+
+/// Work to do on each CPU as it comes online and goes offline.
+pub(crate) trait PerCpu: Send + Sync {
+    /// Called on `cpu` itself, with preemption possible but the task bound to
+    /// that CPU: at registration for every online CPU, and later for every CPU
+    /// that comes online. An error refuses the registration (which is then
+    /// undone on the CPUs that had succeeded) or the CPU's onlining.
+    fn online(&self, cpu: u32) -> Result;
+    /// Called on `cpu` itself as it goes offline, and on every online CPU when
+    /// the registration is dropped.
+    fn offline(&self, cpu: u32);
+}
+
+/// A dynamic CPU hotplug state with one instance: `T`'s hooks run on every
+/// CPU while this object exists.
+///
+/// # Invariants
+///
+/// `state` is a multi-instance hotplug state set up by this object, and
+/// `node` is registered as its only instance from a successful
+/// [`CpuHotplug::register`] until drop.
+#[pin_data(PinnedDrop)]
+pub(crate) struct CpuHotplug<T: PerCpu> {
+    hooks: T,
+    state: c_int,
+    #[pin]
+    node: Opaque<bindings::hlist_node>,
+    #[pin]
+    _pin: PhantomPinned,
+}
+
+// SAFETY: The only raw-pointer state is the `hlist_node`, which the hotplug core owns and
+// protects with its own lock; `T` is `Send + Sync` (`PerCpu` requires it).
+unsafe impl<T: PerCpu> Send for CpuHotplug<T> {}
+// SAFETY: As above: `&self` gives access only to `hooks`, which is `Sync`.
+unsafe impl<T: PerCpu> Sync for CpuHotplug<T> {}
+
+impl<T: PerCpu> CpuHotplug<T> {
+    /// Runs `hooks.online` on every online CPU and keeps them running for
+    /// CPUs that come online later, until the returned object is dropped.
+    pub(crate) fn register(name: &'static CStr, hooks: T) -> Result<Pin<KBox<Self>>> {
+        // SAFETY: `name` is a static C string; the callbacks have the signatures cpuhp expects
+        // for multi-instance states and only touch the instance they are given.
+        let state_id = unsafe {
+            rkvm_cpuhp_setup_multi(name.as_char_ptr(), Self::online_cb, Self::offline_cb)
+        };
+        if state_id < 0 {
+            return Err(Error::from_errno(state_id));
+        }
+        let init = try_pin_init!(Self {
+            hooks,
+            state: state_id,
+            node <- Opaque::try_ffi_init(move |node: *mut bindings::hlist_node| {
+                // SAFETY: `node` is pinned inside the containing `Self` whose `hooks` field is
+                // already initialised (fields are initialised in order), which is all the
+                // callbacks read. It stays registered until `PinnedDrop` removes it.
+                let r = unsafe { rkvm_cpuhp_add_instance(state_id, node) };
+                if r < 0 {
+                    return Err(Error::from_errno(r));
+                }
+                Ok(())
+            }),
+            _pin: PhantomPinned,
+        }? Error);
+        // INVARIANT: on success the node is registered as the instance of `state`.
+        KBox::pin_init(init, GFP_KERNEL).inspect_err(|_| {
+            // SAFETY: The state was set up above and has no instance (adding it failed).
+            unsafe { rkvm_cpuhp_remove_multi(state_id) };
+        })
+    }
+
+    /// Recovers the hooks from the instance's node.
+    ///
+    /// # Safety
+    ///
+    /// `node` must be the `node` field of a live `CpuHotplug<T>` whose `hooks`
+    /// field is initialised.
+    unsafe fn hooks_of<'a>(node: *mut bindings::hlist_node) -> &'a T {
+        // SAFETY: By the caller's guarantee `node` is the `node` field of a `Self`
+        // (`Opaque<hlist_node>` is `repr(transparent)`).
+        let this: *const Self = unsafe { kernel::container_of!(node.cast::<Opaque<bindings::hlist_node>>(), Self, node) };
+        // SAFETY: `hooks` is initialised and lives as long as the registration.
+        unsafe { &*core::ptr::addr_of!((*this).hooks) }
+    }
+
+    unsafe extern "C" fn online_cb(cpu: c_uint, node: *mut bindings::hlist_node) -> c_int {
+        // SAFETY: cpuhp passes the node registered by `register`, whose hooks are initialised.
+        let hooks = unsafe { Self::hooks_of(node) };
+        match hooks.online(cpu) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    unsafe extern "C" fn offline_cb(cpu: c_uint, node: *mut bindings::hlist_node) -> c_int {
+        // SAFETY: As in `online_cb`.
+        let hooks = unsafe { Self::hooks_of(node) };
+        hooks.offline(cpu);
+        0
+    }
+}
+
+#[pinned_drop]
+impl<T: PerCpu> PinnedDrop for CpuHotplug<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariant the node is registered on `state`; removing it runs
+        // `offline` on every online CPU while `hooks` is still alive, then the state (with no
+        // instance left) is removed.
+        unsafe {
+            rkvm_cpuhp_remove_instance(self.state, self.node.get());
+            rkvm_cpuhp_remove_multi(self.state);
+        }
+    }
+}

@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! File descriptors: the `/dev/rkvm` misc device and anonymous-inode fds.
+//!
+//! KVM's object model is three kinds of fd: the device (`/dev/kvm`), a VM
+//! fd per `KVM_CREATE_VM` and a vCPU fd per `KVM_CREATE_VCPU`, the latter two
+//! anonymous inodes. Each kind here is a type implementing [`FileObject`];
+//! its `Arc` is the file's private data, so a VM lives as long as its fd or
+//! any object holding a reference (a vCPU holds its VM).
+//!
+//! The kernel's Rust `miscdevice` abstraction is not used because its file
+//! operations have no `owner`: an open `/dev/rkvm` would not pin the module,
+//! and `rmmod` could free the code under an open file. Every table built
+//! here names this module as its owner, so the VFS holds a module reference
+//! for each open file and `rmmod` is refused while any fd exists.
+
+use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
+use core::marker::{PhantomData, PhantomPinned};
+use kernel::bindings;
+use kernel::error::to_result;
+use kernel::page::Page;
+use kernel::prelude::*;
+use kernel::sync::{Arc, ArcBorrow};
+use kernel::types::{ForeignOwnable, Opaque};
+
+// Pointers to kernel structs are passed through unchanged; the structs' own layout is
+// the C side's business (bindgen marks some of their fields as not FFI-safe).
+#[allow(improper_ctypes)]
+extern "C" {
+    fn anon_inode_getfd(
+        name: *const c_char,
+        fops: *const bindings::file_operations,
+        private: *mut c_void,
+        flags: c_int,
+    ) -> c_int;
+}
+
+/// An object behind a file descriptor.
+pub(crate) trait FileObject: Send + Sync + Sized + 'static {
+    /// Handles an ioctl. `arg` is the raw argument (usually a user pointer).
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize>;
+
+    /// Whether the fd can be mapped. Pages are supplied one at a time as
+    /// they are first touched, by [`FileObject::page`], as KVM does.
+    const MAPPABLE: bool = false;
+
+    /// The page `pgoff` pages into the file, or `None`: touching it then
+    /// raises `SIGBUS` in the process (the mapping itself succeeds).
+    fn page(&self, _pgoff: usize) -> Option<&Page> {
+        None
+    }
+}
+
+/// A device opened through a misc device node: its open creates the object
+/// from the registration's shared context.
+pub(crate) trait DeviceFile: FileObject {
+    /// What every open of the device shares (owned by the registration).
+    type Context: Send + Sync;
+
+    /// Creates the object for one open of the device.
+    fn open(ctx: &Self::Context) -> Result<Arc<Self>>;
+}
+
+/// A `file_operations` table for objects of type `T`, owned by this module,
+/// with the `vm_operations_struct` its mappings use.
+///
+/// # Invariants
+///
+/// `fops` is the first field, so a file's `f_op` pointer to it is also a
+/// pointer to the whole table.
+#[repr(C)]
+pub(crate) struct FileOps<T> {
+    fops: bindings::file_operations,
+    vm_ops: bindings::vm_operations_struct,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: The table is immutable after construction; the raw pointers in it are to functions
+// and to this module's `struct module`, which any thread may read.
+unsafe impl<T> Sync for FileOps<T> {}
+
+/// The owner for file operation tables: this module.
+macro_rules! this_module {
+    () => {
+        // SAFETY: Only the address of `__this_module` is taken; the kernel creates it when the
+        // module is loaded and it lives until the module is freed.
+        #[allow(unused_unsafe)]
+        unsafe {
+            core::ptr::addr_of!(kernel::bindings::__this_module).cast_mut()
+        }
+    };
+}
+pub(crate) use this_module;
+
+impl<T: FileObject> FileOps<T> {
+    /// The table for anonymous-inode fds of `T`. Use as
+    /// `static OPS: FileOps<T> = FileOps::new(this_module!());`.
+    pub(crate) const fn new(owner: *mut bindings::module) -> Self {
+        // SAFETY: An all-zero `file_operations` is valid: every field is a nullable pointer or
+        // an integer.
+        let mut fops: bindings::file_operations = unsafe { core::mem::zeroed() };
+        fops.owner = owner;
+        fops.release = Some(release::<T>);
+        fops.unlocked_ioctl = Some(ioctl::<T>);
+        fops.llseek = Some(bindings::noop_llseek);
+        if T::MAPPABLE {
+            fops.mmap = Some(mmap::<T>);
+        }
+        // SAFETY: As above, all-zero is a valid `vm_operations_struct`.
+        let mut vm_ops: bindings::vm_operations_struct = unsafe { core::mem::zeroed() };
+        vm_ops.fault = Some(fault::<T>);
+        // INVARIANT: `fops` is the first field of a `repr(C)` struct.
+        Self {
+            fops,
+            vm_ops,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: DeviceFile> FileOps<T> {
+    /// The table for a misc device whose opens create `T`s.
+    pub(crate) const fn new_device(owner: *mut bindings::module) -> Self {
+        let mut ops = Self::new(owner);
+        ops.fops.open = Some(device_open::<T>);
+        ops
+    }
+}
+
+/// Creates an anonymous-inode fd for `obj` (read-write, close-on-exec), as
+/// KVM does for VM and vCPU fds, and returns its number. The fd is
+/// installed in the caller's table at once: this must be the last fallible
+/// step of an ioctl, as userspace may use or close it immediately.
+pub(crate) fn new_anon_fd<T: FileObject>(
+    name: &'static CStr,
+    ops: &'static FileOps<T>,
+    obj: Arc<T>,
+) -> Result<i32> {
+    let private = obj.into_foreign();
+    // SAFETY: `name` is a static C string; `ops` is a static table for `T` whose `release`
+    // takes back the `Arc<T>` passed as private data; the flags are valid open flags.
+    let fd = unsafe {
+        anon_inode_getfd(
+            name.as_char_ptr(),
+            &ops.fops,
+            private,
+            (bindings::O_RDWR | bindings::O_CLOEXEC) as c_int,
+        )
+    };
+    if fd < 0 {
+        // SAFETY: The fd was not created, so `private` was not handed to any file and we
+        // still own the reference from `into_foreign` above.
+        drop(unsafe { Arc::<T>::from_foreign(private) });
+        return Err(Error::from_errno(fd));
+    }
+    Ok(fd)
+}
+
+/// # Safety
+///
+/// `file` must be a file created with a [`FileOps<T>`] table, being released.
+unsafe extern "C" fn release<T: FileObject>(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> c_int {
+    // SAFETY: The private data was set from `Arc<T>::into_foreign` when the file was created
+    // (by `new_anon_fd` or `device_open`), and release is its last use.
+    drop(unsafe { Arc::<T>::from_foreign((*file).private_data) });
+    0
+}
+
+/// # Safety
+///
+/// `file` must be a live file created with a [`FileOps<T>`] table.
+unsafe extern "C" fn ioctl<T: FileObject>(
+    file: *mut bindings::file,
+    cmd: c_uint,
+    arg: c_ulong,
+) -> c_long {
+    // SAFETY: The private data is an `Arc<T>` (see `release`), and ioctl runs between the
+    // file's creation and its release, so borrowing it is valid for this call.
+    let this = unsafe { <Arc<T> as ForeignOwnable>::borrow((*file).private_data) };
+    match T::ioctl(this, cmd, arg as usize) {
+        Ok(r) => r as c_long,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+
+/// # Safety
+///
+/// `file` must be a live file created with a [`FileOps<T>`] table and `vma`
+/// a mapping of it under initial set-up.
+unsafe extern "C" fn mmap<T: FileObject>(
+    file: *mut bindings::file,
+    vma: *mut bindings::vm_area_struct,
+) -> c_int {
+    // SAFETY: The file was created with a `FileOps<T>`, whose first field is the
+    // `file_operations` that `f_op` points to (type invariant), and the table is static.
+    let ops = unsafe { &*(*file).f_op.cast::<FileOps<T>>() };
+    // SAFETY: The vma is being set up for this file and is ours to configure; pages are
+    // provided by `fault`, which reads the file's private data (the vma holds the file).
+    unsafe { (*vma).vm_ops = &ops.vm_ops };
+    0
+}
+
+// Pointers to kernel structs are passed through unchanged; the structs' own layout is
+// the C side's business (bindgen marks some of their fields as not FFI-safe).
+#[allow(improper_ctypes)]
+extern "C" {
+    fn rkvm_fault_set_page(vmf: *mut bindings::vm_fault, page: *mut bindings::page)
+        -> bindings::vm_fault_t;
+}
+
+/// # Safety
+///
+/// `vmf` must be a fault on a mapping set up by [`mmap`] for a `T` file.
+unsafe extern "C" fn fault<T: FileObject>(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+    // SAFETY: The fault's vma is a mapping of a live `T` file (the vma holds a reference to
+    // the file), whose private data is an `Arc<T>`.
+    let (this, pgoff) = unsafe {
+        let vma = (*vmf).__bindgen_anon_1.vma;
+        let this = <Arc<T> as ForeignOwnable>::borrow((*(*vma).vm_file).private_data);
+        (this, (*vmf).__bindgen_anon_1.pgoff as usize)
+    };
+    match T::page(&this, pgoff) {
+        // SAFETY: `page` is a live page owned by the object; the helper takes a reference on
+        // it for the mapping, so it stays valid after the object is gone.
+        Some(page) => unsafe { rkvm_fault_set_page(vmf, page.as_ptr()) },
+        None => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
+    }
+}
+
+/// # Safety
+///
+/// `file` must be a file being opened through a misc device registered by a
+/// [`MiscRegistration<T>`].
+unsafe extern "C" fn device_open<T: DeviceFile>(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> c_int {
+    // SAFETY: `misc_open()` sets the private data to the `struct miscdevice` being opened and
+    // keeps it registered (so its containing registration alive) for the duration of open.
+    let misc = unsafe { (*file).private_data }.cast::<bindings::miscdevice>();
+    // SAFETY: The miscdevice is the `misc` field of a `MiscRegistration<T>`
+    // (`Opaque` is `repr(transparent)`).
+    let reg: *const MiscRegistration<T> =
+        unsafe { kernel::container_of!(misc.cast::<Opaque<bindings::miscdevice>>(), MiscRegistration<T>, misc) };
+    // SAFETY: The registration is alive while the device is being opened (see above).
+    let ctx = unsafe { &(*reg).ctx };
+    match T::open(ctx) {
+        Ok(obj) => {
+            // SAFETY: Open may set the private data; `release` takes it back.
+            unsafe { (*file).private_data = obj.into_foreign() };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// A registered misc device whose opens create `T`s sharing `ctx`.
+///
+/// # Invariants
+///
+/// `misc` is registered with `misc_register` from a successful
+/// [`MiscRegistration::register`] until drop.
+#[pin_data(PinnedDrop)]
+pub(crate) struct MiscRegistration<T: DeviceFile> {
+    ctx: T::Context,
+    #[pin]
+    misc: Opaque<bindings::miscdevice>,
+    #[pin]
+    _pin: PhantomPinned,
+}
+
+// SAFETY: The registration only holds the context (which is `Send + Sync`) and the
+// `miscdevice`, which the misc core protects with its own lock.
+unsafe impl<T: DeviceFile> Send for MiscRegistration<T> {}
+// SAFETY: As above; `&self` gives no access to the `miscdevice`.
+unsafe impl<T: DeviceFile> Sync for MiscRegistration<T> {}
+
+impl<T: DeviceFile> MiscRegistration<T> {
+    /// Registers `/dev/<name>` with permissions `mode`, its opens creating
+    /// `T`s from `ctx`. Until the registration is dropped.
+    pub(crate) fn register(
+        name: &'static CStr,
+        mode: u16,
+        ops: &'static FileOps<T>,
+        ctx: T::Context,
+    ) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            ctx,
+            misc <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
+                // SAFETY: An all-zero `miscdevice` is a valid starting point (as `misc_register`
+                // expects); the slot is ours to write.
+                unsafe { slot.write(core::mem::zeroed()) };
+                // SAFETY: The slot was initialised just above.
+                unsafe {
+                    (*slot).minor = bindings::MISC_DYNAMIC_MINOR as c_int;
+                    (*slot).name = name.as_char_ptr();
+                    (*slot).fops = &ops.fops;
+                    (*slot).mode = mode;
+                }
+                // SAFETY: The `miscdevice` is initialised, pinned and outlives its registration
+                // (`PinnedDrop` deregisters it); `ctx` is initialised before it (field order).
+                // INVARIANT: On success the device is registered.
+                to_result(unsafe { bindings::misc_register(slot) })
+            }),
+            _pin: PhantomPinned,
+        }? Error)
+    }
+}
+
+#[pinned_drop]
+impl<T: DeviceFile> PinnedDrop for MiscRegistration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariant the device is registered.
+        unsafe { bindings::misc_deregister(self.misc.get()) };
+    }
+}

@@ -1,0 +1,17 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The thin layer between rkvm and the hardware and C kernel services.
+//!
+//! Every `asm!`, every direct `kernel::bindings` call and every call into
+//! `helpers.c` lives below this module. Each submodule exposes small safe
+//! types; the rest of rkvm is safe Rust.
+//!
+//! - [`cpu`]: CPUID, RDMSR/WRMSR, and the per-CPU hotplug callbacks.
+//! - [`file`]: file-operation tables for `/dev/rkvm` and the anonymous VM
+//!   and vCPU fds, with module ownership so an open fd pins the module.
+//! - [`mem`]: page allocation details the safe `Page` type does not expose
+//!   (physical address) and user-address checks.
+
+pub(crate) mod cpu;
+pub(crate) mod file;
+pub(crate) mod mem;

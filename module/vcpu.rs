@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A virtual CPU: its architectural state, its shared `kvm_run` pages, and
+//! the vCPU fd.
+//!
+//! The state is vendor-neutral (the `kvm_regs`/`kvm_sregs` a client sees,
+//! plus MSRs and CPUID); the backend loads it into its VMCB or VMCS around
+//! each entry once `KVM_RUN` exists.
+
+use crate::abi::{self, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs};
+use crate::dev::Shared;
+use crate::stats::{Kind, Live};
+use crate::sys::cpu;
+use crate::sys::file::{this_module, FileObject, FileOps};
+use crate::user;
+use crate::vm::Vm;
+use crate::x86::cpuid::{reset_signature, GuestFeatures};
+use crate::x86::msr::{self, MsrContext, MsrFile, SharedRegs};
+use crate::x86::regs::{check_sregs, reset_regs, reset_sregs};
+use core::mem::size_of;
+use kernel::new_mutex;
+use kernel::page::Page;
+use kernel::prelude::*;
+use kernel::sync::{Arc, ArcBorrow, Mutex};
+
+/// vCPUs per VM, reported as `KVM_CAP_MAX_VCPUS`.
+pub(crate) const MAX_VCPUS: usize = 64;
+/// vCPU ids are below this, reported as `KVM_CAP_MAX_VCPU_ID`.
+pub(crate) const MAX_VCPU_IDS: usize = 256;
+
+/// Pages of the vCPU mapping: `struct kvm_run` at page 0 and the port-I/O
+/// data page at page 1 (`KVM_PIO_PAGE_OFFSET`). KVM on x86 has a third, the
+/// coalesced-MMIO ring, which rkvm does not implement (its capability is
+/// not reported, so clients do not look for it).
+pub(crate) const VCPU_MMAP_PAGES: usize = 2;
+const _: () = assert!(abi::KVM_PIO_PAGE_OFFSET as usize == 1);
+
+/// The architectural state of a vCPU, as `KVM_GET_*`/`KVM_SET_*` see it.
+struct ArchState {
+    regs: kvm_regs,
+    sregs: kvm_sregs,
+    msrs: MsrFile,
+    /// The guest's CPUID table (`KVM_SET_CPUID2`); empty until set.
+    cpuid: KVec<kvm_cpuid_entry2>,
+    /// The features that table advertises, cached.
+    features: GuestFeatures,
+}
+
+/// A virtual CPU.
+#[pin_data]
+pub(crate) struct Vcpu {
+    /// The pages userspace maps: see [`VCPU_MMAP_PAGES`].
+    run_pages: [Page; VCPU_MMAP_PAGES],
+    #[pin]
+    state: Mutex<ArchState>,
+    _live: Live,
+}
+
+impl Vcpu {
+    /// Creates a vCPU in its RESET state.
+    pub(crate) fn new(shared: &Arc<Shared>) -> Result<Arc<Self>> {
+        let run_pages = [
+            Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
+            Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
+        ];
+        let live = Live::new(&shared.stats, Kind::Vcpu);
+        Arc::pin_init(
+            pin_init!(Vcpu {
+                run_pages,
+                state <- new_mutex!(
+                    ArchState {
+                        regs: reset_regs(reset_signature(&[])),
+                        sregs: reset_sregs(),
+                        msrs: MsrFile::reset(),
+                        cpuid: KVec::new(),
+                        features: GuestFeatures::default(),
+                    },
+                    "rkvm::Vcpu::state"
+                ),
+                _live: live,
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+/// The object behind a vCPU fd: the vCPU and a reference to its VM, which
+/// keeps the VM alive while the fd is open.
+pub(crate) struct VcpuFd {
+    vm: Arc<Vm>,
+    vcpu: Arc<Vcpu>,
+}
+
+/// The file operations of vCPU fds.
+pub(crate) static VCPU_FOPS: FileOps<VcpuFd> = FileOps::new(this_module!());
+
+impl VcpuFd {
+    pub(crate) fn new(vm: Arc<Vm>, vcpu: Arc<Vcpu>) -> Result<Arc<Self>> {
+        Ok(Arc::new(VcpuFd { vm, vcpu }, GFP_KERNEL)?)
+    }
+
+    fn set_regs(&self, arg: usize) -> Result<isize> {
+        let mut regs: kvm_regs = user::read(arg)?;
+        // RFLAGS bit 1 is reserved and always 1. SDM Vol. 1 3.4.3.
+        regs.rflags |= 0x2;
+        self.vcpu.state.lock().regs = regs;
+        Ok(0)
+    }
+
+    fn get_sregs(&self, arg: usize) -> Result<isize> {
+        let mut sregs = self.vcpu.state.lock().sregs;
+        // No interrupt is queued for injection until KVM_RUN exists.
+        sregs.interrupt_bitmap = [0; 4];
+        user::write(arg, &sregs)?;
+        Ok(0)
+    }
+
+    fn set_sregs(&self, arg: usize) -> Result<isize> {
+        let new: kvm_sregs = user::read(arg)?;
+        let host = self.vm.shared.backend.host_limits();
+        let mut state = self.vcpu.state.lock();
+        check_sregs(&host, &state.features, &new).map_err(|_| EINVAL)?;
+        // A bit in the pending-interrupt bitmap would ask for an injection; rkvm has no
+        // injection before KVM_RUN, so the bitmap is not kept.
+        state.sregs = kvm_sregs {
+            interrupt_bitmap: [0; 4],
+            ..new
+        };
+        Ok(0)
+    }
+
+    /// `KVM_GET_MSRS` and `KVM_SET_MSRS`: processes entries in order and
+    /// returns how many succeeded, stopping at the first MSR that fails.
+    fn msr_io(&self, arg: usize, write: bool) -> Result<isize> {
+        let header: kvm_msrs = user::read(arg)?;
+        if header.nmsrs >= abi::MAX_IO_MSRS {
+            return Err(E2BIG);
+        }
+        let entries_addr = arg + size_of::<kvm_msrs>();
+        let mut entries: KVec<kvm_msr_entry> = user::read_array(entries_addr, header.nmsrs as usize)?;
+        let host = self.vm.shared.backend.host_limits();
+        let done = {
+            let mut guard = self.vcpu.state.lock();
+            let state = &mut *guard;
+            let ctx = MsrContext {
+                host: &host,
+                guest: &state.features,
+                host_tsc: cpu::rdtsc(),
+            };
+            let mut shared = SharedRegs {
+                efer: &mut state.sregs.efer,
+                apic_base: &mut state.sregs.apic_base,
+            };
+            let mut done = 0;
+            for e in entries.iter_mut() {
+                let ok = if write {
+                    msr::set(&mut state.msrs, &mut shared, &ctx, e.index, e.data)
+                } else {
+                    match msr::get(&state.msrs, &shared, &ctx, e.index) {
+                        Some(v) => {
+                            e.data = v;
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                if !ok {
+                    break;
+                }
+                done += 1;
+            }
+            done
+        };
+        if !write {
+            user::write_array(entries_addr, &entries)?;
+        }
+        Ok(done)
+    }
+
+    /// `KVM_SET_CPUID2`: more than 256 entries is `E2BIG`.
+    fn set_cpuid2(&self, arg: usize) -> Result<isize> {
+        let header: kvm_cpuid2 = user::read(arg)?;
+        if header.nent > abi::MAX_CPUID_ENTRIES {
+            return Err(E2BIG);
+        }
+        let table: KVec<kvm_cpuid_entry2> =
+            user::read_array(arg + size_of::<kvm_cpuid2>(), header.nent as usize)?;
+        let features = GuestFeatures::from_table(&table);
+        let mut state = self.vcpu.state.lock();
+        state.cpuid = table;
+        state.features = features;
+        Ok(0)
+    }
+
+    /// `KVM_GET_CPUID2`: too small a buffer is `E2BIG` with nothing written.
+    fn get_cpuid2(&self, arg: usize) -> Result<isize> {
+        let mut header: kvm_cpuid2 = user::read(arg)?;
+        let state = self.vcpu.state.lock();
+        if (header.nent as usize) < state.cpuid.len() {
+            return Err(E2BIG);
+        }
+        user::write_array(arg + size_of::<kvm_cpuid2>(), &state.cpuid)?;
+        header.nent = state.cpuid.len() as u32;
+        drop(state);
+        user::write(arg, &header)?;
+        Ok(0)
+    }
+}
+
+impl FileObject for VcpuFd {
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            abi::KVM_GET_REGS => {
+                let regs = this.vcpu.state.lock().regs;
+                user::write(arg, &regs)?;
+                Ok(0)
+            }
+            abi::KVM_SET_REGS => this.set_regs(arg),
+            abi::KVM_GET_SREGS => this.get_sregs(arg),
+            abi::KVM_SET_SREGS => this.set_sregs(arg),
+            abi::KVM_GET_MSRS => this.msr_io(arg, false),
+            abi::KVM_SET_MSRS => this.msr_io(arg, true),
+            abi::KVM_SET_CPUID2 => this.set_cpuid2(arg),
+            abi::KVM_GET_CPUID2 => this.get_cpuid2(arg),
+            // Running guests arrives with the SVM backend's run loop.
+            abi::KVM_RUN => Err(ENOSYS),
+            // KVM answers unknown vCPU ioctls with EINVAL (`kvm_arch_vcpu_ioctl`).
+            _ => Err(EINVAL),
+        }
+    }
+
+    const MAPPABLE: bool = true;
+
+    fn page(&self, pgoff: usize) -> Option<&Page> {
+        self.vcpu.run_pages.get(pgoff)
+    }
+}

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The model-specific registers rkvm virtualises, as seen through
+//! `KVM_GET_MSRS` / `KVM_SET_MSRS` (host-initiated accesses).
+//!
+//! MSR numbers: SDM Vol. 4 Table 2-2 and APM Vol. 2 Appendix A.
+
+use crate::x86::cpuid::GuestFeatures;
+use crate::x86::regs::{self, HostLimits};
+
+/// MSR indices.
+pub(crate) mod index {
+    pub(crate) const TSC: u32 = 0x10;
+    pub(crate) const APIC_BASE: u32 = 0x1b;
+    pub(crate) const SYSENTER_CS: u32 = 0x174;
+    pub(crate) const SYSENTER_ESP: u32 = 0x175;
+    pub(crate) const SYSENTER_EIP: u32 = 0x176;
+    pub(crate) const MISC_ENABLE: u32 = 0x1a0;
+    pub(crate) const PAT: u32 = 0x277;
+    pub(crate) const EFER: u32 = 0xc000_0080;
+    pub(crate) const STAR: u32 = 0xc000_0081;
+    pub(crate) const LSTAR: u32 = 0xc000_0082;
+    pub(crate) const CSTAR: u32 = 0xc000_0083;
+    pub(crate) const SFMASK: u32 = 0xc000_0084;
+    pub(crate) const KERNEL_GS_BASE: u32 = 0xc000_0102;
+    // Host-only MSRs of SVM. APM Vol. 2 15.30.
+    pub(crate) const VM_CR: u32 = 0xc001_0114;
+    pub(crate) const VM_HSAVE_PA: u32 = 0xc001_0117;
+}
+
+/// Every MSR a `KVM_GET_MSRS`/`KVM_SET_MSRS` may name, in the order
+/// `KVM_GET_MSR_INDEX_LIST` reports them.
+pub(crate) const SUPPORTED: &[u32] = &[
+    index::TSC,
+    index::APIC_BASE,
+    index::SYSENTER_CS,
+    index::SYSENTER_ESP,
+    index::SYSENTER_EIP,
+    index::MISC_ENABLE,
+    index::PAT,
+    index::EFER,
+    index::STAR,
+    index::LSTAR,
+    index::CSTAR,
+    index::SFMASK,
+    index::KERNEL_GS_BASE,
+];
+
+/// The PAT value at reset: WB, WT, UC-, UC repeated. SDM Vol. 3A 13.12.4.
+pub(crate) const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+
+/// IA32_MISC_ENABLE at reset as KVM has it: only "BTS unavailable" (bit 11)
+/// and "PEBS unavailable" (bit 12) set. SDM Vol. 4 Table 2-2.
+pub(crate) const MISC_ENABLE_RESET: u64 = (1 << 11) | (1 << 12);
+
+/// The guest's MSR values that are not part of `kvm_sregs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MsrFile {
+    pub(crate) sysenter_cs: u64,
+    pub(crate) sysenter_esp: u64,
+    pub(crate) sysenter_eip: u64,
+    pub(crate) misc_enable: u64,
+    pub(crate) pat: u64,
+    pub(crate) star: u64,
+    pub(crate) lstar: u64,
+    pub(crate) cstar: u64,
+    pub(crate) sfmask: u64,
+    pub(crate) kernel_gs_base: u64,
+    /// Guest TSC = host TSC + `tsc_offset` (wrapping).
+    pub(crate) tsc_offset: u64,
+}
+
+impl MsrFile {
+    /// The values after RESET.
+    pub(crate) fn reset() -> Self {
+        Self {
+            sysenter_cs: 0,
+            sysenter_esp: 0,
+            sysenter_eip: 0,
+            misc_enable: MISC_ENABLE_RESET,
+            pat: PAT_RESET,
+            star: 0,
+            lstar: 0,
+            cstar: 0,
+            sfmask: 0,
+            kernel_gs_base: 0,
+            tsc_offset: 0,
+        }
+    }
+}
+
+/// A canonical 48-bit linear address: bits 63:47 all equal. SDM Vol. 3A 3.3.7.1.
+pub(crate) fn is_canonical(addr: u64) -> bool {
+    let top = (addr as i64) >> 47;
+    top == 0 || top == -1
+}
+
+/// Each byte of the PAT must name a valid memory type (0, 1, 4, 5, 6, 7).
+/// SDM Vol. 3A 13.12.2.
+pub(crate) fn pat_valid(value: u64) -> bool {
+    value.to_le_bytes().iter().all(|&t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))
+}
+
+/// Everything an MSR access may need besides the MSR file itself.
+pub(crate) struct MsrContext<'a> {
+    pub(crate) host: &'a HostLimits,
+    pub(crate) guest: &'a GuestFeatures,
+    /// The host's TSC now.
+    pub(crate) host_tsc: u64,
+}
+
+/// The registers MSR accesses share with `kvm_sregs`.
+pub(crate) struct SharedRegs<'a> {
+    pub(crate) efer: &'a mut u64,
+    pub(crate) apic_base: &'a mut u64,
+}
+
+/// Reads an MSR; `None` if rkvm does not virtualise it.
+pub(crate) fn get(
+    file: &MsrFile,
+    shared: &SharedRegs<'_>,
+    ctx: &MsrContext<'_>,
+    msr: u32,
+) -> Option<u64> {
+    Some(match msr {
+        index::TSC => ctx.host_tsc.wrapping_add(file.tsc_offset),
+        index::APIC_BASE => *shared.apic_base,
+        index::SYSENTER_CS => file.sysenter_cs,
+        index::SYSENTER_ESP => file.sysenter_esp,
+        index::SYSENTER_EIP => file.sysenter_eip,
+        index::MISC_ENABLE => file.misc_enable,
+        index::PAT => file.pat,
+        index::EFER => *shared.efer,
+        index::STAR => file.star,
+        index::LSTAR => file.lstar,
+        index::CSTAR => file.cstar,
+        index::SFMASK => file.sfmask,
+        index::KERNEL_GS_BASE => file.kernel_gs_base,
+        _ => return None,
+    })
+}
+
+/// Writes an MSR as a host-initiated write; `false` if rkvm does not
+/// virtualise it or the value is invalid for it (as KVM refuses). Values
+/// are kept at full width, as the SVM save area holds them.
+pub(crate) fn set(
+    file: &mut MsrFile,
+    shared: &mut SharedRegs<'_>,
+    ctx: &MsrContext<'_>,
+    msr: u32,
+    value: u64,
+) -> bool {
+    let canonical = |v: u64| is_canonical(v).then_some(v);
+    let stored = match msr {
+        index::TSC => {
+            file.tsc_offset = value.wrapping_sub(ctx.host_tsc);
+            return true;
+        }
+        index::APIC_BASE => {
+            if !regs::check_apic_base(ctx.host, ctx.guest, value) {
+                return false;
+            }
+            *shared.apic_base = value;
+            return true;
+        }
+        index::EFER => {
+            // Host-initiated: only bits rkvm does not support at all are refused; LMA is
+            // kept as the guest's current mode has it (KVM's `set_efer`).
+            let mut supported = regs::efer::SUPPORTED;
+            if !ctx.host.nx {
+                supported &= !regs::efer::NXE;
+            }
+            if value & !supported != 0 {
+                return false;
+            }
+            let lma = *shared.efer & regs::efer::LMA;
+            *shared.efer = (value & !regs::efer::LMA) | lma;
+            return true;
+        }
+        index::PAT => pat_valid(value).then_some(value).map(|v| file.pat = v),
+        index::SYSENTER_CS => Some(file.sysenter_cs = value),
+        index::SYSENTER_ESP => canonical(value).map(|v| file.sysenter_esp = v),
+        index::SYSENTER_EIP => canonical(value).map(|v| file.sysenter_eip = v),
+        index::MISC_ENABLE => Some(file.misc_enable = value),
+        index::STAR => Some(file.star = value),
+        index::LSTAR => canonical(value).map(|v| file.lstar = v),
+        index::CSTAR => canonical(value).map(|v| file.cstar = v),
+        index::SFMASK => Some(file.sfmask = value),
+        index::KERNEL_GS_BASE => canonical(value).map(|v| file.kernel_gs_base = v),
+        _ => None,
+    };
+    stored.is_some()
+}
