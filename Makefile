@@ -1,0 +1,45 @@
+# rkvm: the two commands of the README are `make run` and `make check`.
+# Every step is a script under scripts/ that does nothing when its output is
+# already there, so a second run only rebuilds what changed (the module,
+# the test programs, the initramfs) and boots the VM.
+#
+#   make            set up the host, build the kernel, rkvm.ko and userspace
+#   make run        ... then boot the test VM with rkvm loaded and a shell
+#   make run CMD='...'   ... run one command in the VM, exit with its status
+#   make check      ... then run every selftest in the VM (rkvm and KVM)
+#   make check EXTRA_TESTS=DIR   ... plus every executable in DIR
+#   make clippy     build rkvm.ko with CLIPPY=1 (warnings are errors)
+#   make clean      remove build/ (the kernel cache stays, see README)
+
+SHELL := /bin/bash
+S := scripts
+
+.PHONY: all setup kernel module userspace run check clippy clean
+
+all: module userspace
+
+setup:
+	@$(S)/setup-host.sh
+
+kernel: setup
+	@$(S)/fetch-kernel.sh
+	@$(S)/build-kernel.sh
+
+module: kernel
+	@$(S)/build-module.sh
+
+userspace: kernel
+	@$(S)/build-userspace.sh
+
+clippy: kernel
+	@RKVM_CLIPPY=1 $(S)/build-module.sh
+
+run: all
+	@$(S)/run.sh $(if $(CMD),'$(subst ','\'',$(CMD))')
+
+check: all
+	@$(S)/check.sh $(EXTRA_TESTS)
+
+clean:
+	rm -rf build
+	find module -name '*.o' -o -name '*.ko' -o -name '*.cmd' -o -name '*.mod*' -o -name '.*.cmd' | xargs rm -f

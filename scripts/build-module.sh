@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds rkvm.ko against the cached test kernel. The KVM ABI bindings are
+# generated first from that kernel's headers (scripts/gen-uapi.sh).
+. "$(dirname "$0")/lib.sh"
+
+mapfile -t mk < <(kernel_make_vars)
+kbuild=$(kernel_build_dir)
+[ -f "$kbuild/.rkvm-built" ] || die "the test kernel is not built yet: run scripts/build-kernel.sh (or make)"
+
+"$RKVM_TOP/scripts/gen-uapi.sh" "$RKVM_OUT/gen/kvm_uapi.rs"
+export RKVM_UAPI_RS=$RKVM_OUT/gen/kvm_uapi.rs
+
+extra=()
+[ "${RKVM_CLIPPY:-0}" = 1 ] && extra+=(CLIPPY=1)
+log=$RKVM_LOGS/module-build.log
+if ! make -C "$kbuild" M="$RKVM_TOP" "${mk[@]}" "${extra[@]}" -j"$(nproc)" modules >"$log" 2>&1; then
+	grep -E '^(error|warning)|^ *--> |^[0-9 ]+\||^ *= ' "$log" | head -n 80 >&2 || true
+	die "module build failed; full log: $log"
+fi
+if grep -q '^warning' "$log"; then
+	grep -E '^warning|^ *--> ' "$log" >&2
+	die "module build has warnings (treated as errors); full log: $log"
+fi
+mkdir -p "$RKVM_OUT"
+cp "$RKVM_TOP/module/rkvm.ko" "$RKVM_OUT/rkvm.ko"
+say "built $RKVM_OUT/rkvm.ko"

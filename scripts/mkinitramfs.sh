@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds the test VM's initramfs: busybox, the kernel's modules (the real
+# KVM among them), rkvm.ko, the selftest binaries, the in-VM scripts, and
+# optionally extra test binaries and a command to run.
+#
+# Usage: mkinitramfs.sh OUTPUT.cpio [--extra DIR] [--cmd 'COMMAND']
+. "$(dirname "$0")/lib.sh"
+
+out=${1:?usage: mkinitramfs.sh OUTPUT.cpio [--extra DIR] [--cmd COMMAND]}
+shift
+extra="" cmd=""
+while [ $# -gt 0 ]; do
+	case $1 in
+	--extra) extra=$2; shift 2 ;;
+	--cmd) cmd=$2; shift 2 ;;
+	*) die "mkinitramfs.sh: unknown argument $1" ;;
+	esac
+done
+
+kbuild=$(kernel_build_dir)
+root=$RKVM_OUT/initramfs
+rm -rf "$root"
+mkdir -p "$root"/{bin,sbin,etc/rkvm,proc,sys,dev,tmp,lib/modules,selftests,extra-tests,root}
+
+cp /bin/busybox "$root/bin/busybox"
+file -L "$root/bin/busybox" 2>/dev/null | grep -q 'statically linked' ||
+	ldd /bin/busybox 2>&1 | grep -q 'not a dynamic' || die "/bin/busybox is not static (install busybox-static)"
+
+# The kernel's modules, with modules.dep so modprobe finds kvm for kvm_amd.
+cp -a "$kbuild"/modinst/lib/modules/* "$root/lib/modules/"
+cp "$RKVM_OUT/rkvm.ko" "$root/lib/modules/rkvm.ko"
+
+install -m 0755 "$RKVM_TOP/scripts/vm/init" "$root/init"
+install -m 0644 "$RKVM_TOP/scripts/vm/run-suite.sh" "$root/etc/rkvm/run-suite.sh"
+
+for t in "$RKVM_OUT"/selftests/*; do
+	[ -x "$t" ] && install -m 0755 "$t" "$root/selftests/"
+done
+if [ -n "$extra" ]; then
+	[ -d "$extra" ] || die "EXTRA_TESTS=$extra is not a directory"
+	for t in "$extra"/*; do
+		[ -f "$t" ] && [ -x "$t" ] && install -m 0755 "$t" "$root/extra-tests/"
+	done
+fi
+[ -n "$cmd" ] && printf '%s\n' "$cmd" >"$root/etc/rkvm/cmd"
+
+(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) >"$out.tmp"
+mv "$out.tmp" "$out"

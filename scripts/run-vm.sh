@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Boots the test kernel in QEMU (software emulation of AMD SVM with nested
+# paging, two CPUs) with an initramfs from mkinitramfs.sh.
+#
+# Usage: run-vm.sh INITRAMFS MODE [LOG]
+#   MODE check: runs the selftests; console to stdout (and LOG), no input.
+#   MODE cmd:   runs /etc/rkvm/cmd; console to stdout (and LOG), no input.
+#   MODE shell: interactive console on this terminal.
+. "$(dirname "$0")/lib.sh"
+
+initrd=${1:?usage: run-vm.sh INITRAMFS MODE [LOG]}
+mode=${2:?usage: run-vm.sh INITRAMFS MODE [LOG]}
+log=${3:-}
+kernel=$(kernel_build_dir)/arch/x86/boot/bzImage
+[ -f "$kernel" ] || die "no test kernel at $kernel: run make first"
+
+# The VM's init knows "check" and "shell"; "cmd" is the shell mode with a
+# command file present.
+append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell}"
+# In check mode the console carries the TAP stream: kernel messages go only
+# to the log buffer, which the suite checks itself.
+[ "$mode" = check ] && append="$append loglevel=1"
+
+qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu "${RKVM_QEMU_CPU:-qemu64,+svm,+npt,+vgif}"
+	-smp "${RKVM_SMP:-2}" -m "${RKVM_MEM:-1024}" -nographic -no-reboot
+	-kernel "$kernel" -initrd "$initrd" -append "$append")
+
+if [ "$mode" != shell ]; then
+	timeout --foreground "${RKVM_VM_TIMEOUT:-1800}" "${qemu[@]}" </dev/null | tee "${log:-/dev/null}"
+	exit "${PIPESTATUS[0]}"
+else
+	exec "${qemu[@]}"
+fi

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make run`: boots the test VM with rkvm loaded. With a command, runs it in
+# the VM and exits with its status; without, gives an interactive shell.
+#
+# Usage: run.sh [COMMAND]
+. "$(dirname "$0")/lib.sh"
+
+cmd=${1:-}
+initrd=$RKVM_OUT/initramfs-run.cpio
+if [ -z "$cmd" ]; then
+	"$RKVM_TOP/scripts/mkinitramfs.sh" "$initrd"
+	exec "$RKVM_TOP/scripts/run-vm.sh" "$initrd" shell
+fi
+
+"$RKVM_TOP/scripts/mkinitramfs.sh" "$initrd" --cmd "$cmd"
+log=$RKVM_OUT/run.log
+"$RKVM_TOP/scripts/run-vm.sh" "$initrd" cmd "$log.raw" </dev/null || true
+status=$(tr -d '\r' <"$log.raw" | sed -n 's/^rkvm-run: exit status \([0-9]*\)$/\1/p' | tail -n 1)
+[ -n "$status" ] || die "the VM ended without running the command (console log: $log.raw)"
+exit "$status"

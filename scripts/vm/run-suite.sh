@@ -1,0 +1,125 @@
+#!/bin/sh
+# Runs the selftest suite inside the test VM and prints one TAP 13 stream.
+#
+# Every selftest binary runs twice in the same boot: against rkvm
+# (/dev/rkvm) and against the real KVM (/dev/kvm, with rkvm unloaded and
+# kvm_amd or kvm_intel loaded). A test that passes on rkvm but fails on KVM
+# asserts the wrong thing. Then the extra tests (EXTRA_TESTS) run once
+# against rkvm, and the kernel's own health is checked: no kmemleak report
+# and no warning, BUG, oops or lockdep splat logged during the suite.
+#
+# Each sub-test's own TAP is shown indented under '# ', kselftest style.
+
+export RKVM_KO=/lib/modules/rkvm.ko
+TESTS=$(ls /selftests 2>/dev/null)
+EXTRA=$(ls /extra-tests 2>/dev/null)
+TIMEOUT=${RKVM_TEST_TIMEOUT:-600}
+KMEMLEAK=/sys/kernel/debug/kmemleak
+
+count() { set -- $1; echo $#; }
+plan=$(( 2 * $(count "$TESTS") + $(count "$EXTRA") + 3 ))
+n=0 pass=0 fail=0 skip=0
+summary=/tmp/summary
+: > $summary
+
+echo "TAP version 13"
+echo "1..$plan"
+
+result() { # result NAME STATUS [REASON]
+	n=$((n + 1))
+	case $2 in
+	0) echo "ok $n $1"; pass=$((pass + 1)); s=pass ;;
+	4) echo "ok $n $1 # SKIP ${3:-skipped}"; skip=$((skip + 1)); s=skip ;;
+	*) echo "not ok $n $1${3:+ # $3}"; fail=$((fail + 1)); s=FAIL ;;
+	esac
+	echo "$1 $s" >> $summary
+}
+
+run_one() { # run_one NAME CMD...
+	name=$1
+	shift
+	echo "# selftests: $name"
+	timeout "$TIMEOUT" "$@" > /tmp/out 2>&1
+	rc=$?
+	sed 's/^/# /' /tmp/out
+	case $rc in
+	124 | 143) result "$name" 1 "TIMEOUT after ${TIMEOUT}s" ;;
+	0 | 4) result "$name" $rc "$(sed -n 's/.*# SKIP //p' /tmp/out | head -n 1)" ;;
+	*) result "$name" 1 "exit status $rc" ;;
+	esac
+}
+
+# The kernel log from here on is the suite's: remember where it starts, and
+# forget leaks reported before the suite.
+dmesg > /tmp/dmesg.before
+[ -w $KMEMLEAK ] && echo clear > $KMEMLEAK
+
+# Column 1: rkvm.
+if insmod /lib/modules/rkvm.ko; then
+	for t in $TESTS; do run_one "rkvm:$t" /selftests/$t /dev/rkvm; done
+	for t in $EXTRA; do run_one "extra:$t" /extra-tests/$t /dev/rkvm; done
+else
+	for t in $TESTS; do result "rkvm:$t" 1 "insmod rkvm.ko failed"; done
+	for t in $EXTRA; do result "extra:$t" 1 "insmod rkvm.ko failed"; done
+fi
+
+# Column 2: the real KVM, in the same boot.
+rmmod rkvm 2>/dev/null
+vendor=kvm_amd
+grep -qw vmx /proc/cpuinfo && vendor=kvm_intel
+if modprobe $vendor; then
+	for t in $TESTS; do run_one "kvm:$t" /selftests/$t /dev/kvm; done
+	rmmod $vendor kvm
+else
+	for t in $TESTS; do result "kvm:$t" 1 "modprobe $vendor failed"; done
+fi
+
+# rkvm must still load and unload cleanly after all that.
+if insmod /lib/modules/rkvm.ko && rmmod rkvm; then
+	result "module:reload_after_suite" 0
+else
+	result "module:reload_after_suite" 1 "insmod/rmmod rkvm failed"
+fi
+
+# No leaks: kmemleak only reports objects older than 5 s, so wait, then scan.
+if [ -w $KMEMLEAK ]; then
+	sleep 6
+	echo scan > $KMEMLEAK
+	sleep 1
+	echo scan > $KMEMLEAK
+	cat $KMEMLEAK > /tmp/leaks
+	if [ -s /tmp/leaks ]; then
+		sed 's/^/# /' /tmp/leaks | head -n 200
+		result "kernel:no_kmemleak_reports" 1 "kmemleak found unreferenced objects"
+	else
+		result "kernel:no_kmemleak_reports" 0
+	fi
+else
+	result "kernel:no_kmemleak_reports" 4 "kmemleak is not available in this kernel"
+fi
+
+# No warnings: only lines logged since the suite started count.
+dmesg > /tmp/dmesg.after
+before=$(wc -l < /tmp/dmesg.before)
+tail -n +$((before + 1)) /tmp/dmesg.after > /tmp/dmesg.suite
+pattern='WARNING:|BUG:|Oops|general protection|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU|sleeping function called from invalid context|unreferenced object|KASAN:|UBSAN:|Call Trace:'
+if grep -Eq "$pattern" /tmp/dmesg.suite; then
+	grep -E -A 30 "$pattern" /tmp/dmesg.suite | head -n 120 | sed 's/^/# /'
+	result "kernel:log_clean" 1 "the kernel logged a warning during the suite"
+else
+	result "kernel:log_clean" 0
+fi
+
+# Both columns side by side.
+echo "# ----------------------------------------------"
+printf '# %-22s %-6s %-6s\n' test rkvm kvm
+for t in $TESTS; do
+	r=$(grep "^rkvm:$t " $summary | cut -d' ' -f2)
+	k=$(grep "^kvm:$t " $summary | cut -d' ' -f2)
+	printf '# %-22s %-6s %-6s\n' "$t" "$r" "$k"
+done
+echo "# ----------------------------------------------"
+echo "# Totals: pass:$pass fail:$fail xfail:0 xpass:0 skip:$skip error:0"
+[ $fail -eq 0 ] || exit 1
+[ $pass -eq 0 ] && exit 4
+exit 0
