@@ -18,7 +18,9 @@
     unreachable_pub,
     unsafe_op_in_unsafe_fn,
     clippy::all,
-    clippy::undocumented_unsafe_blocks
+    clippy::pedantic,
+    clippy::nursery,
+    clippy::restriction
 )]
 pub(crate) mod uapi {
     include!(env!("RKVM_UAPI_RS"));

@@ -10,15 +10,13 @@
 //! with the SVM backend's `KVM_RUN` (see docs/architecture.md).
 
 use crate::sys::cpu::PerCpu;
+use core::fmt;
 use crate::x86::regs::HostLimits;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
 /// The vendor's hardware-virtualisation extension.
 pub(crate) trait Backend: Send + Sync {
-    /// A short name for messages and `rkvm info`: "svm" or "vmx".
-    fn name(&self) -> &'static str;
-
     /// Turns the extension on for the current CPU (`cpu`). Must refuse with
     /// `EBUSY` if someone else (the real KVM) already has it on.
     fn enable_cpu(&self, cpu: u32) -> Result;
@@ -29,6 +27,15 @@ pub(crate) trait Backend: Send + Sync {
 
     /// What the host CPU lets guests have, for register checks.
     fn host_limits(&self) -> HostLimits;
+
+    /// One line for the kernel log: the extension and its features.
+    fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+}
+
+impl kernel::fmt::Display for dyn Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.describe(f)
+    }
 }
 
 /// Per-CPU enabling for the hotplug machinery: forwards to the backend.

@@ -73,7 +73,7 @@ impl kernel::Module for Rkvm {
             MiscRegistration::register(c"rkvm", 0o600, &DEVICE_FOPS, shared),
             GFP_KERNEL,
         )?;
-        pr_info!("/dev/rkvm ready ({} backend)\n", backend.name());
+        pr_info!("/dev/rkvm ready: {}\n", &*backend);
         Ok(Rkvm {
             _device: device,
             _stats_file: stats_file,

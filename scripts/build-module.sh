@@ -10,8 +10,10 @@ kbuild=$(kernel_build_dir)
 "$RKVM_TOP/scripts/gen-uapi.sh" "$RKVM_OUT/gen/kvm_uapi.rs"
 export RKVM_UAPI_RS=$RKVM_OUT/gen/kvm_uapi.rs
 
-extra=()
-[ "${RKVM_CLIPPY:-0}" = 1 ] && extra+=(CLIPPY=1)
+# Always with clippy (the kernel's own lint set) and W=1: every warning is
+# an error below. RKVM_CLIPPY=0 skips clippy for a faster edit loop.
+extra=(W=1)
+[ "${RKVM_CLIPPY:-1}" = 1 ] && extra+=(CLIPPY=1)
 log=$RKVM_LOGS/module-build.log
 if ! make -C "$kbuild" M="$RKVM_TOP" "${mk[@]}" "${extra[@]}" -j"$(nproc)" modules >"$log" 2>&1; then
 	grep -E '^(error|warning)|^ *--> |^[0-9 ]+\||^ *= ' "$log" | head -n 80 >&2 || true

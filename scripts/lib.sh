@@ -27,6 +27,7 @@ BINDGEN=$BINDGEN_ROOT/bin/bindgen
 # library source); rustup's compiler on PATH is for userspace only.
 KRUSTC=/usr/bin/rustc
 KRUSTDOC=/usr/bin/rustdoc
+KCLIPPY=/usr/bin/clippy-driver
 LIBCLANG_PATH=/usr/lib/llvm-19/lib
 export LIBCLANG_PATH
 
@@ -54,7 +55,7 @@ run_logged() {
 # The variables every kernel or module build needs for its Rust part.
 kernel_make_vars() {
 	printf '%s\n' ARCH=x86_64 "RUSTC=$KRUSTC" "HOSTRUSTC=$KRUSTC" \
-		"RUSTDOC=$KRUSTDOC" "BINDGEN=$BINDGEN"
+		"RUSTDOC=$KRUSTDOC" "CLIPPY_DRIVER=$KCLIPPY" "BINDGEN=$BINDGEN"
 }
 
 # Where the selected kernel source and build live. These files are written

@@ -7,7 +7,7 @@
 # Debian packages. rustc-web, rust-web-src and libclang-19-dev come from
 # bookworm-updates; the rest from bookworm. Bochs is for the VMX backend.
 PACKAGES=(
-	rustc-web rust-web-src libclang-19-dev
+	rustc-web rust-web-src rust-web-clippy libclang-19-dev
 	gcc make bc flex bison libelf-dev libssl-dev cpio kmod pahole rsync xz-utils
 	busybox-static qemu-system-x86
 )

@@ -13,6 +13,7 @@ use crate::sys::cpu::{self, IrqsDisabled};
 use crate::sys::mem::page_phys;
 use crate::x86::msr::index;
 use crate::x86::regs::{efer, HostLimits};
+use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::page::Page;
 use kernel::prelude::*;
@@ -79,11 +80,6 @@ impl Svm {
             nrips: svm_features.edx & CPUID_8A_EDX_NRIPS != 0,
             nr_asids: svm_features.ebx,
         };
-        pr_info!(
-            "SVM with nested paging: {} ASIDs, next-RIP save {}\n",
-            svm.nr_asids,
-            if svm.nrips { "yes" } else { "no" }
-        );
         Arc::new(svm, GFP_KERNEL)
             .map(|a| a as Arc<dyn Backend>)
             .map_err(|_| "out of memory")
@@ -91,10 +87,6 @@ impl Svm {
 }
 
 impl Backend for Svm {
-    fn name(&self) -> &'static str {
-        "svm"
-    }
-
     fn enable_cpu(&self, cpu: u32) -> Result {
         let i = cpu as usize;
         let (Some(page), Some(owned)) = (self.hsave.get(i), self.owned.get(i)) else {
@@ -146,5 +138,14 @@ impl Backend for Svm {
 
     fn host_limits(&self) -> HostLimits {
         self.limits
+    }
+
+    fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AMD SVM with nested paging, {} ASIDs, next-RIP save {}",
+            self.nr_asids,
+            if self.nrips { "yes" } else { "no" }
+        )
     }
 }

@@ -207,6 +207,9 @@ impl<T: PerCpu> CpuHotplug<T> {
         unsafe { &*core::ptr::addr_of!((*this).hooks) }
     }
 
+    /// # Safety
+    ///
+    /// Called by cpuhp only, with the node registered by [`CpuHotplug::register`].
     unsafe extern "C" fn online_cb(cpu: c_uint, node: *mut bindings::hlist_node) -> c_int {
         // SAFETY: cpuhp passes the node registered by `register`, whose hooks are initialised.
         let hooks = unsafe { Self::hooks_of(node) };
@@ -216,6 +219,9 @@ impl<T: PerCpu> CpuHotplug<T> {
         }
     }
 
+    /// # Safety
+    ///
+    /// As for [`CpuHotplug::online_cb`].
     unsafe extern "C" fn offline_cb(cpu: c_uint, node: *mut bindings::hlist_node) -> c_int {
         // SAFETY: As in `online_cb`.
         let hooks = unsafe { Self::hooks_of(node) };

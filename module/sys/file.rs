@@ -180,7 +180,7 @@ unsafe extern "C" fn ioctl<T: FileObject>(
     // SAFETY: The private data is an `Arc<T>` (see `release`), and ioctl runs between the
     // file's creation and its release, so borrowing it is valid for this call.
     let this = unsafe { <Arc<T> as ForeignOwnable>::borrow((*file).private_data) };
-    match T::ioctl(this, cmd, arg as usize) {
+    match T::ioctl(this, cmd, arg) {
         Ok(r) => r as c_long,
         Err(e) => e.to_errno() as c_long,
     }
@@ -220,7 +220,7 @@ unsafe extern "C" fn fault<T: FileObject>(vmf: *mut bindings::vm_fault) -> bindi
     let (this, pgoff) = unsafe {
         let vma = (*vmf).__bindgen_anon_1.vma;
         let this = <Arc<T> as ForeignOwnable>::borrow((*(*vma).vm_file).private_data);
-        (this, (*vmf).__bindgen_anon_1.pgoff as usize)
+        (this, (*vmf).__bindgen_anon_1.pgoff)
     };
     match T::page(&this, pgoff) {
         // SAFETY: `page` is a live page owned by the object; the helper takes a reference on

@@ -150,18 +150,13 @@ pub(crate) fn set(
     msr: u32,
     value: u64,
 ) -> bool {
-    let canonical = |v: u64| is_canonical(v).then_some(v);
-    let stored = match msr {
-        index::TSC => {
-            file.tsc_offset = value.wrapping_sub(ctx.host_tsc);
-            return true;
-        }
+    match msr {
+        index::TSC => file.tsc_offset = value.wrapping_sub(ctx.host_tsc),
         index::APIC_BASE => {
             if !regs::check_apic_base(ctx.host, ctx.guest, value) {
                 return false;
             }
             *shared.apic_base = value;
-            return true;
         }
         index::EFER => {
             // Host-initiated: only bits rkvm does not support at all are refused; LMA is
@@ -175,19 +170,19 @@ pub(crate) fn set(
             }
             let lma = *shared.efer & regs::efer::LMA;
             *shared.efer = (value & !regs::efer::LMA) | lma;
-            return true;
         }
-        index::PAT => pat_valid(value).then_some(value).map(|v| file.pat = v),
-        index::SYSENTER_CS => Some(file.sysenter_cs = value),
-        index::SYSENTER_ESP => canonical(value).map(|v| file.sysenter_esp = v),
-        index::SYSENTER_EIP => canonical(value).map(|v| file.sysenter_eip = v),
-        index::MISC_ENABLE => Some(file.misc_enable = value),
-        index::STAR => Some(file.star = value),
-        index::LSTAR => canonical(value).map(|v| file.lstar = v),
-        index::CSTAR => canonical(value).map(|v| file.cstar = v),
-        index::SFMASK => Some(file.sfmask = value),
-        index::KERNEL_GS_BASE => canonical(value).map(|v| file.kernel_gs_base = v),
-        _ => None,
-    };
-    stored.is_some()
+        index::PAT if pat_valid(value) => file.pat = value,
+        index::SYSENTER_CS => file.sysenter_cs = value,
+        index::SYSENTER_ESP if is_canonical(value) => file.sysenter_esp = value,
+        index::SYSENTER_EIP if is_canonical(value) => file.sysenter_eip = value,
+        index::MISC_ENABLE => file.misc_enable = value,
+        index::STAR => file.star = value,
+        index::LSTAR if is_canonical(value) => file.lstar = value,
+        index::CSTAR if is_canonical(value) => file.cstar = value,
+        index::SFMASK => file.sfmask = value,
+        index::KERNEL_GS_BASE if is_canonical(value) => file.kernel_gs_base = value,
+        // Not virtualised, or (for the guarded arms above) an invalid value.
+        _ => return false,
+    }
+    true
 }
