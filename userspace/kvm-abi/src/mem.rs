@@ -1,0 +1,257 @@
+//! Memory mappings: anonymous guest memory and the vCPU fd's shared pages.
+
+use core::ffi::c_void;
+use core::ptr::NonNull;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+
+use crate::PAGE_SIZE;
+use crate::error::{Error, Result};
+use crate::sys::kvm_run;
+
+/// Maps `len` bytes with `mmap`, returning the start.
+///
+/// # Safety
+///
+/// `flags` must not contain `MAP_FIXED` (which could replace existing
+/// mappings); then the new mapping overlaps no memory of the program.
+unsafe fn map(
+    len: usize,
+    prot: i32,
+    flags: i32,
+    fd: Option<BorrowedFd<'_>>,
+    offset: u64,
+    op: &'static str,
+) -> Result<NonNull<c_void>> {
+    let raw_fd = fd.map_or(-1, |f| f.as_raw_fd());
+    let offset = libc::off_t::try_from(offset).map_err(|_| Error::new(op, Errno::EOVERFLOW))?;
+    // SAFETY: without MAP_FIXED (the caller's promise) the kernel picks an
+    // address that overlaps no existing mapping, so no memory the program
+    // uses changes; the result is checked before use.
+    let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, raw_fd, offset) };
+    if p == libc::MAP_FAILED {
+        return Err(Error::last(op));
+    }
+    NonNull::new(p).ok_or(Error::new(op, Errno::EFAULT))
+}
+
+/// Unmaps a mapping made by [`map`].
+///
+/// # Safety
+///
+/// `ptr`/`len` must be exactly a mapping made by [`map`] that nothing
+/// references any more.
+unsafe fn unmap(ptr: NonNull<c_void>, len: usize) {
+    // SAFETY: the caller guarantees that the range is our own mapping and
+    // unreferenced. A failure could only mean the range was not mapped, which
+    // leaves nothing to undo.
+    let _ = unsafe { libc::munmap(ptr.as_ptr(), len) };
+}
+
+/// Whether the bytes `[ptr, ptr + len)` can be read, found without touching
+/// them: the kernel copies one byte of every page into a pipe and reports
+/// `EFAULT` for a page whose fault handler refuses it (instead of the SIGBUS
+/// that a load from this process would raise).
+fn probe(ptr: NonNull<c_void>, len: usize) -> core::result::Result<(), Errno> {
+    let (mut reader, writer) =
+        std::io::pipe().map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    let mut offset = 0;
+    while offset < len {
+        // SAFETY: `write` reads one byte at the address from this process's
+        // memory with a fault-checked user copy; it cannot modify memory, and
+        // an unreadable address makes it fail with EFAULT.
+        let r = unsafe {
+            libc::write(
+                writer.as_fd().as_raw_fd(),
+                ptr.as_ptr()
+                    .cast::<u8>()
+                    .wrapping_add(offset)
+                    .cast::<c_void>(),
+                1,
+            )
+        };
+        if r != 1 {
+            return Err(if r < 0 { Errno::last() } else { Errno::EIO });
+        }
+        let mut byte = [0u8; 1];
+        reader
+            .read_exact(&mut byte)
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+        offset += PAGE_SIZE;
+    }
+    Ok(())
+}
+
+/// Anonymous, private, read-write memory to back guest memory slots.
+///
+/// # Invariants
+///
+/// `addr`/`len` is a mapping made by this value and unmapped only by its drop.
+/// No reference to its contents is ever handed out, so the guest or the
+/// kernel may change them at any time.
+#[derive(Debug)]
+pub struct GuestMemory {
+    addr: usize,
+    len: usize,
+}
+
+impl GuestMemory {
+    /// Maps `len` bytes (a non-zero multiple of the page size) of zeroed memory.
+    pub fn new(len: usize) -> Result<Self> {
+        const OP: &str = "mmap guest memory";
+        if len == 0 || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::new(OP, Errno::EINVAL));
+        }
+        // SAFETY: no MAP_FIXED.
+        let ptr = unsafe {
+            map(
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                None,
+                0,
+                OP,
+            )
+        }?;
+        // INVARIANT: the mapping was just made and is owned by the result.
+        Ok(Self {
+            addr: ptr.as_ptr().expose_provenance(),
+            len,
+        })
+    }
+
+    /// The user address of the first byte, for `userspace_addr`.
+    pub fn addr(&self) -> u64 {
+        self.addr as u64
+    }
+
+    /// The length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: a mapping has at least a page).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for GuestMemory {
+    fn drop(&mut self) {
+        if let Some(ptr) = NonNull::new(core::ptr::with_exposed_provenance_mut::<c_void>(self.addr))
+        {
+            // SAFETY: by the type invariant this is our mapping, and nothing
+            // references its contents.
+            unsafe { unmap(ptr, self.len) };
+        }
+    }
+}
+
+/// A shared mapping of part of a vCPU fd (`kvm_run`, the PIO data page, ...).
+///
+/// The mapping stays valid after the vCPU fd is closed: it holds its own
+/// reference to the file.
+///
+/// # Invariants
+///
+/// `ptr`/`len` is a mapping made by this value and unmapped only by its drop.
+#[derive(Debug)]
+pub struct VcpuMapping {
+    ptr: NonNull<c_void>,
+    len: usize,
+    offset: u64,
+}
+
+impl VcpuMapping {
+    /// Maps `len` bytes of `fd` at `offset`, shared and read-write.
+    pub(crate) fn new(fd: BorrowedFd<'_>, offset: u64, len: usize) -> Result<Self> {
+        // SAFETY: no MAP_FIXED.
+        let ptr = unsafe {
+            map(
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                Some(fd),
+                offset,
+                "mmap vCPU fd",
+            )
+        }?;
+        // INVARIANT: the mapping was just made and is owned by the result.
+        Ok(Self { ptr, len, offset })
+    }
+
+    /// The length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: mmap refuses length 0).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The file offset the mapping starts at.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Checks that every page of the mapping can be read, without risking
+    /// the SIGBUS an unbacked page would raise: `EFAULT` if one cannot.
+    pub fn probe_readable(&self) -> core::result::Result<(), Errno> {
+        probe(self.ptr, self.len)
+    }
+
+    /// Reads the byte at `offset` (after checking its page is readable).
+    pub fn read_u8(&self, offset: usize) -> Result<u8> {
+        const OP: &str = "read vCPU mapping";
+        if offset >= self.len {
+            return Err(Error::new(OP, Errno::EINVAL));
+        }
+        // The mapping is in bounds for `offset`, checked above.
+        let p = self.ptr.as_ptr().cast::<u8>().wrapping_add(offset);
+        let page = NonNull::new(p.cast::<c_void>()).ok_or(Error::new(OP, Errno::EFAULT))?;
+        probe(page, 1).map_err(|e| Error::new(OP, e))?;
+        // SAFETY: `p` is inside our live mapping and its page is readable;
+        // the kernel may change the byte at any time, hence the volatile read.
+        Ok(unsafe { p.read_volatile() })
+    }
+}
+
+impl Drop for VcpuMapping {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant this is our mapping; references to
+        // its contents never outlive a borrow of `self`.
+        unsafe { unmap(self.ptr, self.len) };
+    }
+}
+
+/// The vCPU's `struct kvm_run`, mapped at offset 0 of the vCPU fd.
+#[derive(Debug)]
+pub struct RunMapping(VcpuMapping);
+
+impl RunMapping {
+    /// Maps `len` bytes (KVM_GET_VCPU_MMAP_SIZE) at offset 0 of `fd`.
+    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize) -> Result<Self> {
+        if len < size_of::<kvm_run>() {
+            return Err(Error::new("mmap kvm_run", Errno::EINVAL));
+        }
+        VcpuMapping::new(fd, 0, len).map(Self)
+    }
+
+    /// The whole mapping (kvm_run and the pages after it).
+    pub fn mapping(&self) -> &VcpuMapping {
+        &self.0
+    }
+
+    /// A copy of `kvm_run` as it is now; `EFAULT` if the page cannot be read.
+    pub fn snapshot(&self) -> Result<kvm_run> {
+        probe(self.0.ptr, size_of::<kvm_run>()).map_err(|e| Error::new("read kvm_run", e))?;
+        // SAFETY: the mapping is at least size_of::<kvm_run>() bytes (checked
+        // at creation), page-aligned, and readable (just probed); kvm_run is
+        // plain data valid for any bits. The kernel writes it only during
+        // KVM_RUN, and the volatile read takes no reference that could alias.
+        Ok(unsafe { self.0.ptr.as_ptr().cast::<kvm_run>().read_volatile() })
+    }
+}

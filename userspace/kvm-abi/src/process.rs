@@ -1,0 +1,121 @@
+//! Child processes for lifetime tests: fork, kill, reap.
+//!
+//! A [`Child`] that is dropped without being waited for is killed and reaped,
+//! so a failing test leaves no process behind.
+
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork as nix_fork};
+
+use crate::error::{Error, Result};
+
+/// How a child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this status.
+    Code(i32),
+    /// A signal killed it.
+    Signal(Signal),
+}
+
+/// A forked child process, reaped at the latest when dropped.
+#[derive(Debug)]
+pub struct Child {
+    pid: Pid,
+    reaped: bool,
+}
+
+/// The exit status of a child whose closure panicked.
+pub const PANIC_EXIT: i32 = 101;
+
+/// Whether this process has exactly one thread.
+fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.strip_prefix("Threads:").is_some_and(|n| n.trim() == "1"))
+    })
+}
+
+/// Forks; the child runs `f` and exits with its result (or [`PANIC_EXIT`]
+/// if it panics) without running the parent's destructors or exit handlers.
+///
+/// Fails with `EDEADLK` if the process has more than one thread: a forked
+/// child of a multithreaded process could inherit a lock held by another
+/// thread (e.g. the allocator's) and hang.
+pub fn fork(f: impl FnOnce() -> i32) -> Result<Child> {
+    if !single_threaded() {
+        return Err(Error::new("fork", Errno::EDEADLK));
+    }
+    // Flush what the parent has buffered, or the child would print it again.
+    let _ = std::io::stdout().flush();
+    // SAFETY: the process has a single thread (checked above; only this
+    // thread could start another), so no lock can be held across the fork and
+    // the child may use any function, including the allocator.
+    match unsafe { nix_fork() }.map_err(|e| Error::new("fork", e))? {
+        ForkResult::Parent { child } => Ok(Child {
+            pid: child,
+            reaped: false,
+        }),
+        ForkResult::Child => {
+            let code = catch_unwind(AssertUnwindSafe(f)).unwrap_or(PANIC_EXIT);
+            let _ = std::io::stdout().flush();
+            // SAFETY: _exit ends the process at once; the parent's objects
+            // copied into this child are abandoned without their destructors,
+            // which is what a forked child must do (their fds close with it).
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+impl Child {
+    /// The child's process id.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// Sends `sig` to the child.
+    pub fn kill(&self, sig: Signal) -> Result<()> {
+        if self.reaped {
+            return Err(Error::new("kill child", Errno::ESRCH));
+        }
+        kill(self.pid, sig).map_err(|e| Error::new("kill child", e))
+    }
+
+    /// Waits for the child to end and reaps it.
+    pub fn wait(mut self) -> Result<Exit> {
+        self.wait_inner()
+    }
+
+    fn wait_inner(&mut self) -> Result<Exit> {
+        loop {
+            match waitpid(self.pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => {
+                    self.reaped = true;
+                    return Ok(Exit::Code(code));
+                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    self.reaped = true;
+                    return Ok(Exit::Signal(sig));
+                }
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    self.reaped = true;
+                    return Err(Error::new("waitpid", e));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = self.wait_inner();
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The vCPU fd.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::error::{Error, Result};
+use crate::fam::{CpuidEntries, MsrEntries};
+use crate::ioctls::{
+    KVM_GET_CPUID2, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS, KVM_SET_CPUID2, KVM_SET_MSRS,
+    KVM_SET_REGS, KVM_SET_SREGS,
+};
+use crate::mem::{RunMapping, VcpuMapping};
+use crate::raw::{ioctl_mut, ioctl_ref};
+use crate::sys::{kvm_regs, kvm_sregs};
+use crate::vm::MemoryKeepAlive;
+
+/// A vCPU. It keeps working after its VM's fd is closed.
+#[derive(Debug)]
+pub struct Vcpu {
+    fd: OwnedFd,
+    id: u64,
+    _memory: MemoryKeepAlive,
+}
+
+impl Vcpu {
+    pub(crate) fn new(fd: OwnedFd, id: u64, memory: MemoryKeepAlive) -> Self {
+        Self {
+            fd,
+            id,
+            _memory: memory,
+        }
+    }
+
+    /// The id it was created with.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Maps `len` bytes (KVM_GET_VCPU_MMAP_SIZE) at offset 0: `kvm_run` and
+    /// the pages after it.
+    pub fn map_run(&self, len: usize) -> Result<RunMapping> {
+        RunMapping::new(self.fd.as_fd(), len)
+    }
+
+    /// Maps `len` bytes at byte `offset` of the vCPU fd.
+    pub fn map(&self, offset: u64, len: usize) -> Result<VcpuMapping> {
+        VcpuMapping::new(self.fd.as_fd(), offset, len)
+    }
+
+    /// KVM_GET_REGS.
+    pub fn get_regs(&self) -> Result<kvm_regs> {
+        let mut regs = kvm_regs::default();
+        // SAFETY: the kernel writes one kvm_regs (plain integers).
+        unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_REGS, &raw mut regs) }
+            .map_err(|e| Error::new("KVM_GET_REGS", e))?;
+        Ok(regs)
+    }
+
+    /// KVM_SET_REGS.
+    pub fn set_regs(&self, regs: &kvm_regs) -> Result<()> {
+        // SAFETY: the kernel reads one kvm_regs.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_REGS, regs) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_REGS", e))
+    }
+
+    /// KVM_GET_SREGS.
+    pub fn get_sregs(&self) -> Result<kvm_sregs> {
+        let mut sregs = kvm_sregs::default();
+        // SAFETY: the kernel writes one kvm_sregs (plain integers).
+        unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_SREGS, &raw mut sregs) }
+            .map_err(|e| Error::new("KVM_GET_SREGS", e))?;
+        Ok(sregs)
+    }
+
+    /// KVM_SET_SREGS.
+    pub fn set_sregs(&self, sregs: &kvm_sregs) -> Result<()> {
+        // SAFETY: the kernel reads one kvm_sregs.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_SREGS, sregs) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_SREGS", e))
+    }
+
+    /// KVM_SET_CPUID2 with the first `nent` entries of `cpuid`.
+    pub fn set_cpuid2(&self, cpuid: &CpuidEntries) -> Result<()> {
+        // SAFETY: the kernel reads the header and at most `nent` entries,
+        // which are inside the buffer (CpuidEntries invariant).
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_CPUID2, cpuid.as_ptr()) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_CPUID2", e))
+    }
+
+    /// KVM_GET_CPUID2 into `cpuid`, whose `nent` is the room offered.
+    pub fn get_cpuid2(&self, cpuid: &mut CpuidEntries) -> Result<()> {
+        // SAFETY: the kernel writes `nent` and at most the offered `nent`
+        // entries, which fit in the buffer.
+        let r = unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_CPUID2, cpuid.as_mut_ptr()) };
+        cpuid.clamp();
+        r.map(drop).map_err(|e| Error::new("KVM_GET_CPUID2", e))
+    }
+
+    /// KVM_GET_MSRS: reads the first `nmsrs` entries' MSRs into their data
+    /// fields; returns how many were read (it stops at the first failure).
+    pub fn get_msrs(&self, msrs: &mut MsrEntries) -> Result<usize> {
+        // SAFETY: the kernel reads `nmsrs` entries and writes their data
+        // back, all inside the buffer (MsrEntries invariant).
+        let r = unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_MSRS, msrs.as_mut_ptr()) };
+        msrs.clamp();
+        let n = r.map_err(|e| Error::new("KVM_GET_MSRS", e))?;
+        usize::try_from(n).map_err(|_| Error::new("KVM_GET_MSRS", nix::errno::Errno::ERANGE))
+    }
+
+    /// KVM_SET_MSRS: writes the first `nmsrs` entries; returns how many were
+    /// written (it stops at the first failure).
+    pub fn set_msrs(&self, msrs: &MsrEntries) -> Result<usize> {
+        // SAFETY: the kernel reads `nmsrs` entries, inside the buffer.
+        let n = unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_MSRS, msrs.as_ptr()) }
+            .map_err(|e| Error::new("KVM_SET_MSRS", e))?;
+        usize::try_from(n).map_err(|_| Error::new("KVM_SET_MSRS", nix::errno::Errno::ERANGE))
+    }
+}
+
+impl AsFd for Vcpu {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

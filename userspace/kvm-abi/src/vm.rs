@@ -1,0 +1,210 @@
+//! The VM fd.
+
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use nix::errno::Errno;
+
+use crate::error::{Error, Result};
+use crate::ioctls::{
+    KVM_CHECK_EXTENSION, KVM_CREATE_VCPU, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_TSS_ADDR,
+    KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2,
+};
+use crate::mem::GuestMemory;
+use crate::raw::{ioctl_ref, ioctl_val};
+use crate::sys::{kvm_userspace_memory_region, kvm_userspace_memory_region2};
+use crate::vcpu::Vcpu;
+
+/// Guest memory that memory slots have pointed at. KVM may write guest
+/// memory through a slot as long as the VM exists, i.e. until its VM fd and
+/// all vCPU fds are closed, so the VM and each vCPU hold this list.
+pub(crate) type MemoryKeepAlive = Arc<Mutex<Vec<Arc<GuestMemory>>>>;
+
+/// Where a memory slot's `userspace_addr` points.
+#[derive(Clone, Copy, Debug)]
+pub enum UserAddr<'a> {
+    /// `offset` bytes into `mem`. The slot's `memory_size` must fit inside
+    /// `mem`; the VM keeps `mem` mapped for as long as it lives.
+    Memory {
+        /// The backing mapping.
+        mem: &'a Arc<GuestMemory>,
+        /// Byte offset into it (need not be aligned: KVM must refuse that).
+        offset: u64,
+    },
+    /// An address that can never be user memory of this process: at or above
+    /// `0x8000_0000_0000_0000`, the kernel half on 4- and 5-level paging.
+    Kernel(u64),
+    /// Address 0, for deleting a slot (`memory_size` 0).
+    None,
+}
+
+/// The arguments of KVM_SET_USER_MEMORY_REGION(2).
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryRegion<'a> {
+    /// Slot id in bits 0-15, address-space id in bits 16-31.
+    pub slot: u32,
+    /// `KVM_MEM_*` flags.
+    pub flags: u32,
+    /// Guest-physical start.
+    pub guest_phys_addr: u64,
+    /// Size in bytes; 0 deletes the slot.
+    pub memory_size: u64,
+    /// The user memory behind the slot.
+    pub userspace: UserAddr<'a>,
+    /// guest_memfd fd number (KVM_SET_USER_MEMORY_REGION2 only).
+    pub guest_memfd: u32,
+    /// Offset into the guest_memfd (KVM_SET_USER_MEMORY_REGION2 only).
+    pub guest_memfd_offset: u64,
+}
+
+impl<'a> MemoryRegion<'a> {
+    /// A slot of `mem.len()` bytes at `gpa` backed by all of `mem`.
+    pub fn new(slot: u32, gpa: u64, mem: &'a Arc<GuestMemory>) -> Self {
+        Self {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: mem.len() as u64,
+            userspace: UserAddr::Memory { mem, offset: 0 },
+            guest_memfd: 0,
+            guest_memfd_offset: 0,
+        }
+    }
+
+    /// The request that deletes `slot`.
+    pub fn delete(slot: u32) -> Self {
+        Self {
+            slot,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: 0,
+            userspace: UserAddr::None,
+            guest_memfd: 0,
+            guest_memfd_offset: 0,
+        }
+    }
+
+    /// Checks that KVM can only reach memory of this process through the
+    /// slot inside `mem`, and returns the `userspace_addr` value.
+    fn user_address(&self, op: &'static str) -> Result<u64> {
+        match self.userspace {
+            UserAddr::Memory { mem, offset } => {
+                let end = offset.checked_add(self.memory_size);
+                if end.is_none_or(|end| end > mem.len() as u64) {
+                    return Err(Error::new(op, Errno::ERANGE));
+                }
+                Ok(mem.addr() + offset)
+            }
+            UserAddr::Kernel(addr) if addr >= 0x8000_0000_0000_0000 => Ok(addr),
+            UserAddr::None if self.memory_size == 0 => Ok(0),
+            UserAddr::Kernel(_) | UserAddr::None => Err(Error::new(op, Errno::ERANGE)),
+        }
+    }
+}
+
+/// A VM.
+#[derive(Debug)]
+pub struct Vm {
+    fd: OwnedFd,
+    memory: MemoryKeepAlive,
+}
+
+impl Vm {
+    pub(crate) fn new(fd: OwnedFd) -> Self {
+        Self {
+            fd,
+            memory: Arc::default(),
+        }
+    }
+
+    /// KVM_CHECK_EXTENSION on the VM fd (answers for this VM).
+    pub fn check_extension(&self, cap: u32) -> Result<i32> {
+        // SAFETY: KVM_CHECK_EXTENSION takes the capability number by value.
+        unsafe { ioctl_val(self.fd.as_fd(), KVM_CHECK_EXTENSION, u64::from(cap)) }
+            .map_err(|e| Error::new("KVM_CHECK_EXTENSION (VM)", e))
+    }
+
+    /// KVM_CREATE_VCPU with vCPU id `id`.
+    pub fn create_vcpu(&self, id: u64) -> Result<Vcpu> {
+        // SAFETY: KVM_CREATE_VCPU takes the vCPU id by value.
+        let fd = unsafe { ioctl_val(self.fd.as_fd(), KVM_CREATE_VCPU, id) }
+            .map_err(|e| Error::new("KVM_CREATE_VCPU", e))?;
+        // SAFETY: on success KVM_CREATE_VCPU returns a new fd nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Vcpu::new(fd, id, Arc::clone(&self.memory)))
+    }
+
+    fn keep_alive(&self, region: &MemoryRegion<'_>) {
+        if let UserAddr::Memory { mem, .. } = region.userspace {
+            let mut list = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
+            if !list.iter().any(|m| Arc::ptr_eq(m, mem)) {
+                list.push(Arc::clone(mem));
+            }
+        }
+    }
+
+    /// KVM_SET_USER_MEMORY_REGION.
+    ///
+    /// Fails with `ERANGE`, without asking the kernel, if the slot would
+    /// reach past its [`UserAddr`].
+    pub fn set_user_memory_region(&self, region: &MemoryRegion<'_>) -> Result<()> {
+        const OP: &str = "KVM_SET_USER_MEMORY_REGION";
+        let arg = kvm_userspace_memory_region {
+            slot: region.slot,
+            flags: region.flags,
+            guest_phys_addr: region.guest_phys_addr,
+            memory_size: region.memory_size,
+            userspace_addr: region.user_address(OP)?,
+        };
+        self.keep_alive(region);
+        // SAFETY: the kernel reads the struct; through the slot it can only
+        // reach memory inside a GuestMemory that the VM now keeps alive
+        // (checked by `user_address`), whose contents nothing references.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_USER_MEMORY_REGION, &raw const arg) }
+            .map(drop)
+            .map_err(|e| Error::new(OP, e))
+    }
+
+    /// KVM_SET_USER_MEMORY_REGION2 (needs KVM_CAP_USER_MEMORY2).
+    pub fn set_user_memory_region2(&self, region: &MemoryRegion<'_>) -> Result<()> {
+        const OP: &str = "KVM_SET_USER_MEMORY_REGION2";
+        let arg = kvm_userspace_memory_region2 {
+            slot: region.slot,
+            flags: region.flags,
+            guest_phys_addr: region.guest_phys_addr,
+            memory_size: region.memory_size,
+            userspace_addr: region.user_address(OP)?,
+            guest_memfd_offset: region.guest_memfd_offset,
+            guest_memfd: region.guest_memfd,
+            ..Default::default()
+        };
+        self.keep_alive(region);
+        // SAFETY: as for KVM_SET_USER_MEMORY_REGION; the guest_memfd is an fd
+        // number the kernel looks up, not memory.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_USER_MEMORY_REGION2, &raw const arg) }
+            .map(drop)
+            .map_err(|e| Error::new(OP, e))
+    }
+
+    /// KVM_SET_TSS_ADDR: guest-physical address of the 3-page real-mode TSS.
+    pub fn set_tss_addr(&self, addr: u64) -> Result<()> {
+        // SAFETY: KVM_SET_TSS_ADDR takes the address by value.
+        unsafe { ioctl_val(self.fd.as_fd(), KVM_SET_TSS_ADDR, addr) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_TSS_ADDR", e))
+    }
+
+    /// KVM_SET_IDENTITY_MAP_ADDR: guest-physical address of the identity map.
+    pub fn set_identity_map_addr(&self, addr: u64) -> Result<()> {
+        // SAFETY: the kernel reads one u64 from `addr`.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_IDENTITY_MAP_ADDR, &raw const addr) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_IDENTITY_MAP_ADDR", e))
+    }
+}
+
+impl AsFd for Vm {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
