@@ -1,0 +1,143 @@
+//! Shared set-up for the rkvm selftest programs.
+//!
+//! Every program takes the device path as its first argument (default
+//! `/dev/rkvm`), prints TAP 13 and exits 0 (pass), 1 (a test failed) or 4
+//! (all skipped). The same programs run against `/dev/kvm`, which is how
+//! their assertions are checked against the real thing.
+
+use std::path::{Path, PathBuf};
+
+use kvm_abi::sys::{KVM_CAP_MAX_VCPU_ID, KVM_CAP_NR_MEMSLOTS};
+use kvm_abi::{System, Vcpu, Vm};
+
+/// The device tested when no argument is given.
+pub const DEFAULT_PATH: &str = "/dev/rkvm";
+
+/// What every test gets: the device path and an open fd of it.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The device path given on the command line.
+    pub path: PathBuf,
+    /// The device, opened once for the whole program.
+    pub sys: System,
+}
+
+impl Ctx {
+    /// Opens the device named by the first command-line argument.
+    ///
+    /// Errors are skip reasons: the whole program is skipped when the device
+    /// cannot be opened.
+    pub fn from_args() -> Result<Self, String> {
+        let path = device_path();
+        let sys = System::open(&path).map_err(|e| format!("cannot use {}: {e}", path.display()))?;
+        Ok(Self { path, sys })
+    }
+
+    /// Whether the device is rkvm (its path names it) rather than KVM.
+    pub fn is_rkvm(&self) -> bool {
+        is_rkvm_path(&self.path)
+    }
+
+    /// A new default (type 0) VM.
+    pub fn vm(&self) -> kvm_abi::Result<Vm> {
+        self.sys.create_vm(0)
+    }
+
+    /// A new VM with vCPU 0.
+    pub fn vm_with_vcpu(&self) -> kvm_abi::Result<(Vm, Vcpu)> {
+        let vm = self.vm()?;
+        let vcpu = vm.create_vcpu(0)?;
+        Ok((vm, vcpu))
+    }
+
+    /// KVM_CHECK_EXTENSION on the device fd.
+    pub fn cap(&self, cap: u32) -> kvm_abi::Result<i32> {
+        self.sys.check_extension(cap)
+    }
+
+    /// KVM_CAP_NR_MEMSLOTS as a slot count.
+    pub fn nr_memslots(&self) -> Result<u32, String> {
+        let n = self.cap(KVM_CAP_NR_MEMSLOTS).map_err(|e| e.to_string())?;
+        u32::try_from(n).map_err(|_| format!("KVM_CAP_NR_MEMSLOTS is {n}"))
+    }
+
+    /// KVM_CAP_MAX_VCPU_ID as an id bound.
+    pub fn max_vcpu_id(&self) -> Result<u64, String> {
+        let n = self.cap(KVM_CAP_MAX_VCPU_ID).map_err(|e| e.to_string())?;
+        u64::try_from(n).map_err(|_| format!("KVM_CAP_MAX_VCPU_ID is {n}"))
+    }
+
+    /// The number of live VMs system-wide, or why it cannot be known.
+    pub fn live_vms(&self) -> Result<u64, String> {
+        live_vms(&self.path)
+    }
+}
+
+/// The first command-line argument, or [`DEFAULT_PATH`].
+pub fn device_path() -> PathBuf {
+    std::env::args_os()
+        .nth(1)
+        .map_or_else(|| PathBuf::from(DEFAULT_PATH), PathBuf::from)
+}
+
+/// Whether `path` names rkvm's device rather than KVM's.
+pub fn is_rkvm_path(path: &Path) -> bool {
+    path.to_string_lossy().contains("rkvm")
+}
+
+/// rkvm's statistics file (lines `vms: N` and `vcpus: N`).
+pub const RKVM_STATS: &str = "/sys/kernel/debug/rkvm/stats";
+/// KVM's debugfs directory, with one `<pid>-<fd>` directory per VM.
+pub const KVM_DEBUGFS: &str = "/sys/kernel/debug/kvm";
+
+/// Counts live VMs: rkvm's `vms:` statistic, or KVM's per-VM debugfs
+/// directories. `Err` says why neither is available.
+pub fn live_vms(device: &Path) -> Result<u64, String> {
+    if is_rkvm_path(device) {
+        let text = std::fs::read_to_string(RKVM_STATS)
+            .map_err(|e| format!("cannot read {RKVM_STATS} ({e}); is debugfs mounted?"))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("vms:"))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| format!("{RKVM_STATS} has no `vms: N` line"))
+    } else {
+        let dir = std::fs::read_dir(KVM_DEBUGFS)
+            .map_err(|e| format!("cannot list {KVM_DEBUGFS} ({e}); is debugfs mounted?"))?;
+        let n = dir
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| is_vm_dir_name(&e.file_name().to_string_lossy()))
+            .count();
+        Ok(n as u64)
+    }
+}
+
+/// KVM names a VM's debugfs directory `<pid>-<fd>`.
+fn is_vm_dir_name(name: &str) -> bool {
+    name.split_once('-').is_some_and(|(pid, fd)| {
+        !pid.is_empty()
+            && !fd.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && fd.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_dir_names() {
+        assert!(is_vm_dir_name("1234-5"));
+        assert!(!is_vm_dir_name("vcpu0"));
+        assert!(!is_vm_dir_name("1234-"));
+        assert!(!is_vm_dir_name("-5"));
+        assert!(!is_vm_dir_name("halt_poll_success_ns"));
+    }
+
+    #[test]
+    fn rkvm_is_chosen_by_path() {
+        assert!(is_rkvm_path(Path::new("/dev/rkvm")));
+        assert!(!is_rkvm_path(Path::new("/dev/kvm")));
+    }
+}
