@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ksft::Status;
 use kvm_abi::sys::{KVM_CAP_MAX_VCPU_ID, KVM_CAP_NR_MEMSLOTS};
 use kvm_abi::{System, Vcpu, Vm};
 
@@ -56,15 +57,15 @@ impl Ctx {
     }
 
     /// KVM_CAP_NR_MEMSLOTS as a slot count.
-    pub fn nr_memslots(&self) -> Result<u32, String> {
-        let n = self.cap(KVM_CAP_NR_MEMSLOTS).map_err(|e| e.to_string())?;
-        u32::try_from(n).map_err(|_| format!("KVM_CAP_NR_MEMSLOTS is {n}"))
+    pub fn nr_memslots(&self) -> Result<u32, Status> {
+        let n = self.cap(KVM_CAP_NR_MEMSLOTS)?;
+        u32::try_from(n).map_err(|_| Status::Fail(format!("KVM_CAP_NR_MEMSLOTS is {n}")))
     }
 
     /// KVM_CAP_MAX_VCPU_ID as an id bound.
-    pub fn max_vcpu_id(&self) -> Result<u64, String> {
-        let n = self.cap(KVM_CAP_MAX_VCPU_ID).map_err(|e| e.to_string())?;
-        u64::try_from(n).map_err(|_| format!("KVM_CAP_MAX_VCPU_ID is {n}"))
+    pub fn max_vcpu_id(&self) -> Result<u64, Status> {
+        let n = self.cap(KVM_CAP_MAX_VCPU_ID)?;
+        u64::try_from(n).map_err(|_| Status::Fail(format!("KVM_CAP_MAX_VCPU_ID is {n}")))
     }
 
     /// The number of live VMs system-wide, or why it cannot be known.
