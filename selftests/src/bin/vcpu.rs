@@ -1,2 +1,825 @@
-//! placeholder
-fn main() {}
+//! vCPUs: creation, the shared mmap area, register state at reset and its
+//! round trips, the SET_SREGS consistency checks, CPUID and MSRs.
+//! KVM_RUN is not exercised here.
+//!
+//! Usage: `vcpu [DEVICE]` (default `/dev/rkvm`).
+
+use std::process::ExitCode;
+
+use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
+use kvm_abi::raw;
+use kvm_abi::sys::{KVM_EXIT_UNKNOWN, kvm_regs, kvm_segment, kvm_sregs};
+use kvm_abi::{CpuidEntries, KVM_MAX_CPUID_ENTRIES, MAX_IO_MSRS, MsrEntries, PAGE_SIZE, Vcpu};
+use rkvm_selftests::Ctx;
+
+// Control-register and EFER bits: SDM Vol. 3A 2.5 and 2.2.1.
+const CR0_PE: u64 = 1 << 0;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NW: u64 = 1 << 29;
+const CR0_CD: u64 = 1 << 30;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PSE: u64 = 1 << 4;
+const CR4_PAE: u64 = 1 << 5;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+/// x86 RFLAGS bit 1 always reads as 1 (SDM Vol. 1 3.4.3).
+const RFLAGS_FIXED: u64 = 1 << 1;
+
+// MSR indices: SDM Vol. 4 2.1 (architectural MSRs).
+const MSR_TSC: u32 = 0x10;
+const MSR_APIC_BASE: u32 = 0x1b;
+const MSR_SYSENTER_CS: u32 = 0x174;
+const MSR_SYSENTER_ESP: u32 = 0x175;
+const MSR_SYSENTER_EIP: u32 = 0x176;
+const MSR_MISC_ENABLE: u32 = 0x1a0;
+const MSR_PAT: u32 = 0x277;
+const MSR_EFER: u32 = 0xc000_0080;
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_CSTAR: u32 = 0xc000_0083;
+const MSR_SFMASK: u32 = 0xc000_0084;
+const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+/// No processor defines this MSR.
+const MSR_BOGUS: u32 = 0x1234_5678;
+
+/// The local APIC's reset base (SDM Vol. 3A 11.4.4) with the enable (bit 11)
+/// and bootstrap-processor (bit 8) flags that vCPU 0 gets.
+const APIC_BASE_BSP_RESET: u64 = 0xfee0_0000 | (1 << 11) | (1 << 8);
+
+/// The supported CPUID, set on `vcpu` (what a VMM does before anything else).
+fn set_supported_cpuid(ctx: &Ctx, vcpu: &Vcpu) -> Result<CpuidEntries, Status> {
+    let mut cpuid = CpuidEntries::new(KVM_MAX_CPUID_ENTRIES)?;
+    ctx.sys.get_supported_cpuid(&mut cpuid)?;
+    vcpu.set_cpuid2(&cpuid)?;
+    Ok(cpuid)
+}
+
+fn create_vcpu_0_returns_cloexec_fd(ctx: &Ctx) -> TestResult {
+    let vm = check_ok!(ctx.vm());
+    let vcpu = check_ok!(vm.create_vcpu(0));
+    check!(
+        check_ok!(raw::is_cloexec(&vcpu)),
+        "vCPU fd lacks FD_CLOEXEC"
+    );
+    Ok(())
+}
+
+fn same_vcpu_id_twice_is_eexist(ctx: &Ctx) -> TestResult {
+    let vm = check_ok!(ctx.vm());
+    let _vcpu = check_ok!(vm.create_vcpu(0));
+    check_errno!(vm.create_vcpu(0), libc::EEXIST);
+    let _vcpu1 = check_ok!(vm.create_vcpu(1));
+    check_errno!(vm.create_vcpu(1), libc::EEXIST);
+    Ok(())
+}
+
+fn vcpu_id_at_max_vcpu_id_is_einval(ctx: &Ctx) -> TestResult {
+    let max_id = ctx.max_vcpu_id()?;
+    let vm = check_ok!(ctx.vm());
+    check_errno!(vm.create_vcpu(max_id), libc::EINVAL, "id {max_id}");
+    check_errno!(vm.create_vcpu(1 << 32), libc::EINVAL, "id 1 << 32");
+    check_errno!(vm.create_vcpu(u64::MAX), libc::EINVAL, "id u64::MAX");
+    // The largest valid id works.
+    let _vcpu = check_ok!(vm.create_vcpu(max_id - 1));
+    Ok(())
+}
+
+fn vcpu_mmap_pages_are_readable(ctx: &Ctx) -> TestResult {
+    let size = check_ok!(ctx.sys.vcpu_mmap_size());
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let run = check_ok!(vcpu.map_run(size));
+    check_ok!(run.mapping().probe_readable());
+    Ok(())
+}
+
+/// kvm_run is a zeroed page at creation: no exit has happened, no request
+/// is pending, and no registers are synced through it.
+fn kvm_run_starts_with_no_exit(ctx: &Ctx) -> TestResult {
+    let size = check_ok!(ctx.sys.vcpu_mmap_size());
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let run = check_ok!(check_ok!(vcpu.map_run(size)).snapshot());
+    check_eq!(run.exit_reason, KVM_EXIT_UNKNOWN);
+    check_eq!(run.request_interrupt_window, 0);
+    check_eq!(run.immediate_exit, 0);
+    check_eq!(run.flags, 0);
+    check_eq!(run.kvm_valid_regs, 0);
+    check_eq!(run.kvm_dirty_regs, 0);
+    Ok(())
+}
+
+/// The port-I/O data page is at KVM_PIO_PAGE_OFFSET (page 1).
+fn pio_data_page_is_mappable(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let page = check_ok!(vcpu.map(PAGE_SIZE as u64, PAGE_SIZE));
+    check_ok!(page.probe_readable());
+    Ok(())
+}
+
+/// Past KVM_GET_VCPU_MMAP_SIZE there is nothing to map. KVM's mmap()
+/// succeeds and its fault handler refuses the page (SIGBUS on access); a
+/// failing mmap() is just as good.
+fn mmap_beyond_mmap_size_is_unusable(ctx: &Ctx) -> TestResult {
+    let size = check_ok!(ctx.sys.vcpu_mmap_size());
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    for offset in [size as u64, size as u64 + 16 * PAGE_SIZE as u64] {
+        match vcpu.map(offset, PAGE_SIZE) {
+            Err(e) => diag!("mmap at {offset:#x} refused: {e}"),
+            Ok(page) => {
+                check_errno!(
+                    page.probe_readable(),
+                    libc::EFAULT,
+                    "page at offset {offset:#x}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// RESET state from kvm_vcpu_reset() (arch/x86/kvm/x86.c): RIP 0xfff0,
+/// RFLAGS 0x2, RDX = CPUID.1.EAX, which is 0x600 while no CPUID is set;
+/// every other GPR 0.
+fn regs_after_reset(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let r = check_ok!(vcpu.get_regs());
+    check_eq_hex!(r.rip, 0xfff0);
+    check_eq_hex!(r.rflags, RFLAGS_FIXED);
+    check_eq_hex!(r.rdx, 0x600);
+    for (name, v) in [
+        ("rax", r.rax),
+        ("rbx", r.rbx),
+        ("rcx", r.rcx),
+        ("rsi", r.rsi),
+        ("rdi", r.rdi),
+        ("rsp", r.rsp),
+        ("rbp", r.rbp),
+        ("r8", r.r8),
+        ("r9", r.r9),
+        ("r10", r.r10),
+        ("r11", r.r11),
+        ("r12", r.r12),
+        ("r13", r.r13),
+        ("r14", r.r14),
+        ("r15", r.r15),
+    ] {
+        check_eq_hex!(v, 0u64, "{name}");
+    }
+    Ok(())
+}
+
+/// The registers in kvm_regs order (rax ... r15, rip, rflags).
+fn regs_array(r: &kvm_regs) -> [u64; 18] {
+    [
+        r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12,
+        r.r13, r.r14, r.r15, r.rip, r.rflags,
+    ]
+}
+
+fn regs_round_trip(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let pattern = |i: u64| 0x0101_0101_0101_0101u64.wrapping_mul(i + 1) ^ 0x8000_0000_0000_0000;
+    let regs = kvm_regs {
+        rax: pattern(0),
+        rbx: pattern(1),
+        rcx: pattern(2),
+        rdx: pattern(3),
+        rsi: pattern(4),
+        rdi: pattern(5),
+        rsp: pattern(6),
+        rbp: pattern(7),
+        r8: pattern(8),
+        r9: pattern(9),
+        r10: pattern(10),
+        r11: pattern(11),
+        r12: pattern(12),
+        r13: pattern(13),
+        r14: pattern(14),
+        r15: pattern(15),
+        rip: 0x1234,
+        // CF, PF, ZF, IF and the fixed bit.
+        rflags: 0x247,
+    };
+    check_ok!(vcpu.set_regs(&regs));
+    let back = check_ok!(vcpu.get_regs());
+    check_eq!(regs_array(&back), regs_array(&regs));
+    // KVM forces the fixed bit 1 of RFLAGS.
+    check_ok!(vcpu.set_regs(&kvm_regs { rflags: 0, ..regs }));
+    check_eq_hex!(check_ok!(vcpu.get_regs()).rflags, RFLAGS_FIXED);
+    Ok(())
+}
+
+/// Checks the fields of a segment that both VMX and SVM report alike.
+fn check_segment(name: &str, s: &kvm_segment, selector: u16, base: u64, code: bool) -> TestResult {
+    check_eq_hex!(s.selector, selector, "{name}.selector");
+    check_eq_hex!(s.base, base, "{name}.base");
+    check_eq_hex!(s.limit, 0xffffu32, "{name}.limit");
+    check_eq!(s.present, 1, "{name}.present");
+    check_eq!(s.s, 1, "{name}.s (code/data)");
+    check_eq!(s.dpl, 0, "{name}.dpl");
+    check_eq!(s.l, 0, "{name}.l");
+    check_eq!(s.db, 0, "{name}.db");
+    if code {
+        check_eq_hex!(s.type_ & 0xa, 0xa, "{name}.type: execute/read code");
+    } else {
+        check_eq_hex!(s.type_ & 0xa, 0x2, "{name}.type: read/write data");
+    }
+    Ok(())
+}
+
+/// RESET state (SDM Vol. 3A 10.1.1, Table 10-1) as KVM reports it: real
+/// mode at CS 0xf000 / base 0xffff0000, CR0 = CD | NW | ET, and the APIC
+/// base MSR of the bootstrap processor (kvm_lapic_reset() sets it even
+/// without an in-kernel APIC).
+fn sregs_after_reset(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let s = check_ok!(vcpu.get_sregs());
+    check_segment("cs", &s.cs, 0xf000, 0xffff_0000, true)?;
+    for (name, seg) in [
+        ("ds", &s.ds),
+        ("es", &s.es),
+        ("fs", &s.fs),
+        ("gs", &s.gs),
+        ("ss", &s.ss),
+    ] {
+        check_segment(name, seg, 0, 0, false)?;
+    }
+    check_eq_hex!(s.ldt.limit, 0xffffu32, "ldt.limit");
+    check_eq_hex!(s.ldt.type_, 2, "ldt.type: LDT");
+    check_eq_hex!(s.tr.limit, 0xffffu32, "tr.limit");
+    check_eq_hex!(s.gdt.base, 0u64, "gdt.base");
+    check_eq_hex!(s.gdt.limit, 0xffffu16, "gdt.limit");
+    check_eq_hex!(s.idt.base, 0u64, "idt.base");
+    check_eq_hex!(s.idt.limit, 0xffffu16, "idt.limit");
+    check_eq_hex!(s.cr0, CR0_CD | CR0_NW | CR0_ET);
+    check_eq_hex!(s.cr2, 0u64);
+    check_eq_hex!(s.cr3, 0u64);
+    check_eq_hex!(s.cr4, 0u64);
+    check_eq_hex!(s.cr8, 0u64);
+    check_eq_hex!(s.efer, 0u64);
+    check_eq_hex!(s.apic_base, APIC_BASE_BSP_RESET);
+    check_eq!(s.interrupt_bitmap, [0u64; 4]);
+    Ok(())
+}
+
+fn flat_segment(selector: u16, type_: u8) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+/// Flat 32-bit protected mode without paging, starting from `base` (for the
+/// fields not listed, e.g. the APIC base).
+fn protected_mode(base: &kvm_sregs) -> kvm_sregs {
+    let data = flat_segment(0x10, 0x3);
+    kvm_sregs {
+        cs: flat_segment(0x08, 0xb),
+        ds: data,
+        es: data,
+        fs: kvm_segment {
+            base: 0x7000,
+            ..data
+        },
+        gs: kvm_segment {
+            base: 0x8000,
+            ..data
+        },
+        ss: data,
+        // A busy 32-bit TSS (type 11), byte granular.
+        tr: kvm_segment {
+            base: 0x1000,
+            limit: 0x67,
+            selector: 0x18,
+            type_: 0xb,
+            s: 0,
+            db: 0,
+            g: 0,
+            ..data
+        },
+        ldt: kvm_segment {
+            base: 0x4000,
+            limit: 0xff,
+            selector: 0x20,
+            type_: 0x2,
+            s: 0,
+            db: 0,
+            g: 0,
+            ..data
+        },
+        gdt: kvm_abi::sys::kvm_dtable {
+            base: 0x2000,
+            limit: 0x27,
+            padding: [0; 3],
+        },
+        idt: kvm_abi::sys::kvm_dtable {
+            base: 0x3000,
+            limit: 0x7ff,
+            padding: [0; 3],
+        },
+        cr0: CR0_PE | CR0_ET,
+        cr2: 0x5000,
+        cr3: 0x6000,
+        cr4: CR4_PSE,
+        cr8: 2,
+        efer: 0,
+        ..*base
+    }
+}
+
+/// 64-bit long mode with 4-level paging (SDM Vol. 3A 10.8.5).
+fn long_mode(base: &kvm_sregs) -> kvm_sregs {
+    let p = protected_mode(base);
+    kvm_sregs {
+        cs: kvm_segment {
+            l: 1,
+            db: 0,
+            ..p.cs
+        },
+        cr0: CR0_PE | CR0_ET | CR0_PG,
+        cr3: 0x9000,
+        cr4: CR4_PAE,
+        efer: EFER_LME | EFER_LMA,
+        ..p
+    }
+}
+
+fn check_same_segment(name: &str, got: &kvm_segment, want: &kvm_segment) -> TestResult {
+    check_eq_hex!(got.base, want.base, "{name}.base");
+    check_eq_hex!(got.limit, want.limit, "{name}.limit");
+    check_eq_hex!(got.selector, want.selector, "{name}.selector");
+    check_eq_hex!(got.type_, want.type_, "{name}.type");
+    for (field, g, w) in [
+        ("present", got.present, want.present),
+        ("dpl", got.dpl, want.dpl),
+        ("db", got.db, want.db),
+        ("s", got.s, want.s),
+        ("l", got.l, want.l),
+        ("g", got.g, want.g),
+        ("avl", got.avl, want.avl),
+    ] {
+        check_eq!(g, w, "{name}.{field}");
+    }
+    Ok(())
+}
+
+fn check_same_sregs(got: &kvm_sregs, want: &kvm_sregs) -> TestResult {
+    for (name, g, w) in [
+        ("cs", &got.cs, &want.cs),
+        ("ds", &got.ds, &want.ds),
+        ("es", &got.es, &want.es),
+        ("fs", &got.fs, &want.fs),
+        ("gs", &got.gs, &want.gs),
+        ("ss", &got.ss, &want.ss),
+        ("tr", &got.tr, &want.tr),
+        ("ldt", &got.ldt, &want.ldt),
+    ] {
+        check_same_segment(name, g, w)?;
+    }
+    check_eq_hex!(got.gdt.base, want.gdt.base);
+    check_eq_hex!(got.gdt.limit, want.gdt.limit);
+    check_eq_hex!(got.idt.base, want.idt.base);
+    check_eq_hex!(got.idt.limit, want.idt.limit);
+    check_eq_hex!(got.cr0, want.cr0);
+    check_eq_hex!(got.cr2, want.cr2);
+    check_eq_hex!(got.cr3, want.cr3);
+    check_eq_hex!(got.cr4, want.cr4);
+    check_eq_hex!(got.cr8, want.cr8);
+    check_eq_hex!(got.efer, want.efer);
+    check_eq_hex!(got.apic_base, want.apic_base);
+    Ok(())
+}
+
+fn sregs_round_trip_protected_mode(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let want = protected_mode(&check_ok!(vcpu.get_sregs()));
+    check_ok!(vcpu.set_sregs(&want));
+    check_same_sregs(&check_ok!(vcpu.get_sregs()), &want)
+}
+
+fn sregs_paging_without_protection_is_einval(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let reset = check_ok!(vcpu.get_sregs());
+    let bad = kvm_sregs {
+        cr0: CR0_PG | CR0_ET,
+        ..protected_mode(&reset)
+    };
+    check_errno!(vcpu.set_sregs(&bad), libc::EINVAL);
+    // Nothing changed.
+    check_eq_hex!(check_ok!(vcpu.get_sregs()).cr0, reset.cr0);
+    Ok(())
+}
+
+fn sregs_nw_without_cd_is_einval(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let base = protected_mode(&check_ok!(vcpu.get_sregs()));
+    check_errno!(
+        vcpu.set_sregs(&kvm_sregs {
+            cr0: base.cr0 | CR0_NW,
+            ..base
+        }),
+        libc::EINVAL
+    );
+    check_errno!(
+        vcpu.set_sregs(&kvm_sregs {
+            cr0: base.cr0 | (1 << 32),
+            ..base
+        }),
+        libc::EINVAL,
+        "CR0 bit 32"
+    );
+    Ok(())
+}
+
+fn sregs_reserved_cr4_bit_is_einval(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let base = protected_mode(&check_ok!(vcpu.get_sregs()));
+    // Bit 15 and bit 63 are reserved on every processor (SDM Vol. 3A 2.5).
+    for bit in [15, 63] {
+        check_errno!(
+            vcpu.set_sregs(&kvm_sregs {
+                cr4: base.cr4 | (1 << bit),
+                ..base
+            }),
+            libc::EINVAL,
+            "CR4 bit {bit}"
+        );
+    }
+    Ok(())
+}
+
+fn sregs_reserved_efer_bit_is_einval(ctx: &Ctx) -> TestResult {
+    ctx.upstream_semantics(|| {
+        let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+        let base = protected_mode(&check_ok!(vcpu.get_sregs()));
+        // Bits 1-7 and 63 are reserved (SDM Vol. 3A 2.2.1, Table 2-1).
+        for bit in [3, 63] {
+            check_errno!(
+                vcpu.set_sregs(&kvm_sregs {
+                    efer: 1 << bit,
+                    ..base
+                }),
+                libc::EINVAL,
+                "EFER bit {bit}"
+            );
+        }
+        Ok(())
+    })
+}
+
+/// With a CPUID that has long mode, EFER.LMA must still agree with
+/// EFER.LME && CR0.PG (kvm_is_valid_sregs in arch/x86/kvm/regs.c).
+fn sregs_lma_inconsistent_with_lme_and_pg_is_einval(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    set_supported_cpuid(ctx, &vcpu)?;
+    let long = long_mode(&check_ok!(vcpu.get_sregs()));
+    let no_lma = kvm_sregs {
+        efer: EFER_LME,
+        ..long
+    };
+    check_errno!(
+        vcpu.set_sregs(&no_lma),
+        libc::EINVAL,
+        "LME and PG without LMA"
+    );
+    let no_paging = kvm_sregs {
+        cr0: CR0_PE | CR0_ET,
+        cs: kvm_segment {
+            l: 0,
+            db: 1,
+            ..long.cs
+        },
+        ..long
+    };
+    check_errno!(vcpu.set_sregs(&no_paging), libc::EINVAL, "LMA without PG");
+    let no_lme = kvm_sregs {
+        efer: EFER_LMA,
+        ..long
+    };
+    check_errno!(
+        vcpu.set_sregs(&no_lme),
+        libc::EINVAL,
+        "LMA and PG without LME"
+    );
+    let no_pae = kvm_sregs { cr4: 0, ..long };
+    check_errno!(
+        vcpu.set_sregs(&no_pae),
+        libc::EINVAL,
+        "long mode without CR4.PAE"
+    );
+    let cs_l_outside_long_mode = kvm_sregs {
+        cs: kvm_segment {
+            l: 1,
+            db: 0,
+            ..long.cs
+        },
+        ..protected_mode(&long)
+    };
+    check_errno!(
+        vcpu.set_sregs(&cs_l_outside_long_mode),
+        libc::EINVAL,
+        "CS.L outside long mode"
+    );
+    Ok(())
+}
+
+/// EFER.LME/LMA are reserved until the guest's CPUID reports long mode
+/// (__kvm_valid_efer in arch/x86/kvm/msrs.c), and a new vCPU has no CPUID.
+fn sregs_long_mode_before_set_cpuid_is_einval(ctx: &Ctx) -> TestResult {
+    ctx.upstream_semantics(|| {
+        let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+        let long = long_mode(&check_ok!(vcpu.get_sregs()));
+        check_errno!(vcpu.set_sregs(&long), libc::EINVAL);
+        check_eq_hex!(check_ok!(vcpu.get_sregs()).efer, 0u64);
+        Ok(())
+    })
+}
+
+fn sregs_long_mode_after_set_cpuid_round_trips(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    set_supported_cpuid(ctx, &vcpu)?;
+    let long = long_mode(&check_ok!(vcpu.get_sregs()));
+    check_ok!(vcpu.set_sregs(&long));
+    check_same_sregs(&check_ok!(vcpu.get_sregs()), &long)
+}
+
+/// KVM_GET_CPUID2 gives back the entries KVM_SET_CPUID2 took: the same
+/// leaves, and the same values outside the bits KVM keeps up to date from
+/// other state (APIC and OSXSAVE/OSPKE flags, XSAVE sizes).
+fn cpuid2_round_trip(ctx: &Ctx) -> TestResult {
+    ctx.upstream_semantics(|| {
+        let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+        let set = set_supported_cpuid(ctx, &vcpu)?;
+        let mut got = check_ok!(CpuidEntries::new(KVM_MAX_CPUID_ENTRIES));
+        check_ok!(vcpu.get_cpuid2(&mut got));
+        check_eq!(got.nent(), set.nent());
+        for want in set.entries() {
+            let Some(e) = got.find(want.function, want.index) else {
+                ksft::fail!("leaf {:#x}.{} missing", want.function, want.index);
+            };
+            check_eq_hex!(
+                e.flags,
+                want.flags,
+                "leaf {:#x}.{} flags",
+                want.function,
+                want.index
+            );
+            if matches!(want.function, 0x1 | 0x7 | 0xd) {
+                continue;
+            }
+            for (reg, g, w) in [
+                ("eax", e.eax, want.eax),
+                ("ebx", e.ebx, want.ebx),
+                ("ecx", e.ecx, want.ecx),
+                ("edx", e.edx, want.edx),
+            ] {
+                check_eq_hex!(g, w, "leaf {:#x}.{} {reg}", want.function, want.index);
+            }
+        }
+        // Leaf 0 (vendor and maximum leaf) is never adjusted.
+        check_eq!(
+            got.find(0, 0).map(|e| (e.eax, e.ebx, e.ecx, e.edx)),
+            set.find(0, 0).map(|e| (e.eax, e.ebx, e.ecx, e.edx))
+        );
+        Ok(())
+    })
+}
+
+fn get_cpuid2_before_set_is_empty(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let mut got = check_ok!(CpuidEntries::new(4));
+    check_ok!(vcpu.get_cpuid2(&mut got));
+    check_eq!(got.nent(), 0);
+    Ok(())
+}
+
+fn get_cpuid2_too_small_is_e2big(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    set_supported_cpuid(ctx, &vcpu)?;
+    let mut all = check_ok!(CpuidEntries::new(KVM_MAX_CPUID_ENTRIES));
+    check_ok!(vcpu.get_cpuid2(&mut all));
+    let n = all.entries().len();
+    check!(
+        n > 0,
+        "KVM_GET_CPUID2 returned no entries after KVM_SET_CPUID2"
+    );
+    let mut got = check_ok!(CpuidEntries::new(n - 1));
+    check_errno!(
+        vcpu.get_cpuid2(&mut got),
+        libc::E2BIG,
+        "room for {} of {n}",
+        n - 1
+    );
+    let mut exact = check_ok!(CpuidEntries::new(n));
+    check_ok!(vcpu.get_cpuid2(&mut exact));
+    Ok(())
+}
+
+fn set_cpuid2_above_256_entries_is_e2big(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let mut supported = check_ok!(CpuidEntries::new(KVM_MAX_CPUID_ENTRIES));
+    check_ok!(ctx.sys.get_supported_cpuid(&mut supported));
+    let mut too_many = check_ok!(CpuidEntries::new(KVM_MAX_CPUID_ENTRIES + 1));
+    too_many.entries_mut()[..supported.entries().len()].copy_from_slice(supported.entries());
+    check_errno!(vcpu.set_cpuid2(&too_many), libc::E2BIG);
+    Ok(())
+}
+
+/// The MSRs a 64-bit guest kernel programs, with canonical addresses.
+const GUEST_MSRS: [(u32, u64); 10] = [
+    (MSR_STAR, 0x0023_0010_0000_0000),
+    (MSR_LSTAR, 0xffff_ffff_8100_0000),
+    (MSR_CSTAR, 0xffff_ffff_8100_1000),
+    (MSR_SFMASK, 0x4_7700),
+    (MSR_KERNEL_GS_BASE, 0xffff_8880_1234_0000),
+    (MSR_SYSENTER_CS, 0x10),
+    (MSR_SYSENTER_ESP, 0xffff_ffff_8200_0000),
+    (MSR_SYSENTER_EIP, 0xffff_ffff_8100_2000),
+    // WB, WC, UC-, UC in PA0-3 and PA4-7 (SDM Vol. 3A 13.12.2).
+    (MSR_PAT, 0x0007_0106_0007_0106),
+    // Fast strings plus the reset value's PEBS/BTS-unavailable bits.
+    (MSR_MISC_ENABLE, 0x1801),
+];
+
+fn msrs_of_a_64bit_guest_round_trip(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    set_supported_cpuid(ctx, &vcpu)?;
+    let set = check_ok!(MsrEntries::from_pairs(&GUEST_MSRS));
+    check_eq!(
+        check_ok!(vcpu.set_msrs(&set)),
+        GUEST_MSRS.len(),
+        "MSRs written"
+    );
+    let indices: Vec<u32> = GUEST_MSRS.iter().map(|&(i, _)| i).collect();
+    let mut got = check_ok!(MsrEntries::from_indices(&indices));
+    check_eq!(
+        check_ok!(vcpu.get_msrs(&mut got)),
+        GUEST_MSRS.len(),
+        "MSRs read"
+    );
+    for &(index, data) in &GUEST_MSRS {
+        check_eq_hex!(got.get(index).unwrap_or(!data), data, "MSR {index:#x}");
+    }
+    Ok(())
+}
+
+fn msrs_at_reset(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let mut got = check_ok!(MsrEntries::from_indices(&[
+        MSR_EFER,
+        MSR_APIC_BASE,
+        MSR_PAT,
+        MSR_MISC_ENABLE
+    ]));
+    check_eq!(check_ok!(vcpu.get_msrs(&mut got)), 4);
+    let sregs = check_ok!(vcpu.get_sregs());
+    check_eq_hex!(
+        got.get(MSR_EFER).unwrap_or(u64::MAX),
+        sregs.efer,
+        "EFER = sregs.efer"
+    );
+    check_eq_hex!(
+        got.get(MSR_APIC_BASE).unwrap_or(u64::MAX),
+        sregs.apic_base,
+        "APIC_BASE = sregs.apic_base"
+    );
+    check_eq_hex!(
+        got.get(MSR_APIC_BASE).unwrap_or(u64::MAX),
+        APIC_BASE_BSP_RESET,
+        "APIC_BASE"
+    );
+    // The power-on PAT (SDM Vol. 3A 13.12.4).
+    check_eq_hex!(
+        got.get(MSR_PAT).unwrap_or(u64::MAX),
+        0x0007_0406_0007_0406u64,
+        "PAT"
+    );
+    Ok(())
+}
+
+fn msr_tsc_write_is_read_back(ctx: &Ctx) -> TestResult {
+    ctx.upstream_semantics(|| {
+        let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+        const START: u64 = 1 << 40;
+        check_eq!(
+            check_ok!(vcpu.set_msrs(&check_ok!(MsrEntries::from_pairs(&[(MSR_TSC, START)])))),
+            1
+        );
+        let mut got = check_ok!(MsrEntries::from_indices(&[MSR_TSC]));
+        check_eq!(check_ok!(vcpu.get_msrs(&mut got)), 1);
+        let tsc = got.get(MSR_TSC).unwrap_or(0);
+        // The TSC keeps counting; 2^38 cycles is more than a minute at 4 GHz.
+        check!(
+            (START..START + (1 << 38)).contains(&tsc),
+            "TSC {tsc:#x} after writing {START:#x}"
+        );
+        Ok(())
+    })
+}
+
+fn get_msrs_stops_at_an_unsupported_msr(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let mut msrs = check_ok!(MsrEntries::from_indices(&[
+        MSR_SYSENTER_CS,
+        MSR_PAT,
+        MSR_BOGUS,
+        MSR_EFER
+    ]));
+    check_eq!(check_ok!(vcpu.get_msrs(&mut msrs)), 2, "entries processed");
+    let mut first = check_ok!(MsrEntries::from_indices(&[MSR_BOGUS, MSR_PAT]));
+    check_eq!(check_ok!(vcpu.get_msrs(&mut first)), 0, "entries processed");
+    Ok(())
+}
+
+fn set_msrs_stops_at_an_unsupported_msr(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let msrs = check_ok!(MsrEntries::from_pairs(&[
+        (MSR_SYSENTER_CS, 0x10),
+        (MSR_BOGUS, 0),
+        (MSR_SYSENTER_ESP, 0x1000)
+    ]));
+    check_eq!(check_ok!(vcpu.set_msrs(&msrs)), 1, "entries processed");
+    let mut got = check_ok!(MsrEntries::from_indices(&[
+        MSR_SYSENTER_CS,
+        MSR_SYSENTER_ESP
+    ]));
+    check_eq!(check_ok!(vcpu.get_msrs(&mut got)), 2);
+    check_eq_hex!(
+        got.get(MSR_SYSENTER_CS).unwrap_or(0),
+        0x10u64,
+        "written before the bad MSR"
+    );
+    check_eq_hex!(
+        got.get(MSR_SYSENTER_ESP).unwrap_or(u64::MAX),
+        0u64,
+        "not written after it"
+    );
+    Ok(())
+}
+
+/// msr_io() in arch/x86/kvm/msrs.c refuses nmsrs >= MAX_IO_MSRS (256).
+fn msrs_nmsrs_at_limit_is_e2big(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let mut at_limit = check_ok!(MsrEntries::from_indices(&[MSR_SYSENTER_CS; MAX_IO_MSRS]));
+    check_errno!(
+        vcpu.get_msrs(&mut at_limit),
+        libc::E2BIG,
+        "KVM_GET_MSRS with {MAX_IO_MSRS}"
+    );
+    check_errno!(
+        vcpu.set_msrs(&at_limit),
+        libc::E2BIG,
+        "KVM_SET_MSRS with {MAX_IO_MSRS}"
+    );
+    let mut below = check_ok!(MsrEntries::from_indices(
+        &[MSR_SYSENTER_CS; MAX_IO_MSRS - 1]
+    ));
+    check_eq!(check_ok!(vcpu.get_msrs(&mut below)), MAX_IO_MSRS - 1);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    ksft::run(
+        &Ctx::from_args(),
+        &tests![
+            create_vcpu_0_returns_cloexec_fd,
+            same_vcpu_id_twice_is_eexist,
+            vcpu_id_at_max_vcpu_id_is_einval,
+            vcpu_mmap_pages_are_readable,
+            kvm_run_starts_with_no_exit,
+            pio_data_page_is_mappable,
+            mmap_beyond_mmap_size_is_unusable,
+            regs_after_reset,
+            regs_round_trip,
+            sregs_after_reset,
+            sregs_round_trip_protected_mode,
+            sregs_paging_without_protection_is_einval,
+            sregs_nw_without_cd_is_einval,
+            sregs_reserved_cr4_bit_is_einval,
+            sregs_reserved_efer_bit_is_einval,
+            sregs_lma_inconsistent_with_lme_and_pg_is_einval,
+            sregs_long_mode_before_set_cpuid_is_einval,
+            sregs_long_mode_after_set_cpuid_round_trips,
+            cpuid2_round_trip,
+            get_cpuid2_before_set_is_empty,
+            get_cpuid2_too_small_is_e2big,
+            set_cpuid2_above_256_entries_is_e2big,
+            msrs_of_a_64bit_guest_round_trip,
+            msrs_at_reset,
+            msr_tsc_write_is_read_back,
+            get_msrs_stops_at_an_unsupported_msr,
+            set_msrs_stops_at_an_unsupported_msr,
+            msrs_nmsrs_at_limit_is_e2big,
+        ],
+    )
+}

@@ -126,7 +126,12 @@ macro_rules! skip {
 #[macro_export]
 macro_rules! fail {
     ($($arg:tt)*) => {
-        return Err($crate::Status::Fail(format!("{}:{}: {}", file!(), line!(), format_args!($($arg)*))))
+        return Err($crate::Status::Fail(format!(
+            "{}:{}: {}",
+            $crate::file_name(file!()),
+            line!(),
+            format_args!($($arg)*)
+        )))
     };
 }
 
@@ -238,6 +243,12 @@ macro_rules! check_errno {
             }
         }
     };
+}
+
+/// The last component of a source path, for short failure locations.
+#[doc(hidden)]
+pub fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 #[doc(hidden)]
