@@ -88,9 +88,9 @@ impl Ctx {
         u64::try_from(n).map_err(|_| Status::Fail(format!("KVM_CAP_MAX_VCPU_ID is {n}")))
     }
 
-    /// The number of live VMs system-wide, or why it cannot be known.
-    pub fn live_vms(&self) -> Result<u64, String> {
-        live_vms(&self.path)
+    /// Live VMs and vCPUs system-wide, or why they cannot be counted.
+    pub fn live_counts(&self) -> Result<LiveCounts, String> {
+        live_counts(&self.path)
     }
 }
 
@@ -108,28 +108,60 @@ pub fn is_rkvm_path(path: &Path) -> bool {
 
 /// rkvm's statistics file (lines `vms: N` and `vcpus: N`).
 pub const RKVM_STATS: &str = "/sys/kernel/debug/rkvm/stats";
-/// KVM's debugfs directory, with one `<pid>-<fd>` directory per VM.
+/// KVM's debugfs directory, with one `<pid>-<fd>` directory per VM holding
+/// one `vcpuN` directory per vCPU.
 pub const KVM_DEBUGFS: &str = "/sys/kernel/debug/kvm";
 
-/// Counts live VMs: rkvm's `vms:` statistic, or KVM's per-VM debugfs
+/// Live VMs and vCPUs, system-wide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveCounts {
+    /// VMs not yet destroyed.
+    pub vms: u64,
+    /// vCPUs of those VMs.
+    pub vcpus: u64,
+}
+
+/// Counts live VMs and vCPUs: rkvm's statistics, or KVM's per-VM debugfs
 /// directories. `Err` says why neither is available.
-pub fn live_vms(device: &Path) -> Result<u64, String> {
+pub fn live_counts(device: &Path) -> Result<LiveCounts, String> {
     if is_rkvm_path(device) {
         let text = std::fs::read_to_string(RKVM_STATS)
             .map_err(|e| format!("cannot read {RKVM_STATS} ({e}); is debugfs mounted?"))?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("vms:"))
-            .and_then(|n| n.trim().parse().ok())
-            .ok_or_else(|| format!("{RKVM_STATS} has no `vms: N` line"))
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|n| n.trim().parse().ok())
+                .ok_or_else(|| format!("{RKVM_STATS} has no `{name} N` line"))
+        };
+        Ok(LiveCounts {
+            vms: field("vms:")?,
+            vcpus: field("vcpus:")?,
+        })
     } else {
         let dir = std::fs::read_dir(KVM_DEBUGFS)
             .map_err(|e| format!("cannot list {KVM_DEBUGFS} ({e}); is debugfs mounted?"))?;
-        let n = dir
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter(|e| is_vm_dir_name(&e.file_name().to_string_lossy()))
-            .count();
-        Ok(n as u64)
+        let mut counts = LiveCounts { vms: 0, vcpus: 0 };
+        for vm in dir.filter_map(Result::ok) {
+            if !vm.file_type().is_ok_and(|t| t.is_dir())
+                || !is_vm_dir_name(&vm.file_name().to_string_lossy())
+            {
+                continue;
+            }
+            counts.vms += 1;
+            let vcpus = std::fs::read_dir(vm.path())
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok);
+            counts.vcpus += vcpus
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_prefix("vcpu")
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+                })
+                .count() as u64;
+        }
+        Ok(counts)
     }
 }
 
