@@ -10,6 +10,7 @@ use nix::errno::Errno;
 use crate::PAGE_SIZE;
 use crate::error::{Error, Result};
 use crate::sys::kvm_run;
+use crate::vm::MemoryKeepAlive;
 
 /// Maps `len` bytes with `mmap`, returning the start.
 ///
@@ -162,11 +163,18 @@ pub struct VcpuMapping {
     ptr: NonNull<c_void>,
     len: usize,
     offset: u64,
+    /// The mapping keeps the VM alive, and so its memory slots' memory.
+    _memory: MemoryKeepAlive,
 }
 
 impl VcpuMapping {
     /// Maps `len` bytes of `fd` at `offset`, shared and read-write.
-    pub(crate) fn new(fd: BorrowedFd<'_>, offset: u64, len: usize) -> Result<Self> {
+    pub(crate) fn new(
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+        memory: MemoryKeepAlive,
+    ) -> Result<Self> {
         // SAFETY: no MAP_FIXED.
         let ptr = unsafe {
             map(
@@ -179,7 +187,12 @@ impl VcpuMapping {
             )
         }?;
         // INVARIANT: the mapping was just made and is owned by the result.
-        Ok(Self { ptr, len, offset })
+        Ok(Self {
+            ptr,
+            len,
+            offset,
+            _memory: memory,
+        })
     }
 
     /// The length in bytes.
@@ -233,11 +246,11 @@ pub struct RunMapping(VcpuMapping);
 
 impl RunMapping {
     /// Maps `len` bytes (KVM_GET_VCPU_MMAP_SIZE) at offset 0 of `fd`.
-    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize) -> Result<Self> {
+    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize, memory: MemoryKeepAlive) -> Result<Self> {
         if len < size_of::<kvm_run>() {
             return Err(Error::new("mmap kvm_run", Errno::EINVAL));
         }
-        VcpuMapping::new(fd, 0, len).map(Self)
+        VcpuMapping::new(fd, 0, len, memory).map(Self)
     }
 
     /// The whole mapping (kvm_run and the pages after it).

@@ -1,6 +1,7 @@
 //! The vCPU fd.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::fam::{CpuidEntries, MsrEntries};
@@ -18,16 +19,14 @@ use crate::vm::MemoryKeepAlive;
 pub struct Vcpu {
     fd: OwnedFd,
     id: u64,
-    _memory: MemoryKeepAlive,
+    /// Memory of the VM's slots, kept mapped while this vCPU (and with it
+    /// the VM) lives.
+    memory: MemoryKeepAlive,
 }
 
 impl Vcpu {
     pub(crate) fn new(fd: OwnedFd, id: u64, memory: MemoryKeepAlive) -> Self {
-        Self {
-            fd,
-            id,
-            _memory: memory,
-        }
+        Self { fd, id, memory }
     }
 
     /// The id it was created with.
@@ -38,12 +37,12 @@ impl Vcpu {
     /// Maps `len` bytes (KVM_GET_VCPU_MMAP_SIZE) at offset 0: `kvm_run` and
     /// the pages after it.
     pub fn map_run(&self, len: usize) -> Result<RunMapping> {
-        RunMapping::new(self.fd.as_fd(), len)
+        RunMapping::new(self.fd.as_fd(), len, Arc::clone(&self.memory))
     }
 
     /// Maps `len` bytes at byte `offset` of the vCPU fd.
     pub fn map(&self, offset: u64, len: usize) -> Result<VcpuMapping> {
-        VcpuMapping::new(self.fd.as_fd(), offset, len)
+        VcpuMapping::new(self.fd.as_fd(), offset, len, Arc::clone(&self.memory))
     }
 
     /// KVM_GET_REGS.
