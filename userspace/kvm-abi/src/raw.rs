@@ -132,3 +132,46 @@ pub(crate) unsafe fn ioctl_mut<T>(
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::Ioctl::from(req), arg) };
     Errno::result(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn integer_for_a_pointer_request_is_refused_without_a_syscall() {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let r = ioctl(null.as_fd(), ioctls::KVM_GET_REGS, Arg::Value(0x1000));
+        assert_eq!(r, Err(REFUSED));
+    }
+
+    #[test]
+    fn the_kernel_answers_the_allowed_kinds() {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        // /dev/null implements no ioctl: the kernel says ENOTTY for each kind.
+        assert_eq!(
+            ioctl(null.as_fd(), ioctls::KVM_RUN, Arg::Value(0)),
+            Err(Errno::ENOTTY)
+        );
+        assert_eq!(
+            ioctl(null.as_fd(), ioctls::KVM_GET_REGS, Arg::UnmappedPointer),
+            Err(Errno::ENOTTY)
+        );
+        assert_eq!(
+            ioctl(null.as_fd(), ioctls::KVM_GET_REGS, Arg::KernelPointer),
+            Err(Errno::ENOTTY)
+        );
+    }
+
+    #[test]
+    fn page_zero_is_not_mapped() {
+        assert!(page_zero_is_unmapped());
+    }
+
+    #[test]
+    fn cloexec_is_reported() {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert!(is_cloexec(&null).unwrap());
+    }
+}
