@@ -410,13 +410,17 @@ fn reap_children() -> Option<String> {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         found.push(format!("running child {pid}"));
     }
+    let start = std::time::Instant::now();
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {
-                // Killed above; wait for it to die.
-                if let Ok(status) = waitpid(None, None) {
-                    found.push(format!("child {status:?}"));
+                // Killed above, or unknown (no /proc/.../children): give a
+                // killed child time to die, but never block on one.
+                if start.elapsed() > std::time::Duration::from_secs(2) {
+                    found.push("a child that could not be killed".to_owned());
+                    break;
                 }
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
             Ok(status) => found.push(format!("unreaped child {status:?}")),
             Err(_) => break,
@@ -541,6 +545,12 @@ mod tests {
     /// The fd and child checks look at the whole process: run one at a time.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    fn leaves_child(_: &()) -> TestResult {
+        let child = std::process::Command::new("sleep").arg("30").spawn()?;
+        std::mem::forget(child);
+        Ok(())
+    }
+
     fn run_capture(ctx: &Result<(), String>, tests: &[Test<()>]) -> (u8, String) {
         let _guard = SERIAL
             .lock()
@@ -611,6 +621,17 @@ mod tests {
             out.contains("expected EEXIST (17), but it succeeded with 7"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn leftover_child_fails_the_test_and_is_killed() {
+        let (code, out) = run_capture(&Ok(()), &tests![leaves_child, pass]);
+        assert_eq!(code, KSFT_FAIL);
+        assert!(
+            out.contains("test left child processes: running child"),
+            "{out}"
+        );
+        assert!(out.contains("not ok 1 leaves_child\nok 2 pass\n"), "{out}");
     }
 
     #[test]
