@@ -643,8 +643,10 @@ const GUEST_MSRS: [(u32, u64); 10] = [
     (MSR_SFMASK, 0x4_7700),
     (MSR_KERNEL_GS_BASE, 0xffff_8880_1234_0000),
     (MSR_SYSENTER_CS, 0x10),
-    (MSR_SYSENTER_ESP, 0xffff_ffff_8200_0000),
-    (MSR_SYSENTER_EIP, 0xffff_ffff_8100_2000),
+    // 32-bit: with an AMD vendor id in the guest CPUID, KVM keeps only the
+    // low half of SYSENTER_ESP/EIP, as AMD processors do (svm_set_msr).
+    (MSR_SYSENTER_ESP, 0xc200_0000),
+    (MSR_SYSENTER_EIP, 0xc100_2000),
     // WB, WC, UC-, UC in PA0-3 and PA4-7 (SDM Vol. 3A 13.12.2).
     (MSR_PAT, 0x0007_0106_0007_0106),
     // Fast strings plus the reset value's PEBS/BTS-unavailable bits.
