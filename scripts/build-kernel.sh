@@ -21,8 +21,9 @@ kmake() { make -C "$src" O="$out" "${mk[@]}" "$@" >>"$log" 2>&1; }
 say "configuring kernel $(kernel_version) in $out"
 kmake rustavailable || { tail -n 20 "$log" >&2; die "the kernel's Rust toolchain check failed; log: $log"; }
 kmake tinyconfig || die "make tinyconfig failed; log: $log"
+mapfile -t fragments < <(kernel_fragments)
 (cd "$out" && ARCH=x86_64 "$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" \
-	"$RKVM_TOP/kconfig/rkvm.config") >>"$log" 2>&1 || die "merge_config.sh failed; log: $log"
+	"${fragments[@]}") >>"$log" 2>&1 || die "merge_config.sh failed; log: $log"
 kmake olddefconfig || die "make olddefconfig failed; log: $log"
 
 # Dependencies can silently drop options: every line must have survived.
@@ -36,7 +37,7 @@ while IFS= read -r line; do
 		grep -q "^$opt=" "$out/.config" && dropped+=("$line")
 		;;
 	esac
-done <"$RKVM_TOP/kconfig/rkvm.config"
+done < <(kernel_fragments | xargs cat)
 [ ${#dropped[@]} -eq 0 ] || die "config lines that did not survive olddefconfig: ${dropped[*]}"
 
 jobs=${RKVM_JOBS:-$(nproc)}

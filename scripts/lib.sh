@@ -52,10 +52,22 @@ run_logged() {
 	fi
 }
 
+# RKVM_KASAN=1 selects the KASAN variant of the test kernel: the extra
+# config fragment kconfig/kasan.config, built with clang (LLVM=-19), which
+# the kernel requires for KASAN together with Rust. A separate cache entry.
+RKVM_KASAN=${RKVM_KASAN:-0}
+kernel_fragments() {
+	echo "$RKVM_TOP/kconfig/rkvm.config"
+	[ "$RKVM_KASAN" = 1 ] && echo "$RKVM_TOP/kconfig/kasan.config"
+	return 0
+}
+
 # The variables every kernel or module build needs for its Rust part.
 kernel_make_vars() {
 	printf '%s\n' ARCH=x86_64 "RUSTC=$KRUSTC" "HOSTRUSTC=$KRUSTC" \
 		"RUSTDOC=$KRUSTDOC" "CLIPPY_DRIVER=$KCLIPPY" "BINDGEN=$BINDGEN"
+	[ "$RKVM_KASAN" = 1 ] && echo LLVM=-19
+	return 0
 }
 
 # Where the selected kernel source and build live. These files are written
@@ -74,9 +86,9 @@ kernel_src_dir() { echo "$RKVM_CACHE/src/linux-$(kernel_version)"; }
 kernel_config_hash() {
 	{
 		kernel_version
-		cat "$RKVM_TOP/kconfig/rkvm.config"
+		kernel_fragments | xargs cat
 		"$KRUSTC" --version
-		gcc --version | head -n 1
+		if [ "$RKVM_KASAN" = 1 ]; then clang-19 --version | head -n 1; else gcc --version | head -n 1; fi
 		echo "bindgen $BINDGEN_VERSION"
 	} | sha256sum | cut -c1-12
 }

@@ -11,6 +11,8 @@ PACKAGES=(
 	gcc make bc flex bison libelf-dev libssl-dev cpio kmod pahole rsync xz-utils
 	busybox-static qemu-system-x86
 )
+# The KASAN variant of the test kernel is built with clang.
+[ "$RKVM_KASAN" = 1 ] && PACKAGES+=(clang-19 lld-19 llvm-19)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
