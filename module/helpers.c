@@ -7,6 +7,7 @@
 #include <linux/anon_inodes.h>
 #include <linux/cpuhotplug.h>
 #include <linux/mm.h>
+#include <linux/sched/mm.h>
 #include <linux/uaccess.h>
 #include <asm/msr.h>
 
@@ -25,6 +26,9 @@ unsigned long rkvm_local_irq_save(void);
 void rkvm_local_irq_restore(unsigned long flags);
 unsigned int rkvm_num_online_cpus(void);
 vm_fault_t rkvm_fault_set_page(struct vm_fault *vmf, struct page *page);
+struct mm_struct *rkvm_current_mm_grab(void);
+bool rkvm_current_mm_is(const struct mm_struct *mm);
+void rkvm_mmdrop(struct mm_struct *mm);
 
 phys_addr_t rkvm_page_to_phys(struct page *page)
 {
@@ -91,4 +95,23 @@ vm_fault_t rkvm_fault_set_page(struct vm_fault *vmf, struct page *page)
 	get_page(page);
 	vmf->page = page;
 	return 0;
+}
+
+struct mm_struct *rkvm_current_mm_grab(void)
+{
+	struct mm_struct *mm = current->mm;
+
+	if (mm)
+		mmgrab(mm);
+	return mm;
+}
+
+bool rkvm_current_mm_is(const struct mm_struct *mm)
+{
+	return current->mm == mm;
+}
+
+void rkvm_mmdrop(struct mm_struct *mm)
+{
+	mmdrop(mm);
 }

@@ -57,8 +57,8 @@ pub(crate) struct Vcpu {
 }
 
 impl Vcpu {
-    /// Creates a vCPU in its RESET state.
-    pub(crate) fn new(shared: &Arc<Shared>) -> Result<Arc<Self>> {
+    /// Creates vCPU `id` in its RESET state.
+    pub(crate) fn new(id: u32, shared: &Arc<Shared>) -> Result<Arc<Self>> {
         let run_pages = [
             Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
             Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
@@ -70,7 +70,7 @@ impl Vcpu {
                 state <- new_mutex!(
                     ArchState {
                         regs: reset_regs(reset_signature(&[])),
-                        sregs: reset_sregs(),
+                        sregs: reset_sregs(id),
                         msrs: MsrFile::reset(),
                         cpuid: KVec::new(),
                         features: GuestFeatures::default(),
@@ -209,6 +209,7 @@ impl VcpuFd {
 
 impl FileObject for VcpuFd {
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        this.vm.check_caller()?;
         match cmd {
             abi::KVM_GET_REGS => {
                 let regs = this.vcpu.state.lock().regs;

@@ -22,7 +22,7 @@ use crate::dev::{check_extension, Shared};
 use crate::memslot::{Request, SlotError, SlotTable};
 use crate::stats::{Kind, Live};
 use crate::sys::file::{new_anon_fd, this_module, FileObject, FileOps};
-use crate::sys::mem::user_range_ok;
+use crate::sys::mem::{user_range_ok, OwnerMm};
 use crate::user;
 use crate::vcpu::{Vcpu, VcpuFd, MAX_VCPUS, MAX_VCPU_IDS, VCPU_FOPS};
 use kernel::new_mutex;
@@ -49,6 +49,10 @@ struct VmInner {
 #[pin_data]
 pub(crate) struct Vm {
     pub(crate) shared: Arc<Shared>,
+    /// The address space of the process that created the VM. Guest memory
+    /// is that process's memory, so, as in KVM, only it may use the VM (a
+    /// forked child gets `EIO`).
+    mm: OwnerMm,
     #[pin]
     inner: Mutex<VmInner>,
     _live: Live,
@@ -56,10 +60,13 @@ pub(crate) struct Vm {
 
 impl Vm {
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Arc<Self>> {
+        // A kernel thread has no address space to back guest memory.
+        let mm = OwnerMm::of_current().ok_or(EINVAL)?;
         let live = Live::new(&shared.stats, Kind::Vm);
         Arc::pin_init(
             pin_init!(Vm {
                 shared,
+                mm,
                 inner <- new_mutex!(
                     VmInner {
                         slots: SlotTable::new(),
@@ -74,6 +81,16 @@ impl Vm {
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// Refuses callers other than the process that created the VM, with
+    /// `EIO` as KVM does, for VM and vCPU ioctls alike.
+    pub(crate) fn check_caller(&self) -> Result {
+        if self.mm.is_current() {
+            Ok(())
+        } else {
+            Err(EIO)
+        }
     }
 
     /// `KVM_SET_USER_MEMORY_REGION` and `...2`, both as a `region2`.
@@ -107,7 +124,7 @@ impl Vm {
             if inner.vcpu_ids[word] & bit != 0 {
                 return Err(EEXIST);
             }
-            let vcpu = Vcpu::new(&this.shared)?;
+            let vcpu = Vcpu::new(id as u32, &this.shared)?;
             inner.vcpus.push(vcpu.clone(), GFP_KERNEL)?;
             inner.vcpu_ids[word] |= bit;
             vcpu
@@ -146,6 +163,7 @@ impl Vm {
 
 impl FileObject for Vm {
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        this.check_caller()?;
         match cmd {
             abi::KVM_CHECK_EXTENSION => Ok(check_extension(arg)),
             abi::KVM_CREATE_VCPU => Vm::create_vcpu(this, arg),

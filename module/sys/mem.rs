@@ -10,6 +10,9 @@ use kernel::page::Page;
 extern "C" {
     fn rkvm_page_to_phys(page: *mut kernel::bindings::page) -> u64;
     fn rkvm_access_ok(addr: usize, size: usize) -> bool;
+    fn rkvm_current_mm_grab() -> *mut kernel::bindings::mm_struct;
+    fn rkvm_current_mm_is(mm: *const kernel::bindings::mm_struct) -> bool;
+    fn rkvm_mmdrop(mm: *mut kernel::bindings::mm_struct);
 }
 
 /// A host physical address.
@@ -33,4 +36,47 @@ pub(crate) fn user_range_ok(addr: u64, size: u64) -> bool {
     // SAFETY: `access_ok` only compares the numbers against the user address limit; it does
     // not dereference anything.
     unsafe { rkvm_access_ok(addr, size) }
+}
+
+/// A counted reference to the calling process's address space (`mmgrab`),
+/// kept by a VM: its guest memory lives there.
+///
+/// The kernel's `kernel::mm::Mm` would be the natural type, but forming a
+/// Rust reference to `struct mm_struct` trips the debug alignment check on
+/// this kernel (bindgen gives the struct 64-byte alignment, which the slab
+/// does not guarantee), so the pointer is only ever handled raw here.
+///
+/// # Invariants
+///
+/// `mm` is non-null and holds one `mmgrab` reference, dropped in `Drop`.
+pub(crate) struct OwnerMm {
+    mm: core::ptr::NonNull<kernel::bindings::mm_struct>,
+}
+
+// SAFETY: The reference may be dropped from any thread; the pointer is only compared.
+unsafe impl Send for OwnerMm {}
+// SAFETY: `&OwnerMm` only allows comparing the pointer.
+unsafe impl Sync for OwnerMm {}
+
+impl OwnerMm {
+    /// The caller's address space, or `None` for a kernel thread.
+    pub(crate) fn of_current() -> Option<Self> {
+        // SAFETY: Reading `current->mm` and taking a reference on it is always allowed.
+        let mm = unsafe { rkvm_current_mm_grab() };
+        // INVARIANT: Non-null, and `rkvm_current_mm_grab` took a reference.
+        core::ptr::NonNull::new(mm).map(|mm| Self { mm })
+    }
+
+    /// Whether the calling task runs in this address space.
+    pub(crate) fn is_current(&self) -> bool {
+        // SAFETY: Only compares `current->mm` with our pointer.
+        unsafe { rkvm_current_mm_is(self.mm.as_ptr()) }
+    }
+}
+
+impl Drop for OwnerMm {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant we hold one `mmgrab` reference.
+        unsafe { rkvm_mmdrop(self.mm.as_ptr()) };
+    }
 }

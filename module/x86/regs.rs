@@ -64,6 +64,10 @@ pub(crate) mod efer {
 
 /// The IA32_APIC_BASE MSR. SDM Vol. 3A 11.4.4.
 pub(crate) mod apic_base {
+    /// The xAPIC's default physical base. SDM Vol. 3A 11.4.1.
+    pub(crate) const DEFAULT_BASE: u64 = 0xfee0_0000;
+    /// This is the bootstrap processor.
+    pub(crate) const BSP: u64 = 1 << 8;
     /// x2APIC mode enable.
     pub(crate) const EXTD: u64 = 1 << 10;
     /// xAPIC global enable.
@@ -100,8 +104,10 @@ fn reset_data_segment() -> kvm_segment {
 /// The system registers after RESET, matching what KVM reports on SVM:
 /// CS 0xf000 with base 0xffff0000 (so the first fetch is at 0xfffffff0),
 /// CR0 with CD, NW and ET, paging and protection off, EFER 0, an LDT and a
-/// busy 16-bit TSS descriptor. SDM Vol. 3A 10.1.1 Table 10-1, APM Vol. 2 14.1.3.
-pub(crate) fn reset_sregs() -> kvm_sregs {
+/// busy 16-bit TSS descriptor, and the APIC enabled at its default base,
+/// vCPU 0 being the bootstrap processor (KVM's `bsp_vcpu_id` default).
+/// SDM Vol. 3A 10.1.1 Table 10-1 and 11.4.4, APM Vol. 2 14.1.3.
+pub(crate) fn reset_sregs(vcpu_id: u32) -> kvm_sregs {
     let data = reset_data_segment();
     let system = |type_: u8| kvm_segment {
         limit: 0xffff,
@@ -133,6 +139,9 @@ pub(crate) fn reset_sregs() -> kvm_sregs {
             ..Default::default()
         },
         cr0: cr0::CD | cr0::NW | cr0::ET,
+        apic_base: apic_base::DEFAULT_BASE
+            | apic_base::ENABLE
+            | if vcpu_id == 0 { apic_base::BSP } else { 0 },
         ..Default::default()
     }
 }
