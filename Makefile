@@ -8,13 +8,17 @@
 #   make run CMD='...'   ... run one command in the VM, exit with its status
 #   make check      ... then run every selftest in the VM (rkvm and KVM)
 #   make check EXTRA_TESTS=DIR   ... plus every executable in DIR
-#   make clippy     build rkvm.ko with CLIPPY=1 (warnings are errors)
+#   make check RKVM_KASAN=1   ... the same on the KASAN test kernel (CI runs both)
+#   make lint       formatting, userspace clippy and unit tests (part of check)
 #   make clean      remove build/ (the kernel cache stays, see README)
 
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all setup kernel module userspace run check clippy clean
+.PHONY: all setup kernel module userspace lint run check clean
+
+# RKVM_KASAN=1 (make check RKVM_KASAN=1) selects the KASAN test kernel.
+export RKVM_KASAN
 
 all: module userspace
 
@@ -31,13 +35,13 @@ module: kernel
 userspace: kernel
 	@$(S)/build-userspace.sh
 
-clippy: kernel
-	@RKVM_CLIPPY=1 $(S)/build-module.sh
-
 run: all
 	@$(S)/run.sh $(if $(CMD),'$(subst ','\'',$(CMD))')
 
-check: all
+lint: userspace
+	@$(S)/lint.sh
+
+check: all lint
 	@$(S)/check.sh $(EXTRA_TESTS)
 
 clean:

@@ -44,8 +44,7 @@ pub(crate) const KVM_GET_SUPPORTED_CPUID: u32 = _IOWR::<kvm_cpuid2>(KVMIO, 0x05)
 
 // VM ioctls.
 pub(crate) const KVM_CREATE_VCPU: u32 = _IO(KVMIO, 0x41);
-pub(crate) const KVM_SET_USER_MEMORY_REGION: u32 =
-    _IOW::<kvm_userspace_memory_region>(KVMIO, 0x46);
+pub(crate) const KVM_SET_USER_MEMORY_REGION: u32 = _IOW::<kvm_userspace_memory_region>(KVMIO, 0x46);
 pub(crate) const KVM_SET_TSS_ADDR: u32 = _IO(KVMIO, 0x47);
 pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = _IOW::<u64>(KVMIO, 0x48);
 pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 =
@@ -114,4 +113,5 @@ const _: () = assert!(core::mem::size_of::<kvm_msrs>() == 8);
 const _: () = assert!(core::mem::size_of::<kvm_cpuid_entry2>() == 40);
 const _: () = assert!(core::mem::size_of::<kvm_cpuid2>() == 8);
 const _: () = assert!(core::mem::size_of::<kvm_userspace_memory_region>() == 32);
-const _: () = assert!(core::mem::size_of::<kvm_userspace_memory_region2>() == 32 + 8 + 4 + 4 + 8 * 14);
+const _: () =
+    assert!(core::mem::size_of::<kvm_userspace_memory_region2>() == 32 + 8 + 4 + 4 + 8 * 14);

@@ -10,8 +10,8 @@
 //! with the SVM backend's `KVM_RUN` (see docs/architecture.md).
 
 use crate::sys::cpu::PerCpu;
-use core::fmt;
 use crate::x86::regs::HostLimits;
+use core::fmt;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 

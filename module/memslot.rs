@@ -30,9 +30,8 @@ const PAGE_SIZE: u64 = 4096;
 const VALID_FLAGS: u32 = 0;
 
 // The flags KVM knows, for the documentation of what is refused.
-const _: () = assert!(
-    VALID_FLAGS & (KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD) == 0
-);
+const _: () =
+    assert!(VALID_FLAGS & (KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD) == 0);
 
 /// One slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

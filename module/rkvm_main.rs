@@ -65,10 +65,17 @@ impl kernel::Module for Rkvm {
 
         let stats = Arc::new(Stats::default(), GFP_KERNEL)?;
         let debugfs = debugfs::Dir::new(c"rkvm");
-        let stats_file = KBox::pin_init(debugfs.read_only_file(c"stats", stats.clone()), GFP_KERNEL)?;
+        let stats_file =
+            KBox::pin_init(debugfs.read_only_file(c"stats", stats.clone()), GFP_KERNEL)?;
 
         // Registered last: once /dev/rkvm exists, userspace may use everything above.
-        let shared = Arc::new(Shared { backend: backend.clone(), stats }, GFP_KERNEL)?;
+        let shared = Arc::new(
+            Shared {
+                backend: backend.clone(),
+                stats,
+            },
+            GFP_KERNEL,
+        )?;
         let device = KBox::pin_init(
             MiscRegistration::register(c"rkvm", 0o600, &DEVICE_FOPS, shared),
             GFP_KERNEL,

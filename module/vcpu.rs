@@ -7,7 +7,9 @@
 //! plus MSRs and CPUID); the backend loads it into its VMCB or VMCS around
 //! each entry once `KVM_RUN` exists.
 
-use crate::abi::{self, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs};
+use crate::abi::{
+    self, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs,
+};
 use crate::dev::Shared;
 use crate::stats::{Kind, Live};
 use crate::sys::cpu;
@@ -137,7 +139,8 @@ impl VcpuFd {
             return Err(E2BIG);
         }
         let entries_addr = arg + size_of::<kvm_msrs>();
-        let mut entries: KVec<kvm_msr_entry> = user::read_array(entries_addr, header.nmsrs as usize)?;
+        let mut entries: KVec<kvm_msr_entry> =
+            user::read_array(entries_addr, header.nmsrs as usize)?;
         let host = self.vm.shared.backend.host_limits();
         let done = {
             let mut guard = self.vcpu.state.lock();

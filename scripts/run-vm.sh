@@ -4,6 +4,8 @@
 #
 # Usage: run-vm.sh INITRAMFS MODE [LOG]
 #   MODE check: runs the selftests; console to stdout (and LOG), no input.
+#   MODE nodev: checks that rkvm refuses a CPU without virtualization
+#               (boot it with RKVM_QEMU_CPU set to such a CPU).
 #   MODE cmd:   runs /etc/rkvm/cmd; console to stdout (and LOG), no input.
 #   MODE shell: interactive console on this terminal.
 . "$(dirname "$0")/lib.sh"
@@ -19,7 +21,7 @@ kernel=$(kernel_build_dir)/arch/x86/boot/bzImage
 append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell}"
 # In check mode the console carries the TAP stream: kernel messages go only
 # to the log buffer, which the suite checks itself.
-[ "$mode" = check ] && append="$append loglevel=1"
+[ "$mode" = check ] || [ "$mode" = nodev ] && append="$append loglevel=1"
 
 qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu "${RKVM_QEMU_CPU:-qemu64,+svm,+npt,+vgif}"
 	-smp "${RKVM_SMP:-2}" -m "${RKVM_MEM:-1024}" -nographic -no-reboot

@@ -71,7 +71,9 @@ impl Svm {
         for _ in 0..possible {
             let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).map_err(|_| "out of memory")?;
             hsave.push(page, GFP_KERNEL).map_err(|_| "out of memory")?;
-            owned.push(AtomicBool::new(false), GFP_KERNEL).map_err(|_| "out of memory")?;
+            owned
+                .push(AtomicBool::new(false), GFP_KERNEL)
+                .map_err(|_| "out of memory")?;
         }
         let svm = Svm {
             hsave,

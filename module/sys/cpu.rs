@@ -2,9 +2,9 @@
 
 //! The CPU: CPUID, model-specific registers, and per-CPU hotplug callbacks.
 
-use kernel::ffi::{c_char, c_int, c_uint, c_ulong};
 use core::marker::PhantomPinned;
 use kernel::bindings;
+use kernel::ffi::{c_char, c_int, c_uint, c_ulong};
 use kernel::prelude::*;
 use kernel::types::Opaque;
 
@@ -202,7 +202,9 @@ impl<T: PerCpu> CpuHotplug<T> {
     unsafe fn hooks_of<'a>(node: *mut bindings::hlist_node) -> &'a T {
         // SAFETY: By the caller's guarantee `node` is the `node` field of a `Self`
         // (`Opaque<hlist_node>` is `repr(transparent)`).
-        let this: *const Self = unsafe { kernel::container_of!(node.cast::<Opaque<bindings::hlist_node>>(), Self, node) };
+        let this: *const Self = unsafe {
+            kernel::container_of!(node.cast::<Opaque<bindings::hlist_node>>(), Self, node)
+        };
         // SAFETY: `hooks` is initialised and lives as long as the registration.
         unsafe { &*core::ptr::addr_of!((*this).hooks) }
     }

@@ -14,10 +14,10 @@
 //! here names this module as its owner, so the VFS holds a module reference
 //! for each open file and `rmmod` is refused while any fd exists.
 
-use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use core::marker::{PhantomData, PhantomPinned};
 use kernel::bindings;
 use kernel::error::to_result;
+use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::page::Page;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow};
@@ -207,8 +207,10 @@ unsafe extern "C" fn mmap<T: FileObject>(
 // the C side's business (bindgen marks some of their fields as not FFI-safe).
 #[allow(improper_ctypes)]
 extern "C" {
-    fn rkvm_fault_set_page(vmf: *mut bindings::vm_fault, page: *mut bindings::page)
-        -> bindings::vm_fault_t;
+    fn rkvm_fault_set_page(
+        vmf: *mut bindings::vm_fault,
+        page: *mut bindings::page,
+    ) -> bindings::vm_fault_t;
 }
 
 /// # Safety
@@ -243,8 +245,13 @@ unsafe extern "C" fn device_open<T: DeviceFile>(
     let misc = unsafe { (*file).private_data }.cast::<bindings::miscdevice>();
     // SAFETY: The miscdevice is the `misc` field of a `MiscRegistration<T>`
     // (`Opaque` is `repr(transparent)`).
-    let reg: *const MiscRegistration<T> =
-        unsafe { kernel::container_of!(misc.cast::<Opaque<bindings::miscdevice>>(), MiscRegistration<T>, misc) };
+    let reg: *const MiscRegistration<T> = unsafe {
+        kernel::container_of!(
+            misc.cast::<Opaque<bindings::miscdevice>>(),
+            MiscRegistration<T>,
+            misc
+        )
+    };
     // SAFETY: The registration is alive while the device is being opened (see above).
     let ctx = unsafe { &(*reg).ctx };
     match T::open(ctx) {

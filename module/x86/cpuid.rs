@@ -89,7 +89,14 @@ impl GuestFeatures {
 /// The processor signature for RDX at reset: CPUID.1:EAX of the guest's
 /// table, or 0x600 (family 6) when it has none, as KVM does.
 pub(crate) fn reset_signature(table: &[kvm_cpuid_entry2]) -> u32 {
-    lookup(table, Leaf { function: 1, index: 0 }).map_or(0x600, |e| e.eax)
+    lookup(
+        table,
+        Leaf {
+            function: 1,
+            index: 0,
+        },
+    )
+    .map_or(0x600, |e| e.eax)
 }
 
 /// Which host features rkvm passes through to a guest, per register. A bit
@@ -108,7 +115,13 @@ const PASS: u32 = !0;
 
 const MASKS: &[Mask] = &[
     // Leaf 0: highest basic leaf and vendor string (clamped below).
-    Mask { function: 0, eax: PASS, ebx: PASS, ecx: PASS, edx: PASS },
+    Mask {
+        function: 0,
+        eax: PASS,
+        ebx: PASS,
+        ecx: PASS,
+        edx: PASS,
+    },
     // Leaf 1: signature and brand/APIC-id word as the host's; features:
     // ECX: SSE3, PCLMULQDQ, SSSE3, CX16, SSE4.1, SSE4.2, MOVBE, POPCNT, AES, RDRAND.
     // EDX: FPU VME DE PSE TSC MSR PAE MCE CX8 APIC SEP MTRR PGE MCA CMOV PAT PSE36
@@ -117,8 +130,16 @@ const MASKS: &[Mask] = &[
         function: 1,
         eax: PASS,
         ebx: 0x0000_ffff,
-        ecx: (1 << 0) | (1 << 1) | (1 << 9) | (1 << 13) | (1 << 19) | (1 << 20) | (1 << 22)
-            | (1 << 23) | (1 << 25) | (1 << 30),
+        ecx: (1 << 0)
+            | (1 << 1)
+            | (1 << 9)
+            | (1 << 13)
+            | (1 << 19)
+            | (1 << 20)
+            | (1 << 22)
+            | (1 << 23)
+            | (1 << 25)
+            | (1 << 30),
         edx: 0x0783_fbff,
     },
     // Leaf 7.0: FSGSBASE, BMI1, SMEP, BMI2, ERMS, SMAP, ADX (EBX); UMIP is
@@ -131,7 +152,13 @@ const MASKS: &[Mask] = &[
         edx: 0,
     },
     // 0x8000_0000: highest extended leaf (clamped below).
-    Mask { function: 0x8000_0000, eax: PASS, ebx: 0, ecx: 0, edx: 0 },
+    Mask {
+        function: 0x8000_0000,
+        eax: PASS,
+        ebx: 0,
+        ecx: 0,
+        edx: 0,
+    },
     // 0x8000_0001: LAHF/SAHF, ABM/LZCNT, PREFETCHW (ECX); SYSCALL, NX, 1 GiB
     // pages, RDTSCP, LM (EDX).
     Mask {
@@ -142,11 +169,35 @@ const MASKS: &[Mask] = &[
         edx: (1 << 11) | (1 << 20) | (1 << 26) | (1 << 27) | (1 << 29),
     },
     // 0x8000_0002..4: the brand string.
-    Mask { function: 0x8000_0002, eax: PASS, ebx: PASS, ecx: PASS, edx: PASS },
-    Mask { function: 0x8000_0003, eax: PASS, ebx: PASS, ecx: PASS, edx: PASS },
-    Mask { function: 0x8000_0004, eax: PASS, ebx: PASS, ecx: PASS, edx: PASS },
+    Mask {
+        function: 0x8000_0002,
+        eax: PASS,
+        ebx: PASS,
+        ecx: PASS,
+        edx: PASS,
+    },
+    Mask {
+        function: 0x8000_0003,
+        eax: PASS,
+        ebx: PASS,
+        ecx: PASS,
+        edx: PASS,
+    },
+    Mask {
+        function: 0x8000_0004,
+        eax: PASS,
+        ebx: PASS,
+        ecx: PASS,
+        edx: PASS,
+    },
     // 0x8000_0008: physical and linear address widths (EAX[15:0]).
-    Mask { function: 0x8000_0008, eax: 0xffff, ebx: 0, ecx: 0, edx: 0 },
+    Mask {
+        function: 0x8000_0008,
+        eax: 0xffff,
+        ebx: 0,
+        ecx: 0,
+        edx: 0,
+    },
 ];
 
 /// The highest basic and extended leaves rkvm describes.
@@ -189,7 +240,11 @@ pub(crate) fn supported(
         *entry = kvm_cpuid_entry2 {
             function: m.function,
             index: 0,
-            flags: if m.function == 7 { FLAG_SIGNIFICANT_INDEX } else { 0 },
+            flags: if m.function == 7 {
+                FLAG_SIGNIFICANT_INDEX
+            } else {
+                0
+            },
             eax: eax & m.eax,
             ebx: ebx & m.ebx,
             ecx: ecx & (m.ecx | if m.function == 1 { ECX1_HYPERVISOR } else { 0 }),

@@ -98,7 +98,10 @@ pub(crate) fn is_canonical(addr: u64) -> bool {
 /// Each byte of the PAT must name a valid memory type (0, 1, 4, 5, 6, 7).
 /// SDM Vol. 3A 13.12.2.
 pub(crate) fn pat_valid(value: u64) -> bool {
-    value.to_le_bytes().iter().all(|&t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))
+    value
+        .to_le_bytes()
+        .iter()
+        .all(|&t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))
 }
 
 /// Everything an MSR access may need besides the MSR file itself.

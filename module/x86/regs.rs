@@ -282,7 +282,11 @@ impl HostLimits {
         let (max_basic, ..) = host(0, 0);
         let (max_ext, ..) = host(0x8000_0000, 0);
         let (_, _, ecx1, _) = host(1, 0);
-        let (_, ebx7, ecx7, _) = if max_basic >= 7 { host(7, 0) } else { (0, 0, 0, 0) };
+        let (_, ebx7, ecx7, _) = if max_basic >= 7 {
+            host(7, 0)
+        } else {
+            (0, 0, 0, 0)
+        };
         let (_, _, _, edx81) = if max_ext >= 0x8000_0001 {
             host(0x8000_0001, 0)
         } else {

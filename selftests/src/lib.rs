@@ -5,6 +5,8 @@
 //! (all skipped). The same programs run against `/dev/kvm`, which is how
 //! their assertions are checked against the real thing.
 
+pub mod cpu;
+
 use std::path::{Path, PathBuf};
 
 use ksft::{Status, TestResult};

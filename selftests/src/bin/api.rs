@@ -14,7 +14,7 @@ use kvm_abi::sys::{
     KVM_API_VERSION, KVM_CAP_MAX_VCPU_ID, KVM_CAP_MAX_VCPUS, KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS,
     KVM_CAP_USER_MEMORY, KVM_PIO_PAGE_OFFSET,
 };
-use kvm_abi::{CpuidEntries, KVM_MAX_CPUID_ENTRIES, PAGE_SIZE};
+use kvm_abi::{CpuidEntries, KVM_MAX_CPUID_ENTRIES, MsrIndexList, PAGE_SIZE};
 use rkvm_selftests::Ctx;
 
 /// A capability number no kernel defines.
@@ -255,10 +255,51 @@ fn bad_pointer_on_vcpu_fd_is_efault(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+fn device_node_is_a_root_only_char_device(ctx: &Ctx) -> TestResult {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = check_ok!(std::fs::metadata(&ctx.path));
+    check!(
+        meta.file_type().is_char_device(),
+        "{} is not a character device",
+        ctx.path.display()
+    );
+    check_eq!(meta.permissions().mode() & 0o777, 0o600);
+    Ok(())
+}
+
+fn msr_index_list_reports_its_size_then_the_msrs(ctx: &Ctx) -> TestResult {
+    // Too small a buffer: E2BIG, with the count needed written back.
+    let mut empty = check_ok!(MsrIndexList::new(0));
+    check_errno!(ctx.sys.get_msr_index_list(&mut empty), libc::E2BIG);
+    let needed = empty.nmsrs();
+    check!(needed > 0, "KVM_GET_MSR_INDEX_LIST wrote back nmsrs 0");
+    let mut list = check_ok!(MsrIndexList::new(needed as usize));
+    check_ok!(ctx.sys.get_msr_index_list(&mut list));
+    check_eq!(list.nmsrs(), needed);
+    // The MSRs every 64-bit guest needs saved and restored are among them.
+    for msr in [
+        0xc000_0081u32,
+        0xc000_0082,
+        0xc000_0084,
+        0xc000_0102,
+        0x174,
+        0x175,
+        0x176,
+    ] {
+        check!(
+            list.indices().contains(&msr),
+            "MSR {msr:#x} is not in the index list"
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
         &tests![
+            device_node_is_a_root_only_char_device,
+            msr_index_list_reports_its_size_then_the_msrs,
             api_version_is_12,
             api_version_with_argument_is_einval,
             unknown_cap_is_zero,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ksft::{Status, TestResult, check, check_ok, diag, skip, tests};
 use kvm_abi::{GuestMemory, MemoryRegion, PAGE_SIZE, System};
-use rkvm_selftests::{device_path, is_rkvm_path};
+use rkvm_selftests::{cpu, device_path, is_rkvm_path};
 
 const RKVM: &str = "rkvm";
 const KVM: &str = "kvm";
@@ -227,6 +227,41 @@ fn check_rmmod_allowed(env: &Env, what: &str) -> TestResult {
     ensure_rkvm(env)
 }
 
+/// With SVM, the CPUs whose EFER.SVME is not `on`; skips where the msr
+/// driver or SVM is missing.
+fn svme_not(on: bool) -> Result<Vec<u32>, Status> {
+    if cpu::extension() != Some(cpu::Extension::Svm) {
+        skip!("not an SVM CPU: the VMX backend checks its own enabling");
+    }
+    if let Err(e) = cpu::msr_readable() {
+        skip!("cannot read MSRs ({e}); needs CONFIG_X86_MSR");
+    }
+    cpu::cpus_with_svme_not(on).map_err(Status::Fail)
+}
+
+fn load_turns_svm_on_and_unload_off_on_every_cpu(env: &Env) -> TestResult {
+    ensure_rkvm(env)?;
+    let off = svme_not(true)?;
+    check!(
+        off.is_empty(),
+        "rkvm is loaded but EFER.SVME is clear on CPUs {off:?}"
+    );
+    let r = rmmod(&[RKVM])?;
+    check!(r.ok, "rmmod rkvm: {}", r.output);
+    let on = svme_not(false)?;
+    check!(
+        on.is_empty(),
+        "rkvm is unloaded but EFER.SVME is still set on CPUs {on:?}"
+    );
+    ensure_rkvm(env)?;
+    let off = svme_not(true)?;
+    check!(
+        off.is_empty(),
+        "rkvm was loaded again but EFER.SVME is clear on CPUs {off:?}"
+    );
+    Ok(())
+}
+
 fn rmmod_fails_while_the_device_is_open(env: &Env) -> TestResult {
     ensure_rkvm(env)?;
     let sys = check_ok!(System::open(&env.path));
@@ -424,6 +459,7 @@ fn main() -> ExitCode {
     let code = ksft::run(
         &env,
         &tests![
+            load_turns_svm_on_and_unload_off_on_every_cpu,
             rmmod_fails_while_the_device_is_open,
             rmmod_fails_while_a_vm_fd_is_open,
             rmmod_fails_while_a_vcpu_fd_is_open,

@@ -1,0 +1,92 @@
+//! The host CPUs as the tests see them: which are online, taking one offline
+//! and back, and reading a model-specific register on a given CPU through
+//! `/dev/cpu/N/msr` (the kernel's `msr` driver, `CONFIG_X86_MSR`).
+//!
+//! Reading EFER on every CPU shows what the hypervisor really did to the
+//! hardware, independent of what it says about itself.
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+
+/// The EFER MSR. SDM Vol. 3A 2.2.1, APM Vol. 2 3.1.7.
+pub const MSR_EFER: u32 = 0xc000_0080;
+/// EFER.SVME: SVM enabled on this CPU. APM Vol. 2 15.4.
+pub const EFER_SVME: u64 = 1 << 12;
+
+/// The processor's virtualization extension, from `/proc/cpuinfo` flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extension {
+    /// AMD-V.
+    Svm,
+    /// Intel VT-x.
+    Vmx,
+}
+
+/// Which extension this CPU advertises, if any.
+pub fn extension() -> Option<Extension> {
+    let info = fs::read_to_string("/proc/cpuinfo").ok()?;
+    let flags = info.lines().find(|l| l.starts_with("flags"))?;
+    let has = |f: &str| flags.split_whitespace().any(|w| w == f);
+    if has("svm") {
+        Some(Extension::Svm)
+    } else if has("vmx") {
+        Some(Extension::Vmx)
+    } else {
+        None
+    }
+}
+
+/// The online CPUs, from `/sys/devices/system/cpu/online` (e.g. `0-1,3`).
+pub fn online() -> Result<Vec<u32>, String> {
+    let text = fs::read_to_string("/sys/devices/system/cpu/online")
+        .map_err(|e| format!("cannot read the online CPU list: {e}"))?;
+    let mut cpus = Vec::new();
+    for range in text.trim().split(',').filter(|r| !r.is_empty()) {
+        let bad = || format!("bad online CPU list {text:?}");
+        let (lo, hi): (u32, u32) = match range.split_once('-') {
+            Some((lo, hi)) => (
+                lo.parse().map_err(|_| bad())?,
+                hi.parse().map_err(|_| bad())?,
+            ),
+            None => {
+                let n = range.parse().map_err(|_| bad())?;
+                (n, n)
+            }
+        };
+        cpus.extend(lo..=hi);
+    }
+    Ok(cpus)
+}
+
+/// Takes `cpu` offline (`false`) or brings it online (`true`).
+pub fn set_online(cpu: u32, on: bool) -> Result<(), String> {
+    let path = format!("/sys/devices/system/cpu/cpu{cpu}/online");
+    fs::write(&path, if on { "1" } else { "0" })
+        .map_err(|e| format!("writing {} to {path}: {e}", u8::from(on)))
+}
+
+/// Reads MSR `msr` on CPU `cpu`.
+pub fn read_msr(cpu: u32, msr: u32) -> Result<u64, String> {
+    let path = format!("/dev/cpu/{cpu}/msr");
+    let file = fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
+    let mut buf = [0u8; 8];
+    file.read_exact_at(&mut buf, u64::from(msr))
+        .map_err(|e| format!("reading MSR {msr:#x} on CPU {cpu}: {e}"))?;
+    Ok(u64::from_le_bytes(buf))
+}
+
+/// Whether the msr driver is there to read MSRs with.
+pub fn msr_readable() -> Result<(), String> {
+    read_msr(0, MSR_EFER).map(|_| ())
+}
+
+/// The online CPUs whose EFER.SVME is not `expected`.
+pub fn cpus_with_svme_not(expected: bool) -> Result<Vec<u32>, String> {
+    let mut wrong = Vec::new();
+    for cpu in online()? {
+        if (read_msr(cpu, MSR_EFER)? & EFER_SVME != 0) != expected {
+            wrong.push(cpu);
+        }
+    }
+    Ok(wrong)
+}
