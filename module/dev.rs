@@ -16,7 +16,7 @@ use crate::user;
 use crate::vcpu::{MAX_VCPUS, MAX_VCPU_IDS, VCPU_MMAP_PAGES};
 use crate::vm::{Vm, VM_FOPS};
 use crate::x86::{cpuid, msr};
-use core::mem::size_of;
+use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow};
 
@@ -42,13 +42,9 @@ impl DeviceFile for System {
             System {
                 shared: shared.clone(),
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?)
     }
-}
-
-extern "C" {
-    fn rkvm_num_online_cpus() -> kernel::ffi::c_uint;
 }
 
 /// The answer to `KVM_CHECK_EXTENSION` (on the device and on VM fds):
@@ -65,11 +61,7 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_SET_IDENTITY_MAP_ADDR
         | abi::KVM_CAP_EXT_CPUID
         | abi::KVM_CAP_CHECK_EXTENSION_VM => 1,
-        abi::KVM_CAP_NR_VCPUS => {
-            // SAFETY: Reading the online CPU count has no preconditions.
-            let online = unsafe { rkvm_num_online_cpus() } as usize;
-            online.min(MAX_VCPUS) as isize
-        }
+        abi::KVM_CAP_NR_VCPUS => (cpu::num_online() as usize).min(MAX_VCPUS) as isize,
         abi::KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
         abi::KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,
         abi::KVM_CAP_NR_MEMSLOTS => NR_MEMSLOTS as isize,
@@ -98,12 +90,12 @@ impl System {
             return Err(E2BIG);
         }
         let room = header.nent.min(abi::MAX_CPUID_ENTRIES) as usize;
-        let mut table = KVec::with_capacity(room, GFP_KERNEL)?;
+        let mut table = KVec::with_capacity(room, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..room {
-            table.push(kvm_cpuid_entry2::default(), GFP_KERNEL)?;
+            table.push(kvm_cpuid_entry2::default(), GFP_KERNEL_ACCOUNT)?;
         }
         let n = cpuid::supported(cpu::cpuid_tuple, &mut table).ok_or(E2BIG)?;
-        user::write_array(arg + size_of::<kvm_cpuid2>(), &table[..n])?;
+        user::write_array(user::after::<kvm_cpuid2>(arg)?, &table[..n])?;
         header.nent = n as u32;
         user::write(arg, &header)?;
         Ok(0)
@@ -119,7 +111,7 @@ impl System {
         if room < msr::SUPPORTED.len() {
             return Err(E2BIG);
         }
-        user::write_array(arg + size_of::<kvm_msr_list>(), msr::SUPPORTED)?;
+        user::write_array(user::after::<kvm_msr_list>(arg)?, msr::SUPPORTED)?;
         Ok(0)
     }
 }

@@ -6,6 +6,10 @@
  */
 #include <linux/anon_inodes.h>
 #include <linux/cpuhotplug.h>
+#include <linux/debugfs.h>
+#include <linux/slab.h>
+#include <linux/smp.h>
+#include <linux/syscore_ops.h>
 #include <linux/mm.h>
 #include <linux/sched/mm.h>
 #include <linux/uaccess.h>
@@ -27,6 +31,12 @@ void rkvm_local_irq_restore(unsigned long flags);
 unsigned int rkvm_num_online_cpus(void);
 vm_fault_t rkvm_fault_set_page(struct vm_fault *vmf, struct page *page);
 struct mm_struct *rkvm_current_mm_grab(void);
+struct dentry *rkvm_debugfs_create_file(const char *name, umode_t mode, struct dentry *parent,
+					void *data, const struct file_operations *fops);
+void rkvm_on_each_cpu(void (*func)(void *info), void *info);
+struct syscore *rkvm_syscore_register(int (*suspend)(void *data), void (*resume)(void *data),
+				      void (*shutdown)(void *data), void *data);
+void rkvm_syscore_unregister(struct syscore *syscore);
 bool rkvm_current_mm_is(const struct mm_struct *mm);
 void rkvm_mmdrop(struct mm_struct *mm);
 
@@ -114,4 +124,43 @@ bool rkvm_current_mm_is(const struct mm_struct *mm)
 void rkvm_mmdrop(struct mm_struct *mm)
 {
 	mmdrop(mm);
+}
+
+struct dentry *rkvm_debugfs_create_file(const char *name, umode_t mode, struct dentry *parent,
+					void *data, const struct file_operations *fops)
+{
+	return debugfs_create_file(name, mode, parent, data, fops);
+}
+
+void rkvm_on_each_cpu(void (*func)(void *info), void *info)
+{
+	on_each_cpu(func, info, 1);
+}
+
+/* A syscore registration and its ops, allocated together. */
+struct rkvm_syscore {
+	struct syscore syscore;
+	struct syscore_ops ops;
+};
+
+struct syscore *rkvm_syscore_register(int (*suspend)(void *data), void (*resume)(void *data),
+				      void (*shutdown)(void *data), void *data)
+{
+	struct rkvm_syscore *s = kzalloc(sizeof(*s), GFP_KERNEL);
+
+	if (!s)
+		return NULL;
+	s->ops.suspend = suspend;
+	s->ops.resume = resume;
+	s->ops.shutdown = shutdown;
+	s->syscore.ops = &s->ops;
+	s->syscore.data = data;
+	register_syscore(&s->syscore);
+	return &s->syscore;
+}
+
+void rkvm_syscore_unregister(struct syscore *syscore)
+{
+	unregister_syscore(syscore);
+	kfree(container_of(syscore, struct rkvm_syscore, syscore));
 }

@@ -5,10 +5,13 @@
 //!
 //! The rules are KVM's (`kvm_set_memory_region` in `virt/kvm/kvm_main.c`),
 //! checked in the same order so that the same bad request gets the same
-//! errno. This is pure logic: the caller supplies the one fact that needs
-//! the kernel (whether the user range is user memory).
+//! errno. This is pure logic: the caller supplies the facts that need the
+//! kernel (whether the user range is user memory, the host's physical
+//! address width). The table lives on the heap and holds only the slots in
+//! use, so a VM's state stays small.
 
 use crate::abi::{KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY};
+use kernel::alloc::{flags::GFP_KERNEL_ACCOUNT, AllocError, KVec};
 
 /// Slots per VM, reported as `KVM_CAP_NR_MEMSLOTS`. KVM has 32764; a small
 /// fixed table keeps lookups simple and is plenty for the clients we run.
@@ -36,6 +39,8 @@ const _: () =
 /// One slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Slot {
+    /// The slot number (bits 15:0 of `kvm_userspace_memory_region::slot`).
+    pub(crate) id: u16,
     pub(crate) flags: u32,
     /// Guest-physical base, page aligned.
     pub(crate) gpa: u64,
@@ -72,43 +77,64 @@ pub(crate) enum SlotError {
     Invalid,
     /// The range overlaps another slot: `EEXIST`.
     Overlap,
+    /// No memory for the table: `ENOMEM`.
+    NoMemory,
+}
+
+impl From<AllocError> for SlotError {
+    fn from(_: AllocError) -> Self {
+        SlotError::NoMemory
+    }
 }
 
 /// What a valid request does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Change {
-    Create(u16, Slot),
+    Create(Slot),
     Delete(u16),
     /// The slot keeps its memory and moves to a new guest-physical base.
-    Move(u16, Slot),
+    Move(Slot),
     /// Only the flags change.
-    Flags(u16, Slot),
+    Flags(Slot),
     /// The request matches the slot as it is.
     Nothing,
 }
 
 /// The slots of one address space.
+///
+/// # Invariants
+///
+/// At most one slot per id, ids below [`NR_MEMSLOTS`], no two slots
+/// overlapping, and `total` is the sum of their sizes.
 #[derive(Debug)]
 pub(crate) struct SlotTable {
-    slots: [Option<Slot>; NR_MEMSLOTS],
+    slots: KVec<Slot>,
     total: u64,
 }
 
 impl SlotTable {
     pub(crate) const fn new() -> Self {
         Self {
-            slots: [None; NR_MEMSLOTS],
+            slots: KVec::new(),
             total: 0,
         }
     }
 
+    fn get(&self, id: u16) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.id == id)
+    }
+
     /// Decides what `req` does, or why it is refused, without changing
     /// anything. `user_range_ok(addr, size)` says whether the range is in
-    /// the caller's user address space (the kernel's `access_ok`).
+    /// the caller's user address space (the kernel's `access_ok`);
+    /// `phys_bits` is the host's physical address width, which bounds guest
+    /// physical addresses as KVM's x86 `kvm_arch_prepare_memory_region`
+    /// does.
     pub(crate) fn plan(
         &self,
         req: &Request,
         user_range_ok: impl Fn(u64, u64) -> bool,
+        phys_bits: u8,
     ) -> Result<Change, SlotError> {
         use SlotError::{Invalid, Overlap};
         if req.flags & !VALID_FLAGS != 0 {
@@ -133,7 +159,7 @@ impl SlotTable {
             return Err(Invalid);
         }
 
-        let old = self.slots[usize::from(id)];
+        let old = self.get(id).copied();
         if req.size == 0 {
             // Deleting a slot that does not exist is refused, as in KVM 7.3.
             return match old {
@@ -142,6 +168,7 @@ impl SlotTable {
             };
         }
         let new = Slot {
+            id,
             flags: req.flags,
             gpa: req.gpa,
             size: req.size,
@@ -154,7 +181,10 @@ impl SlotTable {
             if self.overlaps_other(id, &new) {
                 return Err(Overlap);
             }
-            return Ok(Change::Create(id, new));
+            if !fits(&new, phys_bits) {
+                return Err(Invalid);
+            }
+            return Ok(Change::Create(new));
         };
         // An existing slot keeps its memory and size; only its base and flags may change.
         if new.uaddr != old.uaddr
@@ -167,37 +197,49 @@ impl SlotTable {
             if self.overlaps_other(id, &new) {
                 return Err(Overlap);
             }
-            Ok(Change::Move(id, new))
+            if !fits(&new, phys_bits) {
+                return Err(Invalid);
+            }
+            Ok(Change::Move(new))
         } else if new.flags != old.flags {
-            Ok(Change::Flags(id, new))
+            Ok(Change::Flags(new))
         } else {
             Ok(Change::Nothing)
         }
     }
 
     fn overlaps_other(&self, id: u16, new: &Slot) -> bool {
-        self.slots
-            .iter()
-            .enumerate()
-            .any(|(i, s)| i != usize::from(id) && s.is_some_and(|s| s.overlaps(new)))
+        self.slots.iter().any(|s| s.id != id && s.overlaps(new))
     }
 
     /// Applies a change that [`SlotTable::plan`] returned for this table.
-    pub(crate) fn commit(&mut self, change: Change) {
+    /// Only a creation allocates; if that fails, nothing changed.
+    pub(crate) fn commit(&mut self, change: Change) -> Result<(), SlotError> {
         match change {
-            Change::Create(id, slot) => {
+            Change::Create(slot) => {
+                // INVARIANT: `plan` checked the id is free and the range overlaps nothing.
+                self.slots.push(slot, GFP_KERNEL_ACCOUNT)?;
                 self.total += slot.size;
-                self.slots[usize::from(id)] = Some(slot);
             }
             Change::Delete(id) => {
-                if let Some(old) = self.slots[usize::from(id)].take() {
+                if let Some(i) = self.slots.iter().position(|s| s.id == id) {
+                    let old = self.slots.remove(i).map_err(|_| SlotError::Invalid)?;
                     self.total -= old.size;
                 }
             }
-            Change::Move(id, slot) | Change::Flags(id, slot) => {
-                self.slots[usize::from(id)] = Some(slot);
+            Change::Move(slot) | Change::Flags(slot) => {
+                if let Some(s) = self.slots.iter_mut().find(|s| s.id == slot.id) {
+                    *s = slot;
+                }
             }
             Change::Nothing => {}
         }
+        Ok(())
     }
+}
+
+/// Whether the slot's last guest frame is below the physical address width
+/// (KVM: `base_gfn + npages > kvm_mmu_max_gfn() + 1` is `EINVAL`).
+fn fits(slot: &Slot, phys_bits: u8) -> bool {
+    phys_bits >= 64 || slot.gpa + slot.size <= 1u64 << phys_bits
 }

@@ -3,9 +3,9 @@
 //! rkvm: a KVM-compatible hypervisor written in Rust.
 //!
 //! Loading the module finds the CPU's virtualization extension, turns it on
-//! for every CPU (and for CPUs that come online later), and registers
-//! `/dev/rkvm`, whose ioctls are KVM's. Unloading undoes all of it; it is
-//! refused while any fd (and so any VM) is open.
+//! for every CPU (and for CPUs that come online later, and again after
+//! resume), and registers `/dev/rkvm`, whose ioctls are KVM's. Unloading
+//! undoes all of it; it is refused while any fd (and so any VM) is open.
 //!
 //! Map of the crate (docs/architecture.md has the picture):
 //! - [`dev`], [`vm`], [`vcpu`]: the three kinds of fd, in common code.
@@ -13,7 +13,6 @@
 //! - [`backend`]: the trait vendor code implements; [`svm`]: AMD-V.
 //! - [`sys`]: the only place that touches hardware or C kernel APIs.
 
-use kernel::debugfs;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
@@ -32,8 +31,9 @@ mod x86;
 use backend::VirtCpus;
 use dev::{Shared, System, DEVICE_FOPS};
 use stats::Stats;
-use sys::cpu::CpuHotplug;
-use sys::file::MiscRegistration;
+use sys::cpu::EveryCpu;
+use sys::debugfs::{DebugDir, TextFileOps};
+use sys::file::{this_module, MiscRegistration};
 
 module! {
     type: Rkvm,
@@ -43,30 +43,31 @@ module! {
     license: "GPL",
 }
 
+/// The file operations of `/sys/kernel/debug/rkvm/stats`.
+static STATS_FOPS: TextFileOps<Stats> = TextFileOps::new(this_module!());
+
 /// The loaded module. Fields drop in order: the device goes first (no new
 /// opens), then debugfs, then virtualization is turned off on every CPU.
+/// (Every open fd pins the module, so none is open when this drops.)
 struct Rkvm {
     _device: Pin<KBox<MiscRegistration<System>>>,
-    _stats_file: Pin<KBox<debugfs::File<Arc<Stats>>>>,
-    _debugfs: debugfs::Dir,
-    _cpus: Pin<KBox<CpuHotplug<VirtCpus>>>,
+    _debugfs: DebugDir<Stats>,
+    _cpus: Pin<KBox<EveryCpu<VirtCpus>>>,
 }
 
 impl kernel::Module for Rkvm {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let backend = backend::probe()?;
-        let cpus = CpuHotplug::register(c"rkvm:online", VirtCpus(backend.clone())).inspect_err(
-            |e| {
-                if *e == EBUSY {
-                    pr_err!("the hardware is already in use by another hypervisor; unload it (e.g. rmmod kvm_amd) first\n");
-                }
-            },
-        )?;
+        let cpus = EveryCpu::register(c"rkvm:online", VirtCpus(backend.clone())).inspect_err(|e| {
+            if *e == EBUSY {
+                pr_err!(
+                    "the hardware is already in use by another hypervisor; unload it (e.g. rmmod kvm_amd) first\n"
+                );
+            }
+        })?;
 
         let stats = Arc::new(Stats::default(), GFP_KERNEL)?;
-        let debugfs = debugfs::Dir::new(c"rkvm");
-        let stats_file =
-            KBox::pin_init(debugfs.read_only_file(c"stats", stats.clone()), GFP_KERNEL)?;
+        let debugfs = DebugDir::text_file(c"rkvm", c"stats", &STATS_FOPS, stats.clone());
 
         // Registered last: once /dev/rkvm exists, userspace may use everything above.
         let shared = Arc::new(
@@ -83,7 +84,6 @@ impl kernel::Module for Rkvm {
         pr_info!("/dev/rkvm ready: {}\n", &*backend);
         Ok(Rkvm {
             _device: device,
-            _stats_file: stats_file,
             _debugfs: debugfs,
             _cpus: cpus,
         })

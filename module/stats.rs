@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Live-object counters, shown in `/sys/kernel/debug/rkvm/stats`.
+//! Live-object counters, shown in `/sys/kernel/debug/rkvm/stats`
+//! (through `sys::debugfs`).
 //!
 //! The selftests read them to prove that VMs and vCPUs are freed: after any
 //! sequence of creates, closes and process deaths, the counts return to
@@ -17,7 +18,7 @@ pub(crate) struct Stats {
     vcpus: AtomicUsize,
 }
 
-impl fmt::Debug for Stats {
+impl fmt::Display for Stats {
     /// The debugfs file's format: one `name: count` line per object kind.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "vms: {}", self.vms.load(Ordering::Relaxed))?;

@@ -7,6 +7,7 @@
 //! different values. A bad pointer is `EFAULT`.
 
 use core::mem::size_of;
+use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::prelude::*;
 use kernel::transmute::{AsBytes, FromBytes};
 use kernel::uaccess::{UserPtr, UserSlice};
@@ -25,14 +26,20 @@ pub(crate) fn write<T: AsBytes>(addr: usize, value: &T) -> Result {
         .write(value)
 }
 
+/// The user address just past a `T` at `addr` (where a variable-length
+/// argument's entries follow its header); `EFAULT` if that wraps.
+pub(crate) fn after<T>(addr: usize) -> Result<usize> {
+    addr.checked_add(size_of::<T>()).ok_or(EFAULT)
+}
+
 /// Copies `n` consecutive `T`s from user address `addr`. The caller bounds
 /// `n` first.
 pub(crate) fn read_array<T: FromBytes>(addr: usize, n: usize) -> Result<KVec<T>> {
     let len = n.checked_mul(size_of::<T>()).ok_or(EINVAL)?;
     let mut reader = UserSlice::new(UserPtr::from_addr(addr), len).reader();
-    let mut items = KVec::with_capacity(n, GFP_KERNEL)?;
+    let mut items = KVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
     for _ in 0..n {
-        items.push(reader.read::<T>()?, GFP_KERNEL)?;
+        items.push(reader.read::<T>()?, GFP_KERNEL_ACCOUNT)?;
     }
     Ok(items)
 }

@@ -16,10 +16,10 @@ use crate::sys::cpu;
 use crate::sys::file::{this_module, FileObject, FileOps};
 use crate::user;
 use crate::vm::Vm;
-use crate::x86::cpuid::{reset_signature, GuestFeatures};
+use crate::x86::cpuid::{self, reset_signature, GuestFeatures};
 use crate::x86::msr::{self, MsrContext, MsrFile, SharedRegs};
 use crate::x86::regs::{check_sregs, reset_regs, reset_sregs};
-use core::mem::size_of;
+use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::new_mutex;
 use kernel::page::Page;
 use kernel::prelude::*;
@@ -62,8 +62,8 @@ impl Vcpu {
     /// Creates vCPU `id` in its RESET state.
     pub(crate) fn new(id: u32, shared: &Arc<Shared>) -> Result<Arc<Self>> {
         let run_pages = [
-            Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
-            Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
+            Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?,
+            Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?,
         ];
         let live = Live::new(&shared.stats, Kind::Vcpu);
         Arc::pin_init(
@@ -81,7 +81,7 @@ impl Vcpu {
                 ),
                 _live: live,
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 }
@@ -98,7 +98,7 @@ pub(crate) static VCPU_FOPS: FileOps<VcpuFd> = FileOps::new(this_module!());
 
 impl VcpuFd {
     pub(crate) fn new(vm: Arc<Vm>, vcpu: Arc<Vcpu>) -> Result<Arc<Self>> {
-        Ok(Arc::new(VcpuFd { vm, vcpu }, GFP_KERNEL)?)
+        Ok(Arc::new(VcpuFd { vm, vcpu }, GFP_KERNEL_ACCOUNT)?)
     }
 
     fn set_regs(&self, arg: usize) -> Result<isize> {
@@ -122,9 +122,17 @@ impl VcpuFd {
         let host = self.vm.shared.backend.host_limits();
         let mut state = self.vcpu.state.lock();
         check_sregs(&host, &state.features, &new).map_err(|_| EINVAL)?;
+        // A CR8 with reserved bits (above the 4-bit task priority) is ignored, not refused,
+        // as KVM's `kvm_set_cr8` does. SDM Vol. 3A 11.8.6.
+        let cr8 = if new.cr8 >> 4 == 0 {
+            new.cr8
+        } else {
+            state.sregs.cr8
+        };
         // A bit in the pending-interrupt bitmap would ask for an injection; rkvm has no
-        // injection before KVM_RUN, so the bitmap is not kept.
+        // injection before KVM_RUN, so the bitmap is not kept (docs/abi.md).
         state.sregs = kvm_sregs {
+            cr8,
             interrupt_bitmap: [0; 4],
             ..new
         };
@@ -138,7 +146,7 @@ impl VcpuFd {
         if header.nmsrs >= abi::MAX_IO_MSRS {
             return Err(E2BIG);
         }
-        let entries_addr = arg + size_of::<kvm_msrs>();
+        let entries_addr = user::after::<kvm_msrs>(arg)?;
         let mut entries: KVec<kvm_msr_entry> =
             user::read_array(entries_addr, header.nmsrs as usize)?;
         let host = self.vm.shared.backend.host_limits();
@@ -187,7 +195,10 @@ impl VcpuFd {
             return Err(E2BIG);
         }
         let table: KVec<kvm_cpuid_entry2> =
-            user::read_array(arg + size_of::<kvm_cpuid2>(), header.nent as usize)?;
+            user::read_array(user::after::<kvm_cpuid2>(arg)?, header.nent as usize)?;
+        if !cpuid::table_is_valid(&table) {
+            return Err(EINVAL);
+        }
         let features = GuestFeatures::from_table(&table);
         let mut state = self.vcpu.state.lock();
         state.cpuid = table;
@@ -198,13 +209,17 @@ impl VcpuFd {
     /// `KVM_GET_CPUID2`: too small a buffer is `E2BIG` with nothing written.
     fn get_cpuid2(&self, arg: usize) -> Result<isize> {
         let mut header: kvm_cpuid2 = user::read(arg)?;
-        let state = self.vcpu.state.lock();
-        if (header.nent as usize) < state.cpuid.len() {
-            return Err(E2BIG);
-        }
-        user::write_array(arg + size_of::<kvm_cpuid2>(), &state.cpuid)?;
-        header.nent = state.cpuid.len() as u32;
-        drop(state);
+        let table = {
+            let state = self.vcpu.state.lock();
+            if (header.nent as usize) < state.cpuid.len() {
+                return Err(E2BIG);
+            }
+            let mut copy = KVec::with_capacity(state.cpuid.len(), GFP_KERNEL_ACCOUNT)?;
+            copy.extend_from_slice(&state.cpuid, GFP_KERNEL_ACCOUNT)?;
+            copy
+        };
+        user::write_array(user::after::<kvm_cpuid2>(arg)?, &table)?;
+        header.nent = table.len() as u32;
         user::write(arg, &header)?;
         Ok(0)
     }
@@ -227,7 +242,7 @@ impl FileObject for VcpuFd {
             abi::KVM_SET_CPUID2 => this.set_cpuid2(arg),
             abi::KVM_GET_CPUID2 => this.get_cpuid2(arg),
             // Running guests arrives with the SVM backend's run loop.
-            abi::KVM_RUN => Err(ENOSYS),
+            abi::KVM_RUN => Err(EOPNOTSUPP),
             // KVM answers unknown vCPU ioctls with EINVAL (`kvm_arch_vcpu_ioctl`).
             _ => Err(EINVAL),
         }

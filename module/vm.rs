@@ -14,8 +14,10 @@
 //!
 //! `Vm::inner` (a mutex) guards the slots, the vCPU list and the VM-wide
 //! addresses. Lock order: `Vm::inner` before any `Vcpu::state`; never the
-//! other way round. No spinlocks; user copies are done outside the lock
-//! where they can be (arguments are read before it is taken).
+//! other way round. No spinlocks. Arguments are copied from user memory
+//! before a lock is taken, and results copied back after it is dropped,
+//! except where KVM's check order needs the copy under the lock (a mutex
+//! may sleep; rkvm's page-fault path takes none of these locks).
 
 use crate::abi::{self, kvm_userspace_memory_region, kvm_userspace_memory_region2};
 use crate::dev::{check_extension, Shared};
@@ -25,6 +27,7 @@ use crate::sys::file::{new_anon_fd, this_module, FileObject, FileOps};
 use crate::sys::mem::{user_range_ok, OwnerMm};
 use crate::user;
 use crate::vcpu::{Vcpu, VcpuFd, MAX_VCPUS, MAX_VCPU_IDS, VCPU_FOPS};
+use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
@@ -79,7 +82,7 @@ impl Vm {
                 ),
                 _live: live,
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 
@@ -102,21 +105,32 @@ impl Vm {
             size: r.memory_size,
             uaddr: r.userspace_addr,
         };
-        let mut inner = self.inner.lock();
-        let change = inner.slots.plan(&req, user_range_ok).map_err(|e| match e {
+        let phys_bits = self.shared.backend.host_limits().phys_bits;
+        let to_errno = |e| match e {
             SlotError::Invalid => EINVAL,
             SlotError::Overlap => EEXIST,
-        })?;
-        inner.slots.commit(change);
+            SlotError::NoMemory => ENOMEM,
+        };
+        let mut inner = self.inner.lock();
+        let change = inner
+            .slots
+            .plan(&req, user_range_ok, phys_bits)
+            .map_err(to_errno)?;
+        inner.slots.commit(change).map_err(to_errno)?;
         Ok(0)
     }
 
+    /// `KVM_CREATE_VCPU`. Everything that can fail is done before the vCPU
+    /// is entered in the VM, except creating the fd, which is undone if it
+    /// fails: a vCPU is in the VM exactly when userspace has its fd.
     fn create_vcpu(this: ArcBorrow<'_, Self>, id: usize) -> Result<isize> {
         if id >= MAX_VCPU_IDS {
             return Err(EINVAL);
         }
         let (word, bit) = (id / 64, 1u64 << (id % 64));
-        let vcpu = {
+        let vcpu = Vcpu::new(id as u32, &this.shared)?;
+        let fd_object = VcpuFd::new(this.into(), vcpu.clone())?;
+        {
             let mut inner = this.inner.lock();
             if inner.vcpus.len() >= MAX_VCPUS {
                 return Err(EINVAL);
@@ -124,13 +138,10 @@ impl Vm {
             if inner.vcpu_ids[word] & bit != 0 {
                 return Err(EEXIST);
             }
-            let vcpu = Vcpu::new(id as u32, &this.shared)?;
-            inner.vcpus.push(vcpu.clone(), GFP_KERNEL)?;
+            inner.vcpus.push(vcpu.clone(), GFP_KERNEL_ACCOUNT)?;
             inner.vcpu_ids[word] |= bit;
-            vcpu
-        };
-        let fd = VcpuFd::new(this.into(), vcpu.clone())?;
-        new_anon_fd(c"rkvm-vcpu", &VCPU_FOPS, fd)
+        }
+        new_anon_fd(c"rkvm-vcpu", &VCPU_FOPS, fd_object)
             .map(|fd| fd as isize)
             .inspect_err(|_| {
                 // No fd: the vCPU never existed for userspace. Take it back out.
@@ -141,7 +152,8 @@ impl Vm {
     }
 
     fn set_tss_addr(&self, addr: usize) -> Result<isize> {
-        // The TSS takes three pages below 4 GiB, as KVM checks.
+        // The TSS takes three pages below 4 GiB: KVM refuses an address above
+        // 0xffff_d000 (`kvm_vm_ioctl_set_tss_addr`).
         if addr > (u32::MAX as usize).wrapping_sub(3 * kernel::page::PAGE_SIZE - 1) {
             return Err(EINVAL);
         }
@@ -150,13 +162,13 @@ impl Vm {
     }
 
     fn set_identity_map_addr(&self, arg: usize) -> Result<isize> {
-        let addr: u64 = user::read(arg)?;
+        // Like KVM: only before the first vCPU exists, checked before the argument is read,
+        // all under the lock (the copy may sleep, which a mutex allows).
         let mut inner = self.inner.lock();
-        // Like KVM: only before the first vCPU exists.
         if !inner.vcpus.is_empty() {
             return Err(EINVAL);
         }
-        inner.identity_map_addr = Some(addr);
+        inner.identity_map_addr = Some(user::read(arg)?);
         Ok(0)
     }
 }

@@ -12,6 +12,23 @@ if [ -f "$stamp" ]; then
 	exit 0
 fi
 
+# The toolchain against this tree's own minimums (scripts/min-tool-version.sh),
+# before anything is built.
+ver_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }
+need_rustc=$("$src/scripts/min-tool-version.sh" rustc)
+need_bindgen=$("$src/scripts/min-tool-version.sh" bindgen)
+have_rustc=$("$KRUSTC" --version | awk '{ print $2 }')
+have_bindgen=$("$BINDGEN" --version | awk '{ print $2 }')
+ver_ge "$have_rustc" "$need_rustc" ||
+	die "$KRUSTC is $have_rustc; this kernel needs rustc $need_rustc or newer (scripts/min-tool-version.sh)"
+ver_ge "$have_bindgen" "$need_bindgen" ||
+	die "$BINDGEN is $have_bindgen; this kernel needs bindgen $need_bindgen or newer"
+if [ "$RKVM_KASAN" = 1 ]; then
+	need_llvm=$("$src/scripts/min-tool-version.sh" llvm)
+	have_llvm=$(clang-19 --version | sed -n 's/.*clang version \([0-9.]*\).*/\1/p' | head -n 1)
+	ver_ge "$have_llvm" "$need_llvm" || die "clang-19 is $have_llvm; this kernel needs LLVM $need_llvm or newer"
+fi
+
 mapfile -t mk < <(kernel_make_vars)
 mkdir -p "$out"
 log=$RKVM_LOGS/kernel-config.log

@@ -28,10 +28,11 @@ boot_and_judge() {
 	say "$name: booting the test VM (console log: $log)"
 	start=$(date +%s)
 	# The TAP stream is shown as it comes, from its header on (what precedes
-	# it is the firmware's screen control); the whole console goes to the log.
+	# it, even on the header's line, is the firmware's screen control); the
+	# whole console goes to the log.
 	set +e
 	"$RKVM_TOP/scripts/run-vm.sh" "$initrd" "$mode" "$log.raw" | tr -d '\r' |
-		sed -u -n '/^TAP version 13$/,$p'
+		sed -u -n '/TAP version 13$/,$ { s/.*\(TAP version 13\)$/\1/; p }'
 	status=${PIPESTATUS[0]}
 	set -e
 	tr -d '\r' <"$log.raw" >"$log"

@@ -9,7 +9,7 @@
 //! saves host state, then setting EFER.SVME. APM Vol. 2 15.4 and 15.30.
 
 use crate::backend::Backend;
-use crate::sys::cpu::{self, IrqsDisabled};
+use crate::sys::cpu::{self, this_cpu, IrqsDisabled};
 use crate::sys::mem::page_phys;
 use crate::x86::msr::index;
 use crate::x86::regs::{efer, HostLimits};
@@ -21,9 +21,9 @@ use kernel::sync::Arc;
 
 /// CPUID 0x8000_0001 ECX bit 2: SVM. APM Vol. 2 15.4.
 const CPUID_81_ECX_SVM: u32 = 1 << 2;
-/// CPUID 0x8000_000A EDX bit 0: nested paging. APM Vol. 3 E.4.9.
+/// CPUID Fn8000_000A_EDX bit 0: nested paging. APM Vol. 3 Appendix E.
 const CPUID_8A_EDX_NP: u32 = 1 << 0;
-/// CPUID 0x8000_000A EDX bit 3: next-RIP save on #VMEXIT. APM Vol. 3 E.4.9.
+/// CPUID Fn8000_000A_EDX bit 3: next-RIP save on #VMEXIT. APM Vol. 3 Appendix E.
 const CPUID_8A_EDX_NRIPS: u32 = 1 << 3;
 /// VM_CR bit 4: SVMDIS, SVM disabled (by the BIOS when locked). APM Vol. 2 15.30.1.
 const VM_CR_SVMDIS: u64 = 1 << 4;
@@ -95,8 +95,16 @@ impl Backend for Svm {
             return Err(EINVAL);
         };
         // The check and the set are one step on this CPU: no other claimant (the real KVM
-        // enables from its own hotplug callbacks or IPIs) can run in between.
+        // enables from its own hotplug and resume callbacks) can run in between.
         let _irqs = IrqsDisabled::new();
+        if this_cpu() != cpu {
+            pr_err!(
+                "asked to enable SVM for CPU {} on CPU {}\n",
+                cpu,
+                this_cpu()
+            );
+            return Err(EINVAL);
+        }
         let old = cpu::rdmsr(index::EFER)?;
         if old & efer::SVME != 0 {
             pr_err!(
@@ -124,18 +132,26 @@ impl Backend for Svm {
         if !owned.load(Ordering::Acquire) {
             return;
         }
-        // INVARIANT: SVME is cleared below.
-        owned.store(false, Ordering::Release);
-        let Ok(old) = cpu::rdmsr(index::EFER) else {
-            return;
+        let old = match cpu::rdmsr(index::EFER) {
+            Ok(v) => v,
+            Err(_) => {
+                pr_err!("cannot read EFER on CPU {}: SVM stays enabled there\n", cpu);
+                return;
+            }
         };
         // SAFETY: We own SVM on this CPU and no guest runs (VMs pin the module, so none exist
-        // when the backend is torn down; a CPU going offline has no vCPU on it).
-        // Clearing SVME and the save-area pointer returns the CPU to its state before us.
-        unsafe {
-            let _ = cpu::wrmsr(index::EFER, old & !efer::SVME);
-            let _ = cpu::wrmsr(index::VM_HSAVE_PA, 0);
+        // when the backend is torn down; a CPU going offline, suspending or shutting down
+        // has no vCPU on it). Clearing SVME and the save-area pointer returns the CPU to
+        // its state before us. APM Vol. 2 15.4, 15.30.4.
+        let cleared = unsafe {
+            cpu::wrmsr(index::EFER, old & !efer::SVME)
+                .and_then(|()| cpu::wrmsr(index::VM_HSAVE_PA, 0))
+        };
+        if cleared.is_err() {
+            pr_err!("cannot turn SVM off on CPU {}\n", cpu);
         }
+        // INVARIANT: SVME is clear now (a failed write was reported; nothing can retry it).
+        owned.store(false, Ordering::Release);
     }
 
     fn host_limits(&self) -> HostLimits {

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The CPU: CPUID, model-specific registers, and per-CPU hotplug callbacks.
+//! The CPU: CPUID, model-specific registers, and per-CPU set-up through
+//! CPU hotplug, suspend/resume and shutdown.
 
 use core::marker::PhantomPinned;
 use kernel::bindings;
-use kernel::ffi::{c_char, c_int, c_uint, c_ulong};
+use kernel::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
 use kernel::prelude::*;
 use kernel::types::Opaque;
 
@@ -44,6 +45,15 @@ extern "C" {
     fn rkvm_cpuhp_remove_multi(state: c_int);
     fn rkvm_local_irq_save() -> c_ulong;
     fn rkvm_local_irq_restore(flags: c_ulong);
+    fn rkvm_num_online_cpus() -> c_uint;
+    fn rkvm_on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
+    fn rkvm_syscore_register(
+        suspend: unsafe extern "C" fn(*mut c_void) -> c_int,
+        resume: unsafe extern "C" fn(*mut c_void),
+        shutdown: unsafe extern "C" fn(*mut c_void),
+        data: *mut c_void,
+    ) -> *mut c_void;
+    fn rkvm_syscore_unregister(syscore: *mut c_void);
 }
 
 /// Interrupts are disabled on this CPU while this guard lives, so a
@@ -123,45 +133,59 @@ pub(crate) unsafe fn wrmsr(msr: u32, value: u64) -> Result {
     Ok(())
 }
 
-/// Work to do on each CPU as it comes online and goes offline.
+/// Work to do on each CPU while it runs: set up as it comes online, undone
+/// as it goes offline, suspends or the system shuts down.
 pub(crate) trait PerCpu: Send + Sync {
-    /// Called on `cpu` itself, with preemption possible but the task bound to
-    /// that CPU: at registration for every online CPU, and later for every CPU
-    /// that comes online. An error refuses the registration (which is then
-    /// undone on the CPUs that had succeeded) or the CPU's onlining.
+    /// Called on `cpu` itself: at registration for every online CPU (with
+    /// preemption possible but the task bound to that CPU), for every CPU
+    /// that comes online later, and on resume from suspend (interrupts off).
+    /// An error refuses the registration (which is then undone on the CPUs
+    /// that had succeeded) or the CPU's onlining.
     fn online(&self, cpu: u32) -> Result;
-    /// Called on `cpu` itself as it goes offline, and on every online CPU when
-    /// the registration is dropped.
+    /// Called on `cpu` itself: as it goes offline, on every online CPU when
+    /// the registration is dropped, on suspend and at shutdown (reboot,
+    /// kexec; then in interrupt context).
     fn offline(&self, cpu: u32);
 }
 
-/// A dynamic CPU hotplug state with one instance: `T`'s hooks run on every
-/// CPU while this object exists.
+/// Runs `T`'s hooks on every CPU while this object exists, through a
+/// dynamic CPU hotplug state (with this as its one instance) and the
+/// system-core suspend, resume and shutdown callbacks, as KVM does for its
+/// own enabling (`kvm_main.c`).
 ///
 /// # Invariants
 ///
-/// `state` is a multi-instance hotplug state set up by this object, and
-/// `node` is registered as its only instance from a successful
-/// [`CpuHotplug::register`] until drop.
+/// `state` is a multi-instance hotplug state set up by this object, with
+/// `node` as its only instance, and `syscore` is a registration from
+/// `rkvm_syscore_register` whose data points to `hooks`, from a successful
+/// [`EveryCpu::register`] until drop.
 #[pin_data(PinnedDrop)]
-pub(crate) struct CpuHotplug<T: PerCpu> {
+pub(crate) struct EveryCpu<T: PerCpu> {
     hooks: T,
     state: c_int,
     #[pin]
     node: Opaque<bindings::hlist_node>,
+    syscore: core::ptr::NonNull<c_void>,
     #[pin]
     _pin: PhantomPinned,
 }
 
-// SAFETY: The only raw-pointer state is the `hlist_node`, which the hotplug core owns and
-// protects with its own lock; `T` is `Send + Sync` (`PerCpu` requires it).
-unsafe impl<T: PerCpu> Send for CpuHotplug<T> {}
+// SAFETY: The raw-pointer state (`hlist_node`, `syscore`) is owned by the hotplug and
+// syscore cores, which protect it with their own locks; `T` is `Send + Sync`.
+unsafe impl<T: PerCpu> Send for EveryCpu<T> {}
 // SAFETY: As above: `&self` gives access only to `hooks`, which is `Sync`.
-unsafe impl<T: PerCpu> Sync for CpuHotplug<T> {}
+unsafe impl<T: PerCpu> Sync for EveryCpu<T> {}
 
-impl<T: PerCpu> CpuHotplug<T> {
-    /// Runs `hooks.online` on every online CPU and keeps them running for
-    /// CPUs that come online later, until the returned object is dropped.
+/// The current CPU's number. Meaningful when the caller is bound to its CPU
+/// (interrupts off, or a hotplug or per-CPU callback).
+pub(crate) fn this_cpu() -> u32 {
+    kernel::cpu::CpuId::current().as_u32()
+}
+
+impl<T: PerCpu> EveryCpu<T> {
+    /// Runs `hooks.online` on every online CPU and keeps the hooks running
+    /// for CPU hotplug, suspend and shutdown until the returned object is
+    /// dropped.
     pub(crate) fn register(name: &'static CStr, hooks: T) -> Result<Pin<KBox<Self>>> {
         // SAFETY: `name` is a static C string; the callbacks have the signatures cpuhp expects
         // for multi-instance states and only touch the instance they are given.
@@ -171,7 +195,7 @@ impl<T: PerCpu> CpuHotplug<T> {
         if state_id < 0 {
             return Err(Error::from_errno(state_id));
         }
-        let init = try_pin_init!(Self {
+        let init = try_pin_init!(&this in Self {
             hooks,
             state: state_id,
             node <- Opaque::try_ffi_init(move |node: *mut bindings::hlist_node| {
@@ -184,20 +208,33 @@ impl<T: PerCpu> CpuHotplug<T> {
                 }
                 Ok(())
             }),
+            // SAFETY: `hooks` (initialised above) stays at this pinned address until
+            // `PinnedDrop` unregisters the callbacks, which only read it.
+            syscore: core::ptr::NonNull::new(unsafe {
+                rkvm_syscore_register(
+                    Self::suspend_cb,
+                    Self::resume_cb,
+                    Self::shutdown_cb,
+                    core::ptr::addr_of!((*this.as_ptr()).hooks).cast_mut().cast(),
+                )
+            })
+            .ok_or(ENOMEM)?,
             _pin: PhantomPinned,
         }? Error);
-        // INVARIANT: on success the node is registered as the instance of `state`.
+        // INVARIANT: on success the node is registered as the instance of `state`, and the
+        // syscore callbacks are registered.
         KBox::pin_init(init, GFP_KERNEL).inspect_err(|_| {
-            // SAFETY: The state was set up above and has no instance (adding it failed).
+            // SAFETY: The state was set up above and has no instance (adding it failed, or the
+            // allocation did, before anything was added).
             unsafe { rkvm_cpuhp_remove_multi(state_id) };
         })
     }
 
-    /// Recovers the hooks from the instance's node.
+    /// Recovers the hooks from the hotplug instance's node.
     ///
     /// # Safety
     ///
-    /// `node` must be the `node` field of a live `CpuHotplug<T>` whose `hooks`
+    /// `node` must be the `node` field of a live `EveryCpu<T>` whose `hooks`
     /// field is initialised.
     unsafe fn hooks_of<'a>(node: *mut bindings::hlist_node) -> &'a T {
         // SAFETY: By the caller's guarantee `node` is the `node` field of a `Self`
@@ -211,7 +248,7 @@ impl<T: PerCpu> CpuHotplug<T> {
 
     /// # Safety
     ///
-    /// Called by cpuhp only, with the node registered by [`CpuHotplug::register`].
+    /// Called by cpuhp only, with the node registered by [`EveryCpu::register`].
     unsafe extern "C" fn online_cb(cpu: c_uint, node: *mut bindings::hlist_node) -> c_int {
         // SAFETY: cpuhp passes the node registered by `register`, whose hooks are initialised.
         let hooks = unsafe { Self::hooks_of(node) };
@@ -223,24 +260,91 @@ impl<T: PerCpu> CpuHotplug<T> {
 
     /// # Safety
     ///
-    /// As for [`CpuHotplug::online_cb`].
+    /// As for [`EveryCpu::online_cb`].
     unsafe extern "C" fn offline_cb(cpu: c_uint, node: *mut bindings::hlist_node) -> c_int {
         // SAFETY: As in `online_cb`.
         let hooks = unsafe { Self::hooks_of(node) };
         hooks.offline(cpu);
         0
     }
+
+    /// # Safety
+    ///
+    /// `data` must be the `syscore.data` set by [`EveryCpu::register`].
+    unsafe fn syscore_hooks<'a>(data: *mut c_void) -> &'a T {
+        // SAFETY: `data` points to the `hooks` of a live registration (type invariant).
+        unsafe { &*data.cast::<T>() }
+    }
+
+    /// Suspend: only the boot CPU is left, with interrupts off.
+    ///
+    /// # Safety
+    ///
+    /// Called by the syscore core only, with the data registered in
+    /// [`EveryCpu::register`].
+    unsafe extern "C" fn suspend_cb(data: *mut c_void) -> c_int {
+        // SAFETY: Called by the syscore core with our registration's data.
+        unsafe { Self::syscore_hooks(data) }.offline(this_cpu());
+        0
+    }
+
+    /// Resume: the boot CPU again, interrupts off; the others come back
+    /// through hotplug.
+    ///
+    /// # Safety
+    ///
+    /// As for [`EveryCpu::suspend_cb`].
+    unsafe extern "C" fn resume_cb(data: *mut c_void) {
+        let cpu = this_cpu();
+        // SAFETY: Called by the syscore core with our registration's data.
+        if let Err(e) = unsafe { Self::syscore_hooks(data) }.online(cpu) {
+            pr_err!(
+                "CPU {} could not be set up again after resume: {:?}\n",
+                cpu,
+                e
+            );
+        }
+    }
+
+    /// Shutdown (reboot, kexec): every CPU still online, in interrupt
+    /// context, so that the next kernel finds them as the firmware left them.
+    ///
+    /// # Safety
+    ///
+    /// As for [`EveryCpu::suspend_cb`].
+    unsafe extern "C" fn shutdown_cb(data: *mut c_void) {
+        // SAFETY: `shutdown_each` only reads `data`, which outlives this synchronous call.
+        unsafe { rkvm_on_each_cpu(Self::shutdown_each, data) };
+    }
+
+    /// One CPU's part of [`EveryCpu::shutdown_cb`], in interrupt context.
+    ///
+    /// # Safety
+    ///
+    /// `data` must be the data [`EveryCpu::shutdown_cb`] was given.
+    unsafe extern "C" fn shutdown_each(data: *mut c_void) {
+        // SAFETY: `data` is what `shutdown_cb` got from the syscore core.
+        unsafe { Self::syscore_hooks(data) }.offline(this_cpu());
+    }
 }
 
 #[pinned_drop]
-impl<T: PerCpu> PinnedDrop for CpuHotplug<T> {
+impl<T: PerCpu> PinnedDrop for EveryCpu<T> {
     fn drop(self: Pin<&mut Self>) {
-        // SAFETY: By the type invariant the node is registered on `state`; removing it runs
-        // `offline` on every online CPU while `hooks` is still alive, then the state (with no
-        // instance left) is removed.
+        // SAFETY: By the type invariant the syscore ops are registered and the node is the
+        // instance of `state`. Unregistering the syscore ops first means no suspend runs the
+        // hooks afterwards; removing the instance runs `offline` on every online CPU while
+        // `hooks` is still alive; then the state (with no instance left) is removed.
         unsafe {
+            rkvm_syscore_unregister(self.syscore.as_ptr());
             rkvm_cpuhp_remove_instance(self.state, self.node.get());
             rkvm_cpuhp_remove_multi(self.state);
         }
     }
+}
+
+/// The number of online CPUs.
+pub(crate) fn num_online() -> u32 {
+    // SAFETY: Reading the online CPU count has no preconditions.
+    unsafe { rkvm_num_online_cpus() }
 }

@@ -8,11 +8,12 @@
 //! its `Arc` is the file's private data, so a VM lives as long as its fd or
 //! any object holding a reference (a vCPU holds its VM).
 //!
-//! The kernel's Rust `miscdevice` abstraction is not used because its file
-//! operations have no `owner`: an open `/dev/rkvm` would not pin the module,
-//! and `rmmod` could free the code under an open file. Every table built
-//! here names this module as its owner, so the VFS holds a module reference
-//! for each open file and `rmmod` is refused while any fd exists.
+//! All three kinds share one mechanism: a `file_operations` table per type,
+//! built here, naming this module as its owner (so the VFS holds a module
+//! reference for each open file and `rmmod` is refused while any fd
+//! exists), with KVM's fault-driven mapping for vCPU fds (pages supplied on
+//! first touch, `SIGBUS` past the end), which the kernel's Rust
+//! `miscdevice` abstraction, serving only the device node, does not offer.
 
 use core::marker::{PhantomData, PhantomPinned};
 use kernel::bindings;
@@ -118,6 +119,15 @@ impl<T: FileObject> FileOps<T> {
     }
 }
 
+impl<T> FileOps<T> {
+    /// The table as the kernel sees it: a pointer to its `file_operations`,
+    /// derived from the whole table so that [`mmap`] may widen it back.
+    fn raw(ops: &'static Self) -> *const bindings::file_operations {
+        // INVARIANT (of `FileOps`): `fops` is the first field of this `repr(C)` struct.
+        core::ptr::from_ref(ops).cast()
+    }
+}
+
 impl<T: DeviceFile> FileOps<T> {
     /// The table for a misc device whose opens create `T`s.
     pub(crate) const fn new_device(owner: *mut bindings::module) -> Self {
@@ -142,7 +152,7 @@ pub(crate) fn new_anon_fd<T: FileObject>(
     let fd = unsafe {
         anon_inode_getfd(
             name.as_char_ptr(),
-            &ops.fops,
+            FileOps::raw(ops),
             private,
             (bindings::O_RDWR | bindings::O_CLOEXEC) as c_int,
         )
@@ -304,7 +314,7 @@ impl<T: DeviceFile> MiscRegistration<T> {
                 unsafe {
                     (*slot).minor = bindings::MISC_DYNAMIC_MINOR as c_int;
                     (*slot).name = name.as_char_ptr();
-                    (*slot).fops = &ops.fops;
+                    (*slot).fops = FileOps::raw(ops);
                     (*slot).mode = mode;
                 }
                 // SAFETY: The `miscdevice` is initialised, pinned and outlives its registration

@@ -41,10 +41,11 @@ pub(crate) fn user_range_ok(addr: u64, size: u64) -> bool {
 /// A counted reference to the calling process's address space (`mmgrab`),
 /// kept by a VM: its guest memory lives there.
 ///
-/// The kernel's `kernel::mm::Mm` would be the natural type, but forming a
-/// Rust reference to `struct mm_struct` trips the debug alignment check on
-/// this kernel (bindgen gives the struct 64-byte alignment, which the slab
-/// does not guarantee), so the pointer is only ever handled raw here.
+/// The kernel's `kernel::mm::Mm` would be the natural type, but on this
+/// kernel (with `RUST_DEBUG_ASSERTIONS`) taking `current!().mm()` and an
+/// `ARef<Mm>` from it panicked in `KVM_CREATE_VM` with a misaligned-pointer
+/// check (64-byte alignment) that we have not explained yet; until we
+/// have, the pointer is only ever handled raw here, never as a reference.
 ///
 /// # Invariants
 ///

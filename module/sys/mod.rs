@@ -9,9 +9,11 @@
 //! - [`cpu`]: CPUID, RDMSR/WRMSR, and the per-CPU hotplug callbacks.
 //! - [`file`]: file-operation tables for `/dev/rkvm` and the anonymous VM
 //!   and vCPU fds, with module ownership so an open fd pins the module.
+//! - [`debugfs`]: the statistics file, pinning the module while open.
 //! - [`mem`]: page allocation details the safe `Page` type does not expose
 //!   (physical address) and user-address checks.
 
 pub(crate) mod cpu;
+pub(crate) mod debugfs;
 pub(crate) mod file;
 pub(crate) mod mem;

@@ -26,20 +26,16 @@ pub(crate) fn lookup(table: &[kvm_cpuid_entry2], leaf: Leaf) -> Option<&kvm_cpui
     })
 }
 
-/// Feature bits. Each is (leaf, sub-leaf, register, bit).
-mod bit {
-    /// CPUID.1:ECX.
-    pub(super) const ECX1_PCID: u32 = 17;
-    pub(super) const ECX1_X2APIC: u32 = 21;
-    pub(super) const ECX1_XSAVE: u32 = 26;
-    /// CPUID.(EAX=7,ECX=0):EBX and ECX.
-    pub(super) const EBX7_FSGSBASE: u32 = 0;
-    pub(super) const EBX7_SMEP: u32 = 7;
-    pub(super) const EBX7_SMAP: u32 = 20;
-    pub(super) const ECX7_UMIP: u32 = 2;
-    /// CPUID.8000_0001h:EDX.
-    pub(super) const EDX81_NX: u32 = 20;
-    pub(super) const EDX81_LM: u32 = 29;
+/// Bit numbers of the features below, named by leaf and register: `ECX1`
+/// is CPUID.1:ECX, `EBX7` is CPUID.(EAX=7,ECX=0):EBX, `EDX81` is
+/// CPUID.8000_0001h:EDX.
+pub(crate) mod bit {
+    pub(crate) const ECX1_X2APIC: u32 = 21;
+    pub(crate) const EBX7_FSGSBASE: u32 = 0;
+    pub(crate) const EBX7_SMEP: u32 = 7;
+    pub(crate) const EBX7_SMAP: u32 = 20;
+    pub(crate) const EDX81_NX: u32 = 20;
+    pub(crate) const EDX81_LM: u32 = 29;
 }
 
 fn has(reg: u32, bit: u32) -> bool {
@@ -47,18 +43,24 @@ fn has(reg: u32, bit: u32) -> bool {
 }
 
 /// The features a guest's CPUID table advertises that change which register
-/// values rkvm accepts. All false until `KVM_SET_CPUID2`, as in KVM.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// values rkvm accepts. All false, and a 36-bit physical address width,
+/// until `KVM_SET_CPUID2`, as in KVM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct GuestFeatures {
     pub(crate) long_mode: bool,
     pub(crate) nx: bool,
-    pub(crate) pcid: bool,
     pub(crate) x2apic: bool,
-    pub(crate) xsave: bool,
     pub(crate) fsgsbase: bool,
     pub(crate) smep: bool,
     pub(crate) smap: bool,
-    pub(crate) umip: bool,
+    /// CPUID.8000_0008h:EAX[7:0], or 36 without that leaf. SDM Vol. 3A 4.1.4.
+    pub(crate) phys_bits: u8,
+}
+
+impl Default for GuestFeatures {
+    fn default() -> Self {
+        Self::from_table(&[])
+    }
 }
 
 impl GuestFeatures {
@@ -70,20 +72,40 @@ impl GuestFeatures {
                 .unwrap_or_default()
         };
         let (_, _, ecx1, _) = get(1, 0);
-        let (_, ebx7, ecx7, _) = get(7, 0);
+        let (_, ebx7, _, _) = get(7, 0);
         let (_, _, _, edx81) = get(0x8000_0001, 0);
+        let phys_bits = lookup(
+            table,
+            Leaf {
+                function: 0x8000_0008,
+                index: 0,
+            },
+        )
+        .map_or(36, |e| (e.eax & 0xff) as u8);
         Self {
             long_mode: has(edx81, bit::EDX81_LM),
             nx: has(edx81, bit::EDX81_NX),
-            pcid: has(ecx1, bit::ECX1_PCID),
             x2apic: has(ecx1, bit::ECX1_X2APIC),
-            xsave: has(ecx1, bit::ECX1_XSAVE),
             fsgsbase: has(ebx7, bit::EBX7_FSGSBASE),
             smep: has(ebx7, bit::EBX7_SMEP),
             smap: has(ebx7, bit::EBX7_SMAP),
-            umip: has(ecx7, bit::ECX7_UMIP),
+            phys_bits,
         }
     }
+}
+
+/// The checks `KVM_SET_CPUID2` makes on a table (`kvm_check_cpuid`): the
+/// linear address width in CPUID.8000_0008h:EAX[15:8], if given, must be
+/// 48 or 57 bits (4- or 5-level paging) or 0.
+pub(crate) fn table_is_valid(table: &[kvm_cpuid_entry2]) -> bool {
+    lookup(
+        table,
+        Leaf {
+            function: 0x8000_0008,
+            index: 0,
+        },
+    )
+    .is_none_or(|e| matches!((e.eax >> 8) & 0xff, 0 | 48 | 57))
 }
 
 /// The processor signature for RDX at reset: CPUID.1:EAX of the guest's
@@ -102,7 +124,8 @@ pub(crate) fn reset_signature(table: &[kvm_cpuid_entry2]) -> u32 {
 /// Which host features rkvm passes through to a guest, per register. A bit
 /// is offered only if it is set here and on the host. Anything that needs
 /// more than the CPU (XSAVE state switching, PMU, nested SVM, an in-kernel
-/// APIC timer) is left out until rkvm virtualises it.
+/// APIC timer, MSRs rkvm does not virtualise such as the MTRRs, the
+/// machine-check banks and TSC_AUX) is left out until rkvm supports it.
 struct Mask {
     function: u32,
     eax: u32,
@@ -113,99 +136,119 @@ struct Mask {
 
 const PASS: u32 = !0;
 
+/// A register mask with the given bits set.
+const fn bits(list: &[u32]) -> u32 {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < list.len() {
+        mask |= 1 << list[i];
+        i += 1;
+    }
+    mask
+}
+
+// CPUID.1:ECX. SDM Vol. 2A Table 3-10.
+const SSE3: u32 = 0;
+const PCLMULQDQ: u32 = 1;
+const SSSE3: u32 = 9;
+const CX16: u32 = 13;
+const SSE4_1: u32 = 19;
+const SSE4_2: u32 = 20;
+const MOVBE: u32 = 22;
+const POPCNT: u32 = 23;
+const AES: u32 = 25;
+const RDRAND: u32 = 30;
+/// Reserved for use by a hypervisor to say it is there. APM Vol. 3
+/// Appendix E, CPUID Fn0000_0001_ECX bit 31.
+const HYPERVISOR: u32 = 31;
+// CPUID.1:EDX. SDM Vol. 2A Table 3-11.
+const FPU: u32 = 0;
+const VME: u32 = 1;
+const DE: u32 = 2;
+const PSE: u32 = 3;
+const TSC: u32 = 4;
+const MSR: u32 = 5;
+const PAE: u32 = 6;
+const CX8: u32 = 8;
+const APIC: u32 = 9;
+const SEP: u32 = 11;
+const PGE: u32 = 13;
+const CMOV: u32 = 15;
+const PAT: u32 = 16;
+const PSE36: u32 = 17;
+const CLFSH: u32 = 19;
+const MMX: u32 = 23;
+const FXSR: u32 = 24;
+const SSE: u32 = 25;
+const SSE2: u32 = 26;
+// CPUID.(EAX=7,ECX=0):EBX. SDM Vol. 2A Table 3-8.
+const BMI1: u32 = 3;
+const BMI2: u32 = 8;
+const ERMS: u32 = 9;
+const ADX: u32 = 19;
+// CPUID.8000_0001h:ECX and EDX. APM Vol. 3 Appendix E.
+const LAHF_SAHF: u32 = 0;
+const ABM: u32 = 5;
+const PREFETCHW: u32 = 8;
+const SYSCALL: u32 = 11;
+const PAGE1GB: u32 = 26;
+
+// One row per leaf reads as a table; rustfmt would spread each over six lines.
+#[rustfmt::skip]
 const MASKS: &[Mask] = &[
-    // Leaf 0: highest basic leaf and vendor string (clamped below).
-    Mask {
-        function: 0,
-        eax: PASS,
-        ebx: PASS,
-        ecx: PASS,
-        edx: PASS,
-    },
-    // Leaf 1: signature and brand/APIC-id word as the host's; features:
-    // ECX: SSE3, PCLMULQDQ, SSSE3, CX16, SSE4.1, SSE4.2, MOVBE, POPCNT, AES, RDRAND.
-    // EDX: FPU VME DE PSE TSC MSR PAE MCE CX8 APIC SEP MTRR PGE MCA CMOV PAT PSE36
-    //      CLFSH MMX FXSR SSE SSE2.
+    // Leaf 0: the highest basic leaf (clamped below) and the vendor string.
+    Mask { function: 0, eax: PASS, ebx: PASS, ecx: PASS, edx: PASS },
+    // Leaf 1: the host's signature; from EBX only the brand index and the
+    // CLFLUSH line size (bits 15:0), not the host's APIC id and CPU count.
     Mask {
         function: 1,
         eax: PASS,
         ebx: 0x0000_ffff,
-        ecx: (1 << 0)
-            | (1 << 1)
-            | (1 << 9)
-            | (1 << 13)
-            | (1 << 19)
-            | (1 << 20)
-            | (1 << 22)
-            | (1 << 23)
-            | (1 << 25)
-            | (1 << 30),
-        edx: 0x0783_fbff,
+        ecx: bits(&[SSE3, PCLMULQDQ, SSSE3, CX16, SSE4_1, SSE4_2, MOVBE, POPCNT, AES, RDRAND]),
+        edx: bits(&[
+            FPU, VME, DE, PSE, TSC, MSR, PAE, CX8, APIC, SEP, PGE, CMOV, PAT, PSE36, CLFSH, MMX,
+            FXSR, SSE, SSE2,
+        ]),
     },
-    // Leaf 7.0: FSGSBASE, BMI1, SMEP, BMI2, ERMS, SMAP, ADX (EBX); UMIP is
-    // emulated by neither backend yet, so not offered.
+    // Leaf 7.0: the CR4-gated features rkvm accepts (FSGSBASE, SMEP, SMAP)
+    // and plain instruction-set extensions.
     Mask {
         function: 7,
         eax: 0,
-        ebx: (1 << 0) | (1 << 3) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 19) | (1 << 20),
+        ebx: bits(&[bit::EBX7_FSGSBASE, BMI1, bit::EBX7_SMEP, BMI2, ERMS, ADX, bit::EBX7_SMAP]),
         ecx: 0,
         edx: 0,
     },
-    // 0x8000_0000: highest extended leaf (clamped below).
-    Mask {
-        function: 0x8000_0000,
-        eax: PASS,
-        ebx: 0,
-        ecx: 0,
-        edx: 0,
-    },
-    // 0x8000_0001: LAHF/SAHF, ABM/LZCNT, PREFETCHW (ECX); SYSCALL, NX, 1 GiB
-    // pages, RDTSCP, LM (EDX).
+    // 0x8000_0000: the highest extended leaf (clamped below).
+    Mask { function: 0x8000_0000, eax: PASS, ebx: 0, ecx: 0, edx: 0 },
     Mask {
         function: 0x8000_0001,
         eax: PASS,
         ebx: 0,
-        ecx: (1 << 0) | (1 << 5) | (1 << 8),
-        edx: (1 << 11) | (1 << 20) | (1 << 26) | (1 << 27) | (1 << 29),
+        ecx: bits(&[LAHF_SAHF, ABM, PREFETCHW]),
+        edx: bits(&[SYSCALL, bit::EDX81_NX, PAGE1GB, bit::EDX81_LM]),
     },
     // 0x8000_0002..4: the brand string.
-    Mask {
-        function: 0x8000_0002,
-        eax: PASS,
-        ebx: PASS,
-        ecx: PASS,
-        edx: PASS,
-    },
-    Mask {
-        function: 0x8000_0003,
-        eax: PASS,
-        ebx: PASS,
-        ecx: PASS,
-        edx: PASS,
-    },
-    Mask {
-        function: 0x8000_0004,
-        eax: PASS,
-        ebx: PASS,
-        ecx: PASS,
-        edx: PASS,
-    },
+    Mask { function: 0x8000_0002, eax: PASS, ebx: PASS, ecx: PASS, edx: PASS },
+    Mask { function: 0x8000_0003, eax: PASS, ebx: PASS, ecx: PASS, edx: PASS },
+    Mask { function: 0x8000_0004, eax: PASS, ebx: PASS, ecx: PASS, edx: PASS },
     // 0x8000_0008: physical and linear address widths (EAX[15:0]).
-    Mask {
-        function: 0x8000_0008,
-        eax: 0xffff,
-        ebx: 0,
-        ecx: 0,
-        edx: 0,
-    },
+    Mask { function: 0x8000_0008, eax: 0xffff, ebx: 0, ecx: 0, edx: 0 },
 ];
+
+/// Whether the table above offers CPUID.(EAX=7,ECX=0):EBX bit `n`: the
+/// CR4 bits tied to leaf 7 are accepted only for features rkvm offers.
+pub(crate) const fn offers_leaf7_ebx(n: u32) -> bool {
+    // MASKS[2] is leaf 7.
+    MASKS[2].ebx & (1 << n) != 0
+}
+const _: () = assert!(MASKS[2].function == 7);
 
 /// The highest basic and extended leaves rkvm describes.
 const MAX_BASIC: u32 = 7;
 const MAX_EXTENDED: u32 = 0x8000_0008;
 
-/// Bit 31 of CPUID.1:ECX: "running under a hypervisor". SDM Vol. 2A Table 3-10.
-const ECX1_HYPERVISOR: u32 = 1 << 31;
+const ECX1_HYPERVISOR: u32 = 1 << HYPERVISOR;
 
 /// Builds the table `KVM_GET_SUPPORTED_CPUID` reports, from the host's
 /// CPUID (`host(function, index) -> (eax, ebx, ecx, edx)`) and the masks

@@ -89,10 +89,15 @@ impl MsrFile {
     }
 }
 
-/// A canonical 48-bit linear address: bits 63:47 all equal. SDM Vol. 3A 3.3.7.1.
+/// A canonical 48-bit linear address: bits 63:47 all equal. SDM Vol. 1 3.3.7.1.
 pub(crate) fn is_canonical(addr: u64) -> bool {
     let top = (addr as i64) >> 47;
     top == 0 || top == -1
+}
+
+/// `addr` made canonical: bit 47 copied into bits 63:48.
+pub(crate) fn canonicalize(addr: u64) -> u64 {
+    (((addr << 16) as i64) >> 16) as u64
 }
 
 /// Each byte of the PAT must name a valid memory type (0, 1, 4, 5, 6, 7).
@@ -145,7 +150,8 @@ pub(crate) fn get(
 
 /// Writes an MSR as a host-initiated write; `false` if rkvm does not
 /// virtualise it or the value is invalid for it (as KVM refuses). Values
-/// are kept at full width, as the SVM save area holds them.
+/// are kept at full width; KVM on SVM keeps only the low half of
+/// SYSENTER_ESP/EIP for a guest whose CPUID vendor is AMD (docs/abi.md).
 pub(crate) fn set(
     file: &mut MsrFile,
     shared: &mut SharedRegs<'_>,
@@ -156,7 +162,7 @@ pub(crate) fn set(
     match msr {
         index::TSC => file.tsc_offset = value.wrapping_sub(ctx.host_tsc),
         index::APIC_BASE => {
-            if !regs::check_apic_base(ctx.host, ctx.guest, value) {
+            if !regs::check_apic_base(ctx.guest, value) {
                 return false;
             }
             *shared.apic_base = value;
@@ -176,8 +182,10 @@ pub(crate) fn set(
         }
         index::PAT if pat_valid(value) => file.pat = value,
         index::SYSENTER_CS => file.sysenter_cs = value,
-        index::SYSENTER_ESP if is_canonical(value) => file.sysenter_esp = value,
-        index::SYSENTER_EIP if is_canonical(value) => file.sysenter_eip = value,
+        // Not refused when non-canonical (AMD ignores the upper half), but made canonical so
+        // that something deterministic happens, as KVM does.
+        index::SYSENTER_ESP => file.sysenter_esp = canonicalize(value),
+        index::SYSENTER_EIP => file.sysenter_eip = canonicalize(value),
         index::MISC_ENABLE => file.misc_enable = value,
         index::STAR => file.star = value,
         index::LSTAR if is_canonical(value) => file.lstar = value,

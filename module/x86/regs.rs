@@ -4,7 +4,7 @@
 //! rules `KVM_SET_SREGS` enforces.
 
 use crate::abi::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
-use crate::x86::cpuid::GuestFeatures;
+use crate::x86::cpuid::{self, GuestFeatures};
 
 /// CR0 bits. SDM Vol. 3A 2.5, APM Vol. 2 3.1.1.
 pub(crate) mod cr0 {
@@ -33,10 +33,7 @@ pub(crate) mod cr4 {
     pub(crate) const PCE: u64 = 1 << 8;
     pub(crate) const OSFXSR: u64 = 1 << 9;
     pub(crate) const OSXMMEXCPT: u64 = 1 << 10;
-    pub(crate) const UMIP: u64 = 1 << 11;
     pub(crate) const FSGSBASE: u64 = 1 << 16;
-    pub(crate) const PCIDE: u64 = 1 << 17;
-    pub(crate) const OSXSAVE: u64 = 1 << 18;
     pub(crate) const SMEP: u64 = 1 << 20;
     pub(crate) const SMAP: u64 = 1 << 21;
 
@@ -149,11 +146,12 @@ pub(crate) fn reset_sregs(vcpu_id: u32) -> kvm_sregs {
 /// What the host CPU lets rkvm offer a guest, for register checks.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct HostLimits {
-    /// CR4 bits the host supports beyond [`cr4::BASE`].
+    /// CR4 bits beyond [`cr4::BASE`] that the host has and rkvm offers.
     pub(crate) cr4_optional: u64,
     /// Whether the host supports EFER.NXE.
     pub(crate) nx: bool,
-    /// The host's physical address width (CPUID 0x8000_0008 EAX[7:0]).
+    /// The host's physical address width (CPUID 0x8000_0008 EAX[7:0]):
+    /// guest-physical memory must lie below it.
     pub(crate) phys_bits: u8,
 }
 
@@ -176,26 +174,19 @@ pub(crate) enum SregsError {
 }
 
 /// The CR4 bits this guest may set: the base set plus the optional features
-/// that both the host supports and the guest's CPUID advertises.
+/// that rkvm offers and the host has (`host.cr4_optional`) and the guest's
+/// CPUID advertises. KVM's rule (`__kvm_is_valid_cr4`) over rkvm's smaller
+/// feature set.
 pub(crate) fn allowed_cr4(host: &HostLimits, guest: &GuestFeatures) -> u64 {
     let mut optional = 0;
     if guest.fsgsbase {
         optional |= cr4::FSGSBASE;
-    }
-    if guest.pcid {
-        optional |= cr4::PCIDE;
-    }
-    if guest.xsave {
-        optional |= cr4::OSXSAVE;
     }
     if guest.smep {
         optional |= cr4::SMEP;
     }
     if guest.smap {
         optional |= cr4::SMAP;
-    }
-    if guest.umip {
-        optional |= cr4::UMIP;
     }
     cr4::BASE | (optional & host.cr4_optional)
 }
@@ -220,12 +211,14 @@ pub(crate) fn check_efer(host: &HostLimits, guest: &GuestFeatures, value: u64) -
     true
 }
 
-/// Checks an APIC base value as KVM does for a host-initiated write.
-pub(crate) fn check_apic_base(host: &HostLimits, guest: &GuestFeatures, value: u64) -> bool {
-    let above_phys = if host.phys_bits >= 64 {
+/// Checks an APIC base value as KVM does for a host-initiated write: no
+/// reserved bits (including those above the guest's physical address
+/// width), and not x2APIC mode without the xAPIC enabled.
+pub(crate) fn check_apic_base(guest: &GuestFeatures, value: u64) -> bool {
+    let above_phys = if guest.phys_bits >= 64 {
         0
     } else {
-        !0u64 << host.phys_bits
+        !0u64 << guest.phys_bits
     };
     let mut reserved = apic_base::RESERVED_LOW | above_phys;
     if !guest.x2apic {
@@ -251,7 +244,7 @@ pub(crate) fn check_sregs(
         if s.cr4 & cr4::PAE == 0 || s.efer & efer::LMA == 0 {
             return Err(SregsError::LongMode);
         }
-        if host.phys_bits < 64 && s.cr3 >> host.phys_bits != 0 {
+        if guest.phys_bits < 64 && s.cr3 >> guest.phys_bits != 0 {
             return Err(SregsError::Cr3);
         }
     } else if s.efer & efer::LMA != 0 || s.cs.l != 0 {
@@ -269,7 +262,7 @@ pub(crate) fn check_sregs(
     if !check_efer(host, guest, s.efer) {
         return Err(SregsError::Efer);
     }
-    if !check_apic_base(host, guest, s.apic_base) {
+    if !check_apic_base(guest, s.apic_base) {
         return Err(SregsError::ApicBase);
     }
     Ok(())
@@ -281,8 +274,7 @@ impl HostLimits {
     pub(crate) fn from_cpuid(host: impl Fn(u32, u32) -> (u32, u32, u32, u32)) -> Self {
         let (max_basic, ..) = host(0, 0);
         let (max_ext, ..) = host(0x8000_0000, 0);
-        let (_, _, ecx1, _) = host(1, 0);
-        let (_, ebx7, ecx7, _) = if max_basic >= 7 {
+        let (_, ebx7, _, _) = if max_basic >= 7 {
             host(7, 0)
         } else {
             (0, 0, 0, 0)
@@ -299,22 +291,21 @@ impl HostLimits {
             36
         };
         let bit = |reg: u32, n: u32| reg & (1 << n) != 0;
+        // The CR4 bits rkvm can offer: the host has the feature and rkvm's CPUID table
+        // offers it to guests.
         let mut cr4_optional = 0;
-        for (present, flag) in [
-            (bit(ebx7, 0), cr4::FSGSBASE),
-            (bit(ecx1, 17), cr4::PCIDE),
-            (bit(ecx1, 26), cr4::OSXSAVE),
-            (bit(ebx7, 7), cr4::SMEP),
-            (bit(ebx7, 20), cr4::SMAP),
-            (bit(ecx7, 2), cr4::UMIP),
+        for (n, flag) in [
+            (cpuid::bit::EBX7_FSGSBASE, cr4::FSGSBASE),
+            (cpuid::bit::EBX7_SMEP, cr4::SMEP),
+            (cpuid::bit::EBX7_SMAP, cr4::SMAP),
         ] {
-            if present {
+            if bit(ebx7, n) && cpuid::offers_leaf7_ebx(n) {
                 cr4_optional |= flag;
             }
         }
         Self {
             cr4_optional,
-            nx: bit(edx81, 20),
+            nx: bit(edx81, cpuid::bit::EDX81_NX),
             phys_bits,
         }
     }

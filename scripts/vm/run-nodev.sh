@@ -18,12 +18,19 @@ if [ $rc -ne 0 ] && grep -q "No such device" /tmp/insmod.out; then
 else
 	result "nodev:insmod_fails_with_enodev" 0 "insmod exit $rc, expected ENODEV"
 fi
-dmesg | tail -n +$((before + 1)) | grep 'rkvm:' > /tmp/rkvm.log
+# rkvm's own lines (not the kernel's "loading out-of-tree module taints
+# kernel"). busybox insmod retries a failed finit_module() with
+# init_module(), so the module's init runs twice: one line per run, both
+# the same line.
+dmesg | tail -n +$((before + 1)) | grep 'rkvm:' | grep -v 'taints kernel' |
+	sed 's/^\[[ 0-9.]*\] //' > /tmp/rkvm.log
 sed 's/^/# dmesg: /' /tmp/rkvm.log
-if [ "$(wc -l < /tmp/rkvm.log)" = 1 ] && grep -q 'no usable hardware virtualization' /tmp/rkvm.log; then
+lines=$(wc -l < /tmp/rkvm.log)
+distinct=$(sort -u /tmp/rkvm.log | wc -l)
+if [ "$distinct" = 1 ] && [ "$lines" -le 2 ] && grep -q 'no usable hardware virtualization' /tmp/rkvm.log; then
 	result "nodev:one_clear_line_in_the_kernel_log" 1
 else
-	result "nodev:one_clear_line_in_the_kernel_log" 0 "expected exactly one rkvm line naming the reason"
+	result "nodev:one_clear_line_in_the_kernel_log" 0 "expected one rkvm line naming the reason per init attempt"
 fi
 if [ ! -e /dev/rkvm ] && ! grep -q '^rkvm ' /proc/modules; then
 	result "nodev:nothing_left_behind" 1

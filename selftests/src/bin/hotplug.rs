@@ -1,6 +1,7 @@
-//! Virtualization on every CPU, through CPU hotplug: the hypervisor turns
-//! its extension on for each online CPU, and again for a CPU that goes
-//! offline and comes back, and VMs keep working across it.
+//! Virtualization on every CPU, through CPU hotplug and suspend: the
+//! hypervisor turns its extension on for each online CPU, again for a CPU
+//! that goes offline and comes back, and again after a suspend/resume
+//! cycle; VMs keep working across it.
 //!
 //! Checked on the hardware itself: EFER.SVME read on each CPU through
 //! `/dev/cpu/N/msr`. Runs the same against rkvm and KVM. Needs root, two
@@ -76,6 +77,39 @@ fn svm_stays_on_everywhere_after_hotplug(ctx: &Ctx) -> TestResult {
     svm_is_on_on_every_online_cpu(ctx)
 }
 
+/// A suspend to RAM that stops at the "core" test point
+/// (`/sys/power/pm_test`): devices are suspended, the other CPUs go
+/// offline, the system-core suspend callbacks run on the boot CPU with
+/// interrupts off, then everything resumes. The hypervisor must turn its
+/// extension off and on again through all of it.
+fn suspend_and_resume_keep_svm_on(ctx: &Ctx) -> TestResult {
+    need_svm_msrs()?;
+    let states = std::fs::read_to_string("/sys/power/state").unwrap_or_default();
+    if !states.split_whitespace().any(|s| s == "mem") {
+        skip!(
+            "no suspend to RAM here (/sys/power/state: {:?})",
+            states.trim()
+        );
+    }
+    if std::fs::write("/sys/power/pm_test", "core").is_err() {
+        skip!("/sys/power/pm_test is not available (CONFIG_PM_DEBUG)");
+    }
+    // The test point normally waits 5 s; no need here.
+    let _ = std::fs::write("/sys/module/suspend/parameters/pm_test_delay", "0");
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let suspended = std::fs::write("/sys/power/state", "mem");
+    let _ = std::fs::write("/sys/power/pm_test", "none");
+    check_ok!(suspended);
+    diag!("suspended to the core test point and resumed");
+    let off = check_ok!(cpu::cpus_with_svme_not(true));
+    check!(
+        off.is_empty(),
+        "EFER.SVME is clear on CPUs {off:?} after resume"
+    );
+    check_eq!(check_ok!(vcpu.get_regs()).rip, 0xfff0);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -83,6 +117,7 @@ fn main() -> ExitCode {
             svm_is_on_on_every_online_cpu,
             cpu_offline_and_online_again_turns_svm_back_on,
             svm_stays_on_everywhere_after_hotplug,
+            suspend_and_resume_keep_svm_on,
         ],
     )
 }

@@ -270,6 +270,14 @@ fn rmmod_fails_while_the_device_is_open(env: &Env) -> TestResult {
     check_rmmod_allowed(env, "closing /dev/rkvm")
 }
 
+fn rmmod_fails_while_the_stats_file_is_open(env: &Env) -> TestResult {
+    ensure_rkvm(env)?;
+    let stats = check_ok!(std::fs::File::open(rkvm_selftests::RKVM_STATS));
+    check_rmmod_refused("/sys/kernel/debug/rkvm/stats open")?;
+    drop(stats);
+    check_rmmod_allowed(env, "closing the stats file")
+}
+
 fn rmmod_fails_while_a_vm_fd_is_open(env: &Env) -> TestResult {
     ensure_rkvm(env)?;
     let vm = check_ok!(check_ok!(System::open(&env.path)).create_vm(0));
@@ -461,6 +469,7 @@ fn main() -> ExitCode {
         &tests![
             load_turns_svm_on_and_unload_off_on_every_cpu,
             rmmod_fails_while_the_device_is_open,
+            rmmod_fails_while_the_stats_file_is_open,
             rmmod_fails_while_a_vm_fd_is_open,
             rmmod_fails_while_a_vcpu_fd_is_open,
             rmmod_fails_while_a_vcpu_mapping_exists,
