@@ -32,7 +32,7 @@ boot_and_judge() {
 	# whole console goes to the log.
 	set +e
 	"$RKVM_TOP/scripts/run-vm.sh" "$initrd" "$mode" "$log.raw" | tr -d '\r' |
-		sed -u -n '/TAP version 13$/,$ { s/.*\(TAP version 13\)$/\1/; p }'
+		sed -u -n '/TAP version 13$/,$ { /^# /!s/.*\(TAP version 13\)$/\1/; p }'
 	status=${PIPESTATUS[0]}
 	set -e
 	tr -d '\r' <"$log.raw" >"$log"
