@@ -352,7 +352,9 @@ fn kernel_log_after(marker: &str) -> Result<Vec<String>, Status> {
     Ok(lines[at + 1..].iter().map(|l| (*l).to_owned()).collect())
 }
 
-fn insmod_rkvm_fails_while_vendor_module_is_loaded(env: &Env) -> TestResult {
+/// Unloads rkvm and loads the vendor module (kvm_amd or kvm_intel) in its
+/// place; skips (with rkvm loaded again) if the vendor module will not load.
+fn vendor_instead_of_rkvm(env: &Env) -> Result<&'static str, Status> {
     let vendor = env.vendor()?;
     if is_loaded(RKVM) {
         let r = rmmod(&[RKVM])?;
@@ -362,10 +364,15 @@ fn insmod_rkvm_fails_while_vendor_module_is_loaded(env: &Env) -> TestResult {
     if !r.ok {
         let _ = ensure_rkvm(env);
         skip!(
-            "modprobe {vendor} failed, so the conflict cannot be set up: {}",
+            "modprobe {vendor} failed, so rkvm cannot be tested beside it: {}",
             r.output
         );
     }
+    Ok(vendor)
+}
+
+fn insmod_rkvm_fails_while_vendor_module_is_loaded(env: &Env) -> TestResult {
+    let vendor = vendor_instead_of_rkvm(env)?;
     let marker = kmsg_marker()?;
     let ins = insmod(env)?;
     let log = kernel_log_after(&marker)?;
@@ -390,16 +397,7 @@ fn insmod_rkvm_fails_while_vendor_module_is_loaded(env: &Env) -> TestResult {
 }
 
 fn insmod_rkvm_works_after_vendor_modules_are_removed(env: &Env) -> TestResult {
-    let vendor = env.vendor()?;
-    if is_loaded(RKVM) {
-        let r = rmmod(&[RKVM])?;
-        check!(r.ok, "rmmod rkvm: {}", r.output);
-    }
-    let r = run("modprobe", &[vendor])?;
-    if !r.ok {
-        let _ = ensure_rkvm(env);
-        skip!("modprobe {vendor} failed: {}", r.output);
-    }
+    let vendor = vendor_instead_of_rkvm(env)?;
     let r = rmmod(&[vendor, KVM])?;
     check!(r.ok, "rmmod {vendor} {KVM}: {}", r.output);
     let ins = insmod(env)?;
