@@ -1,0 +1,41 @@
+//! Host unit tests of rkvm.ko's pure logic.
+//!
+//! The module files are included as they are (`#[path]`); `crate::abi` is
+//! the same bindgen output of `linux/kvm.h` the module uses, and the
+//! `kernel` crate is the small stand-in in `kernel-shim/`. The tests assert
+//! the architectural and KVM rules those files implement; each names what
+//! it proves.
+
+// The module's code follows the kernel's lint set, checked by the kernel
+// build; here it is only compiled for the tests.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::all,
+    clippy::pedantic
+)]
+
+/// The KVM ABI, as in `module/abi.rs` (the generated structs and the
+/// constants the pure logic uses).
+pub(crate) mod abi {
+    #[allow(
+        non_camel_case_types,
+        non_snake_case,
+        non_upper_case_globals,
+        unsafe_op_in_unsafe_fn
+    )]
+    mod uapi {
+        include!(env!("RKVM_UAPI_RS"));
+    }
+    pub(crate) use uapi::*;
+}
+
+#[path = "../../../module/memslot.rs"]
+pub(crate) mod memslot;
+
+#[path = "../../../module/x86/mod.rs"]
+pub(crate) mod x86;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,501 @@
+//! The tests, one group per module file.
+
+mod memslot_rules {
+    use crate::abi::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY};
+    use crate::memslot::{Change, Request, SlotError, SlotTable, MAX_TOTAL_BYTES, NR_MEMSLOTS};
+
+    const MIB: u64 = 1 << 20;
+    const USER: u64 = 0x7f00_0000_0000;
+    const PHYS_BITS: u8 = 40;
+
+    fn req(slot: u32, gpa: u64, size: u64, uaddr: u64) -> Request {
+        Request {
+            slot,
+            flags: 0,
+            gpa,
+            size,
+            uaddr,
+        }
+    }
+
+    fn user_ok(addr: u64, size: u64) -> bool {
+        addr.checked_add(size)
+            .is_some_and(|end| end <= 0x7fff_ffff_f000)
+    }
+
+    fn apply(t: &mut SlotTable, r: Request) -> Result<Change, SlotError> {
+        let change = t.plan(&r, user_ok, PHYS_BITS)?;
+        t.commit(change)?;
+        Ok(change)
+    }
+
+    #[test]
+    fn a_new_slot_is_created_then_the_same_request_changes_nothing() {
+        let mut t = SlotTable::new();
+        assert!(matches!(
+            apply(&mut t, req(0, 0, MIB, USER)),
+            Ok(Change::Create(_))
+        ));
+        assert_eq!(apply(&mut t, req(0, 0, MIB, USER)), Ok(Change::Nothing));
+    }
+
+    #[test]
+    fn misaligned_or_out_of_range_requests_are_invalid() {
+        let t = SlotTable::new();
+        let cases = [
+            req(0, 0x800, MIB, USER),                // gpa not page aligned
+            req(0, 0, MIB + 1, USER),                // size not page aligned
+            req(0, 0, MIB, USER + 8),                // user address not page aligned
+            req(NR_MEMSLOTS as u32, 0, MIB, USER),   // slot id out of range
+            req(1 << 16, 0, MIB, USER),              // address space 1 (no SMM)
+            req(0, 0, MIB, 0xffff_8000_0000_0000),   // kernel address
+            req(0, u64::MAX & !0xfff, 0x2000, USER), // gpa + size wraps
+        ];
+        for r in cases {
+            assert_eq!(
+                t.plan(&r, user_ok, PHYS_BITS),
+                Err(SlotError::Invalid),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unimplemented_flags_are_refused() {
+        let t = SlotTable::new();
+        for flags in [KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, 1 << 7] {
+            let r = Request {
+                flags,
+                ..req(0, 0, MIB, USER)
+            };
+            assert_eq!(
+                t.plan(&r, user_ok, PHYS_BITS),
+                Err(SlotError::Invalid),
+                "{flags:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlapping_another_slot_is_eexist_but_touching_it_is_fine() {
+        let mut t = SlotTable::new();
+        apply(&mut t, req(0, 0, 2 * MIB, USER)).unwrap();
+        assert_eq!(
+            apply(&mut t, req(1, MIB, 2 * MIB, USER)),
+            Err(SlotError::Overlap)
+        );
+        assert!(apply(&mut t, req(1, 2 * MIB, MIB, USER)).is_ok());
+    }
+
+    #[test]
+    fn deleting_frees_the_range_and_deleting_twice_is_invalid() {
+        let mut t = SlotTable::new();
+        apply(&mut t, req(0, 0, MIB, USER)).unwrap();
+        assert_eq!(apply(&mut t, req(0, 0, 0, USER)), Ok(Change::Delete(0)));
+        assert_eq!(apply(&mut t, req(0, 0, 0, USER)), Err(SlotError::Invalid));
+        assert!(matches!(
+            apply(&mut t, req(1, 0, MIB, USER)),
+            Ok(Change::Create(_))
+        ));
+    }
+
+    #[test]
+    fn a_slot_may_move_but_not_resize_or_change_memory() {
+        let mut t = SlotTable::new();
+        apply(&mut t, req(0, 0, MIB, USER)).unwrap();
+        apply(&mut t, req(1, 4 * MIB, MIB, USER)).unwrap();
+        assert_eq!(
+            apply(&mut t, req(0, 0, 2 * MIB, USER)),
+            Err(SlotError::Invalid)
+        );
+        assert_eq!(
+            apply(&mut t, req(0, 0, MIB, USER + MIB)),
+            Err(SlotError::Invalid)
+        );
+        assert_eq!(
+            apply(&mut t, req(0, 4 * MIB, MIB, USER)),
+            Err(SlotError::Overlap)
+        );
+        assert!(matches!(
+            apply(&mut t, req(0, 8 * MIB, MIB, USER)),
+            Ok(Change::Move(_))
+        ));
+        // The old range is free again.
+        assert!(apply(&mut t, req(2, 0, MIB, USER)).is_ok());
+    }
+
+    #[test]
+    fn guest_memory_must_lie_below_the_physical_address_width() {
+        let mut t = SlotTable::new();
+        let top = 1u64 << PHYS_BITS;
+        assert!(apply(&mut t, req(0, top - MIB, MIB, USER)).is_ok());
+        assert_eq!(
+            apply(&mut t, req(1, top, MIB, USER)),
+            Err(SlotError::Invalid)
+        );
+        assert_eq!(
+            apply(&mut t, req(0, top - MIB / 2, MIB, USER)),
+            Err(SlotError::Invalid)
+        );
+    }
+
+    #[test]
+    fn total_guest_memory_is_bounded() {
+        // A 48-bit width, so that only the total can refuse a slot here.
+        let apply48 = |t: &mut SlotTable, r: Request| -> Result<Change, SlotError> {
+            let change = t.plan(&r, user_ok, 48)?;
+            t.commit(change)?;
+            Ok(change)
+        };
+        let mut t = SlotTable::new();
+        let half = MAX_TOTAL_BYTES / 2;
+        apply48(&mut t, req(0, 0, half, 0x1000)).unwrap();
+        apply48(&mut t, req(1, half, half, 0x1000)).unwrap();
+        assert_eq!(
+            apply48(&mut t, req(2, 2 * half, MIB, USER)),
+            Err(SlotError::Invalid)
+        );
+        // Deleting gives the room back.
+        apply48(&mut t, req(1, 0, 0, 0)).unwrap();
+        assert!(apply48(&mut t, req(2, 2 * half, MIB, USER)).is_ok());
+    }
+}
+
+mod registers {
+    use crate::abi::kvm_cpuid_entry2;
+    use crate::x86::cpuid::{GuestFeatures, FLAG_SIGNIFICANT_INDEX};
+    use crate::x86::regs::{
+        allowed_cr4, check_sregs, cr0, cr4, efer, reset_regs, reset_sregs, HostLimits, SregsError,
+    };
+
+    fn host() -> HostLimits {
+        HostLimits {
+            cr4_optional: cr4::FSGSBASE | cr4::SMEP,
+            nx: true,
+            phys_bits: 40,
+        }
+    }
+
+    fn long_mode_guest() -> GuestFeatures {
+        GuestFeatures::from_table(&[
+            kvm_cpuid_entry2 {
+                function: 0x8000_0001,
+                edx: (1 << 29) | (1 << 20),
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 7,
+                flags: FLAG_SIGNIFICANT_INDEX,
+                ebx: (1 << 0) | (1 << 7) | (1 << 20),
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0x8000_0008,
+                eax: 0x3028,
+                ..Default::default()
+            },
+        ])
+    }
+
+    fn long_mode_sregs() -> crate::abi::kvm_sregs {
+        let mut s = reset_sregs(0);
+        s.cr0 = cr0::PE | cr0::PG | cr0::ET;
+        s.cr4 = cr4::PAE;
+        s.efer = efer::LME | efer::LMA;
+        s.cs.l = 1;
+        s.cr3 = 0x1000;
+        s
+    }
+
+    #[test]
+    fn reset_state_is_the_architectural_one() {
+        let r = reset_regs(0x600);
+        assert_eq!((r.rip, r.rflags, r.rdx), (0xfff0, 0x2, 0x600));
+        let s = reset_sregs(0);
+        assert_eq!(
+            (s.cs.selector, s.cs.base, s.cs.limit),
+            (0xf000, 0xffff_0000, 0xffff)
+        );
+        assert_eq!(s.cr0, 0x6000_0010);
+        assert_eq!(s.efer, 0);
+        assert_eq!(s.apic_base, 0xfee0_0900, "vCPU 0 is the BSP");
+        assert_eq!(reset_sregs(1).apic_base, 0xfee0_0800, "vCPU 1 is not");
+        assert_eq!(check_sregs(&host(), &GuestFeatures::default(), &s), Ok(()));
+    }
+
+    #[test]
+    fn long_mode_is_accepted_only_when_complete_and_advertised() {
+        let s = long_mode_sregs();
+        assert_eq!(check_sregs(&host(), &long_mode_guest(), &s), Ok(()));
+        assert_eq!(
+            check_sregs(&host(), &GuestFeatures::default(), &s),
+            Err(SregsError::Efer)
+        );
+        let no_pae = crate::abi::kvm_sregs { cr4: 0, ..s };
+        assert_eq!(
+            check_sregs(&host(), &long_mode_guest(), &no_pae),
+            Err(SregsError::LongMode)
+        );
+        let no_lma = crate::abi::kvm_sregs {
+            efer: efer::LME,
+            ..s
+        };
+        assert_eq!(
+            check_sregs(&host(), &long_mode_guest(), &no_lma),
+            Err(SregsError::LongMode)
+        );
+        let lma_without_paging = crate::abi::kvm_sregs { cr0: cr0::PE, ..s };
+        assert_eq!(
+            check_sregs(&host(), &long_mode_guest(), &lma_without_paging),
+            Err(SregsError::LongMode)
+        );
+    }
+
+    #[test]
+    fn cr3_must_fit_the_guests_physical_width() {
+        let guest = long_mode_guest(); // 0x28 = 40 bits
+        let s = crate::abi::kvm_sregs {
+            cr3: 1 << 40,
+            ..long_mode_sregs()
+        };
+        assert_eq!(check_sregs(&host(), &guest, &s), Err(SregsError::Cr3));
+        let s = crate::abi::kvm_sregs {
+            cr3: (1 << 40) - 0x1000,
+            ..long_mode_sregs()
+        };
+        assert_eq!(check_sregs(&host(), &guest, &s), Ok(()));
+    }
+
+    #[test]
+    fn cr0_combinations_the_cpu_forbids_are_refused() {
+        let g = GuestFeatures::default();
+        for bad in [cr0::PG | cr0::ET, cr0::NW | cr0::ET, 1 << 32] {
+            let s = crate::abi::kvm_sregs {
+                cr0: bad,
+                ..reset_sregs(0)
+            };
+            assert_eq!(
+                check_sregs(&host(), &g, &s),
+                Err(SregsError::Cr0),
+                "{bad:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn cr4_features_need_host_offer_and_guest_cpuid() {
+        let g = long_mode_guest();
+        // FSGSBASE and SMEP: host has them and the guest advertises them.
+        assert_ne!(allowed_cr4(&host(), &g) & cr4::FSGSBASE, 0);
+        assert_ne!(allowed_cr4(&host(), &g) & cr4::SMEP, 0);
+        // SMAP: the guest advertises it but the host (here) does not have it.
+        assert_eq!(allowed_cr4(&host(), &g) & cr4::SMAP, 0);
+        // Nothing optional for a guest without CPUID.
+        assert_eq!(allowed_cr4(&host(), &GuestFeatures::default()), cr4::BASE);
+        // VMXE (bit 13) is never allowed.
+        assert_eq!(allowed_cr4(&host(), &g) & (1 << 13), 0);
+    }
+
+    #[test]
+    fn apic_base_reserved_bits_follow_the_guest() {
+        let g = GuestFeatures::default(); // 36 bits, no x2APIC
+        let s = |apic_base| crate::abi::kvm_sregs {
+            apic_base,
+            ..reset_sregs(0)
+        };
+        assert_eq!(check_sregs(&host(), &g, &s(0xfee0_0900)), Ok(()));
+        assert_eq!(
+            check_sregs(&host(), &g, &s(1 << 36 | 0x900)),
+            Err(SregsError::ApicBase)
+        );
+        assert_eq!(
+            check_sregs(&host(), &g, &s(0xfee0_0d00)),
+            Err(SregsError::ApicBase)
+        );
+        assert_eq!(
+            check_sregs(&host(), &g, &s(0xfee0_0001)),
+            Err(SregsError::ApicBase)
+        );
+    }
+}
+
+mod cpuid_table {
+    use crate::abi::kvm_cpuid_entry2;
+    use crate::x86::cpuid::{reset_signature, supported, table_is_valid, GuestFeatures};
+
+    /// A host with basic leaves up to 0xd and extended up to 0x8000_001f,
+    /// every feature bit set.
+    fn host(function: u32, _index: u32) -> (u32, u32, u32, u32) {
+        match function {
+            0 => (0xd, 0x6874_7541, 0x444d_4163, 0x6974_6e65),
+            0x8000_0000 => (0x8000_001f, 0, 0, 0),
+            _ => (!0, !0, !0, !0),
+        }
+    }
+
+    fn entry<'a>(t: &'a [kvm_cpuid_entry2], f: u32) -> Option<&'a kvm_cpuid_entry2> {
+        t.iter().find(|e| e.function == f)
+    }
+
+    #[test]
+    fn the_offer_clamps_leaves_and_masks_features() {
+        let mut out = [kvm_cpuid_entry2::default(); 32];
+        let n = supported(host, &mut out).unwrap();
+        let t = &out[..n];
+        assert_eq!(
+            entry(t, 0).unwrap().eax,
+            7,
+            "highest basic leaf clamped to 7"
+        );
+        assert_eq!(entry(t, 0x8000_0000).unwrap().eax, 0x8000_0008);
+        assert!(entry(t, 0xd).is_none(), "no XSAVE leaf");
+        let l1 = entry(t, 1).unwrap();
+        assert_ne!(l1.ecx & (1 << 31), 0, "hypervisor bit");
+        assert_eq!(l1.ecx & (1 << 26), 0, "no XSAVE");
+        assert_eq!(
+            l1.edx & (1 << 12),
+            0,
+            "no MTRR: its MSRs are not virtualised"
+        );
+        assert_eq!(l1.ebx & 0xff00_0000, 0, "not the host's APIC id");
+        let l81 = entry(t, 0x8000_0001).unwrap();
+        assert_eq!(l81.ecx & (1 << 2), 0, "no nested SVM");
+        assert_ne!(l81.edx & (1 << 29), 0, "long mode");
+    }
+
+    #[test]
+    fn too_small_a_buffer_is_reported() {
+        let mut out = [kvm_cpuid_entry2::default(); 3];
+        assert_eq!(supported(host, &mut out), None);
+    }
+
+    #[test]
+    fn a_guest_table_is_read_for_features_and_signature() {
+        assert_eq!(reset_signature(&[]), 0x600);
+        let t = [
+            kvm_cpuid_entry2 {
+                function: 1,
+                eax: 0x00a2_0f10,
+                ecx: 1 << 21,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0x8000_0008,
+                eax: 0x3030,
+                ..Default::default()
+            },
+        ];
+        assert_eq!(reset_signature(&t), 0x00a2_0f10);
+        let g = GuestFeatures::from_table(&t);
+        assert!(g.x2apic && !g.long_mode);
+        assert_eq!(g.phys_bits, 48);
+        assert_eq!(GuestFeatures::default().phys_bits, 36);
+    }
+
+    #[test]
+    fn only_48_or_57_bit_linear_widths_are_valid() {
+        let with = |bits: u32| {
+            [kvm_cpuid_entry2 {
+                function: 0x8000_0008,
+                eax: bits << 8 | 40,
+                ..Default::default()
+            }]
+        };
+        assert!(table_is_valid(&with(48)) && table_is_valid(&with(57)) && table_is_valid(&with(0)));
+        assert!(!table_is_valid(&with(39)));
+        assert!(table_is_valid(&[]));
+    }
+}
+
+mod msrs {
+    use crate::x86::cpuid::GuestFeatures;
+    use crate::x86::msr::{
+        canonicalize, get, index, pat_valid, set, MsrContext, MsrFile, SharedRegs, PAT_RESET,
+    };
+    use crate::x86::regs::{efer, HostLimits};
+
+    #[test]
+    fn writes_round_trip_and_invalid_values_are_refused() {
+        let host = HostLimits {
+            cr4_optional: 0,
+            nx: true,
+            phys_bits: 40,
+        };
+        let guest = GuestFeatures::default();
+        let ctx = MsrContext {
+            host: &host,
+            guest: &guest,
+            host_tsc: 1000,
+        };
+        let (mut e, mut a) = (efer::LMA, 0xfee0_0900);
+        let mut file = MsrFile::reset();
+        let mut shared = SharedRegs {
+            efer: &mut e,
+            apic_base: &mut a,
+        };
+
+        assert!(set(
+            &mut file,
+            &mut shared,
+            &ctx,
+            index::LSTAR,
+            0xffff_8000_0000_1000
+        ));
+        assert_eq!(
+            get(&file, &shared, &ctx, index::LSTAR),
+            Some(0xffff_8000_0000_1000)
+        );
+        assert!(
+            !set(
+                &mut file,
+                &mut shared,
+                &ctx,
+                index::LSTAR,
+                0x0000_8000_0000_0000
+            ),
+            "non-canonical"
+        );
+        assert!(
+            !set(&mut file, &mut shared, &ctx, index::PAT, 0x02),
+            "memory type 2 is reserved"
+        );
+        assert_eq!(get(&file, &shared, &ctx, index::PAT), Some(PAT_RESET));
+        // SYSENTER_EIP is made canonical, not refused.
+        assert!(set(
+            &mut file,
+            &mut shared,
+            &ctx,
+            index::SYSENTER_EIP,
+            0x0000_8000_0000_0000
+        ));
+        assert_eq!(
+            get(&file, &shared, &ctx, index::SYSENTER_EIP),
+            Some(0xffff_8000_0000_0000)
+        );
+        // EFER keeps LMA from the current mode; SVME is refused.
+        assert!(set(&mut file, &mut shared, &ctx, index::EFER, efer::SCE));
+        assert_eq!(
+            get(&file, &shared, &ctx, index::EFER),
+            Some(efer::SCE | efer::LMA)
+        );
+        assert!(!set(&mut file, &mut shared, &ctx, index::EFER, efer::SVME));
+        // The TSC is an offset from the host's.
+        assert!(set(&mut file, &mut shared, &ctx, index::TSC, 5000));
+        let later = MsrContext {
+            host_tsc: 1500,
+            ..ctx
+        };
+        assert_eq!(get(&file, &shared, &later, index::TSC), Some(5500));
+        // An MSR rkvm does not know.
+        assert_eq!(get(&file, &shared, &ctx, 0x1234_5678), None);
+        assert!(!set(&mut file, &mut shared, &ctx, 0x1234_5678, 0));
+    }
+
+    #[test]
+    fn helpers_follow_the_manuals() {
+        assert!(pat_valid(PAT_RESET));
+        assert!(!pat_valid(0x0300_0000_0000_0000));
+        assert_eq!(canonicalize(0x0000_7fff_ffff_ffff), 0x0000_7fff_ffff_ffff);
+        assert_eq!(canonicalize(0x1234_8000_0000_0000), 0xffff_8000_0000_0000);
+    }
+}
