@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ksft::{Status, TestResult, check, check_eq, check_errno, check_ok, diag, skip, tests};
 use kvm_abi::process::{self, Exit};
 use kvm_abi::sys::KVM_CAP_USER_MEMORY;
-use kvm_abi::{Errno, GuestMemory, MemoryRegion, PAGE_SIZE, RunMapping, Vcpu, Vm};
+use kvm_abi::{Errno, GuestMemory, MemoryRegion, PAGE_SIZE, RunMapping, UserAddr, Vcpu, Vm};
 use nix::sys::signal::Signal;
 use rkvm_selftests::{Ctx, LiveCounts};
 
@@ -210,6 +210,86 @@ fn live_counts_return_to_baseline(life: &Life) -> TestResult {
     wait_for_counts(&life.ctx, baseline)
 }
 
+/// What one thread of [`concurrent_ioctls_on_one_vm`] does: its own slot
+/// created, moved and deleted over and over, and its own vCPUs created and
+/// their registers written and read back.
+fn hammer(vm: &Vm, thread: u32, rounds: u32, vcpus: u32) -> Result<(), String> {
+    let mem = Arc::new(GuestMemory::new(PAGE_SIZE).map_err(|e| e.to_string())?);
+    let base = u64::from(thread + 1) << 24;
+    let mut mine = Vec::new();
+    for round in 0..rounds {
+        let slot = MemoryRegion::new(thread, base, &mem);
+        let moved = MemoryRegion {
+            guest_phys_addr: base + (1 << 20),
+            ..MemoryRegion::new(thread, base, &mem)
+        };
+        let gone = MemoryRegion {
+            memory_size: 0,
+            userspace: UserAddr::None,
+            ..MemoryRegion::new(thread, base, &mem)
+        };
+        for (what, r) in [("create", &slot), ("move", &moved), ("delete", &gone)] {
+            vm.set_user_memory_region(r)
+                .map_err(|e| format!("thread {thread} round {round}: {what} slot: {e}"))?;
+        }
+        if round < vcpus {
+            let id = u64::from(thread * vcpus + round);
+            mine.push(
+                vm.create_vcpu(id)
+                    .map_err(|e| format!("thread {thread}: vCPU {id}: {e}"))?,
+            );
+        }
+        for (i, vcpu) in mine.iter().enumerate() {
+            let mut regs = vcpu.get_regs().map_err(|e| e.to_string())?;
+            regs.rax = u64::from(round) << 8 | i as u64;
+            vcpu.set_regs(&regs).map_err(|e| e.to_string())?;
+            let back = vcpu.get_regs().map_err(|e| e.to_string())?.rax;
+            if back != regs.rax {
+                return Err(format!(
+                    "thread {thread}: vCPU {i} rax {back:#x}, wrote {:#x}",
+                    regs.rax
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Several threads use one VM at once (memory slots, vCPU creation,
+/// registers) while the main thread asks for capabilities: nothing that
+/// works alone may fail together, and the kernel (lockdep, in the test VM)
+/// must stay quiet, which the suite checks after the run.
+fn concurrent_ioctls_on_one_vm(life: &Life) -> TestResult {
+    const THREADS: u32 = 4;
+    const ROUNDS: u32 = 30;
+    const VCPUS_PER_THREAD: u32 = 8;
+    let ctx = &life.ctx;
+    let vm = check_ok!(ctx.vm());
+    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let vm = &vm;
+                s.spawn(move || hammer(vm, t, ROUNDS, VCPUS_PER_THREAD))
+            })
+            .collect();
+        for _ in 0..ROUNDS {
+            let _ = vm.check_extension(KVM_CAP_USER_MEMORY);
+        }
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("a thread panicked".to_owned()))
+            })
+            .collect()
+    });
+    for r in results {
+        check_ok!(r);
+    }
+    check_errno!(vm.create_vcpu(0), libc::EEXIST);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let life = Ctx::from_args().map(|ctx| {
         let baseline = ctx.live_counts();
@@ -225,6 +305,7 @@ fn main() -> ExitCode {
             killed_child_leaves_parent_working,
             killed_child_vms_are_released,
             create_and_close_1000_times_in_varying_orders,
+            concurrent_ioctls_on_one_vm,
             live_counts_return_to_baseline,
         ],
     )
