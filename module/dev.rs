@@ -11,7 +11,7 @@ use crate::backend::Backend;
 use crate::memslot::NR_MEMSLOTS;
 use crate::stats::Stats;
 use crate::sys::cpu;
-use crate::sys::file::{new_anon_fd, this_module, DeviceFile, FileObject, FileOps};
+use crate::sys::file::{new_anon_fd, DeviceFile, FileObject, FileOps};
 use crate::user;
 use crate::vcpu::{MAX_VCPUS, MAX_VCPU_IDS, VCPU_MMAP_PAGES};
 use crate::vm::{Vm, VM_FOPS};
@@ -32,7 +32,7 @@ pub(crate) struct System {
 }
 
 /// The file operations of `/dev/rkvm`.
-pub(crate) static DEVICE_FOPS: FileOps<System> = FileOps::new_device(this_module!());
+pub(crate) static DEVICE_FOPS: FileOps<System> = FileOps::new_device();
 
 impl DeviceFile for System {
     type Context = Arc<Shared>;

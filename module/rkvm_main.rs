@@ -33,7 +33,7 @@ use dev::{Shared, System, DEVICE_FOPS};
 use stats::Stats;
 use sys::cpu::EveryCpu;
 use sys::debugfs::{DebugDir, TextFileOps};
-use sys::file::{this_module, MiscRegistration};
+use sys::file::MiscRegistration;
 
 module! {
     type: Rkvm,
@@ -44,7 +44,7 @@ module! {
 }
 
 /// The file operations of `/sys/kernel/debug/rkvm/stats`.
-static STATS_FOPS: TextFileOps<Stats> = TextFileOps::new(this_module!());
+static STATS_FOPS: TextFileOps<Stats> = TextFileOps::new();
 
 /// The loaded module. Fields drop in order: the device goes first (no new
 /// opens), then debugfs, then virtualization is turned off on every CPU.

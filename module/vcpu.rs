@@ -13,7 +13,7 @@ use crate::abi::{
 use crate::dev::Shared;
 use crate::stats::{Kind, Live};
 use crate::sys::cpu;
-use crate::sys::file::{this_module, FileObject, FileOps};
+use crate::sys::file::{FileObject, FileOps};
 use crate::user;
 use crate::vm::Vm;
 use crate::x86::cpuid::{self, reset_signature, GuestFeatures};
@@ -94,7 +94,7 @@ pub(crate) struct VcpuFd {
 }
 
 /// The file operations of vCPU fds.
-pub(crate) static VCPU_FOPS: FileOps<VcpuFd> = FileOps::new(this_module!());
+pub(crate) static VCPU_FOPS: FileOps<VcpuFd> = FileOps::new();
 
 impl VcpuFd {
     pub(crate) fn new(vm: Arc<Vm>, vcpu: Arc<Vcpu>) -> Result<Arc<Self>> {

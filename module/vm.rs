@@ -23,7 +23,7 @@ use crate::abi::{self, kvm_userspace_memory_region, kvm_userspace_memory_region2
 use crate::dev::{check_extension, Shared};
 use crate::memslot::{Request, SlotError, SlotTable};
 use crate::stats::{Kind, Live};
-use crate::sys::file::{new_anon_fd, this_module, FileObject, FileOps};
+use crate::sys::file::{new_anon_fd, FileObject, FileOps};
 use crate::sys::mem::{user_range_ok, OwnerMm};
 use crate::user;
 use crate::vcpu::{Vcpu, VcpuFd, MAX_VCPUS, MAX_VCPU_IDS, VCPU_FOPS};
@@ -33,7 +33,7 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
 
 /// The file operations of VM fds.
-pub(crate) static VM_FOPS: FileOps<Vm> = FileOps::new(this_module!());
+pub(crate) static VM_FOPS: FileOps<Vm> = FileOps::new();
 
 /// The state behind `Vm::inner`.
 struct VmInner {

@@ -16,7 +16,6 @@ fi
 
 # The toolchain against this tree's own minimums (scripts/min-tool-version.sh),
 # before anything is built.
-ver_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }
 need_rustc=$("$src/scripts/min-tool-version.sh" rustc)
 need_bindgen=$("$src/scripts/min-tool-version.sh" bindgen)
 have_rustc=$("$KRUSTC" --version | awk '{ print $2 }')

@@ -39,6 +39,8 @@ mkdir -p "$RKVM_CACHE" "$RKVM_LOGS"
 RKVM_OUT=${RKVM_OUT:-$RKVM_TOP/build}
 
 say() { printf 'rkvm: %s\n' "$*" >&2; }
+# ver_ge A B: whether version A is B or newer.
+ver_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }
 die() { printf 'rkvm: error: %s\n' "$*" >&2; exit 1; }
 
 # run_logged LOG DESCRIPTION CMD...: runs CMD with its output in LOG and, on

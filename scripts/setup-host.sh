@@ -37,7 +37,6 @@ fi
 # Versions against the kernel's minimums (scripts/min-tool-version.sh in 7.3:
 # rustc 1.85, bindgen 0.71.1, libclang 17.0.1). Re-checked against the
 # downloaded tree by build-kernel.sh (`make rustavailable`).
-ver_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }
 rv=$("$KRUSTC" --version | awk '{ print $2 }')
 ver_ge "$rv" 1.85.0 || die "$KRUSTC is $rv; the kernel needs rustc 1.85 or newer (Debian's rustc-web)"
 bv=$("$BINDGEN" --version | awk '{ print $2 }')

@@ -38,11 +38,11 @@ pub(crate) struct TextFileOps<T>(bindings::file_operations, PhantomData<T>);
 unsafe impl<T> Sync for TextFileOps<T> {}
 
 impl<T: fmt::Display + Send + Sync + 'static> TextFileOps<T> {
-    /// Use as `static OPS: TextFileOps<T> = TextFileOps::new(this_module!());`.
-    pub(crate) const fn new(owner: *mut bindings::module) -> Self {
+    /// Use as `static OPS: TextFileOps<T> = TextFileOps::new();`.
+    pub(crate) const fn new() -> Self {
         // SAFETY: An all-zero `file_operations` is valid (nullable pointers and integers).
         let mut fops: bindings::file_operations = unsafe { core::mem::zeroed() };
-        fops.owner = owner;
+        fops.owner = crate::sys::file::owner();
         // `simple_open` copies the inode's private data (our `T`) to the file's.
         fops.open = Some(bindings::simple_open);
         fops.read = Some(read::<T>);

@@ -80,27 +80,20 @@ pub(crate) struct FileOps<T> {
 // and to this module's `struct module`, which any thread may read.
 unsafe impl<T> Sync for FileOps<T> {}
 
-/// The owner for file operation tables: this module.
-macro_rules! this_module {
-    () => {
-        // SAFETY: Only the address of `__this_module` is taken; the kernel creates it when the
-        // module is loaded and it lives until the module is freed.
-        #[allow(unused_unsafe)]
-        unsafe {
-            core::ptr::addr_of!(kernel::bindings::__this_module).cast_mut()
-        }
-    };
+/// The owner of every file operation table rkvm builds: this module (the
+/// kernel's `THIS_MODULE`).
+pub(crate) const fn owner() -> *mut bindings::module {
+    kernel::module::this_module::<crate::LocalModule>().as_ptr()
 }
-pub(crate) use this_module;
 
 impl<T: FileObject> FileOps<T> {
-    /// The table for anonymous-inode fds of `T`. Use as
-    /// `static OPS: FileOps<T> = FileOps::new(this_module!());`.
-    pub(crate) const fn new(owner: *mut bindings::module) -> Self {
+    /// The table for anonymous-inode fds of `T`, owned by this module. Use
+    /// as `static OPS: FileOps<T> = FileOps::new();`.
+    pub(crate) const fn new() -> Self {
         // SAFETY: An all-zero `file_operations` is valid: every field is a nullable pointer or
         // an integer.
         let mut fops: bindings::file_operations = unsafe { core::mem::zeroed() };
-        fops.owner = owner;
+        fops.owner = owner();
         fops.release = Some(release::<T>);
         fops.unlocked_ioctl = Some(ioctl::<T>);
         fops.llseek = Some(bindings::noop_llseek);
@@ -130,8 +123,8 @@ impl<T> FileOps<T> {
 
 impl<T: DeviceFile> FileOps<T> {
     /// The table for a misc device whose opens create `T`s.
-    pub(crate) const fn new_device(owner: *mut bindings::module) -> Self {
-        let mut ops = Self::new(owner);
+    pub(crate) const fn new_device() -> Self {
+        let mut ops = Self::new();
         ops.fops.open = Some(device_open::<T>);
         ops
     }

@@ -170,11 +170,7 @@ pub(crate) fn set(
         index::EFER => {
             // Host-initiated: only bits rkvm does not support at all are refused; LMA is
             // kept as the guest's current mode has it (KVM's `set_efer`).
-            let mut supported = regs::efer::SUPPORTED;
-            if !ctx.host.nx {
-                supported &= !regs::efer::NXE;
-            }
-            if value & !supported != 0 {
+            if value & !ctx.host.supported_efer() != 0 {
                 return false;
             }
             let lma = *shared.efer & regs::efer::LMA;

@@ -195,11 +195,7 @@ pub(crate) fn allowed_cr4(host: &HostLimits, guest: &GuestFeatures) -> u64 {
 /// and LMA need long mode, NXE needs NX. Like KVM, SCE is not tied to
 /// CPUID.
 pub(crate) fn check_efer(host: &HostLimits, guest: &GuestFeatures, value: u64) -> bool {
-    let mut supported = efer::SUPPORTED;
-    if !host.nx {
-        supported &= !efer::NXE;
-    }
-    if value & !supported != 0 {
+    if value & !host.supported_efer() != 0 {
         return false;
     }
     if value & (efer::LME | efer::LMA) != 0 && !guest.long_mode {
@@ -269,6 +265,16 @@ pub(crate) fn check_sregs(
 }
 
 impl HostLimits {
+    /// The EFER bits rkvm lets any guest have on this host: NXE only where
+    /// the host has NX.
+    pub(crate) fn supported_efer(&self) -> u64 {
+        if self.nx {
+            efer::SUPPORTED
+        } else {
+            efer::SUPPORTED & !efer::NXE
+        }
+    }
+
     /// Reads the limits from the host's CPUID
     /// (`host(function, index) -> (eax, ebx, ecx, edx)`).
     pub(crate) fn from_cpuid(host: impl Fn(u32, u32) -> (u32, u32, u32, u32)) -> Self {
