@@ -499,3 +499,5 @@ mod msrs {
         assert_eq!(canonicalize(0x1234_8000_0000_0000), 0xffff_8000_0000_0000);
     }
 }
+
+mod decoder;
