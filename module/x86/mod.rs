@@ -15,3 +15,8 @@ pub(crate) mod cpuid;
 pub(crate) mod decode;
 pub(crate) mod msr;
 pub(crate) mod regs;
+#[allow(
+    dead_code,
+    reason = "used by the SVM run loop, wired in by the run-loop commit"
+)]
+pub(crate) mod walk;

@@ -12,6 +12,8 @@ pub(crate) mod cr0 {
     pub(crate) const PE: u64 = 1 << 0;
     /// Extension type (hard-wired to 1 on modern CPUs).
     pub(crate) const ET: u64 = 1 << 4;
+    /// Write protect: supervisor writes honour read-only pages.
+    pub(crate) const WP: u64 = 1 << 16;
     /// Not write-through.
     pub(crate) const NW: u64 = 1 << 29;
     /// Cache disable.
@@ -33,6 +35,8 @@ pub(crate) mod cr4 {
     pub(crate) const PCE: u64 = 1 << 8;
     pub(crate) const OSFXSR: u64 = 1 << 9;
     pub(crate) const OSXMMEXCPT: u64 = 1 << 10;
+    /// 57-bit linear addresses (5-level paging).
+    pub(crate) const LA57: u64 = 1 << 12;
     pub(crate) const FSGSBASE: u64 = 1 << 16;
     pub(crate) const SMEP: u64 = 1 << 20;
     pub(crate) const SMAP: u64 = 1 << 21;

@@ -501,3 +501,4 @@ mod msrs {
 }
 
 mod decoder;
+mod page_walk;
