@@ -52,6 +52,7 @@ pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 =
 
 // vCPU ioctls.
 pub(crate) const KVM_RUN: u32 = _IO(KVMIO, 0x80);
+pub(crate) const KVM_INTERRUPT: u32 = _IOW::<kvm_interrupt>(KVMIO, 0x86);
 pub(crate) const KVM_GET_REGS: u32 = _IOR::<kvm_regs>(KVMIO, 0x81);
 pub(crate) const KVM_SET_REGS: u32 = _IOW::<kvm_regs>(KVMIO, 0x82);
 pub(crate) const KVM_GET_SREGS: u32 = _IOR::<kvm_sregs>(KVMIO, 0x83);
@@ -91,6 +92,10 @@ macro_rules! plain_old_data {
 }
 
 plain_old_data!(
+    kvm_interrupt,
+    kvm_run__bindgen_ty_1__bindgen_ty_4,
+    kvm_run__bindgen_ty_1__bindgen_ty_13,
+    kvm_run__bindgen_ty_1__bindgen_ty_14,
     kvm_regs,
     kvm_sregs,
     kvm_segment,

@@ -2,14 +2,21 @@
 
 //! The seam between common code and vendor code.
 //!
-//! Common code (the device, VMs, vCPUs, memory slots, and the run loop to
-//! come) talks to the hardware only through [`Backend`], in the shape of
-//! KVM's `kvm_x86_ops`: one implementation per vendor extension, chosen at
-//! module load. Today a backend enables and disables the extension on each
-//! CPU; vCPU creation, the world switch and exit decoding join the trait
-//! with the SVM backend's `KVM_RUN` (see docs/architecture.md).
+//! Common code (the device, VMs, vCPUs, memory slots, and the run loop)
+//! talks to the hardware only through [`Backend`] and [`VendorVcpu`], in
+//! the shape of KVM's `kvm_x86_ops`: one implementation per vendor
+//! extension, chosen at module load. A backend enables and disables the
+//! extension on each CPU and creates vendor vCPUs; a vendor vCPU loads the
+//! vendor-neutral register state into its VMCB (or VMCS), enters the
+//! guest, and turns the hardware's exit code into one [`Exit`]. What to do
+//! about an exit is common code's business (`run.rs`; see
+//! docs/run-loop.md).
 
+use crate::abi::{kvm_regs, kvm_sregs};
+use crate::mmu::SecondLevel;
 use crate::sys::cpu::PerCpu;
+use crate::sys::mem::HostPhysAddr;
+use crate::x86::msr::MsrFile;
 use crate::x86::regs::HostLimits;
 use core::fmt;
 use kernel::prelude::*;
@@ -30,6 +37,129 @@ pub(crate) trait Backend: Send + Sync {
 
     /// One line for the kernel log: the extension and its features.
     fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+
+    /// Creates the vendor half of a vCPU (its VMCB or VMCS).
+    fn create_vcpu(&self) -> Result<KBox<dyn VendorVcpu>>;
+
+    /// Creates an empty second-level page table in the vendor's format.
+    fn create_slat(&self) -> Result<KBox<dyn SecondLevel>>;
+}
+
+/// An event for the guest to take at the next entry. Intel SDM Vol. 3A
+/// 6.1 and APM Vol. 2 8.1 (vectors); APM Vol. 2 15.20 (injection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// An external interrupt (`KVM_INTERRUPT`).
+    Interrupt(u8),
+    /// A non-maskable interrupt.
+    Nmi,
+    /// A processor exception, with its error code if it has one.
+    Exception { vector: u8, error_code: Option<u32> },
+}
+
+/// What common code asks of one entry into the guest.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry {
+    /// An event to deliver first.
+    pub(crate) inject: Option<Event>,
+    /// Exit as soon as the guest can take an interrupt.
+    pub(crate) interrupt_window: bool,
+    /// The root of the VM's second-level page table (NPT or EPT).
+    pub(crate) slat_root: HostPhysAddr,
+    /// The VM's mapping generation: when it differs from the last entry's,
+    /// the vCPU's cached guest translations must be flushed.
+    pub(crate) mapping_generation: u64,
+}
+
+/// The guest's registers as common code keeps them between entries: the
+/// ABI's structs plus the MSRs. A vendor vCPU loads them before each entry
+/// and stores them back after each exit.
+pub(crate) struct GuestRegs<'a> {
+    pub(crate) regs: &'a mut kvm_regs,
+    pub(crate) sregs: &'a mut kvm_sregs,
+    pub(crate) msrs: &'a mut MsrFile,
+}
+
+/// A port I/O instruction that exited. APM Vol. 2 15.10.2; SDM Vol. 3C
+/// 28.2.1 Table 28-5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IoExit {
+    pub(crate) port: u16,
+    /// Bytes per element: 1, 2 or 4.
+    pub(crate) size: u8,
+    pub(crate) input: bool,
+    /// INS or OUTS.
+    pub(crate) string: bool,
+    pub(crate) rep: bool,
+    /// The address size of a string instruction, in bytes: 2, 4 or 8.
+    pub(crate) address_size: u8,
+}
+
+/// Why the guest stopped, in vendor-neutral terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// IN, OUT, INS or OUTS.
+    Io(IoExit),
+    /// HLT.
+    Hlt,
+    /// CPUID.
+    Cpuid,
+    /// RDMSR (`write` false) or WRMSR.
+    Msr { write: bool },
+    /// MOV to or from a debug register.
+    DebugRegister,
+    /// The second-level page table did not allow an access.
+    SlatFault {
+        gpa: u64,
+        write: bool,
+        fetch: bool,
+        /// The translation existed (a permission fault).
+        present: bool,
+    },
+    /// The guest triple-faulted (shutdown).
+    Shutdown,
+    /// A physical interrupt or NMI for the host: nothing to do for the
+    /// guest, which resumes.
+    HostInterrupt,
+    /// The guest can now take an interrupt ([`Entry::interrupt_window`]).
+    InterruptWindow,
+    /// An exception the backend intercepts for the host's protection
+    /// (alignment check): give it back to the guest.
+    Exception { vector: u8, error_code: Option<u32> },
+    /// An instruction the guest is not given (VMRUN, MONITOR...): #UD.
+    Undefined,
+    /// An instruction that does nothing a guest can see here (INVD,
+    /// WBINVD): skip it.
+    Skip,
+    /// The hardware refused to enter: the guest state is invalid. Carries
+    /// the vendor's reason (SVM exit code or VMX basic exit reason).
+    InvalidState(u64),
+    /// Anything else, with the vendor's exit code.
+    Unhandled(u64),
+}
+
+/// What the vendor vCPU reports with an exit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ExitInfo {
+    pub(crate) exit: Exit,
+    /// An event that was being delivered when the guest exited; it must be
+    /// delivered again.
+    pub(crate) interrupted_event: Option<Event>,
+    /// The guest is in an interrupt shadow (after STI or MOV SS).
+    pub(crate) interrupt_shadow: bool,
+    /// The address of the next instruction, if the hardware told us
+    /// (NRIPS on SVM, the instruction length on VMX; also IOIO on SVM).
+    pub(crate) next_rip: Option<u64>,
+}
+
+/// The vendor half of a vCPU.
+pub(crate) trait VendorVcpu: Send {
+    /// Loads `guest`, enters the guest once, and stores the registers back
+    /// into `guest` when it exits.
+    ///
+    /// Called with interrupts disabled and inside a kernel FPU section
+    /// holding the guest's FPU state, so that the caller stays on one CPU.
+    fn run(&mut self, guest: GuestRegs<'_>, entry: &Entry) -> ExitInfo;
 }
 
 impl kernel::fmt::Display for dyn Backend {

@@ -13,7 +13,11 @@
 #include <linux/mm.h>
 #include <linux/sched/mm.h>
 #include <linux/uaccess.h>
+#include <linux/sched/signal.h>
+#include <linux/sched.h>
+#include <asm/fpu/api.h>
 #include <asm/msr.h>
+#include <asm/io.h>
 
 /* Prototypes, for -Wmissing-prototypes: these are called only from Rust. */
 phys_addr_t rkvm_page_to_phys(struct page *page);
@@ -39,6 +43,15 @@ struct syscore *rkvm_syscore_register(int (*suspend)(void *data), void (*resume)
 void rkvm_syscore_unregister(struct syscore *syscore);
 bool rkvm_current_mm_is(const struct mm_struct *mm);
 void rkvm_mmdrop(struct mm_struct *mm);
+phys_addr_t rkvm_virt_to_phys(const void *addr);
+long rkvm_pin_user_page(unsigned long uaddr, bool write, struct page **page);
+void rkvm_unpin_phys(phys_addr_t pa);
+void rkvm_kernel_fpu_begin(void);
+void rkvm_kernel_fpu_end(void);
+bool rkvm_signal_pending(void);
+bool rkvm_need_resched(void);
+void rkvm_cond_resched(void);
+int rkvm_smp_call_function_single(int cpu, void (*func)(void *info), void *info);
 
 phys_addr_t rkvm_page_to_phys(struct page *page)
 {
@@ -163,4 +176,49 @@ void rkvm_syscore_unregister(struct syscore *syscore)
 {
 	unregister_syscore(syscore);
 	kfree(container_of(syscore, struct rkvm_syscore, syscore));
+}
+
+phys_addr_t rkvm_virt_to_phys(const void *addr)
+{
+	return virt_to_phys(addr);
+}
+
+long rkvm_pin_user_page(unsigned long uaddr, bool write, struct page **page)
+{
+	return pin_user_pages_fast(uaddr, 1, FOLL_LONGTERM | (write ? FOLL_WRITE : 0), page);
+}
+
+void rkvm_unpin_phys(phys_addr_t pa)
+{
+	unpin_user_page(pfn_to_page(PHYS_PFN(pa)));
+}
+
+void rkvm_kernel_fpu_begin(void)
+{
+	kernel_fpu_begin();
+}
+
+void rkvm_kernel_fpu_end(void)
+{
+	kernel_fpu_end();
+}
+
+bool rkvm_signal_pending(void)
+{
+	return signal_pending(current);
+}
+
+bool rkvm_need_resched(void)
+{
+	return need_resched();
+}
+
+void rkvm_cond_resched(void)
+{
+	cond_resched();
+}
+
+int rkvm_smp_call_function_single(int cpu, void (*func)(void *info), void *info)
+{
+	return smp_call_function_single(cpu, func, info, 1);
 }

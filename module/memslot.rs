@@ -51,7 +51,7 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.gpa + self.size
     }
 
@@ -120,7 +120,8 @@ impl SlotTable {
         }
     }
 
-    fn get(&self, id: u16) -> Option<&Slot> {
+    /// The slot with id `id`, if it exists.
+    pub(crate) fn get(&self, id: u16) -> Option<&Slot> {
         self.slots.iter().find(|s| s.id == id)
     }
 
@@ -214,6 +215,11 @@ impl SlotTable {
 
     /// Applies a change that [`SlotTable::plan`] returned for this table.
     /// Only a creation allocates; if that fails, nothing changed.
+    /// The slot holding guest-physical address `gpa`, if any.
+    pub(crate) fn find(&self, gpa: u64) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.gpa <= gpa && gpa < s.end())
+    }
+
     pub(crate) fn commit(&mut self, change: Change) -> Result<(), SlotError> {
         match change {
             Change::Create(slot) => {

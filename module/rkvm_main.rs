@@ -20,6 +20,8 @@ mod abi;
 mod backend;
 mod dev;
 mod memslot;
+mod mmu;
+mod run;
 mod stats;
 mod svm;
 mod sys;

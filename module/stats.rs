@@ -5,24 +5,84 @@
 //!
 //! The selftests read them to prove that VMs and vCPUs are freed: after any
 //! sequence of creates, closes and process deaths, the counts return to
-//! where they started.
+//! where they started; and to prove that exits are what a guest did (one
+//! `exits.<reason>: N` line per vendor-neutral exit reason, counted since
+//! the module was loaded).
 
 use core::fmt;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use crate::backend::Exit;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kernel::sync::Arc;
 
-/// Counts of live objects.
+/// The exit reasons counted, by the name the statistics file shows.
+const EXIT_NAMES: [&str; 15] = [
+    "io",
+    "hlt",
+    "cpuid",
+    "msr",
+    "debug_register",
+    "slat_fault",
+    "shutdown",
+    "host_interrupt",
+    "interrupt_window",
+    "exception",
+    "undefined",
+    "skip",
+    "invalid_state",
+    "unhandled",
+    "mmio",
+];
+
+/// Index of an exit's counter in [`EXIT_NAMES`].
+fn exit_index(exit: &Exit) -> usize {
+    match exit {
+        Exit::Io(_) => 0,
+        Exit::Hlt => 1,
+        Exit::Cpuid => 2,
+        Exit::Msr { .. } => 3,
+        Exit::DebugRegister => 4,
+        Exit::SlatFault { .. } => 5,
+        Exit::Shutdown => 6,
+        Exit::HostInterrupt => 7,
+        Exit::InterruptWindow => 8,
+        Exit::Exception { .. } => 9,
+        Exit::Undefined => 10,
+        Exit::Skip => 11,
+        Exit::InvalidState(_) => 12,
+        Exit::Unhandled(_) => 13,
+    }
+}
+
+/// Counts of live objects and of exits.
 #[derive(Default)]
 pub(crate) struct Stats {
     vms: AtomicUsize,
     vcpus: AtomicUsize,
+    exits: [AtomicU64; EXIT_NAMES.len()],
+}
+
+impl Stats {
+    /// Counts one exit.
+    pub(crate) fn count_exit(&self, exit: &Exit) {
+        self.exits[exit_index(exit)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a second-level fault that turned out to be MMIO (it is also
+    /// counted as `slat_fault`).
+    pub(crate) fn count_mmio(&self) {
+        self.exits[EXIT_NAMES.len() - 1].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Display for Stats {
-    /// The debugfs file's format: one `name: count` line per object kind.
+    /// The debugfs file's format: one `name: count` line per counter.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "vms: {}", self.vms.load(Ordering::Relaxed))?;
-        writeln!(f, "vcpus: {}", self.vcpus.load(Ordering::Relaxed))
+        writeln!(f, "vcpus: {}", self.vcpus.load(Ordering::Relaxed))?;
+        for (name, count) in EXIT_NAMES.iter().zip(self.exits.iter()) {
+            writeln!(f, "exits.{}: {}", name, count.load(Ordering::Relaxed))?;
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,10 @@
 use crate::abi::{
     self, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs,
 };
+use crate::abi::kvm_interrupt;
 use crate::dev::Shared;
+use crate::run::{self, RunState};
+use core::sync::atomic::{AtomicI32, Ordering};
 use crate::stats::{Kind, Live};
 use crate::sys::cpu;
 use crate::sys::file::{FileObject, FileOps};
@@ -37,15 +40,27 @@ pub(crate) const MAX_VCPU_IDS: usize = 256;
 pub(crate) const VCPU_MMAP_PAGES: usize = 2;
 const _: () = assert!(abi::KVM_PIO_PAGE_OFFSET as usize == 1);
 
-/// The architectural state of a vCPU, as `KVM_GET_*`/`KVM_SET_*` see it.
-struct ArchState {
-    regs: kvm_regs,
-    sregs: kvm_sregs,
-    msrs: MsrFile,
+/// The state of a vCPU: the architectural registers as `KVM_GET_*`/
+/// `KVM_SET_*` see them, and what the run loop keeps between entries.
+pub(crate) struct ArchState {
+    pub(crate) regs: kvm_regs,
+    pub(crate) sregs: kvm_sregs,
+    pub(crate) msrs: MsrFile,
     /// The guest's CPUID table (`KVM_SET_CPUID2`); empty until set.
-    cpuid: KVec<kvm_cpuid_entry2>,
+    pub(crate) cpuid: KVec<kvm_cpuid_entry2>,
     /// The features that table advertises, cached.
-    features: GuestFeatures,
+    pub(crate) features: GuestFeatures,
+    /// The vendor vCPU and the run loop's state.
+    pub(crate) run: RunState,
+    id: u32,
+}
+
+impl ArchState {
+    /// The registers after the INIT KVM does when a guest shuts down.
+    pub(crate) fn reset_after_shutdown(&mut self) {
+        self.regs = reset_regs(reset_signature(&self.cpuid));
+        self.sregs = reset_sregs(self.id);
+    }
 }
 
 /// A virtual CPU.
@@ -53,6 +68,9 @@ struct ArchState {
 pub(crate) struct Vcpu {
     /// The pages userspace maps: see [`VCPU_MMAP_PAGES`].
     run_pages: [Page; VCPU_MMAP_PAGES],
+    /// The CPU this vCPU is in the guest on, or -1. Set and cleared with
+    /// interrupts off around each entry (run.rs); read by `Vm::unmap`.
+    running_on: AtomicI32,
     #[pin]
     state: Mutex<ArchState>,
     _live: Live,
@@ -66,9 +84,11 @@ impl Vcpu {
             Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?,
         ];
         let live = Live::new(&shared.stats, Kind::Vcpu);
+        let run = RunState::new(shared.backend.create_vcpu()?)?;
         Arc::pin_init(
             pin_init!(Vcpu {
                 run_pages,
+                running_on: AtomicI32::new(-1),
                 state <- new_mutex!(
                     ArchState {
                         regs: reset_regs(reset_signature(&[])),
@@ -76,6 +96,8 @@ impl Vcpu {
                         msrs: MsrFile::reset(),
                         cpuid: KVec::new(),
                         features: GuestFeatures::default(),
+                        run,
+                        id,
                     },
                     "rkvm::Vcpu::state"
                 ),
@@ -83,6 +105,28 @@ impl Vcpu {
             }),
             GFP_KERNEL_ACCOUNT,
         )
+    }
+
+    /// The shared `struct kvm_run` page.
+    pub(crate) fn run_page(&self) -> &Page {
+        &self.run_pages[0]
+    }
+
+    /// The shared port-I/O data page.
+    pub(crate) fn pio_page(&self) -> &Page {
+        &self.run_pages[1]
+    }
+
+    /// Records the CPU this vCPU is entering the guest on (or `None` when
+    /// it has left), sequentially consistent: see `Vm::unmap`.
+    pub(crate) fn set_running_on(&self, cpu: Option<u32>) {
+        let value = cpu.map_or(-1, |c| c as i32);
+        self.running_on.store(value, Ordering::SeqCst);
+    }
+
+    /// The CPU this vCPU is in the guest on, if it is.
+    pub(crate) fn running_on(&self) -> Option<u32> {
+        u32::try_from(self.running_on.load(Ordering::SeqCst)).ok()
     }
 }
 
@@ -241,8 +285,15 @@ impl FileObject for VcpuFd {
             abi::KVM_SET_MSRS => this.msr_io(arg, true),
             abi::KVM_SET_CPUID2 => this.set_cpuid2(arg),
             abi::KVM_GET_CPUID2 => this.get_cpuid2(arg),
-            // Running guests arrives with the SVM backend's run loop.
-            abi::KVM_RUN => Err(EOPNOTSUPP),
+            abi::KVM_RUN => {
+                let mut state = this.vcpu.state.lock();
+                run::run(&this.vm, &this.vcpu, &mut state)
+            }
+            abi::KVM_INTERRUPT => {
+                let irq: kvm_interrupt = user::read(arg)?;
+                this.vcpu.state.lock().run.queue_interrupt(irq.irq)?;
+                Ok(0)
+            }
             // KVM answers unknown vCPU ioctls with EINVAL (`kvm_arch_vcpu_ioctl`).
             _ => Err(EINVAL),
         }

@@ -12,16 +12,35 @@
 //!
 //! # Locking
 //!
-//! `Vm::inner` (a mutex) guards the slots, the vCPU list and the VM-wide
-//! addresses. Lock order: `Vm::inner` before any `Vcpu::state`; never the
-//! other way round. No spinlocks. Arguments are copied from user memory
+//! `Vm::inner` (a mutex) guards the slots, the second-level page table,
+//! the vCPU list and the VM-wide addresses. Lock order: `Vcpu::state`
+//! (held for a whole `KVM_RUN`) before `Vm::inner`; never the other way
+//! round: nothing that holds `Vm::inner` waits for a vCPU's state. No
+//! spinlocks.
+//!
+//! # Guest memory
+//!
+//! Guest pages are mapped in the second-level table on first touch (a
+//! nested page fault), not when the slot is created: pinning a page costs
+//! something, and most of a big slot may never be touched (KVM maps on
+//! fault too). A mapped page is pinned (`FOLL_LONGTERM`) until it is
+//! unmapped, which happens when its slot is deleted or moved and when the
+//! VM dies. Unmapping clears the entries, bumps `mapping_generation` so
+//! every vCPU flushes its TLB before it next enters, interrupts every vCPU
+//! that is in the guest right now and waits until it has left, and only
+//! then unpins the pages: no guest can reach a page after its pin is gone. Arguments are copied from user memory
 //! before a lock is taken, and results copied back after it is dropped,
 //! except where KVM's check order needs the copy under the lock (a mutex
 //! may sleep; rkvm's page-fault path takes none of these locks).
 
 use crate::abi::{self, kvm_userspace_memory_region, kvm_userspace_memory_region2};
 use crate::dev::{check_extension, Shared};
-use crate::memslot::{Request, SlotError, SlotTable};
+use crate::memslot::{Change, Request, SlotError, SlotTable};
+use crate::mmu::{MapError, PageSize, SecondLevel};
+use crate::sys::cpu;
+use crate::sys::mem::{pin_user_page, unpin_page, HostPhysAddr};
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::uaccess::{UserPtr, UserSlice};
 use crate::stats::{Kind, Live};
 use crate::sys::file::{new_anon_fd, FileObject, FileOps};
 use crate::sys::mem::{user_range_ok, OwnerMm};
@@ -38,6 +57,8 @@ pub(crate) static VM_FOPS: FileOps<Vm> = FileOps::new();
 /// The state behind `Vm::inner`.
 struct VmInner {
     slots: SlotTable,
+    /// The guest-physical to host-physical map the hardware walks.
+    slat: KBox<dyn SecondLevel>,
     /// vCPU ids in use, one bit per id below [`MAX_VCPU_IDS`]. An id stays
     /// used for the VM's lifetime, as in KVM.
     vcpu_ids: [u64; MAX_VCPU_IDS / 64],
@@ -56,6 +77,10 @@ pub(crate) struct Vm {
     /// is that process's memory, so, as in KVM, only it may use the VM (a
     /// forked child gets `EIO`).
     mm: OwnerMm,
+    /// The root of `inner.slat`, fixed for the VM's life.
+    pub(crate) slat_root: HostPhysAddr,
+    /// Bumped whenever a mapping is removed; see the module documentation.
+    pub(crate) mapping_generation: AtomicU64,
     #[pin]
     inner: Mutex<VmInner>,
     _live: Live,
@@ -66,13 +91,18 @@ impl Vm {
         // A kernel thread has no address space to back guest memory.
         let mm = OwnerMm::of_current().ok_or(EINVAL)?;
         let live = Live::new(&shared.stats, Kind::Vm);
+        let slat = shared.backend.create_slat()?;
+        let slat_root = slat.root();
         Arc::pin_init(
             pin_init!(Vm {
                 shared,
                 mm,
+                slat_root,
+                mapping_generation: AtomicU64::new(0),
                 inner <- new_mutex!(
                     VmInner {
                         slots: SlotTable::new(),
+                        slat,
                         vcpu_ids: [0; MAX_VCPU_IDS / 64],
                         vcpus: KVec::new(),
                         tss_addr: None,
@@ -116,8 +146,97 @@ impl Vm {
             .slots
             .plan(&req, user_range_ok, phys_bits)
             .map_err(to_errno)?;
+        // The old range of a slot that goes away or moves loses its mappings.
+        let gone = match change {
+            Change::Delete(id) => inner.slots.get(id).map(|s| (s.gpa, s.end())),
+            Change::Move(new) | Change::Flags(new) => {
+                inner.slots.get(new.id).map(|s| (s.gpa, s.end()))
+            }
+            Change::Create(_) | Change::Nothing => None,
+        };
         inner.slots.commit(change).map_err(to_errno)?;
+        if let Some((start, end)) = gone {
+            self.unmap(&mut inner, start, end);
+        }
         Ok(0)
+    }
+
+    /// Unmaps `[start, end)`, makes sure no vCPU can still reach the pages,
+    /// and unpins them (see the module documentation).
+    fn unmap(&self, inner: &mut VmInner, start: u64, end: u64) {
+        let mut unmapped = 0usize;
+        inner.slat.retire(start, end, &mut |_, _| unmapped += 1);
+        if unmapped == 0 {
+            return;
+        }
+        // Pairs with the vCPU's store of `running_on` before it reads the generation
+        // (run.rs): either it sees the new generation and flushes, or we see it running
+        // and kick it out of the guest.
+        self.mapping_generation.fetch_add(1, Ordering::SeqCst);
+        for vcpu in inner.vcpus.iter() {
+            if let Some(cpu) = vcpu.running_on() {
+                cpu::kick(cpu);
+            }
+        }
+        inner.slat.release(start, end, &mut |page, size| release(page, size));
+    }
+
+    /// Makes `gpa` accessible to the guest if a slot backs it: pins the
+    /// page of the owner's memory and maps it. Called by the run loop on a
+    /// second-level fault, in the VM owner's process.
+    pub(crate) fn map_gpa(&self, gpa: u64) -> Result<Backing> {
+        let page_gpa = gpa & !0xfff;
+        let mut inner = self.inner.lock();
+        let Some(slot) = inner.slots.find(page_gpa).copied() else {
+            return Ok(Backing::None);
+        };
+        if inner.slat.lookup(page_gpa).is_some() {
+            // Another vCPU mapped it meanwhile.
+            return Ok(Backing::Mapped);
+        }
+        let page = pin_user_page(slot.uaddr + (page_gpa - slot.gpa), true)?;
+        match inner.slat.map(page_gpa, page, PageSize::Size4K, true) {
+            Ok(()) => Ok(Backing::Mapped),
+            Err(e) => {
+                // SAFETY: We pinned `page` above and it was not mapped: nothing can reach it.
+                unsafe { unpin_page(page) };
+                Err(match e {
+                    MapError::NoMemory => ENOMEM,
+                    MapError::Busy | MapError::BadAddress => EFAULT,
+                })
+            }
+        }
+    }
+
+    /// Copies guest-physical memory at `gpa` into `buf`, from the owner's
+    /// memory behind the slots. `None` if some byte has no slot, or the
+    /// owner's memory there cannot be read.
+    pub(crate) fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
+        let uaddr = self.guest_uaddr(gpa, buf.len())?;
+        UserSlice::new(UserPtr::from_addr(uaddr), buf.len())
+            .reader()
+            .read_slice(buf)
+            .ok()
+    }
+
+    /// Copies `buf` into guest-physical memory at `gpa`.
+    pub(crate) fn write_guest(&self, gpa: u64, buf: &[u8]) -> Option<()> {
+        let uaddr = self.guest_uaddr(gpa, buf.len())?;
+        UserSlice::new(UserPtr::from_addr(uaddr), buf.len())
+            .writer()
+            .write_slice(buf)
+            .ok()
+    }
+
+    /// The owner's address of `len` bytes at `gpa`, all in one slot.
+    fn guest_uaddr(&self, gpa: u64, len: usize) -> Option<usize> {
+        let inner = self.inner.lock();
+        let slot = inner.slots.find(gpa)?;
+        let last = gpa.checked_add(len as u64)?.checked_sub(1)?;
+        if last >= slot.end() {
+            return None;
+        }
+        usize::try_from(slot.uaddr + (gpa - slot.gpa)).ok()
     }
 
     /// `KVM_CREATE_VCPU`. Everything that can fail is done before the vCPU
@@ -170,6 +289,34 @@ impl Vm {
         }
         inner.identity_map_addr = Some(user::read(arg)?);
         Ok(0)
+    }
+}
+
+/// What backs a guest-physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backing {
+    /// A slot, and the page is mapped now.
+    Mapped,
+    /// No slot: the access is MMIO for user space.
+    None,
+}
+
+/// Unpins every 4 KiB page of an unmapped leaf.
+fn release(page: HostPhysAddr, size: PageSize) {
+    let mut pa = page.0;
+    while pa < page.0 + size.bytes() {
+        // SAFETY: Leaves map only pages `map_gpa` pinned, each once; the leaf is gone and
+        // every vCPU has left the guest since (see `Vm::unmap`), so this is the last use.
+        unsafe { unpin_page(HostPhysAddr(pa)) };
+        pa += PageSize::Size4K.bytes();
+    }
+}
+
+impl Drop for VmInner {
+    fn drop(&mut self) {
+        // No vCPU exists any more (each held a reference to the VM): unmap and unpin all.
+        self.slat.retire(0, u64::MAX, &mut |_, _| {});
+        self.slat.release(0, u64::MAX, &mut |page, size| release(page, size));
     }
 }
 

@@ -3,16 +3,20 @@
 # the VM and exits with its status; without, gives an interactive shell.
 #
 # Usage: run.sh [COMMAND]
+# With EXTRA_TESTS=DIR in the environment, DIR's executables are in the VM's
+# /extra-tests too (handy for trying a program without adding a selftest).
 . "$(dirname "$0")/lib.sh"
 
 cmd=${1:-}
 initrd=$RKVM_OUT/initramfs-run.cpio
+extra=()
+[ -n "${EXTRA_TESTS:-}" ] && extra=(--extra "$EXTRA_TESTS")
 if [ -z "$cmd" ]; then
-	"$RKVM_TOP/scripts/mkinitramfs.sh" "$initrd"
+	"$RKVM_TOP/scripts/mkinitramfs.sh" "$initrd" "${extra[@]}"
 	exec "$RKVM_TOP/scripts/run-vm.sh" "$initrd" shell
 fi
 
-"$RKVM_TOP/scripts/mkinitramfs.sh" "$initrd" --cmd "$cmd"
+"$RKVM_TOP/scripts/mkinitramfs.sh" "$initrd" --cmd "$cmd" "${extra[@]}"
 log=$RKVM_OUT/run.log
 "$RKVM_TOP/scripts/run-vm.sh" "$initrd" cmd "$log.raw" </dev/null || true
 status=$(tr -d '\r' <"$log.raw" | sed -n 's/^rkvm-run: exit status \([0-9]*\)$/\1/p' | tail -n 1)

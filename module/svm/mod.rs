@@ -2,19 +2,31 @@
 
 //! The AMD-V (SVM) backend.
 //!
-//! Now: detection and per-CPU enabling. SVM is usable when CPUID says the
-//! CPU has it (CPUID 0x8000_0001 ECX[2]) and nested paging (CPUID
-//! 0x8000_000A EDX[0]), and the BIOS has not locked it off (VM_CR.SVMDIS).
-//! Enabling it on a CPU means pointing VM_HSAVE_PA at a page where VMRUN
-//! saves host state, then setting EFER.SVME. APM Vol. 2 15.4 and 15.30.
+//! SVM is usable when CPUID says the CPU has it (CPUID 0x8000_0001 ECX[2])
+//! and nested paging (CPUID 0x8000_000A EDX[0]), and the BIOS has not
+//! locked it off (VM_CR.SVMDIS). Enabling it on a CPU means pointing
+//! VM_HSAVE_PA at a page where VMRUN saves host state, then setting
+//! EFER.SVME. APM Vol. 2 15.4 and 15.30.
+//!
+//! The backend also owns what all vCPUs share: the I/O and MSR permission
+//! maps (every port and every MSR intercepted), a page per CPU where the
+//! world switch VMSAVEs the host's segment state, and the per-CPU ASID
+//! allocators ([`asid`]). A vCPU's own state is its VMCB ([`vcpu`]).
 
-use crate::backend::Backend;
+mod asid;
+mod npt;
+pub(crate) mod vcpu;
+pub(crate) mod vmcb;
+
+use crate::backend::{Backend, VendorVcpu};
+use crate::mmu::{SecondLevel, Slat};
 use crate::sys::cpu::{self, this_cpu, IrqsDisabled};
 use crate::sys::mem::page_phys;
 use crate::x86::msr::index;
 use crate::x86::regs::{efer, HostLimits};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::page::Page;
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -28,6 +40,36 @@ const CPUID_8A_EDX_NRIPS: u32 = 1 << 3;
 /// VM_CR bit 4: SVMDIS, SVM disabled (by the BIOS when locked). APM Vol. 2 15.30.1.
 const VM_CR_SVMDIS: u64 = 1 << 4;
 
+/// The I/O permission map: one bit per port, set = intercept; 12 KiB.
+/// APM Vol. 2 15.10.1.
+#[repr(C, align(4096))]
+#[derive(Zeroable)]
+struct Iopm([u8; 3 * 4096]);
+
+/// The MSR permission map: two bits (read, write) per MSR in three ranges,
+/// set = intercept; 8 KiB. APM Vol. 2 15.11.
+#[repr(C, align(4096))]
+#[derive(Zeroable)]
+struct Msrpm([u8; 2 * 4096]);
+
+/// What every SVM vCPU uses, shared with them (they hold an `Arc`).
+///
+/// # Invariants
+///
+/// `host_save` and `asids` have one entry per possible CPU id; `iopm` and
+/// `msrpm` are all ones for as long as `self` lives.
+pub(crate) struct SvmShared {
+    /// Where the world switch saves the host's VMLOAD/VMSAVE state.
+    host_save: KVec<Page>,
+    iopm: KBox<Iopm>,
+    msrpm: KBox<Msrpm>,
+    asids: KVec<asid::CpuAsids>,
+    /// Whether the CPU saves the next RIP on #VMEXIT.
+    nrips: bool,
+    /// The largest ASID a guest may use.
+    max_asid: u32,
+}
+
 /// The SVM backend.
 ///
 /// # Invariants
@@ -37,6 +79,7 @@ const VM_CR_SVMDIS: u64 = 1 << 4;
 pub(crate) struct Svm {
     hsave: KVec<Page>,
     owned: KVec<AtomicBool>,
+    shared: Arc<SvmShared>,
     limits: HostLimits,
     /// Whether the CPU saves the next RIP on #VMEXIT (QEMU's emulation does
     /// not; the run loop must cope without it).
@@ -65,19 +108,45 @@ impl Svm {
             Err(_) => return Err("SVM is advertised but the VM_CR MSR cannot be read"),
         }
 
-        let possible = kernel::cpu::nr_cpu_ids() as usize;
-        let mut hsave = KVec::with_capacity(possible, GFP_KERNEL).map_err(|_| "out of memory")?;
-        let mut owned = KVec::with_capacity(possible, GFP_KERNEL).map_err(|_| "out of memory")?;
-        for _ in 0..possible {
-            let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).map_err(|_| "out of memory")?;
-            hsave.push(page, GFP_KERNEL).map_err(|_| "out of memory")?;
-            owned
-                .push(AtomicBool::new(false), GFP_KERNEL)
-                .map_err(|_| "out of memory")?;
+        // ASID 0 is the host's; a guest needs at least one more.
+        if svm_features.ebx < 2 {
+            return Err("SVM reports no address-space ids for guests");
         }
+
+        let oom = |_| "out of memory";
+        let possible = kernel::cpu::nr_cpu_ids() as usize;
+        let mut hsave = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
+        let mut host_save = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
+        let mut owned = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
+        let mut asids = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
+        for _ in 0..possible {
+            let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).map_err(oom)?;
+            hsave.push(page, GFP_KERNEL).map_err(oom)?;
+            let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).map_err(oom)?;
+            host_save.push(page, GFP_KERNEL).map_err(oom)?;
+            owned.push(AtomicBool::new(false), GFP_KERNEL).map_err(oom)?;
+            asids.push(asid::CpuAsids::new(), GFP_KERNEL).map_err(oom)?;
+        }
+        let mut iopm = KBox::<Iopm>::zeroed(GFP_KERNEL).map_err(oom)?;
+        iopm.0.fill(0xff);
+        let mut msrpm = KBox::<Msrpm>::zeroed(GFP_KERNEL).map_err(oom)?;
+        msrpm.0.fill(0xff);
+        let shared = Arc::new(
+            SvmShared {
+                host_save,
+                iopm,
+                msrpm,
+                asids,
+                nrips: svm_features.edx & CPUID_8A_EDX_NRIPS != 0,
+                max_asid: svm_features.ebx - 1,
+            },
+            GFP_KERNEL,
+        )
+        .map_err(oom)?;
         let svm = Svm {
             hsave,
             owned,
+            shared,
             limits: HostLimits::from_cpuid(cpu::cpuid_tuple),
             nrips: svm_features.edx & CPUID_8A_EDX_NRIPS != 0,
             nr_asids: svm_features.ebx,
@@ -139,6 +208,9 @@ impl Backend for Svm {
                 return;
             }
         };
+        // Leave GIF set: clearing SVME with GIF clear would leave interrupts masked for good.
+        // SAFETY: SVME is set on this CPU (we own it), so STGI is defined.
+        unsafe { crate::sys::svm::stgi() };
         // SAFETY: We own SVM on this CPU and no guest runs (VMs pin the module, so none exist
         // when the backend is torn down; a CPU going offline, suspending or shutting down
         // has no vCPU on it). Clearing SVME and the save-area pointer returns the CPU to
@@ -165,5 +237,15 @@ impl Backend for Svm {
             self.nr_asids,
             if self.nrips { "yes" } else { "no" }
         )
+    }
+
+    fn create_vcpu(&self) -> Result<KBox<dyn VendorVcpu>> {
+        let vcpu = vcpu::SvmVcpu::new(self.shared.clone())?;
+        Ok(KBox::new(vcpu, GFP_KERNEL_ACCOUNT)? as KBox<dyn VendorVcpu>)
+    }
+
+    fn create_slat(&self) -> Result<KBox<dyn SecondLevel>> {
+        let npt = Slat::<npt::Npt>::new()?;
+        Ok(KBox::new(npt, GFP_KERNEL_ACCOUNT)? as KBox<dyn SecondLevel>)
     }
 }

@@ -54,6 +54,50 @@ extern "C" {
         data: *mut c_void,
     ) -> *mut c_void;
     fn rkvm_syscore_unregister(syscore: *mut c_void);
+    fn rkvm_need_resched() -> bool;
+    fn rkvm_cond_resched();
+    fn rkvm_signal_pending() -> bool;
+    fn rkvm_smp_call_function_single(
+        cpu: c_int,
+        func: unsafe extern "C" fn(*mut c_void),
+        info: *mut c_void,
+    ) -> c_int;
+}
+
+/// Whether the scheduler wants this CPU for something else.
+pub(crate) fn need_resched() -> bool {
+    // SAFETY: Reads the current task's flag; always allowed.
+    unsafe { rkvm_need_resched() }
+}
+
+/// Lets the scheduler run something else if it wants to. May sleep.
+pub(crate) fn cond_resched() {
+    // SAFETY: Called from process context with no spinlock held (callers are ioctls).
+    unsafe { rkvm_cond_resched() }
+}
+
+/// Whether the calling task has a signal to handle.
+pub(crate) fn signal_pending() -> bool {
+    // SAFETY: Reads the current task's signal state; always allowed.
+    unsafe { rkvm_signal_pending() }
+}
+
+/// An IPI function that does nothing: the interrupt itself is the point.
+///
+/// # Safety
+///
+/// Any `info`; it is not used.
+unsafe extern "C" fn nothing(_info: *mut c_void) {}
+
+/// Interrupts `cpu` and waits until it has handled the interrupt. A CPU
+/// running a guest leaves it (a physical interrupt is a #VMEXIT) and only
+/// takes the interrupt once it is back in the host with interrupts on, so
+/// when this returns, the guest that ran there has exited. May sleep;
+/// call with interrupts enabled.
+pub(crate) fn kick(cpu: u32) {
+    // SAFETY: `nothing` touches nothing; `smp_call_function_single` with wait=1 returns
+    // once it ran (or at once with an error for an offline CPU, which runs no guest).
+    let _ = unsafe { rkvm_smp_call_function_single(cpu as c_int, nothing, core::ptr::null_mut()) };
 }
 
 /// Interrupts are disabled on this CPU while this guard lives, so a

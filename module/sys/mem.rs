@@ -3,6 +3,7 @@
 //! Memory helpers: physical addresses of pages and user-address checks.
 
 use kernel::page::Page;
+use kernel::prelude::*;
 
 // Pointers to kernel structs are passed through unchanged; the structs' own layout is
 // the C side's business (bindgen marks some of their fields as not FFI-safe).
@@ -13,6 +14,10 @@ extern "C" {
     fn rkvm_current_mm_grab() -> *mut kernel::bindings::mm_struct;
     fn rkvm_current_mm_is(mm: *const kernel::bindings::mm_struct) -> bool;
     fn rkvm_mmdrop(mm: *mut kernel::bindings::mm_struct);
+    fn rkvm_virt_to_phys(addr: *const core::ffi::c_void) -> u64;
+    fn rkvm_pin_user_page(uaddr: usize, write: bool, page: *mut *mut kernel::bindings::page)
+        -> core::ffi::c_long;
+    fn rkvm_unpin_phys(pa: u64);
 }
 
 /// A host physical address.
@@ -24,6 +29,47 @@ pub(crate) fn page_phys(page: &Page) -> HostPhysAddr {
     // SAFETY: `page.as_ptr()` is a valid `struct page` for as long as `page` lives, and
     // `page_to_phys` only computes an address from it.
     HostPhysAddr(unsafe { rkvm_page_to_phys(page.as_ptr()) })
+}
+
+/// Returns the physical address of a kernel object allocated with
+/// `kmalloc` (`KBox`, `KVec`): those live in the kernel's direct map.
+pub(crate) fn kmalloc_phys<T>(object: &T) -> HostPhysAddr {
+    let ptr: *const T = object;
+    // SAFETY: `virt_to_phys` only computes an address. `KBox`/`KVec` memory comes from
+    // kmalloc, which is in the direct map, so the result is the object's physical address.
+    HostPhysAddr(unsafe { rkvm_virt_to_phys(ptr.cast()) })
+}
+
+/// Pins the page of the calling process's memory at `uaddr` (page aligned)
+/// for long-term use by the hardware (`pin_user_pages_fast` with
+/// `FOLL_LONGTERM`, and `FOLL_WRITE` if `write`), faulting it in if needed,
+/// and returns its physical address. Every success must be paired with one
+/// [`unpin_page`].
+pub(crate) fn pin_user_page(uaddr: u64, write: bool) -> Result<HostPhysAddr> {
+    let uaddr = usize::try_from(uaddr).map_err(|_| EFAULT)?;
+    let mut page: *mut kernel::bindings::page = core::ptr::null_mut();
+    // SAFETY: Pins at most one page of the current process's memory and writes its `struct
+    // page` pointer to `page`, a valid local.
+    let n = unsafe { rkvm_pin_user_page(uaddr, write, &mut page) };
+    match n {
+        1 if !page.is_null() => {
+            // SAFETY: `page` is a pinned, valid `struct page`.
+            Ok(HostPhysAddr(unsafe { rkvm_page_to_phys(page) }))
+        }
+        n if n < 0 => Err(Error::from_errno(n as i32)),
+        _ => Err(EFAULT),
+    }
+}
+
+/// Releases a pin taken by [`pin_user_page`].
+///
+/// # Safety
+///
+/// `pa` was returned by [`pin_user_page`] and is released exactly once,
+/// after the hardware can no longer reach it.
+pub(crate) unsafe fn unpin_page(pa: HostPhysAddr) {
+    // SAFETY: By the caller's guarantee `pa` is a page we pinned and still hold.
+    unsafe { rkvm_unpin_phys(pa.0) };
 }
 
 /// Whether `[addr, addr + size)` lies in the user part of the address space,
@@ -79,5 +125,47 @@ impl Drop for OwnerMm {
     fn drop(&mut self) {
         // SAFETY: By the type invariant we hold one `mmgrab` reference.
         unsafe { rkvm_mmdrop(self.mm.as_ptr()) };
+    }
+}
+
+/// A page the kernel shares with user space (the vCPU's `kvm_run` and
+/// port-I/O pages, mapped by the process). User space may write it at any
+/// moment, so values are only ever copied in and out whole, never borrowed,
+/// and every value read is as untrusted as any other user input.
+pub(crate) struct SharedPage<'a>(pub(crate) &'a Page);
+
+impl SharedPage<'_> {
+    /// Copies a `T` out of the page at byte `offset`.
+    pub(crate) fn read<T: kernel::transmute::FromBytes>(&self, offset: usize) -> Result<T> {
+        let mut value = core::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: `value` is valid for writing `size_of::<T>()` bytes; `read_raw` checks the
+        // bounds. A concurrent user-space write can only change which bytes we copy (as with
+        // `copy_from_user`), and any bytes are a valid `T` (`FromBytes`).
+        unsafe {
+            self.0
+                .read_raw(value.as_mut_ptr().cast(), offset, core::mem::size_of::<T>())?;
+            Ok(value.assume_init())
+        }
+    }
+
+    /// Copies `value` into the page at byte `offset`.
+    pub(crate) fn write<T: kernel::transmute::AsBytes>(&self, offset: usize, value: &T) -> Result {
+        let src: *const T = value;
+        // SAFETY: `src` is valid for reading `size_of::<T>()` initialised bytes (`AsBytes`);
+        // `write_raw` checks the bounds. User space reading concurrently sees some mix of old
+        // and new bytes, which is its own business.
+        unsafe { self.0.write_raw(src.cast(), offset, core::mem::size_of::<T>()) }
+    }
+
+    /// Copies `bytes` into the page at byte `offset`.
+    pub(crate) fn write_bytes(&self, offset: usize, bytes: &[u8]) -> Result {
+        // SAFETY: `bytes` is valid for reading; `write_raw` checks the bounds.
+        unsafe { self.0.write_raw(bytes.as_ptr(), offset, bytes.len()) }
+    }
+
+    /// Copies bytes out of the page at byte `offset` into `buf`.
+    pub(crate) fn read_bytes(&self, offset: usize, buf: &mut [u8]) -> Result {
+        // SAFETY: `buf` is valid for writing; `read_raw` checks the bounds.
+        unsafe { self.0.read_raw(buf.as_mut_ptr(), offset, buf.len()) }
     }
 }

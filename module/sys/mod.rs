@@ -10,10 +10,14 @@
 //! - [`file`]: file-operation tables for `/dev/rkvm` and the anonymous VM
 //!   and vCPU fds, with module ownership so an open fd pins the module.
 //! - [`debugfs`]: the statistics file, pinning the module while open.
-//! - [`mem`]: page allocation details the safe `Page` type does not expose
-//!   (physical address) and user-address checks.
+//! - [`mem`]: physical addresses, pinning user pages, user-address checks,
+//!   and the pages shared with user space.
+//! - [`fpu`]: the guest's FPU state, loaded only inside a kernel FPU section.
+//! - [`svm`]: CLGI, STGI and the VMRUN world switch.
 
 pub(crate) mod cpu;
 pub(crate) mod debugfs;
 pub(crate) mod file;
+pub(crate) mod fpu;
 pub(crate) mod mem;
+pub(crate) mod svm;

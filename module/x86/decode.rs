@@ -182,7 +182,7 @@ impl Gpr {
     }
 
     /// The register's field in `regs`.
-    fn get_mut(self, regs: &mut kvm_regs) -> &mut u64 {
+    pub(crate) fn get_mut(self, regs: &mut kvm_regs) -> &mut u64 {
         match self {
             Self::Rax => &mut regs.rax,
             Self::Rcx => &mut regs.rcx,

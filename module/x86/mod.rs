@@ -8,15 +8,7 @@
 //! APM (Vol. 2).
 
 pub(crate) mod cpuid;
-#[allow(
-    dead_code,
-    reason = "used by the SVM run loop, wired in by the run-loop commit"
-)]
 pub(crate) mod decode;
 pub(crate) mod msr;
 pub(crate) mod regs;
-#[allow(
-    dead_code,
-    reason = "used by the SVM run loop, wired in by the run-loop commit"
-)]
 pub(crate) mod walk;

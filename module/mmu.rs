@@ -1,0 +1,285 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Second-level address translation: the table the hardware walks to turn
+//! a guest-physical address into a host-physical one (AMD's nested page
+//! table, Intel's EPT). Both are 4-level radix trees of 512-entry 4 KiB
+//! tables indexed by guest-physical address bits 47:39, 38:30, 29:21 and
+//! 20:12; they differ only in the bits of an entry, which the vendor
+//! supplies as an [`EntryFormat`]. One walker serves both.
+//!
+//! The tree is owned in Rust: each table is a `KBox` the hardware reads,
+//! and each node also keeps its children as boxes, so walking needs no
+//! physical-to-virtual translation and dropping the tree frees it. Leaves
+//! point at pinned guest pages; pinning and unpinning is the caller's
+//! (`vm.rs`): [`Slat::unmap`] hands back every page it unmapped.
+//!
+//! Callers serialise all changes (the VM's lock). The hardware may walk
+//! concurrently, so every entry is written with a single 64-bit volatile
+//! store, and a table is linked in only once it is zeroed.
+
+use crate::sys::mem::{kmalloc_phys, HostPhysAddr};
+use core::marker::PhantomData;
+use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
+use kernel::prelude::*;
+
+/// Entries per table.
+const ENTRIES: usize = 512;
+
+/// Page sizes a leaf can map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageSize {
+    /// 4 KiB, at level 1.
+    Size4K,
+    /// 2 MiB, at level 2.
+    Size2M,
+}
+
+impl PageSize {
+    pub(crate) const fn bytes(self) -> u64 {
+        match self {
+            PageSize::Size4K => 1 << 12,
+            PageSize::Size2M => 1 << 21,
+        }
+    }
+
+    const fn level(self) -> usize {
+        match self {
+            PageSize::Size4K => 1,
+            PageSize::Size2M => 2,
+        }
+    }
+}
+
+/// The vendor's entry format.
+pub(crate) trait EntryFormat {
+    /// An entry pointing at the next-level table at `table`.
+    fn table(table: HostPhysAddr) -> u64;
+    /// A leaf mapping `page` (aligned to `size`), writable or not.
+    fn leaf(page: HostPhysAddr, size: PageSize, writable: bool) -> u64;
+    /// Whether the entry maps anything (is not empty).
+    fn is_present(entry: u64) -> bool;
+    /// The physical address an entry points at.
+    fn address(entry: u64) -> HostPhysAddr;
+    /// Whether a present entry is writable.
+    fn is_writable(entry: u64) -> bool;
+    /// The entry made not present but remembered (address kept, marked
+    /// with a software bit) until [`SecondLevel::release`].
+    fn retired(entry: u64) -> u64;
+    /// Whether an entry is one [`EntryFormat::retired`] made.
+    fn is_retired(entry: u64) -> bool;
+}
+
+/// One table as the hardware sees it.
+#[repr(C, align(4096))]
+#[derive(Zeroable)]
+struct Table([u64; ENTRIES]);
+
+/// A table and, below level 1, its child tables.
+struct Node {
+    table: KBox<Table>,
+    /// Child nodes by index; empty at level 1.
+    children: KVec<Option<KBox<Node>>>,
+}
+
+impl Node {
+    fn new(level: usize) -> Result<KBox<Node>> {
+        let table = KBox::<Table>::zeroed(GFP_KERNEL_ACCOUNT)?;
+        let mut children = KVec::new();
+        if level > 1 {
+            children.reserve(ENTRIES, GFP_KERNEL_ACCOUNT)?;
+            for _ in 0..ENTRIES {
+                children.push(None, GFP_KERNEL_ACCOUNT)?;
+            }
+        }
+        Ok(KBox::new(Node { table, children }, GFP_KERNEL_ACCOUNT)?)
+    }
+
+    fn set(&mut self, index: usize, entry: u64) {
+        let slot: *mut u64 = &mut self.table.0[index];
+        // SAFETY: `slot` is a valid, aligned entry we own; a volatile store keeps it a single
+        // 64-bit write that the compiler neither tears nor elides (the CPU's walker reads it).
+        unsafe { slot.write_volatile(entry) };
+    }
+}
+
+/// Table index of `gpa` at `level` (4 = top).
+fn index(gpa: u64, level: usize) -> usize {
+    ((gpa >> (12 + 9 * (level - 1))) & 0x1ff) as usize
+}
+
+/// The highest guest-physical address bit the tree translates (48 bits).
+pub(crate) const GPA_BITS: u32 = 48;
+
+/// Why a mapping could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MapError {
+    /// Something is mapped there already.
+    Busy,
+    /// Out of memory for a table.
+    NoMemory,
+    /// The address is beyond [`GPA_BITS`] or misaligned.
+    BadAddress,
+}
+
+/// A VM's second-level page table, whatever its vendor format: what
+/// common code holds (`KBox<dyn SecondLevel>`, made by the backend).
+pub(crate) trait SecondLevel: Send {
+    /// The physical address of the top table, for the VMCB or EPTP.
+    fn root(&self) -> HostPhysAddr;
+
+    /// Maps `gpa` to `page`, both aligned to `size`.
+    fn map(
+        &mut self,
+        gpa: u64,
+        page: HostPhysAddr,
+        size: PageSize,
+        writable: bool,
+    ) -> core::result::Result<(), MapError>;
+
+    /// The leaf mapping `gpa`, if any: the page, its size, and whether it
+    /// is writable.
+    fn lookup(&self, gpa: u64) -> Option<(HostPhysAddr, PageSize, bool)>;
+
+    /// Unmaps every leaf in `[start, end)` and calls `unmapped` with the
+    /// page and size of each: the hardware no longer finds them, but the
+    /// TLBs may still hold them, so the pages stay owned until
+    /// [`SecondLevel::release`]. A large leaf that straddles a bound is
+    /// unmapped whole (large pages are only mapped inside one slot, and
+    /// slots are unmapped whole).
+    fn retire(&mut self, start: u64, end: u64, unmapped: &mut dyn FnMut(HostPhysAddr, PageSize));
+
+    /// Forgets the leaves [`SecondLevel::retire`] unmapped in `[start,
+    /// end)`, calling `released` with each page: call it once no TLB can
+    /// hold them. Tables stay allocated until the tree is dropped.
+    fn release(&mut self, start: u64, end: u64, released: &mut dyn FnMut(HostPhysAddr, PageSize));
+}
+
+/// A second-level page table in the vendor's format `F`.
+pub(crate) struct Slat<F: EntryFormat> {
+    root: KBox<Node>,
+    _format: PhantomData<F>,
+}
+
+impl<F: EntryFormat> Slat<F> {
+    /// An empty tree: every guest access faults until mapped.
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Self {
+            root: Node::new(4)?,
+            _format: PhantomData,
+        })
+    }
+
+    /// Calls `visit` on every leaf entry slot in `[start, end)` with its
+    /// level; `visit` may rewrite the entry.
+    fn for_each_leaf(
+        node: &mut Node,
+        level: usize,
+        base: u64,
+        start: u64,
+        end: u64,
+        visit: &mut dyn FnMut(&mut u64, PageSize),
+    ) {
+        let span = 1u64 << (12 + 9 * (level - 1));
+        for i in 0..ENTRIES {
+            let lo = base + i as u64 * span;
+            let hi = lo.saturating_add(span);
+            if hi <= start || lo >= end {
+                continue;
+            }
+            match node.children.get_mut(i).and_then(Option::as_deref_mut) {
+                Some(child) => Self::for_each_leaf(child, level - 1, lo, start, end, visit),
+                None => {
+                    let mut entry = node.table.0[i];
+                    let size = if level == 2 { PageSize::Size2M } else { PageSize::Size4K };
+                    let old = entry;
+                    visit(&mut entry, size);
+                    if entry != old {
+                        node.set(i, entry);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<F: EntryFormat + Send> SecondLevel for Slat<F> {
+    fn root(&self) -> HostPhysAddr {
+        kmalloc_phys(&*self.root.table)
+    }
+
+    fn map(
+        &mut self,
+        gpa: u64,
+        page: HostPhysAddr,
+        size: PageSize,
+        writable: bool,
+    ) -> core::result::Result<(), MapError> {
+        if gpa >> GPA_BITS != 0 || gpa % size.bytes() != 0 || page.0 % size.bytes() != 0 {
+            return Err(MapError::BadAddress);
+        }
+        let mut node = &mut *self.root;
+        for level in (size.level() + 1..=4).rev() {
+            let i = index(gpa, level);
+            if F::is_present(node.table.0[i]) && node.children[i].is_none() {
+                // A large leaf covers this range already.
+                return Err(MapError::Busy);
+            }
+            if node.children[i].is_none() {
+                let child = Node::new(level - 1).map_err(|_| MapError::NoMemory)?;
+                let pa = kmalloc_phys(&*child.table);
+                node.children[i] = Some(child);
+                node.set(i, F::table(pa));
+            }
+            node = match node.children[i].as_deref_mut() {
+                Some(child) => child,
+                None => return Err(MapError::NoMemory),
+            };
+        }
+        let i = index(gpa, size.level());
+        if F::is_present(node.table.0[i]) || node.children.get(i).is_some_and(Option::is_some) {
+            return Err(MapError::Busy);
+        }
+        node.set(i, F::leaf(page, size, writable));
+        Ok(())
+    }
+
+    fn lookup(&self, gpa: u64) -> Option<(HostPhysAddr, PageSize, bool)> {
+        let mut node = &*self.root;
+        for level in (1..=4).rev() {
+            let i = index(gpa, level);
+            let entry = node.table.0[i];
+            if !F::is_present(entry) {
+                return None;
+            }
+            match node.children.get(i).and_then(Option::as_deref) {
+                Some(child) => node = child,
+                None if level == 2 => {
+                    return Some((F::address(entry), PageSize::Size2M, F::is_writable(entry)))
+                }
+                None if level == 1 => {
+                    return Some((F::address(entry), PageSize::Size4K, F::is_writable(entry)))
+                }
+                None => return None,
+            }
+        }
+        None
+    }
+
+    fn retire(&mut self, start: u64, end: u64, unmapped: &mut dyn FnMut(HostPhysAddr, PageSize)) {
+        Self::for_each_leaf(&mut self.root, 4, 0, start, end, &mut |entry, size| {
+            if F::is_present(*entry) {
+                unmapped(F::address(*entry), size);
+                *entry = F::retired(*entry);
+            }
+        });
+    }
+
+    fn release(&mut self, start: u64, end: u64, released: &mut dyn FnMut(HostPhysAddr, PageSize)) {
+        Self::for_each_leaf(&mut self.root, 4, 0, start, end, &mut |entry, size| {
+            if F::is_retired(*entry) {
+                released(F::address(*entry), size);
+                *entry = 0;
+            }
+        });
+    }
+}

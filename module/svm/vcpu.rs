@@ -1,0 +1,376 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! An SVM vCPU: its VMCB, the guest GPRs the VMCB does not hold, and its
+//! ASID. [`SvmVcpu::run`] is one trip through VMRUN: load the registers,
+//! enter, store them back, and name the exit.
+
+use super::asid::{Flush, VcpuAsid};
+use super::vmcb::{self, event, exit, intercept1, intercept2, intercept3, int_ctl, Vmcb};
+use super::SvmShared;
+use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
+use crate::sys::cpu::this_cpu;
+use crate::sys::mem::{kmalloc_phys, page_phys};
+use crate::sys::svm::{self as hw, GuestGprs};
+use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// Exceptions intercepted to protect the host: #AC (17), which a guest
+/// could otherwise make loop in microcode and hang the CPU (CVE-2015-5307).
+/// APM Vol. 2 15.12.
+const INTERCEPTED_EXCEPTIONS: u32 = 1 << 17;
+
+/// DR0–DR7 reads (bits 7:0) and writes (bits 23:16): the guest never
+/// reaches the host's debug registers. APM Vol. 2 15.9.
+const INTERCEPTED_DRS: u32 = 0x00ff_00ff;
+
+/// DR6 and DR7 at reset. SDM Vol. 3B 19.2.
+const DR6_RESET: u64 = 0xffff_0ff0;
+const DR7_RESET: u64 = 0x400;
+
+/// An SVM vCPU.
+pub(crate) struct SvmVcpu {
+    shared: Arc<SvmShared>,
+    vmcb: KBox<Vmcb>,
+    gprs: GuestGprs,
+    asid: VcpuAsid,
+    /// The mapping generation the TLB was last flushed for.
+    mapping_generation: u64,
+}
+
+impl SvmVcpu {
+    /// A vCPU whose VMCB intercepts everything the host must see.
+    pub(crate) fn new(shared: Arc<SvmShared>) -> Result<Self> {
+        let mut vmcb = KBox::<Vmcb>::zeroed(GFP_KERNEL_ACCOUNT)?;
+        let c = &mut vmcb.control;
+        c.intercept_dr = INTERCEPTED_DRS;
+        c.intercept_exceptions = INTERCEPTED_EXCEPTIONS;
+        // Physical interrupts, NMIs, SMIs and INITs go to the host; instructions that reach
+        // host resources or that rkvm emulates exit. APM Vol. 2 15.13 (interrupts), 15.9-15.11.
+        c.intercept1 = intercept1::INTR
+            | intercept1::NMI
+            | intercept1::SMI
+            | intercept1::INIT
+            | intercept1::CPUID
+            | intercept1::RSM
+            | intercept1::INVD
+            | intercept1::HLT
+            | intercept1::INVLPGA
+            | intercept1::IOIO_PROT
+            | intercept1::MSR_PROT
+            | intercept1::TASK_SWITCH
+            | intercept1::FERR_FREEZE
+            | intercept1::SHUTDOWN;
+        c.intercept2 = intercept2::VMRUN
+            | intercept2::VMMCALL
+            | intercept2::VMLOAD
+            | intercept2::VMSAVE
+            | intercept2::STGI
+            | intercept2::CLGI
+            | intercept2::SKINIT
+            | intercept2::RDTSCP
+            | intercept2::ICEBP
+            | intercept2::MONITOR
+            | intercept2::MWAIT
+            | intercept2::MWAIT_COND
+            | intercept2::XSETBV
+            | intercept2::RDPRU;
+        c.intercept3 = intercept3::INVLPGB
+            | intercept3::INVLPGB_ILLEGAL
+            | intercept3::INVPCID
+            | intercept3::MCOMMIT
+            | intercept3::TLBSYNC;
+        c.iopm_base_pa = kmalloc_phys(&*shared.iopm).0;
+        c.msrpm_base_pa = kmalloc_phys(&*shared.msrpm).0;
+        c.int_ctl = int_ctl::V_INTR_MASKING;
+        c.misc_ctl = vmcb::NP_ENABLE;
+        vmcb.save.dr6 = DR6_RESET;
+        vmcb.save.dr7 = DR7_RESET;
+        Ok(Self {
+            shared,
+            vmcb,
+            gprs: GuestGprs::default(),
+            asid: VcpuAsid::default(),
+            mapping_generation: 0,
+        })
+    }
+
+    /// Writes the vendor-neutral registers into the VMCB and the GPR block.
+    fn load(&mut self, g: &GuestRegs<'_>) {
+        let (r, s, m) = (&*g.regs, &*g.sregs, &*g.msrs);
+        let save = &mut self.vmcb.save;
+        save.rax = r.rax;
+        save.rsp = r.rsp;
+        save.rip = r.rip;
+        save.rflags = r.rflags;
+        self.gprs = GuestGprs {
+            rbx: r.rbx,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            rsi: r.rsi,
+            rdi: r.rdi,
+            rbp: r.rbp,
+            r8: r.r8,
+            r9: r.r9,
+            r10: r.r10,
+            r11: r.r11,
+            r12: r.r12,
+            r13: r.r13,
+            r14: r.r14,
+            r15: r.r15,
+        };
+        save.es = vmcb::segment_from_kvm(&s.es);
+        save.cs = vmcb::segment_from_kvm(&s.cs);
+        save.ss = vmcb::segment_from_kvm(&s.ss);
+        save.ds = vmcb::segment_from_kvm(&s.ds);
+        save.fs = vmcb::segment_from_kvm(&s.fs);
+        save.gs = vmcb::segment_from_kvm(&s.gs);
+        save.tr = vmcb::segment_from_kvm(&s.tr);
+        save.ldtr = vmcb::segment_from_kvm(&s.ldt);
+        save.gdtr = vmcb::dtable_from_kvm(&s.gdt);
+        save.idtr = vmcb::dtable_from_kvm(&s.idt);
+        // The CPL is SS.DPL (in real mode 0, where SS.DPL is 0 too). APM Vol. 2 15.5.1.
+        save.cpl = s.ss.dpl & 3;
+        save.cr0 = s.cr0;
+        save.cr2 = s.cr2;
+        save.cr3 = s.cr3;
+        save.cr4 = s.cr4;
+        // EFER.SVME must be set in the guest's EFER for VMRUN; the guest does not see it
+        // (reads come from `sregs.efer`). APM Vol. 2 15.5.1.
+        save.efer = s.efer | crate::x86::regs::efer::SVME;
+        save.star = m.star;
+        save.lstar = m.lstar;
+        save.cstar = m.cstar;
+        save.sfmask = m.sfmask;
+        save.kernel_gs_base = m.kernel_gs_base;
+        save.sysenter_cs = m.sysenter_cs;
+        save.sysenter_esp = m.sysenter_esp;
+        save.sysenter_eip = m.sysenter_eip;
+        save.g_pat = m.pat;
+        self.vmcb.control.tsc_offset = m.tsc_offset;
+        // The guest's CR8 is V_TPR (bits 3:0 of int_ctl) with V_INTR_MASKING.
+        let c = &mut self.vmcb.control;
+        c.int_ctl = (c.int_ctl & !0xff) | (s.cr8 as u32 & 0xf);
+    }
+
+    /// Reads the VMCB and the GPR block back into the vendor-neutral registers.
+    fn store(&self, g: &mut GuestRegs<'_>) {
+        let save = &self.vmcb.save;
+        let gp = &self.gprs;
+        let r = &mut *g.regs;
+        r.rax = save.rax;
+        r.rsp = save.rsp;
+        r.rip = save.rip;
+        r.rflags = save.rflags;
+        r.rbx = gp.rbx;
+        r.rcx = gp.rcx;
+        r.rdx = gp.rdx;
+        r.rsi = gp.rsi;
+        r.rdi = gp.rdi;
+        r.rbp = gp.rbp;
+        r.r8 = gp.r8;
+        r.r9 = gp.r9;
+        r.r10 = gp.r10;
+        r.r11 = gp.r11;
+        r.r12 = gp.r12;
+        r.r13 = gp.r13;
+        r.r14 = gp.r14;
+        r.r15 = gp.r15;
+        let s = &mut *g.sregs;
+        s.es = vmcb::segment_to_kvm(&save.es);
+        s.cs = vmcb::segment_to_kvm(&save.cs);
+        s.ss = vmcb::segment_to_kvm(&save.ss);
+        s.ds = vmcb::segment_to_kvm(&save.ds);
+        s.fs = vmcb::segment_to_kvm(&save.fs);
+        s.gs = vmcb::segment_to_kvm(&save.gs);
+        s.tr = vmcb::segment_to_kvm(&save.tr);
+        s.ldt = vmcb::segment_to_kvm(&save.ldtr);
+        s.gdt = vmcb::dtable_to_kvm(&save.gdtr);
+        s.idt = vmcb::dtable_to_kvm(&save.idtr);
+        s.cr0 = save.cr0;
+        s.cr2 = save.cr2;
+        s.cr3 = save.cr3;
+        s.cr4 = save.cr4;
+        s.efer = save.efer & !crate::x86::regs::efer::SVME;
+        s.cr8 = u64::from(self.vmcb.control.int_ctl & 0xf);
+        let m = &mut *g.msrs;
+        m.star = save.star;
+        m.lstar = save.lstar;
+        m.cstar = save.cstar;
+        m.sfmask = save.sfmask;
+        m.kernel_gs_base = save.kernel_gs_base;
+        m.sysenter_cs = save.sysenter_cs;
+        m.sysenter_esp = save.sysenter_esp;
+        m.sysenter_eip = save.sysenter_eip;
+        m.pat = save.g_pat;
+    }
+
+    /// Sets up event injection and the interrupt window for this entry.
+    fn prepare_events(&mut self, entry: &Entry) {
+        let c = &mut self.vmcb.control;
+        c.event_inj = 0;
+        c.event_inj_err = 0;
+        if let Some(ev) = entry.inject {
+            let (bits, err) = match ev {
+                Event::Interrupt(v) => (event::TYPE_INTR | u32::from(v), None),
+                Event::Nmi => (event::TYPE_NMI | 2, None),
+                Event::Exception { vector, error_code } => {
+                    (event::TYPE_EXCEPTION | u32::from(vector), error_code)
+                }
+            };
+            c.event_inj = bits | event::VALID | if err.is_some() { event::ERROR_VALID } else { 0 };
+            c.event_inj_err = err.unwrap_or(0);
+        }
+        // The interrupt window: a virtual interrupt that ignores the TPR, with VINTR
+        // intercepted, exits as soon as the guest could take it. APM Vol. 2 15.21.4.
+        c.int_ctl &= !(int_ctl::V_IRQ | int_ctl::V_IGN_TPR | 0xf << int_ctl::V_INTR_PRIO_SHIFT);
+        c.intercept1 &= !intercept1::VINTR;
+        if entry.interrupt_window && entry.inject.is_none() {
+            c.int_ctl |= int_ctl::V_IRQ | int_ctl::V_IGN_TPR | 0xf << int_ctl::V_INTR_PRIO_SHIFT;
+            c.int_vector = 0;
+            c.intercept1 |= intercept1::VINTR;
+        }
+    }
+
+    /// Turns the VMCB's exit fields into an [`ExitInfo`].
+    fn exit_info(&self) -> ExitInfo {
+        let c = &self.vmcb.control;
+        let code = c.exit_code;
+        let info1 = c.exit_info1;
+        let next_rip = if self.shared.nrips { Some(c.next_rip) } else { None };
+        let mut next = next_rip;
+        let exit = match code {
+            exit::INTR | exit::NMI | exit::SMI | exit::INIT => Exit::HostInterrupt,
+            exit::VINTR => Exit::InterruptWindow,
+            exit::CPUID => Exit::Cpuid,
+            exit::HLT => Exit::Hlt,
+            exit::MSR => Exit::Msr { write: info1 & 1 != 0 },
+            exit::SHUTDOWN => Exit::Shutdown,
+            exit::IOIO => {
+                // EXITINFO2 is the next RIP for IOIO even without NRIPS. APM Vol. 2 15.10.2.
+                next = Some(c.exit_info2);
+                let size = ((info1 >> vmcb::ioio::SIZE_SHIFT) & 7) as u8;
+                let addr = ((info1 >> vmcb::ioio::ADDR_SHIFT) & 7) as u8;
+                Exit::Io(IoExit {
+                    port: (info1 >> vmcb::ioio::PORT_SHIFT) as u16,
+                    // One-hot: 1 = byte, 2 = word, 4 = dword; the same for addresses.
+                    size,
+                    input: info1 & vmcb::ioio::IN != 0,
+                    string: info1 & vmcb::ioio::STRING != 0,
+                    rep: info1 & vmcb::ioio::REP != 0,
+                    address_size: addr * 2,
+                })
+            }
+            exit::NPF => Exit::SlatFault {
+                gpa: c.exit_info2,
+                write: info1 & vmcb::npf::WRITE != 0,
+                fetch: info1 & vmcb::npf::FETCH != 0,
+                present: info1 & vmcb::npf::PRESENT != 0,
+            },
+            exit::DR_FIRST..=exit::DR_LAST => Exit::DebugRegister,
+            exit::EXCP_BASE..=exit::EXCP_LAST => {
+                let vector = (code - exit::EXCP_BASE) as u8;
+                Exit::Exception {
+                    vector,
+                    error_code: (vector == 17).then_some(info1 as u32),
+                }
+            }
+            exit::INVD => Exit::Skip,
+            exit::VMRUN
+            | exit::VMMCALL
+            | exit::VMLOAD
+            | exit::VMSAVE
+            | exit::STGI
+            | exit::CLGI
+            | exit::SKINIT
+            | exit::RDTSCP
+            | exit::ICEBP
+            | exit::MONITOR
+            | exit::MWAIT
+            | exit::MWAIT_COND
+            | exit::XSETBV
+            | exit::RDPRU
+            | exit::INVLPGB
+            | exit::INVLPGB_ILLEGAL
+            | exit::INVPCID
+            | exit::MCOMMIT
+            | exit::TLBSYNC => Exit::Undefined,
+            exit::INVALID => Exit::InvalidState(code),
+            other => Exit::Unhandled(other),
+        };
+        ExitInfo {
+            exit,
+            interrupted_event: interrupted_event(c.exit_int_info, c.exit_int_info_err),
+            interrupt_shadow: c.int_state & vmcb::INTERRUPT_SHADOW != 0,
+            next_rip: next,
+        }
+    }
+}
+
+/// Decodes EXITINTINFO: the event whose delivery the exit interrupted.
+/// Software interrupts and INT3/INTO are not returned: the guest's RIP
+/// still points at the instruction, which runs again. APM Vol. 2 15.7.2.
+fn interrupted_event(info: u32, err: u32) -> Option<Event> {
+    if info & event::VALID == 0 {
+        return None;
+    }
+    let vector = (info & event::VECTOR_MASK) as u8;
+    match info & event::TYPE_MASK {
+        event::TYPE_INTR => Some(Event::Interrupt(vector)),
+        event::TYPE_NMI => Some(Event::Nmi),
+        event::TYPE_EXCEPTION if vector != 3 && vector != 4 => Some(Event::Exception {
+            vector,
+            error_code: (info & event::ERROR_VALID != 0).then_some(err),
+        }),
+        // INTn, and INT3/INTO above: re-executed, not re-delivered.
+        event::TYPE_SOFT_INT | event::TYPE_EXCEPTION => None,
+        _ => None,
+    }
+}
+
+impl VendorVcpu for SvmVcpu {
+    fn run(&mut self, mut guest: GuestRegs<'_>, entry: &Entry) -> ExitInfo {
+        self.load(&guest);
+        self.prepare_events(entry);
+        let cpu = this_cpu();
+        let (Some(pool), Some(host_save)) = (
+            self.shared.asids.get(cpu as usize),
+            self.shared.host_save.get(cpu as usize),
+        ) else {
+            // Cannot happen: both have an entry for every possible CPU.
+            return ExitInfo {
+                exit: Exit::Unhandled(u64::MAX - 1),
+                interrupted_event: None,
+                interrupt_shadow: false,
+                next_rip: None,
+            };
+        };
+        let flush = self.asid.prepare(cpu, pool, self.shared.max_asid);
+        let c = &mut self.vmcb.control;
+        c.asid = self.asid.asid;
+        c.tlb_control = match flush {
+            Flush::All => vmcb::tlb_control::FLUSH_ALL,
+            Flush::None if self.mapping_generation != entry.mapping_generation => {
+                vmcb::tlb_control::FLUSH_ASID
+            }
+            Flush::None => vmcb::tlb_control::NOTHING,
+        };
+        self.mapping_generation = entry.mapping_generation;
+        c.nested_cr3 = entry.slat_root.0;
+        c.clean = 0;
+        let vmcb_pa = kmalloc_phys(&*self.vmcb).0;
+        let host_pa = page_phys(host_save).0;
+        // SAFETY: The caller runs us with interrupts off inside an FPU section, on `cpu`,
+        // where the backend has SVM enabled (a CPU without it is offline, and so not here).
+        // The VMCB intercepts every instruction and event that reaches host state, its
+        // permission maps intercept every port and MSR, and its nested page table maps only
+        // pinned pages of the VM's slots. `host_save` is this CPU's page. STGI follows.
+        unsafe {
+            hw::clgi();
+            hw::vmrun(vmcb_pa, host_pa, &mut self.gprs);
+            hw::stgi();
+        }
+        self.store(&mut guest);
+        self.exit_info()
+    }
+}

@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Keeping the guest's FPU and extended (SSE/AVX...) state apart from the
+//! host's.
+//!
+//! VMRUN switches none of the x87/SSE/AVX registers. rkvm keeps the
+//! guest's register image in memory ([`FpuImage`]) and only loads it
+//! inside a kernel FPU section ([`FpuSection`]): `kernel_fpu_begin` saves
+//! the calling task's user state (it is restored on the way back to user
+//! space) and stops anyone else on this CPU from using the FPU; inside,
+//! the guest image is loaded, the guest runs, and the image is saved again
+//! before `kernel_fpu_end`. The host never sees guest values, and the
+//! guest never sees host values: the image is saved with every component
+//! the host's XCR0 enables (XSAVE), or the x87/SSE state (FXSAVE) on CPUs
+//! without XSAVE. SDM Vol. 1 13.4 (XSAVE area), 10.5 (FXSAVE).
+
+use crate::sys::cpu::cpuid;
+use core::arch::asm;
+use kernel::prelude::*;
+
+extern "C" {
+    fn rkvm_kernel_fpu_begin();
+    fn rkvm_kernel_fpu_end();
+}
+
+/// CPUID.1:ECX bit 27: OSXSAVE, the OS has enabled XSAVE (CR4.OSXSAVE).
+/// SDM Vol. 2A CPUID.
+const CPUID1_ECX_OSXSAVE: u32 = 1 << 27;
+/// The legacy region's size and the FXSAVE image's. SDM Vol. 1 10.5.1.
+const LEGACY_SIZE: usize = 512;
+/// XSAVE header offset: XSTATE_BV is its first quadword. SDM Vol. 1 13.4.2.
+const XSAVE_HEADER: usize = 512;
+/// x87 control word after FNINIT. SDM Vol. 1 8.1.5.
+const FCW_INIT: u16 = 0x37f;
+/// MXCSR at reset: all exceptions masked. SDM Vol. 1 10.2.3.
+const MXCSR_INIT: u32 = 0x1f80;
+
+/// 64 bytes, 64-byte aligned: XSAVE needs its area aligned so.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Chunk([u8; 64]);
+
+/// How this CPU saves extended state.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FpuLayout {
+    /// The XCR0 mask to save and restore, or `None` to use FXSAVE.
+    xsave_mask: Option<u64>,
+    /// Bytes of the save area.
+    size: usize,
+}
+
+impl FpuLayout {
+    /// Reads the layout from CPUID and XCR0 on the current CPU.
+    pub(crate) fn probe() -> Self {
+        if cpuid(1, 0).ecx & CPUID1_ECX_OSXSAVE == 0 {
+            return Self {
+                xsave_mask: None,
+                size: LEGACY_SIZE,
+            };
+        }
+        let (lo, hi): (u32, u32);
+        // SAFETY: CR4.OSXSAVE is set (CPUID says so), so XGETBV with ECX=0 reads XCR0.
+        unsafe {
+            asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack))
+        };
+        Self {
+            xsave_mask: Some(u64::from(hi) << 32 | u64::from(lo)),
+            // CPUID.(EAX=0DH,ECX=0):EBX: the size for the features XCR0 enables.
+            size: cpuid(0xd, 0).ebx as usize,
+        }
+    }
+}
+
+/// A guest's FPU and extended register state, in memory.
+pub(crate) struct FpuImage {
+    layout: FpuLayout,
+    area: KVec<Chunk>,
+}
+
+impl FpuImage {
+    /// The state after RESET/INIT: x87 and SSE initialised (FCW 0x37F,
+    /// MXCSR 0x1F80), everything else zero. SDM Vol. 3A 10.1.1 Table 10-1.
+    pub(crate) fn new(layout: FpuLayout) -> Result<Self> {
+        let chunks = layout.size.div_ceil(64).max((XSAVE_HEADER + 64) / 64);
+        let mut area = KVec::with_capacity(chunks, GFP_KERNEL_ACCOUNT)?;
+        for _ in 0..chunks {
+            area.push(Chunk([0; 64]), GFP_KERNEL_ACCOUNT)?;
+        }
+        // Legacy region: FCW at byte 0, MXCSR at byte 24. SDM Vol. 1 Table 10-2.
+        area[0].0[0..2].copy_from_slice(&FCW_INIT.to_le_bytes());
+        area[0].0[24..28].copy_from_slice(&MXCSR_INIT.to_le_bytes());
+        if layout.xsave_mask.is_some() {
+            // XSTATE_BV: x87 and SSE come from the image (so FCW and MXCSR above are used),
+            // every other component is in its initial state.
+            area[XSAVE_HEADER / 64].0[0] = 0b11;
+        }
+        Ok(Self { layout, area })
+    }
+}
+
+/// A kernel FPU section with the guest's state loaded into the registers.
+/// Preemption and softirqs are off while it lives; dropping it saves the
+/// guest state back to its image and ends the section.
+pub(crate) struct FpuSection<'a> {
+    image: &'a mut FpuImage,
+}
+
+impl<'a> FpuSection<'a> {
+    /// Begins a kernel FPU section and loads `image`.
+    pub(crate) fn enter(image: &'a mut FpuImage) -> Self {
+        // SAFETY: Called from process context (an ioctl); ended in `drop`.
+        unsafe { rkvm_kernel_fpu_begin() };
+        let ptr = image.area.as_ptr();
+        match image.layout.xsave_mask {
+            Some(mask) => {
+                // SAFETY: The area is 64-byte aligned, `layout.size` bytes or more, and holds
+                // a valid XSAVE image (initialised in `new`, since then written only by
+                // XSAVE with the same mask); we are inside a kernel FPU section.
+                unsafe {
+                    asm!("xrstor64 [{0}]", in(reg) ptr, in("eax") mask as u32,
+                         in("edx") (mask >> 32) as u32, options(nostack, readonly))
+                };
+            }
+            None => {
+                // SAFETY: As above, for the 512-byte FXSAVE image (16-byte alignment needed).
+                unsafe { asm!("fxrstor64 [{0}]", in(reg) ptr, options(nostack, readonly)) };
+            }
+        }
+        Self { image }
+    }
+}
+
+impl Drop for FpuSection<'_> {
+    fn drop(&mut self) {
+        let ptr = self.image.area.as_mut_ptr();
+        match self.image.layout.xsave_mask {
+            Some(mask) => {
+                // SAFETY: The area is aligned and large enough for this mask (see `enter`).
+                unsafe {
+                    asm!("xsave64 [{0}]", in(reg) ptr, in("eax") mask as u32,
+                         in("edx") (mask >> 32) as u32, options(nostack))
+                };
+            }
+            None => {
+                // SAFETY: The area is 512 bytes or more and 16-byte aligned.
+                unsafe { asm!("fxsave64 [{0}]", in(reg) ptr, options(nostack)) };
+            }
+        }
+        // SAFETY: Ends the section `enter` began, on the same CPU (preemption is off).
+        unsafe { rkvm_kernel_fpu_end() };
+    }
+}

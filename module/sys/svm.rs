@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The SVM instructions: CLGI, STGI, and the world switch around VMRUN.
+//!
+//! The world switch is one `asm!` block, because between loading the
+//! guest's segment state (VMLOAD) and getting the host's back, the CPU's
+//! GS base is the guest's: no compiled code may run there (it could touch
+//! per-CPU data through GS). APM Vol. 2 15.5 (VMRUN), 15.5.2 (VMLOAD and
+//! VMSAVE), 15.17 (the global interrupt flag).
+
+use core::arch::asm;
+use core::mem::offset_of;
+
+/// The guest's general-purpose registers that the VMCB does not hold
+/// (RAX and RSP live in the VMCB's save area). APM Vol. 2 15.5.1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct GuestGprs {
+    pub(crate) rbx: u64,
+    pub(crate) rcx: u64,
+    pub(crate) rdx: u64,
+    pub(crate) rsi: u64,
+    pub(crate) rdi: u64,
+    pub(crate) rbp: u64,
+    pub(crate) r8: u64,
+    pub(crate) r9: u64,
+    pub(crate) r10: u64,
+    pub(crate) r11: u64,
+    pub(crate) r12: u64,
+    pub(crate) r13: u64,
+    pub(crate) r14: u64,
+    pub(crate) r15: u64,
+}
+
+/// Clears the global interrupt flag: from here until [`stgi`], no
+/// interrupt, NMI or SMI is taken on this CPU. APM Vol. 2 15.17.
+///
+/// # Safety
+///
+/// SVM must be enabled on this CPU (EFER.SVME), and the caller must call
+/// [`stgi`] before anything that needs interrupts.
+pub(crate) unsafe fn clgi() {
+    // SAFETY: By the caller's guarantee SVM is on, so CLGI is defined; it only masks events.
+    unsafe { asm!("clgi", options(nostack, nomem)) };
+}
+
+/// Sets the global interrupt flag again. APM Vol. 2 15.17.
+///
+/// # Safety
+///
+/// SVM must be enabled on this CPU (EFER.SVME).
+pub(crate) unsafe fn stgi() {
+    // SAFETY: By the caller's guarantee SVM is on, so STGI is defined.
+    unsafe { asm!("stgi", options(nostack, nomem)) };
+}
+
+/// Runs the guest of the VMCB at `vmcb_pa` until its next #VMEXIT.
+///
+/// In order: VMSAVE the host's hidden segment and syscall state (FS, GS,
+/// TR, LDTR, KERNEL_GS_BASE, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_*) to
+/// `host_save_pa`; VMLOAD the guest's from the VMCB; load the guest GPRs;
+/// set RFLAGS.IF so that the host's IF saved by VMRUN lets physical
+/// interrupts cause #VMEXIT (they stay pending: GIF is 0); VMRUN; then
+/// everything backwards, ending with interrupts disabled again. VMRUN
+/// itself saves and restores the rest of the host state (RSP, RIP, RFLAGS,
+/// CR0/3/4, EFER, GDTR/IDTR, CS/SS/DS/ES) through VM_HSAVE_PA.
+///
+/// # Safety
+///
+/// - SVM is on for this CPU, with VM_HSAVE_PA set; interrupts are
+///   disabled and GIF is clear ([`clgi`]); the caller stays on this CPU.
+/// - `vmcb_pa` is the physical address of a valid, page-aligned VMCB that
+///   passes VMRUN's checks or fails them cleanly (an invalid VMCB exits
+///   with VMEXIT_INVALID, which is safe), and whose nested page tables map
+///   only memory the guest may use.
+/// - `host_save_pa` is a page-aligned physical page this CPU owns.
+pub(crate) unsafe fn vmrun(vmcb_pa: u64, host_save_pa: u64, gprs: &mut GuestGprs) {
+    let gprs: *mut GuestGprs = gprs;
+    // SAFETY: The caller guarantees the preconditions of VMSAVE, VMLOAD and VMRUN above.
+    // RBX and RBP (which `asm!` may not name as operands) are saved on the stack; every
+    // other register is declared clobbered. The stack is balanced at the end. No code but
+    // this block runs while the guest's GS base is loaded.
+    unsafe {
+        asm!(
+            // IF=1 well before VMRUN: an STI shadow reaching VMRUN would leak into the
+            // guest's interrupt state on some AMD CPUs. GIF=0 keeps interrupts masked.
+            "sti",
+            "push rbp",
+            "push rbx",
+            "push rsi",
+            "push rdi",
+            "push rax",
+            "mov rax, rsi",
+            "vmsave rax",
+            "mov rax, [rsp]",
+            "vmload rax",
+            "mov rbx, [rdi + {rbx}]",
+            "mov rcx, [rdi + {rcx}]",
+            "mov rdx, [rdi + {rdx}]",
+            "mov rsi, [rdi + {rsi}]",
+            "mov rbp, [rdi + {rbp}]",
+            "mov r8, [rdi + {r8}]",
+            "mov r9, [rdi + {r9}]",
+            "mov r10, [rdi + {r10}]",
+            "mov r11, [rdi + {r11}]",
+            "mov r12, [rdi + {r12}]",
+            "mov r13, [rdi + {r13}]",
+            "mov r14, [rdi + {r14}]",
+            "mov r15, [rdi + {r15}]",
+            "mov rdi, [rdi + {rdi}]",
+            "vmrun rax",
+            "cli",
+            "vmsave rax",
+            // Stack: guest RDI (pushed next), VMCB pa, GPR pointer, host save pa, RBX, RBP.
+            "push rdi",
+            "mov rdi, [rsp + 16]",
+            "mov [rdi + {rbx}], rbx",
+            "mov [rdi + {rcx}], rcx",
+            "mov [rdi + {rdx}], rdx",
+            "mov [rdi + {rsi}], rsi",
+            "mov [rdi + {rbp}], rbp",
+            "mov [rdi + {r8}], r8",
+            "mov [rdi + {r9}], r9",
+            "mov [rdi + {r10}], r10",
+            "mov [rdi + {r11}], r11",
+            "mov [rdi + {r12}], r12",
+            "mov [rdi + {r13}], r13",
+            "mov [rdi + {r14}], r14",
+            "mov [rdi + {r15}], r15",
+            "pop rax",
+            "mov [rdi + {rdi}], rax",
+            "add rsp, 16",
+            "pop rax",
+            "vmload rax",
+            "pop rbx",
+            "pop rbp",
+            rbx = const offset_of!(GuestGprs, rbx),
+            rcx = const offset_of!(GuestGprs, rcx),
+            rdx = const offset_of!(GuestGprs, rdx),
+            rsi = const offset_of!(GuestGprs, rsi),
+            rdi = const offset_of!(GuestGprs, rdi),
+            rbp = const offset_of!(GuestGprs, rbp),
+            r8 = const offset_of!(GuestGprs, r8),
+            r9 = const offset_of!(GuestGprs, r9),
+            r10 = const offset_of!(GuestGprs, r10),
+            r11 = const offset_of!(GuestGprs, r11),
+            r12 = const offset_of!(GuestGprs, r12),
+            r13 = const offset_of!(GuestGprs, r13),
+            r14 = const offset_of!(GuestGprs, r14),
+            r15 = const offset_of!(GuestGprs, r15),
+            inout("rax") vmcb_pa => _,
+            inout("rsi") host_save_pa => _,
+            inout("rdi") gprs => _,
+            out("rcx") _,
+            out("rdx") _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+            out("r12") _,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+        );
+    }
+}
