@@ -60,12 +60,6 @@ const CPUID1_EDX_APIC: u32 = 1 << 9;
 /// CR4.OSXSAVE. SDM Vol. 3A 2.5.
 const CR4_OSXSAVE: u64 = 1 << 18;
 
-/// MTRR MSRs a guest reads at boot. SDM Vol. 3A 13.11.
-const MSR_MTRRCAP: u32 = 0xfe;
-const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
-/// MTRRcap as KVM reports it: 8 variable ranges, fixed ranges, WC.
-const MTRRCAP: u64 = 0x500 | 8;
-
 /// DR6 and DR7 at reset. SDM Vol. 3B 19.2.
 const DR6_RESET: u64 = 0xffff_0ff0;
 const DR7_RESET: u64 = 0x400;
@@ -87,7 +81,6 @@ pub(crate) struct RunState {
     dr: [u64; 4],
     dr6: u64,
     dr7: u64,
-    mtrr_def_type: u64,
 }
 
 impl RunState {
@@ -102,7 +95,6 @@ impl RunState {
             dr: [0; 4],
             dr6: DR6_RESET,
             dr7: DR7_RESET,
-            mtrr_def_type: 0,
         })
     }
 
@@ -564,26 +556,21 @@ fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
         sregs,
         msrs,
         features,
-        run,
+        
         ..
     } = state;
     if write {
         let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
         let value = match index {
-            MSR_MTRRCAP => return false,
-            MSR_MTRR_DEF_TYPE => {
-                // Type in bits 7:0 (0, 1, 4, 5, 6), FE (10), E (11). SDM Vol. 3A 13.11.2.1.
-                if value & !0xcff != 0 || !matches!(value & 0xff, 0 | 1 | 4 | 5 | 6) {
-                    return false;
-                }
-                run.mtrr_def_type = value;
-                return true;
-            }
             msr::index::EFER => {
                 // The guest cannot write LMA (the CPU sets it), nor change LME with paging
                 // on. SDM Vol. 3A 10.8.5.
                 let value = (value & !efer::LMA) | (sregs.efer & efer::LMA);
                 if sregs.cr0 & cr0::PG != 0 && (value ^ sregs.efer) & efer::LME != 0 {
+                    return false;
+                }
+                // And only bits its CPUID offers. SDM Vol. 3A 2.2.1.
+                if !crate::x86::regs::check_efer(&host, features, value) {
                     return false;
                 }
                 value
@@ -601,24 +588,16 @@ fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
         };
         msr::set(msrs, &mut shared, &ctx, index, value)
     } else {
-        let value = match index {
-            MSR_MTRRCAP => Some(MTRRCAP),
-            MSR_MTRR_DEF_TYPE => Some(run.mtrr_def_type),
-            // The variable and fixed ranges read as zero (uncacheable, unused).
-            0x200..=0x20f | 0x250 | 0x258 | 0x259 | 0x268..=0x26f => Some(0),
-            _ => {
-                let ctx = MsrContext {
-                    host: &host,
-                    guest: features,
-                    host_tsc: cpu::rdtsc(),
-                };
-                let shared = SharedRegs {
-                    efer: &mut sregs.efer,
-                    apic_base: &mut sregs.apic_base,
-                };
-                msr::get(msrs, &shared, &ctx, index)
-            }
+        let ctx = MsrContext {
+            host: &host,
+            guest: features,
+            host_tsc: cpu::rdtsc(),
         };
+        let shared = SharedRegs {
+            efer: &mut sregs.efer,
+            apic_base: &mut sregs.apic_base,
+        };
+        let value = msr::get(msrs, &shared, &ctx, index);
         match value {
             Some(v) => {
                 regs.rax = v & 0xffff_ffff;
@@ -754,6 +733,13 @@ fn port_io(
     } else if !io.input {
         let data = state.regs.rax.to_le_bytes();
         pages.pio.write_bytes(0, &data[..size as usize])?;
+    }
+    if io.input {
+        // Like KVM, the buffer an IN fills starts zeroed (no stale data from earlier exits).
+        let zero = [0u8; 4];
+        for k in 0..u64::from(transfer.count) {
+            pages.pio.write_bytes((k * size) as usize, &zero[..size as usize])?;
+        }
     }
     let run_io = IoRun {
         direction: if io.input {
@@ -894,17 +880,16 @@ fn mmio(vm: &Vm, state: &mut ArchState, page: &SharedPage<'_>, gpa: u64) -> Resu
         }
     };
     let next_rip = insn.next_rip(state.regs.rip);
-    let mut data = [0u8; 8];
     if let Some(value) = insn.store_value(&state.regs) {
-        data = value.to_le_bytes();
+        page.write(UNION + offset_of!(MmioRun, data), &value.to_le_bytes())?;
         // A store is complete once user space has the data: RIP moves on now, as in KVM.
         state.regs.rip = next_rip;
     } else {
+        // For a load, KVM leaves `data` as it was: user space fills it.
         state.run.pending = Some(Pending::MmioLoad { insn, next_rip });
     }
     // Field by field: the struct has trailing padding.
     page.write(UNION + offset_of!(MmioRun, phys_addr), &gpa)?;
-    page.write(UNION + offset_of!(MmioRun, data), &data)?;
     page.write(UNION + offset_of!(MmioRun, len), &u32::from(insn.width.bytes()))?;
     page.write(UNION + offset_of!(MmioRun, is_write), &u8::from(insn.is_write()))?;
     exit_reason(page, abi::KVM_EXIT_MMIO)

@@ -295,7 +295,7 @@ impl SvmVcpu {
             | exit::INVPCID
             | exit::MCOMMIT
             | exit::TLBSYNC => Exit::Undefined,
-            exit::INVALID => Exit::InvalidState(code),
+            exit::INVALID | exit::INVALID_32 => Exit::InvalidState(code),
             other => Exit::Unhandled(other),
         };
         ExitInfo {

@@ -345,6 +345,8 @@ pub(crate) mod exit {
     pub(crate) const NPF: u64 = 0x400;
     /// VMRUN found the guest state invalid. APM Vol. 2 15.5.1.
     pub(crate) const INVALID: u64 = u64::MAX;
+    /// The same, as QEMU's emulation stores it (only the low 32 bits).
+    pub(crate) const INVALID_32: u64 = 0xffff_ffff;
 }
 
 /// EXITINFO1 of an IOIO exit. APM Vol. 2 15.10.2, Figure 15-2.

@@ -75,6 +75,11 @@ pub(crate) unsafe fn stgi() {
 ///   only memory the guest may use.
 /// - `host_save_pa` is a page-aligned physical page this CPU owns.
 pub(crate) unsafe fn vmrun(vmcb_pa: u64, host_save_pa: u64, gprs: &mut GuestGprs) {
+    // #VMEXIT leaves the host's DR7 at 0x400 (every breakpoint off); a host using hardware
+    // breakpoints (ptrace, perf) gets its DR7 back below. APM Vol. 2 15.7.2.
+    let host_dr7: u64;
+    // SAFETY: Reading DR7 at CPL 0 has no side effects.
+    unsafe { asm!("mov {}, dr7", out(reg) host_dr7, options(nomem, nostack, preserves_flags)) };
     let gprs: *mut GuestGprs = gprs;
     // SAFETY: The caller guarantees the preconditions of VMSAVE, VMLOAD and VMRUN above.
     // RBX and RBP (which `asm!` may not name as operands) are saved on the stack; every
@@ -163,4 +168,12 @@ pub(crate) unsafe fn vmrun(vmcb_pa: u64, host_save_pa: u64, gprs: &mut GuestGprs
             out("r15") _,
         );
     }
+    if host_dr7 != DR7_INIT {
+        // SAFETY: Restores the value the host had before VMRUN.
+        unsafe { asm!("mov dr7, {}", in(reg) host_dr7, options(nomem, nostack, preserves_flags)) };
+    }
 }
+
+/// DR7 with every breakpoint disabled (bit 10 is reserved, always 1).
+/// SDM Vol. 3B 19.2.4.
+const DR7_INIT: u64 = 0x400;

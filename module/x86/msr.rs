@@ -15,7 +15,17 @@ pub(crate) mod index {
     pub(crate) const SYSENTER_CS: u32 = 0x174;
     pub(crate) const SYSENTER_ESP: u32 = 0x175;
     pub(crate) const SYSENTER_EIP: u32 = 0x176;
+    pub(crate) const MTRRCAP: u32 = 0xfe;
     pub(crate) const MISC_ENABLE: u32 = 0x1a0;
+    /// MTRRphysBase0 (even) and MTRRphysMask0 (odd) to ...7.
+    pub(crate) const MTRR_PHYS_FIRST: u32 = 0x200;
+    pub(crate) const MTRR_PHYS_LAST: u32 = 0x20f;
+    pub(crate) const MTRR_FIX_64K: u32 = 0x250;
+    pub(crate) const MTRR_FIX_16K_80000: u32 = 0x258;
+    pub(crate) const MTRR_FIX_16K_A0000: u32 = 0x259;
+    pub(crate) const MTRR_FIX_4K_FIRST: u32 = 0x268;
+    pub(crate) const MTRR_FIX_4K_LAST: u32 = 0x26f;
+    pub(crate) const MTRR_DEF_TYPE: u32 = 0x2ff;
     pub(crate) const PAT: u32 = 0x277;
     pub(crate) const EFER: u32 = 0xc000_0080;
     pub(crate) const STAR: u32 = 0xc000_0081;
@@ -53,6 +63,66 @@ pub(crate) const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 /// and "PEBS unavailable" (bit 12) set. SDM Vol. 4 Table 2-2.
 pub(crate) const MISC_ENABLE_RESET: u64 = (1 << 11) | (1 << 12);
 
+/// MTRRcap as rkvm (and KVM) reports it: 8 variable ranges (VCNT), fixed
+/// ranges (bit 8), write combining (bit 10), no SMRR. SDM Vol. 3A 13.11.1.
+pub(crate) const MTRRCAP: u64 = 0x500 | VARIABLE_MTRRS as u64;
+/// Variable-range MTRR pairs.
+const VARIABLE_MTRRS: usize = 8;
+
+/// The memory-type range registers. SDM Vol. 3A 13.11.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Mtrrs {
+    /// MTRRphysBase0, MTRRphysMask0, ... MTRRphysMask7.
+    pub(crate) variable: [u64; 2 * VARIABLE_MTRRS],
+    /// fix64K_00000, fix16K_80000, fix16K_A0000, fix4K_C0000 ... fix4K_F8000.
+    pub(crate) fixed: [u64; 11],
+    pub(crate) def_type: u64,
+}
+
+/// Whether `t` is a memory type an MTRR may hold: UC, WC, WT, WP, WB.
+/// SDM Vol. 3A 13.11.2.
+fn mtrr_type_valid(t: u64) -> bool {
+    matches!(t, 0 | 1 | 4 | 5 | 6)
+}
+
+impl Mtrrs {
+    /// The register `msr`, if it is an MTRR rkvm keeps.
+    fn slot(&mut self, msr: u32) -> Option<&mut u64> {
+        match msr {
+            index::MTRR_PHYS_FIRST..=index::MTRR_PHYS_LAST => {
+                self.variable.get_mut((msr - index::MTRR_PHYS_FIRST) as usize)
+            }
+            index::MTRR_FIX_64K => self.fixed.get_mut(0),
+            index::MTRR_FIX_16K_80000 | index::MTRR_FIX_16K_A0000 => {
+                self.fixed.get_mut((1 + msr - index::MTRR_FIX_16K_80000) as usize)
+            }
+            index::MTRR_FIX_4K_FIRST..=index::MTRR_FIX_4K_LAST => {
+                self.fixed.get_mut((3 + msr - index::MTRR_FIX_4K_FIRST) as usize)
+            }
+            index::MTRR_DEF_TYPE => Some(&mut self.def_type),
+            _ => None,
+        }
+    }
+
+    /// Whether `value` is valid for `msr`: known memory types, no reserved
+    /// bits (above the guest's physical-address width for the variable
+    /// ranges). SDM Vol. 3A 13.11.2.1, 13.11.2.2, 13.11.2.3.
+    fn valid(msr: u32, value: u64, phys_bits: u8) -> bool {
+        match msr {
+            index::MTRR_DEF_TYPE => value & !0xcff == 0 && mtrr_type_valid(value & 0xff),
+            index::MTRR_PHYS_FIRST..=index::MTRR_PHYS_LAST => {
+                let above = if phys_bits >= 64 { 0 } else { !0u64 << phys_bits };
+                if msr % 2 == 0 {
+                    value & (above | 0xf00) == 0 && mtrr_type_valid(value & 0xff)
+                } else {
+                    value & (above | 0x7ff) == 0
+                }
+            }
+            _ => value.to_le_bytes().iter().all(|&t| mtrr_type_valid(u64::from(t))),
+        }
+    }
+}
+
 /// The guest's MSR values that are not part of `kvm_sregs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct MsrFile {
@@ -68,6 +138,7 @@ pub(crate) struct MsrFile {
     pub(crate) kernel_gs_base: u64,
     /// Guest TSC = host TSC + `tsc_offset` (wrapping).
     pub(crate) tsc_offset: u64,
+    pub(crate) mtrrs: Mtrrs,
 }
 
 impl MsrFile {
@@ -85,6 +156,7 @@ impl MsrFile {
             sfmask: 0,
             kernel_gs_base: 0,
             tsc_offset: 0,
+            mtrrs: Mtrrs::default(),
         }
     }
 }
@@ -144,7 +216,11 @@ pub(crate) fn get(
         index::CSTAR => file.cstar,
         index::SFMASK => file.sfmask,
         index::KERNEL_GS_BASE => file.kernel_gs_base,
-        _ => return None,
+        index::MTRRCAP => MTRRCAP,
+        other => {
+            let mut mtrrs = file.mtrrs;
+            return mtrrs.slot(other).map(|v| *v);
+        }
     })
 }
 
@@ -188,6 +264,10 @@ pub(crate) fn set(
         index::CSTAR if is_canonical(value) => file.cstar = value,
         index::SFMASK => file.sfmask = value,
         index::KERNEL_GS_BASE if is_canonical(value) => file.kernel_gs_base = value,
+        other if Mtrrs::valid(other, value, ctx.guest.phys_bits) => match file.mtrrs.slot(other) {
+            Some(slot) => *slot = value,
+            None => return false,
+        },
         // Not virtualised, or (for the guarded arms above) an invalid value.
         _ => return false,
     }
