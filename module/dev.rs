@@ -60,7 +60,13 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_SET_TSS_ADDR
         | abi::KVM_CAP_SET_IDENTITY_MAP_ADDR
         | abi::KVM_CAP_EXT_CPUID
-        | abi::KVM_CAP_CHECK_EXTENSION_VM => 1,
+        | abi::KVM_CAP_CHECK_EXTENSION_VM
+        // `kvm_run.immediate_exit` is honoured (run.rs).
+        | abi::KVM_CAP_IMMEDIATE_EXIT
+        // `kvm_run.internal.ndata` says how much of `data` is valid.
+        | abi::KVM_CAP_INTERNAL_ERROR_DATA
+        // `KVM_MEM_READONLY` slots; guest writes to them exit as MMIO.
+        | abi::KVM_CAP_READONLY_MEM => 1,
         abi::KVM_CAP_NR_VCPUS => (cpu::num_online() as usize).min(MAX_VCPUS) as isize,
         abi::KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
         abi::KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,

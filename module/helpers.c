@@ -46,6 +46,8 @@ void rkvm_mmdrop(struct mm_struct *mm);
 phys_addr_t rkvm_virt_to_phys(const void *addr);
 long rkvm_pin_user_page(unsigned long uaddr, bool write, struct page **page);
 void rkvm_unpin_phys(phys_addr_t pa);
+bool rkvm_phys_in_pmd_folio(phys_addr_t pa);
+long rkvm_pin_user_contiguous(unsigned long uaddr, unsigned long nr, bool write, phys_addr_t *first);
 void rkvm_kernel_fpu_begin(void);
 void rkvm_kernel_fpu_end(void);
 bool rkvm_signal_pending(void);
@@ -221,4 +223,35 @@ void rkvm_cond_resched(void)
 int rkvm_smp_call_function_single(int cpu, void (*func)(void *info), void *info)
 {
 	return smp_call_function_single(cpu, func, info, 1);
+}
+
+bool rkvm_phys_in_pmd_folio(phys_addr_t pa)
+{
+	return folio_test_pmd_mappable(page_folio(pfn_to_page(PHYS_PFN(pa))));
+}
+
+long rkvm_pin_user_contiguous(unsigned long uaddr, unsigned long nr, bool write, phys_addr_t *first)
+{
+	struct page **pages = kvmalloc_array(nr, sizeof(*pages), GFP_KERNEL);
+	unsigned int flags = FOLL_LONGTERM | (write ? FOLL_WRITE : 0);
+	long n, i;
+
+	if (!pages)
+		return -ENOMEM;
+	n = pin_user_pages_fast(uaddr, nr, flags, pages);
+	if (n < 0) {
+		kvfree(pages);
+		return n;
+	}
+	for (i = 1; i < n; i++)
+		if (page_to_pfn(pages[i]) != page_to_pfn(pages[0]) + i)
+			break;
+	if (n == nr && i == n) {
+		*first = page_to_phys(pages[0]);
+		kvfree(pages);
+		return 0;
+	}
+	unpin_user_pages(pages, n);
+	kvfree(pages);
+	return -EAGAIN;
 }

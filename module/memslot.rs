@@ -28,13 +28,13 @@ const MAX_SLOT_PAGES: u64 = (1 << 31) - 1;
 
 const PAGE_SIZE: u64 = 4096;
 
-/// Flags rkvm implements. Read-only slots, dirty logging and guest_memfd
-/// are refused until implemented (KVM_CHECK_EXTENSION says so too).
-const VALID_FLAGS: u32 = 0;
+/// Flags rkvm implements: read-only slots (guest writes to them exit to
+/// user space as MMIO). Dirty logging and guest_memfd are refused until
+/// implemented (KVM_CHECK_EXTENSION says so too).
+const VALID_FLAGS: u32 = KVM_MEM_READONLY;
 
 // The flags KVM knows, for the documentation of what is refused.
-const _: () =
-    assert!(VALID_FLAGS & (KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD) == 0);
+const _: () = assert!(VALID_FLAGS & (KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_GUEST_MEMFD) == 0);
 
 /// One slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +53,11 @@ pub(crate) struct Slot {
 impl Slot {
     pub(crate) fn end(&self) -> u64 {
         self.gpa + self.size
+    }
+
+    /// Whether the guest may only read the slot (`KVM_MEM_READONLY`).
+    pub(crate) fn is_readonly(&self) -> bool {
+        self.flags & KVM_MEM_READONLY != 0
     }
 
     fn overlaps(&self, other: &Slot) -> bool {

@@ -190,7 +190,11 @@ impl<F: EntryFormat> Slat<F> {
                 Some(child) => Self::for_each_leaf(child, level - 1, lo, start, end, visit),
                 None => {
                     let mut entry = node.table.0[i];
-                    let size = if level == 2 { PageSize::Size2M } else { PageSize::Size4K };
+                    let size = if level == 2 {
+                        PageSize::Size2M
+                    } else {
+                        PageSize::Size4K
+                    };
                     let old = entry;
                     visit(&mut entry, size);
                     if entry != old {

@@ -98,13 +98,12 @@ impl RunState {
         })
     }
 
-    /// `KVM_INTERRUPT` without an in-kernel irqchip: queues `irq` for the
-    /// next entry. Like KVM, `ENXIO` if one is queued already.
+    /// `KVM_INTERRUPT` without an in-kernel irqchip: queues vector `irq`
+    /// for the next entry, replacing one queued before (user space is
+    /// expected to wait for `ready_for_interrupt_injection`). A vector
+    /// above 255 is `EINVAL`. As KVM's `kvm_vcpu_ioctl_interrupt`.
     pub(crate) fn queue_interrupt(&mut self, irq: u32) -> Result {
         let irq = u8::try_from(irq).map_err(|_| EINVAL)?;
-        if self.queued_irq.is_some() {
-            return Err(ENXIO);
-        }
         self.queued_irq = Some(irq);
         Ok(())
     }
@@ -160,8 +159,14 @@ pub(crate) fn run(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState) -> Result<isize> 
     let result = run_loop(vm, vcpu, state, &pages);
     // Like KVM's `post_kvm_run_save`, on every return.
     let ready = ready_for_interrupt(state);
-    page.write(offset_of!(kvm_run, if_flag), &u8::from(state.regs.rflags & RFLAGS_IF != 0))?;
-    page.write(offset_of!(kvm_run, ready_for_interrupt_injection), &u8::from(ready))?;
+    page.write(
+        offset_of!(kvm_run, if_flag),
+        &u8::from(state.regs.rflags & RFLAGS_IF != 0),
+    )?;
+    page.write(
+        offset_of!(kvm_run, ready_for_interrupt_injection),
+        &u8::from(ready),
+    )?;
     page.write(offset_of!(kvm_run, flags), &0u16)?;
     page.write(offset_of!(kvm_run, cr8), &state.sregs.cr8)?;
     page.write(offset_of!(kvm_run, apic_base), &state.sregs.apic_base)?;
@@ -207,7 +212,10 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
         }
         cpu::cond_resched();
 
-        let inject = state.run.event.or(state.run.queued_irq.map(Event::Interrupt));
+        let inject = state
+            .run
+            .event
+            .or(state.run.queued_irq.map(Event::Interrupt));
         let Some(info) = enter(vm, vcpu, state, inject, req.interrupt_window) else {
             // A signal or the scheduler came first: go round.
             continue;
@@ -233,7 +241,10 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
         }
         // KVM: once the guest can take the interrupt user space is waiting to give it.
         if req.interrupt_window && ready_for_interrupt(state) {
-            page.write(offset_of!(kvm_run, exit_reason), &abi::KVM_EXIT_IRQ_WINDOW_OPEN)?;
+            page.write(
+                offset_of!(kvm_run, exit_reason),
+                &abi::KVM_EXIT_IRQ_WINDOW_OPEN,
+            )?;
             return Ok(0);
         }
     }
@@ -265,7 +276,9 @@ fn enter(
         inject,
         interrupt_window,
         slat_root: vm.slat_root,
-        mapping_generation: vm.mapping_generation.load(core::sync::atomic::Ordering::SeqCst),
+        mapping_generation: vm
+            .mapping_generation
+            .load(core::sync::atomic::Ordering::SeqCst),
     };
     let info = if cpu::signal_pending() || cpu::need_resched() {
         None
@@ -311,9 +324,9 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             }
         }
         Exit::DebugRegister => debug_register(vm, state, page),
-        Exit::SlatFault { gpa, .. } => match vm.map_gpa(gpa) {
+        Exit::SlatFault { gpa, write, .. } => match vm.map_gpa(gpa, write) {
             Ok(Backing::Mapped) => Ok(Next::Enter),
-            Ok(Backing::None) => {
+            Ok(Backing::None | Backing::ReadOnly) => {
                 vm.shared.stats.count_mmio();
                 mmio(vm, state, page, gpa)
             }
@@ -339,7 +352,10 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
         Exit::Skip => skip_or_fail(vm, state, info, &[0x0f], page),
         Exit::InvalidState(code) => {
             // Field by field: the struct has trailing padding.
-            page.write(UNION + offset_of!(FailEntry, hardware_entry_failure_reason), &code)?;
+            page.write(
+                UNION + offset_of!(FailEntry, hardware_entry_failure_reason),
+                &code,
+            )?;
             page.write(UNION + offset_of!(FailEntry, cpu), &cpu::this_cpu())?;
             exit_reason(page, abi::KVM_EXIT_FAIL_ENTRY)
         }
@@ -413,7 +429,11 @@ fn linear(state: &ArchState, base: u64, offset: u64) -> u64 {
 fn fetch(vm: &Vm, state: &ArchState, buf: &mut [u8; MAX_INSN_LEN]) -> usize {
     let mut done = 0;
     while done < buf.len() {
-        let la = linear(state, state.sregs.cs.base, state.regs.rip.wrapping_add(done as u64));
+        let la = linear(
+            state,
+            state.sregs.cs.base,
+            state.regs.rip.wrapping_add(done as u64),
+        );
         let fetch = Access {
             fetch: true,
             user: state.sregs.cs.dpl == 3,
@@ -483,8 +503,10 @@ fn skip_or_fail(
 
 /// Legacy prefixes, and REX in 64-bit code. SDM Vol. 2A 2.1.1, 2.2.1.
 fn is_prefix(b: u8, code: CodeSize) -> bool {
-    matches!(b, 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65)
-        || (code == CodeSize::Bits64 && b & 0xf0 == 0x40)
+    matches!(
+        b,
+        0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65
+    ) || (code == CodeSize::Bits64 && b & 0xf0 == 0x40)
 }
 
 /// An instruction pointer wraps at the code size.
@@ -516,7 +538,10 @@ fn emulation_failure(page: &SharedPage<'_>, bytes: &[u8]) -> Result {
         __bindgen_anon_1: insn,
     };
     page.write(UNION, &fail)?;
-    page.write(offset_of!(kvm_run, exit_reason), &abi::KVM_EXIT_INTERNAL_ERROR)
+    page.write(
+        offset_of!(kvm_run, exit_reason),
+        &abi::KVM_EXIT_INTERNAL_ERROR,
+    )
 }
 
 /// CPUID from the vCPU's table (`KVM_SET_CPUID2`); a leaf the table lacks
@@ -556,7 +581,6 @@ fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
         sregs,
         msrs,
         features,
-        
         ..
     } = state;
     if write {
@@ -641,7 +665,11 @@ fn debug_register(vm: &Vm, state: &mut ArchState, page: &SharedPage<'_>) -> Resu
         5 => 7,
         d => d,
     };
-    let mask = if code == CodeSize::Bits64 { u64::MAX } else { 0xffff_ffff };
+    let mask = if code == CodeSize::Bits64 {
+        u64::MAX
+    } else {
+        0xffff_ffff
+    };
     if write {
         let value = gpr.get(&state.regs) & mask;
         match dr {
@@ -727,7 +755,9 @@ fn port_io(
                 if vm.read_guest(a, &mut elem[..size as usize]).is_none() {
                     return Ok(Next::Fail(EFAULT));
                 }
-                pages.pio.write_bytes((k * size) as usize, &elem[..size as usize])?;
+                pages
+                    .pio
+                    .write_bytes((k * size) as usize, &elem[..size as usize])?;
             }
         }
     } else if !io.input {
@@ -738,7 +768,9 @@ fn port_io(
         // Like KVM, the buffer an IN fills starts zeroed (no stale data from earlier exits).
         let zero = [0u8; 4];
         for k in 0..u64::from(transfer.count) {
-            pages.pio.write_bytes((k * size) as usize, &zero[..size as usize])?;
+            pages
+                .pio
+                .write_bytes((k * size) as usize, &zero[..size as usize])?;
         }
     }
     let run_io = IoRun {
@@ -785,7 +817,10 @@ fn outs_segment_base(vm: &Vm, state: &ArchState) -> u64 {
     let n = fetch(vm, state, &mut bytes);
     let s = &state.sregs;
     let mut base = s.ds.base;
-    for &b in bytes[..n].iter().take_while(|&&b| is_prefix(b, code_size(state))) {
+    for &b in bytes[..n]
+        .iter()
+        .take_while(|&&b| is_prefix(b, code_size(state)))
+    {
         base = match b {
             0x26 => s.es.base,
             0x2e => s.cs.base,
@@ -824,7 +859,9 @@ fn complete(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, pending: Pending)
             if input {
                 for k in 0..u64::from(t.count) {
                     let mut elem = [0u8; 4];
-                    pages.pio.read_bytes((k * size) as usize, &mut elem[..size as usize])?;
+                    pages
+                        .pio
+                        .read_bytes((k * size) as usize, &mut elem[..size as usize])?;
                     let a = element_gpa(t.gpa, k, size, backwards);
                     // A slot deleted meanwhile: the data has nowhere to go, as on hardware
                     // writing to nothing.
@@ -890,7 +927,13 @@ fn mmio(vm: &Vm, state: &mut ArchState, page: &SharedPage<'_>, gpa: u64) -> Resu
     }
     // Field by field: the struct has trailing padding.
     page.write(UNION + offset_of!(MmioRun, phys_addr), &gpa)?;
-    page.write(UNION + offset_of!(MmioRun, len), &u32::from(insn.width.bytes()))?;
-    page.write(UNION + offset_of!(MmioRun, is_write), &u8::from(insn.is_write()))?;
+    page.write(
+        UNION + offset_of!(MmioRun, len),
+        &u32::from(insn.width.bytes()),
+    )?;
+    page.write(
+        UNION + offset_of!(MmioRun, is_write),
+        &u8::from(insn.is_write()),
+    )?;
     exit_reason(page, abi::KVM_EXIT_MMIO)
 }

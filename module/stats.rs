@@ -9,8 +9,8 @@
 //! `exits.<reason>: N` line per vendor-neutral exit reason, counted since
 //! the module was loaded).
 
-use core::fmt;
 use crate::backend::Exit;
+use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kernel::sync::Arc;
 

@@ -7,13 +7,12 @@
 //! plus MSRs and CPUID); the backend loads it into its VMCB or VMCS around
 //! each entry once `KVM_RUN` exists.
 
+use crate::abi::kvm_interrupt;
 use crate::abi::{
     self, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs,
 };
-use crate::abi::kvm_interrupt;
 use crate::dev::Shared;
 use crate::run::{self, RunState};
-use core::sync::atomic::{AtomicI32, Ordering};
 use crate::stats::{Kind, Live};
 use crate::sys::cpu;
 use crate::sys::file::{FileObject, FileOps};
@@ -22,6 +21,7 @@ use crate::vm::Vm;
 use crate::x86::cpuid::{self, reset_signature, GuestFeatures};
 use crate::x86::msr::{self, MsrContext, MsrFile, SharedRegs};
 use crate::x86::regs::{check_sregs, reset_regs, reset_sregs};
+use core::sync::atomic::{AtomicI32, Ordering};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::new_mutex;
 use kernel::page::Page;

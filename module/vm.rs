@@ -35,21 +35,23 @@
 
 use crate::abi::{self, kvm_userspace_memory_region, kvm_userspace_memory_region2};
 use crate::dev::{check_extension, Shared};
-use crate::memslot::{Change, Request, SlotError, SlotTable};
+use crate::memslot::{Change, Request, Slot, SlotError, SlotTable};
 use crate::mmu::{MapError, PageSize, SecondLevel};
-use crate::sys::cpu;
-use crate::sys::mem::{pin_user_page, unpin_page, HostPhysAddr};
-use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::uaccess::{UserPtr, UserSlice};
 use crate::stats::{Kind, Live};
+use crate::sys::cpu;
 use crate::sys::file::{new_anon_fd, FileObject, FileOps};
+use crate::sys::mem::{
+    in_huge_folio, pin_user_contiguous, pin_user_page, unpin_page, HostPhysAddr,
+};
 use crate::sys::mem::{user_range_ok, OwnerMm};
 use crate::user;
 use crate::vcpu::{Vcpu, VcpuFd, MAX_VCPUS, MAX_VCPU_IDS, VCPU_FOPS};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
+use kernel::uaccess::{UserPtr, UserSlice};
 
 /// The file operations of VM fds.
 pub(crate) static VM_FOPS: FileOps<Vm> = FileOps::new();
@@ -178,28 +180,48 @@ impl Vm {
                 cpu::kick(cpu);
             }
         }
-        inner.slat.release(start, end, &mut |page, size| release(page, size));
+        inner
+            .slat
+            .release(start, end, &mut |page, size| release(page, size));
     }
 
     /// Makes `gpa` accessible to the guest if a slot backs it: pins the
-    /// page of the owner's memory and maps it. Called by the run loop on a
-    /// second-level fault, in the VM owner's process.
-    pub(crate) fn map_gpa(&self, gpa: u64) -> Result<Backing> {
+    /// page of the owner's memory and maps it (read-only for a read-only
+    /// slot). Called by the run loop on a second-level fault for an access
+    /// that writes if `write`, in the VM owner's process.
+    pub(crate) fn map_gpa(&self, gpa: u64, write: bool) -> Result<Backing> {
         let page_gpa = gpa & !0xfff;
         let mut inner = self.inner.lock();
         let Some(slot) = inner.slots.find(page_gpa).copied() else {
             return Ok(Backing::None);
         };
+        if write && slot.is_readonly() {
+            return Ok(Backing::ReadOnly);
+        }
         if inner.slat.lookup(page_gpa).is_some() {
             // Another vCPU mapped it meanwhile.
             return Ok(Backing::Mapped);
         }
-        let page = pin_user_page(slot.uaddr + (page_gpa - slot.gpa), true)?;
-        match inner.slat.map(page_gpa, page, PageSize::Size4K, true) {
+        let writable = !slot.is_readonly();
+        let page = pin_user_page(slot.uaddr + (page_gpa - slot.gpa), writable)?;
+        let (gpa, page, size) = match huge_mapping(&slot, page_gpa, page, writable) {
+            (base, huge, PageSize::Size2M) => {
+                match inner.slat.map(base, huge, PageSize::Size2M, writable) {
+                    Ok(()) => return Ok(Backing::Mapped),
+                    // Some 4 KiB pages of it are mapped already: stay with 4 KiB here.
+                    Err(_) => {
+                        release(huge, PageSize::Size2M);
+                        let page = pin_user_page(slot.uaddr + (page_gpa - slot.gpa), writable)?;
+                        (page_gpa, page, PageSize::Size4K)
+                    }
+                }
+            }
+            small => small,
+        };
+        match inner.slat.map(gpa, page, size, writable) {
             Ok(()) => Ok(Backing::Mapped),
             Err(e) => {
-                // SAFETY: We pinned `page` above and it was not mapped: nothing can reach it.
-                unsafe { unpin_page(page) };
+                release(page, size);
                 Err(match e {
                     MapError::NoMemory => ENOMEM,
                     MapError::Busy | MapError::BadAddress => EFAULT,
@@ -212,26 +234,31 @@ impl Vm {
     /// memory behind the slots. `None` if some byte has no slot, or the
     /// owner's memory there cannot be read.
     pub(crate) fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
-        let uaddr = self.guest_uaddr(gpa, buf.len())?;
+        let uaddr = self.guest_uaddr(gpa, buf.len(), false)?;
         UserSlice::new(UserPtr::from_addr(uaddr), buf.len())
             .reader()
             .read_slice(buf)
             .ok()
     }
 
-    /// Copies `buf` into guest-physical memory at `gpa`.
+    /// Copies `buf` into guest-physical memory at `gpa`; `None` also for a
+    /// read-only slot.
     pub(crate) fn write_guest(&self, gpa: u64, buf: &[u8]) -> Option<()> {
-        let uaddr = self.guest_uaddr(gpa, buf.len())?;
+        let uaddr = self.guest_uaddr(gpa, buf.len(), true)?;
         UserSlice::new(UserPtr::from_addr(uaddr), buf.len())
             .writer()
             .write_slice(buf)
             .ok()
     }
 
-    /// The owner's address of `len` bytes at `gpa`, all in one slot.
-    fn guest_uaddr(&self, gpa: u64, len: usize) -> Option<usize> {
+    /// The owner's address of `len` bytes at `gpa`, all in one slot (a
+    /// writable one if `write`).
+    fn guest_uaddr(&self, gpa: u64, len: usize, write: bool) -> Option<usize> {
         let inner = self.inner.lock();
         let slot = inner.slots.find(gpa)?;
+        if write && slot.is_readonly() {
+            return None;
+        }
         let last = gpa.checked_add(len as u64)?.checked_sub(1)?;
         if last >= slot.end() {
             return None;
@@ -299,6 +326,42 @@ pub(crate) enum Backing {
     Mapped,
     /// No slot: the access is MMIO for user space.
     None,
+    /// A write to a read-only slot: MMIO for user space too, as in KVM.
+    ReadOnly,
+}
+
+/// Chooses the mapping for a fault at `page_gpa`, whose 4 KiB page `page`
+/// the caller pinned: a 2 MiB leaf when the slot covers the whole 2 MiB
+/// around it at the same alignment in the owner's memory, and a
+/// transparent huge page backs it there (physically contiguous and
+/// aligned); else the 4 KiB page. Returns what to map, with the pins it
+/// holds: the 4 KiB pin, or 512 pins of the 2 MiB.
+fn huge_mapping(
+    slot: &Slot,
+    page_gpa: u64,
+    page: HostPhysAddr,
+    writable: bool,
+) -> (u64, HostPhysAddr, PageSize) {
+    let huge = PageSize::Size2M.bytes();
+    let base = page_gpa & !(huge - 1);
+    let uaddr = slot.uaddr + (base.wrapping_sub(slot.gpa));
+    let fits = base >= slot.gpa && base + huge <= slot.end() && uaddr % huge == 0;
+    // SAFETY: `page` is pinned.
+    if !fits || !unsafe { in_huge_folio(page) } {
+        return (page_gpa, page, PageSize::Size4K);
+    }
+    match pin_user_contiguous(uaddr, (huge / PageSize::Size4K.bytes()) as usize, writable) {
+        Ok(first) if first.0 % huge == 0 => {
+            // The 2 MiB pins replace the single one.
+            release(page, PageSize::Size4K);
+            (base, first, PageSize::Size2M)
+        }
+        Ok(first) => {
+            release(first, PageSize::Size2M);
+            (page_gpa, page, PageSize::Size4K)
+        }
+        Err(_) => (page_gpa, page, PageSize::Size4K),
+    }
 }
 
 /// Unpins every 4 KiB page of an unmapped leaf.
@@ -316,7 +379,8 @@ impl Drop for VmInner {
     fn drop(&mut self) {
         // No vCPU exists any more (each held a reference to the VM): unmap and unpin all.
         self.slat.retire(0, u64::MAX, &mut |_, _| {});
-        self.slat.release(0, u64::MAX, &mut |page, size| release(page, size));
+        self.slat
+            .release(0, u64::MAX, &mut |page, size| release(page, size));
     }
 }
 

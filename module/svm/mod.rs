@@ -124,7 +124,9 @@ impl Svm {
             hsave.push(page, GFP_KERNEL).map_err(oom)?;
             let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).map_err(oom)?;
             host_save.push(page, GFP_KERNEL).map_err(oom)?;
-            owned.push(AtomicBool::new(false), GFP_KERNEL).map_err(oom)?;
+            owned
+                .push(AtomicBool::new(false), GFP_KERNEL)
+                .map_err(oom)?;
             asids.push(asid::CpuAsids::new(), GFP_KERNEL).map_err(oom)?;
         }
         let mut iopm = KBox::<Iopm>::zeroed(GFP_KERNEL).map_err(oom)?;

@@ -5,7 +5,7 @@
 //! enter, store them back, and name the exit.
 
 use super::asid::{Flush, VcpuAsid};
-use super::vmcb::{self, event, exit, intercept1, intercept2, intercept3, int_ctl, Vmcb};
+use super::vmcb::{self, event, exit, int_ctl, intercept1, intercept2, intercept3, Vmcb};
 use super::SvmShared;
 use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
 use crate::sys::cpu::this_cpu;
@@ -237,14 +237,20 @@ impl SvmVcpu {
         let c = &self.vmcb.control;
         let code = c.exit_code;
         let info1 = c.exit_info1;
-        let next_rip = if self.shared.nrips { Some(c.next_rip) } else { None };
+        let next_rip = if self.shared.nrips {
+            Some(c.next_rip)
+        } else {
+            None
+        };
         let mut next = next_rip;
         let exit = match code {
             exit::INTR | exit::NMI | exit::SMI | exit::INIT => Exit::HostInterrupt,
             exit::VINTR => Exit::InterruptWindow,
             exit::CPUID => Exit::Cpuid,
             exit::HLT => Exit::Hlt,
-            exit::MSR => Exit::Msr { write: info1 & 1 != 0 },
+            exit::MSR => Exit::Msr {
+                write: info1 & 1 != 0,
+            },
             exit::SHUTDOWN => Exit::Shutdown,
             exit::IOIO => {
                 // EXITINFO2 is the next RIP for IOIO even without NRIPS. APM Vol. 2 15.10.2.

@@ -15,9 +15,19 @@ extern "C" {
     fn rkvm_current_mm_is(mm: *const kernel::bindings::mm_struct) -> bool;
     fn rkvm_mmdrop(mm: *mut kernel::bindings::mm_struct);
     fn rkvm_virt_to_phys(addr: *const core::ffi::c_void) -> u64;
-    fn rkvm_pin_user_page(uaddr: usize, write: bool, page: *mut *mut kernel::bindings::page)
-        -> core::ffi::c_long;
+    fn rkvm_pin_user_page(
+        uaddr: usize,
+        write: bool,
+        page: *mut *mut kernel::bindings::page,
+    ) -> core::ffi::c_long;
     fn rkvm_unpin_phys(pa: u64);
+    fn rkvm_phys_in_pmd_folio(pa: u64) -> bool;
+    fn rkvm_pin_user_contiguous(
+        uaddr: usize,
+        nr: usize,
+        write: bool,
+        first: *mut u64,
+    ) -> core::ffi::c_long;
 }
 
 /// A host physical address.
@@ -58,6 +68,33 @@ pub(crate) fn pin_user_page(uaddr: u64, write: bool) -> Result<HostPhysAddr> {
         }
         n if n < 0 => Err(Error::from_errno(n as i32)),
         _ => Err(EFAULT),
+    }
+}
+
+/// Whether the pinned page at `pa` belongs to a folio big enough to be
+/// mapped by one 2 MiB entry (a transparent huge page): worth trying
+/// [`pin_user_contiguous`] for its 2 MiB.
+///
+/// # Safety
+///
+/// `pa` is a page the caller has pinned.
+pub(crate) unsafe fn in_huge_folio(pa: HostPhysAddr) -> bool {
+    // SAFETY: The page is pinned, so its `struct page` and folio are stable.
+    unsafe { rkvm_phys_in_pmd_folio(pa.0) }
+}
+
+/// Pins the `nr` pages at `uaddr` if they are physically contiguous, and
+/// returns the first one's address; `EAGAIN` (nothing pinned) if they are
+/// not. Each page is one pin, released by [`unpin_page`].
+pub(crate) fn pin_user_contiguous(uaddr: u64, nr: usize, write: bool) -> Result<HostPhysAddr> {
+    let uaddr = usize::try_from(uaddr).map_err(|_| EFAULT)?;
+    let mut first = 0u64;
+    // SAFETY: Pins pages of the current process and writes one address to a valid local.
+    let r = unsafe { rkvm_pin_user_contiguous(uaddr, nr, write, &mut first) };
+    if r == 0 {
+        Ok(HostPhysAddr(first))
+    } else {
+        Err(Error::from_errno(r as i32))
     }
 }
 
@@ -154,7 +191,10 @@ impl SharedPage<'_> {
         // SAFETY: `src` is valid for reading `size_of::<T>()` initialised bytes (`AsBytes`);
         // `write_raw` checks the bounds. User space reading concurrently sees some mix of old
         // and new bytes, which is its own business.
-        unsafe { self.0.write_raw(src.cast(), offset, core::mem::size_of::<T>()) }
+        unsafe {
+            self.0
+                .write_raw(src.cast(), offset, core::mem::size_of::<T>())
+        }
     }
 
     /// Copies `bytes` into the page at byte `offset`.

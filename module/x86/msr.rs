@@ -89,16 +89,16 @@ impl Mtrrs {
     /// The register `msr`, if it is an MTRR rkvm keeps.
     fn slot(&mut self, msr: u32) -> Option<&mut u64> {
         match msr {
-            index::MTRR_PHYS_FIRST..=index::MTRR_PHYS_LAST => {
-                self.variable.get_mut((msr - index::MTRR_PHYS_FIRST) as usize)
-            }
+            index::MTRR_PHYS_FIRST..=index::MTRR_PHYS_LAST => self
+                .variable
+                .get_mut((msr - index::MTRR_PHYS_FIRST) as usize),
             index::MTRR_FIX_64K => self.fixed.get_mut(0),
-            index::MTRR_FIX_16K_80000 | index::MTRR_FIX_16K_A0000 => {
-                self.fixed.get_mut((1 + msr - index::MTRR_FIX_16K_80000) as usize)
-            }
-            index::MTRR_FIX_4K_FIRST..=index::MTRR_FIX_4K_LAST => {
-                self.fixed.get_mut((3 + msr - index::MTRR_FIX_4K_FIRST) as usize)
-            }
+            index::MTRR_FIX_16K_80000 | index::MTRR_FIX_16K_A0000 => self
+                .fixed
+                .get_mut((1 + msr - index::MTRR_FIX_16K_80000) as usize),
+            index::MTRR_FIX_4K_FIRST..=index::MTRR_FIX_4K_LAST => self
+                .fixed
+                .get_mut((3 + msr - index::MTRR_FIX_4K_FIRST) as usize),
             index::MTRR_DEF_TYPE => Some(&mut self.def_type),
             _ => None,
         }
@@ -111,14 +111,21 @@ impl Mtrrs {
         match msr {
             index::MTRR_DEF_TYPE => value & !0xcff == 0 && mtrr_type_valid(value & 0xff),
             index::MTRR_PHYS_FIRST..=index::MTRR_PHYS_LAST => {
-                let above = if phys_bits >= 64 { 0 } else { !0u64 << phys_bits };
+                let above = if phys_bits >= 64 {
+                    0
+                } else {
+                    !0u64 << phys_bits
+                };
                 if msr % 2 == 0 {
                     value & (above | 0xf00) == 0 && mtrr_type_valid(value & 0xff)
                 } else {
                     value & (above | 0x7ff) == 0
                 }
             }
-            _ => value.to_le_bytes().iter().all(|&t| mtrr_type_valid(u64::from(t))),
+            _ => value
+                .to_le_bytes()
+                .iter()
+                .all(|&t| mtrr_type_valid(u64::from(t))),
         }
     }
 }

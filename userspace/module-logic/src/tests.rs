@@ -61,9 +61,24 @@ mod memslot_rules {
     }
 
     #[test]
+    fn readonly_slots_are_accepted_but_the_flag_cannot_change() {
+        let mut t = SlotTable::new();
+        let ro = Request {
+            flags: KVM_MEM_READONLY,
+            ..req(0, 0, MIB, USER)
+        };
+        let change = t.plan(&ro, user_ok, PHYS_BITS).unwrap();
+        t.commit(change).unwrap();
+        assert_eq!(
+            t.plan(&req(0, 0, MIB, USER), user_ok, PHYS_BITS),
+            Err(SlotError::Invalid)
+        );
+    }
+
+    #[test]
     fn unimplemented_flags_are_refused() {
         let t = SlotTable::new();
-        for flags in [KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, 1 << 7] {
+        for flags in [KVM_MEM_LOG_DIRTY_PAGES, 1 << 7] {
             let r = Request {
                 flags,
                 ..req(0, 0, MIB, USER)
@@ -489,6 +504,47 @@ mod msrs {
         // An MSR rkvm does not know.
         assert_eq!(get(&file, &shared, &ctx, 0x1234_5678), None);
         assert!(!set(&mut file, &mut shared, &ctx, 0x1234_5678, 0));
+    }
+
+    #[test]
+    fn mtrrs_are_kept_and_checked_like_kvm() {
+        let host = HostLimits {
+            cr4_optional: 0,
+            nx: true,
+            phys_bits: 40,
+        };
+        let guest = GuestFeatures::default(); // 36-bit guest physical addresses
+        let ctx = MsrContext {
+            host: &host,
+            guest: &guest,
+            host_tsc: 0,
+        };
+        let (mut e, mut a) = (0, 0xfee0_0900);
+        let mut file = MsrFile::reset();
+        let mut shared = SharedRegs {
+            efer: &mut e,
+            apic_base: &mut a,
+        };
+        // MTRRcap: 8 variable ranges, fixed ranges, WC; read-only.
+        assert_eq!(get(&file, &shared, &ctx, index::MTRRCAP), Some(0x508));
+        assert!(!set(&mut file, &mut shared, &ctx, index::MTRRCAP, 0x508));
+        // Default type: WB with E and FE set is fine; type 2 and bit 9 are not.
+        assert!(set(&mut file, &mut shared, &ctx, index::MTRR_DEF_TYPE, 0xc06));
+        assert_eq!(get(&file, &shared, &ctx, index::MTRR_DEF_TYPE), Some(0xc06));
+        assert!(!set(&mut file, &mut shared, &ctx, index::MTRR_DEF_TYPE, 0x002));
+        assert!(!set(&mut file, &mut shared, &ctx, index::MTRR_DEF_TYPE, 0x206));
+        // PhysBase0 (even): a type, bits 11:8 reserved, nothing above the guest's 36 bits.
+        assert!(set(&mut file, &mut shared, &ctx, 0x200, 0x8000_0006));
+        assert!(!set(&mut file, &mut shared, &ctx, 0x200, 0x8000_0106));
+        assert!(!set(&mut file, &mut shared, &ctx, 0x200, 1 << 36 | 6));
+        // PhysMask0 (odd): bits 10:0 reserved (bit 11 is V).
+        assert!(set(&mut file, &mut shared, &ctx, 0x201, 0xf_f000_0800));
+        assert!(!set(&mut file, &mut shared, &ctx, 0x201, 0xf_f000_0801));
+        assert_eq!(get(&file, &shared, &ctx, 0x201), Some(0xf_f000_0800));
+        // Fixed ranges: eight valid types.
+        assert!(set(&mut file, &mut shared, &ctx, 0x250, 0x0606_0606_0606_0606));
+        assert!(!set(&mut file, &mut shared, &ctx, 0x26f, 0x0606_0606_0606_0602));
+        assert_eq!(get(&file, &shared, &ctx, 0x26f), Some(0));
     }
 
     #[test]
