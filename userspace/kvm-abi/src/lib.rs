@@ -16,6 +16,7 @@
 
 mod error;
 mod fam;
+pub mod guest_code;
 pub mod ioctls;
 mod mem;
 pub mod process;
