@@ -727,6 +727,78 @@ fn unknown_msr_raises_gp_in_the_guest(ctx: &Ctx) -> TestResult {
     vcpu.done()
 }
 
+guest! {
+    /// 32-bit: UD2, then RDMSR of an unknown MSR, each resumed at a fixup
+    /// computed with CALL/POP (there is no EIP-relative addressing).
+    fn faults32_guest;
+    ".code32",
+    "call 1f",
+    "1: pop %eax",
+    "add $(2f - 1b), %eax",
+    "mov %eax, FIXUP_GPA",
+    "ud2",
+    "2: call 3f",
+    "3: pop %eax",
+    "add $(4f - 3b), %eax",
+    "mov %eax, FIXUP_GPA",
+    "mov $0x12345678, %ecx",
+    "rdmsr",
+    "4: ucall UCALL_DONE",
+}
+
+guest! {
+    /// 64-bit: UD2, then RDMSR of an unknown MSR, each resumed at a fixup.
+    fn faults64_guest;
+    ".code64",
+    "lea 1f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "ud2",
+    "1: lea 2f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $0x12345678, %ecx",
+    "rdmsr",
+    "2: ucall UCALL_DONE",
+}
+
+/// The guest IDT catches #UD (no error code) and #GP (error code) in
+/// 32-bit protected mode, PAE and long mode: the handler reports the
+/// vector, the error code and the address of the faulting instruction
+/// (the UD2 or RDMSR bytes are there, so the frame was read right), and
+/// the guest resumes after it.
+fn guest_idt_catches_ud_and_gp_in_32_and_64_bit_modes(ctx: &Ctx) -> TestResult {
+    for mode in [Mode::Protected32, Mode::Pae, Mode::Long] {
+        let code = if mode == Mode::Long {
+            faults64_guest()
+        } else {
+            faults32_guest()
+        };
+        let vm = GuestVm::new(ctx, mode, code)?;
+        let mut vcpu = vm.add_vcpu(0)?;
+        for (vector, insn) in [(6u64, [0x0fu8, 0x0b]), (13, [0x0f, 0x32])] {
+            match vcpu.ucall()? {
+                Ucall::Exception {
+                    vector: v,
+                    error_code,
+                    rip,
+                } => {
+                    check_eq!(v, vector, "{mode:?}");
+                    check_eq!(error_code, 0, "{mode:?} vector {vector}");
+                    check!(
+                        (CODE_GPA..CODE_GPA + code.len() as u64).contains(&rip),
+                        "{mode:?}: vector {vector} at {rip:#x}, outside the code"
+                    );
+                    let mut bytes = [0u8; 2];
+                    vm.read(rip, &mut bytes)?;
+                    check_eq!(bytes, insn, "{mode:?}: instruction at the reported RIP");
+                }
+                other => ksft::fail!("{mode:?}: expected exception {vector}, got {other}"),
+            }
+        }
+        vcpu.done().map_err(|e| prefix(e, &format!("{mode:?}")))?;
+    }
+    Ok(())
+}
+
 // ---- Signals and immediate_exit ----
 
 guest! {
@@ -907,6 +979,30 @@ fn kvm_interrupt_runs_the_guest_idt_handler(ctx: &Ctx) -> TestResult {
     vcpu.done()
 }
 
+guest! {
+    fn failing_assert_guest;
+    ".code64",
+    "mov $5, %edx",
+    "assert_eq %edx, 7, 42",
+    "ucall UCALL_DONE",
+}
+
+/// A failing guest assertion reaches the host as UCALL_FAIL with its id,
+/// the actual and the expected value (the registers of the OUT exit).
+fn guest_assertion_failure_reports_id_actual_and_expected(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, failing_assert_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    check_eq!(
+        vcpu.ucall()?,
+        Ucall::Fail {
+            id: 42,
+            actual: 5,
+            expected: 7
+        }
+    );
+    Ok(())
+}
+
 // ---- Every mode ----
 
 guest! {
@@ -916,6 +1012,7 @@ guest! {
     "mov $6, %eax",
     "mov $7, %ecx",
     "imul %ecx, %eax",
+    "assert_eq %eax, 42, 16",
     "add $0x1000, %eax",
     "mov %eax, 0x10",
     "mov 0x10, %ebx",
@@ -933,6 +1030,7 @@ guest! {
     "mov $6, %eax",
     "mov $7, %ecx",
     "imul %ecx, %eax",
+    "assert_eq %eax, 42, 32",
     "add $0x1000, %eax",
     "mov %eax, DATA_GPA + 0x10",
     "mov DATA_GPA + 0x10, %ebx",
@@ -952,6 +1050,7 @@ guest! {
     "movabs $0x100000000, %rax",
     "mov $6, %ecx",
     "imul $7, %rcx, %rcx",
+    "assert_eq %ecx, 42, 64",
     "add %rcx, %rax",
     "add $0x1000, %rax",
     "mov %rax, DATA_GPA + 0x10",
@@ -1285,10 +1384,12 @@ fn main() -> ExitCode {
             msrs_written_by_the_guest_read_back_in_guest_and_host,
             mtrrcap_read_by_the_guest_matches_the_host,
             unknown_msr_raises_gp_in_the_guest,
+            guest_idt_catches_ud_and_gp_in_32_and_64_bit_modes,
             signal_stops_a_looping_guest_with_eintr,
             immediate_exit_returns_eintr_without_running,
             irq_window_opens_when_the_guest_sets_if,
             kvm_interrupt_runs_the_guest_idt_handler,
+            guest_assertion_failure_reports_id_actual_and_expected,
             every_mode_runs_arithmetic_and_memory_access,
             access_outside_every_slot_is_mmio,
             deleted_slot_becomes_mmio,
