@@ -883,13 +883,6 @@ impl GuestVcpu {
     }
 }
 
-/// Runs `code` in `mode` on one vCPU until `UCALL_DONE`.
-pub fn run_to_done(ctx: &Ctx, mode: Mode, code: &[u8]) -> Result<(), Status> {
-    let vm = GuestVm::new(ctx, mode, code)?;
-    let mut vcpu = vm.add_vcpu(0)?;
-    vcpu.done()
-}
-
 #[cfg(test)]
 mod tests {
     // userspace/clippy.toml (allow-unwrap-in-tests) is not found from here.

@@ -8,7 +8,6 @@
 //! Usage: `run [DEVICE]` (default `/dev/rkvm`).
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -814,31 +813,35 @@ fn signal_stops_a_looping_guest_with_eintr(ctx: &Ctx) -> TestResult {
     let vm = GuestVm::new(ctx, Mode::Long, spin_guest())?;
     let vcpu = vm.add_vcpu(0)?;
     let old = check_ok!(kvm_abi::process::interrupt_syscalls_with(Signal::SIGUSR1));
-    let stop = AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel();
-    let result = std::thread::scope(|s| {
-        let stop = &stop;
-        let runner = s.spawn(move || {
-            let _ = tx.send(nix::sys::pthread::pthread_self());
-            let r = vcpu.vcpu.run();
-            stop.store(true, Ordering::SeqCst);
-            (r, vcpu.run.exit_reason())
-        });
-        let start = Instant::now();
-        if let Ok(thread) = rx.recv() {
-            // Repeat: a signal that comes before KVM_RUN enters the guest is
-            // handled and lost.
-            while !stop.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(20) {
-                std::thread::sleep(Duration::from_millis(20));
-                let _ = nix::sys::pthread::pthread_kill(thread, Signal::SIGUSR1);
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    // Not a scoped thread: if the signal never stops KVM_RUN, the test
+    // fails after a while instead of waiting for the thread forever.
+    let runner = std::thread::spawn(move || {
+        let _ = tid_tx.send(nix::sys::pthread::pthread_self());
+        let r = vcpu.vcpu.run();
+        let _ = done_tx.send((r, vcpu.run.exit_reason()));
+    });
+    let start = Instant::now();
+    let mut outcome = None;
+    if let Ok(thread) = tid_rx.recv() {
+        // Repeated: a signal that comes before KVM_RUN enters the guest is
+        // handled and lost.
+        while start.elapsed() < Duration::from_secs(20) {
+            let _ = nix::sys::pthread::pthread_kill(thread, Signal::SIGUSR1);
+            if let Ok(o) = done_rx.recv_timeout(Duration::from_millis(20)) {
+                outcome = Some(o);
+                break;
             }
         }
-        runner.join()
-    });
+    }
     check_ok!(kvm_abi::process::restore_signal(Signal::SIGUSR1, &old));
-    let Ok((r, reason)) = result else {
-        ksft::fail!("the vCPU thread panicked");
+    let Some((r, reason)) = outcome else {
+        ksft::fail!("KVM_RUN still running after 20 s of SIGUSR1 every 20 ms");
     };
+    if runner.join().is_err() {
+        ksft::fail!("the vCPU thread panicked");
+    }
     check_errno!(r, libc::EINTR, "KVM_RUN of a looping guest, signalled");
     check_eq!(reason, KVM_EXIT_INTR);
     Ok(())
