@@ -6,6 +6,7 @@
 //! their assertions are checked against the real thing.
 
 pub mod cpu;
+pub mod guest;
 
 use std::path::{Path, PathBuf};
 

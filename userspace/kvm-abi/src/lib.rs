@@ -9,16 +9,19 @@
 //! - [`System`], [`Vm`], [`Vcpu`]: safe wrappers owning their fds, with
 //!   [`RunMapping`] for the vCPU's shared `kvm_run` page, [`GuestMemory`] for
 //!   memory slots and [`CpuidEntries`]/[`MsrEntries`] for the flexible-array
-//!   structs.
+//!   structs; [`Vcpu::run`] enters the guest and [`RunMapping::exit`] says
+//!   why it came back, as a [`VcpuExit`].
 //!
 //! All `unsafe` code of the rkvm userspace lives in this crate.
 
 mod error;
 mod fam;
+pub mod guest_code;
 pub mod ioctls;
 mod mem;
 pub mod process;
 pub mod raw;
+mod run;
 mod system;
 mod vcpu;
 mod vm;
@@ -58,6 +61,7 @@ pub use error::{Error, Result};
 pub use fam::{CpuidEntries, MsrEntries, MsrIndexList};
 pub use mem::{GuestMemory, RunMapping, VcpuMapping};
 pub use nix::errno::Errno;
+pub use run::{IoDirection, IoExit, MmioExit, VcpuExit};
 pub use system::{DEFAULT_DEVICE, System};
 pub use vcpu::Vcpu;
 pub use vm::{MemoryRegion, UserAddr, Vm};

@@ -89,9 +89,10 @@ fn probe(ptr: NonNull<c_void>, len: usize) -> core::result::Result<(), Errno> {
 ///
 /// # Invariants
 ///
-/// `addr`/`len` is a mapping made by this value and unmapped only by its drop.
-/// No reference to its contents is ever handed out, so the guest or the
-/// kernel may change them at any time.
+/// `addr`/`len` is a readable and writable mapping made by this value and
+/// unmapped only by its drop. No reference to its contents is ever handed
+/// out (they are copied in and out with volatile accesses), so the guest or
+/// the kernel may change them at any time.
 #[derive(Debug)]
 pub struct GuestMemory {
     addr: usize,
@@ -137,6 +138,52 @@ impl GuestMemory {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The address of `len` bytes at `offset`, checked to be inside.
+    fn range(&self, offset: usize, len: usize, op: &'static str) -> Result<*mut u8> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => {
+                Ok(core::ptr::with_exposed_provenance_mut::<u8>(self.addr).wrapping_add(offset))
+            }
+            _ => Err(Error::new(op, Errno::EFAULT)),
+        }
+    }
+
+    /// Copies `data` into the memory at byte `offset`; `EFAULT` if it does
+    /// not fit. The guest may be running: the copy is byte-wise volatile, and
+    /// a guest writing the same bytes at the same time sees either value.
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        let base = self.range(offset, data.len(), "write guest memory")?;
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: `range` checked that the bytes are inside our live,
+            // writable mapping (type invariant), of which no reference exists.
+            unsafe { base.wrapping_add(i).write_volatile(*b) };
+        }
+        Ok(())
+    }
+
+    /// Copies the memory at byte `offset` into `buf`; `EFAULT` if it is not
+    /// all inside. Byte-wise volatile, like [`GuestMemory::write`].
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        let base = self.range(offset, buf.len(), "read guest memory")?;
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: as in `write`; the mapping is readable.
+            *b = unsafe { base.wrapping_add(i).read_volatile() };
+        }
+        Ok(())
+    }
+
+    /// Writes `value` little-endian at byte `offset`.
+    pub fn write_u64(&self, offset: usize, value: u64) -> Result<()> {
+        self.write(offset, &value.to_le_bytes())
+    }
+
+    /// Reads a little-endian `u64` at byte `offset`.
+    pub fn read_u64(&self, offset: usize) -> Result<u64> {
+        let mut buf = [0u8; 8];
+        self.read(offset, &mut buf)?;
+        Ok(u64::from_le_bytes(buf))
+    }
 }
 
 impl Drop for GuestMemory {
@@ -166,6 +213,12 @@ pub struct VcpuMapping {
     /// The mapping keeps the VM alive, and so its memory slots' memory.
     _memory: MemoryKeepAlive,
 }
+
+// SAFETY: a mapping belongs to the process, not to a thread: any thread
+// may use and unmap it. VcpuMapping hands out no references into it (every
+// access is a volatile copy or a probing system call), so moving it to
+// another thread cannot create aliasing the type does not already allow.
+unsafe impl Send for VcpuMapping {}
 
 impl VcpuMapping {
     /// Maps `len` bytes of `fd` at `offset`, shared and read-write.
@@ -210,6 +263,11 @@ impl VcpuMapping {
         self.offset
     }
 
+    /// The first byte of the mapping, for the accessors of this crate.
+    pub(crate) fn as_ptr(&self) -> *mut c_void {
+        self.ptr.as_ptr()
+    }
+
     /// Checks that every page of the mapping can be read, without risking
     /// the SIGBUS an unbacked page would raise: `EFAULT` if one cannot.
     pub fn probe_readable(&self) -> core::result::Result<(), Errno> {
@@ -241,16 +299,29 @@ impl Drop for VcpuMapping {
 }
 
 /// The vCPU's `struct kvm_run`, mapped at offset 0 of the vCPU fd.
+///
+/// # Invariants
+///
+/// The mapping is at least `size_of::<kvm_run>()` bytes long and its
+/// `kvm_run` bytes were found readable when it was made. The kernel keeps
+/// that page for as long as the vCPU's file lives, and the mapping holds the
+/// file, so the page stays readable and writable: the accessors in
+/// `run.rs` read and write its fields without probing again.
 #[derive(Debug)]
 pub struct RunMapping(VcpuMapping);
 
 impl RunMapping {
     /// Maps `len` bytes (KVM_GET_VCPU_MMAP_SIZE) at offset 0 of `fd`.
+    ///
+    /// Fails with `EFAULT` if the `kvm_run` page cannot be read.
     pub(crate) fn new(fd: BorrowedFd<'_>, len: usize, memory: MemoryKeepAlive) -> Result<Self> {
         if len < size_of::<kvm_run>() {
             return Err(Error::new("mmap kvm_run", Errno::EINVAL));
         }
-        VcpuMapping::new(fd, 0, len, memory).map(Self)
+        let mapping = VcpuMapping::new(fd, 0, len, memory)?;
+        probe(mapping.ptr, size_of::<kvm_run>()).map_err(|e| Error::new("read kvm_run", e))?;
+        // INVARIANT: long enough (checked above) and readable (just probed).
+        Ok(Self(mapping))
     }
 
     /// The whole mapping (kvm_run and the pages after it).
@@ -266,5 +337,35 @@ impl RunMapping {
         // plain data valid for any bits. The kernel writes it only during
         // KVM_RUN, and the volatile read takes no reference that could alias.
         Ok(unsafe { self.0.ptr.as_ptr().cast::<kvm_run>().read_volatile() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_memory_copies_in_and_out() {
+        let mem = GuestMemory::new(2 * PAGE_SIZE).unwrap();
+        mem.write(PAGE_SIZE - 2, &[1, 2, 3, 4]).unwrap();
+        let mut buf = [0u8; 6];
+        mem.read(PAGE_SIZE - 3, &mut buf).unwrap();
+        assert_eq!(buf, [0, 1, 2, 3, 4, 0]);
+        mem.write_u64(8, 0x1122_3344_5566_7788).unwrap();
+        assert_eq!(mem.read_u64(8).unwrap(), 0x1122_3344_5566_7788);
+    }
+
+    #[test]
+    fn guest_memory_refuses_out_of_bounds() {
+        let mem = GuestMemory::new(PAGE_SIZE).unwrap();
+        assert_eq!(
+            mem.write(PAGE_SIZE - 1, &[0, 0]).unwrap_err().errno(),
+            Errno::EFAULT
+        );
+        assert_eq!(
+            mem.read(usize::MAX, &mut [0]).unwrap_err().errno(),
+            Errno::EFAULT
+        );
+        assert!(mem.write(PAGE_SIZE, &[]).is_ok());
     }
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork as nix_fork};
 
@@ -118,4 +118,33 @@ impl Drop for Child {
             let _ = self.wait_inner();
         }
     }
+}
+
+/// The handler [`interrupt_syscalls_with`] installs: it does nothing, so it
+/// is async-signal-safe; its only effect is that the signal is *handled*.
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Makes `signal` interrupt blocking system calls of this process: installs
+/// a handler that does nothing, without `SA_RESTART`, so a call such as
+/// KVM_RUN that the signal interrupts fails with `EINTR` instead of being
+/// restarted or the process being killed. Returns the previous action so
+/// that it can be restored with [`restore_signal`].
+pub fn interrupt_syscalls_with(signal: Signal) -> Result<SigAction> {
+    let action = SigAction::new(
+        SigHandler::Handler(ignore_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, so it is async-signal-safe and
+    // cannot break any invariant of the interrupted code.
+    unsafe { sigaction(signal, &action) }.map_err(|e| Error::new("sigaction", e))
+}
+
+/// Restores the action `old` that [`interrupt_syscalls_with`] returned.
+pub fn restore_signal(signal: Signal, old: &SigAction) -> Result<()> {
+    // SAFETY: `old` was this process's action for `signal` before; putting
+    // it back restores the state the program was written for.
+    unsafe { sigaction(signal, old) }
+        .map(drop)
+        .map_err(|e| Error::new("sigaction", e))
 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::fam::{CpuidEntries, MsrEntries};
 use crate::ioctls::{
-    KVM_GET_CPUID2, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS, KVM_SET_CPUID2, KVM_SET_MSRS,
-    KVM_SET_REGS, KVM_SET_SREGS,
+    KVM_GET_CPUID2, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS, KVM_INTERRUPT, KVM_RUN,
+    KVM_SET_CPUID2, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS,
 };
 use crate::mem::{RunMapping, VcpuMapping};
-use crate::raw::{ioctl_mut, ioctl_ref};
-use crate::sys::{kvm_regs, kvm_sregs};
+use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
+use crate::sys::{kvm_interrupt, kvm_regs, kvm_sregs};
 use crate::vm::MemoryKeepAlive;
 
 /// A vCPU. It keeps working after its VM's fd is closed.
@@ -43,6 +43,29 @@ impl Vcpu {
     /// Maps `len` bytes at byte `offset` of the vCPU fd.
     pub fn map(&self, offset: u64, len: usize) -> Result<VcpuMapping> {
         VcpuMapping::new(self.fd.as_fd(), offset, len, Arc::clone(&self.memory))
+    }
+
+    /// KVM_RUN: runs the guest until it exits to userspace. Why it exited is
+    /// in the `kvm_run` page ([`RunMapping::exit`]); the error is the errno,
+    /// e.g. `EINTR` when a signal or `immediate_exit` stopped it.
+    pub fn run(&self) -> Result<()> {
+        // SAFETY: KVM_RUN takes no argument. Besides its own pages, the
+        // kernel writes only guest memory (GuestMemory hands out no
+        // references and the VM keeps it mapped) and the kvm_run mapping,
+        // which the accessors only touch with volatile accesses.
+        unsafe { ioctl_val(self.fd.as_fd(), KVM_RUN, 0) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_RUN", e))
+    }
+
+    /// KVM_INTERRUPT: queues external interrupt `irq` (the vector) for a
+    /// VM without an in-kernel interrupt controller.
+    pub fn interrupt(&self, irq: u32) -> Result<()> {
+        let arg = kvm_interrupt { irq };
+        // SAFETY: the kernel reads one kvm_interrupt.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_INTERRUPT, &raw const arg) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_INTERRUPT", e))
     }
 
     /// KVM_GET_REGS.

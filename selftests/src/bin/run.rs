@@ -1,0 +1,1404 @@
+//! KVM_RUN: guests run and exit to userspace the way KVM's ABI says. Port
+//! I/O, HLT, MMIO, triple faults, refused VM entries, CPUID and MSRs seen
+//! by the guest, signals and `immediate_exit`, interrupt injection without
+//! an in-kernel irqchip, every x86 mode, memory-slot isolation, and many
+//! vCPUs at once. The guest code of each test is right next to it (see
+//! `rkvm_selftests::guest` for the layout and the ucall channel).
+//!
+//! Usage: `run [DEVICE]` (default `/dev/rkvm`).
+
+use std::process::ExitCode;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
+use kvm_abi::sys::{KVM_EXIT_INTR, KVM_EXIT_IO, KVM_INTERNAL_ERROR_EMULATION};
+use kvm_abi::{GuestMemory, IoDirection, MemoryRegion, MsrEntries, VcpuExit};
+use nix::sys::signal::Signal;
+use rkvm_selftests::guest::{
+    CODE_GPA, DATA_GPA, GuestVcpu, GuestVm, MEM_SIZE, MMIO_GPA, Mode, RFLAGS_IF, Ucall, describe,
+};
+use rkvm_selftests::{Ctx, guest};
+
+/// Runs the vCPU and expects a port-I/O exit; returns (direction, size,
+/// port, count, data).
+fn next_io(vcpu: &mut GuestVcpu) -> Result<(IoDirection, u8, u16, u32, Vec<u8>), Status> {
+    vcpu.run()?;
+    let rip = vcpu.rip_text();
+    match vcpu.exit() {
+        VcpuExit::Io(io) => Ok((io.direction, io.size, io.port, io.count, io.data()?)),
+        other => Err(Status::Fail(format!(
+            "expected KVM_EXIT_IO, got {} at RIP {rip}",
+            describe(&other)
+        ))),
+    }
+}
+
+// ---- KVM_EXIT_IO ----
+
+guest! {
+    fn out_guest;
+    ".code64",
+    "mov $0x10, %dx",
+    "mov $0x12, %al",
+    "out %al, (%dx)",
+    "mov $0x3412, %ax",
+    "out %ax, $0x11",
+    "mov $0x78563412, %eax",
+    "mov $0x1234, %dx",
+    "out %eax, (%dx)",
+    "ucall UCALL_DONE",
+}
+
+/// OUT of 1, 2 and 4 bytes (port in DX and immediate): one exit each with
+/// the port, size, direction, a count of 1 and the bytes at data_offset.
+fn io_out_1_2_4_bytes_exit_with_port_size_and_data(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, out_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    for (port, data) in [
+        (0x10u16, vec![0x12u8]),
+        (0x11, vec![0x12, 0x34]),
+        (0x1234, vec![0x12, 0x34, 0x56, 0x78]),
+    ] {
+        let (dir, size, p, count, got) = next_io(&mut vcpu)?;
+        check_eq!(dir, IoDirection::Out, "port {port:#x}");
+        check_eq_hex!(p, port);
+        check_eq!(usize::from(size), data.len(), "port {port:#x}");
+        check_eq!(count, 1, "port {port:#x}");
+        check_eq!(got, data, "port {port:#x}");
+    }
+    vcpu.done()
+}
+
+guest! {
+    fn in_guest;
+    ".code64",
+    "mov $-1, %rax",
+    "mov $0x20, %dx",
+    "in (%dx), %al",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "mov $-1, %rax",
+    "in $0x21, %ax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "mov $-1, %rax",
+    "mov $0x2222, %dx",
+    "in (%dx), %eax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// IN of 1, 2 and 4 bytes: the bytes the host puts at data_offset land in
+/// AL, AX and EAX (zero-extended into RAX) on the next KVM_RUN.
+fn io_in_data_from_the_host_lands_in_the_register(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, in_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    for (port, size, value, expected) in [
+        (0x20u16, 1u8, 0xabu32, 0xffff_ffff_ffff_ffabu64),
+        (0x21, 2, 0xcdab, 0xffff_ffff_ffff_cdab),
+        (0x2222, 4, 0x7856_3412, 0x7856_3412),
+    ] {
+        vcpu.run()?;
+        match vcpu.exit() {
+            VcpuExit::Io(mut io) => {
+                check_eq!(io.direction, IoDirection::In, "port {port:#x}");
+                check_eq_hex!(io.port, port);
+                check_eq!(io.size, size, "port {port:#x}");
+                check_eq!(io.count, 1, "port {port:#x}");
+                check_ok!(io.set_value(value));
+            }
+            other => fail_exit("KVM_EXIT_IO in", &other)?,
+        }
+        let [rax, _, _] = vcpu.sync()?;
+        check_eq_hex!(rax, expected, "RAX after IN from port {port:#x}");
+    }
+    vcpu.done()
+}
+
+fn fail_exit(wanted: &str, exit: &VcpuExit<'_>) -> TestResult {
+    Err(Status::Fail(format!(
+        "expected {wanted}, got {}",
+        describe(exit)
+    )))
+}
+
+guest! {
+    fn outs_guest;
+    ".code64",
+    "cld",
+    "mov $DATA_GPA, %esi",
+    "mov $37, %ecx",
+    "mov $0x30, %dx",
+    "rep outsb",
+    "mov $DATA_GPA + 0x100, %esi",
+    "mov $9, %ecx",
+    "mov $0x32, %dx",
+    "rep outsl",
+    "ucall UCALL_DONE",
+}
+
+/// Collects the OUT exits to `port` (each `size` bytes wide) until `len`
+/// bytes came; returns the bytes and the largest count of one exit.
+fn collect_outs(
+    vcpu: &mut GuestVcpu,
+    port: u16,
+    size: u8,
+    len: usize,
+) -> Result<(Vec<u8>, u32), Status> {
+    let mut bytes = Vec::new();
+    let mut max_count = 0;
+    while bytes.len() < len {
+        let (dir, s, p, count, data) = next_io(vcpu)?;
+        check_eq!(dir, IoDirection::Out);
+        check_eq_hex!(p, port);
+        check_eq!(s, size, "port {port:#x}");
+        check!(count >= 1, "count {count}");
+        check_eq!(data.len(), usize::from(size) * count as usize);
+        max_count = max_count.max(count);
+        bytes.extend_from_slice(&data);
+    }
+    Ok((bytes, max_count))
+}
+
+/// REP OUTSB and REP OUTSD: the guest's buffer arrives in order, whole and
+/// with nothing more, over one or more exits of the access size.
+fn io_rep_outs_delivers_the_guest_buffer(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, outs_guest())?;
+    let bytes: Vec<u8> = (0..37u8).map(|i| i.wrapping_mul(7) ^ 0xa5).collect();
+    let dwords: Vec<u8> = (0..36u8).map(|i| i.wrapping_mul(13) ^ 0x3c).collect();
+    vm.write(DATA_GPA, &bytes)?;
+    vm.write(DATA_GPA + 0x100, &dwords)?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let (got, max) = collect_outs(&mut vcpu, 0x30, 1, bytes.len())?;
+    check_eq!(got, bytes, "REP OUTSB data");
+    diag!("REP OUTSB of 37: at most {max} per exit");
+    let (got, max) = collect_outs(&mut vcpu, 0x32, 4, dwords.len())?;
+    check_eq!(got, dwords, "REP OUTSD data");
+    diag!("REP OUTSD of 9: at most {max} per exit");
+    vcpu.done()
+}
+
+guest! {
+    fn ins_guest;
+    ".code64",
+    "cld",
+    "mov $DATA_GPA + 0x1000, %edi",
+    "mov $50, %ecx",
+    "mov $0x40, %dx",
+    "rep insb",
+    "mov $DATA_GPA + 0x2000, %edi",
+    "mov $12, %ecx",
+    "mov $0x42, %dx",
+    "rep insw",
+    "ucall UCALL_DONE",
+}
+
+/// REP INSB and REP INSW: the data the host supplies fills the guest's
+/// buffer; KVM asks for more than one element per exit (count > 1, all of
+/// it in the data page).
+fn io_rep_ins_fills_the_guest_buffer(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, ins_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let cases = [
+        ("REP INSB", 0x40u16, 1u8, DATA_GPA + 0x1000, 50usize),
+        ("REP INSW", 0x42, 2, DATA_GPA + 0x2000, 24),
+    ];
+    let pattern = |len: usize| -> Vec<u8> {
+        (0..=u8::MAX)
+            .cycle()
+            .take(len)
+            .map(|i| i.wrapping_mul(11) ^ 0x5a)
+            .collect()
+    };
+    for (what, port, size, _, len) in cases {
+        let data = pattern(len);
+        let mut done = 0;
+        let mut first_count = None;
+        while done < len {
+            vcpu.run()?;
+            match vcpu.exit() {
+                VcpuExit::Io(mut io) => {
+                    check_eq!(io.direction, IoDirection::In, "{what}");
+                    check_eq_hex!(io.port, port);
+                    check_eq!(io.size, size, "{what}");
+                    let n = io.len();
+                    check!(
+                        n > 0 && done + n <= len,
+                        "{what}: {n} bytes asked after {done} of {len}"
+                    );
+                    first_count.get_or_insert(io.count);
+                    check_ok!(io.set_data(&data[done..done + n]));
+                    done += n;
+                }
+                other => fail_exit("KVM_EXIT_IO in", &other)?,
+            }
+        }
+        let first = first_count.unwrap_or(0);
+        check!(
+            first > 1,
+            "{what}: the first exit asked for a count of {first}"
+        );
+    }
+    // The data of the last exit reaches the guest on the next KVM_RUN.
+    vcpu.done()?;
+    for (what, _, _, gpa, len) in cases {
+        let mut got = vec![0u8; len];
+        vm.read(gpa, &mut got)?;
+        check_eq!(got, pattern(len), "{what}: guest buffer");
+    }
+    Ok(())
+}
+
+// ---- KVM_EXIT_HLT ----
+
+guest! {
+    fn hlt_guest;
+    ".code64",
+    "hlt",
+    "ucall UCALL_DONE",
+}
+
+/// HLT exits with KVM_EXIT_HLT, RIP past the HLT; the guest goes on after.
+fn hlt_exits_with_kvm_exit_hlt(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, hlt_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::Hlt => {}
+        other => fail_exit("KVM_EXIT_HLT", &other)?,
+    }
+    check_eq_hex!(
+        check_ok!(vcpu.vcpu.get_regs()).rip,
+        CODE_GPA + 1,
+        "RIP after HLT"
+    );
+    vcpu.done()
+}
+
+// ---- KVM_EXIT_MMIO ----
+
+guest! {
+    fn mmio_write_guest;
+    ".code64",
+    "mov $MMIO_GPA, %ebx",
+    "movb $0x11, (%rbx)",
+    "movw $0x2233, 2(%rbx)",
+    "movl $0x44556677, 4(%rbx)",
+    "movabs $0x8899aabbccddeeff, %rax",
+    "mov %rax, 8(%rbx)",
+    "mov $3, %ecx",
+    "mov %eax, 0x10(%rbx,%rcx,4)",
+    "mov %ax, 0x20(%rbx)",
+    "movabs %al, MMIO_GPA + 0x30",
+    "ucall UCALL_DONE",
+}
+
+/// Writes of 1, 2, 4 and 8 bytes to a GPA without a slot, from immediates
+/// and registers, with base, base+displacement, SIB and absolute (moffs)
+/// addressing: one KVM_EXIT_MMIO each with address, length and data.
+fn mmio_writes_exit_with_address_length_and_data(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, mmio_write_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    for (offset, len, value) in [
+        (0u64, 1u32, 0x11u64),
+        (2, 2, 0x2233),
+        (4, 4, 0x4455_6677),
+        (8, 8, 0x8899_aabb_ccdd_eeff),
+        (0x1c, 4, 0xccdd_eeff),
+        (0x20, 2, 0xeeff),
+        (0x30, 1, 0xff),
+    ] {
+        vcpu.run()?;
+        match vcpu.exit() {
+            VcpuExit::Mmio(m) => {
+                check!(m.is_write, "access at +{offset:#x} is a read");
+                check_eq_hex!(m.phys_addr, MMIO_GPA + offset);
+                check_eq!(m.len, len, "at +{offset:#x}");
+                check_eq_hex!(m.value(), value, "data written at +{offset:#x}");
+            }
+            other => fail_exit("KVM_EXIT_MMIO write", &other)?,
+        }
+    }
+    vcpu.done()
+}
+
+guest! {
+    fn mmio_read_guest;
+    ".code64",
+    "mov $MMIO_GPA, %edi",
+    "mov $-1, %rax",
+    "mov (%rdi), %al",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "mov $-1, %rax",
+    "mov 2(%rdi), %ax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "mov $-1, %rax",
+    "mov 4(%rdi), %eax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "mov 8(%rdi), %rax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "mov $-1, %rax",
+    "movzbl 0x10(%rdi), %eax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "movsbq 0x11(%rdi), %rax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "mov $-1, %rax",
+    "movzwl 0x12(%rdi), %eax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "movswq 0x14(%rdi), %rax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "mov $2, %ecx",
+    "mov 0x20(%rdi,%rcx,8), %rax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "mov $-1, %rax",
+    "movabs MMIO_GPA + 0x40, %eax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// Reads of 1, 2, 4 and 8 bytes, MOVZX and MOVSX, with several addressing
+/// modes: one KVM_EXIT_MMIO read each, and the value the host puts in
+/// mmio.data lands in the register, extended as the instruction says.
+fn mmio_read_data_from_the_host_lands_in_the_register(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, mmio_read_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    for (what, offset, len, value, expected) in [
+        ("mov al", 0u64, 1u32, 0x5au64, 0xffff_ffff_ffff_ff5au64),
+        ("mov ax", 2, 2, 0x1234, 0xffff_ffff_ffff_1234),
+        ("mov eax", 4, 4, 0x89ab_cdef, 0x89ab_cdef),
+        (
+            "mov rax",
+            8,
+            8,
+            0x0123_4567_89ab_cdef,
+            0x0123_4567_89ab_cdef,
+        ),
+        ("movzx eax, byte", 0x10, 1, 0x80, 0x80),
+        ("movsx rax, byte", 0x11, 1, 0x80, 0xffff_ffff_ffff_ff80),
+        ("movzx eax, word", 0x12, 2, 0x8001, 0x8001),
+        ("movsx rax, word", 0x14, 2, 0x8001, 0xffff_ffff_ffff_8001),
+        (
+            "mov rax, [rdi+rcx*8+0x20]",
+            0x30,
+            8,
+            0x1122_3344_5566_7788,
+            0x1122_3344_5566_7788,
+        ),
+        ("mov eax, moffs", 0x40, 4, 0xdead_beef, 0xdead_beef),
+    ] {
+        vcpu.run()?;
+        match vcpu.exit() {
+            VcpuExit::Mmio(mut m) => {
+                check!(!m.is_write, "{what} is a write");
+                check_eq_hex!(m.phys_addr, MMIO_GPA + offset, "{what}");
+                check_eq!(m.len, len, "{what}");
+                check_ok!(m.set_value(value));
+            }
+            other => fail_exit("KVM_EXIT_MMIO read", &other)?,
+        }
+        let [rbx, _, _] = vcpu.sync()?;
+        check_eq_hex!(rbx, expected, "register after {what}");
+    }
+    vcpu.done()
+}
+
+guest! {
+    fn mmio_fld_guest;
+    ".code64",
+    "mov $MMIO_GPA, %edi",
+    "fldl (%rdi)",
+    "ucall UCALL_DONE",
+}
+
+/// An x87 load from MMIO is an instruction KVM's emulator does not know:
+/// KVM_EXIT_INTERNAL_ERROR with KVM_INTERNAL_ERROR_EMULATION, not a
+/// made-up MMIO exit.
+fn mmio_by_an_unemulated_instruction_is_an_emulation_error(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, mmio_fld_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::InternalError { suberror, .. } => {
+            check_eq!(suberror, KVM_INTERNAL_ERROR_EMULATION);
+        }
+        other => fail_exit("KVM_EXIT_INTERNAL_ERROR", &other)?,
+    }
+    Ok(())
+}
+
+// ---- KVM_EXIT_SHUTDOWN ----
+
+guest! {
+    fn triple_fault_guest;
+    ".code64",
+    "ucall UCALL_SYNC",
+    "push $0",
+    "push $0",
+    "lidt (%rsp)",
+    "int3",
+    "ucall UCALL_DONE",
+}
+
+/// With an empty IDT, INT3 raises #GP, then #DF, then a triple fault:
+/// KVM_EXIT_SHUTDOWN.
+fn triple_fault_exits_with_shutdown(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, triple_fault_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    vcpu.sync()?;
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::Shutdown => Ok(()),
+        other => fail_exit("KVM_EXIT_SHUTDOWN", &other),
+    }
+}
+
+// ---- Invalid guest state ----
+
+/// A long-mode code segment with both L and D set is accepted by
+/// KVM_SET_SREGS but refused by VMRUN (APM Vol. 2 15.5.1): KVM_RUN
+/// reports KVM_EXIT_FAIL_ENTRY with the SVM exit code VMEXIT_INVALID (-1).
+/// Real processors write -1 to the 64-bit EXITCODE; QEMU's emulated SVM
+/// writes it 32 bits wide (0xffffffff), which KVM itself tolerates when it
+/// runs nested (`svm_is_vmrun_failure()`), so either is accepted.
+fn vmrun_refusing_the_state_is_kvm_exit_fail_entry(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, hlt_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let mut sregs = check_ok!(vcpu.vcpu.get_sregs());
+    sregs.cs.db = 1;
+    check_ok!(vcpu.vcpu.set_sregs(&sregs));
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::FailEntry {
+            hardware_entry_failure_reason,
+            ..
+        } => {
+            check!(
+                [u64::MAX, 0xffff_ffff].contains(&hardware_entry_failure_reason),
+                "hardware_entry_failure_reason {hardware_entry_failure_reason:#x} is not \
+                 VMEXIT_INVALID (-1)"
+            );
+            Ok(())
+        }
+        other => fail_exit("KVM_EXIT_FAIL_ENTRY", &other),
+    }
+}
+
+// ---- CPUID ----
+
+guest! {
+    fn cpuid_guest;
+    ".code64",
+    "mov $0x80000002, %eax",
+    "xor %ecx, %ecx",
+    "cpuid",
+    "mov %eax, %r8d",
+    "mov %ebx, %r9d",
+    "mov %ecx, %r10d",
+    "mov %edx, %r11d",
+    "mov %r8d, %ebx",
+    "mov %r9d, %ecx",
+    "mov %r10d, %esi",
+    "ucall UCALL_SYNC",
+    "mov %r11d, %ebx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// CPUID is answered in the kernel from the KVM_SET_CPUID2 table: the
+/// guest sees the values set for leaf 0x80000002, with no exit.
+fn cpuid_is_answered_from_the_set_cpuid2_table(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, cpuid_guest())?;
+    let values = [0x6d76_6b72u32, 0x7473_6574, 0x7075_6320, 0x2164_6921];
+    let mut found = false;
+    let mut vcpu = vm.add_vcpu_with_cpuid(0, |cpuid| {
+        if let Some(e) = cpuid
+            .entries_mut()
+            .iter_mut()
+            .find(|e| e.function == 0x8000_0002)
+        {
+            [e.eax, e.ebx, e.ecx, e.edx] = values;
+            found = true;
+        }
+    })?;
+    if !found {
+        ksft::skip!("KVM_GET_SUPPORTED_CPUID has no leaf 0x80000002");
+    }
+    let [eax, ebx, ecx] = vcpu.sync()?;
+    let [edx, _, _] = vcpu.sync()?;
+    check_eq_hex!(eax, u64::from(values[0]));
+    check_eq_hex!(ebx, u64::from(values[1]));
+    check_eq_hex!(ecx, u64::from(values[2]));
+    check_eq_hex!(edx, u64::from(values[3]));
+    vcpu.done()
+}
+
+// ---- MSRs ----
+
+// MSR indices: SDM Vol. 4 2.1, APM Vol. 2 A.
+const MSR_TSC: u32 = 0x10;
+const MSR_APIC_BASE: u32 = 0x1b;
+const MSR_MTRRCAP: u32 = 0xfe;
+const MSR_SYSENTER_CS: u32 = 0x174;
+const MSR_SYSENTER_ESP: u32 = 0x175;
+const MSR_SYSENTER_EIP: u32 = 0x176;
+const MSR_MISC_ENABLE: u32 = 0x1a0;
+const MSR_PAT: u32 = 0x277;
+const MSR_EFER: u32 = 0xc000_0080;
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_CSTAR: u32 = 0xc000_0083;
+const MSR_SFMASK: u32 = 0xc000_0084;
+const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+
+guest! {
+    /// For each entry of the table at DATA_GPA (u32 count, then entries of
+    /// u32 index, u32 pad, u64 value, u64 read-back): WRMSR the value,
+    /// RDMSR it back into the read-back field.
+    fn msr_guest;
+    ".code64",
+    "mov $DATA_GPA, %r12d",
+    "mov (%r12), %r13d",
+    "add $8, %r12",
+    "1: test %r13d, %r13d",
+    "jz 2f",
+    "mov (%r12), %ecx",
+    "mov 8(%r12), %rax",
+    "mov %rax, %rdx",
+    "shr $32, %rdx",
+    "wrmsr",
+    "mov (%r12), %ecx",
+    "rdmsr",
+    "shl $32, %rdx",
+    "or %rdx, %rax",
+    "mov %rax, 16(%r12)",
+    "add $24, %r12",
+    "dec %r13d",
+    "jmp 1b",
+    "2: ucall UCALL_DONE",
+}
+
+/// The guest writes and reads back EFER, STAR, LSTAR, CSTAR, SFMASK,
+/// KERNEL_GS_BASE, SYSENTER_CS/ESP/EIP, PAT, TSC, APIC_BASE and
+/// MISC_ENABLE; the host then sees the same values with KVM_GET_MSRS.
+fn msrs_written_by_the_guest_read_back_in_guest_and_host(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, msr_guest())?;
+    let vcpu0 = vm.add_vcpu(0)?;
+    let mut initial = check_ok!(MsrEntries::from_indices(&[MSR_MISC_ENABLE, MSR_APIC_BASE]));
+    check_eq!(check_ok!(vcpu0.vcpu.get_msrs(&mut initial)), 2);
+    let misc = initial.get(MSR_MISC_ENABLE).unwrap_or(0);
+    let apic_base = initial.get(MSR_APIC_BASE).unwrap_or(0);
+    const TSC_START: u64 = 1 << 40;
+    let table: [(u32, u64); 13] = [
+        // SCE on top of LME and LMA, which the guest must keep.
+        (MSR_EFER, 0x501),
+        (MSR_STAR, 0x0023_0010_0000_0000),
+        (MSR_LSTAR, 0xffff_ffff_8123_4560),
+        (MSR_CSTAR, 0xffff_ffff_8123_4570),
+        (MSR_SFMASK, 0x0004_7700),
+        (MSR_KERNEL_GS_BASE, 0xffff_8880_1234_5000),
+        (MSR_SYSENTER_CS, 0x10),
+        (MSR_SYSENTER_ESP, 0x1234_5000),
+        (MSR_SYSENTER_EIP, 0x1234_6000),
+        // Types WB, WT, UC-, UC, WB, WP, WC, UC (all valid).
+        (MSR_PAT, 0x0001_0506_0007_0406),
+        (MSR_TSC, TSC_START),
+        // The BSP and enable bits kept, the base moved.
+        (MSR_APIC_BASE, (apic_base & 0xfff) | 0xfed0_0000),
+        // Fast strings (bit 0) on top of what it was.
+        (MSR_MISC_ENABLE, misc | 1),
+    ];
+    let mut mem = Vec::new();
+    mem.extend_from_slice(&(table.len() as u64).to_le_bytes());
+    for (index, value) in table {
+        mem.extend_from_slice(&u64::from(index).to_le_bytes());
+        mem.extend_from_slice(&value.to_le_bytes());
+        mem.extend_from_slice(&0u64.to_le_bytes());
+    }
+    vm.write(DATA_GPA, &mem)?;
+    let mut vcpu = vcpu0;
+    vcpu.done()?;
+    let in_tsc_range = |v: u64| (TSC_START..TSC_START + (1 << 38)).contains(&v);
+    for (i, (index, value)) in table.iter().enumerate() {
+        let got = vm.read_u64(DATA_GPA + 8 + 24 * i as u64 + 16)?;
+        if *index == MSR_TSC {
+            check!(
+                in_tsc_range(got),
+                "guest TSC {got:#x} after writing {TSC_START:#x}"
+            );
+        } else {
+            check_eq_hex!(got, *value, "guest RDMSR {index:#x}");
+        }
+    }
+    let mut host = check_ok!(MsrEntries::from_indices(
+        &table.iter().map(|(i, _)| *i).collect::<Vec<_>>()
+    ));
+    check_eq!(check_ok!(vcpu.vcpu.get_msrs(&mut host)), table.len());
+    for (index, value) in table {
+        let got = host.get(index).unwrap_or(u64::MAX);
+        if index == MSR_TSC {
+            check!(
+                in_tsc_range(got),
+                "host TSC {got:#x} after the guest wrote {TSC_START:#x}"
+            );
+        } else {
+            check_eq_hex!(got, value, "KVM_GET_MSRS {index:#x}");
+        }
+    }
+    Ok(())
+}
+
+guest! {
+    fn mtrrcap_guest;
+    ".code64",
+    "mov $0xfe, %ecx",
+    "rdmsr",
+    "mov %eax, %ebx",
+    "mov %edx, %ecx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// The guest reads MTRRcap and sees what KVM_GET_MSRS says, with variable
+/// MTRRs (VCNT) advertised.
+fn mtrrcap_read_by_the_guest_matches_the_host(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, mtrrcap_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let [lo, hi, _] = vcpu.sync()?;
+    let guest = (hi << 32) | lo;
+    let mut host = check_ok!(MsrEntries::from_indices(&[MSR_MTRRCAP]));
+    check_eq!(check_ok!(vcpu.vcpu.get_msrs(&mut host)), 1);
+    check_eq_hex!(guest, host.get(MSR_MTRRCAP).unwrap_or(u64::MAX), "MTRRcap");
+    check!(guest & 0xff != 0, "MTRRcap {guest:#x} has VCNT 0");
+    vcpu.done()
+}
+
+guest! {
+    fn bogus_msr_guest;
+    ".code64",
+    "lea 1f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $0x12345678, %ecx",
+    "rdmsr",
+    "1: lea 2f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $0x12345678, %ecx",
+    "xor %eax, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "2: ucall UCALL_DONE",
+}
+
+/// RDMSR and WRMSR of an MSR no CPU has raise #GP(0) in the guest (caught
+/// by the guest's IDT), not an exit.
+fn unknown_msr_raises_gp_in_the_guest(ctx: &Ctx) -> TestResult {
+    let code = bogus_msr_guest();
+    let vm = GuestVm::new(ctx, Mode::Long, code)?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    for what in ["RDMSR", "WRMSR"] {
+        match vcpu.ucall()? {
+            Ucall::Exception {
+                vector,
+                error_code,
+                rip,
+            } => {
+                check_eq!(vector, 13, "{what}: #GP");
+                check_eq!(error_code, 0, "{what}");
+                check!(
+                    (CODE_GPA..CODE_GPA + code.len() as u64).contains(&rip),
+                    "{what}: #GP at {rip:#x}, outside the guest code"
+                );
+            }
+            other => ksft::fail!("{what}: expected #GP, got {other}"),
+        }
+    }
+    vcpu.done()
+}
+
+guest! {
+    /// 32-bit: UD2, then RDMSR of an unknown MSR, each resumed at a fixup
+    /// computed with CALL/POP (there is no EIP-relative addressing).
+    fn faults32_guest;
+    ".code32",
+    "call 1f",
+    "1: pop %eax",
+    "add $(2f - 1b), %eax",
+    "mov %eax, FIXUP_GPA",
+    "ud2",
+    "2: call 3f",
+    "3: pop %eax",
+    "add $(4f - 3b), %eax",
+    "mov %eax, FIXUP_GPA",
+    "mov $0x12345678, %ecx",
+    "rdmsr",
+    "4: ucall UCALL_DONE",
+}
+
+guest! {
+    /// 64-bit: UD2, then RDMSR of an unknown MSR, each resumed at a fixup.
+    fn faults64_guest;
+    ".code64",
+    "lea 1f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "ud2",
+    "1: lea 2f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $0x12345678, %ecx",
+    "rdmsr",
+    "2: ucall UCALL_DONE",
+}
+
+/// The guest IDT catches #UD (no error code) and #GP (error code) in
+/// 32-bit protected mode, PAE and long mode: the handler reports the
+/// vector, the error code and the address of the faulting instruction
+/// (the UD2 or RDMSR bytes are there, so the frame was read right), and
+/// the guest resumes after it.
+fn guest_idt_catches_ud_and_gp_in_32_and_64_bit_modes(ctx: &Ctx) -> TestResult {
+    for mode in [Mode::Protected32, Mode::Pae, Mode::Long] {
+        let code = if mode == Mode::Long {
+            faults64_guest()
+        } else {
+            faults32_guest()
+        };
+        let vm = GuestVm::new(ctx, mode, code)?;
+        let mut vcpu = vm.add_vcpu(0)?;
+        for (vector, insn) in [(6u64, [0x0fu8, 0x0b]), (13, [0x0f, 0x32])] {
+            match vcpu.ucall()? {
+                Ucall::Exception {
+                    vector: v,
+                    error_code,
+                    rip,
+                } => {
+                    check_eq!(v, vector, "{mode:?}");
+                    check_eq!(error_code, 0, "{mode:?} vector {vector}");
+                    check!(
+                        (CODE_GPA..CODE_GPA + code.len() as u64).contains(&rip),
+                        "{mode:?}: vector {vector} at {rip:#x}, outside the code"
+                    );
+                    let mut bytes = [0u8; 2];
+                    vm.read(rip, &mut bytes)?;
+                    check_eq!(bytes, insn, "{mode:?}: instruction at the reported RIP");
+                }
+                other => ksft::fail!("{mode:?}: expected exception {vector}, got {other}"),
+            }
+        }
+        vcpu.done().map_err(|e| prefix(e, &format!("{mode:?}")))?;
+    }
+    Ok(())
+}
+
+// ---- Signals and immediate_exit ----
+
+guest! {
+    fn spin_guest;
+    ".code64",
+    "sti",
+    "1: jmp 1b",
+}
+
+/// A guest that loops forever is stopped by a signal to its thread (with a
+/// handler, no SA_RESTART): KVM_RUN fails with EINTR, exit KVM_EXIT_INTR.
+fn signal_stops_a_looping_guest_with_eintr(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, spin_guest())?;
+    let vcpu = vm.add_vcpu(0)?;
+    let old = check_ok!(kvm_abi::process::interrupt_syscalls_with(Signal::SIGUSR1));
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    // Not a scoped thread: if the signal never stops KVM_RUN, the test
+    // fails after a while instead of waiting for the thread forever.
+    let runner = std::thread::spawn(move || {
+        let _ = tid_tx.send(nix::sys::pthread::pthread_self());
+        let r = vcpu.vcpu.run();
+        let _ = done_tx.send((r, vcpu.run.exit_reason()));
+    });
+    let start = Instant::now();
+    let mut outcome = None;
+    if let Ok(thread) = tid_rx.recv() {
+        // Repeated: a signal that comes before KVM_RUN enters the guest is
+        // handled and lost.
+        while start.elapsed() < Duration::from_secs(20) {
+            let _ = nix::sys::pthread::pthread_kill(thread, Signal::SIGUSR1);
+            if let Ok(o) = done_rx.recv_timeout(Duration::from_millis(20)) {
+                outcome = Some(o);
+                break;
+            }
+        }
+    }
+    check_ok!(kvm_abi::process::restore_signal(Signal::SIGUSR1, &old));
+    let Some((r, reason)) = outcome else {
+        ksft::fail!("KVM_RUN still running after 20 s of SIGUSR1 every 20 ms");
+    };
+    if runner.join().is_err() {
+        ksft::fail!("the vCPU thread panicked");
+    }
+    check_errno!(r, libc::EINTR, "KVM_RUN of a looping guest, signalled");
+    check_eq!(reason, KVM_EXIT_INTR);
+    Ok(())
+}
+
+guest! {
+    fn immediate_exit_guest;
+    ".code64",
+    "mov $0x20, %dx",
+    "in (%dx), %al",
+    "ucall UCALL_DONE",
+}
+
+/// With immediate_exit set, KVM_RUN fails with EINTR at once and the guest
+/// does not run (RIP stays, no exit is reported: exit_reason keeps its
+/// value, which KVM leaves alone, or says KVM_EXIT_INTR). After an IN exit
+/// it first completes the IN: the data lands in AL and RIP moves past the
+/// IN, which is how a VMM finishes pending I/O without running the guest.
+fn immediate_exit_returns_eintr_without_running(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, immediate_exit_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let before = vcpu.run.exit_reason();
+    vcpu.run.set_immediate_exit(true);
+    check_errno!(vcpu.vcpu.run(), libc::EINTR, "KVM_RUN with immediate_exit");
+    let after = vcpu.run.exit_reason();
+    check!(
+        after == before || after == KVM_EXIT_INTR,
+        "exit_reason {after} after immediate_exit (was {before})"
+    );
+    check_eq_hex!(check_ok!(vcpu.vcpu.get_regs()).rip, CODE_GPA, "RIP");
+    vcpu.run.set_immediate_exit(false);
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::Io(mut io) if io.direction == IoDirection::In && io.port == 0x20 => {
+            check_ok!(io.set_value(0x5a));
+        }
+        other => fail_exit("KVM_EXIT_IO in from port 0x20", &other)?,
+    }
+    vcpu.run.set_immediate_exit(true);
+    check_errno!(
+        vcpu.vcpu.run(),
+        libc::EINTR,
+        "KVM_RUN with immediate_exit after IN"
+    );
+    let after = vcpu.run.exit_reason();
+    check!(
+        after == KVM_EXIT_IO || after == KVM_EXIT_INTR,
+        "exit_reason {after} after immediate_exit (was KVM_EXIT_IO)"
+    );
+    let regs = check_ok!(vcpu.vcpu.get_regs());
+    check_eq_hex!(regs.rax & 0xff, 0x5au64, "AL after the IN completed");
+    // mov $0x20, %dx (4 bytes), in (%dx), %al (1 byte).
+    check_eq_hex!(regs.rip, CODE_GPA + 5, "RIP after the IN completed");
+    vcpu.run.set_immediate_exit(false);
+    vcpu.done()
+}
+
+// ---- Interrupt injection without an in-kernel irqchip ----
+
+guest! {
+    fn irq_window_guest;
+    ".code64",
+    "ucall UCALL_SYNC",
+    "sti",
+    "1: nop",
+    "jmp 1b",
+}
+
+/// With request_interrupt_window set, KVM_RUN exits with
+/// KVM_EXIT_IRQ_WINDOW_OPEN once the guest sets IF; if_flag and
+/// ready_for_interrupt_injection follow the guest (both clear while IF is
+/// 0, both set at the window); the vector then injected reaches the
+/// guest's handler.
+fn irq_window_opens_when_the_guest_sets_if(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, irq_window_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    vcpu.sync()?;
+    check!(!vcpu.run.if_flag(), "if_flag with IF = 0");
+    check!(
+        !vcpu.run.ready_for_interrupt_injection(),
+        "ready_for_interrupt_injection with IF = 0"
+    );
+    vcpu.run.set_request_interrupt_window(true);
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::IrqWindowOpen => {}
+        other => fail_exit("KVM_EXIT_IRQ_WINDOW_OPEN", &other)?,
+    }
+    check!(vcpu.run.if_flag(), "if_flag at the window");
+    check!(
+        vcpu.run.ready_for_interrupt_injection(),
+        "ready_for_interrupt_injection at the window"
+    );
+    check!(
+        check_ok!(vcpu.vcpu.get_regs()).rflags & RFLAGS_IF != 0,
+        "guest RFLAGS.IF"
+    );
+    vcpu.run.set_request_interrupt_window(false);
+    check_ok!(vcpu.vcpu.interrupt(0x40));
+    match vcpu.ucall()? {
+        Ucall::Irq { vector } => check_eq_hex!(vector, 0x40u64),
+        other => ksft::fail!("expected the interrupt, got {other}"),
+    }
+    Ok(())
+}
+
+guest! {
+    fn irq_guest;
+    ".code64",
+    "sti",
+    "nop",
+    "ucall UCALL_SYNC",
+    "mov $0x1234, %ebx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// KVM_INTERRUPT delivers vector N through the guest's IDT (its handler
+/// reports N), and the handler's IRET returns to the interrupted code.
+/// Vectors from 256 up are refused with EINVAL.
+fn kvm_interrupt_runs_the_guest_idt_handler(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, irq_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    vcpu.sync()?;
+    check!(vcpu.run.if_flag(), "if_flag after STI");
+    check!(
+        vcpu.run.ready_for_interrupt_injection(),
+        "ready_for_interrupt_injection"
+    );
+    check_errno!(vcpu.vcpu.interrupt(256), libc::EINVAL, "vector 256");
+    check_ok!(vcpu.vcpu.interrupt(0x41));
+    match vcpu.ucall()? {
+        Ucall::Irq { vector } => check_eq_hex!(vector, 0x41u64),
+        other => ksft::fail!("expected the interrupt, got {other}"),
+    }
+    let [rbx, _, _] = vcpu.sync()?;
+    check_eq_hex!(rbx, 0x1234u64, "code after the interrupted instruction");
+    vcpu.done()
+}
+
+guest! {
+    fn failing_assert_guest;
+    ".code64",
+    "mov $5, %edx",
+    "assert_eq %edx, 7, 42",
+    "ucall UCALL_DONE",
+}
+
+/// A failing guest assertion reaches the host as UCALL_FAIL with its id,
+/// the actual and the expected value (the registers of the OUT exit).
+fn guest_assertion_failure_reports_id_actual_and_expected(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, failing_assert_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    check_eq!(
+        vcpu.ucall()?,
+        Ucall::Fail {
+            id: 42,
+            actual: 5,
+            expected: 7
+        }
+    );
+    Ok(())
+}
+
+// ---- Every mode ----
+
+guest! {
+    /// Real and 16-bit protected mode: DS is based at DATA_GPA.
+    fn mode16_guest;
+    ".code16",
+    "mov $6, %eax",
+    "mov $7, %ecx",
+    "imul %ecx, %eax",
+    "assert_eq %eax, 42, 16",
+    "add $0x1000, %eax",
+    "mov %eax, 0x10",
+    "mov 0x10, %ebx",
+    "mov %cr0, %ecx",
+    "mov %cr4, %esi",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+guest! {
+    /// 32-bit modes: flat; with paging, the data is also read through the
+    /// alias at ALIAS_GVA, which the page tables map to GPA 0.
+    fn mode32_guest;
+    ".code32",
+    "mov $6, %eax",
+    "mov $7, %ecx",
+    "imul %ecx, %eax",
+    "assert_eq %eax, 42, 32",
+    "add $0x1000, %eax",
+    "mov %eax, DATA_GPA + 0x10",
+    "mov DATA_GPA + 0x10, %ebx",
+    "mov %cr0, %ecx",
+    "test $0x80000000, %ecx",
+    "jz 1f",
+    "mov ALIAS_GVA + DATA_GPA + 0x10, %ebx",
+    "1: mov %cr4, %esi",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+guest! {
+    /// Long mode: 64-bit arithmetic, and the data read through the alias.
+    fn mode64_guest;
+    ".code64",
+    "movabs $0x100000000, %rax",
+    "mov $6, %ecx",
+    "imul $7, %rcx, %rcx",
+    "assert_eq %ecx, 42, 64",
+    "add %rcx, %rax",
+    "add $0x1000, %rax",
+    "mov %rax, DATA_GPA + 0x10",
+    "mov $ALIAS_GVA + DATA_GPA + 0x10, %ecx",
+    "mov (%rcx), %rbx",
+    "mov %cr0, %rcx",
+    "mov %cr4, %rsi",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// A small program in each of real mode, 16-bit protected mode, 32-bit
+/// flat, 32-bit paging, PAE and long mode computes 6 * 7 + 0x1000 (plus
+/// 2^32 in long mode), stores it, loads it back (through a second
+/// virtual mapping when paging is on) and reports it with CR0 and CR4,
+/// which show the mode it ran in.
+fn every_mode_runs_arithmetic_and_memory_access(ctx: &Ctx) -> TestResult {
+    const PE: u64 = 1;
+    const PG: u64 = 1 << 31;
+    const PSE: u64 = 1 << 4;
+    const PAE: u64 = 1 << 5;
+    for mode in Mode::ALL {
+        let (code, value, cr0_on, cr0_off, cr4): (&[u8], u64, u64, u64, u64) = match mode {
+            Mode::Real => (mode16_guest(), 0x102a, 0, PE | PG, 0),
+            Mode::Protected16 => (mode16_guest(), 0x102a, PE, PG, 0),
+            Mode::Protected32 => (mode32_guest(), 0x102a, PE, PG, 0),
+            Mode::Paging32 => (mode32_guest(), 0x102a, PE | PG, 0, PSE),
+            Mode::Pae => (mode32_guest(), 0x102a, PE | PG, 0, PAE),
+            Mode::Long => (mode64_guest(), 0x1_0000_102a, PE | PG, 0, PAE),
+        };
+        let vm = GuestVm::new(ctx, mode, code)?;
+        let mut vcpu = vm.add_vcpu(0)?;
+        let [rbx, cr0, cr4_seen] = vcpu.sync().map_err(|e| prefix(e, &format!("{mode:?}")))?;
+        check_eq_hex!(rbx, value, "{mode:?}: value loaded back");
+        let stored = vm.read_u64(DATA_GPA + 0x10)?;
+        let width = if mode == Mode::Long {
+            u64::MAX
+        } else {
+            0xffff_ffff
+        };
+        check_eq_hex!(stored & width, value, "{mode:?}: value in memory");
+        check_eq_hex!(cr0 & cr0_on, cr0_on, "{mode:?}: CR0 {cr0:#x}");
+        check_eq_hex!(cr0 & cr0_off, 0u64, "{mode:?}: CR0 {cr0:#x}");
+        check_eq_hex!(cr4_seen & (PSE | PAE), cr4, "{mode:?}: CR4 {cr4_seen:#x}");
+        vcpu.done().map_err(|e| prefix(e, &format!("{mode:?}")))?;
+    }
+    Ok(())
+}
+
+fn prefix(s: Status, what: &str) -> Status {
+    match s {
+        Status::Fail(m) => Status::Fail(format!("{what}: {m}")),
+        Status::Skip(m) => Status::Skip(format!("{what}: {m}")),
+    }
+}
+
+// ---- Isolation ----
+
+guest! {
+    fn outside_guest;
+    ".code64",
+    "mov $0x200000, %edi",
+    "mov $-1, %rax",
+    "mov (%rdi), %rax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "mov $0x10000000, %edi",
+    "movl $0xabcd, (%rdi)",
+    "ucall UCALL_DONE",
+}
+
+/// A guest reading just past the end of its slot and writing far from any
+/// slot gets MMIO exits for exactly those addresses, never host memory.
+fn access_outside_every_slot_is_mmio(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, outside_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::Mmio(mut m) => {
+            check!(!m.is_write);
+            check_eq_hex!(m.phys_addr, MEM_SIZE as u64, "first byte past slot 0");
+            check_eq!(m.len, 8);
+            check_ok!(m.set_value(0x1122_3344_5566_7788));
+        }
+        other => fail_exit("KVM_EXIT_MMIO read", &other)?,
+    }
+    let [rbx, _, _] = vcpu.sync()?;
+    check_eq_hex!(rbx, 0x1122_3344_5566_7788u64);
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::Mmio(m) => {
+            check!(m.is_write);
+            check_eq_hex!(m.phys_addr, 0x1000_0000u64);
+            check_eq!(m.len, 4);
+            check_eq_hex!(m.value(), 0xabcdu64);
+        }
+        other => fail_exit("KVM_EXIT_MMIO write", &other)?,
+    }
+    vcpu.done()
+}
+
+/// GPA of the second slot of the isolation tests, and where it moves.
+const SLOT1_GPA: u64 = 0x1000_0000;
+const SLOT1_MOVED_GPA: u64 = 0x2000_0000;
+const SLOT1_SIZE: usize = 0x10000;
+
+guest! {
+    fn deleted_slot_guest;
+    ".code64",
+    "mov $0x10000000, %edi",
+    "mov (%rdi), %rbx",
+    "ucall UCALL_SYNC",
+    "mov (%rdi), %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// The guest reads a slot's memory; after the slot is deleted the same
+/// read is an MMIO exit (and sees what the host supplies).
+fn deleted_slot_becomes_mmio(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, deleted_slot_guest())?;
+    let mem = Arc::new(check_ok!(GuestMemory::new(SLOT1_SIZE)));
+    check_ok!(mem.write_u64(0, 0x5107_0001_cafe_f00d));
+    check_ok!(
+        vm.vm
+            .set_user_memory_region(&MemoryRegion::new(1, SLOT1_GPA, &mem))
+    );
+    let mut vcpu = vm.add_vcpu(0)?;
+    let [rbx, _, _] = vcpu.sync()?;
+    check_eq_hex!(rbx, 0x5107_0001_cafe_f00du64, "read through slot 1");
+    check_ok!(vm.vm.set_user_memory_region(&MemoryRegion::delete(1)));
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::Mmio(mut m) => {
+            check!(!m.is_write);
+            check_eq_hex!(m.phys_addr, SLOT1_GPA);
+            check_ok!(m.set_value(0x77));
+        }
+        other => fail_exit("KVM_EXIT_MMIO after the slot was deleted", &other)?,
+    }
+    let [rbx, _, _] = vcpu.sync()?;
+    check_eq_hex!(rbx, 0x77u64, "MMIO value");
+    vcpu.done()
+}
+
+guest! {
+    fn moved_slot_guest;
+    ".code64",
+    "mov $0x10000000, %edi",
+    "movq $0x5eed, 8(%rdi)",
+    "ucall UCALL_SYNC",
+    "mov $0x20000000, %edi",
+    "mov 8(%rdi), %rbx",
+    "ucall UCALL_SYNC",
+    "mov $0x10000000, %edi",
+    "mov 8(%rdi), %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// A guest write through a slot reaches the host's memory; after the slot
+/// moves, the guest finds that memory at the new GPA, and the old GPA is
+/// MMIO.
+fn moved_slot_shows_the_same_memory_at_the_new_gpa(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, moved_slot_guest())?;
+    let mem = Arc::new(check_ok!(GuestMemory::new(SLOT1_SIZE)));
+    check_ok!(
+        vm.vm
+            .set_user_memory_region(&MemoryRegion::new(1, SLOT1_GPA, &mem))
+    );
+    let mut vcpu = vm.add_vcpu(0)?;
+    vcpu.sync()?;
+    check_eq_hex!(
+        check_ok!(mem.read_u64(8)),
+        0x5eedu64,
+        "host view of the guest's write"
+    );
+    check_ok!(
+        vm.vm
+            .set_user_memory_region(&MemoryRegion::new(1, SLOT1_MOVED_GPA, &mem))
+    );
+    let [rbx, _, _] = vcpu.sync()?;
+    check_eq_hex!(rbx, 0x5eedu64, "read at the new GPA");
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::Mmio(mut m) => {
+            check!(!m.is_write);
+            check_eq_hex!(m.phys_addr, SLOT1_GPA + 8);
+            check_ok!(m.set_value(0x99));
+        }
+        other => fail_exit("KVM_EXIT_MMIO at the old GPA", &other)?,
+    }
+    let [rbx, _, _] = vcpu.sync()?;
+    check_eq_hex!(rbx, 0x99u64);
+    vcpu.done()
+}
+
+// ---- Port I/O under load ----
+
+/// OUTs the hammer test makes.
+const HAMMER_OUTS: u32 = 100_000;
+
+guest! {
+    fn hammer_guest;
+    ".code64",
+    "mov $100000, %ecx",
+    "mov $0x99, %dx",
+    "1: mov %ecx, %eax",
+    "out %eax, (%dx)",
+    "dec %ecx",
+    "jnz 1b",
+    "ucall UCALL_DONE",
+}
+
+/// 100000 OUTs in a row each exit once, in order, with the right value:
+/// no exit lost, repeated or merged.
+fn port_io_hammer_exits_once_per_out(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, hammer_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let start = Instant::now();
+    for expected in (1..=HAMMER_OUTS).rev() {
+        vcpu.run()?;
+        match vcpu.exit() {
+            VcpuExit::Io(io) if io.port == 0x99 && io.direction == IoDirection::Out => {
+                check_eq!(io.count, 1);
+                check_eq!(
+                    check_ok!(io.value()),
+                    expected,
+                    "OUT number {}",
+                    HAMMER_OUTS - expected + 1
+                );
+            }
+            other => fail_exit("KVM_EXIT_IO out to port 0x99", &other)?,
+        }
+    }
+    vcpu.done()?;
+    diag!("{HAMMER_OUTS} OUT exits in {:?}", start.elapsed());
+    Ok(())
+}
+
+// ---- Concurrency ----
+
+const CONCURRENT_VMS: usize = 2;
+const VCPUS_PER_VM: u64 = 2;
+const ITERATIONS: u64 = 300;
+
+guest! {
+    /// Reports (id, i) for i in 0..300, counting in its own word at
+    /// DATA_GPA + 8 * id.
+    fn concurrent_guest;
+    ".code64",
+    "xor %ecx, %ecx",
+    "1: incq DATA_GPA(,%rdi,8)",
+    "mov %rdi, %rbx",
+    "ucall UCALL_SYNC",
+    "inc %ecx",
+    "cmp $300, %ecx",
+    "jb 1b",
+    "ucall UCALL_DONE",
+}
+
+/// Two VMs with two vCPUs each, one thread per vCPU, run a loop of ucalls
+/// at the same time: every vCPU sees its own sequence and its own memory
+/// counter, and everything is torn down cleanly (live VM and vCPU counts
+/// back to where they were).
+fn several_vms_and_vcpus_run_concurrently(ctx: &Ctx) -> TestResult {
+    let before = ctx.live_counts();
+    {
+        let vms: Vec<GuestVm> = (0..CONCURRENT_VMS)
+            .map(|_| GuestVm::new(ctx, Mode::Long, concurrent_guest()))
+            .collect::<Result<_, _>>()?;
+        let results: Vec<TestResult> = std::thread::scope(|s| {
+            let handles: Vec<_> = vms
+                .iter()
+                .flat_map(|vm| (0..VCPUS_PER_VM).map(move |id| (vm, id)))
+                .map(|(vm, id)| {
+                    s.spawn(move || -> TestResult {
+                        let mut vcpu = vm.add_vcpu(id)?;
+                        for i in 0..ITERATIONS {
+                            let [rbx, rcx, _] = vcpu.sync()?;
+                            check_eq!(rbx, id, "vCPU id reported");
+                            check_eq!(rcx, i, "iteration of vCPU {id}");
+                        }
+                        vcpu.done()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Status::Fail("vCPU thread panicked".into())))
+                })
+                .collect()
+        });
+        for r in results {
+            r?;
+        }
+        for (n, vm) in vms.iter().enumerate() {
+            for id in 0..VCPUS_PER_VM {
+                check_eq!(
+                    vm.read_u64(DATA_GPA + 8 * id)?,
+                    ITERATIONS,
+                    "VM {n} vCPU {id} counter"
+                );
+            }
+        }
+    }
+    match (before, ctx.live_counts()) {
+        (Ok(b), Ok(a)) => check_eq!(a, b, "live VMs and vCPUs after teardown"),
+        (Err(e), _) | (_, Err(e)) => diag!("teardown not counted: {e}"),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    ksft::run(
+        &Ctx::from_args(),
+        &tests![
+            io_out_1_2_4_bytes_exit_with_port_size_and_data,
+            io_in_data_from_the_host_lands_in_the_register,
+            io_rep_outs_delivers_the_guest_buffer,
+            io_rep_ins_fills_the_guest_buffer,
+            hlt_exits_with_kvm_exit_hlt,
+            mmio_writes_exit_with_address_length_and_data,
+            mmio_read_data_from_the_host_lands_in_the_register,
+            mmio_by_an_unemulated_instruction_is_an_emulation_error,
+            triple_fault_exits_with_shutdown,
+            vmrun_refusing_the_state_is_kvm_exit_fail_entry,
+            cpuid_is_answered_from_the_set_cpuid2_table,
+            msrs_written_by_the_guest_read_back_in_guest_and_host,
+            mtrrcap_read_by_the_guest_matches_the_host,
+            unknown_msr_raises_gp_in_the_guest,
+            guest_idt_catches_ud_and_gp_in_32_and_64_bit_modes,
+            signal_stops_a_looping_guest_with_eintr,
+            immediate_exit_returns_eintr_without_running,
+            irq_window_opens_when_the_guest_sets_if,
+            kvm_interrupt_runs_the_guest_idt_handler,
+            guest_assertion_failure_reports_id_actual_and_expected,
+            every_mode_runs_arithmetic_and_memory_access,
+            access_outside_every_slot_is_mmio,
+            deleted_slot_becomes_mmio,
+            moved_slot_shows_the_same_memory_at_the_new_gpa,
+            port_io_hammer_exits_once_per_out,
+            several_vms_and_vcpus_run_concurrently,
+        ],
+    )
+}
