@@ -11,7 +11,8 @@ use crate::backend::Backend;
 use crate::memslot::NR_MEMSLOTS;
 use crate::stats::Stats;
 use crate::sys::cpu;
-use crate::sys::file::{new_anon_fd, DeviceFile, FileObject, FileOps};
+use crate::sys::debugfs::DebugParent;
+use crate::sys::file::{new_anon_fd_then, DeviceFile, FileObject, FileOps};
 use crate::user;
 use crate::vcpu::{MAX_VCPUS, MAX_VCPU_IDS, VCPU_MMAP_PAGES};
 use crate::vm::{Vm, VM_FOPS};
@@ -24,6 +25,8 @@ use kernel::sync::{Arc, ArcBorrow};
 pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) stats: Arc<Stats>,
+    /// `/sys/kernel/debug/rkvm`, where each VM gets its directory.
+    pub(crate) debugfs: DebugParent,
 }
 
 /// One open of `/dev/rkvm`.
@@ -84,7 +87,9 @@ impl System {
             return Err(EINVAL);
         }
         let vm = Vm::new(self.shared.clone())?;
-        Ok(new_anon_fd(c"rkvm-vm", &VM_FOPS, vm)? as isize)
+        let named = vm.clone();
+        let fd = new_anon_fd_then(c"rkvm-vm", &VM_FOPS, vm, |fd| named.add_debugfs(fd))?;
+        Ok(fd as isize)
     }
 
     /// `KVM_GET_SUPPORTED_CPUID`: like KVM, at least one entry must be

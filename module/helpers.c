@@ -51,6 +51,7 @@ long rkvm_pin_user_contiguous(unsigned long uaddr, unsigned long nr, bool write,
 void rkvm_kernel_fpu_begin(void);
 void rkvm_kernel_fpu_end(void);
 bool rkvm_signal_pending(void);
+int rkvm_current_pid(void);
 bool rkvm_need_resched(void);
 void rkvm_cond_resched(void);
 int rkvm_smp_call_function_single(int cpu, void (*func)(void *info), void *info);
@@ -254,4 +255,9 @@ long rkvm_pin_user_contiguous(unsigned long uaddr, unsigned long nr, bool write,
 	unpin_user_pages(pages, n);
 	kvfree(pages);
 	return -EAGAIN;
+}
+
+int rkvm_current_pid(void)
+{
+	return task_pid_nr(current);
 }

@@ -76,6 +76,7 @@ impl kernel::Module for Rkvm {
             Shared {
                 backend: backend.clone(),
                 stats,
+                debugfs: debugfs.parent(),
             },
             GFP_KERNEL,
         )?;

@@ -207,6 +207,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
 
     loop {
         if cpu::signal_pending() {
+            vm.stats.signal_exits.add(1);
             page.write(offset_of!(kvm_run, exit_reason), &abi::KVM_EXIT_INTR)?;
             return Err(EINTR);
         }
@@ -232,7 +233,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
         if let Some(ev) = info.interrupted_event {
             state.run.event = Some(ev);
         }
-        vm.shared.stats.count_exit(&info.exit);
+        vm.stats.count_exit(&info.exit);
 
         match handle(vm, state, pages, &info)? {
             Next::Enter => {}
@@ -241,6 +242,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
         }
         // KVM: once the guest can take the interrupt user space is waiting to give it.
         if req.interrupt_window && ready_for_interrupt(state) {
+            vm.stats.request_irq_exits.add(1);
             page.write(
                 offset_of!(kvm_run, exit_reason),
                 &abi::KVM_EXIT_IRQ_WINDOW_OPEN,
@@ -308,6 +310,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             if !skip(vm, state, info, &[0xf4], page)? {
                 return Ok(Next::User);
             }
+            vm.stats.halt_exits.add(1);
             exit_reason(page, abi::KVM_EXIT_HLT)
         }
         Exit::Cpuid => {
@@ -326,10 +329,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
         Exit::DebugRegister => debug_register(vm, state, page),
         Exit::SlatFault { gpa, write, .. } => match vm.map_gpa(gpa, write) {
             Ok(Backing::Mapped) => Ok(Next::Enter),
-            Ok(Backing::None | Backing::ReadOnly) => {
-                vm.shared.stats.count_mmio();
-                mmio(vm, state, page, gpa)
-            }
+            Ok(Backing::None | Backing::ReadOnly) => mmio(vm, state, page, gpa),
             Err(e) => Ok(Next::Fail(e)),
         },
         Exit::Shutdown => {
@@ -583,6 +583,25 @@ fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
         features,
         ..
     } = state;
+    // FS.base and GS.base are the segments' own bases. SDM Vol. 3A 3.4.4.
+    if index == msr::index::FS_BASE || index == msr::index::GS_BASE {
+        let base = if index == msr::index::FS_BASE {
+            &mut sregs.fs.base
+        } else {
+            &mut sregs.gs.base
+        };
+        if write {
+            let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+            if !msr::is_canonical(value) {
+                return false;
+            }
+            *base = value;
+        } else {
+            regs.rax = *base & 0xffff_ffff;
+            regs.rdx = *base >> 32;
+        }
+        return true;
+    }
     if write {
         let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
         let value = match index {
@@ -785,6 +804,7 @@ fn port_io(
         data_offset: PIO_OFFSET as u64,
     };
     page.write(UNION, &run_io)?;
+    vm.stats.io_exits.add(1);
     state.run.pending = Some(if io.input {
         Pending::In(transfer)
     } else {
@@ -935,5 +955,6 @@ fn mmio(vm: &Vm, state: &mut ArchState, page: &SharedPage<'_>, gpa: u64) -> Resu
         UNION + offset_of!(MmioRun, is_write),
         &u8::from(insn.is_write()),
     )?;
+    vm.stats.mmio_exits.add(1);
     exit_reason(page, abi::KVM_EXIT_MMIO)
 }

@@ -14,8 +14,43 @@ use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kernel::sync::Arc;
 
-/// The exit reasons counted, by the name the statistics file shows.
-const EXIT_NAMES: [&str; 15] = [
+/// Counts of live objects.
+#[derive(Default)]
+pub(crate) struct Stats {
+    vms: AtomicUsize,
+    vcpus: AtomicUsize,
+}
+
+impl fmt::Display for Stats {
+    /// The debugfs file's format: one `name: count` line per object kind.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "vms: {}", self.vms.load(Ordering::Relaxed))?;
+        writeln!(f, "vcpus: {}", self.vcpus.load(Ordering::Relaxed))
+    }
+}
+
+/// One counter, shown as a number and a newline (KVM's debugfs format).
+#[derive(Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Display for Counter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// The exit reasons counted in `exits_by_reason`, by name.
+const EXIT_NAMES: [&str; 14] = [
     "io",
     "hlt",
     "cpuid",
@@ -30,7 +65,6 @@ const EXIT_NAMES: [&str; 15] = [
     "skip",
     "invalid_state",
     "unhandled",
-    "mmio",
 ];
 
 /// Index of an exit's counter in [`EXIT_NAMES`].
@@ -53,36 +87,56 @@ fn exit_index(exit: &Exit) -> usize {
     }
 }
 
-/// Counts of live objects and of exits.
+/// Every exit from the guest, by vendor-neutral reason.
 #[derive(Default)]
-pub(crate) struct Stats {
-    vms: AtomicUsize,
-    vcpus: AtomicUsize,
-    exits: [AtomicU64; EXIT_NAMES.len()],
-}
+pub(crate) struct ExitsByReason([AtomicU64; EXIT_NAMES.len()]);
 
-impl Stats {
-    /// Counts one exit.
-    pub(crate) fn count_exit(&self, exit: &Exit) {
-        self.exits[exit_index(exit)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts a second-level fault that turned out to be MMIO (it is also
-    /// counted as `slat_fault`).
-    pub(crate) fn count_mmio(&self) {
-        self.exits[EXIT_NAMES.len() - 1].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl fmt::Display for Stats {
-    /// The debugfs file's format: one `name: count` line per counter.
+impl fmt::Display for ExitsByReason {
+    /// One `reason: count` line per reason.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "vms: {}", self.vms.load(Ordering::Relaxed))?;
-        writeln!(f, "vcpus: {}", self.vcpus.load(Ordering::Relaxed))?;
-        for (name, count) in EXIT_NAMES.iter().zip(self.exits.iter()) {
-            writeln!(f, "exits.{}: {}", name, count.load(Ordering::Relaxed))?;
+        for (name, count) in EXIT_NAMES.iter().zip(self.0.iter()) {
+            writeln!(f, "{}: {}", name, count.load(Ordering::Relaxed))?;
         }
         Ok(())
+    }
+}
+
+/// One VM's statistics, shown in `/sys/kernel/debug/rkvm/<pid>-<fd>/`
+/// (the directory KVM names the same way under `.../kvm/`). The files with
+/// a KVM name count what KVM's file of that name counts, so a test can
+/// read the same file on both.
+#[derive(Default)]
+pub(crate) struct VmStats {
+    /// Every exit from the guest (KVM's `exits`).
+    pub(crate) exits: Counter,
+    /// Exits to user space for port I/O (`io_exits`).
+    pub(crate) io_exits: Counter,
+    /// Exits to user space for MMIO (`mmio_exits`).
+    pub(crate) mmio_exits: Counter,
+    /// Exits to user space for HLT (`halt_exits`).
+    pub(crate) halt_exits: Counter,
+    /// Exits for a host interrupt (`irq_exits`).
+    pub(crate) irq_exits: Counter,
+    /// `KVM_EXIT_IRQ_WINDOW_OPEN` returns (`request_irq_exits`).
+    pub(crate) request_irq_exits: Counter,
+    /// `KVM_EXIT_INTR` returns (`signal_exits`).
+    pub(crate) signal_exits: Counter,
+    /// Guest memory mapped now with 4 KiB and 2 MiB leaves (`pages_4k`,
+    /// `pages_2m`).
+    pub(crate) pages_4k: Counter,
+    pub(crate) pages_2m: Counter,
+    /// rkvm's own breakdown (`exits_by_reason`).
+    pub(crate) by_reason: ExitsByReason,
+}
+
+impl VmStats {
+    /// Counts one exit from the guest.
+    pub(crate) fn count_exit(&self, exit: &Exit) {
+        self.exits.add(1);
+        self.by_reason.0[exit_index(exit)].fetch_add(1, Ordering::Relaxed);
+        if *exit == Exit::HostInterrupt {
+            self.irq_exits.add(1);
+        }
     }
 }
 

@@ -37,8 +37,9 @@ use crate::abi::{self, kvm_userspace_memory_region, kvm_userspace_memory_region2
 use crate::dev::{check_extension, Shared};
 use crate::memslot::{Change, Request, Slot, SlotError, SlotTable};
 use crate::mmu::{MapError, PageSize, SecondLevel};
-use crate::stats::{Kind, Live};
+use crate::stats::{Counter, ExitsByReason, Kind, Live, VmStats};
 use crate::sys::cpu;
+use crate::sys::debugfs::{DebugDir, TextFileOps};
 use crate::sys::file::{new_anon_fd, FileObject, FileOps};
 use crate::sys::mem::{
     in_huge_folio, pin_user_contiguous, pin_user_page, unpin_page, HostPhysAddr,
@@ -46,6 +47,7 @@ use crate::sys::mem::{
 use crate::sys::mem::{user_range_ok, OwnerMm};
 use crate::user;
 use crate::vcpu::{Vcpu, VcpuFd, MAX_VCPUS, MAX_VCPU_IDS, VCPU_FOPS};
+use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::new_mutex;
@@ -56,8 +58,31 @@ use kernel::uaccess::{UserPtr, UserSlice};
 /// The file operations of VM fds.
 pub(crate) static VM_FOPS: FileOps<Vm> = FileOps::new();
 
+/// The file operations of the per-VM debugfs counters.
+static COUNTER_FOPS: TextFileOps<Counter> = TextFileOps::new();
+static BY_REASON_FOPS: TextFileOps<ExitsByReason> = TextFileOps::new();
+
+/// Room for a `<pid>-<fd>` directory name.
+#[derive(Default)]
+struct NameBuf {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl core::fmt::Write for NameBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.bytes.get_mut(self.len..end).ok_or(core::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 /// The state behind `Vm::inner`.
 struct VmInner {
+    /// The VM's statistics (the page counts are kept with the mappings).
+    stats: Arc<VmStats>,
     slots: SlotTable,
     /// The guest-physical to host-physical map the hardware walks.
     slat: KBox<dyn SecondLevel>,
@@ -83,6 +108,11 @@ pub(crate) struct Vm {
     pub(crate) slat_root: HostPhysAddr,
     /// Bumped whenever a mapping is removed; see the module documentation.
     pub(crate) mapping_generation: AtomicU64,
+    /// Exit and page counters, shown in debugfs.
+    pub(crate) stats: Arc<VmStats>,
+    /// `/sys/kernel/debug/rkvm/<pid>-<fd>`, once the fd number is known.
+    #[pin]
+    debugfs: Mutex<Option<DebugDir<VmStats>>>,
     #[pin]
     inner: Mutex<VmInner>,
     _live: Live,
@@ -95,14 +125,18 @@ impl Vm {
         let live = Live::new(&shared.stats, Kind::Vm);
         let slat = shared.backend.create_slat()?;
         let slat_root = slat.root();
+        let vm_stats = Arc::new(VmStats::default(), GFP_KERNEL_ACCOUNT)?;
         Arc::pin_init(
             pin_init!(Vm {
                 shared,
                 mm,
                 slat_root,
                 mapping_generation: AtomicU64::new(0),
+                stats: vm_stats.clone(),
+                debugfs <- new_mutex!(None, "rkvm::Vm::debugfs"),
                 inner <- new_mutex!(
                     VmInner {
+                        stats: vm_stats,
                         slots: SlotTable::new(),
                         slat,
                         vcpu_ids: [0; MAX_VCPU_IDS / 64],
@@ -116,6 +150,33 @@ impl Vm {
             }),
             GFP_KERNEL_ACCOUNT,
         )
+    }
+
+    /// Creates the VM's debugfs directory, named `<pid>-<fd>` as KVM names
+    /// its own (the creating task's pid and the VM's fd number), with one
+    /// file per counter. Called once, before the fd is installed.
+    pub(crate) fn add_debugfs(&self, fd: i32) {
+        let mut name = NameBuf::default();
+        if write!(name, "{}-{}\0", cpu::current_pid(), fd).is_err() {
+            return;
+        }
+        let Ok(name) = CStr::from_bytes_with_nul(&name.bytes[..name.len]) else {
+            return;
+        };
+        let dir = DebugDir::new_in(self.shared.debugfs, name, self.stats.clone());
+        dir.file(c"exits", &COUNTER_FOPS, |s| &s.exits);
+        dir.file(c"io_exits", &COUNTER_FOPS, |s| &s.io_exits);
+        dir.file(c"mmio_exits", &COUNTER_FOPS, |s| &s.mmio_exits);
+        dir.file(c"halt_exits", &COUNTER_FOPS, |s| &s.halt_exits);
+        dir.file(c"irq_exits", &COUNTER_FOPS, |s| &s.irq_exits);
+        dir.file(c"request_irq_exits", &COUNTER_FOPS, |s| {
+            &s.request_irq_exits
+        });
+        dir.file(c"signal_exits", &COUNTER_FOPS, |s| &s.signal_exits);
+        dir.file(c"pages_4k", &COUNTER_FOPS, |s| &s.pages_4k);
+        dir.file(c"pages_2m", &COUNTER_FOPS, |s| &s.pages_2m);
+        dir.file(c"exits_by_reason", &BY_REASON_FOPS, |s| &s.by_reason);
+        *self.debugfs.lock() = Some(dir);
     }
 
     /// Refuses callers other than the process that created the VM, with
@@ -180,9 +241,10 @@ impl Vm {
                 cpu::kick(cpu);
             }
         }
+        let stats = inner.stats.clone();
         inner
             .slat
-            .release(start, end, &mut |page, size| release(page, size));
+            .release(start, end, &mut |page, size| release(&stats, page, size));
     }
 
     /// Makes `gpa` accessible to the guest if a slot backs it: pins the
@@ -207,10 +269,13 @@ impl Vm {
         let (gpa, page, size) = match huge_mapping(&slot, page_gpa, page, writable) {
             (base, huge, PageSize::Size2M) => {
                 match inner.slat.map(base, huge, PageSize::Size2M, writable) {
-                    Ok(()) => return Ok(Backing::Mapped),
+                    Ok(()) => {
+                        inner.stats.pages_2m.add(1);
+                        return Ok(Backing::Mapped);
+                    }
                     // Some 4 KiB pages of it are mapped already: stay with 4 KiB here.
                     Err(_) => {
-                        release(huge, PageSize::Size2M);
+                        unpin(huge, PageSize::Size2M);
                         let page = pin_user_page(slot.uaddr + (page_gpa - slot.gpa), writable)?;
                         (page_gpa, page, PageSize::Size4K)
                     }
@@ -219,9 +284,12 @@ impl Vm {
             small => small,
         };
         match inner.slat.map(gpa, page, size, writable) {
-            Ok(()) => Ok(Backing::Mapped),
+            Ok(()) => {
+                inner.stats.pages_4k.add(1);
+                Ok(Backing::Mapped)
+            }
             Err(e) => {
-                release(page, size);
+                unpin(page, size);
                 Err(match e {
                     MapError::NoMemory => ENOMEM,
                     MapError::Busy | MapError::BadAddress => EFAULT,
@@ -353,23 +421,32 @@ fn huge_mapping(
     match pin_user_contiguous(uaddr, (huge / PageSize::Size4K.bytes()) as usize, writable) {
         Ok(first) if first.0 % huge == 0 => {
             // The 2 MiB pins replace the single one.
-            release(page, PageSize::Size4K);
+            unpin(page, PageSize::Size4K);
             (base, first, PageSize::Size2M)
         }
         Ok(first) => {
-            release(first, PageSize::Size2M);
+            unpin(first, PageSize::Size2M);
             (page_gpa, page, PageSize::Size4K)
         }
         Err(_) => (page_gpa, page, PageSize::Size4K),
     }
 }
 
-/// Unpins every 4 KiB page of an unmapped leaf.
-fn release(page: HostPhysAddr, size: PageSize) {
+/// Unpins the pages of a leaf that was unmapped, and counts it gone.
+fn release(stats: &VmStats, page: HostPhysAddr, size: PageSize) {
+    match size {
+        PageSize::Size4K => stats.pages_4k.sub(1),
+        PageSize::Size2M => stats.pages_2m.sub(1),
+    }
+    unpin(page, size);
+}
+
+/// Unpins every 4 KiB page of a leaf that is not (or no longer) mapped.
+fn unpin(page: HostPhysAddr, size: PageSize) {
     let mut pa = page.0;
     while pa < page.0 + size.bytes() {
-        // SAFETY: Leaves map only pages `map_gpa` pinned, each once; the leaf is gone and
-        // every vCPU has left the guest since (see `Vm::unmap`), so this is the last use.
+        // SAFETY: Callers pass pages `map_gpa` pinned, each once, that no leaf maps or that
+        // every vCPU has stopped using (see `Vm::unmap`): this is the last use.
         unsafe { unpin_page(HostPhysAddr(pa)) };
         pa += PageSize::Size4K.bytes();
     }
@@ -379,8 +456,9 @@ impl Drop for VmInner {
     fn drop(&mut self) {
         // No vCPU exists any more (each held a reference to the VM): unmap and unpin all.
         self.slat.retire(0, u64::MAX, &mut |_, _| {});
+        let stats = self.stats.clone();
         self.slat
-            .release(0, u64::MAX, &mut |page, size| release(page, size));
+            .release(0, u64::MAX, &mut |page, size| release(&stats, page, size));
     }
 }
 

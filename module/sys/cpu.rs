@@ -57,6 +57,7 @@ extern "C" {
     fn rkvm_need_resched() -> bool;
     fn rkvm_cond_resched();
     fn rkvm_signal_pending() -> bool;
+    fn rkvm_current_pid() -> c_int;
     fn rkvm_smp_call_function_single(
         cpu: c_int,
         func: unsafe extern "C" fn(*mut c_void),
@@ -74,6 +75,17 @@ pub(crate) fn need_resched() -> bool {
 pub(crate) fn cond_resched() {
     // SAFETY: Called from process context with no spinlock held (callers are ioctls).
     unsafe { rkvm_cond_resched() }
+}
+
+/// The calling task's pid (thread id), as KVM names debugfs directories.
+///
+/// Read in C: on this kernel, `kernel::current!().pid()` read a wrong
+/// value (the Rust view of `task_struct` did not match the GCC-built
+/// kernel's; the same mismatch is the likely cause of the misaligned
+/// `mm` pointer `sys::mem::OwnerMm` works around).
+pub(crate) fn current_pid() -> i32 {
+    // SAFETY: Reads the current task's pid; always allowed.
+    unsafe { rkvm_current_pid() }
 }
 
 /// Whether the calling task has a signal to handle.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A debugfs directory holding one read-only text file.
+//! Debugfs directories of read-only text files: the module's
+//! `/sys/kernel/debug/rkvm/stats`, and one directory per VM.
 //!
 //! The kernel's Rust debugfs abstraction builds file operations without an
 //! `owner`, so an open debugfs file would not pin the module and closing it
@@ -98,13 +99,14 @@ unsafe extern "C" fn read<T: fmt::Display>(
     }
 }
 
-/// A debugfs directory with one text file; both are removed on drop.
+/// A debugfs directory whose text files show `T` or parts of it; the
+/// directory and its files are removed on drop.
 ///
 /// # Invariants
 ///
 /// `dir` is a dentry from `debugfs_create_dir` (or an error pointer, which
 /// debugfs accepts everywhere and ignores), and `_data` is the value the
-/// file shows, alive until `dir` is removed.
+/// files show (or contains it), alive until `dir` is removed.
 pub(crate) struct DebugDir<T: Send + Sync + 'static> {
     dir: *mut bindings::dentry,
     _data: Arc<T>,
@@ -115,6 +117,66 @@ pub(crate) struct DebugDir<T: Send + Sync + 'static> {
 unsafe impl<T: Send + Sync + 'static> Send for DebugDir<T> {}
 // SAFETY: `&DebugDir` gives no access to anything.
 unsafe impl<T: Send + Sync + 'static> Sync for DebugDir<T> {}
+
+/// A directory other directories may be created in: the module's own.
+///
+/// # Invariants
+///
+/// `dir` is the dentry of a live [`DebugDir`] (or an error pointer); the
+/// holder keeps that directory alive (VMs pin the module, which owns it).
+#[derive(Clone, Copy)]
+pub(crate) struct DebugParent {
+    dir: *mut bindings::dentry,
+}
+
+// SAFETY: Only passed back to debugfs, from any thread.
+unsafe impl Send for DebugParent {}
+// SAFETY: As above.
+unsafe impl Sync for DebugParent {}
+
+impl<T: Send + Sync + 'static> DebugDir<T> {
+    /// This directory, as a parent for others.
+    pub(crate) fn parent(&self) -> DebugParent {
+        // INVARIANT: Our own directory; callers keep us alive while they use it.
+        DebugParent { dir: self.dir }
+    }
+
+    /// Creates the directory `name` in `parent`, for files showing parts of
+    /// `data` ([`DebugDir::file`]). Debugfs being unavailable is not an
+    /// error: the files are just absent.
+    pub(crate) fn new_in(parent: DebugParent, name: &CStr, data: Arc<T>) -> Self {
+        // SAFETY: `name` is a C string (debugfs copies it); `parent.dir` is a live directory
+        // by its invariant.
+        let dentry = unsafe { bindings::debugfs_create_dir(name.as_char_ptr(), parent.dir) };
+        // INVARIANT: `dentry` came from `debugfs_create_dir`, and `data` is kept.
+        Self {
+            dir: dentry,
+            _data: data,
+        }
+    }
+
+    /// Adds the file `name` (mode 0444) showing the part of the data that
+    /// `part` picks.
+    pub(crate) fn file<F: fmt::Display + Send + Sync + 'static>(
+        &self,
+        name: &'static CStr,
+        ops: &'static TextFileOps<F>,
+        part: impl FnOnce(&T) -> &F,
+    ) {
+        let shown: *const F = part(&self._data);
+        // SAFETY: `name` is a static C string; `dir` is our directory; `shown` points into
+        // `_data`, which outlives the file (type invariant).
+        unsafe {
+            rkvm_debugfs_create_file(
+                name.as_char_ptr(),
+                0o444,
+                self.dir,
+                shown.cast_mut().cast(),
+                &ops.0,
+            )
+        };
+    }
+}
 
 impl<T: fmt::Display + Send + Sync + 'static> DebugDir<T> {
     /// Creates `/sys/kernel/debug/<dir>/<file>` (mode 0444) showing `data`.

@@ -34,6 +34,12 @@ extern "C" {
         private: *mut c_void,
         flags: c_int,
     ) -> c_int;
+    fn anon_inode_getfile(
+        name: *const c_char,
+        fops: *const bindings::file_operations,
+        private: *mut c_void,
+        flags: c_int,
+    ) -> *mut bindings::file;
 }
 
 /// An object behind a file descriptor.
@@ -156,6 +162,49 @@ pub(crate) fn new_anon_fd<T: FileObject>(
         drop(unsafe { Arc::<T>::from_foreign(private) });
         return Err(Error::from_errno(fd));
     }
+    Ok(fd)
+}
+
+/// As [`new_anon_fd`], but calls `before_install` with the fd number once
+/// it is known and before the fd is installed, when user space cannot use
+/// it yet (a VM names its debugfs directory after its fd there, as KVM
+/// does).
+pub(crate) fn new_anon_fd_then<T: FileObject>(
+    name: &'static CStr,
+    ops: &'static FileOps<T>,
+    obj: Arc<T>,
+    before_install: impl FnOnce(i32),
+) -> Result<i32> {
+    let flags = bindings::O_RDWR | bindings::O_CLOEXEC;
+    // SAFETY: Reserves an fd number in the current task's table; always allowed.
+    let fd = unsafe { bindings::get_unused_fd_flags(bindings::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::from_errno(fd));
+    }
+    let private = obj.into_foreign();
+    // SAFETY: As in `new_anon_fd`: a static name and a table whose `release` takes back the
+    // `Arc<T>` passed as private data.
+    let file = unsafe {
+        anon_inode_getfile(
+            name.as_char_ptr(),
+            FileOps::raw(ops),
+            private,
+            flags as c_int,
+        )
+    };
+    if let Err(e) = kernel::error::from_err_ptr(file) {
+        // SAFETY: `fd` was reserved above and not installed; no file took `private`, so the
+        // reference from `into_foreign` is still ours.
+        unsafe {
+            bindings::put_unused_fd(fd as c_uint);
+            drop(Arc::<T>::from_foreign(private));
+        }
+        return Err(e);
+    }
+    before_install(fd);
+    // SAFETY: `fd` is reserved and unused, `file` is a new file we hold the only reference
+    // to; installing hands both to the task's fd table.
+    unsafe { bindings::fd_install(fd as c_uint, file) };
     Ok(fd)
 }
 

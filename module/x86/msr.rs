@@ -32,6 +32,9 @@ pub(crate) mod index {
     pub(crate) const LSTAR: u32 = 0xc000_0082;
     pub(crate) const CSTAR: u32 = 0xc000_0083;
     pub(crate) const SFMASK: u32 = 0xc000_0084;
+    /// FS.base and GS.base: segment state, not in `MsrFile`.
+    pub(crate) const FS_BASE: u32 = 0xc000_0100;
+    pub(crate) const GS_BASE: u32 = 0xc000_0101;
     pub(crate) const KERNEL_GS_BASE: u32 = 0xc000_0102;
     // Host-only MSRs of SVM. APM Vol. 2 15.30.
     pub(crate) const VM_CR: u32 = 0xc001_0114;

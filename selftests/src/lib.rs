@@ -8,6 +8,7 @@
 pub mod cpu;
 pub mod guest;
 
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use ksft::{Status, TestResult};
@@ -95,6 +96,23 @@ impl Ctx {
     pub fn live_counts(&self) -> Result<LiveCounts, String> {
         live_counts(&self.path)
     }
+
+    /// The per-VM statistic `name` of `vm` (created by the calling thread):
+    /// the file `<pid>-<fd>/<name>` in rkvm's or KVM's debugfs directory,
+    /// which both name that way. KVM's and rkvm's files of the same name
+    /// count the same thing (`io_exits`, `mmio_exits`, `halt_exits`,
+    /// `pages_4k`, `pages_2m`, ...).
+    pub fn vm_stat(&self, vm: &Vm, name: &str) -> Result<u64, String> {
+        let root = if self.is_rkvm() { RKVM_DEBUGFS } else { KVM_DEBUGFS };
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let path = format!("{root}/{tid}-{}/{name}", vm.as_fd().as_raw_fd());
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {path} ({e}); is debugfs mounted?"))?;
+        text.trim()
+            .parse()
+            .map_err(|_| format!("{path} holds {text:?}, not a number"))
+    }
 }
 
 /// The first command-line argument, or [`DEFAULT_PATH`].
@@ -111,6 +129,8 @@ pub fn is_rkvm_path(path: &Path) -> bool {
 
 /// rkvm's statistics file (lines `vms: N` and `vcpus: N`).
 pub const RKVM_STATS: &str = "/sys/kernel/debug/rkvm/stats";
+/// rkvm's debugfs directory, with one `<pid>-<fd>` directory per VM.
+pub const RKVM_DEBUGFS: &str = "/sys/kernel/debug/rkvm";
 /// KVM's debugfs directory, with one `<pid>-<fd>` directory per VM holding
 /// one `vcpuN` directory per vCPU.
 pub const KVM_DEBUGFS: &str = "/sys/kernel/debug/kvm";

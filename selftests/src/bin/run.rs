@@ -1369,6 +1369,157 @@ fn several_vms_and_vcpus_run_concurrently(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+// ---- Statistics ----
+
+guest! {
+    /// 10 OUTs, 5 MMIO reads, 3 MMIO writes, one HLT, then DONE (one more OUT).
+    fn counted_guest;
+    ".code64",
+    "mov $10, %ecx",
+    "1: out %al, $0x99",
+    "dec %ecx",
+    "jnz 1b",
+    "mov $MMIO_GPA, %r12",
+    "mov $5, %ecx",
+    "2: mov (%r12), %eax",
+    "dec %ecx",
+    "jnz 2b",
+    "mov $3, %ecx",
+    "3: movl $7, 4(%r12)",
+    "dec %ecx",
+    "jnz 3b",
+    "hlt",
+    "ucall UCALL_DONE",
+}
+
+/// The VM's debugfs counters (`<pid>-<fd>/io_exits`, `mmio_exits`,
+/// `halt_exits`, named and counted as KVM's) say exactly what the guest
+/// did.
+fn exit_counters_in_debugfs_count_what_the_guest_did(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, counted_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let stat = |name: &str| ctx.vm_stat(&vm.vm, name).map_err(Status::Fail);
+    for name in ["io_exits", "mmio_exits", "halt_exits"] {
+        check_eq!(stat(name)?, 0, "{name} before the guest ran");
+    }
+    let (mut ios, mut mmios, mut halts) = (0, 0, 0);
+    loop {
+        vcpu.run()?;
+        match vcpu.exit() {
+            VcpuExit::Io(io) if io.port == 0x99 => ios += 1,
+            VcpuExit::Mmio(mut m) => {
+                mmios += 1;
+                if !m.is_write {
+                    check_ok!(m.set_value(0));
+                }
+            }
+            VcpuExit::Hlt => halts += 1,
+            _ => break,
+        }
+    }
+    check_eq!(vcpu.ucall_of_exit()?, Ucall::Done, "the guest finished");
+    check_eq!((ios, mmios, halts), (10, 8, 1), "exits seen by user space");
+    // The final DONE ucall is one more port-I/O exit.
+    check_eq!(stat("io_exits")?, 11, "io_exits");
+    check_eq!(stat("mmio_exits")?, 8, "mmio_exits");
+    check_eq!(stat("halt_exits")?, 1, "halt_exits");
+    check!(stat("exits")? >= 20, "exits counts every exit");
+    Ok(())
+}
+
+// ---- A hostile guest ----
+
+/// MSRs a guest could use against the host if its writes reached the
+/// hardware, with the value it tries. APM Vol. 2 15.30 (VM_CR, VM_HSAVE_PA),
+/// SDM Vol. 4 (the rest).
+const HOSTILE_MSRS: [(u32, u64); 13] = [
+    (0xc001_0117, 0x1000),               // VM_HSAVE_PA
+    (0xc001_0114, 0x10),                 // VM_CR: SVMDIS
+    (0xc001_0015, 0),                    // HWCR
+    (0xc000_0080, 0x0d01),               // EFER with LME, LMA, NXE, SCE (SVME off)
+    (MSR_LSTAR, 0xffff_ffff_dead_0000),  // the host's syscall entry
+    (MSR_STAR, 0x0033_0013_0000_0000),   // its selectors
+    (MSR_SFMASK, 0),                     // its RFLAGS mask
+    (MSR_SYSENTER_ESP, 0xdead_0000),     // the host's SYSENTER stack
+    (MSR_SYSENTER_EIP, 0xdead_1000),     // and entry
+    (0xc000_0103, 0x7777),               // TSC_AUX: the host's CPU number
+    (0xc000_0100, 0xffff_ffff_dead_2000), // FS_BASE
+    (0xc000_0101, 0xffff_ffff_dead_3000), // GS_BASE (the host's per-CPU base)
+    (0x48, 1),                           // SPEC_CTRL
+];
+
+guest! {
+    /// WRMSR of each (index, value) pair at DATA_GPA (count first), going on
+    /// after a #GP (which the guest's IDT reports as a ucall first).
+    fn hostile_msr_guest;
+    ".code64",
+    "mov $DATA_GPA, %r12",
+    "mov (%r12), %r13d",
+    "add $8, %r12",
+    "1: test %r13d, %r13d",
+    "jz 3f",
+    "lea 2f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov (%r12), %ecx",
+    "mov 8(%r12), %rax",
+    "mov %rax, %rdx",
+    "shr $32, %rdx",
+    "wrmsr",
+    "2: add $16, %r12",
+    "dec %r13d",
+    "jmp 1b",
+    "3: ucall UCALL_DONE",
+}
+
+/// A guest writing the MSRs that control the host (its syscall entry, its
+/// per-CPU base, SVM's host save area...) changes nothing the host sees:
+/// every CPU's values are the same before and after (read through
+/// `/dev/cpu/N/msr`), whether the hypervisor virtualised the write or
+/// refused it with #GP.
+fn guest_msr_writes_never_reach_the_host(ctx: &Ctx) -> TestResult {
+    if let Err(e) = rkvm_selftests::cpu::msr_readable() {
+        ksft::skip!("{e}");
+    }
+    let cpus = rkvm_selftests::cpu::online().map_err(Status::Fail)?;
+    let host_values = || -> Result<Vec<(u32, u32, u64)>, Status> {
+        let mut all = Vec::new();
+        for &cpu in &cpus {
+            // FS_BASE and the user's GS base change with the running task; the rest are
+            // fixed per CPU.
+            for (index, _) in HOSTILE_MSRS.iter().filter(|(i, _)| *i != 0xc000_0100) {
+                if let Ok(v) = rkvm_selftests::cpu::read_msr(cpu, *index) {
+                    all.push((cpu, *index, v));
+                }
+            }
+        }
+        Ok(all)
+    };
+    let before = host_values()?;
+    let vm = GuestVm::new(ctx, Mode::Long, hostile_msr_guest())?;
+    let mut table = (HOSTILE_MSRS.len() as u64).to_le_bytes().to_vec();
+    for (index, value) in HOSTILE_MSRS {
+        table.extend_from_slice(&u64::from(index).to_le_bytes());
+        table.extend_from_slice(&value.to_le_bytes());
+    }
+    vm.write(DATA_GPA, &table)?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let mut faulted = 0;
+    loop {
+        match vcpu.ucall()? {
+            Ucall::Exception { vector: 13, .. } => faulted += 1,
+            Ucall::Done => break,
+            other => ksft::fail!("expected #GP or DONE, got {other}"),
+        }
+    }
+    diag!("{faulted} of {} writes raised #GP", HOSTILE_MSRS.len());
+    let after = host_values()?;
+    for ((cpu, index, old), (_, _, new)) in before.iter().zip(after.iter()) {
+        check_eq_hex!(*new, *old, "CPU {cpu} MSR {index:#x} after the guest wrote it");
+    }
+    check_eq!(after.len(), before.len(), "MSRs read");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -1399,6 +1550,8 @@ fn main() -> ExitCode {
             moved_slot_shows_the_same_memory_at_the_new_gpa,
             port_io_hammer_exits_once_per_out,
             several_vms_and_vcpus_run_concurrently,
+            exit_counters_in_debugfs_count_what_the_guest_did,
+            guest_msr_writes_never_reach_the_host,
         ],
     )
 }

@@ -124,6 +124,91 @@ impl GuestMemory {
         })
     }
 
+    /// Maps `len` bytes (a non-zero multiple of 2 MiB) of zeroed memory
+    /// aligned to 2 MiB and asks for transparent huge pages there
+    /// (`MADV_HUGEPAGE`). Whether the kernel really backs it with huge
+    /// pages depends on its THP settings and free memory: see
+    /// [`GuestMemory::huge_bytes`].
+    pub fn with_huge_pages(len: usize) -> Result<Self> {
+        const OP: &str = "mmap huge-page guest memory";
+        const HUGE: usize = 2 << 20;
+        if len == 0 || !len.is_multiple_of(HUGE) {
+            return Err(Error::new(OP, Errno::EINVAL));
+        }
+        let whole = len + HUGE;
+        // SAFETY: no MAP_FIXED.
+        let ptr = unsafe {
+            map(
+                whole,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                None,
+                0,
+                OP,
+            )
+        }?;
+        let start = ptr.as_ptr().expose_provenance();
+        let aligned = start.next_multiple_of(HUGE);
+        let (head, tail) = (aligned - start, start + whole - (aligned + len));
+        // SAFETY: the head and tail are the parts of our fresh, unreferenced
+        // mapping outside the aligned range we keep.
+        unsafe {
+            if let Some(p) = NonNull::new(core::ptr::with_exposed_provenance_mut(start)) {
+                if head != 0 {
+                    unmap(p, head);
+                }
+            }
+            if let Some(p) = NonNull::new(core::ptr::with_exposed_provenance_mut(aligned + len)) {
+                if tail != 0 {
+                    unmap(p, tail);
+                }
+            }
+        }
+        // INVARIANT: `aligned`/`len` is what is left of the mapping we made.
+        let mem = Self { addr: aligned, len };
+        // SAFETY: advice on our own mapping; it changes no contents.
+        let r = unsafe {
+            libc::madvise(
+                core::ptr::with_exposed_provenance_mut(aligned),
+                len,
+                libc::MADV_HUGEPAGE,
+            )
+        };
+        if r != 0 {
+            return Err(Error::last("madvise(MADV_HUGEPAGE)"));
+        }
+        Ok(mem)
+    }
+
+    /// How many bytes of this memory the kernel backs with transparent huge
+    /// pages now (`AnonHugePages` of its mapping in `/proc/self/smaps`).
+    pub fn huge_bytes(&self) -> Result<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").map_err(|e| {
+            Error::new(
+                "read /proc/self/smaps",
+                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            )
+        })?;
+        // A mapping's header line starts with its range `start-end`; its
+        // fields (`Name:   value kB`) follow.
+        let ours = format!("{:x}-", self.addr);
+        let mut in_ours = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if !first.ends_with(':') {
+                in_ours = first.starts_with(&ours);
+            } else if in_ours && first == "AnonHugePages:" {
+                let kb = line
+                    .trim_start_matches("AnonHugePages:")
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim();
+                return Ok(kb.parse::<u64>().unwrap_or(0) * 1024);
+            }
+        }
+        Ok(0)
+    }
+
     /// The user address of the first byte, for `userspace_addr`.
     pub fn addr(&self) -> u64 {
         self.addr as u64

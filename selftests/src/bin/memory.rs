@@ -1,0 +1,126 @@
+//! Guest memory beyond plain slots: read-only slots (reads see the host's
+//! memory, writes exit to user space as MMIO) and slots backed by
+//! transparent huge pages (mapped with 2 MiB second-level pages, counted in
+//! the VM's debugfs `pages_2m`, which rkvm and KVM both have).
+//!
+//! Usage: `memory [DEVICE]` (default `/dev/rkvm`).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ksft::{TestResult, check, check_eq, check_eq_hex, check_ok, diag, tests};
+use kvm_abi::sys::KVM_MEM_READONLY;
+use kvm_abi::{GuestMemory, MemoryRegion, VcpuExit};
+use rkvm_selftests::guest::{GuestVm, Mode, describe};
+use rkvm_selftests::{Ctx, guest};
+
+/// Where the tests put their second slot (identity-mapped by the guest's
+/// page tables, far from slot 0).
+const SLOT1_GPA: u64 = 0x4000_0000;
+const HUGE: usize = 2 << 20;
+
+guest! {
+    /// Reads the u64 at SLOT1 and reports it; writes the u64 after it; reads
+    /// that back and reports it.
+    fn readonly_guest;
+    ".code64",
+    "mov $0x40000000, %r12",
+    "mov (%r12), %rbx",
+    "ucall UCALL_SYNC",
+    "movabs $0x1122334455667788, %rax",
+    "mov %rax, 8(%r12)",
+    "mov 8(%r12), %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// A read-only slot: the guest reads the host's data; its write becomes a
+/// `KVM_EXIT_MMIO` write with the address and data, and the memory stays
+/// as it was (the guest reads back the old value).
+fn readonly_slot_reads_memory_and_writes_exit_as_mmio(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, readonly_guest())?;
+    let mem = Arc::new(check_ok!(GuestMemory::new(HUGE)));
+    check_ok!(mem.write(0, &0xfeed_f00d_0000_0001u64.to_le_bytes()));
+    check_ok!(mem.write(8, &0x5a5a_5a5a_5a5a_5a5au64.to_le_bytes()));
+    check_ok!(vm.vm.set_user_memory_region(&MemoryRegion {
+        flags: KVM_MEM_READONLY,
+        ..MemoryRegion::new(1, SLOT1_GPA, &mem)
+    }));
+    let mut vcpu = vm.add_vcpu(0)?;
+    let [first, ..] = vcpu.sync()?;
+    check_eq_hex!(first, 0xfeed_f00d_0000_0001u64, "read through the read-only slot");
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::Mmio(m) => {
+            check!(m.is_write, "the exit is a write");
+            check_eq_hex!(m.phys_addr, SLOT1_GPA + 8, "MMIO address");
+            check_eq!(m.len, 8, "MMIO length");
+            check_eq_hex!(m.value(), 0x1122_3344_5566_7788u64, "MMIO data");
+        }
+        other => ksft::fail!("expected an MMIO write, got {}", describe(&other)),
+    }
+    let [after, ..] = vcpu.sync()?;
+    check_eq_hex!(after, 0x5a5a_5a5a_5a5a_5a5au64, "the write did not reach memory");
+    check_eq_hex!(check_ok!(mem.read_u64(8)), 0x5a5a_5a5a_5a5a_5a5au64, "host memory");
+    vcpu.done()
+}
+
+guest! {
+    /// Reads one byte of each 4 KiB page of the 2 MiB at SLOT1 and reports
+    /// their sum.
+    fn touch_guest;
+    ".code64",
+    "mov $0x40000000, %r12",
+    "xor %ebx, %ebx",
+    "mov $512, %ecx",
+    "1: movzbl (%r12), %eax",
+    "add %eax, %ebx",
+    "add $4096, %r12",
+    "dec %ecx",
+    "jnz 1b",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// A slot whose memory is one transparent huge page is mapped with one
+/// 2 MiB second-level page (`pages_2m` goes from 0 to exactly 1: slot 0,
+/// ordinary memory, stays in 4 KiB pages), and the guest reads the right
+/// bytes through it.
+fn huge_page_backed_slot_is_mapped_with_one_2m_page(ctx: &Ctx) -> TestResult {
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .unwrap_or_default();
+    if !thp.contains("[madvise]") && !thp.contains("[always]") {
+        ksft::skip!("transparent huge pages are off in this kernel ({})", thp.trim());
+    }
+    let mem = Arc::new(check_ok!(GuestMemory::with_huge_pages(HUGE)));
+    for page in 0..HUGE / 4096 {
+        check_ok!(mem.write(page * 4096, &[1]));
+    }
+    let huge = check_ok!(mem.huge_bytes());
+    if huge < HUGE as u64 {
+        ksft::skip!("the kernel backed the memory with {huge} bytes of huge pages, not 2 MiB");
+    }
+    let vm = GuestVm::new(ctx, Mode::Long, touch_guest())?;
+    check_ok!(vm.vm.set_user_memory_region(&MemoryRegion::new(1, SLOT1_GPA, &mem)));
+    let mut vcpu = vm.add_vcpu(0)?;
+    let before = ctx.vm_stat(&vm.vm, "pages_2m").map_err(ksft::Status::Fail)?;
+    check_eq!(before, 0, "pages_2m before the guest ran");
+    let [sum, ..] = vcpu.sync()?;
+    check_eq!(sum, 512, "sum of one byte per page");
+    let after = ctx.vm_stat(&vm.vm, "pages_2m").map_err(ksft::Status::Fail)?;
+    let small = ctx.vm_stat(&vm.vm, "pages_4k").map_err(ksft::Status::Fail)?;
+    diag!("pages_2m {after}, pages_4k {small}");
+    check_eq!(after, 1, "pages_2m after the guest touched the huge page");
+    check!(small > 0, "slot 0 is mapped with 4 KiB pages");
+    vcpu.done()
+}
+
+fn main() -> ExitCode {
+    ksft::run(
+        &Ctx::from_args(),
+        &tests![
+            readonly_slot_reads_memory_and_writes_exit_as_mmio,
+            huge_page_backed_slot_is_mapped_with_one_2m_page,
+        ],
+    )
+}
