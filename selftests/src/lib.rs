@@ -103,7 +103,11 @@ impl Ctx {
     /// count the same thing (`io_exits`, `mmio_exits`, `halt_exits`,
     /// `pages_4k`, `pages_2m`, ...).
     pub fn vm_stat(&self, vm: &Vm, name: &str) -> Result<u64, String> {
-        let root = if self.is_rkvm() { RKVM_DEBUGFS } else { KVM_DEBUGFS };
+        let root = if self.is_rkvm() {
+            RKVM_DEBUGFS
+        } else {
+            KVM_DEBUGFS
+        };
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         let path = format!("{root}/{tid}-{}/{name}", vm.as_fd().as_raw_fd());

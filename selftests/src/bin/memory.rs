@@ -48,7 +48,11 @@ fn readonly_slot_reads_memory_and_writes_exit_as_mmio(ctx: &Ctx) -> TestResult {
     }));
     let mut vcpu = vm.add_vcpu(0)?;
     let [first, ..] = vcpu.sync()?;
-    check_eq_hex!(first, 0xfeed_f00d_0000_0001u64, "read through the read-only slot");
+    check_eq_hex!(
+        first,
+        0xfeed_f00d_0000_0001u64,
+        "read through the read-only slot"
+    );
     vcpu.run()?;
     match vcpu.exit() {
         VcpuExit::Mmio(m) => {
@@ -60,8 +64,16 @@ fn readonly_slot_reads_memory_and_writes_exit_as_mmio(ctx: &Ctx) -> TestResult {
         other => ksft::fail!("expected an MMIO write, got {}", describe(&other)),
     }
     let [after, ..] = vcpu.sync()?;
-    check_eq_hex!(after, 0x5a5a_5a5a_5a5a_5a5au64, "the write did not reach memory");
-    check_eq_hex!(check_ok!(mem.read_u64(8)), 0x5a5a_5a5a_5a5a_5a5au64, "host memory");
+    check_eq_hex!(
+        after,
+        0x5a5a_5a5a_5a5a_5a5au64,
+        "the write did not reach memory"
+    );
+    check_eq_hex!(
+        check_ok!(mem.read_u64(8)),
+        0x5a5a_5a5a_5a5a_5a5au64,
+        "host memory"
+    );
     vcpu.done()
 }
 
@@ -87,10 +99,13 @@ guest! {
 /// ordinary memory, stays in 4 KiB pages), and the guest reads the right
 /// bytes through it.
 fn huge_page_backed_slot_is_mapped_with_one_2m_page(ctx: &Ctx) -> TestResult {
-    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-        .unwrap_or_default();
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
     if !thp.contains("[madvise]") && !thp.contains("[always]") {
-        ksft::skip!("transparent huge pages are off in this kernel ({})", thp.trim());
+        ksft::skip!(
+            "transparent huge pages are off in this kernel ({})",
+            thp.trim()
+        );
     }
     let mem = Arc::new(check_ok!(GuestMemory::with_huge_pages(HUGE)));
     for page in 0..HUGE / 4096 {
@@ -101,14 +116,23 @@ fn huge_page_backed_slot_is_mapped_with_one_2m_page(ctx: &Ctx) -> TestResult {
         ksft::skip!("the kernel backed the memory with {huge} bytes of huge pages, not 2 MiB");
     }
     let vm = GuestVm::new(ctx, Mode::Long, touch_guest())?;
-    check_ok!(vm.vm.set_user_memory_region(&MemoryRegion::new(1, SLOT1_GPA, &mem)));
+    check_ok!(
+        vm.vm
+            .set_user_memory_region(&MemoryRegion::new(1, SLOT1_GPA, &mem))
+    );
     let mut vcpu = vm.add_vcpu(0)?;
-    let before = ctx.vm_stat(&vm.vm, "pages_2m").map_err(ksft::Status::Fail)?;
+    let before = ctx
+        .vm_stat(&vm.vm, "pages_2m")
+        .map_err(ksft::Status::Fail)?;
     check_eq!(before, 0, "pages_2m before the guest ran");
     let [sum, ..] = vcpu.sync()?;
     check_eq!(sum, 512, "sum of one byte per page");
-    let after = ctx.vm_stat(&vm.vm, "pages_2m").map_err(ksft::Status::Fail)?;
-    let small = ctx.vm_stat(&vm.vm, "pages_4k").map_err(ksft::Status::Fail)?;
+    let after = ctx
+        .vm_stat(&vm.vm, "pages_2m")
+        .map_err(ksft::Status::Fail)?;
+    let small = ctx
+        .vm_stat(&vm.vm, "pages_4k")
+        .map_err(ksft::Status::Fail)?;
     diag!("pages_2m {after}, pages_4k {small}");
     check_eq!(after, 1, "pages_2m after the guest touched the huge page");
     check!(small > 0, "slot 0 is mapped with 4 KiB pages");

@@ -1433,19 +1433,19 @@ fn exit_counters_in_debugfs_count_what_the_guest_did(ctx: &Ctx) -> TestResult {
 /// hardware, with the value it tries. APM Vol. 2 15.30 (VM_CR, VM_HSAVE_PA),
 /// SDM Vol. 4 (the rest).
 const HOSTILE_MSRS: [(u32, u64); 13] = [
-    (0xc001_0117, 0x1000),               // VM_HSAVE_PA
-    (0xc001_0114, 0x10),                 // VM_CR: SVMDIS
-    (0xc001_0015, 0),                    // HWCR
-    (0xc000_0080, 0x0d01),               // EFER with LME, LMA, NXE, SCE (SVME off)
-    (MSR_LSTAR, 0xffff_ffff_dead_0000),  // the host's syscall entry
-    (MSR_STAR, 0x0033_0013_0000_0000),   // its selectors
-    (MSR_SFMASK, 0),                     // its RFLAGS mask
-    (MSR_SYSENTER_ESP, 0xdead_0000),     // the host's SYSENTER stack
-    (MSR_SYSENTER_EIP, 0xdead_1000),     // and entry
-    (0xc000_0103, 0x7777),               // TSC_AUX: the host's CPU number
+    (0xc001_0117, 0x1000),                // VM_HSAVE_PA
+    (0xc001_0114, 0x10),                  // VM_CR: SVMDIS
+    (0xc001_0015, 0),                     // HWCR
+    (0xc000_0080, 0x0d01),                // EFER with LME, LMA, NXE, SCE (SVME off)
+    (MSR_LSTAR, 0xffff_ffff_dead_0000),   // the host's syscall entry
+    (MSR_STAR, 0x0033_0013_0000_0000),    // its selectors
+    (MSR_SFMASK, 0),                      // its RFLAGS mask
+    (MSR_SYSENTER_ESP, 0xdead_0000),      // the host's SYSENTER stack
+    (MSR_SYSENTER_EIP, 0xdead_1000),      // and entry
+    (0xc000_0103, 0x7777),                // TSC_AUX: the host's CPU number
     (0xc000_0100, 0xffff_ffff_dead_2000), // FS_BASE
     (0xc000_0101, 0xffff_ffff_dead_3000), // GS_BASE (the host's per-CPU base)
-    (0x48, 1),                           // SPEC_CTRL
+    (0x48, 1),                            // SPEC_CTRL
 ];
 
 guest! {
@@ -1514,7 +1514,11 @@ fn guest_msr_writes_never_reach_the_host(ctx: &Ctx) -> TestResult {
     diag!("{faulted} of {} writes raised #GP", HOSTILE_MSRS.len());
     let after = host_values()?;
     for ((cpu, index, old), (_, _, new)) in before.iter().zip(after.iter()) {
-        check_eq_hex!(*new, *old, "CPU {cpu} MSR {index:#x} after the guest wrote it");
+        check_eq_hex!(
+            *new,
+            *old,
+            "CPU {cpu} MSR {index:#x} after the guest wrote it"
+        );
     }
     check_eq!(after.len(), before.len(), "MSRs read");
     Ok(())

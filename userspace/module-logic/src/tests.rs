@@ -529,10 +529,28 @@ mod msrs {
         assert_eq!(get(&file, &shared, &ctx, index::MTRRCAP), Some(0x508));
         assert!(!set(&mut file, &mut shared, &ctx, index::MTRRCAP, 0x508));
         // Default type: WB with E and FE set is fine; type 2 and bit 9 are not.
-        assert!(set(&mut file, &mut shared, &ctx, index::MTRR_DEF_TYPE, 0xc06));
+        assert!(set(
+            &mut file,
+            &mut shared,
+            &ctx,
+            index::MTRR_DEF_TYPE,
+            0xc06
+        ));
         assert_eq!(get(&file, &shared, &ctx, index::MTRR_DEF_TYPE), Some(0xc06));
-        assert!(!set(&mut file, &mut shared, &ctx, index::MTRR_DEF_TYPE, 0x002));
-        assert!(!set(&mut file, &mut shared, &ctx, index::MTRR_DEF_TYPE, 0x206));
+        assert!(!set(
+            &mut file,
+            &mut shared,
+            &ctx,
+            index::MTRR_DEF_TYPE,
+            0x002
+        ));
+        assert!(!set(
+            &mut file,
+            &mut shared,
+            &ctx,
+            index::MTRR_DEF_TYPE,
+            0x206
+        ));
         // PhysBase0 (even): a type, bits 11:8 reserved, nothing above the guest's 36 bits.
         assert!(set(&mut file, &mut shared, &ctx, 0x200, 0x8000_0006));
         assert!(!set(&mut file, &mut shared, &ctx, 0x200, 0x8000_0106));
@@ -542,8 +560,20 @@ mod msrs {
         assert!(!set(&mut file, &mut shared, &ctx, 0x201, 0xf_f000_0801));
         assert_eq!(get(&file, &shared, &ctx, 0x201), Some(0xf_f000_0800));
         // Fixed ranges: eight valid types.
-        assert!(set(&mut file, &mut shared, &ctx, 0x250, 0x0606_0606_0606_0606));
-        assert!(!set(&mut file, &mut shared, &ctx, 0x26f, 0x0606_0606_0606_0602));
+        assert!(set(
+            &mut file,
+            &mut shared,
+            &ctx,
+            0x250,
+            0x0606_0606_0606_0606
+        ));
+        assert!(!set(
+            &mut file,
+            &mut shared,
+            &ctx,
+            0x26f,
+            0x0606_0606_0606_0602
+        ));
         assert_eq!(get(&file, &shared, &ctx, 0x26f), Some(0));
     }
 
