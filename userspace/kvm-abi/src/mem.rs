@@ -150,18 +150,14 @@ impl GuestMemory {
         let start = ptr.as_ptr().expose_provenance();
         let aligned = start.next_multiple_of(HUGE);
         let (head, tail) = (aligned - start, start + whole - (aligned + len));
-        // SAFETY: the head and tail are the parts of our fresh, unreferenced
-        // mapping outside the aligned range we keep.
-        unsafe {
-            if let Some(p) = NonNull::new(core::ptr::with_exposed_provenance_mut(start)) {
-                if head != 0 {
-                    unmap(p, head);
-                }
-            }
-            if let Some(p) = NonNull::new(core::ptr::with_exposed_provenance_mut(aligned + len)) {
-                if tail != 0 {
-                    unmap(p, tail);
-                }
+        for (from, bytes) in [(start, head), (aligned + len, tail)] {
+            if let (Some(p), true) = (
+                NonNull::new(core::ptr::with_exposed_provenance_mut(from)),
+                bytes != 0,
+            ) {
+                // SAFETY: the head and the tail are the parts of our fresh,
+                // unreferenced mapping outside the aligned range we keep.
+                unsafe { unmap(p, bytes) };
             }
         }
         // INVARIANT: `aligned`/`len` is what is left of the mapping we made.
