@@ -1369,6 +1369,155 @@ fn several_vms_and_vcpus_run_concurrently(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+guest! {
+    /// Reads slot 1 once, reports, then reads it forever (no exits).
+    fn spin_reader_guest;
+    ".code64",
+    "mov $0x10000000, %edi",
+    "mov (%rdi), %rbx",
+    "ucall UCALL_SYNC",
+    "1: mov (%rdi), %rbx",
+    "jmp 1b",
+}
+
+/// A slot deleted by another thread while a vCPU is in the guest reading
+/// it: the vCPU is taken out of the guest, its stale translations go, and
+/// its next read of that address is an MMIO exit (within 10 s; the guest
+/// makes no exit of its own).
+fn slot_deleted_while_the_guest_runs_becomes_mmio(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, spin_reader_guest())?;
+    let mem = Arc::new(check_ok!(GuestMemory::new(SLOT1_SIZE)));
+    check_ok!(mem.write_u64(0, 0x5107_0001_cafe_f00d));
+    check_ok!(
+        vm.vm
+            .set_user_memory_region(&MemoryRegion::new(1, SLOT1_GPA, &mem))
+    );
+    let mut vcpu = vm.add_vcpu(0)?;
+    let [rbx, _, _] = vcpu.sync()?;
+    check_eq_hex!(rbx, 0x5107_0001_cafe_f00du64, "read through slot 1");
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| -> TestResult {
+        s.spawn(move || {
+            let result = vcpu.run().map(|()| match vcpu.exit() {
+                VcpuExit::Mmio(m) => Ok((m.phys_addr, m.is_write)),
+                other => Err(describe(&other)),
+            });
+            let _ = tx.send(result);
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        check_ok!(vm.vm.set_user_memory_region(&MemoryRegion::delete(1)));
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(Ok((gpa, false)))) => check_eq_hex!(gpa, SLOT1_GPA, "MMIO read address"),
+            Ok(Ok(Ok((_, true)))) => ksft::fail!("expected an MMIO read, got a write"),
+            Ok(Ok(Err(exit))) => ksft::fail!("expected KVM_EXIT_MMIO, got {exit}"),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                // Stop the vCPU so the scope can end: a signal would need a handler; deleting
+                // slot 0 makes its next instruction fetch an MMIO exit.
+                let _ = vm.vm.set_user_memory_region(&MemoryRegion::delete(0));
+                let _ = rx.recv_timeout(Duration::from_secs(10));
+                ksft::fail!("the vCPU kept running 10 s after its slot was deleted");
+            }
+        }
+        Ok(())
+    })
+}
+
+// ---- FPU and SSE state ----
+
+guest! {
+    /// xmm0 from DATA_GPA, ucall; then xmm0 to DATA_GPA + 16, ucall.
+    fn xmm_guest;
+    ".code64",
+    // SSE on: CR4.OSFXSR (bit 9), CR0.EM (bit 2) clear, CR0.MP (bit 1) set.
+    "mov %cr4, %rax",
+    "or $0x200, %eax",
+    "mov %rax, %cr4",
+    "mov %cr0, %rax",
+    "and $~4, %eax",
+    "or $2, %eax",
+    "mov %rax, %cr0",
+    "movdqu DATA_GPA, %xmm0",
+    "ucall UCALL_SYNC",
+    "movdqu %xmm0, DATA_GPA + 16",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// KVM_RUN as a raw system call with xmm0 = `host` around it (the system
+/// call ABI preserves xmm0); returns the syscall's result and xmm0 after.
+fn run_with_xmm0(vcpu: &kvm_abi::Vcpu, host: u128) -> (i64, u128) {
+    use std::os::fd::{AsFd, AsRawFd};
+    let fd = i64::from(vcpu.as_fd().as_raw_fd());
+    let mut after: u128 = 0;
+    let ret: i64;
+    // SAFETY: ioctl(fd, KVM_RUN, 0) on our own vCPU fd; the asm reads `host` and writes
+    // `after` (16 bytes each, unaligned moves) and declares every register the syscall
+    // instruction clobbers (rax, rcx, r11) and xmm0.
+    unsafe {
+        std::arch::asm!(
+            "movdqu xmm0, [{host}]",
+            "syscall",
+            "movdqu [{after}], xmm0",
+            host = in(reg) &raw const host,
+            after = in(reg) &raw mut after,
+            inlateout("rax") libc::SYS_ioctl => ret,
+            in("rdi") fd,
+            in("rsi") u64::from(kvm_abi::ioctls::KVM_RUN),
+            in("rdx") 0u64,
+            out("rcx") _,
+            out("r11") _,
+            out("xmm0") _,
+        );
+    }
+    (ret, after)
+}
+
+/// The guest's SSE registers and the host's never mix: the host's xmm0 is
+/// unchanged across a KVM_RUN in which the guest loaded another value, and
+/// the guest's xmm0 is unchanged across an exit in which the host loaded
+/// yet another value and ran a second guest that loaded a fourth.
+fn guest_and_host_sse_state_stay_apart(ctx: &Ctx) -> TestResult {
+    const GUEST: u128 = 0x1111_2222_3333_4444_5555_6666_7777_8888;
+    const HOST1: u128 = 0xaaaa_0000_aaaa_0000_aaaa_0000_aaaa_0001;
+    const HOST2: u128 = 0xbbbb_0000_bbbb_0000_bbbb_0000_bbbb_0002;
+    const OTHER: u128 = 0xcccc_0000_cccc_0000_cccc_0000_cccc_0003;
+    let vm = GuestVm::new(ctx, Mode::Long, xmm_guest())?;
+    vm.write(DATA_GPA, &GUEST.to_le_bytes())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let (ret, host_after) = run_with_xmm0(&vcpu.vcpu, HOST1);
+    check_eq!(ret, 0, "KVM_RUN");
+    match vcpu.ucall_of_exit()? {
+        Ucall::Sync(_) => {}
+        other => ksft::fail!("expected the first SYNC, got {other}"),
+    }
+    check_eq_hex!(
+        host_after,
+        HOST1,
+        "host xmm0 after the guest loaded its own"
+    );
+    // Another guest, on this thread, loads another value meanwhile.
+    let other = GuestVm::new(ctx, Mode::Long, xmm_guest())?;
+    other.write(DATA_GPA, &OTHER.to_le_bytes())?;
+    let mut other_vcpu = other.add_vcpu(0)?;
+    other_vcpu.sync()?;
+    let (ret, host_after) = run_with_xmm0(&vcpu.vcpu, HOST2);
+    check_eq!(ret, 0, "KVM_RUN");
+    match vcpu.ucall_of_exit()? {
+        Ucall::Sync(_) => {}
+        other => ksft::fail!("expected the second SYNC, got {other}"),
+    }
+    check_eq_hex!(host_after, HOST2, "host xmm0 after the second run");
+    let mut stored = [0u8; 16];
+    vm.read(DATA_GPA + 16, &mut stored)?;
+    check_eq_hex!(
+        u128::from_le_bytes(stored),
+        GUEST,
+        "the guest's xmm0 after the exit"
+    );
+    vcpu.done()
+}
+
 // ---- Statistics ----
 
 guest! {
@@ -1554,6 +1703,8 @@ fn main() -> ExitCode {
             moved_slot_shows_the_same_memory_at_the_new_gpa,
             port_io_hammer_exits_once_per_out,
             several_vms_and_vcpus_run_concurrently,
+            slot_deleted_while_the_guest_runs_becomes_mmio,
+            guest_and_host_sse_state_stay_apart,
             exit_counters_in_debugfs_count_what_the_guest_did,
             guest_msr_writes_never_reach_the_host,
         ],
