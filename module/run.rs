@@ -33,7 +33,7 @@ use crate::x86::cpuid::{self, Leaf};
 use crate::x86::decode::{self, CodeSize, Gpr, MmioInsn, MAX_INSN_LEN};
 use crate::x86::msr::{self, MsrContext, SharedRegs};
 use crate::x86::regs::{cr0, efer};
-use crate::x86::walk::{Access, Paging, Translation};
+use crate::x86::walk::{Access, Paging, Translation, WalkError};
 use core::mem::offset_of;
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
@@ -52,6 +52,7 @@ const RFLAGS_VM: u64 = 1 << 17;
 /// Exception vectors. SDM Vol. 3A 6.3.1.
 const UD_VECTOR: u8 = 6;
 const GP_VECTOR: u8 = 13;
+const PF_VECTOR: u8 = 14;
 
 /// CPUID.1:ECX bit 27 (OSXSAVE) and CPUID.1:EDX bit 9 (APIC): bits KVM
 /// computes from the guest's CR4 and APIC_BASE at run time.
@@ -339,6 +340,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             state.reset_after_shutdown();
             state.sregs.apic_base = apic_base;
             state.run.event = None;
+            state.run.queued_irq = None;
             exit_reason(page, abi::KVM_EXIT_SHUTDOWN)
         }
         Exit::Exception { vector, error_code } => {
@@ -349,7 +351,8 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             raise(state, UD_VECTOR, None);
             Ok(Next::Enter)
         }
-        Exit::Skip => skip_or_fail(vm, state, info, &[0x0f], page),
+        // The only instruction skipped is INVD (0F 08).
+        Exit::Skip => skip_or_fail(vm, state, info, &[0x0f, 0x08], page),
         Exit::InvalidState(code) => {
             // Field by field: the struct has trailing padding.
             page.write(
@@ -397,12 +400,12 @@ fn code_size(state: &ArchState) -> CodeSize {
 
 /// Translates a guest linear address to guest-physical through the
 /// guest's own page tables.
-fn linear_to_gpa(vm: &Vm, state: &ArchState, linear: u64, access: Access) -> Option<u64> {
-    translate(vm, state, linear, access).map(|t| t.gpa)
-}
-
-/// As [`linear_to_gpa`], with the size of the page found.
-fn translate(vm: &Vm, state: &ArchState, linear: u64, access: Access) -> Option<Translation> {
+fn translate(
+    vm: &Vm,
+    state: &ArchState,
+    linear: u64,
+    access: Access,
+) -> core::result::Result<Translation, WalkError> {
     let s = &state.sregs;
     let paging = Paging::new(s.cr0, s.cr3, s.cr4, s.efer);
     let mut read = |gpa: u64, size: usize| -> Option<u64> {
@@ -410,7 +413,7 @@ fn translate(vm: &Vm, state: &ArchState, linear: u64, access: Access) -> Option<
         vm.read_guest(gpa, &mut buf[..size])?;
         Some(u64::from_le_bytes(buf))
     };
-    paging.translate(linear, access, &mut read).ok()
+    paging.translate(linear, access, &mut read)
 }
 
 /// The linear address of `offset` in a segment (truncated to 32 bits
@@ -439,7 +442,7 @@ fn fetch(vm: &Vm, state: &ArchState, buf: &mut [u8; MAX_INSN_LEN]) -> usize {
             user: state.sregs.cs.dpl == 3,
             write: false,
         };
-        let Some(t) = translate(vm, state, la, fetch) else {
+        let Ok(t) = translate(vm, state, la, fetch) else {
             break;
         };
         let gpa = t.gpa;
@@ -760,9 +763,22 @@ fn port_io(
             user: state.sregs.ss.dpl == 3,
             fetch: false,
         };
-        let Some(gpa) = linear_to_gpa(vm, state, la, access) else {
-            raise(state, 14, Some(0));
-            return Ok(Next::Enter);
+        let gpa = match translate(vm, state, la, access) {
+            Ok(t) => t.gpa,
+            Err(WalkError::NonCanonical) => {
+                raise(state, GP_VECTOR, Some(0));
+                return Ok(Next::Enter);
+            }
+            Err(e) => {
+                // The guest's page tables do not allow the access: #PF with CR2 = the address
+                // and the error code's P, W and U/S bits. SDM Vol. 3A 4.7.
+                state.sregs.cr2 = la;
+                let error = u32::from(e == WalkError::Protection)
+                    | u32::from(access.write) << 1
+                    | u32::from(access.user) << 2;
+                raise(state, PF_VECTOR, Some(error));
+                return Ok(Next::Enter);
+            }
         };
         transfer.count = count as u32;
         transfer.gpa = gpa;
