@@ -150,6 +150,17 @@ pub(crate) struct ExitInfo {
     /// The address of the next instruction, if the hardware told us
     /// (NRIPS on SVM, the instruction length on VMX; also IOIO on SVM).
     pub(crate) next_rip: Option<u64>,
+    /// The bytes of the faulting instruction of a second-level fault, if
+    /// the hardware fetched them (SVM's decode assists): `len` bytes of
+    /// `bytes`.
+    pub(crate) insn: Option<InsnBytes>,
+}
+
+/// Instruction bytes the hardware fetched for us.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InsnBytes {
+    pub(crate) bytes: [u8; 15],
+    pub(crate) len: usize,
 }
 
 /// The vendor half of a vCPU.

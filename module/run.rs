@@ -19,11 +19,11 @@ use crate::abi::{
     self, kvm_run, kvm_run__bindgen_ty_1__bindgen_ty_13 as InternalError,
     kvm_run__bindgen_ty_1__bindgen_ty_14 as EmulationFailure,
     kvm_run__bindgen_ty_1__bindgen_ty_14__bindgen_ty_1 as InsnUnion,
-    kvm_run__bindgen_ty_1__bindgen_ty_14__bindgen_ty_1__bindgen_ty_1 as InsnBytes,
+    kvm_run__bindgen_ty_1__bindgen_ty_14__bindgen_ty_1__bindgen_ty_1 as FailureInsn,
     kvm_run__bindgen_ty_1__bindgen_ty_2 as FailEntry, kvm_run__bindgen_ty_1__bindgen_ty_4 as IoRun,
     kvm_run__bindgen_ty_1__bindgen_ty_6 as MmioRun,
 };
-use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
+use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, InsnBytes, IoExit, VendorVcpu};
 use crate::sys::cpu::{self, IrqsDisabled};
 use crate::sys::fpu::{FpuImage, FpuLayout, FpuSection};
 use crate::sys::mem::SharedPage;
@@ -330,7 +330,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
         Exit::DebugRegister => debug_register(vm, state, page),
         Exit::SlatFault { gpa, write, .. } => match vm.map_gpa(gpa, write) {
             Ok(Backing::Mapped) => Ok(Next::Enter),
-            Ok(Backing::None | Backing::ReadOnly) => mmio(vm, state, page, gpa),
+            Ok(Backing::None | Backing::ReadOnly) => mmio(vm, state, page, gpa, info.insn),
             Err(e) => Ok(Next::Fail(e)),
         },
         Exit::Shutdown => {
@@ -532,7 +532,7 @@ fn emulation_failure(page: &SharedPage<'_>, bytes: &[u8]) -> Result {
         ..Default::default()
     };
     let n = bytes.len().min(15);
-    let mut insn = InsnBytes {
+    let mut insn = FailureInsn {
         insn_size: n as u8,
         insn_bytes: [0; 15],
     };
@@ -942,9 +942,22 @@ fn complete(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, pending: Pending)
 
 /// A guest access to guest-physical memory no slot backs: decode the
 /// instruction and hand the access to user space as `KVM_EXIT_MMIO`.
-fn mmio(vm: &Vm, state: &mut ArchState, page: &SharedPage<'_>, gpa: u64) -> Result<Next> {
+fn mmio(
+    vm: &Vm,
+    state: &mut ArchState,
+    page: &SharedPage<'_>,
+    gpa: u64,
+    fetched: Option<InsnBytes>,
+) -> Result<Next> {
     let mut bytes = [0u8; MAX_INSN_LEN];
-    let n = fetch(vm, state, &mut bytes);
+    // The bytes the hardware fetched (decode assists), else our own fetch.
+    let n = match fetched {
+        Some(insn) => {
+            bytes[..insn.len].copy_from_slice(&insn.bytes[..insn.len]);
+            insn.len
+        }
+        None => fetch(vm, state, &mut bytes),
+    };
     let insn = match decode::decode(&bytes[..n], code_size(state)) {
         Ok(insn) => insn,
         Err(_) => {

@@ -37,6 +37,9 @@ const CPUID_81_ECX_SVM: u32 = 1 << 2;
 const CPUID_8A_EDX_NP: u32 = 1 << 0;
 /// CPUID Fn8000_000A_EDX bit 3: next-RIP save on #VMEXIT. APM Vol. 3 Appendix E.
 const CPUID_8A_EDX_NRIPS: u32 = 1 << 3;
+/// CPUID Fn8000_000A_EDX bit 7: decode assists (instruction bytes on #NPF).
+/// APM Vol. 2 15.33.
+const CPUID_8A_EDX_DECODE_ASSISTS: u32 = 1 << 7;
 /// VM_CR bit 4: SVMDIS, SVM disabled (by the BIOS when locked). APM Vol. 2 15.30.1.
 const VM_CR_SVMDIS: u64 = 1 << 4;
 
@@ -66,6 +69,8 @@ pub(crate) struct SvmShared {
     asids: KVec<asid::CpuAsids>,
     /// Whether the CPU saves the next RIP on #VMEXIT.
     nrips: bool,
+    /// Whether the CPU fetches the faulting instruction on #NPF.
+    decode_assists: bool,
     /// The largest ASID a guest may use.
     max_asid: u32,
 }
@@ -140,6 +145,7 @@ impl Svm {
                 msrpm,
                 asids,
                 nrips: svm_features.edx & CPUID_8A_EDX_NRIPS != 0,
+                decode_assists: svm_features.edx & CPUID_8A_EDX_DECODE_ASSISTS != 0,
                 max_asid: svm_features.ebx - 1,
             },
             GFP_KERNEL,
@@ -235,9 +241,14 @@ impl Backend for Svm {
     fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "AMD SVM with nested paging, {} ASIDs, next-RIP save {}",
+            "AMD SVM with nested paging, {} ASIDs, next-RIP save {}, decode assists {}",
             self.nr_asids,
-            if self.nrips { "yes" } else { "no" }
+            if self.nrips { "yes" } else { "no" },
+            if self.shared.decode_assists {
+                "yes"
+            } else {
+                "no"
+            }
         )
     }
 

@@ -7,7 +7,7 @@
 use super::asid::{Flush, VcpuAsid};
 use super::vmcb::{self, event, exit, int_ctl, intercept1, intercept2, intercept3, Vmcb};
 use super::SvmShared;
-use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
+use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, InsnBytes, IoExit, VendorVcpu};
 use crate::sys::cpu::this_cpu;
 use crate::sys::mem::{kmalloc_phys, page_phys};
 use crate::sys::svm::{self as hw, GuestGprs};
@@ -304,11 +304,20 @@ impl SvmVcpu {
             exit::INVALID | exit::INVALID_32 => Exit::InvalidState(code),
             other => Exit::Unhandled(other),
         };
+        // With decode assists the CPU fetched the instruction of a #NPF (up to 15 bytes;
+        // fewer, even 0, if the fetch itself faulted). APM Vol. 2 15.33.1.
+        let insn = (code == exit::NPF && self.shared.decode_assists && c.insn_len > 0).then(|| {
+            InsnBytes {
+                bytes: c.insn_bytes,
+                len: usize::from(c.insn_len.min(15)),
+            }
+        });
         ExitInfo {
             exit,
             interrupted_event: interrupted_event(c.exit_int_info, c.exit_int_info_err),
             interrupt_shadow: c.int_state & vmcb::INTERRUPT_SHADOW != 0,
             next_rip: next,
+            insn,
         }
     }
 }
@@ -349,6 +358,7 @@ impl VendorVcpu for SvmVcpu {
                 interrupted_event: None,
                 interrupt_shadow: false,
                 next_rip: None,
+                insn: None,
             };
         };
         let flush = self.asid.prepare(cpu, pool, self.shared.max_asid);
