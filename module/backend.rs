@@ -69,6 +69,12 @@ pub(crate) struct Entry {
     /// The VM's mapping generation: when it differs from the last entry's,
     /// the vCPU's cached guest translations must be flushed.
     pub(crate) mapping_generation: u64,
+    /// Flush the vCPU's cached guest translations anyway (an emulated
+    /// instruction changed how the guest translates, e.g. MOV to CR4).
+    pub(crate) flush_tlb: bool,
+    /// The guest is in an interrupt shadow (as the last exit said, unless
+    /// an emulated instruction ended it).
+    pub(crate) interrupt_shadow: bool,
 }
 
 /// The guest's registers as common code keeps them between entries: the
@@ -108,6 +114,9 @@ pub(crate) enum Exit {
     Msr { write: bool },
     /// MOV to or from a debug register.
     DebugRegister,
+    /// MOV to control register `cr`; `gpr` is the source register's
+    /// number when the hardware decoded it (SVM's decode assists).
+    CrWrite { cr: u8, gpr: Option<u8> },
     /// The second-level page table did not allow an access.
     SlatFault {
         gpa: u64,
@@ -115,6 +124,8 @@ pub(crate) enum Exit {
         fetch: bool,
         /// The translation existed (a permission fault).
         present: bool,
+        /// The access was the guest's own page-table walk.
+        page_walk: bool,
     },
     /// The guest triple-faulted (shutdown).
     Shutdown,
@@ -128,9 +139,9 @@ pub(crate) enum Exit {
     Exception { vector: u8, error_code: Option<u32> },
     /// An instruction the guest is not given (VMRUN, MONITOR...): #UD.
     Undefined,
-    /// An instruction that does nothing a guest can see here (INVD,
-    /// WBINVD): skip it.
-    Skip,
+    /// INVD or WBINVD (`writeback`): the caches are the host's; skip the
+    /// instruction (a guest must not drop or flush the host's caches).
+    CacheFlush { writeback: bool },
     /// The hardware refused to enter: the guest state is invalid. Carries
     /// the vendor's reason (SVM exit code or VMX basic exit reason).
     InvalidState(u64),

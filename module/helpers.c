@@ -5,6 +5,7 @@
  * one-line wrapper; the Rust side (module/sys/) documents how they are used.
  */
 #include <linux/anon_inodes.h>
+#include <linux/cc_platform.h>
 #include <linux/cpuhotplug.h>
 #include <linux/debugfs.h>
 #include <linux/slab.h>
@@ -45,13 +46,17 @@ bool rkvm_current_mm_is(const struct mm_struct *mm);
 void rkvm_mmdrop(struct mm_struct *mm);
 phys_addr_t rkvm_virt_to_phys(const void *addr);
 long rkvm_pin_user_page(unsigned long uaddr, bool write, struct page **page);
-void rkvm_unpin_phys(phys_addr_t pa);
+void rkvm_unpin_phys(phys_addr_t pa, unsigned long nr, bool dirty);
+int rkvm_account_locked(struct mm_struct *mm, unsigned long pages, bool inc);
+void rkvm_mmgrab(struct mm_struct *mm);
+void *rkvm_page_address(struct page *page);
 bool rkvm_phys_in_pmd_folio(phys_addr_t pa);
 long rkvm_pin_user_contiguous(unsigned long uaddr, unsigned long nr, bool write, phys_addr_t *first);
 void rkvm_kernel_fpu_begin(void);
 void rkvm_kernel_fpu_end(void);
 bool rkvm_signal_pending(void);
 int rkvm_current_pid(void);
+bool rkvm_host_mem_encrypted(void);
 bool rkvm_need_resched(void);
 void rkvm_cond_resched(void);
 int rkvm_smp_call_function_single(int cpu, void (*func)(void *info), void *info);
@@ -183,7 +188,7 @@ void rkvm_syscore_unregister(struct syscore *syscore)
 
 phys_addr_t rkvm_virt_to_phys(const void *addr)
 {
-	return virt_to_phys(addr);
+	return virt_to_phys((void *)addr);
 }
 
 long rkvm_pin_user_page(unsigned long uaddr, bool write, struct page **page)
@@ -191,9 +196,19 @@ long rkvm_pin_user_page(unsigned long uaddr, bool write, struct page **page)
 	return pin_user_pages_fast(uaddr, 1, FOLL_LONGTERM | (write ? FOLL_WRITE : 0), page);
 }
 
-void rkvm_unpin_phys(phys_addr_t pa)
+void rkvm_unpin_phys(phys_addr_t pa, unsigned long nr, bool dirty)
 {
-	unpin_user_page(pfn_to_page(PHYS_PFN(pa)));
+	unpin_user_page_range_dirty_lock(pfn_to_page(PHYS_PFN(pa)), nr, dirty);
+}
+
+int rkvm_account_locked(struct mm_struct *mm, unsigned long pages, bool inc)
+{
+	return account_locked_vm(mm, pages, inc);
+}
+
+void rkvm_mmgrab(struct mm_struct *mm)
+{
+	mmgrab(mm);
 }
 
 void rkvm_kernel_fpu_begin(void)
@@ -260,4 +275,14 @@ long rkvm_pin_user_contiguous(unsigned long uaddr, unsigned long nr, bool write,
 int rkvm_current_pid(void)
 {
 	return task_pid_nr(current);
+}
+
+bool rkvm_host_mem_encrypted(void)
+{
+	return cc_platform_has(CC_ATTR_HOST_MEM_ENCRYPT);
+}
+
+void *rkvm_page_address(struct page *page)
+{
+	return page_address(page);
 }

@@ -2,10 +2,12 @@
 
 //! Second-level address translation: the table the hardware walks to turn
 //! a guest-physical address into a host-physical one (AMD's nested page
-//! table, Intel's EPT). Both are 4-level radix trees of 512-entry 4 KiB
-//! tables indexed by guest-physical address bits 47:39, 38:30, 29:21 and
-//! 20:12; they differ only in the bits of an entry, which the vendor
-//! supplies as an [`EntryFormat`]. One walker serves both.
+//! table, Intel's EPT). Both are radix trees of 512-entry 4 KiB tables
+//! indexed by guest-physical address bits 47:39, 38:30, 29:21 and 20:12
+//! (4 levels), with one more level above for bits 56:48 where the hardware
+//! walks 5 levels (AMD's nested walk has as many levels as the host's own
+//! paging: APM Vol. 2 15.25.3). They differ only in the bits of an entry,
+//! which the vendor supplies as an [`EntryFormat`]. One walker serves both.
 //!
 //! The tree is owned in Rust: each table is a `KBox` the hardware reads,
 //! and each node also keeps its children as boxes, so walking needs no
@@ -151,20 +153,37 @@ pub(crate) trait SecondLevel: Send {
     /// Forgets the leaves [`SecondLevel::retire`] unmapped in `[start,
     /// end)`, calling `released` with each page: call it once no TLB can
     /// hold them. Tables stay allocated until the tree is dropped.
-    fn release(&mut self, start: u64, end: u64, released: &mut dyn FnMut(HostPhysAddr, PageSize));
+    /// `released` also learns whether the leaf was writable.
+    fn release(
+        &mut self,
+        start: u64,
+        end: u64,
+        released: &mut dyn FnMut(HostPhysAddr, PageSize, bool),
+    );
 }
 
 /// A second-level page table in the vendor's format `F`.
+///
+/// # Invariants
+///
+/// `levels` is 4 or 5, and `root` is a table of that level.
 pub(crate) struct Slat<F: EntryFormat> {
     root: KBox<Node>,
+    levels: usize,
     _format: PhantomData<F>,
 }
 
 impl<F: EntryFormat> Slat<F> {
-    /// An empty tree: every guest access faults until mapped.
-    pub(crate) fn new() -> Result<Self> {
+    /// An empty tree of `levels` levels (4, or 5 where the hardware walks
+    /// five): every guest access faults until mapped.
+    pub(crate) fn new(levels: usize) -> Result<Self> {
+        if levels != 4 && levels != 5 {
+            return Err(EINVAL);
+        }
+        // INVARIANT: `levels` is 4 or 5 and the root is made for it.
         Ok(Self {
-            root: Node::new(4)?,
+            root: Node::new(levels)?,
+            levels,
             _format: PhantomData,
         })
     }
@@ -222,7 +241,7 @@ impl<F: EntryFormat + Send> SecondLevel for Slat<F> {
             return Err(MapError::BadAddress);
         }
         let mut node = &mut *self.root;
-        for level in (size.level() + 1..=4).rev() {
+        for level in (size.level() + 1..=self.levels).rev() {
             let i = index(gpa, level);
             if F::is_present(node.table.0[i]) && node.children[i].is_none() {
                 // A large leaf covers this range already.
@@ -249,7 +268,7 @@ impl<F: EntryFormat + Send> SecondLevel for Slat<F> {
 
     fn lookup(&self, gpa: u64) -> Option<(HostPhysAddr, PageSize, bool)> {
         let mut node = &*self.root;
-        for level in (1..=4).rev() {
+        for level in (1..=self.levels).rev() {
             let i = index(gpa, level);
             let entry = node.table.0[i];
             if !F::is_present(entry) {
@@ -270,20 +289,39 @@ impl<F: EntryFormat + Send> SecondLevel for Slat<F> {
     }
 
     fn retire(&mut self, start: u64, end: u64, unmapped: &mut dyn FnMut(HostPhysAddr, PageSize)) {
-        Self::for_each_leaf(&mut self.root, 4, 0, start, end, &mut |entry, size| {
-            if F::is_present(*entry) {
-                unmapped(F::address(*entry), size);
-                *entry = F::retired(*entry);
-            }
-        });
+        Self::for_each_leaf(
+            &mut self.root,
+            self.levels,
+            0,
+            start,
+            end,
+            &mut |entry, size| {
+                if F::is_present(*entry) {
+                    unmapped(F::address(*entry), size);
+                    *entry = F::retired(*entry);
+                }
+            },
+        );
     }
 
-    fn release(&mut self, start: u64, end: u64, released: &mut dyn FnMut(HostPhysAddr, PageSize)) {
-        Self::for_each_leaf(&mut self.root, 4, 0, start, end, &mut |entry, size| {
-            if F::is_retired(*entry) {
-                released(F::address(*entry), size);
-                *entry = 0;
-            }
-        });
+    fn release(
+        &mut self,
+        start: u64,
+        end: u64,
+        released: &mut dyn FnMut(HostPhysAddr, PageSize, bool),
+    ) {
+        Self::for_each_leaf(
+            &mut self.root,
+            self.levels,
+            0,
+            start,
+            end,
+            &mut |entry, size| {
+                if F::is_retired(*entry) {
+                    released(F::address(*entry), size, F::is_writable(*entry));
+                    *entry = 0;
+                }
+            },
+        );
     }
 }

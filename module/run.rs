@@ -70,13 +70,15 @@ pub(crate) struct RunState {
     hw: KBox<dyn VendorVcpu>,
     fpu: FpuImage,
     /// What the next `KVM_RUN` must finish before entering.
-    pending: Option<Pending>,
+    pending: Option<PendingAt>,
     /// The interrupt `KVM_INTERRUPT` queued.
     queued_irq: Option<u8>,
     /// An event to deliver at the next entry (an exception rkvm raises, or
     /// one whose delivery an exit interrupted).
     event: Option<Event>,
     interrupt_shadow: bool,
+    /// Flush the guest's cached translations at the next entry.
+    flush_tlb: bool,
     /// DR0–DR3, DR6 and DR7 as the guest sees them. They are never loaded
     /// into the hardware: guest breakpoints do not fire (docs/abi.md).
     dr: [u64; 4],
@@ -93,6 +95,7 @@ impl RunState {
             queued_irq: None,
             event: None,
             interrupt_shadow: false,
+            flush_tlb: false,
             dr: [0; 4],
             dr6: DR6_RESET,
             dr7: DR7_RESET,
@@ -110,7 +113,18 @@ impl RunState {
     }
 }
 
-/// An exit to user space that the next `KVM_RUN` completes.
+/// An exit to user space that the next `KVM_RUN` completes, unless user
+/// space has moved the vCPU elsewhere meanwhile (`KVM_SET_REGS` or
+/// `KVM_SET_SREGS` changed CS.base + RIP), as KVM's
+/// `complete_fast_pio_*` check.
+#[derive(Clone, Copy)]
+struct PendingAt {
+    what: Pending,
+    /// CS.base + RIP when the exit happened.
+    linear_rip: u64,
+}
+
+/// What an exit to user space left to finish.
 #[derive(Clone, Copy)]
 enum Pending {
     /// IN or INS: the data user space left in the I/O page goes to RAX or
@@ -200,7 +214,9 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
     state.sregs.cr8 = cr8;
 
     if let Some(pending) = state.run.pending.take() {
-        complete(vm, state, pages, pending)?;
+        if pending.linear_rip == state.sregs.cs.base.wrapping_add(state.regs.rip) {
+            complete(vm, state, pages, pending.what)?;
+        }
     }
     if req.immediate_exit {
         return Err(EINTR);
@@ -222,8 +238,13 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             // A signal or the scheduler came first: go round.
             continue;
         };
-        // Whatever was injected was delivered, unless the exit says otherwise.
-        if inject.is_some() {
+        let entered = !matches!(info.exit, Exit::InvalidState(_));
+        if entered {
+            state.run.flush_tlb = false;
+        }
+        // Whatever was injected was delivered, unless the exit says otherwise (or the
+        // guest never ran).
+        if inject.is_some() && entered {
             if state.run.event.is_some() {
                 state.run.event = None;
             } else {
@@ -282,6 +303,8 @@ fn enter(
         mapping_generation: vm
             .mapping_generation
             .load(core::sync::atomic::Ordering::SeqCst),
+        flush_tlb: run.flush_tlb,
+        interrupt_shadow: run.interrupt_shadow,
     };
     let info = if cpu::signal_pending() || cpu::need_resched() {
         None
@@ -328,8 +351,22 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             }
         }
         Exit::DebugRegister => debug_register(vm, state, page),
-        Exit::SlatFault { gpa, write, .. } => match vm.map_gpa(gpa, write) {
+        Exit::CrWrite { cr, gpr } => cr_write(vm, state, page, info, cr, gpr),
+        Exit::SlatFault {
+            gpa,
+            write,
+            page_walk,
+            ..
+        } => match vm.map_gpa(gpa, write) {
             Ok(Backing::Mapped) => Ok(Next::Enter),
+            // The guest keeps its page tables where it has no memory: nothing an MMIO exit
+            // could express (KVM's emulator fails the same way).
+            Ok(Backing::None | Backing::ReadOnly) if page_walk => {
+                let mut bytes = [0u8; MAX_INSN_LEN];
+                let n = fetch(vm, state, &mut bytes);
+                emulation_failure(page, &bytes[..n])?;
+                Ok(Next::User)
+            }
             Ok(Backing::None | Backing::ReadOnly) => mmio(vm, state, page, gpa, info.insn),
             Err(e) => Ok(Next::Fail(e)),
         },
@@ -338,6 +375,11 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             // INIT. APM Vol. 2 15.8 (shutdown intercept).
             let apic_base = state.sregs.apic_base;
             state.reset_after_shutdown();
+            // The VMCB is undefined too: start from a new one if memory allows (the old one
+            // is rewritten in full at every entry anyway).
+            if let Ok(hw) = vm.shared.backend.create_vcpu() {
+                state.run.hw = hw;
+            }
             state.sregs.apic_base = apic_base;
             state.run.event = None;
             state.run.queued_irq = None;
@@ -351,8 +393,15 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             raise(state, UD_VECTOR, None);
             Ok(Next::Enter)
         }
-        // The only instruction skipped is INVD (0F 08).
-        Exit::Skip => skip_or_fail(vm, state, info, &[0x0f, 0x08], page),
+        // INVD is 0F 08, WBINVD 0F 09 (WBNOINVD: F3 0F 09). SDM Vol. 2A.
+        Exit::CacheFlush { writeback } => {
+            let opcode = if writeback {
+                [0x0f, 0x09]
+            } else {
+                [0x0f, 0x08]
+            };
+            skip_or_fail(vm, state, info, &opcode, page)
+        }
         Exit::InvalidState(code) => {
             // Field by field: the struct has trailing padding.
             page.write(
@@ -416,8 +465,18 @@ fn translate(
     paging.translate(linear, access, &mut read)
 }
 
-/// The linear address of `offset` in a segment (truncated to 32 bits
-/// outside 64-bit code). SDM Vol. 3A 3.4.
+/// The base of a segment as addressing uses it: in 64-bit code only FS and
+/// GS have one. SDM Vol. 3A 3.2.4.
+fn seg_base(state: &ArchState, segment: &crate::abi::kvm_segment, fs_or_gs: bool) -> u64 {
+    if code_size(state) == CodeSize::Bits64 && !fs_or_gs {
+        0
+    } else {
+        segment.base
+    }
+}
+
+/// The linear address of `offset` from a segment base (truncated to 32
+/// bits outside 64-bit code). SDM Vol. 3A 3.4.
 fn linear(state: &ArchState, base: u64, offset: u64) -> u64 {
     let addr = base.wrapping_add(offset);
     if code_size(state) == CodeSize::Bits64 {
@@ -434,7 +493,7 @@ fn fetch(vm: &Vm, state: &ArchState, buf: &mut [u8; MAX_INSN_LEN]) -> usize {
     while done < buf.len() {
         let la = linear(
             state,
-            state.sregs.cs.base,
+            seg_base(state, &state.sregs.cs, false),
             state.regs.rip.wrapping_add(done as u64),
         );
         let fetch = Access {
@@ -469,6 +528,9 @@ fn skip(
     opcode: &[u8],
     page: &SharedPage<'_>,
 ) -> Result<bool> {
+    // Emulating an instruction ends an interrupt shadow (as KVM's
+    // `skip_emulated_instruction`).
+    state.run.interrupt_shadow = false;
     if let Some(next) = info.next_rip {
         state.regs.rip = next;
         return Ok(true);
@@ -711,6 +773,83 @@ fn debug_register(vm: &Vm, state: &mut ArchState, page: &SharedPage<'_>) -> Resu
     Ok(Next::Enter)
 }
 
+/// MOV to CR4 (the only CR write intercepted): checked as KVM's
+/// `kvm_set_cr4` does against the guest's CPUID, #GP if refused; a change
+/// flushes the guest's cached translations. The source register comes from
+/// the hardware (decode assists) or from decoding `0F 22 /r`.
+/// SDM Vol. 2B MOV (control registers).
+fn cr_write(
+    vm: &Vm,
+    state: &mut ArchState,
+    page: &SharedPage<'_>,
+    info: &ExitInfo,
+    cr: u8,
+    gpr: Option<u8>,
+) -> Result<Next> {
+    let code = code_size(state);
+    let (gpr, len) = match gpr {
+        Some(n) => (Gpr::from_number(n), None),
+        None => {
+            let mut bytes = [0u8; MAX_INSN_LEN];
+            let n = fetch(vm, state, &mut bytes);
+            let mut i = 0;
+            let mut rex = 0u8;
+            while i < n && is_prefix(bytes[i], code) {
+                if code == CodeSize::Bits64 && bytes[i] & 0xf0 == 0x40 {
+                    rex = bytes[i];
+                }
+                i += 1;
+            }
+            let decoded_cr = bytes.get(i + 2).map(|m| ((m >> 3) & 7) | ((rex & 4) << 1));
+            if n < i + 3 || bytes[i] != 0x0f || bytes[i + 1] != 0x22 || decoded_cr != Some(cr) {
+                emulation_failure(page, &bytes[..n])?;
+                return Ok(Next::User);
+            }
+            (
+                Gpr::from_number((bytes[i + 2] & 7) | ((rex & 1) << 3)),
+                Some(i + 3),
+            )
+        }
+    };
+    if cr != 4 {
+        // Not intercepted, so not reached; refuse rather than guess.
+        return Ok(Next::Fail(EIO));
+    }
+    let mask = if code == CodeSize::Bits64 {
+        u64::MAX
+    } else {
+        0xffff_ffff
+    };
+    let value = gpr.get(&state.regs) & mask;
+    let host = vm.shared.backend.host_limits();
+    let old = state.sregs.cr4;
+    if !crate::x86::regs::cr4_write_ok(&host, &state.features, old, value, state.sregs.efer) {
+        raise(state, GP_VECTOR, Some(0));
+        return Ok(Next::Enter);
+    }
+    state.sregs.cr4 = value;
+    if value != old {
+        state.run.flush_tlb = true;
+    }
+    state.run.interrupt_shadow = false;
+    state.regs.rip = match (info.next_rip, len) {
+        (Some(next), _) => next,
+        (None, Some(len)) => wrap_ip(state.regs.rip.wrapping_add(len as u64), code),
+        // Decode assists without NRIPS: the instruction is MOV CR4, 0F 22 /r plus
+        // prefixes; fetch to measure it.
+        (None, None) => {
+            let mut bytes = [0u8; MAX_INSN_LEN];
+            let n = fetch(vm, state, &mut bytes);
+            let prefixes = bytes[..n]
+                .iter()
+                .take_while(|&&b| is_prefix(b, code))
+                .count();
+            wrap_ip(state.regs.rip.wrapping_add(prefixes as u64 + 3), code)
+        }
+    };
+    Ok(Next::Enter)
+}
+
 /// Port I/O: fills `kvm_run.io` and, for OUT, the data; the instruction
 /// completes on the next `KVM_RUN` ([`complete`]).
 fn port_io(
@@ -744,7 +883,10 @@ fn port_io(
         }
         // OUTS reads DS:RSI (or a segment override); INS writes ES:RDI. SDM Vol. 2B.
         let (base, offset) = if io.input {
-            (state.sregs.es.base, state.regs.rdi & amask)
+            (
+                seg_base(state, &state.sregs.es, false),
+                state.regs.rdi & amask,
+            )
         } else {
             (outs_segment_base(vm, state), state.regs.rsi & amask)
         };
@@ -821,11 +963,14 @@ fn port_io(
     };
     page.write(UNION, &run_io)?;
     vm.stats.io_exits.add(1);
-    state.run.pending = Some(if io.input {
-        Pending::In(transfer)
-    } else {
-        Pending::Out(transfer)
-    });
+    set_pending(
+        state,
+        if io.input {
+            Pending::In(transfer)
+        } else {
+            Pending::Out(transfer)
+        },
+    );
     exit_reason(page, abi::KVM_EXIT_IO)
 }
 
@@ -852,22 +997,30 @@ fn outs_segment_base(vm: &Vm, state: &ArchState) -> u64 {
     let mut bytes = [0u8; MAX_INSN_LEN];
     let n = fetch(vm, state, &mut bytes);
     let s = &state.sregs;
-    let mut base = s.ds.base;
+    let mut base = seg_base(state, &s.ds, false);
     for &b in bytes[..n]
         .iter()
         .take_while(|&&b| is_prefix(b, code_size(state)))
     {
         base = match b {
-            0x26 => s.es.base,
-            0x2e => s.cs.base,
-            0x36 => s.ss.base,
-            0x3e => s.ds.base,
-            0x64 => s.fs.base,
-            0x65 => s.gs.base,
+            0x26 => seg_base(state, &s.es, false),
+            0x2e => seg_base(state, &s.cs, false),
+            0x36 => seg_base(state, &s.ss, false),
+            0x3e => seg_base(state, &s.ds, false),
+            0x64 => seg_base(state, &s.fs, true),
+            0x65 => seg_base(state, &s.gs, true),
             _ => base,
         };
     }
     base
+}
+
+/// Records what the next `KVM_RUN` finishes, and where the vCPU is now.
+fn set_pending(state: &mut ArchState, what: Pending) {
+    state.run.pending = Some(PendingAt {
+        what,
+        linear_rip: state.sregs.cs.base.wrapping_add(state.regs.rip),
+    });
 }
 
 /// Finishes what the last exit to user space started.
@@ -972,7 +1125,7 @@ fn mmio(
         state.regs.rip = next_rip;
     } else {
         // For a load, KVM leaves `data` as it was: user space fills it.
-        state.run.pending = Some(Pending::MmioLoad { insn, next_rip });
+        set_pending(state, Pending::MmioLoad { insn, next_rip });
     }
     // Field by field: the struct has trailing padding.
     page.write(UNION + offset_of!(MmioRun, phys_addr), &gpa)?;

@@ -50,7 +50,7 @@ impl fmt::Display for Counter {
 }
 
 /// The exit reasons counted in `exits_by_reason`, by name.
-const EXIT_NAMES: [&str; 14] = [
+const EXIT_NAMES: [&str; 15] = [
     "io",
     "hlt",
     "cpuid",
@@ -62,9 +62,10 @@ const EXIT_NAMES: [&str; 14] = [
     "interrupt_window",
     "exception",
     "undefined",
-    "skip",
+    "cache_flush",
     "invalid_state",
     "unhandled",
+    "cr_write",
 ];
 
 /// Index of an exit's counter in [`EXIT_NAMES`].
@@ -81,9 +82,10 @@ fn exit_index(exit: &Exit) -> usize {
         Exit::InterruptWindow => 8,
         Exit::Exception { .. } => 9,
         Exit::Undefined => 10,
-        Exit::Skip => 11,
+        Exit::CacheFlush { .. } => 11,
         Exit::InvalidState(_) => 12,
         Exit::Unhandled(_) => 13,
+        Exit::CrWrite { .. } => 14,
     }
 }
 

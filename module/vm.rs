@@ -35,14 +35,14 @@
 
 use crate::abi::{self, kvm_userspace_memory_region, kvm_userspace_memory_region2};
 use crate::dev::{check_extension, Shared};
-use crate::memslot::{Change, Request, Slot, SlotError, SlotTable};
+use crate::memslot::{Change, Request, SlotError, SlotTable};
 use crate::mmu::{MapError, PageSize, SecondLevel};
 use crate::stats::{Counter, ExitsByReason, Kind, Live, VmStats};
 use crate::sys::cpu;
 use crate::sys::debugfs::{DebugDir, TextFileOps};
 use crate::sys::file::{new_anon_fd, FileObject, FileOps};
 use crate::sys::mem::{
-    in_huge_folio, pin_user_contiguous, pin_user_page, unpin_page, HostPhysAddr,
+    in_huge_folio, pin_user_contiguous, pin_user_page, unpin_pages, HostPhysAddr,
 };
 use crate::sys::mem::{user_range_ok, OwnerMm};
 use crate::user;
@@ -83,6 +83,8 @@ impl core::fmt::Write for NameBuf {
 struct VmInner {
     /// The VM's statistics (the page counts are kept with the mappings).
     stats: Arc<VmStats>,
+    /// The pins on the owner's memory behind the mappings.
+    pins: GuestPins,
     slots: SlotTable,
     /// The guest-physical to host-physical map the hardware walks.
     slat: KBox<dyn SecondLevel>,
@@ -122,6 +124,7 @@ impl Vm {
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Arc<Self>> {
         // A kernel thread has no address space to back guest memory.
         let mm = OwnerMm::of_current().ok_or(EINVAL)?;
+        let pins_mm = mm.try_clone();
         let live = Live::new(&shared.stats, Kind::Vm);
         let slat = shared.backend.create_slat()?;
         let slat_root = slat.root();
@@ -137,6 +140,7 @@ impl Vm {
                 inner <- new_mutex!(
                     VmInner {
                         stats: vm_stats,
+                        pins: GuestPins { mm: pins_mm },
                         slots: SlotTable::new(),
                         slat,
                         vcpu_ids: [0; MAX_VCPU_IDS / 64],
@@ -241,10 +245,12 @@ impl Vm {
                 cpu::kick(cpu);
             }
         }
-        let stats = inner.stats.clone();
-        inner
-            .slat
-            .release(start, end, &mut |page, size| release(&stats, page, size));
+        let VmInner {
+            slat, pins, stats, ..
+        } = inner;
+        slat.release(start, end, &mut |page, size, writable| {
+            pins.release(stats, page, size, writable)
+        });
     }
 
     /// Makes `gpa` accessible to the guest if a slot backs it: pins the
@@ -265,31 +271,35 @@ impl Vm {
             return Ok(Backing::Mapped);
         }
         let writable = !slot.is_readonly();
-        let page = pin_user_page(slot.uaddr + (page_gpa - slot.gpa), writable)?;
-        let (gpa, page, size) = match huge_mapping(&slot, page_gpa, page, writable) {
-            (base, huge, PageSize::Size2M) => {
-                match inner.slat.map(base, huge, PageSize::Size2M, writable) {
-                    Ok(()) => {
-                        inner.stats.pages_2m.add(1);
-                        return Ok(Backing::Mapped);
-                    }
-                    // Some 4 KiB pages of it are mapped already: stay with 4 KiB here.
-                    Err(_) => {
-                        unpin(huge, PageSize::Size2M);
-                        let page = pin_user_page(slot.uaddr + (page_gpa - slot.gpa), writable)?;
-                        (page_gpa, page, PageSize::Size4K)
+        let uaddr = slot.uaddr + (page_gpa - slot.gpa);
+        let inner = &mut *inner;
+        // A 2 MiB leaf when the slot covers the aligned 2 MiB around the page at the same
+        // alignment in the owner's memory and a transparent huge page backs it.
+        let huge = PageSize::Size2M.bytes();
+        let base = page_gpa & !(huge - 1);
+        if let Some(offset) = base.checked_sub(slot.gpa) {
+            let huge_uaddr = slot.uaddr + offset;
+            if base + huge <= slot.end() && huge_uaddr % huge == 0 {
+                if let Some(first) = inner.pins.try_pin_huge(uaddr, huge_uaddr, writable)? {
+                    match inner.slat.map(base, first, PageSize::Size2M, writable) {
+                        Ok(()) => {
+                            inner.stats.pages_2m.add(1);
+                            return Ok(Backing::Mapped);
+                        }
+                        // Some 4 KiB pages of it are mapped already: stay with 4 KiB here.
+                        Err(_) => inner.pins.unpin(first, PageSize::Size2M, false),
                     }
                 }
             }
-            small => small,
-        };
-        match inner.slat.map(gpa, page, size, writable) {
+        }
+        let page = inner.pins.pin(uaddr, writable)?;
+        match inner.slat.map(page_gpa, page, PageSize::Size4K, writable) {
             Ok(()) => {
                 inner.stats.pages_4k.add(1);
                 Ok(Backing::Mapped)
             }
             Err(e) => {
-                unpin(page, size);
+                inner.pins.unpin(page, PageSize::Size4K, false);
                 Err(match e {
                     MapError::NoMemory => ENOMEM,
                     MapError::Busy | MapError::BadAddress => EFAULT,
@@ -398,67 +408,85 @@ pub(crate) enum Backing {
     ReadOnly,
 }
 
-/// Chooses the mapping for a fault at `page_gpa`, whose 4 KiB page `page`
-/// the caller pinned: a 2 MiB leaf when the slot covers the whole 2 MiB
-/// around it at the same alignment in the owner's memory, and a
-/// transparent huge page backs it there (physically contiguous and
-/// aligned); else the 4 KiB page. Returns what to map, with the pins it
-/// holds: the 4 KiB pin, or 512 pins of the 2 MiB.
-fn huge_mapping(
-    slot: &Slot,
-    page_gpa: u64,
-    page: HostPhysAddr,
-    writable: bool,
-) -> (u64, HostPhysAddr, PageSize) {
-    let huge = PageSize::Size2M.bytes();
-    let base = page_gpa & !(huge - 1);
-    let uaddr = slot.uaddr + (base.wrapping_sub(slot.gpa));
-    let fits = base >= slot.gpa && base + huge <= slot.end() && uaddr % huge == 0;
-    // SAFETY: `page` is pinned.
-    if !fits || !unsafe { in_huge_folio(page) } {
-        return (page_gpa, page, PageSize::Size4K);
-    }
-    match pin_user_contiguous(uaddr, (huge / PageSize::Size4K.bytes()) as usize, writable) {
-        Ok(first) if first.0 % huge == 0 => {
-            // The 2 MiB pins replace the single one.
-            unpin(page, PageSize::Size4K);
-            (base, first, PageSize::Size2M)
-        }
-        Ok(first) => {
-            unpin(first, PageSize::Size2M);
-            (page_gpa, page, PageSize::Size4K)
-        }
-        Err(_) => (page_gpa, page, PageSize::Size4K),
-    }
+/// The pins a VM holds on its owner's memory, counted against the owner's
+/// `RLIMIT_MEMLOCK` as other long-term pinners (VFIO, RDMA) do: a process
+/// without `CAP_IPC_LOCK` cannot pin more than its limit through a guest.
+struct GuestPins {
+    /// The owner's address space, for the locked-memory count.
+    mm: OwnerMm,
 }
 
-/// Unpins the pages of a leaf that was unmapped, and counts it gone.
-fn release(stats: &VmStats, page: HostPhysAddr, size: PageSize) {
-    match size {
-        PageSize::Size4K => stats.pages_4k.sub(1),
-        PageSize::Size2M => stats.pages_2m.sub(1),
+impl GuestPins {
+    /// Pins the 4 KiB page of the owner's memory at `uaddr`.
+    fn pin(&self, uaddr: u64, writable: bool) -> Result<HostPhysAddr> {
+        self.mm.account_pinned(1, true)?;
+        pin_user_page(uaddr, writable).inspect_err(|_| {
+            let _ = self.mm.account_pinned(1, false);
+        })
     }
-    unpin(page, size);
-}
 
-/// Unpins every 4 KiB page of a leaf that is not (or no longer) mapped.
-fn unpin(page: HostPhysAddr, size: PageSize) {
-    let mut pa = page.0;
-    while pa < page.0 + size.bytes() {
-        // SAFETY: Callers pass pages `map_gpa` pinned, each once, that no leaf maps or that
+    /// Pins the 2 MiB at `huge_uaddr` (2 MiB aligned) if a transparent huge
+    /// page backs it (checked first on the page at `uaddr`, which it
+    /// contains): `Some` with the first page, 512 pins held.
+    fn try_pin_huge(
+        &self,
+        uaddr: u64,
+        huge_uaddr: u64,
+        writable: bool,
+    ) -> Result<Option<HostPhysAddr>> {
+        let pages = (PageSize::Size2M.bytes() / PageSize::Size4K.bytes()) as usize;
+        // Cheap test first: is the faulting page part of a huge folio at all?
+        let probe = self.pin(uaddr, writable)?;
+        // SAFETY: `probe` is pinned.
+        let huge = unsafe { in_huge_folio(probe) };
+        self.unpin(probe, PageSize::Size4K, false);
+        if !huge || self.mm.account_pinned(pages, true).is_err() {
+            return Ok(None);
+        }
+        match pin_user_contiguous(huge_uaddr, pages, writable) {
+            Ok(first) if first.0 % PageSize::Size2M.bytes() == 0 => Ok(Some(first)),
+            Ok(first) => {
+                // Contiguous but not aligned: no 2 MiB leaf can map it.
+                self.unpin(first, PageSize::Size2M, false);
+                Ok(None)
+            }
+            Err(_) => {
+                let _ = self.mm.account_pinned(pages, false);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Releases the pins of `size` bytes at `page` (every page marked
+    /// dirty if the guest could write it).
+    fn unpin(&self, page: HostPhysAddr, size: PageSize, dirty: bool) {
+        let pages = (size.bytes() / PageSize::Size4K.bytes()) as usize;
+        // SAFETY: Callers pass pages this struct pinned, each once, that no leaf maps or that
         // every vCPU has stopped using (see `Vm::unmap`): this is the last use.
-        unsafe { unpin_page(HostPhysAddr(pa)) };
-        pa += PageSize::Size4K.bytes();
+        unsafe { unpin_pages(page, pages, dirty) };
+        let _ = self.mm.account_pinned(pages, false);
+    }
+
+    /// Releases an unmapped leaf's pins and counts it gone.
+    fn release(&self, stats: &VmStats, page: HostPhysAddr, size: PageSize, writable: bool) {
+        match size {
+            PageSize::Size4K => stats.pages_4k.sub(1),
+            PageSize::Size2M => stats.pages_2m.sub(1),
+        }
+        self.unpin(page, size, writable);
     }
 }
 
 impl Drop for VmInner {
     fn drop(&mut self) {
         // No vCPU exists any more (each held a reference to the VM): unmap and unpin all.
-        self.slat.retire(0, u64::MAX, &mut |_, _| {});
-        let stats = self.stats.clone();
-        self.slat
-            .release(0, u64::MAX, &mut |page, size| release(&stats, page, size));
+        let VmInner {
+            slat, pins, stats, ..
+        } = self;
+        slat.retire(0, u64::MAX, &mut |_, _| {});
+        slat.release(0, u64::MAX, &mut |page, size, writable| {
+            pins.release(stats, page, size, writable)
+        });
     }
 }
 

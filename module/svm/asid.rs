@@ -48,6 +48,13 @@ pub(crate) enum Flush {
 }
 
 impl VcpuAsid {
+    /// Forgets the ASID, so the next [`VcpuAsid::prepare`] allocates a
+    /// fresh one (with whatever flush that needs): used when a VMRUN failed
+    /// before the flush it asked for could happen.
+    pub(crate) fn forget(&mut self) {
+        self.cpu = None;
+    }
+
     /// Makes sure the vCPU has an ASID valid on `cpu`, allocating one from
     /// `pool` (that CPU's) if needed. Call on `cpu` with interrupts off.
     pub(crate) fn prepare(&mut self, cpu: u32, pool: &CpuAsids, max_asid: u32) -> Flush {

@@ -37,9 +37,14 @@ const CPUID_81_ECX_SVM: u32 = 1 << 2;
 const CPUID_8A_EDX_NP: u32 = 1 << 0;
 /// CPUID Fn8000_000A_EDX bit 3: next-RIP save on #VMEXIT. APM Vol. 3 Appendix E.
 const CPUID_8A_EDX_NRIPS: u32 = 1 << 3;
+/// CPUID Fn8000_000A_EDX bit 6: TLB_CONTROL may flush one ASID.
+/// APM Vol. 2 15.16.1.
+const CPUID_8A_EDX_FLUSH_BY_ASID: u32 = 1 << 6;
 /// CPUID Fn8000_000A_EDX bit 7: decode assists (instruction bytes on #NPF).
 /// APM Vol. 2 15.33.
 const CPUID_8A_EDX_DECODE_ASSISTS: u32 = 1 << 7;
+/// CPUID Fn8000_0008_EBX bit 12: IBPB. APM Vol. 3 Appendix E.
+const CPUID_88_EBX_IBPB: u32 = 1 << 12;
 /// VM_CR bit 4: SVMDIS, SVM disabled (by the BIOS when locked). APM Vol. 2 15.30.1.
 const VM_CR_SVMDIS: u64 = 1 << 4;
 
@@ -67,10 +72,16 @@ pub(crate) struct SvmShared {
     iopm: KBox<Iopm>,
     msrpm: KBox<Msrpm>,
     asids: KVec<asid::CpuAsids>,
+    /// Per CPU, the physical address of the VMCB that last ran there.
+    last_vmcb: KVec<core::sync::atomic::AtomicU64>,
+    /// Whether the CPU has IBPB (an indirect-branch prediction barrier).
+    ibpb: bool,
     /// Whether the CPU saves the next RIP on #VMEXIT.
     nrips: bool,
     /// Whether the CPU fetches the faulting instruction on #NPF.
     decode_assists: bool,
+    /// Whether TLB_CONTROL can flush a single ASID.
+    flush_by_asid: bool,
     /// The largest ASID a guest may use.
     max_asid: u32,
 }
@@ -113,6 +124,11 @@ impl Svm {
             Err(_) => return Err("SVM is advertised but the VM_CR MSR cannot be read"),
         }
 
+        // With SME every physical address rkvm hands the CPU (VMCB, permission maps, nested
+        // tables, VM_HSAVE_PA) would need the C-bit; rkvm does not set it. APM Vol. 2 7.10.
+        if cpu::host_mem_encrypted() {
+            return Err("the host encrypts its memory (SME), which rkvm does not support");
+        }
         // ASID 0 is the host's; a guest needs at least one more.
         if svm_features.ebx < 2 {
             return Err("SVM reports no address-space ids for guests");
@@ -124,6 +140,7 @@ impl Svm {
         let mut host_save = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
         let mut owned = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
         let mut asids = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
+        let mut last_vmcb = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
         for _ in 0..possible {
             let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).map_err(oom)?;
             hsave.push(page, GFP_KERNEL).map_err(oom)?;
@@ -133,6 +150,9 @@ impl Svm {
                 .push(AtomicBool::new(false), GFP_KERNEL)
                 .map_err(oom)?;
             asids.push(asid::CpuAsids::new(), GFP_KERNEL).map_err(oom)?;
+            last_vmcb
+                .push(core::sync::atomic::AtomicU64::new(0), GFP_KERNEL)
+                .map_err(oom)?;
         }
         let mut iopm = KBox::<Iopm>::zeroed(GFP_KERNEL).map_err(oom)?;
         iopm.0.fill(0xff);
@@ -144,8 +164,12 @@ impl Svm {
                 iopm,
                 msrpm,
                 asids,
+                last_vmcb,
+                ibpb: max_ext >= 0x8000_0008
+                    && cpu::cpuid(0x8000_0008, 0).ebx & CPUID_88_EBX_IBPB != 0,
                 nrips: svm_features.edx & CPUID_8A_EDX_NRIPS != 0,
                 decode_assists: svm_features.edx & CPUID_8A_EDX_DECODE_ASSISTS != 0,
+                flush_by_asid: svm_features.edx & CPUID_8A_EDX_FLUSH_BY_ASID != 0,
                 max_asid: svm_features.ebx - 1,
             },
             GFP_KERNEL,
@@ -258,7 +282,9 @@ impl Backend for Svm {
     }
 
     fn create_slat(&self) -> Result<KBox<dyn SecondLevel>> {
-        let npt = Slat::<npt::Npt>::new()?;
+        // The nested walk has as many levels as the host's paging (APM Vol. 2 15.25.3).
+        let levels = if cpu::host_la57() { 5 } else { 4 };
+        let npt = Slat::<npt::Npt>::new(levels)?;
         Ok(KBox::new(npt, GFP_KERNEL_ACCOUNT)? as KBox<dyn SecondLevel>)
     }
 }

@@ -11,18 +11,29 @@ use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, InsnBytes, IoExit,
 use crate::sys::cpu::this_cpu;
 use crate::sys::mem::{kmalloc_phys, page_phys};
 use crate::sys::svm::{self as hw, GuestGprs};
+use core::sync::atomic::Ordering;
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
 /// Exceptions intercepted to protect the host: #AC (17), which a guest
-/// could otherwise make loop in microcode and hang the CPU (CVE-2015-5307).
+/// could otherwise make loop in microcode and hang the CPU (CVE-2015-5307),
+/// and #MC (18), which belongs to the host's machine-check handler.
 /// APM Vol. 2 15.12.
-const INTERCEPTED_EXCEPTIONS: u32 = 1 << 17;
+const INTERCEPTED_EXCEPTIONS: u32 = 1 << 17 | 1 << MC_VECTOR;
+/// IA32_PRED_CMD and its IBPB bit. SDM Vol. 4 Table 2-2.
+const MSR_PRED_CMD: u32 = 0x49;
+const PRED_CMD_IBPB: u64 = 1;
+/// The machine-check vector. SDM Vol. 3A 6.15.
+const MC_VECTOR: u64 = 18;
 
 /// DR0–DR7 reads (bits 7:0) and writes (bits 23:16): the guest never
 /// reaches the host's debug registers. APM Vol. 2 15.9.
 const INTERCEPTED_DRS: u32 = 0x00ff_00ff;
+
+/// CR4 writes (bit 16 + 4): checked against the guest's CPUID, as KVM does,
+/// so a guest cannot turn on features it was not given. APM Vol. 2 15.9.
+const INTERCEPTED_CRS: u32 = 1 << (16 + 4);
 
 /// DR6 and DR7 at reset. SDM Vol. 3B 19.2.
 const DR6_RESET: u64 = 0xffff_0ff0;
@@ -43,11 +54,13 @@ impl SvmVcpu {
     pub(crate) fn new(shared: Arc<SvmShared>) -> Result<Self> {
         let mut vmcb = KBox::<Vmcb>::zeroed(GFP_KERNEL_ACCOUNT)?;
         let c = &mut vmcb.control;
+        c.intercept_cr = INTERCEPTED_CRS;
         c.intercept_dr = INTERCEPTED_DRS;
         c.intercept_exceptions = INTERCEPTED_EXCEPTIONS;
         // Physical interrupts, NMIs, SMIs and INITs go to the host; instructions that reach
         // host resources or that rkvm emulates exit. APM Vol. 2 15.13 (interrupts), 15.9-15.11.
         c.intercept1 = intercept1::INTR
+            | intercept1::RDPMC
             | intercept1::NMI
             | intercept1::SMI
             | intercept1::INIT
@@ -70,6 +83,7 @@ impl SvmVcpu {
             | intercept2::SKINIT
             | intercept2::RDTSCP
             | intercept2::ICEBP
+            | intercept2::WBINVD
             | intercept2::MONITOR
             | intercept2::MWAIT
             | intercept2::MWAIT_COND
@@ -180,6 +194,9 @@ impl SvmVcpu {
         s.es = vmcb::segment_to_kvm(&save.es);
         s.cs = vmcb::segment_to_kvm(&save.cs);
         s.ss = vmcb::segment_to_kvm(&save.ss);
+        // The CPL is the VMCB's CPL field, not SS's attributes (an unusable SS after SYSRET
+        // keeps a stale DPL); KVM reports it as SS.DPL too (`svm_get_segment`).
+        s.ss.dpl = save.cpl;
         s.ds = vmcb::segment_to_kvm(&save.ds);
         s.fs = vmcb::segment_to_kvm(&save.fs);
         s.gs = vmcb::segment_to_kvm(&save.gs);
@@ -272,8 +289,16 @@ impl SvmVcpu {
                 write: info1 & vmcb::npf::WRITE != 0,
                 fetch: info1 & vmcb::npf::FETCH != 0,
                 present: info1 & vmcb::npf::PRESENT != 0,
+                page_walk: info1 & vmcb::npf::GUEST_PAGE_TABLE != 0,
             },
             exit::DR_FIRST..=exit::DR_LAST => Exit::DebugRegister,
+            exit::CR_WRITE_FIRST..=exit::CR_WRITE_LAST => Exit::CrWrite {
+                cr: (code - exit::CR_WRITE_FIRST) as u8,
+                gpr: (self.shared.decode_assists && info1 & vmcb::mov_cr::MOV != 0)
+                    .then_some((info1 & vmcb::mov_cr::GPR_MASK) as u8),
+            },
+            // Handled above (`raise_machine_check`): the guest just resumes.
+            c if c == exit::EXCP_BASE + MC_VECTOR => Exit::HostInterrupt,
             exit::EXCP_BASE..=exit::EXCP_LAST => {
                 let vector = (code - exit::EXCP_BASE) as u8;
                 Exit::Exception {
@@ -281,7 +306,13 @@ impl SvmVcpu {
                     error_code: (vector == 17).then_some(info1 as u32),
                 }
             }
-            exit::INVD => Exit::Skip,
+            exit::INVD => Exit::CacheFlush { writeback: false },
+            exit::WBINVD => Exit::CacheFlush { writeback: true },
+            // No PMU is offered: RDPMC is #GP(0), as on KVM without a vPMU.
+            exit::RDPMC => Exit::Exception {
+                vector: 13,
+                error_code: Some(0),
+            },
             exit::VMRUN
             | exit::VMMCALL
             | exit::VMLOAD
@@ -364,18 +395,31 @@ impl VendorVcpu for SvmVcpu {
         let flush = self.asid.prepare(cpu, pool, self.shared.max_asid);
         let c = &mut self.vmcb.control;
         c.asid = self.asid.asid;
+        let stale = self.mapping_generation != entry.mapping_generation || entry.flush_tlb;
         c.tlb_control = match flush {
             Flush::All => vmcb::tlb_control::FLUSH_ALL,
-            Flush::None if self.mapping_generation != entry.mapping_generation => {
-                vmcb::tlb_control::FLUSH_ASID
-            }
+            // Without FlushByAsid only a full flush is defined. APM Vol. 2 15.16.1.
+            Flush::None if stale && !self.shared.flush_by_asid => vmcb::tlb_control::FLUSH_ALL,
+            Flush::None if stale => vmcb::tlb_control::FLUSH_ASID,
             Flush::None => vmcb::tlb_control::NOTHING,
         };
-        self.mapping_generation = entry.mapping_generation;
+        c.int_state = if entry.interrupt_shadow {
+            vmcb::INTERRUPT_SHADOW
+        } else {
+            0
+        };
         c.nested_cr3 = entry.slat_root.0;
         c.clean = 0;
         let vmcb_pa = kmalloc_phys(&*self.vmcb).0;
         let host_pa = page_phys(host_save).0;
+        // Another guest ran here last: an indirect-branch prediction barrier keeps its
+        // branch predictions from steering this one, as KVM's `svm_vcpu_load`.
+        if let Some(last) = self.shared.last_vmcb.get(cpu as usize) {
+            if last.swap(vmcb_pa, Ordering::Relaxed) != vmcb_pa && self.shared.ibpb {
+                // SAFETY: PRED_CMD.IBPB only flushes branch predictions; the CPU has it.
+                let _ = unsafe { crate::sys::cpu::wrmsr(MSR_PRED_CMD, PRED_CMD_IBPB) };
+            }
+        }
         // SAFETY: The caller runs us with interrupts off inside an FPU section, on `cpu`,
         // where the backend has SVM enabled (a CPU without it is offline, and so not here).
         // The VMCB intercepts every instruction and event that reaches host state, its
@@ -385,6 +429,19 @@ impl VendorVcpu for SvmVcpu {
             hw::clgi();
             hw::vmrun(vmcb_pa, host_pa, &mut self.gprs);
             hw::stgi();
+        }
+        let code = self.vmcb.control.exit_code;
+        if code == exit::INVALID || code == exit::INVALID_32 {
+            // Nothing ran: a flush asked for still has to happen at the next VMRUN.
+            self.asid.forget();
+        } else {
+            self.mapping_generation = entry.mapping_generation;
+        }
+        if code == exit::EXCP_BASE + MC_VECTOR {
+            // A machine check hit while the guest ran: the host's handler must see it, as
+            // KVM's `kvm_machine_check` does.
+            // SAFETY: Right after the #VMEXIT for #MC, GIF set again.
+            unsafe { hw::raise_machine_check() };
         }
         self.store(&mut guest);
         self.exit_info()

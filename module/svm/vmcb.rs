@@ -223,6 +223,7 @@ pub(crate) mod intercept1 {
     pub(crate) const SMI: u32 = 1 << 2;
     pub(crate) const INIT: u32 = 1 << 3;
     pub(crate) const VINTR: u32 = 1 << 4;
+    pub(crate) const RDPMC: u32 = 1 << 15;
     pub(crate) const CPUID: u32 = 1 << 18;
     pub(crate) const RSM: u32 = 1 << 19;
     pub(crate) const INVD: u32 = 1 << 22;
@@ -247,6 +248,7 @@ pub(crate) mod intercept2 {
     pub(crate) const SKINIT: u32 = 1 << 6;
     pub(crate) const RDTSCP: u32 = 1 << 7;
     pub(crate) const ICEBP: u32 = 1 << 8;
+    pub(crate) const WBINVD: u32 = 1 << 9;
     pub(crate) const MONITOR: u32 = 1 << 10;
     pub(crate) const MWAIT: u32 = 1 << 11;
     pub(crate) const MWAIT_COND: u32 = 1 << 12;
@@ -307,6 +309,9 @@ pub(crate) mod event {
 
 /// Exit codes. APM Vol. 2 Appendix C.
 pub(crate) mod exit {
+    /// MOV to CR0 (0x10) to MOV to CR15 (0x1f).
+    pub(crate) const CR_WRITE_FIRST: u64 = 0x10;
+    pub(crate) const CR_WRITE_LAST: u64 = 0x1f;
     /// MOV from DR0 (0x20) to MOV to DR15 (0x3f).
     pub(crate) const DR_FIRST: u64 = 0x20;
     pub(crate) const DR_LAST: u64 = 0x3f;
@@ -317,6 +322,7 @@ pub(crate) mod exit {
     pub(crate) const SMI: u64 = 0x62;
     pub(crate) const INIT: u64 = 0x63;
     pub(crate) const VINTR: u64 = 0x64;
+    pub(crate) const RDPMC: u64 = 0x6f;
     pub(crate) const CPUID: u64 = 0x72;
     pub(crate) const INVD: u64 = 0x76;
     pub(crate) const HLT: u64 = 0x78;
@@ -332,6 +338,7 @@ pub(crate) mod exit {
     pub(crate) const SKINIT: u64 = 0x86;
     pub(crate) const RDTSCP: u64 = 0x87;
     pub(crate) const ICEBP: u64 = 0x88;
+    pub(crate) const WBINVD: u64 = 0x89;
     pub(crate) const MONITOR: u64 = 0x8a;
     pub(crate) const MWAIT: u64 = 0x8b;
     pub(crate) const MWAIT_COND: u64 = 0x8c;
@@ -365,12 +372,21 @@ pub(crate) mod ioio {
     pub(crate) const PORT_SHIFT: u32 = 16;
 }
 
-/// EXITINFO1 of a nested page fault: the #PF error code bits. APM Vol. 2
-/// 15.25.6.
+/// EXITINFO1 of a nested page fault: the #PF error code bits, and which
+/// access faulted. APM Vol. 2 15.25.6.
 pub(crate) mod npf {
     pub(crate) const PRESENT: u64 = 1 << 0;
     pub(crate) const WRITE: u64 = 1 << 1;
     pub(crate) const FETCH: u64 = 1 << 4;
+    /// The fault was on an access to the guest's own page tables.
+    pub(crate) const GUEST_PAGE_TABLE: u64 = 1 << 33;
+}
+
+/// EXITINFO1 of a MOV CRx/DRx intercept with decode assists: bit 63 says
+/// the instruction was a MOV, bits 3:0 name its GPR. APM Vol. 2 15.33.2.
+pub(crate) mod mov_cr {
+    pub(crate) const MOV: u64 = 1 << 63;
+    pub(crate) const GPR_MASK: u64 = 0xf;
 }
 
 /// Converts a KVM segment to the VMCB's packed form. A segment KVM calls

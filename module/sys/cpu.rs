@@ -58,11 +58,33 @@ extern "C" {
     fn rkvm_cond_resched();
     fn rkvm_signal_pending() -> bool;
     fn rkvm_current_pid() -> c_int;
+    fn rkvm_host_mem_encrypted() -> bool;
     fn rkvm_smp_call_function_single(
         cpu: c_int,
         func: unsafe extern "C" fn(*mut c_void),
         info: *mut c_void,
     ) -> c_int;
+}
+
+/// Whether the host encrypts its memory (AMD SME): then every physical
+/// address given to the hardware would need the encryption bit.
+pub(crate) fn host_mem_encrypted() -> bool {
+    // SAFETY: A query of the platform's confidential-computing attributes.
+    unsafe { rkvm_host_mem_encrypted() }
+}
+
+/// CR4.LA57: the host uses 5-level paging. SDM Vol. 3A 2.5.
+const CR4_LA57: u64 = 1 << 12;
+
+/// Whether the host kernel runs with 5-level paging (CR4.LA57), which is
+/// the same on every CPU.
+pub(crate) fn host_la57() -> bool {
+    let cr4: u64;
+    // SAFETY: Reading CR4 at CPL 0 has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags))
+    };
+    cr4 & CR4_LA57 != 0
 }
 
 /// Whether the scheduler wants this CPU for something else.

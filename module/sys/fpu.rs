@@ -13,6 +13,11 @@
 //! guest never sees host values: the image is saved with every component
 //! the host's XCR0 enables (XSAVE), or the x87/SSE state (FXSAVE) on CPUs
 //! without XSAVE. SDM Vol. 1 13.4 (XSAVE area), 10.5 (FXSAVE).
+//!
+//! PKRU is the exception: the kernel restores it to user space separately
+//! from the rest of the FPU state (it is not part of what
+//! `kernel_fpu_begin` saves), so it is left out of the XSAVE mask and
+//! switched by hand with RDPKRU/WRPKRU, as KVM does. SDM Vol. 3A 4.6.2.
 
 use crate::sys::cpu::cpuid;
 use core::arch::asm;
@@ -26,6 +31,10 @@ extern "C" {
 /// CPUID.1:ECX bit 27: OSXSAVE, the OS has enabled XSAVE (CR4.OSXSAVE).
 /// SDM Vol. 2A CPUID.
 const CPUID1_ECX_OSXSAVE: u32 = 1 << 27;
+/// CR4.PKE: protection keys for user pages are on. SDM Vol. 3A 2.5.
+const CR4_PKE: u64 = 1 << 22;
+/// XCR0 bit 9: the PKRU state component. SDM Vol. 1 13.1.
+const XFEATURE_PKRU: u64 = 1 << 9;
 /// The legacy region's size and the FXSAVE image's. SDM Vol. 1 10.5.1.
 const LEGACY_SIZE: usize = 512;
 /// XSAVE header offset: XSTATE_BV is its first quadword. SDM Vol. 1 13.4.2.
@@ -47,15 +56,22 @@ pub(crate) struct FpuLayout {
     xsave_mask: Option<u64>,
     /// Bytes of the save area.
     size: usize,
+    /// Whether the host has protection keys on (PKRU must be switched).
+    pkru: bool,
 }
 
 impl FpuLayout {
     /// Reads the layout from CPUID and XCR0 on the current CPU.
     pub(crate) fn probe() -> Self {
+        let cr4: u64;
+        // SAFETY: Reading CR4 at CPL 0 has no side effects.
+        unsafe { asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags)) };
+        let pkru = cr4 & CR4_PKE != 0;
         if cpuid(1, 0).ecx & CPUID1_ECX_OSXSAVE == 0 {
             return Self {
                 xsave_mask: None,
                 size: LEGACY_SIZE,
+                pkru,
             };
         }
         let (lo, hi): (u32, u32);
@@ -64,9 +80,10 @@ impl FpuLayout {
             asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack))
         };
         Self {
-            xsave_mask: Some(u64::from(hi) << 32 | u64::from(lo)),
+            xsave_mask: Some((u64::from(hi) << 32 | u64::from(lo)) & !XFEATURE_PKRU),
             // CPUID.(EAX=0DH,ECX=0):EBX: the size for the features XCR0 enables.
             size: cpuid(0xd, 0).ebx as usize,
+            pkru,
         }
     }
 }
@@ -75,6 +92,8 @@ impl FpuLayout {
 pub(crate) struct FpuImage {
     layout: FpuLayout,
     area: KVec<Chunk>,
+    /// The guest's PKRU (0 at reset).
+    pkru: u32,
 }
 
 impl FpuImage {
@@ -94,7 +113,11 @@ impl FpuImage {
             // every other component is in its initial state.
             area[XSAVE_HEADER / 64].0[0] = 0b11;
         }
-        Ok(Self { layout, area })
+        Ok(Self {
+            layout,
+            area,
+            pkru: 0,
+        })
     }
 }
 
@@ -103,6 +126,8 @@ impl FpuImage {
 /// guest state back to its image and ends the section.
 pub(crate) struct FpuSection<'a> {
     image: &'a mut FpuImage,
+    /// The host's PKRU, to put back (when the host has protection keys).
+    host_pkru: u32,
 }
 
 impl<'a> FpuSection<'a> {
@@ -126,12 +151,52 @@ impl<'a> FpuSection<'a> {
                 unsafe { asm!("fxrstor64 [{0}]", in(reg) ptr, options(nostack, readonly)) };
             }
         }
-        Self { image }
+        let mut host_pkru = 0;
+        if image.layout.pkru {
+            host_pkru = rdpkru();
+            if host_pkru != image.pkru {
+                // SAFETY: CR4.PKE is set (layout); any value is a valid PKRU, and only the
+                // guest runs with it: `drop` puts the host's back before the section ends.
+                unsafe { wrpkru(image.pkru) };
+            }
+        }
+        Self { image, host_pkru }
     }
+}
+
+/// Reads PKRU. Only with CR4.PKE set. SDM Vol. 2B RDPKRU.
+fn rdpkru() -> u32 {
+    let value: u32;
+    // SAFETY: Callers check CR4.PKE; RDPKRU only reads the register.
+    unsafe {
+        asm!("rdpkru", in("ecx") 0u32, out("eax") value, out("edx") _,
+             options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// Writes PKRU. SDM Vol. 2B WRPKRU.
+///
+/// # Safety
+///
+/// CR4.PKE is set, and the value is right for the code that runs next.
+unsafe fn wrpkru(value: u32) {
+    // SAFETY: As the caller guarantees.
+    unsafe {
+        asm!("wrpkru", in("eax") value, in("ecx") 0u32, in("edx") 0u32,
+             options(nostack, preserves_flags))
+    };
 }
 
 impl Drop for FpuSection<'_> {
     fn drop(&mut self) {
+        if self.image.layout.pkru {
+            self.image.pkru = rdpkru();
+            if self.image.pkru != self.host_pkru {
+                // SAFETY: CR4.PKE is set; this is the value the host had.
+                unsafe { wrpkru(self.host_pkru) };
+            }
+        }
         let ptr = self.image.area.as_mut_ptr();
         match self.image.layout.xsave_mask {
             Some(mask) => {

@@ -20,7 +20,14 @@ extern "C" {
         write: bool,
         page: *mut *mut kernel::bindings::page,
     ) -> core::ffi::c_long;
-    fn rkvm_unpin_phys(pa: u64);
+    fn rkvm_unpin_phys(pa: u64, nr: usize, dirty: bool);
+    fn rkvm_account_locked(
+        mm: *mut kernel::bindings::mm_struct,
+        pages: usize,
+        inc: bool,
+    ) -> core::ffi::c_int;
+    fn rkvm_mmgrab(mm: *mut kernel::bindings::mm_struct);
+    fn rkvm_page_address(page: *mut kernel::bindings::page) -> *mut core::ffi::c_void;
     fn rkvm_phys_in_pmd_folio(pa: u64) -> bool;
     fn rkvm_pin_user_contiguous(
         uaddr: usize,
@@ -98,15 +105,17 @@ pub(crate) fn pin_user_contiguous(uaddr: u64, nr: usize, write: bool) -> Result<
     }
 }
 
-/// Releases a pin taken by [`pin_user_page`].
+/// Releases the pins of `nr` physically contiguous pages from `pa`, taken
+/// by [`pin_user_page`] or [`pin_user_contiguous`], marking them dirty
+/// first if `dirty` (the guest may have written them).
 ///
 /// # Safety
 ///
-/// `pa` was returned by [`pin_user_page`] and is released exactly once,
-/// after the hardware can no longer reach it.
-pub(crate) unsafe fn unpin_page(pa: HostPhysAddr) {
-    // SAFETY: By the caller's guarantee `pa` is a page we pinned and still hold.
-    unsafe { rkvm_unpin_phys(pa.0) };
+/// Each page was pinned by us and is released exactly once, after the
+/// hardware can no longer reach it.
+pub(crate) unsafe fn unpin_pages(pa: HostPhysAddr, nr: usize, dirty: bool) {
+    // SAFETY: By the caller's guarantee these are pages we pinned and still hold.
+    unsafe { rkvm_unpin_phys(pa.0, nr, dirty) };
 }
 
 /// Whether `[addr, addr + size)` lies in the user part of the address space,
@@ -151,6 +160,28 @@ impl OwnerMm {
         core::ptr::NonNull::new(mm).map(|mm| Self { mm })
     }
 
+    /// Another counted reference to the same address space.
+    pub(crate) fn try_clone(&self) -> Self {
+        // SAFETY: We hold a reference, so the mm is alive; `mmgrab` takes one more.
+        unsafe { rkvm_mmgrab(self.mm.as_ptr()) };
+        // INVARIANT: Non-null, and one more reference was taken for the new value.
+        Self { mm: self.mm }
+    }
+
+    /// Counts `pages` more (or, with `inc` false, fewer) pinned pages
+    /// against this address space's locked-memory limit
+    /// (`account_locked_vm`): `ENOMEM` past `RLIMIT_MEMLOCK` without
+    /// `CAP_IPC_LOCK`.
+    pub(crate) fn account_pinned(&self, pages: usize, inc: bool) -> Result {
+        // SAFETY: We hold a reference to the mm; the call takes its mmap lock itself.
+        let r = unsafe { rkvm_account_locked(self.mm.as_ptr(), pages, inc) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(Error::from_errno(r))
+        }
+    }
+
     /// Whether the calling task runs in this address space.
     pub(crate) fn is_current(&self) -> bool {
         // SAFETY: Only compares `current->mm` with our pointer.
@@ -167,45 +198,65 @@ impl Drop for OwnerMm {
 
 /// A page the kernel shares with user space (the vCPU's `kvm_run` and
 /// port-I/O pages, mapped by the process). User space may write it at any
-/// moment, so values are only ever copied in and out whole, never borrowed,
-/// and every value read is as untrusted as any other user input.
+/// moment, so values are only ever copied in and out byte by byte with
+/// volatile accesses, never borrowed, and every value read is as untrusted
+/// as any other user input.
 pub(crate) struct SharedPage<'a>(pub(crate) &'a Page);
 
 impl SharedPage<'_> {
-    /// Copies a `T` out of the page at byte `offset`.
-    pub(crate) fn read<T: kernel::transmute::FromBytes>(&self, offset: usize) -> Result<T> {
-        let mut value = core::mem::MaybeUninit::<T>::uninit();
-        // SAFETY: `value` is valid for writing `size_of::<T>()` bytes; `read_raw` checks the
-        // bounds. A concurrent user-space write can only change which bytes we copy (as with
-        // `copy_from_user`), and any bytes are a valid `T` (`FromBytes`).
-        unsafe {
-            self.0
-                .read_raw(value.as_mut_ptr().cast(), offset, core::mem::size_of::<T>())?;
-            Ok(value.assume_init())
+    /// The kernel address of byte `offset` of the page, for `len` bytes;
+    /// `EINVAL` past the end.
+    fn at(&self, offset: usize, len: usize) -> Result<*mut u8> {
+        match offset.checked_add(len) {
+            Some(end) if end <= kernel::page::PAGE_SIZE => {
+                // SAFETY: The page is allocated (we hold it); on x86_64 every page is in the
+                // direct map, so `page_address` is its permanent kernel address.
+                let base = unsafe { rkvm_page_address(self.0.as_ptr()) };
+                Ok(base.cast::<u8>().wrapping_add(offset))
+            }
+            _ => Err(EINVAL),
         }
-    }
-
-    /// Copies `value` into the page at byte `offset`.
-    pub(crate) fn write<T: kernel::transmute::AsBytes>(&self, offset: usize, value: &T) -> Result {
-        let src: *const T = value;
-        // SAFETY: `src` is valid for reading `size_of::<T>()` initialised bytes (`AsBytes`);
-        // `write_raw` checks the bounds. User space reading concurrently sees some mix of old
-        // and new bytes, which is its own business.
-        unsafe {
-            self.0
-                .write_raw(src.cast(), offset, core::mem::size_of::<T>())
-        }
-    }
-
-    /// Copies `bytes` into the page at byte `offset`.
-    pub(crate) fn write_bytes(&self, offset: usize, bytes: &[u8]) -> Result {
-        // SAFETY: `bytes` is valid for reading; `write_raw` checks the bounds.
-        unsafe { self.0.write_raw(bytes.as_ptr(), offset, bytes.len()) }
     }
 
     /// Copies bytes out of the page at byte `offset` into `buf`.
     pub(crate) fn read_bytes(&self, offset: usize, buf: &mut [u8]) -> Result {
-        // SAFETY: `buf` is valid for writing; `read_raw` checks the bounds.
-        unsafe { self.0.read_raw(buf.as_mut_ptr(), offset, buf.len()) }
+        let src = self.at(offset, buf.len())?;
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: `at` checked the bytes are inside the page, which lives as long as
+            // `self`; volatile, because user space may write them concurrently.
+            *b = unsafe { src.wrapping_add(i).read_volatile() };
+        }
+        Ok(())
+    }
+
+    /// Copies `bytes` into the page at byte `offset`.
+    pub(crate) fn write_bytes(&self, offset: usize, bytes: &[u8]) -> Result {
+        let dst = self.at(offset, bytes.len())?;
+        for (i, b) in bytes.iter().enumerate() {
+            // SAFETY: As in `read_bytes`.
+            unsafe { dst.wrapping_add(i).write_volatile(*b) };
+        }
+        Ok(())
+    }
+
+    /// Copies a `T` out of the page at byte `offset`.
+    pub(crate) fn read<T: kernel::transmute::FromBytes>(&self, offset: usize) -> Result<T> {
+        let mut value = core::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: `value` is valid for writing `size_of::<T>()` bytes, viewed as bytes.
+        let bytes = unsafe {
+            core::slice::from_raw_parts_mut(
+                value.as_mut_ptr().cast::<u8>(),
+                core::mem::size_of::<T>(),
+            )
+        };
+        bytes.fill(0);
+        self.read_bytes(offset, bytes)?;
+        // SAFETY: Every byte was written above, and any bytes are a valid `T` (`FromBytes`).
+        Ok(unsafe { value.assume_init() })
+    }
+
+    /// Copies `value` into the page at byte `offset`.
+    pub(crate) fn write<T: kernel::transmute::AsBytes>(&self, offset: usize, value: &T) -> Result {
+        self.write_bytes(offset, value.as_bytes())
     }
 }

@@ -80,6 +80,11 @@ pub(crate) unsafe fn vmrun(vmcb_pa: u64, host_save_pa: u64, gprs: &mut GuestGprs
     let host_dr7: u64;
     // SAFETY: Reading DR7 at CPL 0 has no side effects.
     unsafe { asm!("mov {}, dr7", out(reg) host_dr7, options(nomem, nostack, preserves_flags)) };
+    if host_dr7 != DR7_INIT {
+        // No host breakpoint may fire while the guest's GS base is loaded.
+        // SAFETY: Disables breakpoints; restored below.
+        unsafe { asm!("mov dr7, {}", in(reg) DR7_INIT, options(nomem, nostack, preserves_flags)) };
+    }
     let gprs: *mut GuestGprs = gprs;
     // SAFETY: The caller guarantees the preconditions of VMSAVE, VMLOAD and VMRUN above.
     // RBX and RBP (which `asm!` may not name as operands) are saved on the stack; every
@@ -134,6 +139,18 @@ pub(crate) unsafe fn vmrun(vmcb_pa: u64, host_save_pa: u64, gprs: &mut GuestGprs
             "mov [rdi + {r15}], r15",
             "pop rax",
             "mov [rdi + {rdi}], rax",
+            // Leave no guest value in a register the host might speculate on.
+            "xor ecx, ecx",
+            "xor edx, edx",
+            "xor esi, esi",
+            "xor r8d, r8d",
+            "xor r9d, r9d",
+            "xor r10d, r10d",
+            "xor r11d, r11d",
+            "xor r12d, r12d",
+            "xor r13d, r13d",
+            "xor r14d, r14d",
+            "xor r15d, r15d",
             "add rsp, 16",
             "pop rax",
             "vmload rax",
@@ -172,6 +189,18 @@ pub(crate) unsafe fn vmrun(vmcb_pa: u64, host_save_pa: u64, gprs: &mut GuestGprs
         // SAFETY: Restores the value the host had before VMRUN.
         unsafe { asm!("mov dr7, {}", in(reg) host_dr7, options(nomem, nostack, preserves_flags)) };
     }
+}
+
+/// Raises a machine check on this CPU (`int 18`), so that the host's
+/// handler sees one that hit while a guest ran, as KVM's
+/// `kvm_machine_check` does. SDM Vol. 3B 16.
+///
+/// # Safety
+///
+/// Call right after a #VMEXIT for #MC, with GIF set.
+pub(crate) unsafe fn raise_machine_check() {
+    // SAFETY: The kernel's #MC entry handles a software `int 18` like a real one.
+    unsafe { asm!("int 18", options(nostack)) };
 }
 
 /// DR7 with every breakpoint disabled (bit 10 is reserved, always 1).

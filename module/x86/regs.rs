@@ -195,6 +195,25 @@ pub(crate) fn allowed_cr4(host: &HostLimits, guest: &GuestFeatures) -> u64 {
     cr4::BASE | (optional & host.cr4_optional)
 }
 
+/// Whether a guest's MOV to CR4 from `old` to `new` is allowed (else
+/// #GP): only bits this guest may set, and in long mode PAE stays set and
+/// LA57 does not change. SDM Vol. 3A 2.5, 4.1.1; KVM's `kvm_set_cr4`.
+pub(crate) fn cr4_write_ok(
+    host: &HostLimits,
+    guest: &GuestFeatures,
+    old: u64,
+    new: u64,
+    efer_value: u64,
+) -> bool {
+    if new & !allowed_cr4(host, guest) != 0 {
+        return false;
+    }
+    if efer_value & efer::LMA != 0 && (new & cr4::PAE == 0 || (old ^ new) & cr4::LA57 != 0) {
+        return false;
+    }
+    true
+}
+
 /// Checks EFER against the bits rkvm supports and the guest's CPUID: LME
 /// and LMA need long mode, NXE needs NX. Like KVM, SCE is not tied to
 /// CPUID.

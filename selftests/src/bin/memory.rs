@@ -139,12 +139,123 @@ fn huge_page_backed_slot_is_mapped_with_one_2m_page(ctx: &Ctx) -> TestResult {
     vcpu.done()
 }
 
+guest! {
+    /// Reads the u64 at SLOT1 + 0x1000 and reports it.
+    fn unaligned_slot_guest;
+    ".code64",
+    "mov $0x40001000, %r12",
+    "mov (%r12), %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// A slot that does not start on a 2 MiB boundary (as a VMM's slot at
+/// 0x100000 does not) works: its first page is mapped with a 4 KiB page
+/// and the guest reads the host's bytes.
+fn a_slot_not_aligned_to_2m_works(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, unaligned_slot_guest())?;
+    let mem = Arc::new(check_ok!(GuestMemory::new(0x10000)));
+    check_ok!(mem.write(0, &0x0123_4567_89ab_cdefu64.to_le_bytes()));
+    check_ok!(
+        vm.vm
+            .set_user_memory_region(&MemoryRegion::new(1, SLOT1_GPA + 0x1000, &mem))
+    );
+    let mut vcpu = vm.add_vcpu(0)?;
+    let [value, ..] = vcpu.sync()?;
+    check_eq_hex!(
+        value,
+        0x0123_4567_89ab_cdefu64,
+        "read at the slot's first byte"
+    );
+    vcpu.done()
+}
+
+guest! {
+    /// Touches each 4 KiB page of the 1 MiB at SLOT1, then reports.
+    fn touch_1m_guest;
+    ".code64",
+    "mov $0x40000000, %r12",
+    "mov $256, %ecx",
+    "1: movb $1, (%r12)",
+    "add $4096, %r12",
+    "dec %ecx",
+    "jnz 1b",
+    "ucall UCALL_DONE",
+}
+
+/// The child's verdict in `pinned_memory_counts_against_rlimit_memlock`.
+const PINNED_ENOMEM: i32 = 0;
+const PINNED_RAN_THROUGH: i32 = 10;
+const PINNED_SETUP_FAILED: i32 = 11;
+const PINNED_OTHER_ERROR: i32 = 12;
+
+/// rkvm pins the guest memory it maps, and counts it against the owner's
+/// `RLIMIT_MEMLOCK` as VFIO does: a process without `CAP_IPC_LOCK` whose
+/// limit is 512 KiB cannot make its guest touch 1 MiB (`KVM_RUN` fails
+/// with `ENOMEM`). KVM does not pin guest memory, so there is nothing to
+/// compare with: skipped there.
+fn pinned_memory_counts_against_rlimit_memlock(ctx: &Ctx) -> TestResult {
+    if !ctx.is_rkvm() {
+        ksft::skip!("KVM does not pin guest memory (it follows it with MMU notifiers)");
+    }
+    let child = check_ok!(kvm_abi::process::fork(|| {
+        let Ok(vm) = GuestVm::new(ctx, Mode::Long, touch_1m_guest()) else {
+            return PINNED_SETUP_FAILED;
+        };
+        let Ok(mem) = GuestMemory::new(1 << 20) else {
+            return PINNED_SETUP_FAILED;
+        };
+        let mem = Arc::new(mem);
+        if vm
+            .vm
+            .set_user_memory_region(&MemoryRegion::new(1, SLOT1_GPA, &mem))
+            .is_err()
+        {
+            return PINNED_SETUP_FAILED;
+        }
+        let Ok(mut vcpu) = vm.add_vcpu(0) else {
+            return PINNED_SETUP_FAILED;
+        };
+        let limit = libc::rlimit {
+            rlim_cur: 512 << 10,
+            rlim_max: 512 << 10,
+        };
+        // SAFETY: setrlimit and setuid only change this (child) process's credentials;
+        // dropping root also drops CAP_IPC_LOCK.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0
+            || unsafe { libc::setuid(65534) } != 0
+        {
+            return PINNED_SETUP_FAILED;
+        }
+        loop {
+            match vcpu.vcpu.run() {
+                Err(e) if e.errno() == kvm_abi::Errno::ENOMEM => return PINNED_ENOMEM,
+                Err(_) => return PINNED_OTHER_ERROR,
+                Ok(()) => {}
+            }
+            // The only exits are the final ucall's OUT: the guest got through.
+            if let VcpuExit::Io(_) = vcpu.run.exit() {
+                return PINNED_RAN_THROUGH;
+            }
+        }
+    }));
+    match check_ok!(child.wait()) {
+        kvm_abi::process::Exit::Code(PINNED_ENOMEM) => Ok(()),
+        kvm_abi::process::Exit::Code(PINNED_RAN_THROUGH) => {
+            ksft::fail!("the guest pinned 1 MiB under a 512 KiB RLIMIT_MEMLOCK")
+        }
+        other => ksft::fail!("the child ended with {other:?}"),
+    }
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
         &tests![
             readonly_slot_reads_memory_and_writes_exit_as_mmio,
             huge_page_backed_slot_is_mapped_with_one_2m_page,
+            a_slot_not_aligned_to_2m_works,
+            pinned_memory_counts_against_rlimit_memlock,
         ],
     )
 }

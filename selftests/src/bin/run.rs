@@ -1518,6 +1518,60 @@ fn guest_and_host_sse_state_stay_apart(ctx: &Ctx) -> TestResult {
     vcpu.done()
 }
 
+// ---- Control registers ----
+
+guest! {
+    /// Toggles CR4.OSXMMEXCPT and reports old and new CR4; then tries to
+    /// clear CR4.PAE in long mode and to set reserved bit 31 (each a #GP).
+    fn cr4_guest;
+    ".code64",
+    "mov %cr4, %rax",
+    "mov %rax, %rbx",
+    "xor $0x400, %rax",
+    "mov %rax, %cr4",
+    "mov %cr4, %rcx",
+    "ucall UCALL_SYNC",
+    "lea 1f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov %cr4, %rax",
+    "and $~0x20, %rax",
+    "mov %rax, %cr4",
+    "1: lea 2f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov %cr4, %rax",
+    "bts $31, %rax",
+    "mov %rax, %cr4",
+    "2: ucall UCALL_DONE",
+}
+
+/// MOV to CR4 takes effect (the guest and `KVM_GET_SREGS` see the new
+/// value), and the hypervisor refuses what the architecture does: clearing
+/// PAE in long mode, and reserved bits (#GP, CR4 unchanged).
+fn cr4_writes_take_effect_and_invalid_ones_are_gp(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, cr4_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let [old, new, _] = vcpu.sync()?;
+    check_eq_hex!(new, old ^ 0x400, "CR4 after toggling OSXMMEXCPT");
+    check_eq_hex!(
+        check_ok!(vcpu.vcpu.get_sregs()).cr4,
+        new,
+        "KVM_GET_SREGS CR4"
+    );
+    for what in ["clearing PAE in long mode", "setting reserved bit 31"] {
+        match vcpu.ucall()? {
+            Ucall::Exception { vector: 13, .. } => {}
+            other => ksft::fail!("{what}: expected #GP, got {other}"),
+        }
+    }
+    vcpu.done()?;
+    check_eq_hex!(
+        check_ok!(vcpu.vcpu.get_sregs()).cr4,
+        new,
+        "CR4 after the refused writes"
+    );
+    Ok(())
+}
+
 // ---- Statistics ----
 
 guest! {
@@ -1705,6 +1759,7 @@ fn main() -> ExitCode {
             several_vms_and_vcpus_run_concurrently,
             slot_deleted_while_the_guest_runs_becomes_mmio,
             guest_and_host_sse_state_stay_apart,
+            cr4_writes_take_effect_and_invalid_ones_are_gp,
             exit_counters_in_debugfs_count_what_the_guest_did,
             guest_msr_writes_never_reach_the_host,
         ],
