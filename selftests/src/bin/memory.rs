@@ -220,11 +220,13 @@ fn pinned_memory_counts_against_rlimit_memlock(ctx: &Ctx) -> TestResult {
             rlim_cur: 512 << 10,
             rlim_max: 512 << 10,
         };
-        // SAFETY: setrlimit and setuid only change this (child) process's credentials;
-        // dropping root also drops CAP_IPC_LOCK.
-        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0
-            || unsafe { libc::setuid(65534) } != 0
-        {
+        // SAFETY: setrlimit reads one rlimit and changes this (child) process's limit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const limit) } != 0 {
+            return PINNED_SETUP_FAILED;
+        }
+        // SAFETY: setuid changes this (child) process's credentials; leaving root also
+        // drops CAP_IPC_LOCK.
+        if unsafe { libc::setuid(65534) } != 0 {
             return PINNED_SETUP_FAILED;
         }
         loop {
