@@ -60,19 +60,22 @@ pub(crate) struct GuestVm {
 
 /// Opens `device`, with the errors a user can act on.
 pub(crate) fn open_device(device: &std::path::Path) -> Result<System, Failure> {
-    System::open(device).map_err(|e| {
-        let d = device.display();
-        Failure::Env(match e.errno() {
-            Errno::ENOENT | Errno::ENODEV | Errno::ENXIO => format!(
-                "{d} does not exist: load the module (insmod rkvm.ko, or modprobe kvm_amd / \
-                 kvm_intel for /dev/kvm) or pass --device"
-            ),
-            Errno::EACCES | Errno::EPERM => {
-                format!("permission denied opening {d}: run as root or give yourself access to it")
-            }
-            other => format!("cannot open {d}: {}", other.desc()),
-        })
-    })
+    System::open(device)
+        .map_err(|e| Failure::Env(device_error(&device.display().to_string(), e.errno())))
+}
+
+/// What to tell the user when `device` cannot be opened with `errno`.
+fn device_error(device: &str, errno: Errno) -> String {
+    match errno {
+        Errno::ENOENT | Errno::ENODEV | Errno::ENXIO => format!(
+            "{device} does not exist: load the module (insmod rkvm.ko, or modprobe kvm_amd / \
+             kvm_intel for /dev/kvm) or pass --device"
+        ),
+        Errno::EACCES | Errno::EPERM => {
+            format!("permission denied opening {device}: run as root or give yourself access to it")
+        }
+        other => format!("cannot open {device}: {}", other.desc()),
+    }
 }
 
 /// Creates a VM with `mem` bytes at guest-physical 0 holding the GDT and
@@ -183,7 +186,14 @@ pub(crate) fn register_dump(vcpu: &Vcpu) -> String {
         return "  (registers unavailable)".into();
     };
     let s = vcpu.get_sregs().unwrap_or_else(|_| kvm_sregs::default());
-    let mut d = format!(
+    let mut d = String::new();
+    if r.rip == 0xfff0 && s.cs.base == 0xffff_0000 {
+        // svm.c, shutdown_interception(): the VMCB is undefined after a
+        // shutdown, so KVM re-initialises the vCPU.
+        d += "  (these are the vCPU's reset values: KVM on AMD re-initialises a vCPU after a \
+              triple fault, so its state at the fault is lost)\n";
+    }
+    d += &format!(
         "  rip {:016x}  rsp {:016x}  rflags {:08x}\n\
          \x20 rax {:016x}  rbx {:016x}  rcx {:016x}  rdx {:016x}\n\
          \x20 rsi {:016x}  rdi {:016x}  rbp {:016x}\n\
@@ -714,4 +724,21 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, Failure> {
         stderr_line(&format!("rkvm: exit status {status}"));
     }
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_errors_say_what_to_do() {
+        let missing = device_error("/dev/rkvm", Errno::ENOENT);
+        assert!(missing.contains("insmod rkvm.ko"), "{missing}");
+        let denied = device_error("/dev/kvm", Errno::EACCES);
+        assert!(
+            denied.starts_with("permission denied opening /dev/kvm"),
+            "{denied}"
+        );
+        assert!(device_error("/dev/kvm", Errno::EBUSY).starts_with("cannot open /dev/kvm: "));
+    }
 }

@@ -21,11 +21,11 @@ struct Entry {
 /// A duration in the unit that suits it.
 pub(crate) fn human_time(d: Duration) -> String {
     let ns = d.as_nanos();
-    if ns < 10_000 {
+    if ns < 1_000 {
         format!("{ns} ns")
-    } else if ns < 10_000_000 {
+    } else if ns < 1_000_000 {
         format!("{:.1} us", d.as_secs_f64() * 1e6)
-    } else if ns < 10_000_000_000 {
+    } else if ns < 1_000_000_000 {
         format!("{:.1} ms", d.as_secs_f64() * 1e3)
     } else {
         format!("{:.2} s", d.as_secs_f64())
@@ -125,6 +125,7 @@ mod tests {
         assert!(t.contains("2 vCPUs"), "{t}");
         let io = t.lines().find(|l| l.contains("KVM_EXIT_IO")).unwrap();
         assert!(io.contains("400.0 us") && io.contains("200.0 us"), "{io}");
+        assert!(t.contains("2.0 ms"), "{t}");
         let total = t
             .lines()
             .find(|l| l.trim_start().starts_with("total"))
@@ -138,5 +139,6 @@ mod tests {
         assert_eq!(human_time(Duration::from_micros(95)), "95.0 us");
         assert_eq!(human_time(Duration::from_millis(95)), "95.0 ms");
         assert_eq!(human_time(Duration::from_secs(95)), "95.00 s");
+        assert_eq!(human_time(Duration::from_micros(9500)), "9.5 ms");
     }
 }
