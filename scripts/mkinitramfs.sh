@@ -34,6 +34,7 @@ cp "$RKVM_OUT/rkvm.ko" "$root/lib/modules/rkvm.ko"
 install -m 0755 "$RKVM_TOP/scripts/vm/init" "$root/init"
 install -m 0644 "$RKVM_TOP/scripts/vm/run-suite.sh" "$root/etc/rkvm/run-suite.sh"
 install -m 0644 "$RKVM_TOP/scripts/vm/run-nodev.sh" "$root/etc/rkvm/run-nodev.sh"
+install -m 0644 "$RKVM_TOP/scripts/vm/bench.sh" "$root/etc/rkvm/bench.sh"
 
 for t in "$RKVM_OUT"/selftests/*; do
 	[ -x "$t" ] && install -m 0755 "$t" "$root/selftests/"
