@@ -188,10 +188,12 @@ pub(crate) fn register_dump(vcpu: &Vcpu) -> String {
     let s = vcpu.get_sregs().unwrap_or_else(|_| kvm_sregs::default());
     let mut d = String::new();
     if r.rip == 0xfff0 && s.cs.base == 0xffff_0000 {
-        // svm.c, shutdown_interception(): the VMCB is undefined after a
-        // shutdown, so KVM re-initialises the vCPU.
-        d += "  (these are the vCPU's reset values: KVM on AMD re-initialises a vCPU after a \
-              triple fault, so its state at the fault is lost)\n";
+        // KVM's svm.c, shutdown_interception(): the VMCB is undefined
+        // after a shutdown, so the vCPU is re-initialised; rkvm does the
+        // same. (On VMX the state at the fault stays.)
+        d += "  (these are the vCPU's reset values: on AMD SVM the hypervisor re-initialises a \
+              vCPU after a triple fault, so its state at the fault is lost; --trace shows the \
+              exits before it)\n";
     }
     d += &format!(
         "  rip {:016x}  rsp {:016x}  rflags {:08x}\n\
