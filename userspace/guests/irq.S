@@ -87,37 +87,7 @@ _start:
 tick:	incq	ticks(%rip)
 	iretq
 
-/* puts: prints the NUL-terminated string at %rsi (clobbers %al, %rsi). */
-puts:	lodsb
-	test	%al, %al
-	jz	1f
-	out	%al, $0xe9
-	jmp	puts
-1:	ret
-
-/* putdec: prints %rax in decimal. */
-putdec:
-	push	%rax
-	push	%rbx
-	push	%rcx
-	push	%rdx
-	mov	$10, %rbx
-	xor	%ecx, %ecx
-1:	xor	%edx, %edx
-	div	%rbx
-	push	%rdx
-	inc	%ecx
-	test	%rax, %rax
-	jnz	1b
-2:	pop	%rax
-	add	$'0', %al
-	out	%al, $0xe9
-	loop	2b
-	pop	%rdx
-	pop	%rcx
-	pop	%rbx
-	pop	%rax
-	ret
+#include "print.inc"
 
 s_start:	.asciz "timer every 10 ms, vector 32\n"
 s_hlt:		.asciz "a timer interrupt woke the guest from HLT: "

@@ -57,14 +57,6 @@ _start:
 	out	%al, $0xf4			/* exit: 0 if all was right */
 	hlt
 
-/* puts: prints the NUL-terminated string at %rsi. */
-puts:	lodsb
-	test	%al, %al
-	jz	1f
-	out	%al, $0xe9
-	jmp	puts
-1:	ret
-
 /* put4chars: prints the four bytes of %ebx as characters. */
 put4chars:
 	mov	%ebx, %edx
@@ -75,29 +67,7 @@ put4chars:
 	loop	1b
 	ret
 
-/* putdec: prints %rax in decimal. */
-putdec:
-	push	%rax
-	push	%rbx
-	push	%rcx
-	push	%rdx
-	mov	$10, %rbx
-	xor	%ecx, %ecx
-1:	xor	%edx, %edx
-	div	%rbx
-	push	%rdx
-	inc	%ecx
-	test	%rax, %rax
-	jnz	1b
-2:	pop	%rax
-	add	$'0', %al
-	out	%al, $0xe9
-	loop	2b
-	pop	%rdx
-	pop	%rcx
-	pop	%rbx
-	pop	%rax
-	ret
+#include "print.inc"
 
 s_id:		.asciz "mmio-demo id: "
 s_counter:	.asciz "\nread counter: "
