@@ -419,11 +419,20 @@ fn compare_text(left: &str, right: &str) -> String {
             name,
             format!("{} ({}-{})", show_ns(a[0]), short(a[1]), short(a[2])),
             format!("{} ({}-{})", show_ns(b[0]), short(b[1]), short(b[2])),
-            format!("{ratio:.2}"),
+            show_ratio(ratio),
             meaning(name)
         );
     }
     s
+}
+
+/// A ratio with two significant digits at least.
+fn show_ratio(r: f64) -> String {
+    if r >= 0.1 || r == 0.0 || !r.is_finite() {
+        format!("{r:.2}")
+    } else {
+        format!("{r:.4}")
+    }
 }
 
 /// A figure without its unit, in the unit [`show_ns`] picks.
@@ -481,6 +490,8 @@ mod tests {
         assert_eq!(show_ns(950.0), "950 ns");
         assert_eq!(show_ns(95_000.0), "95.00 us");
         assert_eq!(show_ns(9_500_000.0), "9.50 ms");
+        assert_eq!(show_ratio(0.654), "0.65");
+        assert_eq!(show_ratio(8.79 / 3240.0), "0.0027");
     }
 
     #[test]
