@@ -9,13 +9,14 @@
 #   make check      ... then run every selftest in the VM (rkvm and KVM)
 #   make check EXTRA_TESTS=DIR   ... plus every executable in DIR
 #   make check RKVM_KASAN=1   ... the same on the KASAN test kernel (CI runs both)
+#   make bench      rkvm bench on rkvm and on KVM in one VM boot, side by side
 #   make lint       formatting, userspace clippy and unit tests (part of check)
 #   make clean      remove build/ (the kernel cache stays, see README)
 
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all setup kernel module userspace lint run check clean
+.PHONY: all setup kernel module userspace lint run check bench clean
 
 # RKVM_KASAN=1 (make check RKVM_KASAN=1) selects the KASAN test kernel.
 export RKVM_KASAN
@@ -43,6 +44,9 @@ lint: userspace
 
 check: all lint
 	@$(S)/check.sh $(EXTRA_TESTS)
+
+bench: all
+	@$(S)/bench.sh
 
 clean:
 	rm -rf build

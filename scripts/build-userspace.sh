@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the userspace workspace (static binaries) and collects the
-# selftest programs into build/selftests/.
+# Builds the userspace workspace (static binaries), collects the selftest
+# programs into build/selftests/ and the rkvm tool into build/rkvm, and
+# builds the demo guests into build/guests/.
 . "$(dirname "$0")/lib.sh"
 
 "$RKVM_TOP/scripts/gen-uapi.sh" "$RKVM_OUT/gen/kvm_uapi.rs"
@@ -24,4 +25,6 @@ mkdir -p "$RKVM_OUT/selftests"
 for b in $bins; do
 	cp "target/release/$b" "$RKVM_OUT/selftests/$b"
 done
-say "built userspace; selftests: $(echo $bins)"
+cmp -s target/release/rkvm "$RKVM_OUT/rkvm" || cp target/release/rkvm "$RKVM_OUT/rkvm"
+"$RKVM_TOP/scripts/build-guests.sh"
+say "built userspace; selftests: $(echo $bins); the rkvm tool"

@@ -11,6 +11,8 @@ rustfmt --edition 2021 --config-path "$src/.rustfmt.toml" --check "$RKVM_TOP/mod
 
 cd "$RKVM_TOP/userspace"
 cargo fmt --all --check || die "userspace/ or selftests/ is not formatted: run cargo fmt in userspace/"
+# The Rust demo guest is built by scripts/build-guests.sh, not cargo.
+rustfmt --edition 2024 --check guests/primes.rs || die "userspace/guests/primes.rs is not formatted: run rustfmt --edition 2024 on it"
 run_logged "$RKVM_LOGS/userspace-clippy.log" "cargo clippy (userspace)" \
 	cargo clippy --release --workspace --all-targets --locked -- -D warnings
 # Unit tests run on the host (they need no device).

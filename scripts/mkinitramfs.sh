@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test VM's initramfs: busybox, the kernel's modules (the real
-# KVM among them), rkvm.ko, the selftest binaries, the in-VM scripts, and
-# optionally extra test binaries and a command to run.
+# KVM among them), rkvm.ko, the selftest binaries, the rkvm tool
+# (/usr/bin/rkvm) and its demo guests (/usr/share/rkvm/guests), the in-VM
+# scripts, and optionally extra test binaries and a command to run.
 #
 # Usage: mkinitramfs.sh OUTPUT.cpio [--extra DIR] [--cmd 'COMMAND']
 . "$(dirname "$0")/lib.sh"
@@ -20,7 +21,7 @@ done
 kbuild=$(kernel_build_dir)
 root=$RKVM_OUT/initramfs
 rm -rf "$root"
-mkdir -p "$root"/{bin,sbin,etc/rkvm,proc,sys,dev,tmp,lib/modules,selftests,extra-tests,root}
+mkdir -p "$root"/{bin,sbin,etc/rkvm,proc,sys,dev,tmp,lib/modules,selftests,extra-tests,root,usr/bin,usr/share/rkvm/guests}
 
 cp /bin/busybox "$root/bin/busybox"
 file -L "$root/bin/busybox" 2>/dev/null | grep -q 'statically linked' ||
@@ -33,9 +34,14 @@ cp "$RKVM_OUT/rkvm.ko" "$root/lib/modules/rkvm.ko"
 install -m 0755 "$RKVM_TOP/scripts/vm/init" "$root/init"
 install -m 0644 "$RKVM_TOP/scripts/vm/run-suite.sh" "$root/etc/rkvm/run-suite.sh"
 install -m 0644 "$RKVM_TOP/scripts/vm/run-nodev.sh" "$root/etc/rkvm/run-nodev.sh"
+install -m 0644 "$RKVM_TOP/scripts/vm/bench.sh" "$root/etc/rkvm/bench.sh"
 
 for t in "$RKVM_OUT"/selftests/*; do
 	[ -x "$t" ] && install -m 0755 "$t" "$root/selftests/"
+done
+install -m 0755 "$RKVM_OUT/rkvm" "$root/usr/bin/rkvm"
+for g in "$RKVM_OUT"/guests/*; do
+	install -m 0644 "$g" "$root/usr/share/rkvm/guests/"
 done
 if [ -n "$extra" ]; then
 	[ -d "$extra" ] || die "EXTRA_TESTS=$extra is not a directory"

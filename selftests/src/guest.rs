@@ -48,44 +48,29 @@
 use std::sync::Arc;
 
 use ksft::Status;
-use kvm_abi::sys::{kvm_cpuid_entry2, kvm_regs, kvm_segment, kvm_sregs};
+use kvm_abi::sys::{kvm_cpuid_entry2, kvm_regs};
 use kvm_abi::{
     CpuidEntries, GuestMemory, IoDirection, KVM_MAX_CPUID_ENTRIES, MemoryRegion, RunMapping, Vcpu,
     VcpuExit, Vm,
 };
 
+pub use x86_modes::{
+    ALIAS_GVA, CODE_GPA, DATA_GPA, GDT_GPA, IDT_GPA, Mode, RFLAGS_FIXED, RFLAGS_IF, STACK_TOP,
+    Selector, TABLES_END,
+};
+use x86_modes::{gdt_bytes, page_tables, setup_sregs};
+
 use crate::Ctx;
 
 /// Size of slot 0, at guest-physical 0.
 pub const MEM_SIZE: usize = 2 << 20;
-/// The GDT (see [`Selector`]).
-pub const GDT_GPA: u64 = 0x1000;
-/// The IDT: 256 gates (16 bytes each in long mode, 8 otherwise).
-pub const IDT_GPA: u64 = 0x2000;
+// The mode tables (GDT, IDT, TSS, page tables) are laid out by the
+// `x86-modes` crate; this library adds the handlers, the fixup word and
+// the stacks.
 /// The interrupt handlers: 256 entry stubs of 16 bytes, then common code.
 pub const HANDLERS_GPA: u64 = 0x3000;
 /// Where guest code stores the address an exception handler resumes at.
 pub const FIXUP_GPA: u64 = 0x5000;
-/// The TSS that TR points at (never used: the guest stays at CPL 0
-/// without IST).
-pub const TSS_GPA: u64 = 0x6000;
-/// Long mode: the PML4.
-pub const PML4_GPA: u64 = 0x10000;
-/// Long mode: the PDPT, whose four entries point at the four PDs.
-pub const PDPT_GPA: u64 = 0x11000;
-/// Four page directories of 2 MiB pages mapping 0-4 GiB (long mode, PAE).
-pub const PD_GPA: u64 = 0x12000;
-/// 32-bit paging: one page directory of 4 MiB pages mapping 0-4 GiB.
-pub const PD32_GPA: u64 = 0x16000;
-/// PAE paging: the four-entry PDPT.
-pub const PAE_PDPT_GPA: u64 = 0x17000;
-/// 64 KiB of zeroed memory for tests' data.
-pub const DATA_GPA: u64 = 0x20000;
-/// Where the guest code is loaded and every vCPU starts.
-pub const CODE_GPA: u64 = 0x40000;
-/// The initial stack pointer of vCPU 0; vCPU `n` starts [`STACK_SIZE`]
-/// times `n` lower.
-pub const STACK_TOP: u64 = 0x80000;
 /// Stack bytes per vCPU.
 pub const STACK_SIZE: u64 = 0x2000;
 /// Most vCPUs one [`GuestVm`] can set up (their stacks must stay above
@@ -107,107 +92,6 @@ pub const UCALL_FAIL: u32 = 3;
 pub const UCALL_EXCEPTION: u32 = 4;
 /// The guest took an external interrupt: vector.
 pub const UCALL_IRQ: u32 = 5;
-
-// Control-register and EFER bits: SDM Vol. 3A 2.5, APM Vol. 2 3.1.
-const CR0_PE: u64 = 1 << 0;
-const CR0_ET: u64 = 1 << 4;
-const CR0_NE: u64 = 1 << 5;
-const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PSE: u64 = 1 << 4;
-const CR4_PAE: u64 = 1 << 5;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-/// RFLAGS bit 1 is always 1 (SDM Vol. 1 3.4.3).
-pub const RFLAGS_FIXED: u64 = 1 << 1;
-/// RFLAGS.IF (SDM Vol. 1 3.4.3).
-pub const RFLAGS_IF: u64 = 1 << 9;
-
-// Page-table entry bits: SDM Vol. 3A 4.3 (32-bit), 4.4 (PAE), 4.5 (4-level).
-const PTE_P: u64 = 1 << 0;
-const PTE_RW: u64 = 1 << 1;
-const PTE_PS: u64 = 1 << 7;
-
-/// The GDT's selectors (SDM Vol. 3A 3.4.5 for the descriptor format).
-#[derive(Clone, Copy, Debug)]
-pub enum Selector {
-    /// 64-bit code (L = 1).
-    Code64 = 0x08,
-    /// Flat 4 GiB read/write data.
-    Data = 0x10,
-    /// 32-bit flat code.
-    Code32 = 0x18,
-    /// 16-bit code based at [`CODE_GPA`].
-    Code16 = 0x20,
-    /// 16-bit data based at [`DATA_GPA`].
-    Data16 = 0x28,
-    /// 16-bit stack segment based at `STACK_TOP - 0x10000`.
-    Stack16 = 0x30,
-    /// The TSS (a 16-byte descriptor in long mode).
-    Tss = 0x38,
-}
-
-/// The GDT: a descriptor per [`Selector`].
-fn gdt() -> Vec<u64> {
-    // Descriptor: limit 15:0, base 23:0, access byte, flags|limit 19:16,
-    // base 31:24 (SDM Vol. 3A 3.4.5). Access 0x9b: present, DPL 0, code,
-    // readable, accessed; 0x93: data, writable, accessed; 0x8b: busy TSS.
-    let desc = |base: u64, limit: u64, access: u64, flags: u64| {
-        (limit & 0xffff)
-            | ((base & 0xff_ffff) << 16)
-            | (access << 40)
-            | (((limit >> 16) & 0xf) << 48)
-            | (flags << 52)
-            | ((base >> 24) << 56)
-    };
-    // Flags: G = 8, D/B = 4, L = 2.
-    vec![
-        0,
-        desc(0, 0xf_ffff, 0x9b, 0xa),
-        desc(0, 0xf_ffff, 0x93, 0xc),
-        desc(0, 0xf_ffff, 0x9b, 0xc),
-        desc(CODE_GPA, 0xffff, 0x9b, 0),
-        desc(DATA_GPA, 0xffff, 0x93, 0),
-        desc(STACK_TOP - 0x10000, 0xffff, 0x93, 0),
-        desc(TSS_GPA, 0x67, 0x8b, 0),
-        0,
-    ]
-}
-
-/// The x86 operating modes a guest can be set up in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Real mode: CS based at [`CODE_GPA`], data segments at [`DATA_GPA`].
-    Real,
-    /// 16-bit protected mode: the same bases, from 16-bit descriptors.
-    Protected16,
-    /// 32-bit protected mode, flat segments, no paging.
-    Protected32,
-    /// 32-bit paging with 4 MiB pages (CR4.PSE), identity map of 4 GiB.
-    Paging32,
-    /// PAE paging with 2 MiB pages, identity map of 4 GiB.
-    Pae,
-    /// Long mode (64-bit code), 4-level paging with 2 MiB pages, identity
-    /// map of 4 GiB.
-    Long,
-}
-
-impl Mode {
-    /// Every mode, from real to long.
-    pub const ALL: [Mode; 6] = [
-        Mode::Real,
-        Mode::Protected16,
-        Mode::Protected32,
-        Mode::Paging32,
-        Mode::Pae,
-        Mode::Long,
-    ];
-
-    /// Whether the mode has the IDT and handlers of this library.
-    fn has_idt(self) -> bool {
-        !matches!(self, Mode::Real | Mode::Protected16)
-    }
-}
 
 /// Assembles guest code with the ucall prelude (see the module docs) and
 /// defines `fn $name() -> &'static [u8]` returning its bytes. AT&T syntax;
@@ -390,167 +274,6 @@ fn idt(mode: Mode) -> Vec<u8> {
     idt
 }
 
-/// The virtual address that every paging mode maps to guest-physical 0
-/// (instead of identity): the last 4 MiB of the 4 GiB map. Guest code reads
-/// memory through it to prove that its page tables, not just the slot
-/// layout, decide where an access goes.
-pub const ALIAS_GVA: u64 = 0xffc0_0000;
-
-/// Every page table of every paging mode, as `(gpa, bytes)`: identity maps
-/// of 0-4 GiB except that [`ALIAS_GVA`] maps to 0.
-fn page_tables() -> Vec<(u64, Vec<u8>)> {
-    let table64 = |entries: &mut dyn Iterator<Item = u64>| -> Vec<u8> {
-        entries.flat_map(u64::to_le_bytes).collect()
-    };
-    let pd_page = |i: u64| PD_GPA + i * 0x1000;
-    // 2 MiB pages (PAE and long mode): the PDE of `va`.
-    let pde64 = |va: u64| {
-        let pa = if va == ALIAS_GVA { 0 } else { va };
-        pa | PTE_P | PTE_RW | PTE_PS
-    };
-    // 4 MiB pages (32-bit paging with CR4.PSE): 4-byte PDEs.
-    let pde32 = |va: u64| {
-        let pa = if va == ALIAS_GVA { 0 } else { va };
-        u32::try_from(pa | PTE_P | PTE_RW | PTE_PS).unwrap_or(0)
-    };
-    vec![
-        // Long mode: PML4[0] -> PDPT; PDPT[0..4] -> the four PDs.
-        (
-            PML4_GPA,
-            table64(&mut [PDPT_GPA | PTE_P | PTE_RW].into_iter()),
-        ),
-        (
-            PDPT_GPA,
-            table64(&mut (0..4).map(|i| pd_page(i) | PTE_P | PTE_RW)),
-        ),
-        // The PDs, shared by long mode and PAE: 2 MiB pages, 0-4 GiB.
-        (PD_GPA, table64(&mut (0..4 * 512).map(|i| pde64(i << 21)))),
-        // PAE PDPTEs have no R/W bit (SDM Vol. 3A 4.4.1): present only.
-        (
-            PAE_PDPT_GPA,
-            table64(&mut (0..4).map(|i| pd_page(i) | PTE_P)),
-        ),
-        // 32-bit paging: 1024 4 MiB pages, 0-4 GiB.
-        (
-            PD32_GPA,
-            (0..1024u64)
-                .flat_map(|i| pde32(i << 22).to_le_bytes())
-                .collect(),
-        ),
-    ]
-}
-
-/// A segment register's hidden part, present, DPL 0.
-fn segment(selector: Selector, base: u64, limit: u32, type_: u8, db: bool, l: bool) -> kvm_segment {
-    kvm_segment {
-        base,
-        limit,
-        selector: selector as u16,
-        type_,
-        present: 1,
-        dpl: 0,
-        db: u8::from(db),
-        s: 1,
-        l: u8::from(l),
-        g: u8::from(limit > 0xf_ffff),
-        avl: 0,
-        unusable: 0,
-        padding: 0,
-    }
-}
-
-/// Sets `sregs` up for `mode` (on top of the vCPU's reset state).
-fn setup_sregs(sregs: &mut kvm_sregs, mode: Mode) {
-    // Segment types: 0xb code execute/read accessed, 0x3 data read/write
-    // accessed (SDM Vol. 3A 3.4.5.1).
-    match mode {
-        Mode::Real => {
-            let real = |base: u64, type_: u8| kvm_segment {
-                base,
-                limit: 0xffff,
-                selector: u16::try_from(base >> 4).unwrap_or(0),
-                type_,
-                present: 1,
-                s: 1,
-                ..Default::default()
-            };
-            sregs.cs = real(CODE_GPA, 0xb);
-            sregs.ds = real(DATA_GPA, 0x3);
-            sregs.es = sregs.ds;
-            sregs.fs = sregs.ds;
-            sregs.gs = sregs.ds;
-            sregs.ss = real(STACK_TOP - 0x10000, 0x3);
-        }
-        Mode::Protected16 => {
-            sregs.cr0 = CR0_PE | CR0_ET | CR0_NE;
-            sregs.cs = segment(Selector::Code16, CODE_GPA, 0xffff, 0xb, false, false);
-            sregs.ds = segment(Selector::Data16, DATA_GPA, 0xffff, 0x3, false, false);
-            sregs.es = sregs.ds;
-            sregs.fs = sregs.ds;
-            sregs.gs = sregs.ds;
-            sregs.ss = segment(
-                Selector::Stack16,
-                STACK_TOP - 0x10000,
-                0xffff,
-                0x3,
-                false,
-                false,
-            );
-        }
-        Mode::Protected32 | Mode::Paging32 | Mode::Pae | Mode::Long => {
-            let long = mode == Mode::Long;
-            sregs.cr0 = CR0_PE | CR0_ET | CR0_NE;
-            sregs.cs = if long {
-                segment(Selector::Code64, 0, 0xffff_ffff, 0xb, false, true)
-            } else {
-                segment(Selector::Code32, 0, 0xffff_ffff, 0xb, true, false)
-            };
-            sregs.ds = segment(Selector::Data, 0, 0xffff_ffff, 0x3, true, false);
-            sregs.es = sregs.ds;
-            sregs.fs = sregs.ds;
-            sregs.gs = sregs.ds;
-            sregs.ss = sregs.ds;
-            // Busy TSS: type 0xb (32-bit and 64-bit alike), system segment.
-            sregs.tr = kvm_segment {
-                s: 0,
-                g: 0,
-                db: 0,
-                ..segment(Selector::Tss, TSS_GPA, 0x67, 0xb, false, false)
-            };
-            match mode {
-                Mode::Paging32 => {
-                    sregs.cr4 = CR4_PSE;
-                    sregs.cr3 = PD32_GPA;
-                    sregs.cr0 |= CR0_PG | CR0_WP;
-                }
-                Mode::Pae => {
-                    sregs.cr4 = CR4_PAE;
-                    sregs.cr3 = PAE_PDPT_GPA;
-                    sregs.cr0 |= CR0_PG | CR0_WP;
-                }
-                Mode::Long => {
-                    sregs.cr4 = CR4_PAE;
-                    sregs.cr3 = PML4_GPA;
-                    sregs.cr0 |= CR0_PG | CR0_WP;
-                    sregs.efer = EFER_LME | EFER_LMA;
-                }
-                _ => {}
-            }
-        }
-    }
-    let gdt_bytes = gdt().len() * 8;
-    sregs.gdt.base = GDT_GPA;
-    sregs.gdt.limit = u16::try_from(gdt_bytes - 1).unwrap_or(u16::MAX);
-    if mode.has_idt() {
-        sregs.idt.base = IDT_GPA;
-        sregs.idt.limit = if mode == Mode::Long {
-            256 * 16 - 1
-        } else {
-            256 * 8 - 1
-        };
-    }
-}
-
 /// A VM with slot 0 ([`MEM_SIZE`] bytes at 0) holding the tables of
 /// `mode` and the guest code.
 #[derive(Debug)]
@@ -582,8 +305,7 @@ impl GuestVm {
             mmap_size: ctx.sys.vcpu_mmap_size()?,
             cpuid: cpuid.entries().to_vec(),
         };
-        let gdt: Vec<u8> = gdt().into_iter().flat_map(u64::to_le_bytes).collect();
-        gvm.write(GDT_GPA, &gdt)?;
+        gvm.write(GDT_GPA, &gdt_bytes())?;
         for (gpa, bytes) in page_tables() {
             gvm.write(gpa, &bytes)?;
         }
@@ -894,17 +616,13 @@ mod tests {
         u64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().unwrap())
     }
 
-    fn tables() -> std::collections::HashMap<u64, Vec<u8>> {
-        page_tables().into_iter().collect()
-    }
-
     #[test]
     fn tables_do_not_overlap_and_fit_below_the_data() {
         let mut ranges: Vec<(u64, u64)> = page_tables()
             .iter()
             .map(|(gpa, b)| (*gpa, gpa + b.len() as u64))
             .collect();
-        ranges.push((GDT_GPA, GDT_GPA + 8 * gdt().len() as u64));
+        ranges.push((GDT_GPA, GDT_GPA + gdt_bytes().len() as u64));
         ranges.push((IDT_GPA, IDT_GPA + idt(Mode::Long).len() as u64));
         ranges.push((HANDLERS_GPA, HANDLERS_GPA + handlers64().len() as u64));
         ranges.push((HANDLERS_GPA, HANDLERS_GPA + handlers32().len() as u64));
@@ -914,36 +632,6 @@ mod tests {
             assert!(same_start || w[0].1 <= w[1].0, "{w:x?} overlap");
         }
         assert!(ranges.iter().all(|r| r.1 <= FIXUP_GPA.max(DATA_GPA)));
-    }
-
-    #[test]
-    fn paging_maps_identity_except_the_alias() {
-        let t = tables();
-        let pd = &t[&PD_GPA];
-        // MMIO_GPA is identity-mapped, present and writable, 2 MiB.
-        let mmio = entry64(pd, usize::try_from(MMIO_GPA >> 21).unwrap());
-        assert_eq!(mmio, MMIO_GPA | PTE_P | PTE_RW | PTE_PS);
-        let alias = entry64(pd, usize::try_from(ALIAS_GVA >> 21).unwrap());
-        assert_eq!(alias, PTE_P | PTE_RW | PTE_PS);
-        // 32-bit paging has 4-byte entries: 1024 of them in one page.
-        let pd32 = &t[&PD32_GPA];
-        assert_eq!(pd32.len(), 4096);
-        let e = |i: usize| u32::from_le_bytes(pd32[i * 4..i * 4 + 4].try_into().unwrap());
-        assert_eq!(e(1), (1 << 22) | 0x83);
-        assert_eq!(e(1023), 0x83, "the alias maps to 0");
-        // PAE PDPTEs: present only (R/W is reserved there).
-        let pdpt = &t[&PAE_PDPT_GPA];
-        assert_eq!(entry64(pdpt, 3), (PD_GPA + 0x3000) | PTE_P);
-    }
-
-    #[test]
-    fn gdt_descriptors() {
-        let g = gdt();
-        assert_eq!(g[Selector::Code64 as usize / 8], 0x00af_9b00_0000_ffff);
-        assert_eq!(g[Selector::Data as usize / 8], 0x00cf_9300_0000_ffff);
-        assert_eq!(g[Selector::Code32 as usize / 8], 0x00cf_9b00_0000_ffff);
-        assert_eq!(g[Selector::Code16 as usize / 8], 0x0000_9b04_0000_ffff);
-        assert_eq!(g[Selector::Tss as usize / 8], 0x0000_8b00_6000_0067);
     }
 
     #[test]
