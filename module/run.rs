@@ -723,22 +723,13 @@ fn debug_register(vm: &Vm, state: &mut ArchState, page: &SharedPage<'_>) -> Resu
     let mut bytes = [0u8; MAX_INSN_LEN];
     let n = fetch(vm, state, &mut bytes);
     let code = code_size(state);
-    let mut i = 0;
-    let mut rex = 0u8;
-    while i < n && is_prefix(bytes[i], code) {
-        if code == CodeSize::Bits64 && bytes[i] & 0xf0 == 0x40 {
-            rex = bytes[i];
-        }
-        i += 1;
-    }
-    if n < i + 3 || bytes[i] != 0x0f || !matches!(bytes[i + 1], 0x21 | 0x23) {
+    let Some(mov) = decode::decode_mov_special(&bytes[..n], code, &[0x21, 0x23]) else {
         emulation_failure(page, &bytes[..n])?;
         return Ok(Next::User);
-    }
-    let write = bytes[i + 1] == 0x23;
-    let modrm = bytes[i + 2];
-    let dr = (modrm >> 3) & 7;
-    let gpr = Gpr::from_number((modrm & 7) | ((rex & 1) << 3));
+    };
+    let write = mov.opcode == 0x23;
+    let gpr = mov.gpr;
+    let dr = mov.special & 7;
     // DR4 and DR5 are DR6 and DR7 unless CR4.DE makes them undefined.
     let dr = match dr {
         4 | 5 if state.sregs.cr4 & crate::x86::regs::cr4::DE != 0 => {
@@ -769,7 +760,8 @@ fn debug_register(vm: &Vm, state: &mut ArchState, page: &SharedPage<'_>) -> Resu
         };
         *gpr.get_mut(&mut state.regs) = value & mask;
     }
-    state.regs.rip = wrap_ip(state.regs.rip.wrapping_add(i as u64 + 3), code);
+    state.regs.rip = wrap_ip(state.regs.rip.wrapping_add(mov.len as u64), code);
+    state.run.interrupt_shadow = false;
     Ok(Next::Enter)
 }
 
@@ -792,23 +784,13 @@ fn cr_write(
         None => {
             let mut bytes = [0u8; MAX_INSN_LEN];
             let n = fetch(vm, state, &mut bytes);
-            let mut i = 0;
-            let mut rex = 0u8;
-            while i < n && is_prefix(bytes[i], code) {
-                if code == CodeSize::Bits64 && bytes[i] & 0xf0 == 0x40 {
-                    rex = bytes[i];
+            match decode::decode_mov_special(&bytes[..n], code, &[0x22]) {
+                Some(mov) if mov.special == cr => (mov.gpr, Some(mov.len)),
+                _ => {
+                    emulation_failure(page, &bytes[..n])?;
+                    return Ok(Next::User);
                 }
-                i += 1;
             }
-            let decoded_cr = bytes.get(i + 2).map(|m| ((m >> 3) & 7) | ((rex & 4) << 1));
-            if n < i + 3 || bytes[i] != 0x0f || bytes[i + 1] != 0x22 || decoded_cr != Some(cr) {
-                emulation_failure(page, &bytes[..n])?;
-                return Ok(Next::User);
-            }
-            (
-                Gpr::from_number((bytes[i + 2] & 7) | ((rex & 1) << 3)),
-                Some(i + 3),
-            )
         }
     };
     if cr != 4 {

@@ -723,3 +723,55 @@ impl MmioInsn {
         }
     }
 }
+
+/// A MOV to or from a control or debug register (`0F 20/21/22/23 /r`):
+/// the register operand is always a GPR, whatever ModRM.mod says.
+/// SDM Vol. 2B MOV (control registers), MOV (debug registers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MovSpecial {
+    /// The second opcode byte: 0x20 (from CRn), 0x21 (from DRn), 0x22 (to
+    /// CRn), 0x23 (to DRn).
+    pub(crate) opcode: u8,
+    /// The control or debug register's number (ModRM.reg, with REX.R).
+    pub(crate) special: u8,
+    /// The general-purpose register (ModRM.rm, with REX.B).
+    pub(crate) gpr: Gpr,
+    /// The instruction's length in bytes.
+    pub(crate) len: usize,
+}
+
+/// Decodes `bytes` as one of the MOVs of [`MovSpecial`] whose second
+/// opcode byte is in `opcodes`, skipping legacy prefixes (and REX in
+/// 64-bit code); `None` if it is something else.
+pub(crate) fn decode_mov_special(
+    bytes: &[u8],
+    code: CodeSize,
+    opcodes: &[u8],
+) -> Option<MovSpecial> {
+    let mut i = 0;
+    let mut rex = 0u8;
+    while let Some(&b) = bytes.get(i) {
+        let is_rex = code == CodeSize::Bits64 && b & 0xf0 == 0x40;
+        let legacy = matches!(
+            b,
+            0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65
+        );
+        if !is_rex && !legacy {
+            break;
+        }
+        // A REX counts only as the last prefix.
+        rex = if is_rex { b } else { 0 };
+        i += 1;
+    }
+    match bytes.get(i..i + 3) {
+        Some(&[0x0f, opcode, modrm]) if opcodes.contains(&opcode) && i + 3 <= MAX_INSN_LEN => {
+            Some(MovSpecial {
+                opcode,
+                special: ((modrm >> 3) & 7) | ((rex & 4) << 1),
+                gpr: Gpr::from_number((modrm & 7) | ((rex & 1) << 3)),
+                len: i + 3,
+            })
+        }
+        _ => None,
+    }
+}

@@ -1171,10 +1171,9 @@ guest! {
     "ucall UCALL_DONE",
 }
 
-/// The guest reads a slot's memory; after the slot is deleted the same
-/// read is an MMIO exit (and sees what the host supplies).
-fn deleted_slot_becomes_mmio(ctx: &Ctx) -> TestResult {
-    let vm = GuestVm::new(ctx, Mode::Long, deleted_slot_guest())?;
+/// Adds slot 1 (a marker at its start) to `vm` and runs its vCPU 0 to the
+/// guest's first ucall, which reports the marker read through slot 1.
+fn reading_slot1(vm: &GuestVm) -> Result<GuestVcpu, Status> {
     let mem = Arc::new(check_ok!(GuestMemory::new(SLOT1_SIZE)));
     check_ok!(mem.write_u64(0, 0x5107_0001_cafe_f00d));
     check_ok!(
@@ -1184,6 +1183,14 @@ fn deleted_slot_becomes_mmio(ctx: &Ctx) -> TestResult {
     let mut vcpu = vm.add_vcpu(0)?;
     let [rbx, _, _] = vcpu.sync()?;
     check_eq_hex!(rbx, 0x5107_0001_cafe_f00du64, "read through slot 1");
+    Ok(vcpu)
+}
+
+/// The guest reads a slot's memory; after the slot is deleted the same
+/// read is an MMIO exit (and sees what the host supplies).
+fn deleted_slot_becomes_mmio(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, deleted_slot_guest())?;
+    let mut vcpu = reading_slot1(&vm)?;
     check_ok!(vm.vm.set_user_memory_region(&MemoryRegion::delete(1)));
     vcpu.run()?;
     match vcpu.exit() {
@@ -1386,15 +1393,7 @@ guest! {
 /// makes no exit of its own).
 fn slot_deleted_while_the_guest_runs_becomes_mmio(ctx: &Ctx) -> TestResult {
     let vm = GuestVm::new(ctx, Mode::Long, spin_reader_guest())?;
-    let mem = Arc::new(check_ok!(GuestMemory::new(SLOT1_SIZE)));
-    check_ok!(mem.write_u64(0, 0x5107_0001_cafe_f00d));
-    check_ok!(
-        vm.vm
-            .set_user_memory_region(&MemoryRegion::new(1, SLOT1_GPA, &mem))
-    );
-    let mut vcpu = vm.add_vcpu(0)?;
-    let [rbx, _, _] = vcpu.sync()?;
-    check_eq_hex!(rbx, 0x5107_0001_cafe_f00du64, "read through slot 1");
+    let mut vcpu = reading_slot1(&vm)?;
     let (tx, rx) = mpsc::channel();
     std::thread::scope(|s| -> TestResult {
         s.spawn(move || {
@@ -1570,6 +1569,33 @@ fn cr4_writes_take_effect_and_invalid_ones_are_gp(ctx: &Ctx) -> TestResult {
         "CR4 after the refused writes"
     );
     Ok(())
+}
+
+guest! {
+    /// Writes DR0 and DR7 and reads them back, with DR6.
+    fn debug_regs_guest;
+    ".code64",
+    "mov $0x123456, %rax",
+    "mov %rax, %dr0",
+    "mov %dr0, %rbx",
+    "mov $0x400, %rax",
+    "mov %rax, %dr7",
+    "mov %dr7, %rcx",
+    "mov %dr6, %rsi",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// MOV to and from the debug registers: the guest reads back what it
+/// wrote (DR0, DR7) and DR6's reset value (0xffff0ff0).
+fn debug_registers_read_back_what_the_guest_wrote(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, debug_regs_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let [dr0, dr7, dr6] = vcpu.sync()?;
+    check_eq_hex!(dr0, 0x12_3456u64, "DR0");
+    check_eq_hex!(dr7, 0x400u64, "DR7");
+    check_eq_hex!(dr6, 0xffff_0ff0u64, "DR6");
+    vcpu.done()
 }
 
 // ---- Statistics ----
@@ -1760,6 +1786,7 @@ fn main() -> ExitCode {
             slot_deleted_while_the_guest_runs_becomes_mmio,
             guest_and_host_sse_state_stay_apart,
             cr4_writes_take_effect_and_invalid_ones_are_gp,
+            debug_registers_read_back_what_the_guest_wrote,
             exit_counters_in_debugfs_count_what_the_guest_did,
             guest_msr_writes_never_reach_the_host,
         ],

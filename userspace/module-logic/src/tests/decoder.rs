@@ -538,3 +538,51 @@ fn code_size_and_next_rip_follow_the_mode() {
     assert_eq!(insn(Bits16).next_rip(0xfffe), 0);
     assert_eq!(insn(Bits16).next_rip(0x100), 0x102);
 }
+
+/// MOV to/from CRn and DRn: the GPR is ModRM.rm whatever ModRM.mod says,
+/// REX.R extends the special register and REX.B the GPR. SDM Vol. 2B MOV.
+#[test]
+fn mov_to_and_from_control_and_debug_registers() {
+    use crate::x86::decode::{decode_mov_special, Gpr, MovSpecial};
+    // mov %rax, %cr4 (0F 22 E0)
+    assert_eq!(
+        decode_mov_special(&[0x0f, 0x22, 0xe0], Bits64, &[0x22]),
+        Some(MovSpecial {
+            opcode: 0x22,
+            special: 4,
+            gpr: Gpr::Rax,
+            len: 3
+        })
+    );
+    // mov %rcx, %cr8 (44 0F 22 C1: REX.R adds 8 to the CR number; rm=001 is RCX)
+    assert_eq!(
+        decode_mov_special(&[0x44, 0x0f, 0x22, 0xc1], Bits64, &[0x22]),
+        Some(MovSpecial {
+            opcode: 0x22,
+            special: 8,
+            gpr: Gpr::Rcx,
+            len: 4
+        })
+    );
+    // mov %dr7, %r11 (41 0F 21 FB: REX.B, reg=111 (DR7), rm=011)
+    assert_eq!(
+        decode_mov_special(&[0x41, 0x0f, 0x21, 0xfb], Bits64, &[0x21, 0x23]),
+        Some(MovSpecial {
+            opcode: 0x21,
+            special: 7,
+            gpr: Gpr::R11,
+            len: 4
+        })
+    );
+    // In 32-bit code 0x41 is INC ECX, not a prefix.
+    assert_eq!(
+        decode_mov_special(&[0x41, 0x0f, 0x21, 0xfb], Bits32, &[0x21]),
+        None
+    );
+    // Not one of the asked-for opcodes, and truncated input.
+    assert_eq!(
+        decode_mov_special(&[0x0f, 0x20, 0xe0], Bits64, &[0x22]),
+        None
+    );
+    assert_eq!(decode_mov_special(&[0x0f, 0x22], Bits64, &[0x22]), None);
+}
