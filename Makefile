@@ -6,6 +6,8 @@
 #   make            set up the host, build the kernel, rkvm.ko and userspace
 #   make run        ... then boot the test VM with rkvm loaded and a shell
 #   make run CMD='...'   ... run one command in the VM, exit with its status
+#   make run VMX=1 CMD='...'   ... the same in Bochs (Intel VMX; with
+#                   RKVM_BOCHS_CPU=zambezi, AMD SVM with next-RIP save)
 #   make check      ... then run every selftest in the VM (rkvm and KVM)
 #   make check EXTRA_TESTS=DIR   ... plus every executable in DIR
 #   make check RKVM_KASAN=1   ... the same on the KASAN test kernel (CI runs both)
@@ -20,6 +22,8 @@ S := scripts
 
 # RKVM_KASAN=1 (make check RKVM_KASAN=1) selects the KASAN test kernel.
 export RKVM_KASAN
+# VMX=1 (make run VMX=1) boots Bochs instead of QEMU.
+export VMX
 
 all: module userspace
 

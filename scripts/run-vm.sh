@@ -18,7 +18,7 @@ kernel=$(kernel_build_dir)/arch/x86/boot/bzImage
 
 # The VM's init knows "check" and "shell"; "cmd" is the shell mode with a
 # command file present.
-append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell}"
+append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell} rkvm_emulator=qemu"
 # In check mode the console carries the TAP stream: kernel messages go only
 # to the log buffer, which the suite checks itself.
 [ "$mode" = check ] || [ "$mode" = nodev ] && append="$append loglevel=1"

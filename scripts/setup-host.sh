@@ -10,6 +10,7 @@ PACKAGES=(
 	rustc-web rust-web-src rust-web-clippy libclang-19-dev
 	gcc make bc flex bison libelf-dev libssl-dev cpio kmod pahole rsync xz-utils
 	busybox-static qemu-system-x86
+	bochs bochsbios vgabios isolinux syslinux-common xorriso
 )
 # The KASAN variant of the test kernel is built with clang.
 [ "$RKVM_KASAN" = 1 ] && PACKAGES+=(clang-19 lld-19 llvm-19)

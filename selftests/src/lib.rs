@@ -119,6 +119,13 @@ impl Ctx {
     }
 }
 
+/// The emulator the test VM runs in, as the boot scripts tell the VM's init
+/// (`rkvm_emulator=` on the kernel command line, which init passes on as
+/// an environment variable): "qemu", "bochs", or "" when unknown.
+pub fn emulator() -> String {
+    std::env::var("rkvm_emulator").unwrap_or_default()
+}
+
 /// The first command-line argument, or [`DEFAULT_PATH`].
 pub fn device_path() -> PathBuf {
     std::env::args_os()
