@@ -30,7 +30,7 @@ use crate::sys::mem::SharedPage;
 use crate::vcpu::{ArchState, Vcpu};
 use crate::vm::{Backing, Vm};
 use crate::x86::cpuid::{self, Leaf};
-use crate::x86::decode::{self, CodeSize, Gpr, MmioInsn, MAX_INSN_LEN};
+use crate::x86::decode::{self, is_prefix, CodeSize, Gpr, MmioInsn, MAX_INSN_LEN};
 use crate::x86::msr::{self, MsrContext, SharedRegs};
 use crate::x86::regs::{cr0, efer};
 use crate::x86::walk::{Access, Paging, Translation, WalkError};
@@ -564,14 +564,6 @@ fn skip_or_fail(
     } else {
         Ok(Next::User)
     }
-}
-
-/// Legacy prefixes, and REX in 64-bit code. SDM Vol. 2A 2.1.1, 2.2.1.
-fn is_prefix(b: u8, code: CodeSize) -> bool {
-    matches!(
-        b,
-        0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65
-    ) || (code == CodeSize::Bits64 && b & 0xf0 == 0x40)
 }
 
 /// An instruction pointer wraps at the code size.

@@ -724,6 +724,22 @@ impl MmioInsn {
     }
 }
 
+/// Whether `b` is a REX prefix in `code` (0x40–0x4F, 64-bit code only; in
+/// 16- and 32-bit code those bytes are INC/DEC). SDM Vol. 2A 2.2.1.
+fn is_rex(b: u8, code: CodeSize) -> bool {
+    code == CodeSize::Bits64 && b & 0xf0 == 0x40
+}
+
+/// Whether `b` is an instruction prefix in `code`: a legacy prefix
+/// (operand and address size, LOCK, REP, segment overrides) or REX.
+/// SDM Vol. 2A 2.1.1, 2.2.1.
+pub(crate) fn is_prefix(b: u8, code: CodeSize) -> bool {
+    matches!(
+        b,
+        0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65
+    ) || is_rex(b, code)
+}
+
 /// A MOV to or from a control or debug register (`0F 20/21/22/23 /r`):
 /// the register operand is always a GPR, whatever ModRM.mod says.
 /// SDM Vol. 2B MOV (control registers), MOV (debug registers).
@@ -751,16 +767,11 @@ pub(crate) fn decode_mov_special(
     let mut i = 0;
     let mut rex = 0u8;
     while let Some(&b) = bytes.get(i) {
-        let is_rex = code == CodeSize::Bits64 && b & 0xf0 == 0x40;
-        let legacy = matches!(
-            b,
-            0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65
-        );
-        if !is_rex && !legacy {
+        if !is_prefix(b, code) {
             break;
         }
         // A REX counts only as the last prefix.
-        rex = if is_rex { b } else { 0 };
+        rex = if is_rex(b, code) { b } else { 0 };
         i += 1;
     }
     match bytes.get(i..i + 3) {
