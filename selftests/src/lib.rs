@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod guest;
+pub mod msr;
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};

@@ -18,6 +18,11 @@ use nix::sys::signal::Signal;
 use rkvm_selftests::guest::{
     CODE_GPA, DATA_GPA, GuestVcpu, GuestVm, MEM_SIZE, MMIO_GPA, Mode, RFLAGS_IF, Ucall, describe,
 };
+use rkvm_selftests::msr::{
+    MSR_APIC_BASE, MSR_CSTAR, MSR_EFER, MSR_KERNEL_GS_BASE, MSR_LSTAR, MSR_MISC_ENABLE,
+    MSR_MTRRCAP, MSR_PAT, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
+    MSR_SYSENTER_ESP, MSR_TSC,
+};
 use rkvm_selftests::{Ctx, guest};
 
 /// Runs the vCPU and expects a port-I/O exit; returns (direction, size,
@@ -553,22 +558,6 @@ fn cpuid_is_answered_from_the_set_cpuid2_table(ctx: &Ctx) -> TestResult {
 }
 
 // ---- MSRs ----
-
-// MSR indices: SDM Vol. 4 2.1, APM Vol. 2 A.
-const MSR_TSC: u32 = 0x10;
-const MSR_APIC_BASE: u32 = 0x1b;
-const MSR_MTRRCAP: u32 = 0xfe;
-const MSR_SYSENTER_CS: u32 = 0x174;
-const MSR_SYSENTER_ESP: u32 = 0x175;
-const MSR_SYSENTER_EIP: u32 = 0x176;
-const MSR_MISC_ENABLE: u32 = 0x1a0;
-const MSR_PAT: u32 = 0x277;
-const MSR_EFER: u32 = 0xc000_0080;
-const MSR_STAR: u32 = 0xc000_0081;
-const MSR_LSTAR: u32 = 0xc000_0082;
-const MSR_CSTAR: u32 = 0xc000_0083;
-const MSR_SFMASK: u32 = 0xc000_0084;
-const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
 guest! {
     /// For each entry of the table at DATA_GPA (u32 count, then entries of

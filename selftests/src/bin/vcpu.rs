@@ -11,6 +11,10 @@ use kvm_abi::raw;
 use kvm_abi::sys::{KVM_EXIT_UNKNOWN, kvm_regs, kvm_segment, kvm_sregs};
 use kvm_abi::{CpuidEntries, KVM_MAX_CPUID_ENTRIES, MAX_IO_MSRS, MsrEntries, PAGE_SIZE, Vcpu};
 use rkvm_selftests::Ctx;
+use rkvm_selftests::msr::{
+    MSR_APIC_BASE, MSR_CSTAR, MSR_EFER, MSR_KERNEL_GS_BASE, MSR_LSTAR, MSR_MISC_ENABLE, MSR_PAT,
+    MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC,
+};
 
 // Control-register and EFER bits: SDM Vol. 3A 2.5 and 2.2.1.
 const CR0_PE: u64 = 1 << 0;
@@ -25,20 +29,6 @@ const EFER_LMA: u64 = 1 << 10;
 /// x86 RFLAGS bit 1 always reads as 1 (SDM Vol. 1 3.4.3).
 const RFLAGS_FIXED: u64 = 1 << 1;
 
-// MSR indices: SDM Vol. 4 2.1 (architectural MSRs).
-const MSR_TSC: u32 = 0x10;
-const MSR_APIC_BASE: u32 = 0x1b;
-const MSR_SYSENTER_CS: u32 = 0x174;
-const MSR_SYSENTER_ESP: u32 = 0x175;
-const MSR_SYSENTER_EIP: u32 = 0x176;
-const MSR_MISC_ENABLE: u32 = 0x1a0;
-const MSR_PAT: u32 = 0x277;
-const MSR_EFER: u32 = 0xc000_0080;
-const MSR_STAR: u32 = 0xc000_0081;
-const MSR_LSTAR: u32 = 0xc000_0082;
-const MSR_CSTAR: u32 = 0xc000_0083;
-const MSR_SFMASK: u32 = 0xc000_0084;
-const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 /// No processor defines this MSR.
 const MSR_BOGUS: u32 = 0x1234_5678;
 

@@ -1,0 +1,31 @@
+//! Architectural MSR indices the selftests use. SDM Vol. 4 2.1 and
+//! Table 2-2; APM Vol. 2 Appendix A.
+
+/// `TSC`.
+pub const MSR_TSC: u32 = 0x10;
+/// `APIC_BASE`.
+pub const MSR_APIC_BASE: u32 = 0x1b;
+/// `MTRRCAP`.
+pub const MSR_MTRRCAP: u32 = 0xfe;
+/// `SYSENTER_CS`.
+pub const MSR_SYSENTER_CS: u32 = 0x174;
+/// `SYSENTER_ESP`.
+pub const MSR_SYSENTER_ESP: u32 = 0x175;
+/// `SYSENTER_EIP`.
+pub const MSR_SYSENTER_EIP: u32 = 0x176;
+/// `MISC_ENABLE`.
+pub const MSR_MISC_ENABLE: u32 = 0x1a0;
+/// `PAT`.
+pub const MSR_PAT: u32 = 0x277;
+/// `EFER`.
+pub const MSR_EFER: u32 = 0xc000_0080;
+/// `STAR`.
+pub const MSR_STAR: u32 = 0xc000_0081;
+/// `LSTAR`.
+pub const MSR_LSTAR: u32 = 0xc000_0082;
+/// `CSTAR`.
+pub const MSR_CSTAR: u32 = 0xc000_0083;
+/// `SFMASK`.
+pub const MSR_SFMASK: u32 = 0xc000_0084;
+/// `KERNEL_GS_BASE`.
+pub const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
