@@ -75,6 +75,11 @@ pub(crate) struct Entry {
     /// The guest is in an interrupt shadow (as the last exit said, unless
     /// an emulated instruction ended it).
     pub(crate) interrupt_shadow: bool,
+    /// The guest uses PAE paging and its four PDPTEs must be (re)loaded
+    /// from memory: after `KVM_SET_SREGS` or an emulated CR0/CR4 write.
+    /// VMX with EPT takes them from the VMCS, not from CR3 (SDM Vol. 3C
+    /// 27.3.2.4); SVM reads them itself and ignores this.
+    pub(crate) pdptrs: Option<[u64; 4]>,
 }
 
 /// The guest's registers as common code keeps them between entries: the
@@ -115,8 +120,10 @@ pub(crate) enum Exit {
     /// MOV to or from a debug register.
     DebugRegister,
     /// MOV to control register `cr`; `gpr` is the source register's
-    /// number when the hardware decoded it (SVM's decode assists).
+    /// number when the hardware decoded it (SVM's decode assists, VMX).
     CrWrite { cr: u8, gpr: Option<u8> },
+    /// MOV from control register `cr` (VMX's CR8 exits) into `gpr`.
+    CrRead { cr: u8, gpr: Option<u8> },
     /// The second-level page table did not allow an access.
     SlatFault {
         gpa: u64,
@@ -147,6 +154,9 @@ pub(crate) enum Exit {
     InvalidState(u64),
     /// Anything else, with the vendor's exit code.
     Unhandled(u64),
+    /// The extension is in use by another hypervisor on this CPU (VMX,
+    /// which rkvm turns on only around each entry): nothing ran.
+    Busy,
 }
 
 /// What the vendor vCPU reports with an exit.
@@ -206,8 +216,14 @@ impl PerCpu for VirtCpus {
 /// Finds a usable extension on this CPU and returns its backend, or
 /// `ENODEV` after saying why none is usable.
 pub(crate) fn probe() -> Result<Arc<dyn Backend>> {
-    match crate::svm::Svm::probe() {
-        Ok(svm) => Ok(svm),
+    // CPUID.1:ECX bit 5 is VMX (Intel, Zhaoxin); otherwise try SVM (AMD, Hygon).
+    let found = if crate::sys::cpu::cpuid(1, 0).ecx & (1 << 5) != 0 {
+        crate::vmx::Vmx::probe()
+    } else {
+        crate::svm::Svm::probe()
+    };
+    match found {
+        Ok(backend) => Ok(backend),
         Err(why) => {
             pr_err!("no usable hardware virtualization: {}\n", why);
             Err(ENODEV)

@@ -19,6 +19,12 @@
 #include <asm/fpu/api.h>
 #include <asm/msr.h>
 #include <asm/io.h>
+#include <asm/cpu_entry_area.h>
+#include <asm/desc.h>
+#include <asm/debugreg.h>
+#include <asm/segment.h>
+#include <asm/gsseg.h>
+#include <asm/special_insns.h>
 
 /* Prototypes, for -Wmissing-prototypes: these are called only from Rust. */
 phys_addr_t rkvm_page_to_phys(struct page *page);
@@ -58,6 +64,9 @@ bool rkvm_signal_pending(void);
 int rkvm_current_pid(void);
 bool rkvm_host_mem_encrypted(void);
 bool rkvm_need_resched(void);
+struct rkvm_vmx_host;
+void rkvm_vmx_host_save(struct rkvm_vmx_host *h);
+void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h);
 void rkvm_cond_resched(void);
 int rkvm_smp_call_function_single(int cpu, void (*func)(void *info), void *info);
 
@@ -285,4 +294,98 @@ bool rkvm_host_mem_encrypted(void)
 void *rkvm_page_address(struct page *page)
 {
 	return page_address(page);
+}
+
+/*
+ * VMX host state (module/sys/vmx.rs, struct HostState, mirrors this layout).
+ * A VM exit loads the host's control registers, selectors and bases from
+ * the VMCS, but sets the GDT and IDT limits to 0xffff, the TR limit to
+ * 0x67, LDTR to null, DR7 to 0x400 and DEBUGCTL to 0; and only null
+ * selectors (or ones with RPL 0 and TI 0) can be host selectors. Like
+ * KVM's vmx_prepare_switch_to_guest/_host, rkvm saves what the host had
+ * and puts back what the exit did not. SDM Vol. 3C 28.5.
+ */
+struct rkvm_vmx_host {
+	u64 cr0, cr3, cr4;
+	u64 fs_base, gs_base, tr_base, gdt_base, idt_base;
+	u64 sysenter_esp, sysenter_eip;
+	u64 kernel_gs_base, debugctl, dr7, efer, pat;
+	u64 star, lstar, cstar, sfmask;
+	u32 sysenter_cs;
+	u16 cs_sel, ss_sel, tr_sel, fs_sel, gs_sel, ds_sel, es_sel, ldt_sel;
+};
+
+void rkvm_vmx_host_save(struct rkvm_vmx_host *h)
+{
+	int cpu = raw_smp_processor_id();
+	struct desc_ptr idt;
+	unsigned long dr7;
+	u16 sel;
+
+	lockdep_assert_irqs_disabled();
+	h->cr0 = read_cr0();
+	h->cr3 = __read_cr3();
+	h->cr4 = __read_cr4();
+	rdmsrq(MSR_FS_BASE, h->fs_base);
+	rdmsrq(MSR_GS_BASE, h->gs_base);
+	rdmsrq(MSR_KERNEL_GS_BASE, h->kernel_gs_base);
+	h->tr_base = (unsigned long)&get_cpu_entry_area(cpu)->tss.x86_tss;
+	h->gdt_base = (unsigned long)get_current_gdt_ro();
+	store_idt(&idt);
+	h->idt_base = idt.address;
+	rdmsrq(MSR_IA32_SYSENTER_CS, h->sysenter_esp);
+	h->sysenter_cs = (u32)h->sysenter_esp;
+	rdmsrq(MSR_IA32_SYSENTER_ESP, h->sysenter_esp);
+	rdmsrq(MSR_IA32_SYSENTER_EIP, h->sysenter_eip);
+	rdmsrq(MSR_IA32_DEBUGCTLMSR, h->debugctl);
+	asm volatile("mov %%dr7, %0" : "=r"(dr7));
+	h->dr7 = dr7;
+	rdmsrq(MSR_EFER, h->efer);
+	rdmsrq(MSR_IA32_CR_PAT, h->pat);
+	rdmsrq(MSR_STAR, h->star);
+	rdmsrq(MSR_LSTAR, h->lstar);
+	rdmsrq(MSR_CSTAR, h->cstar);
+	rdmsrq(MSR_SYSCALL_MASK, h->sfmask);
+	h->cs_sel = __KERNEL_CS;
+	h->ss_sel = __KERNEL_DS;
+	h->tr_sel = GDT_ENTRY_TSS * 8;
+	savesegment(fs, sel);
+	h->fs_sel = sel;
+	savesegment(gs, sel);
+	h->gs_sel = sel;
+	savesegment(ds, sel);
+	h->ds_sel = sel;
+	savesegment(es, sel);
+	h->es_sel = sel;
+	asm volatile("sldt %0" : "=r"(sel));
+	h->ldt_sel = sel;
+}
+
+void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h)
+{
+	lockdep_assert_irqs_disabled();
+	if (h->ldt_sel || (h->gs_sel & 7)) {
+		if (h->ldt_sel)
+			asm volatile("lldt %0" : : "r"(h->ldt_sel));
+		load_gs_index(h->gs_sel);
+	}
+	if (h->fs_sel & 7)
+		loadsegment(fs, h->fs_sel);
+	if (h->ds_sel | h->es_sel) {
+		loadsegment(ds, h->ds_sel);
+		loadsegment(es, h->es_sel);
+	}
+	/*
+	 * The exit left the TSS limit at 0x67, without the I/O bitmap: mark it
+	 * stale, and the kernel reloads TR before a task with an I/O bitmap
+	 * returns to user space (invalidate_tss_limit() without its immediate
+	 * reload, which needs load_direct_gdt, exported to KVM only).
+	 */
+	this_cpu_write(__tss_limit_invalid, true);
+	wrmsrq(MSR_KERNEL_GS_BASE, h->kernel_gs_base);
+	load_fixmap_gdt(raw_smp_processor_id());
+	if (h->debugctl)
+		wrmsrq(MSR_IA32_DEBUGCTLMSR, h->debugctl);
+	if (h->dr7 != DR7_FIXED_1)
+		asm volatile("mov %0, %%dr7" : : "r"((unsigned long)h->dr7));
 }

@@ -170,13 +170,17 @@ pub(crate) trait SecondLevel: Send {
 pub(crate) struct Slat<F: EntryFormat> {
     root: KBox<Node>,
     levels: usize,
+    /// The hardware takes 2 MiB leaves.
+    large_pages: bool,
     _format: PhantomData<F>,
 }
 
 impl<F: EntryFormat> Slat<F> {
     /// An empty tree of `levels` levels (4, or 5 where the hardware walks
     /// five): every guest access faults until mapped.
-    pub(crate) fn new(levels: usize) -> Result<Self> {
+    /// `large_pages` says whether the hardware takes 2 MiB leaves (NPT
+    /// always does; EPT says so in IA32_VMX_EPT_VPID_CAP).
+    pub(crate) fn new(levels: usize, large_pages: bool) -> Result<Self> {
         if levels != 4 && levels != 5 {
             return Err(EINVAL);
         }
@@ -184,6 +188,7 @@ impl<F: EntryFormat> Slat<F> {
         Ok(Self {
             root: Node::new(levels)?,
             levels,
+            large_pages,
             _format: PhantomData,
         })
     }
@@ -237,7 +242,11 @@ impl<F: EntryFormat + Send> SecondLevel for Slat<F> {
         size: PageSize,
         writable: bool,
     ) -> core::result::Result<(), MapError> {
-        if gpa >> GPA_BITS != 0 || gpa % size.bytes() != 0 || page.0 % size.bytes() != 0 {
+        if gpa >> GPA_BITS != 0
+            || gpa % size.bytes() != 0
+            || page.0 % size.bytes() != 0
+            || (size == PageSize::Size2M && !self.large_pages)
+        {
             return Err(MapError::BadAddress);
         }
         let mut node = &mut *self.root;

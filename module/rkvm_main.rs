@@ -10,7 +10,8 @@
 //! Map of the crate (docs/architecture.md has the picture):
 //! - [`dev`], [`vm`], [`vcpu`]: the three kinds of fd, in common code.
 //! - [`memslot`], [`x86`]: pure logic (slot rules, registers, CPUID, MSRs).
-//! - [`backend`]: the trait vendor code implements; [`svm`]: AMD-V.
+//! - [`backend`]: the trait vendor code implements; [`svm`]: AMD-V;
+//!   [`vmx`]: Intel VT-x.
 //! - [`sys`]: the only place that touches hardware or C kernel APIs.
 
 use kernel::prelude::*;
@@ -28,6 +29,7 @@ mod sys;
 mod user;
 mod vcpu;
 mod vm;
+mod vmx;
 mod x86;
 
 use backend::VirtCpus;

@@ -32,7 +32,7 @@ use crate::vm::{Backing, Vm};
 use crate::x86::cpuid::{self, Leaf};
 use crate::x86::decode::{self, is_prefix, CodeSize, Gpr, MmioInsn, MAX_INSN_LEN};
 use crate::x86::msr::{self, MsrContext, SharedRegs};
-use crate::x86::regs::{cr0, efer};
+use crate::x86::regs::{cr0, cr4, efer};
 use crate::x86::walk::{Access, Paging, Translation, WalkError};
 use core::mem::offset_of;
 use kernel::page::PAGE_SIZE;
@@ -79,6 +79,9 @@ pub(crate) struct RunState {
     interrupt_shadow: bool,
     /// Flush the guest's cached translations at the next entry.
     flush_tlb: bool,
+    /// The PAE PDPTEs must be read from guest memory again before the next
+    /// entry ([`Entry::pdptrs`]).
+    reload_pdptrs: bool,
     /// DR0–DR3, DR6 and DR7 as the guest sees them. They are never loaded
     /// into the hardware: guest breakpoints do not fire (docs/abi.md).
     dr: [u64; 4],
@@ -96,10 +99,18 @@ impl RunState {
             event: None,
             interrupt_shadow: false,
             flush_tlb: false,
+            reload_pdptrs: true,
             dr: [0; 4],
             dr6: DR6_RESET,
             dr7: DR7_RESET,
         })
+    }
+
+    /// The control registers were set from outside (`KVM_SET_SREGS`): the
+    /// PAE PDPTEs are read again from the new CR3 before the next entry, as
+    /// KVM's `__set_sregs` loads them.
+    pub(crate) fn sregs_changed(&mut self) {
+        self.reload_pdptrs = true;
     }
 
     /// `KVM_INTERRUPT` without an in-kernel irqchip: queues vector `irq`
@@ -284,6 +295,12 @@ fn enter(
     inject: Option<Event>,
     interrupt_window: bool,
 ) -> Option<ExitInfo> {
+    // Read from guest memory, which may fault: before interrupts are disabled.
+    let pdptrs = if state.run.reload_pdptrs {
+        pae_pdptrs(vm, state)
+    } else {
+        None
+    };
     let ArchState {
         regs,
         sregs,
@@ -305,6 +322,7 @@ fn enter(
             .load(core::sync::atomic::Ordering::SeqCst),
         flush_tlb: run.flush_tlb,
         interrupt_shadow: run.interrupt_shadow,
+        pdptrs,
     };
     let info = if cpu::signal_pending() || cpu::need_resched() {
         None
@@ -312,7 +330,28 @@ fn enter(
         Some(run.hw.run(GuestRegs { regs, sregs, msrs }, &entry))
     };
     vcpu.set_running_on(None);
+    if info.is_some() {
+        run.reload_pdptrs = false;
+    }
     info
+}
+
+/// The four PDPTEs at CR3 when the guest uses PAE paging (CR0.PG, CR4.PAE,
+/// not long mode); an unreadable one is 0 (not present). SDM Vol. 3A 4.4.1.
+fn pae_pdptrs(vm: &Vm, state: &ArchState) -> Option<[u64; 4]> {
+    let s = &state.sregs;
+    if s.cr0 & cr0::PG == 0 || s.cr4 & cr4::PAE == 0 || s.efer & efer::LMA != 0 {
+        return None;
+    }
+    let base = s.cr3 & 0xffff_ffe0;
+    let mut pdptes = [0u64; 4];
+    for (i, pdpte) in pdptes.iter_mut().enumerate() {
+        let mut bytes = [0u8; 8];
+        if vm.read_guest(base + 8 * i as u64, &mut bytes).is_some() {
+            *pdpte = u64::from_le_bytes(bytes);
+        }
+    }
+    Some(pdptes)
 }
 
 /// Whether user space may inject an interrupt now: the guest has IF set,
@@ -352,6 +391,9 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
         }
         Exit::DebugRegister => debug_register(vm, state, page),
         Exit::CrWrite { cr, gpr } => cr_write(vm, state, page, info, cr, gpr),
+        Exit::CrRead { cr, gpr } => cr_read(state, info, cr, gpr),
+        // Another hypervisor holds VMX on this CPU (vmx/mod.rs): refuse, as at load.
+        Exit::Busy => Ok(Next::Fail(EBUSY)),
         Exit::SlatFault {
             gpa,
             write,
@@ -381,6 +423,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
                 state.run.hw = hw;
             }
             state.sregs.apic_base = apic_base;
+            state.run.reload_pdptrs = true;
             state.run.event = None;
             state.run.queued_irq = None;
             exit_reason(page, abi::KVM_EXIT_SHUTDOWN)
@@ -757,11 +800,12 @@ fn debug_register(vm: &Vm, state: &mut ArchState, page: &SharedPage<'_>) -> Resu
     Ok(Next::Enter)
 }
 
-/// MOV to CR4 (the only CR write intercepted): checked as KVM's
-/// `kvm_set_cr4` does against the guest's CPUID, #GP if refused; a change
-/// flushes the guest's cached translations. The source register comes from
-/// the hardware (decode assists) or from decoding `0F 22 /r`.
-/// SDM Vol. 2B MOV (control registers).
+/// MOV to a control register that exits: CR4 (intercepted on both
+/// vendors) is checked as KVM's `kvm_set_cr4` does against the guest's
+/// CPUID, #GP if refused, and a change flushes the guest's cached
+/// translations; CR0 ([`cr0_write`]) and CR8 exit on VMX only. The source
+/// register comes from the hardware (decode assists, VMX) or from decoding
+/// `0F 22 /r`. SDM Vol. 2B MOV (control registers).
 fn cr_write(
     vm: &Vm,
     state: &mut ArchState,
@@ -785,25 +829,40 @@ fn cr_write(
             }
         }
     };
-    if cr != 4 {
-        // Not intercepted, so not reached; refuse rather than guess.
-        return Ok(Next::Fail(EIO));
-    }
     let mask = if code == CodeSize::Bits64 {
         u64::MAX
     } else {
         0xffff_ffff
     };
     let value = gpr.get(&state.regs) & mask;
-    let host = vm.shared.backend.host_limits();
-    let old = state.sregs.cr4;
-    if !crate::x86::regs::cr4_write_ok(&host, &state.features, old, value, state.sregs.efer) {
+    let accepted = match cr {
+        0 => cr0_write(state, value),
+        4 => {
+            let host = vm.shared.backend.host_limits();
+            let old = state.sregs.cr4;
+            let ok =
+                crate::x86::regs::cr4_write_ok(&host, &state.features, old, value, state.sregs.efer);
+            if ok && value != old {
+                state.sregs.cr4 = value;
+                state.run.flush_tlb = true;
+                state.run.reload_pdptrs = true;
+            }
+            ok
+        }
+        // CR8 is the task priority (bits 3:0); user space owns it without an in-kernel
+        // APIC, through `kvm_run.cr8`. SDM Vol. 3A 11.8.6.
+        8 => {
+            if value >> 4 == 0 {
+                state.sregs.cr8 = value;
+            }
+            value >> 4 == 0
+        }
+        // Not intercepted, so not reached; refuse rather than guess.
+        _ => return Ok(Next::Fail(EIO)),
+    };
+    if !accepted {
         raise(state, GP_VECTOR, Some(0));
         return Ok(Next::Enter);
-    }
-    state.sregs.cr4 = value;
-    if value != old {
-        state.run.flush_tlb = true;
     }
     state.run.interrupt_shadow = false;
     state.regs.rip = match (info.next_rip, len) {
@@ -821,6 +880,60 @@ fn cr_write(
             wrap_ip(state.regs.rip.wrapping_add(prefixes as u64 + 3), code)
         }
     };
+    Ok(Next::Enter)
+}
+
+/// MOV to CR0 when it exits (on VMX, when the guest changes a bit the CPU
+/// forces on in VMX operation, such as NE): checked and applied as KVM's
+/// `kvm_set_cr0`, including entering and leaving long mode. Returns false
+/// (and changes nothing) for a value that is #GP. SDM Vol. 2B MOV (control
+/// registers), Vol. 3A 9.8.5.
+fn cr0_write(state: &mut ArchState, value: u64) -> bool {
+    let old = state.sregs.cr0;
+    if value >> 32 != 0
+        || (value & cr0::PG != 0 && value & cr0::PE == 0)
+        || (value & cr0::NW != 0 && value & cr0::CD == 0)
+    {
+        return false;
+    }
+    let s = &mut state.sregs;
+    let mut new_efer = s.efer;
+    if (old ^ value) & cr0::PG != 0 {
+        if value & cr0::PG != 0 && s.efer & efer::LME != 0 {
+            // Activating long mode needs PAE and must not start in a 64-bit code segment.
+            if s.cr4 & cr4::PAE == 0 || s.cs.l != 0 {
+                return false;
+            }
+            new_efer |= efer::LMA;
+        } else if value & cr0::PG == 0 && s.efer & efer::LMA != 0 {
+            // Paging cannot be turned off from 64-bit code.
+            if s.cs.l != 0 {
+                return false;
+            }
+            new_efer &= !efer::LMA;
+        }
+    }
+    s.efer = new_efer;
+    // ET is hard-wired to 1. SDM Vol. 3A 2.5.
+    s.cr0 = value | cr0::ET;
+    if (old ^ value) & (cr0::PG | cr0::PE | cr0::WP | cr0::CD | cr0::NW) != 0 {
+        state.run.flush_tlb = true;
+        state.run.reload_pdptrs = true;
+    }
+    true
+}
+
+/// MOV from a control register when it exits: on VMX only CR8, which
+/// reads the task priority user space last set. The hardware named the
+/// destination register and the instruction's length.
+fn cr_read(state: &mut ArchState, info: &ExitInfo, cr: u8, gpr: Option<u8>) -> Result<Next> {
+    let (Some(n), Some(next), 8) = (gpr, info.next_rip, cr) else {
+        // Not intercepted without those, so not reached; refuse rather than guess.
+        return Ok(Next::Fail(EIO));
+    };
+    *Gpr::from_number(n).get_mut(&mut state.regs) = state.sregs.cr8;
+    state.run.interrupt_shadow = false;
+    state.regs.rip = next;
     Ok(Next::Enter)
 }
 

@@ -50,7 +50,7 @@ impl fmt::Display for Counter {
 }
 
 /// The exit reasons counted in `exits_by_reason`, by name.
-const EXIT_NAMES: [&str; 15] = [
+const EXIT_NAMES: [&str; 17] = [
     "io",
     "hlt",
     "cpuid",
@@ -66,6 +66,8 @@ const EXIT_NAMES: [&str; 15] = [
     "invalid_state",
     "unhandled",
     "cr_write",
+    "cr_read",
+    "busy",
 ];
 
 /// Index of an exit's counter in [`EXIT_NAMES`].
@@ -86,6 +88,8 @@ fn exit_index(exit: &Exit) -> usize {
         Exit::InvalidState(_) => 12,
         Exit::Unhandled(_) => 13,
         Exit::CrWrite { .. } => 14,
+        Exit::CrRead { .. } => 15,
+        Exit::Busy => 16,
     }
 }
 

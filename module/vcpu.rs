@@ -180,6 +180,7 @@ impl VcpuFd {
             interrupt_bitmap: [0; 4],
             ..new
         };
+        state.run.sregs_changed();
         Ok(0)
     }
 

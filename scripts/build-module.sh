@@ -16,7 +16,7 @@ extra=(W=1)
 [ "${RKVM_CLIPPY:-1}" = 1 ] && extra+=(CLIPPY=1)
 log=$RKVM_LOGS/module-build.log
 if ! make -C "$kbuild" M="$RKVM_TOP" "${mk[@]}" "${extra[@]}" -j"$(nproc)" modules >"$log" 2>&1; then
-	grep -E '^(error|warning)|^ *--> |^[0-9 ]+\||^ *= ' "$log" | head -n 80 >&2 || true
+	grep -E '^(error|warning)|^ERROR: |: error: |^ *--> |^[0-9 ]+\||^ *= ' "$log" | head -n 80 >&2 || true
 	die "module build failed; full log: $log"
 fi
 if grep -q '^warning' "$log"; then

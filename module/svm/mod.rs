@@ -110,7 +110,7 @@ impl Svm {
     pub(crate) fn probe() -> core::result::Result<Arc<dyn Backend>, &'static str> {
         let max_ext = cpu::cpuid(0x8000_0000, 0).eax;
         if max_ext < 0x8000_000a || cpu::cpuid(0x8000_0001, 0).ecx & CPUID_81_ECX_SVM == 0 {
-            return Err("the CPU has neither SVM nor (in this version) a supported VMX");
+            return Err("the CPU has neither SVM nor VMX");
         }
         let svm_features = cpu::cpuid(0x8000_000a, 0);
         if svm_features.edx & CPUID_8A_EDX_NP == 0 {
@@ -284,7 +284,7 @@ impl Backend for Svm {
     fn create_slat(&self) -> Result<KBox<dyn SecondLevel>> {
         // The nested walk has as many levels as the host's paging (APM Vol. 2 15.25.3).
         let levels = if cpu::host_la57() { 5 } else { 4 };
-        let npt = Slat::<npt::Npt>::new(levels)?;
+        let npt = Slat::<npt::Npt>::new(levels, true)?;
         Ok(KBox::new(npt, GFP_KERNEL_ACCOUNT)? as KBox<dyn SecondLevel>)
     }
 }

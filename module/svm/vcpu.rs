@@ -441,7 +441,7 @@ impl VendorVcpu for SvmVcpu {
             // A machine check hit while the guest ran: the host's handler must see it, as
             // KVM's `kvm_machine_check` does.
             // SAFETY: Right after the #VMEXIT for #MC, GIF set again.
-            unsafe { hw::raise_machine_check() };
+            unsafe { crate::sys::cpu::raise_machine_check() };
         }
         self.store(&mut guest);
         self.exit_info()

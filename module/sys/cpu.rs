@@ -32,6 +32,35 @@ pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> CpuidRegs {
     }
 }
 
+/// Reads CR0.
+pub(crate) fn read_cr0() -> u64 {
+    let cr0: u64;
+    // SAFETY: Reading CR0 at CPL 0 has no side effects.
+    unsafe { core::arch::asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack, preserves_flags)) };
+    cr0
+}
+
+/// Reads CR4 (the register, not the kernel's shadow of it).
+pub(crate) fn read_cr4() -> u64 {
+    let cr4: u64;
+    // SAFETY: Reading CR4 at CPL 0 has no side effects.
+    unsafe { core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags)) };
+    cr4
+}
+
+/// Raises a machine check on this CPU (`int 18`), so that the host's
+/// handler sees one that hit while a guest ran, as KVM's
+/// `kvm_machine_check` does. SDM Vol. 3B 16.
+///
+/// # Safety
+///
+/// Call right after a guest exit for #MC, with the host's state restored
+/// (on SVM, GIF set; on VMX, out of VMX operation).
+pub(crate) unsafe fn raise_machine_check() {
+    // SAFETY: The kernel's #MC entry handles a software `int 18` like a real one.
+    unsafe { core::arch::asm!("int 18", options(nostack)) };
+}
+
 extern "C" {
     fn rkvm_rdmsr_safe(msr: u32, value: *mut u64) -> c_int;
     fn rkvm_wrmsr_safe(msr: u32, value: u64) -> c_int;

@@ -14,6 +14,8 @@
 //!   and the pages shared with user space.
 //! - [`fpu`]: the guest's FPU state, loaded only inside a kernel FPU section.
 //! - [`svm`]: CLGI, STGI and the VMRUN world switch.
+//! - [`vmx`]: VMXON/VMXOFF, VMCS loading and field access, INVEPT/INVVPID
+//!   and the VMLAUNCH world switch, plus the host state VMX leaves to us.
 
 pub(crate) mod cpu;
 pub(crate) mod debugfs;
@@ -21,3 +23,4 @@ pub(crate) mod file;
 pub(crate) mod fpu;
 pub(crate) mod mem;
 pub(crate) mod svm;
+pub(crate) mod vmx;

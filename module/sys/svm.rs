@@ -191,18 +191,6 @@ pub(crate) unsafe fn vmrun(vmcb_pa: u64, host_save_pa: u64, gprs: &mut GuestGprs
     }
 }
 
-/// Raises a machine check on this CPU (`int 18`), so that the host's
-/// handler sees one that hit while a guest ran, as KVM's
-/// `kvm_machine_check` does. SDM Vol. 3B 16.
-///
-/// # Safety
-///
-/// Call right after a #VMEXIT for #MC, with GIF set.
-pub(crate) unsafe fn raise_machine_check() {
-    // SAFETY: The kernel's #MC entry handles a software `int 18` like a real one.
-    unsafe { asm!("int 18", options(nostack)) };
-}
-
 /// DR7 with every breakpoint disabled (bit 10 is reserved, always 1).
 /// SDM Vol. 3B 19.2.4.
 const DR7_INIT: u64 = 0x400;

@@ -23,6 +23,7 @@ use rkvm_selftests::msr::{
     MSR_MTRRCAP, MSR_PAT, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
     MSR_SYSENTER_ESP, MSR_TSC,
 };
+use rkvm_selftests::cpu::{self, Extension};
 use rkvm_selftests::{Ctx, guest};
 
 /// Runs the vCPU and expects a port-I/O exit; returns (direction, size,
@@ -480,11 +481,14 @@ fn triple_fault_exits_with_shutdown(ctx: &Ctx) -> TestResult {
 // ---- Invalid guest state ----
 
 /// A long-mode code segment with both L and D set is accepted by
-/// KVM_SET_SREGS but refused by VMRUN (APM Vol. 2 15.5.1): KVM_RUN
-/// reports KVM_EXIT_FAIL_ENTRY with the SVM exit code VMEXIT_INVALID (-1).
-/// Real processors write -1 to the 64-bit EXITCODE; QEMU's emulated SVM
-/// writes it 32 bits wide (0xffffffff), which KVM itself tolerates when it
-/// runs nested (`svm_is_vmrun_failure()`), so either is accepted.
+/// KVM_SET_SREGS but refused by the hardware's entry checks (APM Vol. 2
+/// 15.5.1; SDM Vol. 3C 27.3.1.2): KVM_RUN reports KVM_EXIT_FAIL_ENTRY.
+/// On SVM the reason is the exit code VMEXIT_INVALID (-1): real processors
+/// write it to the 64-bit EXITCODE, QEMU's emulated SVM 32 bits wide
+/// (0xffffffff), which KVM itself tolerates when it runs nested
+/// (`svm_is_vmrun_failure()`), so either is accepted. On VMX it is the
+/// whole exit reason: bit 31 (entry failed) with basic reason 33 (invalid
+/// guest state), 0x80000021.
 fn vmrun_refusing_the_state_is_kvm_exit_fail_entry(ctx: &Ctx) -> TestResult {
     let vm = GuestVm::new(ctx, Mode::Long, hlt_guest())?;
     let mut vcpu = vm.add_vcpu(0)?;
@@ -497,10 +501,14 @@ fn vmrun_refusing_the_state_is_kvm_exit_fail_entry(ctx: &Ctx) -> TestResult {
             hardware_entry_failure_reason,
             ..
         } => {
+            let expected: &[u64] = match cpu::extension() {
+                Some(Extension::Vmx) => &[0x8000_0021],
+                _ => &[u64::MAX, 0xffff_ffff],
+            };
             check!(
-                [u64::MAX, 0xffff_ffff].contains(&hardware_entry_failure_reason),
+                expected.contains(&hardware_entry_failure_reason),
                 "hardware_entry_failure_reason {hardware_entry_failure_reason:#x} is not \
-                 VMEXIT_INVALID (-1)"
+                 {expected:#x?} (SVM: VMEXIT_INVALID; VMX: entry failure, invalid guest state)"
             );
             Ok(())
         }

@@ -1,0 +1,504 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The Intel VT-x (VMX) backend.
+//!
+//! VMX is usable when CPUID.1:ECX.VMX says the CPU has it and the firmware
+//! lets the OS use it: IA32_FEATURE_CONTROL either locked with "VMXON
+//! outside SMX" set, or unlocked (then rkvm sets that bit and locks it, as
+//! the firmware should have). rkvm also needs EPT (with 4-level walks and
+//! write-back tables, and INVEPT), unrestricted guest (real mode without
+//! emulation) and a handful of controls: every requirement missing is
+//! named in the load failure message. SDM Vol. 3C 24.6-24.8 and Appendix A.
+//!
+//! # When VMX is on
+//!
+//! On SVM, rkvm sets EFER.SVME on every CPU at load and clears it at
+//! unload. The VMX equivalent, CR4.VMXE plus VMXON, cannot be held that way
+//! by a module on Linux 7.3: the kernel keeps a per-CPU shadow of CR4 and
+//! rewrites CR4 from it (for instance to flush global TLB entries), which
+//! would clear VMXE under us, and only the kvm modules may update the
+//! shadow (`cr4_update_irqsoff` is exported to them alone). A VMX guest
+//! here therefore enters VMX operation around each entry, with interrupts
+//! disabled from VMXON to VMXOFF, so that no kernel code runs while CR4
+//! differs from its shadow:
+//!
+//! `VMXON → VMPTRLD → (VMWRITEs) → VMLAUNCH ... VM exit → (VMREADs) →
+//! VMCLEAR → VMXOFF`
+//!
+//! The costs: each entry is a VMLAUNCH (never VMRESUME), and VMXON/VMXOFF
+//! and VMPTRLD/VMCLEAR add to every exit. The gains: a VMCS is never
+//! active on a CPU when its vCPU is not in `KVM_RUN` (so a vCPU that moves
+//! between CPUs needs no cross-CPU VMCLEAR, and CPU hotplug, suspend,
+//! kexec and an emergency reboot never find a CPU in VMX operation), and
+//! the kernel's CR4 shadow is never wrong when the kernel can look at it.
+//! KVM's arrangement (VMX on from load, a VMCS kept loaded between
+//! entries and VMCLEARed by IPI when its vCPU moves) is the faster one and
+//! what this becomes if the kernel ever exports the CR4 helpers.
+//!
+//! Coexistence with kvm_intel follows: rkvm refuses to load while another
+//! hypervisor has CR4.VMXE set on a CPU (the check, with a trial VMXON, is
+//! [`Vmx::enable_cpu`]); kvm_intel loading after rkvm is not refused (rkvm
+//! holds nothing it could see), but then a `KVM_RUN` of rkvm on a CPU where
+//! kvm_intel is in VMX operation fails with `EBUSY` instead of entering.
+
+mod ept;
+pub(crate) mod vcpu;
+pub(crate) mod vmcs;
+
+use crate::backend::{Backend, VendorVcpu};
+use crate::mmu::{SecondLevel, Slat};
+use crate::sys::cpu::{self, this_cpu, IrqsDisabled};
+use crate::sys::mem::kmalloc_phys;
+use crate::sys::vmx::{VmxOn, VmxOnError};
+use crate::x86::regs::HostLimits;
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+use vmcs::{entry_ctl, exit_ctl, pin, proc1, proc2};
+
+/// CPUID.1:ECX bit 5: VMX. SDM Vol. 3C 24.6.
+const CPUID_1_ECX_VMX: u32 = 1 << 5;
+/// CPUID.(EAX=7,ECX=0):EDX bit 26: IBRS and IBPB. SDM Vol. 2A CPUID.
+const CPUID_7_EDX_IBPB: u32 = 1 << 26;
+
+/// The VMX capability MSRs. SDM Vol. 4 Table 2-2; Vol. 3C Appendix A.
+mod msr {
+    pub(super) const FEATURE_CONTROL: u32 = 0x3a;
+    pub(super) const VMX_BASIC: u32 = 0x480;
+    pub(super) const VMX_PINBASED_CTLS: u32 = 0x481;
+    pub(super) const VMX_PROCBASED_CTLS: u32 = 0x482;
+    pub(super) const VMX_EXIT_CTLS: u32 = 0x483;
+    pub(super) const VMX_ENTRY_CTLS: u32 = 0x484;
+    pub(super) const VMX_CR0_FIXED0: u32 = 0x486;
+    pub(super) const VMX_CR0_FIXED1: u32 = 0x487;
+    pub(super) const VMX_CR4_FIXED0: u32 = 0x488;
+    pub(super) const VMX_CR4_FIXED1: u32 = 0x489;
+    pub(super) const VMX_PROCBASED_CTLS2: u32 = 0x48b;
+    pub(super) const VMX_EPT_VPID_CAP: u32 = 0x48c;
+    pub(super) const VMX_TRUE_PINBASED_CTLS: u32 = 0x48d;
+    pub(super) const VMX_TRUE_PROCBASED_CTLS: u32 = 0x48e;
+    pub(super) const VMX_TRUE_EXIT_CTLS: u32 = 0x48f;
+    pub(super) const VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
+}
+
+/// IA32_FEATURE_CONTROL bits. SDM Vol. 3C 24.7.
+const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
+const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
+
+/// IA32_VMX_BASIC bits. SDM Vol. 3D A.1.
+mod basic {
+    /// Bits 30:0: the VMCS revision identifier.
+    pub(super) const REVISION_MASK: u64 = 0x7fff_ffff;
+    /// Bit 48: VMX structures must be below 4 GiB.
+    pub(super) const ADDR_32BIT: u64 = 1 << 48;
+    /// Bits 53:50: the memory type of VMX structures (6 = write-back).
+    pub(super) const MEMTYPE_SHIFT: u64 = 50;
+    /// Bit 54: INS/OUTS exits report their address size.
+    pub(super) const INS_OUTS_INFO: u64 = 1 << 54;
+    /// Bit 55: the TRUE_* control MSRs exist.
+    pub(super) const TRUE_CTLS: u64 = 1 << 55;
+}
+
+/// IA32_VMX_EPT_VPID_CAP bits. SDM Vol. 3D A.10.
+mod ept_cap {
+    pub(super) const WALK_4: u64 = 1 << 6;
+    pub(super) const WB: u64 = 1 << 14;
+    pub(super) const PAGE_2M: u64 = 1 << 16;
+    pub(super) const INVEPT: u64 = 1 << 20;
+    pub(super) const INVEPT_SINGLE: u64 = 1 << 25;
+    pub(super) const INVEPT_ALL: u64 = 1 << 26;
+    pub(super) const INVVPID: u64 = 1 << 32;
+    pub(super) const INVVPID_SINGLE: u64 = 1 << 41;
+    pub(super) const INVVPID_ALL: u64 = 1 << 42;
+}
+
+/// CR0.PE and CR0.PG: with unrestricted guest the guest may clear them
+/// even though CR0_FIXED0 says they are fixed to 1. SDM Vol. 3D A.7.
+const CR0_PE_PG: u64 = 1 | 1 << 31;
+
+/// The VM-execution, exit and entry controls rkvm runs every guest with,
+/// computed from the capability MSRs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Controls {
+    pub(crate) pin: u32,
+    pub(crate) proc1: u32,
+    pub(crate) proc2: u32,
+    pub(crate) exit: u32,
+    pub(crate) entry: u32,
+}
+
+/// Adjusts `want` to a capability MSR: its low half has the bits that
+/// must be 1 (allowed-0 settings), its high half the bits that may be 1
+/// (allowed-1 settings). Returns the control value, or the wanted bits the
+/// CPU cannot set. SDM Vol. 3D A.3-A.5.
+fn adjust(cap: u64, want: u32) -> core::result::Result<u32, u32> {
+    let must = cap as u32;
+    let may = (cap >> 32) as u32;
+    if want & !may != 0 {
+        return Err(want & !may);
+    }
+    Ok(want | must)
+}
+
+/// What every VMX vCPU needs from the backend (they hold an `Arc`).
+///
+/// # Invariants
+///
+/// `vmxon` has one page per possible CPU id, each starting with
+/// `revision`; the MSR bitmap is all ones for as long as `self` lives.
+pub(crate) struct VmxShared {
+    vmxon: KVec<KBox<VmxRegion>>,
+    pub(crate) revision: u32,
+    pub(crate) controls: Controls,
+    /// Bits of CR0 and CR4 the CPU requires to be 1, and allows to be 1, in
+    /// VMX operation (guest and host alike). CR0's fixed-1 set here
+    /// excludes PE and PG (unrestricted guest).
+    pub(crate) cr0_fixed0: u64,
+    pub(crate) cr0_fixed1: u64,
+    pub(crate) cr4_fixed0: u64,
+    pub(crate) cr4_fixed1: u64,
+    /// One bit per MSR and direction, set = exit: every RDMSR and WRMSR
+    /// exits. SDM Vol. 3C 25.6.9.
+    pub(crate) msr_bitmap: KBox<MsrBitmap>,
+    pub(crate) vpid: bool,
+    pub(crate) invept_single: bool,
+    pub(crate) invvpid_single: bool,
+    pub(crate) large_pages: bool,
+    /// INS/OUTS exits report their address size.
+    pub(crate) ins_outs_info: bool,
+    pub(crate) ibpb: bool,
+    /// Per CPU, the VMCS that ran there last (for IBPB between guests).
+    pub(crate) last_vmcs: KVec<AtomicU64>,
+    /// VPIDs in use, one bit each; VPID 0 is the host's.
+    vpids: KVec<AtomicU64>,
+}
+
+/// A VMXON region or a VMCS: 4 KiB, aligned, starting with the VMCS
+/// revision identifier; the rest belongs to the CPU. SDM Vol. 3C 25.2,
+/// 25.11.5.
+#[repr(C, align(4096))]
+#[derive(Zeroable)]
+pub(crate) struct VmxRegion {
+    pub(crate) revision: u32,
+    data: [u8; 4092],
+}
+
+impl VmxRegion {
+    /// A zeroed region with `revision`, allocated with `flags`.
+    pub(crate) fn new(revision: u32, flags: kernel::alloc::Flags) -> Result<KBox<Self>> {
+        let mut r = KBox::<VmxRegion>::zeroed(flags)?;
+        r.revision = revision;
+        Ok(r)
+    }
+}
+
+/// The MSR bitmap: read bitmaps for low and high MSRs, then write bitmaps.
+#[repr(C, align(4096))]
+#[derive(Zeroable)]
+pub(crate) struct MsrBitmap([u8; 4096]);
+
+impl VmxShared {
+    /// The VMXON region of `cpu`.
+    pub(crate) fn vmxon_region(&self, cpu: u32) -> Option<u64> {
+        self.vmxon.get(cpu as usize).map(|r| kmalloc_phys(&**r).0)
+    }
+
+    /// Allocates a VPID (1..=65535), or `None` if all are taken (then the
+    /// vCPU runs without one: VPID 0 makes every entry and exit flush).
+    pub(crate) fn alloc_vpid(&self) -> Option<u16> {
+        if !self.vpid {
+            return None;
+        }
+        for (w, word) in self.vpids.iter().enumerate() {
+            let mut cur = word.load(Ordering::Relaxed);
+            while cur != u64::MAX {
+                let bit = (!cur).trailing_zeros();
+                match word.compare_exchange(cur, cur | 1 << bit, Ordering::AcqRel, Ordering::Relaxed) {
+                    Ok(_) => return Some((w * 64) as u16 + bit as u16),
+                    Err(now) => cur = now,
+                }
+            }
+        }
+        None
+    }
+
+    /// Gives back a VPID from [`VmxShared::alloc_vpid`].
+    pub(crate) fn free_vpid(&self, vpid: u16) {
+        if let Some(word) = self.vpids.get(usize::from(vpid) / 64) {
+            word.fetch_and(!(1 << (vpid % 64)), Ordering::AcqRel);
+        }
+    }
+}
+
+/// The VMX backend.
+pub(crate) struct Vmx {
+    shared: Arc<VmxShared>,
+    limits: HostLimits,
+    /// IA32_FEATURE_CONTROL was unlocked at load: lock it on each CPU.
+    lock_feature_control: bool,
+}
+
+impl Vmx {
+    /// Checks the CPU for a usable VMX and allocates the per-CPU state.
+    /// Errors are the reason for the load failure message.
+    pub(crate) fn probe() -> core::result::Result<Arc<dyn Backend>, &'static str> {
+        if cpu::cpuid(1, 0).ecx & CPUID_1_ECX_VMX == 0 {
+            return Err("the CPU has neither SVM nor VMX");
+        }
+        let rd = |m: u32| cpu::rdmsr(m).map_err(|_| "VMX is advertised but its capability MSRs cannot be read");
+        let fc = rd(msr::FEATURE_CONTROL)?;
+        if fc & FEATURE_CONTROL_LOCKED != 0 && fc & FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0 {
+            return Err("VMX is disabled by the firmware (IA32_FEATURE_CONTROL locked without VMXON outside SMX)");
+        }
+        let vmx_basic = rd(msr::VMX_BASIC)?;
+        if vmx_basic & basic::ADDR_32BIT != 0 {
+            return Err("VMX limits its structures to 32-bit addresses, which rkvm does not support");
+        }
+        if (vmx_basic >> basic::MEMTYPE_SHIFT) & 0xf != 6 {
+            return Err("VMX wants its structures in memory that is not write-back");
+        }
+        let true_ctls = vmx_basic & basic::TRUE_CTLS != 0;
+        let (pin_msr, proc_msr, exit_msr, entry_msr) = if true_ctls {
+            (
+                msr::VMX_TRUE_PINBASED_CTLS,
+                msr::VMX_TRUE_PROCBASED_CTLS,
+                msr::VMX_TRUE_EXIT_CTLS,
+                msr::VMX_TRUE_ENTRY_CTLS,
+            )
+        } else {
+            (
+                msr::VMX_PINBASED_CTLS,
+                msr::VMX_PROCBASED_CTLS,
+                msr::VMX_EXIT_CTLS,
+                msr::VMX_ENTRY_CTLS,
+            )
+        };
+        let proc_cap = rd(proc_msr)?;
+        let controls = Controls {
+            pin: adjust(rd(pin_msr)?, pin::EXT_INTR_EXITING | pin::NMI_EXITING)
+                .map_err(|_| "VMX cannot make external interrupts and NMIs exit")?,
+            proc1: adjust(
+                proc_cap,
+                proc1::HLT_EXITING
+                    | proc1::MWAIT_EXITING
+                    | proc1::RDPMC_EXITING
+                    | proc1::USE_TSC_OFFSETTING
+                    | proc1::CR8_LOAD_EXITING
+                    | proc1::CR8_STORE_EXITING
+                    | proc1::MOV_DR_EXITING
+                    | proc1::UNCOND_IO_EXITING
+                    | proc1::USE_MSR_BITMAPS
+                    | proc1::MONITOR_EXITING
+                    | proc1::ACTIVATE_SECONDARY,
+            )
+            .map_err(|_| "VMX lacks a required processor-based control (HLT, CR8, MOV DR, I/O or MSR-bitmap exiting, or secondary controls)")?,
+            proc2: adjust(
+                rd(msr::VMX_PROCBASED_CTLS2)?,
+                proc2::ENABLE_EPT | proc2::UNRESTRICTED_GUEST | proc2::WBINVD_EXITING,
+            )
+            .map_err(|_| "VMX without EPT and unrestricted guest is not supported")?,
+            exit: adjust(
+                rd(exit_msr)?,
+                exit_ctl::HOST_ADDR_SPACE_SIZE
+                    | exit_ctl::SAVE_IA32_PAT
+                    | exit_ctl::LOAD_IA32_PAT
+                    | exit_ctl::SAVE_IA32_EFER
+                    | exit_ctl::LOAD_IA32_EFER,
+            )
+            .map_err(|_| "VMX cannot switch EFER and PAT at VM exit")?,
+            entry: adjust(
+                rd(entry_msr)?,
+                entry_ctl::LOAD_IA32_PAT | entry_ctl::LOAD_IA32_EFER,
+            )
+            .map_err(|_| "VMX cannot load EFER and PAT at VM entry")?,
+        };
+        // Exits rkvm turns on and off per entry, and the 64-bit guest control.
+        if adjust(proc_cap, proc1::INTR_WINDOW_EXITING).is_err() {
+            return Err("VMX has no interrupt-window exiting");
+        }
+        if adjust(rd(entry_msr)?, entry_ctl::IA32E_MODE).is_err() {
+            return Err("VMX cannot run 64-bit guests");
+        }
+        // With EPT the guest owns CR3: its loads and stores must not exit (only the TRUE
+        // MSRs can clear these default-1 controls). An exit rkvm must not see enabled:
+        // acknowledging interrupts on exit would take them from the host.
+        if controls.proc1 & (proc1::CR3_LOAD_EXITING | proc1::CR3_STORE_EXITING) != 0 {
+            return Err("VMX forces CR3 exiting (no TRUE control MSRs), which rkvm does not handle");
+        }
+        if controls.exit & exit_ctl::ACK_INTR_ON_EXIT != 0 {
+            return Err("VMX forces acknowledge-interrupt-on-exit");
+        }
+        let ept_vpid = rd(msr::VMX_EPT_VPID_CAP)?;
+        if ept_vpid & ept_cap::WALK_4 == 0 || ept_vpid & ept_cap::WB == 0 {
+            return Err("EPT without 4-level walks in write-back memory is not supported");
+        }
+        if ept_vpid & ept_cap::INVEPT == 0 || ept_vpid & (ept_cap::INVEPT_SINGLE | ept_cap::INVEPT_ALL) == 0 {
+            return Err("EPT without INVEPT is not supported");
+        }
+        // VPID is optional: without it (or without INVVPID), VPID 0 flushes at every entry.
+        let vpid = adjust(rd(msr::VMX_PROCBASED_CTLS2)?, proc2::ENABLE_VPID).is_ok()
+            && ept_vpid & ept_cap::INVVPID != 0
+            && ept_vpid & (ept_cap::INVVPID_SINGLE | ept_cap::INVVPID_ALL) != 0;
+        let controls = Controls {
+            proc2: controls.proc2 | if vpid { proc2::ENABLE_VPID } else { 0 },
+            ..controls
+        };
+        let cr0_fixed0 = rd(msr::VMX_CR0_FIXED0)? & !CR0_PE_PG;
+        let cr0_fixed1 = rd(msr::VMX_CR0_FIXED1)?;
+        let cr4_fixed0 = rd(msr::VMX_CR4_FIXED0)?;
+        let cr4_fixed1 = rd(msr::VMX_CR4_FIXED1)?;
+
+        // With SME the physical addresses handed to the CPU would need the encryption bit.
+        if cpu::host_mem_encrypted() {
+            return Err("the host encrypts its memory, which rkvm does not support");
+        }
+
+        let oom = |_| "out of memory";
+        let revision = (vmx_basic & basic::REVISION_MASK) as u32;
+        let possible = kernel::cpu::nr_cpu_ids() as usize;
+        let mut vmxon = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
+        let mut last_vmcs = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
+        for _ in 0..possible {
+            let region = VmxRegion::new(revision, GFP_KERNEL).map_err(|_| "out of memory")?;
+            vmxon.push(region, GFP_KERNEL).map_err(oom)?;
+            last_vmcs.push(AtomicU64::new(0), GFP_KERNEL).map_err(oom)?;
+        }
+        let mut vpids = KVec::with_capacity(1024, GFP_KERNEL).map_err(oom)?;
+        for i in 0..1024 {
+            // VPID 0 is the host's: never handed out.
+            vpids.push(AtomicU64::new(u64::from(i == 0)), GFP_KERNEL).map_err(oom)?;
+        }
+        let mut msr_bitmap = KBox::<MsrBitmap>::zeroed(GFP_KERNEL).map_err(oom)?;
+        msr_bitmap.0.fill(0xff);
+        let max_std = cpu::cpuid(0, 0).eax;
+        let shared = Arc::new(
+            VmxShared {
+                vmxon,
+                revision,
+                controls,
+                cr0_fixed0,
+                cr0_fixed1,
+                cr4_fixed0,
+                cr4_fixed1,
+                msr_bitmap,
+                vpid,
+                invept_single: ept_vpid & ept_cap::INVEPT_SINGLE != 0,
+                invvpid_single: ept_vpid & ept_cap::INVVPID_SINGLE != 0,
+                large_pages: ept_vpid & ept_cap::PAGE_2M != 0,
+                ins_outs_info: vmx_basic & basic::INS_OUTS_INFO != 0,
+                ibpb: max_std >= 7 && cpu::cpuid(7, 0).edx & CPUID_7_EDX_IBPB != 0,
+                last_vmcs,
+                vpids,
+            },
+            GFP_KERNEL,
+        )
+        .map_err(oom)?;
+        let vmx = Vmx {
+            shared,
+            limits: HostLimits::from_cpuid(cpu::cpuid_tuple),
+            lock_feature_control: fc & FEATURE_CONTROL_LOCKED == 0,
+        };
+        Arc::new(vmx, GFP_KERNEL)
+            .map(|a| a as Arc<dyn Backend>)
+            .map_err(|_| "out of memory")
+    }
+
+    /// Whether CR0 and CR4 (with VMXE) meet the fixed-bit MSRs.
+    fn host_crs_ok(&self) -> bool {
+        let s = &self.shared;
+        let cr0 = cpu::read_cr0();
+        let cr4 = cpu::read_cr4() | crate::sys::vmx::CR4_VMXE;
+        let fixed0 = s.cr0_fixed0 | CR0_PE_PG;
+        cr0 & fixed0 == fixed0
+            && cr0 & !s.cr0_fixed1 == 0
+            && cr4 & s.cr4_fixed0 == s.cr4_fixed0
+            && cr4 & !s.cr4_fixed1 == 0
+    }
+}
+
+impl Backend for Vmx {
+    /// Nothing stays on between guest entries (see the module comment):
+    /// this checks that VMX can be entered on this CPU, by doing it once.
+    fn enable_cpu(&self, cpu: u32) -> Result {
+        let Some(region_pa) = self.shared.vmxon_region(cpu) else {
+            return Err(EINVAL);
+        };
+        let _irqs = IrqsDisabled::new();
+        if this_cpu() != cpu {
+            pr_err!("asked to enable VMX for CPU {} on CPU {}\n", cpu, this_cpu());
+            return Err(EINVAL);
+        }
+        if self.lock_feature_control {
+            let fc = cpu::rdmsr(msr::FEATURE_CONTROL)?;
+            if fc & FEATURE_CONTROL_LOCKED == 0 {
+                // SAFETY: Allowing VMXON outside SMX and locking the MSR is what firmware does
+                // at boot; nothing else depends on the unlocked state. SDM Vol. 3C 24.7.
+                unsafe {
+                    cpu::wrmsr(
+                        msr::FEATURE_CONTROL,
+                        fc | FEATURE_CONTROL_VMX_OUTSIDE_SMX | FEATURE_CONTROL_LOCKED,
+                    )?
+                };
+            }
+        }
+        let fc = cpu::rdmsr(msr::FEATURE_CONTROL)?;
+        if fc & FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0 {
+            pr_err!("VMX is disabled on CPU {} by IA32_FEATURE_CONTROL\n", cpu);
+            return Err(ENODEV);
+        }
+        if !self.host_crs_ok() {
+            pr_err!("CR0 or CR4 of CPU {} does not meet VMX's fixed bits\n", cpu);
+            return Err(ENODEV);
+        }
+        // SAFETY: Interrupts are off until `_on` is dropped; the checks above are VMXON's
+        // preconditions; the region is this CPU's and starts with the revision id.
+        match unsafe { VmxOn::enter(region_pa) } {
+            Ok(_on) => Ok(()),
+            Err(VmxOnError::Busy) => {
+                pr_err!(
+                    "VMX is already in use on CPU {} (CR4.VMXE set): another hypervisor, such as kvm_intel, owns it\n",
+                    cpu
+                );
+                Err(EBUSY)
+            }
+            Err(VmxOnError::Failed(e)) => {
+                pr_err!("VMXON failed on CPU {}: {}\n", cpu, e);
+                Err(EIO)
+            }
+        }
+    }
+
+    /// VMX is off whenever no guest runs on this CPU: nothing to undo.
+    fn disable_cpu(&self, _cpu: u32) {}
+
+    fn host_limits(&self) -> HostLimits {
+        self.limits
+    }
+
+    fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.shared;
+        write!(
+            f,
+            "Intel VMX with EPT and unrestricted guest, VMCS revision {:#x}, VPID {}, 2 MiB EPT pages {}, INS/OUTS info {}",
+            s.revision,
+            if s.vpid { "yes" } else { "no" },
+            if s.large_pages { "yes" } else { "no" },
+            if s.ins_outs_info { "yes" } else { "no" },
+        )
+    }
+
+    fn create_vcpu(&self) -> Result<KBox<dyn VendorVcpu>> {
+        let vcpu = vcpu::VmxVcpu::new(self.shared.clone())?;
+        Ok(KBox::new(vcpu, GFP_KERNEL_ACCOUNT)? as KBox<dyn VendorVcpu>)
+    }
+
+    fn create_slat(&self) -> Result<KBox<dyn SecondLevel>> {
+        // 4 levels: guest-physical addresses up to 48 bits (crate::mmu::GPA_BITS).
+        let ept = Slat::<ept::Ept>::new(4, self.shared.large_pages)?;
+        Ok(KBox::new(ept, GFP_KERNEL_ACCOUNT)? as KBox<dyn SecondLevel>)
+    }
+}
+
+pub(crate) use ept::eptp;

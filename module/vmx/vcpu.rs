@@ -1,0 +1,768 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A VMX vCPU: its VMCS, the guest GPRs the VMCS does not hold, its VPID
+//! and its MSR switch lists. [`VmxVcpu::run`] is one trip through VMX
+//! operation (see `vmx/mod.rs` for why VMX is on only that long):
+//!
+//! 1. VMXON, save the host state the VMCS needs, VMPTRLD the VMCS;
+//! 2. write the controls (first time only), the host state and the guest's
+//!    registers; flush stale translations (INVEPT, INVVPID);
+//! 3. VMLAUNCH, and at the VM exit read the guest's registers back and
+//!    name the exit;
+//! 4. VMCLEAR, VMXOFF, restore what the exit did not.
+//!
+//! Any VMX instruction that fails on the way is logged with its
+//! VM-instruction error and ends `KVM_RUN` with an internal error
+//! (except VMLAUNCH refusing the VMCS, which is KVM's FAIL_ENTRY).
+
+use super::vmcs::{
+    self, access, entry_ctl, ept_violation, interruptibility, intr_info, proc1, reason, Field,
+    SegmentFields, Width,
+};
+use super::{VmxRegion, VmxShared};
+use crate::abi::{kvm_dtable, kvm_segment};
+use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
+use crate::sys::cpu::{self, this_cpu};
+use crate::sys::mem::kmalloc_phys;
+use crate::sys::vmx::{CurrentVmcs, HostState, VmxError, VmxGprs, VmxOn, VmxOnError};
+use crate::x86::msr::index;
+use crate::x86::regs::efer;
+use core::sync::atomic::Ordering;
+use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// Exceptions intercepted to protect the host: #AC (17), which a guest
+/// could make loop in microcode (CVE-2015-5307), and #MC (18), the host's.
+const AC_VECTOR: u8 = 17;
+const MC_VECTOR: u8 = 18;
+const INTERCEPTED_EXCEPTIONS: u32 = 1 << AC_VECTOR | 1 << MC_VECTOR;
+/// IA32_PRED_CMD and its IBPB bit. SDM Vol. 4 Table 2-2.
+const MSR_PRED_CMD: u32 = 0x49;
+const PRED_CMD_IBPB: u64 = 1;
+/// DR7 at reset. SDM Vol. 3B 19.2.
+const DR7_RESET: u64 = 0x400;
+/// RFLAGS.TF and IF.
+const RFLAGS_TF: u64 = 1 << 8;
+const RFLAGS_IF: u64 = 1 << 9;
+/// The BS bit of the pending-debug-exceptions field. SDM Vol. 3C 25.4.2.
+const PENDING_DBG_BS: u64 = 1 << 14;
+/// A VMX instruction other than VMLAUNCH failed: `Exit::Unhandled` gets
+/// this bit with the VM-instruction error number below it.
+pub(crate) const VMX_INSTRUCTION_FAILED: u64 = 1 << 32;
+
+/// The syscall MSRs VMX does not switch by itself, switched through the
+/// VM-entry MSR-load list (guest values in) and the VM-exit MSR-store list
+/// (guest values out) and MSR-load list (host values back). SYSCALL and
+/// SWAPGS in the guest use the real registers. SDM Vol. 3C 25.7.2, 25.8.2.
+const SWITCHED_MSRS: [u32; 5] = [
+    index::STAR,
+    index::LSTAR,
+    index::CSTAR,
+    index::SFMASK,
+    index::KERNEL_GS_BASE,
+];
+
+/// One entry of an MSR list. SDM Vol. 3C 25.7.2, Table 25-14.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Zeroable)]
+struct MsrEntry {
+    index: u32,
+    reserved: u32,
+    value: u64,
+}
+
+/// The guest list (loaded at entry, stored at exit) and the host list
+/// (loaded at exit); 16-byte aligned as the CPU requires.
+#[repr(C, align(16))]
+#[derive(Zeroable)]
+struct MsrLists {
+    guest: [MsrEntry; SWITCHED_MSRS.len()],
+    host: [MsrEntry; SWITCHED_MSRS.len()],
+}
+
+/// Something to do for the host once out of VMX operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HostEvent {
+    Nmi,
+    MachineCheck,
+}
+
+/// A VMX vCPU.
+pub(crate) struct VmxVcpu {
+    shared: Arc<VmxShared>,
+    vmcs: KBox<VmxRegion>,
+    gprs: VmxGprs,
+    msrs: KBox<MsrLists>,
+    /// The VPID, or 0 (the host's: every entry and exit flushes) if none.
+    vpid: u16,
+    /// The controls and constant fields are in the VMCS.
+    initialized: bool,
+    /// The CPU this vCPU last entered the guest on.
+    last_cpu: Option<u32>,
+    /// The mapping generation the EPT translations were last flushed for.
+    mapping_generation: u64,
+    /// The primary processor-based controls as last written.
+    proc1: u32,
+}
+
+/// Where a VMX instruction failed, and how.
+struct Failure {
+    what: &'static str,
+    error: VmxError,
+}
+
+type Vmx<T> = core::result::Result<T, Failure>;
+
+/// Adds context to a VMX instruction's result.
+trait Context<T> {
+    fn context(self, what: &'static str) -> Vmx<T>;
+}
+
+impl<T> Context<T> for core::result::Result<T, VmxError> {
+    fn context(self, what: &'static str) -> Vmx<T> {
+        self.map_err(|error| Failure { what, error })
+    }
+}
+
+fn read<W: Width>(v: &CurrentVmcs<'_>, f: Field<W>) -> Vmx<W::Value> {
+    v.read(f).context("VMREAD")
+}
+
+fn write<W: Width>(v: &mut CurrentVmcs<'_>, f: Field<W>, value: W::Value) -> Vmx<()> {
+    v.write(f, value).context("VMWRITE")
+}
+
+/// A segment's access rights in the VMCS format; not present means
+/// unusable (as KVM's `vmx_segment_access_rights`).
+fn access_rights(s: &kvm_segment) -> u32 {
+    if s.unusable != 0 || s.present == 0 {
+        return access::UNUSABLE;
+    }
+    let flag = |field: u8, bit: u32| if field & 1 != 0 { bit } else { 0 };
+    u32::from(s.type_ & 0xf)
+        | flag(s.s, access::S)
+        | (u32::from(s.dpl & 3) << access::DPL_SHIFT)
+        | access::P
+        | flag(s.avl, access::AVL)
+        | flag(s.l, access::L)
+        | flag(s.db, access::DB)
+        | flag(s.g, access::G)
+}
+
+fn write_segment(v: &mut CurrentVmcs<'_>, f: &SegmentFields, s: &kvm_segment) -> Vmx<()> {
+    write(v, f.selector, s.selector)?;
+    write(v, f.base, s.base)?;
+    write(v, f.limit, s.limit)?;
+    write(v, f.access_rights, access_rights(s))
+}
+
+fn read_segment(v: &CurrentVmcs<'_>, f: &SegmentFields) -> Vmx<kvm_segment> {
+    let ar = read(v, f.access_rights)?;
+    let bit = |mask: u32| u8::from(ar & mask != 0);
+    Ok(kvm_segment {
+        base: read(v, f.base)?,
+        limit: read(v, f.limit)?,
+        selector: read(v, f.selector)?,
+        type_: (ar & 0xf) as u8,
+        present: bit(access::P),
+        dpl: ((ar >> access::DPL_SHIFT) & 3) as u8,
+        db: bit(access::DB),
+        s: bit(access::S),
+        l: bit(access::L),
+        g: bit(access::G),
+        avl: bit(access::AVL),
+        unusable: bit(access::UNUSABLE),
+        padding: 0,
+    })
+}
+
+/// Decodes IDT-vectoring information: the event whose delivery the exit
+/// interrupted. Software interrupts and exceptions are not returned: the
+/// guest's RIP still points at the instruction, which runs again.
+/// SDM Vol. 3C 28.2.4.
+fn interrupted_event(info: u32, error_code: u32) -> Option<Event> {
+    if info & intr_info::VALID == 0 {
+        return None;
+    }
+    let vector = (info & intr_info::VECTOR_MASK) as u8;
+    match info & intr_info::TYPE_MASK {
+        intr_info::TYPE_EXT_INTR => Some(Event::Interrupt(vector)),
+        intr_info::TYPE_NMI => Some(Event::Nmi),
+        intr_info::TYPE_HARD_EXCEPTION => Some(Event::Exception {
+            vector,
+            error_code: (info & intr_info::ERROR_CODE_VALID != 0).then_some(error_code),
+        }),
+        _ => None,
+    }
+}
+
+impl VmxVcpu {
+    /// A vCPU with a fresh VMCS (its fields are written at the first entry,
+    /// in VMX operation).
+    pub(crate) fn new(shared: Arc<VmxShared>) -> Result<Self> {
+        let vmcs = VmxRegion::new(shared.revision, GFP_KERNEL_ACCOUNT)?;
+        let mut msrs = KBox::<MsrLists>::zeroed(GFP_KERNEL_ACCOUNT)?;
+        for (i, &msr) in SWITCHED_MSRS.iter().enumerate() {
+            msrs.guest[i].index = msr;
+            msrs.host[i].index = msr;
+        }
+        let vpid = shared.alloc_vpid().unwrap_or(0);
+        Ok(Self {
+            shared,
+            vmcs,
+            gprs: VmxGprs::default(),
+            msrs,
+            vpid,
+            initialized: false,
+            last_cpu: None,
+            mapping_generation: 0,
+            proc1: 0,
+        })
+    }
+
+    /// Writes the controls and the fields that never change. SDM Vol. 3C
+    /// 25.6-25.8 (controls), 27.2-27.3 (what VM entry checks).
+    fn initialize(&mut self, v: &mut CurrentVmcs<'_>) -> Vmx<()> {
+        let s = &self.shared;
+        let c = s.controls;
+        write(v, vmcs::PIN_BASED_VM_EXEC_CONTROL, c.pin)?;
+        write(v, vmcs::CPU_BASED_VM_EXEC_CONTROL, c.proc1)?;
+        self.proc1 = c.proc1;
+        write(v, vmcs::SECONDARY_VM_EXEC_CONTROL, c.proc2)?;
+        write(v, vmcs::VM_EXIT_CONTROLS, c.exit)?;
+        write(v, vmcs::VM_ENTRY_CONTROLS, c.entry)?;
+        write(v, vmcs::EXCEPTION_BITMAP, INTERCEPTED_EXCEPTIONS)?;
+        write(v, vmcs::CR3_TARGET_COUNT, 0)?;
+        write(v, vmcs::MSR_BITMAP, kmalloc_phys(&*s.msr_bitmap).0)?;
+        let n = SWITCHED_MSRS.len() as u32;
+        let guest_list = kmalloc_phys(&self.msrs.guest).0;
+        let host_list = kmalloc_phys(&self.msrs.host).0;
+        write(v, vmcs::VM_ENTRY_MSR_LOAD_ADDR, guest_list)?;
+        write(v, vmcs::VM_ENTRY_MSR_LOAD_COUNT, n)?;
+        write(v, vmcs::VM_EXIT_MSR_STORE_ADDR, guest_list)?;
+        write(v, vmcs::VM_EXIT_MSR_STORE_COUNT, n)?;
+        write(v, vmcs::VM_EXIT_MSR_LOAD_ADDR, host_list)?;
+        write(v, vmcs::VM_EXIT_MSR_LOAD_COUNT, n)?;
+        if s.vpid {
+            write(v, vmcs::VIRTUAL_PROCESSOR_ID, self.vpid)?;
+        }
+        // No shadow VMCS: the link pointer must be all ones. SDM Vol. 3C 27.3.1.5.
+        write(v, vmcs::VMCS_LINK_POINTER, u64::MAX)?;
+        // CR0 bits the CPU forces to 1 (NE, typically) belong to the host: the guest reads
+        // its own value from the shadow, and writing a different one exits. Every CR4 bit
+        // belongs to the host, as SVM intercepts every CR4 write. SDM Vol. 3C 26.3.
+        write(v, vmcs::CR0_GUEST_HOST_MASK, s.cr0_fixed0 | !s.cr0_fixed1 & 0xffff_ffff)?;
+        write(v, vmcs::CR4_GUEST_HOST_MASK, u64::MAX)?;
+        // The guest never reaches the hardware debug registers (MOV DR exits).
+        write(v, vmcs::GUEST_DR7, DR7_RESET)?;
+        write(v, vmcs::GUEST_IA32_DEBUGCTL, 0)?;
+        write(v, vmcs::GUEST_ACTIVITY_STATE, 0)?;
+        self.initialized = true;
+        Ok(())
+    }
+
+    /// Writes this CPU's and this task's host state. SDM Vol. 3C 27.2.2-27.2.4.
+    fn write_host_state(&mut self, v: &mut CurrentVmcs<'_>, h: &HostState) -> Vmx<()> {
+        write(v, vmcs::HOST_CR0, h.cr0)?;
+        write(v, vmcs::HOST_CR3, h.cr3)?;
+        write(v, vmcs::HOST_CR4, h.cr4)?;
+        write(v, vmcs::HOST_CS_SELECTOR, h.cs_sel)?;
+        write(v, vmcs::HOST_SS_SELECTOR, h.ss_sel)?;
+        write(v, vmcs::HOST_TR_SELECTOR, h.tr_sel)?;
+        // Host selectors must have RPL 0 and TI 0: others are loaded null here and put
+        // back after the exit (`HostState::restore`).
+        let usable = |sel: u16| if sel & 7 == 0 { sel } else { 0 };
+        write(v, vmcs::HOST_DS_SELECTOR, 0)?;
+        write(v, vmcs::HOST_ES_SELECTOR, 0)?;
+        write(v, vmcs::HOST_FS_SELECTOR, usable(h.fs_sel))?;
+        write(v, vmcs::HOST_GS_SELECTOR, usable(h.gs_sel))?;
+        write(v, vmcs::HOST_FS_BASE, h.fs_base)?;
+        write(v, vmcs::HOST_GS_BASE, h.gs_base)?;
+        write(v, vmcs::HOST_TR_BASE, h.tr_base)?;
+        write(v, vmcs::HOST_GDTR_BASE, h.gdt_base)?;
+        write(v, vmcs::HOST_IDTR_BASE, h.idt_base)?;
+        write(v, vmcs::HOST_IA32_SYSENTER_CS, h.sysenter_cs)?;
+        write(v, vmcs::HOST_IA32_SYSENTER_ESP, h.sysenter_esp)?;
+        write(v, vmcs::HOST_IA32_SYSENTER_EIP, h.sysenter_eip)?;
+        write(v, vmcs::HOST_IA32_EFER, h.efer)?;
+        write(v, vmcs::HOST_IA32_PAT, h.pat)?;
+        let host_values = [h.star, h.lstar, h.cstar, h.sfmask, h.kernel_gs_base];
+        for (e, value) in self.msrs.host.iter_mut().zip(host_values) {
+            e.value = value;
+        }
+        Ok(())
+    }
+
+    /// Writes the vendor-neutral registers into the VMCS.
+    fn load(&mut self, v: &mut CurrentVmcs<'_>, g: &GuestRegs<'_>, entry: &Entry) -> Vmx<()> {
+        let (r, s, m) = (&*g.regs, &*g.sregs, &*g.msrs);
+        let sh = &self.shared;
+        self.gprs = VmxGprs {
+            rax: r.rax,
+            rbx: r.rbx,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            rsi: r.rsi,
+            rdi: r.rdi,
+            rbp: r.rbp,
+            r8: r.r8,
+            r9: r.r9,
+            r10: r.r10,
+            r11: r.r11,
+            r12: r.r12,
+            r13: r.r13,
+            r14: r.r14,
+            r15: r.r15,
+            cr2: s.cr2,
+        };
+        write(v, vmcs::GUEST_RSP, r.rsp)?;
+        write(v, vmcs::GUEST_RIP, r.rip)?;
+        write(v, vmcs::GUEST_RFLAGS, r.rflags)?;
+        write_segment(v, &vmcs::ES, &s.es)?;
+        write_segment(v, &vmcs::CS, &s.cs)?;
+        write_segment(v, &vmcs::SS, &s.ss)?;
+        write_segment(v, &vmcs::DS, &s.ds)?;
+        write_segment(v, &vmcs::FS, &s.fs)?;
+        write_segment(v, &vmcs::GS, &s.gs)?;
+        write_segment(v, &vmcs::TR, &s.tr)?;
+        write_segment(v, &vmcs::LDTR, &s.ldt)?;
+        write(v, vmcs::GUEST_GDTR_BASE, s.gdt.base)?;
+        write(v, vmcs::GUEST_GDTR_LIMIT, s.gdt.limit.into())?;
+        write(v, vmcs::GUEST_IDTR_BASE, s.idt.base)?;
+        write(v, vmcs::GUEST_IDTR_LIMIT, s.idt.limit.into())?;
+        // The CPU runs with the fixed bits set; the guest reads what it wrote.
+        write(v, vmcs::GUEST_CR0, (s.cr0 | sh.cr0_fixed0) & sh.cr0_fixed1)?;
+        write(v, vmcs::CR0_READ_SHADOW, s.cr0)?;
+        write(v, vmcs::GUEST_CR3, s.cr3)?;
+        write(v, vmcs::GUEST_CR4, (s.cr4 | sh.cr4_fixed0) & sh.cr4_fixed1)?;
+        write(v, vmcs::CR4_READ_SHADOW, s.cr4)?;
+        write(v, vmcs::GUEST_IA32_EFER, s.efer)?;
+        // The entry control must agree with EFER.LMA. SDM Vol. 3C 27.3.1.1.
+        let ia32e = if s.efer & efer::LMA != 0 {
+            entry_ctl::IA32E_MODE
+        } else {
+            0
+        };
+        write(v, vmcs::VM_ENTRY_CONTROLS, sh.controls.entry | ia32e)?;
+        if let Some(pdptes) = entry.pdptrs {
+            for (f, value) in vmcs::GUEST_PDPTE.iter().zip(pdptes) {
+                write(v, *f, value)?;
+            }
+        }
+        write(v, vmcs::GUEST_SYSENTER_CS, m.sysenter_cs as u32)?;
+        write(v, vmcs::GUEST_SYSENTER_ESP, m.sysenter_esp)?;
+        write(v, vmcs::GUEST_SYSENTER_EIP, m.sysenter_eip)?;
+        write(v, vmcs::GUEST_IA32_PAT, m.pat)?;
+        write(v, vmcs::TSC_OFFSET, m.tsc_offset)?;
+        let guest_values = [m.star, m.lstar, m.cstar, m.sfmask, m.kernel_gs_base];
+        for (e, value) in self.msrs.guest.iter_mut().zip(guest_values) {
+            e.value = value;
+        }
+        Ok(())
+    }
+
+    /// Reads the VMCS back into the vendor-neutral registers.
+    fn store(&self, v: &CurrentVmcs<'_>, g: &mut GuestRegs<'_>) -> Vmx<()> {
+        let gp = &self.gprs;
+        let r = &mut *g.regs;
+        r.rax = gp.rax;
+        r.rbx = gp.rbx;
+        r.rcx = gp.rcx;
+        r.rdx = gp.rdx;
+        r.rsi = gp.rsi;
+        r.rdi = gp.rdi;
+        r.rbp = gp.rbp;
+        r.r8 = gp.r8;
+        r.r9 = gp.r9;
+        r.r10 = gp.r10;
+        r.r11 = gp.r11;
+        r.r12 = gp.r12;
+        r.r13 = gp.r13;
+        r.r14 = gp.r14;
+        r.r15 = gp.r15;
+        r.rsp = read(v, vmcs::GUEST_RSP)?;
+        r.rip = read(v, vmcs::GUEST_RIP)?;
+        r.rflags = read(v, vmcs::GUEST_RFLAGS)?;
+        let s = &mut *g.sregs;
+        s.es = read_segment(v, &vmcs::ES)?;
+        s.cs = read_segment(v, &vmcs::CS)?;
+        s.ss = read_segment(v, &vmcs::SS)?;
+        s.ds = read_segment(v, &vmcs::DS)?;
+        s.fs = read_segment(v, &vmcs::FS)?;
+        s.gs = read_segment(v, &vmcs::GS)?;
+        s.tr = read_segment(v, &vmcs::TR)?;
+        s.ldt = read_segment(v, &vmcs::LDTR)?;
+        s.gdt = kvm_dtable {
+            base: read(v, vmcs::GUEST_GDTR_BASE)?,
+            limit: read(v, vmcs::GUEST_GDTR_LIMIT)? as u16,
+            padding: [0; 3],
+        };
+        s.idt = kvm_dtable {
+            base: read(v, vmcs::GUEST_IDTR_BASE)?,
+            limit: read(v, vmcs::GUEST_IDTR_LIMIT)? as u16,
+            padding: [0; 3],
+        };
+        // The guest owns the CR0 bits outside the mask; the shadow holds the rest.
+        let mask = read(v, vmcs::CR0_GUEST_HOST_MASK)?;
+        s.cr0 = (read(v, vmcs::GUEST_CR0)? & !mask) | (read(v, vmcs::CR0_READ_SHADOW)? & mask);
+        s.cr2 = gp.cr2;
+        s.cr3 = read(v, vmcs::GUEST_CR3)?;
+        s.cr4 = read(v, vmcs::CR4_READ_SHADOW)?;
+        s.efer = read(v, vmcs::GUEST_IA32_EFER)?;
+        let m = &mut *g.msrs;
+        m.sysenter_cs = read(v, vmcs::GUEST_SYSENTER_CS)?.into();
+        m.sysenter_esp = read(v, vmcs::GUEST_SYSENTER_ESP)?;
+        m.sysenter_eip = read(v, vmcs::GUEST_SYSENTER_EIP)?;
+        m.pat = read(v, vmcs::GUEST_IA32_PAT)?;
+        let l = &self.msrs.guest;
+        m.star = l[0].value;
+        m.lstar = l[1].value;
+        m.cstar = l[2].value;
+        m.sfmask = l[3].value;
+        m.kernel_gs_base = l[4].value;
+        Ok(())
+    }
+
+    /// Sets up event injection, the interrupt window and the interrupt
+    /// shadow for this entry. SDM Vol. 3C 25.8.3, 27.6.
+    fn prepare_events(&mut self, v: &mut CurrentVmcs<'_>, entry: &Entry, rflags: u64) -> Vmx<()> {
+        let (info, error_code) = match entry.inject {
+            None => (0, None),
+            Some(Event::Interrupt(vector)) => (intr_info::TYPE_EXT_INTR | u32::from(vector), None),
+            Some(Event::Nmi) => (intr_info::TYPE_NMI | 2, None),
+            Some(Event::Exception { vector, error_code }) => {
+                (intr_info::TYPE_HARD_EXCEPTION | u32::from(vector), error_code)
+            }
+        };
+        let info = match (entry.inject, error_code) {
+            (None, _) => 0,
+            (Some(_), Some(_)) => info | intr_info::VALID | intr_info::ERROR_CODE_VALID,
+            (Some(_), None) => info | intr_info::VALID,
+        };
+        write(v, vmcs::VM_ENTRY_INTR_INFO, info)?;
+        write(v, vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE, error_code.unwrap_or(0))?;
+        let window = entry.interrupt_window && entry.inject.is_none();
+        let proc1 = if window {
+            self.shared.controls.proc1 | proc1::INTR_WINDOW_EXITING
+        } else {
+            self.shared.controls.proc1
+        };
+        if proc1 != self.proc1 {
+            write(v, vmcs::CPU_BASED_VM_EXEC_CONTROL, proc1)?;
+            self.proc1 = proc1;
+        }
+        // Blocking by STI requires IF=1; with IF=0 the shadow can only be MOV SS's.
+        // A single-step trap pending across the shadow needs BS. SDM Vol. 3C 27.3.1.5.
+        let shadow = if !entry.interrupt_shadow {
+            0
+        } else if rflags & RFLAGS_IF != 0 {
+            interruptibility::BLOCKING_BY_STI
+        } else {
+            interruptibility::BLOCKING_BY_MOV_SS
+        };
+        write(v, vmcs::GUEST_INTERRUPTIBILITY_INFO, shadow)?;
+        let bs = if shadow != 0 && rflags & RFLAGS_TF != 0 {
+            PENDING_DBG_BS
+        } else {
+            0
+        };
+        write(v, vmcs::GUEST_PENDING_DBG_EXCEPTIONS, bs)
+    }
+
+    /// Flushes translations this vCPU must not use: guest-physical ones
+    /// of its EPT when the VM's mappings changed (or it moved CPU: the new
+    /// CPU may hold old ones from an earlier visit, and a VMCS or VPID
+    /// reused after a vCPU died may meet the old owner's), and linear ones
+    /// of its VPID on those occasions and when asked. SDM Vol. 3C 29.4.
+    fn flush(&mut self, on: &VmxOn, entry: &Entry, eptp: u64, cpu: u32) -> Vmx<()> {
+        let stale = self.mapping_generation != entry.mapping_generation || self.last_cpu != Some(cpu);
+        let s = &self.shared;
+        if stale {
+            on.invept(s.invept_single, eptp).context("INVEPT")?;
+        }
+        if s.vpid && self.vpid != 0 && (stale || entry.flush_tlb) {
+            on.invvpid(s.invvpid_single, self.vpid).context("INVVPID")?;
+        }
+        Ok(())
+    }
+
+    /// Names the exit from the VMCS's exit-information fields.
+    fn exit_info(&self, v: &CurrentVmcs<'_>, regs: &GuestRegs<'_>) -> Vmx<(ExitInfo, Option<HostEvent>)> {
+        let full = read(v, vmcs::VM_EXIT_REASON)?;
+        let basic = full as u16;
+        let mut host_event = None;
+        let qual = read(v, vmcs::EXIT_QUALIFICATION)?;
+        let exit = if full & reason::FAILED_VMENTRY != 0 {
+            // KVM reports the whole exit reason, bit 31 included.
+            Exit::InvalidState(full.into())
+        } else {
+            match basic {
+                reason::EXCEPTION_NMI => {
+                    let info = read(v, vmcs::VM_EXIT_INTR_INFO)?;
+                    let vector = (info & intr_info::VECTOR_MASK) as u8;
+                    if info & intr_info::TYPE_MASK == intr_info::TYPE_NMI {
+                        host_event = Some(HostEvent::Nmi);
+                        Exit::HostInterrupt
+                    } else if vector == MC_VECTOR {
+                        host_event = Some(HostEvent::MachineCheck);
+                        Exit::HostInterrupt
+                    } else if vector == AC_VECTOR {
+                        Exit::Exception {
+                            vector,
+                            error_code: Some(read(v, vmcs::VM_EXIT_INTR_ERROR_CODE)?),
+                        }
+                    } else {
+                        Exit::Unhandled(basic.into())
+                    }
+                }
+                reason::EXTERNAL_INTERRUPT
+                | reason::INIT
+                | reason::SIPI
+                | reason::IO_SMI
+                | reason::OTHER_SMI => Exit::HostInterrupt,
+                reason::TRIPLE_FAULT => Exit::Shutdown,
+                reason::INTERRUPT_WINDOW => Exit::InterruptWindow,
+                reason::CPUID => Exit::Cpuid,
+                reason::HLT => Exit::Hlt,
+                reason::INVD => Exit::CacheFlush { writeback: false },
+                reason::WBINVD => Exit::CacheFlush { writeback: true },
+                // No PMU is offered: RDPMC is #GP(0), as on KVM without a vPMU.
+                reason::RDPMC => Exit::Exception {
+                    vector: 13,
+                    error_code: Some(0),
+                },
+                reason::MSR_READ => Exit::Msr { write: false },
+                reason::MSR_WRITE => Exit::Msr { write: true },
+                reason::DR_ACCESS => Exit::DebugRegister,
+                // Exit qualification: CR number (3:0), access type (5:4: 0 MOV to CR, 1
+                // MOV from CR), GPR (11:8). SDM Vol. 3C 29.2.1, Table 29-3.
+                reason::CR_ACCESS => {
+                    let cr = (qual & 0xf) as u8;
+                    let gpr = Some(((qual >> 8) & 0xf) as u8);
+                    match (qual >> 4) & 3 {
+                        0 => Exit::CrWrite { cr, gpr },
+                        1 => Exit::CrRead { cr, gpr },
+                        _ => Exit::Unhandled(basic.into()),
+                    }
+                }
+                // Exit qualification: size - 1 (2:0), IN (3), string (4), REP (5), port
+                // (31:16); the address size of INS/OUTS is in the instruction-information
+                // field (9:7: 0 = 16, 1 = 32, 2 = 64 bits). Table 29-5, 28.2.5.
+                reason::IO_INSTRUCTION => {
+                    let string = qual & 1 << 4 != 0;
+                    let address_size = if !string {
+                        0
+                    } else if self.shared.ins_outs_info {
+                        2 << ((read(v, vmcs::VMX_INSTRUCTION_INFO)? >> 7) & 3)
+                    } else {
+                        // Without that field: the code segment's default.
+                        let cs = &regs.sregs.cs;
+                        if cs.l != 0 {
+                            8
+                        } else if cs.db != 0 {
+                            4
+                        } else {
+                            2
+                        }
+                    };
+                    Exit::Io(IoExit {
+                        port: (qual >> 16) as u16,
+                        size: ((qual & 7) + 1) as u8,
+                        input: qual & 1 << 3 != 0,
+                        string,
+                        rep: qual & 1 << 5 != 0,
+                        address_size,
+                    })
+                }
+                reason::EPT_VIOLATION => Exit::SlatFault {
+                    gpa: read(v, vmcs::GUEST_PHYSICAL_ADDRESS)?,
+                    write: qual & ept_violation::WRITE != 0,
+                    fetch: qual & ept_violation::FETCH != 0,
+                    present: qual & ept_violation::PERMISSIONS != 0,
+                    page_walk: qual & ept_violation::LINEAR_VALID != 0
+                        && qual & ept_violation::TRANSLATED == 0,
+                },
+                // VMX instructions, GETSEC, MONITOR/MWAIT, XSETBV: not given to guests.
+                reason::GETSEC
+                | reason::RSM
+                | reason::VMCALL..=reason::VMXON
+                | reason::INVEPT
+                | reason::INVVPID
+                | reason::VMFUNC
+                | reason::MWAIT
+                | reason::MONITOR
+                | reason::XSETBV => Exit::Undefined,
+                // EPT misconfiguration is a bug in rkvm's tables: an internal error with
+                // the exit reason, like any exit rkvm does not handle.
+                reason::EPT_MISCONFIG => Exit::Unhandled(reason::EPT_MISCONFIG.into()),
+                other => Exit::Unhandled(other.into()),
+            }
+        };
+        // The instruction length is defined for exits caused by instructions. SDM Vol. 3C
+        // 28.2.5.
+        let by_instruction = matches!(
+            exit,
+            Exit::Io(_)
+                | Exit::Hlt
+                | Exit::Cpuid
+                | Exit::Msr { .. }
+                | Exit::DebugRegister
+                | Exit::CrWrite { .. }
+                | Exit::CrRead { .. }
+                | Exit::CacheFlush { .. }
+        ) || basic == reason::RDPMC;
+        let next_rip = if by_instruction && full & reason::FAILED_VMENTRY == 0 {
+            let len = read(v, vmcs::VM_EXIT_INSTRUCTION_LEN)?;
+            Some(regs.regs.rip.wrapping_add(len.into()))
+        } else {
+            None
+        };
+        let info = ExitInfo {
+            exit,
+            interrupted_event: interrupted_event(
+                read(v, vmcs::IDT_VECTORING_INFO)?,
+                read(v, vmcs::IDT_VECTORING_ERROR_CODE)?,
+            ),
+            interrupt_shadow: read(v, vmcs::GUEST_INTERRUPTIBILITY_INFO)?
+                & (interruptibility::BLOCKING_BY_STI | interruptibility::BLOCKING_BY_MOV_SS)
+                != 0,
+            next_rip,
+            insn: None,
+        };
+        Ok((info, host_event))
+    }
+
+    /// Steps 2 and 3 of [`VmxVcpu::run`], with the VMCS current.
+    fn enter(
+        &mut self,
+        on: &VmxOn,
+        v: &mut CurrentVmcs<'_>,
+        host: &HostState,
+        guest: &mut GuestRegs<'_>,
+        entry: &Entry,
+        cpu: u32,
+    ) -> Vmx<(ExitInfo, Option<HostEvent>)> {
+        if !self.initialized {
+            self.initialize(v)?;
+        }
+        self.write_host_state(v, host)?;
+        self.load(v, guest, entry)?;
+        self.prepare_events(v, entry, guest.regs.rflags)?;
+        let eptp = super::eptp(entry.slat_root, 4);
+        write(v, vmcs::EPT_POINTER, eptp)?;
+        self.flush(on, entry, eptp, cpu)?;
+        // Another guest ran here last: keep its branch predictions from steering this one.
+        let vmcs_pa = kmalloc_phys(&*self.vmcs).0;
+        if let Some(last) = self.shared.last_vmcs.get(cpu as usize) {
+            if last.swap(vmcs_pa, Ordering::Relaxed) != vmcs_pa && self.shared.ibpb {
+                // SAFETY: PRED_CMD.IBPB only flushes branch predictions; the CPU has it.
+                let _ = unsafe { cpu::wrmsr(MSR_PRED_CMD, PRED_CMD_IBPB) };
+            }
+        }
+        // SAFETY: Interrupts are off (our caller's contract); every host field was written
+        // from this CPU's state just now; the controls intercept interrupts, NMIs, I/O,
+        // MSRs, CR8, debug registers and the instructions that reach host resources; the
+        // EPT maps only pinned pages of the VM's slots.
+        match unsafe { v.launch(&mut self.gprs) } {
+            Ok(()) => {}
+            Err(VmxError::Valid(n)) => {
+                // KVM's FAIL_ENTRY for a VMLAUNCH that refused the VMCS: the reason is the
+                // VM-instruction error. Nothing ran.
+                return Ok((
+                    ExitInfo {
+                        exit: Exit::InvalidState(n.into()),
+                        interrupted_event: None,
+                        interrupt_shadow: entry.interrupt_shadow,
+                        next_rip: None,
+                        insn: None,
+                    },
+                    None,
+                ));
+            }
+            Err(e) => return Err(Failure { what: "VMLAUNCH", error: e }),
+        }
+        // The registers first: the next RIP is counted from the RIP of the exit.
+        self.store(v, guest)?;
+        let (info, host_event) = self.exit_info(v, guest)?;
+        if !matches!(info.exit, Exit::InvalidState(_)) {
+            self.mapping_generation = entry.mapping_generation;
+            self.last_cpu = Some(cpu);
+        }
+        Ok((info, host_event))
+    }
+}
+
+/// An exit that is not the guest's doing.
+fn exit_only(exit: Exit) -> ExitInfo {
+    ExitInfo {
+        exit,
+        interrupted_event: None,
+        interrupt_shadow: false,
+        next_rip: None,
+        insn: None,
+    }
+}
+
+impl VendorVcpu for VmxVcpu {
+    fn run(&mut self, mut guest: GuestRegs<'_>, entry: &Entry) -> ExitInfo {
+        let cpu = this_cpu();
+        let Some(region) = self.shared.vmxon_region(cpu) else {
+            return exit_only(Exit::Unhandled(u64::MAX - 1));
+        };
+        // SAFETY: The caller runs us with interrupts disabled, on `cpu`, whose enabling
+        // checked VMXON's preconditions; the region is `cpu`'s own.
+        let on = match unsafe { VmxOn::enter(region) } {
+            Ok(on) => on,
+            Err(VmxOnError::Busy) => return exit_only(Exit::Busy),
+            Err(VmxOnError::Failed(e)) => {
+                pr_err!("VMXON failed on CPU {}: {}\n", cpu, e);
+                return exit_only(Exit::Unhandled(VMX_INSTRUCTION_FAILED));
+            }
+        };
+        // SAFETY: Interrupts stay disabled until `restore` below.
+        let host = unsafe { HostState::save() };
+        let vmcs_pa = kmalloc_phys(&*self.vmcs).0;
+        // SAFETY: The VMCS page is this vCPU's, lives as long as it, and is not active on
+        // any CPU: every `CurrentVmcs` is VMCLEARed when dropped, before VMXOFF.
+        let result = match unsafe { on.load(vmcs_pa) } {
+            Ok(mut v) => self.enter(&on, &mut v, &host, &mut guest, entry, cpu),
+            Err(error) => Err(Failure {
+                what: "VMPTRLD",
+                error,
+            }),
+        };
+        drop(on);
+        // SAFETY: Right after the exit that followed `save`, interrupts still off.
+        unsafe { host.restore() };
+        match result {
+            Ok((info, host_event)) => {
+                match host_event {
+                    // SAFETY: Out of VMX operation with the host's state back, right after
+                    // the exit that consumed the NMI or machine check.
+                    Some(HostEvent::Nmi) => unsafe { crate::sys::vmx::raise_nmi() },
+                    // SAFETY: As above.
+                    Some(HostEvent::MachineCheck) => unsafe { cpu::raise_machine_check() },
+                    None => {}
+                }
+                info
+            }
+            Err(Failure { what, error }) => {
+                pr_err!("{} failed on CPU {}: {}\n", what, cpu, error);
+                let n = match error {
+                    VmxError::Valid(n) => u64::from(n),
+                    VmxError::Invalid => 0,
+                };
+                exit_only(Exit::Unhandled(VMX_INSTRUCTION_FAILED | n))
+            }
+        }
+    }
+}
+
+impl Drop for VmxVcpu {
+    fn drop(&mut self) {
+        if self.vpid != 0 {
+            self.shared.free_vpid(self.vpid);
+        }
+    }
+}
