@@ -41,6 +41,7 @@
 //! holds nothing it could see), but then a `KVM_RUN` of rkvm on a CPU where
 //! kvm_intel is in VMX operation fails with `EBUSY` instead of entering.
 
+pub(crate) mod caps;
 mod ept;
 pub(crate) mod vcpu;
 pub(crate) mod vmcs;
@@ -51,12 +52,12 @@ use crate::sys::cpu::{self, this_cpu, IrqsDisabled};
 use crate::sys::mem::kmalloc_phys;
 use crate::sys::vmx::{VmxOn, VmxOnError};
 use crate::x86::regs::HostLimits;
+use caps::{Controls, CR0_PE_PG};
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::prelude::*;
 use kernel::sync::Arc;
-use vmcs::{entry_ctl, exit_ctl, pin, proc1, proc2};
 
 /// CPUID.1:ECX bit 5: VMX. SDM Vol. 3C 24.6.
 const CPUID_1_ECX_VMX: u32 = 1 << 5;
@@ -86,61 +87,6 @@ mod msr {
 /// IA32_FEATURE_CONTROL bits. SDM Vol. 3C 24.7.
 const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
 const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
-
-/// IA32_VMX_BASIC bits. SDM Vol. 3D A.1.
-mod basic {
-    /// Bits 30:0: the VMCS revision identifier.
-    pub(super) const REVISION_MASK: u64 = 0x7fff_ffff;
-    /// Bit 48: VMX structures must be below 4 GiB.
-    pub(super) const ADDR_32BIT: u64 = 1 << 48;
-    /// Bits 53:50: the memory type of VMX structures (6 = write-back).
-    pub(super) const MEMTYPE_SHIFT: u64 = 50;
-    /// Bit 54: INS/OUTS exits report their address size.
-    pub(super) const INS_OUTS_INFO: u64 = 1 << 54;
-    /// Bit 55: the TRUE_* control MSRs exist.
-    pub(super) const TRUE_CTLS: u64 = 1 << 55;
-}
-
-/// IA32_VMX_EPT_VPID_CAP bits. SDM Vol. 3D A.10.
-mod ept_cap {
-    pub(super) const WALK_4: u64 = 1 << 6;
-    pub(super) const WB: u64 = 1 << 14;
-    pub(super) const PAGE_2M: u64 = 1 << 16;
-    pub(super) const INVEPT: u64 = 1 << 20;
-    pub(super) const INVEPT_SINGLE: u64 = 1 << 25;
-    pub(super) const INVEPT_ALL: u64 = 1 << 26;
-    pub(super) const INVVPID: u64 = 1 << 32;
-    pub(super) const INVVPID_SINGLE: u64 = 1 << 41;
-    pub(super) const INVVPID_ALL: u64 = 1 << 42;
-}
-
-/// CR0.PE and CR0.PG: with unrestricted guest the guest may clear them
-/// even though CR0_FIXED0 says they are fixed to 1. SDM Vol. 3D A.7.
-const CR0_PE_PG: u64 = 1 | 1 << 31;
-
-/// The VM-execution, exit and entry controls rkvm runs every guest with,
-/// computed from the capability MSRs.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Controls {
-    pub(crate) pin: u32,
-    pub(crate) proc1: u32,
-    pub(crate) proc2: u32,
-    pub(crate) exit: u32,
-    pub(crate) entry: u32,
-}
-
-/// Adjusts `want` to a capability MSR: its low half has the bits that
-/// must be 1 (allowed-0 settings), its high half the bits that may be 1
-/// (allowed-1 settings). Returns the control value, or the wanted bits the
-/// CPU cannot set. SDM Vol. 3D A.3-A.5.
-fn adjust(cap: u64, want: u32) -> core::result::Result<u32, u32> {
-    let must = cap as u32;
-    let may = (cap >> 32) as u32;
-    if want & !may != 0 {
-        return Err(want & !may);
-    }
-    Ok(want | must)
-}
 
 /// What every VMX vCPU needs from the backend (they hold an `Arc`).
 ///
@@ -215,7 +161,12 @@ impl VmxShared {
             let mut cur = word.load(Ordering::Relaxed);
             while cur != u64::MAX {
                 let bit = (!cur).trailing_zeros();
-                match word.compare_exchange(cur, cur | 1 << bit, Ordering::AcqRel, Ordering::Relaxed) {
+                match word.compare_exchange(
+                    cur,
+                    cur | 1 << bit,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => return Some((w * 64) as u16 + bit as u16),
                     Err(now) => cur = now,
                 }
@@ -247,108 +198,31 @@ impl Vmx {
         if cpu::cpuid(1, 0).ecx & CPUID_1_ECX_VMX == 0 {
             return Err("the CPU has neither SVM nor VMX");
         }
-        let rd = |m: u32| cpu::rdmsr(m).map_err(|_| "VMX is advertised but its capability MSRs cannot be read");
+        let rd = |m: u32| {
+            cpu::rdmsr(m).map_err(|_| "VMX is advertised but its capability MSRs cannot be read")
+        };
         let fc = rd(msr::FEATURE_CONTROL)?;
         if fc & FEATURE_CONTROL_LOCKED != 0 && fc & FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0 {
             return Err("VMX is disabled by the firmware (IA32_FEATURE_CONTROL locked without VMXON outside SMX)");
         }
         let vmx_basic = rd(msr::VMX_BASIC)?;
-        if vmx_basic & basic::ADDR_32BIT != 0 {
-            return Err("VMX limits its structures to 32-bit addresses, which rkvm does not support");
-        }
-        if (vmx_basic >> basic::MEMTYPE_SHIFT) & 0xf != 6 {
-            return Err("VMX wants its structures in memory that is not write-back");
-        }
-        let true_ctls = vmx_basic & basic::TRUE_CTLS != 0;
-        let (pin_msr, proc_msr, exit_msr, entry_msr) = if true_ctls {
-            (
-                msr::VMX_TRUE_PINBASED_CTLS,
-                msr::VMX_TRUE_PROCBASED_CTLS,
-                msr::VMX_TRUE_EXIT_CTLS,
-                msr::VMX_TRUE_ENTRY_CTLS,
-            )
-        } else {
-            (
-                msr::VMX_PINBASED_CTLS,
-                msr::VMX_PROCBASED_CTLS,
-                msr::VMX_EXIT_CTLS,
-                msr::VMX_ENTRY_CTLS,
-            )
+        // The TRUE_* MSRs, where they exist, let default-1 controls be 0. SDM Vol. 3D A.2.
+        let true_ctls = vmx_basic & caps::basic::TRUE_CTLS != 0;
+        let pick = |plain: u32, truer: u32| rd(if true_ctls { truer } else { plain });
+        let found = caps::CapMsrs {
+            basic: vmx_basic,
+            pin: pick(msr::VMX_PINBASED_CTLS, msr::VMX_TRUE_PINBASED_CTLS)?,
+            proc1: pick(msr::VMX_PROCBASED_CTLS, msr::VMX_TRUE_PROCBASED_CTLS)?,
+            proc2: rd(msr::VMX_PROCBASED_CTLS2)?,
+            exit: pick(msr::VMX_EXIT_CTLS, msr::VMX_TRUE_EXIT_CTLS)?,
+            entry: pick(msr::VMX_ENTRY_CTLS, msr::VMX_TRUE_ENTRY_CTLS)?,
+            ept_vpid: rd(msr::VMX_EPT_VPID_CAP)?,
+            cr0_fixed0: rd(msr::VMX_CR0_FIXED0)?,
+            cr0_fixed1: rd(msr::VMX_CR0_FIXED1)?,
+            cr4_fixed0: rd(msr::VMX_CR4_FIXED0)?,
+            cr4_fixed1: rd(msr::VMX_CR4_FIXED1)?,
         };
-        let proc_cap = rd(proc_msr)?;
-        let controls = Controls {
-            pin: adjust(rd(pin_msr)?, pin::EXT_INTR_EXITING | pin::NMI_EXITING)
-                .map_err(|_| "VMX cannot make external interrupts and NMIs exit")?,
-            proc1: adjust(
-                proc_cap,
-                proc1::HLT_EXITING
-                    | proc1::MWAIT_EXITING
-                    | proc1::RDPMC_EXITING
-                    | proc1::USE_TSC_OFFSETTING
-                    | proc1::CR8_LOAD_EXITING
-                    | proc1::CR8_STORE_EXITING
-                    | proc1::MOV_DR_EXITING
-                    | proc1::UNCOND_IO_EXITING
-                    | proc1::USE_MSR_BITMAPS
-                    | proc1::MONITOR_EXITING
-                    | proc1::ACTIVATE_SECONDARY,
-            )
-            .map_err(|_| "VMX lacks a required processor-based control (HLT, CR8, MOV DR, I/O or MSR-bitmap exiting, or secondary controls)")?,
-            proc2: adjust(
-                rd(msr::VMX_PROCBASED_CTLS2)?,
-                proc2::ENABLE_EPT | proc2::UNRESTRICTED_GUEST | proc2::WBINVD_EXITING,
-            )
-            .map_err(|_| "VMX without EPT and unrestricted guest is not supported")?,
-            exit: adjust(
-                rd(exit_msr)?,
-                exit_ctl::HOST_ADDR_SPACE_SIZE
-                    | exit_ctl::SAVE_IA32_PAT
-                    | exit_ctl::LOAD_IA32_PAT
-                    | exit_ctl::SAVE_IA32_EFER
-                    | exit_ctl::LOAD_IA32_EFER,
-            )
-            .map_err(|_| "VMX cannot switch EFER and PAT at VM exit")?,
-            entry: adjust(
-                rd(entry_msr)?,
-                entry_ctl::LOAD_IA32_PAT | entry_ctl::LOAD_IA32_EFER,
-            )
-            .map_err(|_| "VMX cannot load EFER and PAT at VM entry")?,
-        };
-        // Exits rkvm turns on and off per entry, and the 64-bit guest control.
-        if adjust(proc_cap, proc1::INTR_WINDOW_EXITING).is_err() {
-            return Err("VMX has no interrupt-window exiting");
-        }
-        if adjust(rd(entry_msr)?, entry_ctl::IA32E_MODE).is_err() {
-            return Err("VMX cannot run 64-bit guests");
-        }
-        // With EPT the guest owns CR3: its loads and stores must not exit (only the TRUE
-        // MSRs can clear these default-1 controls). An exit rkvm must not see enabled:
-        // acknowledging interrupts on exit would take them from the host.
-        if controls.proc1 & (proc1::CR3_LOAD_EXITING | proc1::CR3_STORE_EXITING) != 0 {
-            return Err("VMX forces CR3 exiting (no TRUE control MSRs), which rkvm does not handle");
-        }
-        if controls.exit & exit_ctl::ACK_INTR_ON_EXIT != 0 {
-            return Err("VMX forces acknowledge-interrupt-on-exit");
-        }
-        let ept_vpid = rd(msr::VMX_EPT_VPID_CAP)?;
-        if ept_vpid & ept_cap::WALK_4 == 0 || ept_vpid & ept_cap::WB == 0 {
-            return Err("EPT without 4-level walks in write-back memory is not supported");
-        }
-        if ept_vpid & ept_cap::INVEPT == 0 || ept_vpid & (ept_cap::INVEPT_SINGLE | ept_cap::INVEPT_ALL) == 0 {
-            return Err("EPT without INVEPT is not supported");
-        }
-        // VPID is optional: without it (or without INVVPID), VPID 0 flushes at every entry.
-        let vpid = adjust(rd(msr::VMX_PROCBASED_CTLS2)?, proc2::ENABLE_VPID).is_ok()
-            && ept_vpid & ept_cap::INVVPID != 0
-            && ept_vpid & (ept_cap::INVVPID_SINGLE | ept_cap::INVVPID_ALL) != 0;
-        let controls = Controls {
-            proc2: controls.proc2 | if vpid { proc2::ENABLE_VPID } else { 0 },
-            ..controls
-        };
-        let cr0_fixed0 = rd(msr::VMX_CR0_FIXED0)? & !CR0_PE_PG;
-        let cr0_fixed1 = rd(msr::VMX_CR0_FIXED1)?;
-        let cr4_fixed0 = rd(msr::VMX_CR4_FIXED0)?;
-        let cr4_fixed1 = rd(msr::VMX_CR4_FIXED1)?;
+        let caps = caps::negotiate(&found)?;
 
         // With SME the physical addresses handed to the CPU would need the encryption bit.
         if cpu::host_mem_encrypted() {
@@ -356,7 +230,7 @@ impl Vmx {
         }
 
         let oom = |_| "out of memory";
-        let revision = (vmx_basic & basic::REVISION_MASK) as u32;
+        let revision = caps.revision;
         let possible = kernel::cpu::nr_cpu_ids() as usize;
         let mut vmxon = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
         let mut last_vmcs = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
@@ -368,7 +242,9 @@ impl Vmx {
         let mut vpids = KVec::with_capacity(1024, GFP_KERNEL).map_err(oom)?;
         for i in 0..1024 {
             // VPID 0 is the host's: never handed out.
-            vpids.push(AtomicU64::new(u64::from(i == 0)), GFP_KERNEL).map_err(oom)?;
+            vpids
+                .push(AtomicU64::new(u64::from(i == 0)), GFP_KERNEL)
+                .map_err(oom)?;
         }
         let mut msr_bitmap = KBox::<MsrBitmap>::zeroed(GFP_KERNEL).map_err(oom)?;
         msr_bitmap.0.fill(0xff);
@@ -377,17 +253,17 @@ impl Vmx {
             VmxShared {
                 vmxon,
                 revision,
-                controls,
-                cr0_fixed0,
-                cr0_fixed1,
-                cr4_fixed0,
-                cr4_fixed1,
+                controls: caps.controls,
+                cr0_fixed0: caps.cr0_fixed0,
+                cr0_fixed1: caps.cr0_fixed1,
+                cr4_fixed0: caps.cr4_fixed0,
+                cr4_fixed1: caps.cr4_fixed1,
                 msr_bitmap,
-                vpid,
-                invept_single: ept_vpid & ept_cap::INVEPT_SINGLE != 0,
-                invvpid_single: ept_vpid & ept_cap::INVVPID_SINGLE != 0,
-                large_pages: ept_vpid & ept_cap::PAGE_2M != 0,
-                ins_outs_info: vmx_basic & basic::INS_OUTS_INFO != 0,
+                vpid: caps.vpid,
+                invept_single: caps.invept_single,
+                invvpid_single: caps.invvpid_single,
+                large_pages: caps.large_pages,
+                ins_outs_info: caps.ins_outs_info,
                 ibpb: max_std >= 7 && cpu::cpuid(7, 0).edx & CPUID_7_EDX_IBPB != 0,
                 last_vmcs,
                 vpids,
@@ -427,7 +303,11 @@ impl Backend for Vmx {
         };
         let _irqs = IrqsDisabled::new();
         if this_cpu() != cpu {
-            pr_err!("asked to enable VMX for CPU {} on CPU {}\n", cpu, this_cpu());
+            pr_err!(
+                "asked to enable VMX for CPU {} on CPU {}\n",
+                cpu,
+                this_cpu()
+            );
             return Err(EINVAL);
         }
         if self.lock_feature_control {

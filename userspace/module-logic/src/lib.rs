@@ -37,5 +37,14 @@ pub(crate) mod memslot;
 #[path = "../../../module/x86/mod.rs"]
 pub(crate) mod x86;
 
+/// The VMX backend's pure parts: the typed VMCS fields and the capability
+/// negotiation (`caps.rs` names `super::vmcs`: the crate root here, `vmx`
+/// in the module).
+#[path = "../../../module/vmx/vmcs.rs"]
+pub(crate) mod vmcs;
+
+#[path = "../../../module/vmx/caps.rs"]
+pub(crate) mod caps;
+
 #[cfg(test)]
 mod tests;

@@ -588,3 +588,4 @@ mod msrs {
 
 mod decoder;
 mod page_walk;
+mod vmx_caps;
