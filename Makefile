@@ -8,7 +8,9 @@
 #   make run CMD='...'   ... run one command in the VM, exit with its status
 #   make run VMX=1 CMD='...'   ... the same in Bochs (Intel VMX; with
 #                   RKVM_BOCHS_CPU=zambezi, AMD SVM with next-RIP save)
-#   make check      ... then run every selftest in the VM (rkvm and KVM)
+#   make check      ... then run every selftest in the VMs (rkvm and KVM):
+#                   QEMU for AMD SVM, then Bochs for Intel VMX
+#   make check-svm  ... only the SVM half; make check-vmx only the VMX half
 #   make check EXTRA_TESTS=DIR   ... plus every executable in DIR
 #   make check RKVM_KASAN=1   ... the same on the KASAN test kernel (CI runs both)
 #   make bench      rkvm bench on rkvm and on KVM in one VM boot, side by side
@@ -18,7 +20,7 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all setup kernel module userspace lint run check bench clean
+.PHONY: all setup kernel module userspace lint run check check-svm check-vmx bench clean
 
 # RKVM_KASAN=1 (make check RKVM_KASAN=1) selects the KASAN test kernel.
 export RKVM_KASAN
@@ -48,6 +50,12 @@ lint: userspace
 
 check: all lint
 	@$(S)/check.sh $(EXTRA_TESTS)
+
+check-svm: all lint
+	@RKVM_CHECK=svm $(S)/check.sh $(EXTRA_TESTS)
+
+check-vmx: all lint
+	@RKVM_CHECK=vmx $(S)/check.sh $(EXTRA_TESTS)
 
 bench: all
 	@$(S)/bench.sh

@@ -65,7 +65,7 @@ impl kernel::Module for Rkvm {
         let cpus = EveryCpu::register(c"rkvm:online", VirtCpus(backend.clone())).inspect_err(|e| {
             if *e == EBUSY {
                 pr_err!(
-                    "the hardware is already in use by another hypervisor; unload it (e.g. rmmod kvm_amd) first\n"
+                    "the hardware is already in use by another hypervisor; unload it (rmmod kvm_amd or kvm_intel) first\n"
                 );
             }
         })?;

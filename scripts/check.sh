@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Boots the test VM and judges the TAP it prints, twice:
-#   1. the selftest suite, on a CPU with SVM and nested paging (both rkvm
-#      and the real KVM, in the same boot; scripts/vm/run-suite.sh);
-#   2. a short boot on a CPU without SVM, where rkvm must refuse to load
-#      (scripts/vm/run-nodev.sh).
+# Boots the test VMs and judges the TAP they print:
+#   svm: the selftest suite in QEMU, on a CPU with SVM and nested paging
+#        (both rkvm and the real kvm_amd, in the same boot;
+#        scripts/vm/run-suite.sh), then a short boot on a CPU without
+#        SVM, where rkvm must refuse to load (scripts/vm/run-nodev.sh);
+#   vmx: the same suite in Bochs, on a CPU with VMX, EPT and unrestricted
+#        guest (rkvm and the real kvm_intel in the same boot).
+# RKVM_CHECK says which: "svm vmx" (the default, `make check`), "svm"
+# (`make check-svm`) or "vmx" (`make check-vmx`).
 #
 # A run fails if any test fails, if the plan or the totals line is missing
 # (a panic, hang or timeout), or if the count of results does not match the
@@ -25,13 +29,15 @@ all_pass=0 all_fail=0 all_skip=0
 # boot_and_judge NAME MODE: boots in MODE, shows the TAP, judges it.
 boot_and_judge() {
 	local name=$1 mode=$2 log=$RKVM_OUT/$1.log status start
+	local vm=$RKVM_TOP/scripts/run-vm.sh emulator=QEMU
+	[ "${BOCHS:-0}" = 1 ] && vm=$RKVM_TOP/scripts/run-bochs.sh emulator=Bochs
 	say "$name: booting the test VM (console log: $log)"
 	start=$(date +%s)
 	# The TAP stream is shown as it comes, from its header on (what precedes
 	# it, even on the header's line, is the firmware's screen control); the
 	# whole console goes to the log.
 	set +e
-	"$RKVM_TOP/scripts/run-vm.sh" "$initrd" "$mode" "$log.raw" | tr -d '\r' |
+	"$vm" "$initrd" "$mode" "$log.raw" | tr -d '\r' |
 		sed -u -n '/TAP version 13$/,$ { /^# /!s/.*\(TAP version 13\)$/\1/; p }'
 	status=${PIPESTATUS[0]}
 	set -e
@@ -39,7 +45,7 @@ boot_and_judge() {
 	say "$name: the VM ran for $(($(date +%s) - start)) s"
 
 	local problems=() plan results failed
-	[ "$status" = 0 ] || problems+=("QEMU exited with status $status (124: timed out)")
+	[ "$status" = 0 ] || problems+=("$emulator exited with status $status (124: timed out)")
 	plan=$(grep -m1 -E '^1\.\.[0-9]+$' "$log" | cut -d. -f3 || true)
 	results=$(grep -cE '^(not )?ok [0-9]+ ' "$log" || true)
 	failed=$(grep -cE '^not ok [0-9]+ ' "$log" || true)
@@ -61,11 +67,20 @@ boot_and_judge() {
 	fi
 }
 
-boot_and_judge check check
-RKVM_QEMU_CPU=qemu64,-svm boot_and_judge check-nodev nodev
+backends=${RKVM_CHECK:-svm vmx}
+for b in $backends; do
+	case $b in
+	svm)
+		boot_and_judge check check
+		RKVM_QEMU_CPU=qemu64,-svm boot_and_judge check-nodev nodev
+		;;
+	vmx) BOCHS=1 boot_and_judge check-vmx check ;;
+	*) die "RKVM_CHECK: unknown backend '$b' (svm or vmx)" ;;
+	esac
+done
 
 all_pass=$((all_pass - all_skip))
-# The closing line: one count over both boots.
+# The closing line: one count over every boot.
 echo "$all_pass passed, $all_fail failed, $all_skip skipped"
 [ "$failures" = 0 ] || die "make check failed (logs in $RKVM_OUT)"
 say "make check passed"

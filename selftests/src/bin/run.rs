@@ -15,6 +15,7 @@ use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check
 use kvm_abi::sys::{KVM_EXIT_INTR, KVM_EXIT_IO, KVM_INTERNAL_ERROR_EMULATION};
 use kvm_abi::{GuestMemory, IoDirection, MemoryRegion, MsrEntries, VcpuExit};
 use nix::sys::signal::Signal;
+use rkvm_selftests::cpu::{self, Extension};
 use rkvm_selftests::guest::{
     CODE_GPA, DATA_GPA, GuestVcpu, GuestVm, MEM_SIZE, MMIO_GPA, Mode, RFLAGS_IF, Ucall, describe,
 };
@@ -23,7 +24,6 @@ use rkvm_selftests::msr::{
     MSR_MTRRCAP, MSR_PAT, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
     MSR_SYSENTER_ESP, MSR_TSC,
 };
-use rkvm_selftests::cpu::{self, Extension};
 use rkvm_selftests::{Ctx, guest};
 
 /// Runs the vCPU and expects a port-I/O exit; returns (direction, size,
@@ -460,9 +460,7 @@ guest! {
 /// With an empty IDT, INT3 raises #GP, then #DF, then a triple fault:
 /// KVM_EXIT_SHUTDOWN.
 fn triple_fault_exits_with_shutdown(ctx: &Ctx) -> TestResult {
-    if rkvm_selftests::emulator() == "bochs"
-        && rkvm_selftests::cpu::extension() == Some(rkvm_selftests::cpu::Extension::Svm)
-    {
+    if rkvm_selftests::emulator() == "bochs" && cpu::extension() == Some(Extension::Svm) {
         ksft::skip!(
             "Bochs 2.7's SVM resets the whole machine on a guest triple fault instead of \
              exiting with SHUTDOWN (../shared/PLATFORM.md)"
@@ -1714,17 +1712,17 @@ guest! {
 /// `/dev/cpu/N/msr`), whether the hypervisor virtualised the write or
 /// refused it with #GP.
 fn guest_msr_writes_never_reach_the_host(ctx: &Ctx) -> TestResult {
-    if let Err(e) = rkvm_selftests::cpu::msr_readable() {
+    if let Err(e) = cpu::msr_readable() {
         ksft::skip!("{e}");
     }
-    let cpus = rkvm_selftests::cpu::online().map_err(Status::Fail)?;
+    let cpus = cpu::online().map_err(Status::Fail)?;
     let host_values = || -> Result<Vec<(u32, u32, u64)>, Status> {
         let mut all = Vec::new();
         for &cpu in &cpus {
             // FS_BASE and the user's GS base change with the running task; the rest are
             // fixed per CPU.
             for (index, _) in HOSTILE_MSRS.iter().filter(|(i, _)| *i != 0xc000_0100) {
-                if let Ok(v) = rkvm_selftests::cpu::read_msr(cpu, *index) {
+                if let Ok(v) = cpu::read_msr(cpu, *index) {
                     all.push((cpu, *index, v));
                 }
             }
