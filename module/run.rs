@@ -840,8 +840,13 @@ fn cr_write(
         4 => {
             let host = vm.shared.backend.host_limits();
             let old = state.sregs.cr4;
-            let ok =
-                crate::x86::regs::cr4_write_ok(&host, &state.features, old, value, state.sregs.efer);
+            let ok = crate::x86::regs::cr4_write_ok(
+                &host,
+                &state.features,
+                old,
+                value,
+                state.sregs.efer,
+            );
             if ok && value != old {
                 state.sregs.cr4 = value;
                 state.run.flush_tlb = true;

@@ -36,7 +36,9 @@ pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> CpuidRegs {
 pub(crate) fn read_cr0() -> u64 {
     let cr0: u64;
     // SAFETY: Reading CR0 at CPL 0 has no side effects.
-    unsafe { core::arch::asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack, preserves_flags))
+    };
     cr0
 }
 
@@ -44,7 +46,9 @@ pub(crate) fn read_cr0() -> u64 {
 pub(crate) fn read_cr4() -> u64 {
     let cr4: u64;
     // SAFETY: Reading CR4 at CPL 0 has no side effects.
-    unsafe { core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags))
+    };
     cr4
 }
 

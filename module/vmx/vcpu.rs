@@ -252,7 +252,11 @@ impl VmxVcpu {
         // CR0 bits the CPU forces to 1 (NE, typically) belong to the host: the guest reads
         // its own value from the shadow, and writing a different one exits. Every CR4 bit
         // belongs to the host, as SVM intercepts every CR4 write. SDM Vol. 3C 26.3.
-        write(v, vmcs::CR0_GUEST_HOST_MASK, s.cr0_fixed0 | !s.cr0_fixed1 & 0xffff_ffff)?;
+        write(
+            v,
+            vmcs::CR0_GUEST_HOST_MASK,
+            s.cr0_fixed0 | !s.cr0_fixed1 & 0xffff_ffff,
+        )?;
         write(v, vmcs::CR4_GUEST_HOST_MASK, u64::MAX)?;
         // The guest never reaches the hardware debug registers (MOV DR exits).
         write(v, vmcs::GUEST_DR7, DR7_RESET)?;
@@ -431,9 +435,10 @@ impl VmxVcpu {
             None => (0, None),
             Some(Event::Interrupt(vector)) => (intr_info::TYPE_EXT_INTR | u32::from(vector), None),
             Some(Event::Nmi) => (intr_info::TYPE_NMI | 2, None),
-            Some(Event::Exception { vector, error_code }) => {
-                (intr_info::TYPE_HARD_EXCEPTION | u32::from(vector), error_code)
-            }
+            Some(Event::Exception { vector, error_code }) => (
+                intr_info::TYPE_HARD_EXCEPTION | u32::from(vector),
+                error_code,
+            ),
         };
         let info = match (entry.inject, error_code) {
             (None, _) => 0,
@@ -441,7 +446,11 @@ impl VmxVcpu {
             (Some(_), None) => info | intr_info::VALID,
         };
         write(v, vmcs::VM_ENTRY_INTR_INFO, info)?;
-        write(v, vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE, error_code.unwrap_or(0))?;
+        write(
+            v,
+            vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE,
+            error_code.unwrap_or(0),
+        )?;
         let window = entry.interrupt_window && entry.inject.is_none();
         let proc1 = if window {
             self.shared.controls.proc1 | proc1::INTR_WINDOW_EXITING
@@ -476,7 +485,8 @@ impl VmxVcpu {
     /// reused after a vCPU died may meet the old owner's), and linear ones
     /// of its VPID on those occasions and when asked. SDM Vol. 3C 29.4.
     fn flush(&mut self, on: &VmxOn, entry: &Entry, eptp: u64, cpu: u32) -> Vmx<()> {
-        let stale = self.mapping_generation != entry.mapping_generation || self.last_cpu != Some(cpu);
+        let stale =
+            self.mapping_generation != entry.mapping_generation || self.last_cpu != Some(cpu);
         let s = &self.shared;
         if stale {
             on.invept(s.invept_single, eptp).context("INVEPT")?;
@@ -488,7 +498,11 @@ impl VmxVcpu {
     }
 
     /// Names the exit from the VMCS's exit-information fields.
-    fn exit_info(&self, v: &CurrentVmcs<'_>, regs: &GuestRegs<'_>) -> Vmx<(ExitInfo, Option<HostEvent>)> {
+    fn exit_info(
+        &self,
+        v: &CurrentVmcs<'_>,
+        regs: &GuestRegs<'_>,
+    ) -> Vmx<(ExitInfo, Option<HostEvent>)> {
         let full = read(v, vmcs::VM_EXIT_REASON)?;
         let basic = full as u16;
         let mut host_event = None;
@@ -680,7 +694,12 @@ impl VmxVcpu {
                     None,
                 ));
             }
-            Err(e) => return Err(Failure { what: "VMLAUNCH", error: e }),
+            Err(e) => {
+                return Err(Failure {
+                    what: "VMLAUNCH",
+                    error: e,
+                })
+            }
         }
         // The registers first: the next RIP is counted from the RIP of the exit.
         self.store(v, guest)?;

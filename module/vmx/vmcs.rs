@@ -99,9 +99,15 @@ impl<W: Width> Field<W> {
     /// The field with `encoding`; compilation fails if the encoding's width
     /// bits are not `W`'s (every constant below is checked this way).
     pub(crate) const fn new(encoding: u32) -> Self {
-        assert!((encoding >> 13) & 3 == W::CODE, "VMCS field width does not match its encoding");
+        assert!(
+            (encoding >> 13) & 3 == W::CODE,
+            "VMCS field width does not match its encoding"
+        );
         // Bit 0 is the "high" access type, for 32-bit VMMs only; bits 31:15 are reserved.
-        assert!(encoding & 1 == 0 || W::CODE != 1, "high half of a 64-bit field");
+        assert!(
+            encoding & 1 == 0 || W::CODE != 1,
+            "high half of a 64-bit field"
+        );
         assert!(encoding >> 15 == 0, "reserved encoding bits");
         Self {
             encoding,
@@ -168,7 +174,8 @@ pub(crate) const GUEST_IA32_PAT: Field<W64> = f64(0x2804);
 pub(crate) const GUEST_IA32_EFER: Field<W64> = f64(0x2806);
 /// The four PAE page-directory-pointer entries (with EPT, VM entry loads
 /// them from here, not from CR3). SDM Vol. 3C 27.3.2.4.
-pub(crate) const GUEST_PDPTE: [Field<W64>; 4] = [f64(0x280a), f64(0x280c), f64(0x280e), f64(0x2810)];
+pub(crate) const GUEST_PDPTE: [Field<W64>; 4] =
+    [f64(0x280a), f64(0x280c), f64(0x280e), f64(0x2810)];
 
 // 64-bit host-state fields. B.2.4.
 pub(crate) const HOST_IA32_PAT: Field<W64> = f64(0x2c00);
@@ -292,15 +299,54 @@ const fn seg(
     }
 }
 
-pub(crate) const ES: SegmentFields = seg(GUEST_ES_SELECTOR, GUEST_ES_BASE, GUEST_ES_LIMIT, GUEST_ES_AR_BYTES);
-pub(crate) const CS: SegmentFields = seg(GUEST_CS_SELECTOR, GUEST_CS_BASE, GUEST_CS_LIMIT, GUEST_CS_AR_BYTES);
-pub(crate) const SS: SegmentFields = seg(GUEST_SS_SELECTOR, GUEST_SS_BASE, GUEST_SS_LIMIT, GUEST_SS_AR_BYTES);
-pub(crate) const DS: SegmentFields = seg(GUEST_DS_SELECTOR, GUEST_DS_BASE, GUEST_DS_LIMIT, GUEST_DS_AR_BYTES);
-pub(crate) const FS: SegmentFields = seg(GUEST_FS_SELECTOR, GUEST_FS_BASE, GUEST_FS_LIMIT, GUEST_FS_AR_BYTES);
-pub(crate) const GS: SegmentFields = seg(GUEST_GS_SELECTOR, GUEST_GS_BASE, GUEST_GS_LIMIT, GUEST_GS_AR_BYTES);
-pub(crate) const LDTR: SegmentFields =
-    seg(GUEST_LDTR_SELECTOR, GUEST_LDTR_BASE, GUEST_LDTR_LIMIT, GUEST_LDTR_AR_BYTES);
-pub(crate) const TR: SegmentFields = seg(GUEST_TR_SELECTOR, GUEST_TR_BASE, GUEST_TR_LIMIT, GUEST_TR_AR_BYTES);
+pub(crate) const ES: SegmentFields = seg(
+    GUEST_ES_SELECTOR,
+    GUEST_ES_BASE,
+    GUEST_ES_LIMIT,
+    GUEST_ES_AR_BYTES,
+);
+pub(crate) const CS: SegmentFields = seg(
+    GUEST_CS_SELECTOR,
+    GUEST_CS_BASE,
+    GUEST_CS_LIMIT,
+    GUEST_CS_AR_BYTES,
+);
+pub(crate) const SS: SegmentFields = seg(
+    GUEST_SS_SELECTOR,
+    GUEST_SS_BASE,
+    GUEST_SS_LIMIT,
+    GUEST_SS_AR_BYTES,
+);
+pub(crate) const DS: SegmentFields = seg(
+    GUEST_DS_SELECTOR,
+    GUEST_DS_BASE,
+    GUEST_DS_LIMIT,
+    GUEST_DS_AR_BYTES,
+);
+pub(crate) const FS: SegmentFields = seg(
+    GUEST_FS_SELECTOR,
+    GUEST_FS_BASE,
+    GUEST_FS_LIMIT,
+    GUEST_FS_AR_BYTES,
+);
+pub(crate) const GS: SegmentFields = seg(
+    GUEST_GS_SELECTOR,
+    GUEST_GS_BASE,
+    GUEST_GS_LIMIT,
+    GUEST_GS_AR_BYTES,
+);
+pub(crate) const LDTR: SegmentFields = seg(
+    GUEST_LDTR_SELECTOR,
+    GUEST_LDTR_BASE,
+    GUEST_LDTR_LIMIT,
+    GUEST_LDTR_AR_BYTES,
+);
+pub(crate) const TR: SegmentFields = seg(
+    GUEST_TR_SELECTOR,
+    GUEST_TR_BASE,
+    GUEST_TR_LIMIT,
+    GUEST_TR_AR_BYTES,
+);
 
 /// Segment access rights as the VMCS holds them: the descriptor's type
 /// (3:0), S (4), DPL (6:5), P (7), AVL (12), L (13), D/B (14), G (15), and
