@@ -249,7 +249,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             // A signal or the scheduler came first: go round.
             continue;
         };
-        let entered = !matches!(info.exit, Exit::InvalidState(_));
+        let entered = !matches!(info.exit, Exit::InvalidState(_) | Exit::Busy);
         if entered {
             state.run.flush_tlb = false;
         }

@@ -5,7 +5,9 @@
 #        scripts/vm/run-suite.sh), then a short boot on a CPU without
 #        SVM, where rkvm must refuse to load (scripts/vm/run-nodev.sh);
 #   vmx: the same suite in Bochs, on a CPU with VMX, EPT and unrestricted
-#        guest (rkvm and the real kvm_intel in the same boot).
+#        guest (rkvm and the real kvm_intel in the same boot), then a short
+#        boot on a CPU with VMX but no unrestricted guest, which rkvm must
+#        refuse.
 # RKVM_CHECK says which: "svm vmx" (the default, `make check`), "svm"
 # (`make check-svm`) or "vmx" (`make check-vmx`).
 #
@@ -74,7 +76,13 @@ for b in $backends; do
 		boot_and_judge check check
 		RKVM_QEMU_CPU=qemu64,-svm boot_and_judge check-nodev nodev
 		;;
-	vmx) BOCHS=1 boot_and_judge check-vmx check ;;
+	vmx)
+		BOCHS=1 boot_and_judge check-vmx check
+		# A CPU with VMX but without EPT and unrestricted guest (a Nehalem):
+		# rkvm must refuse it and say what is missing.
+		BOCHS=1 RKVM_BOCHS_CPU=corei5_lynnfield_750 RKVM_BOCHS_CPUS=1 \
+			boot_and_judge check-vmx-nodev nodev
+		;;
 	*) die "RKVM_CHECK: unknown backend '$b' (svm or vmx)" ;;
 	esac
 done

@@ -6,10 +6,11 @@
 #
 # Usage: run-bochs.sh INITRAMFS MODE [LOG]
 #   MODE check, nodev, cmd: as run-vm.sh (console to stdout and LOG).
-#   MODE shell: refused: Bochs's serial port goes to a file here, so there
-#               is no interactive console (use cmd mode).
+#   MODE shell: interactive console on this terminal (Bochs's serial port
+#               in "term" mode on our tty); needs a terminal.
 # Environment: RKVM_BOCHS_CPU (default corei7_haswell_4770; zambezi for
-# SVM), RKVM_MEM (MiB, default 1024), RKVM_VM_TIMEOUT (seconds).
+# SVM), RKVM_BOCHS_CPUS (how many, default 2, as QEMU's -smp 2), RKVM_MEM
+# (MiB, default 1024), RKVM_VM_TIMEOUT (seconds).
 #
 # Pitfalls (../shared/PLATFORM.md): Debian's Bochs has no headless display
 # but rfb with timeout=0 works; it is built with its debugger and waits at
@@ -25,7 +26,9 @@ mode=${2:?usage: run-bochs.sh INITRAMFS MODE [LOG]}
 log=${3:-}
 kernel=$(kernel_build_dir)/arch/x86/boot/bzImage
 [ -f "$kernel" ] || die "no test kernel at $kernel: run make first"
-[ "$mode" = shell ] && die "Bochs has no interactive console here: use make run VMX=1 CMD='...'"
+if [ "$mode" = shell ]; then
+	tty=$(tty) || die "make run VMX=1 without CMD needs a terminal (or use CMD='...')"
+fi
 command -v bochs >/dev/null || die "bochs not installed: run scripts/setup-host.sh"
 
 cpu=${RKVM_BOCHS_CPU:-corei7_haswell_4770}
@@ -57,12 +60,12 @@ run_logged "$RKVM_LOGS/xorriso.log" "xorriso" \
 
 cat >"$work/bochsrc" <<EOF
 megs: ${RKVM_MEM:-1024}
-cpu: model=$cpu, count=1, ips=200000000
+cpu: model=$cpu, count=${RKVM_BOCHS_CPUS:-2}, ips=200000000
 romimage: file=/usr/share/bochs/BIOS-bochs-latest
 vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest
 ata0-master: type=cdrom, path=$work/boot.iso, status=inserted
 boot: cdrom
-com1: enabled=1, mode=file, dev=$work/console.log
+com1: enabled=1, $([ "$mode" = shell ] && echo "mode=term, dev=$tty" || echo "mode=file, dev=$work/console.log")
 display_library: rfb, options="timeout=0"
 sound: waveoutdrv=dummy
 clock: sync=none, time0=local
@@ -73,6 +76,18 @@ info: action=ignore
 debug: action=ignore
 EOF
 echo c >"$work/continue"
+
+if [ "$mode" = shell ]; then
+	# The serial port is this terminal: Bochs reads and writes it directly.
+	say "Bochs is starting (the kernel takes about 10 s to boot); poweroff -f leaves"
+	set +e
+	bochs -q -f "$work/bochsrc" -rc "$work/continue" >"$work/bochs.out" 2>&1
+	status=$?
+	set -e
+	stty sane 2>/dev/null || true
+	[ "$status" = 1 ] && exit 0
+	exit "$status"
+fi
 
 # Bochs writes the console to a file: follow it on stdout while it runs.
 : >"$work/console.log"

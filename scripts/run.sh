@@ -6,7 +6,7 @@
 # With EXTRA_TESTS=DIR in the environment, DIR's executables are in the VM's
 # /extra-tests too (handy for trying a program without adding a selftest).
 # With VMX=1 the VM is Bochs (Intel VMX; RKVM_BOCHS_CPU=zambezi for AMD SVM
-# with next-RIP save) instead of QEMU, and only a command can be run.
+# with next-RIP save) instead of QEMU.
 . "$(dirname "$0")/lib.sh"
 
 cmd=${1:-}

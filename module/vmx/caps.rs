@@ -144,8 +144,15 @@ pub(crate) fn negotiate(m: &CapMsrs) -> Result<Caps, &'static str> {
         return Err("VMX has no interrupt-window exiting");
     }
     let required2 = proc2::ENABLE_EPT | proc2::UNRESTRICTED_GUEST | proc2::WBINVD_EXITING;
-    let mut proc2 = adjust(m.proc2, required2)
-        .map_err(|_| "VMX without EPT, unrestricted guest and WBINVD exiting is not supported")?;
+    let mut proc2 = adjust(m.proc2, required2).map_err(|missing| {
+        if missing & proc2::ENABLE_EPT != 0 {
+            "VMX without EPT is not supported"
+        } else if missing & proc2::UNRESTRICTED_GUEST != 0 {
+            "VMX without unrestricted guest is not supported (real mode would need an emulator)"
+        } else {
+            "VMX without WBINVD exiting is not supported"
+        }
+    })?;
     let exit = adjust(
         m.exit,
         exit_ctl::HOST_ADDR_SPACE_SIZE

@@ -92,13 +92,16 @@ fn forced_cr3_exiting_is_refused() {
 
 #[test]
 fn vmx_without_ept_or_unrestricted_guest_is_refused() {
-    for missing in [proc2::ENABLE_EPT, proc2::UNRESTRICTED_GUEST] {
+    for (missing, named) in [
+        (proc2::ENABLE_EPT, "EPT"),
+        (proc2::UNRESTRICTED_GUEST, "unrestricted guest"),
+    ] {
         let m = CapMsrs {
             proc2: cap(0, 0xff & !missing),
             ..haswell()
         };
         let why = negotiate(&m).unwrap_err();
-        assert!(why.contains("EPT"), "{why}");
+        assert!(why.contains(named), "{why}");
     }
     let m = CapMsrs {
         ept_vpid: haswell().ept_vpid & !ept_cap::INVEPT,
