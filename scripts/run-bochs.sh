@@ -10,7 +10,8 @@
 #               in "term" mode on our tty); needs a terminal.
 # Environment: RKVM_BOCHS_CPU (default corei7_haswell_4770; zambezi for
 # SVM), RKVM_BOCHS_CPUS (how many, default 2, as QEMU's -smp 2), RKVM_MEM
-# (MiB, default 1024), RKVM_VM_TIMEOUT (seconds).
+# (MiB, default 1024), RKVM_VM_TIMEOUT (seconds, default 2700: the whole
+# suite takes about 20 minutes here).
 #
 # Pitfalls (../shared/PLATFORM.md): Debian's Bochs has no headless display
 # but rfb with timeout=0 works; it is built with its debugger and waits at
@@ -94,7 +95,7 @@ fi
 tail -n +1 -f "$work/console.log" &
 follower=$!
 set +e
-timeout --foreground "${RKVM_VM_TIMEOUT:-1800}" bochs -q -f "$work/bochsrc" -rc "$work/continue" \
+timeout --foreground "${RKVM_VM_TIMEOUT:-2700}" bochs -q -f "$work/bochsrc" -rc "$work/continue" \
 	</dev/null >"$work/bochs.out" 2>&1
 status=$?
 set -e
