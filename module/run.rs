@@ -108,9 +108,13 @@ impl RunState {
 
     /// The control registers were set from outside (`KVM_SET_SREGS`): the
     /// PAE PDPTEs are read again from the new CR3 before the next entry, as
-    /// KVM's `__set_sregs` loads them.
-    pub(crate) fn sregs_changed(&mut self) {
+    /// KVM's `__set_sregs` loads them, and if CR0, CR3, CR4 or EFER changed
+    /// (`paging_changed`) the guest's cached translations go, as KVM resets
+    /// its MMU context then: the guest did not flush them itself, since it
+    /// did not load CR3.
+    pub(crate) fn sregs_changed(&mut self, paging_changed: bool) {
         self.reload_pdptrs = true;
+        self.flush_tlb |= paging_changed;
     }
 
     /// `KVM_INTERRUPT` without an in-kernel irqchip: queues vector `irq`
