@@ -176,10 +176,8 @@ impl VcpuFd {
         // A bit in the pending-interrupt bitmap would ask for an injection; rkvm has no
         // injection before KVM_RUN, so the bitmap is not kept (docs/abi.md).
         let old = &state.sregs;
-        let paging_changed = old.cr0 != new.cr0
-            || old.cr3 != new.cr3
-            || old.cr4 != new.cr4
-            || old.efer != new.efer;
+        let paging_changed =
+            old.cr0 != new.cr0 || old.cr3 != new.cr3 || old.cr4 != new.cr4 || old.efer != new.efer;
         state.sregs = kvm_sregs {
             cr8,
             interrupt_bitmap: [0; 4],

@@ -117,22 +117,8 @@ impl SvmVcpu {
         save.rsp = r.rsp;
         save.rip = r.rip;
         save.rflags = r.rflags;
-        self.gprs = GuestGprs {
-            rbx: r.rbx,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            rbp: r.rbp,
-            r8: r.r8,
-            r9: r.r9,
-            r10: r.r10,
-            r11: r.r11,
-            r12: r.r12,
-            r13: r.r13,
-            r14: r.r14,
-            r15: r.r15,
-        };
+        // RAX and CR2 are the VMCB's; the block's copies are not used.
+        self.gprs = GuestGprs::from_kvm(r, 0);
         save.es = vmcb::segment_from_kvm(&s.es);
         save.cs = vmcb::segment_from_kvm(&s.cs);
         save.ss = vmcb::segment_from_kvm(&s.ss);
@@ -170,26 +156,12 @@ impl SvmVcpu {
     /// Reads the VMCB and the GPR block back into the vendor-neutral registers.
     fn store(&self, g: &mut GuestRegs<'_>) {
         let save = &self.vmcb.save;
-        let gp = &self.gprs;
         let r = &mut *g.regs;
+        self.gprs.write_into(r);
         r.rax = save.rax;
         r.rsp = save.rsp;
         r.rip = save.rip;
         r.rflags = save.rflags;
-        r.rbx = gp.rbx;
-        r.rcx = gp.rcx;
-        r.rdx = gp.rdx;
-        r.rsi = gp.rsi;
-        r.rdi = gp.rdi;
-        r.rbp = gp.rbp;
-        r.r8 = gp.r8;
-        r.r9 = gp.r9;
-        r.r10 = gp.r10;
-        r.r11 = gp.r11;
-        r.r12 = gp.r12;
-        r.r13 = gp.r13;
-        r.r14 = gp.r14;
-        r.r15 = gp.r15;
         let s = &mut *g.sregs;
         s.es = vmcb::segment_to_kvm(&save.es);
         s.cs = vmcb::segment_to_kvm(&save.cs);

@@ -13,6 +13,7 @@
 //! - [`mem`]: physical addresses, pinning user pages, user-address checks,
 //!   and the pages shared with user space.
 //! - [`fpu`]: the guest's FPU state, loaded only inside a kernel FPU section.
+//! - [`gprs`]: the guest registers both world switches load and store.
 //! - [`svm`]: CLGI, STGI and the VMRUN world switch.
 //! - [`vmx`]: VMXON/VMXOFF, VMCS loading and field access, INVEPT/INVVPID
 //!   and the VMLAUNCH world switch, plus the host state VMX leaves to us.
@@ -21,6 +22,7 @@ pub(crate) mod cpu;
 pub(crate) mod debugfs;
 pub(crate) mod file;
 pub(crate) mod fpu;
+pub(crate) mod gprs;
 pub(crate) mod mem;
 pub(crate) mod svm;
 pub(crate) mod vmx;

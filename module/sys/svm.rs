@@ -11,26 +11,7 @@
 use core::arch::asm;
 use core::mem::offset_of;
 
-/// The guest's general-purpose registers that the VMCB does not hold
-/// (RAX and RSP live in the VMCB's save area). APM Vol. 2 15.5.1.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct GuestGprs {
-    pub(crate) rbx: u64,
-    pub(crate) rcx: u64,
-    pub(crate) rdx: u64,
-    pub(crate) rsi: u64,
-    pub(crate) rdi: u64,
-    pub(crate) rbp: u64,
-    pub(crate) r8: u64,
-    pub(crate) r9: u64,
-    pub(crate) r10: u64,
-    pub(crate) r11: u64,
-    pub(crate) r12: u64,
-    pub(crate) r13: u64,
-    pub(crate) r14: u64,
-    pub(crate) r15: u64,
-}
+pub(crate) use super::gprs::GuestGprs;
 
 /// Clears the global interrupt flag: from here until [`stgi`], no
 /// interrupt, NMI or SMI is taken on this CPU. APM Vol. 2 15.17.

@@ -23,6 +23,28 @@ use core::arch::asm;
 use core::fmt;
 use core::mem::offset_of;
 
+pub(crate) use super::gprs::GuestGprs;
+
+/// Executes the VMX instruction in `$template` with the given `asm!`
+/// operands, and returns what RFLAGS says about it: (failed, invalid), that
+/// is CF or ZF set, and CF set (SDM Vol. 3C 31.2). Expands to `asm!`, so it
+/// must be used inside an `unsafe` block that justifies the instruction.
+macro_rules! vmx_insn {
+    ($template:literal, $($operands:tt)*) => {{
+        let (failed, invalid): (u8, u8);
+        asm!(
+            $template,
+            "setbe {failed}",
+            "setc {invalid}",
+            $($operands)*
+            failed = out(reg_byte) failed,
+            invalid = out(reg_byte) invalid,
+            options(nostack),
+        );
+        (failed != 0, invalid != 0)
+    }};
+}
+
 /// CR4.VMXE: VMX may be entered. SDM Vol. 3C 24.7.
 pub(crate) const CR4_VMXE: u64 = 1 << 13;
 
@@ -69,23 +91,17 @@ fn check(failed: bool, invalid: bool) -> Result<(), VmxError> {
 /// This CPU is in VMX operation.
 unsafe fn vmread_raw(encoding: u32) -> Result<u64, VmxError> {
     let value: u64;
-    let (failed, invalid): (u8, u8);
     // SAFETY: In VMX operation VMREAD only reads the current VMCS (or fails).
-    unsafe {
-        asm!(
+    let (failed, invalid) = unsafe {
+        vmx_insn!(
             "vmread {value}, {enc}",
-            "setbe {failed}",
-            "setc {invalid}",
             enc = in(reg) u64::from(encoding),
             value = out(reg) value,
-            failed = out(reg_byte) failed,
-            invalid = out(reg_byte) invalid,
-            options(nostack),
         )
     };
-    if failed != 0 {
+    if failed {
         // The error number cannot be read through ourselves without recursing forever.
-        return Err(if invalid != 0 {
+        return Err(if invalid {
             VmxError::Invalid
         } else {
             VmxError::Valid(0)
@@ -143,25 +159,13 @@ impl VmxOn {
         }
         // SAFETY: Only VMXE changes.
         unsafe { write_cr4(cr4 | CR4_VMXE) };
-        let (failed, invalid): (u8, u8);
         // SAFETY: The caller guarantees VMXON's preconditions; its operand is a memory
         // location holding the region's physical address.
-        unsafe {
-            asm!(
-                "vmxon [{pa}]",
-                "setbe {failed}",
-                "setc {invalid}",
-                pa = in(reg) &region_pa,
-                failed = out(reg_byte) failed,
-                invalid = out(reg_byte) invalid,
-                options(nostack),
-            )
-        };
-        if failed != 0 {
+        let (failed, _) = unsafe { vmx_insn!("vmxon [{pa}]", pa = in(reg) &region_pa,) };
+        if failed {
             // SAFETY: Not in VMX operation, so VMXE may be cleared again.
             unsafe { write_cr4(cr4) };
-            // VMXON has no current VMCS to hold an error number: CF is the only answer.
-            let _ = invalid;
+            // VMXON has no current VMCS to hold an error number: VMfailInvalid it is.
             return Err(VmxOnError::Failed(VmxError::Invalid));
         }
         // INVARIANT: VMXON succeeded; `cr4` is the value before.
@@ -180,20 +184,9 @@ impl VmxOn {
     pub(crate) unsafe fn load(&self, vmcs_pa: u64) -> Result<CurrentVmcs<'_>, VmxError> {
         // SAFETY: In VMX operation (`self`); the caller guarantees the page.
         unsafe { vmclear(vmcs_pa)? };
-        let (failed, invalid): (u8, u8);
         // SAFETY: As above.
-        unsafe {
-            asm!(
-                "vmptrld [{pa}]",
-                "setbe {failed}",
-                "setc {invalid}",
-                pa = in(reg) &vmcs_pa,
-                failed = out(reg_byte) failed,
-                invalid = out(reg_byte) invalid,
-                options(nostack),
-            )
-        };
-        check(failed != 0, invalid != 0)?;
+        let (failed, invalid) = unsafe { vmx_insn!("vmptrld [{pa}]", pa = in(reg) &vmcs_pa,) };
+        check(failed, invalid)?;
         Ok(CurrentVmcs {
             pa: vmcs_pa,
             _on: self,
@@ -206,21 +199,11 @@ impl VmxOn {
     pub(crate) fn invept(&self, single: bool, eptp: u64) -> Result<(), VmxError> {
         let descriptor: [u64; 2] = [eptp, 0];
         let kind: u64 = if single { 1 } else { 2 };
-        let (failed, invalid): (u8, u8);
         // SAFETY: In VMX root operation (`self`); INVEPT only drops cached translations.
-        unsafe {
-            asm!(
-                "invept {kind}, [{desc}]",
-                "setbe {failed}",
-                "setc {invalid}",
-                kind = in(reg) kind,
-                desc = in(reg) &descriptor,
-                failed = out(reg_byte) failed,
-                invalid = out(reg_byte) invalid,
-                options(nostack),
-            )
+        let (failed, invalid) = unsafe {
+            vmx_insn!("invept {kind}, [{desc}]", kind = in(reg) kind, desc = in(reg) &descriptor,)
         };
-        check(failed != 0, invalid != 0)
+        check(failed, invalid)
     }
 
     /// INVVPID: forgets the linear (and combined) translations the CPU
@@ -229,21 +212,11 @@ impl VmxOn {
     pub(crate) fn invvpid(&self, single: bool, vpid: u16) -> Result<(), VmxError> {
         let descriptor: [u64; 2] = [u64::from(vpid), 0];
         let kind: u64 = if single { 1 } else { 2 };
-        let (failed, invalid): (u8, u8);
         // SAFETY: In VMX root operation (`self`); INVVPID only drops cached translations.
-        unsafe {
-            asm!(
-                "invvpid {kind}, [{desc}]",
-                "setbe {failed}",
-                "setc {invalid}",
-                kind = in(reg) kind,
-                desc = in(reg) &descriptor,
-                failed = out(reg_byte) failed,
-                invalid = out(reg_byte) invalid,
-                options(nostack),
-            )
+        let (failed, invalid) = unsafe {
+            vmx_insn!("invvpid {kind}, [{desc}]", kind = in(reg) kind, desc = in(reg) &descriptor,)
         };
-        check(failed != 0, invalid != 0)
+        check(failed, invalid)
     }
 }
 
@@ -265,44 +238,9 @@ impl Drop for VmxOn {
 ///
 /// In VMX operation; `pa` is a VMCS page the caller owns.
 unsafe fn vmclear(pa: u64) -> Result<(), VmxError> {
-    let (failed, invalid): (u8, u8);
     // SAFETY: The caller guarantees the preconditions.
-    unsafe {
-        asm!(
-            "vmclear [{pa}]",
-            "setbe {failed}",
-            "setc {invalid}",
-            pa = in(reg) &pa,
-            failed = out(reg_byte) failed,
-            invalid = out(reg_byte) invalid,
-            options(nostack),
-        )
-    };
-    check(failed != 0, invalid != 0)
-}
-
-/// The guest's general-purpose registers that the VMCS does not hold (all
-/// but RSP; RIP and RFLAGS are VMCS fields too).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct VmxGprs {
-    pub(crate) rax: u64,
-    pub(crate) rbx: u64,
-    pub(crate) rcx: u64,
-    pub(crate) rdx: u64,
-    pub(crate) rsi: u64,
-    pub(crate) rdi: u64,
-    pub(crate) rbp: u64,
-    pub(crate) r8: u64,
-    pub(crate) r9: u64,
-    pub(crate) r10: u64,
-    pub(crate) r11: u64,
-    pub(crate) r12: u64,
-    pub(crate) r13: u64,
-    pub(crate) r14: u64,
-    pub(crate) r15: u64,
-    /// CR2 is not in the VMCS either: VMX leaves the register as it is.
-    pub(crate) cr2: u64,
+    let (failed, invalid) = unsafe { vmx_insn!("vmclear [{pa}]", pa = in(reg) &pa,) };
+    check(failed, invalid)
 }
 
 /// The current VMCS on this CPU (VMPTRLD'ed by [`VmxOn::load`]).
@@ -335,22 +273,16 @@ impl CurrentVmcs<'_> {
     /// here but by VM entry (an entry failure); VMWRITE itself fails only
     /// for a field the CPU does not have or that is read-only.
     pub(crate) fn write<W: Width>(&mut self, f: Field<W>, value: W::Value) -> Result<(), VmxError> {
-        let (failed, invalid): (u8, u8);
         // SAFETY: In VMX operation with a current VMCS (the type invariant); VMWRITE only
         // changes that VMCS.
-        unsafe {
-            asm!(
+        let (failed, invalid) = unsafe {
+            vmx_insn!(
                 "vmwrite {enc}, {value}",
-                "setbe {failed}",
-                "setc {invalid}",
                 enc = in(reg) u64::from(f.encoding()),
                 value = in(reg) W::to_raw(value),
-                failed = out(reg_byte) failed,
-                invalid = out(reg_byte) invalid,
-                options(nostack),
             )
         };
-        check(failed != 0, invalid != 0)
+        check(failed, invalid)
     }
 
     /// Enters the guest with VMLAUNCH and returns at its next VM exit
@@ -372,8 +304,8 @@ impl CurrentVmcs<'_> {
     /// holds this CPU's current state; the controls intercept everything
     /// that reaches host state, and the EPT maps only memory the guest may
     /// use.
-    pub(crate) unsafe fn launch(&mut self, gprs: &mut VmxGprs) -> Result<(), VmxError> {
-        let gprs: *mut VmxGprs = gprs;
+    pub(crate) unsafe fn launch(&mut self, gprs: &mut GuestGprs) -> Result<(), VmxError> {
+        let gprs: *mut GuestGprs = gprs;
         let failed: u64;
         // SAFETY: The caller guarantees the preconditions of VMLAUNCH. RBX and RBP (which
         // `asm!` may not name) are saved on the stack with the GPR pointer; every other
@@ -455,22 +387,22 @@ impl CurrentVmcs<'_> {
                 "pop rbp",
                 host_rsp = const vmcs::HOST_RSP.encoding(),
                 host_rip = const vmcs::HOST_RIP.encoding(),
-                rax = const offset_of!(VmxGprs, rax),
-                rbx = const offset_of!(VmxGprs, rbx),
-                rcx = const offset_of!(VmxGprs, rcx),
-                rdx = const offset_of!(VmxGprs, rdx),
-                rsi = const offset_of!(VmxGprs, rsi),
-                rdi = const offset_of!(VmxGprs, rdi),
-                rbp = const offset_of!(VmxGprs, rbp),
-                r8 = const offset_of!(VmxGprs, r8),
-                r9 = const offset_of!(VmxGprs, r9),
-                r10 = const offset_of!(VmxGprs, r10),
-                r11 = const offset_of!(VmxGprs, r11),
-                r12 = const offset_of!(VmxGprs, r12),
-                r13 = const offset_of!(VmxGprs, r13),
-                r14 = const offset_of!(VmxGprs, r14),
-                r15 = const offset_of!(VmxGprs, r15),
-                cr2 = const offset_of!(VmxGprs, cr2),
+                rax = const offset_of!(GuestGprs, rax),
+                rbx = const offset_of!(GuestGprs, rbx),
+                rcx = const offset_of!(GuestGprs, rcx),
+                rdx = const offset_of!(GuestGprs, rdx),
+                rsi = const offset_of!(GuestGprs, rsi),
+                rdi = const offset_of!(GuestGprs, rdi),
+                rbp = const offset_of!(GuestGprs, rbp),
+                r8 = const offset_of!(GuestGprs, r8),
+                r9 = const offset_of!(GuestGprs, r9),
+                r10 = const offset_of!(GuestGprs, r10),
+                r11 = const offset_of!(GuestGprs, r11),
+                r12 = const offset_of!(GuestGprs, r12),
+                r13 = const offset_of!(GuestGprs, r13),
+                r14 = const offset_of!(GuestGprs, r14),
+                r15 = const offset_of!(GuestGprs, r15),
+                cr2 = const offset_of!(GuestGprs, cr2),
                 inout("rdi") gprs => _,
                 out("rax") failed,
                 out("rcx") _,

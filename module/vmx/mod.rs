@@ -52,7 +52,7 @@ use crate::sys::cpu::{self, this_cpu, IrqsDisabled};
 use crate::sys::mem::kmalloc_phys;
 use crate::sys::vmx::{VmxOn, VmxOnError};
 use crate::x86::regs::HostLimits;
-use caps::{Controls, CR0_PE_PG};
+use caps::{Caps, CR0_PE_PG};
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
@@ -93,27 +93,14 @@ const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
 /// # Invariants
 ///
 /// `vmxon` has one page per possible CPU id, each starting with
-/// `revision`; the MSR bitmap is all ones for as long as `self` lives.
+/// `caps.revision`; the MSR bitmap is all ones for as long as `self` lives.
 pub(crate) struct VmxShared {
     vmxon: KVec<KBox<VmxRegion>>,
-    pub(crate) revision: u32,
-    pub(crate) controls: Controls,
-    /// Bits of CR0 and CR4 the CPU requires to be 1, and allows to be 1, in
-    /// VMX operation (guest and host alike). CR0's fixed-1 set here
-    /// excludes PE and PG (unrestricted guest).
-    pub(crate) cr0_fixed0: u64,
-    pub(crate) cr0_fixed1: u64,
-    pub(crate) cr4_fixed0: u64,
-    pub(crate) cr4_fixed1: u64,
+    /// What the CPU's VMX offers and the controls guests run with.
+    pub(crate) caps: Caps,
     /// One bit per MSR and direction, set = exit: every RDMSR and WRMSR
     /// exits. SDM Vol. 3C 25.6.9.
     pub(crate) msr_bitmap: KBox<MsrBitmap>,
-    pub(crate) vpid: bool,
-    pub(crate) invept_single: bool,
-    pub(crate) invvpid_single: bool,
-    pub(crate) large_pages: bool,
-    /// INS/OUTS exits report their address size.
-    pub(crate) ins_outs_info: bool,
     pub(crate) ibpb: bool,
     /// Per CPU, the VMCS that ran there last (for IBPB between guests).
     pub(crate) last_vmcs: KVec<AtomicU64>,
@@ -154,7 +141,7 @@ impl VmxShared {
     /// Allocates a VPID (1..=65535), or `None` if all are taken (then the
     /// vCPU runs without one: VPID 0 makes every entry and exit flush).
     pub(crate) fn alloc_vpid(&self) -> Option<u16> {
-        if !self.vpid {
+        if !self.caps.vpid {
             return None;
         }
         for (w, word) in self.vpids.iter().enumerate() {
@@ -252,18 +239,8 @@ impl Vmx {
         let shared = Arc::new(
             VmxShared {
                 vmxon,
-                revision,
-                controls: caps.controls,
-                cr0_fixed0: caps.cr0_fixed0,
-                cr0_fixed1: caps.cr0_fixed1,
-                cr4_fixed0: caps.cr4_fixed0,
-                cr4_fixed1: caps.cr4_fixed1,
+                caps,
                 msr_bitmap,
-                vpid: caps.vpid,
-                invept_single: caps.invept_single,
-                invvpid_single: caps.invvpid_single,
-                large_pages: caps.large_pages,
-                ins_outs_info: caps.ins_outs_info,
                 ibpb: max_std >= 7 && cpu::cpuid(7, 0).edx & CPUID_7_EDX_IBPB != 0,
                 last_vmcs,
                 vpids,
@@ -286,11 +263,11 @@ impl Vmx {
         let s = &self.shared;
         let cr0 = cpu::read_cr0();
         let cr4 = cpu::read_cr4() | crate::sys::vmx::CR4_VMXE;
-        let fixed0 = s.cr0_fixed0 | CR0_PE_PG;
+        let fixed0 = s.caps.cr0_fixed0 | CR0_PE_PG;
         cr0 & fixed0 == fixed0
-            && cr0 & !s.cr0_fixed1 == 0
-            && cr4 & s.cr4_fixed0 == s.cr4_fixed0
-            && cr4 & !s.cr4_fixed1 == 0
+            && cr0 & !s.caps.cr0_fixed1 == 0
+            && cr4 & s.caps.cr4_fixed0 == s.caps.cr4_fixed0
+            && cr4 & !s.caps.cr4_fixed1 == 0
     }
 }
 
@@ -362,10 +339,10 @@ impl Backend for Vmx {
         write!(
             f,
             "Intel VMX with EPT and unrestricted guest, VMCS revision {:#x}, VPID {}, 2 MiB EPT pages {}, INS/OUTS info {}",
-            s.revision,
-            if s.vpid { "yes" } else { "no" },
-            if s.large_pages { "yes" } else { "no" },
-            if s.ins_outs_info { "yes" } else { "no" },
+            s.caps.revision,
+            if s.caps.vpid { "yes" } else { "no" },
+            if s.caps.large_pages { "yes" } else { "no" },
+            if s.caps.ins_outs_info { "yes" } else { "no" },
         )
     }
 
@@ -376,7 +353,7 @@ impl Backend for Vmx {
 
     fn create_slat(&self) -> Result<KBox<dyn SecondLevel>> {
         // 4 levels: guest-physical addresses up to 48 bits (crate::mmu::GPA_BITS).
-        let ept = Slat::<ept::Ept>::new(4, self.shared.large_pages)?;
+        let ept = Slat::<ept::Ept>::new(4, self.shared.caps.large_pages)?;
         Ok(KBox::new(ept, GFP_KERNEL_ACCOUNT)? as KBox<dyn SecondLevel>)
     }
 }

@@ -24,7 +24,7 @@ use crate::abi::{kvm_dtable, kvm_segment};
 use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
 use crate::sys::cpu::{self, this_cpu};
 use crate::sys::mem::kmalloc_phys;
-use crate::sys::vmx::{CurrentVmcs, HostState, VmxError, VmxGprs, VmxOn, VmxOnError};
+use crate::sys::vmx::{CurrentVmcs, GuestGprs, HostState, VmxError, VmxOn, VmxOnError};
 use crate::x86::msr::index;
 use crate::x86::regs::efer;
 use core::sync::atomic::Ordering;
@@ -92,7 +92,7 @@ enum HostEvent {
 pub(crate) struct VmxVcpu {
     shared: Arc<VmxShared>,
     vmcs: KBox<VmxRegion>,
-    gprs: VmxGprs,
+    gprs: GuestGprs,
     msrs: KBox<MsrLists>,
     /// The VPID, or 0 (the host's: every entry and exit flushes) if none.
     vpid: u16,
@@ -201,7 +201,7 @@ impl VmxVcpu {
     /// A vCPU with a fresh VMCS (its fields are written at the first entry,
     /// in VMX operation).
     pub(crate) fn new(shared: Arc<VmxShared>) -> Result<Self> {
-        let vmcs = VmxRegion::new(shared.revision, GFP_KERNEL_ACCOUNT)?;
+        let vmcs = VmxRegion::new(shared.caps.revision, GFP_KERNEL_ACCOUNT)?;
         let mut msrs = KBox::<MsrLists>::zeroed(GFP_KERNEL_ACCOUNT)?;
         for (i, &msr) in SWITCHED_MSRS.iter().enumerate() {
             msrs.guest[i].index = msr;
@@ -211,7 +211,7 @@ impl VmxVcpu {
         Ok(Self {
             shared,
             vmcs,
-            gprs: VmxGprs::default(),
+            gprs: GuestGprs::default(),
             msrs,
             vpid,
             initialized: false,
@@ -225,7 +225,7 @@ impl VmxVcpu {
     /// 25.6-25.8 (controls), 27.2-27.3 (what VM entry checks).
     fn initialize(&mut self, v: &mut CurrentVmcs<'_>) -> Vmx<()> {
         let s = &self.shared;
-        let c = s.controls;
+        let c = s.caps.controls;
         write(v, vmcs::PIN_BASED_VM_EXEC_CONTROL, c.pin)?;
         write(v, vmcs::CPU_BASED_VM_EXEC_CONTROL, c.proc1)?;
         self.proc1 = c.proc1;
@@ -244,7 +244,7 @@ impl VmxVcpu {
         write(v, vmcs::VM_EXIT_MSR_STORE_COUNT, n)?;
         write(v, vmcs::VM_EXIT_MSR_LOAD_ADDR, host_list)?;
         write(v, vmcs::VM_EXIT_MSR_LOAD_COUNT, n)?;
-        if s.vpid {
+        if s.caps.vpid {
             write(v, vmcs::VIRTUAL_PROCESSOR_ID, self.vpid)?;
         }
         // No shadow VMCS: the link pointer must be all ones. SDM Vol. 3C 27.3.1.5.
@@ -255,7 +255,7 @@ impl VmxVcpu {
         write(
             v,
             vmcs::CR0_GUEST_HOST_MASK,
-            s.cr0_fixed0 | !s.cr0_fixed1 & 0xffff_ffff,
+            s.caps.cr0_fixed0 | !s.caps.cr0_fixed1 & 0xffff_ffff,
         )?;
         write(v, vmcs::CR4_GUEST_HOST_MASK, u64::MAX)?;
         // The guest never reaches the hardware debug registers (MOV DR exits).
@@ -302,24 +302,7 @@ impl VmxVcpu {
     fn load(&mut self, v: &mut CurrentVmcs<'_>, g: &GuestRegs<'_>, entry: &Entry) -> Vmx<()> {
         let (r, s, m) = (&*g.regs, &*g.sregs, &*g.msrs);
         let sh = &self.shared;
-        self.gprs = VmxGprs {
-            rax: r.rax,
-            rbx: r.rbx,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            rbp: r.rbp,
-            r8: r.r8,
-            r9: r.r9,
-            r10: r.r10,
-            r11: r.r11,
-            r12: r.r12,
-            r13: r.r13,
-            r14: r.r14,
-            r15: r.r15,
-            cr2: s.cr2,
-        };
+        self.gprs = GuestGprs::from_kvm(r, s.cr2);
         write(v, vmcs::GUEST_RSP, r.rsp)?;
         write(v, vmcs::GUEST_RIP, r.rip)?;
         write(v, vmcs::GUEST_RFLAGS, r.rflags)?;
@@ -336,10 +319,18 @@ impl VmxVcpu {
         write(v, vmcs::GUEST_IDTR_BASE, s.idt.base)?;
         write(v, vmcs::GUEST_IDTR_LIMIT, s.idt.limit.into())?;
         // The CPU runs with the fixed bits set; the guest reads what it wrote.
-        write(v, vmcs::GUEST_CR0, (s.cr0 | sh.cr0_fixed0) & sh.cr0_fixed1)?;
+        write(
+            v,
+            vmcs::GUEST_CR0,
+            (s.cr0 | sh.caps.cr0_fixed0) & sh.caps.cr0_fixed1,
+        )?;
         write(v, vmcs::CR0_READ_SHADOW, s.cr0)?;
         write(v, vmcs::GUEST_CR3, s.cr3)?;
-        write(v, vmcs::GUEST_CR4, (s.cr4 | sh.cr4_fixed0) & sh.cr4_fixed1)?;
+        write(
+            v,
+            vmcs::GUEST_CR4,
+            (s.cr4 | sh.caps.cr4_fixed0) & sh.caps.cr4_fixed1,
+        )?;
         write(v, vmcs::CR4_READ_SHADOW, s.cr4)?;
         write(v, vmcs::GUEST_IA32_EFER, s.efer)?;
         // The entry control must agree with EFER.LMA. SDM Vol. 3C 27.3.1.1.
@@ -348,7 +339,7 @@ impl VmxVcpu {
         } else {
             0
         };
-        write(v, vmcs::VM_ENTRY_CONTROLS, sh.controls.entry | ia32e)?;
+        write(v, vmcs::VM_ENTRY_CONTROLS, sh.caps.controls.entry | ia32e)?;
         if let Some(pdptes) = entry.pdptrs {
             for (f, value) in vmcs::GUEST_PDPTE.iter().zip(pdptes) {
                 write(v, *f, value)?;
@@ -368,23 +359,8 @@ impl VmxVcpu {
 
     /// Reads the VMCS back into the vendor-neutral registers.
     fn store(&self, v: &CurrentVmcs<'_>, g: &mut GuestRegs<'_>) -> Vmx<()> {
-        let gp = &self.gprs;
         let r = &mut *g.regs;
-        r.rax = gp.rax;
-        r.rbx = gp.rbx;
-        r.rcx = gp.rcx;
-        r.rdx = gp.rdx;
-        r.rsi = gp.rsi;
-        r.rdi = gp.rdi;
-        r.rbp = gp.rbp;
-        r.r8 = gp.r8;
-        r.r9 = gp.r9;
-        r.r10 = gp.r10;
-        r.r11 = gp.r11;
-        r.r12 = gp.r12;
-        r.r13 = gp.r13;
-        r.r14 = gp.r14;
-        r.r15 = gp.r15;
+        self.gprs.write_into(r);
         r.rsp = read(v, vmcs::GUEST_RSP)?;
         r.rip = read(v, vmcs::GUEST_RIP)?;
         r.rflags = read(v, vmcs::GUEST_RFLAGS)?;
@@ -410,7 +386,7 @@ impl VmxVcpu {
         // The guest owns the CR0 bits outside the mask; the shadow holds the rest.
         let mask = read(v, vmcs::CR0_GUEST_HOST_MASK)?;
         s.cr0 = (read(v, vmcs::GUEST_CR0)? & !mask) | (read(v, vmcs::CR0_READ_SHADOW)? & mask);
-        s.cr2 = gp.cr2;
+        s.cr2 = self.gprs.cr2;
         s.cr3 = read(v, vmcs::GUEST_CR3)?;
         s.cr4 = read(v, vmcs::CR4_READ_SHADOW)?;
         s.efer = read(v, vmcs::GUEST_IA32_EFER)?;
@@ -453,9 +429,9 @@ impl VmxVcpu {
         )?;
         let window = entry.interrupt_window && entry.inject.is_none();
         let proc1 = if window {
-            self.shared.controls.proc1 | proc1::INTR_WINDOW_EXITING
+            self.shared.caps.controls.proc1 | proc1::INTR_WINDOW_EXITING
         } else {
-            self.shared.controls.proc1
+            self.shared.caps.controls.proc1
         };
         if proc1 != self.proc1 {
             write(v, vmcs::CPU_BASED_VM_EXEC_CONTROL, proc1)?;
@@ -489,10 +465,11 @@ impl VmxVcpu {
             self.mapping_generation != entry.mapping_generation || self.last_cpu != Some(cpu);
         let s = &self.shared;
         if stale {
-            on.invept(s.invept_single, eptp).context("INVEPT")?;
+            on.invept(s.caps.invept_single, eptp).context("INVEPT")?;
         }
-        if s.vpid && self.vpid != 0 && (stale || entry.flush_tlb) {
-            on.invvpid(s.invvpid_single, self.vpid).context("INVVPID")?;
+        if s.caps.vpid && self.vpid != 0 && (stale || entry.flush_tlb) {
+            on.invvpid(s.caps.invvpid_single, self.vpid)
+                .context("INVVPID")?;
         }
         Ok(())
     }
@@ -567,7 +544,7 @@ impl VmxVcpu {
                     let string = qual & 1 << 4 != 0;
                     let address_size = if !string {
                         0
-                    } else if self.shared.ins_outs_info {
+                    } else if self.shared.caps.ins_outs_info {
                         2 << ((read(v, vmcs::VMX_INSTRUCTION_INFO)? >> 7) & 3)
                     } else {
                         // Without that field: the code segment's default.
