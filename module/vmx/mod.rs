@@ -45,6 +45,7 @@ pub(crate) mod caps;
 mod ept;
 pub(crate) mod vcpu;
 pub(crate) mod vmcs;
+mod vpid;
 
 use crate::backend::{Backend, VendorVcpu};
 use crate::mmu::{SecondLevel, Slat};
@@ -54,7 +55,7 @@ use crate::sys::vmx::{VmxOn, VmxOnError};
 use crate::x86::regs::HostLimits;
 use caps::{Caps, CR0_PE_PG};
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::AtomicU64;
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -138,35 +139,19 @@ impl VmxShared {
         self.vmxon.get(cpu as usize).map(|r| kmalloc_phys(&**r).0)
     }
 
-    /// Allocates a VPID (1..=65535), or `None` if all are taken (then the
-    /// vCPU runs without one: VPID 0 makes every entry and exit flush).
+    /// Allocates a VPID (1..=65535), or `None` if all are taken or the
+    /// CPU has none (then the vCPU runs with VPID 0, which makes every entry
+    /// and exit flush).
     pub(crate) fn alloc_vpid(&self) -> Option<u16> {
         if !self.caps.vpid {
             return None;
         }
-        for (w, word) in self.vpids.iter().enumerate() {
-            let mut cur = word.load(Ordering::Relaxed);
-            while cur != u64::MAX {
-                let bit = (!cur).trailing_zeros();
-                match word.compare_exchange(
-                    cur,
-                    cur | 1 << bit,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return Some((w * 64) as u16 + bit as u16),
-                    Err(now) => cur = now,
-                }
-            }
-        }
-        None
+        vpid::alloc(&self.vpids)
     }
 
     /// Gives back a VPID from [`VmxShared::alloc_vpid`].
     pub(crate) fn free_vpid(&self, vpid: u16) {
-        if let Some(word) = self.vpids.get(usize::from(vpid) / 64) {
-            word.fetch_and(!(1 << (vpid % 64)), Ordering::AcqRel);
-        }
+        vpid::free(&self.vpids, vpid);
     }
 }
 
@@ -226,11 +211,10 @@ impl Vmx {
             vmxon.push(region, GFP_KERNEL).map_err(oom)?;
             last_vmcs.push(AtomicU64::new(0), GFP_KERNEL).map_err(oom)?;
         }
-        let mut vpids = KVec::with_capacity(1024, GFP_KERNEL).map_err(oom)?;
-        for i in 0..1024 {
-            // VPID 0 is the host's: never handed out.
+        let mut vpids = KVec::with_capacity(vpid::WORDS, GFP_KERNEL).map_err(oom)?;
+        for i in 0..vpid::WORDS {
             vpids
-                .push(AtomicU64::new(u64::from(i == 0)), GFP_KERNEL)
+                .push(AtomicU64::new(vpid::initial(i)), GFP_KERNEL)
                 .map_err(oom)?;
         }
         let mut msr_bitmap = KBox::<MsrBitmap>::zeroed(GFP_KERNEL).map_err(oom)?;

@@ -37,14 +37,17 @@ pub(crate) mod memslot;
 #[path = "../../../module/x86/mod.rs"]
 pub(crate) mod x86;
 
-/// The VMX backend's pure parts: the typed VMCS fields and the capability
-/// negotiation (`caps.rs` names `super::vmcs`: the crate root here, `vmx`
+/// The VMX backend's pure parts: the typed VMCS fields, the capability
+/// negotiation and the VPID map (`caps.rs` names `super::vmcs`: the crate root here, `vmx`
 /// in the module).
 #[path = "../../../module/vmx/vmcs.rs"]
 pub(crate) mod vmcs;
 
 #[path = "../../../module/vmx/caps.rs"]
 pub(crate) mod caps;
+
+#[path = "../../../module/vmx/vpid.rs"]
+pub(crate) mod vpid;
 
 #[cfg(test)]
 mod tests;

@@ -589,3 +589,4 @@ mod msrs {
 mod decoder;
 mod page_walk;
 mod vmx_caps;
+mod vmx_vpid;
