@@ -72,10 +72,8 @@ pub(crate) struct SvmShared {
     iopm: KBox<Iopm>,
     msrpm: KBox<Msrpm>,
     asids: KVec<asid::CpuAsids>,
-    /// Per CPU, the physical address of the VMCB that last ran there.
-    last_vmcb: KVec<core::sync::atomic::AtomicU64>,
-    /// Whether the CPU has IBPB (an indirect-branch prediction barrier).
-    ibpb: bool,
+    /// Per CPU, the VMCB that last ran there, for IBPB between guests.
+    pub(crate) last_guest: cpu::LastGuest,
     /// Whether the CPU saves the next RIP on #VMEXIT.
     nrips: bool,
     /// Whether the CPU fetches the faulting instruction on #NPF.
@@ -140,7 +138,6 @@ impl Svm {
         let mut host_save = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
         let mut owned = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
         let mut asids = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
-        let mut last_vmcb = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
         for _ in 0..possible {
             let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).map_err(oom)?;
             hsave.push(page, GFP_KERNEL).map_err(oom)?;
@@ -150,9 +147,6 @@ impl Svm {
                 .push(AtomicBool::new(false), GFP_KERNEL)
                 .map_err(oom)?;
             asids.push(asid::CpuAsids::new(), GFP_KERNEL).map_err(oom)?;
-            last_vmcb
-                .push(core::sync::atomic::AtomicU64::new(0), GFP_KERNEL)
-                .map_err(oom)?;
         }
         let mut iopm = KBox::<Iopm>::zeroed(GFP_KERNEL).map_err(oom)?;
         iopm.0.fill(0xff);
@@ -164,9 +158,12 @@ impl Svm {
                 iopm,
                 msrpm,
                 asids,
-                last_vmcb,
-                ibpb: max_ext >= 0x8000_0008
-                    && cpu::cpuid(0x8000_0008, 0).ebx & CPUID_88_EBX_IBPB != 0,
+                last_guest: cpu::LastGuest::new(
+                    possible,
+                    max_ext >= 0x8000_0008
+                        && cpu::cpuid(0x8000_0008, 0).ebx & CPUID_88_EBX_IBPB != 0,
+                )
+                .map_err(|_| "out of memory")?,
                 nrips: svm_features.edx & CPUID_8A_EDX_NRIPS != 0,
                 decode_assists: svm_features.edx & CPUID_8A_EDX_DECODE_ASSISTS != 0,
                 flush_by_asid: svm_features.edx & CPUID_8A_EDX_FLUSH_BY_ASID != 0,

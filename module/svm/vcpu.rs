@@ -11,7 +11,6 @@ use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, InsnBytes, IoExit,
 use crate::sys::cpu::this_cpu;
 use crate::sys::mem::{kmalloc_phys, page_phys};
 use crate::sys::svm::{self as hw, GuestGprs};
-use core::sync::atomic::Ordering;
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -21,9 +20,6 @@ use kernel::sync::Arc;
 /// and #MC (18), which belongs to the host's machine-check handler.
 /// APM Vol. 2 15.12.
 const INTERCEPTED_EXCEPTIONS: u32 = 1 << 17 | 1 << MC_VECTOR;
-/// IA32_PRED_CMD and its IBPB bit. SDM Vol. 4 Table 2-2.
-const MSR_PRED_CMD: u32 = 0x49;
-const PRED_CMD_IBPB: u64 = 1;
 /// The machine-check vector. SDM Vol. 3A 6.15.
 const MC_VECTOR: u64 = 18;
 
@@ -384,14 +380,8 @@ impl VendorVcpu for SvmVcpu {
         c.clean = 0;
         let vmcb_pa = kmalloc_phys(&*self.vmcb).0;
         let host_pa = page_phys(host_save).0;
-        // Another guest ran here last: an indirect-branch prediction barrier keeps its
-        // branch predictions from steering this one, as KVM's `svm_vcpu_load`.
-        if let Some(last) = self.shared.last_vmcb.get(cpu as usize) {
-            if last.swap(vmcb_pa, Ordering::Relaxed) != vmcb_pa && self.shared.ibpb {
-                // SAFETY: PRED_CMD.IBPB only flushes branch predictions; the CPU has it.
-                let _ = unsafe { crate::sys::cpu::wrmsr(MSR_PRED_CMD, PRED_CMD_IBPB) };
-            }
-        }
+        // IBPB if another guest ran here last.
+        self.shared.last_guest.entering(cpu, vmcb_pa);
         // SAFETY: The caller runs us with interrupts off inside an FPU section, on `cpu`,
         // where the backend has SVM enabled (a CPU without it is offline, and so not here).
         // The VMCB intercepts every instruction and event that reaches host state, its

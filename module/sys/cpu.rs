@@ -52,6 +52,43 @@ pub(crate) fn read_cr4() -> u64 {
     cr4
 }
 
+/// IA32_PRED_CMD and its IBPB bit. SDM Vol. 4 Table 2-2.
+const MSR_PRED_CMD: u32 = 0x49;
+const PRED_CMD_IBPB: u64 = 1;
+
+/// Per CPU, the guest that entered there last (named by the physical
+/// address of its VMCB or VMCS), so that an indirect-branch prediction
+/// barrier keeps one guest's branch predictions from steering the next one
+/// on that CPU, as KVM's `svm_vcpu_load` and `vmx_vcpu_load_vmcs` do.
+pub(crate) struct LastGuest {
+    last: KVec<core::sync::atomic::AtomicU64>,
+    /// The CPU has IBPB.
+    ibpb: bool,
+}
+
+impl LastGuest {
+    /// A table for `possible` CPUs; `ibpb` says whether the CPU has IBPB.
+    pub(crate) fn new(possible: usize, ibpb: bool) -> Result<Self> {
+        let mut last = KVec::with_capacity(possible, GFP_KERNEL)?;
+        for _ in 0..possible {
+            last.push(core::sync::atomic::AtomicU64::new(0), GFP_KERNEL)?;
+        }
+        Ok(Self { last, ibpb })
+    }
+
+    /// The guest `guest` enters on `cpu`: a barrier if another guest ran
+    /// there last.
+    pub(crate) fn entering(&self, cpu: u32, guest: u64) {
+        let Some(last) = self.last.get(cpu as usize) else {
+            return;
+        };
+        if last.swap(guest, core::sync::atomic::Ordering::Relaxed) != guest && self.ibpb {
+            // SAFETY: PRED_CMD.IBPB only flushes branch predictions, and the CPU has it.
+            let _ = unsafe { wrmsr(MSR_PRED_CMD, PRED_CMD_IBPB) };
+        }
+    }
+}
+
 /// Raises a machine check on this CPU (`int 18`), so that the host's
 /// handler sees one that hit while a guest ran, as KVM's
 /// `kvm_machine_check` does. SDM Vol. 3B 16.

@@ -102,9 +102,8 @@ pub(crate) struct VmxShared {
     /// One bit per MSR and direction, set = exit: every RDMSR and WRMSR
     /// exits. SDM Vol. 3C 25.6.9.
     pub(crate) msr_bitmap: KBox<MsrBitmap>,
-    pub(crate) ibpb: bool,
-    /// Per CPU, the VMCS that ran there last (for IBPB between guests).
-    pub(crate) last_vmcs: KVec<AtomicU64>,
+    /// Per CPU, the VMCS that ran there last, for IBPB between guests.
+    pub(crate) last_guest: cpu::LastGuest,
     /// VPIDs in use, one bit each; VPID 0 is the host's.
     vpids: KVec<AtomicU64>,
 }
@@ -205,11 +204,9 @@ impl Vmx {
         let revision = caps.revision;
         let possible = kernel::cpu::nr_cpu_ids() as usize;
         let mut vmxon = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
-        let mut last_vmcs = KVec::with_capacity(possible, GFP_KERNEL).map_err(oom)?;
         for _ in 0..possible {
             let region = VmxRegion::new(revision, GFP_KERNEL).map_err(|_| "out of memory")?;
             vmxon.push(region, GFP_KERNEL).map_err(oom)?;
-            last_vmcs.push(AtomicU64::new(0), GFP_KERNEL).map_err(oom)?;
         }
         let mut vpids = KVec::with_capacity(vpid::WORDS, GFP_KERNEL).map_err(oom)?;
         for i in 0..vpid::WORDS {
@@ -225,8 +222,11 @@ impl Vmx {
                 vmxon,
                 caps,
                 msr_bitmap,
-                ibpb: max_std >= 7 && cpu::cpuid(7, 0).edx & CPUID_7_EDX_IBPB != 0,
-                last_vmcs,
+                last_guest: cpu::LastGuest::new(
+                    possible,
+                    max_std >= 7 && cpu::cpuid(7, 0).edx & CPUID_7_EDX_IBPB != 0,
+                )
+                .map_err(|_| "out of memory")?,
                 vpids,
             },
             GFP_KERNEL,

@@ -27,7 +27,6 @@ use crate::sys::mem::kmalloc_phys;
 use crate::sys::vmx::{CurrentVmcs, GuestGprs, HostState, VmxError, VmxOn, VmxOnError};
 use crate::x86::msr::index;
 use crate::x86::regs::efer;
-use core::sync::atomic::Ordering;
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -37,9 +36,6 @@ use kernel::sync::Arc;
 const AC_VECTOR: u8 = 17;
 const MC_VECTOR: u8 = 18;
 const INTERCEPTED_EXCEPTIONS: u32 = 1 << AC_VECTOR | 1 << MC_VECTOR;
-/// IA32_PRED_CMD and its IBPB bit. SDM Vol. 4 Table 2-2.
-const MSR_PRED_CMD: u32 = 0x49;
-const PRED_CMD_IBPB: u64 = 1;
 /// DR7 at reset. SDM Vol. 3B 19.2.
 const DR7_RESET: u64 = 0x400;
 /// RFLAGS.TF and IF.
@@ -643,14 +639,10 @@ impl VmxVcpu {
         let eptp = super::eptp(entry.slat_root, 4);
         write(v, vmcs::EPT_POINTER, eptp)?;
         self.flush(on, entry, eptp, cpu)?;
-        // Another guest ran here last: keep its branch predictions from steering this one.
-        let vmcs_pa = kmalloc_phys(&*self.vmcs).0;
-        if let Some(last) = self.shared.last_vmcs.get(cpu as usize) {
-            if last.swap(vmcs_pa, Ordering::Relaxed) != vmcs_pa && self.shared.ibpb {
-                // SAFETY: PRED_CMD.IBPB only flushes branch predictions; the CPU has it.
-                let _ = unsafe { cpu::wrmsr(MSR_PRED_CMD, PRED_CMD_IBPB) };
-            }
-        }
+        // IBPB if another guest ran here last.
+        self.shared
+            .last_guest
+            .entering(cpu, kmalloc_phys(&*self.vmcs).0);
         // SAFETY: Interrupts are off (our caller's contract); every host field was written
         // from this CPU's state just now; the controls intercept interrupts, NMIs, I/O,
         // MSRs, CR8, debug registers and the instructions that reach host resources; the
