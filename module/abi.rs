@@ -49,6 +49,8 @@ pub(crate) const KVM_SET_TSS_ADDR: u32 = _IO(KVMIO, 0x47);
 pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = _IOW::<u64>(KVMIO, 0x48);
 pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 =
     _IOW::<kvm_userspace_memory_region2>(KVMIO, 0x49);
+pub(crate) const KVM_SET_GSI_ROUTING: u32 = _IOW::<kvm_irq_routing>(KVMIO, 0x6a);
+pub(crate) const KVM_ENABLE_CAP: u32 = _IOW::<kvm_enable_cap>(KVMIO, 0xa3);
 
 // vCPU ioctls.
 pub(crate) const KVM_RUN: u32 = _IO(KVMIO, 0x80);
@@ -61,16 +63,28 @@ pub(crate) const KVM_GET_MSRS: u32 = _IOWR::<kvm_msrs>(KVMIO, 0x88);
 pub(crate) const KVM_SET_MSRS: u32 = _IOW::<kvm_msrs>(KVMIO, 0x89);
 pub(crate) const KVM_SET_CPUID2: u32 = _IOW::<kvm_cpuid2>(KVMIO, 0x90);
 pub(crate) const KVM_GET_CPUID2: u32 = _IOWR::<kvm_cpuid2>(KVMIO, 0x91);
+pub(crate) const KVM_GET_FPU: u32 = _IOR::<kvm_fpu>(KVMIO, 0x8c);
+pub(crate) const KVM_SET_FPU: u32 = _IOW::<kvm_fpu>(KVMIO, 0x8d);
+pub(crate) const KVM_GET_MP_STATE: u32 = _IOR::<kvm_mp_state>(KVMIO, 0x98);
+pub(crate) const KVM_SET_MP_STATE: u32 = _IOW::<kvm_mp_state>(KVMIO, 0x99);
+pub(crate) const KVM_GET_TSC_KHZ: u32 = _IO(KVMIO, 0xa3);
 
 // Well-known values, as a cross-check of the computation above.
 const _: () = assert!(KVM_CREATE_VM == 0xAE01);
 const _: () = assert!(KVM_GET_REGS == 0x8090_AE81);
 const _: () = assert!(KVM_SET_USER_MEMORY_REGION == 0x4020_AE46);
 const _: () = assert!(KVM_GET_SUPPORTED_CPUID == 0xC008_AE05);
+const _: () = assert!(KVM_GET_FPU == 0x81A0_AE8C);
+const _: () = assert!(KVM_SET_GSI_ROUTING == 0x4008_AE6A);
+const _: () = assert!(KVM_ENABLE_CAP == 0x4068_AEA3);
+const _: () = assert!(KVM_GET_MP_STATE == 0x8004_AE98);
 
 /// Limits KVM x86 enforces on variable-length arguments, matched exactly.
 /// `KVM_MAX_CPUID_ENTRIES` in `arch/x86/include/asm/kvm_host.h`.
 pub(crate) const MAX_CPUID_ENTRIES: u32 = 256;
+/// `KVM_MAX_IRQ_ROUTES` in `include/linux/kvm_host.h`: the most entries a
+/// `KVM_SET_GSI_ROUTING` table may have, reported as `KVM_CAP_IRQ_ROUTING`.
+pub(crate) const MAX_IRQ_ROUTES: isize = 4096;
 /// `MAX_IO_MSRS` in `arch/x86/kvm/msrs.c`: `nmsrs` must be below it.
 pub(crate) const MAX_IO_MSRS: u32 = 256;
 
@@ -107,6 +121,9 @@ plain_old_data!(
     kvm_msr_list,
     kvm_cpuid2,
     kvm_cpuid_entry2,
+    kvm_fpu,
+    kvm_mp_state,
+    kvm_enable_cap,
 );
 
 // No implicit padding, checked: the sizes are the sums of the fields.

@@ -60,6 +60,13 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         abi::KVM_CAP_USER_MEMORY
         | abi::KVM_CAP_USER_MEMORY2
         | abi::KVM_CAP_DESTROY_MEMORY_REGION_WORKS
+        // A historical fix (Linux 2.6.29) KVM always reports; rkvm never had
+        // the bug: adjacent slots are independent.
+        | abi::KVM_CAP_JOIN_MEMORY_REGIONS_WORKS
+        // KVM_GET/SET_MP_STATE (always runnable without an in-kernel APIC).
+        | abi::KVM_CAP_MP_STATE
+        // KVM_GET_TSC_KHZ on vCPU fds.
+        | abi::KVM_CAP_GET_TSC_KHZ
         | abi::KVM_CAP_SET_TSS_ADDR
         | abi::KVM_CAP_SET_IDENTITY_MAP_ADDR
         | abi::KVM_CAP_EXT_CPUID
@@ -70,6 +77,10 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_INTERNAL_ERROR_DATA
         // `KVM_MEM_READONLY` slots; guest writes to them exit as MMIO.
         | abi::KVM_CAP_READONLY_MEM => 1,
+        // KVM_SET_GSI_ROUTING exists and behaves as KVM's does for a VM
+        // without an in-kernel irqchip, the only kind rkvm has (vm.rs). KVM
+        // reports its table limit here whatever the VM; so does rkvm.
+        abi::KVM_CAP_IRQ_ROUTING => abi::MAX_IRQ_ROUTES,
         abi::KVM_CAP_NR_VCPUS => (cpu::num_online() as usize).min(MAX_VCPUS) as isize,
         abi::KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
         abi::KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,

@@ -25,6 +25,7 @@
 #include <asm/segment.h>
 #include <asm/gsseg.h>
 #include <asm/special_insns.h>
+#include <asm/tsc.h>
 
 /* Prototypes, for -Wmissing-prototypes: these are called only from Rust. */
 phys_addr_t rkvm_page_to_phys(struct page *page);
@@ -40,6 +41,7 @@ int rkvm_wrmsr_safe(u32 msr, u64 value);
 unsigned long rkvm_local_irq_save(void);
 void rkvm_local_irq_restore(unsigned long flags);
 unsigned int rkvm_num_online_cpus(void);
+unsigned int rkvm_tsc_khz(void);
 vm_fault_t rkvm_fault_set_page(struct vm_fault *vmf, struct page *page);
 struct mm_struct *rkvm_current_mm_grab(void);
 struct dentry *rkvm_debugfs_create_file(const char *name, umode_t mode, struct dentry *parent,
@@ -128,6 +130,11 @@ void rkvm_local_irq_restore(unsigned long flags)
 unsigned int rkvm_num_online_cpus(void)
 {
 	return num_online_cpus();
+}
+
+unsigned int rkvm_tsc_khz(void)
+{
+	return tsc_khz;
 }
 
 vm_fault_t rkvm_fault_set_page(struct vm_fault *vmf, struct page *page)

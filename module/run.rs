@@ -117,6 +117,16 @@ impl RunState {
         self.flush_tlb |= paging_changed;
     }
 
+    /// The guest's FPU and extended register image (`KVM_GET_FPU`).
+    pub(crate) fn fpu(&self) -> &FpuImage {
+        &self.fpu
+    }
+
+    /// The guest's FPU image, to change (`KVM_SET_FPU`).
+    pub(crate) fn fpu_mut(&mut self) -> &mut FpuImage {
+        &mut self.fpu
+    }
+
     /// `KVM_INTERRUPT` without an in-kernel irqchip: queues vector `irq`
     /// for the next entry, replacing one queued before (user space is
     /// expected to wait for `ready_for_interrupt_injection`). A vector

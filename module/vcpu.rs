@@ -9,13 +9,15 @@
 
 use crate::abi::kvm_interrupt;
 use crate::abi::{
-    self, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs,
+    self, kvm_cpuid2, kvm_cpuid_entry2, kvm_fpu, kvm_mp_state, kvm_msr_entry, kvm_msrs, kvm_regs,
+    kvm_sregs,
 };
 use crate::dev::Shared;
 use crate::run::{self, RunState};
 use crate::stats::{Kind, Live};
 use crate::sys::cpu;
 use crate::sys::file::{FileObject, FileOps};
+use crate::sys::fpu::LegacyFpu;
 use crate::user;
 use crate::vm::Vm;
 use crate::x86::cpuid::{self, reset_signature, GuestFeatures};
@@ -236,6 +238,58 @@ impl VcpuFd {
         Ok(done)
     }
 
+    /// `KVM_GET_FPU`: the x87 and SSE registers. MXCSR is reported as 0
+    /// and ignored by `KVM_SET_FPU`, as KVM 7.3 does
+    /// (`kvm_arch_vcpu_ioctl_get_fpu` copies every field but it).
+    fn get_fpu(&self, arg: usize) -> Result<isize> {
+        let legacy = self.vcpu.state.lock().run.fpu().legacy();
+        let fpu = kvm_fpu {
+            fpr: legacy.fpr,
+            fcw: legacy.fcw,
+            fsw: legacy.fsw,
+            ftwx: legacy.ftw,
+            pad1: 0,
+            last_opcode: legacy.fop,
+            last_ip: legacy.fip,
+            last_dp: legacy.fdp,
+            xmm: legacy.xmm,
+            mxcsr: 0,
+            pad2: 0,
+        };
+        user::write(arg, &fpu)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_FPU`: replaces the x87 and SSE registers (not MXCSR).
+    fn set_fpu(&self, arg: usize) -> Result<isize> {
+        let fpu: kvm_fpu = user::read(arg)?;
+        let legacy = LegacyFpu {
+            fpr: fpu.fpr,
+            fcw: fpu.fcw,
+            fsw: fpu.fsw,
+            ftw: fpu.ftwx,
+            fop: fpu.last_opcode,
+            fip: fpu.last_ip,
+            fdp: fpu.last_dp,
+            xmm: fpu.xmm,
+        };
+        self.vcpu.state.lock().run.fpu_mut().set_legacy(&legacy);
+        Ok(0)
+    }
+
+    /// `KVM_SET_MP_STATE`. Without an in-kernel local APIC a vCPU is
+    /// always runnable: HLT, INIT and SIPI are the VMM's business (HLT
+    /// exits to it), so `KVM_MP_STATE_RUNNABLE` is the only state there is
+    /// and any other is `EINVAL`, as KVM's `kvm_arch_vcpu_ioctl_set_mpstate`
+    /// answers when `lapic_in_kernel` is false.
+    fn set_mp_state(&self, arg: usize) -> Result<isize> {
+        let state: kvm_mp_state = user::read(arg)?;
+        if state.mp_state != abi::KVM_MP_STATE_RUNNABLE {
+            return Err(EINVAL);
+        }
+        Ok(0)
+    }
+
     /// `KVM_SET_CPUID2`: more than 256 entries is `E2BIG`.
     fn set_cpuid2(&self, arg: usize) -> Result<isize> {
         let header: kvm_cpuid2 = user::read(arg)?;
@@ -293,6 +347,20 @@ impl FileObject for VcpuFd {
                 let mut state = this.vcpu.state.lock();
                 run::run(&this.vm, &this.vcpu, &mut state)
             }
+            abi::KVM_GET_FPU => this.get_fpu(arg),
+            abi::KVM_SET_FPU => this.set_fpu(arg),
+            // Always runnable without an in-kernel APIC: see `set_mp_state`.
+            abi::KVM_GET_MP_STATE => {
+                let state = kvm_mp_state {
+                    mp_state: abi::KVM_MP_STATE_RUNNABLE,
+                };
+                user::write(arg, &state)?;
+                Ok(0)
+            }
+            abi::KVM_SET_MP_STATE => this.set_mp_state(arg),
+            // The guest's TSC runs at the host's rate (rkvm does not scale
+            // it), as KVM's `virtual_tsc_khz` does by default.
+            abi::KVM_GET_TSC_KHZ => Ok(cpu::tsc_khz() as isize),
             abi::KVM_INTERRUPT => {
                 let irq: kvm_interrupt = user::read(arg)?;
                 this.vcpu.state.lock().run.queue_interrupt(irq.irq)?;

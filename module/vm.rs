@@ -33,7 +33,7 @@
 //! except where KVM's check order needs the copy under the lock (a mutex
 //! may sleep; rkvm's page-fault path takes none of these locks).
 
-use crate::abi::{self, kvm_userspace_memory_region, kvm_userspace_memory_region2};
+use crate::abi::{self, kvm_enable_cap, kvm_userspace_memory_region, kvm_userspace_memory_region2};
 use crate::dev::{check_extension, Shared};
 use crate::memslot::{Change, Request, SlotError, SlotTable};
 use crate::mmu::{MapError, PageSize, SecondLevel};
@@ -385,6 +385,25 @@ impl Vm {
         Ok(0)
     }
 
+    /// `KVM_SET_GSI_ROUTING`: a routing table maps GSIs to the pins of an
+    /// in-kernel PIC or IOAPIC, or to MSIs the in-kernel APIC delivers. An
+    /// rkvm VM has no in-kernel irqchip, and KVM answers a VM without one
+    /// (`kvm_arch_can_set_irq_routing`) with `EINVAL` once it has read the
+    /// header: so does rkvm.
+    fn set_gsi_routing(&self, arg: usize) -> Result<isize> {
+        // The header: `nr` and `flags` (`struct kvm_irq_routing` before its entries).
+        let _header: [u32; 2] = user::read(arg)?;
+        Err(EINVAL)
+    }
+
+    /// `KVM_ENABLE_CAP` on a VM fd: rkvm has no capability that must be
+    /// enabled, so every one is `EINVAL` once the argument is read, as KVM
+    /// answers a capability it does not know (`kvm_vm_ioctl_enable_cap`).
+    fn enable_cap(&self, arg: usize) -> Result<isize> {
+        let _cap: kvm_enable_cap = user::read(arg)?;
+        Err(EINVAL)
+    }
+
     fn set_identity_map_addr(&self, arg: usize) -> Result<isize> {
         // Like KVM: only before the first vCPU exists, checked before the argument is read,
         // all under the lock (the copy may sleep, which a mutex allows).
@@ -513,6 +532,8 @@ impl FileObject for Vm {
             }
             abi::KVM_SET_TSS_ADDR => this.set_tss_addr(arg),
             abi::KVM_SET_IDENTITY_MAP_ADDR => this.set_identity_map_addr(arg),
+            abi::KVM_SET_GSI_ROUTING => this.set_gsi_routing(arg),
+            abi::KVM_ENABLE_CAP => this.enable_cap(arg),
             // KVM answers unknown VM ioctls with ENOTTY (`kvm_arch_vm_ioctl`).
             _ => Err(ENOTTY),
         }

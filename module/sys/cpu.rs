@@ -116,6 +116,7 @@ extern "C" {
     fn rkvm_local_irq_save() -> c_ulong;
     fn rkvm_local_irq_restore(flags: c_ulong);
     fn rkvm_num_online_cpus() -> c_uint;
+    fn rkvm_tsc_khz() -> c_uint;
     fn rkvm_on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
     fn rkvm_syscore_register(
         suspend: unsafe extern "C" fn(*mut c_void) -> c_int,
@@ -247,6 +248,13 @@ pub(crate) fn rdtsc() -> u64 {
     unsafe {
         core::arch::x86_64::_rdtsc()
     }
+}
+
+/// The host's TSC frequency in kHz, as the kernel calibrated it (0 if it
+/// could not).
+pub(crate) fn tsc_khz() -> u32 {
+    // SAFETY: Reading the calibrated TSC frequency has no preconditions.
+    unsafe { rkvm_tsc_khz() }
 }
 
 /// Reads a model-specific register of the current CPU. A fault (an MSR the

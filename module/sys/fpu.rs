@@ -121,6 +121,126 @@ impl FpuImage {
     }
 }
 
+/// The x87 and SSE registers as `KVM_GET_FPU`/`KVM_SET_FPU` carry them:
+/// the fields of the FXSAVE legacy region. SDM Vol. 1 Table 10-2.
+pub(crate) struct LegacyFpu {
+    pub(crate) fpr: [[u8; 16]; 8],
+    pub(crate) fcw: u16,
+    pub(crate) fsw: u16,
+    /// The abridged tag word (one bit per register: 1 = not empty).
+    pub(crate) ftw: u8,
+    pub(crate) fop: u16,
+    pub(crate) fip: u64,
+    pub(crate) fdp: u64,
+    pub(crate) xmm: [[u8; 16]; 16],
+}
+
+/// Offsets in the legacy region (64-bit format). SDM Vol. 1 Table 10-2.
+mod legacy {
+    pub(super) const FCW: usize = 0;
+    pub(super) const FSW: usize = 2;
+    pub(super) const FTW: usize = 4;
+    pub(super) const FOP: usize = 6;
+    pub(super) const FIP: usize = 8;
+    pub(super) const FDP: usize = 16;
+    pub(super) const ST0: usize = 32;
+    pub(super) const XMM0: usize = 160;
+}
+
+/// XSTATE_BV bits of the two legacy components. SDM Vol. 1 13.1.
+const XFEATURE_X87: u8 = 1 << 0;
+const XFEATURE_SSE: u8 = 1 << 1;
+
+impl FpuImage {
+    /// The 512-byte legacy region as bytes.
+    fn legacy_bytes(&self) -> [u8; LEGACY_SIZE] {
+        let mut bytes = [0; LEGACY_SIZE];
+        for (dst, chunk) in bytes.chunks_mut(64).zip(self.area.iter()) {
+            dst.copy_from_slice(&chunk.0);
+        }
+        bytes
+    }
+
+    /// The XSTATE_BV byte that says which legacy components the image
+    /// holds, or both when the image is an FXSAVE one (always complete).
+    fn legacy_in_image(&self) -> u8 {
+        match self.layout.xsave_mask {
+            Some(_) => self.area[XSAVE_HEADER / 64].0[0],
+            None => XFEATURE_X87 | XFEATURE_SSE,
+        }
+    }
+
+    /// The x87 and SSE registers, as `KVM_GET_FPU` reports them. A
+    /// component XSAVE recorded as in its initial state (its XSTATE_BV bit
+    /// clear) was not written to the image: its initial values are
+    /// reported (FCW 0x37F, everything else zero). SDM Vol. 1 13.6.
+    pub(crate) fn legacy(&self) -> LegacyFpu {
+        let b = self.legacy_bytes();
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u64_at = |o: usize| {
+            let mut q = [0; 8];
+            q.copy_from_slice(&b[o..o + 8]);
+            u64::from_le_bytes(q)
+        };
+        let in_image = self.legacy_in_image();
+        let mut out = LegacyFpu {
+            fpr: [[0; 16]; 8],
+            fcw: FCW_INIT,
+            fsw: 0,
+            ftw: 0,
+            fop: 0,
+            fip: 0,
+            fdp: 0,
+            xmm: [[0; 16]; 16],
+        };
+        if in_image & XFEATURE_X87 != 0 {
+            out.fcw = u16_at(legacy::FCW);
+            out.fsw = u16_at(legacy::FSW);
+            out.ftw = b[legacy::FTW];
+            out.fop = u16_at(legacy::FOP);
+            out.fip = u64_at(legacy::FIP);
+            out.fdp = u64_at(legacy::FDP);
+            for (i, st) in out.fpr.iter_mut().enumerate() {
+                st.copy_from_slice(&b[legacy::ST0 + 16 * i..legacy::ST0 + 16 * (i + 1)]);
+            }
+        }
+        if in_image & XFEATURE_SSE != 0 {
+            for (i, x) in out.xmm.iter_mut().enumerate() {
+                x.copy_from_slice(&b[legacy::XMM0 + 16 * i..legacy::XMM0 + 16 * (i + 1)]);
+            }
+        }
+        out
+    }
+
+    /// Replaces the x87 and SSE registers (`KVM_SET_FPU`); MXCSR and
+    /// every other component are kept. Any values are safe to load: FXRSTOR
+    /// and XRSTOR only fault on a reserved MXCSR bit, which this does not
+    /// touch, and a pending x87 exception in FSW is taken by the guest at
+    /// its next x87 instruction. SDM Vol. 2B FXRSTOR.
+    pub(crate) fn set_legacy(&mut self, fpu: &LegacyFpu) {
+        let mut b = self.legacy_bytes();
+        b[legacy::FCW..legacy::FCW + 2].copy_from_slice(&fpu.fcw.to_le_bytes());
+        b[legacy::FSW..legacy::FSW + 2].copy_from_slice(&fpu.fsw.to_le_bytes());
+        b[legacy::FTW] = fpu.ftw;
+        b[legacy::FOP..legacy::FOP + 2].copy_from_slice(&fpu.fop.to_le_bytes());
+        b[legacy::FIP..legacy::FIP + 8].copy_from_slice(&fpu.fip.to_le_bytes());
+        b[legacy::FDP..legacy::FDP + 8].copy_from_slice(&fpu.fdp.to_le_bytes());
+        for (i, st) in fpu.fpr.iter().enumerate() {
+            b[legacy::ST0 + 16 * i..legacy::ST0 + 16 * (i + 1)].copy_from_slice(st);
+        }
+        for (i, x) in fpu.xmm.iter().enumerate() {
+            b[legacy::XMM0 + 16 * i..legacy::XMM0 + 16 * (i + 1)].copy_from_slice(x);
+        }
+        for (chunk, src) in self.area.iter_mut().zip(b.chunks(64)) {
+            chunk.0.copy_from_slice(src);
+        }
+        if self.layout.xsave_mask.is_some() {
+            // Both components now come from the image at the next XRSTOR.
+            self.area[XSAVE_HEADER / 64].0[0] |= XFEATURE_X87 | XFEATURE_SSE;
+        }
+    }
+}
+
 /// A kernel FPU section with the guest's state loaded into the registers.
 /// Preemption and softirqs are off while it lives; dropping it saves the
 /// guest state back to its image and ends the section.

@@ -36,6 +36,12 @@ pub(crate) mod index {
     pub(crate) const FS_BASE: u32 = 0xc000_0100;
     pub(crate) const GS_BASE: u32 = 0xc000_0101;
     pub(crate) const KERNEL_GS_BASE: u32 = 0xc000_0102;
+    /// KVM's first paravirtual clock MSRs ("kvmclock", before the
+    /// 0x4b564dxx numbers): the guest-physical address of the wall-clock
+    /// structure, and of the per-vCPU time structure plus an enable bit.
+    /// `Documentation/virt/kvm/x86/msr.rst`.
+    pub(crate) const KVM_WALL_CLOCK: u32 = 0x11;
+    pub(crate) const KVM_SYSTEM_TIME: u32 = 0x12;
     // Host-only MSRs of SVM. APM Vol. 2 15.30.
     pub(crate) const VM_CR: u32 = 0xc001_0114;
     pub(crate) const VM_HSAVE_PA: u32 = 0xc001_0117;
@@ -227,6 +233,8 @@ pub(crate) fn get(
         index::SFMASK => file.sfmask,
         index::KERNEL_GS_BASE => file.kernel_gs_base,
         index::MTRRCAP => MTRRCAP,
+        // kvmclock is off, and stays off: see `set`.
+        index::KVM_WALL_CLOCK | index::KVM_SYSTEM_TIME => 0,
         other => {
             let mut mtrrs = file.mtrrs;
             return mtrrs.slot(other).map(|v| *v);
@@ -274,6 +282,12 @@ pub(crate) fn set(
         index::CSTAR if is_canonical(value) => file.cstar = value,
         index::SFMASK => file.sfmask = value,
         index::KERNEL_GS_BASE if is_canonical(value) => file.kernel_gs_base = value,
+        // rkvm has no kvmclock (it offers no KVM paravirtual CPUID leaves): 0, "no
+        // structure" / "disabled", is the only value, and it is what they read. VMMs written
+        // for old KVMs (QEMU 7.2) write 0 to both at every reset whatever the guest's CPUID
+        // says; KVM accepts that, and so does rkvm. A non-zero value would ask rkvm to
+        // maintain a clock structure in guest memory, which it does not (docs/abi.md).
+        index::KVM_WALL_CLOCK | index::KVM_SYSTEM_TIME => return value == 0,
         other if Mtrrs::valid(other, value, ctx.guest.phys_bits) => match file.mtrrs.slot(other) {
             Some(slot) => *slot = value,
             None => return false,

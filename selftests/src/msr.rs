@@ -3,6 +3,10 @@
 
 /// `TSC`.
 pub const MSR_TSC: u32 = 0x10;
+/// KVM's first paravirtual clock MSRs (`Documentation/virt/kvm/x86/msr.rst`).
+pub const MSR_KVM_WALL_CLOCK: u32 = 0x11;
+/// See [`MSR_KVM_WALL_CLOCK`].
+pub const MSR_KVM_SYSTEM_TIME: u32 = 0x12;
 /// `APIC_BASE`.
 pub const MSR_APIC_BASE: u32 = 0x1b;
 /// `MTRRCAP`.

@@ -1588,6 +1588,66 @@ fn guest_and_host_sse_state_stay_apart(ctx: &Ctx) -> TestResult {
     vcpu.done()
 }
 
+guest! {
+    /// Reports FCW, xmm0 and xmm15 as KVM_SET_FPU left them, then loads
+    /// xmm1 and a new FCW for KVM_GET_FPU to find.
+    fn fpu_ioctl_guest;
+    ".code64",
+    "mov %cr4, %rax",
+    "or $0x200, %eax",
+    "mov %rax, %cr4",
+    "mov %cr0, %rax",
+    "and $~4, %eax",
+    "or $2, %eax",
+    "mov %rax, %cr0",
+    "fnstcw DATA_GPA",
+    "movzwl DATA_GPA, %ebx",
+    "movq %xmm0, %rcx",
+    "movq %xmm15, %rsi",
+    "ucall UCALL_SYNC",
+    "movabs $0x0123456789abcdef, %rax",
+    "movq %rax, %xmm1",
+    "movw $0x0e7f, DATA_GPA",
+    "fldcw DATA_GPA",
+    "ucall UCALL_DONE",
+}
+
+/// KVM_SET_FPU reaches the guest's registers, and KVM_GET_FPU after an exit
+/// returns what the guest loaded (the x87 control word and XMM registers).
+fn kvm_set_fpu_reaches_the_guest_and_kvm_get_fpu_sees_its_writes(ctx: &Ctx) -> TestResult {
+    const XMM0: u128 = 0x1122_3344_5566_7788_99aa_bbcc_ddee_ff00;
+    const XMM15: u128 = 0x0f0e_0d0c_0b0a_0908_0706_0504_0302_0100;
+    let vm = GuestVm::new(ctx, Mode::Long, fpu_ioctl_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let mut fpu = check_ok!(vcpu.vcpu.get_fpu());
+    fpu.fcw = 0x027f;
+    fpu.xmm[0] = XMM0.to_le_bytes();
+    fpu.xmm[15] = XMM15.to_le_bytes();
+    check_ok!(vcpu.vcpu.set_fpu(&fpu));
+    let [fcw, xmm0, xmm15] = vcpu.sync()?.map(u128::from);
+    check_eq_hex!(fcw, 0x027fu128, "the guest's FCW");
+    check_eq_hex!(
+        xmm0,
+        XMM0 & u128::from(u64::MAX),
+        "the guest's xmm0 (low half)"
+    );
+    check_eq_hex!(
+        xmm15,
+        XMM15 & u128::from(u64::MAX),
+        "the guest's xmm15 (low half)"
+    );
+    vcpu.done()?;
+    let after = check_ok!(vcpu.vcpu.get_fpu());
+    check_eq_hex!(after.fcw, 0x0e7fu16, "FCW the guest loaded");
+    check_eq_hex!(
+        u128::from_le_bytes(after.xmm[1]),
+        0x0123_4567_89ab_cdefu128,
+        "xmm1 the guest loaded"
+    );
+    check_eq_hex!(u128::from_le_bytes(after.xmm[0]), XMM0, "xmm0, untouched");
+    Ok(())
+}
+
 // ---- Control registers ----
 
 guest! {
@@ -1857,6 +1917,7 @@ fn main() -> ExitCode {
             several_vms_and_vcpus_run_concurrently,
             slot_deleted_while_the_guest_runs_becomes_mmio,
             guest_and_host_sse_state_stay_apart,
+            kvm_set_fpu_reaches_the_guest_and_kvm_get_fpu_sees_its_writes,
             cr4_writes_take_effect_and_invalid_ones_are_gp,
             debug_registers_read_back_what_the_guest_wrote,
             exit_counters_in_debugfs_count_what_the_guest_did,

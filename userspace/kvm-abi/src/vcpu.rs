@@ -6,12 +6,13 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::fam::{CpuidEntries, MsrEntries};
 use crate::ioctls::{
-    KVM_GET_CPUID2, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS, KVM_INTERRUPT, KVM_RUN,
-    KVM_SET_CPUID2, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS,
+    KVM_GET_CPUID2, KVM_GET_FPU, KVM_GET_MP_STATE, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS,
+    KVM_GET_TSC_KHZ, KVM_INTERRUPT, KVM_RUN, KVM_SET_CPUID2, KVM_SET_FPU, KVM_SET_MP_STATE,
+    KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS,
 };
 use crate::mem::{RunMapping, VcpuMapping};
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
-use crate::sys::{kvm_interrupt, kvm_regs, kvm_sregs};
+use crate::sys::{kvm_fpu, kvm_interrupt, kvm_mp_state, kvm_regs, kvm_sregs};
 use crate::vm::MemoryKeepAlive;
 
 /// A vCPU. It keeps working after its VM's fd is closed.
@@ -100,6 +101,49 @@ impl Vcpu {
         unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_SREGS, sregs) }
             .map(drop)
             .map_err(|e| Error::new("KVM_SET_SREGS", e))
+    }
+
+    /// KVM_GET_FPU: the x87 and SSE registers.
+    pub fn get_fpu(&self) -> Result<kvm_fpu> {
+        let mut fpu = kvm_fpu::default();
+        // SAFETY: the kernel writes one kvm_fpu (plain integers).
+        unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_FPU, &raw mut fpu) }
+            .map_err(|e| Error::new("KVM_GET_FPU", e))?;
+        Ok(fpu)
+    }
+
+    /// KVM_SET_FPU.
+    pub fn set_fpu(&self, fpu: &kvm_fpu) -> Result<()> {
+        // SAFETY: the kernel reads one kvm_fpu.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_FPU, fpu) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_FPU", e))
+    }
+
+    /// KVM_GET_MP_STATE: the `KVM_MP_STATE_*` value.
+    pub fn get_mp_state(&self) -> Result<u32> {
+        let mut state = kvm_mp_state::default();
+        // SAFETY: the kernel writes one kvm_mp_state.
+        unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_MP_STATE, &raw mut state) }
+            .map_err(|e| Error::new("KVM_GET_MP_STATE", e))?;
+        Ok(state.mp_state)
+    }
+
+    /// KVM_SET_MP_STATE.
+    pub fn set_mp_state(&self, mp_state: u32) -> Result<()> {
+        let arg = kvm_mp_state { mp_state };
+        // SAFETY: the kernel reads one kvm_mp_state.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_MP_STATE, &raw const arg) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_MP_STATE", e))
+    }
+
+    /// KVM_GET_TSC_KHZ: the guest's TSC frequency in kHz.
+    pub fn get_tsc_khz(&self) -> Result<u32> {
+        // SAFETY: KVM_GET_TSC_KHZ takes no argument; the result is the return value.
+        let r = unsafe { ioctl_val(self.fd.as_fd(), KVM_GET_TSC_KHZ, 0) }
+            .map_err(|e| Error::new("KVM_GET_TSC_KHZ", e))?;
+        u32::try_from(r).map_err(|_| Error::new("KVM_GET_TSC_KHZ", nix::errno::Errno::ERANGE))
     }
 
     /// KVM_SET_CPUID2 with the first `nent` entries of `cpuid`.

@@ -7,12 +7,13 @@ use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::ioctls::{
-    KVM_CHECK_EXTENSION, KVM_CREATE_VCPU, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_TSS_ADDR,
-    KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2,
+    KVM_CHECK_EXTENSION, KVM_CREATE_VCPU, KVM_ENABLE_CAP, KVM_SET_GSI_ROUTING,
+    KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
+    KVM_SET_USER_MEMORY_REGION2,
 };
 use crate::mem::GuestMemory;
 use crate::raw::{ioctl_ref, ioctl_val};
-use crate::sys::{kvm_userspace_memory_region, kvm_userspace_memory_region2};
+use crate::sys::{kvm_enable_cap, kvm_userspace_memory_region, kvm_userspace_memory_region2};
 use crate::vcpu::Vcpu;
 
 /// Guest memory that memory slots have pointed at. KVM may write guest
@@ -192,6 +193,30 @@ impl Vm {
         unsafe { ioctl_val(self.fd.as_fd(), KVM_SET_TSS_ADDR, addr) }
             .map(drop)
             .map_err(|e| Error::new("KVM_SET_TSS_ADDR", e))
+    }
+
+    /// KVM_SET_GSI_ROUTING with an empty table (`nr` 0, `flags` 0): the
+    /// header alone, which is what a VM without an in-kernel irqchip is
+    /// judged on.
+    pub fn set_empty_gsi_routing(&self) -> Result<()> {
+        // The kvm_irq_routing header: `nr`, `flags`, then no entries.
+        let header = [0u32; 2];
+        // SAFETY: the kernel reads the 8-byte header and, with `nr` 0, no entries.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_GSI_ROUTING, &raw const header) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_GSI_ROUTING", e))
+    }
+
+    /// KVM_ENABLE_CAP on the VM: enables capability `cap` with `args`.
+    pub fn enable_cap(&self, cap: u32, args: [u64; 4]) -> Result<i32> {
+        let arg = kvm_enable_cap {
+            cap,
+            args,
+            ..Default::default()
+        };
+        // SAFETY: the kernel reads one kvm_enable_cap.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_ENABLE_CAP, &raw const arg) }
+            .map_err(|e| Error::new("KVM_ENABLE_CAP", e))
     }
 
     /// KVM_SET_IDENTITY_MAP_ADDR: guest-physical address of the identity map.

@@ -507,6 +507,35 @@ mod msrs {
     }
 
     #[test]
+    fn kvmclock_msrs_take_only_zero_and_read_zero() {
+        let host = HostLimits {
+            cr4_optional: 0,
+            nx: true,
+            phys_bits: 40,
+        };
+        let guest = GuestFeatures::default();
+        let ctx = MsrContext {
+            host: &host,
+            guest: &guest,
+            host_tsc: 0,
+        };
+        let (mut e, mut a) = (0, 0xfee0_0900);
+        let mut file = MsrFile::reset();
+        let mut shared = SharedRegs {
+            efer: &mut e,
+            apic_base: &mut a,
+        };
+        for msr in [index::KVM_WALL_CLOCK, index::KVM_SYSTEM_TIME] {
+            assert!(set(&mut file, &mut shared, &ctx, msr, 0), "{msr:#x} = 0");
+            assert!(
+                !set(&mut file, &mut shared, &ctx, msr, 0x1000 | 1),
+                "{msr:#x}: a clock structure would have to be maintained"
+            );
+            assert_eq!(get(&file, &shared, &ctx, msr), Some(0));
+        }
+    }
+
+    #[test]
     fn mtrrs_are_kept_and_checked_like_kvm() {
         let host = HostLimits {
             cr4_optional: 0,
