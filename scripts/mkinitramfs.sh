@@ -2,7 +2,9 @@
 # Builds the test VM's initramfs: busybox, the kernel's modules (the real
 # KVM among them), rkvm.ko, the selftest binaries, the rkvm tool
 # (/usr/bin/rkvm) and its demo guests (/usr/share/rkvm/guests), the in-VM
-# scripts, and optionally extra test binaries and a command to run.
+# scripts, Debian's QEMU with its libraries and SeaBIOS (the third-party
+# KVM client the `qemu` selftest runs), and optionally extra test binaries
+# and a command to run.
 #
 # Usage: mkinitramfs.sh OUTPUT.cpio [--extra DIR] [--cmd 'COMMAND']
 . "$(dirname "$0")/lib.sh"
@@ -43,6 +45,19 @@ install -m 0755 "$RKVM_OUT/rkvm" "$root/usr/bin/rkvm"
 for g in "$RKVM_OUT"/guests/*; do
 	install -m 0644 "$g" "$root/usr/share/rkvm/guests/"
 done
+# QEMU as the host has it: the binary, every shared library it loads (and
+# the dynamic loader), and the firmware an `-M pc` machine on KVM reads.
+qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found (make setup installs it)"
+install -D -m 0755 "$qemu" "$root/usr/bin/qemu-system-x86_64"
+ldd "$qemu" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u |
+	while read -r lib; do
+		install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"
+	done
+for fw in /usr/share/seabios/bios-256k.bin /usr/share/qemu/kvmvapic.bin; do
+	[ -f "$fw" ] || die "$fw not found (packages seabios, qemu-system-data)"
+	install -D -m 0644 "$(readlink -f "$fw")" "$root$fw"
+done
+
 if [ -n "$extra" ]; then
 	[ -d "$extra" ] || die "EXTRA_TESTS=$extra is not a directory"
 	for t in "$extra"/*; do

@@ -1,0 +1,307 @@
+//! A KVM client written by someone else runs on the device as on KVM:
+//! Debian's QEMU (7.2), unmodified, with its SeaBIOS firmware, boots a disk
+//! whose boot sector is below. Nothing of QEMU or SeaBIOS is rkvm's: QEMU
+//! opens `/dev/kvm` as it always does, and this program makes that name
+//! the device under test in a private mount namespace (a tmpfs over
+//! `/dev` holding a node with the device's numbers), so the same test runs
+//! against `/dev/rkvm` and `/dev/kvm`.
+//!
+//! QEMU runs without an in-kernel irqchip (`kernel_irqchip=off`: its own
+//! PIC, PIT and local APIC, interrupts injected with `KVM_INTERRUPT`) and
+//! with a CPU model stripped of what rkvm does not offer: no KVM
+//! paravirtual features (`kvm=off`) and no machine check (`-mce,-mca`:
+//! QEMU 7.2 would set 42 MCE MSRs rkvm does not have). docs/testing.md
+//! says what this covers.
+//!
+//! Usage: `qemu [DEVICE]` (default `/dev/rkvm`). `RKVM_QEMU` overrides the
+//! QEMU binary (default `/usr/bin/qemu-system-x86_64`).
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use ksft::{Status, TestResult, check, check_eq, diag, fail, skip, tests};
+use nix::sys::stat::{major, minor};
+use rkvm_selftests::Ctx;
+
+/// How long one QEMU run may take before it is killed (SeaBIOS and the
+/// boot sector take a few seconds under emulation).
+const QEMU_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The port of QEMU's `isa-debug-exit` device: writing V makes QEMU exit
+/// with status `(V << 1) | 1`.
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+/// What the boot sector writes there when every step worked, and when the
+/// disk read failed.
+const EXIT_OK: u8 = 0x21;
+const EXIT_DISK_ERROR: u8 = 0x01;
+/// SeaBIOS's debug console (`isa-debugcon`), where SeaBIOS logs and the
+/// boot sector prints.
+const DEBUGCON_PORT: u16 = 0x402;
+/// Timer ticks (IRQ 0, 18.2 Hz) the boot sector waits for with `sti; hlt`.
+const TICKS: u16 = 9;
+
+/// The text of the disk's second sector, which the boot sector reads with
+/// `int 13h` and prints.
+const SECTOR2_TEXT: &str = "boot sector: sector 2 read by int 13h\n";
+
+kvm_abi::guest_code! {
+    /// A boot sector, entered by SeaBIOS in real mode at 0000:7C00 with DL
+    /// the boot drive. It prints a line on the debug console, reads the
+    /// disk's second sector to 0x7E00 with the BIOS (SeaBIOS drives the IDE
+    /// disk with port I/O, `REP INSW`), prints it, waits for timer ticks
+    /// with `sti; hlt` (the BIOS tick count at 0x46C, kept by SeaBIOS's
+    /// IRQ 0 handler), prints again, and ends QEMU through `isa-debug-exit`.
+    /// Data is addressed as 0x7C00 plus its offset in the block.
+    fn boot_sector;
+    ".code16",
+    "cli",
+    "xor %ax, %ax",
+    "mov %ax, %ds",
+    "mov %ax, %es",
+    "mov %ax, %ss",
+    "mov $0x7c00, %sp",
+    "sti",
+    // DL (the boot drive) is kept for int 13h: printing uses DX.
+    "push %dx",
+    "mov $(0x7c00 + 2f - rkvm_guest_boot_sector_start), %si",
+    "call 9f",
+    "pop %dx",
+    // int 13h AH=02h: read AL=1 sector at cylinder 0 (CH), sector 2 (CL),
+    // head 0 (DH) of drive DL into ES:BX. Carry set on error.
+    "mov $0x0201, %ax",
+    "mov $0x7e00, %bx",
+    "mov $0x0002, %cx",
+    "xor %dh, %dh",
+    "int $0x13",
+    "jc 7f",
+    "mov $0x7e00, %si",
+    "call 9f",
+    // Wait until the tick count has moved on by {ticks}.
+    "mov 0x46c, %bx",
+    "add ${ticks}, %bx",
+    "1: hlt",
+    "mov 0x46c, %ax",
+    "sub %bx, %ax",
+    "js 1b",
+    "mov $(0x7c00 + 3f - rkvm_guest_boot_sector_start), %si",
+    "call 9f",
+    "mov ${exit_ok}, %al",
+    "out %al, ${exit_port}",
+    "6: cli",
+    "hlt",
+    "jmp 6b",
+    "7: mov $(0x7c00 + 4f - rkvm_guest_boot_sector_start), %si",
+    "call 9f",
+    "mov ${exit_disk}, %al",
+    "out %al, ${exit_port}",
+    "jmp 6b",
+    // Prints the NUL-terminated string at DS:SI on the debug console.
+    "9: mov ${debugcon}, %dx",
+    "8: lodsb",
+    "test %al, %al",
+    "jz 5f",
+    "out %al, (%dx)",
+    "jmp 8b",
+    "5: ret",
+    "2: .asciz \"boot sector: hello from real mode\\n\"",
+    "3: .asciz \"boot sector: {ticks} timer ticks seen\\n\"",
+    "4: .asciz \"boot sector: int 13h failed\\n\"";
+    ticks = const TICKS,
+    exit_ok = const EXIT_OK,
+    exit_disk = const EXIT_DISK_ERROR,
+    exit_port = const DEBUG_EXIT_PORT,
+    debugcon = const DEBUGCON_PORT,
+    options(att_syntax)
+}
+
+fn qemu_path() -> PathBuf {
+    std::env::var_os("RKVM_QEMU").map_or_else(|| "/usr/bin/qemu-system-x86_64".into(), Into::into)
+}
+
+/// Writes the disk image: the boot sector (with its 0x55AA signature),
+/// then [`SECTOR2_TEXT`], padded to 1 MiB so that the BIOS sees an
+/// ordinary small disk.
+fn write_disk(path: &Path) -> TestResult {
+    let code = boot_sector();
+    check!(code.len() <= 510, "the boot sector is {} bytes", code.len());
+    let mut disk = vec![0u8; 1 << 20];
+    disk[..code.len()].copy_from_slice(code);
+    disk[510] = 0x55;
+    disk[511] = 0xaa;
+    disk[512..512 + SECTOR2_TEXT.len()].copy_from_slice(SECTOR2_TEXT.as_bytes());
+    fs::write(path, &disk)
+        .map_err(|e| Status::Fail(format!("cannot write {}: {e}", path.display())))
+}
+
+/// What one QEMU run did.
+struct Outcome {
+    /// QEMU's exit status, or `None` if it was killed (by the timeout).
+    status: Option<i32>,
+    /// The debug console: SeaBIOS's log and the boot sector's lines.
+    console: String,
+    stderr: String,
+}
+
+/// The shell script that makes `/dev/kvm` the device under test for QEMU
+/// only, then runs QEMU (`"$@"`): in a new mount namespace (`unshare -m`,
+/// made private so nothing propagates back), a tmpfs over `/dev` holds a
+/// `kvm` node with the device's numbers and the few other nodes QEMU opens.
+const PRIVATE_DEV: &str = r#"
+set -e
+mount --make-rprivate /
+mount -t tmpfs -o mode=0755 tmpfs /dev
+mknod -m 0600 /dev/kvm c "$KVM_MAJOR" "$KVM_MINOR"
+mknod -m 0666 /dev/null c 1 3
+mknod -m 0666 /dev/zero c 1 5
+mknod -m 0666 /dev/random c 1 8
+mknod -m 0666 /dev/urandom c 1 9
+exec "$@"
+"#;
+
+/// Boots the disk in QEMU on the device under test, with one vCPU. (With
+/// two, SeaBIOS hangs while starting the second through QEMU's userspace
+/// local APIC, on KVM exactly as on rkvm: QEMU calls that APIC deprecated
+/// for KVM.)
+fn boot(ctx: &Ctx) -> Result<Outcome, Status> {
+    let qemu = qemu_path();
+    if !qemu.exists() {
+        skip!("{} is not installed in this VM", qemu.display());
+    }
+    let meta = fs::metadata(&ctx.path)
+        .map_err(|e| Status::Fail(format!("cannot stat {}: {e}", ctx.path.display())))?;
+    if !meta.file_type().is_char_device() {
+        fail!("{} is not a character device", ctx.path.display());
+    }
+    let rdev = meta.rdev();
+
+    let dir = std::env::temp_dir().join(format!("rkvm-qemu-{}", std::process::id()));
+    fs::create_dir_all(&dir).map_err(|e| Status::Fail(format!("{}: {e}", dir.display())))?;
+    let disk = dir.join("disk.img");
+    let log = dir.join("debugcon.log");
+    write_disk(&disk)?;
+    let _ = fs::remove_file(&log);
+
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--", "sh", "-c", PRIVATE_DEV, "sh"])
+        .env("KVM_MAJOR", major(rdev).to_string())
+        .env("KVM_MINOR", minor(rdev).to_string())
+        .arg(&qemu)
+        .args(["-accel", "kvm", "-machine", "pc,kernel_irqchip=off"])
+        .args(["-cpu", "qemu64,kvm=off,-mce,-mca", "-smp", "1", "-m", "16"])
+        .args([
+            "-display",
+            "none",
+            "-nodefaults",
+            "-no-reboot",
+            "-no-user-config",
+        ])
+        .arg("-chardev")
+        .arg(format!("file,id=dbg,path={}", log.display()))
+        .args([
+            "-device",
+            &format!("isa-debugcon,iobase={DEBUGCON_PORT:#x},chardev=dbg"),
+        ])
+        .args([
+            "-device",
+            &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=1"),
+        ])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=ide", disk.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Status::Fail(format!("cannot run {}: {e}", qemu.display())))?;
+
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() > QEMU_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => fail!("waiting for QEMU: {e}"),
+        }
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let console = fs::read_to_string(&log).unwrap_or_default();
+    let _ = fs::remove_dir_all(&dir);
+    diag!("QEMU ran for {:.1} s", start.elapsed().as_secs_f64());
+    let outcome = Outcome {
+        status: status.and_then(|s| s.code().or(s.signal().map(|n| 128 + n))),
+        console,
+        stderr,
+    };
+    if outcome.status != Some(i32::from(EXIT_OK) << 1 | 1) {
+        diag!("QEMU status {:?}; its stderr:", outcome.status);
+        for line in outcome.stderr.lines().take(20) {
+            diag!("  {line}");
+        }
+        diag!("the end of the debug console:");
+        let lines: Vec<&str> = outcome.console.lines().collect();
+        for line in &lines[lines.len().saturating_sub(25)..] {
+            diag!("  {line}");
+        }
+    }
+    Ok(outcome)
+}
+
+/// Checks that `lines` appear in the console in this order.
+fn expect_in_order(console: &str, lines: &[&str]) -> TestResult {
+    let mut rest = console;
+    for want in lines {
+        match rest.find(want) {
+            Some(at) => rest = &rest[at + want.len()..],
+            None => fail!("the debug console lacks {want:?} (after the lines before it)"),
+        }
+    }
+    Ok(())
+}
+
+/// SeaBIOS initialises the machine (real mode, its 32-bit part, PCI and
+/// fw_cfg port I/O, the userspace APIC's MMIO), finds the disk, loads the
+/// boot sector; the boot sector reads a sector through the BIOS, takes
+/// timer interrupts QEMU injects with `KVM_INTERRUPT` after `HLT` exits, and
+/// ends QEMU with the status it chose.
+fn seabios_boots_the_disk_and_the_boot_sector_runs(ctx: &Ctx) -> TestResult {
+    let o = boot(ctx)?;
+    expect_in_order(
+        &o.console,
+        &[
+            "SeaBIOS (version",
+            "Found 1 cpu(s)",
+            "Booting from Hard Disk...",
+            "Booting from 0000:7c00",
+            "boot sector: hello from real mode\n",
+            SECTOR2_TEXT,
+            &format!("boot sector: {TICKS} timer ticks seen\n"),
+        ],
+    )?;
+    check!(!o.console.contains("int 13h failed"));
+    check_eq!(
+        o.status,
+        Some(i32::from(EXIT_OK) << 1 | 1),
+        "QEMU's exit status"
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    ksft::run(
+        &Ctx::from_args(),
+        &tests![seabios_boots_the_disk_and_the_boot_sector_runs,],
+    )
+}
