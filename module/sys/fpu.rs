@@ -105,9 +105,9 @@ impl FpuImage {
         for _ in 0..chunks {
             area.push(Chunk([0; 64]), GFP_KERNEL_ACCOUNT)?;
         }
-        // Legacy region: FCW at byte 0, MXCSR at byte 24. SDM Vol. 1 Table 10-2.
-        area[0].0[0..2].copy_from_slice(&FCW_INIT.to_le_bytes());
-        area[0].0[24..28].copy_from_slice(&MXCSR_INIT.to_le_bytes());
+        // In the legacy region (its first 64 bytes are chunk 0).
+        area[0].0[legacy::FCW..legacy::FCW + 2].copy_from_slice(&FCW_INIT.to_le_bytes());
+        area[0].0[legacy::MXCSR..legacy::MXCSR + 4].copy_from_slice(&MXCSR_INIT.to_le_bytes());
         if layout.xsave_mask.is_some() {
             // XSTATE_BV: x87 and SSE come from the image (so FCW and MXCSR above are used),
             // every other component is in its initial state.
@@ -143,6 +143,7 @@ mod legacy {
     pub(super) const FOP: usize = 6;
     pub(super) const FIP: usize = 8;
     pub(super) const FDP: usize = 16;
+    pub(super) const MXCSR: usize = 24;
     pub(super) const ST0: usize = 32;
     pub(super) const XMM0: usize = 160;
 }

@@ -429,13 +429,19 @@ mod msrs {
     };
     use crate::x86::regs::{efer, HostLimits};
 
-    #[test]
-    fn writes_round_trip_and_invalid_values_are_refused() {
-        let host = HostLimits {
+    /// A host without optional CR4 bits, with NX and 40-bit physical
+    /// addresses.
+    fn host_with_40_bit_addresses() -> HostLimits {
+        HostLimits {
             cr4_optional: 0,
             nx: true,
             phys_bits: 40,
-        };
+        }
+    }
+
+    #[test]
+    fn writes_round_trip_and_invalid_values_are_refused() {
+        let host = host_with_40_bit_addresses();
         let guest = GuestFeatures::default();
         let ctx = MsrContext {
             host: &host,
@@ -508,11 +514,7 @@ mod msrs {
 
     #[test]
     fn kvmclock_msrs_take_only_zero_and_read_zero() {
-        let host = HostLimits {
-            cr4_optional: 0,
-            nx: true,
-            phys_bits: 40,
-        };
+        let host = host_with_40_bit_addresses();
         let guest = GuestFeatures::default();
         let ctx = MsrContext {
             host: &host,
@@ -537,11 +539,7 @@ mod msrs {
 
     #[test]
     fn mtrrs_are_kept_and_checked_like_kvm() {
-        let host = HostLimits {
-            cr4_optional: 0,
-            nx: true,
-            phys_bits: 40,
-        };
+        let host = host_with_40_bit_addresses();
         let guest = GuestFeatures::default(); // 36-bit guest physical addresses
         let ctx = MsrContext {
             host: &host,
