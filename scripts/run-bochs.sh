@@ -11,7 +11,8 @@
 # Environment: RKVM_BOCHS_CPU (default corei7_haswell_4770; zambezi for
 # SVM), RKVM_BOCHS_CPUS (how many, default 2, as QEMU's -smp 2), RKVM_MEM
 # (MiB, default 1024), RKVM_VM_TIMEOUT (seconds, default 2700: the whole
-# suite takes about 20 minutes here).
+# suite takes about 20 minutes here), RKVM_SUITE_TESTS (check mode: only
+# these selftest programs).
 #
 # Pitfalls (../shared/PLATFORM.md): Debian's Bochs has no headless display
 # but rfb with timeout=0 works; it is built with its debugger and waits at
@@ -42,6 +43,8 @@ mkdir -p "$work/iso/isolinux"
 # gets its last lines out.
 append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell} rkvm_emulator=bochs rkvm_drain=2 loglevel=4"
 [ "$mode" = check ] || [ "$mode" = nodev ] && append="${append/loglevel=4/loglevel=1}"
+# RKVM_SUITE_TESTS="a b": the suite runs only those programs.
+[ -n "${RKVM_SUITE_TESTS:-}" ] && append="$append rkvm_tests=${RKVM_SUITE_TESTS// /,}"
 
 # A CD image booted by ISOLINUX: the kernel and the initramfs, one entry.
 cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$work/iso/isolinux/"

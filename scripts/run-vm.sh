@@ -22,6 +22,8 @@ append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell} rkvm_emulator=qemu"
 # In check mode the console carries the TAP stream: kernel messages go only
 # to the log buffer, which the suite checks itself.
 [ "$mode" = check ] || [ "$mode" = nodev ] && append="$append loglevel=1"
+# RKVM_SUITE_TESTS="a b": the suite runs only those programs.
+[ -n "${RKVM_SUITE_TESTS:-}" ] && append="$append rkvm_tests=${RKVM_SUITE_TESTS// /,}"
 
 qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu "${RKVM_QEMU_CPU:-qemu64,+svm,+npt,+vgif}"
 	-smp "${RKVM_SMP:-2}" -m "${RKVM_MEM:-1024}" -nographic -no-reboot

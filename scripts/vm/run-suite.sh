@@ -11,7 +11,12 @@
 # Each sub-test's own TAP is shown indented under '# ', kselftest style.
 
 export RKVM_KO=/lib/modules/rkvm.ko
-TESTS=$(ls /selftests 2>/dev/null)
+# rkvm_tests=a,b on the kernel command line runs only those programs.
+if [ -n "${rkvm_tests:-}" ]; then
+	TESTS=$(echo "$rkvm_tests" | tr , ' ')
+else
+	TESTS=$(ls /selftests 2>/dev/null)
+fi
 EXTRA=$(ls /extra-tests 2>/dev/null)
 TIMEOUT=${RKVM_TEST_TIMEOUT:-600}
 KMEMLEAK=/sys/kernel/debug/kmemleak
@@ -61,6 +66,8 @@ dmesg > /tmp/dmesg.before
 
 # Column 1: rkvm.
 if insmod /lib/modules/rkvm.ko; then
+	# What rkvm found (hardware virtualization, next-RIP save...), for the log.
+	dmesg | grep 'rkvm: /dev/rkvm ready' | tail -n 1 | sed 's/^\[[^]]*\] /# /'
 	# Against rkvm nothing may skip wholesale: a device that cannot be opened
 	# is a failure here, not a reason to skip.
 	for t in $TESTS; do RKVM_STRICT=1 run_one "rkvm:$t" /selftests/$t /dev/rkvm; done

@@ -1612,6 +1612,12 @@ guest! {
     "ucall UCALL_DONE",
 }
 
+/// Whether this CPU saves the FPU state with XSAVE (CPUID.1:ECX.OSXSAVE).
+fn host_has_xsave() -> bool {
+    let leaf1 = std::arch::x86_64::__cpuid(1);
+    leaf1.ecx & (1 << 27) != 0
+}
+
 /// KVM_SET_FPU reaches the guest's registers, and KVM_GET_FPU after an exit
 /// returns what the guest loaded (the x87 control word and XMM registers).
 fn kvm_set_fpu_reaches_the_guest_and_kvm_get_fpu_sees_its_writes(ctx: &Ctx) -> TestResult {
@@ -1625,6 +1631,13 @@ fn kvm_set_fpu_reaches_the_guest_and_kvm_get_fpu_sees_its_writes(ctx: &Ctx) -> T
     fpu.xmm[15] = XMM15.to_le_bytes();
     check_ok!(vcpu.vcpu.set_fpu(&fpu));
     let [fcw, xmm0, xmm15] = vcpu.sync()?.map(u128::from);
+    if !ctx.is_rkvm() && host_has_xsave() && fcw == 0x037f && xmm0 == 0 {
+        ksft::skip!(
+            "KVM 7.3 on a host with XSAVE loads the guest's x87/SSE registers with XRSTOR, and \
+             KVM_SET_FPU writes the legacy region without setting XSTATE_BV's x87 and SSE bits: \
+             the guest gets their initial values (docs/abi.md)"
+        );
+    }
     check_eq_hex!(fcw, 0x027fu128, "the guest's FCW");
     check_eq_hex!(
         xmm0,
