@@ -1213,6 +1213,7 @@ fn mmio(
     let n = match fetched {
         Some(insn) => {
             bytes[..insn.len].copy_from_slice(&insn.bytes[..insn.len]);
+            vm.stats.mmio_insn_from_cpu.add(1);
             insn.len
         }
         None => fetch(vm, state, &mut bytes),

@@ -131,6 +131,10 @@ pub(crate) struct VmStats {
     /// `pages_2m`).
     pub(crate) pages_4k: Counter,
     pub(crate) pages_2m: Counter,
+    /// rkvm's own: MMIO instructions whose bytes the CPU fetched (SVM's
+    /// decode assists) rather than rkvm's walk of the guest's page tables
+    /// (`mmio_insn_from_cpu`).
+    pub(crate) mmio_insn_from_cpu: Counter,
     /// rkvm's own breakdown (`exits_by_reason`).
     pub(crate) by_reason: ExitsByReason,
 }

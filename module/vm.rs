@@ -179,6 +179,9 @@ impl Vm {
         dir.file(c"signal_exits", &COUNTER_FOPS, |s| &s.signal_exits);
         dir.file(c"pages_4k", &COUNTER_FOPS, |s| &s.pages_4k);
         dir.file(c"pages_2m", &COUNTER_FOPS, |s| &s.pages_2m);
+        dir.file(c"mmio_insn_from_cpu", &COUNTER_FOPS, |s| {
+            &s.mmio_insn_from_cpu
+        });
         dir.file(c"exits_by_reason", &BY_REASON_FOPS, |s| &s.by_reason);
         *self.debugfs.lock() = Some(dir);
     }

@@ -1800,6 +1800,59 @@ fn exit_counters_in_debugfs_count_what_the_guest_did(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// Whether this CPU is AMD's with decode assists (CPUID Fn8000_000A EDX
+/// bit 7, APM Vol. 2 15.33): on a nested page fault it hands the
+/// hypervisor the bytes of the faulting instruction.
+fn cpu_has_decode_assists() -> bool {
+    let max_ext = std::arch::x86_64::__cpuid(0x8000_0000).eax;
+    let svm = max_ext >= 0x8000_000a && std::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 2) != 0;
+    svm && std::arch::x86_64::__cpuid(0x8000_000a).edx & (1 << 7) != 0
+}
+
+/// An MMIO instruction comes from the CPU's decode assists when the CPU has
+/// them, and from rkvm's own walk of the guest's page tables otherwise:
+/// rkvm's debugfs counter `mmio_insn_from_cpu` says which. No emulator here
+/// has decode assists, so there the counter must stay 0 and the test then
+/// skips: the decode-assist path is proved only on a CPU that has them.
+fn mmio_instructions_come_from_decode_assists_when_the_cpu_has_them(ctx: &Ctx) -> TestResult {
+    if !ctx.is_rkvm() {
+        ksft::skip!("mmio_insn_from_cpu is rkvm's own counter");
+    }
+    let vm = GuestVm::new(ctx, Mode::Long, counted_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let mut mmios = 0;
+    loop {
+        vcpu.run()?;
+        match vcpu.exit() {
+            VcpuExit::Mmio(mut m) => {
+                mmios += 1;
+                if !m.is_write {
+                    check_ok!(m.set_value(0));
+                }
+            }
+            VcpuExit::Io(io) if io.port == 0x99 => {}
+            VcpuExit::Hlt => {}
+            _ => break,
+        }
+    }
+    check_eq!(vcpu.ucall_of_exit()?, Ucall::Done, "the guest finished");
+    check_eq!(mmios, 8, "MMIO exits");
+    let from_cpu = ctx
+        .vm_stat(&vm.vm, "mmio_insn_from_cpu")
+        .map_err(Status::Fail)?;
+    if cpu_has_decode_assists() {
+        check_eq!(from_cpu, 8, "instructions the CPU fetched");
+        Ok(())
+    } else {
+        check_eq!(
+            from_cpu,
+            0,
+            "instructions the CPU fetched, without decode assists"
+        );
+        ksft::skip!("this CPU has no decode assists: every instruction came from rkvm's page walk")
+    }
+}
+
 // ---- A hostile guest ----
 
 /// MSRs a guest could use against the host if its writes reached the
@@ -1934,6 +1987,7 @@ fn main() -> ExitCode {
             cr4_writes_take_effect_and_invalid_ones_are_gp,
             debug_registers_read_back_what_the_guest_wrote,
             exit_counters_in_debugfs_count_what_the_guest_did,
+            mmio_instructions_come_from_decode_assists_when_the_cpu_has_them,
             guest_msr_writes_never_reach_the_host,
         ],
     )
