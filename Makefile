@@ -10,7 +10,8 @@
 #                   RKVM_BOCHS_CPU=zambezi, AMD SVM with next-RIP save)
 #   make check      ... then run every selftest in the VMs (rkvm and KVM):
 #                   QEMU for AMD SVM, then Bochs for Intel VMX
-#   make check-svm  ... only the SVM half; make check-vmx only the VMX half
+#   make check-svm  ... only the QEMU half (SVM); make check-vmx only the
+#                   Bochs half (VMX, then SVM with next-RIP save)
 #   make check EXTRA_TESTS=DIR   ... plus every executable in DIR
 #   make check RKVM_KASAN=1   ... the same on the KASAN test kernel (CI runs both)
 #   make bench      rkvm bench on rkvm and on KVM in one VM boot, side by side
