@@ -1661,6 +1661,41 @@ fn kvm_set_fpu_reaches_the_guest_and_kvm_get_fpu_sees_its_writes(ctx: &Ctx) -> T
     Ok(())
 }
 
+guest! {
+    /// One waiting x87 instruction: FWAIT takes a pending unmasked x87
+    /// exception (CR0.NE is set: #MF, vector 16).
+    fn fwait_guest;
+    ".code64",
+    "fwait",
+    "ucall UCALL_DONE",
+}
+
+/// A VMM may load any x87 state with KVM_SET_FPU, even a pending unmasked
+/// exception (FSW.ES with FCW's invalid-operation mask clear): only the
+/// guest takes it, as #MF at its next waiting x87 instruction (SDM Vol. 1
+/// 8.7); another vCPU does not, and the host carries on (the suite checks
+/// the kernel log).
+fn a_pending_x87_exception_from_kvm_set_fpu_is_the_guests_mf(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, fwait_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let mut fpu = check_ok!(vcpu.vcpu.get_fpu());
+    // All exceptions unmasked; FSW: busy, error summary, invalid operation.
+    fpu.fcw = 0x0040;
+    fpu.fsw = 0x8081;
+    check_ok!(vcpu.vcpu.set_fpu(&fpu));
+    match vcpu.ucall()? {
+        Ucall::Exception { vector: 16, .. } => {}
+        Ucall::Done if !ctx.is_rkvm() && host_has_xsave() => ksft::skip!(
+            "KVM 7.3 on a host with XSAVE: KVM_SET_FPU does not reach the guest (docs/abi.md)"
+        ),
+        other => ksft::fail!("expected #MF (vector 16), got {other}"),
+    }
+    // The state was vCPU 0's alone: vCPU 1, run next on the same thread,
+    // executes the same FWAIT without an exception.
+    let mut other = vm.add_vcpu(1)?;
+    other.done()
+}
+
 // ---- Control registers ----
 
 guest! {
@@ -1984,6 +2019,7 @@ fn main() -> ExitCode {
             slot_deleted_while_the_guest_runs_becomes_mmio,
             guest_and_host_sse_state_stay_apart,
             kvm_set_fpu_reaches_the_guest_and_kvm_get_fpu_sees_its_writes,
+            a_pending_x87_exception_from_kvm_set_fpu_is_the_guests_mf,
             cr4_writes_take_effect_and_invalid_ones_are_gp,
             debug_registers_read_back_what_the_guest_wrote,
             exit_counters_in_debugfs_count_what_the_guest_did,
