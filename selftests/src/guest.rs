@@ -17,11 +17,13 @@
 //! addresses are the constants of the layout below, which the prelude of
 //! every guest block defines as assembler symbols (`UCALL_PORT`,
 //! `DATA_GPA`, `MMIO_GPA`, `FIXUP_GPA`, `CODE_GPA`, `STACK_TOP`, `ALIAS_GVA` and the
-//! `UCALL_*` codes), together with two assembler macros:
+//! `UCALL_*` codes), together with three assembler macros:
 //!
 //! - `ucall CODE`: `OUT` of `CODE` (in `%eax`) to [`UCALL_PORT`]; the host
 //!   reads the arguments from `%rbx`, `%rcx` and `%rsi`. Clobbers `%eax`
 //!   and `%edx`.
+//! - `enable_sse`: turns SSE on (CR4.OSFXSR set, CR0.EM clear, CR0.MP
+//!   set; SDM Vol. 3A 13.1.3), in 64-bit code. Clobbers `%rax`.
 //! - `assert_eq REG32, IMM, ID`: if the 32-bit register is not `IMM`, a
 //!   `UCALL_FAIL` with the id in `%ebx`, the actual value in `%ecx` and the
 //!   expected one in `%esi`.
@@ -129,6 +131,15 @@ macro_rules! guest {
             "    mov $\\code, %eax",
             "    out %eax, (%dx)",
             ".endm",
+            ".macro enable_sse",
+            "    mov %cr4, %rax",
+            "    or $0x200, %eax",
+            "    mov %rax, %cr4",
+            "    mov %cr0, %rax",
+            "    and $~4, %eax",
+            "    or $2, %eax",
+            "    mov %rax, %cr0",
+            ".endm",
             ".macro assert_eq reg, imm, id",
             "    cmp $\\imm, \\reg",
             "    je .Lassert_ok\\@",
@@ -140,7 +151,8 @@ macro_rules! guest {
             ".endm",
             $($tmpl),+,
             ".purgem ucall",
-            ".purgem assert_eq";
+            ".purgem assert_eq",
+            ".purgem enable_sse";
             ucall_port = const $crate::guest::UCALL_PORT,
             done = const $crate::guest::UCALL_DONE,
             sync = const $crate::guest::UCALL_SYNC,

@@ -1499,14 +1499,7 @@ guest! {
     /// xmm0 from DATA_GPA, ucall; then xmm0 to DATA_GPA + 16, ucall.
     fn xmm_guest;
     ".code64",
-    // SSE on: CR4.OSFXSR (bit 9), CR0.EM (bit 2) clear, CR0.MP (bit 1) set.
-    "mov %cr4, %rax",
-    "or $0x200, %eax",
-    "mov %rax, %cr4",
-    "mov %cr0, %rax",
-    "and $~4, %eax",
-    "or $2, %eax",
-    "mov %rax, %cr0",
+    "enable_sse",
     "movdqu DATA_GPA, %xmm0",
     "ucall UCALL_SYNC",
     "movdqu %xmm0, DATA_GPA + 16",
@@ -1593,13 +1586,7 @@ guest! {
     /// xmm1 and a new FCW for KVM_GET_FPU to find.
     fn fpu_ioctl_guest;
     ".code64",
-    "mov %cr4, %rax",
-    "or $0x200, %eax",
-    "mov %rax, %cr4",
-    "mov %cr0, %rax",
-    "and $~4, %eax",
-    "or $2, %eax",
-    "mov %rax, %cr0",
+    "enable_sse",
     "fnstcw DATA_GPA",
     "movzwl DATA_GPA, %ebx",
     "movq %xmm0, %rcx",
@@ -1612,10 +1599,16 @@ guest! {
     "ucall UCALL_DONE",
 }
 
-/// Whether this CPU saves the FPU state with XSAVE (CPUID.1:ECX.OSXSAVE).
-fn host_has_xsave() -> bool {
-    let leaf1 = std::arch::x86_64::__cpuid(1);
-    leaf1.ecx & (1 << 27) != 0
+/// Why the KVM_SET_FPU tests skip on KVM on an XSAVE host.
+const KVM_SET_FPU_XSAVE_GAP: &str = "KVM 7.3 on a host with XSAVE loads the guest's x87/SSE \
+    registers with XRSTOR, and KVM_SET_FPU writes the legacy region without setting XSTATE_BV's \
+    x87 and SSE bits: the guest gets their initial values (docs/abi.md)";
+
+/// Whether the device is KVM on a CPU that saves the FPU state with XSAVE
+/// (CPUID.1:ECX.OSXSAVE), where what KVM_SET_FPU sets may not reach the
+/// guest: see [`KVM_SET_FPU_XSAVE_GAP`].
+fn kvm_set_fpu_misses_the_guest(ctx: &Ctx) -> bool {
+    !ctx.is_rkvm() && std::arch::x86_64::__cpuid(1).ecx & (1 << 27) != 0
 }
 
 /// KVM_SET_FPU reaches the guest's registers, and KVM_GET_FPU after an exit
@@ -1631,12 +1624,8 @@ fn kvm_set_fpu_reaches_the_guest_and_kvm_get_fpu_sees_its_writes(ctx: &Ctx) -> T
     fpu.xmm[15] = XMM15.to_le_bytes();
     check_ok!(vcpu.vcpu.set_fpu(&fpu));
     let [fcw, xmm0, xmm15] = vcpu.sync()?.map(u128::from);
-    if !ctx.is_rkvm() && host_has_xsave() && fcw == 0x037f && xmm0 == 0 {
-        ksft::skip!(
-            "KVM 7.3 on a host with XSAVE loads the guest's x87/SSE registers with XRSTOR, and \
-             KVM_SET_FPU writes the legacy region without setting XSTATE_BV's x87 and SSE bits: \
-             the guest gets their initial values (docs/abi.md)"
-        );
+    if kvm_set_fpu_misses_the_guest(ctx) && fcw == 0x037f && xmm0 == 0 {
+        ksft::skip!("{KVM_SET_FPU_XSAVE_GAP}");
     }
     check_eq_hex!(fcw, 0x027fu128, "the guest's FCW");
     check_eq_hex!(
@@ -1685,9 +1674,7 @@ fn a_pending_x87_exception_from_kvm_set_fpu_is_the_guests_mf(ctx: &Ctx) -> TestR
     check_ok!(vcpu.vcpu.set_fpu(&fpu));
     match vcpu.ucall()? {
         Ucall::Exception { vector: 16, .. } => {}
-        Ucall::Done if !ctx.is_rkvm() && host_has_xsave() => ksft::skip!(
-            "KVM 7.3 on a host with XSAVE: KVM_SET_FPU does not reach the guest (docs/abi.md)"
-        ),
+        Ucall::Done if kvm_set_fpu_misses_the_guest(ctx) => ksft::skip!("{KVM_SET_FPU_XSAVE_GAP}"),
         other => ksft::fail!("expected #MF (vector 16), got {other}"),
     }
     // The state was vCPU 0's alone: vCPU 1, run next on the same thread,
@@ -1800,16 +1787,9 @@ guest! {
     "ucall UCALL_DONE",
 }
 
-/// The VM's debugfs counters (`<pid>-<fd>/io_exits`, `mmio_exits`,
-/// `halt_exits`, named and counted as KVM's) say exactly what the guest
-/// did.
-fn exit_counters_in_debugfs_count_what_the_guest_did(ctx: &Ctx) -> TestResult {
-    let vm = GuestVm::new(ctx, Mode::Long, counted_guest())?;
-    let mut vcpu = vm.add_vcpu(0)?;
-    let stat = |name: &str| ctx.vm_stat(&vm.vm, name).map_err(Status::Fail);
-    for name in ["io_exits", "mmio_exits", "halt_exits"] {
-        check_eq!(stat(name)?, 0, "{name} before the guest ran");
-    }
+/// Runs `counted_guest` to its DONE ucall, answering its MMIO reads with
+/// 0; returns the port-0x99, MMIO and HLT exits user space saw.
+fn run_counted_guest(vcpu: &mut GuestVcpu) -> Result<(u32, u32, u32), Status> {
     let (mut ios, mut mmios, mut halts) = (0, 0, 0);
     loop {
         vcpu.run()?;
@@ -1826,7 +1806,21 @@ fn exit_counters_in_debugfs_count_what_the_guest_did(ctx: &Ctx) -> TestResult {
         }
     }
     check_eq!(vcpu.ucall_of_exit()?, Ucall::Done, "the guest finished");
-    check_eq!((ios, mmios, halts), (10, 8, 1), "exits seen by user space");
+    Ok((ios, mmios, halts))
+}
+
+/// The VM's debugfs counters (`<pid>-<fd>/io_exits`, `mmio_exits`,
+/// `halt_exits`, named and counted as KVM's) say exactly what the guest
+/// did.
+fn exit_counters_in_debugfs_count_what_the_guest_did(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, counted_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let stat = |name: &str| ctx.vm_stat(&vm.vm, name).map_err(Status::Fail);
+    for name in ["io_exits", "mmio_exits", "halt_exits"] {
+        check_eq!(stat(name)?, 0, "{name} before the guest ran");
+    }
+    let seen = run_counted_guest(&mut vcpu)?;
+    check_eq!(seen, (10, 8, 1), "exits seen by user space");
     // The final DONE ucall is one more port-I/O exit.
     check_eq!(stat("io_exits")?, 11, "io_exits");
     check_eq!(stat("mmio_exits")?, 8, "mmio_exits");
@@ -1855,22 +1849,7 @@ fn mmio_instructions_come_from_decode_assists_when_the_cpu_has_them(ctx: &Ctx) -
     }
     let vm = GuestVm::new(ctx, Mode::Long, counted_guest())?;
     let mut vcpu = vm.add_vcpu(0)?;
-    let mut mmios = 0;
-    loop {
-        vcpu.run()?;
-        match vcpu.exit() {
-            VcpuExit::Mmio(mut m) => {
-                mmios += 1;
-                if !m.is_write {
-                    check_ok!(m.set_value(0));
-                }
-            }
-            VcpuExit::Io(io) if io.port == 0x99 => {}
-            VcpuExit::Hlt => {}
-            _ => break,
-        }
-    }
-    check_eq!(vcpu.ucall_of_exit()?, Ucall::Done, "the guest finished");
+    let (_, mmios, _) = run_counted_guest(&mut vcpu)?;
     check_eq!(mmios, 8, "MMIO exits");
     let from_cpu = ctx
         .vm_stat(&vm.vm, "mmio_insn_from_cpu")
