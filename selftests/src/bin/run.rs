@@ -840,11 +840,18 @@ fn signal_stops_a_looping_guest_with_eintr(ctx: &Ctx) -> TestResult {
             }
         }
     }
-    check_ok!(kvm_abi::process::restore_signal(Signal::SIGUSR1, &old));
     let Some((r, reason)) = outcome else {
+        // The handler stays: the thread still runs, and a SIGUSR1 still
+        // pending for it must not kill the whole suite.
         ksft::fail!("KVM_RUN still running after 20 s of SIGUSR1 every 20 ms");
     };
-    if runner.join().is_err() {
+    // Join before restoring the default action: a SIGUSR1 sent after the one
+    // that stopped KVM_RUN can still be pending for the thread, and delivered
+    // with the default action it would terminate the process. Once the thread
+    // has exited, a signal pending for it is discarded.
+    let joined = runner.join();
+    check_ok!(kvm_abi::process::restore_signal(Signal::SIGUSR1, &old));
+    if joined.is_err() {
         ksft::fail!("the vCPU thread panicked");
     }
     check_errno!(r, libc::EINTR, "KVM_RUN of a looping guest, signalled");
