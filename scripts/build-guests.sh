@@ -22,6 +22,7 @@ flat() { # flat NAME LOAD-ADDRESS
 flat hello 0x100000
 flat mmio 0x100000
 flat irq 0x100000
+flat smp 0x100000
 flat hello-real 0
 
 # The Rust guest: a static library (core included), linked without libc.
@@ -31,7 +32,7 @@ run_logged "$log" "compiling guest primes.rs" rustc --edition 2024 -O --crate-ty
 run_logged "$log" "linking guest primes" ld -m elf_x86_64 -static -nostdlib --gc-sections -s \
 	--no-warn-rwx-segments -u _start -T "$src/guest.ld" -o "$tmp/primes.elf" "$tmp/libprimes.a"
 
-for f in hello.bin mmio.bin irq.bin hello-real.bin primes.elf; do
+for f in hello.bin mmio.bin irq.bin smp.bin hello-real.bin primes.elf; do
 	cmp -s "$tmp/$f" "$out/$f" || cp "$tmp/$f" "$out/$f"
 done
 rm -rf "$tmp"

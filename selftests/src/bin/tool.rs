@@ -175,15 +175,22 @@ fn trace_and_stats_show_every_exit(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
-/// Two vCPUs run one thread each; the first exit-port write ends both.
+/// Two vCPUs run one thread each: both print their mark and meet in guest
+/// memory (smp.S) before either writes the exit port, and that first write
+/// ends both.
 fn two_vcpus_run_and_stop_together(ctx: &Ctx) -> TestResult {
-    let o = run_guest(ctx, &["--cpus", "2", "--trace"], "hello.bin")?;
+    let o = run_guest(ctx, &["--cpus", "2", "--trace"], "smp.bin")?;
     check_eq!(o.status, 0, "exit status");
-    check!(
-        o.stderr.contains("vcpu1 KVM_EXIT_IO"),
-        "vCPU 1 ran too: {}",
-        o.stderr.lines().take(5).collect::<Vec<_>>().join(" / ")
-    );
+    check_eq!(o.stdout.as_str(), "**", "one mark per vCPU");
+    for id in 0..2 {
+        check!(
+            o.stderr
+                .lines()
+                .any(|l| l.contains(&format!("vcpu{id} KVM_EXIT_IO")) && l.contains("port 0x00e9")),
+            "vCPU {id} printed its mark: {}",
+            o.stderr.lines().take(6).collect::<Vec<_>>().join(" / ")
+        );
+    }
     Ok(())
 }
 
