@@ -65,6 +65,26 @@ pub fn set_online(cpu: u32, on: bool) -> Result<(), String> {
         .map_err(|e| format!("writing {} to {path}: {e}", u8::from(on)))
 }
 
+/// Lets the calling thread run only on `cpus` (`sched_setaffinity`); when
+/// this returns, the thread runs on one of them.
+pub fn pin_to(cpus: &[u32]) -> Result<(), String> {
+    // SAFETY: `cpu_set_t` is plain data; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: `set` is a valid cpu_set_t; CPU_SET ignores numbers past its size.
+        unsafe { libc::CPU_SET(c as usize, &mut set) };
+    }
+    // SAFETY: Pid 0 is the calling thread; `set` is valid for its size.
+    let r = unsafe { libc::sched_setaffinity(0, size_of_val(&set), &raw const set) };
+    if r != 0 {
+        return Err(format!(
+            "sched_setaffinity({cpus:?}): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 /// Reads MSR `msr` on CPU `cpu`.
 pub fn read_msr(cpu: u32, msr: u32) -> Result<u64, String> {
     let path = format!("/dev/cpu/{cpu}/msr");

@@ -31,32 +31,13 @@ fn svm_msrs() -> Result<bool, Status> {
     }
 }
 
-/// Pins the calling thread to `cpus`.
-fn pin_to(cpus: &[u32]) -> TestResult {
-    // SAFETY: `cpu_set_t` is plain data; all zeroes is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &c in cpus {
-        // SAFETY: `set` is a valid cpu_set_t; CPU_SET ignores numbers past its size.
-        unsafe { libc::CPU_SET(c as usize, &mut set) };
-    }
-    // SAFETY: Pid 0 is the calling thread; `set` is valid for its size.
-    let r = unsafe { libc::sched_setaffinity(0, size_of_val(&set), &raw const set) };
-    if r != 0 {
-        fail!(
-            "sched_setaffinity({cpus:?}): {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
-}
-
 /// A vCPU pinned to each of `cpus` in turn enters its guest and exits with
 /// HLT: the extension is usable there.
 fn guest_enters_on(ctx: &Ctx, cpus: &[u32]) -> TestResult {
     let online = check_ok!(cpu::online());
     let result = (|| {
         for &c in cpus {
-            pin_to(&[c])?;
+            check_ok!(cpu::pin_to(&[c]));
             let vm = GuestVm::new(ctx, Mode::Long, &[0xf4])?;
             let mut vcpu = vm.add_vcpu(0)?;
             vcpu.run()?;
@@ -70,7 +51,7 @@ fn guest_enters_on(ctx: &Ctx, cpus: &[u32]) -> TestResult {
         }
         Ok(())
     })();
-    pin_to(&online)?;
+    check_ok!(cpu::pin_to(&online));
     result
 }
 

@@ -1452,9 +1452,10 @@ fn several_vms_and_vcpus_run_concurrently(ctx: &Ctx) -> TestResult {
 }
 
 guest! {
-    /// Reads slot 1 once, reports, then reads it forever (no exits), with
-    /// interrupts on: Bochs's Intel models never interrupt a guest looping
-    /// with IF=0 (../shared/PLATFORM.md), and nothing is injected here.
+    /// Reads slot 1 once, reports, then reads it forever (no exits),
+    /// counting its reads at DATA_GPA. With interrupts on: Bochs's Intel
+    /// models never interrupt a guest looping with IF=0
+    /// (../shared/PLATFORM.md), and nothing is injected here.
     fn spin_reader_guest;
     ".code64",
     "mov $0x10000000, %edi",
@@ -1462,16 +1463,19 @@ guest! {
     "ucall UCALL_SYNC",
     "sti",
     "1: mov (%rdi), %rbx",
+    "incq DATA_GPA",
     "jmp 1b",
 }
 
 /// A slot deleted by another thread while a vCPU is in the guest reading
 /// it: the vCPU is taken out of the guest, its stale translations go, and
 /// its next read of that address is an MMIO exit (within 10 s; the guest
-/// makes no exit of its own).
+/// makes no exit of its own). The slot goes only once the guest's read
+/// counter moves, so the vCPU is in the guest then however slow the host.
 fn slot_deleted_while_the_guest_runs_becomes_mmio(ctx: &Ctx) -> TestResult {
     let vm = GuestVm::new(ctx, Mode::Long, spin_reader_guest())?;
     let mut vcpu = reading_slot1(&vm)?;
+    vm.write(DATA_GPA, &0u64.to_le_bytes())?;
     let (tx, rx) = mpsc::channel();
     std::thread::scope(|s| -> TestResult {
         s.spawn(move || {
@@ -1481,7 +1485,12 @@ fn slot_deleted_while_the_guest_runs_becomes_mmio(ctx: &Ctx) -> TestResult {
             });
             let _ = tx.send(result);
         });
-        std::thread::sleep(Duration::from_millis(200));
+        let start = Instant::now();
+        while vm.read_u64(DATA_GPA)? == 0 && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Not a failure yet: the vCPU thread must be stopped before the scope ends.
+        let entered = vm.read_u64(DATA_GPA)? != 0;
         check_ok!(vm.vm.set_user_memory_region(&MemoryRegion::delete(1)));
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(Ok((gpa, false)))) => check_eq_hex!(gpa, SLOT1_GPA, "MMIO read address"),
@@ -1496,6 +1505,10 @@ fn slot_deleted_while_the_guest_runs_becomes_mmio(ctx: &Ctx) -> TestResult {
                 ksft::fail!("the vCPU kept running 10 s after its slot was deleted");
             }
         }
+        check!(
+            entered,
+            "the guest's read counter moved within 60 s of KVM_RUN"
+        );
         Ok(())
     })
 }
@@ -1923,6 +1936,14 @@ guest! {
 /// every CPU's values are the same before and after (read through
 /// `/dev/cpu/N/msr`), whether the hypervisor virtualised the write or
 /// refused it with #GP.
+///
+/// Each CPU is read with this thread pinned to it. KVM puts some of these
+/// back (STAR, LSTAR, SFMASK, TSC_AUX) only when a task next returns to
+/// user space on that CPU, which is when the host can use them again; a
+/// CPU this thread left in the middle of KVM_RUN and that has been idle
+/// since would still hold the guest's values. Moving there is such a
+/// return. rkvm puts them back at every exit, so pinning changes nothing
+/// for it.
 fn guest_msr_writes_never_reach_the_host(ctx: &Ctx) -> TestResult {
     if let Err(e) = cpu::msr_readable() {
         ksft::skip!("{e}");
@@ -1930,16 +1951,22 @@ fn guest_msr_writes_never_reach_the_host(ctx: &Ctx) -> TestResult {
     let cpus = cpu::online().map_err(Status::Fail)?;
     let host_values = || -> Result<Vec<(u32, u32, u64)>, Status> {
         let mut all = Vec::new();
-        for &cpu in &cpus {
-            // FS_BASE and the user's GS base change with the running task; the rest are
-            // fixed per CPU.
-            for (index, _) in HOSTILE_MSRS.iter().filter(|(i, _)| *i != 0xc000_0100) {
-                if let Ok(v) = cpu::read_msr(cpu, *index) {
-                    all.push((cpu, *index, v));
+        let read = |all: &mut Vec<_>| -> Result<(), Status> {
+            for &cpu in &cpus {
+                cpu::pin_to(&[cpu]).map_err(Status::Fail)?;
+                // FS_BASE and the user's GS base change with the running task; the rest
+                // are fixed per CPU.
+                for (index, _) in HOSTILE_MSRS.iter().filter(|(i, _)| *i != 0xc000_0100) {
+                    if let Ok(v) = cpu::read_msr(cpu, *index) {
+                        all.push((cpu, *index, v));
+                    }
                 }
             }
-        }
-        Ok(all)
+            Ok(())
+        };
+        let result = read(&mut all);
+        cpu::pin_to(&cpus).map_err(Status::Fail)?;
+        result.map(|()| all)
     };
     let before = host_values()?;
     let vm = GuestVm::new(ctx, Mode::Long, hostile_msr_guest())?;
