@@ -40,6 +40,24 @@ fn single_threaded() -> bool {
     })
 }
 
+/// Whether this process has one thread, or comes down to one within 2 s.
+///
+/// A joined thread is not gone yet: `pthread_join` returns when the kernel
+/// clears the thread's id, early in its exit, while `Threads:` counts it
+/// until the kernel releases it a little later.
+fn single_threaded_soon() -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        if single_threaded() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// Forks; the child runs `f` and exits with its result (or [`PANIC_EXIT`]
 /// if it panics) without running the parent's destructors or exit handlers.
 ///
@@ -47,7 +65,7 @@ fn single_threaded() -> bool {
 /// child of a multithreaded process could inherit a lock held by another
 /// thread (e.g. the allocator's) and hang.
 pub fn fork(f: impl FnOnce() -> i32) -> Result<Child> {
-    if !single_threaded() {
+    if !single_threaded_soon() {
         return Err(Error::new("fork", Errno::EDEADLK));
     }
     // Flush what the parent has buffered, or the child would print it again.
