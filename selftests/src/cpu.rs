@@ -8,6 +8,8 @@
 use std::fs;
 use std::os::unix::fs::FileExt;
 
+use ksft::Status;
+
 /// The EFER MSR. SDM Vol. 3A 2.2.1, APM Vol. 2 3.1.7.
 pub const MSR_EFER: u32 = 0xc000_0080;
 /// EFER.SVME: SVM enabled on this CPU. APM Vol. 2 15.4.
@@ -67,7 +69,7 @@ pub fn set_online(cpu: u32, on: bool) -> Result<(), String> {
 
 /// Lets the calling thread run only on `cpus` (`sched_setaffinity`); when
 /// this returns, the thread runs on one of them.
-pub fn pin_to(cpus: &[u32]) -> Result<(), String> {
+fn pin_to(cpus: &[u32]) -> Result<(), String> {
     // SAFETY: `cpu_set_t` is plain data; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for &c in cpus {
@@ -83,6 +85,19 @@ pub fn pin_to(cpus: &[u32]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Runs `f(cpu)` for each of `cpus` in turn, with the calling thread
+/// pinned to that CPU; then lets the thread run on every online CPU again,
+/// whatever `f` returned. The first error ends the round.
+pub fn on_each(cpus: &[u32], mut f: impl FnMut(u32) -> Result<(), Status>) -> Result<(), Status> {
+    let online = online().map_err(Status::Fail)?;
+    let result = cpus.iter().try_for_each(|&cpu| {
+        pin_to(&[cpu]).map_err(Status::Fail)?;
+        f(cpu)
+    });
+    pin_to(&online).map_err(Status::Fail)?;
+    result
 }
 
 /// Reads MSR `msr` on CPU `cpu`.

@@ -34,25 +34,18 @@ fn svm_msrs() -> Result<bool, Status> {
 /// A vCPU pinned to each of `cpus` in turn enters its guest and exits with
 /// HLT: the extension is usable there.
 fn guest_enters_on(ctx: &Ctx, cpus: &[u32]) -> TestResult {
-    let online = check_ok!(cpu::online());
-    let result = (|| {
-        for &c in cpus {
-            check_ok!(cpu::pin_to(&[c]));
-            let vm = GuestVm::new(ctx, Mode::Long, &[0xf4])?;
-            let mut vcpu = vm.add_vcpu(0)?;
-            vcpu.run()?;
-            match vcpu.exit() {
-                VcpuExit::Hlt => {}
-                other => fail!(
-                    "on CPU {c}: expected KVM_EXIT_HLT, got {}",
-                    guest::describe(&other)
-                ),
-            }
+    cpu::on_each(cpus, |c| {
+        let vm = GuestVm::new(ctx, Mode::Long, &[0xf4])?;
+        let mut vcpu = vm.add_vcpu(0)?;
+        vcpu.run()?;
+        match vcpu.exit() {
+            VcpuExit::Hlt => Ok(()),
+            other => fail!(
+                "on CPU {c}: expected KVM_EXIT_HLT, got {}",
+                guest::describe(&other)
+            ),
         }
-        Ok(())
-    })();
-    check_ok!(cpu::pin_to(&online));
-    result
+    })
 }
 
 /// SVM: no online CPU has EFER.SVME clear.

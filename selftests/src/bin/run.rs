@@ -1951,22 +1951,17 @@ fn guest_msr_writes_never_reach_the_host(ctx: &Ctx) -> TestResult {
     let cpus = cpu::online().map_err(Status::Fail)?;
     let host_values = || -> Result<Vec<(u32, u32, u64)>, Status> {
         let mut all = Vec::new();
-        let read = |all: &mut Vec<_>| -> Result<(), Status> {
-            for &cpu in &cpus {
-                cpu::pin_to(&[cpu]).map_err(Status::Fail)?;
-                // FS_BASE and the user's GS base change with the running task; the rest
-                // are fixed per CPU.
-                for (index, _) in HOSTILE_MSRS.iter().filter(|(i, _)| *i != 0xc000_0100) {
-                    if let Ok(v) = cpu::read_msr(cpu, *index) {
-                        all.push((cpu, *index, v));
-                    }
+        cpu::on_each(&cpus, |cpu| {
+            // FS_BASE and the user's GS base change with the running task; the rest are
+            // fixed per CPU.
+            for (index, _) in HOSTILE_MSRS.iter().filter(|(i, _)| *i != 0xc000_0100) {
+                if let Ok(v) = cpu::read_msr(cpu, *index) {
+                    all.push((cpu, *index, v));
                 }
             }
             Ok(())
-        };
-        let result = read(&mut all);
-        cpu::pin_to(&cpus).map_err(Status::Fail)?;
-        result.map(|()| all)
+        })?;
+        Ok(all)
     };
     let before = host_values()?;
     let vm = GuestVm::new(ctx, Mode::Long, hostile_msr_guest())?;
