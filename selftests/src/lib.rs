@@ -16,6 +16,26 @@ use ksft::{Status, TestResult};
 use kvm_abi::sys::{KVM_CAP_MAX_VCPU_ID, KVM_CAP_NR_MEMSLOTS};
 use kvm_abi::{System, Vcpu, Vm};
 
+/// `check_efault!(fd, KVM_SET_FPU, KVM_GET_FPU)`: each request (named as
+/// in `kvm_abi::ioctls`) given a pointer no copy can reach, an unmapped
+/// user address and a kernel one ([`kvm_abi::raw::Arg`]), fails with
+/// `EFAULT`; else the calling test fails.
+#[macro_export]
+macro_rules! check_efault {
+    ($fd:expr, $($req:ident),+ $(,)?) => {
+        for arg in [::kvm_abi::raw::Arg::UnmappedPointer, ::kvm_abi::raw::Arg::KernelPointer] {
+            $(
+                ::ksft::check_errno!(
+                    ::kvm_abi::raw::ioctl($fd, ::kvm_abi::ioctls::$req, arg),
+                    ::libc::EFAULT,
+                    "{}({arg:?})",
+                    stringify!($req)
+                );
+            )+
+        }
+    };
+}
+
 /// The device tested when no argument is given.
 pub const DEFAULT_PATH: &str = "/dev/rkvm";
 

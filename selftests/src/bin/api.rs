@@ -15,7 +15,7 @@ use kvm_abi::sys::{
     KVM_CAP_USER_MEMORY, KVM_PIO_PAGE_OFFSET,
 };
 use kvm_abi::{CpuidEntries, KVM_MAX_CPUID_ENTRIES, MsrIndexList, PAGE_SIZE};
-use rkvm_selftests::Ctx;
+use rkvm_selftests::{Ctx, check_efault};
 
 /// A capability number no kernel defines.
 const UNKNOWN_CAP: u32 = 0xdead;
@@ -216,42 +216,19 @@ fn unknown_ioctl_on_vcpu_fd_is_einval(ctx: &Ctx) -> TestResult {
 }
 
 fn bad_pointer_on_system_fd_is_efault(ctx: &Ctx) -> TestResult {
-    for arg in [Arg::UnmappedPointer, Arg::KernelPointer] {
-        check_errno!(
-            raw::ioctl(ctx.sys.as_fd(), ioctls::KVM_GET_SUPPORTED_CPUID, arg),
-            libc::EFAULT,
-            "KVM_GET_SUPPORTED_CPUID({arg:?})"
-        );
-    }
+    check_efault!(ctx.sys.as_fd(), KVM_GET_SUPPORTED_CPUID);
     Ok(())
 }
 
 fn bad_pointer_on_vm_fd_is_efault(ctx: &Ctx) -> TestResult {
     let vm = check_ok!(ctx.vm());
-    for arg in [Arg::UnmappedPointer, Arg::KernelPointer] {
-        check_errno!(
-            raw::ioctl(vm.as_fd(), ioctls::KVM_SET_USER_MEMORY_REGION, arg),
-            libc::EFAULT,
-            "KVM_SET_USER_MEMORY_REGION({arg:?})"
-        );
-    }
+    check_efault!(vm.as_fd(), KVM_SET_USER_MEMORY_REGION);
     Ok(())
 }
 
 fn bad_pointer_on_vcpu_fd_is_efault(ctx: &Ctx) -> TestResult {
     let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
-    for arg in [Arg::UnmappedPointer, Arg::KernelPointer] {
-        check_errno!(
-            raw::ioctl(vcpu.as_fd(), ioctls::KVM_SET_REGS, arg),
-            libc::EFAULT,
-            "KVM_SET_REGS({arg:?})"
-        );
-        check_errno!(
-            raw::ioctl(vcpu.as_fd(), ioctls::KVM_GET_REGS, arg),
-            libc::EFAULT,
-            "KVM_GET_REGS({arg:?})"
-        );
-    }
+    check_efault!(vcpu.as_fd(), KVM_SET_REGS, KVM_GET_REGS);
     Ok(())
 }
 

@@ -6,25 +6,23 @@
 //!
 //! Usage: `vcpu [DEVICE]` (default `/dev/rkvm`).
 
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
-use std::os::fd::AsFd;
-
-use kvm_abi::ioctls;
-use kvm_abi::raw::{self, Arg};
+use kvm_abi::raw;
 use kvm_abi::sys::{
     KVM_CAP_GET_TSC_KHZ, KVM_CAP_IRQ_ROUTING, KVM_CAP_JOIN_MEMORY_REGIONS_WORKS, KVM_CAP_MP_STATE,
     KVM_EXIT_UNKNOWN, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
     KVM_MP_STATE_UNINITIALIZED, kvm_fpu, kvm_regs, kvm_segment, kvm_sregs,
 };
 use kvm_abi::{CpuidEntries, KVM_MAX_CPUID_ENTRIES, MAX_IO_MSRS, MsrEntries, PAGE_SIZE, Vcpu};
-use rkvm_selftests::Ctx;
 use rkvm_selftests::msr::{
     MSR_APIC_BASE, MSR_CSTAR, MSR_EFER, MSR_KERNEL_GS_BASE, MSR_KVM_SYSTEM_TIME,
     MSR_KVM_WALL_CLOCK, MSR_LSTAR, MSR_MISC_ENABLE, MSR_PAT, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS,
     MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC,
 };
+use rkvm_selftests::{Ctx, check_efault};
 
 // Control-register and EFER bits: SDM Vol. 3A 2.5 and 2.2.1.
 const CR0_PE: u64 = 1 << 0;
@@ -846,18 +844,7 @@ fn fpu_round_trip(ctx: &Ctx) -> TestResult {
         check_eq!(got.fpr[i][..10], fpu.fpr[i][..10], "ST{i}");
     }
     check_eq!(got.xmm, fpu.xmm, "XMM0-XMM15");
-    for arg in [Arg::UnmappedPointer, Arg::KernelPointer] {
-        check_errno!(
-            raw::ioctl(vcpu.as_fd(), ioctls::KVM_SET_FPU, arg),
-            libc::EFAULT,
-            "KVM_SET_FPU({arg:?})"
-        );
-        check_errno!(
-            raw::ioctl(vcpu.as_fd(), ioctls::KVM_GET_FPU, arg),
-            libc::EFAULT,
-            "KVM_GET_FPU({arg:?})"
-        );
-    }
+    check_efault!(vcpu.as_fd(), KVM_SET_FPU, KVM_GET_FPU);
     Ok(())
 }
 
@@ -950,13 +937,7 @@ fn caps_a_vmm_requires(ctx: &Ctx) -> TestResult {
 fn gsi_routing_without_an_irqchip_is_einval(ctx: &Ctx) -> TestResult {
     let vm = check_ok!(ctx.vm());
     check_errno!(vm.set_empty_gsi_routing(), libc::EINVAL, "empty table");
-    for arg in [Arg::UnmappedPointer, Arg::KernelPointer] {
-        check_errno!(
-            raw::ioctl(vm.as_fd(), ioctls::KVM_SET_GSI_ROUTING, arg),
-            libc::EFAULT,
-            "KVM_SET_GSI_ROUTING({arg:?})"
-        );
-    }
+    check_efault!(vm.as_fd(), KVM_SET_GSI_ROUTING);
     Ok(())
 }
 
@@ -969,13 +950,7 @@ fn enable_cap_of_an_unknown_cap_is_einval(ctx: &Ctx) -> TestResult {
         libc::EINVAL,
         "cap 0xffff0000"
     );
-    for arg in [Arg::UnmappedPointer, Arg::KernelPointer] {
-        check_errno!(
-            raw::ioctl(vm.as_fd(), ioctls::KVM_ENABLE_CAP, arg),
-            libc::EFAULT,
-            "KVM_ENABLE_CAP({arg:?})"
-        );
-    }
+    check_efault!(vm.as_fd(), KVM_ENABLE_CAP);
     Ok(())
 }
 
