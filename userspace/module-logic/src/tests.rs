@@ -439,169 +439,122 @@ mod msrs {
         }
     }
 
+    /// A reset MSR file of a default guest (36-bit guest physical
+    /// addresses) on [`host_with_40_bit_addresses`], with the vCPU's EFER,
+    /// its APIC_BASE (reset value) and the host's TSC beside it: `get` and
+    /// `set` as the vCPU code calls them.
+    struct Fixture {
+        host: HostLimits,
+        guest: GuestFeatures,
+        file: MsrFile,
+        efer: u64,
+        apic_base: u64,
+        host_tsc: u64,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Fixture {
+                host: host_with_40_bit_addresses(),
+                guest: GuestFeatures::default(),
+                file: MsrFile::reset(),
+                efer: 0,
+                apic_base: 0xfee0_0900,
+                host_tsc: 0,
+            }
+        }
+
+        /// Runs `op` on the file with the shared registers and the context
+        /// borrowed from the fixture's fields.
+        fn with<R>(
+            &mut self,
+            op: impl FnOnce(&mut MsrFile, &mut SharedRegs<'_>, &MsrContext<'_>) -> R,
+        ) -> R {
+            let ctx = MsrContext {
+                host: &self.host,
+                guest: &self.guest,
+                host_tsc: self.host_tsc,
+            };
+            let mut shared = SharedRegs {
+                efer: &mut self.efer,
+                apic_base: &mut self.apic_base,
+            };
+            op(&mut self.file, &mut shared, &ctx)
+        }
+
+        fn get(&mut self, msr: u32) -> Option<u64> {
+            self.with(|file, shared, ctx| get(file, shared, ctx, msr))
+        }
+
+        fn set(&mut self, msr: u32, value: u64) -> bool {
+            self.with(|file, shared, ctx| set(file, shared, ctx, msr, value))
+        }
+    }
+
     #[test]
     fn writes_round_trip_and_invalid_values_are_refused() {
-        let host = host_with_40_bit_addresses();
-        let guest = GuestFeatures::default();
-        let ctx = MsrContext {
-            host: &host,
-            guest: &guest,
+        let mut f = Fixture {
+            efer: efer::LMA,
             host_tsc: 1000,
+            ..Fixture::new()
         };
-        let (mut e, mut a) = (efer::LMA, 0xfee0_0900);
-        let mut file = MsrFile::reset();
-        let mut shared = SharedRegs {
-            efer: &mut e,
-            apic_base: &mut a,
-        };
-
-        assert!(set(
-            &mut file,
-            &mut shared,
-            &ctx,
-            index::LSTAR,
-            0xffff_8000_0000_1000
-        ));
-        assert_eq!(
-            get(&file, &shared, &ctx, index::LSTAR),
-            Some(0xffff_8000_0000_1000)
-        );
-        assert!(
-            !set(
-                &mut file,
-                &mut shared,
-                &ctx,
-                index::LSTAR,
-                0x0000_8000_0000_0000
-            ),
-            "non-canonical"
-        );
-        assert!(
-            !set(&mut file, &mut shared, &ctx, index::PAT, 0x02),
-            "memory type 2 is reserved"
-        );
-        assert_eq!(get(&file, &shared, &ctx, index::PAT), Some(PAT_RESET));
+        assert!(f.set(index::LSTAR, 0xffff_8000_0000_1000));
+        assert_eq!(f.get(index::LSTAR), Some(0xffff_8000_0000_1000));
+        assert!(!f.set(index::LSTAR, 0x0000_8000_0000_0000), "non-canonical");
+        assert!(!f.set(index::PAT, 0x02), "memory type 2 is reserved");
+        assert_eq!(f.get(index::PAT), Some(PAT_RESET));
         // SYSENTER_EIP is made canonical, not refused.
-        assert!(set(
-            &mut file,
-            &mut shared,
-            &ctx,
-            index::SYSENTER_EIP,
-            0x0000_8000_0000_0000
-        ));
-        assert_eq!(
-            get(&file, &shared, &ctx, index::SYSENTER_EIP),
-            Some(0xffff_8000_0000_0000)
-        );
+        assert!(f.set(index::SYSENTER_EIP, 0x0000_8000_0000_0000));
+        assert_eq!(f.get(index::SYSENTER_EIP), Some(0xffff_8000_0000_0000));
         // EFER keeps LMA from the current mode; SVME is refused.
-        assert!(set(&mut file, &mut shared, &ctx, index::EFER, efer::SCE));
-        assert_eq!(
-            get(&file, &shared, &ctx, index::EFER),
-            Some(efer::SCE | efer::LMA)
-        );
-        assert!(!set(&mut file, &mut shared, &ctx, index::EFER, efer::SVME));
+        assert!(f.set(index::EFER, efer::SCE));
+        assert_eq!(f.get(index::EFER), Some(efer::SCE | efer::LMA));
+        assert!(!f.set(index::EFER, efer::SVME));
         // The TSC is an offset from the host's.
-        assert!(set(&mut file, &mut shared, &ctx, index::TSC, 5000));
-        let later = MsrContext {
-            host_tsc: 1500,
-            ..ctx
-        };
-        assert_eq!(get(&file, &shared, &later, index::TSC), Some(5500));
+        assert!(f.set(index::TSC, 5000));
+        f.host_tsc = 1500;
+        assert_eq!(f.get(index::TSC), Some(5500));
         // An MSR rkvm does not know.
-        assert_eq!(get(&file, &shared, &ctx, 0x1234_5678), None);
-        assert!(!set(&mut file, &mut shared, &ctx, 0x1234_5678, 0));
+        assert_eq!(f.get(0x1234_5678), None);
+        assert!(!f.set(0x1234_5678, 0));
     }
 
     #[test]
     fn kvmclock_msrs_take_only_zero_and_read_zero() {
-        let host = host_with_40_bit_addresses();
-        let guest = GuestFeatures::default();
-        let ctx = MsrContext {
-            host: &host,
-            guest: &guest,
-            host_tsc: 0,
-        };
-        let (mut e, mut a) = (0, 0xfee0_0900);
-        let mut file = MsrFile::reset();
-        let mut shared = SharedRegs {
-            efer: &mut e,
-            apic_base: &mut a,
-        };
+        let mut f = Fixture::new();
         for msr in [index::KVM_WALL_CLOCK, index::KVM_SYSTEM_TIME] {
-            assert!(set(&mut file, &mut shared, &ctx, msr, 0), "{msr:#x} = 0");
+            assert!(f.set(msr, 0), "{msr:#x} = 0");
             assert!(
-                !set(&mut file, &mut shared, &ctx, msr, 0x1000 | 1),
+                !f.set(msr, 0x1000 | 1),
                 "{msr:#x}: a clock structure would have to be maintained"
             );
-            assert_eq!(get(&file, &shared, &ctx, msr), Some(0));
+            assert_eq!(f.get(msr), Some(0));
         }
     }
 
     #[test]
     fn mtrrs_are_kept_and_checked_like_kvm() {
-        let host = host_with_40_bit_addresses();
-        let guest = GuestFeatures::default(); // 36-bit guest physical addresses
-        let ctx = MsrContext {
-            host: &host,
-            guest: &guest,
-            host_tsc: 0,
-        };
-        let (mut e, mut a) = (0, 0xfee0_0900);
-        let mut file = MsrFile::reset();
-        let mut shared = SharedRegs {
-            efer: &mut e,
-            apic_base: &mut a,
-        };
+        let mut f = Fixture::new();
         // MTRRcap: 8 variable ranges, fixed ranges, WC; read-only.
-        assert_eq!(get(&file, &shared, &ctx, index::MTRRCAP), Some(0x508));
-        assert!(!set(&mut file, &mut shared, &ctx, index::MTRRCAP, 0x508));
+        assert_eq!(f.get(index::MTRRCAP), Some(0x508));
+        assert!(!f.set(index::MTRRCAP, 0x508));
         // Default type: WB with E and FE set is fine; type 2 and bit 9 are not.
-        assert!(set(
-            &mut file,
-            &mut shared,
-            &ctx,
-            index::MTRR_DEF_TYPE,
-            0xc06
-        ));
-        assert_eq!(get(&file, &shared, &ctx, index::MTRR_DEF_TYPE), Some(0xc06));
-        assert!(!set(
-            &mut file,
-            &mut shared,
-            &ctx,
-            index::MTRR_DEF_TYPE,
-            0x002
-        ));
-        assert!(!set(
-            &mut file,
-            &mut shared,
-            &ctx,
-            index::MTRR_DEF_TYPE,
-            0x206
-        ));
+        assert!(f.set(index::MTRR_DEF_TYPE, 0xc06));
+        assert_eq!(f.get(index::MTRR_DEF_TYPE), Some(0xc06));
+        assert!(!f.set(index::MTRR_DEF_TYPE, 0x002));
+        assert!(!f.set(index::MTRR_DEF_TYPE, 0x206));
         // PhysBase0 (even): a type, bits 11:8 reserved, nothing above the guest's 36 bits.
-        assert!(set(&mut file, &mut shared, &ctx, 0x200, 0x8000_0006));
-        assert!(!set(&mut file, &mut shared, &ctx, 0x200, 0x8000_0106));
-        assert!(!set(&mut file, &mut shared, &ctx, 0x200, 1 << 36 | 6));
+        assert!(f.set(0x200, 0x8000_0006));
+        assert!(!f.set(0x200, 0x8000_0106));
+        assert!(!f.set(0x200, 1 << 36 | 6));
         // PhysMask0 (odd): bits 10:0 reserved (bit 11 is V).
-        assert!(set(&mut file, &mut shared, &ctx, 0x201, 0xf_f000_0800));
-        assert!(!set(&mut file, &mut shared, &ctx, 0x201, 0xf_f000_0801));
-        assert_eq!(get(&file, &shared, &ctx, 0x201), Some(0xf_f000_0800));
+        assert!(f.set(0x201, 0xf_f000_0800));
+        assert!(!f.set(0x201, 0xf_f000_0801));
+        assert_eq!(f.get(0x201), Some(0xf_f000_0800));
         // Fixed ranges: eight valid types.
-        assert!(set(
-            &mut file,
-            &mut shared,
-            &ctx,
-            0x250,
-            0x0606_0606_0606_0606
-        ));
-        assert!(!set(
-            &mut file,
-            &mut shared,
-            &ctx,
-            0x26f,
-            0x0606_0606_0606_0602
-        ));
-        assert_eq!(get(&file, &shared, &ctx, 0x26f), Some(0));
+        assert!(f.set(0x250, 0x0606_0606_0606_0606));
+        assert!(!f.set(0x26f, 0x0606_0606_0606_0602));
+        assert_eq!(f.get(0x26f), Some(0));
     }
 
     #[test]
