@@ -146,6 +146,12 @@ mod legacy {
     pub(super) const MXCSR: usize = 24;
     pub(super) const ST0: usize = 32;
     pub(super) const XMM0: usize = 160;
+
+    /// The 16 bytes of register `i` of a file starting at `base` (ST0 or
+    /// XMM0): each register has a 16-byte slot.
+    pub(super) fn slot(base: usize, i: usize) -> core::ops::Range<usize> {
+        base + 16 * i..base + 16 * (i + 1)
+    }
 }
 
 /// XSTATE_BV bits of the two legacy components. SDM Vol. 1 13.1.
@@ -202,12 +208,12 @@ impl FpuImage {
             out.fip = u64_at(legacy::FIP);
             out.fdp = u64_at(legacy::FDP);
             for (i, st) in out.fpr.iter_mut().enumerate() {
-                st.copy_from_slice(&b[legacy::ST0 + 16 * i..legacy::ST0 + 16 * (i + 1)]);
+                st.copy_from_slice(&b[legacy::slot(legacy::ST0, i)]);
             }
         }
         if in_image & XFEATURE_SSE != 0 {
             for (i, x) in out.xmm.iter_mut().enumerate() {
-                x.copy_from_slice(&b[legacy::XMM0 + 16 * i..legacy::XMM0 + 16 * (i + 1)]);
+                x.copy_from_slice(&b[legacy::slot(legacy::XMM0, i)]);
             }
         }
         out
@@ -227,10 +233,10 @@ impl FpuImage {
         b[legacy::FIP..legacy::FIP + 8].copy_from_slice(&fpu.fip.to_le_bytes());
         b[legacy::FDP..legacy::FDP + 8].copy_from_slice(&fpu.fdp.to_le_bytes());
         for (i, st) in fpu.fpr.iter().enumerate() {
-            b[legacy::ST0 + 16 * i..legacy::ST0 + 16 * (i + 1)].copy_from_slice(st);
+            b[legacy::slot(legacy::ST0, i)].copy_from_slice(st);
         }
         for (i, x) in fpu.xmm.iter().enumerate() {
-            b[legacy::XMM0 + 16 * i..legacy::XMM0 + 16 * (i + 1)].copy_from_slice(x);
+            b[legacy::slot(legacy::XMM0, i)].copy_from_slice(x);
         }
         for (chunk, src) in self.area.iter_mut().zip(b.chunks(64)) {
             chunk.0.copy_from_slice(src);
