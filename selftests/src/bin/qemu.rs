@@ -18,8 +18,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -40,6 +39,8 @@ const DEBUG_EXIT_PORT: u16 = 0xf4;
 /// disk read failed.
 const EXIT_OK: u8 = 0x21;
 const EXIT_DISK_ERROR: u8 = 0x01;
+/// QEMU's exit status after the boot sector wrote [`EXIT_OK`].
+const QEMU_STATUS_OK: i32 = (EXIT_OK as i32) << 1 | 1;
 /// SeaBIOS's debug console (`isa-debugcon`), where SeaBIOS logs and the
 /// boot sector prints.
 const DEBUGCON_PORT: u16 = 0x402;
@@ -245,7 +246,7 @@ fn boot(ctx: &Ctx) -> Result<Outcome, Status> {
         console,
         stderr,
     };
-    if outcome.status != Some(i32::from(EXIT_OK) << 1 | 1) {
+    if outcome.status != Some(QEMU_STATUS_OK) {
         diag!("QEMU status {:?}; its stderr:", outcome.status);
         for line in outcome.stderr.lines().take(20) {
             diag!("  {line}");
@@ -291,11 +292,7 @@ fn seabios_boots_the_disk_and_the_boot_sector_runs(ctx: &Ctx) -> TestResult {
         ],
     )?;
     check!(!o.console.contains("int 13h failed"));
-    check_eq!(
-        o.status,
-        Some(i32::from(EXIT_OK) << 1 | 1),
-        "QEMU's exit status"
-    );
+    check_eq!(o.status, Some(QEMU_STATUS_OK), "QEMU's exit status");
     Ok(())
 }
 
