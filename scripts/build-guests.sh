@@ -32,8 +32,8 @@ run_logged "$log" "compiling guest primes.rs" rustc --edition 2024 -O --crate-ty
 run_logged "$log" "linking guest primes" ld -m elf_x86_64 -static -nostdlib --gc-sections -s \
 	--no-warn-rwx-segments -u _start -T "$src/guest.ld" -o "$tmp/primes.elf" "$tmp/libprimes.a"
 
-for f in hello.bin mmio.bin irq.bin smp.bin hello-real.bin primes.elf; do
-	cmp -s "$tmp/$f" "$out/$f" || cp "$tmp/$f" "$out/$f"
+for f in "$tmp"/*.bin "$tmp"/*.elf; do
+	cmp -s "$f" "$out/${f##*/}" || cp "$f" "$out/"
 done
 rm -rf "$tmp"
 say "built guests: $(cd "$out" && echo *)"
