@@ -19,7 +19,6 @@ else
 fi
 EXTRA=$(ls /extra-tests 2>/dev/null)
 TIMEOUT=${RKVM_TEST_TIMEOUT:-600}
-KMEMLEAK=/sys/kernel/debug/kmemleak
 
 count() { set -- $1; echo $#; }
 plan=$(( 2 * $(count "$TESTS") + $(count "$EXTRA") + 3 ))
@@ -61,8 +60,8 @@ run_one() { # run_one NAME CMD...  (RKVM_STRICT=1: a program that skips everythi
 
 # The kernel log from here on is the suite's: remember where it starts, and
 # forget leaks reported before the suite.
-dmesg > /tmp/dmesg.before
-[ -w $KMEMLEAK ] && echo clear > $KMEMLEAK
+. /etc/rkvm/health.sh
+health_begin
 
 # Column 1: rkvm.
 if insmod /lib/modules/rkvm.ko; then
@@ -95,34 +94,9 @@ else
 	result "module:reload_after_suite" 1 "insmod/rmmod rkvm failed"
 fi
 
-# No leaks: kmemleak only reports objects older than 5 s, so wait, then scan.
-if [ -w $KMEMLEAK ]; then
-	sleep 6
-	echo scan > $KMEMLEAK
-	sleep 1
-	echo scan > $KMEMLEAK
-	cat $KMEMLEAK > /tmp/leaks
-	if [ -s /tmp/leaks ]; then
-		sed 's/^/# /' /tmp/leaks | head -n 200
-		result "kernel:no_kmemleak_reports" 1 "kmemleak found unreferenced objects"
-	else
-		result "kernel:no_kmemleak_reports" 0
-	fi
-else
-	result "kernel:no_kmemleak_reports" 4 "kmemleak is not available in this kernel"
-fi
-
-# No warnings: only lines logged since the suite started count.
-dmesg > /tmp/dmesg.after
-before=$(wc -l < /tmp/dmesg.before)
-tail -n +$((before + 1)) /tmp/dmesg.after > /tmp/dmesg.suite
-pattern='WARNING:|BUG:|Oops|general protection|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU|sleeping function called from invalid context|unreferenced object|KASAN:|UBSAN:|Call Trace:'
-if grep -Eq "$pattern" /tmp/dmesg.suite; then
-	grep -E -A 30 "$pattern" /tmp/dmesg.suite | head -n 120 | sed 's/^/# /'
-	result "kernel:log_clean" 1 "the kernel logged a warning during the suite"
-else
-	result "kernel:log_clean" 0
-fi
+# No leaks, and no warnings logged since the suite started.
+health_check_leaks
+health_check_log
 
 # Both columns side by side.
 echo "# ----------------------------------------------"
