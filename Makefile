@@ -15,13 +15,15 @@
 #   make check EXTRA_TESTS=DIR   ... plus every executable in DIR
 #   make check RKVM_KASAN=1   ... the same on the KASAN test kernel (CI runs both)
 #   make bench      rkvm bench on rkvm and on KVM in one VM boot, side by side
+#   make fuzz       rkvm-fuzz on rkvm in the test VM (RKVM_FUZZ_SECONDS, RKVM_FUZZ_SEED,
+#                   RKVM_FUZZ_KVM=1 for KVM too in the same boot; RKVM_KASAN=1)
 #   make lint       formatting, userspace clippy and unit tests (part of check)
 #   make clean      remove build/ (the kernel cache stays, see README)
 
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all setup kernel module userspace lint run check check-svm check-vmx bench clean
+.PHONY: all setup kernel module userspace lint run check check-svm check-vmx bench fuzz clean
 
 # RKVM_KASAN=1 (make check RKVM_KASAN=1) selects the KASAN test kernel.
 export RKVM_KASAN
@@ -60,6 +62,11 @@ check-vmx: all lint
 
 bench: all
 	@$(S)/bench.sh
+
+# RKVM_FUZZ_SECONDS, RKVM_FUZZ_SEED, RKVM_FUZZ_KVM: see scripts/fuzz.sh.
+export RKVM_FUZZ_SECONDS RKVM_FUZZ_SEED RKVM_FUZZ_KVM
+fuzz: all
+	@$(S)/fuzz.sh
 
 clean:
 	rm -rf build

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the userspace workspace (static binaries), collects the selftest
-# programs into build/selftests/ and the rkvm tool into build/rkvm, and
+# programs into build/selftests/, the rkvm tool into build/rkvm and the
+# fuzzer into build/rkvm-fuzz, and
 # builds the demo guests into build/guests/.
 . "$(dirname "$0")/lib.sh"
 
@@ -26,5 +27,6 @@ for b in $bins; do
 	cp "target/release/$b" "$RKVM_OUT/selftests/$b"
 done
 cmp -s target/release/rkvm "$RKVM_OUT/rkvm" || cp target/release/rkvm "$RKVM_OUT/rkvm"
+cmp -s target/release/rkvm-fuzz "$RKVM_OUT/rkvm-fuzz" || cp target/release/rkvm-fuzz "$RKVM_OUT/rkvm-fuzz"
 "$RKVM_TOP/scripts/build-guests.sh"
-say "built userspace; selftests: $(echo $bins); the rkvm tool"
+say "built userspace; selftests: $(echo $bins); the rkvm tool; the fuzzer"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test VM's initramfs: busybox, the kernel's modules (the real
 # KVM among them), rkvm.ko, the selftest binaries, the rkvm tool
-# (/usr/bin/rkvm) and its demo guests (/usr/share/rkvm/guests), the in-VM
+# (/usr/bin/rkvm), the fuzzer (/usr/bin/rkvm-fuzz) and the demo guests (/usr/share/rkvm/guests), the in-VM
 # scripts, Debian's QEMU with its libraries and SeaBIOS (the third-party
 # KVM client the `qemu` selftest runs), and optionally extra test binaries
 # and a command to run.
@@ -37,11 +37,14 @@ install -m 0755 "$RKVM_TOP/scripts/vm/init" "$root/init"
 install -m 0644 "$RKVM_TOP/scripts/vm/run-suite.sh" "$root/etc/rkvm/run-suite.sh"
 install -m 0644 "$RKVM_TOP/scripts/vm/run-nodev.sh" "$root/etc/rkvm/run-nodev.sh"
 install -m 0644 "$RKVM_TOP/scripts/vm/bench.sh" "$root/etc/rkvm/bench.sh"
+install -m 0644 "$RKVM_TOP/scripts/vm/fuzz.sh" "$root/etc/rkvm/fuzz.sh"
+install -m 0644 "$RKVM_TOP/scripts/vm/health.sh" "$root/etc/rkvm/health.sh"
 
 for t in "$RKVM_OUT"/selftests/*; do
 	[ -x "$t" ] && install -m 0755 "$t" "$root/selftests/"
 done
 install -m 0755 "$RKVM_OUT/rkvm" "$root/usr/bin/rkvm"
+install -m 0755 "$RKVM_OUT/rkvm-fuzz" "$root/usr/bin/rkvm-fuzz"
 for g in "$RKVM_OUT"/guests/*; do
 	install -m 0644 "$g" "$root/usr/share/rkvm/guests/"
 done

@@ -28,6 +28,9 @@ append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell} rkvm_emulator=qemu"
 qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu "${RKVM_QEMU_CPU:-qemu64,+svm,+npt,+vgif}"
 	-smp "${RKVM_SMP:-2}" -m "${RKVM_MEM:-1024}" -nographic -no-reboot
 	-kernel "$kernel" -initrd "$initrd" -append "$append")
+# RKVM_QEMU_MONITOR=PATH: QEMU's human monitor on a unix socket (make fuzz
+# dumps the CPUs' state through it when something stalls).
+[ -n "${RKVM_QEMU_MONITOR:-}" ] && qemu+=(-monitor "unix:$RKVM_QEMU_MONITOR,server,nowait")
 
 if [ "$mode" != shell ]; then
 	timeout --foreground "${RKVM_VM_TIMEOUT:-1800}" "${qemu[@]}" </dev/null | tee "${log:-/dev/null}"

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `make fuzz`: boots the test VM and runs rkvm-fuzz (userspace/rkvm-fuzz)
+# against rkvm (and, with RKVM_FUZZ_KVM=1, with the same seed against the
+# real KVM in the same boot), and fails on a stall, a worker killed by a signal, a kernel warning,
+# oops, lockdep or KASAN report, a kmemleak report, or a failed `rmmod`.
+#
+# Settings (environment or make variables):
+#   RKVM_FUZZ_SECONDS  how long each device is fuzzed (default 300)
+#   RKVM_FUZZ_SEED     the seed (default: the time; printed either way)
+#   RKVM_FUZZ_KVM      1: also fuzz /dev/kvm; 0 (default): rkvm only, since
+#                      fuzzing kvm_amd aborts QEMU 7.2 itself within minutes
+#                      (docs/testing.md, "Fuzzing")
+#   RKVM_KASAN=1       on the KASAN kernel (as CI does)
+# When the fuzzer or the kernel reports a stall, QEMU's state is dumped
+# through its monitor (every CPU's registers) into build/fuzz-stall.txt and
+# the VM is stopped.
+. "$(dirname "$0")/lib.sh"
+
+seconds=${RKVM_FUZZ_SECONDS:-300}
+seed=${RKVM_FUZZ_SEED:-$(date +%s)}
+kvm=${RKVM_FUZZ_KVM:-0}
+initrd=$RKVM_OUT/initramfs-fuzz.cpio
+log=$RKVM_OUT/fuzz.log
+mon=$RKVM_OUT/fuzz-monitor.sock
+stall=$RKVM_OUT/fuzz-stall.txt
+rm -f "$log" "$log.raw" "$stall" "$mon"
+"$RKVM_TOP/scripts/mkinitramfs.sh" "$initrd" --cmd "sh /etc/rkvm/fuzz.sh $seconds $seed $kvm"
+say "fuzzing for ${seconds} s per device, seed $seed; console: $log.raw"
+
+# A watcher: on the first stall report, dump the CPUs' state and end the VM.
+(
+	while sleep 2; do
+		[ -S "$mon" ] || continue
+		if grep -Eq 'rkvm-fuzz: STALL|detected stalls on CPUs|soft lockup' "$log.raw" 2>/dev/null; then
+			sleep 5
+			python3 "$RKVM_TOP/scripts/qemu-monitor.py" "$mon" 'info registers -a' 'info cpus' >"$stall" 2>&1
+			python3 "$RKVM_TOP/scripts/qemu-monitor.py" "$mon" quit >/dev/null 2>&1
+			exit 0
+		fi
+	done
+) &
+watcher=$!
+trap 'kill $watcher 2>/dev/null || true' EXIT
+
+RKVM_QEMU_MONITOR=$mon RKVM_VM_TIMEOUT=$((seconds * (1 + kvm) + 900)) \
+	"$RKVM_TOP/scripts/run-vm.sh" "$initrd" cmd "$log.raw" </dev/null || true
+tr -d '\r' <"$log.raw" >"$log"
+[ -s "$stall" ] && say "a stall was reported: QEMU's CPU state is in $stall"
+status=$(sed -n 's/^rkvm-run: exit status \([0-9]*\)$/\1/p' "$log" | tail -n 1)
+[ "$status" = 0 ] || die "make fuzz failed (status ${status:-none: the VM did not finish}); console: $log"
+say "make fuzz passed (seed $seed)"
