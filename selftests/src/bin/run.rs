@@ -26,7 +26,7 @@ use rkvm_selftests::msr::{
     MSR_SYSENTER_ESP, MSR_TSC,
 };
 use rkvm_selftests::{Ctx, guest};
-use x86_modes::{PD_GPA, PML4_GPA};
+use x86_modes::{EFER_LMA, EFER_LME, PD_GPA, PML4_GPA};
 
 /// Runs the vCPU and expects a port-I/O exit; returns (direction, size,
 /// port, count, data).
@@ -516,6 +516,47 @@ fn vmrun_refusing_the_state_is_kvm_exit_fail_entry(ctx: &Ctx) -> TestResult {
     }
 }
 
+// ---- EFER.LME without paging ----
+
+guest! {
+    fn legacy_with_lme_guest;
+    ".code32",
+    "ucall UCALL_SYNC",
+    "mov $0xc0000080, %ecx",
+    "rdmsr",
+    "mov %eax, %ebx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// Why [`efer_lme_without_paging_is_legacy_protected_mode`] cannot run under
+/// QEMU's emulation of SVM.
+const QEMU_VMEXIT_LME_HANG: &str = "QEMU 7.2's emulated #VMEXIT cannot restore the host's CR0 \
+     while the guest has EFER.LME=1, CR0.PG=0 and CR4.PAE=0: the emulated host CPU goes on \
+     without paging and with GIF=0, and the whole test VM hangs, on kvm_amd as on rkvm \
+     (docs/testing.md, 'The stuck CPU')";
+
+/// EFER.LME set while CR0.PG is clear is legacy protected mode: the guest
+/// runs 32-bit code, exits and reads EFER back with LME set and LMA clear
+/// (SDM Vol. 3A 9.8.5; APM Vol. 2 14.6.1). KVM_GET_SREGS agrees.
+fn efer_lme_without_paging_is_legacy_protected_mode(ctx: &Ctx) -> TestResult {
+    if rkvm_selftests::emulator() == "qemu" && cpu::extension() == Some(Extension::Svm) {
+        ksft::skip!("{QEMU_VMEXIT_LME_HANG}");
+    }
+    let vm = GuestVm::new(ctx, Mode::Protected32, legacy_with_lme_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let mut sregs = check_ok!(vcpu.vcpu.get_sregs());
+    sregs.efer |= EFER_LME;
+    check_ok!(vcpu.vcpu.set_sregs(&sregs));
+    vcpu.sync()?;
+    let [efer, ..] = vcpu.sync()?;
+    check_eq_hex!(efer & (EFER_LME | EFER_LMA), EFER_LME);
+    let sregs = check_ok!(vcpu.vcpu.get_sregs());
+    check_eq_hex!(sregs.efer & (EFER_LME | EFER_LMA), EFER_LME);
+    check_eq_hex!(sregs.cr0 & x86_modes::CR0_PG, 0);
+    vcpu.done()
+}
+
 // ---- CPUID ----
 
 guest! {
@@ -810,6 +851,56 @@ guest! {
     ".code64",
     "sti",
     "1: jmp 1b",
+}
+
+guest! {
+    fn sync_then_spin_guest;
+    ".code64",
+    "ucall UCALL_SYNC",
+    "sti",
+    "1: jmp 1b",
+}
+
+/// SIGKILL ends a process whose vCPU loops in the guest: KVM_RUN gives the
+/// CPU back, the process dies within seconds and the parent reaps it, as on
+/// KVM (a vCPU thread must always stay killable).
+fn sigkill_ends_a_process_looping_in_kvm_run(ctx: &Ctx) -> TestResult {
+    use std::io::{Read, Write};
+    let (mut ready_rx, ready_tx) = std::io::pipe()?;
+    let child = check_ok!(kvm_abi::process::fork(move || {
+        let Ok(vm) = GuestVm::new(ctx, Mode::Long, sync_then_spin_guest()) else {
+            return 10;
+        };
+        let Ok(mut vcpu) = vm.add_vcpu(0) else {
+            return 11;
+        };
+        // One trip through the guest first: KVM_RUN works in this process.
+        if vcpu.sync().is_err() || (&ready_tx).write_all(&[1]).is_err() {
+            return 12;
+        }
+        loop {
+            let _ = vcpu.vcpu.run();
+        }
+    }));
+    let mut byte = [0u8; 1];
+    if ready_rx.read_exact(&mut byte).is_err() {
+        ksft::fail!("the child could not run its guest: {:?}", child.wait());
+    }
+    // The child is in KVM_RUN, looping in the guest, by now.
+    std::thread::sleep(Duration::from_millis(200));
+    check_ok!(child.kill(Signal::SIGKILL));
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait());
+    });
+    match done_rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(r) => check_eq!(
+            check_ok!(r),
+            kvm_abi::process::Exit::Signal(Signal::SIGKILL)
+        ),
+        Err(_) => ksft::fail!("the process was still in KVM_RUN 20 s after SIGKILL"),
+    }
+    Ok(())
 }
 
 /// A guest that loops forever is stopped by a signal to its thread (with a
@@ -2007,12 +2098,14 @@ fn main() -> ExitCode {
             mmio_by_an_unemulated_instruction_is_an_emulation_error,
             triple_fault_exits_with_shutdown,
             vmrun_refusing_the_state_is_kvm_exit_fail_entry,
+            efer_lme_without_paging_is_legacy_protected_mode,
             cpuid_is_answered_from_the_set_cpuid2_table,
             msrs_written_by_the_guest_read_back_in_guest_and_host,
             mtrrcap_read_by_the_guest_matches_the_host,
             unknown_msr_raises_gp_in_the_guest,
             guest_idt_catches_ud_and_gp_in_32_and_64_bit_modes,
             signal_stops_a_looping_guest_with_eintr,
+            sigkill_ends_a_process_looping_in_kvm_run,
             immediate_exit_returns_eintr_without_running,
             irq_window_opens_when_the_guest_sets_if,
             kvm_interrupt_runs_the_guest_idt_handler,
