@@ -34,6 +34,7 @@ pub(crate) struct Worker {
     pub(crate) step: u64,
     /// Print every action as it happens (the replay mode).
     pub(crate) verbose: bool,
+    /// The kernel's id of the thread running the worker (in trace lines).
     tid: i32,
 }
 
@@ -127,12 +128,14 @@ impl Worker {
             epoch,
             step: 0,
             verbose,
-            tid: sys::gettid(),
+            tid: 0,
         }
     }
 
-    /// Runs `steps` actions (or until the supervisor asks to stop).
+    /// Runs `steps` actions (or until the supervisor asks to stop), on the
+    /// calling thread.
     pub(crate) fn run_steps(&mut self, steps: u64) {
+        self.tid = sys::gettid();
         let total: u64 = ACTIONS.iter().map(|a| a.1).sum();
         for step in 0..steps {
             if self.trace.stopping() {
