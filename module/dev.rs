@@ -27,6 +27,9 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<Stats>,
     /// `/sys/kernel/debug/rkvm`, where each VM gets its directory.
     pub(crate) debugfs: DebugParent,
+    /// Counts VMs whose debugfs name was taken (`Vm::add_debugfs`), so that
+    /// each gets a name of its own.
+    pub(crate) renamed_vms: core::sync::atomic::AtomicU64,
 }
 
 /// One open of `/dev/rkvm`.

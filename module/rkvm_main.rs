@@ -79,6 +79,7 @@ impl kernel::Module for Rkvm {
                 backend: backend.clone(),
                 stats,
                 debugfs: debugfs.parent(),
+                renamed_vms: core::sync::atomic::AtomicU64::new(0),
             },
             GFP_KERNEL,
         )?;

@@ -62,11 +62,20 @@ pub(crate) static VM_FOPS: FileOps<Vm> = FileOps::new();
 static COUNTER_FOPS: TextFileOps<Counter> = TextFileOps::new();
 static BY_REASON_FOPS: TextFileOps<ExitsByReason> = TextFileOps::new();
 
-/// Room for a `<pid>-<fd>` directory name.
-#[derive(Default)]
+/// Room for a `<pid>-<fd>` or `<pid>-<fd>-<n>` directory name (at most
+/// 10 + 1 + 10 + 1 + 20 characters and a NUL).
 struct NameBuf {
-    bytes: [u8; 32],
+    bytes: [u8; 48],
     len: usize,
+}
+
+impl Default for NameBuf {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
 }
 
 impl core::fmt::Write for NameBuf {
@@ -159,12 +168,28 @@ impl Vm {
     /// Creates the VM's debugfs directory, named `<pid>-<fd>` as KVM names
     /// its own (the creating task's pid and the VM's fd number), with one
     /// file per counter. Called once, before the fd is installed.
+    ///
+    /// A VM that outlived its fd keeps its name, and a new VM of the same
+    /// task can get the same fd number. KVM then creates no directory for the
+    /// new VM; rkvm names it `<pid>-<fd>-<n>` with `n` counting such VMs since
+    /// the module was loaded, so every VM has its counters, and nothing is
+    /// logged (debugfs would log every collision). docs/abi.md.
     pub(crate) fn add_debugfs(&self, fd: i32) {
-        let mut name = NameBuf::default();
-        if write!(name, "{}-{}\0", cpu::current_pid(), fd).is_err() {
+        let pid = cpu::current_pid();
+        let mut buf = NameBuf::default();
+        if write!(buf, "{pid}-{fd}\0").is_err() {
             return;
         }
-        let Ok(name) = CStr::from_bytes_with_nul(&name.bytes[..name.len]) else {
+        if CStr::from_bytes_with_nul(&buf.bytes[..buf.len])
+            .is_ok_and(|n| self.shared.debugfs.has(n))
+        {
+            let n = self.shared.renamed_vms.fetch_add(1, Ordering::Relaxed) + 1;
+            buf = NameBuf::default();
+            if write!(buf, "{pid}-{fd}-{n}\0").is_err() {
+                return;
+            }
+        }
+        let Ok(name) = CStr::from_bytes_with_nul(&buf.bytes[..buf.len]) else {
             return;
         };
         let dir = DebugDir::new_in(self.shared.debugfs, name, self.stats.clone());

@@ -129,6 +129,22 @@ pub(crate) struct DebugParent {
     dir: *mut bindings::dentry,
 }
 
+impl DebugParent {
+    /// Whether `name` exists in this directory.
+    pub(crate) fn has(&self, name: &CStr) -> bool {
+        // SAFETY: `name` is a C string; `self.dir` is a live directory or an error pointer
+        // by the invariant, both of which `debugfs_lookup` accepts (it finds nothing in the
+        // latter).
+        let dentry = unsafe { bindings::debugfs_lookup(name.as_char_ptr(), self.dir) };
+        if dentry.is_null() {
+            return false;
+        }
+        // SAFETY: `debugfs_lookup` returned a referenced dentry; this drops the reference.
+        unsafe { bindings::dput(dentry) };
+        true
+    }
+}
+
 // SAFETY: Only passed back to debugfs, from any thread.
 unsafe impl Send for DebugParent {}
 // SAFETY: As above.

@@ -9,6 +9,7 @@
 //! Usage: `lifetime [DEVICE]` (default `/dev/rkvm`).
 
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -290,6 +291,61 @@ fn concurrent_ioctls_on_one_vm(life: &Life) -> TestResult {
     Ok(())
 }
 
+/// A VM that outlives its fd keeps its debugfs directory `<pid>-<fd>`, and
+/// a new VM of the same thread given the same fd number does not take it
+/// over: on rkvm it gets a directory of its own, `<pid>-<fd>-<n>`, with its
+/// counters; KVM skips a taken name and gives it none
+/// (`kvm_create_vm_debugfs`; docs/abi.md).
+fn a_vm_outliving_its_fd_keeps_its_debugfs_name(life: &Life) -> TestResult {
+    let ctx = &life.ctx;
+    let root = if ctx.is_rkvm() {
+        rkvm_selftests::RKVM_DEBUGFS
+    } else {
+        rkvm_selftests::KVM_DEBUGFS
+    };
+    if std::fs::read_dir(root).is_err() {
+        skip!("{root} cannot be listed: is debugfs mounted?");
+    }
+    let tid = nix::unistd::gettid();
+    let first = check_ok!(ctx.vm());
+    let fd = first.as_fd().as_raw_fd();
+    let held = check_ok!(first.as_fd().try_clone_to_owned());
+    drop(first);
+    let second = check_ok!(ctx.vm());
+    if second.as_fd().as_raw_fd() != fd {
+        skip!(
+            "the second VM got fd {}, not the first one's {fd}",
+            second.as_fd().as_raw_fd()
+        );
+    }
+    let name = format!("{tid}-{fd}");
+    let prefix = format!("{name}-");
+    let others: Vec<String> = check_ok!(std::fs::read_dir(root))
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    let dir = std::path::Path::new(root);
+    check!(
+        dir.join(&name).is_dir(),
+        "{root}/{name}, the first VM's, is gone"
+    );
+    if ctx.is_rkvm() {
+        check_eq!(others.len(), 1, "directories {prefix}<n>: {others:?}");
+        let io_exits = dir.join(&others[0]).join("io_exits");
+        check!(io_exits.is_file(), "{} is missing", io_exits.display());
+    } else {
+        check_eq!(
+            others.len(),
+            0,
+            "KVM made directories {prefix}<n>: {others:?}"
+        );
+    }
+    drop(second);
+    drop(held);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let life = Ctx::from_args().map(|ctx| {
         let baseline = ctx.live_counts();
@@ -306,6 +362,7 @@ fn main() -> ExitCode {
             killed_child_vms_are_released,
             create_and_close_1000_times_in_varying_orders,
             concurrent_ioctls_on_one_vm,
+            a_vm_outliving_its_fd_keeps_its_debugfs_name,
             live_counts_return_to_baseline,
         ],
     )
