@@ -66,6 +66,7 @@ bool rkvm_signal_pending(void);
 int rkvm_current_pid(void);
 bool rkvm_host_mem_encrypted(void);
 bool rkvm_need_resched(void);
+void rkvm_guest_enter_rcu_qs(void);
 struct rkvm_vmx_host;
 void rkvm_vmx_host_save(struct rkvm_vmx_host *h);
 void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h);
@@ -245,6 +246,17 @@ bool rkvm_signal_pending(void)
 bool rkvm_need_resched(void)
 {
 	return need_resched();
+}
+
+/*
+ * Running a guest is, for RCU, like running user space: the CPU holds no
+ * read-side critical section, and may stay there for a whole time slice.
+ * KVM's guest_context_enter_irqoff() says so at every entry; so do we.
+ * Interrupts must be off.
+ */
+void rkvm_guest_enter_rcu_qs(void)
+{
+	rcu_virt_note_context_switch();
 }
 
 void rkvm_cond_resched(void)

@@ -323,7 +323,7 @@ fn enter(
         ..
     } = state;
     let _fpu = FpuSection::enter(&mut run.fpu);
-    let _irqs = IrqsDisabled::new();
+    let irqs = IrqsDisabled::new();
     // Pairs with `Vm::unmap`: publish that we are in the guest before reading the
     // generation (both sequentially consistent).
     vcpu.set_running_on(Some(cpu::this_cpu()));
@@ -341,6 +341,7 @@ fn enter(
     let info = if cpu::signal_pending() || cpu::need_resched() {
         None
     } else {
+        cpu::guest_enter_rcu_quiescent(&irqs);
         Some(run.hw.run(GuestRegs { regs, sregs, msrs }, &entry))
     };
     vcpu.set_running_on(None);

@@ -321,6 +321,12 @@ impl SvmVcpu {
     }
 }
 
+impl Drop for SvmVcpu {
+    fn drop(&mut self) {
+        self.shared.last_guest.forget(kmalloc_phys(&*self.vmcb).0);
+    }
+}
+
 /// Decodes EXITINTINFO: the event whose delivery the exit interrupted.
 /// Software interrupts and INT3/INTO are not returned: the guest's RIP
 /// still points at the instruction, which runs again. APM Vol. 2 15.7.2.

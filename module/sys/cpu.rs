@@ -59,7 +59,8 @@ const PRED_CMD_IBPB: u64 = 1;
 /// Per CPU, the guest that entered there last (named by the physical
 /// address of its VMCB or VMCS), so that an indirect-branch prediction
 /// barrier keeps one guest's branch predictions from steering the next one
-/// on that CPU, as KVM's `svm_vcpu_load` and `vmx_vcpu_load_vmcs` do.
+/// on that CPU, as KVM's `kvm_arch_vcpu_load` does with its per-CPU
+/// `last_vcpu`.
 pub(crate) struct LastGuest {
     last: KVec<core::sync::atomic::AtomicU64>,
     /// The CPU has IBPB.
@@ -85,6 +86,22 @@ impl LastGuest {
         if last.swap(guest, core::sync::atomic::Ordering::Relaxed) != guest && self.ibpb {
             // SAFETY: PRED_CMD.IBPB only flushes branch predictions, and the CPU has it.
             let _ = unsafe { wrmsr(MSR_PRED_CMD, PRED_CMD_IBPB) };
+        }
+    }
+
+    /// The guest `guest` is gone (its VMCB or VMCS is being freed): no CPU may
+    /// remember it as the last guest, or a new guest whose VMCB or VMCS gets
+    /// the same address would enter there without the barrier, with the old
+    /// guest's branch predictions. KVM's `kvm_arch_vcpu_destroy` clears its
+    /// per-CPU `last_vcpu` the same way.
+    pub(crate) fn forget(&self, guest: u64) {
+        for last in self.last.iter() {
+            let _ = last.compare_exchange(
+                guest,
+                0,
+                core::sync::atomic::Ordering::Relaxed,
+                core::sync::atomic::Ordering::Relaxed,
+            );
         }
     }
 }
@@ -126,6 +143,7 @@ extern "C" {
     ) -> *mut c_void;
     fn rkvm_syscore_unregister(syscore: *mut c_void);
     fn rkvm_need_resched() -> bool;
+    fn rkvm_guest_enter_rcu_qs();
     fn rkvm_cond_resched();
     fn rkvm_signal_pending() -> bool;
     fn rkvm_current_pid() -> c_int;
@@ -203,6 +221,18 @@ pub(crate) fn kick(cpu: u32) {
     // SAFETY: `nothing` touches nothing; `smp_call_function_single` with wait=1 returns
     // once it ran (or at once with an error for an offline CPU, which runs no guest).
     let _ = unsafe { rkvm_smp_call_function_single(cpu as c_int, nothing, core::ptr::null_mut()) };
+}
+
+/// Tells RCU that this CPU is about to run a guest, a quiescent state as
+/// user space is (KVM's `guest_context_enter_irqoff`): a vCPU that stays in
+/// `KVM_RUN`, its guest exiting only for the host's interrupts, must not
+/// hold up RCU grace periods on its CPU, where every timer tick lands while
+/// the guest runs and so never finds the CPU in user space. `_irqs` proves
+/// that interrupts are off, as RCU requires.
+pub(crate) fn guest_enter_rcu_quiescent(_irqs: &IrqsDisabled) {
+    // SAFETY: Interrupts are off (the guard); no RCU read-side critical section is held by
+    // the caller, which is about to enter the guest.
+    unsafe { rkvm_guest_enter_rcu_qs() };
 }
 
 /// Interrupts are disabled on this CPU while this guard lives, so a

@@ -749,6 +749,7 @@ impl VendorVcpu for VmxVcpu {
 
 impl Drop for VmxVcpu {
     fn drop(&mut self) {
+        self.shared.last_guest.forget(kmalloc_phys(&*self.vmcs).0);
         if self.vpid != 0 {
             self.shared.free_vpid(self.vpid);
         }
