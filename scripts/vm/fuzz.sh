@@ -17,7 +17,21 @@ result() { # result NAME STATUS [REASON]
 }
 fuzz() { # fuzz NAME DEVICE
 	echo "# rkvm-fuzz on $2 for $seconds s, seed $seed"
-	rkvm-fuzz --device "$2" --seconds "$seconds" --seed "$seed" --threads "$threads" > /tmp/fuzz.out 2>&1
+	rkvm-fuzz --device "$2" --seconds "$seconds" --seed "$seed" --threads "$threads" > /tmp/fuzz.out 2>&1 &
+	pid=$!
+	# When the kernel reports an RCU stall, ask the fuzzer for its workers'
+	# last actions (SIGUSR2), once: it goes on, and the log check fails later.
+	stalls=$(dmesg | grep -c 'detected stalls')
+	(
+		while kill -0 $pid 2>/dev/null; do
+			if [ "$(dmesg | grep -c 'detected stalls')" -gt "$stalls" ]; then
+				kill -USR2 $pid
+				break
+			fi
+			sleep 2
+		done
+	) &
+	wait $pid
 	rc=$?
 	sed 's/^/# /' /tmp/fuzz.out
 	case $rc in

@@ -26,7 +26,9 @@
 //! thread's last actions, oldest first, from memory the workers share with
 //! it, and leaves the stuck process as it is. A worker process killed by a
 //! signal fails the run too (exit status 1). Exit status 2: a usage error or
-//! a device that cannot be opened.
+//! a device that cannot be opened. SIGUSR2 makes the supervisor print the
+//! workers' last actions and go on (`scripts/vm/fuzz.sh` sends it when the
+//! kernel reports an RCU stall).
 
 // A fuzzer narrows random 64-bit draws into register fields, selectors and
 // flags on purpose: truncation there is the intent, not a loss.
@@ -208,6 +210,10 @@ fn supervise(o: &Options, trace: Trace, pid: i32, deadline: Instant) -> Outcome 
         if Instant::now() >= deadline || trace.progress() >= o.actions {
             trace.request_stop();
         }
+        if sys::DUMP_REQUESTED.swap(false, Ordering::Relaxed) {
+            println!("rkvm-fuzz: SIGUSR2: the workers' last actions so far");
+            print_last_actions(trace, o.threads);
+        }
         let now = trace.progress();
         if now != last.0 {
             last = (now, Instant::now());
@@ -246,6 +252,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Err(e) = sys::dump_on_sigusr2() {
+        println!("rkvm-fuzz: cannot install the SIGUSR2 handler: {e}");
+        std::process::exit(2);
+    }
     let start = Instant::now();
     let deadline = start + Duration::from_secs(o.seconds);
     let (first, last) = match o.epoch {

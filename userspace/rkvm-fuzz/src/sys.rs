@@ -308,3 +308,27 @@ pub(crate) unsafe fn spawn(f: impl FnOnce() -> i32) -> Result<i32, Errno> {
     }
     Errno::result(pid)
 }
+
+/// Set when the process receives SIGUSR2 (see [`dump_on_sigusr2`]).
+pub(crate) static DUMP_REQUESTED: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// The SIGUSR2 handler: only an atomic store, so async-signal-safe.
+extern "C" fn request_dump(_: libc::c_int) {
+    DUMP_REQUESTED.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Makes SIGUSR2 set [`DUMP_REQUESTED`] (with `SA_RESTART`, so it
+/// interrupts nothing): the supervisor then prints the workers' last
+/// actions, for a kernel that reports a problem while the fuzzer goes on.
+pub(crate) fn dump_on_sigusr2() -> Result<(), Errno> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(request_dump),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe
+    // and breaks no invariant of the code it interrupts.
+    unsafe { sigaction(Signal::SIGUSR2, &action) }.map(drop)
+}
