@@ -13,7 +13,8 @@
 #   RKVM_KASAN=1       on the KASAN kernel (as CI does)
 # When the fuzzer or the kernel reports a stall, QEMU's state is dumped
 # through its monitor (every CPU's registers) into build/fuzz-stall.txt and
-# the VM is stopped.
+# the VM is stopped; when the fuzzer first reports a KVM_RUN that its
+# signals do not end, the same goes into build/fuzz-stall.txt.slow.
 . "$(dirname "$0")/lib.sh"
 
 seconds=${RKVM_FUZZ_SECONDS:-300}
@@ -23,14 +24,22 @@ initrd=$RKVM_OUT/initramfs-fuzz.cpio
 log=$RKVM_OUT/fuzz.log
 mon=$RKVM_OUT/fuzz-monitor.sock
 stall=$RKVM_OUT/fuzz-stall.txt
-rm -f "$log" "$log.raw" "$stall" "$mon"
+rm -f "$log" "$log.raw" "$stall" "$stall.slow" "$mon"
 "$RKVM_TOP/scripts/mkinitramfs.sh" "$initrd" --cmd "sh /etc/rkvm/fuzz.sh $seconds $seed $kvm"
 say "fuzzing for ${seconds} s per device, seed $seed; console: $log.raw"
 
-# A watcher: on the first stall report, dump the CPUs' state and end the VM.
+# A watcher: on the fuzzer's first report of a KVM_RUN that signals do not
+# end (the vCPU is then still in the guest), dump the CPUs' state; on the
+# first stall report, dump it and end the VM.
 (
-	while sleep 2; do
+	slow=0
+	while sleep 1; do
 		[ -S "$mon" ] || continue
+		if [ $slow = 0 ] && grep -q 'rkvm-fuzz: SLOW' "$log.raw" 2>/dev/null; then
+			slow=1
+			python3 "$RKVM_TOP/scripts/qemu-monitor.py" "$mon" 'info registers -a' \
+				'cpu 0' 'info lapic' 'x/8i $pc' 'cpu 1' 'info lapic' 'x/8i $pc' >"$stall.slow" 2>&1
+		fi
 		if grep -Eq 'rkvm-fuzz: STALL|detected stalls on CPUs|soft lockup' "$log.raw" 2>/dev/null; then
 			sleep 5
 			python3 "$RKVM_TOP/scripts/qemu-monitor.py" "$mon" 'info registers -a' 'info cpus' >"$stall" 2>&1

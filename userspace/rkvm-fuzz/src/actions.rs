@@ -153,6 +153,7 @@ impl Worker {
             }
             self.trace.step_done();
         }
+        self.log(format_args!("done"));
     }
 
     /// The names of the actions, in table order (for the summary).

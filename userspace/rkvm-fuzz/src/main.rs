@@ -180,6 +180,10 @@ fn epoch_process(o: &Options, trace: Trace, epoch: u64) -> i32 {
     0
 }
 
+/// How long one KVM_RUN may last before the supervisor says so (the ticker
+/// signals every worker every 50 ms at most).
+const SLOW_RUN: Duration = Duration::from_secs(5);
+
 /// How a supervised epoch ended.
 enum Outcome {
     Finished,
@@ -191,6 +195,8 @@ enum Outcome {
 fn supervise(o: &Options, trace: Trace, pid: i32, deadline: Instant) -> Outcome {
     let pid = Pid::from_raw(pid);
     let mut last = (trace.progress(), Instant::now());
+    // Per thread: lines written, since when, and whether that was reported.
+    let mut threads = vec![(0u64, Instant::now(), false); o.threads];
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, 0)) => return Outcome::Finished,
@@ -213,6 +219,21 @@ fn supervise(o: &Options, trace: Trace, pid: i32, deadline: Instant) -> Outcome 
         if sys::DUMP_REQUESTED.swap(false, Ordering::Relaxed) {
             println!("rkvm-fuzz: SIGUSR2: the workers' last actions so far");
             print_last_actions(trace, o.threads);
+        }
+        for (t, (count, since, reported)) in threads.iter_mut().enumerate() {
+            let c = trace.lines_written(t);
+            if c != *count {
+                (*count, *since, *reported) = (c, Instant::now(), false);
+            } else if !*reported && since.elapsed() >= SLOW_RUN {
+                // A KVM_RUN the ticker's signals have not ended: the vCPU is
+                // likely still in the guest. Said now, while it is (the
+                // kernel's RCU stall report comes later and ends it).
+                let line = trace.last_lines(t, 1).pop().unwrap_or_default();
+                if line.contains("KVM_RUN") {
+                    println!("rkvm-fuzz: SLOW: thread {t} in one KVM_RUN for {SLOW_RUN:?}: {line}");
+                }
+                *reported = true;
+            }
         }
         let now = trace.progress();
         if now != last.0 {

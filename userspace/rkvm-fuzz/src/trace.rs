@@ -99,6 +99,12 @@ impl Trace {
         self.word(base).store(count + 1, Ordering::Release);
     }
 
+    /// How many lines thread `thread` has written in this epoch.
+    pub(crate) fn lines_written(&self, thread: usize) -> u64 {
+        self.word(HEADER + thread.min(MAX_THREADS - 1) * SLOT)
+            .load(Ordering::Acquire)
+    }
+
     /// The last `n` lines of thread `thread`, oldest first.
     pub(crate) fn last_lines(&self, thread: usize, n: usize) -> Vec<String> {
         let base = HEADER + thread.min(MAX_THREADS - 1) * SLOT;
