@@ -20,7 +20,7 @@ use crate::guest;
 use crate::rng::Rng;
 use crate::sys::{self, RunPage};
 use crate::trace::Trace;
-use crate::world::{Region, Shared, VcpuFd};
+use crate::world::{Shared, VcpuFd};
 
 /// What a worker thread needs.
 pub(crate) struct Worker {
@@ -229,16 +229,7 @@ impl Worker {
         let Ok(addr) = sys::map_guest(len, kind) else {
             return;
         };
-        let mut w = self.world.lock();
-        let id = w.next_region;
-        w.next_region += 1;
-        w.regions.push(Region {
-            id,
-            addr,
-            len,
-            unmapped: false,
-        });
-        drop(w);
+        let id = self.world.lock().add_region(addr, len);
         let kind = ["private", "shared", "memfd"][kind as usize % 3];
         self.log(format_args!("region {id} {addr:#x}+{len:#x} {kind}"));
     }
@@ -368,14 +359,7 @@ impl Worker {
             return;
         };
         let mut w = self.world.lock();
-        let id = w.next_region;
-        w.next_region += 1;
-        w.regions.push(Region {
-            id,
-            addr,
-            len,
-            unmapped: false,
-        });
+        let id = w.add_region(addr, len);
         let code = guest::code(&mut self.rng, 256);
         let mut idt = vec![0u8; 4096];
         for b in &mut idt {

@@ -94,6 +94,20 @@ impl World {
         }
     }
 
+    /// Records a new guest mapping at `addr`, `len` bytes, and returns its
+    /// number.
+    pub(crate) fn add_region(&mut self, addr: usize, len: usize) -> usize {
+        let id = self.next_region;
+        self.next_region += 1;
+        self.regions.push(Region {
+            id,
+            addr,
+            len,
+            unmapped: false,
+        });
+        id
+    }
+
     /// Removes a random fd from the world and returns it, with its kind,
     /// for the caller to close.
     pub(crate) fn take_fd(&mut self, rng: &mut Rng) -> Option<(&'static str, i32)> {
