@@ -306,7 +306,14 @@ impl Worker {
             }
             _ => (kvm_abi::raw::KERNEL_ADDRESS, 0x1000 * r.below(4)),
         };
-        let len = if r.chance(10) { r.interesting() } else { len };
+        // Any size at all, but then at a kernel address: a size past the
+        // region at a region's address would let the guest write into the
+        // fuzzer's own memory beyond it.
+        let (ua, len) = if r.chance(10) {
+            (kvm_abi::raw::KERNEL_ADDRESS, r.interesting())
+        } else {
+            (ua, len)
+        };
         let m = kvm_userspace_memory_region2 {
             slot,
             flags,

@@ -41,8 +41,8 @@ pub(crate) fn ioctl_with<T>(fd: i32, req: Request, value: &mut T) -> Result<i32,
     // SAFETY: `value` is ours, exclusively borrowed for the call, and as large
     // as the request's argument (the caller pairs each request with its own
     // argument type; the KVM structs passed here embed no user pointers
-    // except in `kvm_userspace_memory_region*`, whose address is always one
-    // of this module's guest mappings or a kernel-half address).
+    // except in `kvm_userspace_memory_region*`, whose range always lies in
+    // one of this module's guest mappings or starts at a kernel-half address).
     unsafe { ioctl(fd, req, core::ptr::from_mut(value) as u64) }
 }
 
