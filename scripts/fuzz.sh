@@ -12,9 +12,7 @@
 #                      (docs/testing.md, "Fuzzing")
 #   RKVM_KASAN=1       on the KASAN kernel (as CI does)
 # When the fuzzer or the kernel reports a stall, QEMU's state is dumped
-# through its monitor (every CPU's registers) into build/fuzz-stall.txt and
-# the VM is stopped; when the fuzzer first reports a KVM_RUN that its
-# signals do not end, the same goes into build/fuzz-stall.txt.slow.
+# through its monitor (see the watcher below).
 . "$(dirname "$0")/lib.sh"
 
 seconds=${RKVM_FUZZ_SECONDS:-300}
@@ -28,21 +26,30 @@ rm -f "$log" "$log.raw" "$stall" "$stall.slow" "$mon"
 "$RKVM_TOP/scripts/mkinitramfs.sh" "$initrd" --cmd "sh /etc/rkvm/fuzz.sh $seconds $seed $kvm"
 say "fuzzing for ${seconds} s per device, seed $seed; console: $log.raw"
 
-# A watcher: on the fuzzer's first report of a KVM_RUN that signals do not
-# end (the vCPU is then still in the guest), dump the CPUs' state; on the
-# first stall report, dump it and end the VM.
+# A watcher. On the fuzzer's first report of a KVM_RUN that its signals do
+# not end (the vCPU is then still in the guest), it dumps every CPU's state
+# through QEMU's monitor into build/fuzz-stall.txt.slow. On the first RCU
+# stall report it dumps the state into build/fuzz-stall.txt and lets the run
+# go on (the CPU comes back; the kernel-log check fails the run at the end).
+# On a fuzzer STALL or a soft lockup (the VM is wedged) it dumps the state,
+# waits for the fuzzer's report to reach the console, and ends the VM.
 (
-	slow=0
+	slow=0 rcu=0
+	dump() { python3 "$RKVM_TOP/scripts/qemu-monitor.py" "$mon" 'info registers -a' \
+		'cpu 0' 'info lapic' 'x/8i $pc' 'cpu 1' 'info lapic' 'x/8i $pc' >"$1" 2>&1; }
 	while sleep 1; do
 		[ -S "$mon" ] || continue
 		if [ $slow = 0 ] && grep -q 'rkvm-fuzz: SLOW' "$log.raw" 2>/dev/null; then
 			slow=1
-			python3 "$RKVM_TOP/scripts/qemu-monitor.py" "$mon" 'info registers -a' \
-				'cpu 0' 'info lapic' 'x/8i $pc' 'cpu 1' 'info lapic' 'x/8i $pc' >"$stall.slow" 2>&1
+			dump "$stall.slow"
 		fi
-		if grep -Eq 'rkvm-fuzz: STALL|detected stalls on CPUs|soft lockup' "$log.raw" 2>/dev/null; then
-			sleep 5
-			python3 "$RKVM_TOP/scripts/qemu-monitor.py" "$mon" 'info registers -a' 'info cpus' >"$stall" 2>&1
+		if [ $rcu = 0 ] && grep -q 'detected stalls on CPUs' "$log.raw" 2>/dev/null; then
+			rcu=1
+			dump "$stall"
+		fi
+		if grep -Eq 'rkvm-fuzz: STALL|soft lockup' "$log.raw" 2>/dev/null; then
+			dump "$stall"
+			sleep 20
 			python3 "$RKVM_TOP/scripts/qemu-monitor.py" "$mon" quit >/dev/null 2>&1
 			exit 0
 		fi

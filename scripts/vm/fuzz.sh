@@ -26,6 +26,16 @@ fuzz() { # fuzz NAME DEVICE
 		while kill -0 $pid 2>/dev/null; do
 			if [ "$(dmesg | grep -c 'detected stalls')" -gt "$stalls" ]; then
 				kill -USR2 $pid
+				# Which CPUs still take timer interrupts (LOC), and where
+				# every fuzzer thread is (state, CPU: fields 3 and 39).
+				for i in 1 2; do
+					grep -E '^ *(LOC|RES|CAL|NMI):' /proc/interrupts | sed 's/^/# interrupts: /'
+					sleep 1
+				done
+				for t in /proc/[0-9]*/task/*; do
+					grep -q rkvm-fuzz "$t/comm" 2>/dev/null &&
+						awk '{ print "# thread " $1 " state " $3 " cpu " $39 }' "$t/stat"
+				done
 				break
 			fi
 			sleep 2
