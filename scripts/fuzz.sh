@@ -22,7 +22,7 @@ initrd=$RKVM_OUT/initramfs-fuzz.cpio
 log=$RKVM_OUT/fuzz.log
 mon=$RKVM_OUT/fuzz-monitor.sock
 stall=$RKVM_OUT/fuzz-stall.txt
-rm -f "$log" "$log.raw" "$stall" "$stall.slow" "$mon"
+rm -f "$log" "$log.raw" "$stall" "$stall.slow" "$mon" "$RKVM_OUT/fuzz-nested.txt"
 "$RKVM_TOP/scripts/mkinitramfs.sh" "$initrd" --cmd "sh /etc/rkvm/fuzz.sh $seconds $seed $kvm"
 say "fuzzing for ${seconds} s per device, seed $seed; console: $log.raw"
 
@@ -56,7 +56,10 @@ say "fuzzing for ${seconds} s per device, seed $seed; console: $log.raw"
 	done
 ) &
 watcher=$!
-trap 'kill $watcher 2>/dev/null || true' EXIT
+# And one that catches a CPU staying in a nested guest (build/fuzz-nested.txt).
+python3 "$RKVM_TOP/scripts/qemu-monitor.py" --watch-nested "$mon" "$RKVM_OUT/fuzz-nested.txt" &
+nested=$!
+trap 'kill $watcher $nested 2>/dev/null || true' EXIT
 
 RKVM_QEMU_MONITOR=$mon RKVM_VM_TIMEOUT=$((seconds * (1 + kvm) + 900)) \
 	"$RKVM_TOP/scripts/run-vm.sh" "$initrd" cmd "$log.raw" </dev/null || true
