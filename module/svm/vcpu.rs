@@ -145,8 +145,13 @@ impl SvmVcpu {
         save.g_pat = m.pat;
         self.vmcb.control.tsc_offset = m.tsc_offset;
         // The guest's CR8 is V_TPR (bits 3:0 of int_ctl) with V_INTR_MASKING.
+        // Written in full at every entry, never updated in place: a #VMEXIT
+        // writes int_ctl back, and QEMU's emulated VMRUN, when it refuses the
+        // VMCB early, writes 0 there. Kept, that 0 would leave V_INTR_MASKING
+        // clear for good, and a guest running with IF clear would no longer be
+        // interrupted by the host's interrupts (docs/testing.md, "Fuzzing").
         let c = &mut self.vmcb.control;
-        c.int_ctl = (c.int_ctl & !0xff) | (s.cr8 as u32 & 0xf);
+        c.int_ctl = int_ctl::V_INTR_MASKING | (s.cr8 as u32 & 0xf);
     }
 
     /// Reads the VMCB and the GPR block back into the vendor-neutral registers.
