@@ -82,7 +82,8 @@ mod tests {
         let xs: Vec<u64> = (0..8).map(|_| a.next()).collect();
         let ys: Vec<u64> = (0..8).map(|_| b.next()).collect();
         assert_eq!(xs, ys);
-        assert_ne!(xs, (0..8).map(|_| Rng::new(43).next()).collect::<Vec<_>>());
+        let mut c = Rng::new(43);
+        assert_ne!(xs, (0..8).map(|_| c.next()).collect::<Vec<_>>());
     }
 
     #[test]
