@@ -5,6 +5,8 @@
 //!           [--threads T] [--steps K] [--stall S] [--epoch E] [--verbose]
 //! ```
 //!
+//! The device is `/dev/rkvm` unless `--device` names another (`/dev/kvm`).
+//!
 //! The supervisor (this process, single-threaded) runs *epochs* one after
 //! another, each in a fresh child process, until the time or action budget
 //! is spent. An epoch's process opens the device, then `T` worker threads
@@ -69,12 +71,15 @@ struct Options {
     verbose: bool,
 }
 
+/// The device fuzzed without `--device`: rkvm's, as for the `rkvm` tool.
+const DEFAULT_DEVICE: &str = "/dev/rkvm";
+
 const USAGE: &str = "usage: rkvm-fuzz [--device PATH] [--seed N] [--seconds S] [--actions N] \
                      [--threads T] [--steps K] [--stall S] [--epoch E] [--verbose]";
 
 fn parse() -> Result<Options, String> {
     let mut o = Options {
-        device: kvm_abi::DEFAULT_DEVICE.to_string(),
+        device: DEFAULT_DEVICE.to_string(),
         seed: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_secs()),
@@ -187,7 +192,9 @@ const SLOW_RUN: Duration = Duration::from_secs(5);
 /// How a supervised epoch ended.
 enum Outcome {
     Finished,
-    Failed(String),
+    /// Why, and the exit status to give: 2 when the device could not be
+    /// used, 1 for anything else.
+    Failed(String, i32),
     Stalled,
 }
 
@@ -201,17 +208,17 @@ fn supervise(o: &Options, trace: Trace, pid: i32, deadline: Instant) -> Outcome 
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, 0)) => return Outcome::Finished,
             Ok(WaitStatus::Exited(_, 2)) => {
-                return Outcome::Failed("the device could not be used".into());
+                return Outcome::Failed("the device could not be used".into(), 2);
             }
             Ok(WaitStatus::Exited(_, c)) => {
-                return Outcome::Failed(format!("the worker process exited with status {c}"));
+                return Outcome::Failed(format!("the worker process exited with status {c}"), 1);
             }
             Ok(WaitStatus::Signaled(_, s, _)) => {
-                return Outcome::Failed(format!("the worker process was killed by {s:?}"));
+                return Outcome::Failed(format!("the worker process was killed by {s:?}"), 1);
             }
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Outcome::Failed(format!("waitpid: {e}")),
+            Err(e) => return Outcome::Failed(format!("waitpid: {e}"), 1),
         }
         if Instant::now() >= deadline || trace.progress() >= o.actions {
             trace.request_stop();
@@ -313,13 +320,13 @@ fn main() {
         epochs += 1;
         match supervise(&o, trace, pid, deadline) {
             Outcome::Finished => {}
-            Outcome::Failed(why) => {
+            Outcome::Failed(why, status) => {
                 println!(
                     "rkvm-fuzz: FAIL in epoch {epoch} (seed {:#x}): {why}",
                     o.seed
                 );
                 print_last_actions(trace, o.threads);
-                std::process::exit(if why.contains("device") { 2 } else { 1 });
+                std::process::exit(status);
             }
             Outcome::Stalled => {
                 println!(
