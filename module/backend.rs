@@ -9,7 +9,7 @@
 //! extension on each CPU and creates vendor vCPUs; a vendor vCPU loads the
 //! vendor-neutral register state into its VMCB (or VMCS), enters the
 //! guest, and turns the hardware's exit code into one [`Exit`]. What to do
-//! about an exit is common code's business (`run.rs`; see
+//! about an exit is common code's business (`run/`; see
 //! docs/run-loop.md).
 
 use crate::abi::{kvm_regs, kvm_sregs};

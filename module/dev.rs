@@ -74,7 +74,7 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_SET_IDENTITY_MAP_ADDR
         | abi::KVM_CAP_EXT_CPUID
         | abi::KVM_CAP_CHECK_EXTENSION_VM
-        // `kvm_run.immediate_exit` is honoured (run.rs).
+        // `kvm_run.immediate_exit` is honoured (run/).
         | abi::KVM_CAP_IMMEDIATE_EXIT
         // `kvm_run.internal.ndata` says how much of `data` is valid.
         | abi::KVM_CAP_INTERNAL_ERROR_DATA

@@ -71,7 +71,7 @@ pub(crate) struct Vcpu {
     /// The pages userspace maps: see [`VCPU_MMAP_PAGES`].
     run_pages: [Page; VCPU_MMAP_PAGES],
     /// The CPU this vCPU is in the guest on, or -1. Set and cleared with
-    /// interrupts off around each entry (run.rs); read by `Vm::unmap`.
+    /// interrupts off around each entry (run/); read by `Vm::unmap`.
     running_on: AtomicI32,
     #[pin]
     state: Mutex<ArchState>,

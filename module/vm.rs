@@ -265,7 +265,7 @@ impl Vm {
             return;
         }
         // Pairs with the vCPU's store of `running_on` before it reads the generation
-        // (run.rs): either it sees the new generation and flushes, or we see it running
+        // (run/): either it sees the new generation and flushes, or we see it running
         // and kick it out of the guest.
         self.mapping_generation.fetch_add(1, Ordering::SeqCst);
         for vcpu in inner.vcpus.iter() {

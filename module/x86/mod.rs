@@ -9,6 +9,7 @@
 
 pub(crate) mod cpuid;
 pub(crate) mod decode;
+pub(crate) mod emulate;
 pub(crate) mod msr;
 pub(crate) mod regs;
 pub(crate) mod walk;

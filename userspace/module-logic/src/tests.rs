@@ -567,6 +567,7 @@ mod msrs {
 }
 
 mod decoder;
+mod emulate_rules;
 mod page_walk;
 mod vmx_caps;
 mod vmx_vpid;

@@ -1,0 +1,522 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `KVM_RUN`: the run loop, in common code.
+//!
+//! One `KVM_RUN` first completes what the previous exit to user space left
+//! open (an IN's data, an MMIO read's value), then loops: enter the guest
+//! through the vendor vCPU, look at the vendor-neutral [`Exit`], and either
+//! handle it here (CPUID, MSRs, a page to map, an event to re-deliver) and
+//! go round again, or fill in `kvm_run` and return to user space (port I/O,
+//! MMIO, HLT, shutdown...). A pending signal ends the loop with `EINTR`
+//! and `KVM_EXIT_INTR`; the scheduler gets the CPU whenever it asks.
+//! docs/run-loop.md walks through one trip with the code and the manuals.
+//!
+//! This file is the loop and the dispatch of exits; the exits it finishes
+//! itself have a file each: [`insn`] reads the guest's instruction at RIP
+//! (fetch through the guest's page tables, skip, emulation failure),
+//! [`regs`] answers CPUID, RDMSR/WRMSR and MOV to and from CR and DR,
+//! [`io`] port I/O and [`mmio`] MMIO. The architectural rules they apply
+//! to the registers are pure functions in `x86::emulate`.
+//!
+//! Semantics are KVM's without an in-kernel irqchip (`arch/x86/kvm/x86.c`):
+//! port I/O and MMIO reads complete on the next `KVM_RUN`, HLT exits to
+//! user space, interrupts come from `KVM_INTERRUPT`.
+
+mod insn;
+mod io;
+mod mmio;
+mod regs;
+
+use crate::abi::{
+    self, kvm_run, kvm_run__bindgen_ty_1__bindgen_ty_13 as InternalError,
+    kvm_run__bindgen_ty_1__bindgen_ty_2 as FailEntry,
+};
+use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
+use crate::sys::cpu::{self, IrqsDisabled};
+use crate::sys::fpu::{FpuImage, FpuLayout, FpuSection};
+use crate::sys::mem::SharedPage;
+use crate::vcpu::{ArchState, Vcpu};
+use crate::vm::{Backing, Vm};
+use crate::x86::decode::{MmioInsn, MAX_INSN_LEN};
+use crate::x86::regs::{cr0, cr4, efer};
+use core::mem::offset_of;
+use insn::{emulation_failure, fetch, skip, skip_or_fail};
+use io::port_io;
+use kernel::page::PAGE_SIZE;
+use kernel::prelude::*;
+use mmio::mmio;
+use regs::{answer_cpuid, cr_read, cr_write, debug_register, guest_msr};
+
+/// Where the exit-specific union starts in `struct kvm_run`.
+const UNION: usize = offset_of!(kvm_run, __bindgen_anon_1);
+
+/// Where port I/O data goes: the second page of the vCPU mapping (the
+/// offset user space sees in `kvm_run.io.data_offset`).
+const PIO_OFFSET: usize = abi::KVM_PIO_PAGE_OFFSET as usize * PAGE_SIZE;
+
+/// RFLAGS bits. SDM Vol. 1 3.4.3.
+const RFLAGS_IF: u64 = 1 << 9;
+
+const RFLAGS_DF: u64 = 1 << 10;
+
+const RFLAGS_VM: u64 = 1 << 17;
+
+/// Exception vectors. SDM Vol. 3A 6.3.1.
+const UD_VECTOR: u8 = 6;
+
+const GP_VECTOR: u8 = 13;
+
+const PF_VECTOR: u8 = 14;
+
+/// DR6 and DR7 at reset. SDM Vol. 3B 19.2.
+const DR6_RESET: u64 = 0xffff_0ff0;
+
+const DR7_RESET: u64 = 0x400;
+
+/// The run-time state of a vCPU beyond its registers.
+pub(crate) struct RunState {
+    hw: KBox<dyn VendorVcpu>,
+    fpu: FpuImage,
+    /// What the next `KVM_RUN` must finish before entering.
+    pending: Option<PendingAt>,
+    /// The interrupt `KVM_INTERRUPT` queued.
+    queued_irq: Option<u8>,
+    /// An event to deliver at the next entry (an exception rkvm raises, or
+    /// one whose delivery an exit interrupted).
+    event: Option<Event>,
+    interrupt_shadow: bool,
+    /// Flush the guest's cached translations at the next entry.
+    flush_tlb: bool,
+    /// The PAE PDPTEs must be read from guest memory again before the next
+    /// entry ([`Entry::pdptrs`]).
+    reload_pdptrs: bool,
+    /// DR0–DR3, DR6 and DR7 as the guest sees them. They are never loaded
+    /// into the hardware: guest breakpoints do not fire (docs/abi.md).
+    dr: [u64; 4],
+    dr6: u64,
+    dr7: u64,
+}
+
+impl RunState {
+    pub(crate) fn new(hw: KBox<dyn VendorVcpu>) -> Result<Self> {
+        Ok(Self {
+            hw,
+            fpu: FpuImage::new(FpuLayout::probe())?,
+            pending: None,
+            queued_irq: None,
+            event: None,
+            interrupt_shadow: false,
+            flush_tlb: false,
+            reload_pdptrs: true,
+            dr: [0; 4],
+            dr6: DR6_RESET,
+            dr7: DR7_RESET,
+        })
+    }
+
+    /// The control registers were set from outside (`KVM_SET_SREGS`): the
+    /// PAE PDPTEs are read again from the new CR3 before the next entry, as
+    /// KVM's `__set_sregs` loads them, and if CR0, CR3, CR4 or EFER changed
+    /// (`paging_changed`) the guest's cached translations go, as KVM resets
+    /// its MMU context then: the guest did not flush them itself, since it
+    /// did not load CR3.
+    pub(crate) fn sregs_changed(&mut self, paging_changed: bool) {
+        self.reload_pdptrs = true;
+        self.flush_tlb |= paging_changed;
+    }
+
+    /// The guest's FPU and extended register image (`KVM_GET_FPU`).
+    pub(crate) fn fpu(&self) -> &FpuImage {
+        &self.fpu
+    }
+
+    /// The guest's FPU image, to change (`KVM_SET_FPU`).
+    pub(crate) fn fpu_mut(&mut self) -> &mut FpuImage {
+        &mut self.fpu
+    }
+
+    /// `KVM_INTERRUPT` without an in-kernel irqchip: queues vector `irq`
+    /// for the next entry, replacing one queued before (user space is
+    /// expected to wait for `ready_for_interrupt_injection`). A vector
+    /// above 255 is `EINVAL`. As KVM's `kvm_vcpu_ioctl_interrupt`.
+    pub(crate) fn queue_interrupt(&mut self, irq: u32) -> Result {
+        let irq = u8::try_from(irq).map_err(|_| EINVAL)?;
+        self.queued_irq = Some(irq);
+        Ok(())
+    }
+}
+
+/// An exit to user space that the next `KVM_RUN` completes, unless user
+/// space has moved the vCPU elsewhere meanwhile (`KVM_SET_REGS` or
+/// `KVM_SET_SREGS` changed CS.base + RIP), as KVM's
+/// `complete_fast_pio_*` check.
+#[derive(Clone, Copy)]
+struct PendingAt {
+    what: Pending,
+    /// CS.base + RIP when the exit happened.
+    linear_rip: u64,
+}
+
+/// What an exit to user space left to finish.
+#[derive(Clone, Copy)]
+enum Pending {
+    /// IN or INS: the data user space left in the I/O page goes to RAX or
+    /// to guest memory.
+    In(StringIo),
+    /// OUT or OUTS: only RIP (and for OUTS, RSI/RCX) move on.
+    Out(StringIo),
+    /// An MMIO load: `kvm_run.mmio.data` goes to the register.
+    MmioLoad { insn: MmioInsn, next_rip: u64 },
+}
+
+/// One port-I/O exit's transfer.
+#[derive(Clone, Copy)]
+struct StringIo {
+    io: IoExit,
+    /// Elements transferred by this exit.
+    count: u32,
+    next_rip: u64,
+    /// For INS: the guest-physical address of the first element.
+    gpa: u64,
+}
+
+/// How an exit is handled.
+enum Next {
+    /// Enter the guest again.
+    Enter,
+    /// Return to user space with this exit reason (the union is filled).
+    User,
+    /// Return to user space with an error.
+    Fail(Error),
+}
+
+/// The `kvm_run` header fields `KVM_RUN` reads.
+struct Request {
+    interrupt_window: bool,
+    immediate_exit: bool,
+}
+
+/// `KVM_RUN`.
+pub(crate) fn run(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState) -> Result<isize> {
+    let page = SharedPage(vcpu.run_page());
+    let pio = SharedPage(vcpu.pio_page());
+    let pages = Pages {
+        run: &page,
+        pio: &pio,
+    };
+    let result = run_loop(vm, vcpu, state, &pages);
+    // Like KVM's `post_kvm_run_save`, on every return.
+    let ready = ready_for_interrupt(state);
+    page.write(
+        offset_of!(kvm_run, if_flag),
+        &u8::from(state.regs.rflags & RFLAGS_IF != 0),
+    )?;
+    page.write(
+        offset_of!(kvm_run, ready_for_interrupt_injection),
+        &u8::from(ready),
+    )?;
+    page.write(offset_of!(kvm_run, flags), &0u16)?;
+    page.write(offset_of!(kvm_run, cr8), &state.sregs.cr8)?;
+    page.write(offset_of!(kvm_run, apic_base), &state.sregs.apic_base)?;
+    result
+}
+
+/// The two shared pages: `struct kvm_run`, and the port-I/O data page.
+struct Pages<'a> {
+    run: &'a SharedPage<'a>,
+    pio: &'a SharedPage<'a>,
+}
+
+fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> Result<isize> {
+    let page = pages.run;
+    let req = Request {
+        interrupt_window: page.read::<u8>(offset_of!(kvm_run, request_interrupt_window))? != 0,
+        immediate_exit: page.read::<u8>(offset_of!(kvm_run, immediate_exit))? != 0,
+    };
+    // rkvm has no KVM_CAP_SYNC_REGS: asking for it is EINVAL, as on a KVM without it.
+    if page.read::<u64>(offset_of!(kvm_run, kvm_valid_regs))? != 0
+        || page.read::<u64>(offset_of!(kvm_run, kvm_dirty_regs))? != 0
+    {
+        return Err(EINVAL);
+    }
+    // Without an in-kernel APIC, user space owns CR8 through kvm_run (`kvm_set_cr8`).
+    let cr8 = page.read::<u64>(offset_of!(kvm_run, cr8))?;
+    if cr8 >> 4 != 0 {
+        return Err(EINVAL);
+    }
+    state.sregs.cr8 = cr8;
+
+    if let Some(pending) = state.run.pending.take() {
+        if pending.linear_rip == state.sregs.cs.base.wrapping_add(state.regs.rip) {
+            complete(vm, state, pages, pending.what)?;
+        }
+    }
+    if req.immediate_exit {
+        return Err(EINTR);
+    }
+
+    loop {
+        if cpu::signal_pending() {
+            vm.stats.signal_exits.add(1);
+            page.write(offset_of!(kvm_run, exit_reason), &abi::KVM_EXIT_INTR)?;
+            return Err(EINTR);
+        }
+        cpu::cond_resched();
+
+        let inject = state
+            .run
+            .event
+            .or(state.run.queued_irq.map(Event::Interrupt));
+        let Some(info) = enter(vm, vcpu, state, inject, req.interrupt_window) else {
+            // A signal or the scheduler came first: go round.
+            continue;
+        };
+        let entered = !matches!(info.exit, Exit::InvalidState(_) | Exit::Busy);
+        if entered {
+            state.run.flush_tlb = false;
+        }
+        // Whatever was injected was delivered, unless the exit says otherwise (or the
+        // guest never ran).
+        if inject.is_some() && entered {
+            if state.run.event.is_some() {
+                state.run.event = None;
+            } else {
+                state.run.queued_irq = None;
+            }
+        }
+        state.run.interrupt_shadow = info.interrupt_shadow;
+        if let Some(ev) = info.interrupted_event {
+            state.run.event = Some(ev);
+        }
+        vm.stats.count_exit(&info.exit);
+
+        match handle(vm, state, pages, &info)? {
+            Next::Enter => {}
+            Next::User => return Ok(0),
+            Next::Fail(e) => return Err(e),
+        }
+        // KVM: once the guest can take the interrupt user space is waiting to give it.
+        if req.interrupt_window && ready_for_interrupt(state) {
+            vm.stats.request_irq_exits.add(1);
+            page.write(
+                offset_of!(kvm_run, exit_reason),
+                &abi::KVM_EXIT_IRQ_WINDOW_OPEN,
+            )?;
+            return Ok(0);
+        }
+    }
+}
+
+/// Enters the guest once. `None` if it did not enter because a signal or
+/// the scheduler is waiting (checked with interrupts off, so that nothing
+/// arriving later is missed: it interrupts the guest).
+fn enter(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    state: &mut ArchState,
+    inject: Option<Event>,
+    interrupt_window: bool,
+) -> Option<ExitInfo> {
+    // Read from guest memory, which may fault: before interrupts are disabled.
+    let pdptrs = if state.run.reload_pdptrs {
+        pae_pdptrs(vm, state)
+    } else {
+        None
+    };
+    let ArchState {
+        regs,
+        sregs,
+        msrs,
+        run,
+        ..
+    } = state;
+    let _fpu = FpuSection::enter(&mut run.fpu);
+    let irqs = IrqsDisabled::new();
+    // Pairs with `Vm::unmap`: publish that we are in the guest before reading the
+    // generation (both sequentially consistent).
+    vcpu.set_running_on(Some(cpu::this_cpu()));
+    let entry = Entry {
+        inject,
+        interrupt_window,
+        slat_root: vm.slat_root,
+        mapping_generation: vm
+            .mapping_generation
+            .load(core::sync::atomic::Ordering::SeqCst),
+        flush_tlb: run.flush_tlb,
+        interrupt_shadow: run.interrupt_shadow,
+        pdptrs,
+    };
+    let info = if cpu::signal_pending() || cpu::need_resched() {
+        None
+    } else {
+        cpu::guest_enter_rcu_quiescent(&irqs);
+        Some(run.hw.run(GuestRegs { regs, sregs, msrs }, &entry))
+    };
+    vcpu.set_running_on(None);
+    if info.is_some() {
+        run.reload_pdptrs = false;
+    }
+    info
+}
+
+/// The four PDPTEs at CR3 when the guest uses PAE paging (CR0.PG, CR4.PAE,
+/// not long mode); an unreadable one is 0 (not present). SDM Vol. 3A 4.4.1.
+fn pae_pdptrs(vm: &Vm, state: &ArchState) -> Option<[u64; 4]> {
+    let s = &state.sregs;
+    if s.cr0 & cr0::PG == 0 || s.cr4 & cr4::PAE == 0 || s.efer & efer::LMA != 0 {
+        return None;
+    }
+    let base = s.cr3 & 0xffff_ffe0;
+    let mut pdptes = [0u64; 4];
+    for (i, pdpte) in pdptes.iter_mut().enumerate() {
+        let mut bytes = [0u8; 8];
+        if vm.read_guest(base + 8 * i as u64, &mut bytes).is_some() {
+            *pdpte = u64::from_le_bytes(bytes);
+        }
+    }
+    Some(pdptes)
+}
+
+/// Whether user space may inject an interrupt now: the guest has IF set,
+/// is not in an interrupt shadow, and nothing is waiting to be delivered.
+fn ready_for_interrupt(state: &ArchState) -> bool {
+    state.regs.rflags & RFLAGS_IF != 0
+        && !state.run.interrupt_shadow
+        && state.run.event.is_none()
+        && state.run.queued_irq.is_none()
+}
+
+/// Handles one exit.
+fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) -> Result<Next> {
+    let page = pages.run;
+    match info.exit {
+        Exit::HostInterrupt | Exit::InterruptWindow => Ok(Next::Enter),
+        Exit::Io(io) => port_io(vm, state, pages, io, info.next_rip),
+        Exit::Hlt => {
+            if !skip(vm, state, info, &[0xf4], page)? {
+                return Ok(Next::User);
+            }
+            vm.stats.halt_exits.add(1);
+            exit_reason(page, abi::KVM_EXIT_HLT)
+        }
+        Exit::Cpuid => {
+            answer_cpuid(state);
+            skip_or_fail(vm, state, info, &[0x0f, 0xa2], page)
+        }
+        Exit::Msr { write } => {
+            if guest_msr(vm, state, write) {
+                let opcode = if write { [0x0f, 0x30] } else { [0x0f, 0x32] };
+                skip_or_fail(vm, state, info, &opcode, page)
+            } else {
+                raise(state, GP_VECTOR, Some(0));
+                Ok(Next::Enter)
+            }
+        }
+        Exit::DebugRegister => debug_register(vm, state, page),
+        Exit::CrWrite { cr, gpr } => cr_write(vm, state, page, info, cr, gpr),
+        Exit::CrRead { cr, gpr } => cr_read(state, info, cr, gpr),
+        // Another hypervisor holds VMX on this CPU (vmx/mod.rs): refuse, as at load.
+        Exit::Busy => Ok(Next::Fail(EBUSY)),
+        Exit::SlatFault {
+            gpa,
+            write,
+            page_walk,
+            ..
+        } => match vm.map_gpa(gpa, write) {
+            Ok(Backing::Mapped) => Ok(Next::Enter),
+            // The guest keeps its page tables where it has no memory: nothing an MMIO exit
+            // could express (KVM's emulator fails the same way).
+            Ok(Backing::None | Backing::ReadOnly) if page_walk => {
+                let mut bytes = [0u8; MAX_INSN_LEN];
+                let n = fetch(vm, state, &mut bytes);
+                emulation_failure(page, &bytes[..n])?;
+                Ok(Next::User)
+            }
+            Ok(Backing::None | Backing::ReadOnly) => mmio(vm, state, page, gpa, info.insn),
+            Err(e) => Ok(Next::Fail(e)),
+        },
+        Exit::Shutdown => {
+            // The VMCB is undefined after a shutdown intercept; KVM puts the vCPU through
+            // INIT. APM Vol. 2 15.8 (shutdown intercept).
+            let apic_base = state.sregs.apic_base;
+            state.reset_after_shutdown();
+            // The VMCB is undefined too: start from a new one if memory allows (the old one
+            // is rewritten in full at every entry anyway).
+            if let Ok(hw) = vm.shared.backend.create_vcpu() {
+                state.run.hw = hw;
+            }
+            state.sregs.apic_base = apic_base;
+            state.run.reload_pdptrs = true;
+            state.run.event = None;
+            state.run.queued_irq = None;
+            exit_reason(page, abi::KVM_EXIT_SHUTDOWN)
+        }
+        Exit::Exception { vector, error_code } => {
+            raise(state, vector, error_code);
+            Ok(Next::Enter)
+        }
+        Exit::Undefined => {
+            raise(state, UD_VECTOR, None);
+            Ok(Next::Enter)
+        }
+        // INVD is 0F 08, WBINVD 0F 09 (WBNOINVD: F3 0F 09). SDM Vol. 2A.
+        Exit::CacheFlush { writeback } => {
+            let opcode = if writeback {
+                [0x0f, 0x09]
+            } else {
+                [0x0f, 0x08]
+            };
+            skip_or_fail(vm, state, info, &opcode, page)
+        }
+        Exit::InvalidState(code) => {
+            // Field by field: the struct has trailing padding.
+            page.write(
+                UNION + offset_of!(FailEntry, hardware_entry_failure_reason),
+                &code,
+            )?;
+            page.write(UNION + offset_of!(FailEntry, cpu), &cpu::this_cpu())?;
+            exit_reason(page, abi::KVM_EXIT_FAIL_ENTRY)
+        }
+        Exit::Unhandled(code) => {
+            // KVM's `kvm_prepare_unexpected_reason_exit`: the exit code, then the CPU.
+            let mut err = InternalError {
+                suberror: abi::KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+                ndata: 2,
+                data: [0; 16],
+            };
+            err.data[0] = code;
+            err.data[1] = u64::from(cpu::this_cpu());
+            page.write(UNION, &err)?;
+            exit_reason(page, abi::KVM_EXIT_INTERNAL_ERROR)
+        }
+    }
+}
+
+fn exit_reason(page: &SharedPage<'_>, reason: u32) -> Result<Next> {
+    page.write(offset_of!(kvm_run, exit_reason), &reason)?;
+    Ok(Next::User)
+}
+
+/// Queues an exception for the next entry.
+fn raise(state: &mut ArchState, vector: u8, error_code: Option<u32>) {
+    state.run.event = Some(Event::Exception { vector, error_code });
+}
+
+/// Records what the next `KVM_RUN` finishes, and where the vCPU is now.
+fn set_pending(state: &mut ArchState, what: Pending) {
+    state.run.pending = Some(PendingAt {
+        what,
+        linear_rip: state.sregs.cs.base.wrapping_add(state.regs.rip),
+    });
+}
+
+/// Finishes what the last exit to user space started.
+fn complete(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, pending: Pending) -> Result {
+    match pending {
+        Pending::In(t) => io::complete(vm, state, pages.pio, t, true),
+        Pending::Out(t) => io::complete(vm, state, pages.pio, t, false),
+        Pending::MmioLoad { insn, next_rip } => {
+            mmio::complete_load(state, pages.run, insn, next_rip)
+        }
+    }
+}

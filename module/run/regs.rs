@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The exits that read or write a register the guest may not reach
+//! directly: CPUID (from the vCPU's table), RDMSR/WRMSR, MOV to and from
+//! the debug registers (a software copy) and MOV to and from CR0, CR4 and
+//! CR8, each checked as KVM checks it; refused is #GP (or #UD).
+
+use super::insn::{code_size, emulation_failure, fetch};
+use super::{raise, Next, DR6_RESET, DR7_RESET, GP_VECTOR, UD_VECTOR};
+use crate::backend::ExitInfo;
+use crate::sys::cpu;
+use crate::sys::mem::SharedPage;
+use crate::vcpu::ArchState;
+use crate::vm::Vm;
+use crate::x86::cpuid::{self, Leaf};
+use crate::x86::decode::{self, is_prefix, Gpr, MAX_INSN_LEN};
+use crate::x86::emulate::{self, PagingRegs};
+use crate::x86::msr::{self, MsrContext, SharedRegs};
+use kernel::prelude::*;
+
+/// CPUID.1:ECX bit 27 (OSXSAVE) and CPUID.1:EDX bit 9 (APIC): bits KVM
+/// computes from the guest's CR4 and APIC_BASE at run time.
+const CPUID1_ECX_OSXSAVE: u32 = 1 << 27;
+
+const CPUID1_EDX_APIC: u32 = 1 << 9;
+
+/// CR4.OSXSAVE. SDM Vol. 3A 2.5.
+const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// CPUID from the vCPU's table (`KVM_SET_CPUID2`); a leaf the table lacks
+/// reads as zeros (docs/abi.md: KVM's out-of-range rule for Intel guests is
+/// not copied). OSXSAVE and the APIC bit follow CR4 and APIC_BASE, as KVM
+/// updates them at run time.
+pub(super) fn answer_cpuid(state: &mut ArchState) {
+    let function = state.regs.rax as u32;
+    let index = state.regs.rcx as u32;
+    let (a, b, mut c, mut d) = match cpuid::lookup(&state.cpuid, Leaf { function, index }) {
+        Some(e) => (e.eax, e.ebx, e.ecx, e.edx),
+        None => (0, 0, 0, 0),
+    };
+    if function == 1 {
+        c &= !CPUID1_ECX_OSXSAVE;
+        if state.sregs.cr4 & CR4_OSXSAVE != 0 {
+            c |= CPUID1_ECX_OSXSAVE;
+        }
+        if state.sregs.apic_base & crate::x86::regs::apic_base::ENABLE == 0 {
+            d &= !CPUID1_EDX_APIC;
+        }
+    }
+    // CPUID writes 32-bit registers: the upper halves are cleared. SDM Vol. 2A CPUID.
+    state.regs.rax = u64::from(a);
+    state.regs.rbx = u64::from(b);
+    state.regs.rcx = u64::from(c);
+    state.regs.rdx = u64::from(d);
+}
+
+/// RDMSR/WRMSR from the guest: the MSR in ECX, the value in EDX:EAX.
+/// Returns false for #GP. SDM Vol. 2B RDMSR, WRMSR.
+pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
+    let index = state.regs.rcx as u32;
+    let host = vm.shared.backend.host_limits();
+    let ArchState {
+        regs,
+        sregs,
+        msrs,
+        features,
+        ..
+    } = state;
+    // FS.base and GS.base are the segments' own bases. SDM Vol. 3A 3.4.4.
+    if index == msr::index::FS_BASE || index == msr::index::GS_BASE {
+        let base = if index == msr::index::FS_BASE {
+            &mut sregs.fs.base
+        } else {
+            &mut sregs.gs.base
+        };
+        if write {
+            let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+            if !msr::is_canonical(value) {
+                return false;
+            }
+            *base = value;
+        } else {
+            regs.rax = *base & 0xffff_ffff;
+            regs.rdx = *base >> 32;
+        }
+        return true;
+    }
+    if write {
+        let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+        let value = match index {
+            msr::index::EFER => {
+                let Some(value) = emulate::guest_efer_write(sregs.cr0, sregs.efer, value) else {
+                    return false;
+                };
+                // And only bits its CPUID offers. SDM Vol. 3A 2.2.1.
+                if !crate::x86::regs::check_efer(&host, features, value) {
+                    return false;
+                }
+                value
+            }
+            _ => value,
+        };
+        let ctx = MsrContext {
+            host: &host,
+            guest: features,
+            host_tsc: cpu::rdtsc(),
+        };
+        let mut shared = SharedRegs {
+            efer: &mut sregs.efer,
+            apic_base: &mut sregs.apic_base,
+        };
+        msr::set(msrs, &mut shared, &ctx, index, value)
+    } else {
+        let ctx = MsrContext {
+            host: &host,
+            guest: features,
+            host_tsc: cpu::rdtsc(),
+        };
+        let shared = SharedRegs {
+            efer: &mut sregs.efer,
+            apic_base: &mut sregs.apic_base,
+        };
+        let value = msr::get(msrs, &shared, &ctx, index);
+        match value {
+            Some(v) => {
+                regs.rax = v & 0xffff_ffff;
+                regs.rdx = v >> 32;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// MOV to or from a debug register (0F 21 /r reads, 0F 23 /r writes), on
+/// the guest's software copy. SDM Vol. 2B MOV (debug registers).
+pub(super) fn debug_register(
+    vm: &Vm,
+    state: &mut ArchState,
+    page: &SharedPage<'_>,
+) -> Result<Next> {
+    let mut bytes = [0u8; MAX_INSN_LEN];
+    let n = fetch(vm, state, &mut bytes);
+    let code = code_size(state);
+    let Some(mov) = decode::decode_mov_special(&bytes[..n], code, &[0x21, 0x23]) else {
+        emulation_failure(page, &bytes[..n])?;
+        return Ok(Next::User);
+    };
+    let write = mov.opcode == 0x23;
+    let gpr = mov.gpr;
+    let Some(dr) = emulate::debug_register_alias(mov.special, state.sregs.cr4) else {
+        raise(state, UD_VECTOR, None);
+        return Ok(Next::Enter);
+    };
+    let mask = emulate::special_operand_mask(code);
+    if write {
+        let value = gpr.get(&state.regs) & mask;
+        match dr {
+            0..=3 => state.run.dr[dr as usize] = value,
+            6 => state.run.dr6 = value | DR6_RESET,
+            _ => state.run.dr7 = value | DR7_RESET,
+        }
+    } else {
+        let value = match dr {
+            0..=3 => state.run.dr[dr as usize],
+            6 => state.run.dr6,
+            _ => state.run.dr7,
+        };
+        *gpr.get_mut(&mut state.regs) = value & mask;
+    }
+    state.regs.rip = emulate::wrap_ip(state.regs.rip.wrapping_add(mov.len as u64), code);
+    state.run.interrupt_shadow = false;
+    Ok(Next::Enter)
+}
+
+/// MOV to a control register that exits: CR4 (intercepted on both
+/// vendors) is checked as KVM's `kvm_set_cr4` does against the guest's
+/// CPUID, #GP if refused, and a change flushes the guest's cached
+/// translations; CR0 ([`cr0_write`]) and CR8 exit on VMX only. The source
+/// register comes from the hardware (decode assists, VMX) or from decoding
+/// `0F 22 /r`. SDM Vol. 2B MOV (control registers).
+pub(super) fn cr_write(
+    vm: &Vm,
+    state: &mut ArchState,
+    page: &SharedPage<'_>,
+    info: &ExitInfo,
+    cr: u8,
+    gpr: Option<u8>,
+) -> Result<Next> {
+    let code = code_size(state);
+    let (gpr, len) = match gpr {
+        Some(n) => (Gpr::from_number(n), None),
+        None => {
+            let mut bytes = [0u8; MAX_INSN_LEN];
+            let n = fetch(vm, state, &mut bytes);
+            match decode::decode_mov_special(&bytes[..n], code, &[0x22]) {
+                Some(mov) if mov.special == cr => (mov.gpr, Some(mov.len)),
+                _ => {
+                    emulation_failure(page, &bytes[..n])?;
+                    return Ok(Next::User);
+                }
+            }
+        }
+    };
+    let value = gpr.get(&state.regs) & emulate::special_operand_mask(code);
+    let accepted = match cr {
+        0 => cr0_write(state, value),
+        4 => {
+            let host = vm.shared.backend.host_limits();
+            let old = state.sregs.cr4;
+            let ok = crate::x86::regs::cr4_write_ok(
+                &host,
+                &state.features,
+                old,
+                value,
+                state.sregs.efer,
+            );
+            if ok && value != old {
+                state.sregs.cr4 = value;
+                state.run.flush_tlb = true;
+                state.run.reload_pdptrs = true;
+            }
+            ok
+        }
+        // CR8 is the task priority (bits 3:0); user space owns it without an in-kernel
+        // APIC, through `kvm_run.cr8`. SDM Vol. 3A 11.8.6.
+        8 => {
+            if value >> 4 == 0 {
+                state.sregs.cr8 = value;
+            }
+            value >> 4 == 0
+        }
+        // Not intercepted, so not reached; refuse rather than guess.
+        _ => return Ok(Next::Fail(EIO)),
+    };
+    if !accepted {
+        raise(state, GP_VECTOR, Some(0));
+        return Ok(Next::Enter);
+    }
+    state.run.interrupt_shadow = false;
+    state.regs.rip = match (info.next_rip, len) {
+        (Some(next), _) => next,
+        (None, Some(len)) => emulate::wrap_ip(state.regs.rip.wrapping_add(len as u64), code),
+        // Decode assists without NRIPS: the instruction is MOV CR4, 0F 22 /r plus
+        // prefixes; fetch to measure it.
+        (None, None) => {
+            let mut bytes = [0u8; MAX_INSN_LEN];
+            let n = fetch(vm, state, &mut bytes);
+            let prefixes = bytes[..n]
+                .iter()
+                .take_while(|&&b| is_prefix(b, code))
+                .count();
+            emulate::wrap_ip(state.regs.rip.wrapping_add(prefixes as u64 + 3), code)
+        }
+    };
+    Ok(Next::Enter)
+}
+
+/// MOV to CR0 when it exits (on VMX, when the guest changes a bit the CPU
+/// forces on in VMX operation, such as NE): [`emulate::cr0_write`]'s
+/// rules, KVM's `kvm_set_cr0`. Returns false (and changes nothing) for a
+/// value that is #GP.
+pub(super) fn cr0_write(state: &mut ArchState, value: u64) -> bool {
+    let s = &state.sregs;
+    let old = PagingRegs {
+        cr0: s.cr0,
+        cr4: s.cr4,
+        efer: s.efer,
+        cs_l: s.cs.l != 0,
+    };
+    let Some(new) = emulate::cr0_write(old, value) else {
+        return false;
+    };
+    state.sregs.cr0 = new.cr0;
+    state.sregs.efer = new.efer;
+    if new.translations_stale {
+        state.run.flush_tlb = true;
+        state.run.reload_pdptrs = true;
+    }
+    true
+}
+
+/// MOV from a control register when it exits: on VMX only CR8, which
+/// reads the task priority user space last set. The hardware named the
+/// destination register and the instruction's length.
+pub(super) fn cr_read(
+    state: &mut ArchState,
+    info: &ExitInfo,
+    cr: u8,
+    gpr: Option<u8>,
+) -> Result<Next> {
+    let (Some(n), Some(next), 8) = (gpr, info.next_rip, cr) else {
+        // Not intercepted without those, so not reached; refuse rather than guess.
+        return Ok(Next::Fail(EIO));
+    };
+    *Gpr::from_number(n).get_mut(&mut state.regs) = state.sregs.cr8;
+    state.run.interrupt_shadow = false;
+    state.regs.rip = next;
+    Ok(Next::Enter)
+}
