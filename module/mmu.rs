@@ -97,10 +97,7 @@ impl Node {
     }
 
     fn set(&mut self, index: usize, entry: u64) {
-        let slot: *mut u64 = &mut self.table.0[index];
-        // SAFETY: `slot` is a valid, aligned entry we own; a volatile store keeps it a single
-        // 64-bit write that the compiler neither tears nor elides (the CPU's walker reads it).
-        unsafe { slot.write_volatile(entry) };
+        crate::sys::mem::store_entry(&mut self.table.0[index], entry);
     }
 }
 

@@ -42,7 +42,7 @@ use crate::sys::cpu;
 use crate::sys::debugfs::{DebugDir, TextFileOps};
 use crate::sys::file::{new_anon_fd, FileObject, FileOps};
 use crate::sys::mem::{
-    in_huge_folio, pin_user_contiguous, pin_user_page, unpin_pages, HostPhysAddr,
+    pin_user_contiguous, pin_user_page, unpin_pages, user_page_in_huge_folio, HostPhysAddr,
 };
 use crate::sys::mem::{user_range_ok, OwnerMm};
 use crate::user;
@@ -483,11 +483,9 @@ impl GuestPins {
     ) -> Result<Option<HostPhysAddr>> {
         let pages = (PageSize::Size2M.bytes() / PageSize::Size4K.bytes()) as usize;
         // Cheap test first: is the faulting page part of a huge folio at all?
-        let probe = self.pin(uaddr, writable)?;
-        // SAFETY: `probe` is pinned.
-        let huge = unsafe { in_huge_folio(probe) };
-        self.unpin(probe, PageSize::Size4K, false);
-        if !huge || self.mm.account_pinned(pages, true).is_err() {
+        if !user_page_in_huge_folio(uaddr, writable)?
+            || self.mm.account_pinned(pages, true).is_err()
+        {
             return Ok(None);
         }
         match pin_user_contiguous(huge_uaddr, pages, writable) {

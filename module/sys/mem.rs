@@ -78,16 +78,27 @@ pub(crate) fn pin_user_page(uaddr: u64, write: bool) -> Result<HostPhysAddr> {
     }
 }
 
-/// Whether the pinned page at `pa` belongs to a folio big enough to be
-/// mapped by one 2 MiB entry (a transparent huge page): worth trying
-/// [`pin_user_contiguous`] for its 2 MiB.
-///
-/// # Safety
-///
-/// `pa` is a page the caller has pinned.
-pub(crate) unsafe fn in_huge_folio(pa: HostPhysAddr) -> bool {
+/// Whether the page of the current process's memory at `uaddr` belongs to
+/// a folio big enough to be mapped by one 2 MiB entry (a transparent huge
+/// page): worth trying [`pin_user_contiguous`] for its 2 MiB. The page is
+/// pinned only while it is looked at (its folio is stable then) and is not
+/// counted against `RLIMIT_MEMLOCK`.
+pub(crate) fn user_page_in_huge_folio(uaddr: u64, write: bool) -> Result<bool> {
+    let pa = pin_user_page(uaddr, write)?;
     // SAFETY: The page is pinned, so its `struct page` and folio are stable.
-    unsafe { rkvm_phys_in_pmd_folio(pa.0) }
+    let huge = unsafe { rkvm_phys_in_pmd_folio(pa.0) };
+    // SAFETY: We pinned this page above and release it once; nothing else learnt its address.
+    unsafe { rkvm_unpin_phys(pa.0, 1, false) };
+    Ok(huge)
+}
+
+/// Stores a 64-bit second-level page-table entry that the CPU's page
+/// walker may read at any time: one volatile store, which the compiler
+/// neither tears nor elides.
+pub(crate) fn store_entry(slot: &mut u64, entry: u64) {
+    let slot: *mut u64 = slot;
+    // SAFETY: `slot` comes from a reference: valid, aligned and ours to write.
+    unsafe { slot.write_volatile(entry) };
 }
 
 /// Pins the `nr` pages at `uaddr` if they are physically contiguous, and
