@@ -19,6 +19,7 @@ use crate::sys::mem::HostPhysAddr;
 use crate::x86::msr::MsrFile;
 use crate::x86::regs::HostLimits;
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
@@ -200,6 +201,21 @@ impl kernel::fmt::Display for dyn Backend {
     }
 }
 
+/// Set once the system shuts down (reboot, kexec, power-off), before the
+/// extension is turned off on every CPU; never cleared (KVM's
+/// `kvm_rebooting`). From then on no vCPU enters its guest: a vCPU thread
+/// still running on another CPU would otherwise execute VMRUN or VMLAUNCH
+/// right after its CPU turned SVM or VMX off, and take #UD in the kernel.
+static STOPPED: AtomicBool = AtomicBool::new(false);
+
+/// Whether guests may be entered: false once the system shuts down. The
+/// run loop asks with interrupts off just before each entry; the per-CPU
+/// teardown is an IPI, so it cannot run between the answer and the entry
+/// (it interrupts the guest instead, and the next check says no).
+pub(crate) fn entries_allowed() -> bool {
+    !STOPPED.load(Ordering::SeqCst)
+}
+
 /// Per-CPU enabling for the hotplug machinery: forwards to the backend.
 pub(crate) struct VirtCpus(pub(crate) Arc<dyn Backend>);
 
@@ -210,6 +226,10 @@ impl PerCpu for VirtCpus {
 
     fn offline(&self, cpu: u32) {
         self.0.disable_cpu(cpu)
+    }
+
+    fn shutting_down(&self) {
+        STOPPED.store(true, Ordering::SeqCst);
     }
 }
 

@@ -66,6 +66,16 @@ boot_and_judge() {
 	all_pass=$((all_pass + $(grep -cE '^ok [0-9]+ ' "$log" || true)))
 	grep -q '^rkvm-suite: exit status [04]$' "$log" || problems+=("the suite did not report success")
 	grep -Eq 'Kernel panic|BUG: |Oops' "$log" && problems+=("the console shows a kernel panic or oops")
+	# A QEMU suite ends by powering off with guests running (scripts/vm/init):
+	# from that marker on, the console carries every kernel message.
+	if [ "$mode" = check ] && [ "$emulator" = QEMU ]; then
+		local off='rkvm: powering off with 2 vCPUs in their guest'
+		if ! grep -qF "$off" "$log"; then
+			problems+=("the power-off check with running guests did not start: $(grep -m1 '^rkvm: .*power-off\|^rkvm: the spinning' "$log" || echo 'no marker')")
+		elif sed -n "/$off/,\$p" "$log" | grep -Eq 'invalid opcode|WARNING:|BUG:|Oops|general protection|Call Trace:'; then
+			problems+=("powering off with guests running logged a kernel report: $(sed -n "/$off/,\$p" "$log" | grep -Em1 'invalid opcode|WARNING:|BUG:|Oops|general protection|Call Trace:')")
+		fi
+	fi
 
 	if [ ${#problems[@]} -gt 0 ]; then
 		for p in "${problems[@]}"; do printf 'rkvm: %s FAILED: %s\n' "$name" "$p" >&2; done

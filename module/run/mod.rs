@@ -31,7 +31,7 @@ use crate::abi::{
     self, kvm_run, kvm_run__bindgen_ty_1__bindgen_ty_13 as InternalError,
     kvm_run__bindgen_ty_1__bindgen_ty_2 as FailEntry,
 };
-use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
+use crate::backend::{self, Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
 use crate::sys::cpu::{self, IrqsDisabled};
 use crate::sys::fpu::{FpuImage, FpuLayout, FpuSection};
 use crate::sys::mem::SharedPage;
@@ -262,6 +262,10 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             return Err(EINTR);
         }
         cpu::cond_resched();
+        if !backend::entries_allowed() {
+            // The system is shutting down: the extension is off, or about to be, everywhere.
+            return Err(EIO);
+        }
 
         let inject = state
             .run
@@ -346,7 +350,7 @@ fn enter(
         interrupt_shadow: run.interrupt_shadow,
         pdptrs,
     };
-    let info = if cpu::signal_pending() || cpu::need_resched() {
+    let info = if cpu::signal_pending() || cpu::need_resched() || !backend::entries_allowed() {
         None
     } else {
         cpu::guest_enter_rcu_quiescent(&irqs);

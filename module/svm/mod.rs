@@ -216,7 +216,12 @@ impl Backend for Svm {
         unsafe { cpu::wrmsr(index::VM_HSAVE_PA, page_phys(page).0)? };
         // SAFETY: EFER.SVME was clear and we now own it on this CPU; setting it changes no
         // state the kernel relies on. APM Vol. 2 15.4.
-        unsafe { cpu::wrmsr(index::EFER, old | efer::SVME)? };
+        if let Err(e) = unsafe { cpu::wrmsr(index::EFER, old | efer::SVME) } {
+            // Leave the CPU as we found it: the save area is ours and goes with us.
+            // SAFETY: SVM stayed off, so nothing uses VM_HSAVE_PA; 0 is its reset value.
+            let _ = unsafe { cpu::wrmsr(index::VM_HSAVE_PA, 0) };
+            return Err(e);
+        }
         // INVARIANT: SVME is set on this CPU by us.
         owned.store(true, Ordering::Release);
         Ok(())

@@ -332,6 +332,10 @@ pub(crate) trait PerCpu: Send + Sync {
     /// the registration is dropped, on suspend and at shutdown (reboot,
     /// kexec; then in interrupt context).
     fn offline(&self, cpu: u32);
+    /// The system is shutting down (reboot, kexec, power-off): called once,
+    /// on one CPU with interrupts off, before `offline` runs on every CPU.
+    /// Other CPUs may still run tasks until the very end.
+    fn shutting_down(&self);
 }
 
 /// Runs `T`'s hooks on every CPU while this object exists, through a
@@ -396,22 +400,38 @@ impl<T: PerCpu> EveryCpu<T> {
             }),
             // SAFETY: `hooks` (initialised above) stays at this pinned address until
             // `PinnedDrop` unregisters the callbacks, which only read it.
-            syscore: core::ptr::NonNull::new(unsafe {
+            syscore: match core::ptr::NonNull::new(unsafe {
                 rkvm_syscore_register(
                     Self::suspend_cb,
                     Self::resume_cb,
                     Self::shutdown_cb,
                     core::ptr::addr_of!((*this.as_ptr()).hooks).cast_mut().cast(),
                 )
-            })
-            .ok_or(ENOMEM)?,
+            }) {
+                Some(syscore) => syscore,
+                None => {
+                    // The node is registered already, and its memory goes with this error:
+                    // take it out first (which turns every CPU off again), or the hotplug
+                    // core would keep a freed instance.
+                    // SAFETY: `node` was initialised above, so it is the registered instance
+                    // of `state_id`; nothing else removes it on this path.
+                    unsafe {
+                        rkvm_cpuhp_remove_instance(
+                            state_id,
+                            Opaque::cast_into(core::ptr::addr_of!((*this.as_ptr()).node)),
+                        )
+                    };
+                    return Err(ENOMEM);
+                }
+            },
             _pin: PhantomPinned,
         }? Error);
         // INVARIANT: on success the node is registered as the instance of `state`, and the
         // syscore callbacks are registered.
         KBox::pin_init(init, GFP_KERNEL).inspect_err(|_| {
-            // SAFETY: The state was set up above and has no instance (adding it failed, or the
-            // allocation did, before anything was added).
+            // SAFETY: The state was set up above and has no instance: adding it failed, the
+            // allocation failed before anything was added, or the syscore registration failed
+            // and removed it again.
             unsafe { rkvm_cpuhp_remove_multi(state_id) };
         })
     }
@@ -499,6 +519,8 @@ impl<T: PerCpu> EveryCpu<T> {
     ///
     /// As for [`EveryCpu::suspend_cb`].
     unsafe extern "C" fn shutdown_cb(data: *mut c_void) {
+        // SAFETY: Called by the syscore core with our registration's data.
+        unsafe { Self::syscore_hooks(data) }.shutting_down();
         // SAFETY: `shutdown_each` only reads `data`, which outlives this synchronous call.
         unsafe { rkvm_on_each_cpu(Self::shutdown_each, data) };
     }

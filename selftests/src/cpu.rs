@@ -110,6 +110,18 @@ pub fn read_msr(cpu: u32, msr: u32) -> Result<u64, String> {
     Ok(u64::from_le_bytes(buf))
 }
 
+/// Writes `value` to MSR `msr` on CPU `cpu` (the msr driver logs a
+/// warning and taints the kernel `CPU_OUT_OF_SPEC`, but writes).
+pub fn write_msr(cpu: u32, msr: u32, value: u64) -> Result<(), String> {
+    let path = format!("/dev/cpu/{cpu}/msr");
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {path} for writing: {e}"))?;
+    file.write_all_at(&value.to_le_bytes(), u64::from(msr))
+        .map_err(|e| format!("writing MSR {msr:#x} on CPU {cpu}: {e}"))
+}
+
 /// Whether the msr driver is there to read MSRs with.
 pub fn msr_readable() -> Result<(), String> {
     read_msr(0, MSR_EFER).map(|_| ())

@@ -480,6 +480,52 @@ fn restore(env: &Env) -> TestResult {
     Ok(())
 }
 
+/// A load that one CPU refuses halfway (another hypervisor owns SVM
+/// there) must fail, and leave SVM off on every CPU rkvm had turned it on
+/// before (the hotplug core rolls the registration back through rkvm's
+/// offline hook), and a later load must work. The refusing CPU is the last
+/// online one, so the others are enabled first. SVM only: there one CPU can
+/// be made to refuse by setting its EFER.SVME through the msr driver.
+fn a_load_one_cpu_refuses_is_rolled_back_on_every_cpu(env: &Env) -> TestResult {
+    svme_not(true)?;
+    let online = check_ok!(cpu::online());
+    let Some(&last) = online.last().filter(|_| online.len() >= 2) else {
+        skip!("needs two online CPUs, has {online:?}");
+    };
+    remove_vendor_modules(env)?;
+    if is_loaded(RKVM) {
+        let r = rmmod(&[RKVM])?;
+        check!(r.ok, "rmmod rkvm: {}", r.output);
+    }
+    let efer = check_ok!(cpu::read_msr(last, cpu::MSR_EFER));
+    check_ok!(cpu::write_msr(last, cpu::MSR_EFER, efer | cpu::EFER_SVME));
+    let marker = kmsg_marker()?;
+    let ins = insmod(env);
+    let on = svme_not(false);
+    // Give the CPU back before judging, whatever happened.
+    let restored = cpu::write_msr(last, cpu::MSR_EFER, efer);
+    if is_loaded(RKVM) {
+        let _ = rmmod(&[RKVM]);
+    }
+    check_ok!(restored);
+    let ins = ins?;
+    let on = on?;
+    for line in kernel_log_after(&marker)? {
+        diag!("dmesg: {line}");
+    }
+    check!(
+        !ins.ok,
+        "insmod rkvm.ko succeeded although CPU {last} had SVM in use"
+    );
+    check!(
+        on == [last],
+        "after the refused load EFER.SVME is set on CPUs {on:?}; expected only CPU {last}, \
+         which had it before"
+    );
+    ensure_rkvm(env)?;
+    check_rkvm_works(env)
+}
+
 fn modules_are_left_as_found(env: &Env) -> TestResult {
     restore(env)?;
     let now = loaded(env);
@@ -508,6 +554,7 @@ fn main() -> ExitCode {
             vendor_module_and_rkvm_never_share_the_hardware,
             insmod_rkvm_fails_while_vendor_module_is_loaded,
             insmod_rkvm_works_after_vendor_modules_are_removed,
+            a_load_one_cpu_refuses_is_rolled_back_on_every_cpu,
             modules_are_left_as_found,
         ],
     );
