@@ -41,8 +41,13 @@ fuzz() { # fuzz NAME DEVICE
 			sleep 2
 		done
 	) &
+	# A heartbeat on the console: the host side takes a long silence for a
+	# wedged VM and dumps QEMU's state (scripts/fuzz.sh).
+	( while kill -0 $pid 2>/dev/null; do sleep 30; echo "# fuzzing: uptime $(cut -d' ' -f1 /proc/uptime) s"; done ) &
+	beat=$!
 	wait $pid
 	rc=$?
+	kill $beat 2>/dev/null
 	sed 's/^/# /' /tmp/fuzz.out
 	case $rc in
 	0) result "$1" 0 ;;
