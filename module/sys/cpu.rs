@@ -190,10 +190,10 @@ pub(crate) fn cond_resched() {
 
 /// The calling task's pid (thread id), as KVM names debugfs directories.
 ///
-/// Read in C: on this kernel, `kernel::current!().pid()` read a wrong
-/// value (the Rust view of `task_struct` did not match the GCC-built
-/// kernel's; the same mismatch is the likely cause of the misaligned
-/// `mm` pointer `sys::mem::OwnerMm` works around).
+/// Read in C: bindgen lays out the empty, cache-line-aligned
+/// `sched_statistics` of a kernel without `CONFIG_SCHEDSTATS` with no
+/// alignment, so in Rust every `task_struct` field after it (`pid`, `mm`)
+/// is 48 bytes early (docs/architecture.md, "a bindgen layout bug").
 pub(crate) fn current_pid() -> i32 {
     // SAFETY: Reads the current task's pid; always allowed.
     unsafe { rkvm_current_pid() }

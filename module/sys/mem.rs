@@ -147,8 +147,11 @@ pub(crate) fn user_range_ok(addr: u64, size: u64) -> bool {
 /// The kernel's `kernel::mm::Mm` would be the natural type, but on this
 /// kernel (with `RUST_DEBUG_ASSERTIONS`) taking `current!().mm()` and an
 /// `ARef<Mm>` from it panicked in `KVM_CREATE_VM` with a misaligned-pointer
-/// check (64-byte alignment) that we have not explained yet; until we
-/// have, the pointer is only ever handled raw here, never as a reference.
+/// check: Rust reads `task_struct::mm` 48 bytes early, because bindgen
+/// drops the alignment of the empty `sched_statistics` of a kernel without
+/// `CONFIG_SCHEDSTATS` (docs/architecture.md, "a bindgen layout bug"). So
+/// `current->mm` is read in C, and the pointer is only ever handled raw
+/// here, never as a reference.
 ///
 /// # Invariants
 ///
