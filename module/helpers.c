@@ -26,6 +26,9 @@
 #include <asm/gsseg.h>
 #include <asm/special_insns.h>
 #include <asm/tsc.h>
+#include <asm/apic.h>
+#include <asm/cpufeature.h>
+#include <asm/mce.h>
 
 /* Prototypes, for -Wmissing-prototypes: these are called only from Rust. */
 phys_addr_t rkvm_page_to_phys(struct page *page);
@@ -407,4 +410,34 @@ void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h)
 		wrmsrq(MSR_IA32_DEBUGCTLMSR, h->debugctl);
 	if (h->dr7 != DR7_FIXED_1)
 		asm volatile("mov %0, %%dr7" : : "r"((unsigned long)h->dr7));
+}
+
+/*
+ * A machine check that made the guest exit is the host's: hand it to the
+ * host's handler as if it hit user mode (the guest is not the kernel), as
+ * KVM does. A call, not `int 18`: on a FRED host a software `int 18` is
+ * not a machine check.
+ */
+void rkvm_machine_check(void)
+{
+#ifdef CONFIG_X86_MCE
+	struct pt_regs regs = { .cs = 3, .flags = X86_EFLAGS_IF };
+
+	do_machine_check(&regs);
+#endif
+}
+
+/*
+ * An NMI that a VMX exit consumed: the host must still take it. With IDT
+ * event delivery `int 2` runs the NMI entry; on a FRED host it would be a
+ * software interrupt, not an NMI, so the NMI is sent again to this CPU
+ * through its local APIC (KVM's FRED path, fred_entry_from_kvm, is
+ * exported to the KVM modules only).
+ */
+void rkvm_raise_nmi(void)
+{
+	if (cpu_feature_enabled(X86_FEATURE_FRED))
+		__apic_send_IPI_self(NMI_VECTOR);
+	else
+		asm volatile("int $2" ::: "memory");
 }

@@ -106,20 +106,23 @@ impl LastGuest {
     }
 }
 
-/// Raises a machine check on this CPU (`int 18`), so that the host's
-/// handler sees one that hit while a guest ran, as KVM's
-/// `kvm_machine_check` does. SDM Vol. 3B 16.
+/// Hands a machine check that hit while a guest ran to the host's handler
+/// (`do_machine_check`, as if from user mode), as KVM's
+/// `kvm_machine_check` does; not `int 18`, which a FRED host does not take
+/// for a machine check. SDM Vol. 3B 16.
 ///
 /// # Safety
 ///
 /// Call right after a guest exit for #MC, with the host's state restored
 /// (on SVM, GIF set; on VMX, out of VMX operation).
 pub(crate) unsafe fn raise_machine_check() {
-    // SAFETY: The kernel's #MC entry handles a software `int 18` like a real one.
-    unsafe { core::arch::asm!("int 18", options(nostack)) };
+    // SAFETY: The host's state is back (the caller's guarantee); the handler takes a
+    // pt_regs built on the C side.
+    unsafe { rkvm_machine_check() };
 }
 
 extern "C" {
+    fn rkvm_machine_check();
     fn rkvm_rdmsr_safe(msr: u32, value: *mut u64) -> c_int;
     fn rkvm_wrmsr_safe(msr: u32, value: u64) -> c_int;
     fn rkvm_cpuhp_setup_multi(

@@ -480,6 +480,7 @@ pub(crate) struct HostState {
 extern "C" {
     fn rkvm_vmx_host_save(host: *mut HostState);
     fn rkvm_vmx_host_restore(host: *const HostState);
+    fn rkvm_raise_nmi();
 }
 
 impl HostState {
@@ -511,15 +512,18 @@ impl HostState {
     }
 }
 
-/// Raises an NMI on this CPU's host handler (`int 2`): a VM exit for an
-/// NMI consumed it, and the host must still see it, as KVM does.
+/// Raises an NMI on this CPU's host handler: a VM exit for an NMI consumed
+/// it, and the host must still see it, as KVM does. `int 2` on a host with
+/// IDT event delivery; on a FRED host, where `int 2` is no NMI, a self-NMI
+/// through the local APIC (`rkvm_raise_nmi` in helpers.c).
 ///
 /// # Safety
 ///
 /// Right after a VM exit caused by an NMI, out of VMX operation.
 pub(crate) unsafe fn raise_nmi() {
-    // SAFETY: The kernel's NMI entry handles a software `int 2` from kernel mode.
-    unsafe { asm!("int 2", options(nostack)) };
+    // SAFETY: The kernel's NMI entry handles a software `int 2` from kernel mode; a
+    // self-NMI is an ordinary NMI.
+    unsafe { rkvm_raise_nmi() };
 }
 
 // The C side's layout must match field for field.
