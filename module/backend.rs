@@ -14,6 +14,7 @@
 
 use crate::abi::{kvm_regs, kvm_sregs};
 use crate::mmu::SecondLevel;
+use crate::spec::Plan;
 use crate::sys::cpu::PerCpu;
 use crate::sys::mem::HostPhysAddr;
 use crate::x86::msr::MsrFile;
@@ -237,16 +238,69 @@ impl PerCpu for VirtCpus {
 /// `ENODEV` after saying why none is usable.
 pub(crate) fn probe() -> Result<Arc<dyn Backend>> {
     // CPUID.1:ECX bit 5 is VMX (Intel, Zhaoxin); otherwise try SVM (AMD, Hygon).
-    let found = if crate::sys::cpu::cpuid(1, 0).ecx & (1 << 5) != 0 {
-        crate::vmx::Vmx::probe()
+    let vmx = crate::sys::cpu::cpuid(1, 0).ecx & (1 << 5) != 0;
+    let spec = speculation_plan(vmx);
+    let found = if vmx {
+        crate::vmx::Vmx::probe(spec)
     } else {
-        crate::svm::Svm::probe()
+        crate::svm::Svm::probe(spec)
     };
     match found {
-        Ok(backend) => Ok(backend),
+        Ok(backend) => {
+            report_speculation_plan(&spec);
+            Ok(backend)
+        }
         Err(why) => {
             pr_err!("no usable hardware virtualization: {}\n", why);
             Err(ENODEV)
         }
+    }
+}
+
+/// The speculation steps for this host (module/spec.rs).
+/// `rkvm.speculation_test=1` adds every sequence that needs no CPU feature,
+/// so that the test suite runs them on a kernel without mitigations.
+fn speculation_plan(vmx: bool) -> Plan {
+    let plan = Plan::new(crate::sys::spec::host_bits(), vmx);
+    if crate::module_parameters::speculation_test.value() {
+        plan.with_every_sequence()
+    } else {
+        plan
+    }
+}
+
+/// Logs the plan once a backend is found: what rkvm does, and what the
+/// host asks for that it cannot do.
+fn report_speculation_plan(plan: &Plan) {
+    let mut names = plan.names().peekable();
+    if names.peek().is_none() {
+        pr_info!("speculation: nothing to do around guest entry (the host asks for nothing)\n");
+    } else {
+        let mut line = KVec::<u8>::new();
+        for (i, name) in names.enumerate() {
+            if i > 0 {
+                let _ = line.extend_from_slice(b", ", GFP_KERNEL);
+            }
+            let _ = line.extend_from_slice(name.as_bytes(), GFP_KERNEL);
+        }
+        pr_info!(
+            "speculation: {}{}\n",
+            core::str::from_utf8(&line).unwrap_or("?"),
+            if crate::module_parameters::speculation_test.value() {
+                " (speculation_test)"
+            } else {
+                ""
+            }
+        );
+    }
+    if plan.missing.bhb_clear {
+        pr_warn!(
+            "speculation: the host clears branch history at VM exit (BHI), which rkvm cannot do: guests may influence the host's indirect branches\n"
+        );
+    }
+    if plan.missing.l1d_flush {
+        pr_warn!(
+            "speculation: L1TF wants an L1D flush before entry and the CPU has no IA32_FLUSH_CMD: guests are not isolated from L1TF\n"
+        );
     }
 }

@@ -29,6 +29,8 @@
 #include <asm/apic.h>
 #include <asm/cpufeature.h>
 #include <asm/mce.h>
+#include <asm/nospec-branch.h>
+#include <linux/cpu.h>
 
 /* Prototypes, for -Wmissing-prototypes: these are called only from Rust. */
 phys_addr_t rkvm_page_to_phys(struct page *page);
@@ -67,6 +69,10 @@ void rkvm_kernel_fpu_begin(void);
 void rkvm_kernel_fpu_end(void);
 bool rkvm_signal_pending(void);
 int rkvm_current_pid(void);
+void rkvm_machine_check(void);
+void rkvm_raise_nmi(void);
+u32 rkvm_host_spec_bits(void);
+void rkvm_ibpb_before_user(void);
 bool rkvm_host_mem_encrypted(void);
 bool rkvm_need_resched(void);
 void rkvm_guest_enter_rcu_qs(void);
@@ -440,4 +446,40 @@ void rkvm_raise_nmi(void)
 		__apic_send_IPI_self(NMI_VECTOR);
 	else
 		asm volatile("int $2" ::: "memory");
+}
+
+/*
+ * The host's speculation mitigations that concern guest entry and exit,
+ * as the bits of module/spec.rs (`host`).
+ */
+u32 rkvm_host_spec_bits(void)
+{
+	bool on = !cpu_mitigations_off();
+	u32 bits = 0;
+
+	if (boot_cpu_has(X86_FEATURE_RSB_VMEXIT))
+		bits |= 1 << 0;
+	if (boot_cpu_has(X86_FEATURE_RSB_VMEXIT_LITE))
+		bits |= 1 << 1;
+	if (boot_cpu_has(X86_FEATURE_CLEAR_CPU_BUF_VM))
+		bits |= 1 << 2;
+	if (boot_cpu_has(X86_FEATURE_CLEAR_BHB_VMEXIT))
+		bits |= 1 << 3;
+	if (boot_cpu_has(X86_FEATURE_IBPB_ON_VMEXIT))
+		bits |= 1 << 4;
+	if (boot_cpu_has(X86_FEATURE_IBPB_EXIT_TO_USER))
+		bits |= 1 << 5;
+	if (on && boot_cpu_has_bug(X86_BUG_L1TF))
+		bits |= 1 << 6;
+	if (boot_cpu_has(X86_FEATURE_FLUSH_L1D))
+		bits |= 1 << 7;
+	if (on && boot_cpu_has(X86_FEATURE_IBPB))
+		bits |= 1 << 8;
+	return bits;
+}
+
+/* VMSCAPE: flush branch predictions before this CPU returns to user space. */
+void rkvm_ibpb_before_user(void)
+{
+	this_cpu_write(x86_ibpb_exit_to_user, true);
 }

@@ -23,6 +23,7 @@ mod dev;
 mod memslot;
 mod mmu;
 mod run;
+mod spec;
 mod stats;
 mod svm;
 mod sys;
@@ -45,6 +46,12 @@ module! {
     authors: ["The rkvm developers"],
     description: "A KVM-compatible hypervisor in Rust (/dev/rkvm)",
     license: "GPL",
+    params: {
+        speculation_test: bool {
+            default: false,
+            description: "Run every speculation-hygiene sequence that needs no CPU feature (RSB fill, VERW) around each guest entry, whatever the host asks for: for the test suite",
+        },
+    },
 }
 
 /// The file operations of `/sys/kernel/debug/rkvm/stats`.

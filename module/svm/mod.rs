@@ -20,6 +20,7 @@ pub(crate) mod vmcb;
 
 use crate::backend::{Backend, VendorVcpu};
 use crate::mmu::{SecondLevel, Slat};
+use crate::spec::Plan;
 use crate::sys::cpu::{self, this_cpu, IrqsDisabled};
 use crate::sys::mem::page_phys;
 use crate::x86::msr::index;
@@ -43,8 +44,6 @@ const CPUID_8A_EDX_FLUSH_BY_ASID: u32 = 1 << 6;
 /// CPUID Fn8000_000A_EDX bit 7: decode assists (instruction bytes on #NPF).
 /// APM Vol. 2 15.33.
 const CPUID_8A_EDX_DECODE_ASSISTS: u32 = 1 << 7;
-/// CPUID Fn8000_0008_EBX bit 12: IBPB. APM Vol. 3 Appendix E.
-const CPUID_88_EBX_IBPB: u32 = 1 << 12;
 /// VM_CR bit 4: SVMDIS, SVM disabled (by the BIOS when locked). APM Vol. 2 15.30.1.
 const VM_CR_SVMDIS: u64 = 1 << 4;
 
@@ -74,6 +73,8 @@ pub(crate) struct SvmShared {
     asids: KVec<asid::CpuAsids>,
     /// Per CPU, the VMCB that last ran there, for IBPB between guests.
     pub(crate) last_guest: cpu::LastGuest,
+    /// The speculation steps around each entry and exit.
+    pub(crate) spec: Plan,
     /// Whether the CPU saves the next RIP on #VMEXIT.
     nrips: bool,
     /// Whether the CPU fetches the faulting instruction on #NPF.
@@ -105,7 +106,7 @@ pub(crate) struct Svm {
 impl Svm {
     /// Checks the CPU for a usable SVM and allocates the per-CPU state.
     /// Errors are a reason for the load failure message.
-    pub(crate) fn probe() -> core::result::Result<Arc<dyn Backend>, &'static str> {
+    pub(crate) fn probe(spec: Plan) -> core::result::Result<Arc<dyn Backend>, &'static str> {
         let max_ext = cpu::cpuid(0x8000_0000, 0).eax;
         if max_ext < 0x8000_000a || cpu::cpuid(0x8000_0001, 0).ecx & CPUID_81_ECX_SVM == 0 {
             return Err("the CPU has neither SVM nor VMX");
@@ -158,12 +159,9 @@ impl Svm {
                 iopm,
                 msrpm,
                 asids,
-                last_guest: cpu::LastGuest::new(
-                    possible,
-                    max_ext >= 0x8000_0008
-                        && cpu::cpuid(0x8000_0008, 0).ebx & CPUID_88_EBX_IBPB != 0,
-                )
-                .map_err(|_| "out of memory")?,
+                last_guest: cpu::LastGuest::new(possible, spec.ibpb_between_guests)
+                    .map_err(|_| "out of memory")?,
+                spec,
                 nrips: svm_features.edx & CPUID_8A_EDX_NRIPS != 0,
                 decode_assists: svm_features.edx & CPUID_8A_EDX_DECODE_ASSISTS != 0,
                 flush_by_asid: svm_features.edx & CPUID_8A_EDX_FLUSH_BY_ASID != 0,

@@ -10,6 +10,7 @@ use super::SvmShared;
 use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, InsnBytes, IoExit, VendorVcpu};
 use crate::sys::cpu::this_cpu;
 use crate::sys::mem::{kmalloc_phys, page_phys};
+use crate::sys::spec::EntryFlags;
 use crate::sys::svm::{self as hw, GuestGprs};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::prelude::*;
@@ -393,6 +394,7 @@ impl VendorVcpu for SvmVcpu {
         let host_pa = page_phys(host_save).0;
         // IBPB if another guest ran here last.
         self.shared.last_guest.entering(cpu, vmcb_pa);
+        let spec = &self.shared.spec;
         // SAFETY: The caller runs us with interrupts off inside an FPU section, on `cpu`,
         // where the backend has SVM enabled (a CPU without it is offline, and so not here).
         // The VMCB intercepts every instruction and event that reaches host state, its
@@ -400,8 +402,14 @@ impl VendorVcpu for SvmVcpu {
         // pinned pages of the VM's slots. `host_save` is this CPU's page. STGI follows.
         unsafe {
             hw::clgi();
-            hw::vmrun(vmcb_pa, host_pa, &mut self.gprs);
+            hw::vmrun(vmcb_pa, host_pa, &mut self.gprs, EntryFlags::of(spec));
             hw::stgi();
+        }
+        if spec.ibpb_after_exit {
+            crate::sys::spec::ibpb();
+        }
+        if spec.ibpb_before_user {
+            crate::sys::spec::ibpb_before_user();
         }
         let code = self.vmcb.control.exit_code;
         if code == exit::INVALID || code == exit::INVALID_32 {

@@ -52,10 +52,6 @@ pub(crate) fn read_cr4() -> u64 {
     cr4
 }
 
-/// IA32_PRED_CMD and its IBPB bit. SDM Vol. 4 Table 2-2.
-const MSR_PRED_CMD: u32 = 0x49;
-const PRED_CMD_IBPB: u64 = 1;
-
 /// Per CPU, the guest that entered there last (named by the physical
 /// address of its VMCB or VMCS), so that an indirect-branch prediction
 /// barrier keeps one guest's branch predictions from steering the next one
@@ -63,12 +59,13 @@ const PRED_CMD_IBPB: u64 = 1;
 /// `last_vcpu`.
 pub(crate) struct LastGuest {
     last: KVec<core::sync::atomic::AtomicU64>,
-    /// The CPU has IBPB.
+    /// The host wants IBPB between guests (`crate::spec::Plan`).
     ibpb: bool,
 }
 
 impl LastGuest {
-    /// A table for `possible` CPUs; `ibpb` says whether the CPU has IBPB.
+    /// A table for `possible` CPUs; `ibpb` says whether to issue the barrier
+    /// (the host has IBPB and its mitigations are on).
     pub(crate) fn new(possible: usize, ibpb: bool) -> Result<Self> {
         let mut last = KVec::with_capacity(possible, GFP_KERNEL)?;
         for _ in 0..possible {
@@ -84,8 +81,7 @@ impl LastGuest {
             return;
         };
         if last.swap(guest, core::sync::atomic::Ordering::Relaxed) != guest && self.ibpb {
-            // SAFETY: PRED_CMD.IBPB only flushes branch predictions, and the CPU has it.
-            let _ = unsafe { wrmsr(MSR_PRED_CMD, PRED_CMD_IBPB) };
+            super::spec::ibpb();
         }
     }
 

@@ -14,6 +14,8 @@
 //!   and the pages shared with user space.
 //! - [`fpu`]: the guest's FPU state, loaded only inside a kernel FPU section.
 //! - [`gprs`]: the guest registers both world switches load and store.
+//! - [`spec`]: the host's speculation mitigations, and the barriers and
+//!   flushes rkvm issues around guest entry and exit.
 //! - [`svm`]: CLGI, STGI and the VMRUN world switch.
 //! - [`vmx`]: VMXON/VMXOFF, VMCS loading and field access, INVEPT/INVVPID
 //!   and the VMLAUNCH world switch, plus the host state VMX leaves to us.
@@ -24,5 +26,6 @@ pub(crate) mod file;
 pub(crate) mod fpu;
 pub(crate) mod gprs;
 pub(crate) mod mem;
+pub(crate) mod spec;
 pub(crate) mod svm;
 pub(crate) mod vmx;

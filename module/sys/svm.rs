@@ -8,6 +8,7 @@
 //! per-CPU data through GS). APM Vol. 2 15.5 (VMRUN), 15.5.2 (VMLOAD and
 //! VMSAVE), 15.17 (the global interrupt flag).
 
+use super::spec::{fill_rsb_and_pop_flags, EntryFlags, VERW_SELECTOR};
 use core::arch::asm;
 use core::mem::offset_of;
 
@@ -55,7 +56,16 @@ pub(crate) unsafe fn stgi() {
 ///   with VMEXIT_INVALID, which is safe), and whose nested page tables map
 ///   only memory the guest may use.
 /// - `host_save_pa` is a page-aligned physical page this CPU owns.
-pub(crate) unsafe fn vmrun(vmcb_pa: u64, host_save_pa: u64, gprs: &mut GuestGprs) {
+///
+/// `flags` adds the speculation steps of `crate::spec::Plan` that belong
+/// inside the switch: VERW right before VMRUN, and the RSB fill before the
+/// first `ret` after it ([`fill_rsb_and_pop_flags`]).
+pub(crate) unsafe fn vmrun(
+    vmcb_pa: u64,
+    host_save_pa: u64,
+    gprs: &mut GuestGprs,
+    flags: EntryFlags,
+) {
     // #VMEXIT leaves the host's DR7 at 0x400 (every breakpoint off); a host using hardware
     // breakpoints (ptrace, perf) gets its DR7 back below. APM Vol. 2 15.7.2.
     let host_dr7: u64;
@@ -76,6 +86,8 @@ pub(crate) unsafe fn vmrun(vmcb_pa: u64, host_save_pa: u64, gprs: &mut GuestGprs
             // IF=1 well before VMRUN: an STI shadow reaching VMRUN would leak into the
             // guest's interrupt state on some AMD CPUs. GIF=0 keeps interrupts masked.
             "sti",
+            // The entry flags, at [rsp + 40] until VMRUN and at [rsp] at the end.
+            "push rcx",
             "push rbp",
             "push rbx",
             "push rsi",
@@ -99,6 +111,11 @@ pub(crate) unsafe fn vmrun(vmcb_pa: u64, host_save_pa: u64, gprs: &mut GuestGprs
             "mov r14, [rdi + {r14}]",
             "mov r15, [rdi + {r15}]",
             "mov rdi, [rdi + {rdi}]",
+            // Clear CPU buffers as late as possible (memory-operand VERW).
+            "test qword ptr [rsp + 40], {verw}",
+            "jz 5f",
+            "verw word ptr [rip + {verw_sel}]",
+            "5:",
             "vmrun rax",
             "cli",
             "vmsave rax",
@@ -137,6 +154,11 @@ pub(crate) unsafe fn vmrun(vmcb_pa: u64, host_save_pa: u64, gprs: &mut GuestGprs
             "vmload rax",
             "pop rbx",
             "pop rbp",
+            fill_rsb_and_pop_flags!(),
+            verw = const EntryFlags::VERW,
+            rsb_full = const EntryFlags::RSB_FULL,
+            rsb_one = const EntryFlags::RSB_ONE,
+            verw_sel = sym VERW_SELECTOR,
             rbx = const offset_of!(GuestGprs, rbx),
             rcx = const offset_of!(GuestGprs, rcx),
             rdx = const offset_of!(GuestGprs, rdx),
@@ -154,7 +176,7 @@ pub(crate) unsafe fn vmrun(vmcb_pa: u64, host_save_pa: u64, gprs: &mut GuestGprs
             inout("rax") vmcb_pa => _,
             inout("rsi") host_save_pa => _,
             inout("rdi") gprs => _,
-            out("rcx") _,
+            inout("rcx") flags.0 => _,
             out("rdx") _,
             out("r8") _,
             out("r9") _,

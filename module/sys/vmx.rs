@@ -18,6 +18,7 @@
 //! Why VMX is on only around one guest entry (and not, like SVM, from
 //! module load to unload) is explained in `vmx/mod.rs`.
 
+use super::spec::{fill_rsb_and_pop_flags, EntryFlags, VERW_SELECTOR};
 use crate::vmx::vmcs::{self, Field, Width};
 use core::arch::asm;
 use core::fmt;
@@ -304,7 +305,15 @@ impl CurrentVmcs<'_> {
     /// holds this CPU's current state; the controls intercept everything
     /// that reaches host state, and the EPT maps only memory the guest may
     /// use.
-    pub(crate) unsafe fn launch(&mut self, gprs: &mut GuestGprs) -> Result<(), VmxError> {
+    ///
+    /// `flags` adds the speculation steps of `crate::spec::Plan` that belong
+    /// inside the switch: VERW right before VMLAUNCH, and the RSB fill before
+    /// the first `ret` after the exit ([`fill_rsb_and_pop_flags`]).
+    pub(crate) unsafe fn launch(
+        &mut self,
+        gprs: &mut GuestGprs,
+        flags: EntryFlags,
+    ) -> Result<(), VmxError> {
         let gprs: *mut GuestGprs = gprs;
         let failed: u64;
         // SAFETY: The caller guarantees the preconditions of VMLAUNCH. RBX and RBP (which
@@ -313,6 +322,8 @@ impl CurrentVmcs<'_> {
         // written to HOST_RSP, which is the stack as it is right before VMLAUNCH.
         unsafe {
             asm!(
+                // The entry flags, at [rsp + 24] until VMLAUNCH and at [rsp] at the end.
+                "push rcx",
                 "push rbp",
                 "push rbx",
                 "push rdi",
@@ -341,6 +352,11 @@ impl CurrentVmcs<'_> {
                 "mov r14, [rdi + {r14}]",
                 "mov r15, [rdi + {r15}]",
                 "mov rdi, [rdi + {rdi}]",
+                // Clear CPU buffers as late as possible (memory-operand VERW).
+                "test qword ptr [rsp + 24], {verw}",
+                "jz 5f",
+                "verw word ptr [rip + {verw_sel}]",
+                "5:",
                 "vmlaunch",
                 // VMLAUNCH fell through: it failed (CF or ZF), nothing ran.
                 "3:",
@@ -385,6 +401,11 @@ impl CurrentVmcs<'_> {
                 "pop rdi",
                 "pop rbx",
                 "pop rbp",
+                fill_rsb_and_pop_flags!(),
+                verw = const EntryFlags::VERW,
+                rsb_full = const EntryFlags::RSB_FULL,
+                rsb_one = const EntryFlags::RSB_ONE,
+                verw_sel = sym VERW_SELECTOR,
                 host_rsp = const vmcs::HOST_RSP.encoding(),
                 host_rip = const vmcs::HOST_RIP.encoding(),
                 rax = const offset_of!(GuestGprs, rax),
@@ -405,7 +426,7 @@ impl CurrentVmcs<'_> {
                 cr2 = const offset_of!(GuestGprs, cr2),
                 inout("rdi") gprs => _,
                 out("rax") failed,
-                out("rcx") _,
+                inout("rcx") flags.0 => _,
                 out("rdx") _,
                 out("rsi") _,
                 out("r8") _,

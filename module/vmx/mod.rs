@@ -49,6 +49,7 @@ mod vpid;
 
 use crate::backend::{Backend, VendorVcpu};
 use crate::mmu::{SecondLevel, Slat};
+use crate::spec::Plan;
 use crate::sys::cpu::{self, this_cpu, IrqsDisabled};
 use crate::sys::mem::kmalloc_phys;
 use crate::sys::vmx::{VmxOn, VmxOnError};
@@ -62,8 +63,6 @@ use kernel::sync::Arc;
 
 /// CPUID.1:ECX bit 5: VMX. SDM Vol. 3C 24.6.
 const CPUID_1_ECX_VMX: u32 = 1 << 5;
-/// CPUID.(EAX=7,ECX=0):EDX bit 26: IBRS and IBPB. SDM Vol. 2A CPUID.
-const CPUID_7_EDX_IBPB: u32 = 1 << 26;
 
 /// The VMX capability MSRs. SDM Vol. 4 Table 2-2; Vol. 3C Appendix A.
 mod msr {
@@ -104,6 +103,8 @@ pub(crate) struct VmxShared {
     pub(crate) msr_bitmap: KBox<MsrBitmap>,
     /// Per CPU, the VMCS that ran there last, for IBPB between guests.
     pub(crate) last_guest: cpu::LastGuest,
+    /// The speculation steps around each entry and exit.
+    pub(crate) spec: Plan,
     /// VPIDs in use, one bit each; VPID 0 is the host's.
     vpids: KVec<AtomicU64>,
 }
@@ -165,7 +166,7 @@ pub(crate) struct Vmx {
 impl Vmx {
     /// Checks the CPU for a usable VMX and allocates the per-CPU state.
     /// Errors are the reason for the load failure message.
-    pub(crate) fn probe() -> core::result::Result<Arc<dyn Backend>, &'static str> {
+    pub(crate) fn probe(spec: Plan) -> core::result::Result<Arc<dyn Backend>, &'static str> {
         if cpu::cpuid(1, 0).ecx & CPUID_1_ECX_VMX == 0 {
             return Err("the CPU has neither SVM nor VMX");
         }
@@ -216,17 +217,14 @@ impl Vmx {
         }
         let mut msr_bitmap = KBox::<MsrBitmap>::zeroed(GFP_KERNEL).map_err(oom)?;
         msr_bitmap.0.fill(0xff);
-        let max_std = cpu::cpuid(0, 0).eax;
         let shared = Arc::new(
             VmxShared {
                 vmxon,
                 caps,
                 msr_bitmap,
-                last_guest: cpu::LastGuest::new(
-                    possible,
-                    max_std >= 7 && cpu::cpuid(7, 0).edx & CPUID_7_EDX_IBPB != 0,
-                )
-                .map_err(|_| "out of memory")?,
+                last_guest: cpu::LastGuest::new(possible, spec.ibpb_between_guests)
+                    .map_err(|_| "out of memory")?,
+                spec,
                 vpids,
             },
             GFP_KERNEL,

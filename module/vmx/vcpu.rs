@@ -24,6 +24,7 @@ use crate::abi::{kvm_dtable, kvm_segment};
 use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
 use crate::sys::cpu::{self, this_cpu};
 use crate::sys::mem::kmalloc_phys;
+use crate::sys::spec::EntryFlags;
 use crate::sys::vmx::{CurrentVmcs, GuestGprs, HostState, VmxError, VmxOn, VmxOnError};
 use crate::x86::msr::index;
 use crate::x86::regs::efer;
@@ -643,11 +644,22 @@ impl VmxVcpu {
         self.shared
             .last_guest
             .entering(cpu, kmalloc_phys(&*self.vmcs).0);
+        let spec = &self.shared.spec;
+        if spec.l1d_flush_before_entry {
+            crate::sys::spec::l1d_flush();
+        }
         // SAFETY: Interrupts are off (our caller's contract); every host field was written
         // from this CPU's state just now; the controls intercept interrupts, NMIs, I/O,
         // MSRs, CR8, debug registers and the instructions that reach host resources; the
         // EPT maps only pinned pages of the VM's slots.
-        match unsafe { v.launch(&mut self.gprs) } {
+        let launched = unsafe { v.launch(&mut self.gprs, EntryFlags::of(spec)) };
+        if spec.ibpb_after_exit {
+            crate::sys::spec::ibpb();
+        }
+        if spec.ibpb_before_user {
+            crate::sys::spec::ibpb_before_user();
+        }
+        match launched {
             Ok(()) => {}
             Err(VmxError::Valid(n)) => {
                 // KVM's FAIL_ENTRY for a VMLAUNCH that refused the VMCS: the reason is the

@@ -34,6 +34,9 @@ pub(crate) mod abi {
 #[path = "../../../module/memslot.rs"]
 pub(crate) mod memslot;
 
+#[path = "../../../module/spec.rs"]
+pub(crate) mod spec;
+
 #[path = "../../../module/x86/mod.rs"]
 pub(crate) mod x86;
 

@@ -569,5 +569,6 @@ mod msrs {
 mod decoder;
 mod emulate_rules;
 mod page_walk;
+mod speculation;
 mod vmx_caps;
 mod vmx_vpid;
