@@ -298,6 +298,16 @@ fn report_speculation_plan(plan: &Plan) {
             "speculation: the host clears branch history at VM exit (BHI), which rkvm cannot do: guests may influence the host's indirect branches\n"
         );
     }
+    if plan.missing.untrain_ret || plan.missing.call_depth {
+        pr_warn!(
+            "speculation: the host untrains return predictions or tracks call depth at kernel entries (Retbleed/SRSO), which rkvm does not do after VM exit\n"
+        );
+    }
+    if plan.missing.v_spec_ctrl {
+        pr_warn!(
+            "speculation: VMRUN loads SPEC_CTRL from the VMCB (V_SPEC_CTRL), where rkvm leaves 0: guests run without the host's SPEC_CTRL bits\n"
+        );
+    }
     if plan.missing.l1d_flush {
         pr_warn!(
             "speculation: L1TF wants an L1D flush before entry and the CPU has no IA32_FLUSH_CMD: guests are not isolated from L1TF\n"

@@ -443,7 +443,9 @@ void rkvm_machine_check(void)
 void rkvm_raise_nmi(void)
 {
 	if (cpu_feature_enabled(X86_FEATURE_FRED))
-		__apic_send_IPI_self(NMI_VECTOR);
+		/* Through the ICR, which has an NMI delivery mode (x2APIC's SELF_IPI register
+		 * sends fixed interrupts only); send_IPI_mask is the call exported to modules. */
+		__apic_send_IPI_mask(cpumask_of(smp_processor_id()), NMI_VECTOR);
 	else
 		asm volatile("int $2" ::: "memory");
 }
@@ -475,6 +477,12 @@ u32 rkvm_host_spec_bits(void)
 		bits |= 1 << 7;
 	if (on && boot_cpu_has(X86_FEATURE_IBPB))
 		bits |= 1 << 8;
+	if (boot_cpu_has(X86_FEATURE_UNRET))
+		bits |= 1 << 9;
+	if (boot_cpu_has(X86_FEATURE_CALL_DEPTH))
+		bits |= 1 << 10;
+	if (boot_cpu_has(X86_FEATURE_V_SPEC_CTRL))
+		bits |= 1 << 11;
 	return bits;
 }
 

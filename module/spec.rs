@@ -46,8 +46,13 @@
 //!   is exported to KVM only) and says so at load.
 //! - **SPEC_CTRL** (IBRS, STIBP, SSBD): a guest can neither read nor write
 //!   it (every MSR is intercepted and rkvm does not offer it), so the
-//!   host's value stays in force while the guest runs and nothing needs
-//!   switching.
+//!   host's value stays in force while the guest runs, except on AMD CPUs
+//!   with V_SPEC_CTRL, where VMRUN loads the VMCB's SPEC_CTRL (rkvm leaves
+//!   it 0) and #VMEXIT restores the host's: reported at load.
+//! - **Return-thunk untraining and call-depth reset** (Retbleed SA-00702 /
+//!   AMD-SB-1037, SRSO's safe-RET; `X86_FEATURE_UNRET`,
+//!   `X86_FEATURE_CALL_DEPTH`): KVM runs them right after VMRUN; rkvm does
+//!   not yet, and says so at load when the host uses them.
 
 /// Host mitigation state, as bits (read by `sys::spec::host_bits`).
 pub(crate) mod host {
@@ -69,6 +74,12 @@ pub(crate) mod host {
     pub(crate) const FLUSH_L1D: u32 = 1 << 7;
     /// `X86_FEATURE_IBPB`, and mitigations are not off.
     pub(crate) const IBPB: u32 = 1 << 8;
+    /// `X86_FEATURE_UNRET`: return-thunk untraining at kernel entries.
+    pub(crate) const UNRET: u32 = 1 << 9;
+    /// `X86_FEATURE_CALL_DEPTH`: call-depth tracking.
+    pub(crate) const CALL_DEPTH: u32 = 1 << 10;
+    /// `X86_FEATURE_V_SPEC_CTRL`: VMRUN switches SPEC_CTRL (AMD).
+    pub(crate) const V_SPEC_CTRL: u32 = 1 << 11;
 }
 
 /// How much of the return stack buffer to overwrite after an exit.
@@ -101,6 +112,12 @@ pub(crate) struct Missing {
     pub(crate) bhb_clear: bool,
     /// L1TF wants an L1D flush, and IA32_FLUSH_CMD is not there.
     pub(crate) l1d_flush: bool,
+    /// The host untrains return predictions at entries (`UNRET`).
+    pub(crate) untrain_ret: bool,
+    /// The host tracks call depth (`CALL_DEPTH`).
+    pub(crate) call_depth: bool,
+    /// VMRUN loads the VMCB's SPEC_CTRL, which rkvm leaves 0.
+    pub(crate) v_spec_ctrl: bool,
 }
 
 impl Plan {
@@ -126,6 +143,9 @@ impl Plan {
             missing: Missing {
                 bhb_clear: vmx && has(host::CLEAR_BHB_VMEXIT),
                 l1d_flush: l1tf && !has(host::FLUSH_L1D),
+                untrain_ret: has(host::UNRET),
+                call_depth: has(host::CALL_DEPTH),
+                v_spec_ctrl: !vmx && has(host::V_SPEC_CTRL),
             },
         }
     }

@@ -12,7 +12,7 @@ rustfmt --edition 2021 --config-path "$src/.rustfmt.toml" --check "$RKVM_TOP/mod
 # Every unsafe block of the module lives in module/sys/, except those the
 # README's conventions name, for the reason given there: a new one elsewhere
 # (or one more in those files) fails here.
-allowed="module/svm/mod.rs:5 module/svm/vcpu.rs:2 module/vm.rs:1 module/vmx/mod.rs:2 module/vmx/vcpu.rs:7"
+allowed="module/svm/mod.rs:5 module/svm/vcpu.rs:3 module/vm.rs:1 module/vmx/mod.rs:2 module/vmx/vcpu.rs:7"
 found=$(cd "$RKVM_TOP" && grep -rc --include='*.rs' -E '\bunsafe \{' module | grep -v '^module/sys/' |
 	grep -v ':0$' | sort | tr '\n' ' ' | sed 's/ $//')
 [ "$found" = "$allowed" ] ||

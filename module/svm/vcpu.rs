@@ -403,16 +403,21 @@ impl VendorVcpu for SvmVcpu {
         unsafe {
             hw::clgi();
             hw::vmrun(vmcb_pa, host_pa, &mut self.gprs, EntryFlags::of(spec));
-            hw::stgi();
         }
+        // SRSO: the barrier comes before STGI, as KVM's, so that no NMI handler's `ret`
+        // runs on the guest's predictions first. (`vmrun` and `stgi` are inlined: no
+        // unbalanced `ret` either.)
         if spec.ibpb_after_exit {
             crate::sys::spec::ibpb();
         }
+        // SAFETY: GIF was cleared above and SVM is on for this CPU.
+        unsafe { hw::stgi() };
         if spec.ibpb_before_user {
             crate::sys::spec::ibpb_before_user();
         }
         let code = self.vmcb.control.exit_code;
-        if code == exit::INVALID || code == exit::INVALID_32 {
+        let refused = code == exit::INVALID || code == exit::INVALID_32;
+        if refused {
             // Nothing ran: a flush asked for still has to happen at the next VMRUN.
             self.asid.forget();
         } else {
@@ -424,7 +429,14 @@ impl VendorVcpu for SvmVcpu {
             // SAFETY: Right after the #VMEXIT for #MC, GIF set again.
             unsafe { crate::sys::cpu::raise_machine_check() };
         }
-        self.store(&mut guest);
+        // A refused VMRUN ran nothing, and the VMCB's save area need not hold the guest's
+        // state: QEMU's emulation, refusing at one of its first checks, writes the *host's*
+        // RIP, RSP, RAX and control registers there. Read back, they would become the
+        // guest's, and KVM_GET_REGS would show user space host kernel addresses. The
+        // guest's registers stay as they were loaded.
+        if !refused {
+            self.store(&mut guest);
+        }
         self.exit_info()
     }
 }

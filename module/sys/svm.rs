@@ -21,6 +21,7 @@ pub(crate) use super::gprs::GuestGprs;
 ///
 /// SVM must be enabled on this CPU (EFER.SVME), and the caller must call
 /// [`stgi`] before anything that needs interrupts.
+#[inline(always)]
 pub(crate) unsafe fn clgi() {
     // SAFETY: By the caller's guarantee SVM is on, so CLGI is defined; it only masks events.
     unsafe { asm!("clgi", options(nostack, nomem)) };
@@ -31,6 +32,7 @@ pub(crate) unsafe fn clgi() {
 /// # Safety
 ///
 /// SVM must be enabled on this CPU (EFER.SVME).
+#[inline(always)]
 pub(crate) unsafe fn stgi() {
     // SAFETY: By the caller's guarantee SVM is on, so STGI is defined.
     unsafe { asm!("stgi", options(nostack, nomem)) };
@@ -60,6 +62,7 @@ pub(crate) unsafe fn stgi() {
 /// `flags` adds the speculation steps of `crate::spec::Plan` that belong
 /// inside the switch: VERW right before VMRUN, and the RSB fill before the
 /// first `ret` after it ([`fill_rsb_and_pop_flags`]).
+#[inline(always)]
 pub(crate) unsafe fn vmrun(
     vmcb_pa: u64,
     host_save_pa: u64,

@@ -101,12 +101,13 @@ fi
 # the suite has it, else its first program (the Bochs boot on an AMD CPU
 # runs only `run` and `qemu`: `tool`'s triple-faulting guest resets the
 # whole emulated CPU there, docs/testing.md).
-spec_prog=tool
-case " $TESTS " in *" tool "*) ;; *) spec_prog=${TESTS%% *} ;; esac
+set -- $TESTS
+spec_prog=$1
+for t in "$@"; do [ "$t" = tool ] && spec_prog=tool; done
 spec_line='speculation: RSB fill after exit, VERW before entry'
 if insmod /lib/modules/rkvm.ko speculation_test=1; then
 	if dmesg | tail -n 30 | grep -q "$spec_line"; then
-		run_one "speculation:$spec_prog" /selftests/$spec_prog /dev/rkvm
+		RKVM_STRICT=1 run_one "speculation:$spec_prog" "/selftests/$spec_prog" /dev/rkvm
 	else
 		result "speculation:$spec_prog" 1 "rkvm did not log '$spec_line' with speculation_test=1"
 	fi

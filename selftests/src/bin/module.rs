@@ -20,6 +20,8 @@ use kvm_abi::{GuestMemory, MemoryRegion, PAGE_SIZE, System};
 use rkvm_selftests::{cpu, device_path, is_rkvm_path};
 
 const RKVM: &str = "rkvm";
+/// VM_HSAVE_PA, the SVM host save area's address. APM Vol. 2 15.30.4.
+const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 const KVM: &str = "kvm";
 
 /// What the program needs, found before any test runs.
@@ -502,6 +504,12 @@ fn a_load_one_cpu_refuses_is_rolled_back_on_every_cpu(env: &Env) -> TestResult {
     let marker = kmsg_marker()?;
     let ins = insmod(env);
     let on = svme_not(false);
+    // The save-area pointer rkvm sets when it enables a CPU, back to 0.
+    let hsave: Vec<(u32, Result<u64, String>)> = online
+        .iter()
+        .filter(|&&c| c != last)
+        .map(|&c| (c, cpu::read_msr(c, MSR_VM_HSAVE_PA)))
+        .collect();
     // Give the CPU back before judging, whatever happened.
     let restored = cpu::write_msr(last, cpu::MSR_EFER, efer);
     if is_loaded(RKVM) {
@@ -522,6 +530,13 @@ fn a_load_one_cpu_refuses_is_rolled_back_on_every_cpu(env: &Env) -> TestResult {
         "after the refused load EFER.SVME is set on CPUs {on:?}; expected only CPU {last}, \
          which had it before"
     );
+    for (c, pa) in hsave {
+        let pa = check_ok!(pa);
+        check!(
+            pa == 0,
+            "after the refused load VM_HSAVE_PA of CPU {c} is {pa:#x}, not 0"
+        );
+    }
     ensure_rkvm(env)?;
     check_rkvm_works(env)
 }

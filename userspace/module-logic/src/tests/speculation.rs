@@ -81,3 +81,18 @@ fn the_test_mode_adds_the_featureless_sequences_only() {
     let names: Vec<_> = p.names().collect();
     assert_eq!(names, ["RSB fill after exit", "VERW before entry"]);
 }
+
+#[test]
+fn what_rkvm_does_not_do_is_reported() {
+    let p = Plan::new(host::UNRET | host::CALL_DEPTH | host::V_SPEC_CTRL, SVM);
+    assert!(p.missing.untrain_ret && p.missing.call_depth && p.missing.v_spec_ctrl);
+    // V_SPEC_CTRL is an SVM feature.
+    assert!(!Plan::new(host::V_SPEC_CTRL, VMX).missing.v_spec_ctrl);
+    // None of them is a step rkvm takes.
+    assert_eq!(
+        Plan::new(host::UNRET | host::CALL_DEPTH, SVM)
+            .names()
+            .count(),
+        0
+    );
+}
