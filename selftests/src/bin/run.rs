@@ -1152,6 +1152,51 @@ fn kvm_interrupt_runs_the_guest_idt_handler(ctx: &Ctx) -> TestResult {
 }
 
 guest! {
+    /// `irq_guest` with its stack in a page of slot 1 it has never touched
+    /// (0x2000_0000, the page's top): the first push, the interrupt's
+    /// delivery, faults in the nested page table.
+    fn irq_on_a_fresh_stack_guest;
+    ".code64",
+    "mov $0x20001000, %rsp",
+    "sti",
+    "nop",
+    "ucall UCALL_SYNC",
+    "mov $0x1234, %ebx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// An interrupt whose delivery faults in the nested page table (the guest's
+/// stack page was never touched, so nothing maps it yet) is delivered again
+/// after the fault is resolved (the exit's interrupted-event information,
+/// APM Vol. 2 15.7.2; SDM Vol. 3C 28.2.4), from the same RIP: no guest
+/// instruction ran, and the handler returns to the interrupted code.
+fn an_interrupt_whose_delivery_faults_is_delivered_again_from_the_same_rip(
+    ctx: &Ctx,
+) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, irq_on_a_fresh_stack_guest())?;
+    let stack = Arc::new(check_ok!(GuestMemory::new(0x1000)));
+    check_ok!(
+        vm.vm
+            .set_user_memory_region(&MemoryRegion::new(1, 0x2000_0000, &stack))
+    );
+    let mut vcpu = vm.add_vcpu(0)?;
+    vcpu.sync()?;
+    let rip = check_ok!(vcpu.vcpu.get_regs()).rip;
+    check_ok!(vcpu.vcpu.interrupt(0x41));
+    match vcpu.ucall()? {
+        Ucall::Irq { vector } => check_eq_hex!(vector, 0x41u64),
+        other => ksft::fail!(
+            "expected the interrupt, got {other} (guest RIP {:#x}, was {rip:#x})",
+            vcpu.vcpu.get_regs().map_or(0, |r| r.rip)
+        ),
+    }
+    let [rbx, _, _] = vcpu.sync()?;
+    check_eq_hex!(rbx, 0x1234u64, "code after the interrupted instruction");
+    vcpu.done()
+}
+
+guest! {
     fn failing_assert_guest;
     ".code64",
     "mov $5, %edx",
@@ -2176,6 +2221,7 @@ fn main() -> ExitCode {
             immediate_exit_returns_eintr_without_running,
             irq_window_opens_when_the_guest_sets_if,
             kvm_interrupt_runs_the_guest_idt_handler,
+            an_interrupt_whose_delivery_faults_is_delivered_again_from_the_same_rip,
             guest_assertion_failure_reports_id_actual_and_expected,
             every_mode_runs_arithmetic_and_memory_access,
             set_sregs_with_a_new_cr3_drops_stale_translations,
