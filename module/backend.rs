@@ -263,14 +263,14 @@ pub(crate) fn probe() -> Result<Arc<dyn Backend>> {
 fn speculation_plan(vmx: bool) -> Plan {
     let plan = Plan::new(crate::sys::spec::host_bits(), vmx);
     if crate::module_parameters::speculation_test.value() {
-        plan.with_every_sequence()
+        plan.with_every_sequence(vmx)
     } else {
         plan
     }
 }
 
-/// Logs the plan once a backend is found: what rkvm does, and what the
-/// host asks for that it cannot do.
+/// Logs the plan once a backend is found: what rkvm does around each
+/// entry.
 fn report_speculation_plan(plan: &Plan) {
     let mut names = plan.names().peekable();
     if names.peek().is_none() {
@@ -291,26 +291,6 @@ fn report_speculation_plan(plan: &Plan) {
             } else {
                 ""
             }
-        );
-    }
-    if plan.missing.bhb_clear {
-        pr_warn!(
-            "speculation: the host clears branch history at VM exit (BHI), which rkvm cannot do: guests may influence the host's indirect branches\n"
-        );
-    }
-    if plan.missing.untrain_ret || plan.missing.call_depth {
-        pr_warn!(
-            "speculation: the host untrains return predictions or tracks call depth at kernel entries (Retbleed/SRSO), which rkvm does not do after VM exit\n"
-        );
-    }
-    if plan.missing.v_spec_ctrl {
-        pr_warn!(
-            "speculation: VMRUN loads SPEC_CTRL from the VMCB (V_SPEC_CTRL), where rkvm leaves 0: guests run without the host's SPEC_CTRL bits\n"
-        );
-    }
-    if plan.missing.l1d_flush {
-        pr_warn!(
-            "speculation: L1TF wants an L1D flush before entry and the CPU has no IA32_FLUSH_CMD: guests are not isolated from L1TF\n"
         );
     }
 }

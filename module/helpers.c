@@ -477,12 +477,10 @@ u32 rkvm_host_spec_bits(void)
 		bits |= 1 << 7;
 	if (on && boot_cpu_has(X86_FEATURE_IBPB))
 		bits |= 1 << 8;
-	if (boot_cpu_has(X86_FEATURE_UNRET))
+	if (boot_cpu_has(X86_FEATURE_UNRET) || boot_cpu_has(X86_FEATURE_SRSO_ALIAS))
 		bits |= 1 << 9;
 	if (boot_cpu_has(X86_FEATURE_CALL_DEPTH))
 		bits |= 1 << 10;
-	if (boot_cpu_has(X86_FEATURE_V_SPEC_CTRL))
-		bits |= 1 << 11;
 	return bits;
 }
 

@@ -24,10 +24,11 @@
 //!   buffers are cleared right before VMRUN or VMLAUNCH so the guest cannot
 //!   sample the host's data.
 //! - **L1D flush before entry** (L1TF / Foreshadow-VMM, SA-00161;
-//!   `X86_BUG_L1TF`, VMX only): written to IA32_FLUSH_CMD before every
+//!   `X86_BUG_L1TF`, VMX only): the L1 data cache is flushed before every
 //!   entry (KVM's `l1tf=flush` mode, unconditionally; KVM's default
-//!   flushes only after some exits). Without the MSR rkvm cannot flush,
-//!   and says so at load.
+//!   flushes only after some exits), through IA32_FLUSH_CMD where the CPU
+//!   has it, else in software by reading a 64 KiB buffer, twice the L1D of
+//!   every affected CPU, line by line (`L1dFlush::Software`, as KVM).
 //! - **IBPB between guests** (Spectre v2 user, SA-00088; `X86_FEATURE_IBPB`
 //!   unless `mitigations=off`): a CPU that switches from one guest's VMCB
 //!   or VMCS to another's flushes branch predictions (`LastGuest`).
@@ -38,21 +39,28 @@
 //!   Intel SA-01250; `X86_FEATURE_IBPB_EXIT_TO_USER`): after a guest ran,
 //!   the kernel flushes predictions before the VMM's user space runs
 //!   (`x86_ibpb_exit_to_user`).
-//! - **BHI** (Branch History Injection, SA-00598): on a CPU with
-//!   `BHI_DIS_S` the host's SPEC_CTRL keeps it set in the guest too (rkvm
-//!   never lets a guest write SPEC_CTRL); where the host instead clears
-//!   the branch history with a software loop at VM exit
-//!   (`X86_FEATURE_CLEAR_BHB_VMEXIT`), rkvm has no such loop (the kernel's
-//!   is exported to KVM only) and says so at load.
-//! - **SPEC_CTRL** (IBRS, STIBP, SSBD): a guest can neither read nor write
-//!   it (every MSR is intercepted and rkvm does not offer it), so the
-//!   host's value stays in force while the guest runs, except on AMD CPUs
-//!   with V_SPEC_CTRL, where VMRUN loads the VMCB's SPEC_CTRL (rkvm leaves
-//!   it 0) and #VMEXIT restores the host's: reported at load.
-//! - **Return-thunk untraining and call-depth reset** (Retbleed SA-00702 /
-//!   AMD-SB-1037, SRSO's safe-RET; `X86_FEATURE_UNRET`,
-//!   `X86_FEATURE_CALL_DEPTH`): KVM runs them right after VMRUN; rkvm does
-//!   not yet, and says so at load when the host uses them.
+//! - **Branch history clearing after exit** (Branch History Injection,
+//!   SA-00598; `X86_FEATURE_CLEAR_BHB_VMEXIT`, VMX only): where the host
+//!   clears the branch history with a software sequence instead of
+//!   setting `BHI_DIS_S`, rkvm runs Intel's published sequence
+//!   (`rkvm_clear_bhb` in `vmexit.S`; the kernel's own is exported to the
+//!   KVM modules only). With `BHI_DIS_S` the host's SPEC_CTRL keeps it set
+//!   in the guest too (see SPEC_CTRL below).
+//! - **Return untraining and call-depth reset after exit** (Retbleed
+//!   SA-00702 / AMD-SB-1037, SRSO AMD-SB-7005; `X86_FEATURE_UNRET`,
+//!   `X86_FEATURE_SRSO_ALIAS`, `X86_FEATURE_CALL_DEPTH`): before the first
+//!   unbalanced `ret` after the guest ran, the host's return-thunk
+//!   predictions are untrained with the kernel's exported untraining
+//!   sequence and its call-depth counter is reset, as KVM's `vmenter.S`
+//!   does (`rkvm_untrain_ret_vm` in `vmexit.S`, built from the kernel's
+//!   own alternatives, so the host's boot-time choice applies).
+//! - **SPEC_CTRL** (IBRS, STIBP, SSBD, BHI_DIS_S): a guest can neither
+//!   read nor write it (every MSR is intercepted and rkvm does not offer
+//!   it), so the host's value stays in force while the guest runs. On AMD
+//!   CPUs with V_SPEC_CTRL, VMRUN loads the guest's value from the VMCB
+//!   and #VMEXIT restores the host's: the guest runs with its own value,
+//!   0 as at reset since it cannot write it. That is KVM's behaviour for a
+//!   guest that has not written SPEC_CTRL, so nothing is missing.
 
 /// Host mitigation state, as bits (read by `sys::spec::host_bits`).
 pub(crate) mod host {
@@ -74,12 +82,11 @@ pub(crate) mod host {
     pub(crate) const FLUSH_L1D: u32 = 1 << 7;
     /// `X86_FEATURE_IBPB`, and mitigations are not off.
     pub(crate) const IBPB: u32 = 1 << 8;
-    /// `X86_FEATURE_UNRET`: return-thunk untraining at kernel entries.
+    /// `X86_FEATURE_UNRET` or `X86_FEATURE_SRSO_ALIAS`: return-thunk
+    /// untraining at kernel entries (Retbleed, SRSO).
     pub(crate) const UNRET: u32 = 1 << 9;
-    /// `X86_FEATURE_CALL_DEPTH`: call-depth tracking.
+    /// `X86_FEATURE_CALL_DEPTH`: call-depth tracking (Retbleed, Intel).
     pub(crate) const CALL_DEPTH: u32 = 1 << 10;
-    /// `X86_FEATURE_V_SPEC_CTRL`: VMRUN switches SPEC_CTRL (AMD).
-    pub(crate) const V_SPEC_CTRL: u32 = 1 << 11;
 }
 
 /// How much of the return stack buffer to overwrite after an exit.
@@ -92,32 +99,29 @@ pub(crate) enum RsbFill {
     Full,
 }
 
+/// How the L1 data cache is flushed before entry (L1TF).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum L1dFlush {
+    None,
+    /// One write to IA32_FLUSH_CMD.
+    Msr,
+    /// Reading a buffer twice the cache's size (the CPU has no FLUSH_CMD).
+    Software,
+}
+
 /// The steps a backend takes around each entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Plan {
     pub(crate) rsb_fill: RsbFill,
     pub(crate) verw_before_entry: bool,
-    pub(crate) l1d_flush_before_entry: bool,
+    pub(crate) l1d_flush: L1dFlush,
     pub(crate) ibpb_between_guests: bool,
     pub(crate) ibpb_after_exit: bool,
     pub(crate) ibpb_before_user: bool,
-    /// What the host asks for and rkvm cannot do (reported at load).
-    pub(crate) missing: Missing,
-}
-
-/// Host mitigations rkvm cannot carry out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Missing {
-    /// The host clears branch history at VM exit with a software loop.
-    pub(crate) bhb_clear: bool,
-    /// L1TF wants an L1D flush, and IA32_FLUSH_CMD is not there.
-    pub(crate) l1d_flush: bool,
-    /// The host untrains return predictions at entries (`UNRET`).
-    pub(crate) untrain_ret: bool,
-    /// The host tracks call depth (`CALL_DEPTH`).
-    pub(crate) call_depth: bool,
-    /// VMRUN loads the VMCB's SPEC_CTRL, which rkvm leaves 0.
-    pub(crate) v_spec_ctrl: bool,
+    /// Branch history clearing sequence after exit (BHI).
+    pub(crate) bhb_clear_after_exit: bool,
+    /// Return untraining and call-depth reset after exit.
+    pub(crate) untrain_ret_after_exit: bool,
 }
 
 impl Plan {
@@ -132,32 +136,41 @@ impl Plan {
         } else {
             RsbFill::None
         };
-        let l1tf = vmx && has(host::L1TF);
+        let l1d_flush = match (vmx && has(host::L1TF), has(host::FLUSH_L1D)) {
+            (false, _) => L1dFlush::None,
+            (true, true) => L1dFlush::Msr,
+            (true, false) => L1dFlush::Software,
+        };
         Plan {
             rsb_fill,
             verw_before_entry: has(host::CLEAR_CPU_BUF_VM),
-            l1d_flush_before_entry: l1tf && has(host::FLUSH_L1D),
+            l1d_flush,
             ibpb_between_guests: has(host::IBPB),
             ibpb_after_exit: has(host::IBPB_ON_VMEXIT) && has(host::IBPB),
             ibpb_before_user: has(host::IBPB_EXIT_TO_USER),
-            missing: Missing {
-                bhb_clear: vmx && has(host::CLEAR_BHB_VMEXIT),
-                l1d_flush: l1tf && !has(host::FLUSH_L1D),
-                untrain_ret: has(host::UNRET),
-                call_depth: has(host::CALL_DEPTH),
-                v_spec_ctrl: !vmx && has(host::V_SPEC_CTRL),
-            },
+            bhb_clear_after_exit: vmx && has(host::CLEAR_BHB_VMEXIT),
+            untrain_ret_after_exit: has(host::UNRET) || has(host::CALL_DEPTH),
         }
     }
 
-    /// Every step that needs no CPU feature (the full RSB fill and VERW),
-    /// on top of what `bits` asks for: the test suite loads rkvm so once,
-    /// because the test kernel runs without CPU mitigations and would
-    /// otherwise never execute them (`rkvm.speculation_test=1`).
-    pub(crate) fn with_every_sequence(self) -> Self {
+    /// Every step that needs no CPU feature, on top of what `bits` asks
+    /// for: the full RSB fill, VERW, the call to the return untraining
+    /// (whose body is the host's alternatives, empty on a host without
+    /// them), and on VMX the branch history clearing and, unless the CPU
+    /// flushes through the MSR, the software L1D flush. The test suite
+    /// loads rkvm so once, because the test kernel runs without CPU
+    /// mitigations and would otherwise never execute them
+    /// (`rkvm.speculation_test=1`).
+    pub(crate) fn with_every_sequence(self, vmx: bool) -> Self {
         Plan {
             rsb_fill: RsbFill::Full,
             verw_before_entry: true,
+            untrain_ret_after_exit: true,
+            bhb_clear_after_exit: vmx,
+            l1d_flush: match self.l1d_flush {
+                L1dFlush::None if vmx => L1dFlush::Software,
+                other => other,
+            },
             ..self
         }
     }
@@ -172,10 +185,22 @@ impl Plan {
                 "one RSB entry after exit (PBRSB)",
             ),
             (self.verw_before_entry, "VERW before entry"),
-            (self.l1d_flush_before_entry, "L1D flush before entry"),
+            (self.l1d_flush == L1dFlush::Msr, "L1D flush before entry"),
+            (
+                self.l1d_flush == L1dFlush::Software,
+                "software L1D flush before entry",
+            ),
             (self.ibpb_between_guests, "IBPB between guests"),
             (self.ibpb_after_exit, "IBPB after exit (SRSO)"),
             (self.ibpb_before_user, "IBPB before user space (VMSCAPE)"),
+            (
+                self.untrain_ret_after_exit,
+                "return untraining after exit (Retbleed/SRSO)",
+            ),
+            (
+                self.bhb_clear_after_exit,
+                "branch history clearing after exit (BHI)",
+            ),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))

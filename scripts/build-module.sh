@@ -20,11 +20,12 @@ if ! make -C "$kbuild" M="$RKVM_TOP" "${mk[@]}" "${extra[@]}" -j"$(nproc)" modul
 	die "module build failed; full log: $log"
 fi
 # Rust warnings start their line; C warnings (helpers.c, with W=1) name
-# their file and line. (objtool's are not counted yet: it reports one
-# "unreachable instruction" in the VMX world switch that predates this
-# check.)
-if grep -Eq '^warning|\.[ch]:[0-9]+:[0-9]+: warning:' "$log"; then
-	grep -E '^warning|^ *--> |\.[ch]:[0-9]+:[0-9]+: warning:' "$log" >&2
+# their file and line; the assembler's (vmexit.S) say "Warning"; objtool's
+# (which checks the world switches' and vmexit.S's control flow and
+# annotations) name the object.
+warn='^warning|\.[chS]:[0-9]+:([0-9]+:)? ([Ww]arning|[Ee]rror):|: (warning|error): objtool:'
+if grep -Eq "$warn" "$log"; then
+	grep -E "$warn|^ *--> " "$log" >&2
 	die "module build has warnings (treated as errors); full log: $log"
 fi
 mkdir -p "$RKVM_OUT"

@@ -6,11 +6,18 @@
 //! [`EntryFlags`]).
 
 use super::cpu::wrmsr;
-use crate::spec::{Plan, RsbFill};
+use crate::spec::{L1dFlush, Plan, RsbFill};
+use kernel::alloc::{flags::GFP_KERNEL, KBox};
 
 extern "C" {
     fn rkvm_host_spec_bits() -> u32;
     fn rkvm_ibpb_before_user();
+    /// `vmexit.S`: the host's return untraining and call-depth reset.
+    /// Called from the world-switch assembly only; clobbers RAX.
+    pub(crate) fn rkvm_untrain_ret_vm();
+    /// `vmexit.S`: Intel's branch history clearing sequence. Called from
+    /// the world-switch assembly only; clobbers RAX and RCX.
+    pub(crate) fn rkvm_clear_bhb();
 }
 
 /// IA32_PRED_CMD and its IBPB bit. SDM Vol. 4 Table 2-2.
@@ -43,6 +50,47 @@ pub(crate) fn l1d_flush() {
     let _ = unsafe { wrmsr(MSR_FLUSH_CMD, FLUSH_CMD_L1D) };
 }
 
+/// The size of the software L1D flush: twice the 32 KiB L1 data cache of
+/// every CPU affected by L1TF, so that every line of it is replaced.
+const L1D_FLUSH_BYTES: usize = 64 * 1024;
+
+/// The buffer a software L1D flush reads (L1TF on a CPU without
+/// IA32_FLUSH_CMD). Physically contiguous (kmalloc of this size comes from
+/// the page allocator), so that it covers every cache set evenly; shared
+/// by every CPU, as it is only read.
+pub(crate) struct L1dFlushBuffer(KBox<[u8; L1D_FLUSH_BYTES]>);
+
+impl L1dFlushBuffer {
+    /// The buffer, if `plan` flushes in software.
+    pub(crate) fn for_plan(plan: &Plan) -> Result<Option<Self>, kernel::alloc::AllocError> {
+        if plan.l1d_flush != L1dFlush::Software {
+            return Ok(None);
+        }
+        Ok(Some(L1dFlushBuffer(KBox::zeroed(GFP_KERNEL)?)))
+    }
+
+    /// Replaces the contents of this CPU's L1 data cache with the buffer:
+    /// first one read per page, so that the second pass takes no TLB miss
+    /// half-way, then a serializing CPUID, then one read per 64-byte line,
+    /// then LFENCE so that the guest does not start before the last read.
+    pub(crate) fn flush(&self) {
+        const PAGE: usize = 4096;
+        const LINE: usize = 64;
+        let base = self.0.as_ptr();
+        for offset in (0..L1D_FLUSH_BYTES).step_by(PAGE) {
+            // SAFETY: `offset` is inside the buffer; a volatile read is never elided.
+            unsafe { core::ptr::read_volatile(base.add(offset)) };
+        }
+        super::cpu::cpuid(0, 0);
+        for offset in (0..L1D_FLUSH_BYTES).step_by(LINE) {
+            // SAFETY: As above.
+            unsafe { core::ptr::read_volatile(base.add(offset)) };
+        }
+        // SAFETY: LFENCE only orders execution.
+        unsafe { core::arch::asm!("lfence", options(nostack, preserves_flags)) };
+    }
+}
+
 /// VMSCAPE: the kernel flushes branch predictions before this CPU next
 /// returns to user space (a guest ran on it).
 pub(crate) fn ibpb_before_user() {
@@ -63,6 +111,10 @@ impl EntryFlags {
     pub(crate) const RSB_FULL: u64 = 1 << 1;
     /// Overwrite one RSB entry after the exit (PBRSB).
     pub(crate) const RSB_ONE: u64 = 1 << 2;
+    /// Call `rkvm_untrain_ret_vm` after the exit (Retbleed, SRSO).
+    pub(crate) const UNTRAIN_RET: u64 = 1 << 3;
+    /// Call `rkvm_clear_bhb` after the exit (BHI).
+    pub(crate) const CLEAR_BHB: u64 = 1 << 4;
 
     pub(crate) fn of(plan: &Plan) -> Self {
         let mut f = 0;
@@ -74,6 +126,12 @@ impl EntryFlags {
             RsbFill::One => Self::RSB_ONE,
             RsbFill::None => 0,
         };
+        if plan.untrain_ret_after_exit {
+            f |= Self::UNTRAIN_RET;
+        }
+        if plan.bhb_clear_after_exit {
+            f |= Self::CLEAR_BHB;
+        }
         EntryFlags(f)
     }
 }
@@ -88,11 +146,14 @@ pub(crate) static VERW_SELECTOR: u16 = 3 * 8;
 /// harmless ones (16 rounds of two calls, each return address leading to
 /// an `int3` speculation trap, the stack put back after each round); if
 /// `{rsb_one}` is set, one such entry, with an LFENCE so that the call
-/// retires before any `ret`. Then the flags are popped. Runs before the
-/// first `ret` after the guest ran: until then the RSB holds the guest's
-/// entries. Each call is marked as intra-function for objtool, as the
-/// kernel's own `__FILL_RETURN_SLOT` is. Uses RCX.
-macro_rules! fill_rsb_and_pop_flags {
+/// retires before any `ret`. Then, if `{untrain_ret}` is set, the call to
+/// `{untrain}` (return untraining, call-depth reset), and if `{clear_bhb}`
+/// is set, the call to `{bhb}` (branch history clearing). Then the flags
+/// are popped. Runs before the first `ret` after the guest ran: until then
+/// the RSB holds the guest's entries. Each call into the fill is marked as
+/// intra-function for objtool, as the kernel's own `__FILL_RETURN_SLOT`
+/// is. Uses RCX; RAX is kept (VMX returns its result in it).
+macro_rules! after_exit_and_pop_flags {
     () => {
         concat!(
             "test qword ptr [rsp], {rsb_full}\n",
@@ -130,8 +191,18 @@ macro_rules! fill_rsb_and_pop_flags {
             "add rsp, 8\n",
             "lfence\n",
             "76:\n",
+            "push rax\n",
+            "test qword ptr [rsp + 8], {untrain_ret}\n",
+            "jz 77f\n",
+            "call {untrain}\n",
+            "77:\n",
+            "test qword ptr [rsp + 8], {clear_bhb}\n",
+            "jz 78f\n",
+            "call {bhb}\n",
+            "78:\n",
+            "pop rax\n",
             "add rsp, 8\n",
         )
     };
 }
-pub(crate) use fill_rsb_and_pop_flags;
+pub(crate) use after_exit_and_pop_flags;

@@ -8,7 +8,9 @@
 //! per-CPU data through GS). APM Vol. 2 15.5 (VMRUN), 15.5.2 (VMLOAD and
 //! VMSAVE), 15.17 (the global interrupt flag).
 
-use super::spec::{fill_rsb_and_pop_flags, EntryFlags, VERW_SELECTOR};
+use super::spec::{
+    after_exit_and_pop_flags, rkvm_clear_bhb, rkvm_untrain_ret_vm, EntryFlags, VERW_SELECTOR,
+};
 use core::arch::asm;
 use core::mem::offset_of;
 
@@ -60,8 +62,9 @@ pub(crate) unsafe fn stgi() {
 /// - `host_save_pa` is a page-aligned physical page this CPU owns.
 ///
 /// `flags` adds the speculation steps of `crate::spec::Plan` that belong
-/// inside the switch: VERW right before VMRUN, and the RSB fill before the
-/// first `ret` after it ([`fill_rsb_and_pop_flags`]).
+/// inside the switch: VERW right before VMRUN, and the RSB fill, return
+/// untraining and branch history clearing before the first `ret` after it
+/// ([`after_exit_and_pop_flags`]).
 #[inline(always)]
 pub(crate) unsafe fn vmrun(
     vmcb_pa: u64,
@@ -157,10 +160,14 @@ pub(crate) unsafe fn vmrun(
             "vmload rax",
             "pop rbx",
             "pop rbp",
-            fill_rsb_and_pop_flags!(),
+            after_exit_and_pop_flags!(),
             verw = const EntryFlags::VERW,
             rsb_full = const EntryFlags::RSB_FULL,
             rsb_one = const EntryFlags::RSB_ONE,
+            untrain_ret = const EntryFlags::UNTRAIN_RET,
+            clear_bhb = const EntryFlags::CLEAR_BHB,
+            untrain = sym rkvm_untrain_ret_vm,
+            bhb = sym rkvm_clear_bhb,
             verw_sel = sym VERW_SELECTOR,
             rbx = const offset_of!(GuestGprs, rbx),
             rcx = const offset_of!(GuestGprs, rcx),

@@ -18,7 +18,9 @@
 //! Why VMX is on only around one guest entry (and not, like SVM, from
 //! module load to unload) is explained in `vmx/mod.rs`.
 
-use super::spec::{fill_rsb_and_pop_flags, EntryFlags, VERW_SELECTOR};
+use super::spec::{
+    after_exit_and_pop_flags, rkvm_clear_bhb, rkvm_untrain_ret_vm, EntryFlags, VERW_SELECTOR,
+};
 use crate::vmx::vmcs::{self, Field, Width};
 use core::arch::asm;
 use core::fmt;
@@ -307,8 +309,9 @@ impl CurrentVmcs<'_> {
     /// use.
     ///
     /// `flags` adds the speculation steps of `crate::spec::Plan` that belong
-    /// inside the switch: VERW right before VMLAUNCH, and the RSB fill before
-    /// the first `ret` after the exit ([`fill_rsb_and_pop_flags`]).
+    /// inside the switch: VERW right before VMLAUNCH, and the RSB fill,
+    /// return untraining and branch history clearing before the first `ret`
+    /// after the exit ([`after_exit_and_pop_flags`]).
     pub(crate) unsafe fn launch(
         &mut self,
         gprs: &mut GuestGprs,
@@ -358,10 +361,11 @@ impl CurrentVmcs<'_> {
                 "verw word ptr [rip + {verw_sel}]",
                 "5:",
                 "vmlaunch",
-                // VMLAUNCH fell through: it failed (CF or ZF), nothing ran.
-                "3:",
-                "mov eax, 1",
-                "jmp 4f",
+                // VMLAUNCH fell through: it failed, with CF (VMfailInvalid) or ZF
+                // (VMfailValid) set, and nothing ran. The jump is conditional so that the
+                // exit path below stays reachable for objtool, which cannot know that the
+                // CPU enters it at label 2 (after a failure it is always taken).
+                "jbe 3f",
                 // VM exit: the guest's registers are live; the GPR pointer is on the stack.
                 "2:",
                 "push rdi",
@@ -385,6 +389,10 @@ impl CurrentVmcs<'_> {
                 "mov rax, cr2",
                 "mov [rdi + {cr2}], rax",
                 "xor eax, eax",
+                "jmp 4f",
+                // VMWRITE or VMLAUNCH failed.
+                "3:",
+                "mov eax, 1",
                 "4:",
                 // Leave no guest value in a register the host might speculate on.
                 "xor ecx, ecx",
@@ -401,10 +409,14 @@ impl CurrentVmcs<'_> {
                 "pop rdi",
                 "pop rbx",
                 "pop rbp",
-                fill_rsb_and_pop_flags!(),
+                after_exit_and_pop_flags!(),
                 verw = const EntryFlags::VERW,
                 rsb_full = const EntryFlags::RSB_FULL,
                 rsb_one = const EntryFlags::RSB_ONE,
+                untrain_ret = const EntryFlags::UNTRAIN_RET,
+                clear_bhb = const EntryFlags::CLEAR_BHB,
+                untrain = sym rkvm_untrain_ret_vm,
+                bhb = sym rkvm_clear_bhb,
                 verw_sel = sym VERW_SELECTOR,
                 host_rsp = const vmcs::HOST_RSP.encoding(),
                 host_rip = const vmcs::HOST_RIP.encoding(),

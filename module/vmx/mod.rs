@@ -52,6 +52,7 @@ use crate::mmu::{SecondLevel, Slat};
 use crate::spec::Plan;
 use crate::sys::cpu::{self, this_cpu, IrqsDisabled};
 use crate::sys::mem::kmalloc_phys;
+use crate::sys::spec::L1dFlushBuffer;
 use crate::sys::vmx::{VmxOn, VmxOnError};
 use crate::x86::regs::HostLimits;
 use caps::{Caps, CR0_PE_PG};
@@ -105,6 +106,8 @@ pub(crate) struct VmxShared {
     pub(crate) last_guest: cpu::LastGuest,
     /// The speculation steps around each entry and exit.
     pub(crate) spec: Plan,
+    /// What a software L1D flush reads, if the plan has one.
+    pub(crate) l1d_flush_buffer: Option<L1dFlushBuffer>,
     /// VPIDs in use, one bit each; VPID 0 is the host's.
     vpids: KVec<AtomicU64>,
 }
@@ -224,6 +227,7 @@ impl Vmx {
                 msr_bitmap,
                 last_guest: cpu::LastGuest::new(possible, spec.ibpb_between_guests)
                     .map_err(|_| "out of memory")?,
+                l1d_flush_buffer: L1dFlushBuffer::for_plan(&spec).map_err(oom)?,
                 spec,
                 vpids,
             },

@@ -22,6 +22,7 @@ use super::vmcs::{
 use super::{VmxRegion, VmxShared};
 use crate::abi::{kvm_dtable, kvm_segment};
 use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
+use crate::spec::L1dFlush;
 use crate::sys::cpu::{self, this_cpu};
 use crate::sys::mem::kmalloc_phys;
 use crate::sys::spec::EntryFlags;
@@ -645,8 +646,14 @@ impl VmxVcpu {
             .last_guest
             .entering(cpu, kmalloc_phys(&*self.vmcs).0);
         let spec = &self.shared.spec;
-        if spec.l1d_flush_before_entry {
-            crate::sys::spec::l1d_flush();
+        match spec.l1d_flush {
+            L1dFlush::None => {}
+            L1dFlush::Msr => crate::sys::spec::l1d_flush(),
+            L1dFlush::Software => {
+                if let Some(buffer) = &self.shared.l1d_flush_buffer {
+                    buffer.flush();
+                }
+            }
         }
         // SAFETY: Interrupts are off (our caller's contract); every host field was written
         // from this CPU's state just now; the controls intercept interrupts, NMIs, I/O,

@@ -95,8 +95,10 @@ else
 fi
 
 # Speculation hygiene: the test kernel runs without CPU mitigations, so
-# the RSB fill after each exit and the VERW before each entry never ran
-# above. Load rkvm with them forced on (module/spec.rs) and run guests
+# the RSB fill after each exit, the VERW before each entry, the call to
+# the return untraining and, on VMX, the software L1D flush and the branch
+# history clearing never ran above. Load rkvm with them forced on
+# (module/spec.rs, `with_every_sequence`) and run guests
 # once more: `tool` (many entries and exits through the rkvm tool) when
 # the suite has it, else its first program (the Bochs boot on an AMD CPU
 # runs only `run` and `qemu`: `tool`'s triple-faulting guest resets the
@@ -105,8 +107,13 @@ set -- $TESTS
 spec_prog=$1
 for t in "$@"; do [ "$t" = tool ] && spec_prog=tool; done
 spec_line='speculation: RSB fill after exit, VERW before entry'
+if grep -qw vmx /proc/cpuinfo; then
+	spec_line="$spec_line, software L1D flush before entry, return untraining after exit (Retbleed/SRSO), branch history clearing after exit (BHI) (speculation_test)"
+else
+	spec_line="$spec_line, return untraining after exit (Retbleed/SRSO) (speculation_test)"
+fi
 if insmod /lib/modules/rkvm.ko speculation_test=1; then
-	if dmesg | tail -n 30 | grep -q "$spec_line"; then
+	if dmesg | tail -n 30 | grep -qF "$spec_line"; then
 		RKVM_STRICT=1 run_one "speculation:$spec_prog" "/selftests/$spec_prog" /dev/rkvm
 	else
 		result "speculation:$spec_prog" 1 "rkvm did not log '$spec_line' with speculation_test=1"

@@ -2,7 +2,7 @@
 //! and exit for a host's mitigation state, as KVM keys them on the same
 //! `X86_FEATURE_*` and `X86_BUG_*` bits.
 
-use crate::spec::{host, Missing, Plan, RsbFill};
+use crate::spec::{host, L1dFlush, Plan, RsbFill};
 
 const SVM: bool = false;
 const VMX: bool = true;
@@ -12,9 +12,10 @@ fn a_host_without_mitigations_asks_for_nothing() {
     for vmx in [SVM, VMX] {
         let p = Plan::new(0, vmx);
         assert_eq!(p.rsb_fill, RsbFill::None);
-        assert!(!p.verw_before_entry && !p.l1d_flush_before_entry);
+        assert!(!p.verw_before_entry);
+        assert_eq!(p.l1d_flush, L1dFlush::None);
         assert!(!p.ibpb_between_guests && !p.ibpb_after_exit && !p.ibpb_before_user);
-        assert_eq!(p.missing, Missing::default());
+        assert!(!p.bhb_clear_after_exit && !p.untrain_ret_after_exit);
         assert_eq!(p.names().count(), 0);
     }
 }
@@ -43,16 +44,20 @@ fn buffers_are_cleared_before_entry_on_both_vendors() {
 }
 
 #[test]
-fn l1tf_flushes_l1d_on_vmx_only_and_says_when_it_cannot() {
-    let p = Plan::new(host::L1TF | host::FLUSH_L1D, VMX);
-    assert!(p.l1d_flush_before_entry);
-    assert!(!p.missing.l1d_flush);
-    let p = Plan::new(host::L1TF, VMX);
-    assert!(!p.l1d_flush_before_entry);
-    assert!(p.missing.l1d_flush);
+fn l1tf_flushes_l1d_on_vmx_only_in_software_without_the_msr() {
+    assert_eq!(
+        Plan::new(host::L1TF | host::FLUSH_L1D, VMX).l1d_flush,
+        L1dFlush::Msr
+    );
+    assert_eq!(Plan::new(host::L1TF, VMX).l1d_flush, L1dFlush::Software);
+    // No L1TF (or mitigations off): no flush, whatever the CPU has.
+    assert_eq!(Plan::new(host::FLUSH_L1D, VMX).l1d_flush, L1dFlush::None);
     // AMD is not affected by L1TF; nested paging there is not EPT.
-    let p = Plan::new(host::L1TF | host::FLUSH_L1D, SVM);
-    assert!(!p.l1d_flush_before_entry && !p.missing.l1d_flush);
+    assert_eq!(
+        Plan::new(host::L1TF | host::FLUSH_L1D, SVM).l1d_flush,
+        L1dFlush::None
+    );
+    assert_eq!(Plan::new(host::L1TF, SVM).l1d_flush, L1dFlush::None);
 }
 
 #[test]
@@ -66,33 +71,48 @@ fn ibpb_steps_need_ibpb_and_follow_their_own_bits() {
 }
 
 #[test]
-fn the_bhb_clearing_loop_is_reported_missing_on_vmx() {
-    assert!(Plan::new(host::CLEAR_BHB_VMEXIT, VMX).missing.bhb_clear);
-    assert!(!Plan::new(host::CLEAR_BHB_VMEXIT, SVM).missing.bhb_clear);
+fn the_bhb_clearing_sequence_runs_on_vmx_only() {
+    assert!(Plan::new(host::CLEAR_BHB_VMEXIT, VMX).bhb_clear_after_exit);
+    // BHI is an Intel matter; KVM's SVM exit has no such loop either.
+    assert!(!Plan::new(host::CLEAR_BHB_VMEXIT, SVM).bhb_clear_after_exit);
+}
+
+#[test]
+fn returns_are_untrained_after_exit_when_the_host_untrains_or_tracks_depth() {
+    for vmx in [SVM, VMX] {
+        assert!(Plan::new(host::UNRET, vmx).untrain_ret_after_exit);
+        assert!(Plan::new(host::CALL_DEPTH, vmx).untrain_ret_after_exit);
+        assert!(!Plan::new(host::IBPB | host::RSB_VMEXIT, vmx).untrain_ret_after_exit);
+    }
+    let names: Vec<_> = Plan::new(host::UNRET, SVM).names().collect();
+    assert_eq!(names, ["return untraining after exit (Retbleed/SRSO)"]);
 }
 
 #[test]
 fn the_test_mode_adds_the_featureless_sequences_only() {
-    let p = Plan::new(0, VMX).with_every_sequence();
+    let p = Plan::new(0, VMX).with_every_sequence(VMX);
     assert_eq!(p.rsb_fill, RsbFill::Full);
-    assert!(p.verw_before_entry);
+    assert!(p.verw_before_entry && p.untrain_ret_after_exit && p.bhb_clear_after_exit);
+    assert_eq!(p.l1d_flush, L1dFlush::Software);
     // Steps that need an MSR stay as the host has them.
-    assert!(!p.l1d_flush_before_entry && !p.ibpb_between_guests && !p.ibpb_after_exit);
+    assert!(!p.ibpb_between_guests && !p.ibpb_after_exit && !p.ibpb_before_user);
     let names: Vec<_> = p.names().collect();
-    assert_eq!(names, ["RSB fill after exit", "VERW before entry"]);
-}
-
-#[test]
-fn what_rkvm_does_not_do_is_reported() {
-    let p = Plan::new(host::UNRET | host::CALL_DEPTH | host::V_SPEC_CTRL, SVM);
-    assert!(p.missing.untrain_ret && p.missing.call_depth && p.missing.v_spec_ctrl);
-    // V_SPEC_CTRL is an SVM feature.
-    assert!(!Plan::new(host::V_SPEC_CTRL, VMX).missing.v_spec_ctrl);
-    // None of them is a step rkvm takes.
     assert_eq!(
-        Plan::new(host::UNRET | host::CALL_DEPTH, SVM)
-            .names()
-            .count(),
-        0
+        names,
+        [
+            "RSB fill after exit",
+            "VERW before entry",
+            "software L1D flush before entry",
+            "return untraining after exit (Retbleed/SRSO)",
+            "branch history clearing after exit (BHI)",
+        ]
     );
+    // A CPU that flushes through the MSR keeps doing so.
+    let p = Plan::new(host::L1TF | host::FLUSH_L1D, VMX).with_every_sequence(VMX);
+    assert_eq!(p.l1d_flush, L1dFlush::Msr);
+    // SVM: no VMX-only step is added.
+    let p = Plan::new(0, SVM).with_every_sequence(SVM);
+    assert!(!p.bhb_clear_after_exit);
+    assert_eq!(p.l1d_flush, L1dFlush::None);
+    assert!(p.untrain_ret_after_exit && p.verw_before_entry);
 }
