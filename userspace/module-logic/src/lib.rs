@@ -37,6 +37,13 @@ pub(crate) mod memslot;
 #[path = "../../../module/spec.rs"]
 pub(crate) mod spec;
 
+/// The in-kernel interrupt controllers' pure parts (`module/irq/`).
+#[path = "../../../module/irq"]
+pub(crate) mod irq {
+    pub(crate) mod delivery;
+    pub(crate) mod lapic;
+}
+
 #[path = "../../../module/x86/mod.rs"]
 pub(crate) mod x86;
 

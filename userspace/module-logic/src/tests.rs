@@ -568,6 +568,7 @@ mod msrs {
 
 mod decoder;
 mod emulate_rules;
+mod lapic;
 mod page_walk;
 mod speculation;
 mod vmx_caps;
