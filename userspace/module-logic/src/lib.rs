@@ -41,7 +41,9 @@ pub(crate) mod spec;
 #[path = "../../../module/irq"]
 pub(crate) mod irq {
     pub(crate) mod delivery;
+    pub(crate) mod ioapic;
     pub(crate) mod lapic;
+    pub(crate) mod pic;
 }
 
 #[path = "../../../module/x86/mod.rs"]

@@ -568,8 +568,10 @@ mod msrs {
 
 mod decoder;
 mod emulate_rules;
+mod ioapic;
 mod lapic;
 mod page_walk;
+mod pic;
 mod speculation;
 mod vmx_caps;
 mod vmx_vpid;
