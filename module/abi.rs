@@ -49,6 +49,11 @@ pub(crate) const KVM_SET_TSS_ADDR: u32 = _IO(KVMIO, 0x47);
 pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = _IOW::<u64>(KVMIO, 0x48);
 pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 =
     _IOW::<kvm_userspace_memory_region2>(KVMIO, 0x49);
+pub(crate) const KVM_CREATE_IRQCHIP: u32 = _IO(KVMIO, 0x60);
+pub(crate) const KVM_IRQ_LINE: u32 = _IOW::<kvm_irq_level>(KVMIO, 0x61);
+pub(crate) const KVM_GET_IRQCHIP: u32 = _IOWR::<kvm_irqchip>(KVMIO, 0x62);
+// KVM's header declares KVM_SET_IRQCHIP with _IOR although it reads the struct.
+pub(crate) const KVM_SET_IRQCHIP: u32 = _IOR::<kvm_irqchip>(KVMIO, 0x63);
 pub(crate) const KVM_SET_GSI_ROUTING: u32 = _IOW::<kvm_irq_routing>(KVMIO, 0x6a);
 pub(crate) const KVM_ENABLE_CAP: u32 = _IOW::<kvm_enable_cap>(KVMIO, 0xa3);
 
@@ -68,6 +73,8 @@ pub(crate) const KVM_SET_FPU: u32 = _IOW::<kvm_fpu>(KVMIO, 0x8d);
 pub(crate) const KVM_GET_MP_STATE: u32 = _IOR::<kvm_mp_state>(KVMIO, 0x98);
 pub(crate) const KVM_SET_MP_STATE: u32 = _IOW::<kvm_mp_state>(KVMIO, 0x99);
 pub(crate) const KVM_GET_TSC_KHZ: u32 = _IO(KVMIO, 0xa3);
+pub(crate) const KVM_GET_LAPIC: u32 = _IOR::<kvm_lapic_state>(KVMIO, 0x8e);
+pub(crate) const KVM_SET_LAPIC: u32 = _IOW::<kvm_lapic_state>(KVMIO, 0x8f);
 
 // Well-known values, as a cross-check of the computation above.
 const _: () = assert!(KVM_CREATE_VM == 0xAE01);
@@ -78,6 +85,10 @@ const _: () = assert!(KVM_GET_FPU == 0x81A0_AE8C);
 const _: () = assert!(KVM_SET_GSI_ROUTING == 0x4008_AE6A);
 const _: () = assert!(KVM_ENABLE_CAP == 0x4068_AEA3);
 const _: () = assert!(KVM_GET_MP_STATE == 0x8004_AE98);
+const _: () = assert!(KVM_IRQ_LINE == 0x4008_AE61);
+const _: () = assert!(KVM_GET_IRQCHIP == 0xC208_AE62);
+const _: () = assert!(KVM_SET_IRQCHIP == 0x8208_AE63);
+const _: () = assert!(KVM_GET_LAPIC == 0x8400_AE8E);
 
 /// Limits KVM x86 enforces on variable-length arguments, matched exactly.
 /// `KVM_MAX_CPUID_ENTRIES` in `arch/x86/include/asm/kvm_host.h`.

@@ -81,6 +81,8 @@ void rkvm_vmx_host_save(struct rkvm_vmx_host *h);
 void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h);
 void rkvm_cond_resched(void);
 int rkvm_smp_call_function_single(int cpu, void (*func)(void *info), void *info);
+u64 rkvm_ktime_ns(void);
+void rkvm_kick_cpu_async(int cpu);
 
 phys_addr_t rkvm_page_to_phys(struct page *page)
 {
@@ -488,4 +490,31 @@ u32 rkvm_host_spec_bits(void)
 void rkvm_ibpb_before_user(void)
 {
 	this_cpu_write(x86_ibpb_exit_to_user, true);
+}
+
+/* The host's monotonic clock, in nanoseconds: the in-kernel APIC timer's time base. */
+u64 rkvm_ktime_ns(void)
+{
+	return ktime_get_ns();
+}
+
+/*
+ * Kicking a vCPU out of guest mode: an IPI to the CPU it runs on makes the
+ * guest exit (external interrupts always exit); the function it runs does
+ * nothing. Asynchronous, so callable with interrupts off and from a timer
+ * callback, unlike smp_call_function_single with wait. One request block
+ * per target CPU, for the module's lifetime: if one is still in flight,
+ * an IPI is already on its way and this one is not needed (-EBUSY). A
+ * block still queued when rkvm unloads is flushed by the IPIs that turn
+ * SVM/VMX off on every CPU, which queue behind it.
+ */
+static void rkvm_kick_nothing(void *info)
+{
+}
+
+static DEFINE_PER_CPU(call_single_data_t, rkvm_kick_csd) = CSD_INIT(rkvm_kick_nothing, NULL);
+
+void rkvm_kick_cpu_async(int cpu)
+{
+	smp_call_function_single_async(cpu, per_cpu_ptr(&rkvm_kick_csd, cpu));
 }

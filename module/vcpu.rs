@@ -13,7 +13,7 @@ use crate::abi::{
     kvm_sregs,
 };
 use crate::dev::Shared;
-use crate::run::{self, RunState};
+use crate::run::{self, apic_base_changed, IrqLink, RunState};
 use crate::stats::{Kind, Live};
 use crate::sys::cpu;
 use crate::sys::file::{FileObject, FileOps};
@@ -79,14 +79,15 @@ pub(crate) struct Vcpu {
 }
 
 impl Vcpu {
-    /// Creates vCPU `id` in its RESET state.
-    pub(crate) fn new(id: u32, shared: &Arc<Shared>) -> Result<Arc<Self>> {
+    /// Creates vCPU `id` in its RESET state, with its link to the VM's
+    /// in-kernel irqchip if there is one.
+    pub(crate) fn new(id: u32, shared: &Arc<Shared>, irq: Option<IrqLink>) -> Result<Arc<Self>> {
         let run_pages = [
             Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?,
             Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?,
         ];
         let live = Live::new(&shared.stats, Kind::Vcpu);
-        let run = RunState::new(shared.backend.create_vcpu()?)?;
+        let run = RunState::new(shared.backend.create_vcpu()?, irq)?;
         Arc::pin_init(
             pin_init!(Vcpu {
                 run_pages,
@@ -156,7 +157,12 @@ impl VcpuFd {
     }
 
     fn get_sregs(&self, arg: usize) -> Result<isize> {
-        let mut sregs = self.vcpu.state.lock().sregs;
+        let state = self.vcpu.state.lock();
+        let mut sregs = state.sregs;
+        if let Some(link) = state.run.irq.as_ref() {
+            sregs.cr8 = link.cr8();
+        }
+        drop(state);
         // No interrupt is queued for injection until KVM_RUN exists.
         sregs.interrupt_bitmap = [0; 4];
         user::write(arg, &sregs)?;
@@ -186,6 +192,32 @@ impl VcpuFd {
             ..new
         };
         state.run.sregs_changed(paging_changed);
+        if let Some(link) = state.run.irq.as_mut() {
+            link.set_cr8(cr8);
+        }
+        // The APIC follows the base MSR's enable and x2APIC bits (a host write: no
+        // transition is refused).
+        apic_base_changed(&mut state);
+        Ok(0)
+    }
+
+    /// `KVM_GET_LAPIC` (`EINVAL` without an in-kernel APIC, as KVM).
+    fn get_lapic(&self, arg: usize) -> Result<isize> {
+        let state = self.vcpu.state.lock();
+        let link = state.run.irq.as_ref().ok_or(EINVAL)?;
+        let regs = link.apic.get_state();
+        drop(state);
+        user::write(arg, &regs)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_LAPIC`: the register page, with the version the APIC has
+    /// and, in x2APIC mode, the ID its vCPU id gives.
+    fn set_lapic(&self, arg: usize) -> Result<isize> {
+        let regs: [u8; 1024] = user::read(arg)?;
+        let mut state = self.vcpu.state.lock();
+        let link = state.run.irq.as_mut().ok_or(EINVAL)?;
+        link.apic.set_state(&regs, &mut link.timer)?;
         Ok(0)
     }
 
@@ -351,8 +383,20 @@ impl FileObject for VcpuFd {
             abi::KVM_SET_FPU => this.set_fpu(arg),
             // Always runnable without an in-kernel APIC: see `set_mp_state`.
             abi::KVM_GET_MP_STATE => {
+                let halted = this
+                    .vcpu
+                    .state
+                    .lock()
+                    .run
+                    .irq
+                    .as_ref()
+                    .is_some_and(|l| l.halted);
                 let state = kvm_mp_state {
-                    mp_state: abi::KVM_MP_STATE_RUNNABLE,
+                    mp_state: if halted {
+                        abi::KVM_MP_STATE_HALTED
+                    } else {
+                        abi::KVM_MP_STATE_RUNNABLE
+                    },
                 };
                 user::write(arg, &state)?;
                 Ok(0)
@@ -363,9 +407,16 @@ impl FileObject for VcpuFd {
             abi::KVM_GET_TSC_KHZ => Ok(cpu::tsc_khz() as isize),
             abi::KVM_INTERRUPT => {
                 let irq: kvm_interrupt = user::read(arg)?;
-                this.vcpu.state.lock().run.queue_interrupt(irq.irq)?;
+                let mut state = this.vcpu.state.lock();
+                // With an in-kernel irqchip, interrupts come from it (KVM: ENXIO).
+                if state.run.irq.is_some() {
+                    return Err(ENXIO);
+                }
+                state.run.queue_interrupt(irq.irq)?;
                 Ok(0)
             }
+            abi::KVM_GET_LAPIC => this.get_lapic(arg),
+            abi::KVM_SET_LAPIC => this.set_lapic(arg),
             // KVM answers unknown vCPU ioctls with EINVAL (`kvm_arch_vcpu_ioctl`).
             _ => Err(EINVAL),
         }

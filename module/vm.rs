@@ -35,8 +35,10 @@
 
 use crate::abi::{self, kvm_enable_cap, kvm_userspace_memory_region, kvm_userspace_memory_region2};
 use crate::dev::{check_extension, Shared};
+use crate::irq::chip::{Irqchip, VcpuApic, CHIP_IOAPIC, IRQCHIP_BYTES};
 use crate::memslot::{Change, Request, SlotError, SlotTable};
 use crate::mmu::{MapError, PageSize, SecondLevel};
+use crate::run::IrqLink;
 use crate::stats::{Counter, ExitsByReason, Kind, Live, VmStats};
 use crate::sys::cpu;
 use crate::sys::debugfs::{DebugDir, TextFileOps};
@@ -105,6 +107,9 @@ struct VmInner {
     tss_addr: Option<u64>,
     /// `KVM_SET_IDENTITY_MAP_ADDR`: one page for VMX's real-mode page table.
     identity_map_addr: Option<u64>,
+    /// The in-kernel interrupt controllers (`KVM_CREATE_IRQCHIP`), created
+    /// before any vCPU and kept for the VM's life.
+    irqchip: Option<Arc<Irqchip>>,
 }
 
 /// A virtual machine.
@@ -156,6 +161,7 @@ impl Vm {
                         vcpus: KVec::new(),
                         tss_addr: None,
                         identity_map_addr: None,
+                        irqchip: None,
                     },
                     "rkvm::Vm::inner"
                 ),
@@ -380,7 +386,16 @@ impl Vm {
             return Err(EINVAL);
         }
         let (word, bit) = (id / 64, 1u64 << (id % 64));
-        let vcpu = Vcpu::new(id as u32, &this.shared)?;
+        // With an in-kernel irqchip, each vCPU gets its local APIC.
+        let chip = this.inner.lock().irqchip.clone();
+        let apic = match chip {
+            Some(_) => Some(VcpuApic::new(id as u32, true)?),
+            None => None,
+        };
+        let link = chip
+            .zip(apic.clone())
+            .map(|(chip, apic)| IrqLink::new(chip, apic, id as u32));
+        let vcpu = Vcpu::new(id as u32, &this.shared, link)?;
         let fd_object = VcpuFd::new(this.into(), vcpu.clone())?;
         {
             let mut inner = this.inner.lock();
@@ -390,7 +405,20 @@ impl Vm {
             if inner.vcpu_ids[word] & bit != 0 {
                 return Err(EEXIST);
             }
-            inner.vcpus.push(vcpu.clone(), GFP_KERNEL_ACCOUNT)?;
+            // KVM_CREATE_IRQCHIP cannot have come in between: it refuses a VM with vCPUs,
+            // and this one was built for the irqchip it saw.
+            if inner.irqchip.is_some() != apic.is_some() {
+                return Err(EINVAL);
+            }
+            if let (Some(chip), Some(apic)) = (&inner.irqchip, &apic) {
+                chip.add_apic(apic.clone())?;
+            }
+            if let Err(e) = inner.vcpus.push(vcpu.clone(), GFP_KERNEL_ACCOUNT) {
+                if let (Some(chip), Some(apic)) = (&inner.irqchip, &apic) {
+                    chip.remove_apic(apic);
+                }
+                return Err(e.into());
+            }
             inner.vcpu_ids[word] |= bit;
         }
         new_anon_fd(c"rkvm-vcpu", &VCPU_FOPS, fd_object)
@@ -400,6 +428,9 @@ impl Vm {
                 let mut inner = this.inner.lock();
                 inner.vcpus.retain(|v| !Arc::ptr_eq(v, &vcpu));
                 inner.vcpu_ids[word] &= !bit;
+                if let (Some(chip), Some(apic)) = (&inner.irqchip, &apic) {
+                    chip.remove_apic(apic);
+                }
             })
     }
 
@@ -410,6 +441,59 @@ impl Vm {
             return Err(EINVAL);
         }
         self.inner.lock().tss_addr = Some(addr as u64);
+        Ok(0)
+    }
+
+    /// `KVM_CREATE_IRQCHIP`: the in-kernel PIC and IOAPIC, and a local APIC
+    /// for every vCPU created afterwards. As KVM: `EEXIST` the second time,
+    /// `EINVAL` once a vCPU exists.
+    fn create_irqchip(&self) -> Result<isize> {
+        let mut inner = self.inner.lock();
+        if inner.irqchip.is_some() {
+            return Err(EEXIST);
+        }
+        if !inner.vcpus.is_empty() {
+            return Err(EINVAL);
+        }
+        inner.irqchip = Some(Irqchip::new()?);
+        Ok(0)
+    }
+
+    /// The irqchip, or `ENXIO` as KVM answers its ioctls without one.
+    fn irqchip(&self) -> Result<Arc<Irqchip>> {
+        self.inner.lock().irqchip.clone().ok_or(ENXIO)
+    }
+
+    /// `KVM_IRQ_LINE`: `struct kvm_irq_level` is the GSI and its level
+    /// (any non-zero level is high).
+    fn irq_line(&self, arg: usize) -> Result<isize> {
+        let [gsi, level]: [u32; 2] = user::read(arg)?;
+        self.irqchip()?.set_irq_line(gsi, level != 0);
+        Ok(0)
+    }
+
+    /// `KVM_GET_IRQCHIP`: the state of the chip `chip_id` names (0 and 1
+    /// the master and slave PIC, 2 the IOAPIC; others `EINVAL`).
+    fn get_irqchip(&self, arg: usize) -> Result<isize> {
+        let mut buf: [u8; IRQCHIP_BYTES] = user::read(arg)?;
+        let chip_id = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let state = self.irqchip()?.get_state(chip_id)?;
+        buf[8..].copy_from_slice(&state);
+        user::write(arg, &buf)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_IRQCHIP`.
+    fn set_irqchip(&self, arg: usize) -> Result<isize> {
+        let buf: [u8; IRQCHIP_BYTES] = user::read(arg)?;
+        let chip_id = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let chip = self.irqchip()?;
+        if chip_id > CHIP_IOAPIC {
+            return Err(EINVAL);
+        }
+        let mut state = [0u8; 512];
+        state.copy_from_slice(&buf[8..]);
+        chip.set_state(chip_id, &state)?;
         Ok(0)
     }
 
@@ -559,6 +643,10 @@ impl FileObject for Vm {
             abi::KVM_SET_TSS_ADDR => this.set_tss_addr(arg),
             abi::KVM_SET_IDENTITY_MAP_ADDR => this.set_identity_map_addr(arg),
             abi::KVM_SET_GSI_ROUTING => this.set_gsi_routing(arg),
+            abi::KVM_CREATE_IRQCHIP => this.create_irqchip(),
+            abi::KVM_IRQ_LINE => this.irq_line(arg),
+            abi::KVM_GET_IRQCHIP => this.get_irqchip(arg),
+            abi::KVM_SET_IRQCHIP => this.set_irqchip(arg),
             abi::KVM_ENABLE_CAP => this.enable_cap(arg),
             // KVM answers unknown VM ioctls with ENOTTY (`kvm_arch_vm_ioctl`).
             _ => Err(ENOTTY),

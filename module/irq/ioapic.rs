@@ -77,6 +77,42 @@ pub(crate) struct IoapicState {
     pub(crate) redirtbl: [u64; PINS],
 }
 
+impl IoapicState {
+    /// The size of `struct kvm_ioapic_state`: base address, IOREGSEL, ID,
+    /// IRR, padding, then the 24 redirection entries, little-endian.
+    pub(crate) const BYTES: usize = 8 + 4 * 4 + 8 * PINS;
+
+    /// The state as `struct kvm_ioapic_state`'s bytes.
+    pub(crate) fn to_bytes(self) -> [u8; Self::BYTES] {
+        let mut b = [0u8; Self::BYTES];
+        b[0..8].copy_from_slice(&self.base_address.to_le_bytes());
+        b[8..12].copy_from_slice(&self.ioregsel.to_le_bytes());
+        b[12..16].copy_from_slice(&self.id.to_le_bytes());
+        b[16..20].copy_from_slice(&self.irr.to_le_bytes());
+        for (i, e) in self.redirtbl.iter().enumerate() {
+            b[24 + 8 * i..32 + 8 * i].copy_from_slice(&e.to_le_bytes());
+        }
+        b
+    }
+
+    /// The state from `struct kvm_ioapic_state`'s bytes.
+    pub(crate) fn from_bytes(b: &[u8; Self::BYTES]) -> Self {
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u64_at = |o: usize| u64::from(u32_at(o)) | (u64::from(u32_at(o + 4)) << 32);
+        let mut redirtbl = [0u64; PINS];
+        for (i, e) in redirtbl.iter_mut().enumerate() {
+            *e = u64_at(24 + 8 * i);
+        }
+        IoapicState {
+            base_address: u64_at(0),
+            ioregsel: u32_at(8),
+            id: u32_at(12),
+            irr: u32_at(16),
+            redirtbl,
+        }
+    }
+}
+
 /// One IOAPIC.
 #[derive(Clone, Debug)]
 pub(crate) struct Ioapic {

@@ -25,8 +25,9 @@
 //! re-arm the timer). Pure logic, unit-tested on the host.
 //!
 //! Like KVM's, this APIC's timer counts at 1 GHz before the divider (one
-//! count per nanosecond), and it has six LVT entries (no CMCI). Directed
-//! EOI is not offered.
+//! count per nanosecond), it has six LVT entries (no CMCI), and vCPU 0's
+//! LINT0 starts as the PIC's virtual wire (KVM's `LINT0_REENABLED`
+//! quirk). Directed EOI is not offered.
 
 use super::delivery::{DeliveryMode, Destination, Message, Receiver, Shorthand};
 
@@ -253,6 +254,12 @@ impl Lapic {
         self.set(reg::VERSION, VERSION);
         for offset in LVTS {
             self.set(offset, lvt::MASKED);
+        }
+        // KVM's LINT0_REENABLED quirk (on by default): the BSP's LINT0 starts
+        // as an unmasked ExtINT entry, the PIC's virtual wire, as firmware
+        // would leave it.
+        if self.vcpu_id == 0 {
+            self.set(reg::LVT_LINT0, DeliveryMode::ExtInt.bits() << 8);
         }
         self.set(reg::DFR, 0xffff_ffff);
         self.set(reg::SVR, 0xff);
@@ -824,6 +831,12 @@ impl Lapic {
         ((deadline - now_ns) / self.divisor()).min(u64::from(u32::MAX)) as u32
     }
 
+    /// The period of a running periodic timer, in ns.
+    pub(crate) fn timer_period_ns(&self) -> Option<u64> {
+        (self.timer.deadline_ns.is_some() && self.timer.period_ns != 0)
+            .then_some(self.timer.period_ns)
+    }
+
     /// When the host timer must fire next (host ns), if the timer runs.
     pub(crate) fn timer_deadline(&self) -> Option<u64> {
         self.timer.deadline_ns
@@ -886,6 +899,25 @@ impl Lapic {
     }
 }
 
+/// The register page as `struct kvm_lapic_state`'s 1024 bytes
+/// (little-endian words).
+pub(crate) fn regs_to_bytes(regs: &[u32; 256]) -> [u8; 1024] {
+    let mut b = [0u8; 1024];
+    for (i, r) in regs.iter().enumerate() {
+        b[4 * i..4 * i + 4].copy_from_slice(&r.to_le_bytes());
+    }
+    b
+}
+
+/// The register page from `struct kvm_lapic_state`'s bytes.
+pub(crate) fn regs_from_bytes(b: &[u8; 1024]) -> [u32; 256] {
+    let mut regs = [0u32; 256];
+    for (i, r) in regs.iter_mut().enumerate() {
+        *r = u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+    }
+    regs
+}
+
 /// The x2APIC logical ID, derived from the x2APIC ID: cluster (ID bits
 /// 19:4) in bits 31:16, one bit for ID bits 3:0 in bits 15:0. SDM Vol. 3A
 /// 11.12.10.2.
@@ -900,7 +932,11 @@ pub(crate) fn tsc_deadline_ns(deadline: u64, tsc_now: u64, now_ns: u64, tsc_khz:
     if deadline <= tsc_now || tsc_khz == 0 {
         return now_ns;
     }
-    let ticks = u128::from(deadline - tsc_now);
-    let ns = ticks * 1_000_000 / u128::from(tsc_khz);
-    now_ns.saturating_add(ns.min(u128::from(u64::MAX)) as u64)
+    // ticks * 10^6 / kHz, in two parts so that nothing overflows (and no
+    // 128-bit division, which the kernel does not link).
+    let (ticks, khz) = (deadline - tsc_now, u64::from(tsc_khz));
+    let ns = (ticks / khz)
+        .saturating_mul(1_000_000)
+        .saturating_add((ticks % khz) * 1_000_000 / khz);
+    now_ns.saturating_add(ns)
 }

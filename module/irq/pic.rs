@@ -47,6 +47,55 @@ pub(crate) struct ChipState {
     pub(crate) elcr_mask: u8,
 }
 
+impl ChipState {
+    /// The size of `struct kvm_pic_state`: sixteen bytes, in field order.
+    pub(crate) const BYTES: usize = 16;
+
+    /// The state as `struct kvm_pic_state`'s bytes.
+    pub(crate) fn to_bytes(self) -> [u8; Self::BYTES] {
+        [
+            self.last_irr,
+            self.irr,
+            self.imr,
+            self.isr,
+            self.priority_add,
+            self.irq_base,
+            self.read_reg_select,
+            self.poll,
+            self.special_mask,
+            self.init_state,
+            self.auto_eoi,
+            self.rotate_on_auto_eoi,
+            self.special_fully_nested_mode,
+            self.init4,
+            self.elcr,
+            self.elcr_mask,
+        ]
+    }
+
+    /// The state from `struct kvm_pic_state`'s bytes.
+    pub(crate) fn from_bytes(b: &[u8; Self::BYTES]) -> Self {
+        ChipState {
+            last_irr: b[0],
+            irr: b[1],
+            imr: b[2],
+            isr: b[3],
+            priority_add: b[4],
+            irq_base: b[5],
+            read_reg_select: b[6],
+            poll: b[7],
+            special_mask: b[8],
+            init_state: b[9],
+            auto_eoi: b[10],
+            rotate_on_auto_eoi: b[11],
+            special_fully_nested_mode: b[12],
+            init4: b[13],
+            elcr: b[14],
+            elcr_mask: b[15],
+        }
+    }
+}
+
 /// One 8259A.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Chip {

@@ -40,6 +40,23 @@ pub(super) fn port_io(
     if !matches!(io.size, 1 | 2 | 4) {
         return Ok(Next::Fail(EIO));
     }
+    // The in-kernel PIC's ports: byte accesses only, as KVM's `picdev_*`
+    // (a wider IN reads 0s, a wider OUT is dropped); string I/O goes to user space.
+    if !io.string {
+        if io.input {
+            if let Some(value) = super::apic::port_in(state, io.port) {
+                let value = if size == 1 { u64::from(value) } else { 0 };
+                state.regs.rax = emulate::in_result(state.regs.rax, value, size);
+                state.regs.rip = next_rip;
+                return Ok(Next::Enter);
+            }
+        } else if (size == 1 && super::apic::port_out(state, io.port, state.regs.rax as u8))
+            || (size != 1 && state.run.irq.is_some() && crate::irq::pic::claims_port(io.port))
+        {
+            state.regs.rip = next_rip;
+            return Ok(Next::Enter);
+        }
+    }
     let mut transfer = StringIo {
         io,
         count: 1,

@@ -42,6 +42,10 @@ pub(super) fn mmio(
         }
     };
     let next_rip = insn.next_rip(state.regs.rip);
+    // The local APIC's page and the IOAPIC's window, with an in-kernel irqchip.
+    if super::apic::mmio(state, gpa, &insn, next_rip).is_some() {
+        return Ok(Next::Enter);
+    }
     if let Some(value) = insn.store_value(&state.regs) {
         page.write(UNION + offset_of!(MmioRun, data), &value.to_le_bytes())?;
         // A store is complete once user space has the data: RIP moves on now, as in KVM.

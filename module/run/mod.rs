@@ -22,6 +22,7 @@
 //! port I/O and MMIO reads complete on the next `KVM_RUN`, HLT exits to
 //! user space, interrupts come from `KVM_INTERRUPT`.
 
+mod apic;
 mod insn;
 mod io;
 mod mmio;
@@ -46,6 +47,8 @@ use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
 use mmio::mmio;
 use regs::{answer_cpuid, cr_read, cr_write, debug_register, guest_msr};
+
+pub(crate) use apic::{apic_base_changed, IrqLink};
 
 /// Where the exit-specific union starts in `struct kvm_run`.
 const UNION: usize = offset_of!(kvm_run, __bindgen_anon_1);
@@ -95,11 +98,14 @@ pub(crate) struct RunState {
     dr: [u64; 4],
     dr6: u64,
     dr7: u64,
+    /// The in-kernel irqchip, if the VM has one (`KVM_CREATE_IRQCHIP`).
+    pub(crate) irq: Option<IrqLink>,
 }
 
 impl RunState {
-    pub(crate) fn new(hw: KBox<dyn VendorVcpu>) -> Result<Self> {
+    pub(crate) fn new(hw: KBox<dyn VendorVcpu>, irq: Option<IrqLink>) -> Result<Self> {
         Ok(Self {
+            irq,
             hw,
             fpu: FpuImage::new(FpuLayout::probe())?,
             pending: None,
@@ -239,12 +245,15 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
     {
         return Err(EINVAL);
     }
-    // Without an in-kernel APIC, user space owns CR8 through kvm_run (`kvm_set_cr8`).
-    let cr8 = page.read::<u64>(offset_of!(kvm_run, cr8))?;
-    if cr8 >> 4 != 0 {
-        return Err(EINVAL);
+    // Without an in-kernel APIC, user space owns CR8 through kvm_run (`kvm_set_cr8`);
+    // with one, KVM ignores kvm_run.cr8: the APIC's TPR is CR8.
+    if state.run.irq.is_none() {
+        let cr8 = page.read::<u64>(offset_of!(kvm_run, cr8))?;
+        if cr8 >> 4 != 0 {
+            return Err(EINVAL);
+        }
+        state.sregs.cr8 = cr8;
     }
-    state.sregs.cr8 = cr8;
 
     if let Some(pending) = state.run.pending.take() {
         if pending.linear_rip == state.sregs.cs.base.wrapping_add(state.regs.rip) {
@@ -267,11 +276,22 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             return Err(EIO);
         }
 
+        // A vCPU halted in the kernel keeps waiting, in this KVM_RUN as in the last.
+        if state.run.irq.as_ref().is_some_and(|l| l.halted) {
+            if let Some(next) = apic::halt(state, page)? {
+                match next {
+                    Next::Fail(e) => return Err(e),
+                    _ => continue,
+                }
+            }
+        }
+        apic::sync_tpr(state);
+        let window = apic::pick_interrupt(state) || req.interrupt_window;
         let inject = state
             .run
             .event
             .or(state.run.queued_irq.map(Event::Interrupt));
-        let Some(info) = enter(vm, vcpu, state, inject, req.interrupt_window) else {
+        let Some(info) = enter(vm, vcpu, state, inject, window) else {
             // A signal or the scheduler came first: go round.
             continue;
         };
@@ -338,7 +358,11 @@ fn enter(
     let irqs = IrqsDisabled::new();
     // Pairs with `Vm::unmap`: publish that we are in the guest before reading the
     // generation (both sequentially consistent).
-    vcpu.set_running_on(Some(cpu::this_cpu()));
+    let cpu = cpu::this_cpu();
+    vcpu.set_running_on(Some(cpu));
+    // Pairs with `VcpuApic::kick`: an interrupt that arrived since the
+    // injection was decided makes the loop go round and decide again.
+    let kicked = run.irq.as_ref().is_some_and(|l| l.apic.entering(Some(cpu)));
     let entry = Entry {
         inject,
         interrupt_window,
@@ -350,13 +374,17 @@ fn enter(
         interrupt_shadow: run.interrupt_shadow,
         pdptrs,
     };
-    let info = if cpu::signal_pending() || cpu::need_resched() || !backend::entries_allowed() {
-        None
-    } else {
-        cpu::guest_enter_rcu_quiescent(&irqs);
-        Some(run.hw.run(GuestRegs { regs, sregs, msrs }, &entry))
-    };
+    let info =
+        if kicked || cpu::signal_pending() || cpu::need_resched() || !backend::entries_allowed() {
+            None
+        } else {
+            cpu::guest_enter_rcu_quiescent(&irqs);
+            Some(run.hw.run(GuestRegs { regs, sregs, msrs }, &entry))
+        };
     vcpu.set_running_on(None);
+    if let Some(link) = run.irq.as_ref() {
+        link.apic.entering(None);
+    }
     if info.is_some() {
         run.reload_pdptrs = false;
     }
@@ -401,6 +429,10 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
                 return Ok(Next::User);
             }
             vm.stats.halt_exits.add(1);
+            // With an in-kernel APIC the kernel waits for the interrupt.
+            if let Some(next) = apic::halt(state, page)? {
+                return Ok(next);
+            }
             exit_reason(page, abi::KVM_EXIT_HLT)
         }
         Exit::Cpuid => {

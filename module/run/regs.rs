@@ -59,13 +59,7 @@ pub(super) fn answer_cpuid(state: &mut ArchState) {
 pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
     let index = state.regs.rcx as u32;
     let host = vm.shared.backend.host_limits();
-    let ArchState {
-        regs,
-        sregs,
-        msrs,
-        features,
-        ..
-    } = state;
+    let ArchState { regs, sregs, .. } = state;
     // FS.base and GS.base are the segments' own bases. SDM Vol. 3A 3.4.4.
     if index == msr::index::FS_BASE || index == msr::index::GS_BASE {
         let base = if index == msr::index::FS_BASE {
@@ -85,6 +79,31 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
         }
         return true;
     }
+    // The x2APIC and TSC-deadline MSRs, with an in-kernel APIC.
+    let write_value = write.then_some((regs.rdx << 32) | (regs.rax & 0xffff_ffff));
+    if let Some(result) = super::apic::msr(state, index, write_value) {
+        let Ok(value) = result else {
+            return false;
+        };
+        if !write {
+            state.regs.rax = value & 0xffff_ffff;
+            state.regs.rdx = value >> 32;
+        }
+        return true;
+    }
+    if write && index == msr::index::APIC_BASE {
+        let value = write_value.unwrap_or(0);
+        if !super::apic::apic_base_write_allowed(state, value) {
+            return false;
+        }
+    }
+    let ArchState {
+        regs,
+        sregs,
+        msrs,
+        features,
+        ..
+    } = state;
     if write {
         let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
         let value = match index {
@@ -109,7 +128,11 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
             efer: &mut sregs.efer,
             apic_base: &mut sregs.apic_base,
         };
-        msr::set(msrs, &mut shared, &ctx, index, value)
+        let ok = msr::set(msrs, &mut shared, &ctx, index, value);
+        if ok && index == msr::index::APIC_BASE {
+            super::apic::apic_base_changed(state);
+        }
+        ok
     } else {
         let ctx = MsrContext {
             host: &host,

@@ -133,6 +133,8 @@ extern "C" {
     fn rkvm_local_irq_restore(flags: c_ulong);
     fn rkvm_num_online_cpus() -> c_uint;
     fn rkvm_tsc_khz() -> c_uint;
+    fn rkvm_ktime_ns() -> u64;
+    fn rkvm_kick_cpu_async(cpu: c_int);
     fn rkvm_on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
     fn rkvm_syscore_register(
         suspend: unsafe extern "C" fn(*mut c_void) -> c_int,
@@ -277,6 +279,22 @@ pub(crate) fn rdtsc() -> u64 {
     unsafe {
         core::arch::x86_64::_rdtsc()
     }
+}
+
+/// The host's monotonic clock in nanoseconds (`ktime_get_ns`).
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: Reads the monotonic clock; no preconditions.
+    unsafe { rkvm_ktime_ns() }
+}
+
+/// Makes `cpu` take an interrupt, so that a guest running there exits,
+/// without waiting: callable with interrupts off and from a timer
+/// callback. Pairs with the vCPU's check, with interrupts off, of the
+/// reason it was kicked (`irq::VcpuApic::kick`).
+pub(crate) fn kick_async(cpu: u32) {
+    // SAFETY: The request block is the module's per-CPU one; an out-of-range or offline
+    // CPU is refused by the kernel.
+    unsafe { rkvm_kick_cpu_async(cpu as c_int) };
 }
 
 /// The host's TSC frequency in kHz, as the kernel calibrated it (0 if it

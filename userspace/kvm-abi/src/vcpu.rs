@@ -6,9 +6,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::fam::{CpuidEntries, MsrEntries};
 use crate::ioctls::{
-    KVM_GET_CPUID2, KVM_GET_FPU, KVM_GET_MP_STATE, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS,
-    KVM_GET_TSC_KHZ, KVM_INTERRUPT, KVM_RUN, KVM_SET_CPUID2, KVM_SET_FPU, KVM_SET_MP_STATE,
-    KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS,
+    KVM_GET_CPUID2, KVM_GET_FPU, KVM_GET_LAPIC, KVM_GET_MP_STATE, KVM_GET_MSRS, KVM_GET_REGS,
+    KVM_GET_SREGS, KVM_GET_TSC_KHZ, KVM_INTERRUPT, KVM_RUN, KVM_SET_CPUID2, KVM_SET_FPU,
+    KVM_SET_LAPIC, KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS,
 };
 use crate::mem::{RunMapping, VcpuMapping};
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
@@ -118,6 +118,23 @@ impl Vcpu {
         unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_FPU, fpu) }
             .map(drop)
             .map_err(|e| Error::new("KVM_SET_FPU", e))
+    }
+
+    /// KVM_GET_LAPIC: the local APIC's register page (1024 bytes).
+    pub fn get_lapic(&self) -> Result<[u8; 1024]> {
+        let mut regs = [0u8; 1024];
+        // SAFETY: the kernel writes one 1024-byte kvm_lapic_state.
+        unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_LAPIC, &raw mut regs) }
+            .map_err(|e| Error::new("KVM_GET_LAPIC", e))?;
+        Ok(regs)
+    }
+
+    /// KVM_SET_LAPIC.
+    pub fn set_lapic(&self, regs: &[u8; 1024]) -> Result<()> {
+        // SAFETY: the kernel reads one 1024-byte kvm_lapic_state.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_LAPIC, &raw const *regs) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_LAPIC", e))
     }
 
     /// KVM_GET_MP_STATE: the `KVM_MP_STATE_*` value.

@@ -7,12 +7,12 @@ use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::ioctls::{
-    KVM_CHECK_EXTENSION, KVM_CREATE_VCPU, KVM_ENABLE_CAP, KVM_SET_GSI_ROUTING,
-    KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
-    KVM_SET_USER_MEMORY_REGION2,
+    KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_VCPU, KVM_ENABLE_CAP, KVM_GET_IRQCHIP,
+    KVM_IRQ_LINE, KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_IRQCHIP,
+    KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2,
 };
 use crate::mem::GuestMemory;
-use crate::raw::{ioctl_ref, ioctl_val};
+use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
 use crate::sys::{kvm_enable_cap, kvm_userspace_memory_region, kvm_userspace_memory_region2};
 use crate::vcpu::Vcpu;
 
@@ -217,6 +217,48 @@ impl Vm {
         // SAFETY: the kernel reads one kvm_enable_cap.
         unsafe { ioctl_ref(self.fd.as_fd(), KVM_ENABLE_CAP, &raw const arg) }
             .map_err(|e| Error::new("KVM_ENABLE_CAP", e))
+    }
+
+    /// KVM_CREATE_IRQCHIP: the in-kernel PIC, IOAPIC and local APICs.
+    pub fn create_irqchip(&self) -> Result<()> {
+        // SAFETY: KVM_CREATE_IRQCHIP takes no argument.
+        unsafe { ioctl_val(self.fd.as_fd(), KVM_CREATE_IRQCHIP, 0) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_CREATE_IRQCHIP", e))
+    }
+
+    /// KVM_IRQ_LINE: sets GSI `gsi` to `level`.
+    pub fn irq_line(&self, gsi: u32, level: bool) -> Result<()> {
+        // struct kvm_irq_level: the GSI (a union with the status), the level.
+        let arg = [gsi, u32::from(level)];
+        // SAFETY: the kernel reads one 8-byte kvm_irq_level.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_IRQ_LINE, &raw const arg) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_IRQ_LINE", e))
+    }
+
+    /// KVM_GET_IRQCHIP for `chip_id` (0, 1: PIC master, slave; 2: IOAPIC):
+    /// the 512 bytes of the chip's state.
+    pub fn get_irqchip(&self, chip_id: u32) -> Result<[u8; 512]> {
+        let mut arg = [0u8; 520];
+        arg[..4].copy_from_slice(&chip_id.to_le_bytes());
+        // SAFETY: the kernel reads and writes one 520-byte kvm_irqchip.
+        unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_IRQCHIP, &raw mut arg) }
+            .map_err(|e| Error::new("KVM_GET_IRQCHIP", e))?;
+        let mut state = [0u8; 512];
+        state.copy_from_slice(&arg[8..]);
+        Ok(state)
+    }
+
+    /// KVM_SET_IRQCHIP for `chip_id` with `state`.
+    pub fn set_irqchip(&self, chip_id: u32, state: &[u8; 512]) -> Result<()> {
+        let mut arg = [0u8; 520];
+        arg[..4].copy_from_slice(&chip_id.to_le_bytes());
+        arg[8..].copy_from_slice(state);
+        // SAFETY: the kernel reads one 520-byte kvm_irqchip.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_IRQCHIP, &raw const arg) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_IRQCHIP", e))
     }
 
     /// KVM_SET_IDENTITY_MAP_ADDR: guest-physical address of the identity map.

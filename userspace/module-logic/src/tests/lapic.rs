@@ -146,10 +146,13 @@ fn lvt_entries_keep_only_their_writable_bits() {
 
 #[test]
 fn lint0_in_extint_mode_is_the_pic_virtual_wire() {
-    let mut a = enabled(0);
+    let mut a = enabled(1);
     assert!(!a.accepts_pic_interrupts(), "masked at reset");
     write(&mut a, reg::LVT_LINT0, 0x700);
     assert!(a.accepts_pic_interrupts());
+    // vCPU 0's LINT0 starts as the virtual wire (KVM's LINT0_REENABLED).
+    assert!(enabled(0).accepts_pic_interrupts());
+    assert_eq!(read(&Lapic::new(0, false), reg::LVT_LINT0), 0x700);
     write(&mut a, reg::LVT_LINT1, 0x400);
     assert_eq!(a.lint(1), Some(DeliveryMode::Nmi));
     // A globally disabled APIC passes INTR straight to the processor.

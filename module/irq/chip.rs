@@ -1,0 +1,463 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The kernel side of the in-kernel irqchip: the models of this folder
+//! behind locks, the wiring between them, and the wake-ups.
+//!
+//! - [`Irqchip`], one per VM (`KVM_CREATE_IRQCHIP`): the PIC and IOAPIC,
+//!   and the list of local APICs messages are delivered to.
+//! - [`VcpuApic`], one per vCPU of such a VM: its local APIC, the hrtimer
+//!   behind the APIC timer, the condition variable a halted vCPU sleeps
+//!   on, and what it takes to make a running vCPU look at its APIC again.
+//!
+//! How an interrupt reaches a guest, from any thread: the source (a
+//! `KVM_IRQ_LINE`, another vCPU's ICR write, the timer callback) changes
+//! the target APIC's IRR under its lock, then [`VcpuApic::kick`]s it: the
+//! flag `kicked` is set, a sleeping vCPU is woken, and a vCPU in guest
+//! mode on another CPU gets an IPI, which makes its guest exit. The run
+//! loop clears `kicked` before it decides what to inject and checks it
+//! again with interrupts off right before entering (`run::enter`): either
+//! it sees the flag and goes round, or the source sees it in the guest and
+//! the IPI takes it out (both sides use sequentially consistent accesses:
+//! the same pairing as `Vm::unmap`'s).
+//!
+//! Lock order: the VM's `apics` list, then an APIC's lock; the PIC and
+//! IOAPIC locks are never held while another lock is taken: messages an
+//! IOAPIC sends are collected and delivered after its lock is dropped.
+
+use super::delivery::{DeliveryMode, Message};
+use super::ioapic::{Ioapic, IoapicState, Source, PINS};
+use super::lapic::{self, Effect, Lapic};
+use super::pic::{ChipState, Pic};
+use crate::sys::cpu;
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use kernel::prelude::*;
+use kernel::sync::{
+    new_condvar, new_mutex, new_spinlock_irq, Arc, ArcBorrow, CondVar, Mutex, SpinLockIrq,
+};
+use kernel::time::hrtimer::{
+    ArcHrTimerHandle, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerPointer,
+    HrTimerRestart, RelativeMode,
+};
+use kernel::time::{Delta, Monotonic};
+
+/// `KVM_GET/SET_IRQCHIP`'s chip ids.
+pub(crate) const CHIP_PIC_MASTER: u32 = 0;
+pub(crate) const CHIP_PIC_SLAVE: u32 = 1;
+pub(crate) const CHIP_IOAPIC: u32 = 2;
+
+/// The bytes of `struct kvm_irqchip`: chip id, padding, and a 512-byte
+/// union of the chip states.
+pub(crate) const IRQCHIP_BYTES: usize = 8 + 512;
+const _: () = assert!(core::mem::size_of::<crate::abi::kvm_irqchip>() == IRQCHIP_BYTES);
+
+/// Messages collected under the IOAPIC's lock, delivered after it: one per
+/// pin at most per operation.
+struct Messages {
+    items: [Option<Message>; PINS],
+    len: usize,
+}
+
+impl Messages {
+    fn new() -> Self {
+        Messages {
+            items: [None; PINS],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, m: Message) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = Some(m);
+            self.len += 1;
+        }
+    }
+}
+
+/// A VM's in-kernel interrupt controllers.
+#[pin_data]
+pub(crate) struct Irqchip {
+    #[pin]
+    pic: SpinLockIrq<Pic>,
+    #[pin]
+    ioapic: SpinLockIrq<Ioapic>,
+    /// The master PIC's INT output (to the BSP's LINT0), kept up to date
+    /// under the PIC's lock, read without it.
+    pic_output: AtomicBool,
+    #[pin]
+    apics: Mutex<KVec<Arc<VcpuApic>>>,
+}
+
+impl Irqchip {
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Irqchip {
+                pic <- new_spinlock_irq!(Pic::new(), "rkvm::Irqchip::pic"),
+                ioapic <- new_spinlock_irq!(Ioapic::new(), "rkvm::Irqchip::ioapic"),
+                pic_output: AtomicBool::new(false),
+                apics <- new_mutex!(KVec::new(), "rkvm::Irqchip::apics"),
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )
+    }
+
+    /// Adds a new vCPU's APIC to the delivery list.
+    pub(crate) fn add_apic(&self, apic: Arc<VcpuApic>) -> Result {
+        self.apics.lock().push(apic, GFP_KERNEL_ACCOUNT)?;
+        Ok(())
+    }
+
+    /// Takes an APIC back out (its vCPU never got an fd).
+    pub(crate) fn remove_apic(&self, apic: &Arc<VcpuApic>) {
+        self.apics.lock().retain(|a| !Arc::ptr_eq(a, apic));
+    }
+
+    /// Delivers `m` to every local APIC it names (one, for lowest
+    /// priority: rkvm picks the first, where KVM arbitrates by priority).
+    /// Fixed and lowest-priority messages are implemented; NMI, INIT,
+    /// SIPI, SMI and ExtINT messages are not yet, and are dropped. Returns
+    /// how many APICs took it.
+    pub(crate) fn deliver(&self, m: &Message) -> u32 {
+        let apics = self.apics.lock();
+        let mut taken = 0;
+        for apic in apics.iter() {
+            let accepted = {
+                let mut l = apic.lapic.lock();
+                l.is_destination(&m.dest)
+                    && matches!(m.mode, DeliveryMode::Fixed | DeliveryMode::LowestPriority)
+                    && l.accept_fixed(m.vector, m.level)
+            };
+            if accepted {
+                apic.kick();
+                taken += 1;
+                if m.mode == DeliveryMode::LowestPriority {
+                    break;
+                }
+            }
+        }
+        taken
+    }
+
+    fn deliver_all(&self, msgs: &Messages) {
+        for m in msgs.items[..msgs.len].iter().flatten() {
+            self.deliver(m);
+        }
+    }
+
+    /// Re-reads the PIC's output after a change, and kicks the BSP if it
+    /// rose. Called with the PIC's lock dropped.
+    fn pic_changed(&self, output: bool) {
+        let was = self.pic_output.swap(output, Ordering::SeqCst);
+        if output && !was {
+            if let Some(bsp) = self.apics.lock().iter().find(|a| a.vcpu_id == 0) {
+                bsp.kick();
+            }
+        }
+    }
+
+    /// `KVM_IRQ_LINE`: GSI `gsi` goes to `level` through KVM's default
+    /// routing: GSIs 0-15 are the PIC's IRQs and the IOAPIC's pins of the
+    /// same number, 16-23 IOAPIC pins only; others go nowhere (KVM
+    /// returns success for them too).
+    pub(crate) fn set_irq_line(&self, gsi: u32, level: bool) {
+        if gsi < 16 {
+            let output = {
+                let mut pic = self.pic.lock();
+                pic.set_irq(gsi, Source::User, level);
+                pic.output()
+            };
+            self.pic_changed(output);
+        }
+        let mut msgs = Messages::new();
+        if (gsi as usize) < PINS {
+            let _ = self
+                .ioapic
+                .lock()
+                .set_line(gsi as usize, Source::User, level, &mut |m| msgs.push(m));
+        }
+        self.deliver_all(&msgs);
+    }
+
+    /// The local APICs EOIed level-triggered `vector`.
+    pub(crate) fn ioapic_eoi(&self, vector: u8) {
+        let mut msgs = Messages::new();
+        self.ioapic.lock().eoi(vector, &mut |m| msgs.push(m));
+        self.deliver_all(&msgs);
+    }
+
+    /// Whether `gpa` is in the IOAPIC's MMIO window.
+    pub(crate) fn ioapic_claims(&self, gpa: u64) -> bool {
+        self.ioapic.lock().claims(gpa)
+    }
+
+    pub(crate) fn ioapic_read(&self, gpa: u64, len: usize) -> u64 {
+        let io = self.ioapic.lock();
+        io.mmio_read(gpa.wrapping_sub(io.base()), len)
+    }
+
+    pub(crate) fn ioapic_write(&self, gpa: u64, len: usize, value: u64) {
+        let mut msgs = Messages::new();
+        {
+            let mut io = self.ioapic.lock();
+            let offset = gpa.wrapping_sub(io.base());
+            io.mmio_write(offset, len, value, &mut |m| msgs.push(m));
+        }
+        self.deliver_all(&msgs);
+    }
+
+    /// A guest IN from one of the PIC's ports.
+    pub(crate) fn pic_read(&self, port: u16) -> u8 {
+        let (value, output) = {
+            let mut pic = self.pic.lock();
+            let v = pic.read(port);
+            (v, pic.output())
+        };
+        self.pic_changed(output);
+        value
+    }
+
+    /// A guest OUT to one of the PIC's ports.
+    pub(crate) fn pic_write(&self, port: u16, value: u8) {
+        let output = {
+            let mut pic = self.pic.lock();
+            pic.write(port, value);
+            pic.output()
+        };
+        self.pic_changed(output);
+    }
+
+    /// The PIC has an interrupt for the CPU (its INT output).
+    pub(crate) fn pic_output(&self) -> bool {
+        self.pic_output.load(Ordering::SeqCst)
+    }
+
+    /// The CPU acknowledges the PIC's interrupt: its vector, if the PIC
+    /// still has one (else `None`, and nothing is injected).
+    pub(crate) fn pic_acknowledge(&self) -> Option<u8> {
+        let (vector, output) = {
+            let mut pic = self.pic.lock();
+            if !pic.output() {
+                return None;
+            }
+            let v = pic.acknowledge();
+            (v, pic.output())
+        };
+        self.pic_changed(output);
+        Some(vector)
+    }
+
+    /// `KVM_GET_IRQCHIP`: the state of chip `chip_id` as `struct
+    /// kvm_irqchip`'s union bytes.
+    pub(crate) fn get_state(&self, chip_id: u32) -> Result<[u8; 512]> {
+        let mut out = [0u8; 512];
+        match chip_id {
+            CHIP_PIC_MASTER | CHIP_PIC_SLAVE => {
+                let s = self.pic.lock().state(chip_id == CHIP_PIC_SLAVE);
+                out[..ChipState::BYTES].copy_from_slice(&s.to_bytes());
+            }
+            CHIP_IOAPIC => {
+                let s = self.ioapic.lock().state();
+                out[..IoapicState::BYTES].copy_from_slice(&s.to_bytes());
+            }
+            _ => return Err(EINVAL),
+        }
+        Ok(out)
+    }
+
+    /// `KVM_SET_IRQCHIP`.
+    pub(crate) fn set_state(&self, chip_id: u32, bytes: &[u8; 512]) -> Result {
+        match chip_id {
+            CHIP_PIC_MASTER | CHIP_PIC_SLAVE => {
+                let mut raw = [0u8; ChipState::BYTES];
+                raw.copy_from_slice(&bytes[..ChipState::BYTES]);
+                let output = {
+                    let mut pic = self.pic.lock();
+                    pic.set_state(chip_id == CHIP_PIC_SLAVE, &ChipState::from_bytes(&raw));
+                    pic.output()
+                };
+                self.pic_changed(output);
+            }
+            CHIP_IOAPIC => {
+                let mut raw = [0u8; IoapicState::BYTES];
+                raw.copy_from_slice(&bytes[..IoapicState::BYTES]);
+                let mut msgs = Messages::new();
+                self.ioapic
+                    .lock()
+                    .set_state(&IoapicState::from_bytes(&raw), &mut |m| msgs.push(m));
+                self.deliver_all(&msgs);
+            }
+            _ => return Err(EINVAL),
+        }
+        Ok(())
+    }
+}
+
+/// One vCPU's local APIC and what wakes the vCPU for it.
+#[pin_data]
+pub(crate) struct VcpuApic {
+    #[pin]
+    lapic: SpinLockIrq<Lapic>,
+    /// A halted vCPU sleeps here until its APIC has something for it.
+    #[pin]
+    wake: CondVar,
+    /// The APIC timer's host timer.
+    #[pin]
+    timer: HrTimer<VcpuApic>,
+    /// The CPU the vCPU is in guest mode on, or -1 (as `Vcpu::running_on`).
+    running_on: AtomicI32,
+    /// Something changed since the run loop last looked (see the module
+    /// documentation).
+    kicked: AtomicBool,
+    vcpu_id: u32,
+}
+
+kernel::impl_has_hr_timer! {
+    impl HasHrTimer<Self> for VcpuApic {
+        mode: RelativeMode<Monotonic>, field: self.timer
+    }
+}
+
+impl HrTimerCallback for VcpuApic {
+    type Pointer<'a> = Arc<Self>;
+
+    /// The APIC timer expired (hard-interrupt context): the vector goes
+    /// into IRR and the vCPU is kicked; a periodic timer is forwarded to
+    /// its next period.
+    fn run(this: ArcBorrow<'_, Self>, mut ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
+        let (fired, period) = {
+            let mut l = this.lapic.lock();
+            let fired = l.timer_expired(cpu::now_ns());
+            (fired, l.timer_period_ns())
+        };
+        if fired {
+            this.kick();
+        }
+        match period {
+            Some(p) => {
+                ctx.forward_now(Delta::from_nanos(p.min(i64::MAX as u64) as i64));
+                HrTimerRestart::Restart
+            }
+            None => HrTimerRestart::NoRestart,
+        }
+    }
+}
+
+/// The handle of an armed APIC timer; dropping it cancels the timer. Kept
+/// by the vCPU's run state, so that the timer cannot outlive the vCPU.
+pub(crate) type TimerHandle = ArcHrTimerHandle<VcpuApic>;
+
+impl VcpuApic {
+    /// The APIC of vCPU `vcpu_id`, after RESET. `tsc_deadline` offers the
+    /// TSC-deadline timer mode (the guest's CPUID decides).
+    pub(crate) fn new(vcpu_id: u32, tsc_deadline: bool) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(VcpuApic {
+                lapic <- new_spinlock_irq!(Lapic::new(vcpu_id, tsc_deadline), "rkvm::VcpuApic::lapic"),
+                wake <- new_condvar!("rkvm::VcpuApic::wake"),
+                timer <- HrTimer::new(),
+                running_on: AtomicI32::new(-1),
+                kicked: AtomicBool::new(false),
+                vcpu_id,
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )
+    }
+
+    /// Makes the vCPU look at its APIC: see the module documentation.
+    /// Must not be called with the APIC's lock held.
+    pub(crate) fn kick(&self) {
+        self.kicked.store(true, Ordering::SeqCst);
+        // Taking the lock orders the wake-up after a halting vCPU's check of
+        // what it waits for (`halt`), even for changes made outside the lock.
+        drop(self.lapic.lock());
+        self.wake.notify_all();
+        if let Ok(cpu) = u32::try_from(self.running_on.load(Ordering::SeqCst)) {
+            cpu::kick_async(cpu);
+        }
+    }
+
+    /// The run loop starts deciding what to inject.
+    pub(crate) fn clear_kick(&self) {
+        self.kicked.store(false, Ordering::SeqCst);
+    }
+
+    /// Publishes that the vCPU enters the guest on `cpu` (or left it), and
+    /// tells, on entry, whether a kick came since [`Self::clear_kick`]: if
+    /// so the entry is abandoned and the loop goes round.
+    pub(crate) fn entering(&self, cpu: Option<u32>) -> bool {
+        self.running_on
+            .store(cpu.map_or(-1, |c| c as i32), Ordering::SeqCst);
+        cpu.is_some() && self.kicked.load(Ordering::SeqCst)
+    }
+
+    /// Runs `f` on the local APIC, under its lock.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Lapic) -> R) -> R {
+        f(&mut self.lapic.lock())
+    }
+
+    /// HLT with the in-kernel APIC: sleeps until `ready` says the vCPU
+    /// has something to do, or a signal is pending (`false`). `ready` runs
+    /// under the APIC's lock, so a kick between the check and the sleep
+    /// is not lost.
+    pub(crate) fn halt(&self, mut ready: impl FnMut(&Lapic) -> bool) -> bool {
+        let mut guard = self.lapic.lock();
+        loop {
+            if ready(&guard) {
+                return true;
+            }
+            if self.wake.wait_interruptible(&mut guard) {
+                return false;
+            }
+        }
+    }
+
+    /// Re-arms the host timer to the APIC's deadline, cancelling the one
+    /// armed before (`slot` holds its handle).
+    pub(crate) fn rearm_timer(self: &Arc<Self>, slot: &mut Option<TimerHandle>) {
+        // Dropping the handle cancels the timer and waits for a running callback.
+        drop(slot.take());
+        let deadline = self.lapic.lock().timer_deadline();
+        if let Some(deadline) = deadline {
+            let delay = deadline.saturating_sub(cpu::now_ns());
+            let delay = Delta::from_nanos(delay.min(i64::MAX as u64) as i64);
+            *slot = Some(self.clone().start(delay));
+        }
+    }
+
+    /// Carries out what a register write asked for beyond the APIC.
+    pub(crate) fn apply(
+        self: &Arc<Self>,
+        chip: &Irqchip,
+        effect: Effect,
+        timer: &mut Option<TimerHandle>,
+    ) {
+        match effect {
+            Effect::Ipi(m) => {
+                chip.deliver(&m);
+            }
+            Effect::LevelEoi(vector) => chip.ioapic_eoi(vector),
+            Effect::TimerChanged => self.rearm_timer(timer),
+            Effect::Reevaluate | Effect::None => {}
+        }
+    }
+
+    /// `KVM_GET_LAPIC`.
+    pub(crate) fn get_state(&self) -> [u8; 1024] {
+        let regs = self.lapic.lock().state(cpu::now_ns(), false);
+        lapic::regs_to_bytes(&regs)
+    }
+
+    /// `KVM_SET_LAPIC`.
+    pub(crate) fn set_state(
+        self: &Arc<Self>,
+        bytes: &[u8; 1024],
+        timer: &mut Option<TimerHandle>,
+    ) -> Result {
+        let regs = lapic::regs_from_bytes(bytes);
+        if !self.lapic.lock().set_state(&regs, cpu::now_ns(), false) {
+            return Err(EINVAL);
+        }
+        self.rearm_timer(timer);
+        self.kick();
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The run loop's side of the in-kernel irqchip (`irq/`), for a VM that
+//! called `KVM_CREATE_IRQCHIP`:
+//! - before each entry, the interrupt the guest takes next comes from its
+//!   local APIC (or, through LINT0, from the PIC), acknowledged only when
+//!   the guest can take it, else an interrupt window is requested
+//!   ([`pick_interrupt`]); CR8 and the APIC's TPR are kept the same
+//!   ([`sync_tpr`]);
+//! - HLT is finished in the kernel: the vCPU sleeps until its APIC has an
+//!   interrupt for it, or a signal comes ([`halt`]);
+//! - the APIC's page, the IOAPIC's window, the x2APIC and TSC-deadline
+//!   MSRs and the PIC's ports are emulated here instead of exiting to user
+//!   space ([`mmio`], [`msr`], [`port_in`], [`port_out`]).
+
+use super::Next;
+use crate::abi;
+use crate::backend::Event;
+use crate::irq::chip::{Irqchip, TimerHandle, VcpuApic};
+use crate::irq::lapic::{self, Gp};
+use crate::irq::pic;
+use crate::sys::cpu;
+use crate::sys::mem::SharedPage;
+use crate::vcpu::ArchState;
+use crate::x86::decode::MmioInsn;
+use crate::x86::regs::apic_base;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// RFLAGS.IF. SDM Vol. 1 3.4.3.
+const RFLAGS_IF: u64 = 1 << 9;
+
+/// A vCPU's link to the in-kernel irqchip, in its run state.
+pub(crate) struct IrqLink {
+    pub(crate) chip: Arc<Irqchip>,
+    pub(crate) apic: Arc<VcpuApic>,
+    /// The armed APIC timer (dropping it cancels the timer).
+    pub(crate) timer: Option<TimerHandle>,
+    /// CR8 as last set from the TPR: a different value means the guest
+    /// (or `KVM_SET_SREGS`) wrote CR8 since.
+    cr8_seen: u64,
+    /// The vCPU executed HLT and waits for an interrupt
+    /// (`KVM_MP_STATE_HALTED`); a signal ends `KVM_RUN` without ending
+    /// the wait.
+    pub(crate) halted: bool,
+    /// This is vCPU 0, which takes the PIC's interrupts (LINT0).
+    bsp: bool,
+}
+
+impl IrqLink {
+    pub(crate) fn new(chip: Arc<Irqchip>, apic: Arc<VcpuApic>, vcpu_id: u32) -> Self {
+        IrqLink {
+            chip,
+            apic,
+            timer: None,
+            cr8_seen: 0,
+            halted: false,
+            bsp: vcpu_id == 0,
+        }
+    }
+
+    /// CR8 as `KVM_GET_SREGS` reports it: the TPR's priority class.
+    pub(crate) fn cr8(&self) -> u64 {
+        u64::from(self.apic.with(|l| l.tpr()) >> 4)
+    }
+
+    /// `KVM_SET_SREGS`'s CR8 goes into the TPR, as KVM's `kvm_set_cr8`.
+    pub(crate) fn set_cr8(&mut self, cr8: u64) {
+        let cr8 = cr8 & 0xf;
+        self.apic.with(|l| l.set_tpr((cr8 << 4) as u8));
+        self.cr8_seen = cr8;
+    }
+
+    /// Whether the vCPU has an interrupt it would take with `if_set`: from
+    /// its APIC, or from the PIC through LINT0.
+    fn wakes(&self, l: &lapic::Lapic, if_set: bool) -> bool {
+        if_set
+            && (l.pending().is_some()
+                || (self.bsp && self.chip.pic_output() && l.accepts_pic_interrupts()))
+    }
+}
+
+/// CR8 is the TPR's bits 7:4 (SDM Vol. 3A 11.8.6). A CR8 that changed
+/// since it was last set (a MOV to CR8, V_TPR on SVM, `KVM_SET_SREGS`)
+/// goes into the TPR first; then CR8 is set from the TPR, which an MMIO or
+/// x2APIC write may have changed.
+pub(super) fn sync_tpr(state: &mut ArchState) {
+    let Some(link) = state.run.irq.as_mut() else {
+        return;
+    };
+    let cr8 = state.sregs.cr8 & 0xf;
+    if cr8 != link.cr8_seen {
+        link.apic.with(|l| l.set_tpr((cr8 << 4) as u8));
+    }
+    let tpr = link.apic.with(|l| l.tpr());
+    state.sregs.cr8 = u64::from(tpr >> 4);
+    link.cr8_seen = state.sregs.cr8;
+}
+
+/// Before an entry: takes the interrupt the guest gets next into
+/// `state.run.event`, if there is one and the guest can take it now (IF
+/// set, no interrupt shadow, nothing else being delivered). Returns
+/// whether an interrupt waits for the guest to become interruptible: the
+/// caller asks for an interrupt window then.
+pub(super) fn pick_interrupt(state: &mut ArchState) -> bool {
+    let interruptible = state.regs.rflags & RFLAGS_IF != 0 && !state.run.interrupt_shadow;
+    let busy = state.run.event.is_some();
+    let Some(link) = state.run.irq.as_ref() else {
+        return false;
+    };
+    link.apic.clear_kick();
+    let take = interruptible && !busy;
+    let (from_apic, apic_waits, pic_wired) = link.apic.with(|l| {
+        let pending = l.pending();
+        let taken = pending.filter(|_| take);
+        if let Some(v) = taken {
+            l.acknowledge(v);
+        }
+        (taken, pending.is_some(), l.accepts_pic_interrupts())
+    });
+    if let Some(v) = from_apic {
+        state.run.event = Some(Event::Interrupt(v));
+        return false;
+    }
+    if apic_waits {
+        return true;
+    }
+    if link.bsp && pic_wired && link.chip.pic_output() {
+        if !take {
+            return true;
+        }
+        if let Some(v) = link.chip.pic_acknowledge() {
+            state.run.event = Some(Event::Interrupt(v));
+        }
+    }
+    false
+}
+
+/// HLT with an in-kernel APIC: the vCPU sleeps until it has an interrupt
+/// it can take (or, halted with IF clear, until a signal: it cannot wake
+/// otherwise, as on hardware without NMIs). A signal ends `KVM_RUN` with
+/// `KVM_EXIT_INTR`; the vCPU stays halted for the next `KVM_RUN`, as in
+/// KVM.
+pub(super) fn halt(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Option<Next>> {
+    let if_set = state.regs.rflags & RFLAGS_IF != 0;
+    let Some(link) = state.run.irq.as_mut() else {
+        return Ok(None);
+    };
+    link.halted = true;
+    let woke = link.apic.halt(|l| link.wakes(l, if_set));
+    if !woke {
+        page.write(
+            core::mem::offset_of!(abi::kvm_run, exit_reason),
+            &abi::KVM_EXIT_INTR,
+        )?;
+        return Ok(Some(Next::Fail(EINTR)));
+    }
+    link.halted = false;
+    Ok(Some(Next::Enter))
+}
+
+/// An MMIO access at `gpa` the in-kernel irqchip may own: the local APIC's
+/// page (xAPIC mode, at IA32_APIC_BASE) or the IOAPIC's window. Completes
+/// the instruction and returns `Some`, or `None` for user space.
+pub(super) fn mmio(state: &mut ArchState, gpa: u64, insn: &MmioInsn, next_rip: u64) -> Option<()> {
+    let link = state.run.irq.as_mut()?;
+    let base = state.sregs.apic_base;
+    let apic_page = base & apic_base::ENABLE != 0
+        && base & apic_base::EXTD == 0
+        && gpa & !0xfff == base & !0xfff;
+    let len = usize::from(insn.width.bytes());
+    let store = insn.store_value(&state.regs);
+    if apic_page {
+        let offset = gpa & 0xfff;
+        match store {
+            Some(value) => {
+                let now = cpu::now_ns();
+                let effect = link
+                    .apic
+                    .with(|l| l.mmio_write(offset, len, value as u32, now));
+                link.apic.apply(&link.chip, effect, &mut link.timer);
+            }
+            None => {
+                let value = link.apic.with(|l| l.mmio_read(offset, len, cpu::now_ns()));
+                insn.complete_load(&mut state.regs, insn.width.truncate(value));
+            }
+        }
+    } else if link.chip.ioapic_claims(gpa) {
+        match store {
+            Some(value) => link.chip.ioapic_write(gpa, len, value),
+            None => {
+                let value = link.chip.ioapic_read(gpa, len);
+                insn.complete_load(&mut state.regs, insn.width.truncate(value));
+            }
+        }
+    } else {
+        return None;
+    }
+    state.regs.rip = next_rip;
+    Some(())
+}
+
+/// RDMSR/WRMSR of the MSRs the in-kernel APIC owns: the x2APIC registers
+/// and IA32_TSC_DEADLINE. `None` if `index` is not one of them (or there
+/// is no in-kernel APIC); `Some(Err(Gp))` raises #GP.
+pub(super) fn msr(
+    state: &mut ArchState,
+    index: u32,
+    write: Option<u64>,
+) -> Option<Result<u64, Gp>> {
+    let tsc_offset = state.msrs.tsc_offset;
+    let link = state.run.irq.as_mut()?;
+    let now = cpu::now_ns();
+    if (lapic::X2APIC_MSR_FIRST..=lapic::X2APIC_MSR_LAST).contains(&index) {
+        return Some(match write {
+            None => link.apic.with(|l| l.msr_read(index, now)),
+            Some(value) => link
+                .apic
+                .with(|l| l.msr_write(index, value, now))
+                .map(|effect| {
+                    link.apic.apply(&link.chip, effect, &mut link.timer);
+                    0
+                }),
+        });
+    }
+    if index == lapic::MSR_TSC_DEADLINE {
+        return Some(Ok(match write {
+            None => link.apic.with(|l| l.tsc_deadline()),
+            Some(value) => {
+                let guest_tsc = cpu::rdtsc().wrapping_add(tsc_offset);
+                let at = lapic::tsc_deadline_ns(value, guest_tsc, now, cpu::tsc_khz());
+                let effect = link.apic.with(|l| l.set_tsc_deadline(value, at));
+                link.apic.apply(&link.chip, effect, &mut link.timer);
+                0
+            }
+        }));
+    }
+    None
+}
+
+/// A guest write of IA32_APIC_BASE: with an in-kernel APIC, moving from
+/// x2APIC straight to xAPIC mode, or from disabled straight to x2APIC, is
+/// #GP (SDM Vol. 3A 11.12.5). Returns false for those.
+pub(super) fn apic_base_write_allowed(state: &ArchState, value: u64) -> bool {
+    let Some(link) = state.run.irq.as_ref() else {
+        return true;
+    };
+    let (en, x2) = (value & apic_base::ENABLE != 0, value & apic_base::EXTD != 0);
+    link.apic.with(|l| l.base_transition_ok(en, x2))
+}
+
+/// IA32_APIC_BASE changed (a guest write, or `KVM_SET_SREGS`): the APIC
+/// follows its enable and x2APIC bits.
+pub(crate) fn apic_base_changed(state: &mut ArchState) {
+    let value = state.sregs.apic_base;
+    if let Some(link) = state.run.irq.as_ref() {
+        link.apic
+            .with(|l| l.set_base(value & apic_base::ENABLE != 0, value & apic_base::EXTD != 0));
+    }
+}
+
+/// IN from a PIC port: `Some(byte)` if the in-kernel PIC owns it.
+pub(super) fn port_in(state: &ArchState, port: u16) -> Option<u8> {
+    let link = state.run.irq.as_ref()?;
+    pic::claims_port(port).then(|| link.chip.pic_read(port))
+}
+
+/// OUT to a PIC port: `true` if the in-kernel PIC took it.
+pub(super) fn port_out(state: &ArchState, port: u16, value: u8) -> bool {
+    let Some(link) = state.run.irq.as_ref() else {
+        return false;
+    };
+    if !pic::claims_port(port) {
+        return false;
+    }
+    link.chip.pic_write(port, value);
+    true
+}

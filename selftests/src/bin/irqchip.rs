@@ -1,0 +1,508 @@
+//! The in-kernel irqchip (`KVM_CREATE_IRQCHIP`): guests that program the
+//! local APIC's timer and sleep in HLT until it fires, send themselves and
+//! each other IPIs, take level-triggered IOAPIC lines that user space
+//! raises with `KVM_IRQ_LINE` and EOI them, and take PIC interrupts
+//! through LINT0; the state ioctls (`KVM_GET/SET_LAPIC`, `KVM_GET/SET_IRQCHIP`)
+//! and what each ioctl answers to bad input.
+//!
+//! The guests install their own handler for the vectors they use (the
+//! framework's handlers report an interrupt to the host and return, but do
+//! not EOI): the handler counts in `%r15`, EOIs and returns.
+//!
+//! Usage: `irqchip [DEVICE]` (default `/dev/rkvm`).
+
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, tests};
+use kvm_abi::sys::KVM_MP_STATE_RUNNABLE;
+use rkvm_selftests::guest::{GuestVcpu, GuestVm, Mode};
+use rkvm_selftests::{Ctx, guest};
+
+/// The local APIC's registers (SDM Vol. 3A Table 11-1), as offsets into
+/// `KVM_GET_LAPIC`'s page.
+const APIC_ID: usize = 0x20;
+const APIC_VERSION: usize = 0x30;
+const APIC_TPR: usize = 0x80;
+const APIC_SVR: usize = 0xf0;
+const APIC_LVT_TIMER: usize = 0x320;
+const APIC_DFR: usize = 0xe0;
+
+/// `KVM_GET/SET_IRQCHIP` chip ids.
+const PIC_MASTER: u32 = 0;
+const IOAPIC: u32 = 2;
+
+fn reg(page: &[u8; 1024], offset: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&page[offset..offset + 4]);
+    u32::from_le_bytes(b)
+}
+
+/// IOAPIC redirection entry `pin` in `KVM_GET_IRQCHIP`'s state (after the
+/// base address, IOREGSEL, ID, IRR and padding).
+fn ioapic_entry(state: &[u8; 512], pin: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&state[24 + 8 * pin..32 + 8 * pin]);
+    u64::from_le_bytes(b)
+}
+
+fn set_reg(page: &mut [u8; 1024], offset: usize, value: u32) {
+    page[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+/// A VM with an in-kernel irqchip and vCPU 0 (and `more` vCPUs after it).
+fn irqchip_vm(ctx: &Ctx, code: &[u8], vcpus: u64) -> Result<(GuestVm, Vec<GuestVcpu>), Status> {
+    let vm = GuestVm::new(ctx, Mode::Long, code)?;
+    check_ok!(vm.vm.create_irqchip());
+    let mut out = Vec::new();
+    for id in 0..vcpus {
+        out.push(vm.add_vcpu(id)?);
+    }
+    Ok((vm, out))
+}
+
+/// The guest prologue shared by the guests below: a `set_gate VECTOR,
+/// LABEL` macro that points the IDT's 64-bit gate for VECTOR (the IDT is
+/// at 0x2000, 16 bytes a gate; selector and type stay) at LABEL; `%rbp`
+/// holds the xAPIC page's address and `%r14` the IOAPIC's.
+macro_rules! irq_guest {
+    ($(#[$meta:meta])* fn $name:ident; $($tmpl:expr),+ $(,)?) => {
+        guest! {
+            $(#[$meta])* fn $name;
+            ".code64",
+            // %rbp: the xAPIC page; %r14: the IOAPIC (absolute addresses above
+            // 2 GiB do not fit a sign-extended 32-bit displacement).
+            "mov $0xfee00000, %ebp",
+            "mov $0xfec00000, %r14d",
+            ".macro set_gate vec, handler",
+            "    lea \\handler(%rip), %rax",
+            "    mov $(0x2000 + \\vec * 16), %rdx",
+            "    mov %ax, (%rdx)",
+            "    shr $16, %rax",
+            "    mov %ax, 6(%rdx)",
+            "    shr $16, %rax",
+            "    mov %eax, 8(%rdx)",
+            ".endm",
+            $($tmpl),+,
+            ".purgem set_gate",
+        }
+    };
+}
+
+irq_guest! {
+    /// Periodic APIC timer, 10 ms, vector 0x30: HLT until five ticks came,
+    /// then mask the timer and report the count.
+    fn periodic_timer_guest;
+    "set_gate 0x30, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "movl $0xb, 0x3e0(%rbp)",
+    "movl $0x20030, 0x320(%rbp)",
+    "movl $10000000, 0x380(%rbp)",
+    // Test, then sleep: STI's shadow keeps an interrupt from coming
+    // between the test and the HLT, which it would then wait past.
+    "1: cli",
+    "cmp $5, %r15",
+    "jae 2f",
+    "sti",
+    "hlt",
+    "jmp 1b",
+    "2:",
+    "movl $0x10000, 0x320(%rbp)",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+}
+
+/// The APIC timer in periodic mode wakes a vCPU halted in the kernel: five
+/// 10 ms periods take at least 45 ms and end in exactly the guest's report
+/// (no HLT reaches user space).
+fn periodic_timer_wakes_a_halted_vcpu(ctx: &Ctx) -> TestResult {
+    let (_vm, mut vcpus) = irqchip_vm(ctx, periodic_timer_guest(), 1)?;
+    let start = Instant::now();
+    let [count, _, _] = vcpus[0].sync()?;
+    let elapsed = start.elapsed();
+    check_eq!(count, 5u64, "timer interrupts counted by the guest");
+    check!(
+        elapsed >= Duration::from_millis(45),
+        "five 10 ms periods took {elapsed:?}"
+    );
+    check!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    vcpus[0].done()
+}
+
+irq_guest! {
+    /// One-shot timer, 20 ms at divide-by-1, vector 0x31: the current count
+    /// runs down from the initial count; one interrupt, then the count
+    /// stays 0 and no second one comes.
+    fn one_shot_timer_guest;
+    "set_gate 0x31, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "movl $0xb, 0x3e0(%rbp)",
+    "movl $0x31, 0x320(%rbp)",
+    "movl $20000000, 0x380(%rbp)",
+    "mov 0x390(%rbp), %ebx",
+    "mov 0x390(%rbp), %ecx",
+    "1: cli",
+    "test %r15, %r15",
+    "jnz 3f",
+    "sti",
+    "hlt",
+    "jmp 1b",
+    "3: sti",
+    "mov 0x390(%rbp), %esi",
+    "ucall UCALL_SYNC",
+    // Wait as long again: no second interrupt.
+    "mov $2000000, %ecx",
+    "2: pause",
+    "dec %ecx",
+    "jnz 2b",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+}
+
+/// A one-shot timer counts down from its initial count (two reads in a row
+/// are at most the initial count and do not increase), fires once, and
+/// then reads 0.
+fn one_shot_timer_counts_down_and_fires_once(ctx: &Ctx) -> TestResult {
+    let (_vm, mut vcpus) = irqchip_vm(ctx, one_shot_timer_guest(), 1)?;
+    let [first, second, after] = vcpus[0].sync()?;
+    check!(
+        first <= 20_000_000 && first > 0,
+        "TMCCT right after TMICT: {first}"
+    );
+    check!(second <= first, "TMCCT went up: {first} then {second}");
+    check_eq!(after, 0u64, "TMCCT once expired");
+    let [count, _, _] = vcpus[0].sync()?;
+    check_eq!(count, 1u64, "interrupts from one one-shot");
+    vcpus[0].done()
+}
+
+irq_guest! {
+    /// A self-IPI through the ICR (shorthand "self", vector 0x50).
+    fn self_ipi_guest;
+    "set_gate 0x50, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "sti",
+    "movl $0x40050, 0x300(%rbp)",
+    "nop",
+    "mov %r15, %rbx",
+    "mov 0x300(%rbp), %ecx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+}
+
+/// An IPI a vCPU sends itself is taken right after the ICR write, and the
+/// ICR reads back what was written (with the delivery status idle).
+fn self_ipi_is_delivered_at_once(ctx: &Ctx) -> TestResult {
+    let (_vm, mut vcpus) = irqchip_vm(ctx, self_ipi_guest(), 1)?;
+    let [count, icr, _] = vcpus[0].sync()?;
+    check_eq!(count, 1u64, "self-IPIs taken");
+    check_eq_hex!(icr, 0x40050u64, "ICR low");
+    vcpus[0].done()
+}
+
+irq_guest! {
+    /// vCPU 0 sends vector 0x51 to APIC ID 1 once the host says so; vCPU 1
+    /// halts until it has it.
+    fn ipi_guest;
+    "set_gate 0x51, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "test %rdi, %rdi",
+    "jnz 2f",
+    "ucall UCALL_SYNC",
+    "movl $0x01000000, 0x310(%rbp)",
+    "movl $0x51, 0x300(%rbp)",
+    "ucall UCALL_DONE",
+    "2:",
+    "1: cli",
+    "test %r15, %r15",
+    "jnz 3f",
+    "sti",
+    "hlt",
+    "jmp 1b",
+    "3: mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+}
+
+/// A fixed IPI from vCPU 0 wakes vCPU 1, halted in the kernel on another
+/// thread, and runs its handler once.
+fn ipi_wakes_another_halted_vcpu(ctx: &Ctx) -> TestResult {
+    let (_vm, mut vcpus) = irqchip_vm(ctx, ipi_guest(), 2)?;
+    let (Some(mut ap), Some(mut bsp)) = (vcpus.pop(), vcpus.pop()) else {
+        ksft::fail!("two vCPUs were created");
+    };
+    // With an in-kernel APIC an application processor waits for INIT and
+    // SIPI (KVM_MP_STATE_UNINITIALIZED); this test starts it directly.
+    check_ok!(ap.vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE));
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(ap.sync().map(|[count, _, _]| count));
+    });
+    bsp.sync()?;
+    // Give vCPU 1 time to halt, then send.
+    thread::sleep(Duration::from_millis(50));
+    bsp.done()?;
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(count)) => check_eq!(count, 1u64, "IPIs taken by vCPU 1"),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => ksft::fail!("vCPU 1 did not wake in 10 s"),
+    }
+    Ok(())
+}
+
+irq_guest! {
+    /// IOAPIC pin 5: vector 0x41, level-triggered, physical destination
+    /// APIC 0. The handler reports each interrupt before its EOI, so the
+    /// host can lower the line in between.
+    fn ioapic_level_guest;
+    "set_gate 0x41, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    // LINT0 masked: the same GSI reaches the (uninitialized) PIC too.
+    "movl $0x10000, 0x350(%rbp)",
+    "movl $0x1b, (%r14)",
+    "movl $0, 0x10(%r14)",
+    "movl $0x1a, (%r14)",
+    "movl $0x8041, 0x10(%r14)",
+    "sti",
+    "ucall UCALL_SYNC",
+    "1: cli",
+    "cmp $2, %r15",
+    "jae 3f",
+    "sti",
+    "hlt",
+    "jmp 1b",
+    "3: sti",
+    // Some time for a third (wrong) delivery.
+    "mov $1000000, %ecx",
+    "2: pause",
+    "dec %ecx",
+    "jnz 2b",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+}
+
+/// A level-triggered IOAPIC line raised with `KVM_IRQ_LINE` is delivered,
+/// delivered again after the EOI while it is still high (remote IRR), and
+/// not again once lowered before the EOI.
+fn ioapic_level_line_is_redelivered_until_lowered(ctx: &Ctx) -> TestResult {
+    let (vm, mut vcpus) = irqchip_vm(ctx, ioapic_level_guest(), 1)?;
+    let v = &mut vcpus[0];
+    v.sync()?;
+    check_ok!(vm.vm.irq_line(5, true));
+    let [first, _, _] = v.sync()?;
+    check_eq!(first, 1u64, "first delivery");
+    // Still high at the EOI: delivered again.
+    let [second, _, _] = v.sync()?;
+    check_eq!(second, 2u64, "second delivery");
+    check_ok!(vm.vm.irq_line(5, false));
+    let [total, _, _] = v.sync()?;
+    check_eq!(total, 2u64, "deliveries in all");
+    // The redirection entry reads back as the guest wrote it.
+    let state = check_ok!(vm.vm.get_irqchip(IOAPIC));
+    let entry5 = ioapic_entry(&state, 5);
+    check_eq_hex!(entry5 & 0x1_ffff & !(1 << 14), 0x8041u64, "pin 5's entry");
+    v.done()
+}
+
+irq_guest! {
+    /// The PIC: master at vectors 0x20-0x27 with only IRQ 3 unmasked, the
+    /// slave masked, LINT0 in ExtINT mode. The handler EOIs the PIC.
+    fn pic_guest;
+    "set_gate 0x23, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "movl $0x700, 0x350(%rbp)",
+    "mov $0x11, %al",
+    "out %al, $0x20",
+    "mov $0x20, %al",
+    "out %al, $0x21",
+    "mov $0x04, %al",
+    "out %al, $0x21",
+    "mov $0x01, %al",
+    "out %al, $0x21",
+    "mov $0xf7, %al",
+    "out %al, $0x21",
+    "mov $0xff, %al",
+    "out %al, $0xa1",
+    "in $0x21, %al",
+    "movzbl %al, %ebx",
+    "sti",
+    "ucall UCALL_SYNC",
+    "1: cli",
+    "test %r15, %r15",
+    "jnz 3f",
+    "sti",
+    "hlt",
+    "jmp 1b",
+    "3: sti",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "mov $0x20, %al",
+    "out %al, $0x20",
+    "iretq",
+}
+
+/// An edge on PIC IRQ 3 (`KVM_IRQ_LINE` up and down) reaches the guest
+/// through LINT0 as vector 0x23, after the guest initialized the PIC
+/// itself through its ports; the mask register reads back.
+fn pic_interrupt_reaches_the_guest_through_lint0(ctx: &Ctx) -> TestResult {
+    let (vm, mut vcpus) = irqchip_vm(ctx, pic_guest(), 1)?;
+    let v = &mut vcpus[0];
+    let [imr, _, _] = v.sync()?;
+    check_eq_hex!(imr, 0xf7u64, "master IMR read by the guest");
+    let pic = check_ok!(vm.vm.get_irqchip(PIC_MASTER));
+    check_eq_hex!(pic[5], 0x20u8, "master irq_base in KVM_GET_IRQCHIP");
+    check_eq_hex!(pic[2], 0xf7u8, "master imr in KVM_GET_IRQCHIP");
+    check_ok!(vm.vm.irq_line(3, true));
+    check_ok!(vm.vm.irq_line(3, false));
+    let [count, _, _] = v.sync()?;
+    check_eq!(count, 1u64, "PIC interrupts taken");
+    v.done()
+}
+
+/// `KVM_GET_LAPIC` after RESET shows the vCPU's APIC ID, version 0x14 with
+/// six LVT entries, the APIC software-disabled, LVTs masked and the flat
+/// model; a TPR changed with `KVM_SET_LAPIC` reads back.
+fn lapic_state_at_reset_and_round_trip(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpus) = irqchip_vm(ctx, periodic_timer_guest(), 2)?;
+    let v = &vcpus[1].vcpu;
+    let mut page = check_ok!(v.get_lapic());
+    check_eq_hex!(reg(&page, APIC_ID), 1u32 << 24, "APIC ID of vCPU 1");
+    check_eq_hex!(reg(&page, APIC_VERSION), 0x5_0014u32, "version");
+    check_eq_hex!(reg(&page, APIC_SVR), 0xffu32, "SVR");
+    check_eq_hex!(reg(&page, APIC_LVT_TIMER), 0x1_0000u32, "LVT timer");
+    check_eq_hex!(reg(&page, APIC_DFR), 0xffff_ffffu32, "DFR");
+    set_reg(&mut page, APIC_TPR, 0x20);
+    check_ok!(v.set_lapic(&page));
+    let back = check_ok!(v.get_lapic());
+    check_eq_hex!(reg(&back, APIC_TPR), 0x20u32, "TPR after KVM_SET_LAPIC");
+    // CR8 is the TPR's priority class.
+    check_eq!(check_ok!(v.get_sregs()).cr8, 2u64, "CR8");
+    Ok(())
+}
+
+/// `KVM_SET_IRQCHIP` then `KVM_GET_IRQCHIP` returns the state set: the
+/// PIC's mask and vector base, an IOAPIC redirection entry.
+fn irqchip_state_round_trips(ctx: &Ctx) -> TestResult {
+    let vm = ctx.vm()?;
+    check_ok!(vm.create_irqchip());
+    let mut pic = check_ok!(vm.get_irqchip(PIC_MASTER));
+    pic[2] = 0x5a; // imr
+    pic[5] = 0x68; // irq_base
+    check_ok!(vm.set_irqchip(PIC_MASTER, &pic));
+    let back = check_ok!(vm.get_irqchip(PIC_MASTER));
+    check_eq_hex!(back[2], 0x5au8, "imr");
+    check_eq_hex!(back[5], 0x68u8, "irq_base");
+    let mut io = check_ok!(vm.get_irqchip(IOAPIC));
+    // Reset: every entry masked.
+    let entry = ioapic_entry;
+    check_eq_hex!(
+        entry(&io, 7) & (1 << 16),
+        1u64 << 16,
+        "pin 7 masked at reset"
+    );
+    io[24 + 8 * 7..32 + 8 * 7].copy_from_slice(&0x0300_0000_0001_0055u64.to_le_bytes());
+    check_ok!(vm.set_irqchip(IOAPIC, &io));
+    let back = check_ok!(vm.get_irqchip(IOAPIC));
+    check_eq_hex!(entry(&back, 7), 0x0300_0000_0001_0055u64, "pin 7");
+    Ok(())
+}
+
+/// Bad input, as KVM answers it: a second `KVM_CREATE_IRQCHIP` is
+/// `EEXIST`, one after a vCPU exists `EINVAL`; without an irqchip
+/// `KVM_IRQ_LINE` and `KVM_GET_IRQCHIP` are `ENXIO` and `KVM_GET_LAPIC`
+/// `EINVAL`; chip id 3 is `EINVAL`; `KVM_INTERRUPT` with an in-kernel
+/// irqchip is `ENXIO`.
+fn bad_irqchip_requests_are_refused(ctx: &Ctx) -> TestResult {
+    let vm = ctx.vm()?;
+    check_errno!(
+        vm.irq_line(1, true),
+        libc::ENXIO,
+        "KVM_IRQ_LINE without an irqchip"
+    );
+    check_errno!(
+        vm.get_irqchip(0),
+        libc::ENXIO,
+        "KVM_GET_IRQCHIP without an irqchip"
+    );
+    let vcpu = check_ok!(vm.create_vcpu(0));
+    check_errno!(
+        vcpu.get_lapic(),
+        libc::EINVAL,
+        "KVM_GET_LAPIC without an irqchip"
+    );
+    check_errno!(
+        vm.create_irqchip(),
+        libc::EINVAL,
+        "KVM_CREATE_IRQCHIP after a vCPU"
+    );
+
+    let vm = ctx.vm()?;
+    check_ok!(vm.create_irqchip());
+    check_errno!(
+        vm.create_irqchip(),
+        libc::EEXIST,
+        "a second KVM_CREATE_IRQCHIP"
+    );
+    check_errno!(vm.get_irqchip(3), libc::EINVAL, "chip id 3");
+    check_errno!(
+        vm.set_irqchip(3, &[0; 512]),
+        libc::EINVAL,
+        "KVM_SET_IRQCHIP chip id 3"
+    );
+    let vcpu = check_ok!(vm.create_vcpu(0));
+    check_errno!(
+        vcpu.interrupt(0x30),
+        libc::ENXIO,
+        "KVM_INTERRUPT with an irqchip"
+    );
+    // A GSI beyond the routing table goes nowhere, successfully.
+    check_ok!(vm.irq_line(1000, true));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    ksft::run(
+        &Ctx::from_args(),
+        &tests![
+            bad_irqchip_requests_are_refused,
+            irqchip_state_round_trips,
+            lapic_state_at_reset_and_round_trip,
+            self_ipi_is_delivered_at_once,
+            periodic_timer_wakes_a_halted_vcpu,
+            one_shot_timer_counts_down_and_fires_once,
+            ipi_wakes_another_halted_vcpu,
+            ioapic_level_line_is_redelivered_until_lowered,
+            pic_interrupt_reaches_the_guest_through_lint0,
+        ],
+    )
+}
