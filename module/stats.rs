@@ -119,8 +119,16 @@ pub(crate) struct VmStats {
     pub(crate) io_exits: Counter,
     /// Exits to user space for MMIO (`mmio_exits`).
     pub(crate) mmio_exits: Counter,
-    /// Exits to user space for HLT (`halt_exits`).
+    /// HLT exits, to user space or, with an in-kernel APIC, handled in
+    /// the kernel (`halt_exits`).
     pub(crate) halt_exits: Counter,
+    /// In-kernel irqchip: interrupts injected from it (`irq_injections`),
+    /// halted vCPUs woken (`halt_wakeup`), and rkvm's own: IPIs sent
+    /// (`ipis`) and APIC timer expiries (`apic_timer_fires`).
+    pub(crate) irq_injections: Counter,
+    pub(crate) halt_wakeup: Counter,
+    pub(crate) ipis: Counter,
+    pub(crate) apic_timer_fires: Counter,
     /// Exits for a host interrupt (`irq_exits`).
     pub(crate) irq_exits: Counter,
     /// `KVM_EXIT_IRQ_WINDOW_OPEN` returns (`request_irq_exits`).

@@ -63,6 +63,16 @@ impl ArchState {
         self.regs = reset_regs(reset_signature(&self.cpuid));
         self.sregs = reset_sregs(self.id);
     }
+
+    /// An INIT from the in-kernel APIC: the registers as after RESET, but
+    /// IA32_APIC_BASE kept (SDM Vol. 3A Table 9-1), and nothing left to
+    /// deliver or complete.
+    pub(crate) fn reset_for_init(&mut self) {
+        let apic_base = self.sregs.apic_base;
+        self.reset_after_shutdown();
+        self.sregs.apic_base = apic_base;
+        self.run.init_reset();
+    }
 }
 
 /// A virtual CPU.
@@ -316,6 +326,11 @@ impl VcpuFd {
     /// answers when `lapic_in_kernel` is false.
     fn set_mp_state(&self, arg: usize) -> Result<isize> {
         let state: kvm_mp_state = user::read(arg)?;
+        // With an in-kernel APIC, KVM's x86 states (run/apic.rs).
+        if let Some(link) = self.vcpu.state.lock().run.irq.as_mut() {
+            link.set_mp_state(state.mp_state)?;
+            return Ok(0);
+        }
         if state.mp_state != abi::KVM_MP_STATE_RUNNABLE {
             return Err(EINVAL);
         }
@@ -383,21 +398,15 @@ impl FileObject for VcpuFd {
             abi::KVM_SET_FPU => this.set_fpu(arg),
             // Always runnable without an in-kernel APIC: see `set_mp_state`.
             abi::KVM_GET_MP_STATE => {
-                let halted = this
+                let mp_state = this
                     .vcpu
                     .state
                     .lock()
                     .run
                     .irq
                     .as_ref()
-                    .is_some_and(|l| l.halted);
-                let state = kvm_mp_state {
-                    mp_state: if halted {
-                        abi::KVM_MP_STATE_HALTED
-                    } else {
-                        abi::KVM_MP_STATE_RUNNABLE
-                    },
-                };
+                    .map_or(abi::KVM_MP_STATE_RUNNABLE, |l| l.mp_state());
+                let state = kvm_mp_state { mp_state };
                 user::write(arg, &state)?;
                 Ok(0)
             }

@@ -204,6 +204,10 @@ impl Vm {
         dir.file(c"mmio_exits", &COUNTER_FOPS, |s| &s.mmio_exits);
         dir.file(c"halt_exits", &COUNTER_FOPS, |s| &s.halt_exits);
         dir.file(c"irq_exits", &COUNTER_FOPS, |s| &s.irq_exits);
+        dir.file(c"irq_injections", &COUNTER_FOPS, |s| &s.irq_injections);
+        dir.file(c"halt_wakeup", &COUNTER_FOPS, |s| &s.halt_wakeup);
+        dir.file(c"ipis", &COUNTER_FOPS, |s| &s.ipis);
+        dir.file(c"apic_timer_fires", &COUNTER_FOPS, |s| &s.apic_timer_fires);
         dir.file(c"request_irq_exits", &COUNTER_FOPS, |s| {
             &s.request_irq_exits
         });
@@ -389,7 +393,7 @@ impl Vm {
         // With an in-kernel irqchip, each vCPU gets its local APIC.
         let chip = this.inner.lock().irqchip.clone();
         let apic = match chip {
-            Some(_) => Some(VcpuApic::new(id as u32, true)?),
+            Some(_) => Some(VcpuApic::new(id as u32, true, this.stats.clone())?),
             None => None,
         };
         let link = chip
@@ -455,7 +459,7 @@ impl Vm {
         if !inner.vcpus.is_empty() {
             return Err(EINVAL);
         }
-        inner.irqchip = Some(Irqchip::new()?);
+        inner.irqchip = Some(Irqchip::new(self.stats.clone())?);
         Ok(0)
     }
 

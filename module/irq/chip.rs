@@ -28,8 +28,9 @@ use super::delivery::{DeliveryMode, Message};
 use super::ioapic::{Ioapic, IoapicState, Source, PINS};
 use super::lapic::{self, Effect, Lapic};
 use super::pic::{ChipState, Pic};
+use crate::stats::VmStats;
 use crate::sys::cpu;
-use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{
     new_condvar, new_mutex, new_spinlock_irq, Arc, ArcBorrow, CondVar, Mutex, SpinLockIrq,
@@ -85,12 +86,15 @@ pub(crate) struct Irqchip {
     pic_output: AtomicBool,
     #[pin]
     apics: Mutex<KVec<Arc<VcpuApic>>>,
+    /// The VM's counters (debugfs).
+    pub(crate) stats: Arc<VmStats>,
 }
 
 impl Irqchip {
-    pub(crate) fn new() -> Result<Arc<Self>> {
+    pub(crate) fn new(stats: Arc<VmStats>) -> Result<Arc<Self>> {
         Arc::pin_init(
             pin_init!(Irqchip {
+                stats,
                 pic <- new_spinlock_irq!(Pic::new(), "rkvm::Irqchip::pic"),
                 ioapic <- new_spinlock_irq!(Ioapic::new(), "rkvm::Irqchip::ioapic"),
                 pic_output: AtomicBool::new(false),
@@ -113,9 +117,11 @@ impl Irqchip {
 
     /// Delivers `m` to every local APIC it names (one, for lowest
     /// priority: rkvm picks the first, where KVM arbitrates by priority).
-    /// Fixed and lowest-priority messages are implemented; NMI, INIT,
-    /// SIPI, SMI and ExtINT messages are not yet, and are dropped. Returns
-    /// how many APICs took it.
+    /// Fixed and lowest-priority messages go into IRR; INIT (an assert;
+    /// the de-assert is ignored, as by every APIC since the Pentium 4) and
+    /// SIPI are latched for the vCPU's run loop (KVM's `pending_events`).
+    /// NMI, SMI and ExtINT messages are not implemented yet, and dropped.
+    /// Returns how many APICs took it.
     pub(crate) fn deliver(&self, m: &Message) -> u32 {
         let apics = self.apics.lock();
         let mut taken = 0;
@@ -123,8 +129,21 @@ impl Irqchip {
             let accepted = {
                 let mut l = apic.lapic.lock();
                 l.is_destination(&m.dest)
-                    && matches!(m.mode, DeliveryMode::Fixed | DeliveryMode::LowestPriority)
-                    && l.accept_fixed(m.vector, m.level)
+                    && match m.mode {
+                        DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                            l.accept_fixed(m.vector, m.level)
+                        }
+                        DeliveryMode::Init if m.assert => {
+                            apic.init.store(true, Ordering::SeqCst);
+                            true
+                        }
+                        DeliveryMode::StartUp => {
+                            apic.sipi
+                                .store(SIPI_LATCHED | u32::from(m.vector), Ordering::SeqCst);
+                            true
+                        }
+                        _ => false,
+                    }
             };
             if accepted {
                 apic.kick();
@@ -304,9 +323,15 @@ pub(crate) struct VcpuApic {
     timer: HrTimer<VcpuApic>,
     /// The CPU the vCPU is in guest mode on, or -1 (as `Vcpu::running_on`).
     running_on: AtomicI32,
+    /// The VM's counters (the timer callback counts its expiries).
+    stats: Arc<VmStats>,
     /// Something changed since the run loop last looked (see the module
     /// documentation).
     kicked: AtomicBool,
+    /// An INIT arrived (KVM's `KVM_APIC_INIT`).
+    init: AtomicBool,
+    /// A SIPI arrived: [`SIPI_LATCHED`] and its vector.
+    sipi: AtomicU32,
     vcpu_id: u32,
 }
 
@@ -329,6 +354,7 @@ impl HrTimerCallback for VcpuApic {
             (fired, l.timer_period_ns())
         };
         if fired {
+            this.stats.apic_timer_fires.add(1);
             this.kick();
         }
         match period {
@@ -341,6 +367,9 @@ impl HrTimerCallback for VcpuApic {
     }
 }
 
+/// A SIPI is latched (bit 8 of `VcpuApic::sipi`, above the vector).
+const SIPI_LATCHED: u32 = 1 << 8;
+
 /// The handle of an armed APIC timer; dropping it cancels the timer. Kept
 /// by the vCPU's run state, so that the timer cannot outlive the vCPU.
 pub(crate) type TimerHandle = ArcHrTimerHandle<VcpuApic>;
@@ -348,14 +377,17 @@ pub(crate) type TimerHandle = ArcHrTimerHandle<VcpuApic>;
 impl VcpuApic {
     /// The APIC of vCPU `vcpu_id`, after RESET. `tsc_deadline` offers the
     /// TSC-deadline timer mode (the guest's CPUID decides).
-    pub(crate) fn new(vcpu_id: u32, tsc_deadline: bool) -> Result<Arc<Self>> {
+    pub(crate) fn new(vcpu_id: u32, tsc_deadline: bool, stats: Arc<VmStats>) -> Result<Arc<Self>> {
         Arc::pin_init(
             pin_init!(VcpuApic {
+                stats,
                 lapic <- new_spinlock_irq!(Lapic::new(vcpu_id, tsc_deadline), "rkvm::VcpuApic::lapic"),
                 wake <- new_condvar!("rkvm::VcpuApic::wake"),
                 timer <- HrTimer::new(),
                 running_on: AtomicI32::new(-1),
                 kicked: AtomicBool::new(false),
+                init: AtomicBool::new(false),
+                sipi: AtomicU32::new(0),
                 vcpu_id,
             }),
             GFP_KERNEL_ACCOUNT,
@@ -387,6 +419,31 @@ impl VcpuApic {
         self.running_on
             .store(cpu.map_or(-1, |c| c as i32), Ordering::SeqCst);
         cpu.is_some() && self.kicked.load(Ordering::SeqCst)
+    }
+
+    /// Takes a latched INIT.
+    pub(crate) fn take_init(&self) -> bool {
+        self.init.swap(false, Ordering::SeqCst)
+    }
+
+    /// Takes a latched SIPI's vector.
+    pub(crate) fn take_sipi(&self) -> Option<u8> {
+        let v = self.sipi.swap(0, Ordering::SeqCst);
+        (v & SIPI_LATCHED != 0).then_some(v as u8)
+    }
+
+    /// `KVM_SET_MP_STATE(SIPI_RECEIVED)`: a SIPI with vector 0 unless one
+    /// is latched already.
+    pub(crate) fn latch_sipi_if_none(&self) {
+        let _ = self
+            .sipi
+            .compare_exchange(0, SIPI_LATCHED, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// An INIT or SIPI is latched (read under the APIC's lock by a
+    /// waiting vCPU's `halt` check).
+    pub(crate) fn has_init_or_sipi(&self) -> bool {
+        self.init.load(Ordering::SeqCst) || self.sipi.load(Ordering::SeqCst) != 0
     }
 
     /// Runs `f` on the local APIC, under its lock.
@@ -432,6 +489,7 @@ impl VcpuApic {
     ) {
         match effect {
             Effect::Ipi(m) => {
+                chip.stats.ipis.add(1);
                 chip.deliver(&m);
             }
             Effect::LevelEoi(vector) => chip.ioapic_eoi(vector),

@@ -30,6 +30,19 @@ use kernel::sync::Arc;
 /// RFLAGS.IF. SDM Vol. 1 3.4.3.
 const RFLAGS_IF: u64 = 1 << 9;
 
+/// The multiprocessing state of a vCPU with an in-kernel APIC (KVM's
+/// `mp_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MpState {
+    Runnable,
+    /// In HLT, until an interrupt it can take.
+    Halted,
+    /// An application processor after RESET: waits for INIT.
+    Uninitialized,
+    /// After INIT: waits for a SIPI (SDM Vol. 3A 9.4.4, "wait-for-SIPI").
+    InitReceived,
+}
+
 /// A vCPU's link to the in-kernel irqchip, in its run state.
 pub(crate) struct IrqLink {
     pub(crate) chip: Arc<Irqchip>,
@@ -39,10 +52,10 @@ pub(crate) struct IrqLink {
     /// CR8 as last set from the TPR: a different value means the guest
     /// (or `KVM_SET_SREGS`) wrote CR8 since.
     cr8_seen: u64,
-    /// The vCPU executed HLT and waits for an interrupt
-    /// (`KVM_MP_STATE_HALTED`); a signal ends `KVM_RUN` without ending
-    /// the wait.
-    pub(crate) halted: bool,
+    /// Runnable, halted (HLT, waiting for an interrupt), or an application
+    /// processor waiting for INIT and SIPI. A signal ends `KVM_RUN`
+    /// without ending a wait.
+    pub(crate) mp: MpState,
     /// This is vCPU 0, which takes the PIC's interrupts (LINT0).
     bsp: bool,
 }
@@ -54,9 +67,44 @@ impl IrqLink {
             apic,
             timer: None,
             cr8_seen: 0,
-            halted: false,
+            // With an in-kernel APIC only the BSP runs from RESET; the others wait for
+            // INIT and SIPI, as KVM's `kvm_arch_vcpu_create`.
+            mp: if vcpu_id == 0 {
+                MpState::Runnable
+            } else {
+                MpState::Uninitialized
+            },
             bsp: vcpu_id == 0,
         }
+    }
+
+    /// `KVM_GET_MP_STATE`.
+    pub(crate) fn mp_state(&self) -> u32 {
+        match self.mp {
+            MpState::Runnable => abi::KVM_MP_STATE_RUNNABLE,
+            MpState::Halted => abi::KVM_MP_STATE_HALTED,
+            MpState::Uninitialized => abi::KVM_MP_STATE_UNINITIALIZED,
+            MpState::InitReceived => abi::KVM_MP_STATE_INIT_RECEIVED,
+        }
+    }
+
+    /// `KVM_SET_MP_STATE`, with KVM's x86 states; `SIPI_RECEIVED` (old
+    /// user space's) is `INIT_RECEIVED` with the SIPI latched, vector 0
+    /// unless one was, as KVM. Others are `EINVAL`.
+    pub(crate) fn set_mp_state(&mut self, state: u32) -> Result {
+        self.mp = match state {
+            abi::KVM_MP_STATE_RUNNABLE => MpState::Runnable,
+            abi::KVM_MP_STATE_HALTED => MpState::Halted,
+            abi::KVM_MP_STATE_UNINITIALIZED => MpState::Uninitialized,
+            abi::KVM_MP_STATE_INIT_RECEIVED => MpState::InitReceived,
+            abi::KVM_MP_STATE_SIPI_RECEIVED => {
+                self.apic.latch_sipi_if_none();
+                MpState::InitReceived
+            }
+            _ => return Err(EINVAL),
+        };
+        self.apic.kick();
+        Ok(())
     }
 
     /// CR8 as `KVM_GET_SREGS` reports it: the TPR's priority class.
@@ -119,6 +167,7 @@ pub(super) fn pick_interrupt(state: &mut ArchState) -> bool {
         (taken, pending.is_some(), l.accepts_pic_interrupts())
     });
     if let Some(v) = from_apic {
+        link.chip.stats.irq_injections.add(1);
         state.run.event = Some(Event::Interrupt(v));
         return false;
     }
@@ -130,24 +179,65 @@ pub(super) fn pick_interrupt(state: &mut ArchState) -> bool {
             return true;
         }
         if let Some(v) = link.chip.pic_acknowledge() {
+            link.chip.stats.irq_injections.add(1);
             state.run.event = Some(Event::Interrupt(v));
         }
     }
     false
 }
 
-/// HLT with an in-kernel APIC: the vCPU sleeps until it has an interrupt
-/// it can take (or, halted with IF clear, until a signal: it cannot wake
-/// otherwise, as on hardware without NMIs). A signal ends `KVM_RUN` with
-/// `KVM_EXIT_INTR`; the vCPU stays halted for the next `KVM_RUN`, as in
-/// KVM.
+/// HLT with an in-kernel APIC: the vCPU is halted, and [`events`] waits
+/// until it has an interrupt it can take. `None` without one (the VMM
+/// gets `KVM_EXIT_HLT`).
 pub(super) fn halt(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Option<Next>> {
+    let Some(link) = state.run.irq.as_mut() else {
+        return Ok(None);
+    };
+    link.mp = MpState::Halted;
+    Ok(Some(events(state, page)?.unwrap_or(Next::Enter)))
+}
+
+/// Before each entry, KVM's `kvm_apic_accept_events` and
+/// `kvm_vcpu_block`: a latched INIT resets the vCPU (the BSP runs on from
+/// the reset vector; an application processor waits for SIPI), a SIPI
+/// starts a processor waiting for it in real mode at `vector << 12`; a
+/// vCPU that is not runnable sleeps until an interrupt it can take (if
+/// halted), an INIT or SIPI, or a signal (`EINTR`, `KVM_EXIT_INTR`; it
+/// stays in its state for the next `KVM_RUN`). `None`: enter now.
+///
+/// An application processor still `UNINITIALIZED` is KVM's special case
+/// (`kvm_arch_vcpu_ioctl_run`): it sleeps once, takes what woke it, and
+/// `KVM_RUN` returns `EAGAIN` for user space to call it again.
+pub(super) fn events(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Option<Next>> {
+    let Some(link) = state.run.irq.as_ref() else {
+        return Ok(None);
+    };
+    if link.mp == MpState::Uninitialized {
+        if !link.apic.halt(|_| link.apic.has_init_or_sipi()) {
+            page.write(
+                core::mem::offset_of!(abi::kvm_run, exit_reason),
+                &abi::KVM_EXIT_INTR,
+            )?;
+            return Ok(Some(Next::Fail(EINTR)));
+        }
+        accept_init_sipi(state)?;
+        return Ok(Some(Next::Fail(EAGAIN)));
+    }
+    accept_init_sipi(state)?;
     let if_set = state.regs.rflags & RFLAGS_IF != 0;
     let Some(link) = state.run.irq.as_mut() else {
         return Ok(None);
     };
-    link.halted = true;
-    let woke = link.apic.halt(|l| link.wakes(l, if_set));
+    let mp = link.mp;
+    let woke = match mp {
+        MpState::Runnable => return Ok(None),
+        MpState::Halted => link
+            .apic
+            .halt(|l| link.wakes(l, if_set) || link.apic.has_init_or_sipi()),
+        MpState::Uninitialized | MpState::InitReceived => {
+            link.apic.halt(|_| link.apic.has_init_or_sipi())
+        }
+    };
     if !woke {
         page.write(
             core::mem::offset_of!(abi::kvm_run, exit_reason),
@@ -155,8 +245,45 @@ pub(super) fn halt(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Optio
         )?;
         return Ok(Some(Next::Fail(EINTR)));
     }
-    link.halted = false;
+    if mp == MpState::Halted {
+        link.mp = MpState::Runnable;
+        link.chip.stats.halt_wakeup.add(1);
+    }
+    // Go round: the INIT or SIPI is taken, the interrupt picked, next time.
     Ok(Some(Next::Enter))
+}
+
+/// Takes a latched INIT, then a latched SIPI (KVM's
+/// `kvm_apic_accept_events`).
+fn accept_init_sipi(state: &mut ArchState) -> Result {
+    let Some(link) = state.run.irq.as_ref() else {
+        return Ok(());
+    };
+    if link.apic.take_init() {
+        state.reset_for_init();
+        let link = state.run.irq.as_mut().ok_or(EINVAL)?;
+        // INIT clears the APIC too, its ID kept; its timer stops.
+        link.apic.with(|l| l.init());
+        link.timer = None;
+        link.mp = if link.bsp {
+            MpState::Runnable
+        } else {
+            MpState::InitReceived
+        };
+    }
+    let Some(link) = state.run.irq.as_mut() else {
+        return Ok(());
+    };
+    if let Some(vector) = link.apic.take_sipi() {
+        if link.mp == MpState::InitReceived {
+            link.mp = MpState::Runnable;
+            // SDM Vol. 3A 9.4.4: the AP starts at vector:0000 in real mode.
+            state.sregs.cs.selector = u16::from(vector) << 8;
+            state.sregs.cs.base = u64::from(vector) << 12;
+            state.regs.rip = 0;
+        }
+    }
+    Ok(())
 }
 
 /// An MMIO access at `gpa` the in-kernel irqchip may own: the local APIC's

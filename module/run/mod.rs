@@ -131,6 +131,16 @@ impl RunState {
         self.flush_tlb |= paging_changed;
     }
 
+    /// An INIT: nothing queued or half-done survives it.
+    pub(crate) fn init_reset(&mut self) {
+        self.pending = None;
+        self.queued_irq = None;
+        self.event = None;
+        self.interrupt_shadow = false;
+        self.reload_pdptrs = true;
+        self.flush_tlb = true;
+    }
+
     /// The guest's FPU and extended register image (`KVM_GET_FPU`).
     pub(crate) fn fpu(&self) -> &FpuImage {
         &self.fpu
@@ -276,13 +286,12 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             return Err(EIO);
         }
 
-        // A vCPU halted in the kernel keeps waiting, in this KVM_RUN as in the last.
-        if state.run.irq.as_ref().is_some_and(|l| l.halted) {
-            if let Some(next) = apic::halt(state, page)? {
-                match next {
-                    Next::Fail(e) => return Err(e),
-                    _ => continue,
-                }
+        // INIT and SIPI, and a vCPU that waits (halted, or for INIT/SIPI),
+        // in this KVM_RUN as in the last.
+        if let Some(next) = apic::events(state, page)? {
+            match next {
+                Next::Fail(e) => return Err(e),
+                _ => continue,
             }
         }
         apic::sync_tpr(state);

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, tests};
-use kvm_abi::sys::KVM_MP_STATE_RUNNABLE;
+use kvm_abi::sys::{KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
 use rkvm_selftests::guest::{GuestVcpu, GuestVm, Mode};
 use rkvm_selftests::{Ctx, guest};
 
@@ -121,9 +121,12 @@ irq_guest! {
 
 /// The APIC timer in periodic mode wakes a vCPU halted in the kernel: five
 /// 10 ms periods take at least 45 ms and end in exactly the guest's report
-/// (no HLT reaches user space).
+/// (no HLT reaches user space). The debugfs counters KVM and rkvm share
+/// (`irq_injections`, `halt_wakeup`) and rkvm's `apic_timer_fires` saw
+/// them.
 fn periodic_timer_wakes_a_halted_vcpu(ctx: &Ctx) -> TestResult {
-    let (_vm, mut vcpus) = irqchip_vm(ctx, periodic_timer_guest(), 1)?;
+    let (vm, mut vcpus) = irqchip_vm(ctx, periodic_timer_guest(), 1)?;
+    let stat = |name: &str| ctx.vm_stat(&vm.vm, name).map_err(Status::Fail);
     let start = Instant::now();
     let [count, _, _] = vcpus[0].sync()?;
     let elapsed = start.elapsed();
@@ -133,6 +136,11 @@ fn periodic_timer_wakes_a_halted_vcpu(ctx: &Ctx) -> TestResult {
         "five 10 ms periods took {elapsed:?}"
     );
     check!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    check!(stat("irq_injections")? >= 5, "irq_injections");
+    check!(stat("halt_wakeup")? >= 1, "halt_wakeup");
+    if ctx.is_rkvm() {
+        check!(stat("apic_timer_fires")? >= 5, "apic_timer_fires");
+    }
     vcpus[0].done()
 }
 
@@ -252,7 +260,8 @@ fn ipi_wakes_another_halted_vcpu(ctx: &Ctx) -> TestResult {
         ksft::fail!("two vCPUs were created");
     };
     // With an in-kernel APIC an application processor waits for INIT and
-    // SIPI (KVM_MP_STATE_UNINITIALIZED); this test starts it directly.
+    // SIPI (KVM_MP_STATE_UNINITIALIZED); this test starts it directly, as
+    // KVM's own selftests do.
     check_ok!(ap.vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE));
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -266,6 +275,91 @@ fn ipi_wakes_another_halted_vcpu(ctx: &Ctx) -> TestResult {
         Ok(Ok(count)) => check_eq!(count, 1u64, "IPIs taken by vCPU 1"),
         Ok(Err(e)) => return Err(e),
         Err(_) => ksft::fail!("vCPU 1 did not wake in 10 s"),
+    }
+    Ok(())
+}
+
+irq_guest! {
+    /// vCPU 0 starts vCPU 1 the way firmware does (SDM Vol. 3A 9.4.4.1):
+    /// INIT, INIT de-assert, then a SIPI with vector 9 (start at 0x9000).
+    fn init_sipi_guest;
+    "movl $0x1ff, 0xf0(%rbp)",
+    "movl $0x01000000, 0x310(%rbp)",
+    "movl $0x4500, 0x300(%rbp)",
+    "movl $0x01000000, 0x310(%rbp)",
+    "movl $0x8500, 0x300(%rbp)",
+    "movl $0x01000000, 0x310(%rbp)",
+    "movl $0x4609, 0x300(%rbp)",
+    "ucall UCALL_DONE",
+}
+
+guest! {
+    /// What vCPU 1 runs after the SIPI: real mode, at 0x0900:0000.
+    fn ap_real_mode_guest;
+    ".code16",
+    "mov $0x1234, %bx",
+    "mov %cs, %cx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// With an in-kernel APIC an application processor waits for INIT and
+/// SIPI (`KVM_MP_STATE_UNINITIALIZED`, its `KVM_RUN` sleeping in the
+/// kernel, then returning `EAGAIN` once woken, as KVM's: user space calls
+/// it again) while the BSP is runnable; vCPU 0's INIT-SIPI then starts it
+/// in real mode at the SIPI's vector (CS 0x0900, base 0x9000, IP 0),
+/// whatever state user space had set before.
+fn init_sipi_starts_an_application_processor(ctx: &Ctx) -> TestResult {
+    let (vm, mut vcpus) = irqchip_vm(ctx, init_sipi_guest(), 2)?;
+    vm.write(0x9000, ap_real_mode_guest())?;
+    let (Some(mut ap), Some(mut bsp)) = (vcpus.pop(), vcpus.pop()) else {
+        ksft::fail!("two vCPUs were created");
+    };
+    check_eq!(
+        check_ok!(bsp.vcpu.get_mp_state()),
+        KVM_MP_STATE_RUNNABLE,
+        "BSP"
+    );
+    check_eq!(
+        check_ok!(ap.vcpu.get_mp_state()),
+        KVM_MP_STATE_UNINITIALIZED,
+        "AP before INIT"
+    );
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        // The first KVM_RUN sleeps until the INIT and comes back with EAGAIN.
+        let first = ap.vcpu.run().err().map(|e| e.errno());
+        let result = ap.sync().and_then(|[bx, cx, _]| {
+            if first != Some(nix::errno::Errno::EAGAIN) {
+                return Err(Status::Fail(format!(
+                    "first KVM_RUN of the waiting AP: {first:?}, expected EAGAIN"
+                )));
+            }
+            let sregs = ap
+                .vcpu
+                .get_sregs()
+                .map_err(|e| Status::Fail(e.to_string()))?;
+            ap.done()?;
+            Ok((
+                bx,
+                cx,
+                sregs.cs.base,
+                ap.vcpu.get_mp_state().unwrap_or(u32::MAX),
+            ))
+        });
+        let _ = tx.send(result);
+    });
+    thread::sleep(Duration::from_millis(50));
+    bsp.done()?;
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok((bx, cs, base, mp))) => {
+            check_eq_hex!(bx & 0xffff, 0x1234u64, "AP's code ran");
+            check_eq_hex!(cs & 0xffff, 0x900u64, "AP's CS");
+            check_eq_hex!(base, 0x9000u64, "AP's CS base");
+            check_eq!(mp, KVM_MP_STATE_RUNNABLE, "AP after SIPI");
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(_) => ksft::fail!("vCPU 1 did not start in 10 s"),
     }
     Ok(())
 }
@@ -501,6 +595,7 @@ fn main() -> ExitCode {
             periodic_timer_wakes_a_halted_vcpu,
             one_shot_timer_counts_down_and_fires_once,
             ipi_wakes_another_halted_vcpu,
+            init_sipi_starts_an_application_processor,
             ioapic_level_line_is_redelivered_until_lowered,
             pic_interrupt_reaches_the_guest_through_lint0,
         ],
