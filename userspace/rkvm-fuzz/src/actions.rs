@@ -61,6 +61,7 @@ const ACTIONS: &[Action] = &[
     ("fpu", 2, Worker::fpu),
     ("mp_state", 1, Worker::mp_state),
     ("interrupt", 2, Worker::interrupt),
+    ("irqchip", 3, Worker::irqchip),
     ("run", 10, Worker::run),
     ("mmap_vcpu", 1, Worker::mmap_vcpu),
     ("random_ioctl", 3, Worker::random_ioctl),
@@ -701,6 +702,80 @@ impl Worker {
         };
         self.log(format_args!("INTERRUPT vcpu {} irq {irq}", v.fd));
         let _ = sys::ioctl_with(v.fd, req::KVM_INTERRUPT, &mut kvm_interrupt { irq });
+    }
+
+    /// The in-kernel irqchip's ioctls: create it, raise and lower lines,
+    /// and read, mutate and write back PIC, IOAPIC and local APIC state.
+    fn irqchip(&mut self) {
+        let r = &mut self.rng;
+        match r.below(4) {
+            0 => {
+                let Some(vm) = self.world.lock().vm(&mut self.rng) else {
+                    return;
+                };
+                self.log(format_args!("CREATE_IRQCHIP vm {vm}"));
+                // SAFETY: `_IO` request: the argument is an integer (ignored).
+                let _ = unsafe { sys::ioctl(vm, req::KVM_CREATE_IRQCHIP, 0) };
+            }
+            1 => {
+                let Some(vm) = self.world.lock().vm(&mut self.rng) else {
+                    return;
+                };
+                let r = &mut self.rng;
+                let gsi = if r.chance(90) {
+                    r.below(26) as u32
+                } else {
+                    r.next() as u32
+                };
+                let level = if r.chance(80) {
+                    r.below(2) as u32
+                } else {
+                    r.next() as u32
+                };
+                self.log(format_args!("IRQ_LINE vm {vm} gsi {gsi} level {level}"));
+                let _ = sys::ioctl_with(vm, req::KVM_IRQ_LINE, &mut [gsi, level]);
+            }
+            2 => {
+                let Some(vm) = self.world.lock().vm(&mut self.rng) else {
+                    return;
+                };
+                let r = &mut self.rng;
+                let chip = if r.chance(90) {
+                    r.below(3) as u32
+                } else {
+                    r.next() as u32
+                };
+                let mut buf = [0u8; 520];
+                buf[..4].copy_from_slice(&chip.to_le_bytes());
+                let _ = sys::ioctl_with(vm, req::KVM_GET_IRQCHIP, &mut buf);
+                let flips = self.rng.below(8);
+                for _ in 0..flips {
+                    let i = 8 + self.rng.index(512);
+                    buf[i] = self.rng.next() as u8;
+                }
+                self.log(format_args!(
+                    "GET/SET_IRQCHIP vm {vm} chip {chip} ({flips} bytes changed)"
+                ));
+                let _ = sys::ioctl_with(vm, req::KVM_SET_IRQCHIP, &mut buf);
+            }
+            _ => {
+                let Some(v) = self.world.lock().vcpu(&mut self.rng) else {
+                    return;
+                };
+                let mut page = [0u8; 1024];
+                let _ = sys::ioctl_with(v.fd, req::KVM_GET_LAPIC, &mut page);
+                let flips = self.rng.below(8);
+                for _ in 0..flips {
+                    let i = self.rng.index(1024);
+                    page[i] = self.rng.next() as u8;
+                }
+                self.log(format_args!(
+                    "GET/SET_LAPIC vcpu {} ({flips} bytes changed)",
+                    v.fd
+                ));
+                let _ = sys::ioctl_with(v.fd, req::KVM_SET_LAPIC, &mut page);
+            }
+        }
     }
 
     /// KVM_RUN until a signal (the epoch's ticker thread sends one every few

@@ -93,7 +93,10 @@ pub(crate) fn code(rng: &mut Rng, len: usize) -> Vec<u8> {
                 out.push(op);
                 let v = match rng.below(4) {
                     0 => rng
-                        .pick(&[0x3f8u64, 0xe9, 0x80, 0x20, 0xa0, 0x40, 0x61, 0xcf8, 0x64])
+                        .pick(&[
+                            0x3f8u64, 0xe9, 0x80, 0x20, 0xa0, 0x40, 0x61, 0xcf8, 0x64, 0x21, 0xa1,
+                            0x4d0,
+                        ])
                         .unwrap_or(0),
                     1 => rng
                         .pick(&[
@@ -105,12 +108,25 @@ pub(crate) fn code(rng: &mut Rng, len: usize) -> Vec<u8> {
                             0x3a,
                             0x48,
                             0xc001_0117,
+                            // x2APIC TPR, EOI, ICR, timer initial count; TSC deadline.
+                            0x808,
+                            0x80b,
+                            0x830,
+                            0x838,
+                            0x6e0,
                         ])
                         .unwrap_or(0),
                     2 => rng
                         .pick(&[
                             0xfee0_0000u64,
+                            // The APIC's EOI, SVR, ICR, LVT timer, initial count.
+                            0xfee0_00b0,
+                            0xfee0_00f0,
+                            0xfee0_0300,
+                            0xfee0_0320,
+                            0xfee0_0380,
                             0xfec0_0000,
+                            0xfec0_0010,
                             0xd000_0000,
                             0xa0000,
                             0x20_0000,
