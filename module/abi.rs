@@ -56,6 +56,7 @@ pub(crate) const KVM_GET_IRQCHIP: u32 = _IOWR::<kvm_irqchip>(KVMIO, 0x62);
 pub(crate) const KVM_SET_IRQCHIP: u32 = _IOR::<kvm_irqchip>(KVMIO, 0x63);
 pub(crate) const KVM_SET_GSI_ROUTING: u32 = _IOW::<kvm_irq_routing>(KVMIO, 0x6a);
 pub(crate) const KVM_ENABLE_CAP: u32 = _IOW::<kvm_enable_cap>(KVMIO, 0xa3);
+pub(crate) const KVM_SIGNAL_MSI: u32 = _IOW::<kvm_msi>(KVMIO, 0xa5);
 
 // vCPU ioctls.
 pub(crate) const KVM_RUN: u32 = _IO(KVMIO, 0x80);
@@ -86,6 +87,7 @@ const _: () = assert!(KVM_SET_GSI_ROUTING == 0x4008_AE6A);
 const _: () = assert!(KVM_ENABLE_CAP == 0x4068_AEA3);
 const _: () = assert!(KVM_GET_MP_STATE == 0x8004_AE98);
 const _: () = assert!(KVM_IRQ_LINE == 0x4008_AE61);
+const _: () = assert!(KVM_SIGNAL_MSI == 0x4020_AEA5);
 const _: () = assert!(KVM_GET_IRQCHIP == 0xC208_AE62);
 const _: () = assert!(KVM_SET_IRQCHIP == 0x8208_AE63);
 const _: () = assert!(KVM_GET_LAPIC == 0x8400_AE8E);

@@ -36,6 +36,8 @@
 use crate::abi::{self, kvm_enable_cap, kvm_userspace_memory_region, kvm_userspace_memory_region2};
 use crate::dev::{check_extension, Shared};
 use crate::irq::chip::{Irqchip, VcpuApic, CHIP_IOAPIC, IRQCHIP_BYTES};
+use crate::irq::delivery::Msi;
+use crate::irq::routing::{Routing, RoutingError, ENTRY_BYTES, MAX_ROUTES};
 use crate::memslot::{Change, Request, SlotError, SlotTable};
 use crate::mmu::{MapError, PageSize, SecondLevel};
 use crate::run::IrqLink;
@@ -501,15 +503,44 @@ impl Vm {
         Ok(0)
     }
 
-    /// `KVM_SET_GSI_ROUTING`: a routing table maps GSIs to the pins of an
-    /// in-kernel PIC or IOAPIC, or to MSIs the in-kernel APIC delivers. An
-    /// rkvm VM has no in-kernel irqchip, and KVM answers a VM without one
-    /// (`kvm_arch_can_set_irq_routing`) with `EINVAL` once it has read the
-    /// header: so does rkvm.
+    /// `KVM_SET_GSI_ROUTING`: a routing table maps GSIs to the pins of the
+    /// in-kernel PIC or IOAPIC, or to MSIs the in-kernel APICs take
+    /// (`irq/routing.rs`). In KVM's order: the header is read, then a VM
+    /// without an in-kernel irqchip (`kvm_arch_can_set_irq_routing`), more
+    /// than 4096 entries and header flags are `EINVAL`, then the entries
+    /// are read and checked; the new table replaces the old one whole.
     fn set_gsi_routing(&self, arg: usize) -> Result<isize> {
         // The header: `nr` and `flags` (`struct kvm_irq_routing` before its entries).
-        let _header: [u32; 2] = user::read(arg)?;
-        Err(EINVAL)
+        let [nr, flags]: [u32; 2] = user::read(arg)?;
+        let chip = self.irqchip().map_err(|_| EINVAL)?;
+        if nr > MAX_ROUTES || flags != 0 {
+            return Err(EINVAL);
+        }
+        let entries: KVec<[u8; ENTRY_BYTES]> = user::read_array(arg + 8, nr as usize)?;
+        let routing = Routing::from_entries(&entries).map_err(|e| match e {
+            RoutingError::Alloc => ENOMEM,
+            _ => EINVAL,
+        })?;
+        chip.set_routing(routing);
+        Ok(0)
+    }
+
+    /// `KVM_SIGNAL_MSI`: `struct kvm_msi` (address low and high, data,
+    /// flags, device id). Flags other than `KVM_MSI_VALID_DEVID` or no
+    /// irqchip are `EINVAL`, as KVM (the device id is ignored on x86). The
+    /// result is how many APICs took it, 0 if none did (as KVM's fast
+    /// delivery path answers; its slow path would say -1).
+    fn signal_msi(&self, arg: usize) -> Result<isize> {
+        let [address_lo, address_hi, data, flags, _devid]: [u32; 5] = user::read(arg)?;
+        let chip = self.irqchip().map_err(|_| EINVAL)?;
+        if flags & !abi::KVM_MSI_VALID_DEVID != 0 {
+            return Err(EINVAL);
+        }
+        let msi = Msi {
+            address: u64::from(address_lo) | (u64::from(address_hi) << 32),
+            data,
+        };
+        Ok(chip.send_msi(&msi) as isize)
     }
 
     /// `KVM_ENABLE_CAP` on a VM fd: rkvm has no capability that must be
@@ -648,6 +679,7 @@ impl FileObject for Vm {
             abi::KVM_SET_IDENTITY_MAP_ADDR => this.set_identity_map_addr(arg),
             abi::KVM_SET_GSI_ROUTING => this.set_gsi_routing(arg),
             abi::KVM_CREATE_IRQCHIP => this.create_irqchip(),
+            abi::KVM_SIGNAL_MSI => this.signal_msi(arg),
             abi::KVM_IRQ_LINE => this.irq_line(arg),
             abi::KVM_GET_IRQCHIP => this.get_irqchip(arg),
             abi::KVM_SET_IRQCHIP => this.set_irqchip(arg),

@@ -24,10 +24,11 @@
 //! IOAPIC locks are never held while another lock is taken: messages an
 //! IOAPIC sends are collected and delivered after its lock is dropped.
 
-use super::delivery::{DeliveryMode, Message};
+use super::delivery::{DeliveryMode, Message, Msi};
 use super::ioapic::{Ioapic, IoapicState, Source, PINS};
 use super::lapic::{self, Effect, Lapic};
 use super::pic::{ChipState, Pic};
+use super::routing::{Routing, Target};
 use crate::stats::VmStats;
 use crate::sys::cpu;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
@@ -86,12 +87,16 @@ pub(crate) struct Irqchip {
     pic_output: AtomicBool,
     #[pin]
     apics: Mutex<KVec<Arc<VcpuApic>>>,
+    /// The GSI routing table (KVM's default until `KVM_SET_GSI_ROUTING`).
+    #[pin]
+    routing: Mutex<Routing>,
     /// The VM's counters (debugfs).
     pub(crate) stats: Arc<VmStats>,
 }
 
 impl Irqchip {
     pub(crate) fn new(stats: Arc<VmStats>) -> Result<Arc<Self>> {
+        let routing = Routing::default_table()?;
         Arc::pin_init(
             pin_init!(Irqchip {
                 stats,
@@ -99,6 +104,7 @@ impl Irqchip {
                 ioapic <- new_spinlock_irq!(Ioapic::new(), "rkvm::Irqchip::ioapic"),
                 pic_output: AtomicBool::new(false),
                 apics <- new_mutex!(KVec::new(), "rkvm::Irqchip::apics"),
+                routing <- new_mutex!(routing, "rkvm::Irqchip::routing"),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -173,27 +179,51 @@ impl Irqchip {
         }
     }
 
-    /// `KVM_IRQ_LINE`: GSI `gsi` goes to `level` through KVM's default
-    /// routing: GSIs 0-15 are the PIC's IRQs and the IOAPIC's pins of the
-    /// same number, 16-23 IOAPIC pins only; others go nowhere (KVM
-    /// returns success for them too).
+    /// `KVM_IRQ_LINE`: GSI `gsi` goes to `level` through the routing
+    /// table: PIC inputs and IOAPIC pins follow the level; an MSI is sent
+    /// when the level is high (KVM's `kvm_set_msi` ignores a low level).
+    /// A GSI with no route goes nowhere (KVM returns success for it too).
     pub(crate) fn set_irq_line(&self, gsi: u32, level: bool) {
-        if gsi < 16 {
-            let output = {
-                let mut pic = self.pic.lock();
-                pic.set_irq(gsi, Source::User, level);
-                pic.output()
-            };
-            self.pic_changed(output);
+        let targets = self.routing.lock().targets(gsi);
+        for target in targets.into_iter().flatten() {
+            match target {
+                Target::Pic(irq) => {
+                    let output = {
+                        let mut pic = self.pic.lock();
+                        pic.set_irq(u32::from(irq), Source::User, level);
+                        pic.output()
+                    };
+                    self.pic_changed(output);
+                }
+                Target::Ioapic(pin) => {
+                    let mut msgs = Messages::new();
+                    let _ = self.ioapic.lock().set_line(
+                        usize::from(pin),
+                        Source::User,
+                        level,
+                        &mut |m| msgs.push(m),
+                    );
+                    self.deliver_all(&msgs);
+                }
+                Target::Msi(msi) => {
+                    if level {
+                        self.send_msi(&msi);
+                    }
+                }
+            }
         }
-        let mut msgs = Messages::new();
-        if (gsi as usize) < PINS {
-            let _ = self
-                .ioapic
-                .lock()
-                .set_line(gsi as usize, Source::User, level, &mut |m| msgs.push(m));
-        }
-        self.deliver_all(&msgs);
+    }
+
+    /// `KVM_SET_GSI_ROUTING`: the new table replaces the old one.
+    pub(crate) fn set_routing(&self, routing: Routing) {
+        *self.routing.lock() = routing;
+    }
+
+    /// Sends an MSI (`KVM_SIGNAL_MSI`, or a GSI routed to one): how many
+    /// APICs took it. An address outside the interrupt window, or a
+    /// reserved delivery mode, reaches none.
+    pub(crate) fn send_msi(&self, msi: &Msi) -> u32 {
+        msi.message().map_or(0, |m| self.deliver(&m))
     }
 
     /// The local APICs EOIed level-triggered `vector`.

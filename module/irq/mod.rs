@@ -26,3 +26,4 @@ pub(crate) mod ioapic;
 pub(crate) mod lapic;
 #[allow(dead_code)]
 pub(crate) mod pic;
+pub(crate) mod routing;

@@ -483,6 +483,135 @@ fn pic_interrupt_reaches_the_guest_through_lint0(ctx: &Ctx) -> TestResult {
     v.done()
 }
 
+irq_guest! {
+    /// Vectors 0x60 and 0x61 (from MSIs) add 1 and 0x10 to `%r15`.
+    fn msi_guest;
+    "set_gate 0x60, 8f",
+    "set_gate 0x61, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "sti",
+    "ucall UCALL_SYNC",
+    "1: cli",
+    "cmp $0x11, %r15",
+    "jae 3f",
+    "sti",
+    "hlt",
+    "jmp 1b",
+    "3: mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "8: add $1, %r15",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+    "9: add $0x10, %r15",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+}
+
+/// A `kvm_irq_routing_entry` (gsi, type, flags, padding, union words).
+fn route(gsi: u32, kind: u32, flags: u32, u: [u32; 3]) -> [u8; 48] {
+    let mut b = [0u8; 48];
+    for (i, w) in [gsi, kind, flags, 0, u[0], u[1], u[2]].iter().enumerate() {
+        b[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    b
+}
+
+const ROUTE_IRQCHIP: u32 = 1;
+const ROUTE_MSI: u32 = 2;
+
+/// A GSI routed to an MSI (`KVM_SET_GSI_ROUTING`) sends it when raised
+/// with `KVM_IRQ_LINE`, and `KVM_SIGNAL_MSI` sends one directly (its
+/// result: one APIC took it); both reach the guest's handlers.
+fn msi_routes_and_kvm_signal_msi_reach_the_guest(ctx: &Ctx) -> TestResult {
+    let (vm, mut vcpus) = irqchip_vm(ctx, msi_guest(), 1)?;
+    let v = &mut vcpus[0];
+    v.sync()?;
+    check_ok!(vm.vm.set_gsi_routing(
+        &[
+            route(0, ROUTE_IRQCHIP, 0, [2, 2, 0]),
+            route(30, ROUTE_MSI, 0, [0xfee0_0000, 0, 0x60]),
+        ],
+        0
+    ));
+    check_ok!(vm.vm.irq_line(30, true));
+    check_ok!(vm.vm.irq_line(30, false));
+    check_eq!(
+        check_ok!(vm.vm.signal_msi(0xfee0_0000, 0x61, 0)),
+        1,
+        "APICs that took the MSI"
+    );
+    let [sum, _, _] = v.sync()?;
+    check_eq_hex!(sum, 0x11u64, "vectors 0x60 and 0x61 taken once each");
+    v.done()
+}
+
+/// Routing tables and MSIs KVM refuses with `EINVAL`: no irqchip, header
+/// flags, more than 4096 entries, a GSI of 4096, entry flags, an unknown
+/// type or chip, a pin beyond the chip's, a GSI routed twice to one chip
+/// or an MSI GSI with another route; `KVM_SIGNAL_MSI` flags other than
+/// `KVM_MSI_VALID_DEVID`, or no irqchip.
+fn bad_routing_tables_and_msis_are_refused(ctx: &Ctx) -> TestResult {
+    let plain = ctx.vm()?;
+    let ok_route = route(1, ROUTE_IRQCHIP, 0, [2, 1, 0]);
+    check_errno!(
+        plain.set_gsi_routing(&[ok_route], 0),
+        libc::EINVAL,
+        "no irqchip"
+    );
+    check_errno!(
+        plain.signal_msi(0xfee0_0000, 0x30, 0),
+        libc::EINVAL,
+        "MSI without an irqchip"
+    );
+    let vm = ctx.vm()?;
+    check_ok!(vm.create_irqchip());
+    check_ok!(vm.set_gsi_routing(&[ok_route], 0));
+    check_ok!(vm.set_gsi_routing(&[], 0));
+    check_errno!(
+        vm.set_gsi_routing(&[ok_route], 1),
+        libc::EINVAL,
+        "header flags"
+    );
+    check_errno!(
+        vm.set_gsi_routing(&vec![ok_route; 4097], 0),
+        libc::EINVAL,
+        "4097 entries"
+    );
+    let bad = [
+        ("GSI 4096", route(4096, ROUTE_IRQCHIP, 0, [2, 1, 0])),
+        ("entry flags", route(1, ROUTE_IRQCHIP, 1, [2, 1, 0])),
+        ("type 99", route(1, 99, 0, [2, 1, 0])),
+        ("irqchip 3", route(1, ROUTE_IRQCHIP, 0, [3, 1, 0])),
+        ("IOAPIC pin 24", route(1, ROUTE_IRQCHIP, 0, [2, 24, 0])),
+        ("PIC pin 8", route(1, ROUTE_IRQCHIP, 0, [0, 8, 0])),
+    ];
+    for (what, entry) in bad {
+        check_errno!(vm.set_gsi_routing(&[entry], 0), libc::EINVAL, "{what}");
+    }
+    check_errno!(
+        vm.set_gsi_routing(&[ok_route, route(1, ROUTE_IRQCHIP, 0, [2, 2, 0])], 0),
+        libc::EINVAL,
+        "GSI 1 to two IOAPIC pins"
+    );
+    check_errno!(
+        vm.set_gsi_routing(
+            &[ok_route, route(1, ROUTE_MSI, 0, [0xfee0_0000, 0, 0x30])],
+            0
+        ),
+        libc::EINVAL,
+        "GSI 1 to a pin and an MSI"
+    );
+    check_ok!(vm.set_gsi_routing(&[ok_route, route(1, ROUTE_IRQCHIP, 0, [0, 1, 0])], 0));
+    check_errno!(
+        vm.signal_msi(0xfee0_0000, 0x30, 2),
+        libc::EINVAL,
+        "MSI flags"
+    );
+    Ok(())
+}
+
 /// `KVM_GET_LAPIC` after RESET shows the vCPU's APIC ID, version 0x14 with
 /// six LVT entries, the APIC software-disabled, LVTs masked and the flat
 /// model; a TPR changed with `KVM_SET_LAPIC` reads back.
@@ -598,6 +727,8 @@ fn main() -> ExitCode {
             init_sipi_starts_an_application_processor,
             ioapic_level_line_is_redelivered_until_lowered,
             pic_interrupt_reaches_the_guest_through_lint0,
+            msi_routes_and_kvm_signal_msi_reach_the_guest,
+            bad_routing_tables_and_msis_are_refused,
         ],
     )
 }

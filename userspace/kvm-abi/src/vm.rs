@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::ioctls::{
     KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_VCPU, KVM_ENABLE_CAP, KVM_GET_IRQCHIP,
     KVM_IRQ_LINE, KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_IRQCHIP,
-    KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2,
+    KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2, KVM_SIGNAL_MSI,
 };
 use crate::mem::GuestMemory;
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
@@ -235,6 +235,39 @@ impl Vm {
         unsafe { ioctl_ref(self.fd.as_fd(), KVM_IRQ_LINE, &raw const arg) }
             .map(drop)
             .map_err(|e| Error::new("KVM_IRQ_LINE", e))
+    }
+
+    /// KVM_SET_GSI_ROUTING with `entries`, each a raw 48-byte
+    /// `kvm_irq_routing_entry`, and the header's `flags`.
+    pub fn set_gsi_routing(&self, entries: &[[u8; 48]], flags: u32) -> Result<()> {
+        let nr = u32::try_from(entries.len())
+            .map_err(|_| Error::new("KVM_SET_GSI_ROUTING", Errno::E2BIG))?;
+        let mut buf = Vec::with_capacity(8 + 48 * entries.len());
+        buf.extend_from_slice(&nr.to_le_bytes());
+        buf.extend_from_slice(&flags.to_le_bytes());
+        for e in entries {
+            buf.extend_from_slice(e);
+        }
+        // SAFETY: the kernel reads the 8-byte header and `nr` 48-byte entries after it,
+        // all in `buf`.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_GSI_ROUTING, buf.as_ptr()) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_GSI_ROUTING", e))
+    }
+
+    /// KVM_SIGNAL_MSI: sends the MSI; the result is how many APICs took it.
+    pub fn signal_msi(&self, address: u64, data: u32, flags: u32) -> Result<i32> {
+        // struct kvm_msi: address_lo, address_hi, data, flags, devid, pad[12].
+        let mut arg = [0u32; 8];
+        let [lo, hi] =
+            [address & 0xffff_ffff, address >> 32].map(|w| u32::try_from(w).unwrap_or(0));
+        arg[0] = lo;
+        arg[1] = hi;
+        arg[2] = data;
+        arg[3] = flags;
+        // SAFETY: the kernel reads one 32-byte kvm_msi.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SIGNAL_MSI, &raw const arg) }
+            .map_err(|e| Error::new("KVM_SIGNAL_MSI", e))
     }
 
     /// KVM_GET_IRQCHIP for `chip_id` (0, 1: PIC master, slave; 2: IOAPIC):

@@ -44,6 +44,7 @@ pub(crate) mod irq {
     pub(crate) mod ioapic;
     pub(crate) mod lapic;
     pub(crate) mod pic;
+    pub(crate) mod routing;
 }
 
 #[path = "../../../module/x86/mod.rs"]

@@ -572,6 +572,7 @@ mod ioapic;
 mod lapic;
 mod page_walk;
 mod pic;
+mod routing;
 mod speculation;
 mod vmx_caps;
 mod vmx_vpid;
