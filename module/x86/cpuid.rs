@@ -250,6 +250,12 @@ const MAX_EXTENDED: u32 = 0x8000_0008;
 
 const ECX1_HYPERVISOR: u32 = 1 << HYPERVISOR;
 
+/// Leaf 1 ECX bits offered whatever the host has: the hypervisor bit, and
+/// x2APIC, which the in-kernel APIC emulates in software (as KVM offers it
+/// irrespective of the host; a guest of a VM without an in-kernel APIC
+/// that enables it gets #GP on the x2APIC MSRs, on KVM alike).
+const ECX1_ALWAYS: u32 = ECX1_HYPERVISOR | (1 << bit::ECX1_X2APIC);
+
 /// Builds the table `KVM_GET_SUPPORTED_CPUID` reports, from the host's
 /// CPUID (`host(function, index) -> (eax, ebx, ecx, edx)`) and the masks
 /// above. Leaves the host does not have are left out. Returns the number of
@@ -276,7 +282,7 @@ pub(crate) fn supported(
         match m.function {
             0 => eax = max_basic,
             0x8000_0000 => eax = max_ext,
-            1 => ecx |= ECX1_HYPERVISOR,
+            1 => ecx |= ECX1_ALWAYS,
             _ => {}
         }
         let entry = out.get_mut(n)?;
@@ -290,7 +296,7 @@ pub(crate) fn supported(
             },
             eax: eax & m.eax,
             ebx: ebx & m.ebx,
-            ecx: ecx & (m.ecx | if m.function == 1 { ECX1_HYPERVISOR } else { 0 }),
+            ecx: ecx & (m.ecx | if m.function == 1 { ECX1_ALWAYS } else { 0 }),
             edx: edx & m.edx,
             ..Default::default()
         };

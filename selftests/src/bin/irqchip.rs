@@ -612,6 +612,106 @@ fn bad_routing_tables_and_msis_are_refused(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+irq_guest! {
+    /// x2APIC mode through IA32_APIC_BASE, then only MSRs: the ID and the
+    /// derived logical ID, a SELF_IPI (vector 0x52), and the TSC-deadline
+    /// timer (vector 0x53, about 10 ms of TSC ahead), whose MSR reads 0
+    /// once it fired. The handlers keep the registers the main code uses.
+    fn x2apic_guest;
+    "set_gate 0x52, 9f",
+    "set_gate 0x53, 8f",
+    "xor %r15d, %r15d",
+    "xor %r13d, %r13d",
+    "mov $0x1b, %ecx",
+    "rdmsr",
+    "or $0xc00, %eax",
+    "wrmsr",
+    "mov $0x80f, %ecx",
+    "mov $0x1ff, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "mov $0x802, %ecx",
+    "rdmsr",
+    "mov %eax, %ebx",
+    "mov $0x80d, %ecx",
+    "rdmsr",
+    "mov %eax, %esi",
+    "sti",
+    "mov $0x83f, %ecx",
+    "mov $0x52, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "nop",
+    "mov %r15, %rcx",
+    "ucall UCALL_SYNC",
+    "mov $0x832, %ecx",
+    "mov $0x40053, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "rdtsc",
+    "shl $32, %rdx",
+    "or %rdx, %rax",
+    "add $26000000, %rax",
+    "mov %rax, %rdx",
+    "shr $32, %rdx",
+    "mov $0x6e0, %ecx",
+    "wrmsr",
+    "1: cli",
+    "test %r13, %r13",
+    "jnz 3f",
+    "sti",
+    "hlt",
+    "jmp 1b",
+    "3: sti",
+    "mov $0x6e0, %ecx",
+    "rdmsr",
+    "shl $32, %rdx",
+    "or %rdx, %rax",
+    "mov %rax, %rsi",
+    "mov %r13, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "jmp 7f",
+    "8: inc %r13",
+    "7: push %rax",
+    "push %rcx",
+    "push %rdx",
+    "xor %eax, %eax",
+    "xor %edx, %edx",
+    "mov $0x80b, %ecx",
+    "wrmsr",
+    "pop %rdx",
+    "pop %rcx",
+    "pop %rax",
+    "iretq",
+}
+
+/// A guest whose CPUID offers x2APIC and the TSC-deadline timer switches
+/// its APIC to x2APIC mode and uses only MSRs: its x2APIC ID and logical
+/// ID (cluster 0, bit 0 for ID 0), a self-IPI through SELF_IPI, EOIs
+/// through the EOI MSR, and a TSC-deadline interrupt that wakes it from
+/// HLT and disarms the deadline MSR.
+fn x2apic_msrs_and_the_tsc_deadline_timer(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, x2apic_guest())?;
+    check_ok!(vm.vm.create_irqchip());
+    let mut v = vm.add_vcpu_with_cpuid(0, |cpuid| {
+        for e in cpuid.entries_mut() {
+            if e.function == 1 {
+                e.ecx |= (1 << 21) | (1 << 24);
+            }
+        }
+    })?;
+    let [id, ipis, ldr] = v.sync()?;
+    check_eq_hex!(id, 0u64, "x2APIC ID");
+    check_eq_hex!(ldr, 1u64, "x2APIC logical ID");
+    check_eq!(ipis, 1u64, "self-IPIs taken");
+    let [fired, _, deadline] = v.sync()?;
+    check_eq!(fired, 1u64, "TSC-deadline interrupts");
+    check_eq!(deadline, 0u64, "IA32_TSC_DEADLINE once fired");
+    v.done()
+}
+
 /// `KVM_GET_LAPIC` after RESET shows the vCPU's APIC ID, version 0x14 with
 /// six LVT entries, the APIC software-disabled, LVTs masked and the flat
 /// model; a TPR changed with `KVM_SET_LAPIC` reads back.
@@ -728,6 +828,7 @@ fn main() -> ExitCode {
             ioapic_level_line_is_redelivered_until_lowered,
             pic_interrupt_reaches_the_guest_through_lint0,
             msi_routes_and_kvm_signal_msi_reach_the_guest,
+            x2apic_msrs_and_the_tsc_deadline_timer,
             bad_routing_tables_and_msis_are_refused,
         ],
     )

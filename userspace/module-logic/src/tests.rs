@@ -379,6 +379,18 @@ mod cpuid_table {
     }
 
     #[test]
+    fn x2apic_and_the_hypervisor_bit_are_offered_whatever_the_host_has() {
+        let bare = |function: u32, index: u32| match function {
+            1 => (0, 0, 0, 0),
+            _ => host(function, index),
+        };
+        let mut out = [kvm_cpuid_entry2::default(); 32];
+        let n = supported(bare, &mut out).unwrap();
+        let l1 = entry(&out[..n], 1).unwrap();
+        assert_eq!(l1.ecx, (1 << 31) | (1 << 21), "hypervisor and x2APIC only");
+    }
+
+    #[test]
     fn too_small_a_buffer_is_reported() {
         let mut out = [kvm_cpuid_entry2::default(); 3];
         assert_eq!(supported(host, &mut out), None);
