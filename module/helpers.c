@@ -499,22 +499,16 @@ u64 rkvm_ktime_ns(void)
 }
 
 /*
- * Kicking a vCPU out of guest mode: an IPI to the CPU it runs on makes the
- * guest exit (external interrupts always exit); the function it runs does
- * nothing. Asynchronous, so callable with interrupts off and from a timer
- * callback, unlike smp_call_function_single with wait. One request block
- * per target CPU, for the module's lifetime: if one is still in flight,
- * an IPI is already on its way and this one is not needed (-EBUSY). A
- * block still queued when rkvm unloads is flushed by the IPIs that turn
- * SVM/VMX off on every CPU, which queue behind it.
+ * Kicking a vCPU out of guest mode: a reschedule IPI to the CPU it runs on
+ * makes the guest exit (external interrupts always exit), as KVM's
+ * kvm_vcpu_kick. It needs no request block, so any number of senders
+ * (vCPU threads, ioctls, the APIC timer's callback in hard-interrupt
+ * context) may kick the same CPU at once. A CPU that went offline since
+ * the vCPU left it runs no guest, and gets nothing (the kernel warns about
+ * a reschedule of an offline CPU).
  */
-static void rkvm_kick_nothing(void *info)
-{
-}
-
-static DEFINE_PER_CPU(call_single_data_t, rkvm_kick_csd) = CSD_INIT(rkvm_kick_nothing, NULL);
-
 void rkvm_kick_cpu_async(int cpu)
 {
-	smp_call_function_single_async(cpu, per_cpu_ptr(&rkvm_kick_csd, cpu));
+	if (cpu_online(cpu))
+		arch_smp_send_reschedule(cpu);
 }

@@ -224,6 +224,10 @@ impl VcpuFd {
     /// `KVM_SET_LAPIC`: the register page, with the version the APIC has
     /// and, in x2APIC mode, the ID its vCPU id gives.
     fn set_lapic(&self, arg: usize) -> Result<isize> {
+        // As KVM: no APIC is EINVAL before the argument is read.
+        if self.vcpu.state.lock().run.irq.is_none() {
+            return Err(EINVAL);
+        }
         let regs: [u8; 1024] = user::read(arg)?;
         let mut state = self.vcpu.state.lock();
         let link = state.run.irq.as_mut().ok_or(EINVAL)?;
@@ -255,8 +259,10 @@ impl VcpuFd {
                 apic_base: &mut state.sregs.apic_base,
             };
             let mut done = 0;
+            let mut apic_base_set = false;
             for e in entries.iter_mut() {
                 let ok = if write {
+                    apic_base_set |= e.index == msr::index::APIC_BASE;
                     msr::set(&mut state.msrs, &mut shared, &ctx, e.index, e.data)
                 } else {
                     match msr::get(&state.msrs, &shared, &ctx, e.index) {
@@ -271,6 +277,11 @@ impl VcpuFd {
                     break;
                 }
                 done += 1;
+            }
+            // The in-kernel APIC follows a host write of its base MSR (QEMU restores
+            // it this way before KVM_SET_LAPIC), as KVM's `kvm_set_apic_base`.
+            if apic_base_set {
+                apic_base_changed(state);
             }
             done
         };

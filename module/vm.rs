@@ -531,7 +531,8 @@ impl Vm {
     /// result is how many APICs took it, 0 if none did (as KVM's fast
     /// delivery path answers; its slow path would say -1).
     fn signal_msi(&self, arg: usize) -> Result<isize> {
-        let [address_lo, address_hi, data, flags, _devid]: [u32; 5] = user::read(arg)?;
+        // struct kvm_msi: address low and high, data, flags, device id, 12 bytes of padding.
+        let [address_lo, address_hi, data, flags, _devid, ..]: [u32; 8] = user::read(arg)?;
         let chip = self.irqchip().map_err(|_| EINVAL)?;
         if flags & !abi::KVM_MSI_VALID_DEVID != 0 {
             return Err(EINVAL);

@@ -168,11 +168,19 @@ impl Irqchip {
         }
     }
 
-    /// Re-reads the PIC's output after a change, and kicks the BSP if it
-    /// rose. Called with the PIC's lock dropped.
-    fn pic_changed(&self, output: bool) {
+    /// Records the PIC's output after a change, under the PIC's lock (so
+    /// that two threads' changes cannot store it in the wrong order), and
+    /// tells whether it rose.
+    fn pic_latch(&self, pic: &Pic) -> bool {
+        let output = pic.output();
         let was = self.pic_output.swap(output, Ordering::SeqCst);
-        if output && !was {
+        output && !was
+    }
+
+    /// After the PIC's lock is dropped: if its output rose, the BSP (which
+    /// takes the PIC's interrupts through LINT0) is kicked.
+    fn pic_changed(&self, rose: bool) {
+        if rose {
             if let Some(bsp) = self.apics.lock().iter().find(|a| a.vcpu_id == 0) {
                 bsp.kick();
             }
@@ -188,12 +196,12 @@ impl Irqchip {
         for target in targets.into_iter().flatten() {
             match target {
                 Target::Pic(irq) => {
-                    let output = {
+                    let rose = {
                         let mut pic = self.pic.lock();
                         pic.set_irq(u32::from(irq), Source::User, level);
-                        pic.output()
+                        self.pic_latch(&pic)
                     };
-                    self.pic_changed(output);
+                    self.pic_changed(rose);
                 }
                 Target::Ioapic(pin) => {
                     let mut msgs = Messages::new();
@@ -255,23 +263,23 @@ impl Irqchip {
 
     /// A guest IN from one of the PIC's ports.
     pub(crate) fn pic_read(&self, port: u16) -> u8 {
-        let (value, output) = {
+        let (value, rose) = {
             let mut pic = self.pic.lock();
             let v = pic.read(port);
-            (v, pic.output())
+            (v, self.pic_latch(&pic))
         };
-        self.pic_changed(output);
+        self.pic_changed(rose);
         value
     }
 
     /// A guest OUT to one of the PIC's ports.
     pub(crate) fn pic_write(&self, port: u16, value: u8) {
-        let output = {
+        let rose = {
             let mut pic = self.pic.lock();
             pic.write(port, value);
-            pic.output()
+            self.pic_latch(&pic)
         };
-        self.pic_changed(output);
+        self.pic_changed(rose);
     }
 
     /// The PIC has an interrupt for the CPU (its INT output).
@@ -282,15 +290,15 @@ impl Irqchip {
     /// The CPU acknowledges the PIC's interrupt: its vector, if the PIC
     /// still has one (else `None`, and nothing is injected).
     pub(crate) fn pic_acknowledge(&self) -> Option<u8> {
-        let (vector, output) = {
+        let (vector, rose) = {
             let mut pic = self.pic.lock();
             if !pic.output() {
                 return None;
             }
             let v = pic.acknowledge();
-            (v, pic.output())
+            (v, self.pic_latch(&pic))
         };
-        self.pic_changed(output);
+        self.pic_changed(rose);
         Some(vector)
     }
 
@@ -318,12 +326,12 @@ impl Irqchip {
             CHIP_PIC_MASTER | CHIP_PIC_SLAVE => {
                 let mut raw = [0u8; ChipState::BYTES];
                 raw.copy_from_slice(&bytes[..ChipState::BYTES]);
-                let output = {
+                let rose = {
                     let mut pic = self.pic.lock();
                     pic.set_state(chip_id == CHIP_PIC_SLAVE, &ChipState::from_bytes(&raw));
-                    pic.output()
+                    self.pic_latch(&pic)
                 };
-                self.pic_changed(output);
+                self.pic_changed(rose);
             }
             CHIP_IOAPIC => {
                 let mut raw = [0u8; IoapicState::BYTES];

@@ -25,6 +25,9 @@ pub(crate) const ENTRY_BYTES: usize = 48;
 const TYPE_IRQCHIP: u32 = 1;
 const TYPE_MSI: u32 = 2;
 
+/// `KVM_MSI_VALID_DEVID`.
+const MSI_VALID_DEVID: u32 = 1;
+
 /// The irqchip ids of a routing entry (as `KVM_GET_IRQCHIP`'s).
 const CHIP_PIC_MASTER: u32 = 0;
 const CHIP_PIC_SLAVE: u32 = 1;
@@ -67,7 +70,8 @@ pub(crate) enum RoutingError {
     Table,
     /// A GSI of [`MAX_ROUTES`] or more.
     Gsi,
-    /// Entry flags (x86 KVM has no MSI device ids).
+    /// Entry flags (any on irqchip entries; others than
+    /// `KVM_MSI_VALID_DEVID` on MSI entries).
     Flags,
     /// A type other than irqchip and MSI (Hyper-V SINT, Xen event
     /// channels: not offered).
@@ -96,7 +100,10 @@ pub(crate) fn parse_entry(b: &[u8; ENTRY_BYTES]) -> Result<Route, RoutingError> 
     if gsi >= MAX_ROUTES {
         return Err(RoutingError::Gsi);
     }
-    if flags != 0 {
+    // Only an MSI entry may have a flag, KVM_MSI_VALID_DEVID (accepted, and
+    // the device id ignored, on x86).
+    let allowed = if kind == TYPE_MSI { MSI_VALID_DEVID } else { 0 };
+    if flags & !allowed != 0 {
         return Err(RoutingError::Flags);
     }
     let target = match kind {

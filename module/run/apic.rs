@@ -156,7 +156,6 @@ pub(super) fn pick_interrupt(state: &mut ArchState) -> bool {
     let Some(link) = state.run.irq.as_ref() else {
         return false;
     };
-    link.apic.clear_kick();
     let take = interruptible && !busy;
     let (from_apic, apic_waits, pic_wired) = link.apic.with(|l| {
         let pending = l.pending();
@@ -324,6 +323,8 @@ pub(super) fn mmio(state: &mut ArchState, gpa: u64, insn: &MmioInsn, next_rip: u
         return None;
     }
     state.regs.rip = next_rip;
+    // A completed instruction ends an STI or MOV SS shadow.
+    state.run.interrupt_shadow = false;
     Some(())
 }
 

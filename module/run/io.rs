@@ -48,12 +48,14 @@ pub(super) fn port_io(
                 let value = if size == 1 { u64::from(value) } else { 0 };
                 state.regs.rax = emulate::in_result(state.regs.rax, value, size);
                 state.regs.rip = next_rip;
+                state.run.interrupt_shadow = false;
                 return Ok(Next::Enter);
             }
         } else if (size == 1 && super::apic::port_out(state, io.port, state.regs.rax as u8))
             || (size != 1 && state.run.irq.is_some() && crate::irq::pic::claims_port(io.port))
         {
             state.regs.rip = next_rip;
+            state.run.interrupt_shadow = false;
             return Ok(Next::Enter);
         }
     }

@@ -286,6 +286,11 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             return Err(EIO);
         }
 
+        // Everything latched for this vCPU from here on is looked at before the
+        // entry, or kicks the guest out (`irq::chip`'s protocol).
+        if let Some(link) = state.run.irq.as_ref() {
+            link.apic.clear_kick();
+        }
         // INIT and SIPI, and a vCPU that waits (halted, or for INIT/SIPI),
         // in this KVM_RUN as in the last.
         if let Some(next) = apic::events(state, page)? {

@@ -292,8 +292,8 @@ pub(crate) fn now_ns() -> u64 {
 /// callback. Pairs with the vCPU's check, with interrupts off, of the
 /// reason it was kicked (`irq::VcpuApic::kick`).
 pub(crate) fn kick_async(cpu: u32) {
-    // SAFETY: The request block is the module's per-CPU one; an out-of-range or offline
-    // CPU is refused by the kernel.
+    // SAFETY: Sends a reschedule IPI; an offline CPU is skipped, and `cpu` comes from a
+    // vCPU's `running_on`, a CPU id the kernel gave.
     unsafe { rkvm_kick_cpu_async(cpu as c_int) };
 }
 
