@@ -137,10 +137,13 @@ pub(super) fn sync_tpr(state: &mut ArchState) {
         return;
     };
     let cr8 = state.sregs.cr8 & 0xf;
-    if cr8 != link.cr8_seen {
-        link.apic.with(|l| l.set_tpr((cr8 << 4) as u8));
-    }
-    let tpr = link.apic.with(|l| l.tpr());
+    let changed = cr8 != link.cr8_seen;
+    let tpr = link.apic.with(|l| {
+        if changed {
+            l.set_tpr((cr8 << 4) as u8);
+        }
+        l.tpr()
+    });
     state.sregs.cr8 = u64::from(tpr >> 4);
     link.cr8_seen = state.sregs.cr8;
 }
@@ -213,11 +216,7 @@ pub(super) fn events(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Opt
     };
     if link.mp == MpState::Uninitialized {
         if !link.apic.halt(|_| link.apic.has_init_or_sipi()) {
-            page.write(
-                core::mem::offset_of!(abi::kvm_run, exit_reason),
-                &abi::KVM_EXIT_INTR,
-            )?;
-            return Ok(Some(Next::Fail(EINTR)));
+            return interrupted(page);
         }
         accept_init_sipi(state)?;
         return Ok(Some(Next::Fail(EAGAIN)));
@@ -238,11 +237,7 @@ pub(super) fn events(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Opt
         }
     };
     if !woke {
-        page.write(
-            core::mem::offset_of!(abi::kvm_run, exit_reason),
-            &abi::KVM_EXIT_INTR,
-        )?;
-        return Ok(Some(Next::Fail(EINTR)));
+        return interrupted(page);
     }
     if mp == MpState::Halted {
         link.mp = MpState::Runnable;
@@ -250,6 +245,16 @@ pub(super) fn events(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Opt
     }
     // Go round: the INIT or SIPI is taken, the interrupt picked, next time.
     Ok(Some(Next::Enter))
+}
+
+/// A signal ended a wait: `KVM_RUN` fails with `EINTR` and
+/// `KVM_EXIT_INTR`.
+fn interrupted(page: &SharedPage<'_>) -> Result<Option<Next>> {
+    page.write(
+        core::mem::offset_of!(abi::kvm_run, exit_reason),
+        &abi::KVM_EXIT_INTR,
+    )?;
+    Ok(Some(Next::Fail(EINTR)))
 }
 
 /// Takes a latched INIT, then a latched SIPI (KVM's
