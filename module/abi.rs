@@ -57,6 +57,17 @@ pub(crate) const KVM_SET_IRQCHIP: u32 = _IOR::<kvm_irqchip>(KVMIO, 0x63);
 pub(crate) const KVM_SET_GSI_ROUTING: u32 = _IOW::<kvm_irq_routing>(KVMIO, 0x6a);
 pub(crate) const KVM_ENABLE_CAP: u32 = _IOW::<kvm_enable_cap>(KVMIO, 0xa3);
 pub(crate) const KVM_SIGNAL_MSI: u32 = _IOW::<kvm_msi>(KVMIO, 0xa5);
+pub(crate) const KVM_IRQFD: u32 = _IOW::<kvm_irqfd>(KVMIO, 0x76);
+pub(crate) const KVM_CREATE_PIT: u32 = _IO(KVMIO, 0x64);
+pub(crate) const KVM_GET_PIT: u32 = _IOWR::<kvm_pit_state>(KVMIO, 0x65);
+// KVM's header declares KVM_SET_PIT with _IOR although it reads the struct.
+pub(crate) const KVM_SET_PIT: u32 = _IOR::<kvm_pit_state>(KVMIO, 0x66);
+// An _IO number that takes a pointer to `struct kvm_reinject_control`.
+pub(crate) const KVM_REINJECT_CONTROL: u32 = _IO(KVMIO, 0x71);
+pub(crate) const KVM_CREATE_PIT2: u32 = _IOW::<kvm_pit_config>(KVMIO, 0x77);
+pub(crate) const KVM_GET_PIT2: u32 = _IOR::<kvm_pit_state2>(KVMIO, 0x9f);
+pub(crate) const KVM_SET_PIT2: u32 = _IOW::<kvm_pit_state2>(KVMIO, 0xa0);
+pub(crate) const KVM_IOEVENTFD: u32 = _IOW::<kvm_ioeventfd>(KVMIO, 0x79);
 
 // vCPU ioctls.
 pub(crate) const KVM_RUN: u32 = _IO(KVMIO, 0x80);
@@ -91,6 +102,11 @@ const _: () = assert!(KVM_SIGNAL_MSI == 0x4020_AEA5);
 const _: () = assert!(KVM_GET_IRQCHIP == 0xC208_AE62);
 const _: () = assert!(KVM_SET_IRQCHIP == 0x8208_AE63);
 const _: () = assert!(KVM_GET_LAPIC == 0x8400_AE8E);
+const _: () = assert!(KVM_IRQFD == 0x4020_AE76);
+const _: () = assert!(KVM_CREATE_PIT2 == 0x4040_AE77);
+const _: () = assert!(KVM_GET_PIT2 == 0x8070_AE9F);
+const _: () = assert!(KVM_GET_PIT == 0xC048_AE65);
+const _: () = assert!(KVM_IOEVENTFD == 0x4040_AE79);
 
 /// Limits KVM x86 enforces on variable-length arguments, matched exactly.
 /// `KVM_MAX_CPUID_ENTRIES` in `arch/x86/include/asm/kvm_host.h`.
@@ -120,6 +136,9 @@ macro_rules! plain_old_data {
 
 plain_old_data!(
     kvm_interrupt,
+    kvm_irqfd,
+    kvm_ioeventfd,
+    kvm_pit_config,
     kvm_run__bindgen_ty_1__bindgen_ty_4,
     kvm_run__bindgen_ty_1__bindgen_ty_13,
     kvm_run__bindgen_ty_1__bindgen_ty_14,

@@ -20,6 +20,7 @@ use kernel::sync::Arc;
 mod abi;
 mod backend;
 mod dev;
+mod eventfd;
 mod irq;
 mod memslot;
 mod mmu;

@@ -129,6 +129,13 @@ pub(crate) struct VmStats {
     pub(crate) halt_wakeup: Counter,
     pub(crate) ipis: Counter,
     pub(crate) apic_timer_fires: Counter,
+    /// rkvm's own: irqfd signals that raised a GSI (`irqfd_fires`), and
+    /// guest writes that signalled an ioeventfd (`ioeventfd_signals`).
+    pub(crate) irqfd_fires: Counter,
+    pub(crate) ioeventfd_signals: Counter,
+    /// rkvm's own: ticks of the in-kernel PIT delivered to GSI 0
+    /// (`pit_ticks`).
+    pub(crate) pit_ticks: Counter,
     /// Exits for a host interrupt (`irq_exits`).
     pub(crate) irq_exits: Counter,
     /// `KVM_EXIT_IRQ_WINDOW_OPEN` returns (`request_irq_exits`).

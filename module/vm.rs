@@ -35,8 +35,13 @@
 
 use crate::abi::{self, kvm_enable_cap, kvm_userspace_memory_region, kvm_userspace_memory_region2};
 use crate::dev::{check_extension, Shared};
+use crate::eventfd::ioeventfd::{self, Bus};
+use crate::eventfd::irqfd::Irqfds;
 use crate::irq::chip::{Irqchip, VcpuApic, CHIP_IOAPIC, IRQCHIP_BYTES};
 use crate::irq::delivery::Msi;
+use crate::irq::ioapic::Source;
+use crate::irq::pit::{self, State, State2};
+use crate::irq::pit_device::PitDevice;
 use crate::irq::routing::{Routing, RoutingError, ENTRY_BYTES, MAX_ROUTES};
 use crate::memslot::{Change, Request, SlotError, SlotTable};
 use crate::mmu::{MapError, PageSize, SecondLevel};
@@ -44,6 +49,7 @@ use crate::run::IrqLink;
 use crate::stats::{Counter, ExitsByReason, Kind, Live, VmStats};
 use crate::sys::cpu;
 use crate::sys::debugfs::{DebugDir, TextFileOps};
+use crate::sys::eventfd::EventFd;
 use crate::sys::file::{new_anon_fd, FileObject, FileOps};
 use crate::sys::mem::{
     pin_user_contiguous, pin_user_page, unpin_pages, user_page_in_huge_folio, HostPhysAddr,
@@ -52,7 +58,7 @@ use crate::sys::mem::{user_range_ok, OwnerMm};
 use crate::user;
 use crate::vcpu::{Vcpu, VcpuFd, MAX_VCPUS, MAX_VCPU_IDS, VCPU_FOPS};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::new_mutex;
 use kernel::prelude::*;
@@ -133,7 +139,29 @@ pub(crate) struct Vm {
     debugfs: Mutex<Option<DebugDir<VmStats>>>,
     #[pin]
     inner: Mutex<VmInner>,
+    /// `KVM_IRQFD`'s eventfds.
+    #[pin]
+    irqfds: Mutex<Irqfds>,
+    /// `KVM_IOEVENTFD`'s table, and how many entries it has (read
+    /// without the lock, so that a VM without any pays nothing per exit).
+    #[pin]
+    ioeventfds: Mutex<ioeventfd::Table<EventFd>>,
+    ioeventfd_count: AtomicUsize,
+    /// The in-kernel PIT (`KVM_CREATE_PIT2`), created after the irqchip.
+    #[pin]
+    pit: Mutex<PitSlot>,
     _live: Live,
+}
+
+/// The VM's PIT, shut down with the VM (its armed timer holds it).
+struct PitSlot(Option<Arc<PitDevice>>);
+
+impl Drop for PitSlot {
+    fn drop(&mut self) {
+        if let Some(pit) = &self.0 {
+            pit.shutdown();
+        }
+    }
 }
 
 impl Vm {
@@ -167,6 +195,10 @@ impl Vm {
                     },
                     "rkvm::Vm::inner"
                 ),
+                irqfds <- new_mutex!(Irqfds::new(), "rkvm::Vm::irqfds"),
+                ioeventfds <- new_mutex!(ioeventfd::Table::new(), "rkvm::Vm::ioeventfds"),
+                ioeventfd_count: AtomicUsize::new(0),
+                pit <- new_mutex!(PitSlot(None), "rkvm::Vm::pit"),
                 _live: live,
             }),
             GFP_KERNEL_ACCOUNT,
@@ -210,6 +242,11 @@ impl Vm {
         dir.file(c"halt_wakeup", &COUNTER_FOPS, |s| &s.halt_wakeup);
         dir.file(c"ipis", &COUNTER_FOPS, |s| &s.ipis);
         dir.file(c"apic_timer_fires", &COUNTER_FOPS, |s| &s.apic_timer_fires);
+        dir.file(c"irqfd_fires", &COUNTER_FOPS, |s| &s.irqfd_fires);
+        dir.file(c"pit_ticks", &COUNTER_FOPS, |s| &s.pit_ticks);
+        dir.file(c"ioeventfd_signals", &COUNTER_FOPS, |s| {
+            &s.ioeventfd_signals
+        });
         dir.file(c"request_irq_exits", &COUNTER_FOPS, |s| {
             &s.request_irq_exits
         });
@@ -474,7 +511,7 @@ impl Vm {
     /// (any non-zero level is high).
     fn irq_line(&self, arg: usize) -> Result<isize> {
         let [gsi, level]: [u32; 2] = user::read(arg)?;
-        self.irqchip()?.set_irq_line(gsi, level != 0);
+        self.irqchip()?.set_irq(gsi, Source::User, level != 0);
         Ok(0)
     }
 
@@ -542,6 +579,138 @@ impl Vm {
             data,
         };
         Ok(chip.send_msi(&msi) as isize)
+    }
+
+    /// `KVM_IRQFD` (`eventfd/irqfd.rs`).
+    fn irqfd(&self, arg: usize) -> Result<isize> {
+        let chip = self.inner.lock().irqchip.clone();
+        self.irqfds.lock().ioctl(chip, arg)
+    }
+
+    /// `KVM_IOEVENTFD`: adds or removes an entry of the ioeventfd table
+    /// (`eventfd/ioeventfd.rs`), with KVM's errnos: the request is checked,
+    /// then the eventfd looked up (`EBADF`, `EINVAL`), then the table.
+    fn ioeventfd(&self, arg: usize) -> Result<isize> {
+        use ioeventfd::Error;
+        let args: abi::kvm_ioeventfd = user::read(arg)?;
+        let errno = |e: Error| match e {
+            Error::Invalid => EINVAL,
+            Error::Exists => EEXIST,
+            Error::Full => ENOSPC,
+            Error::NotFound => ENOENT,
+            Error::NoMemory => ENOMEM,
+        };
+        let req = ioeventfd::parse(&args).map_err(errno)?;
+        let eventfd = EventFd::from_fd(req.fd)?;
+        let mut table = self.ioeventfds.lock();
+        if req.deassign {
+            table
+                .deassign(&req.key, |e| e.id() == eventfd.id())
+                .map_err(errno)?;
+        } else {
+            table.assign(req.key, eventfd).map_err(errno)?;
+        }
+        self.ioeventfd_count.store(table.len(), Ordering::SeqCst);
+        Ok(0)
+    }
+
+    /// A guest write of `len` bytes of `value` to `addr` on `bus`: if an
+    /// ioeventfd matches it, the eventfd is signalled and the write is
+    /// done (`true`).
+    pub(crate) fn ioeventfd_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
+        if self.ioeventfd_count.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let table = self.ioeventfds.lock();
+        match table.lookup(bus, addr, len, value) {
+            Some(eventfd) => {
+                eventfd.signal();
+                self.stats.ioeventfd_signals.add(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `KVM_CREATE_PIT2` with `struct kvm_pit_config` at `arg` (its flags;
+    /// KVM checks none), or the older `KVM_CREATE_PIT` (`arg` `None`),
+    /// which is `KVM_PIT_SPEAKER_DUMMY`. As KVM: `EEXIST` the second time,
+    /// `ENOENT` without the in-kernel irqchip.
+    fn create_pit(&self, arg: Option<usize>) -> Result<isize> {
+        let flags = match arg {
+            Some(arg) => user::read::<abi::kvm_pit_config>(arg)?.flags,
+            None => abi::KVM_PIT_SPEAKER_DUMMY,
+        };
+        let mut slot = self.pit.lock();
+        if slot.0.is_some() {
+            return Err(EEXIST);
+        }
+        let chip = self.irqchip().map_err(|_| ENOENT)?;
+        slot.0 = Some(PitDevice::new(chip.clone(), flags)?);
+        chip.attach_pit();
+        Ok(0)
+    }
+
+    /// The PIT, or `ENXIO` as KVM answers its ioctls without one.
+    fn pit(&self) -> Result<Arc<PitDevice>> {
+        self.pit.lock().0.clone().ok_or(ENXIO)
+    }
+
+    /// A guest IN from `port`, if the in-kernel PIT has it (see
+    /// `PitDevice::port_in`).
+    pub(crate) fn pit_port_in(&self, port: u16) -> Option<Option<u8>> {
+        if !pit::claims_port(port) && port != pit::SPEAKER_PORT {
+            return None;
+        }
+        self.pit.lock().0.clone()?.port_in(port)
+    }
+
+    /// A guest OUT to `port`: `true` if the in-kernel PIT took it.
+    pub(crate) fn pit_port_out(&self, port: u16, value: u8) -> bool {
+        if !pit::claims_port(port) && port != pit::SPEAKER_PORT {
+            return false;
+        }
+        let pit = self.pit.lock().0.clone();
+        pit.is_some_and(|p| p.port_out(port, value))
+    }
+
+    /// `KVM_GET_PIT2`.
+    fn get_pit2(&self, arg: usize) -> Result<isize> {
+        let state = self.pit()?.get_state();
+        user::write(arg, &state.to_bytes())?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_PIT2`: read first, then `ENXIO` without a PIT (KVM's order).
+    fn set_pit2(&self, arg: usize) -> Result<isize> {
+        let bytes: [u8; State2::BYTES] = user::read(arg)?;
+        self.pit()?.set_state(&State2::from_bytes(&bytes));
+        Ok(0)
+    }
+
+    /// `KVM_GET_PIT` (the counters without the flags); KVM reads the
+    /// argument before it looks for the PIT.
+    fn get_pit(&self, arg: usize) -> Result<isize> {
+        let _: [u8; State::BYTES] = user::read(arg)?;
+        let state = self.pit()?.get_channels();
+        user::write(arg, &state.to_bytes())?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_PIT`.
+    fn set_pit(&self, arg: usize) -> Result<isize> {
+        let bytes: [u8; State::BYTES] = user::read(arg)?;
+        self.pit()?.set_channels(&State::from_bytes(&bytes));
+        Ok(0)
+    }
+
+    /// `KVM_REINJECT_CONTROL`: `struct kvm_reinject_control`'s first byte
+    /// turns the PIT's tick reinjection on (KVM's default) or off.
+    fn reinject_control(&self, arg: usize) -> Result<isize> {
+        let control: [u8; 32] = user::read(arg)?;
+        let _ = self.pit()?;
+        self.irqchip()?.set_pit_reinject(control[0] != 0);
+        Ok(0)
     }
 
     /// `KVM_ENABLE_CAP` on a VM fd: rkvm has no capability that must be
@@ -685,6 +854,15 @@ impl FileObject for Vm {
             abi::KVM_GET_IRQCHIP => this.get_irqchip(arg),
             abi::KVM_SET_IRQCHIP => this.set_irqchip(arg),
             abi::KVM_ENABLE_CAP => this.enable_cap(arg),
+            abi::KVM_IRQFD => this.irqfd(arg),
+            abi::KVM_IOEVENTFD => this.ioeventfd(arg),
+            abi::KVM_CREATE_PIT2 => this.create_pit(Some(arg)),
+            abi::KVM_CREATE_PIT => this.create_pit(None),
+            abi::KVM_GET_PIT2 => this.get_pit2(arg),
+            abi::KVM_SET_PIT2 => this.set_pit2(arg),
+            abi::KVM_GET_PIT => this.get_pit(arg),
+            abi::KVM_SET_PIT => this.set_pit(arg),
+            abi::KVM_REINJECT_CONTROL => this.reinject_control(arg),
             // KVM answers unknown VM ioctls with ENOTTY (`kvm_arch_vm_ioctl`).
             _ => Err(ENOTTY),
         }

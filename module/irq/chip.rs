@@ -31,6 +31,7 @@ use super::pic::{ChipState, Pic};
 use super::routing::{Routing, Target};
 use crate::stats::VmStats;
 use crate::sys::cpu;
+use crate::sys::eventfd::EventFd;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{
@@ -90,6 +91,21 @@ pub(crate) struct Irqchip {
     /// The GSI routing table (KVM's default until `KVM_SET_GSI_ROUTING`).
     #[pin]
     routing: Mutex<Routing>,
+    /// The resample eventfds of resampling irqfds, with their GSIs
+    /// (`eventfd::irqfd`): signalled when the guest acknowledges the GSI.
+    #[pin]
+    resamplers: Mutex<KVec<(u32, Arc<EventFd>)>>,
+    /// A PIT exists (`KVM_CREATE_PIT2`): the acknowledgements of GSI 0
+    /// pace its ticks.
+    has_pit: AtomicBool,
+    /// The PIT's tick reinjection (KVM's default, `KVM_REINJECT_CONTROL`):
+    /// every tick reaches the guest, one after the other, each once the
+    /// guest acknowledged the one before. `pit_pending` counts the ticks
+    /// not yet acknowledged, `pit_acked` says whether the last injected
+    /// one was.
+    pit_reinject: AtomicBool,
+    pit_pending: AtomicU32,
+    pit_acked: AtomicBool,
     /// The VM's counters (debugfs).
     pub(crate) stats: Arc<VmStats>,
 }
@@ -105,6 +121,11 @@ impl Irqchip {
                 pic_output: AtomicBool::new(false),
                 apics <- new_mutex!(KVec::new(), "rkvm::Irqchip::apics"),
                 routing <- new_mutex!(routing, "rkvm::Irqchip::routing"),
+                resamplers <- new_mutex!(KVec::new(), "rkvm::Irqchip::resamplers"),
+                has_pit: AtomicBool::new(false),
+                pit_reinject: AtomicBool::new(true),
+                pit_pending: AtomicU32::new(0),
+                pit_acked: AtomicBool::new(true),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -187,30 +208,29 @@ impl Irqchip {
         }
     }
 
-    /// `KVM_IRQ_LINE`: GSI `gsi` goes to `level` through the routing
-    /// table: PIC inputs and IOAPIC pins follow the level; an MSI is sent
-    /// when the level is high (KVM's `kvm_set_msi` ignores a low level).
-    /// A GSI with no route goes nowhere (KVM returns success for it too).
-    pub(crate) fn set_irq_line(&self, gsi: u32, level: bool) {
+    /// `source` (`KVM_IRQ_LINE` or an irqfd) sets GSI `gsi` to `level`
+    /// through the routing table: PIC inputs and IOAPIC pins follow the
+    /// level; an MSI is sent when the level is high (KVM's `kvm_set_msi`
+    /// ignores a low level). A GSI with no route goes nowhere (KVM returns
+    /// success for it too).
+    pub(crate) fn set_irq(&self, gsi: u32, source: Source, level: bool) {
         let targets = self.routing.lock().targets(gsi);
         for target in targets.into_iter().flatten() {
             match target {
                 Target::Pic(irq) => {
                     let rose = {
                         let mut pic = self.pic.lock();
-                        pic.set_irq(u32::from(irq), Source::User, level);
+                        pic.set_irq(u32::from(irq), source, level);
                         self.pic_latch(&pic)
                     };
                     self.pic_changed(rose);
                 }
                 Target::Ioapic(pin) => {
                     let mut msgs = Messages::new();
-                    let _ = self.ioapic.lock().set_line(
-                        usize::from(pin),
-                        Source::User,
-                        level,
-                        &mut |m| msgs.push(m),
-                    );
+                    let _ =
+                        self.ioapic
+                            .lock()
+                            .set_line(usize::from(pin), source, level, &mut |m| msgs.push(m));
                     self.deliver_all(&msgs);
                 }
                 Target::Msi(msi) => {
@@ -234,8 +254,156 @@ impl Irqchip {
         msi.message().map_or(0, |m| self.deliver(&m))
     }
 
+    /// Adds a resampling irqfd's resample eventfd for `gsi`.
+    pub(crate) fn add_resampler(&self, gsi: u32, eventfd: Arc<EventFd>) -> Result {
+        self.resamplers
+            .lock()
+            .push((gsi, eventfd), GFP_KERNEL_ACCOUNT)?;
+        Ok(())
+    }
+
+    /// Removes a resample eventfd; once `gsi` has none, its resample
+    /// source goes low (KVM's `irqfd_resampler_shutdown`).
+    pub(crate) fn remove_resampler(&self, gsi: u32, eventfd: &Arc<EventFd>) {
+        let mut list = self.resamplers.lock();
+        list.retain(|(_, e)| !Arc::ptr_eq(e, eventfd));
+        if !list.iter().any(|&(g, _)| g == gsi) {
+            self.set_irq(gsi, Source::Resample, false);
+        }
+    }
+
+    /// The guest acknowledged PIC input or IOAPIC pin `target` (an EOI):
+    /// the resampling irqfds of its GSI lower their line and signal their
+    /// resample eventfds, before the line is looked at again (KVM's ack
+    /// notifiers, `irqfd_resampler_ack`).
+    fn ack(&self, target: Target) {
+        let pit = self.has_pit.load(Ordering::SeqCst);
+        let list = self.resamplers.lock();
+        if list.is_empty() && !pit {
+            return;
+        }
+        let Some(gsi) = self.routing.lock().gsi_of(target) else {
+            return;
+        };
+        if list.iter().any(|&(g, _)| g == gsi) {
+            self.set_irq(gsi, Source::Resample, false);
+            for (_, eventfd) in list.iter().filter(|&&(g, _)| g == gsi) {
+                eventfd.signal();
+            }
+        }
+        drop(list);
+        if pit && gsi == 0 {
+            self.pit_ack();
+        }
+    }
+
+    /// Tells the listeners of every IOAPIC pin using `vector` that the
+    /// guest acknowledged it.
+    fn ack_ioapic_vector(&self, vector: u8) {
+        let pins = self.ioapic.lock().pins_with_vector(vector);
+        for pin in (0..PINS as u8).filter(|p| pins & (1 << p) != 0) {
+            self.ack(Target::Ioapic(pin));
+        }
+    }
+
+    /// The local APICs EOIed edge-triggered `vector`: nothing changes in
+    /// the IOAPIC, but an edge-triggered pin with that vector is
+    /// acknowledged (the PIT's ticks wait for it).
+    pub(crate) fn edge_eoi(&self, vector: u8) {
+        if self.has_pit.load(Ordering::SeqCst) {
+            self.ack_ioapic_vector(vector);
+        }
+    }
+
+    /// Whether every pin GSI `gsi` is routed to is masked (an MSI never
+    /// is).
+    fn gsi_masked(&self, gsi: u32) -> bool {
+        let targets = self.routing.lock().targets(gsi);
+        targets.into_iter().flatten().all(|t| match t {
+            Target::Pic(irq) => {
+                let imr = self.pic.lock().state(irq >= 8).imr;
+                imr & (1 << (irq & 7)) != 0
+            }
+            Target::Ioapic(pin) => self.ioapic.lock().entry(usize::from(pin)) & (1 << 16) != 0,
+            Target::Msi(_) => false,
+        })
+    }
+
+    // ---- The PIT's ticks (`pit_device.rs`), as KVM's `i8254.c` paces them.
+
+    /// `KVM_CREATE_PIT2` made a PIT for this irqchip.
+    pub(crate) fn attach_pit(&self) {
+        self.has_pit.store(true, Ordering::SeqCst);
+    }
+
+    /// `KVM_REINJECT_CONTROL`.
+    pub(crate) fn set_pit_reinject(&self, reinject: bool) {
+        self.pit_reinject.store(reinject, Ordering::SeqCst);
+    }
+
+    /// Forgets the ticks not delivered yet (a new count was loaded).
+    pub(crate) fn pit_reset_reinject(&self) {
+        self.pit_pending.store(0, Ordering::SeqCst);
+        self.pit_acked.store(true, Ordering::SeqCst);
+    }
+
+    /// Counter 0 expired (hard-interrupt context: atomics only).
+    pub(crate) fn pit_expired(&self) {
+        if self.pit_reinject.load(Ordering::SeqCst) {
+            let _ = self
+                .pit_pending
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_add(1));
+        }
+    }
+
+    /// Delivers a tick (process context): at once without reinjection;
+    /// with it, only once the last tick was acknowledged (else the tick
+    /// waits in `pit_pending` for [`Self::pit_ack`]). While every pin of
+    /// GSI 0 is masked, ticks are not kept for later: KVM drops them when
+    /// the line is unmasked.
+    pub(crate) fn pit_inject(&self) {
+        if self.pit_reinject.load(Ordering::SeqCst) {
+            if self.gsi_masked(0) {
+                self.pit_reset_reinject();
+            } else if !self.pit_acked.swap(false, Ordering::SeqCst) {
+                return;
+            }
+        }
+        self.pit_pulse();
+    }
+
+    /// The guest acknowledged GSI 0: one tick fewer outstanding, and the
+    /// next one, if any waits, goes now.
+    fn pit_ack(&self) {
+        self.pit_acked.store(true, Ordering::SeqCst);
+        let left = self
+            .pit_pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .map_or(0, |before| before - 1);
+        if left > 0 && self.pit_acked.swap(false, Ordering::SeqCst) {
+            self.pit_pulse();
+        }
+    }
+
+    /// One tick: a pulse on GSI 0 from the PIT's source.
+    fn pit_pulse(&self) {
+        self.stats.pit_ticks.add(1);
+        self.set_irq(0, Source::Pit, true);
+        self.set_irq(0, Source::Pit, false);
+    }
+
+    /// Acknowledges the PIC inputs whose in-service bits `before` had and
+    /// `after` has not (an EOI, or an automatic EOI at INTA).
+    fn pic_acked(&self, before: u16, after: u16) {
+        let cleared = before & !after;
+        for irq in (0..16u8).filter(|i| cleared & (1 << i) != 0) {
+            self.ack(Target::Pic(irq));
+        }
+    }
+
     /// The local APICs EOIed level-triggered `vector`.
     pub(crate) fn ioapic_eoi(&self, vector: u8) {
+        self.ack_ioapic_vector(vector);
         let mut msgs = Messages::new();
         self.ioapic.lock().eoi(vector, &mut |m| msgs.push(m));
         self.deliver_all(&msgs);
@@ -274,12 +442,14 @@ impl Irqchip {
 
     /// A guest OUT to one of the PIC's ports.
     pub(crate) fn pic_write(&self, port: u16, value: u8) {
-        let rose = {
+        let (rose, before, after) = {
             let mut pic = self.pic.lock();
+            let before = pic.in_service();
             pic.write(port, value);
-            self.pic_latch(&pic)
+            (self.pic_latch(&pic), before, pic.in_service())
         };
         self.pic_changed(rose);
+        self.pic_acked(before, after);
     }
 
     /// The PIC has an interrupt for the CPU (its INT output).
@@ -290,15 +460,18 @@ impl Irqchip {
     /// The CPU acknowledges the PIC's interrupt: its vector, if the PIC
     /// still has one (else `None`, and nothing is injected).
     pub(crate) fn pic_acknowledge(&self) -> Option<u8> {
-        let (vector, rose) = {
+        let (vector, rose, before, after) = {
             let mut pic = self.pic.lock();
             if !pic.output() {
                 return None;
             }
+            let before = pic.in_service();
             let v = pic.acknowledge();
-            (v, self.pic_latch(&pic))
+            (v, self.pic_latch(&pic), before, pic.in_service())
         };
         self.pic_changed(rose);
+        // An automatic EOI acknowledges the input at once.
+        self.pic_acked(before, after);
         Some(vector)
     }
 
@@ -531,6 +704,7 @@ impl VcpuApic {
                 chip.deliver(&m);
             }
             Effect::LevelEoi(vector) => chip.ioapic_eoi(vector),
+            Effect::EdgeEoi(vector) => chip.edge_eoi(vector),
             Effect::TimerChanged => self.rearm_timer(timer),
             Effect::Reevaluate | Effect::None => {}
         }

@@ -65,6 +65,9 @@ pub(crate) enum Source {
     User = 0,
     /// The in-kernel PIT on line 2 (and the PIC's IRQ0).
     Pit = 1,
+    /// A resampling irqfd (`KVM_IRQFD_FLAG_RESAMPLE`): high from its
+    /// signal until the guest's EOI of the line.
+    Resample = 2,
 }
 
 /// `struct kvm_ioapic_state`'s content, for `KVM_GET/SET_IRQCHIP`.
@@ -252,6 +255,16 @@ impl Ioapic {
             self.redirtbl[pin] &= !entry::REMOTE_IRR;
             self.service(pin, deliver);
         }
+    }
+
+    /// The pins whose entries use `vector`, one bit each: an EOI of that
+    /// vector acknowledges them (KVM notifies its ack listeners of each).
+    pub(crate) fn pins_with_vector(&self, vector: u8) -> u32 {
+        self.redirtbl
+            .iter()
+            .enumerate()
+            .filter(|(_, &e)| e & entry::VECTOR == u64::from(vector))
+            .fold(0, |mask, (pin, _)| mask | 1 << pin)
     }
 
     /// Whether any level-triggered entry uses `vector`: the local APIC

@@ -162,6 +162,11 @@ pub(crate) enum Effect {
     /// A level-triggered vector was EOIed: the IOAPIC clears the remote
     /// IRR of the pins routed to it (SDM Vol. 3A 11.8.5).
     LevelEoi(u8),
+    /// An edge-triggered vector was EOIed: nothing for the IOAPIC's
+    /// registers, but whoever waits for the acknowledgement of an
+    /// edge-triggered pin with that vector (the PIT's tick reinjection)
+    /// is told, as KVM routes such EOIs to its IOAPIC.
+    EdgeEoi(u8),
     /// The timer's deadline changed: re-arm (or cancel) the host timer to
     /// [`Lapic::timer_deadline`].
     TimerChanged,
@@ -497,7 +502,7 @@ impl Lapic {
         if self.test(reg::TMR, vector) {
             Effect::LevelEoi(vector)
         } else {
-            Effect::Reevaluate
+            Effect::EdgeEoi(vector)
         }
     }
 

@@ -8,12 +8,14 @@
 //! (`userspace/module-logic`): [`delivery`] (interrupt messages, MSI,
 //! destination matching), [`lapic`] (the local APIC's registers,
 //! priorities, IPIs and timer), [`ioapic`] (redirection table, edge and
-//! level lines, remote IRR) and [`pic`] (the two 8259As: initialization,
-//! priorities and rotation, EOIs, poll, ELCR).
+//! level lines, remote IRR), [`pic`] (the two 8259As: initialization,
+//! priorities and rotation, EOIs, poll, ELCR) and [`pit`] (the 8254
+//! interval timer and the speaker port).
 //!
 //! [`chip`] is the kernel glue: the models behind locks, message
 //! delivery between them, the APIC timer's hrtimer and the wake-ups of
-//! halted and running vCPUs. The run loop's side is `run/apic.rs`.
+//! halted and running vCPUs; [`pit_device`] the PIT's host timer and how
+//! its ticks reach IRQ 0. The run loop's side is `run/apic.rs`.
 
 pub(crate) mod chip;
 // Parts of the models wait for the rest of the irqchip (MSIs, INIT and
@@ -26,4 +28,7 @@ pub(crate) mod ioapic;
 pub(crate) mod lapic;
 #[allow(dead_code)]
 pub(crate) mod pic;
+#[allow(dead_code)]
+pub(crate) mod pit;
+pub(crate) mod pit_device;
 pub(crate) mod routing;

@@ -402,6 +402,11 @@ impl Pic {
         Some(latched)
     }
 
+    /// Both chips' in-service registers, the slave's in the high byte.
+    pub(crate) fn in_service(&self) -> u16 {
+        u16::from(self.master.isr) | u16::from(self.slave.isr) << 8
+    }
+
     /// The master's INT output: the CPU has an interrupt to acknowledge.
     pub(crate) fn output(&self) -> bool {
         self.master.pending(true).is_some()

@@ -191,4 +191,15 @@ impl Routing {
         }
         out
     }
+
+    /// The GSI routed to PIC input or IOAPIC pin `target` (the last
+    /// route wins, as in KVM's chip-to-GSI map), to tell the listeners of
+    /// that GSI that the guest acknowledged the line.
+    pub(crate) fn gsi_of(&self, target: Target) -> Option<u32> {
+        self.routes
+            .iter()
+            .rev()
+            .find(|r| r.target == target)
+            .map(|r| r.gsi)
+    }
 }

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::abi::{self, kvm_run__bindgen_ty_1__bindgen_ty_4 as IoRun};
 use crate::backend::IoExit;
+use crate::eventfd::ioeventfd::Bus;
 use crate::sys::mem::SharedPage;
 use crate::vcpu::ArchState;
 use crate::vm::Vm;
@@ -42,7 +43,24 @@ pub(super) fn port_io(
     }
     // The in-kernel PIC's ports: byte accesses only, as KVM's `picdev_*`
     // (a wider IN reads 0s, a wider OUT is dropped); string I/O goes to user space.
+    // An OUT an ioeventfd matches signals it and is done (OUTS is not looked at).
     if !io.string {
+        // The in-kernel PIT's ports take any size: a read gives one byte (or
+        // nothing, for port 0x43), a write uses the low byte, as KVM's `pit_ioport_*`.
+        if io.input {
+            if let Some(value) = vm.pit_port_in(io.port) {
+                if let Some(value) = value {
+                    state.regs.rax = emulate::in_result(state.regs.rax, u64::from(value), size);
+                }
+                state.regs.rip = next_rip;
+                state.run.interrupt_shadow = false;
+                return Ok(Next::Enter);
+            }
+        } else if vm.pit_port_out(io.port, state.regs.rax as u8) {
+            state.regs.rip = next_rip;
+            state.run.interrupt_shadow = false;
+            return Ok(Next::Enter);
+        }
         if io.input {
             if let Some(value) = super::apic::port_in(state, io.port) {
                 let value = if size == 1 { u64::from(value) } else { 0 };
@@ -53,6 +71,12 @@ pub(super) fn port_io(
             }
         } else if (size == 1 && super::apic::port_out(state, io.port, state.regs.rax as u8))
             || (size != 1 && state.run.irq.is_some() && crate::irq::pic::claims_port(io.port))
+            || vm.ioeventfd_write(
+                Bus::Pio,
+                u64::from(io.port),
+                u32::from(io.size),
+                state.regs.rax,
+            )
         {
             state.regs.rip = next_rip;
             state.run.interrupt_shadow = false;

@@ -8,6 +8,7 @@ use super::insn::{code_size, emulation_failure, fetch};
 use super::{exit_reason, set_pending, Next, Pending, UNION};
 use crate::abi::{self, kvm_run__bindgen_ty_1__bindgen_ty_6 as MmioRun};
 use crate::backend::InsnBytes;
+use crate::eventfd::ioeventfd::Bus;
 use crate::sys::mem::SharedPage;
 use crate::vcpu::ArchState;
 use crate::vm::Vm;
@@ -47,6 +48,13 @@ pub(super) fn mmio(
         return Ok(Next::Enter);
     }
     if let Some(value) = insn.store_value(&state.regs) {
+        // A store an ioeventfd matches signals it and is done.
+        let len = u32::from(insn.width.bytes());
+        if vm.ioeventfd_write(Bus::Mmio, gpa, len, value) {
+            state.regs.rip = next_rip;
+            state.run.interrupt_shadow = false;
+            return Ok(Next::Enter);
+        }
         page.write(UNION + offset_of!(MmioRun, data), &value.to_le_bytes())?;
         // A store is complete once user space has the data: RIP moves on now, as in KVM.
         state.regs.rip = next_rip;

@@ -10,6 +10,8 @@
 //! - [`file`]: file-operation tables for `/dev/rkvm` and the anonymous VM
 //!   and vCPU fds, with module ownership so an open fd pins the module.
 //! - [`debugfs`]: the statistics file, pinning the module while open.
+//! - [`eventfd`]: references to eventfds, and hooks that run on their
+//!   signals (irqfds, ioeventfds).
 //! - [`mem`]: physical addresses, pinning user pages, user-address checks,
 //!   and the pages shared with user space.
 //! - [`fpu`]: the guest's FPU state, loaded only inside a kernel FPU section.
@@ -22,6 +24,7 @@
 
 pub(crate) mod cpu;
 pub(crate) mod debugfs;
+pub(crate) mod eventfd;
 pub(crate) mod file;
 pub(crate) mod fpu;
 pub(crate) mod gprs;

@@ -3,7 +3,9 @@
 //! each other IPIs, take level-triggered IOAPIC lines that user space
 //! raises with `KVM_IRQ_LINE` and EOI them, and take PIC interrupts
 //! through LINT0; the state ioctls (`KVM_GET/SET_LAPIC`, `KVM_GET/SET_IRQCHIP`)
-//! and what each ioctl answers to bad input.
+//! the PIT's ticks and its speaker port, irqfds (edge, and resampling for level lines) signalled from another
+//! thread, ioeventfds on ports and MMIO, and what each ioctl answers to
+//! bad input.
 //!
 //! The guests install their own handler for the vectors they use (the
 //! framework's handlers report an interrupt to the host and return, but do
@@ -11,14 +13,20 @@
 //!
 //! Usage: `irqchip [DEVICE]` (default `/dev/rkvm`).
 
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, tests};
-use kvm_abi::sys::{KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
-use rkvm_selftests::guest::{GuestVcpu, GuestVm, Mode};
+use kvm_abi::VcpuExit;
+use kvm_abi::eventfd::EventFd;
+use kvm_abi::sys::{
+    KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE, KVM_MP_STATE_RUNNABLE,
+    KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
+};
+use rkvm_selftests::guest::{GuestVcpu, GuestVm, Mode, describe};
 use rkvm_selftests::{Ctx, guest};
 
 /// The local APIC's registers (SDM Vol. 3A Table 11-1), as offsets into
@@ -29,6 +37,12 @@ const APIC_TPR: usize = 0x80;
 const APIC_SVR: usize = 0xf0;
 const APIC_LVT_TIMER: usize = 0x320;
 const APIC_DFR: usize = 0xe0;
+
+/// `struct kvm_ioeventfd`'s flags (an anonymous enum of bit numbers in
+/// `linux/kvm.h`).
+const IOEVENTFD_DATAMATCH: u32 = 1 << 0;
+const IOEVENTFD_PIO: u32 = 1 << 1;
+const IOEVENTFD_DEASSIGN: u32 = 1 << 2;
 
 /// `KVM_GET/SET_IRQCHIP` chip ids.
 const PIC_MASTER: u32 = 0;
@@ -789,6 +803,554 @@ fn bad_irqchip_requests_are_refused(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+irq_guest! {
+    /// IOAPIC pin 6: vector 0x42, edge-triggered, to APIC 0. Sleeps until
+    /// each of three interrupts came, reporting the count after each; then
+    /// waits a while with interrupts on and reports the count again.
+    fn irqfd_edge_guest;
+    "set_gate 0x42, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "movl $0x10000, 0x350(%rbp)",
+    "movl $0x1c, (%r14)",
+    "movl $0, 0x10(%r14)",
+    "movl $0x1d, (%r14)",
+    "movl $0, 0x10(%r14)",
+    "movl $0x1c, (%r14)",
+    "movl $0x42, 0x10(%r14)",
+    "ucall UCALL_SYNC",
+    "halt_until %r15, 1",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "halt_until %r15, 2",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "sti",
+    "mov $1000000, %ecx",
+    "2: pause",
+    "dec %ecx",
+    "jnz 2b",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+}
+
+/// Signals `efd` from another thread after `delay`, while the caller's
+/// thread is in `KVM_RUN`.
+fn signal_later(efd: &Arc<EventFd>, delay: Duration) -> thread::JoinHandle<bool> {
+    let efd = Arc::clone(efd);
+    thread::spawn(move || {
+        thread::sleep(delay);
+        efd.signal().is_ok()
+    })
+}
+
+/// `KVM_IRQFD`: a count already in the eventfd fires when the irqfd is
+/// assigned; a signal from another thread wakes the halted vCPU with the
+/// pin's interrupt; after `KVM_IRQFD_FLAG_DEASSIGN` a signal stays in the
+/// eventfd (no one consumes it) and the guest gets nothing.
+fn irqfd_raises_a_gsi_from_another_thread(ctx: &Ctx) -> TestResult {
+    let (vm, mut vcpus) = irqchip_vm(ctx, irqfd_edge_guest(), 1)?;
+    let v = &mut vcpus[0];
+    let efd = Arc::new(check_ok!(EventFd::new()));
+    v.sync()?;
+    // Signalled before the irqfd exists: assigning it delivers the count.
+    check_ok!(efd.signal());
+    check_ok!(vm.vm.irqfd(efd.raw(), 6, 0, 0));
+    let [first, _, _] = v.sync()?;
+    check_eq!(first, 1u64, "interrupts after assigning a signalled irqfd");
+    let signaller = signal_later(&efd, Duration::from_millis(20));
+    let [second, _, _] = v.sync()?;
+    check!(signaller.join().unwrap_or(false), "signal from the thread");
+    check_eq!(
+        second,
+        2u64,
+        "interrupts after a signal from another thread"
+    );
+    check_eq!(
+        check_ok!(efd.take()),
+        0u64,
+        "count left in a consumed eventfd"
+    );
+    if ctx.is_rkvm() {
+        let fires = ctx.vm_stat(&vm.vm, "irqfd_fires").map_err(Status::Fail)?;
+        check_eq!(fires, 2u64, "irqfd_fires");
+    }
+    check_ok!(vm.vm.irqfd(efd.raw(), 6, KVM_IRQFD_FLAG_DEASSIGN, 0));
+    check_ok!(efd.signal());
+    let [after, _, _] = v.sync()?;
+    check_eq!(
+        after,
+        2u64,
+        "interrupts after the deassign and another signal"
+    );
+    check_eq!(check_ok!(efd.take()), 1u64, "the signal after the deassign");
+    v.done()
+}
+
+irq_guest! {
+    /// IOAPIC pin 7: vector 0x43, level-triggered, to APIC 0. The handler
+    /// reports each interrupt before its EOI; the guest sleeps until two
+    /// came, then waits with interrupts on and reports the total.
+    fn irqfd_level_guest;
+    "set_gate 0x43, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "movl $0x10000, 0x350(%rbp)",
+    "movl $0x1f, (%r14)",
+    "movl $0, 0x10(%r14)",
+    "movl $0x1e, (%r14)",
+    "movl $0x8043, 0x10(%r14)",
+    "ucall UCALL_SYNC",
+    "halt_until %r15, 2",
+    "sti",
+    "mov $1000000, %ecx",
+    "2: pause",
+    "dec %ecx",
+    "jnz 2b",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+}
+
+/// A resampling irqfd (`KVM_IRQFD_FLAG_RESAMPLE`) is a level-triggered
+/// line: its signal raises the pin, which stays high until the guest's
+/// EOI; the EOI lowers it (so the level-triggered pin is not delivered
+/// again, as it would be for a line user space held high) and signals the
+/// resample eventfd, and a "device" thread that re-signals on that gets
+/// exactly one more interrupt.
+fn resampling_irqfd_is_lowered_and_notified_at_eoi(ctx: &Ctx) -> TestResult {
+    let (vm, mut vcpus) = irqchip_vm(ctx, irqfd_level_guest(), 1)?;
+    let v = &mut vcpus[0];
+    let efd = Arc::new(check_ok!(EventFd::new()));
+    let resample = Arc::new(check_ok!(EventFd::new()));
+    check_ok!(
+        vm.vm
+            .irqfd(efd.raw(), 7, KVM_IRQFD_FLAG_RESAMPLE, resample.raw())
+    );
+    v.sync()?;
+    check_ok!(efd.signal());
+    let [first, _, _] = v.sync()?;
+    check_eq!(first, 1u64, "first delivery");
+    check_eq!(
+        check_ok!(resample.take()),
+        0u64,
+        "resample signals before the EOI"
+    );
+    // The device: on the resample signal, it still needs service once more.
+    let device = {
+        let (efd, resample) = (Arc::clone(&efd), Arc::clone(&resample));
+        thread::spawn(move || {
+            let n = resample.wait(Duration::from_secs(10)).unwrap_or(0);
+            if n > 0 {
+                let _ = efd.signal();
+            }
+            n
+        })
+    };
+    let [second, _, _] = v.sync()?;
+    check_eq!(second, 2u64, "second delivery, after the resample signal");
+    check_eq!(
+        device.join().unwrap_or(0),
+        1u64,
+        "resample signals at the first EOI"
+    );
+    let [total, _, _] = v.sync()?;
+    check_eq!(total, 2u64, "deliveries in all (the EOI lowered the line)");
+    check_eq!(
+        check_ok!(resample.wait(Duration::from_secs(5))),
+        1u64,
+        "resample signals at the second EOI"
+    );
+    let state = check_ok!(vm.vm.get_irqchip(IOAPIC));
+    let entry7 = ioapic_entry(&state, 7);
+    check_eq!(entry7 & (1 << 14), 0u64, "pin 7's remote IRR after the EOI");
+    check_ok!(vm.vm.irqfd(efd.raw(), 7, KVM_IRQFD_FLAG_DEASSIGN, 0));
+    v.done()
+}
+
+guest! {
+    /// Port 0x700: OUT 0x5a (an ioeventfd's data match), OUT 0x11 (no
+    /// match); MMIO at 0xc0000000: a 4-byte store (a wildcard ioeventfd),
+    /// a 2-byte store (not its length); each unmatched write exits.
+    fn ioeventfd_guest;
+    ".code64",
+    "mov $0x700, %dx",
+    "mov $0x5a, %al",
+    "out %al, %dx",
+    "mov $0x11, %al",
+    "out %al, %dx",
+    "mov $0xc0000000, %edi",
+    "movl $0x12345678, (%rdi)",
+    "movw $0x4321, (%rdi)",
+    "ucall UCALL_DONE",
+}
+
+/// `KVM_IOEVENTFD`: a guest write that an ioeventfd matches (port I/O
+/// with a data match; MMIO with any data) signals its eventfd and does
+/// not exit; a write with other data or another length exits to user
+/// space as before.
+fn ioeventfds_signal_guest_writes_without_an_exit(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, ioeventfd_guest())?;
+    let mut v = vm.add_vcpu(0)?;
+    let pio = check_ok!(EventFd::new());
+    let mmio = check_ok!(EventFd::new());
+    check_ok!(vm.vm.ioeventfd(
+        0x5a,
+        0x700,
+        1,
+        pio.raw(),
+        IOEVENTFD_DATAMATCH | IOEVENTFD_PIO
+    ));
+    check_ok!(vm.vm.ioeventfd(0, 0xc000_0000, 4, mmio.raw(), 0));
+    v.run()?;
+    match v.exit() {
+        VcpuExit::Io(io) if io.port == 0x700 => {
+            check_eq!(check_ok!(io.data()), vec![0x11u8], "the OUT that exits");
+        }
+        other => {
+            return Err(Status::Fail(format!(
+                "expected OUT 0x11, got {}",
+                describe(&other)
+            )));
+        }
+    }
+    check_eq!(check_ok!(pio.take()), 1u64, "port ioeventfd signals");
+    v.run()?;
+    match v.exit() {
+        VcpuExit::Mmio(m) if m.phys_addr == 0xc000_0000 => {
+            check_eq!(m.len, 2u32, "the store that exits");
+        }
+        other => {
+            return Err(Status::Fail(format!(
+                "expected a 2-byte MMIO store, got {}",
+                describe(&other)
+            )));
+        }
+    }
+    check_eq!(check_ok!(mmio.take()), 1u64, "MMIO ioeventfd signals");
+    if ctx.is_rkvm() {
+        let n = ctx
+            .vm_stat(&vm.vm, "ioeventfd_signals")
+            .map_err(Status::Fail)?;
+        check_eq!(n, 2u64, "ioeventfd_signals");
+    }
+    v.done()
+}
+
+/// What `KVM_IRQFD` and `KVM_IOEVENTFD` answer to bad requests: KVM's
+/// errnos, and the VM stays usable.
+fn bad_eventfd_requests_are_refused(ctx: &Ctx) -> TestResult {
+    let efd = check_ok!(EventFd::new());
+    let other = check_ok!(EventFd::new());
+    let vm = ctx.vm()?;
+    check_errno!(
+        vm.irqfd(efd.raw(), 1, 0, 0),
+        libc::EINVAL,
+        "KVM_IRQFD without an irqchip"
+    );
+    check_ok!(vm.create_irqchip());
+    check_errno!(
+        vm.irqfd(efd.raw(), 1, 4, 0),
+        libc::EINVAL,
+        "KVM_IRQFD flag 4"
+    );
+    check_errno!(vm.irqfd(-1, 1, 0, 0), libc::EBADF, "KVM_IRQFD fd -1");
+    check_errno!(
+        vm.irqfd(vm.as_fd().as_raw_fd(), 1, 0, 0),
+        libc::EINVAL,
+        "KVM_IRQFD of the VM fd"
+    );
+    check_errno!(
+        vm.irqfd(efd.raw(), 1, KVM_IRQFD_FLAG_RESAMPLE, -1),
+        libc::EBADF,
+        "a resample fd of -1"
+    );
+    check_ok!(vm.irqfd(efd.raw(), 1, 0, 0));
+    check_errno!(
+        vm.irqfd(efd.raw(), 2, 0, 0),
+        libc::EBUSY,
+        "one eventfd for two irqfds"
+    );
+    check_ok!(vm.irqfd(other.raw(), 1, KVM_IRQFD_FLAG_DEASSIGN, 0));
+    check_ok!(vm.irqfd(efd.raw(), 1, KVM_IRQFD_FLAG_DEASSIGN, 0));
+    check_ok!(vm.irqfd(efd.raw(), 2, 0, 0));
+
+    let pio = IOEVENTFD_PIO;
+    let dm = IOEVENTFD_DATAMATCH;
+    check_errno!(
+        vm.ioeventfd(0, 0x700, 3, efd.raw(), pio),
+        libc::EINVAL,
+        "length 3"
+    );
+    check_errno!(
+        vm.ioeventfd(0, u64::MAX, 4, efd.raw(), 0),
+        libc::EINVAL,
+        "a wrapping range"
+    );
+    check_errno!(
+        vm.ioeventfd(0, 0x700, 1, efd.raw(), 1 << 5),
+        libc::EINVAL,
+        "flag 1 << 5"
+    );
+    check_errno!(
+        vm.ioeventfd(1, 0x700, 0, efd.raw(), pio | dm),
+        libc::EINVAL,
+        "length 0 with a data match"
+    );
+    check_errno!(vm.ioeventfd(0, 0x700, 1, -1, pio), libc::EBADF, "fd -1");
+    check_errno!(
+        vm.ioeventfd(0, 0x700, 1, vm.as_fd().as_raw_fd(), pio),
+        libc::EINVAL,
+        "the VM fd"
+    );
+    check_ok!(vm.ioeventfd(1, 0x700, 1, efd.raw(), pio | dm));
+    check_ok!(vm.ioeventfd(2, 0x700, 1, efd.raw(), pio | dm));
+    check_ok!(vm.ioeventfd(0, 0x700, 2, efd.raw(), pio));
+    check_ok!(vm.ioeventfd(0, 0x700, 1, efd.raw(), 0));
+    check_errno!(
+        vm.ioeventfd(1, 0x700, 1, other.raw(), pio | dm),
+        libc::EEXIST,
+        "the same data match"
+    );
+    check_errno!(
+        vm.ioeventfd(0, 0x700, 1, other.raw(), pio),
+        libc::EEXIST,
+        "a wildcard over data matches"
+    );
+    check_errno!(
+        vm.ioeventfd(0, 0x700, 0, other.raw(), pio),
+        libc::EEXIST,
+        "length 0 over others"
+    );
+    check_errno!(
+        vm.ioeventfd(3, 0x700, 1, other.raw(), pio | dm | IOEVENTFD_DEASSIGN),
+        libc::ENOENT,
+        "deassigning what is not there"
+    );
+    check_errno!(
+        vm.ioeventfd(1, 0x700, 1, other.raw(), pio | dm | IOEVENTFD_DEASSIGN),
+        libc::ENOENT,
+        "deassigning with another eventfd"
+    );
+    check_ok!(vm.ioeventfd(1, 0x700, 1, efd.raw(), pio | dm | IOEVENTFD_DEASSIGN));
+    check_ok!(vm.ioeventfd(1, 0x700, 1, other.raw(), pio | dm));
+    check_ok!(vm.ioeventfd(0, 0x800, 0, other.raw(), pio));
+    Ok(())
+}
+
+irq_guest! {
+    /// The PIT: counter 0 in mode 2 (rate generator) with a 10 ms count,
+    /// its IRQ 0 through IOAPIC pin 0 (KVM's default routing of GSI 0),
+    /// edge-triggered, vector 0x50. Sleeps until five ticks came; reads
+    /// the count back with a latch command; stops the counter (mode 0, no
+    /// count) and reports the tick count and the latched count.
+    fn pit_guest;
+    "set_gate 0x50, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "movl $0x10000, 0x350(%rbp)",
+    "movl $0x11, (%r14)",
+    "movl $0, 0x10(%r14)",
+    "movl $0x10, (%r14)",
+    "movl $0x50, 0x10(%r14)",
+    // Counter 0, low then high byte, mode 2: 11932 = 10 ms at 1.193 MHz.
+    "mov $0x34, %al",
+    "out %al, $0x43",
+    "mov $0x9c, %al",
+    "out %al, $0x40",
+    "mov $0x2e, %al",
+    "out %al, $0x40",
+    "halt_until %r15, 5",
+    // Latch counter 0 and read it, low byte first.
+    "xor %eax, %eax",
+    "out %al, $0x43",
+    "in $0x40, %al",
+    "mov %al, %cl",
+    "in $0x40, %al",
+    "mov %al, %ch",
+    "movzwl %cx, %ecx",
+    "mov $0x30, %al",
+    "out %al, $0x43",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+}
+
+/// The in-kernel PIT (`KVM_CREATE_PIT2`): counter 0 as a 10 ms rate
+/// generator wakes the halted vCPU with IRQ 0 five times, which takes at
+/// least 40 ms (each tick waits for the EOI of the one before: KVM's
+/// reinjection), and a latched read of the counter is within its count.
+/// `KVM_GET_PIT2` then shows the guest's programming of counter 0.
+fn pit_ticks_wake_a_halted_vcpu(ctx: &Ctx) -> TestResult {
+    let (vm, mut vcpus) = {
+        let vm = GuestVm::new(ctx, Mode::Long, pit_guest())?;
+        check_ok!(vm.vm.create_irqchip());
+        check_ok!(vm.vm.create_pit2(0));
+        let v = vm.add_vcpu(0)?;
+        (vm, vec![v])
+    };
+    let start = Instant::now();
+    let [ticks, latched, _] = vcpus[0].sync()?;
+    let elapsed = start.elapsed();
+    check_eq!(ticks, 5u64, "PIT ticks counted by the guest");
+    check!(
+        elapsed >= Duration::from_millis(40),
+        "five 10 ms ticks took {elapsed:?}"
+    );
+    check!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    check!(latched <= 11932, "latched count {latched}");
+    let state = check_ok!(vm.vm.get_pit2());
+    // Channel 0: count (u32 at 0), rw_mode (byte 12), mode (13).
+    let count = u32::from_le_bytes([state[0], state[1], state[2], state[3]]);
+    check_eq!(count, 11932u32, "counter 0's count in KVM_GET_PIT2");
+    check_eq!(state[12], 3u8, "counter 0's access mode (low then high)");
+    check_eq!(
+        state[13],
+        0u8,
+        "counter 0's mode after the guest's last control word"
+    );
+    if ctx.is_rkvm() {
+        let n = ctx.vm_stat(&vm.vm, "pit_ticks").map_err(Status::Fail)?;
+        check!(n >= 5, "pit_ticks {n}");
+    }
+    vcpus[0].done()
+}
+
+irq_guest! {
+    /// Linux's TSC calibration on the PIT: counter 2's gate on through
+    /// port 0x61, a 1 ms one-shot (mode 0) count, then port 0x61 polled
+    /// until counter 2's output (bit 5) goes high (or 10^8 reads passed).
+    fn speaker_guest;
+    "in $0x61, %al",
+    "and $0xfd, %al",
+    "or $0x01, %al",
+    "out %al, $0x61",
+    "mov $0xb0, %al",
+    "out %al, $0x43",
+    "mov $0xa9, %al",
+    "out %al, $0x42",
+    "mov $0x04, %al",
+    "out %al, $0x42",
+    "xor %ecx, %ecx",
+    "1: inc %rcx",
+    "cmp $100000000, %rcx",
+    "jae 2f",
+    "in $0x61, %al",
+    "test $0x20, %al",
+    "jz 1b",
+    "2: movzbl %al, %ebx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// Port 0x61 is the kernel's with `KVM_PIT_SPEAKER_DUMMY`: counter 2
+/// gated through it runs out and its output shows in bit 5, without an
+/// exit. Without the flag the port goes to user space.
+fn speaker_port_follows_kvm_pit_speaker_dummy(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, speaker_guest())?;
+    check_ok!(vm.vm.create_irqchip());
+    check_ok!(vm.vm.create_pit2(KVM_PIT_SPEAKER_DUMMY));
+    let mut v = vm.add_vcpu(0)?;
+    let [port61, _, _] = v.sync()?;
+    check_eq_hex!(
+        port61 & 0x21,
+        0x21u64,
+        "gate 2 and counter 2's output in port 0x61"
+    );
+    let state = check_ok!(vm.vm.get_pit2());
+    // Channel 2 starts at byte 48: count, rw_mode (+12), mode (+13), gate (+15).
+    check_eq!(state[48 + 13], 0u8, "counter 2's mode");
+    check_eq!(state[48 + 15], 1u8, "counter 2's gate");
+    v.done()?;
+
+    let vm = GuestVm::new(ctx, Mode::Long, speaker_guest())?;
+    check_ok!(vm.vm.create_irqchip());
+    check_ok!(vm.vm.create_pit2(0));
+    let mut v = vm.add_vcpu(0)?;
+    v.run()?;
+    match v.exit() {
+        VcpuExit::Io(io) if io.port == 0x61 => Ok(()),
+        other => Err(Status::Fail(format!(
+            "expected port 0x61 in user space, got {}",
+            describe(&other)
+        ))),
+    }
+}
+
+/// `KVM_GET/SET_PIT2` round trip, and KVM's errnos for the PIT's
+/// ioctls: `ENOENT` without an irqchip, `EEXIST` the second time, `ENXIO`
+/// without a PIT.
+fn pit_state_round_trip_and_bad_requests(ctx: &Ctx) -> TestResult {
+    let vm = ctx.vm()?;
+    check_errno!(
+        vm.create_pit2(0),
+        libc::ENOENT,
+        "KVM_CREATE_PIT2 without an irqchip"
+    );
+    check_errno!(vm.get_pit2(), libc::ENXIO, "KVM_GET_PIT2 without a PIT");
+    check_errno!(
+        vm.set_pit2(&[0; 112]),
+        libc::ENXIO,
+        "KVM_SET_PIT2 without a PIT"
+    );
+    check_errno!(
+        vm.reinject_control(false),
+        libc::ENXIO,
+        "KVM_REINJECT_CONTROL without a PIT"
+    );
+    check_ok!(vm.create_irqchip());
+    check_ok!(vm.create_pit2(0));
+    check_errno!(vm.create_pit2(0), libc::EEXIST, "a second KVM_CREATE_PIT2");
+    check_ok!(vm.reinject_control(false));
+    let reset = check_ok!(vm.get_pit2());
+    // At reset: counts 65536, no mode (0xff), gates 1, 1, 0.
+    for ch in 0..3 {
+        let b = &reset[24 * ch..24 * ch + 24];
+        check_eq!(
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            0x10000u32,
+            "count {ch}"
+        );
+        check_eq!(b[13], 0xffu8, "mode {ch}");
+        check_eq!(b[15], u8::from(ch != 2), "gate {ch}");
+    }
+    // Counter 1: count 1000, low-then-high, mode 3; the speaker data flag.
+    let mut state = reset;
+    state[24..28].copy_from_slice(&1000u32.to_le_bytes());
+    state[24 + 12] = 3;
+    state[24 + 13] = 3;
+    state[72..76].copy_from_slice(&2u32.to_le_bytes());
+    check_ok!(vm.set_pit2(&state));
+    let back = check_ok!(vm.get_pit2());
+    check_eq!(
+        &back[24..28],
+        &1000u32.to_le_bytes()[..],
+        "counter 1's count"
+    );
+    check_eq!(
+        (back[24 + 12], back[24 + 13]),
+        (3u8, 3u8),
+        "counter 1's access mode and mode"
+    );
+    check_eq!(&back[72..76], &2u32.to_le_bytes()[..], "flags");
+    // Hostile bytes are taken without harm.
+    check_ok!(vm.set_pit2(&[0xff; 112]));
+    check_ok!(vm.get_pit2());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -806,6 +1368,13 @@ fn main() -> ExitCode {
             msi_routes_and_kvm_signal_msi_reach_the_guest,
             x2apic_msrs_and_the_tsc_deadline_timer,
             bad_routing_tables_and_msis_are_refused,
+            irqfd_raises_a_gsi_from_another_thread,
+            resampling_irqfd_is_lowered_and_notified_at_eoi,
+            ioeventfds_signal_guest_writes_without_an_exit,
+            bad_eventfd_requests_are_refused,
+            pit_state_round_trip_and_bad_requests,
+            pit_ticks_wake_a_halted_vcpu,
+            speaker_port_follows_kvm_pit_speaker_dummy,
         ],
     )
 }

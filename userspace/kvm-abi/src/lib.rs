@@ -15,6 +15,7 @@
 //! All `unsafe` code of the rkvm userspace lives in this crate.
 
 mod error;
+pub mod eventfd;
 mod fam;
 pub mod guest_code;
 pub mod ioctls;

@@ -7,8 +7,9 @@ use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::ioctls::{
-    KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_VCPU, KVM_ENABLE_CAP, KVM_GET_IRQCHIP,
-    KVM_IRQ_LINE, KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_IRQCHIP,
+    KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_CREATE_VCPU, KVM_ENABLE_CAP,
+    KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_IOEVENTFD, KVM_IRQ_LINE, KVM_IRQFD, KVM_REINJECT_CONTROL,
+    KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_IRQCHIP, KVM_SET_PIT2,
     KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2, KVM_SIGNAL_MSI,
 };
 use crate::mem::GuestMemory;
@@ -253,6 +254,85 @@ impl Vm {
         unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_GSI_ROUTING, buf.as_ptr()) }
             .map(drop)
             .map_err(|e| Error::new("KVM_SET_GSI_ROUTING", e))
+    }
+
+    /// KVM_CREATE_PIT2 with `flags` (`KVM_PIT_SPEAKER_DUMMY`).
+    pub fn create_pit2(&self, flags: u32) -> Result<()> {
+        // struct kvm_pit_config: flags, pad[15].
+        let mut arg = [0u32; 16];
+        arg[0] = flags;
+        // SAFETY: the kernel reads one 64-byte kvm_pit_config.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_CREATE_PIT2, &raw const arg) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_CREATE_PIT2", e))
+    }
+
+    /// KVM_GET_PIT2: `struct kvm_pit_state2`'s 112 bytes.
+    pub fn get_pit2(&self) -> Result<[u8; 112]> {
+        let mut arg = [0u8; 112];
+        // SAFETY: the kernel writes one 112-byte kvm_pit_state2.
+        unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_PIT2, &raw mut arg) }
+            .map_err(|e| Error::new("KVM_GET_PIT2", e))?;
+        Ok(arg)
+    }
+
+    /// KVM_SET_PIT2 with `struct kvm_pit_state2`'s 112 bytes.
+    pub fn set_pit2(&self, state: &[u8; 112]) -> Result<()> {
+        // SAFETY: the kernel reads one 112-byte kvm_pit_state2.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_PIT2, state.as_ptr()) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_PIT2", e))
+    }
+
+    /// KVM_REINJECT_CONTROL: the PIT's tick reinjection on or off.
+    pub fn reinject_control(&self, reinject: bool) -> Result<()> {
+        // struct kvm_reinject_control: pit_reinject, reserved[31].
+        let mut arg = [0u8; 32];
+        arg[0] = u8::from(reinject);
+        // SAFETY: the kernel reads one 32-byte kvm_reinject_control.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_REINJECT_CONTROL, arg.as_ptr()) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_REINJECT_CONTROL", e))
+    }
+
+    /// KVM_IRQFD: `struct kvm_irqfd` with eventfd `fd`, `gsi`, `flags`
+    /// (`KVM_IRQFD_FLAG_*`) and `resamplefd`.
+    pub fn irqfd(&self, fd: i32, gsi: u32, flags: u32, resamplefd: i32) -> Result<()> {
+        // struct kvm_irqfd: fd, gsi, flags, resamplefd (u32 each), pad[16].
+        let mut arg = [0u32; 8];
+        arg[0] = fd.cast_unsigned();
+        arg[1] = gsi;
+        arg[2] = flags;
+        arg[3] = resamplefd.cast_unsigned();
+        // SAFETY: the kernel reads one 32-byte kvm_irqfd.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_IRQFD, &raw const arg) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_IRQFD", e))
+    }
+
+    /// KVM_IOEVENTFD: `struct kvm_ioeventfd` with `datamatch`, `addr`,
+    /// `len`, eventfd `fd` and `flags` (`KVM_IOEVENTFD_FLAG_*`: bit 0 data
+    /// match, 1 PIO, 2 deassign).
+    pub fn ioeventfd(
+        &self,
+        datamatch: u64,
+        addr: u64,
+        len: u32,
+        fd: i32,
+        flags: u32,
+    ) -> Result<()> {
+        let arg = crate::sys::kvm_ioeventfd {
+            datamatch,
+            addr,
+            len,
+            fd,
+            flags,
+            pad: [0; 36],
+        };
+        // SAFETY: the kernel reads one 64-byte kvm_ioeventfd.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_IOEVENTFD, &raw const arg) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_IOEVENTFD", e))
     }
 
     /// KVM_SIGNAL_MSI: sends the MSI; the result is how many APICs took it.

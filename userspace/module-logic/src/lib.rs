@@ -31,6 +31,12 @@ pub(crate) mod abi {
     pub(crate) use uapi::*;
 }
 
+/// The ioeventfd table (`module/eventfd/`).
+#[path = "../../../module/eventfd"]
+pub(crate) mod eventfd {
+    pub(crate) mod ioeventfd;
+}
+
 #[path = "../../../module/memslot.rs"]
 pub(crate) mod memslot;
 
@@ -44,6 +50,7 @@ pub(crate) mod irq {
     pub(crate) mod ioapic;
     pub(crate) mod lapic;
     pub(crate) mod pic;
+    pub(crate) mod pit;
     pub(crate) mod routing;
 }
 

@@ -581,9 +581,11 @@ mod msrs {
 mod decoder;
 mod emulate_rules;
 mod ioapic;
+mod ioeventfd;
 mod lapic;
 mod page_walk;
 mod pic;
+mod pit;
 mod routing;
 mod speculation;
 mod vmx_caps;

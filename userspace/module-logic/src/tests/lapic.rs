@@ -64,7 +64,7 @@ fn fixed_interrupts_are_delivered_by_priority_class_against_ppr() {
     assert_eq!(a.pending(), Some(0x91));
     a.acknowledge(0x91);
     // EOI retires the highest in-service vector first.
-    assert_eq!(write(&mut a, reg::EOI, 0), Effect::Reevaluate);
+    assert_eq!(write(&mut a, reg::EOI, 0), Effect::EdgeEoi(0x91));
     assert!(!a.in_isr(0x91) && a.in_isr(0x82));
     write(&mut a, reg::EOI, 0);
     assert_eq!(read(&a, reg::PPR), 0);
