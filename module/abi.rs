@@ -51,6 +51,7 @@ pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 =
     _IOW::<kvm_userspace_memory_region2>(KVMIO, 0x49);
 pub(crate) const KVM_CREATE_IRQCHIP: u32 = _IO(KVMIO, 0x60);
 pub(crate) const KVM_IRQ_LINE: u32 = _IOW::<kvm_irq_level>(KVMIO, 0x61);
+pub(crate) const KVM_IRQ_LINE_STATUS: u32 = _IOWR::<kvm_irq_level>(KVMIO, 0x67);
 pub(crate) const KVM_GET_IRQCHIP: u32 = _IOWR::<kvm_irqchip>(KVMIO, 0x62);
 // KVM's header declares KVM_SET_IRQCHIP with _IOR although it reads the struct.
 pub(crate) const KVM_SET_IRQCHIP: u32 = _IOR::<kvm_irqchip>(KVMIO, 0x63);

@@ -79,10 +79,29 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         // `kvm_run.internal.ndata` says how much of `data` is valid.
         | abi::KVM_CAP_INTERNAL_ERROR_DATA
         // `KVM_MEM_READONLY` slots; guest writes to them exit as MMIO.
-        | abi::KVM_CAP_READONLY_MEM => 1,
-        // KVM_SET_GSI_ROUTING exists and behaves as KVM's does for a VM
-        // without an in-kernel irqchip, the only kind rkvm has (vm.rs). KVM
-        // reports its table limit here whatever the VM; so does rkvm.
+        | abi::KVM_CAP_READONLY_MEM
+        // The in-kernel irqchip (irq/): KVM_CREATE_IRQCHIP and its state
+        // ioctls, HLT handled in the kernel, KVM_IRQ_LINE_STATUS, the APIC's
+        // TSC-deadline timer, and KVM_SIGNAL_MSI.
+        | abi::KVM_CAP_IRQCHIP
+        | abi::KVM_CAP_HLT
+        | abi::KVM_CAP_IRQ_INJECT_STATUS
+        | abi::KVM_CAP_TSC_DEADLINE_TIMER
+        | abi::KVM_CAP_SIGNAL_MSI
+        // The in-kernel PIT (irq/pit_device.rs): KVM_CREATE_PIT and
+        // KVM_CREATE_PIT2, KVM_GET/SET_PIT2, KVM_REINJECT_CONTROL.
+        | abi::KVM_CAP_PIT
+        | abi::KVM_CAP_PIT2
+        | abi::KVM_CAP_PIT_STATE2
+        | abi::KVM_CAP_REINJECT_CONTROL
+        // Eventfds (eventfd/): irqfds with resampling, ioeventfds of any
+        // length including 0.
+        | abi::KVM_CAP_IRQFD
+        | abi::KVM_CAP_IRQFD_RESAMPLE
+        | abi::KVM_CAP_IOEVENTFD
+        | abi::KVM_CAP_IOEVENTFD_NO_LENGTH
+        | abi::KVM_CAP_IOEVENTFD_ANY_LENGTH => 1,
+        // KVM_SET_GSI_ROUTING's table limit, as KVM reports it whatever the VM.
         abi::KVM_CAP_IRQ_ROUTING => abi::MAX_IRQ_ROUTES,
         abi::KVM_CAP_NR_VCPUS => (cpu::num_online() as usize).min(MAX_VCPUS) as isize,
         abi::KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,

@@ -508,10 +508,15 @@ impl Vm {
     }
 
     /// `KVM_IRQ_LINE`: `struct kvm_irq_level` is the GSI and its level
-    /// (any non-zero level is high).
-    fn irq_line(&self, arg: usize) -> Result<isize> {
+    /// (any non-zero level is high). `KVM_IRQ_LINE_STATUS` (`status`)
+    /// writes back, in the GSI's place, whether and where the interrupt
+    /// went (`Irqchip::set_irq`).
+    fn irq_line(&self, arg: usize, status: bool) -> Result<isize> {
         let [gsi, level]: [u32; 2] = user::read(arg)?;
-        self.irqchip()?.set_irq(gsi, Source::User, level != 0);
+        let result = self.irqchip()?.set_irq(gsi, Source::User, level != 0);
+        if status {
+            user::write(arg, &result)?;
+        }
         Ok(0)
     }
 
@@ -850,7 +855,8 @@ impl FileObject for Vm {
             abi::KVM_SET_GSI_ROUTING => this.set_gsi_routing(arg),
             abi::KVM_CREATE_IRQCHIP => this.create_irqchip(),
             abi::KVM_SIGNAL_MSI => this.signal_msi(arg),
-            abi::KVM_IRQ_LINE => this.irq_line(arg),
+            abi::KVM_IRQ_LINE => this.irq_line(arg, false),
+            abi::KVM_IRQ_LINE_STATUS => this.irq_line(arg, true),
             abi::KVM_GET_IRQCHIP => this.get_irqchip(arg),
             abi::KVM_SET_IRQCHIP => this.set_irqchip(arg),
             abi::KVM_ENABLE_CAP => this.enable_cap(arg),

@@ -44,10 +44,10 @@ impl Fire for Trigger {
     fn fire(&self) {
         self.chip.stats.irqfd_fires.add(1);
         if self.resample.is_some() {
-            self.chip.set_irq(self.gsi, Source::Resample, true);
+            let _ = self.chip.set_irq(self.gsi, Source::Resample, true);
         } else {
-            self.chip.set_irq(self.gsi, Source::User, true);
-            self.chip.set_irq(self.gsi, Source::User, false);
+            let _ = self.chip.set_irq(self.gsi, Source::User, true);
+            let _ = self.chip.set_irq(self.gsi, Source::User, false);
         }
     }
 }

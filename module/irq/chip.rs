@@ -25,7 +25,7 @@
 //! IOAPIC sends are collected and delivered after its lock is dropped.
 
 use super::delivery::{DeliveryMode, Message, Msi};
-use super::ioapic::{Ioapic, IoapicState, Source, PINS};
+use super::ioapic::{entry as ioapic_entry, Ioapic, IoapicState, Source, PINS};
 use super::lapic::{self, Effect, Lapic};
 use super::pic::{ChipState, Pic};
 use super::routing::{Routing, Target};
@@ -213,33 +213,78 @@ impl Irqchip {
     /// level; an MSI is sent when the level is high (KVM's `kvm_set_msi`
     /// ignores a low level). A GSI with no route goes nowhere (KVM returns
     /// success for it too).
-    pub(crate) fn set_irq(&self, gsi: u32, source: Source, level: bool) {
+    ///
+    /// Returns `KVM_IRQ_LINE_STATUS`'s status, KVM's sum over the targets
+    /// (`kvm_set_irq`): -1 if no target took the interrupt (no route, a
+    /// masked pin, an MSI no APIC accepts, an MSI at level 0), else the
+    /// sum of what the targets say: 0 for a request that merged with one
+    /// still pending (coalesced), 1 for a PIC request or a lowered line,
+    /// the number of APICs an IOAPIC pin or MSI reached.
+    pub(crate) fn set_irq(&self, gsi: u32, source: Source, level: bool) -> i32 {
         let targets = self.routing.lock().targets(gsi);
+        let mut status = -1;
         for target in targets.into_iter().flatten() {
-            match target {
+            let r = match target {
                 Target::Pic(irq) => {
-                    let rose = {
+                    let bit = 1u8 << (irq & 7);
+                    let (before, after, rose) = {
                         let mut pic = self.pic.lock();
-                        pic.set_irq(u32::from(irq), source, level);
-                        self.pic_latch(&pic)
+                        let before = pic.state(irq >= 8);
+                        let _ = pic.set_irq(u32::from(irq), source, level);
+                        (before, pic.state(irq >= 8), self.pic_latch(&pic))
                     };
                     self.pic_changed(rose);
+                    // KVM's `pic_set_irq1`: a request that was in IRR already is
+                    // coalesced (0); lowering, or an edge line already high, is 1.
+                    let line = after.last_irr & bit != 0;
+                    let edge_already_high = before.elcr & bit == 0 && before.last_irr & bit != 0;
+                    if before.imr & bit != 0 {
+                        -1
+                    } else if !line || edge_already_high || before.irr & bit == 0 {
+                        1
+                    } else {
+                        0
+                    }
                 }
                 Target::Ioapic(pin) => {
                     let mut msgs = Messages::new();
-                    let _ =
-                        self.ioapic
-                            .lock()
-                            .set_line(usize::from(pin), source, level, &mut |m| msgs.push(m));
-                    self.deliver_all(&msgs);
-                }
-                Target::Msi(msi) => {
-                    if level {
-                        self.send_msi(&msi);
+                    let (entry, irr) = {
+                        let mut io = self.ioapic.lock();
+                        let before = (io.entry(usize::from(pin)), io.state().irr);
+                        let _ = io.set_line(usize::from(pin), source, level, &mut |m| msgs.push(m));
+                        before
+                    };
+                    let taken: u32 = msgs.items[..msgs.len]
+                        .iter()
+                        .flatten()
+                        .map(|m| self.deliver(m))
+                        .sum();
+                    // KVM's `ioapic_set_irq`: lowering is 1; a request pending
+                    // already (edge: IRR set; level: remote IRR set) is coalesced.
+                    let level_triggered = entry & ioapic_entry::LEVEL != 0;
+                    if !level {
+                        1
+                    } else if (!level_triggered && irr & (1 << pin) != 0)
+                        || (level_triggered && entry & ioapic_entry::REMOTE_IRR != 0)
+                    {
+                        0
+                    } else if entry & ioapic_entry::MASKED != 0 || taken == 0 {
+                        -1
+                    } else {
+                        taken as i32
                     }
                 }
+                Target::Msi(msi) if level => match self.send_msi(&msi) {
+                    0 => -1,
+                    n => n as i32,
+                },
+                Target::Msi(_) => -1,
+            };
+            if r >= 0 {
+                status = r + status.max(0);
             }
         }
+        status
     }
 
     /// `KVM_SET_GSI_ROUTING`: the new table replaces the old one.
@@ -268,7 +313,7 @@ impl Irqchip {
         let mut list = self.resamplers.lock();
         list.retain(|(_, e)| !Arc::ptr_eq(e, eventfd));
         if !list.iter().any(|&(g, _)| g == gsi) {
-            self.set_irq(gsi, Source::Resample, false);
+            let _ = self.set_irq(gsi, Source::Resample, false);
         }
     }
 
@@ -286,7 +331,7 @@ impl Irqchip {
             return;
         };
         if list.iter().any(|&(g, _)| g == gsi) {
-            self.set_irq(gsi, Source::Resample, false);
+            let _ = self.set_irq(gsi, Source::Resample, false);
             for (_, eventfd) in list.iter().filter(|&&(g, _)| g == gsi) {
                 eventfd.signal();
             }
@@ -324,7 +369,9 @@ impl Irqchip {
                 let imr = self.pic.lock().state(irq >= 8).imr;
                 imr & (1 << (irq & 7)) != 0
             }
-            Target::Ioapic(pin) => self.ioapic.lock().entry(usize::from(pin)) & (1 << 16) != 0,
+            Target::Ioapic(pin) => {
+                self.ioapic.lock().entry(usize::from(pin)) & ioapic_entry::MASKED != 0
+            }
             Target::Msi(_) => false,
         })
     }
@@ -388,8 +435,8 @@ impl Irqchip {
     /// One tick: a pulse on GSI 0 from the PIT's source.
     fn pit_pulse(&self) {
         self.stats.pit_ticks.add(1);
-        self.set_irq(0, Source::Pit, true);
-        self.set_irq(0, Source::Pit, false);
+        let _ = self.set_irq(0, Source::Pit, true);
+        let _ = self.set_irq(0, Source::Pit, false);
     }
 
     /// Acknowledges the PIC inputs whose in-service bits `before` had and

@@ -286,18 +286,26 @@ impl ChannelState {
     }
 }
 
-/// The three counters' states, one after the other, as bytes.
+/// The three counters' states, one after the other, as bytes. (Indexed
+/// loops: the chunk iterators' zero-size checks confuse objtool.)
 fn channels_to_bytes(channels: &[ChannelState; 3], b: &mut [u8]) {
-    for (chunk, c) in b.chunks_exact_mut(ChannelState::BYTES).zip(channels) {
-        chunk.copy_from_slice(&c.to_bytes());
+    for (i, c) in channels.iter().enumerate() {
+        let at = i * ChannelState::BYTES;
+        if let Some(chunk) = b.get_mut(at..at + ChannelState::BYTES) {
+            chunk.copy_from_slice(&c.to_bytes());
+        }
     }
 }
 
 /// The three counters' states from the bytes at the start of `b`.
 fn channels_from_bytes(b: &[u8]) -> [ChannelState; 3] {
     let mut channels = [ChannelState::default(); 3];
-    for (c, chunk) in channels.iter_mut().zip(b.chunks_exact(ChannelState::BYTES)) {
-        if let Ok(bytes) = chunk.try_into() {
+    for (i, c) in channels.iter_mut().enumerate() {
+        let at = i * ChannelState::BYTES;
+        if let Some(Ok(bytes)) = b
+            .get(at..at + ChannelState::BYTES)
+            .map(<&[u8; ChannelState::BYTES]>::try_from)
+        {
             *c = ChannelState::from_bytes(bytes);
         }
     }

@@ -23,8 +23,11 @@ use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check
 use kvm_abi::VcpuExit;
 use kvm_abi::eventfd::EventFd;
 use kvm_abi::sys::{
-    KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE, KVM_MP_STATE_RUNNABLE,
-    KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
+    KVM_CAP_HLT, KVM_CAP_IOEVENTFD, KVM_CAP_IOEVENTFD_ANY_LENGTH, KVM_CAP_IRQ_INJECT_STATUS,
+    KVM_CAP_IRQ_ROUTING, KVM_CAP_IRQCHIP, KVM_CAP_IRQFD, KVM_CAP_IRQFD_RESAMPLE, KVM_CAP_PIT,
+    KVM_CAP_PIT_STATE2, KVM_CAP_PIT2, KVM_CAP_REINJECT_CONTROL, KVM_CAP_SIGNAL_MSI,
+    KVM_CAP_TSC_DEADLINE_TIMER, KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE,
+    KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
 };
 use rkvm_selftests::guest::{GuestVcpu, GuestVm, Mode, describe};
 use rkvm_selftests::{Ctx, guest};
@@ -1351,11 +1354,85 @@ fn pit_state_round_trip_and_bad_requests(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// The capabilities behind this program's ioctls are reported, on the
+/// device fd and on a VM fd, as KVM reports them: each is what QEMU,
+/// kvmtool or Firecracker look at before they call the ioctls tested
+/// here.
+fn irqchip_capabilities_are_reported(ctx: &Ctx) -> TestResult {
+    let caps = [
+        ("KVM_CAP_IRQCHIP", KVM_CAP_IRQCHIP),
+        ("KVM_CAP_HLT", KVM_CAP_HLT),
+        ("KVM_CAP_IRQ_INJECT_STATUS", KVM_CAP_IRQ_INJECT_STATUS),
+        ("KVM_CAP_TSC_DEADLINE_TIMER", KVM_CAP_TSC_DEADLINE_TIMER),
+        ("KVM_CAP_SIGNAL_MSI", KVM_CAP_SIGNAL_MSI),
+        ("KVM_CAP_PIT", KVM_CAP_PIT),
+        ("KVM_CAP_PIT2", KVM_CAP_PIT2),
+        ("KVM_CAP_PIT_STATE2", KVM_CAP_PIT_STATE2),
+        ("KVM_CAP_REINJECT_CONTROL", KVM_CAP_REINJECT_CONTROL),
+        ("KVM_CAP_IRQFD", KVM_CAP_IRQFD),
+        ("KVM_CAP_IRQFD_RESAMPLE", KVM_CAP_IRQFD_RESAMPLE),
+        ("KVM_CAP_IOEVENTFD", KVM_CAP_IOEVENTFD),
+        ("KVM_CAP_IOEVENTFD_ANY_LENGTH", KVM_CAP_IOEVENTFD_ANY_LENGTH),
+        ("KVM_CAP_IRQ_ROUTING", KVM_CAP_IRQ_ROUTING),
+    ];
+    let vm = ctx.vm()?;
+    for (name, cap) in caps {
+        check!(check_ok!(ctx.cap(cap)) > 0, "{name} on the device fd");
+        check!(check_ok!(vm.check_extension(cap)) > 0, "{name} on a VM fd");
+    }
+    Ok(())
+}
+
+/// `KVM_IRQ_LINE_STATUS` writes back KVM's delivery status, summed over
+/// the GSI's routes: -1 for no route or only masked pins; 1 for a new PIC
+/// request, a PIC edge line that stays high, or a lowered line (2 for a
+/// GSI with a PIC and an IOAPIC route); 0 for a PIC request still pending
+/// from before (coalesced). At reset the PIC's inputs are unmasked and the
+/// IOAPIC's pins masked.
+fn irq_line_status_reports_kvms_delivery_status(ctx: &Ctx) -> TestResult {
+    let vm = ctx.vm()?;
+    check_ok!(vm.create_irqchip());
+    check_eq!(
+        check_ok!(vm.irq_line_status(1000, true)),
+        -1,
+        "a GSI with no route"
+    );
+    check_eq!(
+        check_ok!(vm.irq_line_status(16, true)),
+        -1,
+        "a masked IOAPIC pin"
+    );
+    check_eq!(check_ok!(vm.irq_line_status(16, false)), 1, "lowering it");
+    check_eq!(
+        check_ok!(vm.irq_line_status(3, true)),
+        1,
+        "a new PIC request"
+    );
+    check_eq!(
+        check_ok!(vm.irq_line_status(3, true)),
+        1,
+        "an edge line already high"
+    );
+    check_eq!(
+        check_ok!(vm.irq_line_status(3, false)),
+        2,
+        "lowering, on the PIC and the IOAPIC"
+    );
+    check_eq!(
+        check_ok!(vm.irq_line_status(3, true)),
+        0,
+        "the PIC request still pending"
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
         &tests![
+            irqchip_capabilities_are_reported,
             bad_irqchip_requests_are_refused,
+            irq_line_status_reports_kvms_delivery_status,
             irqchip_state_round_trips,
             lapic_state_at_reset_and_round_trip,
             self_ipi_is_delivered_at_once,

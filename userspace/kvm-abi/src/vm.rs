@@ -8,9 +8,10 @@ use nix::errno::Errno;
 use crate::error::{Error, Result};
 use crate::ioctls::{
     KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_CREATE_VCPU, KVM_ENABLE_CAP,
-    KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_IOEVENTFD, KVM_IRQ_LINE, KVM_IRQFD, KVM_REINJECT_CONTROL,
-    KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_IRQCHIP, KVM_SET_PIT2,
-    KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2, KVM_SIGNAL_MSI,
+    KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_IOEVENTFD, KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_IRQFD,
+    KVM_REINJECT_CONTROL, KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_IRQCHIP,
+    KVM_SET_PIT2, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2,
+    KVM_SIGNAL_MSI,
 };
 use crate::mem::GuestMemory;
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
@@ -236,6 +237,17 @@ impl Vm {
         unsafe { ioctl_ref(self.fd.as_fd(), KVM_IRQ_LINE, &raw const arg) }
             .map(drop)
             .map_err(|e| Error::new("KVM_IRQ_LINE", e))
+    }
+
+    /// KVM_IRQ_LINE_STATUS: sets GSI `gsi` to `level`; the status the
+    /// kernel writes back (-1 not delivered, 0 coalesced, else how many
+    /// targets took it).
+    pub fn irq_line_status(&self, gsi: u32, level: bool) -> Result<i32> {
+        let mut arg = [gsi, u32::from(level)];
+        // SAFETY: the kernel reads and writes one 8-byte kvm_irq_level.
+        unsafe { ioctl_mut(self.fd.as_fd(), KVM_IRQ_LINE_STATUS, &raw mut arg) }
+            .map_err(|e| Error::new("KVM_IRQ_LINE_STATUS", e))?;
+        Ok(arg[0].cast_signed())
     }
 
     /// KVM_SET_GSI_ROUTING with `entries`, each a raw 48-byte
