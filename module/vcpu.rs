@@ -235,6 +235,24 @@ impl VcpuFd {
         Ok(0)
     }
 
+    /// `KVM_SET_VAPIC_ADDR`: `struct kvm_vapic_addr`, the guest-physical
+    /// address of the TPR mirror QEMU's TPR-patching option ROM uses (0:
+    /// none). As KVM: `EINVAL` without an in-kernel APIC (before the
+    /// argument is read) or for an address guest memory does not back.
+    fn set_vapic_addr(&self, arg: usize) -> Result<isize> {
+        if self.vcpu.state.lock().run.irq.is_none() {
+            return Err(EINVAL);
+        }
+        let gpa: u64 = user::read(arg)?;
+        if gpa != 0 {
+            let mut word = [0u8; 4];
+            self.vm.read_guest(gpa, &mut word).ok_or(EINVAL)?;
+        }
+        let mut state = self.vcpu.state.lock();
+        state.run.irq.as_mut().ok_or(EINVAL)?.set_vapic(gpa);
+        Ok(0)
+    }
+
     /// `KVM_GET_MSRS` and `KVM_SET_MSRS`: processes entries in order and
     /// returns how many succeeded, stopping at the first MSR that fails.
     fn msr_io(&self, arg: usize, write: bool) -> Result<isize> {
@@ -437,6 +455,7 @@ impl FileObject for VcpuFd {
             }
             abi::KVM_GET_LAPIC => this.get_lapic(arg),
             abi::KVM_SET_LAPIC => this.set_lapic(arg),
+            abi::KVM_SET_VAPIC_ADDR => this.set_vapic_addr(arg),
             // KVM answers unknown vCPU ioctls with EINVAL (`kvm_arch_vcpu_ioctl`).
             _ => Err(EINVAL),
         }

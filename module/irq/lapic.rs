@@ -451,6 +451,15 @@ impl Lapic {
         (self.get(reg::TPR) & 0xff) as u8
     }
 
+    /// The word KVM's virtual-APIC page (`KVM_SET_VAPIC_ADDR`) shows the
+    /// guest: TPR in bits 7:0, the in-service class in bits 15:12, the
+    /// highest requested vector in bits 31:24 (`kvm_lapic_sync_to_vapic`).
+    pub(crate) fn vapic_word(&self) -> u32 {
+        let isr = self.highest(reg::ISR).unwrap_or(0);
+        let irr = self.highest(reg::IRR).unwrap_or(0);
+        u32::from(self.tpr()) | (u32::from(isr & 0xf0) << 8) | (u32::from(irr) << 24)
+    }
+
     /// Accepts a fixed (or lowest-priority) interrupt into the IRR; a
     /// level-triggered one also sets its TMR bit, an edge one clears it.
     /// Vectors 0-15 are illegal: they set an error instead (SDM Vol. 3A

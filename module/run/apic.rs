@@ -22,6 +22,7 @@ use crate::irq::pic;
 use crate::sys::cpu;
 use crate::sys::mem::SharedPage;
 use crate::vcpu::ArchState;
+use crate::vm::Vm;
 use crate::x86::decode::MmioInsn;
 use crate::x86::regs::apic_base;
 use kernel::prelude::*;
@@ -58,6 +59,12 @@ pub(crate) struct IrqLink {
     pub(crate) mp: MpState,
     /// This is vCPU 0, which takes the PIC's interrupts (LINT0).
     bsp: bool,
+    /// `KVM_SET_VAPIC_ADDR`: the guest-physical address of the word that
+    /// mirrors the APIC's TPR, in-service class and highest request, and
+    /// whether it was written since (its TPR is read back after an exit
+    /// only then).
+    vapic: Option<u64>,
+    vapic_written: bool,
 }
 
 impl IrqLink {
@@ -75,7 +82,15 @@ impl IrqLink {
                 MpState::Uninitialized
             },
             bsp: vcpu_id == 0,
+            vapic: None,
+            vapic_written: false,
         }
+    }
+
+    /// `KVM_SET_VAPIC_ADDR` (0 turns the mirror off).
+    pub(crate) fn set_vapic(&mut self, gpa: u64) {
+        self.vapic = (gpa != 0).then_some(gpa);
+        self.vapic_written = false;
     }
 
     /// `KVM_GET_MP_STATE`.
@@ -132,10 +147,15 @@ impl IrqLink {
 /// since it was last set (a MOV to CR8, V_TPR on SVM, `KVM_SET_SREGS`)
 /// goes into the TPR first; then CR8 is set from the TPR, which an MMIO or
 /// x2APIC write may have changed.
-pub(super) fn sync_tpr(state: &mut ArchState) {
+pub(super) fn sync_tpr(vm: &Vm, state: &mut ArchState) {
     let Some(link) = state.run.irq.as_mut() else {
         return;
     };
+    if let Some(gpa) = link.vapic {
+        // KVM's `kvm_lapic_sync_to_vapic`: the guest sees the APIC's state.
+        let word = link.apic.with(|l| l.vapic_word());
+        link.vapic_written = vm.write_guest(gpa, &word.to_le_bytes()).is_some();
+    }
     let cr8 = state.sregs.cr8 & 0xf;
     let changed = cr8 != link.cr8_seen;
     let tpr = link.apic.with(|l| {
@@ -146,6 +166,27 @@ pub(super) fn sync_tpr(state: &mut ArchState) {
     });
     state.sregs.cr8 = u64::from(tpr >> 4);
     link.cr8_seen = state.sregs.cr8;
+}
+
+/// After an exit, with `KVM_SET_VAPIC_ADDR`: the TPR the guest left in its
+/// virtual-APIC word becomes the APIC's, before the exit is handled
+/// (KVM's `kvm_lapic_sync_from_vapic`).
+pub(super) fn sync_from_vapic(vm: &Vm, state: &mut ArchState) {
+    let Some(link) = state.run.irq.as_mut() else {
+        return;
+    };
+    let (Some(gpa), true) = (link.vapic, link.vapic_written) else {
+        return;
+    };
+    let mut tpr = [0u8; 1];
+    if vm.read_guest(gpa, &mut tpr).is_some() {
+        let tpr = tpr[0];
+        link.apic.with(|l| {
+            if l.tpr() != tpr {
+                let _ = l.set_tpr(tpr);
+            }
+        });
+    }
 }
 
 /// Before an entry: takes the interrupt the guest gets next into

@@ -299,7 +299,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
                 _ => continue,
             }
         }
-        apic::sync_tpr(state);
+        apic::sync_tpr(vm, state);
         let window = apic::pick_interrupt(state) || req.interrupt_window;
         let inject = state
             .run
@@ -322,6 +322,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
                 state.run.queued_irq = None;
             }
         }
+        apic::sync_from_vapic(vm, state);
         state.run.interrupt_shadow = info.interrupt_shadow;
         if let Some(ev) = info.interrupted_event {
             state.run.event = Some(ev);

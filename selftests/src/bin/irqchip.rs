@@ -29,7 +29,7 @@ use kvm_abi::sys::{
     KVM_CAP_TSC_DEADLINE_TIMER, KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE,
     KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
 };
-use rkvm_selftests::guest::{GuestVcpu, GuestVm, Mode, describe};
+use rkvm_selftests::guest::{DATA_GPA, GuestVcpu, GuestVm, MMIO_GPA, Mode, describe};
 use rkvm_selftests::{Ctx, guest};
 
 /// The local APIC's registers (SDM Vol. 3A Table 11-1), as offsets into
@@ -1426,6 +1426,59 @@ fn irq_line_status_reports_kvms_delivery_status(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+irq_guest! {
+    /// The TPR through the virtual-APIC word at DATA_GPA: the guest reads
+    /// the word and reports it; then it writes 0x30 into the word's low
+    /// byte and reads TPR back through the APIC page.
+    fn vapic_guest;
+    // DATA_GPA (asserted in the test).
+    "mov $0x20000, %edi",
+    "mov (%rdi), %ebx",
+    "ucall UCALL_SYNC",
+    "movb $0x30, (%rdi)",
+    "mov 0x80(%rbp), %ebx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// `KVM_SET_VAPIC_ADDR` (QEMU's TPR-patching ROM): the word shows the
+/// TPR of the software-enabled APIC (set here with `KVM_SET_LAPIC`) when
+/// the guest next runs,
+/// and a TPR the guest writes into the word is the APIC's after the next
+/// exit. `EINVAL` without an in-kernel APIC or for an address no memory
+/// backs; 0 turns it off.
+fn vapic_word_mirrors_the_tpr(ctx: &Ctx) -> TestResult {
+    let vm = ctx.vm()?;
+    let vcpu = check_ok!(vm.create_vcpu(0));
+    check_errno!(
+        vcpu.set_vapic_addr(0x1000),
+        libc::EINVAL,
+        "without an irqchip"
+    );
+
+    check_eq_hex!(DATA_GPA, 0x20000u64, "the guest's idea of DATA_GPA");
+    let (_vm, mut vcpus) = irqchip_vm(ctx, vapic_guest(), 1)?;
+    let v = &mut vcpus[0];
+    check_errno!(
+        v.vcpu.set_vapic_addr(MMIO_GPA),
+        libc::EINVAL,
+        "an address no slot backs"
+    );
+    check_ok!(v.vcpu.set_vapic_addr(0));
+    check_ok!(v.vcpu.set_vapic_addr(DATA_GPA));
+    let mut page = check_ok!(v.vcpu.get_lapic());
+    // KVM writes the word only for a software-enabled APIC.
+    set_reg(&mut page, APIC_SVR, 0x1ff);
+    set_reg(&mut page, APIC_TPR, 0x20);
+    check_ok!(v.vcpu.set_lapic(&page));
+    let [word, _, _] = v.sync()?;
+    check_eq_hex!(word & 0xff, 0x20u64, "the TPR in the word");
+    let [tpr, _, _] = v.sync()?;
+    check_eq_hex!(tpr, 0x30u64, "TPR after the guest wrote the word");
+    check_ok!(v.vcpu.set_vapic_addr(0));
+    v.done()
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -1433,6 +1486,7 @@ fn main() -> ExitCode {
             irqchip_capabilities_are_reported,
             bad_irqchip_requests_are_refused,
             irq_line_status_reports_kvms_delivery_status,
+            vapic_word_mirrors_the_tpr,
             irqchip_state_round_trips,
             lapic_state_at_reset_and_round_trip,
             self_ipi_is_delivered_at_once,

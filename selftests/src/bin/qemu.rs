@@ -6,9 +6,10 @@
 //! `/dev` holding a node with the device's numbers), so the same test runs
 //! against `/dev/rkvm` and `/dev/kvm`.
 //!
-//! QEMU runs without an in-kernel irqchip (`kernel_irqchip=off`: its own
-//! PIC, PIT and local APIC, interrupts injected with `KVM_INTERRUPT`) and
-//! with a CPU model stripped of what rkvm does not offer: no KVM
+//! QEMU runs once without an in-kernel irqchip (`kernel_irqchip=off`: its
+//! own PIC, PIT and local APIC, interrupts injected with `KVM_INTERRUPT`)
+//! and once with the device's (`kernel_irqchip=on`, two vCPUs), each with
+//! a CPU model stripped of what rkvm does not offer: no KVM
 //! paravirtual features (`kvm=off`) and no machine check (`-mce,-mca`:
 //! QEMU 7.2 would set 42 MCE MSRs rkvm does not have). docs/testing.md
 //! says what this covers.
@@ -165,11 +166,20 @@ mknod -m 0666 /dev/urandom c 1 9
 exec "$@"
 "#;
 
-/// Boots the disk in QEMU on the device under test, with one vCPU. (With
-/// two, SeaBIOS hangs while starting the second through QEMU's userspace
-/// local APIC, on KVM exactly as on rkvm: QEMU calls that APIC deprecated
-/// for KVM.)
-fn boot(ctx: &Ctx) -> Result<Outcome, Status> {
+/// How QEMU's machine is set up for one run.
+#[derive(Clone, Copy)]
+struct Machine {
+    /// `kernel_irqchip=`: `off` (QEMU's own PIC, PIT and local APICs) or
+    /// `on` (the device's: `KVM_CREATE_IRQCHIP`, `KVM_CREATE_PIT2`, irqfds).
+    kernel_irqchip: &'static str,
+    /// vCPUs. Two need the in-kernel irqchip: with QEMU's userspace local
+    /// APIC, SeaBIOS hangs starting the second (on KVM exactly as on rkvm;
+    /// QEMU calls that APIC deprecated for KVM).
+    cpus: u32,
+}
+
+/// Boots the disk in QEMU on the device under test.
+fn boot(ctx: &Ctx, machine: Machine) -> Result<Outcome, Status> {
     let qemu = qemu_path();
     if !qemu.exists() {
         skip!("{} is not installed in this VM", qemu.display());
@@ -193,8 +203,10 @@ fn boot(ctx: &Ctx) -> Result<Outcome, Status> {
         .env("KVM_MAJOR", major(rdev).to_string())
         .env("KVM_MINOR", minor(rdev).to_string())
         .arg(&qemu)
-        .args(["-accel", "kvm", "-machine", "pc,kernel_irqchip=off"])
-        .args(["-cpu", "qemu64,kvm=off,-mce,-mca", "-smp", "1", "-m", "16"])
+        .args(["-accel", "kvm", "-machine"])
+        .arg(format!("pc,kernel_irqchip={}", machine.kernel_irqchip))
+        .args(["-cpu", "qemu64,kvm=off,-mce,-mca", "-m", "16", "-smp"])
+        .arg(machine.cpus.to_string())
         .args([
             "-display",
             "none",
@@ -272,18 +284,16 @@ fn expect_in_order(console: &str, lines: &[&str]) -> TestResult {
     Ok(())
 }
 
-/// SeaBIOS initialises the machine (real mode, its 32-bit part, PCI and
-/// fw_cfg port I/O, the userspace APIC's MMIO), finds the disk, loads the
-/// boot sector; the boot sector reads a sector through the BIOS, takes
-/// timer interrupts QEMU injects with `KVM_INTERRUPT` after `HLT` exits, and
-/// ends QEMU with the status it chose.
-fn seabios_boots_the_disk_and_the_boot_sector_runs(ctx: &Ctx) -> TestResult {
-    let o = boot(ctx)?;
+/// Boots the disk on `machine` and checks the console: SeaBIOS found
+/// `machine.cpus` CPUs, booted the disk, and the boot sector read its
+/// second sector, saw its timer ticks and ended QEMU with its status.
+fn boots_the_disk(ctx: &Ctx, machine: Machine) -> TestResult {
+    let o = boot(ctx, machine)?;
     expect_in_order(
         &o.console,
         &[
             "SeaBIOS (version",
-            "Found 1 cpu(s)",
+            &format!("Found {} cpu(s)", machine.cpus),
             "Booting from Hard Disk...",
             "Booting from 0000:7c00",
             "boot sector: hello from real mode\n",
@@ -296,9 +306,43 @@ fn seabios_boots_the_disk_and_the_boot_sector_runs(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// QEMU's own interrupt controllers (`kernel_irqchip=off`): SeaBIOS
+/// initialises the machine (real mode, its 32-bit part, PCI and fw_cfg
+/// port I/O, the userspace APIC's MMIO), finds the disk, loads the boot
+/// sector; the boot sector reads a sector through the BIOS, takes timer
+/// interrupts QEMU injects with `KVM_INTERRUPT` after `HLT` exits, and
+/// ends QEMU with the status it chose.
+fn seabios_boots_the_disk_and_the_boot_sector_runs(ctx: &Ctx) -> TestResult {
+    boots_the_disk(
+        ctx,
+        Machine {
+            kernel_irqchip: "off",
+            cpus: 1,
+        },
+    )
+}
+
+/// The device's interrupt controllers (`kernel_irqchip=on`, QEMU's default)
+/// with two vCPUs: SeaBIOS starts the second with INIT and SIPI through
+/// the in-kernel local APICs and counts it; the boot sector's timer ticks
+/// come from the in-kernel PIT through the in-kernel PIC and LINT0, and its
+/// HLTs sleep in the kernel.
+fn seabios_starts_two_vcpus_on_the_in_kernel_irqchip(ctx: &Ctx) -> TestResult {
+    boots_the_disk(
+        ctx,
+        Machine {
+            kernel_irqchip: "on",
+            cpus: 2,
+        },
+    )
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
-        &tests![seabios_boots_the_disk_and_the_boot_sector_runs,],
+        &tests![
+            seabios_boots_the_disk_and_the_boot_sector_runs,
+            seabios_starts_two_vcpus_on_the_in_kernel_irqchip,
+        ],
     )
 }

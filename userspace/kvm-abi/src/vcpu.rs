@@ -8,7 +8,7 @@ use crate::fam::{CpuidEntries, MsrEntries};
 use crate::ioctls::{
     KVM_GET_CPUID2, KVM_GET_FPU, KVM_GET_LAPIC, KVM_GET_MP_STATE, KVM_GET_MSRS, KVM_GET_REGS,
     KVM_GET_SREGS, KVM_GET_TSC_KHZ, KVM_INTERRUPT, KVM_RUN, KVM_SET_CPUID2, KVM_SET_FPU,
-    KVM_SET_LAPIC, KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS,
+    KVM_SET_LAPIC, KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_VAPIC_ADDR,
 };
 use crate::mem::{RunMapping, VcpuMapping};
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
@@ -127,6 +127,15 @@ impl Vcpu {
         unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_LAPIC, &raw mut regs) }
             .map_err(|e| Error::new("KVM_GET_LAPIC", e))?;
         Ok(regs)
+    }
+
+    /// KVM_SET_VAPIC_ADDR: where the TPR mirror lives in guest memory (0:
+    /// nowhere).
+    pub fn set_vapic_addr(&self, gpa: u64) -> Result<()> {
+        // SAFETY: the kernel reads one 8-byte kvm_vapic_addr.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_VAPIC_ADDR, &raw const gpa) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_VAPIC_ADDR", e))
     }
 
     /// KVM_SET_LAPIC.
