@@ -23,7 +23,6 @@ use super::chip::Irqchip;
 use super::pit::{self, Pit, State, State2, Timer};
 use crate::sys::cpu;
 use core::sync::atomic::{AtomicI64, Ordering};
-use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::{new_mutex, Arc, ArcBorrow, Mutex};
 use kernel::time::hrtimer::{
@@ -194,8 +193,7 @@ impl PitDevice {
     /// for, so that the device (and the irqchip it holds) can be freed.
     pub(crate) fn shutdown(&self) {
         drop(self.inner.lock().timer.take());
-        // SAFETY: `tick` is this device's initialised work item; flushing waits for a queued
-        // run, which drops the reference the queue held.
-        unsafe { bindings::flush_work(Work::raw_get(&self.tick)) };
+        // A queued run drops the reference the queue held.
+        crate::sys::work::flush(&self.tick);
     }
 }

@@ -21,6 +21,7 @@
 //! - [`svm`]: CLGI, STGI and the VMRUN world switch.
 //! - [`vmx`]: VMXON/VMXOFF, VMCS loading and field access, INVEPT/INVVPID
 //!   and the VMLAUNCH world switch, plus the host state VMX leaves to us.
+//! - [`work`]: waiting for a work item (`flush_work`).
 
 pub(crate) mod cpu;
 pub(crate) mod debugfs;
@@ -32,3 +33,4 @@ pub(crate) mod mem;
 pub(crate) mod spec;
 pub(crate) mod svm;
 pub(crate) mod vmx;
+pub(crate) mod work;

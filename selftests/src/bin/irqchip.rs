@@ -278,7 +278,10 @@ fn ipi_wakes_another_halted_vcpu(ctx: &Ctx) -> TestResult {
     check_ok!(ap.vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE));
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let _ = tx.send(ap.sync().map(|[count, _, _]| count));
+        let result = ap.sync().map(|[count, _, _]| count);
+        // Closed before the test hears back: it checks that no fd is left open.
+        drop(ap);
+        let _ = tx.send(result);
     });
     bsp.sync()?;
     // Give vCPU 1 time to halt, then send.
@@ -360,6 +363,8 @@ fn init_sipi_starts_an_application_processor(ctx: &Ctx) -> TestResult {
                 ap.vcpu.get_mp_state().unwrap_or(u32::MAX),
             ))
         });
+        // Closed before the test hears back: it checks that no fd is left open.
+        drop(ap);
         let _ = tx.send(result);
     });
     thread::sleep(Duration::from_millis(50));
