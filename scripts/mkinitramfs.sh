@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test VM's initramfs: busybox, the kernel's modules (the real
 # KVM among them), rkvm.ko, the selftest binaries, the rkvm tool
-# (/usr/bin/rkvm), the fuzzer (/usr/bin/rkvm-fuzz) and the demo guests (/usr/share/rkvm/guests), the in-VM
+# (/usr/bin/rkvm), the fuzzer (/usr/bin/rkvm-fuzz), the demo guests (/usr/share/rkvm/guests)
+# and a Linux guest (/usr/share/rkvm/linux: the test kernel, a tiny initramfs), the in-VM
 # scripts, Debian's QEMU with its libraries and SeaBIOS (the third-party
 # KVM client the `qemu` selftest runs), and optionally extra test binaries
 # and a command to run.
@@ -56,10 +57,22 @@ ldd "$qemu" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }
 	while read -r lib; do
 		install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"
 	done
-for fw in /usr/share/seabios/bios-256k.bin /usr/share/qemu/kvmvapic.bin; do
+for fw in /usr/share/seabios/bios-256k.bin /usr/share/qemu/kvmvapic.bin /usr/share/qemu/linuxboot_dma.bin; do
 	[ -f "$fw" ] || die "$fw not found (packages seabios, qemu-system-data)"
 	install -D -m 0644 "$(readlink -f "$fw")" "$root$fw"
 done
+
+# A Linux guest for VMMs in the VM to boot: the test kernel itself and an
+# initramfs of busybox and scripts/vm/guest-init (the `qemu` selftest boots
+# it with two vCPUs on the in-kernel irqchip; `rkvm boot` will too).
+guest=$RKVM_OUT/guest-initramfs
+rm -rf "$guest"
+mkdir -p "$guest"/{bin,proc}
+cp /bin/busybox "$guest/bin/busybox"
+install -m 0755 "$RKVM_TOP/scripts/vm/guest-init" "$guest/init"
+mkdir -p "$root/usr/share/rkvm/linux"
+(cd "$guest" && find . -print0 | cpio --null -o -H newc --quiet) >"$root/usr/share/rkvm/linux/initrd"
+install -m 0644 "$kbuild/arch/x86/boot/bzImage" "$root/usr/share/rkvm/linux/bzImage"
 
 if [ -n "$extra" ]; then
 	[ -d "$extra" ] || die "EXTRA_TESTS=$extra is not a directory"
