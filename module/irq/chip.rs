@@ -157,8 +157,10 @@ impl Irqchip {
                 let mut l = apic.lapic.lock();
                 l.is_destination(&m.dest)
                     && match m.mode {
+                        // A level-triggered de-assert message carries no interrupt (KVM's
+                        // `__apic_accept_irq`).
                         DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
-                            l.accept_fixed(m.vector, m.level)
+                            (m.assert || !m.level) && l.accept_fixed(m.vector, m.level)
                         }
                         DeliveryMode::Init if m.assert => {
                             apic.init.store(true, Ordering::SeqCst);
@@ -439,11 +441,11 @@ impl Irqchip {
         let _ = self.set_irq(0, Source::Pit, false);
     }
 
-    /// Acknowledges the PIC inputs whose in-service bits `before` had and
-    /// `after` has not (an EOI, or an automatic EOI at INTA).
-    fn pic_acked(&self, before: u16, after: u16) {
-        let cleared = before & !after;
-        for irq in (0..16u8).filter(|i| cleared & (1 << i) != 0) {
+    /// Acknowledges the PIC inputs in `acked` (a bit per IRQ 0-15: their
+    /// in-service bits were cleared by an EOI, or an automatic EOI at
+    /// INTA took them through).
+    fn pic_acked(&self, acked: u16) {
+        for irq in (0..16u8).filter(|i| acked & (1 << i) != 0) {
             self.ack(Target::Pic(irq));
         }
     }
@@ -489,14 +491,14 @@ impl Irqchip {
 
     /// A guest OUT to one of the PIC's ports.
     pub(crate) fn pic_write(&self, port: u16, value: u8) {
-        let (rose, before, after) = {
+        let (rose, acked) = {
             let mut pic = self.pic.lock();
             let before = pic.in_service();
             pic.write(port, value);
-            (self.pic_latch(&pic), before, pic.in_service())
+            (self.pic_latch(&pic), before & !pic.in_service())
         };
         self.pic_changed(rose);
-        self.pic_acked(before, after);
+        self.pic_acked(acked);
     }
 
     /// The PIC has an interrupt for the CPU (its INT output).
@@ -507,19 +509,44 @@ impl Irqchip {
     /// The CPU acknowledges the PIC's interrupt: its vector, if the PIC
     /// still has one (else `None`, and nothing is injected).
     pub(crate) fn pic_acknowledge(&self) -> Option<u8> {
-        let (vector, rose, before, after) = {
+        let (vector, rose, acked) = {
             let mut pic = self.pic.lock();
             if !pic.output() {
                 return None;
             }
             let before = pic.in_service();
             let v = pic.acknowledge();
-            (v, self.pic_latch(&pic), before, pic.in_service())
+            // In auto-EOI mode the acknowledge is the EOI too: the input is
+            // acknowledged at once (KVM's `pic_intack`).
+            let auto = Self::auto_eoied(v, &pic.state(false), &pic.state(true));
+            (v, self.pic_latch(&pic), (before & !pic.in_service()) | auto)
         };
         self.pic_changed(rose);
-        // An automatic EOI acknowledges the input at once.
-        self.pic_acked(before, after);
+        self.pic_acked(acked);
         Some(vector)
+    }
+
+    /// The inputs (bit per IRQ 0-15) an acknowledge that returned `vector`
+    /// took through in auto-EOI mode: the master's input (2 for the
+    /// slave's vectors) and the slave's.
+    fn auto_eoied(vector: u8, master: &ChipState, slave: &ChipState) -> u16 {
+        let master_irq = vector.wrapping_sub(master.irq_base);
+        let slave_irq = vector.wrapping_sub(slave.irq_base);
+        let (m, sl) = if master_irq < 8 {
+            (Some(master_irq), None)
+        } else if slave_irq < 8 {
+            (Some(2), Some(slave_irq))
+        } else {
+            (None, None)
+        };
+        let mut mask = 0u16;
+        if let (Some(irq), true) = (m, master.auto_eoi != 0) {
+            mask |= 1 << irq;
+        }
+        if let (Some(irq), true) = (sl, slave.auto_eoi != 0) {
+            mask |= 1 << (8 + irq);
+        }
+        mask
     }
 
     /// `KVM_GET_IRQCHIP`: the state of chip `chip_id` as `struct

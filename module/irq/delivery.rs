@@ -184,25 +184,24 @@ const MSI_ADDRESS_BASE: u64 = 0xfee0_0000;
 impl Msi {
     /// The message an MSI write sends, or `None` if the address is not
     /// in the interrupt window or the delivery mode is reserved. The
-    /// destination is address bits 19:12, plus bits 31:8 of the high
-    /// address for x2APIC destinations (KVM's "extended destination",
-    /// `KVM_MSI_VALID_DEVID` aside); bit 2 selects logical mode; data bits
+    /// destination is address bits 19:12 (the high address would extend
+    /// it only in `KVM_CAP_X2APIC_API`'s format, which rkvm does not offer,
+    /// so it is ignored, as by KVM then); bit 2 selects logical mode; data bits
     /// 7:0 are the vector, 10:8 the delivery mode, 15 the trigger mode and
     /// 14 the level (for INIT).
     pub(crate) fn message(&self) -> Option<Message> {
         if self.address & MSI_ADDRESS_MASK != MSI_ADDRESS_BASE {
             return None;
         }
-        let low_dest = ((self.address >> 12) & 0xff) as u32;
-        let high_dest = ((self.address >> 32) as u32) & 0xffff_ff00;
+        let dest = ((self.address >> 12) & 0xff) as u32;
         Some(Message {
             vector: (self.data & 0xff) as u8,
             mode: DeliveryMode::from_bits(self.data >> 8)?,
             level: self.data & (1 << 15) != 0,
             assert: self.data & (1 << 14) != 0 || self.data & (1 << 15) == 0,
             dest: Destination {
-                id: high_dest | low_dest,
-                x2apic_format: high_dest != 0,
+                id: dest,
+                x2apic_format: false,
                 logical: self.address & (1 << 2) != 0,
                 shorthand: Shorthand::None,
                 source: None,

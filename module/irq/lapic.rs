@@ -462,10 +462,11 @@ impl Lapic {
 
     /// Accepts a fixed (or lowest-priority) interrupt into the IRR; a
     /// level-triggered one also sets its TMR bit, an edge one clears it.
-    /// Vectors 0-15 are illegal: they set an error instead (SDM Vol. 3A
+    /// A globally or software-disabled APIC takes nothing. Vectors 0-15 are illegal: they set an error instead (SDM Vol. 3A
     /// 11.5.3), here dropped. Returns whether the vector is now pending.
     pub(crate) fn accept_fixed(&mut self, vector: u8, level: bool) -> bool {
-        if !self.enabled || vector < 16 {
+        // A software-disabled APIC takes none either (KVM's `apic_enabled`).
+        if !self.enabled || !self.software_enabled() || vector < 16 {
             return false;
         }
         self.assign(reg::IRR, vector, true);

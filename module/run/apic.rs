@@ -191,9 +191,13 @@ pub(super) fn sync_from_vapic(vm: &Vm, state: &mut ArchState) {
 
 /// Before an entry: takes the interrupt the guest gets next into
 /// `state.run.event`, if there is one and the guest can take it now (IF
-/// set, no interrupt shadow, nothing else being delivered). Returns
-/// whether an interrupt waits for the guest to become interruptible: the
-/// caller asks for an interrupt window then.
+/// set, no interrupt shadow, nothing else being delivered). The PIC's
+/// (ExtINT, through vCPU 0's LINT0) comes before the APIC's, as KVM's
+/// `kvm_cpu_get_interrupt` orders them. Returns whether an interrupt
+/// still waits (one not taken now, or another behind the one taken): the
+/// caller asks for an interrupt window then, so that it is delivered as
+/// soon as the guest can take it, as KVM requests the window after an
+/// injection.
 pub(super) fn pick_interrupt(state: &mut ArchState) -> bool {
     let interruptible = state.regs.rflags & RFLAGS_IF != 0 && !state.run.interrupt_shadow;
     let busy = state.run.event.is_some();
@@ -201,32 +205,30 @@ pub(super) fn pick_interrupt(state: &mut ArchState) -> bool {
         return false;
     };
     let take = interruptible && !busy;
-    let (from_apic, apic_waits, pic_wired) = link.apic.with(|l| {
-        let pending = l.pending();
-        let taken = pending.filter(|_| take);
-        if let Some(v) = taken {
-            l.acknowledge(v);
-        }
-        (taken, pending.is_some(), l.accepts_pic_interrupts())
-    });
-    if let Some(v) = from_apic {
-        link.chip.stats.irq_injections.add(1);
-        state.run.event = Some(Event::Interrupt(v));
-        return false;
-    }
-    if apic_waits {
-        return true;
-    }
-    if link.bsp && pic_wired && link.chip.pic_output() {
+    let pic_wired = link.bsp && link.apic.with(|l| l.accepts_pic_interrupts());
+    let pic_waits = || pic_wired && link.chip.pic_output();
+    if pic_waits() {
         if !take {
             return true;
         }
         if let Some(v) = link.chip.pic_acknowledge() {
             link.chip.stats.irq_injections.add(1);
             state.run.event = Some(Event::Interrupt(v));
+            return pic_waits() || link.apic.with(|l| l.pending().is_some());
         }
     }
-    false
+    let (taken, still_waits) = link.apic.with(|l| {
+        let taken = l.pending().filter(|_| take);
+        if let Some(v) = taken {
+            l.acknowledge(v);
+        }
+        (taken, l.pending().is_some())
+    });
+    if let Some(v) = taken {
+        link.chip.stats.irq_injections.add(1);
+        state.run.event = Some(Event::Interrupt(v));
+    }
+    still_waits || pic_waits()
 }
 
 /// HLT with an in-kernel APIC: the vCPU is halted, and [`events`] waits

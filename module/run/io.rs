@@ -62,9 +62,15 @@ pub(super) fn port_io(
             return Ok(Next::Enter);
         }
         if io.input {
-            if let Some(value) = super::apic::port_in(state, io.port) {
-                let value = if size == 1 { u64::from(value) } else { 0 };
-                state.regs.rax = emulate::in_result(state.regs.rax, value, size);
+            // A wider IN reads 0 and leaves the PIC alone (a poll read would
+            // acknowledge an interrupt), as KVM's `picdev_read`.
+            let pic_value = if size == 1 {
+                super::apic::port_in(state, io.port)
+            } else {
+                (state.run.irq.is_some() && crate::irq::pic::claims_port(io.port)).then_some(0)
+            };
+            if let Some(value) = pic_value {
+                state.regs.rax = emulate::in_result(state.regs.rax, u64::from(value), size);
                 state.regs.rip = next_rip;
                 state.run.interrupt_shadow = false;
                 return Ok(Next::Enter);

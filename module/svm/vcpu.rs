@@ -216,7 +216,8 @@ impl SvmVcpu {
         // intercepted, exits as soon as the guest could take it. APM Vol. 2 15.21.4.
         c.int_ctl &= !(int_ctl::V_IRQ | int_ctl::V_IGN_TPR | 0xf << int_ctl::V_INTR_PRIO_SHIFT);
         c.intercept1 &= !intercept1::VINTR;
-        if entry.interrupt_window && entry.inject.is_none() {
+        // Also while an event is injected: the window opens after its delivery.
+        if entry.interrupt_window {
             c.int_ctl |= int_ctl::V_IRQ | int_ctl::V_IGN_TPR | 0xf << int_ctl::V_INTR_PRIO_SHIFT;
             c.int_vector = 0;
             c.intercept1 |= intercept1::VINTR;

@@ -425,7 +425,8 @@ impl VmxVcpu {
             vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE,
             error_code.unwrap_or(0),
         )?;
-        let window = entry.interrupt_window && entry.inject.is_none();
+        // Also while an event is injected: the window opens after its delivery.
+        let window = entry.interrupt_window;
         let proc1 = if window {
             self.shared.caps.controls.proc1 | proc1::INTR_WINDOW_EXITING
         } else {
