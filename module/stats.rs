@@ -129,7 +129,8 @@ pub(crate) struct VmStats {
     pub(crate) halt_wakeup: Counter,
     pub(crate) ipis: Counter,
     pub(crate) apic_timer_fires: Counter,
-    /// rkvm's own: irqfd signals that raised a GSI (`irqfd_fires`), and
+    /// rkvm's own: irqfd deliveries, one per run of its work item (signals
+    /// that came before the run merge into it) (`irqfd_fires`), and
     /// guest writes that signalled an ioeventfd (`ioeventfd_signals`).
     pub(crate) irqfd_fires: Counter,
     pub(crate) ioeventfd_signals: Counter,

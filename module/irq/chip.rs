@@ -20,9 +20,14 @@
 //! the IPI takes it out (both sides use sequentially consistent accesses:
 //! the same pairing as `Vm::unmap`'s).
 //!
-//! Lock order: the VM's `apics` list, then an APIC's lock; the PIC and
-//! IOAPIC locks are never held while another lock is taken: messages an
-//! IOAPIC sends are collected and delivered after its lock is dropped.
+//! Lock order: the VM's irqfd list (`eventfd::irqfd`), then
+//! `resamplers` (held while an acknowledgement lowers the line and
+//! signals the resample eventfds), then `routing` or the `apics` list, then
+//! an APIC's lock. `routing` is dropped before anything is delivered. The
+//! PIC and IOAPIC locks are never held while another lock is taken:
+//! messages an IOAPIC sends are collected and delivered after its lock is
+//! dropped. The APIC, PIC and IOAPIC locks disable interrupts (the APIC
+//! timer's hrtimer callback takes the APIC's).
 
 use super::delivery::{DeliveryMode, Message, Msi};
 use super::ioapic::{entry as ioapic_entry, Ioapic, IoapicState, Source, PINS};

@@ -16,8 +16,8 @@
 //!   its remote IRR is clear, then sets remote IRR; the EOI of the vector
 //!   clears remote IRR, and a line still asserted sends again.
 //!
-//! A line's level is the OR of its sources (user space's `KVM_IRQ_LINE`,
-//! the PIT), as in KVM, so that one source lowering its level does not
+//! A line's level is the OR of its sources (user space's `KVM_IRQ_LINE`
+//! and irqfds, resampling irqfds, the PIT), as in KVM, so that one source lowering its level does not
 //! hide another's. Pure logic, unit-tested on the host.
 
 use super::delivery::{DeliveryMode, Destination, Message, Shorthand};
@@ -63,7 +63,9 @@ pub(crate) mod entry {
 pub(crate) enum Source {
     /// `KVM_IRQ_LINE` and irqfd.
     User = 0,
-    /// The in-kernel PIT on line 2 (and the PIC's IRQ0).
+    /// The in-kernel PIT, on GSI 0: the PIC's IRQ 0 and the IOAPIC pin
+    /// the routing table gives it (pin 0 in KVM's default table; QEMU
+    /// routes it to pin 2).
     Pit = 1,
     /// A resampling irqfd (`KVM_IRQFD_FLAG_RESAMPLE`): high from its
     /// signal until the guest's EOI of the line.

@@ -18,8 +18,8 @@
 //! its ticks reach IRQ 0. The run loop's side is `run/apic.rs`.
 
 pub(crate) mod chip;
-// Parts of the models wait for the rest of the irqchip (MSIs, INIT and
-// SIPI, the PIT as a line source): they are tested on the host already.
+// Parts of the models are used only by the host tests (state accessors,
+// NMI and SMI messages the glue does not deliver yet).
 #[allow(dead_code)]
 pub(crate) mod delivery;
 #[allow(dead_code)]

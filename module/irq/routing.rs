@@ -3,7 +3,7 @@
 //! GSI routing (`KVM_SET_GSI_ROUTING`): what a global system interrupt
 //! number is. A GSI is one or more interrupt-controller inputs (an input
 //! of the master or slave PIC, a pin of the IOAPIC), or one MSI. User
-//! space raises GSIs with `KVM_IRQ_LINE` (and, later, irqfd); the routing
+//! space raises GSIs with `KVM_IRQ_LINE` and irqfds, the PIT GSI 0; the routing
 //! table says where that goes. Until user space sets its own, a VM has
 //! KVM's default table ([`Routing::default_table`]).
 //!

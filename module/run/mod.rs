@@ -18,9 +18,11 @@
 //! [`io`] port I/O and [`mmio`] MMIO. The architectural rules they apply
 //! to the registers are pure functions in `x86::emulate`.
 //!
-//! Semantics are KVM's without an in-kernel irqchip (`arch/x86/kvm/x86.c`):
-//! port I/O and MMIO reads complete on the next `KVM_RUN`, HLT exits to
-//! user space, interrupts come from `KVM_INTERRUPT`.
+//! Semantics are KVM's (`arch/x86/kvm/x86.c`): port I/O and MMIO reads
+//! complete on the next `KVM_RUN`. Without an in-kernel irqchip HLT exits
+//! to user space and interrupts come from `KVM_INTERRUPT`; with one
+//! (`apic`), HLT sleeps in the kernel, interrupts come from the local
+//! APIC and the PIC, and their registers and ports are emulated here.
 
 mod apic;
 mod insn;
