@@ -666,7 +666,8 @@ pub(crate) type TimerHandle = ArcHrTimerHandle<VcpuApic>;
 
 impl VcpuApic {
     /// The APIC of vCPU `vcpu_id`, after RESET. `tsc_deadline` offers the
-    /// TSC-deadline timer mode (the guest's CPUID decides).
+    /// TSC-deadline timer mode (rkvm's caller always offers it, where KVM
+    /// follows the guest's CPUID: docs/abi.md).
     pub(crate) fn new(vcpu_id: u32, tsc_deadline: bool, stats: Arc<VmStats>) -> Result<Arc<Self>> {
         Arc::pin_init(
             pin_init!(VcpuApic {

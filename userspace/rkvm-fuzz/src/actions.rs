@@ -62,6 +62,8 @@ const ACTIONS: &[Action] = &[
     ("mp_state", 1, Worker::mp_state),
     ("interrupt", 2, Worker::interrupt),
     ("irqchip", 3, Worker::irqchip),
+    ("eventfds", 2, Worker::eventfds),
+    ("pit", 2, Worker::pit),
     ("run", 10, Worker::run),
     ("mmap_vcpu", 1, Worker::mmap_vcpu),
     ("random_ioctl", 3, Worker::random_ioctl),
@@ -774,6 +776,106 @@ impl Worker {
                     v.fd
                 ));
                 let _ = sys::ioctl_with(v.fd, req::KVM_SET_LAPIC, &mut page);
+            }
+        }
+    }
+
+    /// irqfds and ioeventfds: an eventfd assigned (or deassigned) with
+    /// random GSIs, flags, addresses and lengths, signalled a few times,
+    /// then closed (an irqfd stays, holding it, until the VM goes).
+    fn eventfds(&mut self) {
+        let Some(vm) = self.world.lock().vm(&mut self.rng) else {
+            return;
+        };
+        let Ok(efd) = kvm_abi::eventfd::EventFd::new() else {
+            return;
+        };
+        let Ok(resample) = kvm_abi::eventfd::EventFd::new() else {
+            return;
+        };
+        let r = &mut self.rng;
+        if r.chance(50) {
+            let gsi = if r.chance(90) {
+                r.below(26) as u32
+            } else {
+                r.next() as u32
+            };
+            let flags = if r.chance(80) {
+                r.below(4) as u32
+            } else {
+                r.next() as u32
+            };
+            // struct kvm_irqfd: fd, gsi, flags, resamplefd, pad[16].
+            let mut arg = [0u32; 8];
+            arg[0] = efd.raw().cast_unsigned();
+            arg[1] = gsi;
+            arg[2] = flags;
+            arg[3] = resample.raw().cast_unsigned();
+            self.log(format_args!("IRQFD vm {vm} gsi {gsi} flags {flags:#x}"));
+            let _ = sys::ioctl_with(vm, req::KVM_IRQFD, &mut arg);
+        } else {
+            let addr = match r.below(3) {
+                0 => r.below(0x10000),
+                1 => 0xc000_0000 + r.below(0x1000),
+                _ => r.next(),
+            };
+            let len = if r.chance(90) {
+                [0, 1, 2, 4, 8][r.index(5)]
+            } else {
+                r.next() as u32
+            };
+            let flags = if r.chance(80) {
+                r.below(8) as u32
+            } else {
+                r.next() as u32
+            };
+            let mut arg = kvm_abi::sys::kvm_ioeventfd {
+                datamatch: r.below(256),
+                addr,
+                len,
+                fd: efd.raw(),
+                flags,
+                pad: [0; 36],
+            };
+            self.log(format_args!(
+                "IOEVENTFD vm {vm} addr {addr:#x} len {len} flags {flags:#x}"
+            ));
+            let _ = sys::ioctl_with(vm, req::KVM_IOEVENTFD, &mut arg);
+        }
+        for _ in 0..self.rng.below(4) {
+            let _ = efd.signal();
+        }
+    }
+
+    /// The in-kernel PIT: create it, read, mutate and write back its
+    /// state, and switch reinjection.
+    fn pit(&mut self) {
+        let Some(vm) = self.world.lock().vm(&mut self.rng) else {
+            return;
+        };
+        match self.rng.below(3) {
+            0 => {
+                let mut config = [0u32; 16];
+                config[0] = self.rng.below(2) as u32;
+                self.log(format_args!("CREATE_PIT2 vm {vm} flags {}", config[0]));
+                let _ = sys::ioctl_with(vm, req::KVM_CREATE_PIT2, &mut config);
+            }
+            1 => {
+                let mut state = [0u8; 112];
+                let _ = sys::ioctl_with(vm, req::KVM_GET_PIT2, &mut state);
+                let flips = self.rng.below(8);
+                for _ in 0..flips {
+                    let i = self.rng.index(112);
+                    state[i] = self.rng.next() as u8;
+                }
+                self.log(format_args!("GET/SET_PIT2 vm {vm} ({flips} bytes changed)"));
+                let _ = sys::ioctl_with(vm, req::KVM_SET_PIT2, &mut state);
+            }
+            _ => {
+                let mut control = [0u8; 32];
+                control[0] = self.rng.below(2) as u8;
+                self.log(format_args!("REINJECT_CONTROL vm {vm} {}", control[0]));
+                let _ = sys::ioctl_with(vm, req::KVM_REINJECT_CONTROL, &mut control);
             }
         }
     }
