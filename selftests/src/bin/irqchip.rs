@@ -1212,7 +1212,12 @@ fn pit_ticks_wake_a_halted_vcpu(ctx: &Ctx) -> TestResult {
     let start = Instant::now();
     let [ticks, latched, _] = vcpus[0].sync()?;
     let elapsed = start.elapsed();
-    check_eq!(ticks, 5u64, "PIT ticks counted by the guest");
+    // At least five: a tick held back for reinjection may follow the fifth
+    // before the guest disables interrupts again.
+    check!(
+        (5..=7).contains(&ticks),
+        "PIT ticks counted by the guest: {ticks}"
+    );
     check!(
         elapsed >= Duration::from_millis(40),
         "five 10 ms ticks took {elapsed:?}"
@@ -1484,6 +1489,118 @@ fn vapic_word_mirrors_the_tpr(ctx: &Ctx) -> TestResult {
     v.done()
 }
 
+irq_guest! {
+    /// A hostile guest, on every vCPU at once: its APIC timer at period 1
+    /// (the 200 µs floor), IOAPIC pin 5 (raised by a host thread in a
+    /// loop) at vector 0x32, then 5000 ICR writes of a fixed IPI to all
+    /// vCPUs including itself with interrupts on, then 5000 self-IPIs with
+    /// interrupts off; then the timer off, one instant with interrupts on
+    /// to take what is pending, and a report of how many it handled.
+    fn hostile_guest;
+    "set_gate 0x30, 9f",
+    "set_gate 0x31, 9f",
+    "set_gate 0x32, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "movl $0x10000, 0x350(%rbp)",
+    "movl $0x1b, (%r14)",
+    "movl $0, 0x10(%r14)",
+    "movl $0x1a, (%r14)",
+    "movl $0x32, 0x10(%r14)",
+    "movl $0xb, 0x3e0(%rbp)",
+    "movl $0x20030, 0x320(%rbp)",
+    "movl $1, 0x380(%rbp)",
+    "sti",
+    "mov $5000, %ecx",
+    "1: movl $0, 0x310(%rbp)",
+    "movl $0x80031, 0x300(%rbp)",
+    "dec %ecx",
+    "jnz 1b",
+    "cli",
+    "mov $5000, %ecx",
+    "2: movl $0x40031, 0x300(%rbp)",
+    "dec %ecx",
+    "jnz 2b",
+    "movl $0, 0x380(%rbp)",
+    "movl $0x10000, 0x320(%rbp)",
+    "sti",
+    "nop",
+    "cli",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+}
+
+/// Hostile guests on two vCPUs (a timer at its shortest period, IPIs to
+/// every vCPU in a loop, self-IPIs with interrupts off) while a host
+/// thread toggles an IOAPIC line as fast as it can: both guests finish,
+/// each took interrupts, and the host stays responsive throughout (a
+/// 10 ms sleep never overshoots by a second). Nothing leaks (the suite
+/// checks kmemleak and the kernel log after every program).
+fn hostile_guests_leave_the_host_responsive(ctx: &Ctx) -> TestResult {
+    let (vm, mut vcpus) = irqchip_vm(ctx, hostile_guest(), 2)?;
+    let (Some(ap), Some(bsp)) = (vcpus.pop(), vcpus.pop()) else {
+        ksft::fail!("two vCPUs were created");
+    };
+    check_ok!(ap.vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE));
+    let run = |mut v: GuestVcpu| {
+        thread::spawn(move || {
+            let result = v.sync().and_then(|[n, _, _]| v.done().map(|()| n));
+            drop(v);
+            result
+        })
+    };
+    let threads = [run(bsp), run(ap)];
+    let vm = Arc::new(vm);
+    let storm = {
+        let vm = Arc::clone(&vm);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = thread::spawn(move || {
+            let mut n = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) && n < 200_000 {
+                let _ = vm.vm.irq_line(5, n.is_multiple_of(2));
+                n += 1;
+            }
+            n
+        });
+        (stop, handle)
+    };
+    let start = Instant::now();
+    let mut worst = Duration::ZERO;
+    while threads.iter().any(|t| !t.is_finished()) && start.elapsed() < Duration::from_secs(120) {
+        let t = Instant::now();
+        thread::sleep(Duration::from_millis(10));
+        worst = worst.max(t.elapsed().saturating_sub(Duration::from_millis(10)));
+    }
+    storm.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let toggles = storm.1.join().unwrap_or(0);
+    ksft::diag!(
+        "guests ran {:.1} s; {toggles} line toggles; worst sleep overshoot {worst:?}",
+        start.elapsed().as_secs_f64()
+    );
+    for (i, t) in threads.into_iter().enumerate() {
+        if !t.is_finished() {
+            ksft::fail!("vCPU {i} did not finish in 120 s");
+        }
+        match t.join() {
+            Ok(Ok(n)) => check!(n > 0, "vCPU {i} handled no interrupt"),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => ksft::fail!("vCPU {i}'s thread panicked"),
+        }
+    }
+    check!(
+        worst < Duration::from_secs(1),
+        "a 10 ms sleep overshot by {worst:?}"
+    );
+    // The VM is still usable.
+    check_ok!(vm.vm.get_irqchip(IOAPIC));
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -1511,6 +1628,7 @@ fn main() -> ExitCode {
             pit_state_round_trip_and_bad_requests,
             pit_ticks_wake_a_halted_vcpu,
             speaker_port_follows_kvm_pit_speaker_dummy,
+            hostile_guests_leave_the_host_responsive,
         ],
     )
 }
