@@ -77,6 +77,17 @@ pub(crate) struct Entry {
     /// The guest is in an interrupt shadow (as the last exit said, unless
     /// an emulated instruction ended it).
     pub(crate) interrupt_shadow: bool,
+    /// NMIs are blocked: an NMI was delivered and its handler has not
+    /// executed IRET yet. VMX keeps it in the guest's interruptibility
+    /// state (virtual NMIs); SVM has no such state and uses
+    /// [`Self::intercept_iret`].
+    pub(crate) nmi_blocked: bool,
+    /// Exit before the guest executes IRET (SVM: the IRET that ends an NMI
+    /// handler unblocks NMIs).
+    pub(crate) intercept_iret: bool,
+    /// Exit as soon as an NMI can be injected (VMX's NMI-window exiting).
+    /// SVM has none: a waiting NMI goes in at the next exit.
+    pub(crate) nmi_window: bool,
     /// The guest uses PAE paging and its four PDPTEs must be (re)loaded
     /// from memory: after `KVM_SET_SREGS` or an emulated CR0/CR4 write.
     /// VMX with EPT takes them from the VMCS, not from CR3 (SDM Vol. 3C
@@ -143,6 +154,10 @@ pub(crate) enum Exit {
     HostInterrupt,
     /// The guest can now take an interrupt ([`Entry::interrupt_window`]).
     InterruptWindow,
+    /// The guest can now take an NMI ([`Entry::nmi_window`]).
+    NmiWindow,
+    /// The guest is about to execute IRET ([`Entry::intercept_iret`]).
+    Iret,
     /// An exception the backend intercepts for the host's protection
     /// (alignment check): give it back to the guest.
     Exception { vector: u8, error_code: Option<u32> },
@@ -170,6 +185,9 @@ pub(crate) struct ExitInfo {
     pub(crate) interrupted_event: Option<Event>,
     /// The guest is in an interrupt shadow (after STI or MOV SS).
     pub(crate) interrupt_shadow: bool,
+    /// Whether NMIs are blocked now, where the hardware tracks it (VMX);
+    /// `None` where rkvm does (SVM).
+    pub(crate) nmi_blocked: Option<bool>,
     /// The address of the next instruction, if the hardware told us
     /// (NRIPS on SVM, the instruction length on VMX; also IOIO on SVM).
     pub(crate) next_rip: Option<u64>,

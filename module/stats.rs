@@ -50,7 +50,7 @@ impl fmt::Display for Counter {
 }
 
 /// The exit reasons counted in `exits_by_reason`, by name.
-const EXIT_NAMES: [&str; 17] = [
+const EXIT_NAMES: [&str; 19] = [
     "io",
     "hlt",
     "cpuid",
@@ -68,6 +68,8 @@ const EXIT_NAMES: [&str; 17] = [
     "cr_write",
     "cr_read",
     "busy",
+    "nmi_window",
+    "iret",
 ];
 
 /// Index of an exit's counter in [`EXIT_NAMES`].
@@ -90,6 +92,8 @@ fn exit_index(exit: &Exit) -> usize {
         Exit::CrWrite { .. } => 14,
         Exit::CrRead { .. } => 15,
         Exit::Busy => 16,
+        Exit::NmiWindow => 17,
+        Exit::Iret => 18,
     }
 }
 

@@ -456,6 +456,12 @@ impl FileObject for VcpuFd {
             abi::KVM_GET_LAPIC => this.get_lapic(arg),
             abi::KVM_SET_LAPIC => this.set_lapic(arg),
             abi::KVM_SET_VAPIC_ADDR => this.set_vapic_addr(arg),
+            // An NMI for the guest, with or without an in-kernel irqchip
+            // (`run/nmi.rs`), as KVM's `kvm_vcpu_ioctl_nmi`.
+            abi::KVM_NMI => {
+                this.vcpu.state.lock().run.nmi.queue(1);
+                Ok(0)
+            }
             // KVM answers unknown vCPU ioctls with EINVAL (`kvm_arch_vcpu_ioctl`).
             _ => Err(EINVAL),
         }

@@ -152,7 +152,8 @@ impl Irqchip {
     /// Fixed and lowest-priority messages go into IRR; INIT (an assert;
     /// the de-assert is ignored, as by every APIC since the Pentium 4) and
     /// SIPI are latched for the vCPU's run loop (KVM's `pending_events`).
-    /// NMI, SMI and ExtINT messages are not implemented yet, and dropped.
+    /// NMIs are latched for the run loop too (`run/nmi.rs`). SMI and
+    /// ExtINT messages are dropped (no SMM; ExtINT comes through LINT0).
     /// Returns how many APICs took it.
     pub(crate) fn deliver(&self, m: &Message) -> u32 {
         let apics = self.apics.lock();
@@ -169,6 +170,12 @@ impl Irqchip {
                         }
                         DeliveryMode::Init if m.assert => {
                             apic.init.store(true, Ordering::SeqCst);
+                            true
+                        }
+                        // An NMI is taken whatever the APIC's state (KVM's
+                        // `__apic_accept_irq`): the run loop injects it.
+                        DeliveryMode::Nmi => {
+                            apic.nmi.fetch_add(1, Ordering::SeqCst);
                             true
                         }
                         DeliveryMode::StartUp => {
@@ -622,6 +629,8 @@ pub(crate) struct VcpuApic {
     init: AtomicBool,
     /// A SIPI arrived: [`SIPI_LATCHED`] and its vector.
     sipi: AtomicU32,
+    /// NMIs that arrived (KVM's `nmi_queued`).
+    nmi: AtomicU32,
     vcpu_id: u32,
 }
 
@@ -679,6 +688,7 @@ impl VcpuApic {
                 kicked: AtomicBool::new(false),
                 init: AtomicBool::new(false),
                 sipi: AtomicU32::new(0),
+                nmi: AtomicU32::new(0),
                 vcpu_id,
             }),
             GFP_KERNEL_ACCOUNT,
@@ -715,6 +725,17 @@ impl VcpuApic {
     /// Takes a latched INIT.
     pub(crate) fn take_init(&self) -> bool {
         self.init.swap(false, Ordering::SeqCst)
+    }
+
+    /// Takes the NMIs that arrived: how many.
+    pub(crate) fn take_nmis(&self) -> u32 {
+        self.nmi.swap(0, Ordering::SeqCst)
+    }
+
+    /// An NMI arrived (read by a halted vCPU's `halt` check: an NMI wakes
+    /// it whatever IF says).
+    pub(crate) fn has_nmi(&self) -> bool {
+        self.nmi.load(Ordering::SeqCst) != 0
     }
 
     /// Takes a latched SIPI's vector.

@@ -266,15 +266,20 @@ pub(super) fn events(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Opt
     }
     accept_init_sipi(state)?;
     let if_set = state.regs.rflags & RFLAGS_IF != 0;
+    // An NMI wakes a halted vCPU whatever IF says.
+    let nmi_waits = state.run.nmi.waiting();
     let Some(link) = state.run.irq.as_mut() else {
         return Ok(None);
     };
     let mp = link.mp;
     let woke = match mp {
         MpState::Runnable => return Ok(None),
-        MpState::Halted => link
-            .apic
-            .halt(|l| link.wakes(l, if_set) || link.apic.has_init_or_sipi()),
+        MpState::Halted => link.apic.halt(|l| {
+            nmi_waits
+                || link.wakes(l, if_set)
+                || link.apic.has_init_or_sipi()
+                || link.apic.has_nmi()
+        }),
         MpState::Uninitialized | MpState::InitReceived => {
             link.apic.halt(|_| link.apic.has_init_or_sipi())
         }

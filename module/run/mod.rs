@@ -28,8 +28,10 @@ mod apic;
 mod insn;
 mod io;
 mod mmio;
+mod nmi;
 mod regs;
 
+use self::nmi::NmiState;
 use crate::abi::{
     self, kvm_run, kvm_run__bindgen_ty_1__bindgen_ty_13 as InternalError,
     kvm_run__bindgen_ty_1__bindgen_ty_2 as FailEntry,
@@ -102,6 +104,8 @@ pub(crate) struct RunState {
     dr7: u64,
     /// The in-kernel irqchip, if the VM has one (`KVM_CREATE_IRQCHIP`).
     pub(crate) irq: Option<IrqLink>,
+    /// NMIs waiting, and whether the guest blocks them (`run/nmi.rs`).
+    pub(crate) nmi: NmiState,
 }
 
 impl RunState {
@@ -119,6 +123,7 @@ impl RunState {
             dr: [0; 4],
             dr6: DR6_RESET,
             dr7: DR7_RESET,
+            nmi: NmiState::default(),
         })
     }
 
@@ -141,6 +146,7 @@ impl RunState {
         self.interrupt_shadow = false;
         self.reload_pdptrs = true;
         self.flush_tlb = true;
+        self.nmi.reset();
     }
 
     /// The guest's FPU and extended register image (`KVM_GET_FPU`).
@@ -302,12 +308,25 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             }
         }
         apic::sync_tpr(vm, state);
+        // NMIs the APIC latched join those `KVM_NMI` queued; one goes in
+        // before any interrupt.
+        if let Some(link) = state.run.irq.as_ref() {
+            let n = link.apic.take_nmis();
+            if n > 0 {
+                state.run.nmi.queue(n);
+            }
+        }
+        let nmi_window = state.run.nmi.pick(
+            &mut state.run.event,
+            state.run.interrupt_shadow,
+            state.regs.rip,
+        );
         let window = apic::pick_interrupt(state) || req.interrupt_window;
         let inject = state
             .run
             .event
             .or(state.run.queued_irq.map(Event::Interrupt));
-        let Some(info) = enter(vm, vcpu, state, inject, window) else {
+        let Some(info) = enter(vm, vcpu, state, inject, window, nmi_window) else {
             // A signal or the scheduler came first: go round.
             continue;
         };
@@ -325,6 +344,11 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             }
         }
         apic::sync_from_vapic(vm, state);
+        state.run.nmi.exited(
+            inject.filter(|_| entered),
+            info.nmi_blocked,
+            info.interrupted_event,
+        );
         state.run.interrupt_shadow = info.interrupt_shadow;
         if let Some(ev) = info.interrupted_event {
             state.run.event = Some(ev);
@@ -357,6 +381,7 @@ fn enter(
     state: &mut ArchState,
     inject: Option<Event>,
     interrupt_window: bool,
+    nmi_window: bool,
 ) -> Option<ExitInfo> {
     // Read from guest memory, which may fault: before interrupts are disabled.
     let pdptrs = if state.run.reload_pdptrs {
@@ -380,7 +405,11 @@ fn enter(
     // Pairs with `VcpuApic::kick`: an interrupt that arrived since the
     // injection was decided makes the loop go round and decide again.
     let kicked = run.irq.as_ref().is_some_and(|l| l.apic.entering(Some(cpu)));
+    let (nmi_blocked, intercept_iret) = run.nmi.entry_flags(inject);
     let entry = Entry {
+        nmi_blocked,
+        intercept_iret,
+        nmi_window,
         inject,
         interrupt_window,
         slat_root: vm.slat_root,
@@ -439,7 +468,11 @@ fn ready_for_interrupt(state: &ArchState) -> bool {
 fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) -> Result<Next> {
     let page = pages.run;
     match info.exit {
-        Exit::HostInterrupt | Exit::InterruptWindow => Ok(Next::Enter),
+        Exit::HostInterrupt | Exit::InterruptWindow | Exit::NmiWindow => Ok(Next::Enter),
+        Exit::Iret => {
+            state.run.nmi.iret_seen(state.regs.rip);
+            Ok(Next::Enter)
+        }
         Exit::Io(io) => port_io(vm, state, pages, io, info.next_rip),
         Exit::Hlt => {
             if !skip(vm, state, info, &[0xf4], page)? {

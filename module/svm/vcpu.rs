@@ -222,6 +222,14 @@ impl SvmVcpu {
             c.int_vector = 0;
             c.intercept1 |= intercept1::VINTR;
         }
+        // SVM does not track NMI blocking for its guest: the IRET that ends an
+        // NMI handler is intercepted, so that common code knows when NMIs are
+        // allowed again (as KVM without vNMI). APM Vol. 2 15.20.
+        if entry.intercept_iret {
+            c.intercept1 |= intercept1::IRET;
+        } else {
+            c.intercept1 &= !intercept1::IRET;
+        }
     }
 
     /// Turns the VMCB's exit fields into an [`ExitInfo`].
@@ -238,6 +246,7 @@ impl SvmVcpu {
         let exit = match code {
             exit::INTR | exit::NMI | exit::SMI | exit::INIT => Exit::HostInterrupt,
             exit::VINTR => Exit::InterruptWindow,
+            exit::IRET => Exit::Iret,
             exit::CPUID => Exit::Cpuid,
             exit::HLT => Exit::Hlt,
             exit::MSR => Exit::Msr {
@@ -322,6 +331,7 @@ impl SvmVcpu {
             exit,
             interrupted_event: interrupted_event(c.exit_int_info, c.exit_int_info_err),
             interrupt_shadow: c.int_state & vmcb::INTERRUPT_SHADOW != 0,
+            nmi_blocked: None,
             next_rip: next,
             insn,
         }
@@ -369,6 +379,7 @@ impl VendorVcpu for SvmVcpu {
                 exit: Exit::Unhandled(u64::MAX - 1),
                 interrupted_event: None,
                 interrupt_shadow: false,
+                nmi_blocked: None,
                 next_rip: None,
                 insn: None,
             };

@@ -226,6 +226,7 @@ pub(crate) mod intercept1 {
     pub(crate) const RDPMC: u32 = 1 << 15;
     pub(crate) const CPUID: u32 = 1 << 18;
     pub(crate) const RSM: u32 = 1 << 19;
+    pub(crate) const IRET: u32 = 1 << 20;
     pub(crate) const INVD: u32 = 1 << 22;
     pub(crate) const HLT: u32 = 1 << 24;
     pub(crate) const INVLPGA: u32 = 1 << 26;
@@ -322,6 +323,7 @@ pub(crate) mod exit {
     pub(crate) const SMI: u64 = 0x62;
     pub(crate) const INIT: u64 = 0x63;
     pub(crate) const VINTR: u64 = 0x64;
+    pub(crate) const IRET: u64 = 0x74;
     pub(crate) const RDPMC: u64 = 0x6f;
     pub(crate) const CPUID: u64 = 0x72;
     pub(crate) const INVD: u64 = 0x76;

@@ -113,8 +113,16 @@ pub(crate) fn negotiate(m: &CapMsrs) -> Result<Caps, &'static str> {
     if (m.basic >> basic::MEMTYPE_SHIFT) & 0xf != 6 {
         return Err("VMX wants its structures in memory that is not write-back");
     }
-    let pin = adjust(m.pin, pin::EXT_INTR_EXITING | pin::NMI_EXITING)
-        .map_err(|_| "VMX cannot make external interrupts and NMIs exit")?;
+    let pin = adjust(
+        m.pin,
+        pin::EXT_INTR_EXITING | pin::NMI_EXITING | pin::VIRTUAL_NMIS,
+    )
+    .map_err(|_| "VMX cannot make external interrupts and NMIs exit, or has no virtual NMIs")?;
+    // NMI-window exiting is set per entry; it must be allowed (it is
+    // wherever virtual NMIs are, SDM Vol. 3C 26.2.1.1).
+    if (m.proc1 >> 32) as u32 & proc1::NMI_WINDOW_EXITING == 0 {
+        return Err("VMX has no NMI-window exiting");
+    }
     // Every exit the host needs: HLT, MWAIT/MONITOR, RDPMC, CR8 (which is
     // otherwise the host's task priority), MOV DR, every I/O instruction,
     // every MSR (an all-ones bitmap); the TSC offset; the secondary controls.

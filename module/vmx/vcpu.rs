@@ -427,11 +427,13 @@ impl VmxVcpu {
         )?;
         // Also while an event is injected: the window opens after its delivery.
         let window = entry.interrupt_window;
-        let proc1 = if window {
-            self.shared.caps.controls.proc1 | proc1::INTR_WINDOW_EXITING
-        } else {
-            self.shared.caps.controls.proc1
-        };
+        let mut proc1 = self.shared.caps.controls.proc1;
+        if window {
+            proc1 |= proc1::INTR_WINDOW_EXITING;
+        }
+        if entry.nmi_window {
+            proc1 |= proc1::NMI_WINDOW_EXITING;
+        }
         if proc1 != self.proc1 {
             write(v, vmcs::CPU_BASED_VM_EXEC_CONTROL, proc1)?;
             self.proc1 = proc1;
@@ -445,7 +447,12 @@ impl VmxVcpu {
         } else {
             interruptibility::BLOCKING_BY_MOV_SS
         };
-        write(v, vmcs::GUEST_INTERRUPTIBILITY_INFO, shadow)?;
+        let nmi = if entry.nmi_blocked {
+            interruptibility::BLOCKING_BY_NMI
+        } else {
+            0
+        };
+        write(v, vmcs::GUEST_INTERRUPTIBILITY_INFO, shadow | nmi)?;
         let bs = if shadow != 0 && rflags & RFLAGS_TF != 0 {
             PENDING_DBG_BS
         } else {
@@ -513,6 +520,7 @@ impl VmxVcpu {
                 | reason::OTHER_SMI => Exit::HostInterrupt,
                 reason::TRIPLE_FAULT => Exit::Shutdown,
                 reason::INTERRUPT_WINDOW => Exit::InterruptWindow,
+                reason::NMI_WINDOW => Exit::NmiWindow,
                 reason::CPUID => Exit::Cpuid,
                 reason::HLT => Exit::Hlt,
                 reason::INVD => Exit::CacheFlush { writeback: false },
@@ -608,15 +616,24 @@ impl VmxVcpu {
         } else {
             None
         };
+        let interruptibility = read(v, vmcs::GUEST_INTERRUPTIBILITY_INFO)?;
+        // An IRET whose access faulted in the EPT had unblocked NMIs already:
+        // they are blocked again for its second run (SDM Vol. 3C 28.2.3).
+        let iret_faulted = basic == reason::EPT_VIOLATION
+            && full & reason::FAILED_VMENTRY == 0
+            && qual & ept_violation::NMI_UNBLOCKED_BY_IRET != 0;
         let info = ExitInfo {
             exit,
             interrupted_event: interrupted_event(
                 read(v, vmcs::IDT_VECTORING_INFO)?,
                 read(v, vmcs::IDT_VECTORING_ERROR_CODE)?,
             ),
-            interrupt_shadow: read(v, vmcs::GUEST_INTERRUPTIBILITY_INFO)?
+            interrupt_shadow: interruptibility
                 & (interruptibility::BLOCKING_BY_STI | interruptibility::BLOCKING_BY_MOV_SS)
                 != 0,
+            nmi_blocked: Some(
+                interruptibility & interruptibility::BLOCKING_BY_NMI != 0 || iret_faulted,
+            ),
             next_rip,
             insn: None,
         };
@@ -677,6 +694,7 @@ impl VmxVcpu {
                         exit: Exit::InvalidState(n.into()),
                         interrupted_event: None,
                         interrupt_shadow: entry.interrupt_shadow,
+                        nmi_blocked: Some(entry.nmi_blocked),
                         next_rip: None,
                         insn: None,
                     },
@@ -707,6 +725,7 @@ fn exit_only(exit: Exit) -> ExitInfo {
         exit,
         interrupted_event: None,
         interrupt_shadow: false,
+        nmi_blocked: None,
         next_rip: None,
         insn: None,
     }

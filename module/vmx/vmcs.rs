@@ -369,6 +369,10 @@ pub(crate) mod pin {
     pub(crate) const EXT_INTR_EXITING: u32 = 1 << 0;
     /// NMIs exit.
     pub(crate) const NMI_EXITING: u32 = 1 << 3;
+    /// The guest's NMI blocking is tracked in its interruptibility state
+    /// (set by an injected NMI, cleared by IRET), and NMI-window exiting
+    /// becomes available. 25.6.1, 26.7.1.2.
+    pub(crate) const VIRTUAL_NMIS: u32 = 1 << 5;
 }
 
 /// Primary processor-based VM-execution controls. 25.6.2, Table 25-6.
@@ -382,6 +386,8 @@ pub(crate) mod proc1 {
     pub(crate) const CR3_STORE_EXITING: u32 = 1 << 16;
     pub(crate) const CR8_LOAD_EXITING: u32 = 1 << 19;
     pub(crate) const CR8_STORE_EXITING: u32 = 1 << 20;
+    /// Exit when the guest can take an NMI (no virtual-NMI blocking).
+    pub(crate) const NMI_WINDOW_EXITING: u32 = 1 << 22;
     pub(crate) const MOV_DR_EXITING: u32 = 1 << 23;
     pub(crate) const UNCOND_IO_EXITING: u32 = 1 << 24;
     pub(crate) const USE_MSR_BITMAPS: u32 = 1 << 28;
@@ -433,6 +439,8 @@ pub(crate) mod intr_info {
 pub(crate) mod interruptibility {
     pub(crate) const BLOCKING_BY_STI: u32 = 1 << 0;
     pub(crate) const BLOCKING_BY_MOV_SS: u32 = 1 << 1;
+    /// NMIs are blocked (with virtual NMIs: until the guest's IRET).
+    pub(crate) const BLOCKING_BY_NMI: u32 = 1 << 3;
 }
 
 /// Basic exit reasons (bits 15:0 of the exit reason). SDM Vol. 3D
@@ -446,6 +454,7 @@ pub(crate) mod reason {
     pub(crate) const IO_SMI: u16 = 5;
     pub(crate) const OTHER_SMI: u16 = 6;
     pub(crate) const INTERRUPT_WINDOW: u16 = 7;
+    pub(crate) const NMI_WINDOW: u16 = 8;
     pub(crate) const CPUID: u16 = 10;
     pub(crate) const GETSEC: u16 = 11;
     pub(crate) const HLT: u16 = 12;
@@ -483,4 +492,8 @@ pub(crate) mod ept_violation {
     /// With [`LINEAR_VALID`]: the access was to the translated address (not
     /// to the guest's own paging structures).
     pub(crate) const TRANSLATED: u64 = 1 << 8;
+    /// The access was by an IRET that unblocked NMIs (virtual NMIs): the
+    /// blocking must be restored before the IRET runs again. 29.3.3.2,
+    /// 28.2.3.
+    pub(crate) const NMI_UNBLOCKED_BY_IRET: u64 = 1 << 12;
 }

@@ -26,7 +26,7 @@ use kvm_abi::sys::{
     KVM_CAP_HLT, KVM_CAP_IOEVENTFD, KVM_CAP_IOEVENTFD_ANY_LENGTH, KVM_CAP_IRQ_INJECT_STATUS,
     KVM_CAP_IRQ_ROUTING, KVM_CAP_IRQCHIP, KVM_CAP_IRQFD, KVM_CAP_IRQFD_RESAMPLE, KVM_CAP_PIT,
     KVM_CAP_PIT_STATE2, KVM_CAP_PIT2, KVM_CAP_REINJECT_CONTROL, KVM_CAP_SIGNAL_MSI,
-    KVM_CAP_TSC_DEADLINE_TIMER, KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE,
+    KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_USER_NMI, KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE,
     KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
 };
 use rkvm_selftests::guest::{DATA_GPA, GuestVcpu, GuestVm, MMIO_GPA, Mode, describe};
@@ -1384,6 +1384,7 @@ fn irqchip_capabilities_are_reported(ctx: &Ctx) -> TestResult {
         ("KVM_CAP_IOEVENTFD", KVM_CAP_IOEVENTFD),
         ("KVM_CAP_IOEVENTFD_ANY_LENGTH", KVM_CAP_IOEVENTFD_ANY_LENGTH),
         ("KVM_CAP_IRQ_ROUTING", KVM_CAP_IRQ_ROUTING),
+        ("KVM_CAP_USER_NMI", KVM_CAP_USER_NMI),
     ];
     let vm = ctx.vm()?;
     for (name, cap) in caps {
@@ -1601,6 +1602,110 @@ fn hostile_guests_leave_the_host_responsive(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+irq_guest! {
+    /// NMIs with interrupts off: the NMI handler (vector 2) counts and
+    /// returns with IRET. The guest spins long enough for an NMI that
+    /// waits behind a blocked one to follow (on SVM at the next exit) and
+    /// reports the count, twice.
+    fn nmi_guest;
+    "set_gate 2, 9f",
+    "xor %r15d, %r15d",
+    "cli",
+    "ucall UCALL_SYNC",
+    "mov $20000000, %ecx",
+    "1: pause",
+    "dec %ecx",
+    "jnz 1b",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "mov $20000000, %ecx",
+    "2: pause",
+    "dec %ecx",
+    "jnz 2b",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "iretq",
+}
+
+/// `KVM_NMI`, without an in-kernel irqchip: NMIs are delivered with
+/// interrupts off, one after the other (the second once the handler's
+/// IRET unblocked NMIs), and at most two wait: three sent while the guest
+/// is stopped make two, one more makes a third.
+fn kvm_nmi_is_delivered_with_interrupts_off(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, nmi_guest())?;
+    let mut v = vm.add_vcpu(0)?;
+    // The guest installs its handler first.
+    v.sync()?;
+    for _ in 0..3 {
+        check_ok!(v.vcpu.nmi());
+    }
+    let [first, _, _] = v.sync()?;
+    check_eq!(first, 2u64, "NMIs taken of three sent (two wait at most)");
+    check_ok!(v.vcpu.nmi());
+    let [second, _, _] = v.sync()?;
+    check_eq!(second, 3u64, "NMIs taken after one more");
+    v.done()
+}
+
+irq_guest! {
+    /// IOAPIC pin 9 in NMI delivery mode to APIC 0; HLT with interrupts
+    /// off (only an NMI wakes it), report; then a self-NMI through the
+    /// ICR, report.
+    fn apic_nmi_guest;
+    "set_gate 2, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "movl $0x10000, 0x350(%rbp)",
+    "movl $0x23, (%r14)",
+    "movl $0, 0x10(%r14)",
+    "movl $0x22, (%r14)",
+    "movl $0x400, 0x10(%r14)",
+    "cli",
+    "ucall UCALL_SYNC",
+    "hlt",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "movl $0, 0x310(%rbp)",
+    "movl $0x40400, 0x300(%rbp)",
+    "mov $1000000, %ecx",
+    "1: pause",
+    "dec %ecx",
+    "jnz 1b",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "iretq",
+}
+
+/// NMI messages through the in-kernel APIC: an IOAPIC pin in NMI delivery
+/// mode, raised from another thread, wakes a vCPU halted with interrupts
+/// off; a self-NMI through the ICR is taken at once.
+fn apic_nmis_wake_a_vcpu_halted_with_interrupts_off(ctx: &Ctx) -> TestResult {
+    let (vm, mut vcpus) = irqchip_vm(ctx, apic_nmi_guest(), 1)?;
+    let v = &mut vcpus[0];
+    v.sync()?;
+    let vm = Arc::new(vm);
+    let raiser = {
+        let vm = Arc::clone(&vm);
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            vm.vm.irq_line(9, true).is_ok() && vm.vm.irq_line(9, false).is_ok()
+        })
+    };
+    let [woken, _, _] = v.sync()?;
+    check!(
+        raiser.join().unwrap_or(false),
+        "KVM_IRQ_LINE from the thread"
+    );
+    check_eq!(woken, 1u64, "NMIs after HLT with IF=0");
+    let [total, _, _] = v.sync()?;
+    check_eq!(total, 2u64, "NMIs after the self-NMI");
+    v.done()
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -1628,6 +1733,8 @@ fn main() -> ExitCode {
             pit_state_round_trip_and_bad_requests,
             pit_ticks_wake_a_halted_vcpu,
             speaker_port_follows_kvm_pit_speaker_dummy,
+            kvm_nmi_is_delivered_with_interrupts_off,
+            apic_nmis_wake_a_vcpu_halted_with_interrupts_off,
             hostile_guests_leave_the_host_responsive,
         ],
     )

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::fam::{CpuidEntries, MsrEntries};
 use crate::ioctls::{
     KVM_GET_CPUID2, KVM_GET_FPU, KVM_GET_LAPIC, KVM_GET_MP_STATE, KVM_GET_MSRS, KVM_GET_REGS,
-    KVM_GET_SREGS, KVM_GET_TSC_KHZ, KVM_INTERRUPT, KVM_RUN, KVM_SET_CPUID2, KVM_SET_FPU,
+    KVM_GET_SREGS, KVM_GET_TSC_KHZ, KVM_INTERRUPT, KVM_NMI, KVM_RUN, KVM_SET_CPUID2, KVM_SET_FPU,
     KVM_SET_LAPIC, KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_VAPIC_ADDR,
 };
 use crate::mem::{RunMapping, VcpuMapping};
@@ -127,6 +127,14 @@ impl Vcpu {
         unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_LAPIC, &raw mut regs) }
             .map_err(|e| Error::new("KVM_GET_LAPIC", e))?;
         Ok(regs)
+    }
+
+    /// KVM_NMI: an NMI for the guest.
+    pub fn nmi(&self) -> Result<()> {
+        // SAFETY: `_IO` request: no argument is read.
+        unsafe { ioctl_val(self.fd.as_fd(), KVM_NMI, 0) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_NMI", e))
     }
 
     /// KVM_SET_VAPIC_ADDR: where the TPR mirror lives in guest memory (0:

@@ -144,3 +144,21 @@ fn missing_exits_and_64_bit_guests_are_refused() {
     };
     assert!(negotiate(&uncached).is_err());
 }
+
+#[test]
+fn nmis_need_virtual_nmis_and_nmi_window_exiting() {
+    let caps = negotiate(&haswell()).unwrap();
+    assert_ne!(caps.controls.pin & pin::VIRTUAL_NMIS, 0);
+    // NMI-window exiting is allowed but set per entry, not always.
+    assert_eq!(caps.controls.proc1 & proc1::NMI_WINDOW_EXITING, 0);
+    let no_vnmi = CapMsrs {
+        pin: cap(0x16, 0x7f & !pin::VIRTUAL_NMIS),
+        ..haswell()
+    };
+    assert!(negotiate(&no_vnmi).unwrap_err().contains("virtual NMIs"));
+    let no_window = CapMsrs {
+        proc1: cap(0x0400_6172, 0xfff9_fffe & !proc1::NMI_WINDOW_EXITING),
+        ..haswell()
+    };
+    assert!(negotiate(&no_window).unwrap_err().contains("NMI-window"));
+}
