@@ -65,6 +65,7 @@ pub(crate) const KVM_GET_PIT: u32 = _IOWR::<kvm_pit_state>(KVMIO, 0x65);
 pub(crate) const KVM_SET_PIT: u32 = _IOR::<kvm_pit_state>(KVMIO, 0x66);
 // An _IO number that takes a pointer to `struct kvm_reinject_control`.
 pub(crate) const KVM_REINJECT_CONTROL: u32 = _IO(KVMIO, 0x71);
+pub(crate) const KVM_SET_BOOT_CPU_ID: u32 = _IO(KVMIO, 0x78);
 pub(crate) const KVM_CREATE_PIT2: u32 = _IOW::<kvm_pit_config>(KVMIO, 0x77);
 pub(crate) const KVM_GET_PIT2: u32 = _IOR::<kvm_pit_state2>(KVMIO, 0x9f);
 pub(crate) const KVM_SET_PIT2: u32 = _IOW::<kvm_pit_state2>(KVMIO, 0xa0);

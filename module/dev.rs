@@ -90,6 +90,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_SIGNAL_MSI
         // KVM_NMI, and NMIs from the in-kernel APICs (run/nmi.rs).
         | abi::KVM_CAP_USER_NMI
+        // KVM_SET_BOOT_CPU_ID (vm.rs).
+        | abi::KVM_CAP_SET_BOOT_CPU_ID
         // The in-kernel PIT (irq/pit_device.rs): KVM_CREATE_PIT and
         // KVM_CREATE_PIT2, KVM_GET/SET_PIT2, KVM_REINJECT_CONTROL.
         | abi::KVM_CAP_PIT

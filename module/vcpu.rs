@@ -54,14 +54,16 @@ pub(crate) struct ArchState {
     pub(crate) features: GuestFeatures,
     /// The vendor vCPU and the run loop's state.
     pub(crate) run: RunState,
-    id: u32,
+    /// This is the bootstrap processor (`KVM_SET_BOOT_CPU_ID`, vCPU 0 by
+    /// default): its APIC base has the BSP flag after RESET.
+    bsp: bool,
 }
 
 impl ArchState {
     /// The registers after the INIT KVM does when a guest shuts down.
     pub(crate) fn reset_after_shutdown(&mut self) {
         self.regs = reset_regs(reset_signature(&self.cpuid));
-        self.sregs = reset_sregs(self.id);
+        self.sregs = reset_sregs(self.bsp);
     }
 
     /// An INIT from the in-kernel APIC: the registers as after RESET, but
@@ -89,9 +91,9 @@ pub(crate) struct Vcpu {
 }
 
 impl Vcpu {
-    /// Creates vCPU `id` in its RESET state, with its link to the VM's
-    /// in-kernel irqchip if there is one.
-    pub(crate) fn new(id: u32, shared: &Arc<Shared>, irq: Option<IrqLink>) -> Result<Arc<Self>> {
+    /// Creates a vCPU in its RESET state, the bootstrap processor if `bsp`,
+    /// with its link to the VM's in-kernel irqchip if there is one.
+    pub(crate) fn new(bsp: bool, shared: &Arc<Shared>, irq: Option<IrqLink>) -> Result<Arc<Self>> {
         let run_pages = [
             Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?,
             Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?,
@@ -105,12 +107,12 @@ impl Vcpu {
                 state <- new_mutex!(
                     ArchState {
                         regs: reset_regs(reset_signature(&[])),
-                        sregs: reset_sregs(id),
+                        sregs: reset_sregs(bsp),
                         msrs: MsrFile::reset(),
                         cpuid: KVec::new(),
                         features: GuestFeatures::default(),
                         run,
-                        id,
+                        bsp,
                     },
                     "rkvm::Vcpu::state"
                 ),

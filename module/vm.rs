@@ -118,6 +118,8 @@ struct VmInner {
     /// The in-kernel interrupt controllers (`KVM_CREATE_IRQCHIP`), created
     /// before any vCPU and kept for the VM's life.
     irqchip: Option<Arc<Irqchip>>,
+    /// The bootstrap processor's vCPU id (`KVM_SET_BOOT_CPU_ID`; 0).
+    bsp_vcpu_id: u64,
 }
 
 /// A virtual machine.
@@ -192,6 +194,7 @@ impl Vm {
                         tss_addr: None,
                         identity_map_addr: None,
                         irqchip: None,
+                        bsp_vcpu_id: 0,
                     },
                     "rkvm::Vm::inner"
                 ),
@@ -430,15 +433,19 @@ impl Vm {
         }
         let (word, bit) = (id / 64, 1u64 << (id % 64));
         // With an in-kernel irqchip, each vCPU gets its local APIC.
-        let chip = this.inner.lock().irqchip.clone();
+        let (chip, bsp_id) = {
+            let inner = this.inner.lock();
+            (inner.irqchip.clone(), inner.bsp_vcpu_id)
+        };
+        let bsp = id as u64 == bsp_id;
         let apic = match chip {
-            Some(_) => Some(VcpuApic::new(id as u32, true, this.stats.clone())?),
+            Some(_) => Some(VcpuApic::new(id as u32, bsp, true, this.stats.clone())?),
             None => None,
         };
         let link = chip
             .zip(apic.clone())
-            .map(|(chip, apic)| IrqLink::new(chip, apic, id as u32));
-        let vcpu = Vcpu::new(id as u32, &this.shared, link)?;
+            .map(|(chip, apic)| IrqLink::new(chip, apic, bsp));
+        let vcpu = Vcpu::new(bsp, &this.shared, link)?;
         let fd_object = VcpuFd::new(this.into(), vcpu.clone())?;
         {
             let mut inner = this.inner.lock();
@@ -635,6 +642,24 @@ impl Vm {
             }
             None => false,
         }
+    }
+
+    /// `KVM_SET_BOOT_CPU_ID`: which vCPU id is the bootstrap processor
+    /// (its APIC base has the BSP flag, it starts runnable with an
+    /// in-kernel APIC, which takes the PIC's interrupts through LINT0).
+    /// As KVM: `EBUSY` once a vCPU was created, `EINVAL` above the highest
+    /// vCPU id (KVM compares with `>`, so the id one past the last is
+    /// accepted, and no vCPU can then be the BSP).
+    fn set_boot_cpu_id(&self, id: usize) -> Result<isize> {
+        let mut inner = self.inner.lock();
+        if inner.vcpu_ids.iter().any(|&w| w != 0) {
+            return Err(EBUSY);
+        }
+        if id > MAX_VCPU_IDS {
+            return Err(EINVAL);
+        }
+        inner.bsp_vcpu_id = id as u64;
+        Ok(0)
     }
 
     /// `KVM_CREATE_PIT2` with `struct kvm_pit_config` at `arg` (its flags;
@@ -863,6 +888,7 @@ impl FileObject for Vm {
             abi::KVM_IRQFD => this.irqfd(arg),
             abi::KVM_IOEVENTFD => this.ioeventfd(arg),
             abi::KVM_CREATE_PIT2 => this.create_pit(Some(arg)),
+            abi::KVM_SET_BOOT_CPU_ID => this.set_boot_cpu_id(arg),
             abi::KVM_CREATE_PIT => this.create_pit(None),
             abi::KVM_GET_PIT2 => this.get_pit2(arg),
             abi::KVM_SET_PIT2 => this.set_pit2(arg),

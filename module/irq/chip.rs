@@ -216,7 +216,7 @@ impl Irqchip {
     /// takes the PIC's interrupts through LINT0) is kicked.
     fn pic_changed(&self, rose: bool) {
         if rose {
-            if let Some(bsp) = self.apics.lock().iter().find(|a| a.vcpu_id == 0) {
+            if let Some(bsp) = self.apics.lock().iter().find(|a| a.bsp) {
                 bsp.kick();
             }
         }
@@ -631,7 +631,8 @@ pub(crate) struct VcpuApic {
     sipi: AtomicU32,
     /// NMIs that arrived (KVM's `nmi_queued`).
     nmi: AtomicU32,
-    vcpu_id: u32,
+    /// The bootstrap processor's APIC: the PIC's output kicks it.
+    bsp: bool,
 }
 
 kernel::impl_has_hr_timer! {
@@ -677,11 +678,19 @@ impl VcpuApic {
     /// The APIC of vCPU `vcpu_id`, after RESET. `tsc_deadline` offers the
     /// TSC-deadline timer mode (rkvm's caller always offers it, where KVM
     /// follows the guest's CPUID: docs/abi.md).
-    pub(crate) fn new(vcpu_id: u32, tsc_deadline: bool, stats: Arc<VmStats>) -> Result<Arc<Self>> {
+    pub(crate) fn new(
+        vcpu_id: u32,
+        bsp: bool,
+        tsc_deadline: bool,
+        stats: Arc<VmStats>,
+    ) -> Result<Arc<Self>> {
         Arc::pin_init(
             pin_init!(VcpuApic {
                 stats,
-                lapic <- new_spinlock_irq!(Lapic::new(vcpu_id, tsc_deadline), "rkvm::VcpuApic::lapic"),
+                lapic <- new_spinlock_irq!(
+                    Lapic::with_bsp(vcpu_id, bsp, tsc_deadline),
+                    "rkvm::VcpuApic::lapic"
+                ),
                 wake <- new_condvar!("rkvm::VcpuApic::wake"),
                 timer <- HrTimer::new(),
                 running_on: AtomicI32::new(-1),
@@ -689,7 +698,7 @@ impl VcpuApic {
                 init: AtomicBool::new(false),
                 sipi: AtomicU32::new(0),
                 nmi: AtomicU32::new(0),
-                vcpu_id,
+                bsp,
             }),
             GFP_KERNEL_ACCOUNT,
         )

@@ -204,6 +204,9 @@ pub(crate) struct Lapic {
     x2apic: bool,
     /// The vCPU id: the initial APIC ID, and the x2APIC ID.
     vcpu_id: u32,
+    /// The bootstrap processor's APIC: LINT0 starts as the PIC's virtual
+    /// wire.
+    bsp: bool,
     /// Whether the guest's CPUID offers the TSC-deadline timer mode.
     tsc_deadline_offered: bool,
     /// IA32_TSC_DEADLINE, in guest TSC ticks (0: disarmed).
@@ -224,11 +227,18 @@ impl Lapic {
     /// APIC software-disabled), DFR flat, all else 0. The base MSR's
     /// enable bit is the caller's (`x86::regs` resets it to enabled).
     pub(crate) fn new(vcpu_id: u32, tsc_deadline_offered: bool) -> Self {
+        Self::with_bsp(vcpu_id, vcpu_id == 0, tsc_deadline_offered)
+    }
+
+    /// The APIC of vCPU `vcpu_id`, which is the bootstrap processor if
+    /// `bsp` (`KVM_SET_BOOT_CPU_ID`), after RESET.
+    pub(crate) fn with_bsp(vcpu_id: u32, bsp: bool, tsc_deadline_offered: bool) -> Self {
         let mut apic = Lapic {
             regs: [0; 256],
             enabled: true,
             x2apic: false,
             vcpu_id,
+            bsp,
             tsc_deadline_offered,
             tsc_deadline: 0,
             timer: Timer::default(),
@@ -263,7 +273,7 @@ impl Lapic {
         // KVM's LINT0_REENABLED quirk (on by default): the BSP's LINT0 starts
         // as an unmasked ExtINT entry, the PIC's virtual wire, as firmware
         // would leave it.
-        if self.vcpu_id == 0 {
+        if self.bsp {
             self.set(reg::LVT_LINT0, DeliveryMode::ExtInt.bits() << 8);
         }
         self.set(reg::DFR, 0xffff_ffff);

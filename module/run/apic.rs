@@ -57,7 +57,8 @@ pub(crate) struct IrqLink {
     /// processor waiting for INIT and SIPI. A signal ends `KVM_RUN`
     /// without ending a wait.
     pub(crate) mp: MpState,
-    /// This is vCPU 0, which takes the PIC's interrupts (LINT0).
+    /// This is the bootstrap processor (vCPU 0 unless `KVM_SET_BOOT_CPU_ID`
+    /// chose another), which takes the PIC's interrupts (LINT0).
     bsp: bool,
     /// `KVM_SET_VAPIC_ADDR`: the guest-physical address of the word that
     /// mirrors the APIC's TPR, in-service class and highest request, and
@@ -68,7 +69,7 @@ pub(crate) struct IrqLink {
 }
 
 impl IrqLink {
-    pub(crate) fn new(chip: Arc<Irqchip>, apic: Arc<VcpuApic>, vcpu_id: u32) -> Self {
+    pub(crate) fn new(chip: Arc<Irqchip>, apic: Arc<VcpuApic>, bsp: bool) -> Self {
         IrqLink {
             chip,
             apic,
@@ -76,12 +77,12 @@ impl IrqLink {
             cr8_seen: 0,
             // With an in-kernel APIC only the BSP runs from RESET; the others wait for
             // INIT and SIPI, as KVM's `kvm_arch_vcpu_create`.
-            mp: if vcpu_id == 0 {
+            mp: if bsp {
                 MpState::Runnable
             } else {
                 MpState::Uninitialized
             },
-            bsp: vcpu_id == 0,
+            bsp,
             vapic: None,
             vapic_written: false,
         }

@@ -106,9 +106,10 @@ fn reset_data_segment() -> kvm_segment {
 /// CS 0xf000 with base 0xffff0000 (so the first fetch is at 0xfffffff0),
 /// CR0 with CD, NW and ET, paging and protection off, EFER 0, an LDT and a
 /// busy 16-bit TSS descriptor, and the APIC enabled at its default base,
-/// vCPU 0 being the bootstrap processor (KVM's `bsp_vcpu_id` default).
+/// with the BSP flag on the bootstrap processor (`bsp`: vCPU 0 unless
+/// `KVM_SET_BOOT_CPU_ID` chose another, KVM's `bsp_vcpu_id`).
 /// SDM Vol. 3A 10.1.1 Table 10-1 and 11.4.4, APM Vol. 2 14.1.3.
-pub(crate) fn reset_sregs(vcpu_id: u32) -> kvm_sregs {
+pub(crate) fn reset_sregs(bsp: bool) -> kvm_sregs {
     let data = reset_data_segment();
     let system = |type_: u8| kvm_segment {
         limit: 0xffff,
@@ -142,7 +143,7 @@ pub(crate) fn reset_sregs(vcpu_id: u32) -> kvm_sregs {
         cr0: cr0::CD | cr0::NW | cr0::ET,
         apic_base: apic_base::DEFAULT_BASE
             | apic_base::ENABLE
-            | if vcpu_id == 0 { apic_base::BSP } else { 0 },
+            | if bsp { apic_base::BSP } else { 0 },
         ..Default::default()
     }
 }

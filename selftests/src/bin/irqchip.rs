@@ -25,9 +25,10 @@ use kvm_abi::eventfd::EventFd;
 use kvm_abi::sys::{
     KVM_CAP_HLT, KVM_CAP_IOEVENTFD, KVM_CAP_IOEVENTFD_ANY_LENGTH, KVM_CAP_IRQ_INJECT_STATUS,
     KVM_CAP_IRQ_ROUTING, KVM_CAP_IRQCHIP, KVM_CAP_IRQFD, KVM_CAP_IRQFD_RESAMPLE, KVM_CAP_PIT,
-    KVM_CAP_PIT_STATE2, KVM_CAP_PIT2, KVM_CAP_REINJECT_CONTROL, KVM_CAP_SIGNAL_MSI,
-    KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_USER_NMI, KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE,
-    KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
+    KVM_CAP_PIT_STATE2, KVM_CAP_PIT2, KVM_CAP_REINJECT_CONTROL, KVM_CAP_SET_BOOT_CPU_ID,
+    KVM_CAP_SIGNAL_MSI, KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_USER_NMI, KVM_IRQFD_FLAG_DEASSIGN,
+    KVM_IRQFD_FLAG_RESAMPLE, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
+    KVM_PIT_SPEAKER_DUMMY,
 };
 use rkvm_selftests::guest::{DATA_GPA, GuestVcpu, GuestVm, MMIO_GPA, Mode, describe};
 use rkvm_selftests::{Ctx, guest};
@@ -40,6 +41,7 @@ const APIC_TPR: usize = 0x80;
 const APIC_SVR: usize = 0xf0;
 const APIC_LVT_TIMER: usize = 0x320;
 const APIC_DFR: usize = 0xe0;
+const APIC_LVT_LINT0: usize = 0x350;
 
 /// `struct kvm_ioeventfd`'s flags (an anonymous enum of bit numbers in
 /// `linux/kvm.h`).
@@ -1385,6 +1387,7 @@ fn irqchip_capabilities_are_reported(ctx: &Ctx) -> TestResult {
         ("KVM_CAP_IOEVENTFD_ANY_LENGTH", KVM_CAP_IOEVENTFD_ANY_LENGTH),
         ("KVM_CAP_IRQ_ROUTING", KVM_CAP_IRQ_ROUTING),
         ("KVM_CAP_USER_NMI", KVM_CAP_USER_NMI),
+        ("KVM_CAP_SET_BOOT_CPU_ID", KVM_CAP_SET_BOOT_CPU_ID),
     ];
     let vm = ctx.vm()?;
     for (name, cap) in caps {
@@ -1706,6 +1709,52 @@ fn apic_nmis_wake_a_vcpu_halted_with_interrupts_off(ctx: &Ctx) -> TestResult {
     v.done()
 }
 
+/// `KVM_SET_BOOT_CPU_ID`: vCPU 1 made the bootstrap processor has the BSP
+/// flag in its APIC base, starts runnable and has LINT0 as the PIC's
+/// virtual wire; vCPU 0 is then an application processor waiting for
+/// INIT. `EBUSY` once a vCPU exists, `EINVAL` for an id far above any.
+fn boot_cpu_id_chooses_the_bootstrap_processor(ctx: &Ctx) -> TestResult {
+    let vm = ctx.vm()?;
+    check_ok!(vm.create_irqchip());
+    check_errno!(
+        vm.set_boot_cpu_id(1 << 20),
+        libc::EINVAL,
+        "an id above any vCPU id"
+    );
+    check_ok!(vm.set_boot_cpu_id(1));
+    let ap = check_ok!(vm.create_vcpu(0));
+    let bsp = check_ok!(vm.create_vcpu(1));
+    check_errno!(
+        vm.set_boot_cpu_id(0),
+        libc::EBUSY,
+        "after a vCPU was created"
+    );
+    check_eq_hex!(
+        check_ok!(bsp.get_sregs()).apic_base,
+        0xfee0_0900u64,
+        "vCPU 1's APIC base"
+    );
+    check_eq_hex!(
+        check_ok!(ap.get_sregs()).apic_base,
+        0xfee0_0800u64,
+        "vCPU 0's APIC base"
+    );
+    check_eq!(
+        check_ok!(bsp.get_mp_state()),
+        KVM_MP_STATE_RUNNABLE,
+        "vCPU 1's MP state"
+    );
+    check_eq!(
+        check_ok!(ap.get_mp_state()),
+        KVM_MP_STATE_UNINITIALIZED,
+        "vCPU 0's MP state"
+    );
+    let lint0 = |v: &kvm_abi::Vcpu| v.get_lapic().map(|p| reg(&p, APIC_LVT_LINT0));
+    check_eq_hex!(check_ok!(lint0(&bsp)), 0x700u32, "vCPU 1's LINT0 (ExtINT)");
+    check_eq_hex!(check_ok!(lint0(&ap)), 0x10000u32, "vCPU 0's LINT0 (masked)");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -1714,6 +1763,7 @@ fn main() -> ExitCode {
             bad_irqchip_requests_are_refused,
             irq_line_status_reports_kvms_delivery_status,
             vapic_word_mirrors_the_tpr,
+            boot_cpu_id_chooses_the_bootstrap_processor,
             irqchip_state_round_trips,
             lapic_state_at_reset_and_round_trip,
             self_ipi_is_delivered_at_once,

@@ -9,9 +9,9 @@ use crate::error::{Error, Result};
 use crate::ioctls::{
     KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_CREATE_VCPU, KVM_ENABLE_CAP,
     KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_IOEVENTFD, KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_IRQFD,
-    KVM_REINJECT_CONTROL, KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_IRQCHIP,
-    KVM_SET_PIT2, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2,
-    KVM_SIGNAL_MSI,
+    KVM_REINJECT_CONTROL, KVM_SET_BOOT_CPU_ID, KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR,
+    KVM_SET_IRQCHIP, KVM_SET_PIT2, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
+    KVM_SET_USER_MEMORY_REGION2, KVM_SIGNAL_MSI,
 };
 use crate::mem::GuestMemory;
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
@@ -266,6 +266,14 @@ impl Vm {
         unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_GSI_ROUTING, buf.as_ptr()) }
             .map(drop)
             .map_err(|e| Error::new("KVM_SET_GSI_ROUTING", e))
+    }
+
+    /// KVM_SET_BOOT_CPU_ID: vCPU `id` is the bootstrap processor.
+    pub fn set_boot_cpu_id(&self, id: u64) -> Result<()> {
+        // SAFETY: `_IO` request: the argument is an integer.
+        unsafe { ioctl_val(self.fd.as_fd(), KVM_SET_BOOT_CPU_ID, id) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_BOOT_CPU_ID", e))
     }
 
     /// KVM_CREATE_PIT2 with `flags` (`KVM_PIT_SPEAKER_DUMMY`).

@@ -213,7 +213,7 @@ mod registers {
     }
 
     fn long_mode_sregs() -> crate::abi::kvm_sregs {
-        let mut s = reset_sregs(0);
+        let mut s = reset_sregs(true);
         s.cr0 = cr0::PE | cr0::PG | cr0::ET;
         s.cr4 = cr4::PAE;
         s.efer = efer::LME | efer::LMA;
@@ -226,7 +226,7 @@ mod registers {
     fn reset_state_is_the_architectural_one() {
         let r = reset_regs(0x600);
         assert_eq!((r.rip, r.rflags, r.rdx), (0xfff0, 0x2, 0x600));
-        let s = reset_sregs(0);
+        let s = reset_sregs(true);
         assert_eq!(
             (s.cs.selector, s.cs.base, s.cs.limit),
             (0xf000, 0xffff_0000, 0xffff)
@@ -234,7 +234,7 @@ mod registers {
         assert_eq!(s.cr0, 0x6000_0010);
         assert_eq!(s.efer, 0);
         assert_eq!(s.apic_base, 0xfee0_0900, "vCPU 0 is the BSP");
-        assert_eq!(reset_sregs(1).apic_base, 0xfee0_0800, "vCPU 1 is not");
+        assert_eq!(reset_sregs(false).apic_base, 0xfee0_0800, "vCPU 1 is not");
         assert_eq!(check_sregs(&host(), &GuestFeatures::default(), &s), Ok(()));
     }
 
@@ -287,7 +287,7 @@ mod registers {
         for bad in [cr0::PG | cr0::ET, cr0::NW | cr0::ET, 1 << 32] {
             let s = crate::abi::kvm_sregs {
                 cr0: bad,
-                ..reset_sregs(0)
+                ..reset_sregs(true)
             };
             assert_eq!(
                 check_sregs(&host(), &g, &s),
@@ -316,7 +316,7 @@ mod registers {
         let g = GuestFeatures::default(); // 36 bits, no x2APIC
         let s = |apic_base| crate::abi::kvm_sregs {
             apic_base,
-            ..reset_sregs(0)
+            ..reset_sregs(true)
         };
         assert_eq!(check_sregs(&host(), &g, &s(0xfee0_0900)), Ok(()));
         assert_eq!(
