@@ -376,6 +376,17 @@ fn seabios_boots_the_disk_and_the_boot_sector_runs(ctx: &Ctx) -> TestResult {
 /// come from the in-kernel PIT through the in-kernel PIC and LINT0, and its
 /// HLTs sleep in the kernel.
 fn seabios_starts_two_vcpus_on_the_in_kernel_irqchip(ctx: &Ctx) -> TestResult {
+    // Seen in CI: kvm_amd under Bochs's SVM (the zambezi run) held a host
+    // CPU in VMRUN for 26 s on this run (an RCU stall), a problem of that
+    // emulator and KVM that the kernel-log check turns into a failure.
+    // rkvm's column runs it there; QEMU's SVM run has KVM's.
+    let on_bochs = std::env::var("rkvm_emulator").is_ok_and(|e| e == "bochs");
+    let amd = fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" svm"));
+    if on_bochs && amd && !ctx.is_rkvm() {
+        skip!(
+            "kvm_amd under Bochs's SVM stalls a host CPU in VMRUN on this run (RCU stall seen in CI)"
+        );
+    }
     boots_the_disk(
         ctx,
         Machine {
