@@ -12,7 +12,9 @@
 #        lacks: rkvm's NRIPS path, against rkvm and kvm_amd. (This is the
 #        Bochs half; both vendors are in it.)
 # RKVM_CHECK says which: "svm vmx" (the default, `make check`), "svm"
-# (`make check-svm`) or "vmx" (`make check-vmx`).
+# (`make check-svm`), "vmx" (`make check-vmx`) or "svm-nrips" (the zambezi
+# boot alone). Called directly, it uses the rkvm.ko `make module` built
+# last: after a KASAN build, rebuild it first (or use make).
 #
 # A run fails if any test fails, if the plan or the totals line is missing
 # (a panic, hang or timeout), or if the count of results does not match the
