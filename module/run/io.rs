@@ -41,49 +41,41 @@ pub(super) fn port_io(
     if !matches!(io.size, 1 | 2 | 4) {
         return Ok(Next::Fail(EIO));
     }
-    // The in-kernel PIC's ports: byte accesses only, as KVM's `picdev_*`
-    // (a wider IN reads 0s, a wider OUT is dropped); string I/O goes to user space.
-    // An OUT an ioeventfd matches signals it and is done (OUTS is not looked at).
+    // Ports the kernel answers (not string I/O, which goes to user space):
+    // - the in-kernel PIT's, any size: a read gives one byte (or nothing, for
+    //   port 0x43), a write uses the low byte, as KVM's `pit_ioport_*`;
+    // - the in-kernel PIC's, byte accesses only, as KVM's `picdev_*`: a wider
+    //   IN reads 0 and leaves the PIC alone (a poll read would acknowledge an
+    //   interrupt), a wider OUT is dropped;
+    // - an OUT an ioeventfd matches signals it.
     if !io.string {
-        // The in-kernel PIT's ports take any size: a read gives one byte (or
-        // nothing, for port 0x43), a write uses the low byte, as KVM's `pit_ioport_*`.
-        if io.input {
-            if let Some(value) = vm.pit_port_in(io.port) {
-                if let Some(value) = value {
-                    state.regs.rax = emulate::in_result(state.regs.rax, u64::from(value), size);
+        let wide_pic =
+            size != 1 && state.run.irq.is_some() && crate::irq::pic::claims_port(io.port);
+        let done = if io.input {
+            let value = vm.pit_port_in(io.port).or_else(|| {
+                if size == 1 {
+                    super::apic::port_in(state, io.port).map(Some)
+                } else {
+                    wide_pic.then_some(Some(0))
                 }
-                state.regs.rip = next_rip;
-                state.run.interrupt_shadow = false;
-                return Ok(Next::Enter);
-            }
-        } else if vm.pit_port_out(io.port, state.regs.rax as u8) {
-            state.regs.rip = next_rip;
-            state.run.interrupt_shadow = false;
-            return Ok(Next::Enter);
-        }
-        if io.input {
-            // A wider IN reads 0 and leaves the PIC alone (a poll read would
-            // acknowledge an interrupt), as KVM's `picdev_read`.
-            let pic_value = if size == 1 {
-                super::apic::port_in(state, io.port)
-            } else {
-                (state.run.irq.is_some() && crate::irq::pic::claims_port(io.port)).then_some(0)
-            };
-            if let Some(value) = pic_value {
+            });
+            if let Some(Some(value)) = value {
                 state.regs.rax = emulate::in_result(state.regs.rax, u64::from(value), size);
-                state.regs.rip = next_rip;
-                state.run.interrupt_shadow = false;
-                return Ok(Next::Enter);
             }
-        } else if (size == 1 && super::apic::port_out(state, io.port, state.regs.rax as u8))
-            || (size != 1 && state.run.irq.is_some() && crate::irq::pic::claims_port(io.port))
-            || vm.ioeventfd_write(
-                Bus::Pio,
-                u64::from(io.port),
-                u32::from(io.size),
-                state.regs.rax,
-            )
-        {
+            value.is_some()
+        } else {
+            let byte = state.regs.rax as u8;
+            vm.pit_port_out(io.port, byte)
+                || (size == 1 && super::apic::port_out(state, io.port, byte))
+                || wide_pic
+                || vm.ioeventfd_write(
+                    Bus::Pio,
+                    u64::from(io.port),
+                    u32::from(io.size),
+                    state.regs.rax,
+                )
+        };
+        if done {
             state.regs.rip = next_rip;
             state.run.interrupt_shadow = false;
             return Ok(Next::Enter);
