@@ -25,12 +25,10 @@ append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell} rkvm_emulator=qemu"
 # RKVM_SUITE_TESTS="a b": the suite runs only those programs.
 [ -n "${RKVM_SUITE_TESTS:-}" ] && append="$append rkvm_tests=${RKVM_SUITE_TESTS// /,}"
 
-# One host thread runs both emulated CPUs (thread=single): with a thread per
-# CPU (QEMU's default, RKVM_QEMU_ACCEL=tcg) the emulated SVM loses a nested
-# guest's state when both CPUs run guests and IPIs hard (docs/testing.md,
-# "An open bug"); the suite's hostile-guest and nested-Linux runs then fail
-# about once in 30.
-qemu=(qemu-system-x86_64 -machine q35 -accel "${RKVM_QEMU_ACCEL:-tcg,thread=single}" -cpu "${RKVM_QEMU_CPU:-qemu64,+svm,+npt,+vgif}"
+# RKVM_QEMU_ACCEL: QEMU's accelerator options; the default gives each
+# emulated CPU its own host thread. `tcg,thread=single` interleaves them on
+# one thread instead (docs/testing.md, "An open bug", says what each shows).
+qemu=(qemu-system-x86_64 -machine q35 -accel "${RKVM_QEMU_ACCEL:-tcg}" -cpu "${RKVM_QEMU_CPU:-qemu64,+svm,+npt,+vgif}"
 	-smp "${RKVM_SMP:-2}" -m "${RKVM_MEM:-1024}" -nographic -no-reboot
 	-kernel "$kernel" -initrd "$initrd" -append "$append")
 # RKVM_QEMU_MONITOR=PATH: QEMU's human monitor on a unix socket (make fuzz
