@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use ksft::{Status, TestResult, check, check_eq, diag, fail, skip, tests};
 use nix::sys::stat::{major, minor};
 use rkvm_selftests::Ctx;
+use rkvm_selftests::cpu::{self, Extension};
 
 /// How long one QEMU run may take before it is killed (SeaBIOS and the
 /// boot sector take a few seconds under emulation).
@@ -380,9 +381,8 @@ fn seabios_starts_two_vcpus_on_the_in_kernel_irqchip(ctx: &Ctx) -> TestResult {
     // CPU in VMRUN for 26 s on this run (an RCU stall), a problem of that
     // emulator and KVM that the kernel-log check turns into a failure.
     // rkvm's column runs it there; QEMU's SVM run has KVM's.
-    let on_bochs = std::env::var("rkvm_emulator").is_ok_and(|e| e == "bochs");
-    let amd = fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" svm"));
-    if on_bochs && amd && !ctx.is_rkvm() {
+    let on_bochs = rkvm_selftests::emulator() == "bochs";
+    if on_bochs && cpu::extension() == Some(Extension::Svm) && !ctx.is_rkvm() {
         skip!(
             "kvm_amd under Bochs's SVM stalls a host CPU in VMRUN on this run (RCU stall seen in CI)"
         );
@@ -404,7 +404,7 @@ fn seabios_starts_two_vcpus_on_the_in_kernel_irqchip(ctx: &Ctx) -> TestResult {
 /// off through ACPI, and QEMU exits with status 0.
 fn linux_boots_to_user_space_with_two_vcpus(ctx: &Ctx) -> TestResult {
     // The test VM's init has the kernel's `rkvm_emulator=` in its environment.
-    if std::env::var("rkvm_emulator").is_ok_and(|e| e == "bochs") {
+    if rkvm_selftests::emulator() == "bochs" {
         skip!("a nested Linux boot takes minutes under Bochs; the QEMU (SVM) run has it");
     }
     let machine = Machine {
