@@ -74,7 +74,9 @@ impl HrTimerCallback for PitDevice {
     fn run(this: ArcBorrow<'_, Self>, mut ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
         this.chip.pit_expired();
         // Already queued: that run delivers this tick too (counted above).
-        let _ = workqueue::system().enqueue(Arc::<Self>::from(this));
+        // The high-priority system queue: a tick should not wait behind
+        // ordinary work (and `system_wq` is deprecated in Linux 7.3).
+        let _ = workqueue::system_highpri().enqueue(Arc::<Self>::from(this));
         match this.period_ns.load(Ordering::Relaxed) {
             p if p > 0 => {
                 ctx.forward_now(Delta::from_nanos(p));
