@@ -1527,24 +1527,46 @@ irq_guest! {
     "iretq",
 }
 
-/// Hostile guests on two vCPUs (a timer at its shortest period, IPIs to
-/// every vCPU in a loop, self-IPIs with interrupts off) while a host
-/// thread toggles an IOAPIC line as fast as it can: both guests finish,
-/// each took interrupts, and the host stays responsive throughout (a
-/// 10 ms sleep never overshoots by a second). Nothing leaks (the suite
-/// checks kmemleak and the kernel log after every program).
-fn hostile_guests_leave_the_host_responsive(ctx: &Ctx) -> TestResult {
+/// How one vCPU's run of the hostile guest ended.
+enum Ended {
+    /// The guest reported how many interrupts it handled.
+    Done(u64),
+    /// The run failed the way QEMU's emulated SVM fails with two busy
+    /// CPUs, for KVM as for rkvm (docs/testing.md, "An open bug"): a
+    /// triple fault, or an exit at a host kernel address, where this
+    /// guest's code is all in its first megabytes.
+    EmulatorFault(String),
+    Failed(Status),
+}
+
+/// Whether the failed run of `v` has the signature of QEMU's emulator
+/// fault (see [`Ended::EmulatorFault`]); never under Bochs.
+fn emulator_fault(v: &mut GuestVcpu) -> bool {
+    if rkvm_selftests::emulator() != "qemu" {
+        return false;
+    }
+    matches!(v.exit(), VcpuExit::Shutdown)
+        || v.vcpu
+            .get_regs()
+            .is_ok_and(|r| r.rip >= 0xffff_8000_0000_0000)
+}
+
+/// One round of [`hostile_guests_leave_the_host_responsive`]: both
+/// guests' ends and the host's worst sleep overshoot.
+fn hostile_round(ctx: &Ctx) -> Result<(Vec<Ended>, Duration), Status> {
     let (vm, mut vcpus) = irqchip_vm(ctx, hostile_guest(), 2)?;
     let (Some(ap), Some(bsp)) = (vcpus.pop(), vcpus.pop()) else {
         ksft::fail!("two vCPUs were created");
     };
     check_ok!(ap.vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE));
     let run = |mut v: GuestVcpu| {
-        thread::spawn(move || {
-            let result = v.sync().and_then(|[n, _, _]| v.done().map(|()| n));
-            drop(v);
-            result
-        })
+        thread::spawn(
+            move || match v.sync().and_then(|[n, _, _]| v.done().map(|()| n)) {
+                Ok(n) => Ended::Done(n),
+                Err(Status::Fail(what)) if emulator_fault(&mut v) => Ended::EmulatorFault(what),
+                Err(e) => Ended::Failed(e),
+            },
+        )
     };
     let threads = [run(bsp), run(ap)];
     let vm = Arc::new(vm);
@@ -1575,22 +1597,57 @@ fn hostile_guests_leave_the_host_responsive(ctx: &Ctx) -> TestResult {
         "guests ran {:.1} s; {toggles} line toggles; worst sleep overshoot {worst:?}",
         start.elapsed().as_secs_f64()
     );
+    let mut ended = Vec::new();
     for (i, t) in threads.into_iter().enumerate() {
         if !t.is_finished() {
             ksft::fail!("vCPU {i} did not finish in 120 s");
         }
         match t.join() {
-            Ok(Ok(n)) => check!(n > 0, "vCPU {i} handled no interrupt"),
-            Ok(Err(e)) => return Err(e),
+            Ok(e) => ended.push(e),
             Err(_) => ksft::fail!("vCPU {i}'s thread panicked"),
         }
     }
-    check!(
-        worst < Duration::from_secs(1),
-        "a 10 ms sleep overshot by {worst:?}"
-    );
     // The VM is still usable.
     check_ok!(vm.vm.get_irqchip(IOAPIC));
+    Ok((ended, worst))
+}
+
+/// Hostile guests on two vCPUs (a timer at its shortest period, IPIs to
+/// every vCPU in a loop, self-IPIs with interrupts off) while a host
+/// thread toggles an IOAPIC line as fast as it can: both guests finish,
+/// each took interrupts, and the host stays responsive throughout (a
+/// 10 ms sleep never overshoots by a second). Nothing leaks (the suite
+/// checks kmemleak and the kernel log after every program).
+///
+/// Under QEMU's emulated SVM, some rounds (1 in 30 to 1 in 5) end in the
+/// emulator's fault ([`Ended::EmulatorFault`]) on KVM and on rkvm alike;
+/// such a round is reported and run again, up to three rounds in all,
+/// and a third such round fails the test. Any other failure fails it at
+/// once.
+fn hostile_guests_leave_the_host_responsive(ctx: &Ctx) -> TestResult {
+    const ROUNDS: u32 = 3;
+    for round in 1..=ROUNDS {
+        let (ended, worst) = hostile_round(ctx)?;
+        check!(
+            worst < Duration::from_secs(1),
+            "a 10 ms sleep overshot by {worst:?}"
+        );
+        let mut fault = None;
+        for (i, e) in ended.into_iter().enumerate() {
+            match e {
+                Ended::Done(n) => check!(n > 0, "vCPU {i} handled no interrupt"),
+                Ended::Failed(e) => return Err(e),
+                Ended::EmulatorFault(what) => fault = Some(format!("vCPU {i}: {what}")),
+            }
+        }
+        match fault {
+            None => return Ok(()),
+            Some(what) if round < ROUNDS => ksft::diag!(
+                "round {round} hit QEMU's SVM fault (docs/testing.md, \"An open bug\"), running again: {what}"
+            ),
+            Some(what) => ksft::fail!("QEMU's SVM fault in {ROUNDS} rounds in a row: {what}"),
+        }
+    }
     Ok(())
 }
 
