@@ -118,6 +118,11 @@ pub(crate) const MAX_CPUID_ENTRIES: u32 = 256;
 /// `KVM_MAX_IRQ_ROUTES` in `include/linux/kvm_host.h`: the most entries a
 /// `KVM_SET_GSI_ROUTING` table may have, reported as `KVM_CAP_IRQ_ROUTING`.
 pub(crate) const MAX_IRQ_ROUTES: isize = 4096;
+
+/// `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)`'s flags (`asm/kvm.h` defines them
+/// with `_BITULL`, which bindgen does not expand).
+pub(crate) const KVM_X2APIC_API_USE_32BIT_IDS: u64 = 1 << 0;
+pub(crate) const KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK: u64 = 1 << 1;
 /// `MAX_IO_MSRS` in `arch/x86/kvm/msrs.c`: `nmsrs` must be below it.
 pub(crate) const MAX_IO_MSRS: u32 = 256;
 

@@ -84,6 +84,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         // ioctls, HLT handled in the kernel, KVM_IRQ_LINE_STATUS, the APIC's
         // TSC-deadline timer, and KVM_SIGNAL_MSI.
         | abi::KVM_CAP_IRQCHIP
+        // KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): the local APICs alone.
+        | abi::KVM_CAP_SPLIT_IRQCHIP
         | abi::KVM_CAP_HLT
         | abi::KVM_CAP_IRQ_INJECT_STATUS
         | abi::KVM_CAP_TSC_DEADLINE_TIMER
@@ -107,6 +109,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_IOEVENTFD_ANY_LENGTH => 1,
         // KVM_SET_GSI_ROUTING's table limit, as KVM reports it whatever the VM.
         abi::KVM_CAP_IRQ_ROUTING => abi::MAX_IRQ_ROUTES,
+        // KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)'s flags (irq/chip.rs).
+        abi::KVM_CAP_X2APIC_API => crate::irq::chip::ApicApi::FLAGS as isize,
         abi::KVM_CAP_NR_VCPUS => (cpu::num_online() as usize).min(MAX_VCPUS) as isize,
         abi::KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
         abi::KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,

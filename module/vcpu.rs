@@ -217,7 +217,7 @@ impl VcpuFd {
     fn get_lapic(&self, arg: usize) -> Result<isize> {
         let state = self.vcpu.state.lock();
         let link = state.run.irq.as_ref().ok_or(EINVAL)?;
-        let regs = link.apic.get_state();
+        let regs = link.apic.get_state(link.chip.api.ids32());
         drop(state);
         user::write(arg, &regs)?;
         Ok(0)
@@ -233,7 +233,8 @@ impl VcpuFd {
         let regs: [u8; 1024] = user::read(arg)?;
         let mut state = self.vcpu.state.lock();
         let link = state.run.irq.as_mut().ok_or(EINVAL)?;
-        link.apic.set_state(&regs, &mut link.timer)?;
+        let ids32 = link.chip.api.ids32();
+        link.apic.set_state(&regs, ids32, &mut link.timer)?;
         Ok(0)
     }
 
@@ -447,12 +448,14 @@ impl FileObject for VcpuFd {
             abi::KVM_GET_TSC_KHZ => Ok(cpu::tsc_khz() as isize),
             abi::KVM_INTERRUPT => {
                 let irq: kvm_interrupt = user::read(arg)?;
+                // KVM_NR_INTERRUPTS: a vector is a byte.
+                let vector = u8::try_from(irq.irq).map_err(|_| EINVAL)?;
                 let mut state = this.vcpu.state.lock();
-                // With an in-kernel irqchip, interrupts come from it (KVM: ENXIO).
-                if state.run.irq.is_some() {
-                    return Err(ENXIO);
+                // With an in-kernel APIC, only a split irqchip's ExtINT.
+                match state.run.irq.as_mut() {
+                    Some(link) => link.queue_extint(vector)?,
+                    None => state.run.queue_interrupt(irq.irq)?,
                 }
-                state.run.queue_interrupt(irq.irq)?;
                 Ok(0)
             }
             abi::KVM_GET_LAPIC => this.get_lapic(arg),

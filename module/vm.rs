@@ -37,7 +37,7 @@ use crate::abi::{self, kvm_enable_cap, kvm_userspace_memory_region, kvm_userspac
 use crate::dev::{check_extension, Shared};
 use crate::eventfd::ioeventfd::{self, Bus};
 use crate::eventfd::irqfd::Irqfds;
-use crate::irq::chip::{Irqchip, VcpuApic, CHIP_IOAPIC, IRQCHIP_BYTES};
+use crate::irq::chip::{ApicApi, ChipMode, Irqchip, VcpuApic, CHIP_IOAPIC, IRQCHIP_BYTES};
 use crate::irq::delivery::Msi;
 use crate::irq::ioapic::Source;
 use crate::irq::pit::{self, State, State2};
@@ -152,6 +152,8 @@ pub(crate) struct Vm {
     /// The in-kernel PIT (`KVM_CREATE_PIT2`), created after the irqchip.
     #[pin]
     pit: Mutex<PitSlot>,
+    /// `KVM_CAP_X2APIC_API`'s settings, shared with the irqchip.
+    api: Arc<ApicApi>,
     _live: Live,
 }
 
@@ -175,6 +177,7 @@ impl Vm {
         let slat = shared.backend.create_slat()?;
         let slat_root = slat.root();
         let vm_stats = Arc::new(VmStats::default(), GFP_KERNEL_ACCOUNT)?;
+        let api = Arc::new(ApicApi::new(), GFP_KERNEL_ACCOUNT)?;
         Arc::pin_init(
             pin_init!(Vm {
                 shared,
@@ -202,6 +205,7 @@ impl Vm {
                 ioeventfds <- new_mutex!(ioeventfd::Table::new(), "rkvm::Vm::ioeventfds"),
                 ioeventfd_count: AtomicUsize::new(0),
                 pit <- new_mutex!(PitSlot(None), "rkvm::Vm::pit"),
+                api,
                 _live: live,
             }),
             GFP_KERNEL_ACCOUNT,
@@ -505,13 +509,44 @@ impl Vm {
         if !inner.vcpus.is_empty() {
             return Err(EINVAL);
         }
-        inner.irqchip = Some(Irqchip::new(self.stats.clone())?);
+        inner.irqchip = Some(Irqchip::new(
+            self.stats.clone(),
+            ChipMode::Full,
+            self.api.clone(),
+        )?);
+        Ok(0)
+    }
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`: local APICs in the kernel,
+    /// the IOAPIC and PIC in user space, whose IOAPIC has `reserved_pins`
+    /// GSIs (`ChipMode::Split`). As KVM's `kvm_vm_ioctl_enable_cap`:
+    /// more pins than routes is `EINVAL`; an irqchip of either kind, or a
+    /// vCPU, is `EEXIST`.
+    fn create_split_irqchip(&self, reserved_pins: u64) -> Result<isize> {
+        if reserved_pins > u64::from(MAX_ROUTES) {
+            return Err(EINVAL);
+        }
+        let mut inner = self.inner.lock();
+        if inner.irqchip.is_some() || !inner.vcpus.is_empty() {
+            return Err(EEXIST);
+        }
+        let mode = ChipMode::Split {
+            reserved_pins: reserved_pins as u32,
+        };
+        inner.irqchip = Some(Irqchip::new(self.stats.clone(), mode, self.api.clone())?);
         Ok(0)
     }
 
     /// The irqchip, or `ENXIO` as KVM answers its ioctls without one.
     fn irqchip(&self) -> Result<Arc<Irqchip>> {
         self.inner.lock().irqchip.clone().ok_or(ENXIO)
+    }
+
+    /// The irqchip if the PIC and IOAPIC are in the kernel, else `ENXIO`
+    /// (KVM's `irqchip_full` checks of `KVM_GET/SET_IRQCHIP`).
+    fn full_irqchip(&self) -> Result<Arc<Irqchip>> {
+        self.irqchip()
+            .and_then(|c| if c.is_split() { Err(ENXIO) } else { Ok(c) })
     }
 
     /// `KVM_IRQ_LINE`: `struct kvm_irq_level` is the GSI and its level
@@ -532,7 +567,7 @@ impl Vm {
     fn get_irqchip(&self, arg: usize) -> Result<isize> {
         let mut buf: [u8; IRQCHIP_BYTES] = user::read(arg)?;
         let chip_id = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        let state = self.irqchip()?.get_state(chip_id)?;
+        let state = self.full_irqchip()?.get_state(chip_id)?;
         buf[8..].copy_from_slice(&state);
         user::write(arg, &buf)?;
         Ok(0)
@@ -542,7 +577,7 @@ impl Vm {
     fn set_irqchip(&self, arg: usize) -> Result<isize> {
         let buf: [u8; IRQCHIP_BYTES] = user::read(arg)?;
         let chip_id = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        let chip = self.irqchip()?;
+        let chip = self.full_irqchip()?;
         if chip_id > CHIP_IOAPIC {
             return Err(EINVAL);
         }
@@ -570,6 +605,13 @@ impl Vm {
             RoutingError::Alloc => ENOMEM,
             _ => EINVAL,
         })?;
+        // A split irqchip has no PIC or IOAPIC pins to route to; 32-bit APIC
+        // IDs make some MSI addresses invalid (KVM's `kvm_set_routing_entry`).
+        if (chip.is_split() && routing.has_pin_routes())
+            || routing.has_invalid_msi(self.api.ids32())
+        {
+            return Err(EINVAL);
+        }
         chip.set_routing(routing);
         Ok(0)
     }
@@ -590,6 +632,10 @@ impl Vm {
             address: u64::from(address_lo) | (u64::from(address_hi) << 32),
             data,
         };
+        // With 32-bit APIC IDs, KVM's `kvm_set_msi` refuses the address.
+        if !msi.valid_in(self.api.ids32()) {
+            return Err(EINVAL);
+        }
         Ok(chip.send_msi(&msi) as isize)
     }
 
@@ -675,7 +721,8 @@ impl Vm {
         if slot.0.is_some() {
             return Err(EEXIST);
         }
-        let chip = self.irqchip().map_err(|_| ENOENT)?;
+        // The PIT's ticks go to the in-kernel PIC and IOAPIC.
+        let chip = self.full_irqchip().map_err(|_| ENOENT)?;
         slot.0 = Some(PitDevice::new(chip.clone(), flags)?);
         chip.attach_pit();
         Ok(0)
@@ -743,12 +790,20 @@ impl Vm {
         Ok(0)
     }
 
-    /// `KVM_ENABLE_CAP` on a VM fd: rkvm has no capability that must be
-    /// enabled, so every one is `EINVAL` once the argument is read, as KVM
-    /// answers a capability it does not know (`kvm_vm_ioctl_enable_cap`).
+    /// `KVM_ENABLE_CAP` on a VM fd: `KVM_CAP_SPLIT_IRQCHIP` and
+    /// `KVM_CAP_X2APIC_API` (any time, as KVM: `ApicApi::enable`); flags,
+    /// and every other capability, are `EINVAL`, as KVM answers one it
+    /// does not know (`kvm_vm_ioctl_enable_cap`).
     fn enable_cap(&self, arg: usize) -> Result<isize> {
-        let _cap: kvm_enable_cap = user::read(arg)?;
-        Err(EINVAL)
+        let cap: kvm_enable_cap = user::read(arg)?;
+        if cap.flags != 0 {
+            return Err(EINVAL);
+        }
+        match cap.cap {
+            abi::KVM_CAP_SPLIT_IRQCHIP => self.create_split_irqchip(cap.args[0]),
+            abi::KVM_CAP_X2APIC_API => self.api.enable(cap.args[0]).map(|()| 0),
+            _ => Err(EINVAL),
+        }
     }
 
     fn set_identity_map_addr(&self, arg: usize) -> Result<isize> {

@@ -74,6 +74,11 @@ impl Irqfds {
             return self.deassign(args.fd as i32, args.gsi);
         }
         let chip = chip.ok_or(EINVAL)?;
+        // Resampling needs the in-kernel IOAPIC or PIC to see the EOI (KVM's
+        // `kvm_arch_irqfd_allowed`): not with a split irqchip.
+        if args.flags & abi::KVM_IRQFD_FLAG_RESAMPLE != 0 && chip.is_split() {
+            return Err(EINVAL);
+        }
         let resample = if args.flags & abi::KVM_IRQFD_FLAG_RESAMPLE != 0 {
             Some(Arc::new(
                 EventFd::from_fd(args.resamplefd as i32)?,

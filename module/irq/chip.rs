@@ -22,8 +22,8 @@
 //!
 //! Lock order: the VM's irqfd list (`eventfd::irqfd`), then
 //! `resamplers` (held while an acknowledgement lowers the line and
-//! signals the resample eventfds), then `routing` or the `apics` list, then
-//! an APIC's lock. `routing` is dropped before anything is delivered. The
+//! signals the resample eventfds), then `routing`, then the `apics` list,
+//! then an APIC's lock. `routing` is dropped before anything is delivered. The
 //! PIC and IOAPIC locks are never held while another lock is taken:
 //! messages an IOAPIC sends are collected and delivered after its lock is
 //! dropped. The APIC, PIC and IOAPIC locks disable interrupts (the APIC
@@ -34,10 +34,11 @@ use super::ioapic::{entry as ioapic_entry, Ioapic, IoapicState, Source, PINS};
 use super::lapic::{self, Effect, Lapic};
 use super::pic::{ChipState, Pic};
 use super::routing::{Routing, Target};
+use crate::abi;
 use crate::stats::VmStats;
 use crate::sys::cpu;
 use crate::sys::eventfd::EventFd;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{
     new_condvar, new_mutex, new_spinlock_irq, Arc, ArcBorrow, CondVar, Mutex, SpinLockIrq,
@@ -81,9 +82,79 @@ impl Messages {
     }
 }
 
+/// `KVM_CAP_X2APIC_API`'s settings, per VM (they may be enabled before
+/// or after the irqchip exists, so the VM and its irqchip share them).
+pub(crate) struct ApicApi {
+    /// `KVM_X2APIC_API_USE_32BIT_IDS`: MSIs carry destination bits 31:8 in
+    /// their high address, and `KVM_GET/SET_LAPIC` hold an x2APIC's ID as
+    /// is rather than in the xAPIC position.
+    ids32: AtomicBool,
+    /// `KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK`: an xAPIC broadcast from
+    /// an IOAPIC or MSI no longer reaches APICs in x2APIC mode
+    /// (`Destination::x2apic_broadcast_quirk`).
+    quirk_off: AtomicBool,
+}
+
+impl ApicApi {
+    /// The flags `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)` takes, as
+    /// `KVM_CHECK_EXTENSION` reports them. KVM's two suppress-EOI-broadcast
+    /// flags are not among them: rkvm offers no directed EOI (docs/abi.md).
+    pub(crate) const FLAGS: u64 =
+        abi::KVM_X2APIC_API_USE_32BIT_IDS | abi::KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK;
+
+    pub(crate) fn new() -> Self {
+        ApicApi {
+            ids32: AtomicBool::new(false),
+            quirk_off: AtomicBool::new(false),
+        }
+    }
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)`: each flag given turns its
+    /// setting on for good (KVM never turns one off); unknown flags are
+    /// `EINVAL`.
+    pub(crate) fn enable(&self, flags: u64) -> Result {
+        if flags & !Self::FLAGS != 0 {
+            return Err(EINVAL);
+        }
+        if flags & abi::KVM_X2APIC_API_USE_32BIT_IDS != 0 {
+            self.ids32.store(true, Ordering::SeqCst);
+        }
+        if flags & abi::KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK != 0 {
+            self.quirk_off.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn ids32(&self) -> bool {
+        self.ids32.load(Ordering::SeqCst)
+    }
+
+    fn quirk_off(&self) -> bool {
+        self.quirk_off.load(Ordering::SeqCst)
+    }
+}
+
+/// Which controllers are in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChipMode {
+    /// `KVM_CREATE_IRQCHIP`: the local APICs, the IOAPIC and the PIC.
+    Full,
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`: only the local APICs. User
+    /// space models the IOAPIC and the PIC: its IOAPIC sends MSIs (GSI
+    /// routes or `KVM_SIGNAL_MSI`), learns of EOIs through
+    /// `KVM_EXIT_IOAPIC_EOI`, and its PIC's interrupts come in through
+    /// `KVM_INTERRUPT` as ExtINT. The GSIs below `reserved_pins` are its
+    /// IOAPIC's pins: a level-triggered MSI route on one of them makes the
+    /// EOI of its vector exit to user space.
+    Split { reserved_pins: u32 },
+}
+
 /// A VM's in-kernel interrupt controllers.
 #[pin_data]
 pub(crate) struct Irqchip {
+    mode: ChipMode,
+    /// The VM's `KVM_CAP_X2APIC_API` settings.
+    pub(crate) api: Arc<ApicApi>,
     #[pin]
     pic: SpinLockIrq<Pic>,
     #[pin]
@@ -116,10 +187,18 @@ pub(crate) struct Irqchip {
 }
 
 impl Irqchip {
-    pub(crate) fn new(stats: Arc<VmStats>) -> Result<Arc<Self>> {
-        let routing = Routing::default_table()?;
+    /// The controllers of `mode`. A full irqchip starts with KVM's
+    /// default routing table; a split one with none (KVM: user space
+    /// routes its IOAPIC's pins itself).
+    pub(crate) fn new(stats: Arc<VmStats>, mode: ChipMode, api: Arc<ApicApi>) -> Result<Arc<Self>> {
+        let routing = match mode {
+            ChipMode::Full => Routing::default_table()?,
+            ChipMode::Split { .. } => Routing::empty(),
+        };
         Arc::pin_init(
             pin_init!(Irqchip {
+                mode,
+                api,
                 stats,
                 pic <- new_spinlock_irq!(Pic::new(), "rkvm::Irqchip::pic"),
                 ioapic <- new_spinlock_irq!(Ioapic::new(), "rkvm::Irqchip::ioapic"),
@@ -134,6 +213,11 @@ impl Irqchip {
             }),
             GFP_KERNEL_ACCOUNT,
         )
+    }
+
+    /// Only the local APICs are in the kernel (`KVM_CAP_SPLIT_IRQCHIP`).
+    pub(crate) fn is_split(&self) -> bool {
+        matches!(self.mode, ChipMode::Split { .. })
     }
 
     /// Adds a new vCPU's APIC to the delivery list.
@@ -156,6 +240,10 @@ impl Irqchip {
     /// ExtINT messages are dropped (no SMM; ExtINT comes through LINT0).
     /// Returns how many APICs took it.
     pub(crate) fn deliver(&self, m: &Message) -> u32 {
+        let mut m = *m;
+        if self.api.quirk_off() {
+            m.dest.x2apic_broadcast_quirk = false;
+        }
         let apics = self.apics.lock();
         let mut taken = 0;
         for apic in apics.iter() {
@@ -301,16 +389,60 @@ impl Irqchip {
         status
     }
 
-    /// `KVM_SET_GSI_ROUTING`: the new table replaces the old one.
+    /// `KVM_SET_GSI_ROUTING`: the new table replaces the old one. With a
+    /// split irqchip, an APIC that has a vector in service or pending
+    /// which a level-triggered route of the user-space IOAPIC's pins in
+    /// the new table uses, though for another APIC, still reports that
+    /// vector's next EOI to user space: the interrupt may have come from
+    /// that pin under the old routes, and the IOAPIC waits for its EOI
+    /// (KVM's `kvm_scan_ioapic_irq`). A vector no route of the new table
+    /// uses is forgotten, as by KVM.
     pub(crate) fn set_routing(&self, routing: Routing) {
-        *self.routing.lock() = routing;
+        let mut table = self.routing.lock();
+        let ids32 = self.api.ids32();
+        if let ChipMode::Split { reserved_pins } = self.mode {
+            for apic in self.apics.lock().iter() {
+                apic.with(|l| {
+                    for vector in 0..=255u8 {
+                        if (l.in_isr(vector) || l.in_irr(vector))
+                            && routing.ioapic_vector_reaches(reserved_pins, ids32, vector, |_| true)
+                        {
+                            apic.stale_eoi.set(vector);
+                        }
+                    }
+                });
+            }
+        }
+        *table = routing;
+    }
+
+    /// With a split irqchip, whether the EOI of `vector` by `apic` goes to
+    /// user space (`KVM_EXIT_IOAPIC_EOI`): a level-triggered MSI route of
+    /// one of the user-space IOAPIC's pins delivers that vector to this
+    /// APIC, or the vector was outstanding here when the table changed
+    /// (see [`Self::set_routing`]; that EOI is reported once).
+    /// KVM's `kvm_ioapic_send_eoi` decides the same way, from the vectors
+    /// its scan of the routes marked; it ignores the guest's directed-EOI
+    /// bit here (its default, "quirked", behaviour for a split irqchip).
+    pub(crate) fn split_eoi_exits(&self, apic: &VcpuApic, vector: u8) -> bool {
+        let ChipMode::Split { reserved_pins } = self.mode else {
+            return false;
+        };
+        let stale = apic.stale_eoi.take(vector);
+        let ids32 = self.api.ids32();
+        let table = self.routing.lock();
+        stale
+            || apic.with(|l| {
+                table.ioapic_vector_reaches(reserved_pins, ids32, vector, |d| l.is_destination(d))
+            })
     }
 
     /// Sends an MSI (`KVM_SIGNAL_MSI`, or a GSI routed to one): how many
     /// APICs took it. An address outside the interrupt window, or a
     /// reserved delivery mode, reaches none.
     pub(crate) fn send_msi(&self, msi: &Msi) -> u32 {
-        msi.message().map_or(0, |m| self.deliver(&m))
+        msi.message_in(self.api.ids32())
+            .map_or(0, |m| self.deliver(&m))
     }
 
     /// Adds a resampling irqfd's resample eventfd for `gsi`.
@@ -470,9 +602,10 @@ impl Irqchip {
         self.deliver_all(&msgs);
     }
 
-    /// Whether `gpa` is in the IOAPIC's MMIO window.
+    /// Whether `gpa` is in the in-kernel IOAPIC's MMIO window (never with
+    /// a split irqchip: the IOAPIC is user space's).
     pub(crate) fn ioapic_claims(&self, gpa: u64) -> bool {
-        self.ioapic.lock().claims(gpa)
+        !self.is_split() && self.ioapic.lock().claims(gpa)
     }
 
     pub(crate) fn ioapic_read(&self, gpa: u64, len: usize) -> u64 {
@@ -633,6 +766,29 @@ pub(crate) struct VcpuApic {
     nmi: AtomicU32,
     /// The bootstrap processor's APIC: the PIC's output kicks it.
     bsp: bool,
+    /// Split irqchip: vectors whose next EOI goes to user space although
+    /// the routing table no longer sends them here
+    /// ([`Irqchip::set_routing`]).
+    stale_eoi: VectorSet,
+}
+
+/// A set of vectors, changed and read without a lock.
+struct VectorSet([AtomicU64; 4]);
+
+impl VectorSet {
+    fn new() -> Self {
+        VectorSet([const { AtomicU64::new(0) }; 4])
+    }
+
+    fn set(&self, vector: u8) {
+        self.0[usize::from(vector / 64)].fetch_or(1 << (vector % 64), Ordering::SeqCst);
+    }
+
+    /// Removes `vector`: whether it was in the set.
+    fn take(&self, vector: u8) -> bool {
+        let bit = 1u64 << (vector % 64);
+        self.0[usize::from(vector / 64)].fetch_and(!bit, Ordering::SeqCst) & bit != 0
+    }
 }
 
 kernel::impl_has_hr_timer! {
@@ -699,6 +855,7 @@ impl VcpuApic {
                 sipi: AtomicU32::new(0),
                 nmi: AtomicU32::new(0),
                 bsp,
+                stale_eoi: VectorSet::new(),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -802,38 +959,49 @@ impl VcpuApic {
     }
 
     /// Carries out what a register write asked for beyond the APIC.
+    /// Returns the vector of an EOI that must exit to user space (split
+    /// irqchip: `KVM_EXIT_IOAPIC_EOI`, see [`Irqchip::split_eoi_exits`]).
+    #[must_use]
     pub(crate) fn apply(
         self: &Arc<Self>,
         chip: &Irqchip,
         effect: Effect,
         timer: &mut Option<TimerHandle>,
-    ) {
+    ) -> Option<u8> {
         match effect {
             Effect::Ipi(m) => {
                 chip.stats.ipis.add(1);
                 chip.deliver(&m);
+            }
+            Effect::LevelEoi(vector) | Effect::EdgeEoi(vector) if chip.is_split() => {
+                return chip.split_eoi_exits(self, vector).then_some(vector);
             }
             Effect::LevelEoi(vector) => chip.ioapic_eoi(vector),
             Effect::EdgeEoi(vector) => chip.edge_eoi(vector),
             Effect::TimerChanged => self.rearm_timer(timer),
             Effect::Reevaluate | Effect::None => {}
         }
+        None
     }
 
-    /// `KVM_GET_LAPIC`.
-    pub(crate) fn get_state(&self) -> [u8; 1024] {
-        let regs = self.lapic.lock().state(cpu::now_ns(), false);
+    /// `KVM_GET_LAPIC`; `ids32`: an x2APIC's ID as is
+    /// (`KVM_X2APIC_API_USE_32BIT_IDS`), else in the xAPIC position.
+    pub(crate) fn get_state(&self, ids32: bool) -> [u8; 1024] {
+        let regs = self.lapic.lock().state(cpu::now_ns(), ids32);
         lapic::regs_to_bytes(&regs)
     }
 
-    /// `KVM_SET_LAPIC`.
+    /// `KVM_SET_LAPIC`; with `ids32`, an x2APIC ID other than the vCPU's
+    /// is `EINVAL` (without, it is ignored), as KVM's
+    /// `kvm_apic_state_fixup`.
     pub(crate) fn set_state(
         self: &Arc<Self>,
         bytes: &[u8; 1024],
+        ids32: bool,
         timer: &mut Option<TimerHandle>,
     ) -> Result {
         let regs = lapic::regs_from_bytes(bytes);
-        if !self.lapic.lock().set_state(&regs, cpu::now_ns(), false) {
+        if !self.lapic.lock().set_state(&regs, cpu::now_ns(), ids32) {
             return Err(EINVAL);
         }
         self.rearm_timer(timer);

@@ -94,6 +94,12 @@ pub(crate) struct Destination {
     /// The APIC ID of the sender, for the shorthands (an IPI); `None` for
     /// messages from an IOAPIC, an MSI or the PIC.
     pub(crate) source: Option<u32>,
+    /// An xAPIC-format broadcast (0xff) reaches APICs in x2APIC mode too:
+    /// KVM's "broadcast quirk" for IOAPIC and MSI messages, on unless user
+    /// space turns it off (`KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK`); an
+    /// IPI never has it (KVM's `kvm_apic_mda`). Without it, such an APIC
+    /// compares 0xff with its own ID.
+    pub(crate) x2apic_broadcast_quirk: bool,
 }
 
 /// One interrupt message.
@@ -149,7 +155,8 @@ impl Destination {
         } else {
             XAPIC_BROADCAST
         };
-        if self.id == broadcast {
+        if self.id == broadcast && (self.x2apic_format || !to.x2apic || self.x2apic_broadcast_quirk)
+        {
             return true;
         }
         if !self.logical {
@@ -184,28 +191,49 @@ const MSI_ADDRESS_BASE: u64 = 0xfee0_0000;
 impl Msi {
     /// The message an MSI write sends, or `None` if the address is not
     /// in the interrupt window or the delivery mode is reserved. The
-    /// destination is address bits 19:12 (the high address would extend
-    /// it only in `KVM_CAP_X2APIC_API`'s format, which rkvm does not offer,
-    /// so it is ignored, as by KVM then); bit 2 selects logical mode; data bits
-    /// 7:0 are the vector, 10:8 the delivery mode, 15 the trigger mode and
-    /// 14 the level (for INIT).
+    /// destination is address bits 19:12 (the high address extends it
+    /// only in `KVM_CAP_X2APIC_API`'s format, [`Msi::message_in`]; it is
+    /// ignored here, as by KVM then); bit 2 selects logical mode; data bits
+    /// 7:0 are the vector, 10:8 the delivery mode, 15 the trigger mode. An
+    /// MSI is always an assert: KVM's `kvm_set_msi_irq` ignores the level
+    /// bit (14), which IOAPICs that write their messages as MSIs (QEMU's,
+    /// with a split irqchip) leave clear for level-triggered pins.
     pub(crate) fn message(&self) -> Option<Message> {
-        if self.address & MSI_ADDRESS_MASK != MSI_ADDRESS_BASE {
+        self.message_in(false)
+    }
+
+    /// The message in KVM's format for `KVM_X2APIC_API_USE_32BIT_IDS`
+    /// (`ids32`): the high address's bits 31:8 are the destination's bits
+    /// 31:8 (KVM's `x86_msi_msg_get_destid`), and a destination above 0xff
+    /// is an x2APIC one. `None` also for an address whose high bits 7:0
+    /// are set then (KVM refuses such an MSI: [`Msi::valid_in`]).
+    pub(crate) fn message_in(&self, ids32: bool) -> Option<Message> {
+        if self.address & MSI_ADDRESS_MASK != MSI_ADDRESS_BASE || !self.valid_in(ids32) {
             return None;
         }
-        let dest = ((self.address >> 12) & 0xff) as u32;
+        let mut dest = ((self.address >> 12) & 0xff) as u32;
+        if ids32 {
+            dest |= ((self.address >> 32) as u32) & 0xffff_ff00;
+        }
         Some(Message {
             vector: (self.data & 0xff) as u8,
             mode: DeliveryMode::from_bits(self.data >> 8)?,
             level: self.data & (1 << 15) != 0,
-            assert: self.data & (1 << 14) != 0 || self.data & (1 << 15) == 0,
+            assert: true,
             dest: Destination {
                 id: dest,
-                x2apic_format: false,
+                x2apic_format: dest > 0xff,
                 logical: self.address & (1 << 2) != 0,
                 shorthand: Shorthand::None,
                 source: None,
+                x2apic_broadcast_quirk: true,
             },
         })
+    }
+
+    /// With 32-bit IDs, the high address's bits 7:0 must be 0 (KVM's
+    /// `kvm_msi_route_invalid`); without, the high address is ignored.
+    pub(crate) fn valid_in(&self, ids32: bool) -> bool {
+        !ids32 || (self.address >> 32) & 0xff == 0
     }
 }

@@ -179,6 +179,7 @@ impl Ioapic {
                 logical: e & entry::LOGICAL != 0,
                 shorthand: Shorthand::None,
                 source: None,
+                x2apic_broadcast_quirk: true,
             },
         })
     }

@@ -639,6 +639,7 @@ impl Lapic {
                         logical: false,
                         shorthand: Shorthand::SelfOnly,
                         source: Some(self.apic_id()),
+                        x2apic_broadcast_quirk: false,
                     },
                 }))
             }
@@ -749,6 +750,7 @@ impl Lapic {
                 logical: low & icr::LOGICAL != 0,
                 shorthand,
                 source: Some(self.apic_id()),
+                x2apic_broadcast_quirk: false,
             },
         })
     }

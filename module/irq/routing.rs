@@ -11,7 +11,7 @@
 //! x86's `kvm_set_routing_entry`), checked here in KVM's order, so that
 //! a table KVM refuses is refused. Pure logic, unit-tested on the host.
 
-use super::delivery::Msi;
+use super::delivery::{Destination, Msi};
 use kernel::alloc::{flags::GFP_KERNEL_ACCOUNT, AllocError, KVec};
 
 /// The most GSIs (and entries) a table may have: `KVM_MAX_IRQ_ROUTES`.
@@ -158,6 +158,35 @@ impl Routing {
         Ok(Routing { routes })
     }
 
+    /// A table without routes (a split irqchip's first).
+    pub(crate) fn empty() -> Self {
+        Routing {
+            routes: KVec::new(),
+        }
+    }
+
+    /// Split irqchip: whether a level-triggered MSI route of a GSI below
+    /// `reserved_pins` (the user-space IOAPIC's pins) sends `vector` to an
+    /// APIC for which `reaches` holds (KVM's `kvm_scan_ioapic_routes`);
+    /// `ids32`: MSIs in the 32-bit ID format ([`Msi::message_in`]).
+    pub(crate) fn ioapic_vector_reaches(
+        &self,
+        reserved_pins: u32,
+        ids32: bool,
+        vector: u8,
+        reaches: impl Fn(&Destination) -> bool,
+    ) -> bool {
+        self.routes.iter().any(|r| {
+            let Target::Msi(msi) = r.target else {
+                return false;
+            };
+            r.gsi < reserved_pins
+                && msi
+                    .message_in(ids32)
+                    .is_some_and(|m| m.level && m.vector == vector && reaches(&m.dest))
+        })
+    }
+
     /// A table from `KVM_SET_GSI_ROUTING`'s entries: every entry valid,
     /// and no GSI routed twice to one chip, nor an MSI GSI routed twice
     /// (KVM: "only one to one mapping between GSI and non-irqchip
@@ -178,6 +207,22 @@ impl Routing {
             routes.push(route, GFP_KERNEL_ACCOUNT)?;
         }
         Ok(Routing { routes })
+    }
+
+    /// Whether an MSI route is invalid in the 32-bit ID format (KVM
+    /// refuses the table then: [`Msi::valid_in`]).
+    pub(crate) fn has_invalid_msi(&self, ids32: bool) -> bool {
+        self.routes
+            .iter()
+            .any(|r| matches!(r.target, Target::Msi(m) if !m.valid_in(ids32)))
+    }
+
+    /// Whether a route goes to a PIC or IOAPIC pin: a split irqchip
+    /// refuses such a table (`EINVAL`), as it has neither chip.
+    pub(crate) fn has_pin_routes(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|r| !matches!(r.target, Target::Msi(_)))
     }
 
     /// Where `gsi` goes: at most one route per chip, or one MSI.

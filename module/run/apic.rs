@@ -66,6 +66,13 @@ pub(crate) struct IrqLink {
     /// only then).
     vapic: Option<u64>,
     vapic_written: bool,
+    /// Split irqchip: the vector of the user-space PIC's interrupt
+    /// `KVM_INTERRUPT` left for this vCPU (KVM's `pending_external_vector`),
+    /// taken as ExtINT through LINT0.
+    extint: Option<u8>,
+    /// Split irqchip: the vector of an EOI user space's IOAPIC must hear
+    /// of; `KVM_RUN` returns `KVM_EXIT_IOAPIC_EOI` before the next entry.
+    pub(crate) eoi_exit: Option<u8>,
 }
 
 impl IrqLink {
@@ -85,7 +92,55 @@ impl IrqLink {
             bsp,
             vapic: None,
             vapic_written: false,
+            extint: None,
+            eoi_exit: None,
         }
+    }
+
+    /// `KVM_INTERRUPT` with an in-kernel APIC (KVM's
+    /// `kvm_vcpu_ioctl_interrupt`): only a split irqchip takes it, as the
+    /// user-space PIC's ExtINT vector (`ENXIO` with the in-kernel PIC), and
+    /// only one at a time (`EEXIST` until the guest took the last).
+    pub(crate) fn queue_extint(&mut self, vector: u8) -> Result {
+        if !self.chip.is_split() {
+            return Err(ENXIO);
+        }
+        if self.extint.is_some() {
+            return Err(EEXIST);
+        }
+        self.extint = Some(vector);
+        Ok(())
+    }
+
+    /// A PIC interrupt waits for this vCPU and LINT0 takes it (KVM's
+    /// `kvm_cpu_has_extint`): the in-kernel PIC's output, for the BSP, or
+    /// the vector `KVM_INTERRUPT` left with a split irqchip.
+    fn extint_waits(&self, l: &lapic::Lapic) -> bool {
+        l.accepts_pic_interrupts()
+            && if self.chip.is_split() {
+                self.extint.is_some()
+            } else {
+                self.bsp && self.chip.pic_output()
+            }
+    }
+
+    /// The CPU acknowledges the ExtINT: its vector, if one still waits.
+    fn take_extint(&mut self) -> Option<u8> {
+        if self.chip.is_split() {
+            self.extint.take()
+        } else {
+            self.chip.pic_acknowledge()
+        }
+    }
+
+    /// Split irqchip: whether user space may inject the next ExtINT now
+    /// (`kvm_run.ready_for_interrupt_injection`, with the guest able to
+    /// take an interrupt): none waits, and LINT0 takes one (KVM's
+    /// `kvm_cpu_accept_dm_intr`). A full irqchip never takes one.
+    pub(crate) fn accepts_extint(&self) -> bool {
+        self.chip.is_split()
+            && self.extint.is_none()
+            && self.apic.with(|l| l.accepts_pic_interrupts())
     }
 
     /// `KVM_SET_VAPIC_ADDR` (0 turns the mirror off).
@@ -138,9 +193,7 @@ impl IrqLink {
     /// Whether the vCPU has an interrupt it would take with `if_set`: from
     /// its APIC, or from the PIC through LINT0.
     fn wakes(&self, l: &lapic::Lapic, if_set: bool) -> bool {
-        if_set
-            && (l.pending().is_some()
-                || (self.bsp && self.chip.pic_output() && l.accepts_pic_interrupts()))
+        if_set && (l.pending().is_some() || self.extint_waits(l))
     }
 }
 
@@ -202,20 +255,19 @@ pub(super) fn sync_from_vapic(vm: &Vm, state: &mut ArchState) {
 pub(super) fn pick_interrupt(state: &mut ArchState) -> bool {
     let interruptible = state.regs.rflags & RFLAGS_IF != 0 && !state.run.interrupt_shadow;
     let busy = state.run.event.is_some();
-    let Some(link) = state.run.irq.as_ref() else {
+    let Some(link) = state.run.irq.as_mut() else {
         return false;
     };
     let take = interruptible && !busy;
-    let pic_wired = link.bsp && link.apic.with(|l| l.accepts_pic_interrupts());
-    let pic_waits = || pic_wired && link.chip.pic_output();
-    if pic_waits() {
+    let pic_waits = |link: &IrqLink| link.apic.with(|l| link.extint_waits(l));
+    if pic_waits(link) {
         if !take {
             return true;
         }
-        if let Some(v) = link.chip.pic_acknowledge() {
+        if let Some(v) = link.take_extint() {
             link.chip.stats.irq_injections.add(1);
             state.run.event = Some(Event::Interrupt(v));
-            return pic_waits() || link.apic.with(|l| l.pending().is_some());
+            return pic_waits(link) || link.apic.with(|l| l.pending().is_some());
         }
     }
     let (taken, still_waits) = link.apic.with(|l| {
@@ -229,18 +281,19 @@ pub(super) fn pick_interrupt(state: &mut ArchState) -> bool {
         link.chip.stats.irq_injections.add(1);
         state.run.event = Some(Event::Interrupt(v));
     }
-    still_waits || pic_waits()
+    still_waits || pic_waits(link)
 }
 
-/// HLT with an in-kernel APIC: the vCPU is halted, and [`events`] waits
-/// until it has an interrupt it can take. `None` without one (the VMM
-/// gets `KVM_EXIT_HLT`).
-pub(super) fn halt(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Option<Next>> {
-    let Some(link) = state.run.irq.as_mut() else {
-        return Ok(None);
-    };
+/// HLT with an in-kernel APIC: the vCPU is halted, and [`events`] waits,
+/// before the next entry, until it has an interrupt it can take. In
+/// between, a split irqchip's VMM that asked for an interrupt window gets
+/// `KVM_EXIT_IRQ_WINDOW_OPEN` instead (it has an ExtINT to give), as from
+/// KVM's `vcpu_run` loop. `None` without an in-kernel APIC (the VMM gets
+/// `KVM_EXIT_HLT`).
+pub(super) fn halt(state: &mut ArchState) -> Option<Next> {
+    let link = state.run.irq.as_mut()?;
     link.mp = MpState::Halted;
-    Ok(Some(events(state, page)?.unwrap_or(Next::Enter)))
+    Some(Next::Enter)
 }
 
 /// Before each entry, KVM's `kvm_apic_accept_events` and
@@ -318,6 +371,7 @@ fn accept_init_sipi(state: &mut ArchState) -> Result {
         // INIT clears the APIC too, its ID kept; its timer stops.
         link.apic.with(|l| l.init());
         link.timer = None;
+        link.extint = None;
         link.mp = if link.bsp {
             MpState::Runnable
         } else {
@@ -358,7 +412,7 @@ pub(super) fn mmio(state: &mut ArchState, gpa: u64, insn: &MmioInsn, next_rip: u
                 let effect = link
                     .apic
                     .with(|l| l.mmio_write(offset, len, value as u32, now));
-                link.apic.apply(&link.chip, effect, &mut link.timer);
+                link.eoi_exit = link.apic.apply(&link.chip, effect, &mut link.timer);
             }
             None => {
                 let value = link.apic.with(|l| l.mmio_read(offset, len, cpu::now_ns()));
@@ -400,7 +454,7 @@ pub(super) fn msr(
                 .apic
                 .with(|l| l.msr_write(index, value, now))
                 .map(|effect| {
-                    link.apic.apply(&link.chip, effect, &mut link.timer);
+                    link.eoi_exit = link.apic.apply(&link.chip, effect, &mut link.timer);
                     0
                 }),
         });
@@ -412,7 +466,8 @@ pub(super) fn msr(
                 let guest_tsc = cpu::rdtsc().wrapping_add(tsc_offset);
                 let at = lapic::tsc_deadline_ns(value, guest_tsc, now, cpu::tsc_khz());
                 let effect = link.apic.with(|l| l.set_tsc_deadline(value, at));
-                link.apic.apply(&link.chip, effect, &mut link.timer);
+                // A timer change: never an EOI.
+                let _ = link.apic.apply(&link.chip, effect, &mut link.timer);
                 0
             }
         }));
@@ -441,10 +496,11 @@ pub(crate) fn apic_base_changed(state: &mut ArchState) {
     }
 }
 
-/// IN from a PIC port: `Some(byte)` if the in-kernel PIC owns it.
+/// IN from a PIC port: `Some(byte)` if the in-kernel PIC owns it (not
+/// with a split irqchip: user space's PIC does).
 pub(super) fn port_in(state: &ArchState, port: u16) -> Option<u8> {
     let link = state.run.irq.as_ref()?;
-    pic::claims_port(port).then(|| link.chip.pic_read(port))
+    (pic::claims_port(port) && !link.chip.is_split()).then(|| link.chip.pic_read(port))
 }
 
 /// OUT to a PIC port: `true` if the in-kernel PIC took it.
@@ -452,7 +508,7 @@ pub(super) fn port_out(state: &ArchState, port: u16, value: u8) -> bool {
     let Some(link) = state.run.irq.as_ref() else {
         return false;
     };
-    if !pic::claims_port(port) {
+    if !pic::claims_port(port) || link.chip.is_split() {
         return false;
     }
     link.chip.pic_write(port, value);

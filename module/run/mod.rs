@@ -253,8 +253,12 @@ struct Pages<'a> {
 
 fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> Result<isize> {
     let page = pages.run;
+    // With the in-kernel PIC, interrupts never come from user space: KVM
+    // ignores the request then (`dm_request_for_irq_injection`).
+    let pic_in_kernel = state.run.irq.as_ref().is_some_and(|l| !l.chip.is_split());
     let req = Request {
-        interrupt_window: page.read::<u8>(offset_of!(kvm_run, request_interrupt_window))? != 0,
+        interrupt_window: page.read::<u8>(offset_of!(kvm_run, request_interrupt_window))? != 0
+            && !pic_in_kernel,
         immediate_exit: page.read::<u8>(offset_of!(kvm_run, immediate_exit))? != 0,
     };
     // rkvm has no KVM_CAP_SYNC_REGS: asking for it is EINVAL, as on a KVM without it.
@@ -360,6 +364,13 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             Next::User => return Ok(0),
             Next::Fail(e) => return Err(e),
         }
+        // Split irqchip: the guest EOIed an interrupt of user space's IOAPIC.
+        if let Some(vector) = state.run.irq.as_mut().and_then(|l| l.eoi_exit.take()) {
+            page.write(offset_of!(kvm_run, exit_reason), &abi::KVM_EXIT_IOAPIC_EOI)?;
+            // `kvm_run.eoi.vector`, the union's first byte.
+            page.write(UNION, &vector)?;
+            return Ok(0);
+        }
         // KVM: once the guest can take the interrupt user space is waiting to give it.
         if req.interrupt_window && ready_for_interrupt(state) {
             vm.stats.request_irq_exits.add(1);
@@ -455,10 +466,20 @@ fn pae_pdptrs(vm: &Vm, state: &ArchState) -> Option<[u64; 4]> {
     Some(pdptes)
 }
 
-/// Whether user space may inject an interrupt now: the guest has IF set,
-/// is not in an interrupt shadow, and nothing is waiting to be delivered.
+/// Whether user space may inject an interrupt now (KVM's
+/// `kvm_vcpu_ready_for_interrupt_injection`): the guest has IF set, is
+/// not in an interrupt shadow, and nothing is waiting to be delivered;
+/// with a split irqchip, LINT0 must also take the ExtINT and none wait.
+/// With the in-kernel PIC it is always so (KVM's `post_kvm_run_save`):
+/// user space never injects then.
 fn ready_for_interrupt(state: &ArchState) -> bool {
-    state.regs.rflags & RFLAGS_IF != 0
+    let dm_ok = match state.run.irq.as_ref() {
+        None => true,
+        Some(link) if link.chip.is_split() => link.accepts_extint(),
+        Some(_) => return true,
+    };
+    dm_ok
+        && state.regs.rflags & RFLAGS_IF != 0
         && !state.run.interrupt_shadow
         && state.run.event.is_none()
         && state.run.queued_irq.is_none()
@@ -480,7 +501,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             }
             vm.stats.halt_exits.add(1);
             // With an in-kernel APIC the kernel waits for the interrupt.
-            if let Some(next) = apic::halt(state, page)? {
+            if let Some(next) = apic::halt(state) {
                 return Ok(next);
             }
             exit_reason(page, abi::KVM_EXIT_HLT)

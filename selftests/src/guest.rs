@@ -518,6 +518,7 @@ pub fn describe(exit: &VcpuExit<'_>) -> String {
         VcpuExit::Unknown {
             hardware_exit_reason,
         } => format!("KVM_EXIT_UNKNOWN hardware reason {hardware_exit_reason:#x}"),
+        VcpuExit::IoapicEoi { vector } => format!("KVM_EXIT_IOAPIC_EOI vector {vector:#x}"),
         VcpuExit::Other(r) => format!("exit reason {r}"),
     }
 }

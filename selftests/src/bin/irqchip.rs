@@ -26,9 +26,9 @@ use kvm_abi::sys::{
     KVM_CAP_HLT, KVM_CAP_IOEVENTFD, KVM_CAP_IOEVENTFD_ANY_LENGTH, KVM_CAP_IRQ_INJECT_STATUS,
     KVM_CAP_IRQ_ROUTING, KVM_CAP_IRQCHIP, KVM_CAP_IRQFD, KVM_CAP_IRQFD_RESAMPLE, KVM_CAP_PIT,
     KVM_CAP_PIT_STATE2, KVM_CAP_PIT2, KVM_CAP_REINJECT_CONTROL, KVM_CAP_SET_BOOT_CPU_ID,
-    KVM_CAP_SIGNAL_MSI, KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_USER_NMI, KVM_IRQFD_FLAG_DEASSIGN,
-    KVM_IRQFD_FLAG_RESAMPLE, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
-    KVM_PIT_SPEAKER_DUMMY,
+    KVM_CAP_SIGNAL_MSI, KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_USER_NMI,
+    KVM_CAP_X2APIC_API, KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE, KVM_MP_STATE_HALTED,
+    KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
 };
 use rkvm_selftests::guest::{DATA_GPA, GuestVcpu, GuestVm, MMIO_GPA, Mode, describe};
 use rkvm_selftests::{Ctx, guest};
@@ -1789,6 +1789,377 @@ fn boot_cpu_id_chooses_the_bootstrap_processor(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`'s argument: the user-space
+/// IOAPIC's pins, as QEMU asks for.
+const SPLIT_PINS: u64 = 24;
+
+/// A VM with a split irqchip (local APICs in the kernel, IOAPIC and PIC
+/// in user space) and vCPU 0.
+fn split_vm(ctx: &Ctx, code: &[u8]) -> Result<(GuestVm, GuestVcpu), Status> {
+    let vm = GuestVm::new(ctx, Mode::Long, code)?;
+    check_eq!(
+        check_ok!(
+            vm.vm
+                .enable_cap(KVM_CAP_SPLIT_IRQCHIP, [SPLIT_PINS, 0, 0, 0])
+        ),
+        0,
+        "KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"
+    );
+    let v = vm.add_vcpu(0)?;
+    Ok((vm, v))
+}
+
+/// What KVM answers around a split irqchip: the capability is reported;
+/// more reserved pins than routes is `EINVAL`; a second irqchip of either
+/// kind, or one after a vCPU, is `EEXIST`; without an in-kernel PIC and
+/// IOAPIC, `KVM_GET/SET_IRQCHIP` are `ENXIO`, `KVM_CREATE_PIT2` is
+/// `ENOENT`, routes to their pins and resampling irqfds are `EINVAL`;
+/// `KVM_INTERRUPT` takes one ExtINT vector at a time (`EEXIST` for a
+/// second, `EINVAL` above 255), where a full irqchip says `ENXIO`.
+fn split_irqchip_requests_get_kvms_answers(ctx: &Ctx) -> TestResult {
+    let vm = ctx.vm()?;
+    check_eq!(
+        check_ok!(vm.check_extension(KVM_CAP_SPLIT_IRQCHIP)),
+        1,
+        "KVM_CHECK_EXTENSION(KVM_CAP_SPLIT_IRQCHIP)"
+    );
+    check_errno!(
+        vm.enable_cap(KVM_CAP_SPLIT_IRQCHIP, [4097, 0, 0, 0]),
+        libc::EINVAL,
+        "4097 reserved pins"
+    );
+    check_ok!(vm.enable_cap(KVM_CAP_SPLIT_IRQCHIP, [SPLIT_PINS, 0, 0, 0]));
+    check_errno!(
+        vm.enable_cap(KVM_CAP_SPLIT_IRQCHIP, [SPLIT_PINS, 0, 0, 0]),
+        libc::EEXIST,
+        "a second split irqchip"
+    );
+    check_errno!(
+        vm.create_irqchip(),
+        libc::EEXIST,
+        "KVM_CREATE_IRQCHIP after it"
+    );
+    check_errno!(vm.get_irqchip(PIC_MASTER), libc::ENXIO, "KVM_GET_IRQCHIP");
+    check_errno!(
+        vm.set_irqchip(IOAPIC, &[0; 512]),
+        libc::ENXIO,
+        "KVM_SET_IRQCHIP"
+    );
+    check_errno!(vm.create_pit2(0), libc::ENOENT, "KVM_CREATE_PIT2");
+    check_errno!(
+        vm.set_gsi_routing(&[route(4, ROUTE_IRQCHIP, 0, [IOAPIC, 4, 0])], 0),
+        libc::EINVAL,
+        "a route to an IOAPIC pin"
+    );
+    check_ok!(vm.set_gsi_routing(&[route(4, ROUTE_MSI, 0, [0xfee0_0000, 0, 0x8030])], 0));
+    let efd = check_ok!(EventFd::new());
+    let resample = check_ok!(EventFd::new());
+    check_errno!(
+        vm.irqfd(efd.raw(), 4, KVM_IRQFD_FLAG_RESAMPLE, resample.raw()),
+        libc::EINVAL,
+        "a resampling irqfd"
+    );
+    check_ok!(vm.irqfd(efd.raw(), 4, 0, 0));
+    let vcpu = check_ok!(vm.create_vcpu(0));
+    check_errno!(vcpu.interrupt(256), libc::EINVAL, "KVM_INTERRUPT 256");
+    check_ok!(vcpu.interrupt(0x40));
+    check_errno!(vcpu.interrupt(0x41), libc::EEXIST, "a second KVM_INTERRUPT");
+
+    let late = ctx.vm()?;
+    check_ok!(late.create_vcpu(0));
+    check_errno!(
+        late.enable_cap(KVM_CAP_SPLIT_IRQCHIP, [SPLIT_PINS, 0, 0, 0]),
+        libc::EEXIST,
+        "a split irqchip after a vCPU"
+    );
+    let full = ctx.vm()?;
+    check_ok!(full.create_irqchip());
+    check_errno!(
+        full.enable_cap(KVM_CAP_SPLIT_IRQCHIP, [SPLIT_PINS, 0, 0, 0]),
+        libc::EEXIST,
+        "a split irqchip after KVM_CREATE_IRQCHIP"
+    );
+    let vcpu = check_ok!(full.create_vcpu(0));
+    check_errno!(
+        vcpu.interrupt(0x40),
+        libc::ENXIO,
+        "KVM_INTERRUPT with the in-kernel PIC"
+    );
+    Ok(())
+}
+
+irq_guest! {
+    /// Takes vector 0x40 (the user-space PIC's ExtINT, no EOI: it never
+    /// reaches the APIC's ISR) in HLT, twice, reporting each.
+    fn extint_guest;
+    "set_gate 0x40, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "ucall UCALL_SYNC",
+    "halt_until %r15, 1",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "halt_until %r15, 2",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "iretq",
+}
+
+/// A split irqchip's ExtINT path, as QEMU drives it for its PIC: with
+/// `request_interrupt_window`, a vCPU that halts with interrupts on
+/// returns `KVM_EXIT_IRQ_WINDOW_OPEN` (halted, ready for injection)
+/// instead of sleeping; `KVM_INTERRUPT` then wakes it and the guest takes
+/// the vector through LINT0 (the BSP's, ExtINT at reset). A vector given
+/// before the guest halts is taken when it can.
+fn split_irqchip_extint_comes_through_kvm_interrupt(ctx: &Ctx) -> TestResult {
+    let (_vm, mut v) = split_vm(ctx, extint_guest())?;
+    v.sync()?;
+    v.run.set_request_interrupt_window(true);
+    v.run()?;
+    let exit = describe(&v.exit());
+    check!(
+        matches!(v.exit(), VcpuExit::IrqWindowOpen),
+        "expected KVM_EXIT_IRQ_WINDOW_OPEN, got {exit}"
+    );
+    check!(
+        v.run.ready_for_interrupt_injection(),
+        "ready_for_interrupt_injection"
+    );
+    check_eq!(
+        check_ok!(v.vcpu.get_mp_state()),
+        KVM_MP_STATE_HALTED,
+        "the vCPU's MP state at the window"
+    );
+    v.run.set_request_interrupt_window(false);
+    check_ok!(v.vcpu.interrupt(0x40));
+    let [count, _, _] = v.sync()?;
+    check_eq!(count, 1u64, "ExtINTs taken after the window");
+    // Given while the guest runs on (it halts next): taken all the same.
+    check_ok!(v.vcpu.interrupt(0x40));
+    let [count, _, _] = v.sync()?;
+    check_eq!(count, 2u64, "ExtINTs taken");
+    v.done()
+}
+
+irq_guest! {
+    /// Vectors 0x51, 0x52 and 0x53 add 1, 0x10 and 0x100 to `%r15` and
+    /// EOI; the guest reports after each arrives, then after two more
+    /// 0x51s that arrive while its interrupts are off.
+    fn split_eoi_guest;
+    "set_gate 0x51, 7f",
+    "set_gate 0x52, 8f",
+    "set_gate 0x53, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "ucall UCALL_SYNC",
+    "halt_until %r15, 0x1",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "halt_until %r15, 0x11",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "halt_until %r15, 0x111",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "halt_until %r15, 0x112",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "halt_until %r15, 0x113",
+    "mov %r15, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "7: add $1, %r15",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+    "8: add $0x10, %r15",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+    "9: add $0x100, %r15",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+}
+
+/// Runs `v` until its next exit and checks that it is `KVM_EXIT_IOAPIC_EOI`
+/// for `vector`.
+fn expect_ioapic_eoi(v: &mut GuestVcpu, vector: u8) -> TestResult {
+    v.run()?;
+    let exit = describe(&v.exit());
+    check!(
+        matches!(v.exit(), VcpuExit::IoapicEoi { vector: got } if got == vector),
+        "expected KVM_EXIT_IOAPIC_EOI for {vector:#x}, got {exit}"
+    );
+    Ok(())
+}
+
+/// A split irqchip tells user space's IOAPIC of EOIs (KVM's
+/// `kvm_ioapic_send_eoi`): the guest's EOI of a level-triggered MSI routed
+/// from a reserved pin (GSI 5, vector 0x51) exits with
+/// `KVM_EXIT_IOAPIC_EOI`; an edge-triggered one (GSI 6) and one from a GSI
+/// beyond the reserved pins (30) do not. When `KVM_SET_GSI_ROUTING`
+/// points GSI 5 at another APIC while 0x51 is pending, its EOI is still
+/// reported (KVM's scan marks vectors still outstanding); a level-
+/// triggered 0x51 sent with `KVM_SIGNAL_MSI` after GSI 5's route is gone
+/// is not.
+fn split_irqchip_eois_of_ioapic_routes_exit_to_user_space(ctx: &Ctx) -> TestResult {
+    let (vm, mut v) = split_vm(ctx, split_eoi_guest())?;
+    let gsi6 = route(6, ROUTE_MSI, 0, [0xfee0_0000, 0, 0x52]);
+    let gsi30 = route(30, ROUTE_MSI, 0, [0xfee0_0000, 0, 0x8053]);
+    let gsi5 = |apic: u32| route(5, ROUTE_MSI, 0, [0xfee0_0000 | (apic << 12), 0, 0x8051]);
+    check_ok!(vm.vm.set_gsi_routing(&[gsi5(0), gsi6, gsi30], 0));
+    v.sync()?;
+    check_ok!(vm.vm.irq_line(5, true));
+    expect_ioapic_eoi(&mut v, 0x51)?;
+    let [sum, _, _] = v.sync()?;
+    check_eq_hex!(sum, 0x1u64, "after GSI 5");
+    check_ok!(vm.vm.irq_line(6, true));
+    let [sum, _, _] = v.sync()?;
+    check_eq_hex!(sum, 0x11u64, "after GSI 6 (edge: no EOI exit)");
+    check_ok!(vm.vm.irq_line(30, true));
+    let [sum, _, _] = v.sync()?;
+    check_eq_hex!(
+        sum,
+        0x111u64,
+        "after GSI 30 (not a reserved pin: no EOI exit)"
+    );
+    // The guest reported with interrupts off: 0x51 waits in IRR while GSI 5
+    // moves to APIC 1.
+    check_ok!(vm.vm.irq_line(5, true));
+    check_ok!(vm.vm.set_gsi_routing(&[gsi5(1), gsi6, gsi30], 0));
+    expect_ioapic_eoi(&mut v, 0x51)?;
+    let [sum, _, _] = v.sync()?;
+    check_eq_hex!(sum, 0x112u64, "after the second 0x51");
+    // A level-triggered 0x51 again, with no route using that vector.
+    check_eq!(
+        check_ok!(vm.vm.signal_msi(0xfee0_0000, 0x8051, 0)),
+        1,
+        "APICs that took the MSI"
+    );
+    check_ok!(vm.vm.set_gsi_routing(&[gsi6, gsi30], 0));
+    let [sum, _, _] = v.sync()?;
+    check_eq_hex!(
+        sum,
+        0x113u64,
+        "after the third 0x51 (no route: no EOI exit)"
+    );
+    v.done()
+}
+
+/// `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)`'s flags (`_BITULL` in
+/// `asm/kvm.h`, which bindgen does not expand).
+const X2APIC_API_USE_32BIT_IDS: u64 = 1 << 0;
+const X2APIC_API_DISABLE_BROADCAST_QUIRK: u64 = 1 << 1;
+
+/// vCPU `id` of `vm` with x2APIC in its CPUID, put in x2APIC mode by the
+/// host (IA32_APIC_BASE.EXTD through `KVM_SET_SREGS`) and software-enabled
+/// (SVR through `KVM_SET_LAPIC`). It never runs.
+fn host_x2apic_vcpu(vm: &GuestVm, id: u64) -> Result<GuestVcpu, Status> {
+    let v = vm.add_vcpu_with_cpuid(id, |cpuid| {
+        for e in cpuid.entries_mut() {
+            if e.function == 1 {
+                e.ecx |= 1 << 21;
+            }
+        }
+    })?;
+    let mut sregs = check_ok!(v.vcpu.get_sregs());
+    sregs.apic_base |= 1 << 10;
+    check_ok!(v.vcpu.set_sregs(&sregs));
+    let mut page = check_ok!(v.vcpu.get_lapic());
+    set_reg(&mut page, APIC_SVR, 0x1ff);
+    check_ok!(v.vcpu.set_lapic(&page));
+    Ok(v)
+}
+
+/// `KVM_CAP_X2APIC_API`, on two vCPUs in x2APIC mode. Before it: the
+/// x2APIC ID is in the xAPIC position in `KVM_GET_LAPIC` and a different
+/// one in `KVM_SET_LAPIC` is ignored; an MSI's high address is ignored;
+/// an xAPIC broadcast MSI reaches both (KVM's broadcast quirk). After
+/// `KVM_X2APIC_API_USE_32BIT_IDS`: the ID is as is and a different one is
+/// `EINVAL`; the high address extends the destination, and its bits 7:0
+/// set are `EINVAL` for `KVM_SIGNAL_MSI` and routes. After
+/// `KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK`, the xAPIC broadcast reaches
+/// neither. Unknown flags are `EINVAL`.
+fn x2apic_api_ids_and_broadcast_quirk(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, periodic_timer_guest())?;
+    let flags = u64::try_from(check_ok!(vm.vm.check_extension(KVM_CAP_X2APIC_API))).unwrap_or(0);
+    let both = X2APIC_API_USE_32BIT_IDS | X2APIC_API_DISABLE_BROADCAST_QUIRK;
+    check_eq_hex!(flags & both, both, "KVM_CAP_X2APIC_API's flags");
+    check_ok!(vm.vm.create_irqchip());
+    let _v0 = host_x2apic_vcpu(&vm, 0)?;
+    let v1 = host_x2apic_vcpu(&vm, 1)?;
+    let broadcast = 0xfee0_0000 | (0xff << 12);
+    let apic1_high = (0x100 << 32) | 0xfee0_1000;
+
+    let mut page = check_ok!(v1.vcpu.get_lapic());
+    check_eq_hex!(reg(&page, APIC_ID), 1u32 << 24, "x2APIC ID, legacy format");
+    set_reg(&mut page, APIC_ID, 7 << 24);
+    check_ok!(v1.vcpu.set_lapic(&page));
+    let page = check_ok!(v1.vcpu.get_lapic());
+    check_eq_hex!(reg(&page, APIC_ID), 1u32 << 24, "x2APIC ID after setting 7");
+    check_eq!(
+        check_ok!(vm.vm.signal_msi(broadcast, 0x40, 0)),
+        2,
+        "APICs an xAPIC broadcast MSI reached (the quirk)"
+    );
+    check_eq!(
+        check_ok!(vm.vm.signal_msi(apic1_high, 0x40, 0)),
+        1,
+        "APICs an MSI to 1 with a high address reached (ignored)"
+    );
+
+    check_errno!(
+        vm.vm.enable_cap(KVM_CAP_X2APIC_API, [1 << 4, 0, 0, 0]),
+        libc::EINVAL,
+        "an unknown flag"
+    );
+    check_ok!(
+        vm.vm
+            .enable_cap(KVM_CAP_X2APIC_API, [X2APIC_API_USE_32BIT_IDS, 0, 0, 0])
+    );
+    let mut page = check_ok!(v1.vcpu.get_lapic());
+    check_eq_hex!(reg(&page, APIC_ID), 1u32, "x2APIC ID, 32-bit format");
+    check_ok!(v1.vcpu.set_lapic(&page));
+    set_reg(&mut page, APIC_ID, 7);
+    check_errno!(v1.vcpu.set_lapic(&page), libc::EINVAL, "another x2APIC ID");
+    check_eq!(
+        check_ok!(vm.vm.signal_msi(apic1_high, 0x41, 0)),
+        0,
+        "APICs an MSI to 0x101 reached"
+    );
+    check_eq!(
+        check_ok!(vm.vm.signal_msi(0xfee0_1000, 0x41, 0)),
+        1,
+        "APICs an MSI to 1 reached"
+    );
+    check_errno!(
+        vm.vm.signal_msi((1 << 32) | 0xfee0_1000, 0x41, 0),
+        libc::EINVAL,
+        "an MSI with high address bits 7:0 set"
+    );
+    check_errno!(
+        vm.vm
+            .set_gsi_routing(&[route(7, ROUTE_MSI, 0, [0xfee0_1000, 1, 0x41])], 0),
+        libc::EINVAL,
+        "a route with high address bits 7:0 set"
+    );
+    check_eq!(
+        check_ok!(vm.vm.signal_msi(broadcast, 0x42, 0)),
+        2,
+        "APICs an xAPIC broadcast MSI reached (still the quirk)"
+    );
+    check_ok!(vm.vm.enable_cap(
+        KVM_CAP_X2APIC_API,
+        [X2APIC_API_DISABLE_BROADCAST_QUIRK, 0, 0, 0]
+    ));
+    check_eq!(
+        check_ok!(vm.vm.signal_msi(broadcast, 0x42, 0)),
+        0,
+        "APICs an xAPIC broadcast MSI reached without the quirk"
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -1798,6 +2169,10 @@ fn main() -> ExitCode {
             irq_line_status_reports_kvms_delivery_status,
             vapic_word_mirrors_the_tpr,
             boot_cpu_id_chooses_the_bootstrap_processor,
+            split_irqchip_requests_get_kvms_answers,
+            split_irqchip_extint_comes_through_kvm_interrupt,
+            split_irqchip_eois_of_ioapic_routes_exit_to_user_space,
+            x2apic_api_ids_and_broadcast_quirk,
             irqchip_state_round_trips,
             lapic_state_at_reset_and_round_trip,
             self_ipi_is_delivered_at_once,

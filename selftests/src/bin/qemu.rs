@@ -7,8 +7,10 @@
 //! against `/dev/rkvm` and `/dev/kvm`.
 //!
 //! QEMU runs once without an in-kernel irqchip (`kernel_irqchip=off`: its
-//! own PIC, PIT and local APIC, interrupts injected with `KVM_INTERRUPT`)
-//! and once with the device's (`kernel_irqchip=on`, two vCPUs), each with
+//! own PIC, PIT and local APIC, interrupts injected with `KVM_INTERRUPT`),
+//! once with the device's (`kernel_irqchip=on`, two vCPUs) and once with
+//! the device's local APICs and its own IOAPIC, PIC and PIT
+//! (`kernel_irqchip=split`, two vCPUs), each with
 //! a CPU model stripped of what rkvm does not offer: no KVM
 //! paravirtual features (`kvm=off`) and no machine check (`-mce,-mca`:
 //! QEMU 7.2 would set 42 MCE MSRs rkvm does not have). docs/testing.md
@@ -170,7 +172,8 @@ exec "$@"
 /// How QEMU's machine is set up for one run.
 #[derive(Clone, Copy)]
 struct Machine {
-    /// `kernel_irqchip=`: `off` (QEMU's own PIC, PIT and local APICs) or
+    /// `kernel_irqchip=`: `off` (QEMU's own PIC, PIT and local APICs),
+    /// `split` (the device's local APICs, QEMU's others) or
     /// `on` (the device's: `KVM_CREATE_IRQCHIP`, `KVM_CREATE_PIT2`, irqfds).
     kernel_irqchip: &'static str,
     /// vCPUs. Two need the in-kernel irqchip: with QEMU's userspace local
@@ -396,6 +399,23 @@ fn seabios_starts_two_vcpus_on_the_in_kernel_irqchip(ctx: &Ctx) -> TestResult {
     )
 }
 
+/// The device's local APICs with QEMU's IOAPIC, PIC and PIT
+/// (`kernel_irqchip=split`, `KVM_CAP_SPLIT_IRQCHIP`) and two vCPUs:
+/// SeaBIOS starts the second through the in-kernel APICs; the boot
+/// sector's timer ticks come from QEMU's PIT through QEMU's PIC, which
+/// QEMU injects as ExtINT with `KVM_INTERRUPT` once
+/// `KVM_EXIT_IRQ_WINDOW_OPEN` says the guest can take one, while the
+/// halted vCPU waits in the kernel.
+fn seabios_starts_two_vcpus_on_the_split_irqchip(ctx: &Ctx) -> TestResult {
+    boots_the_disk(
+        ctx,
+        Machine {
+            kernel_irqchip: "split",
+            cpus: 2,
+        },
+    )
+}
+
 /// The test kernel boots as a guest of QEMU on the device's irqchip with
 /// two vCPUs: the second comes online through INIT and SIPI (the in-kernel
 /// APICs), the timers work (PIT, HPET, the local APIC timer), the console
@@ -424,6 +444,7 @@ fn main() -> ExitCode {
         &tests![
             seabios_boots_the_disk_and_the_boot_sector_runs,
             seabios_starts_two_vcpus_on_the_in_kernel_irqchip,
+            seabios_starts_two_vcpus_on_the_split_irqchip,
             linux_boots_to_user_space_with_two_vcpus,
         ],
     )

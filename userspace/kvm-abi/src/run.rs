@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::mem::RunMapping;
 use crate::sys::{
     KVM_EXIT_EXCEPTION, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR,
-    KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO,
-    KVM_EXIT_SHUTDOWN, KVM_EXIT_UNKNOWN, kvm_run,
+    KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_IOAPIC_EOI, KVM_EXIT_IRQ_WINDOW_OPEN,
+    KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_UNKNOWN, kvm_run,
 };
 
 /// `read_field!(run, a.b)`: a volatile read of one field of the mapped
@@ -71,6 +71,12 @@ pub enum VcpuExit<'a> {
     /// `KVM_EXIT_IRQ_WINDOW_OPEN`: the guest can take an interrupt now
     /// (after `request_interrupt_window`).
     IrqWindowOpen,
+    /// `KVM_EXIT_IOAPIC_EOI`: with a split irqchip, the guest EOIed a
+    /// level-triggered interrupt of user space's IOAPIC.
+    IoapicEoi {
+        /// The EOIed vector.
+        vector: u8,
+    },
     /// `KVM_EXIT_INTR`: a signal interrupted KVM_RUN (which failed with
     /// `EINTR`), or `immediate_exit` was set.
     Intr,
@@ -349,6 +355,9 @@ impl RunMapping {
             KVM_EXIT_HLT => VcpuExit::Hlt,
             KVM_EXIT_SHUTDOWN => VcpuExit::Shutdown,
             KVM_EXIT_IRQ_WINDOW_OPEN => VcpuExit::IrqWindowOpen,
+            KVM_EXIT_IOAPIC_EOI => VcpuExit::IoapicEoi {
+                vector: read_field!(run, __bindgen_anon_1.eoi).vector,
+            },
             KVM_EXIT_INTR => VcpuExit::Intr,
             KVM_EXIT_FAIL_ENTRY => {
                 let f = read_field!(run, __bindgen_anon_1.fail_entry);

@@ -242,6 +242,7 @@ fn dest(id: u32, logical: bool, x2apic_format: bool) -> Destination {
         logical,
         shorthand: Shorthand::None,
         source: Some(0),
+        x2apic_broadcast_quirk: true,
     }
 }
 
@@ -254,6 +255,14 @@ fn destinations_match_physically_logically_and_by_shorthand() {
     assert!(dest(0xff, false, false).matches(&rx(300, true, x2apic_ldr(300), 0)));
     assert!(!dest(0xff, false, true).matches(&rx(300, true, x2apic_ldr(300), 0)));
     assert!(dest(0xffff_ffff, false, true).matches(&rx(300, true, x2apic_ldr(300), 0)));
+    // Without KVM's broadcast quirk (an IPI, or the quirk turned off), an
+    // xAPIC broadcast reaches xAPIC-mode APICs only; an x2APIC-mode one
+    // compares 0xff with its ID.
+    let mut d = dest(0xff, false, false);
+    d.x2apic_broadcast_quirk = false;
+    assert!(d.matches(&rx(3, false, 0, 0xf)));
+    assert!(!d.matches(&rx(300, true, x2apic_ldr(300), 0)));
+    assert!(d.matches(&rx(0xff, true, x2apic_ldr(0xff), 0)));
     // Flat logical: any common bit of the 8-bit mask.
     assert!(dest(0b0110, true, false).matches(&rx(0, false, 0b0100 << 24, 0xf)));
     assert!(!dest(0b0110, true, false).matches(&rx(0, false, 0b1000 << 24, 0xf)));
@@ -309,6 +318,15 @@ fn msis_decode_into_messages() {
     .unwrap();
     assert_eq!(m.mode, DeliveryMode::LowestPriority);
     assert!(m.level && m.dest.logical);
+    // Level-triggered with the level bit (14) clear, as QEMU's IOAPIC
+    // writes its pins' messages: still an assert (KVM's `kvm_set_msi_irq`).
+    let m = Msi {
+        address: 0xfee0_0000,
+        data: 0x8051,
+    }
+    .message()
+    .unwrap();
+    assert!(m.level && m.assert);
     // The high address does not extend the destination without
     // KVM_CAP_X2APIC_API's format (KVM's `x86_msi_msg_get_destid`).
     let m = Msi {
@@ -319,6 +337,21 @@ fn msis_decode_into_messages() {
     .unwrap();
     assert_eq!(m.dest.id, 0x2);
     assert!(!m.dest.x2apic_format);
+    // With it, the high address's bits 31:8 are the destination's 31:8;
+    // its bits 7:0 must be clear.
+    let wide = Msi {
+        address: 0x0000_0100_fee0_2000,
+        data: 0x20,
+    };
+    let m = wide.message_in(true).unwrap();
+    assert_eq!(m.dest.id, 0x102);
+    assert!(m.dest.x2apic_format);
+    let bad = Msi {
+        address: 0x0000_0001_fee0_2000,
+        data: 0x20,
+    };
+    assert!(bad.message_in(true).is_none() && !bad.valid_in(true));
+    assert_eq!(bad.message().unwrap().dest.id, 0x2);
     // Outside the interrupt window, or a reserved delivery mode: nothing.
     assert_eq!(
         Msi {

@@ -2,7 +2,7 @@
 //! it (`kvm_set_irq_routing`, `setup_routing_entry`, x86's
 //! `kvm_set_routing_entry`).
 
-use crate::irq::delivery::Msi;
+use crate::irq::delivery::{Destination, Msi};
 use crate::irq::routing::{parse_entry, Routing, RoutingError, Target, ENTRY_BYTES, MAX_ROUTES};
 
 /// `struct kvm_irq_routing_entry` bytes: gsi, type, flags, pad, union.
@@ -122,4 +122,54 @@ fn a_gsi_may_reach_several_chips_but_an_msi_gsi_only_its_msi() {
         Routing::from_entries(&too_many).err(),
         Some(RoutingError::Table)
     );
+}
+
+#[test]
+fn a_split_irqchip_refuses_pin_routes() {
+    assert!(Routing::default_table().unwrap().has_pin_routes());
+    assert!(!Routing::empty().has_pin_routes());
+    let msis = Routing::from_entries(&[msi(5, 0xfee0_0000, 0, 0x30)]).unwrap();
+    assert!(!msis.has_pin_routes());
+    let mixed = Routing::from_entries(&[msi(5, 0xfee0_0000, 0, 0x30), irqchip(6, 2, 6)]).unwrap();
+    assert!(mixed.has_pin_routes());
+}
+
+/// KVM's `kvm_scan_ioapic_routes`: only level-triggered MSI routes of the
+/// user-space IOAPIC's pins (GSIs below the reserved count) whose message
+/// reaches the APIC mark their vector's EOI for user space.
+#[test]
+fn eois_for_user_space_come_from_level_msi_routes_of_reserved_pins() {
+    let table = Routing::from_entries(&[
+        // GSI 3: level, vector 0x51, physical destination 1.
+        msi(3, 0xfee0_1000, 0, 0x8051),
+        // GSI 4: edge, vector 0x52.
+        msi(4, 0xfee0_1000, 0, 0x52),
+        // GSI 30: level, vector 0x53, beyond 24 reserved pins.
+        msi(30, 0xfee0_1000, 0, 0x8053),
+    ])
+    .unwrap();
+    let apic1 = |d: &Destination| d.id == 1;
+    let apic2 = |d: &Destination| d.id == 2;
+    assert!(table.ioapic_vector_reaches(24, false, 0x51, apic1));
+    assert!(!table.ioapic_vector_reaches(24, false, 0x51, apic2));
+    assert!(!table.ioapic_vector_reaches(3, false, 0x51, apic1));
+    assert!(!table.ioapic_vector_reaches(24, false, 0x52, apic1));
+    assert!(!table.ioapic_vector_reaches(24, false, 0x53, apic1));
+    assert!(table.ioapic_vector_reaches(31, false, 0x53, apic1));
+    assert!(!Routing::default_table()
+        .unwrap()
+        .ioapic_vector_reaches(24, false, 0x51, apic1));
+}
+
+/// `KVM_X2APIC_API_USE_32BIT_IDS`: an MSI route whose high address has
+/// bits 7:0 set is refused; its bits 31:8 extend the destination.
+#[test]
+fn msi_routes_in_the_32_bit_id_format() {
+    let t = Routing::from_entries(&[msi(3, 0xfee0_1000, 0x100, 0x8051)]).unwrap();
+    assert!(!t.has_invalid_msi(true) && !t.has_invalid_msi(false));
+    let at_0x101 = |d: &Destination| d.id == 0x101;
+    assert!(t.ioapic_vector_reaches(24, true, 0x51, at_0x101));
+    assert!(!t.ioapic_vector_reaches(24, false, 0x51, at_0x101));
+    let bad = Routing::from_entries(&[msi(3, 0xfee0_1000, 0x1, 0x8051)]).unwrap();
+    assert!(bad.has_invalid_msi(true) && !bad.has_invalid_msi(false));
 }
