@@ -325,7 +325,13 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             state.run.interrupt_shadow,
             state.regs.rip,
         );
-        let window = apic::pick_interrupt(state) || req.interrupt_window;
+        // User space's request counts only while it could inject (KVM's
+        // `kvm_cpu_accept_dm_intr`): with a split irqchip whose LINT0 takes
+        // no ExtINT, a window would open at once, again and again, and the
+        // guest would never run.
+        let dm_window =
+            req.interrupt_window && state.run.irq.as_ref().is_none_or(|l| l.accepts_extint());
+        let window = apic::pick_interrupt(state) || dm_window;
         let inject = state
             .run
             .event

@@ -1902,6 +1902,12 @@ irq_guest! {
     "halt_until %r15, 2",
     "mov %r15, %rbx",
     "ucall UCALL_SYNC",
+    // LINT0 masked: no ExtINT can come in; the guest runs on with IF=1.
+    "movl $0x10700, 0x350(%rbp)",
+    "sti",
+    "spin 1000",
+    "ucall UCALL_SYNC",
+    "cli",
     "ucall UCALL_DONE",
     "9: inc %r15",
     "iretq",
@@ -1912,7 +1918,9 @@ irq_guest! {
 /// returns `KVM_EXIT_IRQ_WINDOW_OPEN` (halted, ready for injection)
 /// instead of sleeping; `KVM_INTERRUPT` then wakes it and the guest takes
 /// the vector through LINT0 (the BSP's, ExtINT at reset). A vector given
-/// before the guest halts is taken when it can.
+/// before the guest halts is taken when it can. Once the guest masks
+/// LINT0, a requested window does not open (the guest runs on; KVM's
+/// `kvm_cpu_accept_dm_intr`) and the vCPU is not ready for injection.
 fn split_irqchip_extint_comes_through_kvm_interrupt(ctx: &Ctx) -> TestResult {
     let (_vm, mut v) = split_vm(ctx, extint_guest())?;
     v.sync()?;
@@ -1940,6 +1948,14 @@ fn split_irqchip_extint_comes_through_kvm_interrupt(ctx: &Ctx) -> TestResult {
     check_ok!(v.vcpu.interrupt(0x40));
     let [count, _, _] = v.sync()?;
     check_eq!(count, 2u64, "ExtINTs taken");
+    // With LINT0 masked the window never opens, and the guest runs on.
+    v.run.set_request_interrupt_window(true);
+    v.sync()?;
+    check!(
+        !v.run.ready_for_interrupt_injection(),
+        "ready_for_interrupt_injection with LINT0 masked"
+    );
+    v.run.set_request_interrupt_window(false);
     v.done()
 }
 

@@ -438,6 +438,30 @@ fn linux_boots_to_user_space_with_two_vcpus(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// The same Linux boot on QEMU's `kernel_irqchip=split`: the nested
+/// kernel's timer check (`check_timer`) runs with QEMU's PIT and PIC
+/// behind the device's local APICs, its IOAPIC's pins arrive as MSIs and
+/// its level-triggered EOIs come back as `KVM_EXIT_IOAPIC_EOI`. Run on the
+/// device under test only: kvm_amd passes it (docs/testing.md records the
+/// run), and each nested boot is one more chance for QEMU's SVM fault
+/// there (docs/testing.md, "An open bug").
+fn linux_boots_on_the_split_irqchip(ctx: &Ctx) -> TestResult {
+    if rkvm_selftests::emulator() == "bochs" {
+        skip!("a nested Linux boot takes minutes under Bochs; the QEMU (SVM) run has it");
+    }
+    if !ctx.is_rkvm() {
+        skip!("kvm_amd's result is recorded in docs/testing.md (it passes); this run is rkvm's");
+    }
+    let machine = Machine {
+        kernel_irqchip: "split",
+        cpus: 2,
+    };
+    let o = boot(ctx, machine, Payload::Linux)?;
+    expect_in_order(&o.console, &[&linux_line(2)])?;
+    check_eq!(o.status, Some(0), "QEMU's exit status");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -446,6 +470,7 @@ fn main() -> ExitCode {
             seabios_starts_two_vcpus_on_the_in_kernel_irqchip,
             seabios_starts_two_vcpus_on_the_split_irqchip,
             linux_boots_to_user_space_with_two_vcpus,
+            linux_boots_on_the_split_irqchip,
         ],
     )
 }
