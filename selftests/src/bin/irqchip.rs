@@ -1623,9 +1623,16 @@ fn hostile_round(ctx: &Ctx) -> Result<(Vec<Ended>, Duration), Status> {
 /// emulator's fault ([`Ended::EmulatorFault`]) on KVM and on rkvm alike;
 /// such a round is reported and run again, up to three rounds in all,
 /// and a third such round fails the test. Any other failure fails it at
-/// once.
+/// once. Under QEMU the test runs on rkvm's column only: kvm_amd meets the
+/// fault as a vCPU stuck for the whole 120 s, which no round can tell from
+/// a real hang; its passes are recorded in docs/testing.md.
 fn hostile_guests_leave_the_host_responsive(ctx: &Ctx) -> TestResult {
     const ROUNDS: u32 = 3;
+    if !ctx.is_rkvm() && rkvm_selftests::emulator() == "qemu" {
+        ksft::skip!(
+            "kvm_amd's baseline is recorded (docs/testing.md): under QEMU's SVM its runs of this test hang a vCPU for 120 s on the emulator's fault (twice on the KASAN kernel)"
+        );
+    }
     for round in 1..=ROUNDS {
         let (ended, worst) = hostile_round(ctx)?;
         check!(
