@@ -358,6 +358,17 @@ fn boots_the_disk(ctx: &Ctx, machine: Machine) -> TestResult {
     Ok(())
 }
 
+/// Boots the test kernel on `machine` and checks the console: init's
+/// line with `machine.cpus` CPUs online, and QEMU's exit status 0 (ACPI
+/// power-off).
+fn boots_linux(ctx: &Ctx, machine: Machine) -> TestResult {
+    let o = boot(ctx, machine, Payload::Linux)?;
+    // The kernel logs only warnings (`loglevel=4`): init's line is the news.
+    expect_in_order(&o.console, &[&linux_line(machine.cpus)])?;
+    check_eq!(o.status, Some(0), "QEMU's exit status");
+    Ok(())
+}
+
 /// QEMU's own interrupt controllers (`kernel_irqchip=off`): SeaBIOS
 /// initialises the machine (real mode, its 32-bit part, PCI and fw_cfg
 /// port I/O, the userspace APIC's MMIO), finds the disk, loads the boot
@@ -427,15 +438,13 @@ fn linux_boots_to_user_space_with_two_vcpus(ctx: &Ctx) -> TestResult {
     if rkvm_selftests::emulator() == "bochs" {
         skip!("a nested Linux boot takes minutes under Bochs; the QEMU (SVM) run has it");
     }
-    let machine = Machine {
-        kernel_irqchip: "on",
-        cpus: 2,
-    };
-    let o = boot(ctx, machine, Payload::Linux)?;
-    // The kernel logs only warnings (`loglevel=4`): init's line is the news.
-    expect_in_order(&o.console, &[&linux_line(2)])?;
-    check_eq!(o.status, Some(0), "QEMU's exit status");
-    Ok(())
+    boots_linux(
+        ctx,
+        Machine {
+            kernel_irqchip: "on",
+            cpus: 2,
+        },
+    )
 }
 
 /// The same Linux boot on QEMU's `kernel_irqchip=split`: the nested
@@ -452,14 +461,13 @@ fn linux_boots_on_the_split_irqchip(ctx: &Ctx) -> TestResult {
     if !ctx.is_rkvm() {
         skip!("kvm_amd's result is recorded in docs/testing.md (it passes); this run is rkvm's");
     }
-    let machine = Machine {
-        kernel_irqchip: "split",
-        cpus: 2,
-    };
-    let o = boot(ctx, machine, Payload::Linux)?;
-    expect_in_order(&o.console, &[&linux_line(2)])?;
-    check_eq!(o.status, Some(0), "QEMU's exit status");
-    Ok(())
+    boots_linux(
+        ctx,
+        Machine {
+            kernel_irqchip: "split",
+            cpus: 2,
+        },
+    )
 }
 
 fn main() -> ExitCode {
