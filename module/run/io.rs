@@ -86,6 +86,7 @@ pub(super) fn port_io(
         count: 1,
         next_rip,
         gpa: 0,
+        backwards: state.regs.rflags & RFLAGS_DF != 0,
     };
     if io.string {
         let amask = emulate::address_mask(io.address_size);
@@ -104,7 +105,7 @@ pub(super) fn port_io(
             (outs_segment_base(vm, state), state.regs.rsi & amask)
         };
         let la = linear(state, base, offset);
-        let backwards = state.regs.rflags & RFLAGS_DF != 0;
+        let backwards = transfer.backwards;
         // One exit moves what fits in the guest page and the I/O page.
         let want = if io.rep { rcx } else { 1 };
         let count = emulate::string_io_count(la, size, backwards, want, PAGE_SIZE as u64);
@@ -209,7 +210,9 @@ pub(super) fn outs_segment_base(vm: &Vm, state: &ArchState) -> u64 {
 /// Finishes port I/O on the next `KVM_RUN`: for IN, the data user space
 /// left in the I/O page goes to RAX (INS: to guest memory); RSI, RDI and
 /// RCX move for a string instruction, and RIP moves past the instruction
-/// unless a REP has elements left (it then runs again).
+/// unless a REP has elements left (it then runs again). A REP whose RCX
+/// user space lowered during the exit takes only that many elements
+/// ([`emulate::string_io_done`]).
 pub(super) fn complete(
     vm: &Vm,
     state: &mut ArchState,
@@ -227,17 +230,7 @@ pub(super) fn complete(
         state.regs.rip = t.next_rip;
         return Ok(());
     }
-    let backwards = state.regs.rflags & RFLAGS_DF != 0;
-    if input {
-        for k in 0..u64::from(t.count) {
-            let mut elem = [0u8; 4];
-            pio.read_bytes((k * size) as usize, &mut elem[..size as usize])?;
-            let a = emulate::string_element(t.gpa, k, size, backwards);
-            // A slot deleted meanwhile: the data has nowhere to go, as on hardware
-            // writing to nothing.
-            let _ = vm.write_guest(a, &elem[..size as usize]);
-        }
-    }
+    let backwards = t.backwards;
     let index = if input {
         &mut state.regs.rdi
     } else {
@@ -252,6 +245,16 @@ pub(super) fn complete(
         t.io.rep,
         t.io.address_size,
     );
+    if input {
+        for k in 0..u64::from(done.used) {
+            let mut elem = [0u8; 4];
+            pio.read_bytes((k * size) as usize, &mut elem[..size as usize])?;
+            let a = emulate::string_element(t.gpa, k, size, backwards);
+            // A slot deleted meanwhile: the data has nowhere to go, as on hardware
+            // writing to nothing.
+            let _ = vm.write_guest(a, &elem[..size as usize]);
+        }
+    }
     *index = done.index;
     state.regs.rcx = done.rcx;
     if done.finished {

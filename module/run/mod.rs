@@ -202,6 +202,10 @@ struct StringIo {
     next_rip: u64,
     /// For INS: the guest-physical address of the first element.
     gpa: u64,
+    /// RFLAGS.DF at the exit: the elements go down from `gpa`. Kept, so
+    /// that user space changing DF during the exit cannot turn the writes
+    /// away from the page the count was measured in.
+    backwards: bool,
 }
 
 /// How an exit is handled.

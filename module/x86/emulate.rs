@@ -178,6 +178,9 @@ pub(crate) fn string_element(first: u64, k: u64, size: u64, backwards: bool) -> 
 /// of `size` bytes moved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct StringIoDone {
+    /// How many of the exit's elements the instruction takes: all of
+    /// them, or fewer if user space lowered RCX during the exit.
+    pub(crate) used: u32,
     /// RSI (OUTS) or RDI (INS).
     pub(crate) index: u64,
     pub(crate) rcx: u64,
@@ -186,9 +189,18 @@ pub(crate) struct StringIoDone {
     pub(crate) finished: bool,
 }
 
-/// RSI or RDI move by `count * size` (down with DF set), RCX counts down
-/// for REP; only the bits of the address size change, the others are kept.
-/// SDM Vol. 2B INS, OUTS, REP.
+/// The registers after a string I/O exit of `count` elements of `size`
+/// bytes: RSI or RDI move by the elements used (down with DF set), RCX
+/// counts down for REP; only the bits of the address size change, the
+/// others are kept. SDM Vol. 2B INS, OUTS, REP.
+///
+/// `rcx` is read when the exit completes, and user space may have changed
+/// it meanwhile. As KVM's emulator (`pio_in_emulated` takes
+/// `min(RCX, the exit's count)`), a REP takes no more elements than RCX
+/// now asks for: RCX lowered to 0 ends the instruction with nothing
+/// moved, and RCX raised only makes it run again. Never more than the exit
+/// carried, and RCX never wraps (which would run the REP on through the
+/// guest's memory).
 pub(crate) fn string_io_done(
     index: u64,
     rcx: u64,
@@ -199,7 +211,13 @@ pub(crate) fn string_io_done(
     address_size: u8,
 ) -> StringIoDone {
     let mask = address_mask(address_size);
-    let delta = u64::from(count) * size;
+    let used = if rep {
+        // `count` fits in u32, so the minimum does too.
+        (rcx & mask).min(u64::from(count)) as u32
+    } else {
+        count
+    };
+    let delta = u64::from(used) * size;
     let moved = if backwards {
         index.wrapping_sub(delta)
     } else {
@@ -208,13 +226,15 @@ pub(crate) fn string_io_done(
     let index = (index & !mask) | (moved & mask);
     if !rep {
         return StringIoDone {
+            used,
             index,
             rcx,
             finished: true,
         };
     }
-    let left = (rcx & mask).wrapping_sub(u64::from(count)) & mask;
+    let left = (rcx & mask) - u64::from(used);
     StringIoDone {
+        used,
         index,
         rcx: (rcx & !mask) | left,
         finished: left == 0,

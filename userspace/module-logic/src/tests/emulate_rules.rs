@@ -158,6 +158,32 @@ fn string_io_updates_only_the_address_size_bits() {
 }
 
 #[test]
+fn a_rep_takes_no_more_elements_than_rcx_asks_for_at_completion() {
+    // Linux's userspace_io_test: an exit of 2 elements, user space sets RCX to 1. KVM's
+    // emulator takes one element, RCX reaches 0 and RDI moved by one; RCX must not wrap.
+    let d = string_io_done(0x5000, 1, 2, 1, false, true, 8);
+    assert_eq!((d.used, d.index, d.rcx, d.finished), (1, 0x5001, 0, true));
+    // RCX raised (3 -> 8192): the exit's 3 elements are taken, the REP goes on.
+    let d = string_io_done(0x5000, 8192, 3, 1, false, true, 8);
+    assert_eq!(
+        (d.used, d.index, d.rcx, d.finished),
+        (3, 0x5003, 8189, false)
+    );
+    // RCX set to 0: nothing is taken and the instruction ends.
+    let d = string_io_done(0x5000, 0, 4, 2, true, true, 8);
+    assert_eq!((d.used, d.index, d.rcx, d.finished), (0, 0x5000, 0, true));
+    // Only the address-size bits of RCX count: ECX = 1 with bits above set.
+    let d = string_io_done(0x5000, 0xffff_ffff_0000_0001, 4, 1, false, true, 4);
+    assert_eq!(
+        (d.used, d.index, d.rcx, d.finished),
+        (1, 0x5001, 0xffff_ffff_0000_0000, true)
+    );
+    // Without REP, RCX means nothing: the one element is taken.
+    let d = string_io_done(0x5000, 0, 1, 4, false, false, 8);
+    assert_eq!((d.used, d.index), (1, 0x5004));
+}
+
+#[test]
 fn in_merges_al_and_ax_and_zero_extends_eax() {
     let rax = 0x1122_3344_5566_7788;
     assert_eq!(in_result(rax, 0xaa, 1), 0x1122_3344_5566_77aa);
