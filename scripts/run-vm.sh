@@ -8,6 +8,7 @@
 #               (boot it with RKVM_QEMU_CPU set to such a CPU).
 #   MODE cmd:   runs /etc/rkvm/cmd; console to stdout (and LOG), no input.
 #   MODE shell: interactive console on this terminal.
+# RKVM_KERNEL_ARGS adds kernel parameters (see below).
 . "$(dirname "$0")/lib.sh"
 
 initrd=${1:?usage: run-vm.sh INITRAMFS MODE [LOG]}
@@ -24,6 +25,12 @@ append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell} rkvm_emulator=qemu"
 [ "$mode" = check ] || [ "$mode" = nodev ] && append="$append loglevel=1"
 # RKVM_SUITE_TESTS="a b": the suite runs only those programs.
 [ -n "${RKVM_SUITE_TESTS:-}" ] && append="$append rkvm_tests=${RKVM_SUITE_TESTS// /,}"
+# The KASAN kernel says so to the suite (init passes rkvm_kasan=1 on as an
+# environment variable): `qemu` skips its nested Linux boots there.
+[ "$RKVM_KASAN" = 1 ] && append="$append rkvm_kasan=1"
+# RKVM_KERNEL_ARGS: more kernel parameters, last so they win (for a hunt:
+# "oops=panic loglevel=8" stops at the first oops and shows it whole).
+[ -n "${RKVM_KERNEL_ARGS:-}" ] && append="$append $RKVM_KERNEL_ARGS"
 
 # RKVM_QEMU_ACCEL: QEMU's accelerator options; the default gives each
 # emulated CPU its own host thread. `tcg,thread=single` interleaves them on

@@ -4,7 +4,8 @@
 # Every selftest binary runs twice in the same boot: against rkvm
 # (/dev/rkvm) and against the real KVM (/dev/kvm, with rkvm unloaded and
 # kvm_amd or kvm_intel loaded). A test that passes on rkvm but fails on KVM
-# asserts the wrong thing. Then the extra tests (EXTRA_TESTS) run once
+# asserts the wrong thing (under QEMU a failing KVM program runs once more:
+# see run_kvm). Then the extra tests (EXTRA_TESTS) run once
 # against rkvm, and the kernel's own health is checked: no kmemleak report
 # and no warning, BUG, oops or lockdep splat logged during the suite.
 #
@@ -39,23 +40,46 @@ result() { # result NAME STATUS [REASON]
 	echo "$1 $s" >> $summary
 }
 
-run_one() { # run_one NAME CMD...  (RKVM_STRICT=1: a program that skips everything fails)
-	name=$1
+run_prog() { # run_prog NAME CMD...: runs it, prints its output; sets rc
+	echo "# selftests: $1"
 	shift
-	echo "# selftests: $name"
 	timeout "$TIMEOUT" "$@" > /tmp/out 2>&1
 	rc=$?
 	sed 's/^/# /' /tmp/out
+}
+
+report() { # report NAME  (rc and /tmp/out from run_prog; RKVM_STRICT=1: a program that skips everything fails)
 	case $rc in
-	124 | 143) result "$name" 1 "TIMEOUT after ${TIMEOUT}s" ;;
+	124 | 143) result "$1" 1 "TIMEOUT after ${TIMEOUT}s" ;;
 	4) if [ "${RKVM_STRICT:-0}" = 1 ]; then
-		result "$name" 1 "every test skipped: $(sed -n 's/.*# SKIP //p' /tmp/out | head -n 1)"
+		result "$1" 1 "every test skipped: $(sed -n 's/.*# SKIP //p' /tmp/out | head -n 1)"
 	else
-		result "$name" 4 "$(sed -n 's/.*# SKIP //p' /tmp/out | head -n 1)"
+		result "$1" 4 "$(sed -n 's/.*# SKIP //p' /tmp/out | head -n 1)"
 	fi ;;
-	0) result "$name" 0 ;;
-	*) result "$name" 1 "exit status $rc" ;;
+	0) result "$1" 0 ;;
+	*) result "$1" 1 "exit status $rc" ;;
 	esac
+}
+
+run_one() { # run_one NAME CMD...
+	run_prog "$@"
+	report "$1"
+}
+
+# Under QEMU's SVM, kvm_amd meets the emulator's intermittent fault too (a
+# vCPU stuck or shut down; docs/testing.md, "An open bug"). KVM's column is
+# the oracle, not the subject: a program of it that fails there runs once
+# more, after its first run's output. A test asserting the wrong thing
+# fails both runs; rkvm's column is never run again.
+run_kvm() { # run_kvm PROGRAM
+	run_prog "kvm:$1" /selftests/$1 /dev/kvm
+	case $rc in 0 | 4) ;; *)
+		if [ "${rkvm_emulator:-}" = qemu ]; then
+			echo "# kvm:$1 failed (status $rc) under QEMU: running it once more"
+			run_prog "kvm:$1" /selftests/$1 /dev/kvm
+		fi ;;
+	esac
+	report "kvm:$1"
 }
 
 # The kernel log from here on is the suite's: remember where it starts, and
@@ -81,7 +105,7 @@ rmmod rkvm 2>/dev/null
 vendor=kvm_amd
 grep -qw vmx /proc/cpuinfo && vendor=kvm_intel
 if modprobe $vendor; then
-	for t in $TESTS; do run_one "kvm:$t" /selftests/$t /dev/kvm; done
+	for t in $TESTS; do run_kvm "$t"; done
 	rmmod $vendor kvm
 else
 	for t in $TESTS; do result "kvm:$t" 1 "modprobe $vendor failed"; done

@@ -147,6 +147,12 @@ pub fn emulator() -> String {
     std::env::var("rkvm_emulator").unwrap_or_default()
 }
 
+/// Whether the test VM runs the KASAN variant of the test kernel
+/// (`rkvm_kasan=1` on its command line, set by the boot scripts).
+pub fn kasan_kernel() -> bool {
+    std::env::var("rkvm_kasan").is_ok_and(|v| v == "1")
+}
+
 /// The first command-line argument, or [`DEFAULT_PATH`].
 pub fn device_path() -> PathBuf {
     std::env::args_os()

@@ -324,13 +324,22 @@ fn boot(ctx: &Ctx, machine: Machine, payload: Payload) -> Result<Outcome, Status
     Ok(outcome)
 }
 
-/// Checks that `lines` appear in the console in this order.
+/// Checks that `lines` appear in the console in this order; if one does
+/// not, shows the console's last lines (a guest that panicked and reset
+/// ends QEMU with status 0 under `-no-reboot`, so only they say why).
 fn expect_in_order(console: &str, lines: &[&str]) -> TestResult {
     let mut rest = console;
     for want in lines {
         match rest.find(want) {
             Some(at) => rest = &rest[at + want.len()..],
-            None => fail!("the debug console lacks {want:?} (after the lines before it)"),
+            None => {
+                diag!("the end of the console:");
+                let lines: Vec<&str> = console.lines().collect();
+                for line in &lines[lines.len().saturating_sub(40)..] {
+                    diag!("  {line}");
+                }
+                fail!("the debug console lacks {want:?} (after the lines before it)")
+            }
         }
     }
     Ok(())
@@ -360,8 +369,15 @@ fn boots_the_disk(ctx: &Ctx, machine: Machine) -> TestResult {
 
 /// Boots the test kernel on `machine` and checks the console: init's
 /// line with `machine.cpus` CPUs online, and QEMU's exit status 0 (ACPI
-/// power-off).
+/// power-off). Skipped under QEMU on the KASAN kernel, where the emulator
+/// loses the test VM in these boots whichever hypervisor runs them.
 fn boots_linux(ctx: &Ctx, machine: Machine) -> TestResult {
+    if rkvm_selftests::emulator() == "qemu" && rkvm_selftests::kasan_kernel() {
+        skip!(
+            "under QEMU's SVM on the KASAN kernel, nested Linux boots corrupt the test VM's kernel \
+             with kvm_amd as with rkvm (docs/testing.md, \"An open bug\"); they run on the other kernel"
+        );
+    }
     let o = boot(ctx, machine, Payload::Linux)?;
     // The kernel logs only warnings (`loglevel=4`): init's line is the news.
     expect_in_order(&o.console, &[&linux_line(machine.cpus)])?;
