@@ -197,10 +197,11 @@ pub(crate) struct StringIoDone {
 /// `rcx` is read when the exit completes, and user space may have changed
 /// it meanwhile. As KVM's emulator (`pio_in_emulated` takes
 /// `min(RCX, the exit's count)`), a REP takes no more elements than RCX
-/// now asks for: RCX lowered to 0 ends the instruction with nothing
-/// moved, and RCX raised only makes it run again. Never more than the exit
-/// carried, and RCX never wraps (which would run the REP on through the
-/// guest's memory).
+/// now asks for, and RCX raised only makes it run again. Never more than
+/// the exit carried, and RCX never wraps (which would run the REP on
+/// through the guest's memory). RCX lowered to 0 ends the instruction
+/// with nothing moved: rkvm's choice, where KVM keeps exiting for the same
+/// instruction (docs/abi.md; not ABI).
 pub(crate) fn string_io_done(
     index: u64,
     rcx: u64,
