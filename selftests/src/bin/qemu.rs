@@ -315,13 +315,18 @@ fn boot(ctx: &Ctx, machine: Machine, payload: Payload) -> Result<Outcome, Status
         for line in outcome.stderr.lines().take(20) {
             diag!("  {line}");
         }
-        diag!("the end of the debug console:");
-        let lines: Vec<&str> = outcome.console.lines().collect();
-        for line in &lines[lines.len().saturating_sub(25)..] {
-            diag!("  {line}");
-        }
+        show_console_end(&outcome.console, 25);
     }
     Ok(outcome)
+}
+
+/// Shows the last `count` lines of a boot's console as diagnostics.
+fn show_console_end(console: &str, count: usize) {
+    diag!("the end of the debug console:");
+    let lines: Vec<&str> = console.lines().collect();
+    for line in &lines[lines.len().saturating_sub(count)..] {
+        diag!("  {line}");
+    }
 }
 
 /// Checks that `lines` appear in the console in this order; if one does
@@ -333,11 +338,7 @@ fn expect_in_order(console: &str, lines: &[&str]) -> TestResult {
         match rest.find(want) {
             Some(at) => rest = &rest[at + want.len()..],
             None => {
-                diag!("the end of the console:");
-                let lines: Vec<&str> = console.lines().collect();
-                for line in &lines[lines.len().saturating_sub(40)..] {
-                    diag!("  {line}");
-                }
+                show_console_end(console, 40);
                 fail!("the debug console lacks {want:?} (after the lines before it)")
             }
         }
