@@ -54,6 +54,28 @@ run_logged() {
 	fi
 }
 
+# watch_silence PID FILE: stops the VM whose `timeout` process is PID
+# (it passes the signal on to the emulator) once FILE, its console, has
+# not grown for RKVM_VM_SILENCE seconds (default 900), and then creates
+# FILE.silent. In check mode the suite prints a line before every program
+# and each program has a 600 s limit inside the VM, so a console silent
+# for longer means a wedged test VM (its CPUs stuck, no timer firing):
+# waiting for the whole boot's limit would only spend CI's time budget.
+watch_silence() {
+	local pid=$1 file=$2 limit=${RKVM_VM_SILENCE:-900} size last=-1 quiet=0
+	while kill -0 "$pid" 2>/dev/null; do
+		sleep 10
+		size=$(stat -c %s "$file" 2>/dev/null || echo 0)
+		if [ "$size" = "$last" ]; then quiet=$((quiet + 10)); else quiet=0 last=$size; fi
+		if [ "$quiet" -ge "$limit" ]; then
+			say "the test VM's console has been silent for $limit s: stopping it (RKVM_VM_SILENCE)"
+			: >"$file.silent"
+			kill "$pid" 2>/dev/null
+			return 0
+		fi
+	done
+}
+
 # RKVM_KASAN=1 selects the KASAN variant of the test kernel: the extra
 # config fragment kconfig/kasan.config, built with clang (LLVM=-19), which
 # the kernel requires for KASAN together with Rust. A separate cache entry.

@@ -99,13 +99,26 @@ tail -n +1 -f "$work/console.log" &
 follower=$!
 set +e
 timeout --foreground "${RKVM_VM_TIMEOUT:-2700}" bochs -q -f "$work/bochsrc" -rc "$work/continue" \
-	</dev/null >"$work/bochs.out" 2>&1
+	</dev/null >"$work/bochs.out" 2>&1 &
+vm=$!
+# The suite: a console silent too long stops the VM (watch_silence, lib.sh).
+watchdog=
+if [ "$mode" = check ]; then
+	watch_silence "$vm" "$work/console.log" &
+	watchdog=$!
+fi
+wait "$vm"
 status=$?
 set -e
+[ -n "$watchdog" ] && { kill "$watchdog" 2>/dev/null || true; wait "$watchdog" 2>/dev/null || true; }
 sleep 1
 kill "$follower" 2>/dev/null || true
 wait "$follower" 2>/dev/null || true
 [ -n "$log" ] && cp "$work/console.log" "$log"
+if [ -e "$work/console.log.silent" ]; then
+	echo "rkvm: Bochs stopped: its console was silent for ${RKVM_VM_SILENCE:-900} s" >&2
+	exit 124
+fi
 # A soft power-off ends Bochs with status 1; anything else is a failure.
 if [ "$status" = 1 ] && grep -q "ACPI control: soft power off" "$work/bochs.out" "$work/bochs.log" 2>/dev/null; then
 	exit 0

@@ -372,6 +372,7 @@ fn boots_the_disk(ctx: &Ctx, machine: Machine) -> TestResult {
 /// line with `machine.cpus` CPUs online, and QEMU's exit status 0 (ACPI
 /// power-off). Skipped under QEMU on the KASAN kernel, where the emulator
 /// loses the test VM in these boots whichever hypervisor runs them.
+/// Under QEMU a failed boot is followed by one more (see below).
 fn boots_linux(ctx: &Ctx, machine: Machine) -> TestResult {
     if rkvm_selftests::emulator() == "qemu" && rkvm_selftests::kasan_kernel() {
         skip!(
@@ -379,6 +380,29 @@ fn boots_linux(ctx: &Ctx, machine: Machine) -> TestResult {
              with kvm_amd as with rkvm (docs/testing.md, \"An open bug\"); they run on the other kernel"
         );
     }
+    // Under QEMU's SVM a nested boot now and then ends early or stops, on
+    // kvm_amd as on rkvm (docs/testing.md, "An open bug"): a failed boot
+    // there, its console shown, is followed by one more. A boot that fails
+    // every time fails both and the test.
+    let boots = if rkvm_selftests::emulator() == "qemu" {
+        2
+    } else {
+        1
+    };
+    let mut n = 1;
+    loop {
+        match boot_linux_once(ctx, machine) {
+            Err(Status::Fail(why)) if n < boots => {
+                diag!("boot {n} of {boots} failed under QEMU's SVM ({why}): booting once more");
+                n += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// One boot of the test kernel for `boots_linux`.
+fn boot_linux_once(ctx: &Ctx, machine: Machine) -> TestResult {
     let o = boot(ctx, machine, Payload::Linux)?;
     // The kernel logs only warnings (`loglevel=4`): init's line is the news.
     expect_in_order(&o.console, &[&linux_line(machine.cpus)])?;
@@ -402,22 +426,31 @@ fn seabios_boots_the_disk_and_the_boot_sector_runs(ctx: &Ctx) -> TestResult {
     )
 }
 
+/// Skips a two-vCPU run on kvm_amd under Bochs's SVM (the `zambezi` boot).
+/// Seen in CI there: kvm_amd held a host CPU in VMRUN for 26 s in the
+/// in-kernel irqchip run (an RCU stall, which the kernel-log check turns
+/// into a failure), and in a later run the split irqchip run stopped the
+/// whole test VM until Bochs's 45-minute limit: problems of that emulator
+/// and KVM. rkvm's column runs both there; QEMU's SVM boot has KVM's
+/// column of both.
+fn skip_kvm_amd_with_two_vcpus_on_bochs(ctx: &Ctx) -> TestResult {
+    let on_bochs = rkvm_selftests::emulator() == "bochs";
+    if on_bochs && cpu::extension() == Some(Extension::Svm) && !ctx.is_rkvm() {
+        skip!(
+            "kvm_amd under Bochs's SVM stalls a host CPU in VMRUN with two vCPUs (an RCU stall and \
+             a wedged test VM seen in CI); QEMU's SVM boot runs KVM's column of this test"
+        );
+    }
+    Ok(())
+}
+
 /// The device's interrupt controllers (`kernel_irqchip=on`, QEMU's default)
 /// with two vCPUs: SeaBIOS starts the second with INIT and SIPI through
 /// the in-kernel local APICs and counts it; the boot sector's timer ticks
 /// come from the in-kernel PIT through the in-kernel PIC and LINT0, and its
 /// HLTs sleep in the kernel.
 fn seabios_starts_two_vcpus_on_the_in_kernel_irqchip(ctx: &Ctx) -> TestResult {
-    // Seen in CI: kvm_amd under Bochs's SVM (the zambezi run) held a host
-    // CPU in VMRUN for 26 s on this run (an RCU stall), a problem of that
-    // emulator and KVM that the kernel-log check turns into a failure.
-    // rkvm's column runs it there; QEMU's SVM run has KVM's.
-    let on_bochs = rkvm_selftests::emulator() == "bochs";
-    if on_bochs && cpu::extension() == Some(Extension::Svm) && !ctx.is_rkvm() {
-        skip!(
-            "kvm_amd under Bochs's SVM stalls a host CPU in VMRUN on this run (RCU stall seen in CI)"
-        );
-    }
+    skip_kvm_amd_with_two_vcpus_on_bochs(ctx)?;
     boots_the_disk(
         ctx,
         Machine {
@@ -435,6 +468,7 @@ fn seabios_starts_two_vcpus_on_the_in_kernel_irqchip(ctx: &Ctx) -> TestResult {
 /// `KVM_EXIT_IRQ_WINDOW_OPEN` says the guest can take one, while the
 /// halted vCPU waits in the kernel.
 fn seabios_starts_two_vcpus_on_the_split_irqchip(ctx: &Ctx) -> TestResult {
+    skip_kvm_amd_with_two_vcpus_on_bochs(ctx)?;
     boots_the_disk(
         ctx,
         Machine {
