@@ -100,9 +100,6 @@ mod icr {
     pub(super) const LEVEL_ASSERT: u32 = 1 << 14;
     pub(super) const TRIGGER_LEVEL: u32 = 1 << 15;
     pub(super) const SHORTHAND_SHIFT: u32 = 18;
-    /// The bits a write keeps (vector, mode, destination mode, level,
-    /// trigger, shorthand); the delivery status always reads idle.
-    pub(super) const WRITABLE: u32 = 0x000c_cfff;
     /// Bits of the x2APIC ICR's low half that must be 0 (31:20, 17:16, 13).
     pub(super) const X2APIC_RESERVED: u32 = 0xfff3_2000;
 }
@@ -338,6 +335,9 @@ impl Lapic {
     /// [`Lapic::base_transition_ok`]). Entering x2APIC mode makes the ID
     /// the vCPU id and derives the LDR; disabling the APIC resets it, so
     /// re-enabling starts from the reset state (SDM Vol. 3A 11.4.3).
+    /// Leaving x2APIC mode for xAPIC mode, which only the VMM may do (a
+    /// restore), puts the ID back in xAPIC format, as KVM's ABI has it
+    /// (`__kvm_apic_set_base`; Linux's xapic_state_test checks it).
     pub(crate) fn set_base(&mut self, enabled: bool, x2apic: bool) {
         let was = (self.enabled, self.x2apic);
         self.enabled = enabled;
@@ -349,6 +349,8 @@ impl Lapic {
             self.set(reg::LDR, x2apic_ldr(self.vcpu_id));
             self.set(reg::DFR, 0);
             self.set(reg::ICR_HIGH, 0);
+        } else if enabled && !self.x2apic && was.1 {
+            self.set(reg::ID, self.vcpu_id << 24);
         }
     }
 
@@ -685,7 +687,11 @@ impl Lapic {
             }
             reg::ESR => Ok(Effect::None),
             reg::ICR_LOW => {
-                let value = value & icr::WRITABLE & !icr::DELIVERY_STATUS;
+                // The register keeps what was written, reserved bits too,
+                // but the delivery status, which always reads idle: KVM's
+                // behaviour, which Linux's `xapic_state_test` checks (the
+                // message sent uses only the defined fields).
+                let value = value & !icr::DELIVERY_STATUS;
                 self.set(reg::ICR_LOW, value);
                 Ok(self.send_ipi(value, self.get(reg::ICR_HIGH)))
             }

@@ -224,6 +224,13 @@ fn the_icr_sends_ipis_with_the_destination_in_icr_high() {
     assert_eq!((m.mode, m.vector), (DeliveryMode::StartUp, 0x9a));
     // The reserved delivery mode 3 sends nothing.
     assert_eq!(write(&mut a, reg::ICR_LOW, 0x340), Effect::None);
+    // The xAPIC ICR keeps reserved bits as written, all but the delivery
+    // status (KVM's behaviour; Linux's xapic_state_test reads them back);
+    // its high half only the destination byte.
+    write(&mut a, reg::ICR_HIGH, 0xa5a5_a5a5);
+    write(&mut a, reg::ICR_LOW, 0xa5a5_b0a5);
+    assert_eq!(read(&a, reg::ICR_LOW), 0xa5a5_a0a5);
+    assert_eq!(read(&a, reg::ICR_HIGH), 0xa500_0000);
 }
 
 fn rx(apic_id: u32, x2apic: bool, ldr: u32, dfr_model: u32) -> Receiver {
@@ -412,6 +419,13 @@ fn x2apic_mode_has_msrs_a_32_bit_id_and_a_derived_ldr() {
     assert!(!a.base_transition_ok(true, true));
     a.set_base(true, false);
     assert_eq!(read(&a, reg::ID), 0x25 << 24, "re-enabled from reset");
+    // The VMM (a restore) may go straight back to xAPIC mode: the ID is
+    // put back in xAPIC format, as KVM does.
+    a.set_base(true, true);
+    assert_eq!(a.msr_read(msr(reg::ID), NOW), Ok(0x25));
+    a.set_base(true, false);
+    assert!(!a.x2apic());
+    assert_eq!(read(&a, reg::ID), 0x25 << 24, "x2APIC to xAPIC by the VMM");
 }
 
 #[test]
