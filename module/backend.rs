@@ -195,6 +195,20 @@ pub(crate) struct ExitInfo {
     /// the hardware fetched them (SVM's decode assists): `len` bytes of
     /// `bytes`.
     pub(crate) insn: Option<InsnBytes>,
+    /// The vendor's own words for the exit, which KVM's internal-error
+    /// exits report (`get_exit_info`).
+    pub(crate) raw: RawExit,
+}
+
+/// An exit as the hardware described it, for user space's diagnostics:
+/// SVM's exit code, EXITINFO1 and EXITINFO2; VMX's exit reason, exit
+/// qualification and IDT-vectoring information. Zero for exits the
+/// hardware did not report (nothing ran).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RawExit {
+    pub(crate) reason: u64,
+    pub(crate) info1: u64,
+    pub(crate) info2: u64,
 }
 
 /// Instruction bytes the hardware fetched for us.

@@ -541,6 +541,13 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             ..
         } => match vm.map_gpa(gpa, write) {
             Ok(Backing::Mapped) => Ok(Next::Enter),
+            // Delivering an event touched memory no slot backs (an IDT, a
+            // stack or a TSS at an MMIO address): there is no instruction to
+            // emulate, so user space is told, as KVM does
+            // (`kvm_prepare_event_vectoring_exit`); the event stays queued.
+            Ok(Backing::None | Backing::ReadOnly) if info.interrupted_event.is_some() => {
+                event_vectoring_failure(page, info, gpa)
+            }
             // The guest keeps its page tables where it has no memory: nothing an MMIO exit
             // could express (KVM's emulator fails the same way).
             Ok(Backing::None | Backing::ReadOnly) if page_walk => {
@@ -607,6 +614,26 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             exit_reason(page, abi::KVM_EXIT_INTERNAL_ERROR)
         }
     }
+}
+
+/// `KVM_EXIT_INTERNAL_ERROR` with `KVM_INTERNAL_ERROR_DELIVERY_EV`: the
+/// exit's second information word, its reason, its first word, the
+/// guest-physical address and the CPU, in KVM's order.
+fn event_vectoring_failure(page: &SharedPage<'_>, info: &ExitInfo, gpa: u64) -> Result<Next> {
+    let mut err = InternalError {
+        suberror: abi::KVM_INTERNAL_ERROR_DELIVERY_EV,
+        ndata: 5,
+        data: [0; 16],
+    };
+    err.data[..5].copy_from_slice(&[
+        info.raw.info2,
+        info.raw.reason,
+        info.raw.info1,
+        gpa,
+        u64::from(cpu::this_cpu()),
+    ]);
+    page.write(UNION, &err)?;
+    exit_reason(page, abi::KVM_EXIT_INTERNAL_ERROR)
 }
 
 fn exit_reason(page: &SharedPage<'_>, reason: u32) -> Result<Next> {

@@ -7,7 +7,9 @@
 use super::asid::{Flush, VcpuAsid};
 use super::vmcb::{self, event, exit, int_ctl, intercept1, intercept2, intercept3, Vmcb};
 use super::SvmShared;
-use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, InsnBytes, IoExit, VendorVcpu};
+use crate::backend::{
+    Entry, Event, Exit, ExitInfo, GuestRegs, InsnBytes, IoExit, RawExit, VendorVcpu,
+};
 use crate::sys::cpu::this_cpu;
 use crate::sys::mem::{kmalloc_phys, page_phys};
 use crate::sys::spec::EntryFlags;
@@ -334,6 +336,11 @@ impl SvmVcpu {
             nmi_blocked: None,
             next_rip: next,
             insn,
+            raw: RawExit {
+                reason: code,
+                info1,
+                info2: c.exit_info2,
+            },
         }
     }
 }
@@ -382,6 +389,7 @@ impl VendorVcpu for SvmVcpu {
                 nmi_blocked: None,
                 next_rip: None,
                 insn: None,
+                raw: RawExit::default(),
             };
         };
         let flush = self.asid.prepare(cpu, pool, self.shared.max_asid);

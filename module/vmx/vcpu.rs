@@ -21,7 +21,7 @@ use super::vmcs::{
 };
 use super::{VmxRegion, VmxShared};
 use crate::abi::{kvm_dtable, kvm_segment};
-use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
+use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, RawExit, VendorVcpu};
 use crate::spec::L1dFlush;
 use crate::sys::cpu::{self, this_cpu};
 use crate::sys::mem::kmalloc_phys;
@@ -622,10 +622,11 @@ impl VmxVcpu {
         let iret_faulted = basic == reason::EPT_VIOLATION
             && full & reason::FAILED_VMENTRY == 0
             && qual & ept_violation::NMI_UNBLOCKED_BY_IRET != 0;
+        let idt_vectoring = read(v, vmcs::IDT_VECTORING_INFO)?;
         let info = ExitInfo {
             exit,
             interrupted_event: interrupted_event(
-                read(v, vmcs::IDT_VECTORING_INFO)?,
+                idt_vectoring,
                 read(v, vmcs::IDT_VECTORING_ERROR_CODE)?,
             ),
             interrupt_shadow: interruptibility
@@ -636,6 +637,16 @@ impl VmxVcpu {
             ),
             next_rip,
             insn: None,
+            raw: RawExit {
+                reason: full.into(),
+                info1: qual,
+                // KVM: none for an entry that failed.
+                info2: if full & reason::FAILED_VMENTRY == 0 {
+                    idt_vectoring.into()
+                } else {
+                    0
+                },
+            },
         };
         Ok((info, host_event))
     }
@@ -697,6 +708,7 @@ impl VmxVcpu {
                         nmi_blocked: Some(entry.nmi_blocked),
                         next_rip: None,
                         insn: None,
+                        raw: RawExit::default(),
                     },
                     None,
                 ));
@@ -728,6 +740,7 @@ fn exit_only(exit: Exit) -> ExitInfo {
         nmi_blocked: None,
         next_rip: None,
         insn: None,
+        raw: RawExit::default(),
     }
 }
 

@@ -12,7 +12,9 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
-use kvm_abi::sys::{KVM_EXIT_INTR, KVM_EXIT_IO, KVM_INTERNAL_ERROR_EMULATION};
+use kvm_abi::sys::{
+    KVM_EXIT_INTR, KVM_EXIT_IO, KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
+};
 use kvm_abi::{GuestMemory, IoDirection, MemoryRegion, MsrEntries, VcpuExit};
 use nix::sys::signal::Signal;
 use rkvm_selftests::cpu::{self, Extension};
@@ -521,6 +523,40 @@ fn mmio_by_an_unemulated_instruction_is_an_emulation_error(ctx: &Ctx) -> TestRes
             check_eq!(suberror, KVM_INTERNAL_ERROR_EMULATION);
         }
         other => fail_exit("KVM_EXIT_INTERNAL_ERROR", &other)?,
+    }
+    Ok(())
+}
+
+guest! {
+    /// Moves the IDT to MMIO_GPA, where no memory is, then executes UD2:
+    /// delivering the #UD reads gate 6 there.
+    fn idt_in_mmio_guest;
+    ".code64",
+    "sub $16, %rsp",
+    "movw $0xfff, (%rsp)",
+    "mov $MMIO_GPA, %eax",
+    "mov %rax, 2(%rsp)",
+    "lidt (%rsp)",
+    "ud2",
+    "ucall UCALL_DONE",
+}
+
+/// An exception whose delivery reads an IDT in MMIO cannot be emulated:
+/// KVM_EXIT_INTERNAL_ERROR with KVM_INTERNAL_ERROR_DELIVERY_EV and KVM's
+/// five words, the fourth the address of the gate (Linux's
+/// set_memory_region_test does the same with a #GP).
+fn an_event_delivered_through_mmio_is_a_delivery_error(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, idt_in_mmio_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::InternalError { suberror, data } => {
+            check_eq!(suberror, KVM_INTERNAL_ERROR_DELIVERY_EV, "suberror");
+            check_eq!(data.len(), 5, "ndata: {data:#x?}");
+            // #UD is vector 6; a 64-bit gate is 16 bytes.
+            check_eq_hex!(data[3], MMIO_GPA + 6 * 16, "the GPA");
+        }
+        other => fail_exit("KVM_EXIT_INTERNAL_ERROR (DELIVERY_EV)", &other)?,
     }
     Ok(())
 }
@@ -2287,6 +2323,7 @@ fn main() -> ExitCode {
             mmio_writes_exit_with_address_length_and_data,
             mmio_read_data_from_the_host_lands_in_the_register,
             mmio_by_an_unemulated_instruction_is_an_emulation_error,
+            an_event_delivered_through_mmio_is_a_delivery_error,
             triple_fault_exits_with_shutdown,
             vmrun_refusing_the_state_is_kvm_exit_fail_entry,
             efer_lme_without_paging_is_legacy_protected_mode,
