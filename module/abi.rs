@@ -44,6 +44,7 @@ pub(crate) const KVM_GET_SUPPORTED_CPUID: u32 = _IOWR::<kvm_cpuid2>(KVMIO, 0x05)
 
 // VM ioctls.
 pub(crate) const KVM_CREATE_VCPU: u32 = _IO(KVMIO, 0x41);
+pub(crate) const KVM_SET_NR_MMU_PAGES: u32 = _IO(KVMIO, 0x44);
 pub(crate) const KVM_SET_USER_MEMORY_REGION: u32 = _IOW::<kvm_userspace_memory_region>(KVMIO, 0x46);
 pub(crate) const KVM_SET_TSS_ADDR: u32 = _IO(KVMIO, 0x47);
 pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = _IOW::<u64>(KVMIO, 0x48);

@@ -70,6 +70,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_MP_STATE
         // KVM_GET_TSC_KHZ on vCPU fds.
         | abi::KVM_CAP_GET_TSC_KHZ
+        // KVM_SET_NR_MMU_PAGES (vm.rs).
+        | abi::KVM_CAP_MMU_SHADOW_CACHE_CONTROL
         | abi::KVM_CAP_SET_TSS_ADDR
         | abi::KVM_CAP_SET_IDENTITY_MAP_ADDR
         | abi::KVM_CAP_EXT_CPUID

@@ -92,8 +92,14 @@ pub(crate) struct Vcpu {
 
 impl Vcpu {
     /// Creates a vCPU in its RESET state, the bootstrap processor if `bsp`,
-    /// with its link to the VM's in-kernel irqchip if there is one.
-    pub(crate) fn new(bsp: bool, shared: &Arc<Shared>, irq: Option<IrqLink>) -> Result<Arc<Self>> {
+    /// with its link to the VM's in-kernel irqchip if there is one, and its
+    /// TSC running `tsc_offset` from the host's (the VM's shared offset).
+    pub(crate) fn new(
+        bsp: bool,
+        shared: &Arc<Shared>,
+        irq: Option<IrqLink>,
+        tsc_offset: u64,
+    ) -> Result<Arc<Self>> {
         let run_pages = [
             Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?,
             Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?,
@@ -108,7 +114,10 @@ impl Vcpu {
                     ArchState {
                         regs: reset_regs(reset_signature(&[])),
                         sregs: reset_sregs(bsp),
-                        msrs: MsrFile::reset(),
+                        msrs: MsrFile {
+                            tsc_offset,
+                            ..MsrFile::reset()
+                        },
                         cpuid: KVec::new(),
                         features: GuestFeatures::default(),
                         run,
@@ -267,6 +276,8 @@ impl VcpuFd {
         let mut entries: KVec<kvm_msr_entry> =
             user::read_array(entries_addr, header.nmsrs as usize)?;
         let host = self.vm.shared.backend.host_limits();
+        let vm_tsc_offset = self.vm.tsc_offset();
+        let mut tsc_set = None;
         let done = {
             let mut guard = self.vcpu.state.lock();
             let state = &mut *guard;
@@ -274,6 +285,8 @@ impl VcpuFd {
                 host: &host,
                 guest: &state.features,
                 host_tsc: cpu::rdtsc(),
+                host_initiated: true,
+                vm_tsc_offset,
             };
             let mut shared = SharedRegs {
                 efer: &mut state.sregs.efer,
@@ -284,7 +297,11 @@ impl VcpuFd {
             for e in entries.iter_mut() {
                 let ok = if write {
                     apic_base_set |= e.index == msr::index::APIC_BASE;
-                    msr::set(&mut state.msrs, &mut shared, &ctx, e.index, e.data)
+                    let ok = msr::set(&mut state.msrs, &mut shared, &ctx, e.index, e.data);
+                    if ok && e.index == msr::index::TSC && e.data != 0 {
+                        tsc_set = Some(state.msrs.tsc_offset);
+                    }
+                    ok
                 } else {
                     match msr::get(&state.msrs, &shared, &ctx, e.index) {
                         Some(v) => {
@@ -306,6 +323,12 @@ impl VcpuFd {
             }
             done
         };
+        // A TSC the host set to a value (a restore) is the one the VM's
+        // vCPUs share from now on: a later write of 0 joins it, as KVM's
+        // new TSC "generation".
+        if let Some(offset) = tsc_set {
+            self.vm.set_tsc_offset(offset);
+        }
         if !write {
             user::write_array(entries_addr, &entries)?;
         }

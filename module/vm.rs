@@ -120,6 +120,16 @@ struct VmInner {
     irqchip: Option<Arc<Irqchip>>,
     /// The bootstrap processor's vCPU id (`KVM_SET_BOOT_CPU_ID`; 0).
     bsp_vcpu_id: u64,
+    /// `KVM_ENABLE_CAP(KVM_CAP_MAX_VCPU_ID)`: vCPU ids must be below it;
+    /// 0 until set, which means [`MAX_VCPU_IDS`]. Set once.
+    max_vcpu_ids: usize,
+    /// `KVM_SET_NR_MMU_PAGES`: the shadow page-table budget asked for.
+    nr_mmu_pages: Option<usize>,
+    /// The TSC offset the VM's vCPUs share: set when the first vCPU is
+    /// created, so that its TSC starts near 0, and given to every later
+    /// one, so that they count in step (KVM's `kvm_synchronize_tsc`); a
+    /// host write of a TSC value moves it (`KVM_SET_MSRS`).
+    tsc_offset: Option<u64>,
 }
 
 /// A virtual machine.
@@ -198,6 +208,9 @@ impl Vm {
                         identity_map_addr: None,
                         irqchip: None,
                         bsp_vcpu_id: 0,
+                        max_vcpu_ids: 0,
+                        nr_mmu_pages: None,
+                        tsc_offset: None,
                     },
                     "rkvm::Vm::inner"
                 ),
@@ -437,9 +450,18 @@ impl Vm {
         }
         let (word, bit) = (id / 64, 1u64 << (id % 64));
         // With an in-kernel irqchip, each vCPU gets its local APIC.
-        let (chip, bsp_id) = {
-            let inner = this.inner.lock();
-            (inner.irqchip.clone(), inner.bsp_vcpu_id)
+        let (chip, bsp_id, tsc_offset) = {
+            let mut inner = this.inner.lock();
+            // Below the VM's own limit too (KVM_CAP_MAX_VCPU_ID), as KVM's
+            // `kvm_arch_vcpu_precreate`. It cannot change afterwards: once
+            // set it stays.
+            if inner.max_vcpu_ids != 0 && id >= inner.max_vcpu_ids {
+                return Err(EINVAL);
+            }
+            let tsc_offset = *inner
+                .tsc_offset
+                .get_or_insert_with(|| 0u64.wrapping_sub(cpu::rdtsc()));
+            (inner.irqchip.clone(), inner.bsp_vcpu_id, tsc_offset)
         };
         let bsp = id as u64 == bsp_id;
         let apic = match chip {
@@ -449,7 +471,7 @@ impl Vm {
         let link = chip
             .zip(apic.clone())
             .map(|(chip, apic)| IrqLink::new(chip, apic, bsp));
-        let vcpu = Vcpu::new(bsp, &this.shared, link)?;
+        let vcpu = Vcpu::new(bsp, &this.shared, link, tsc_offset)?;
         let fd_object = VcpuFd::new(this.into(), vcpu.clone())?;
         {
             let mut inner = this.inner.lock();
@@ -701,7 +723,7 @@ impl Vm {
         if inner.vcpu_ids.iter().any(|&w| w != 0) {
             return Err(EBUSY);
         }
-        if id > MAX_VCPU_IDS {
+        if id > MAX_VCPU_IDS || (inner.max_vcpu_ids != 0 && id > inner.max_vcpu_ids) {
             return Err(EINVAL);
         }
         inner.bsp_vcpu_id = id as u64;
@@ -790,10 +812,11 @@ impl Vm {
         Ok(0)
     }
 
-    /// `KVM_ENABLE_CAP` on a VM fd: `KVM_CAP_SPLIT_IRQCHIP` and
-    /// `KVM_CAP_X2APIC_API` (any time, as KVM: `ApicApi::enable`); flags,
-    /// and every other capability, are `EINVAL`, as KVM answers one it
-    /// does not know (`kvm_vm_ioctl_enable_cap`).
+    /// `KVM_ENABLE_CAP` on a VM fd: `KVM_CAP_SPLIT_IRQCHIP`,
+    /// `KVM_CAP_X2APIC_API` (any time, as KVM: `ApicApi::enable`) and
+    /// `KVM_CAP_MAX_VCPU_ID`; flags, and every other capability, are
+    /// `EINVAL`, as KVM answers one it does not know
+    /// (`kvm_vm_ioctl_enable_cap`).
     fn enable_cap(&self, arg: usize) -> Result<isize> {
         let cap: kvm_enable_cap = user::read(arg)?;
         if cap.flags != 0 {
@@ -802,8 +825,55 @@ impl Vm {
         match cap.cap {
             abi::KVM_CAP_SPLIT_IRQCHIP => self.create_split_irqchip(cap.args[0]),
             abi::KVM_CAP_X2APIC_API => self.api.enable(cap.args[0]).map(|()| 0),
+            abi::KVM_CAP_MAX_VCPU_ID => self.set_max_vcpu_ids(cap.args[0]),
             _ => Err(EINVAL),
         }
+    }
+
+    /// The TSC offset the VM's vCPUs share (see the field); 0 before the
+    /// first vCPU.
+    pub(crate) fn tsc_offset(&self) -> u64 {
+        self.inner.lock().tsc_offset.unwrap_or(0)
+    }
+
+    /// Makes `offset` the one the VM's vCPUs share (a host write of a TSC).
+    pub(crate) fn set_tsc_offset(&self, offset: u64) {
+        self.inner.lock().tsc_offset = Some(offset);
+    }
+
+    /// `KVM_SET_NR_MMU_PAGES`: how many pages of shadow page tables the
+    /// VM may use. Below 64 (`KVM_MIN_ALLOC_MMU_PAGES`) is `EINVAL`, as
+    /// KVM. rkvm maps guest memory with nested paging only, whose tables
+    /// KVM does not count against this limit either: the value is kept
+    /// for when shadow paging counts its pages (docs/abi.md).
+    fn set_nr_mmu_pages(&self, pages: usize) -> Result<isize> {
+        const MIN_ALLOC_MMU_PAGES: usize = 64;
+        if pages < MIN_ALLOC_MMU_PAGES {
+            return Err(EINVAL);
+        }
+        self.inner.lock().nr_mmu_pages = Some(pages);
+        Ok(0)
+    }
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_MAX_VCPU_ID)`: the VM's vCPU ids must be
+    /// below `limit`. As KVM: `EINVAL` above [`MAX_VCPU_IDS`], below the
+    /// boot CPU's id, or once a different limit was set (the same one again
+    /// is fine); vCPUs created before keep their ids.
+    fn set_max_vcpu_ids(&self, limit: u64) -> Result<isize> {
+        let limit = usize::try_from(limit).map_err(|_| EINVAL)?;
+        if limit > MAX_VCPU_IDS {
+            return Err(EINVAL);
+        }
+        let mut inner = self.inner.lock();
+        if inner.bsp_vcpu_id > limit as u64 {
+            return Err(EINVAL);
+        }
+        match inner.max_vcpu_ids {
+            0 => inner.max_vcpu_ids = limit,
+            set if set == limit => {}
+            _ => return Err(EINVAL),
+        }
+        Ok(0)
     }
 
     fn set_identity_map_addr(&self, arg: usize) -> Result<isize> {
@@ -931,6 +1001,7 @@ impl FileObject for Vm {
                 this.set_memory_region(&r)
             }
             abi::KVM_SET_TSS_ADDR => this.set_tss_addr(arg),
+            abi::KVM_SET_NR_MMU_PAGES => this.set_nr_mmu_pages(arg),
             abi::KVM_SET_IDENTITY_MAP_ADDR => this.set_identity_map_addr(arg),
             abi::KVM_SET_GSI_ROUTING => this.set_gsi_routing(arg),
             abi::KVM_CREATE_IRQCHIP => this.create_irqchip(),
@@ -950,6 +1021,10 @@ impl FileObject for Vm {
             abi::KVM_GET_PIT => this.get_pit(arg),
             abi::KVM_SET_PIT => this.set_pit(arg),
             abi::KVM_REINJECT_CONTROL => this.reinject_control(arg),
+            // The rate a new vCPU's TSC runs at: the host's, as every vCPU's
+            // (rkvm does not scale the TSC; KVM_GET_TSC_KHZ on a vCPU fd
+            // says the same). Linux's KVM selftests read it for every VM.
+            abi::KVM_GET_TSC_KHZ => Ok(cpu::tsc_khz() as isize),
             // KVM answers unknown VM ioctls with ENOTTY (`kvm_arch_vm_ioctl`).
             _ => Err(ENOTTY),
         }

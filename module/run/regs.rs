@@ -123,6 +123,8 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
             host: &host,
             guest: features,
             host_tsc: cpu::rdtsc(),
+            host_initiated: false,
+            vm_tsc_offset: msrs.tsc_offset,
         };
         let mut shared = SharedRegs {
             efer: &mut sregs.efer,
@@ -138,6 +140,8 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
             host: &host,
             guest: features,
             host_tsc: cpu::rdtsc(),
+            host_initiated: false,
+            vm_tsc_offset: msrs.tsc_offset,
         };
         let shared = SharedRegs {
             efer: &mut sregs.efer,

@@ -32,6 +32,7 @@ pub(crate) fn lookup(table: &[kvm_cpuid_entry2], leaf: Leaf) -> Option<&kvm_cpui
 pub(crate) mod bit {
     pub(crate) const ECX1_X2APIC: u32 = 21;
     pub(crate) const EBX7_FSGSBASE: u32 = 0;
+    pub(crate) const EBX7_TSC_ADJUST: u32 = 1;
     pub(crate) const EBX7_SMEP: u32 = 7;
     pub(crate) const EBX7_SMAP: u32 = 20;
     pub(crate) const EDX81_NX: u32 = 20;
@@ -53,6 +54,8 @@ pub(crate) struct GuestFeatures {
     pub(crate) fsgsbase: bool,
     pub(crate) smep: bool,
     pub(crate) smap: bool,
+    /// IA32_TSC_ADJUST exists (`x86/msr.rs`).
+    pub(crate) tsc_adjust: bool,
     /// CPUID.8000_0008h:EAX[7:0], or 36 without that leaf. SDM Vol. 3A 4.1.4.
     pub(crate) phys_bits: u8,
 }
@@ -89,6 +92,7 @@ impl GuestFeatures {
             fsgsbase: has(ebx7, bit::EBX7_FSGSBASE),
             smep: has(ebx7, bit::EBX7_SMEP),
             smap: has(ebx7, bit::EBX7_SMAP),
+            tsc_adjust: has(ebx7, bit::EBX7_TSC_ADJUST),
             phys_bits,
         }
     }
@@ -256,6 +260,10 @@ const ECX1_HYPERVISOR: u32 = 1 << HYPERVISOR;
 /// that enables it gets #GP on the x2APIC MSRs, on KVM alike).
 const ECX1_ALWAYS: u32 = ECX1_HYPERVISOR | (1 << bit::ECX1_X2APIC);
 
+/// Leaf 7 EBX bits offered whatever the host has: IA32_TSC_ADJUST, which
+/// rkvm keeps in software (`x86/msr.rs`), as KVM emulates it.
+const EBX7_ALWAYS: u32 = 1 << bit::EBX7_TSC_ADJUST;
+
 /// Builds the table `KVM_GET_SUPPORTED_CPUID` reports, from the host's
 /// CPUID (`host(function, index) -> (eax, ebx, ecx, edx)`) and the masks
 /// above. Leaves the host does not have are left out. Returns the number of
@@ -278,11 +286,12 @@ pub(crate) fn supported(
         if !in_range {
             continue;
         }
-        let (mut eax, ebx, mut ecx, edx) = host(m.function, 0);
+        let (mut eax, mut ebx, mut ecx, edx) = host(m.function, 0);
         match m.function {
             0 => eax = max_basic,
             0x8000_0000 => eax = max_ext,
             1 => ecx |= ECX1_ALWAYS,
+            7 => ebx |= EBX7_ALWAYS,
             _ => {}
         }
         let entry = out.get_mut(n)?;
@@ -295,7 +304,7 @@ pub(crate) fn supported(
                 0
             },
             eax: eax & m.eax,
-            ebx: ebx & m.ebx,
+            ebx: ebx & (m.ebx | if m.function == 7 { EBX7_ALWAYS } else { 0 }),
             ecx: ecx & (m.ecx | if m.function == 1 { ECX1_ALWAYS } else { 0 }),
             edx: edx & m.edx,
             ..Default::default()

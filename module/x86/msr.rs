@@ -11,6 +11,7 @@ use crate::x86::regs::{self, HostLimits};
 /// MSR indices.
 pub(crate) mod index {
     pub(crate) const TSC: u32 = 0x10;
+    pub(crate) const TSC_ADJUST: u32 = 0x3b;
     pub(crate) const APIC_BASE: u32 = 0x1b;
     pub(crate) const SYSENTER_CS: u32 = 0x174;
     pub(crate) const SYSENTER_ESP: u32 = 0x175;
@@ -42,6 +43,8 @@ pub(crate) mod index {
     /// `Documentation/virt/kvm/x86/msr.rst`.
     pub(crate) const KVM_WALL_CLOCK: u32 = 0x11;
     pub(crate) const KVM_SYSTEM_TIME: u32 = 0x12;
+    /// AMD's hardware configuration register. APM Vol. 2 Appendix A.
+    pub(crate) const HWCR: u32 = 0xc001_0015;
     // Host-only MSRs of SVM. APM Vol. 2 15.30.
     pub(crate) const VM_CR: u32 = 0xc001_0114;
     pub(crate) const VM_HSAVE_PA: u32 = 0xc001_0117;
@@ -51,6 +54,7 @@ pub(crate) mod index {
 /// `KVM_GET_MSR_INDEX_LIST` reports them.
 pub(crate) const SUPPORTED: &[u32] = &[
     index::TSC,
+    index::TSC_ADJUST,
     index::APIC_BASE,
     index::SYSENTER_CS,
     index::SYSENTER_ESP,
@@ -63,6 +67,7 @@ pub(crate) const SUPPORTED: &[u32] = &[
     index::CSTAR,
     index::SFMASK,
     index::KERNEL_GS_BASE,
+    index::HWCR,
 ];
 
 /// The PAT value at reset: WB, WT, UC-, UC repeated. SDM Vol. 3A 13.12.4.
@@ -71,6 +76,14 @@ pub(crate) const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 /// IA32_MISC_ENABLE at reset as KVM has it: only "BTS unavailable" (bit 11)
 /// and "PEBS unavailable" (bit 12) set. SDM Vol. 4 Table 2-2.
 pub(crate) const MISC_ENABLE_RESET: u64 = (1 << 11) | (1 << 12);
+
+/// HWCR bits a write may set, as KVM allows them: McStatusWrEn (18, MCi_STATUS
+/// writable) and TscFreqSel (24, which Linux guests expect on some models).
+/// APM Vol. 2 Appendix A.
+const HWCR_VALID: u64 = (1 << 18) | (1 << 24);
+/// HWCR bits a write may set but that read back as 0, as KVM: TLB cache
+/// disable (3), flush filter disable (6), IGNNE emulation (8).
+const HWCR_IGNORED: u64 = (1 << 3) | (1 << 6) | (1 << 8);
 
 /// MTRRcap as rkvm (and KVM) reports it: 8 variable ranges (VCNT), fixed
 /// ranges (bit 8), write combining (bit 10), no SMRR. SDM Vol. 3A 13.11.1.
@@ -152,8 +165,13 @@ pub(crate) struct MsrFile {
     pub(crate) cstar: u64,
     pub(crate) sfmask: u64,
     pub(crate) kernel_gs_base: u64,
+    /// HWCR: only the bits of [`HWCR_VALID`].
+    pub(crate) hwcr: u64,
     /// Guest TSC = host TSC + `tsc_offset` (wrapping).
     pub(crate) tsc_offset: u64,
+    /// IA32_TSC_ADJUST: how far the guest's own writes moved its TSC.
+    /// SDM Vol. 3B 18.17.3.
+    pub(crate) tsc_adjust: u64,
     pub(crate) mtrrs: Mtrrs,
 }
 
@@ -171,7 +189,9 @@ impl MsrFile {
             cstar: 0,
             sfmask: 0,
             kernel_gs_base: 0,
+            hwcr: 0,
             tsc_offset: 0,
+            tsc_adjust: 0,
             mtrrs: Mtrrs::default(),
         }
     }
@@ -203,6 +223,12 @@ pub(crate) struct MsrContext<'a> {
     pub(crate) guest: &'a GuestFeatures,
     /// The host's TSC now.
     pub(crate) host_tsc: u64,
+    /// `KVM_SET_MSRS` (true) or the guest's WRMSR (false): they differ for
+    /// the TSC and TSC_ADJUST, as in KVM.
+    pub(crate) host_initiated: bool,
+    /// The offset the VM's vCPUs share (see `set`'s TSC arm); for a host
+    /// write of 0 to the TSC.
+    pub(crate) vm_tsc_offset: u64,
 }
 
 /// The registers MSR accesses share with `kvm_sregs`.
@@ -220,6 +246,7 @@ pub(crate) fn get(
 ) -> Option<u64> {
     Some(match msr {
         index::TSC => ctx.host_tsc.wrapping_add(file.tsc_offset),
+        index::TSC_ADJUST => file.tsc_adjust,
         index::APIC_BASE => *shared.apic_base,
         index::SYSENTER_CS => file.sysenter_cs,
         index::SYSENTER_ESP => file.sysenter_esp,
@@ -233,6 +260,7 @@ pub(crate) fn get(
         index::SFMASK => file.sfmask,
         index::KERNEL_GS_BASE => file.kernel_gs_base,
         index::MTRRCAP => MTRRCAP,
+        index::HWCR => file.hwcr,
         // kvmclock is off, and stays off: see `set`.
         index::KVM_WALL_CLOCK | index::KVM_SYSTEM_TIME => 0,
         other => {
@@ -242,8 +270,9 @@ pub(crate) fn get(
     })
 }
 
-/// Writes an MSR as a host-initiated write; `false` if rkvm does not
-/// virtualise it or the value is invalid for it (as KVM refuses). Values
+/// Writes an MSR, from the host (`KVM_SET_MSRS`) or the guest as
+/// `ctx.host_initiated` says; `false` if rkvm does not virtualise it or the
+/// value is invalid for it (as KVM refuses). Values
 /// are kept at full width; KVM on SVM keeps only the low half of
 /// SYSENTER_ESP/EIP for a guest whose CPUID vendor is AMD (docs/abi.md).
 pub(crate) fn set(
@@ -254,7 +283,34 @@ pub(crate) fn set(
     value: u64,
 ) -> bool {
     match msr {
-        index::TSC => file.tsc_offset = value.wrapping_sub(ctx.host_tsc),
+        // The host sets the TSC without touching TSC_ADJUST; a write of 0
+        // puts the vCPU on the offset its VM's vCPUs share (KVM's
+        // `kvm_synchronize_tsc`: VMMs write 0 to every vCPU at reset, and
+        // their TSCs must stay in step). The guest's write moves TSC_ADJUST
+        // by as much as its TSC. SDM Vol. 3B 18.17.3.
+        index::TSC if ctx.host_initiated => {
+            file.tsc_offset = if value == 0 {
+                ctx.vm_tsc_offset
+            } else {
+                value.wrapping_sub(ctx.host_tsc)
+            };
+        }
+        index::TSC => {
+            let step = value.wrapping_sub(ctx.host_tsc.wrapping_add(file.tsc_offset));
+            file.tsc_offset = file.tsc_offset.wrapping_add(step);
+            file.tsc_adjust = file.tsc_adjust.wrapping_add(step);
+        }
+        // Without the feature in the guest's CPUID a write is taken and
+        // dropped, as KVM. The guest's write moves its TSC too; the host's
+        // (a restore) only sets the register.
+        index::TSC_ADJUST if ctx.guest.tsc_adjust => {
+            if !ctx.host_initiated {
+                let step = value.wrapping_sub(file.tsc_adjust);
+                file.tsc_offset = file.tsc_offset.wrapping_add(step);
+            }
+            file.tsc_adjust = value;
+        }
+        index::TSC_ADJUST => {}
         index::APIC_BASE => {
             if !regs::check_apic_base(ctx.guest, value) {
                 return false;
@@ -282,6 +338,10 @@ pub(crate) fn set(
         index::CSTAR if is_canonical(value) => file.cstar = value,
         index::SFMASK => file.sfmask = value,
         index::KERNEL_GS_BASE if is_canonical(value) => file.kernel_gs_base = value,
+        // Guest and host writes alike, as KVM (`kvm_set_msr_common`).
+        index::HWCR if value & !(HWCR_VALID | HWCR_IGNORED) == 0 => {
+            file.hwcr = value & HWCR_VALID;
+        }
         // rkvm has no kvmclock (it offers no KVM paravirtual CPUID leaves): 0, "no
         // structure" / "disabled", is the only value, and it is what they read. VMMs written
         // for old KVMs (QEMU 7.2) write 0 to both at every reset whatever the guest's CPUID

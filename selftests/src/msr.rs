@@ -7,6 +7,8 @@ pub const MSR_TSC: u32 = 0x10;
 pub const MSR_KVM_WALL_CLOCK: u32 = 0x11;
 /// See [`MSR_KVM_WALL_CLOCK`].
 pub const MSR_KVM_SYSTEM_TIME: u32 = 0x12;
+/// `TSC_ADJUST`.
+pub const MSR_TSC_ADJUST: u32 = 0x3b;
 /// `APIC_BASE`.
 pub const MSR_APIC_BASE: u32 = 0x1b;
 /// `MTRRCAP`.
@@ -31,5 +33,7 @@ pub const MSR_LSTAR: u32 = 0xc000_0082;
 pub const MSR_CSTAR: u32 = 0xc000_0083;
 /// `SFMASK`.
 pub const MSR_SFMASK: u32 = 0xc000_0084;
+/// AMD's `HWCR`.
+pub const MSR_HWCR: u32 = 0xc001_0015;
 /// `KERNEL_GS_BASE`.
 pub const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;

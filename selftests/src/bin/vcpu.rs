@@ -12,13 +12,14 @@ use std::process::ExitCode;
 use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
 use kvm_abi::raw;
 use kvm_abi::sys::{
-    KVM_CAP_GET_TSC_KHZ, KVM_CAP_IRQ_ROUTING, KVM_CAP_JOIN_MEMORY_REGIONS_WORKS, KVM_CAP_MP_STATE,
-    KVM_EXIT_UNKNOWN, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
+    KVM_CAP_GET_TSC_KHZ, KVM_CAP_IRQ_ROUTING, KVM_CAP_JOIN_MEMORY_REGIONS_WORKS,
+    KVM_CAP_MAX_VCPU_ID, KVM_CAP_MMU_SHADOW_CACHE_CONTROL, KVM_CAP_MP_STATE, KVM_EXIT_UNKNOWN,
+    KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
     KVM_MP_STATE_UNINITIALIZED, kvm_fpu, kvm_regs, kvm_segment, kvm_sregs,
 };
 use kvm_abi::{CpuidEntries, KVM_MAX_CPUID_ENTRIES, MAX_IO_MSRS, MsrEntries, PAGE_SIZE, Vcpu};
 use rkvm_selftests::msr::{
-    MSR_APIC_BASE, MSR_CSTAR, MSR_EFER, MSR_KERNEL_GS_BASE, MSR_KVM_SYSTEM_TIME,
+    MSR_APIC_BASE, MSR_CSTAR, MSR_EFER, MSR_HWCR, MSR_KERNEL_GS_BASE, MSR_KVM_SYSTEM_TIME,
     MSR_KVM_WALL_CLOCK, MSR_LSTAR, MSR_MISC_ENABLE, MSR_PAT, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS,
     MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC,
 };
@@ -727,6 +728,81 @@ fn msr_tsc_write_is_read_back(ctx: &Ctx) -> TestResult {
     })
 }
 
+/// The guest's TSC through `KVM_GET_MSRS`.
+fn read_tsc(vcpu: &Vcpu) -> Result<u64, Status> {
+    let mut got = check_ok!(MsrEntries::from_indices(&[MSR_TSC]));
+    check_eq!(check_ok!(vcpu.get_msrs(&mut got)), 1, "KVM_GET_MSRS(TSC)");
+    Ok(got.get(MSR_TSC).unwrap_or(u64::MAX))
+}
+
+/// A new vCPU's TSC starts near 0, and a VM's vCPUs count in step: one
+/// created later, and one the VMM writes 0 to (QEMU at every reset), get
+/// the first one's TSC, not a fresh 0 (KVM's `kvm_synchronize_tsc`).
+fn a_new_vcpus_tsc_starts_near_zero_and_the_vms_vcpus_keep_in_step(ctx: &Ctx) -> TestResult {
+    let vm = check_ok!(ctx.vm());
+    let v0 = check_ok!(vm.create_vcpu(0));
+    let cycles_per_ms = u64::from(check_ok!(v0.get_tsc_khz()));
+    let t0 = read_tsc(&v0)?;
+    diag!("vCPU 0's TSC just after its creation: {t0}");
+    // Ten seconds of cycles: far more than this took, far less than the
+    // host's uptime in any VM that booted.
+    check!(t0 < 10_000 * cycles_per_ms, "TSC {t0} at creation");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let v1 = check_ok!(vm.create_vcpu(1));
+    // Within 100 ms of each other (read one after the other), and both
+    // past the 200 ms slept: vCPU 1 did not start from 0.
+    let in_step = |what: &str| -> TestResult {
+        let a = read_tsc(&v0)?;
+        let b = read_tsc(&v1)?;
+        check!(
+            b >= a && b - a < 100 * cycles_per_ms,
+            "{what}: vCPU 0 read {a}, then vCPU 1 {b}"
+        );
+        check!(b >= 200 * cycles_per_ms, "{what}: vCPU 1's TSC {b}");
+        Ok(())
+    };
+    in_step("vCPU 1 created later")?;
+    check_eq!(
+        check_ok!(v1.set_msrs(&check_ok!(MsrEntries::from_pairs(&[(MSR_TSC, 0)])))),
+        1
+    );
+    in_step("vCPU 1 set to 0 by the VMM")
+}
+
+/// HWCR (AMD's hardware configuration register; KVM keeps it on both
+/// vendors): McStatusWrEn (18) and TscFreqSel (24) are kept, bits 3, 6
+/// and 8 are taken and read as 0, any other is refused.
+fn hwcr_keeps_two_bits_and_refuses_the_others(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let hwcr = |vcpu: &Vcpu| -> Result<u64, Status> {
+        let mut got = check_ok!(MsrEntries::from_indices(&[MSR_HWCR]));
+        check_eq!(check_ok!(vcpu.get_msrs(&mut got)), 1, "KVM_GET_MSRS(HWCR)");
+        Ok(got.get(MSR_HWCR).unwrap_or(u64::MAX))
+    };
+    check_eq_hex!(hwcr(&vcpu)?, 0u64, "HWCR at reset");
+    for (bit, taken, reads) in [
+        (24, true, 1u64 << 24),
+        (18, true, 1 << 18),
+        (3, true, 0),
+        (8, true, 0),
+        (0, false, 0),
+        (17, false, 0),
+        (63, false, 0),
+    ] {
+        let set = check_ok!(vcpu.set_msrs(&check_ok!(MsrEntries::from_pairs(&[(
+            MSR_HWCR,
+            1u64 << bit
+        )]))));
+        check_eq!(set, usize::from(taken), "HWCR bit {bit} taken");
+        check_eq_hex!(hwcr(&vcpu)?, reads, "HWCR after writing bit {bit}");
+        check_eq!(
+            check_ok!(vcpu.set_msrs(&check_ok!(MsrEntries::from_pairs(&[(MSR_HWCR, 0)])))),
+            1
+        );
+    }
+    Ok(())
+}
+
 fn get_msrs_stops_at_an_unsupported_msr(ctx: &Ctx) -> TestResult {
     let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
     let mut msrs = check_ok!(MsrEntries::from_indices(&[
@@ -873,7 +949,8 @@ fn mp_state_without_an_irqchip_is_always_runnable(ctx: &Ctx) -> TestResult {
 }
 
 /// KVM_GET_TSC_KHZ gives the guest's TSC rate: the host's (no scaling), the
-/// same on every vCPU, and a plausible clock.
+/// same on every vCPU and on the VM fd (the rate new vCPUs get), and a
+/// plausible clock.
 fn tsc_khz_is_the_hosts_on_every_vcpu(ctx: &Ctx) -> TestResult {
     check_eq!(
         check_ok!(ctx.cap(KVM_CAP_GET_TSC_KHZ)),
@@ -887,6 +964,7 @@ fn tsc_khz_is_the_hosts_on_every_vcpu(ctx: &Ctx) -> TestResult {
     diag!("KVM_GET_TSC_KHZ = {khz}");
     check!((100_000..100_000_000).contains(&khz), "{khz} kHz");
     check_eq!(check_ok!(v1.get_tsc_khz()), khz, "vCPU 1");
+    check_eq!(check_ok!(vm.get_tsc_khz()), khz, "the VM fd");
     Ok(())
 }
 
@@ -943,6 +1021,45 @@ fn gsi_routing_without_an_irqchip_is_einval(ctx: &Ctx) -> TestResult {
 
 /// KVM_ENABLE_CAP of a capability nobody defines is EINVAL (EFAULT if the
 /// argument cannot be read).
+/// `KVM_ENABLE_CAP(KVM_CAP_MAX_VCPU_ID)`: the VM's vCPU ids must be below
+/// the limit set; a limit above the device's, below the boot CPU's id, or
+/// different from one already set is `EINVAL`; the same one again is not.
+fn max_vcpu_id_cap_bounds_the_vms_vcpu_ids(ctx: &Ctx) -> TestResult {
+    let device = ctx.max_vcpu_id()?;
+    let vm = check_ok!(ctx.vm());
+    let set = |limit: u64| vm.enable_cap(KVM_CAP_MAX_VCPU_ID, [limit, 0, 0, 0]);
+    check_errno!(set(device + 1), libc::EINVAL, "above the device's");
+    check_ok!(vm.set_boot_cpu_id(5));
+    check_errno!(set(4), libc::EINVAL, "below the boot CPU's id");
+    check_ok!(vm.set_boot_cpu_id(0));
+    check_ok!(set(4));
+    check_ok!(set(4));
+    check_errno!(set(5), libc::EINVAL, "a second, different limit");
+    check_errno!(vm.set_boot_cpu_id(5), libc::EINVAL, "a boot CPU above it");
+    check_errno!(
+        vm.create_vcpu(4),
+        libc::EINVAL,
+        "vCPU id 4 under a limit of 4"
+    );
+    check_ok!(vm.create_vcpu(3));
+    Ok(())
+}
+
+/// `KVM_SET_NR_MMU_PAGES`: 64 pages or more, as KVM.
+fn set_nr_mmu_pages_takes_64_or_more(ctx: &Ctx) -> TestResult {
+    check_eq!(
+        check_ok!(ctx.cap(KVM_CAP_MMU_SHADOW_CACHE_CONTROL)),
+        1,
+        "KVM_CAP_MMU_SHADOW_CACHE_CONTROL"
+    );
+    let vm = check_ok!(ctx.vm());
+    check_errno!(vm.set_nr_mmu_pages(63), libc::EINVAL, "63 pages");
+    check_errno!(vm.set_nr_mmu_pages(0), libc::EINVAL, "0 pages");
+    check_ok!(vm.set_nr_mmu_pages(64));
+    check_ok!(vm.set_nr_mmu_pages(1 << 20));
+    Ok(())
+}
+
 fn enable_cap_of_an_unknown_cap_is_einval(ctx: &Ctx) -> TestResult {
     let vm = check_ok!(ctx.vm());
     check_errno!(
@@ -994,6 +1111,10 @@ fn main() -> ExitCode {
             caps_a_vmm_requires,
             gsi_routing_without_an_irqchip_is_einval,
             enable_cap_of_an_unknown_cap_is_einval,
+            a_new_vcpus_tsc_starts_near_zero_and_the_vms_vcpus_keep_in_step,
+            hwcr_keeps_two_bits_and_refuses_the_others,
+            max_vcpu_id_cap_bounds_the_vms_vcpu_ids,
+            set_nr_mmu_pages_takes_64_or_more,
         ],
     )
 }

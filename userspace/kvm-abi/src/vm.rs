@@ -8,10 +8,10 @@ use nix::errno::Errno;
 use crate::error::{Error, Result};
 use crate::ioctls::{
     KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_CREATE_VCPU, KVM_ENABLE_CAP,
-    KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_IOEVENTFD, KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_IRQFD,
-    KVM_REINJECT_CONTROL, KVM_SET_BOOT_CPU_ID, KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR,
-    KVM_SET_IRQCHIP, KVM_SET_PIT2, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
-    KVM_SET_USER_MEMORY_REGION2, KVM_SIGNAL_MSI,
+    KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_TSC_KHZ, KVM_IOEVENTFD, KVM_IRQ_LINE,
+    KVM_IRQ_LINE_STATUS, KVM_IRQFD, KVM_REINJECT_CONTROL, KVM_SET_BOOT_CPU_ID, KVM_SET_GSI_ROUTING,
+    KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_IRQCHIP, KVM_SET_NR_MMU_PAGES, KVM_SET_PIT2,
+    KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2, KVM_SIGNAL_MSI,
 };
 use crate::mem::GuestMemory;
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
@@ -127,6 +127,14 @@ impl Vm {
             .map_err(|e| Error::new("KVM_CHECK_EXTENSION (VM)", e))
     }
 
+    /// KVM_GET_TSC_KHZ on the VM fd: the TSC rate new vCPUs get.
+    pub fn get_tsc_khz(&self) -> Result<u32> {
+        // SAFETY: KVM_GET_TSC_KHZ takes no argument; the result is the return value.
+        let r = unsafe { ioctl_val(self.fd.as_fd(), KVM_GET_TSC_KHZ, 0) }
+            .map_err(|e| Error::new("KVM_GET_TSC_KHZ (VM)", e))?;
+        u32::try_from(r).map_err(|_| Error::new("KVM_GET_TSC_KHZ (VM)", Errno::ERANGE))
+    }
+
     /// KVM_CREATE_VCPU with vCPU id `id`.
     pub fn create_vcpu(&self, id: u64) -> Result<Vcpu> {
         // SAFETY: KVM_CREATE_VCPU takes the vCPU id by value.
@@ -187,6 +195,14 @@ impl Vm {
         unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_USER_MEMORY_REGION2, &raw const arg) }
             .map(drop)
             .map_err(|e| Error::new(OP, e))
+    }
+
+    /// KVM_SET_NR_MMU_PAGES: the VM's budget of shadow page-table pages.
+    pub fn set_nr_mmu_pages(&self, pages: u64) -> Result<()> {
+        // SAFETY: KVM_SET_NR_MMU_PAGES takes the count by value.
+        unsafe { ioctl_val(self.fd.as_fd(), KVM_SET_NR_MMU_PAGES, pages) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_NR_MMU_PAGES", e))
     }
 
     /// KVM_SET_TSS_ADDR: guest-physical address of the 3-page real-mode TSS.

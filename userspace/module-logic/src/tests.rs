@@ -462,6 +462,8 @@ mod msrs {
         efer: u64,
         apic_base: u64,
         host_tsc: u64,
+        host_initiated: bool,
+        vm_tsc_offset: u64,
     }
 
     impl Fixture {
@@ -473,6 +475,8 @@ mod msrs {
                 efer: 0,
                 apic_base: 0xfee0_0900,
                 host_tsc: 0,
+                host_initiated: true,
+                vm_tsc_offset: 0,
             }
         }
 
@@ -486,6 +490,8 @@ mod msrs {
                 host: &self.host,
                 guest: &self.guest,
                 host_tsc: self.host_tsc,
+                host_initiated: self.host_initiated,
+                vm_tsc_offset: self.vm_tsc_offset,
             };
             let mut shared = SharedRegs {
                 efer: &mut self.efer,
@@ -500,6 +506,34 @@ mod msrs {
 
         fn set(&mut self, msr: u32, value: u64) -> bool {
             self.with(|file, shared, ctx| set(file, shared, ctx, msr, value))
+        }
+    }
+
+    /// HWCR as KVM has it (Linux's hwcr_msr_test): McStatusWrEn and
+    /// TscFreqSel are kept, three legacy bits are taken and read as 0,
+    /// every other bit is refused and leaves the register as it was.
+    #[test]
+    fn hwcr_keeps_two_bits_ignores_three_and_refuses_the_rest() {
+        let mut f = Fixture::new();
+        assert_eq!(f.get(index::HWCR), Some(0), "0 at reset");
+        for bit in 0..64 {
+            let value = 1u64 << bit;
+            let ok = f.set(index::HWCR, value);
+            match bit {
+                18 | 24 => {
+                    assert!(ok, "bit {bit}");
+                    assert_eq!(f.get(index::HWCR), Some(value), "bit {bit}");
+                }
+                3 | 6 | 8 => {
+                    assert!(ok, "bit {bit}");
+                    assert_eq!(f.get(index::HWCR), Some(0), "bit {bit} reads as 0");
+                }
+                _ => {
+                    assert!(!ok, "bit {bit} is refused");
+                    assert_eq!(f.get(index::HWCR), Some(0), "bit {bit}: unchanged");
+                }
+            }
+            assert!(f.set(index::HWCR, 0));
         }
     }
 
@@ -529,6 +563,48 @@ mod msrs {
         // An MSR rkvm does not know.
         assert_eq!(f.get(0x1234_5678), None);
         assert!(!f.set(0x1234_5678, 0));
+    }
+
+    /// The TSC and IA32_TSC_ADJUST as KVM keeps them (Linux's
+    /// tsc_msrs_test walks the same steps): the guest's writes to either
+    /// move both, the host's set one and leave the other, and a host write
+    /// of 0 joins the offset the VM's vCPUs share.
+    #[test]
+    fn tsc_and_tsc_adjust_move_together_for_the_guest_only() {
+        let mut f = Fixture::new();
+        f.guest.tsc_adjust = true;
+        f.host_tsc = 10_000;
+        f.vm_tsc_offset = 0u64.wrapping_sub(9_000);
+        // The host's 0: the VM's shared offset, so the TSC reads 1000.
+        assert!(f.set(index::TSC, 0));
+        assert_eq!(f.get(index::TSC), Some(1_000));
+        assert_eq!(f.get(index::TSC_ADJUST), Some(0));
+        // The guest writes the TSC: TSC_ADJUST moves by as much.
+        f.host_initiated = false;
+        assert!(f.set(index::TSC, 4_000));
+        assert_eq!(f.get(index::TSC), Some(4_000));
+        assert_eq!(f.get(index::TSC_ADJUST), Some(3_000));
+        // The guest writes TSC_ADJUST: the TSC moves by the difference.
+        assert!(f.set(index::TSC_ADJUST, 5_000));
+        assert_eq!(f.get(index::TSC), Some(6_000));
+        // The host sets the TSC: TSC_ADJUST stays.
+        f.host_initiated = true;
+        assert!(f.set(index::TSC, 100_000));
+        assert_eq!(f.get(index::TSC), Some(100_000));
+        assert_eq!(f.get(index::TSC_ADJUST), Some(5_000));
+        // The host sets TSC_ADJUST (a restore): the TSC stays.
+        assert!(f.set(index::TSC_ADJUST, 7));
+        assert_eq!(f.get(index::TSC_ADJUST), Some(7));
+        assert_eq!(f.get(index::TSC), Some(100_000));
+        // Time passes for both alike.
+        f.host_tsc += 50;
+        assert_eq!(f.get(index::TSC), Some(100_050));
+        // Without the feature in CPUID a write is taken and dropped.
+        f.guest.tsc_adjust = false;
+        f.host_initiated = false;
+        assert!(f.set(index::TSC_ADJUST, 1 << 40));
+        assert_eq!(f.get(index::TSC_ADJUST), Some(7));
+        assert_eq!(f.get(index::TSC), Some(100_050));
     }
 
     #[test]
