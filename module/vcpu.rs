@@ -405,6 +405,16 @@ impl VcpuFd {
         }
         let features = GuestFeatures::from_table(&table);
         let mut state = self.vcpu.state.lock();
+        // Once the guest ran, only the table it has may be set again (a
+        // VMM restoring it), as KVM: CPUID cannot change under a running
+        // guest.
+        if state.run.has_run {
+            return if cpuid::tables_equal(&state.cpuid, &table) {
+                Ok(0)
+            } else {
+                Err(EINVAL)
+            };
+        }
         state.cpuid = table;
         state.features = features;
         Ok(0)

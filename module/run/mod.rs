@@ -106,6 +106,9 @@ pub(crate) struct RunState {
     pub(crate) irq: Option<IrqLink>,
     /// NMIs waiting, and whether the guest blocks them (`run/nmi.rs`).
     pub(crate) nmi: NmiState,
+    /// The guest has been entered at least once (KVM's
+    /// `kvm_vcpu_has_run`): its CPUID may no longer change.
+    pub(crate) has_run: bool,
 }
 
 impl RunState {
@@ -124,6 +127,7 @@ impl RunState {
             dr6: DR6_RESET,
             dr7: DR7_RESET,
             nmi: NmiState::default(),
+            has_run: false,
         })
     }
 
@@ -347,6 +351,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
         let entered = !matches!(info.exit, Exit::InvalidState(_) | Exit::Busy);
         if entered {
             state.run.flush_tlb = false;
+            state.run.has_run = true;
         }
         // Whatever was injected was delivered, unless the exit says otherwise (or the
         // guest never ran).

@@ -112,6 +112,17 @@ pub(crate) fn table_is_valid(table: &[kvm_cpuid_entry2]) -> bool {
     .is_none_or(|e| matches!((e.eax >> 8) & 0xff, 0 | 48 | 57))
 }
 
+/// Whether two CPUID tables are the same, entry by entry in order (what
+/// `KVM_SET_CPUID2` requires once the vCPU ran: KVM's
+/// `kvm_cpuid_check_equal`).
+pub(crate) fn tables_equal(a: &[kvm_cpuid_entry2], b: &[kvm_cpuid_entry2]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            (x.function, x.index, x.flags, x.eax, x.ebx, x.ecx, x.edx)
+                == (y.function, y.index, y.flags, y.eax, y.ebx, y.ecx, y.edx)
+        })
+}
+
 /// The processor signature for RDX at reset: CPUID.1:EAX of the guest's
 /// table, or 0x600 (family 6) when it has none, as KVM does.
 pub(crate) fn reset_signature(table: &[kvm_cpuid_entry2]) -> u32 {
@@ -264,6 +275,16 @@ const ECX1_ALWAYS: u32 = ECX1_HYPERVISOR | (1 << bit::ECX1_X2APIC);
 /// rkvm keeps in software (`x86/msr.rs`), as KVM emulates it.
 const EBX7_ALWAYS: u32 = 1 << bit::EBX7_TSC_ADJUST;
 
+/// KVM's paravirtual leaves (`Documentation/virt/kvm/x86/cpuid.rst`):
+/// 0x4000_0000 says "KVMKVMKVM" and names 0x4000_0001 the highest; there
+/// rkvm offers no paravirtual feature (EAX) and no hint (EDX): a guest
+/// learns it runs on KVM's interface, and that it has none of kvmclock,
+/// async page faults, PV EOI and the rest.
+const KVM_CPUID_SIGNATURE: u32 = 0x4000_0000;
+const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
+/// "KVMKVMKVM\0\0\0" in EBX, ECX, EDX.
+const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d];
+
 /// Builds the table `KVM_GET_SUPPORTED_CPUID` reports, from the host's
 /// CPUID (`host(function, index) -> (eax, ebx, ecx, edx)`) and the masks
 /// above. Leaves the host does not have are left out. Returns the number of
@@ -307,6 +328,20 @@ pub(crate) fn supported(
             ebx: ebx & (m.ebx | if m.function == 7 { EBX7_ALWAYS } else { 0 }),
             ecx: ecx & (m.ecx | if m.function == 1 { ECX1_ALWAYS } else { 0 }),
             edx: edx & m.edx,
+            ..Default::default()
+        };
+        n += 1;
+    }
+    for (function, eax, [ebx, ecx, edx]) in [
+        (KVM_CPUID_SIGNATURE, KVM_CPUID_FEATURES, KVM_SIGNATURE),
+        (KVM_CPUID_FEATURES, 0, [0; 3]),
+    ] {
+        *out.get_mut(n)? = kvm_cpuid_entry2 {
+            function,
+            eax,
+            ebx,
+            ecx,
+            edx,
             ..Default::default()
         };
         n += 1;

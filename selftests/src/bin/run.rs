@@ -561,6 +561,50 @@ fn an_event_delivered_through_mmio_is_a_delivery_error(ctx: &Ctx) -> TestResult 
     Ok(())
 }
 
+guest! {
+    fn cpuid_then_done_guest;
+    ".code64",
+    "ucall UCALL_DONE",
+}
+
+/// Once the guest ran, KVM_SET_CPUID2 takes only the table the vCPU has
+/// (a VMM restoring it); any change is EINVAL, as KVM, and the table stays.
+fn set_cpuid2_after_the_guest_ran_takes_only_the_same_table(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, cpuid_then_done_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let mut table = check_ok!(kvm_abi::CpuidEntries::new(kvm_abi::KVM_MAX_CPUID_ENTRIES));
+    check_ok!(vcpu.vcpu.get_cpuid2(&mut table));
+    // Before the first run any table goes; set the same one.
+    check_ok!(vcpu.vcpu.set_cpuid2(&table));
+    vcpu.done()?;
+    // The same table after the run.
+    check_ok!(vcpu.vcpu.set_cpuid2(&table));
+    let mut changed = check_ok!(kvm_abi::CpuidEntries::new(kvm_abi::KVM_MAX_CPUID_ENTRIES));
+    check_ok!(vcpu.vcpu.get_cpuid2(&mut changed));
+    let Some(leaf1) = changed.entries_mut().iter_mut().find(|e| e.function == 1) else {
+        ksft::fail!("the vCPU's table has no leaf 1");
+    };
+    leaf1.ecx ^= 1 << 31;
+    check_errno!(
+        vcpu.vcpu.set_cpuid2(&changed),
+        libc::EINVAL,
+        "a changed table after the run"
+    );
+    let mut now = check_ok!(kvm_abi::CpuidEntries::new(kvm_abi::KVM_MAX_CPUID_ENTRIES));
+    check_ok!(vcpu.vcpu.get_cpuid2(&mut now));
+    let words = |t: &kvm_abi::CpuidEntries| -> Vec<[u32; 6]> {
+        t.entries()
+            .iter()
+            .map(|e| [e.function, e.index, e.eax, e.ebx, e.ecx, e.edx])
+            .collect()
+    };
+    check!(
+        words(&now) == words(&table),
+        "the table is the one the guest ran with"
+    );
+    Ok(())
+}
+
 // ---- KVM_EXIT_SHUTDOWN ----
 
 guest! {
@@ -2324,6 +2368,7 @@ fn main() -> ExitCode {
             mmio_read_data_from_the_host_lands_in_the_register,
             mmio_by_an_unemulated_instruction_is_an_emulation_error,
             an_event_delivered_through_mmio_is_a_delivery_error,
+            set_cpuid2_after_the_guest_ran_takes_only_the_same_table,
             triple_fault_exits_with_shutdown,
             vmrun_refusing_the_state_is_kvm_exit_fail_entry,
             efer_lme_without_paging_is_legacy_protected_mode,

@@ -336,7 +336,9 @@ mod registers {
 
 mod cpuid_table {
     use crate::abi::kvm_cpuid_entry2;
-    use crate::x86::cpuid::{reset_signature, supported, table_is_valid, GuestFeatures};
+    use crate::x86::cpuid::{
+        reset_signature, supported, table_is_valid, tables_equal, GuestFeatures,
+    };
 
     /// A host with basic leaves up to 0xd and extended up to 0x8000_001f,
     /// every feature bit set.
@@ -376,6 +378,48 @@ mod cpuid_table {
         let l81 = entry(t, 0x8000_0001).unwrap();
         assert_eq!(l81.ecx & (1 << 2), 0, "no nested SVM");
         assert_ne!(l81.edx & (1 << 29), 0, "long mode");
+    }
+
+    /// KVM's signature leaf names the features leaf, which offers nothing;
+    /// TSC_ADJUST is in leaf 7 even when the host's leaf 7 lacks it.
+    #[test]
+    fn kvms_paravirtual_leaves_and_tsc_adjust_are_offered() {
+        let no_leaf7 = |function: u32, index: u32| match function {
+            7 => (0, 0, 0, 0),
+            _ => host(function, index),
+        };
+        let mut out = [kvm_cpuid_entry2::default(); 32];
+        let n = supported(no_leaf7, &mut out).unwrap();
+        let t = &out[..n];
+        let sig = entry(t, 0x4000_0000).unwrap();
+        let name: Vec<u8> = [sig.ebx, sig.ecx, sig.edx]
+            .iter()
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        assert_eq!(&name, b"KVMKVMKVM\0\0\0");
+        assert_eq!(sig.eax, 0x4000_0001, "the highest paravirtual leaf");
+        let features = entry(t, 0x4000_0001).unwrap();
+        assert_eq!(
+            (features.eax, features.edx),
+            (0, 0),
+            "no features, no hints"
+        );
+        assert_eq!(entry(t, 7).unwrap().ebx, 1 << 1, "TSC_ADJUST alone");
+    }
+
+    /// After the vCPU ran only the same table may be set again.
+    #[test]
+    fn tables_are_equal_only_entry_by_entry() {
+        let e = |function: u32, ebx: u32| kvm_cpuid_entry2 {
+            function,
+            ebx,
+            ..Default::default()
+        };
+        let a = [e(1, 5), e(7, 9)];
+        assert!(tables_equal(&a, &[e(1, 5), e(7, 9)]));
+        assert!(!tables_equal(&a, &[e(1, 5), e(7, 8)]), "a feature changed");
+        assert!(!tables_equal(&a, &[e(7, 9), e(1, 5)]), "another order");
+        assert!(!tables_equal(&a, &a[..1]), "an entry fewer");
     }
 
     #[test]
