@@ -7,14 +7,18 @@
 # KVM client the `qemu` selftest runs), and optionally extra test binaries
 # and a command to run.
 #
-# Usage: mkinitramfs.sh OUTPUT.cpio [--extra DIR] [--cmd 'COMMAND']
+# Usage: mkinitramfs.sh OUTPUT.cpio [--extra DIR] [--cmd 'COMMAND'] [--kvm-selftests]
+#   --kvm-selftests: also Linux's KVM selftests (build/kvm-selftests, from
+#   build-kvm-selftests.sh) in /kvm-selftests, with their list and the
+#   recorded results for this VM's emulator (RKVM_KST_EXPECTED).
 . "$(dirname "$0")/lib.sh"
 
 out=${1:?usage: mkinitramfs.sh OUTPUT.cpio [--extra DIR] [--cmd COMMAND]}
 shift
-extra="" cmd=""
+extra="" cmd="" kst=0
 while [ $# -gt 0 ]; do
 	case $1 in
+	--kvm-selftests) kst=1; shift ;;
 	--extra) extra=$2; shift 2 ;;
 	--cmd) cmd=$2; shift 2 ;;
 	*) die "mkinitramfs.sh: unknown argument $1" ;;
@@ -44,6 +48,15 @@ install -m 0644 "$RKVM_TOP/scripts/vm/health.sh" "$root/etc/rkvm/health.sh"
 for t in "$RKVM_OUT"/selftests/*; do
 	[ -x "$t" ] && install -m 0755 "$t" "$root/selftests/"
 done
+install -m 0644 "$RKVM_TOP/scripts/vm/kvm-selftests.sh" "$root/etc/rkvm/kvm-selftests.sh"
+if [ "$kst" = 1 ]; then
+	[ -d "$RKVM_OUT/kvm-selftests" ] || die "no build/kvm-selftests: run scripts/build-kvm-selftests.sh"
+	cp -a "$RKVM_OUT/kvm-selftests" "$root/kvm-selftests"
+	(cd "$root/kvm-selftests" && find . -type f | sed 's|^\./||' | sort) >"$RKVM_OUT/kvm-selftests.list"
+	mv "$RKVM_OUT/kvm-selftests.list" "$root/kvm-selftests/list"
+	install -m 0644 "${RKVM_KST_EXPECTED:?RKVM_KST_EXPECTED names the recorded results}" \
+		"$root/kvm-selftests/expected"
+fi
 install -m 0755 "$RKVM_OUT/rkvm" "$root/usr/bin/rkvm"
 install -m 0755 "$RKVM_OUT/rkvm-fuzz" "$root/usr/bin/rkvm-fuzz"
 for g in "$RKVM_OUT"/guests/*; do

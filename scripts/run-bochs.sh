@@ -45,6 +45,8 @@ append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell} rkvm_emulator=bochs r
 [ "$mode" = check ] || [ "$mode" = nodev ] && append="${append/loglevel=4/loglevel=1}"
 # RKVM_SUITE_TESTS="a b": the suite runs only those programs.
 [ -n "${RKVM_SUITE_TESTS:-}" ] && append="$append rkvm_tests=${RKVM_SUITE_TESTS// /,}"
+# RKVM_KVM_RECORDED="a b": KVM's column skips these (scripts/vm/run-suite.sh).
+[ -n "${RKVM_KVM_RECORDED:-}" ] && append="$append rkvm_kvm_recorded=${RKVM_KVM_RECORDED// /,}"
 
 # A CD image booted by ISOLINUX: the kernel and the initramfs, one entry.
 cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$work/iso/isolinux/"

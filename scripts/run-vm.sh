@@ -25,6 +25,15 @@ append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell} rkvm_emulator=qemu"
 [ "$mode" = check ] || [ "$mode" = nodev ] && append="$append loglevel=1"
 # RKVM_SUITE_TESTS="a b": the suite runs only those programs.
 [ -n "${RKVM_SUITE_TESTS:-}" ] && append="$append rkvm_tests=${RKVM_SUITE_TESTS// /,}"
+# RKVM_SUITE=kvm-selftests: check mode runs Linux's KVM selftests
+# (scripts/vm/kvm-selftests.sh; RKVM_KST_KVM=1 adds KVM's column,
+# RKVM_KST_TESTS="x86/a b" runs only those, RKVM_KST_TIMEOUT per program,
+# RKVM_KST_XFAIL_TIMEOUT for one rkvm is not recorded as passing).
+[ -n "${RKVM_SUITE:-}" ] && append="$append rkvm_suite=$RKVM_SUITE"
+[ "${RKVM_KST_KVM:-0}" = 1 ] && append="$append rkvm_kst_kvm=1"
+[ -n "${RKVM_KST_TESTS:-}" ] && append="$append rkvm_kst_tests=${RKVM_KST_TESTS// /,}"
+[ -n "${RKVM_KST_TIMEOUT:-}" ] && append="$append rkvm_kst_timeout=$RKVM_KST_TIMEOUT"
+[ -n "${RKVM_KST_XFAIL_TIMEOUT:-}" ] && append="$append rkvm_kst_xfail_timeout=$RKVM_KST_XFAIL_TIMEOUT"
 # The KASAN kernel says so to the suite (init passes rkvm_kasan=1 on as an
 # environment variable): `qemu` skips its nested Linux boots there.
 [ "$RKVM_KASAN" = 1 ] && append="$append rkvm_kasan=1"
@@ -42,7 +51,23 @@ qemu=(qemu-system-x86_64 -machine q35 -accel "${RKVM_QEMU_ACCEL:-tcg}" -cpu "${R
 # dumps the CPUs' state through it when something stalls).
 [ -n "${RKVM_QEMU_MONITOR:-}" ] && qemu+=(-monitor "unix:$RKVM_QEMU_MONITOR,server,nowait")
 
-if [ "$mode" != shell ]; then
+if [ "$mode" = check ] && [ -n "$log" ]; then
+	# The suite: a console silent too long stops the VM (watch_silence).
+	rm -f "$log.silent"
+	timeout --foreground "${RKVM_VM_TIMEOUT:-1800}" "${qemu[@]}" </dev/null > >(tee "$log") &
+	vm=$!
+	watch_silence "$vm" "$log" &
+	watchdog=$!
+	set +e
+	wait "$vm"
+	status=$?
+	set -e
+	kill "$watchdog" 2>/dev/null || true
+	wait "$watchdog" 2>/dev/null || true
+	sleep 1 # tee's last lines
+	[ -e "$log.silent" ] && exit 124
+	exit "$status"
+elif [ "$mode" != shell ]; then
 	timeout --foreground "${RKVM_VM_TIMEOUT:-1800}" "${qemu[@]}" </dev/null | tee "${log:-/dev/null}"
 	exit "${PIPESTATUS[0]}"
 else
