@@ -14,8 +14,9 @@
 # RKVM_CHECK says which: "svm kvm-selftests vmx" (the default, `make
 # check`), "svm" (`make check-svm`), "kvm-selftests" (`make
 # check-kvm-selftests`: Linux's own KVM selftests in QEMU, see kst_boot),
-# "vmx" (`make check-vmx`) or "svm-nrips" (the zambezi boot alone). Called directly, it uses the rkvm.ko `make module` built
-# last: after a KASAN build, rebuild it first (or use make).
+# "vmx" (`make check-vmx`) or "svm-nrips" (the zambezi boot alone).
+# Called directly, it uses the rkvm.ko `make module` built last: after a
+# KASAN build, rebuild it first (or use make).
 #
 # A run fails if any test fails, if the plan or the totals line is missing
 # (a panic, hang or timeout), or if the count of results does not match the
