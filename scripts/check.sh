@@ -32,7 +32,7 @@ args=()
 [ -n "$extra" ] && args+=(--extra "$(cd "$extra" && pwd)")
 "$RKVM_TOP/scripts/mkinitramfs.sh" "$initrd" "${args[@]}"
 
-failures=0
+failures=0 all_problems=()
 all_pass=0 all_fail=0 all_skip=0 all_xfail=0
 
 # boot_and_judge NAME MODE: boots in MODE, shows the TAP, judges it.
@@ -86,7 +86,10 @@ boot_and_judge() {
 	fi
 
 	if [ ${#problems[@]} -gt 0 ]; then
-		for p in "${problems[@]}"; do printf 'rkvm: %s FAILED: %s\n' "$name" "$p" >&2; done
+		for p in "${problems[@]}"; do
+			printf 'rkvm: %s FAILED: %s\n' "$name" "$p" >&2
+			all_problems+=("$name: $p")
+		done
 		failures=$((failures + 1))
 	else
 		say "$name passed: $results results, none failed"
@@ -141,5 +144,8 @@ all_pass=$((all_pass - all_skip - all_xfail))
 # The closing line: one count over every boot (XFAIL: a KVM selftest that
 # fails on rkvm as recorded).
 echo "$all_pass passed, $all_fail failed, $all_skip skipped, $all_xfail expected failures"
+# Each boot's problems again, last: CI shows the end of the output, and a
+# boot that failed early scrolled out of it long ago.
+for p in "${all_problems[@]}"; do printf 'rkvm: FAILED: %s\n' "$p" >&2; done
 [ "$failures" = 0 ] || die "make check failed (logs in $RKVM_OUT)"
 say "make check passed"

@@ -54,7 +54,12 @@ qemu=(qemu-system-x86_64 -machine q35 -accel "${RKVM_QEMU_ACCEL:-tcg}" -cpu "${R
 if [ "$mode" = check ] && [ -n "$log" ]; then
 	# The suite: a console silent too long stops the VM (watch_silence).
 	rm -f "$log.silent"
-	timeout --foreground "${RKVM_VM_TIMEOUT:-1800}" "${qemu[@]}" </dev/null > >(tee "$log") &
+	# tee runs apart so that $vm is the `timeout` the watchdog stops; once
+	# QEMU is gone its pipe is closed, and tee is waited for to the last
+	# line (the verdict reads the log: a line short is a false failure).
+	exec {console}> >(tee "$log")
+	tee_pid=$!
+	timeout --foreground "${RKVM_VM_TIMEOUT:-1800}" "${qemu[@]}" </dev/null >&"$console" &
 	vm=$!
 	watch_silence "$vm" "$log" &
 	watchdog=$!
@@ -64,7 +69,8 @@ if [ "$mode" = check ] && [ -n "$log" ]; then
 	set -e
 	kill "$watchdog" 2>/dev/null || true
 	wait "$watchdog" 2>/dev/null || true
-	sleep 1 # tee's last lines
+	exec {console}>&-
+	wait "$tee_pid" 2>/dev/null || true
 	[ -e "$log.silent" ] && exit 124
 	exit "$status"
 elif [ "$mode" != shell ]; then
