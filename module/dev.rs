@@ -82,6 +82,12 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_INTERNAL_ERROR_DATA
         // `KVM_MEM_READONLY` slots; guest writes to them exit as MMIO.
         | abi::KVM_CAP_READONLY_MEM
+        // KVM_ENABLE_CAP(KVM_CAP_MSR_PLATFORM_INFO), and
+        // (KVM_CAP_EXIT_ON_EMULATION_FAILURE) (vm.rs).
+        | abi::KVM_CAP_MSR_PLATFORM_INFO
+        | abi::KVM_CAP_EXIT_ON_EMULATION_FAILURE
+        // KVM_HAS/GET/SET_DEVICE_ATTR on vCPU fds: the TSC offset (vcpu.rs).
+        | abi::KVM_CAP_VCPU_ATTRIBUTES
         // The in-kernel irqchip (irq/): KVM_CREATE_IRQCHIP and its state
         // ioctls, HLT handled in the kernel, KVM_IRQ_LINE_STATUS, the APIC's
         // TSC-deadline timer, and KVM_SIGNAL_MSI.

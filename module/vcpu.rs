@@ -9,8 +9,8 @@
 
 use crate::abi::kvm_interrupt;
 use crate::abi::{
-    self, kvm_cpuid2, kvm_cpuid_entry2, kvm_fpu, kvm_mp_state, kvm_msr_entry, kvm_msrs, kvm_regs,
-    kvm_sregs,
+    self, kvm_cpuid2, kvm_cpuid_entry2, kvm_device_attr, kvm_fpu, kvm_mp_state, kvm_msr_entry,
+    kvm_msrs, kvm_regs, kvm_sregs,
 };
 use crate::dev::Shared;
 use crate::run::{self, apic_base_changed, IrqLink, RunState};
@@ -265,6 +265,35 @@ impl VcpuFd {
         Ok(0)
     }
 
+    /// `KVM_HAS/GET/SET_DEVICE_ATTR` on a vCPU fd: the one attribute KVM
+    /// has there, `KVM_VCPU_TSC_OFFSET` in group `KVM_VCPU_TSC_CTRL`, the
+    /// offset from the host's TSC to the guest's (a `u64` at `addr`).
+    /// Setting it makes it the offset the VM's vCPUs share, as a host write
+    /// of the TSC does (KVM's `__kvm_synchronize_tsc`); TSC_ADJUST stays.
+    /// Another group or attribute is `ENXIO`, as KVM; `flags` is not
+    /// looked at, as in KVM.
+    fn tsc_attr(&self, cmd: u32, arg: usize) -> Result<isize> {
+        let attr: kvm_device_attr = user::read(arg)?;
+        if attr.group != abi::KVM_VCPU_TSC_CTRL || attr.attr != u64::from(abi::KVM_VCPU_TSC_OFFSET)
+        {
+            return Err(ENXIO);
+        }
+        let addr = usize::try_from(attr.addr).map_err(|_| EFAULT)?;
+        match cmd {
+            abi::KVM_GET_DEVICE_ATTR => {
+                let offset = self.vcpu.state.lock().msrs.tsc_offset;
+                user::write(addr, &offset)?;
+            }
+            abi::KVM_SET_DEVICE_ATTR => {
+                let offset: u64 = user::read(addr)?;
+                self.vcpu.state.lock().msrs.tsc_offset = offset;
+                self.vm.set_tsc_offset(offset);
+            }
+            _ => {}
+        }
+        Ok(0)
+    }
+
     /// `KVM_GET_MSRS` and `KVM_SET_MSRS`: processes entries in order and
     /// returns how many succeeded, stopping at the first MSR that fails.
     fn msr_io(&self, arg: usize, write: bool) -> Result<isize> {
@@ -287,6 +316,7 @@ impl VcpuFd {
                 host_tsc: cpu::rdtsc(),
                 host_initiated: true,
                 vm_tsc_offset,
+                platform_info_readable: true,
             };
             let mut shared = SharedRegs {
                 efer: &mut state.sregs.efer,
@@ -479,6 +509,9 @@ impl FileObject for VcpuFd {
             // The guest's TSC runs at the host's rate (rkvm does not scale
             // it), as KVM's `virtual_tsc_khz` does by default.
             abi::KVM_GET_TSC_KHZ => Ok(cpu::tsc_khz() as isize),
+            abi::KVM_HAS_DEVICE_ATTR | abi::KVM_GET_DEVICE_ATTR | abi::KVM_SET_DEVICE_ATTR => {
+                this.tsc_attr(cmd, arg)
+            }
             abi::KVM_INTERRUPT => {
                 let irq: kvm_interrupt = user::read(arg)?;
                 // KVM_NR_INTERRUPTS: a vector is a byte.

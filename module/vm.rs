@@ -58,7 +58,7 @@ use crate::sys::mem::{user_range_ok, OwnerMm};
 use crate::user;
 use crate::vcpu::{Vcpu, VcpuFd, MAX_VCPUS, MAX_VCPU_IDS, VCPU_FOPS};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::new_mutex;
 use kernel::prelude::*;
@@ -164,6 +164,13 @@ pub(crate) struct Vm {
     pit: Mutex<PitSlot>,
     /// `KVM_CAP_X2APIC_API`'s settings, shared with the irqchip.
     api: Arc<ApicApi>,
+    /// `KVM_ENABLE_CAP(KVM_CAP_MSR_PLATFORM_INFO)`: whether the guest may
+    /// read MSR_PLATFORM_INFO (true until the VMM says otherwise).
+    platform_info_readable: AtomicBool,
+    /// `KVM_ENABLE_CAP(KVM_CAP_EXIT_ON_EMULATION_FAILURE)`: an instruction
+    /// rkvm cannot emulate always exits to user space, at any CPL, and
+    /// raises no #UD (run/insn.rs, `emulation_failed`).
+    exit_on_emulation_failure: AtomicBool,
     _live: Live,
 }
 
@@ -219,6 +226,8 @@ impl Vm {
                 ioeventfd_count: AtomicUsize::new(0),
                 pit <- new_mutex!(PitSlot(None), "rkvm::Vm::pit"),
                 api,
+                platform_info_readable: AtomicBool::new(true),
+                exit_on_emulation_failure: AtomicBool::new(false),
                 _live: live,
             }),
             GFP_KERNEL_ACCOUNT,
@@ -813,8 +822,9 @@ impl Vm {
     }
 
     /// `KVM_ENABLE_CAP` on a VM fd: `KVM_CAP_SPLIT_IRQCHIP`,
-    /// `KVM_CAP_X2APIC_API` (any time, as KVM: `ApicApi::enable`) and
-    /// `KVM_CAP_MAX_VCPU_ID`; flags, and every other capability, are
+    /// `KVM_CAP_X2APIC_API` (any time, as KVM: `ApicApi::enable`),
+    /// `KVM_CAP_MAX_VCPU_ID`, `KVM_CAP_MSR_PLATFORM_INFO` and
+    /// `KVM_CAP_EXIT_ON_EMULATION_FAILURE` (0 or 1); flags, and every other capability, are
     /// `EINVAL`, as KVM answers one it does not know
     /// (`kvm_vm_ioctl_enable_cap`).
     fn enable_cap(&self, arg: usize) -> Result<isize> {
@@ -826,8 +836,33 @@ impl Vm {
             abi::KVM_CAP_SPLIT_IRQCHIP => self.create_split_irqchip(cap.args[0]),
             abi::KVM_CAP_X2APIC_API => self.api.enable(cap.args[0]).map(|()| 0),
             abi::KVM_CAP_MAX_VCPU_ID => self.set_max_vcpu_ids(cap.args[0]),
+            // Any value: non-zero lets the guest read the MSR, as KVM.
+            abi::KVM_CAP_MSR_PLATFORM_INFO => {
+                let readable = cap.args[0] != 0;
+                self.platform_info_readable
+                    .store(readable, Ordering::Relaxed);
+                Ok(0)
+            }
+            abi::KVM_CAP_EXIT_ON_EMULATION_FAILURE => match cap.args[0] {
+                on @ (0 | 1) => {
+                    let on = on == 1;
+                    self.exit_on_emulation_failure.store(on, Ordering::Relaxed);
+                    Ok(0)
+                }
+                _ => Err(EINVAL),
+            },
             _ => Err(EINVAL),
         }
+    }
+
+    /// Whether the guest may read MSR_PLATFORM_INFO (see the field).
+    pub(crate) fn platform_info_readable(&self) -> bool {
+        self.platform_info_readable.load(Ordering::Relaxed)
+    }
+
+    /// Whether every emulation failure exits to user space (see the field).
+    pub(crate) fn exit_on_emulation_failure(&self) -> bool {
+        self.exit_on_emulation_failure.load(Ordering::Relaxed)
     }
 
     /// The TSC offset the VM's vCPUs share (see the field); 0 before the

@@ -142,6 +142,29 @@ pub(super) fn skip_or_fail(
     }
 }
 
+/// An instruction rkvm had to emulate and could not (KVM's
+/// `handle_emulation_failure`). With `KVM_CAP_EXIT_ON_EMULATION_FAILURE`
+/// user space is told, whoever ran it. Without, the guest gets #UD, and
+/// user space is told as well when the guest's kernel (CPL 0) ran it:
+/// the #UD is delivered at the next `KVM_RUN` unless user space moves
+/// the vCPU on. (An instruction rkvm only had to skip is another matter:
+/// see [`skip`].)
+pub(super) fn emulation_failed(
+    vm: &Vm,
+    state: &mut ArchState,
+    page: &SharedPage<'_>,
+    bytes: &[u8],
+) -> Result<Next> {
+    if !vm.exit_on_emulation_failure() {
+        super::raise(state, super::UD_VECTOR, None);
+        if state.sregs.ss.dpl != 0 {
+            return Ok(Next::Enter);
+        }
+    }
+    emulation_failure(page, bytes)?;
+    Ok(Next::User)
+}
+
 /// `KVM_EXIT_INTERNAL_ERROR` with suberror `KVM_INTERNAL_ERROR_EMULATION`
 /// and the instruction bytes, as KVM's `prepare_emulation_failure_exit`.
 pub(super) fn emulation_failure(page: &SharedPage<'_>, bytes: &[u8]) -> Result {

@@ -4,7 +4,7 @@
 //! decoded (`x86::decode`) and handed to user space as `KVM_EXIT_MMIO`; a
 //! load completes on the next `KVM_RUN`.
 
-use super::insn::{code_size, emulation_failure, fetch};
+use super::insn::{code_size, emulation_failed, fetch};
 use super::{exit_reason, set_pending, Next, Pending, UNION};
 use crate::abi::{self, kvm_run__bindgen_ty_1__bindgen_ty_6 as MmioRun};
 use crate::backend::InsnBytes;
@@ -38,8 +38,7 @@ pub(super) fn mmio(
     let insn = match decode::decode(&bytes[..n], code_size(state)) {
         Ok(insn) => insn,
         Err(_) => {
-            emulation_failure(page, &bytes[..n])?;
-            return Ok(Next::User);
+            return emulation_failed(vm, state, page, &bytes[..n]);
         }
     };
     let next_rip = insn.next_rip(state.regs.rip);

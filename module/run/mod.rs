@@ -45,7 +45,7 @@ use crate::vm::{Backing, Vm};
 use crate::x86::decode::{MmioInsn, MAX_INSN_LEN};
 use crate::x86::regs::{cr0, cr4, efer};
 use core::mem::offset_of;
-use insn::{emulation_failure, fetch, skip, skip_or_fail};
+use insn::{emulation_failed, fetch, skip, skip_or_fail};
 use io::port_io;
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
@@ -521,6 +521,12 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             }
             exit_reason(page, abi::KVM_EXIT_HLT)
         }
+        // CPUID faulting (MSR_MISC_FEATURES_ENABLES): #GP(0) outside the
+        // guest's kernel, as KVM's `kvm_emulate_cpuid`.
+        Exit::Cpuid if state.msrs.cpuid_faults() && state.sregs.ss.dpl != 0 => {
+            raise(state, GP_VECTOR, Some(0));
+            Ok(Next::Enter)
+        }
         Exit::Cpuid => {
             answer_cpuid(state);
             skip_or_fail(vm, state, info, &[0x0f, 0xa2], page)
@@ -558,8 +564,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             Ok(Backing::None | Backing::ReadOnly) if page_walk => {
                 let mut bytes = [0u8; MAX_INSN_LEN];
                 let n = fetch(vm, state, &mut bytes);
-                emulation_failure(page, &bytes[..n])?;
-                Ok(Next::User)
+                emulation_failed(vm, state, page, &bytes[..n])
             }
             Ok(Backing::None | Backing::ReadOnly) => mmio(vm, state, page, gpa, info.insn),
             Err(e) => Ok(Next::Fail(e)),

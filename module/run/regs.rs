@@ -5,7 +5,7 @@
 //! the debug registers (a software copy) and MOV to and from CR0, CR4 and
 //! CR8, each checked as KVM checks it; refused is #GP (or #UD).
 
-use super::insn::{code_size, emulation_failure, fetch};
+use super::insn::{code_size, emulation_failed, fetch};
 use super::{raise, Next, DR6_RESET, DR7_RESET, GP_VECTOR, UD_VECTOR};
 use crate::backend::ExitInfo;
 use crate::sys::cpu;
@@ -125,6 +125,7 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
             host_tsc: cpu::rdtsc(),
             host_initiated: false,
             vm_tsc_offset: msrs.tsc_offset,
+            platform_info_readable: vm.platform_info_readable(),
         };
         let mut shared = SharedRegs {
             efer: &mut sregs.efer,
@@ -142,6 +143,7 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
             host_tsc: cpu::rdtsc(),
             host_initiated: false,
             vm_tsc_offset: msrs.tsc_offset,
+            platform_info_readable: vm.platform_info_readable(),
         };
         let shared = SharedRegs {
             efer: &mut sregs.efer,
@@ -170,8 +172,7 @@ pub(super) fn debug_register(
     let n = fetch(vm, state, &mut bytes);
     let code = code_size(state);
     let Some(mov) = decode::decode_mov_special(&bytes[..n], code, &[0x21, 0x23]) else {
-        emulation_failure(page, &bytes[..n])?;
-        return Ok(Next::User);
+        return emulation_failed(vm, state, page, &bytes[..n]);
     };
     let write = mov.opcode == 0x23;
     let gpr = mov.gpr;
@@ -223,8 +224,7 @@ pub(super) fn cr_write(
             match decode::decode_mov_special(&bytes[..n], code, &[0x22]) {
                 Some(mov) if mov.special == cr => (mov.gpr, Some(mov.len)),
                 _ => {
-                    emulation_failure(page, &bytes[..n])?;
-                    return Ok(Next::User);
+                    return emulation_failed(vm, state, page, &bytes[..n]);
                 }
             }
         }

@@ -17,6 +17,12 @@ pub(crate) mod index {
     pub(crate) const SYSENTER_ESP: u32 = 0x175;
     pub(crate) const SYSENTER_EIP: u32 = 0x176;
     pub(crate) const MTRRCAP: u32 = 0xfe;
+    /// Intel's MSR_PLATFORM_INFO; KVM offers it on every vendor for its
+    /// "CPUID faulting supported" bit (31). SDM Vol. 4 Table 2-12.
+    pub(crate) const PLATFORM_INFO: u32 = 0xce;
+    /// MSR_MISC_FEATURES_ENABLES: bit 0 turns CPUID faulting on. SDM
+    /// Vol. 4 Table 2-12.
+    pub(crate) const MISC_FEATURES_ENABLES: u32 = 0x140;
     pub(crate) const MISC_ENABLE: u32 = 0x1a0;
     /// MTRRphysBase0 (even) and MTRRphysMask0 (odd) to ...7.
     pub(crate) const MTRR_PHYS_FIRST: u32 = 0x200;
@@ -68,6 +74,8 @@ pub(crate) const SUPPORTED: &[u32] = &[
     index::SFMASK,
     index::KERNEL_GS_BASE,
     index::HWCR,
+    index::PLATFORM_INFO,
+    index::MISC_FEATURES_ENABLES,
 ];
 
 /// The PAT value at reset: WB, WT, UC-, UC repeated. SDM Vol. 3A 13.12.4.
@@ -84,6 +92,12 @@ const HWCR_VALID: u64 = (1 << 18) | (1 << 24);
 /// HWCR bits a write may set but that read back as 0, as KVM: TLB cache
 /// disable (3), flush filter disable (6), IGNNE emulation (8).
 const HWCR_IGNORED: u64 = (1 << 3) | (1 << 6) | (1 << 8);
+
+/// MSR_PLATFORM_INFO bit 31: CPUID faulting is supported, the value a
+/// vCPU starts with (as KVM's `kvm_arch_vcpu_create`).
+pub(crate) const PLATFORM_INFO_CPUID_FAULT: u64 = 1 << 31;
+/// MSR_MISC_FEATURES_ENABLES bit 0: CPUID at CPL > 0 raises #GP(0).
+pub(crate) const MISC_FEATURES_CPUID_FAULT: u64 = 1 << 0;
 
 /// MTRRcap as rkvm (and KVM) reports it: 8 variable ranges (VCNT), fixed
 /// ranges (bit 8), write combining (bit 10), no SMRR. SDM Vol. 3A 13.11.1.
@@ -172,6 +186,10 @@ pub(crate) struct MsrFile {
     /// IA32_TSC_ADJUST: how far the guest's own writes moved its TSC.
     /// SDM Vol. 3B 18.17.3.
     pub(crate) tsc_adjust: u64,
+    /// MSR_PLATFORM_INFO: what the host last set (the guest only reads it).
+    pub(crate) platform_info: u64,
+    /// MSR_MISC_FEATURES_ENABLES: [`MISC_FEATURES_CPUID_FAULT`] or 0.
+    pub(crate) misc_features_enables: u64,
     pub(crate) mtrrs: Mtrrs,
 }
 
@@ -192,8 +210,15 @@ impl MsrFile {
             hwcr: 0,
             tsc_offset: 0,
             tsc_adjust: 0,
+            platform_info: PLATFORM_INFO_CPUID_FAULT,
+            misc_features_enables: 0,
             mtrrs: Mtrrs::default(),
         }
+    }
+
+    /// Whether CPUID faults at CPL > 0 (KVM's `cpuid_fault_enabled`).
+    pub(crate) fn cpuid_faults(&self) -> bool {
+        self.misc_features_enables & MISC_FEATURES_CPUID_FAULT != 0
     }
 }
 
@@ -229,6 +254,9 @@ pub(crate) struct MsrContext<'a> {
     /// The offset the VM's vCPUs share (see `set`'s TSC arm); for a host
     /// write of 0 to the TSC.
     pub(crate) vm_tsc_offset: u64,
+    /// Whether the guest may read MSR_PLATFORM_INFO: the VM's
+    /// `KVM_ENABLE_CAP(KVM_CAP_MSR_PLATFORM_INFO)`, true until turned off.
+    pub(crate) platform_info_readable: bool,
 }
 
 /// The registers MSR accesses share with `kvm_sregs`.
@@ -261,6 +289,13 @@ pub(crate) fn get(
         index::KERNEL_GS_BASE => file.kernel_gs_base,
         index::MTRRCAP => MTRRCAP,
         index::HWCR => file.hwcr,
+        // The host always reads it; the guest unless the VMM turned that
+        // off (a read that faults, as KVM).
+        index::PLATFORM_INFO if ctx.host_initiated || ctx.platform_info_readable => {
+            file.platform_info
+        }
+        index::PLATFORM_INFO => return None,
+        index::MISC_FEATURES_ENABLES => file.misc_features_enables,
         // kvmclock is off, and stays off: see `set`.
         index::KVM_WALL_CLOCK | index::KVM_SYSTEM_TIME => 0,
         other => {
@@ -341,6 +376,16 @@ pub(crate) fn set(
         // Guest and host writes alike, as KVM (`kvm_set_msr_common`).
         index::HWCR if value & !(HWCR_VALID | HWCR_IGNORED) == 0 => {
             file.hwcr = value & HWCR_VALID;
+        }
+        // Only the host sets MSR_PLATFORM_INFO, to any value, as KVM; the
+        // guest's write faults.
+        index::PLATFORM_INFO if ctx.host_initiated => file.platform_info = value,
+        // CPUID faulting, and only where PLATFORM_INFO offers it.
+        index::MISC_FEATURES_ENABLES
+            if value & !MISC_FEATURES_CPUID_FAULT == 0
+                && (value == 0 || file.platform_info & PLATFORM_INFO_CPUID_FAULT != 0) =>
+        {
+            file.misc_features_enables = value;
         }
         // rkvm has no kvmclock (it offers no KVM paravirtual CPUID leaves): 0, "no
         // structure" / "disabled", is the only value, and it is what they read. VMMs written

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
 use kvm_abi::sys::{
-    KVM_EXIT_INTR, KVM_EXIT_IO, KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
+    KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_MSR_PLATFORM_INFO, KVM_EXIT_INTR, KVM_EXIT_IO,
+    KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
+    KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
 };
 use kvm_abi::{GuestMemory, IoDirection, MemoryRegion, MsrEntries, VcpuExit};
 use nix::sys::signal::Signal;
@@ -511,19 +513,170 @@ guest! {
     "ucall UCALL_DONE",
 }
 
-/// An x87 load from MMIO is an instruction KVM's emulator does not know:
-/// KVM_EXIT_INTERNAL_ERROR with KVM_INTERNAL_ERROR_EMULATION, not a
-/// made-up MMIO exit.
-fn mmio_by_an_unemulated_instruction_is_an_emulation_error(ctx: &Ctx) -> TestResult {
-    let vm = GuestVm::new(ctx, Mode::Long, mmio_fld_guest())?;
-    let mut vcpu = vm.add_vcpu(0)?;
+/// Runs `vcpu` into its `fldl (%rdi)` from MMIO and checks the exit:
+/// KVM_EXIT_INTERNAL_ERROR with KVM_INTERNAL_ERROR_EMULATION, the flag
+/// saying instruction bytes follow, and the bytes (DD 07) after their
+/// count. Returns the instruction's RIP.
+fn run_into_the_unemulated_fld(vcpu: &mut GuestVcpu) -> Result<u64, Status> {
     vcpu.run()?;
     match vcpu.exit() {
-        VcpuExit::InternalError { suberror, .. } => {
-            check_eq!(suberror, KVM_INTERNAL_ERROR_EMULATION);
+        VcpuExit::InternalError { suberror, data } => {
+            check_eq!(suberror, KVM_INTERNAL_ERROR_EMULATION, "suberror");
+            // flags, then insn_size and the first 7 bytes, then 8 more.
+            check!(data.len() >= 3, "ndata {}: {data:#x?}", data.len());
+            check_eq!(
+                data[0] & u64::from(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES),
+                u64::from(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES),
+                "flags {:#x}",
+                data[0]
+            );
+            let [size, b0, b1, ..] = data[1].to_le_bytes();
+            check!(size >= 2, "insn_size {size}");
+            check_eq_hex!(
+                u16::from_le_bytes([b0, b1]),
+                0x07dd,
+                "the instruction's bytes"
+            );
         }
         other => fail_exit("KVM_EXIT_INTERNAL_ERROR", &other)?,
     }
+    Ok(check_ok!(vcpu.vcpu.get_regs()).rip)
+}
+
+/// An x87 load from MMIO is an instruction KVM's emulator does not know:
+/// KVM_EXIT_INTERNAL_ERROR with KVM_INTERNAL_ERROR_EMULATION and its
+/// bytes, not a made-up MMIO exit. Without
+/// KVM_CAP_EXIT_ON_EMULATION_FAILURE the guest's kernel gets #UD too, at
+/// the next KVM_RUN (KVM's `handle_emulation_failure`).
+fn mmio_by_an_unemulated_instruction_is_an_emulation_error(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, mmio_fld_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let fld = run_into_the_unemulated_fld(&mut vcpu)?;
+    match vcpu.ucall()? {
+        Ucall::Exception { vector: 6, rip, .. } => check_eq_hex!(rip, fld, "#UD's RIP"),
+        other => ksft::fail!("after the emulation failure: expected #UD, got {other}"),
+    }
+    Ok(())
+}
+
+/// KVM_ENABLE_CAP(KVM_CAP_EXIT_ON_EMULATION_FAILURE): 0 or 1 only; once
+/// on, the failure is user space's alone: no #UD, and moving RIP past
+/// the instruction lets the guest go on (Linux's
+/// exit_on_emulation_failure_test).
+fn exit_on_emulation_failure_leaves_the_instruction_to_user_space(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, mmio_fld_guest())?;
+    check_eq!(
+        check_ok!(vm.vm.check_extension(KVM_CAP_EXIT_ON_EMULATION_FAILURE)),
+        1
+    );
+    let enable = |on: u64| {
+        vm.vm
+            .enable_cap(KVM_CAP_EXIT_ON_EMULATION_FAILURE, [on, 0, 0, 0])
+    };
+    check_errno!(enable(2), libc::EINVAL);
+    check_ok!(enable(1));
+    let mut vcpu = vm.add_vcpu(0)?;
+    let fld = run_into_the_unemulated_fld(&mut vcpu)?;
+    let mut regs = check_ok!(vcpu.vcpu.get_regs());
+    regs.rip = fld + 2;
+    check_ok!(vcpu.vcpu.set_regs(&regs));
+    vcpu.done()
+}
+
+guest! {
+    /// MSR_PLATFORM_INFO (0xce) read, reported; read again (the VMM has
+    /// turned guest reads off: #GP); CPUID faulting enabled
+    /// (MSR_MISC_FEATURES_ENABLES, 0x140, bit 0) and CPUID run in the
+    /// kernel, reported; an undefined bit of 0x140 written (#GP);
+    /// faulting off again.
+    fn platform_info_guest;
+    ".code64",
+    "mov $0xce, %ecx",
+    "rdmsr",
+    "mov %rax, %rbx",
+    "mov %rdx, %rsi",
+    "ucall UCALL_SYNC",
+    "lea 1f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $0xce, %ecx",
+    "rdmsr",
+    "1: mov $0x140, %ecx",
+    "mov $1, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "xor %eax, %eax",
+    "cpuid",
+    "ucall UCALL_SYNC",
+    "lea 2f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $0x140, %ecx",
+    "mov $2, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "2: mov $0x140, %ecx",
+    "xor %eax, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "ucall UCALL_DONE",
+}
+
+/// MSR_PLATFORM_INFO is the VMM's to set and the guest's to read until
+/// KVM_ENABLE_CAP(KVM_CAP_MSR_PLATFORM_INFO, 0) (Linux's
+/// platform_info_test); its bit 31 offers CPUID faulting, which the
+/// guest turns on without losing CPUID in its own kernel (only CPL > 0
+/// faults), and MSR_MISC_FEATURES_ENABLES takes no other bit.
+fn platform_info_is_read_by_the_guest_until_the_vmm_says_no(ctx: &Ctx) -> TestResult {
+    const PLATFORM_INFO: u32 = 0xce;
+    const MISC_FEATURES_ENABLES: u32 = 0x140;
+    const OFFERED: u64 = (1 << 31) | 0xff00;
+    let vm = GuestVm::new(ctx, Mode::Long, platform_info_guest())?;
+    check_eq!(
+        check_ok!(vm.vm.check_extension(KVM_CAP_MSR_PLATFORM_INFO)),
+        1
+    );
+    let mut vcpu = vm.add_vcpu(0)?;
+    let msr = |vcpu: &GuestVcpu, index: u32| -> Result<u64, Status> {
+        let mut got = check_ok!(MsrEntries::from_indices(&[index]));
+        check_eq!(
+            check_ok!(vcpu.vcpu.get_msrs(&mut got)),
+            1,
+            "KVM_GET_MSRS({index:#x})"
+        );
+        Ok(got.get(index).unwrap_or(u64::MAX))
+    };
+    check_eq_hex!(
+        msr(&vcpu, PLATFORM_INFO)? & (1 << 31),
+        1u64 << 31,
+        "CPUID faulting offered at creation"
+    );
+    check_eq!(
+        check_ok!(vcpu.vcpu.set_msrs(&check_ok!(MsrEntries::from_pairs(&[(
+            PLATFORM_INFO,
+            OFFERED
+        )])))),
+        1
+    );
+    let [low, _, high] = vcpu.sync()?;
+    check_eq_hex!(low | high << 32, OFFERED, "the guest's read");
+    check_ok!(vm.vm.enable_cap(KVM_CAP_MSR_PLATFORM_INFO, [0, 0, 0, 0]));
+    match vcpu.ucall()? {
+        Ucall::Exception { vector: 13, .. } => {}
+        other => ksft::fail!("a read after the VMM said no: expected #GP, got {other}"),
+    }
+    let [vendor, _, _] = vcpu.sync()?;
+    check!(
+        vendor != 0,
+        "CPUID in the guest's kernel with faulting on: EBX {vendor:#x}"
+    );
+    check_eq_hex!(msr(&vcpu, MISC_FEATURES_ENABLES)?, 1u64, "faulting on");
+    match vcpu.ucall()? {
+        Ucall::Exception { vector: 13, .. } => {}
+        other => ksft::fail!("writing bit 1 of MISC_FEATURES_ENABLES: expected #GP, got {other}"),
+    }
+    vcpu.done()?;
+    check_eq_hex!(msr(&vcpu, MISC_FEATURES_ENABLES)?, 0u64, "faulting off");
+    // The host still reads it.
+    check_eq_hex!(msr(&vcpu, PLATFORM_INFO)?, OFFERED, "the host's read");
     Ok(())
 }
 
@@ -2367,6 +2520,8 @@ fn main() -> ExitCode {
             mmio_writes_exit_with_address_length_and_data,
             mmio_read_data_from_the_host_lands_in_the_register,
             mmio_by_an_unemulated_instruction_is_an_emulation_error,
+            exit_on_emulation_failure_leaves_the_instruction_to_user_space,
+            platform_info_is_read_by_the_guest_until_the_vmm_says_no,
             an_event_delivered_through_mmio_is_a_delivery_error,
             set_cpuid2_after_the_guest_ran_takes_only_the_same_table,
             triple_fault_exits_with_shutdown,

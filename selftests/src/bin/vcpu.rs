@@ -15,7 +15,8 @@ use kvm_abi::sys::{
     KVM_CAP_GET_TSC_KHZ, KVM_CAP_IRQ_ROUTING, KVM_CAP_JOIN_MEMORY_REGIONS_WORKS,
     KVM_CAP_MAX_VCPU_ID, KVM_CAP_MMU_SHADOW_CACHE_CONTROL, KVM_CAP_MP_STATE, KVM_EXIT_UNKNOWN,
     KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
-    KVM_MP_STATE_UNINITIALIZED, kvm_fpu, kvm_regs, kvm_segment, kvm_sregs,
+    KVM_MP_STATE_UNINITIALIZED, KVM_VCPU_TSC_CTRL, KVM_VCPU_TSC_OFFSET, kvm_fpu, kvm_regs,
+    kvm_segment, kvm_sregs,
 };
 use kvm_abi::{CpuidEntries, KVM_MAX_CPUID_ENTRIES, MAX_IO_MSRS, MsrEntries, PAGE_SIZE, Vcpu};
 use rkvm_selftests::msr::{
@@ -769,6 +770,39 @@ fn a_new_vcpus_tsc_starts_near_zero_and_the_vms_vcpus_keep_in_step(ctx: &Ctx) ->
     in_step("vCPU 1 set to 0 by the VMM")
 }
 
+/// `KVM_VCPU_TSC_OFFSET` in group `KVM_VCPU_TSC_CTRL`, a vCPU's one
+/// device attribute (Linux's system_counter_offset_test): it exists,
+/// nothing else does (`ENXIO`), and the offset set is the one read back
+/// and the one the guest's TSC runs at: the host's TSC plus it.
+fn tsc_offset_attribute_sets_the_guests_tsc(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let offset = u64::from(KVM_VCPU_TSC_OFFSET);
+    check_ok!(vcpu.has_device_attr(KVM_VCPU_TSC_CTRL, offset));
+    check_errno!(vcpu.has_device_attr(KVM_VCPU_TSC_CTRL, 1), libc::ENXIO);
+    check_errno!(vcpu.has_device_attr(1, offset), libc::ENXIO);
+    check_errno!(vcpu.get_device_attr_u64(KVM_VCPU_TSC_CTRL, 1), libc::ENXIO);
+    check_errno!(vcpu.set_device_attr_u64(1, offset, 0), libc::ENXIO);
+    // 180 s of cycles at 4 GHz, forwards then backwards (as Linux's test).
+    for want in [720_000_000_000u64, 0u64.wrapping_sub(720_000_000_000)] {
+        check_ok!(vcpu.set_device_attr_u64(KVM_VCPU_TSC_CTRL, offset, want));
+        check_eq_hex!(
+            check_ok!(vcpu.get_device_attr_u64(KVM_VCPU_TSC_CTRL, offset)),
+            want,
+            "the offset read back"
+        );
+        // SAFETY: RDTSC has no side effect; every x86-64 CPU has it.
+        let before = unsafe { core::arch::x86_64::_rdtsc() }.wrapping_add(want);
+        let tsc = read_tsc(&vcpu)?;
+        // SAFETY: as above.
+        let after = unsafe { core::arch::x86_64::_rdtsc() }.wrapping_add(want);
+        check!(
+            tsc.wrapping_sub(before) <= after.wrapping_sub(before),
+            "the guest's TSC {tsc} outside [{before}, {after}]"
+        );
+    }
+    Ok(())
+}
+
 /// HWCR (AMD's hardware configuration register; KVM keeps it on both
 /// vendors): McStatusWrEn (18) and TscFreqSel (24) are kept, bits 3, 6
 /// and 8 are taken and read as 0, any other is refused.
@@ -1113,6 +1147,7 @@ fn main() -> ExitCode {
             enable_cap_of_an_unknown_cap_is_einval,
             a_new_vcpus_tsc_starts_near_zero_and_the_vms_vcpus_keep_in_step,
             hwcr_keeps_two_bits_and_refuses_the_others,
+            tsc_offset_attribute_sets_the_guests_tsc,
             max_vcpu_id_cap_bounds_the_vms_vcpu_ids,
             set_nr_mmu_pages_takes_64_or_more,
         ],

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::fam::{CpuidEntries, MsrEntries};
 use crate::ioctls::{
-    KVM_GET_CPUID2, KVM_GET_FPU, KVM_GET_LAPIC, KVM_GET_MP_STATE, KVM_GET_MSRS, KVM_GET_REGS,
-    KVM_GET_SREGS, KVM_GET_TSC_KHZ, KVM_INTERRUPT, KVM_NMI, KVM_RUN, KVM_SET_CPUID2, KVM_SET_FPU,
-    KVM_SET_LAPIC, KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_VAPIC_ADDR,
+    KVM_GET_CPUID2, KVM_GET_DEVICE_ATTR, KVM_GET_FPU, KVM_GET_LAPIC, KVM_GET_MP_STATE,
+    KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_TSC_KHZ, KVM_HAS_DEVICE_ATTR, KVM_INTERRUPT,
+    KVM_NMI, KVM_RUN, KVM_SET_CPUID2, KVM_SET_DEVICE_ATTR, KVM_SET_FPU, KVM_SET_LAPIC,
+    KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_VAPIC_ADDR,
 };
 use crate::mem::{RunMapping, VcpuMapping};
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
-use crate::sys::{kvm_fpu, kvm_interrupt, kvm_mp_state, kvm_regs, kvm_sregs};
+use crate::sys::{kvm_device_attr, kvm_fpu, kvm_interrupt, kvm_mp_state, kvm_regs, kvm_sregs};
 use crate::vm::MemoryKeepAlive;
 
 /// A vCPU. It keeps working after its VM's fd is closed.
@@ -178,6 +179,51 @@ impl Vcpu {
         let r = unsafe { ioctl_val(self.fd.as_fd(), KVM_GET_TSC_KHZ, 0) }
             .map_err(|e| Error::new("KVM_GET_TSC_KHZ", e))?;
         u32::try_from(r).map_err(|_| Error::new("KVM_GET_TSC_KHZ", nix::errno::Errno::ERANGE))
+    }
+
+    /// KVM_HAS_DEVICE_ATTR on the vCPU: whether attribute `attr` of
+    /// `group` exists (`Ok`), else the errno (KVM: `ENXIO`).
+    pub fn has_device_attr(&self, group: u32, attr: u64) -> Result<()> {
+        let arg = kvm_device_attr {
+            group,
+            attr,
+            ..Default::default()
+        };
+        // SAFETY: the kernel reads one kvm_device_attr.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_HAS_DEVICE_ATTR, &raw const arg) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_HAS_DEVICE_ATTR", e))
+    }
+
+    /// KVM_GET_DEVICE_ATTR on the vCPU for a 64-bit attribute.
+    pub fn get_device_attr_u64(&self, group: u32, attr: u64) -> Result<u64> {
+        let mut value = 0u64;
+        let arg = kvm_device_attr {
+            group,
+            attr,
+            addr: (&raw mut value) as u64,
+            ..Default::default()
+        };
+        // SAFETY: the kernel reads one kvm_device_attr and writes at most
+        // the u64 at `addr`, which lives until the call returns.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_GET_DEVICE_ATTR, &raw const arg) }
+            .map_err(|e| Error::new("KVM_GET_DEVICE_ATTR", e))?;
+        Ok(value)
+    }
+
+    /// KVM_SET_DEVICE_ATTR on the vCPU for a 64-bit attribute.
+    pub fn set_device_attr_u64(&self, group: u32, attr: u64, value: u64) -> Result<()> {
+        let arg = kvm_device_attr {
+            group,
+            attr,
+            addr: (&raw const value) as u64,
+            ..Default::default()
+        };
+        // SAFETY: the kernel reads one kvm_device_attr and the u64 at
+        // `addr`, which lives until the call returns.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_DEVICE_ATTR, &raw const arg) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_DEVICE_ATTR", e))
     }
 
     /// KVM_SET_CPUID2 with the first `nent` entries of `cpuid`.

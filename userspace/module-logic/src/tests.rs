@@ -508,6 +508,7 @@ mod msrs {
         host_tsc: u64,
         host_initiated: bool,
         vm_tsc_offset: u64,
+        platform_info_readable: bool,
     }
 
     impl Fixture {
@@ -521,6 +522,7 @@ mod msrs {
                 host_tsc: 0,
                 host_initiated: true,
                 vm_tsc_offset: 0,
+                platform_info_readable: true,
             }
         }
 
@@ -536,6 +538,7 @@ mod msrs {
                 host_tsc: self.host_tsc,
                 host_initiated: self.host_initiated,
                 vm_tsc_offset: self.vm_tsc_offset,
+                platform_info_readable: self.platform_info_readable,
             };
             let mut shared = SharedRegs {
                 efer: &mut self.efer,
@@ -551,6 +554,42 @@ mod msrs {
         fn set(&mut self, msr: u32, value: u64) -> bool {
             self.with(|file, shared, ctx| set(file, shared, ctx, msr, value))
         }
+    }
+
+    /// MSR_PLATFORM_INFO as KVM has it (Linux's platform_info_test): CPUID
+    /// faulting offered at creation, any value from the host, never from
+    /// the guest, and a guest read refused once the VMM turned it off.
+    #[test]
+    fn platform_info_is_the_hosts_to_set_and_the_guests_to_read_if_allowed() {
+        let mut f = Fixture::new();
+        assert_eq!(f.get(index::PLATFORM_INFO), Some(1 << 31));
+        assert!(f.set(index::PLATFORM_INFO, 0xff00 | 1 << 31));
+        f.host_initiated = false;
+        assert_eq!(f.get(index::PLATFORM_INFO), Some(0xff00 | 1 << 31));
+        assert!(!f.set(index::PLATFORM_INFO, 0));
+        f.platform_info_readable = false;
+        assert_eq!(f.get(index::PLATFORM_INFO), None);
+        f.host_initiated = true;
+        assert_eq!(f.get(index::PLATFORM_INFO), Some(0xff00 | 1 << 31));
+    }
+
+    /// MSR_MISC_FEATURES_ENABLES: bit 0 (CPUID faulting) only while
+    /// PLATFORM_INFO offers it, no other bit, for guest and host alike.
+    #[test]
+    fn cpuid_faulting_is_enabled_only_where_platform_info_offers_it() {
+        let mut f = Fixture::new();
+        assert!(!f.file.cpuid_faults());
+        f.host_initiated = false;
+        assert!(!f.set(index::MISC_FEATURES_ENABLES, 2));
+        assert!(f.set(index::MISC_FEATURES_ENABLES, 1));
+        assert!(f.file.cpuid_faults());
+        assert_eq!(f.get(index::MISC_FEATURES_ENABLES), Some(1));
+        assert!(f.set(index::MISC_FEATURES_ENABLES, 0));
+        f.host_initiated = true;
+        assert!(f.set(index::PLATFORM_INFO, 0));
+        assert!(!f.set(index::MISC_FEATURES_ENABLES, 1));
+        assert!(f.set(index::MISC_FEATURES_ENABLES, 0));
+        assert!(!f.file.cpuid_faults());
     }
 
     /// HWCR as KVM has it (Linux's hwcr_msr_test): McStatusWrEn and
