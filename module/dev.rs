@@ -88,6 +88,9 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_EXIT_ON_EMULATION_FAILURE
         // KVM_HAS/GET/SET_DEVICE_ATTR on vCPU fds: the TSC offset (vcpu.rs).
         | abi::KVM_CAP_VCPU_ATTRIBUTES
+        // KVM_ENABLE_CAP(KVM_CAP_X86_APIC_BUS_CYCLES_NS) (vm.rs); on a VM
+        // fd the answer is the VM's bus cycle in ns.
+        | abi::KVM_CAP_X86_APIC_BUS_CYCLES_NS
         // The in-kernel irqchip (irq/): KVM_CREATE_IRQCHIP and its state
         // ioctls, HLT handled in the kernel, KVM_IRQ_LINE_STATUS, the APIC's
         // TSC-deadline timer, and KVM_SIGNAL_MSI.

@@ -40,6 +40,7 @@ use crate::eventfd::irqfd::Irqfds;
 use crate::irq::chip::{ApicApi, ChipMode, Irqchip, VcpuApic, CHIP_IOAPIC, IRQCHIP_BYTES};
 use crate::irq::delivery::Msi;
 use crate::irq::ioapic::Source;
+use crate::irq::lapic;
 use crate::irq::pit::{self, State, State2};
 use crate::irq::pit_device::PitDevice;
 use crate::irq::routing::{Routing, RoutingError, ENTRY_BYTES, MAX_ROUTES};
@@ -130,6 +131,9 @@ struct VmInner {
     /// one, so that they count in step (KVM's `kvm_synchronize_tsc`); a
     /// host write of a TSC value moves it (`KVM_SET_MSRS`).
     tsc_offset: Option<u64>,
+    /// `KVM_ENABLE_CAP(KVM_CAP_X86_APIC_BUS_CYCLES_NS)`: the local APICs'
+    /// bus cycle in ns (1 GHz by default), set before the first vCPU.
+    apic_bus_cycle_ns: u64,
 }
 
 /// A virtual machine.
@@ -218,6 +222,7 @@ impl Vm {
                         max_vcpu_ids: 0,
                         nr_mmu_pages: None,
                         tsc_offset: None,
+                        apic_bus_cycle_ns: lapic::DEFAULT_BUS_CYCLE_NS,
                     },
                     "rkvm::Vm::inner"
                 ),
@@ -459,7 +464,7 @@ impl Vm {
         }
         let (word, bit) = (id / 64, 1u64 << (id % 64));
         // With an in-kernel irqchip, each vCPU gets its local APIC.
-        let (chip, bsp_id, tsc_offset) = {
+        let (chip, bsp_id, tsc_offset, bus_cycle_ns) = {
             let mut inner = this.inner.lock();
             // Below the VM's own limit too (KVM_CAP_MAX_VCPU_ID), as KVM's
             // `kvm_arch_vcpu_precreate`. It cannot change afterwards: once
@@ -470,11 +475,22 @@ impl Vm {
             let tsc_offset = *inner
                 .tsc_offset
                 .get_or_insert_with(|| 0u64.wrapping_sub(cpu::rdtsc()));
-            (inner.irqchip.clone(), inner.bsp_vcpu_id, tsc_offset)
+            (
+                inner.irqchip.clone(),
+                inner.bsp_vcpu_id,
+                tsc_offset,
+                inner.apic_bus_cycle_ns,
+            )
         };
         let bsp = id as u64 == bsp_id;
         let apic = match chip {
-            Some(_) => Some(VcpuApic::new(id as u32, bsp, true, this.stats.clone())?),
+            Some(_) => Some(VcpuApic::new(
+                id as u32,
+                bsp,
+                true,
+                bus_cycle_ns,
+                this.stats.clone(),
+            )?),
             None => None,
         };
         let link = chip
@@ -823,7 +839,8 @@ impl Vm {
 
     /// `KVM_ENABLE_CAP` on a VM fd: `KVM_CAP_SPLIT_IRQCHIP`,
     /// `KVM_CAP_X2APIC_API` (any time, as KVM: `ApicApi::enable`),
-    /// `KVM_CAP_MAX_VCPU_ID`, `KVM_CAP_MSR_PLATFORM_INFO` and
+    /// `KVM_CAP_MAX_VCPU_ID`, `KVM_CAP_MSR_PLATFORM_INFO`,
+    /// `KVM_CAP_X86_APIC_BUS_CYCLES_NS` and
     /// `KVM_CAP_EXIT_ON_EMULATION_FAILURE` (0 or 1); flags, and every other capability, are
     /// `EINVAL`, as KVM answers one it does not know
     /// (`kvm_vm_ioctl_enable_cap`).
@@ -843,6 +860,7 @@ impl Vm {
                     .store(readable, Ordering::Relaxed);
                 Ok(0)
             }
+            abi::KVM_CAP_X86_APIC_BUS_CYCLES_NS => self.set_apic_bus_cycle_ns(cap.args[0]),
             abi::KVM_CAP_EXIT_ON_EMULATION_FAILURE => match cap.args[0] {
                 on @ (0 | 1) => {
                     let on = on == 1;
@@ -887,6 +905,25 @@ impl Vm {
             return Err(EINVAL);
         }
         self.inner.lock().nr_mmu_pages = Some(pages);
+        Ok(0)
+    }
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_X86_APIC_BUS_CYCLES_NS)`: the local APICs'
+    /// timers count `ns`-long bus cycles (before the divider). As KVM:
+    /// `EINVAL` for 0 or a cycle whose longest count overflows 64 bits of
+    /// ns, `ENXIO` without an in-kernel irqchip, `EINVAL` once a vCPU exists.
+    fn set_apic_bus_cycle_ns(&self, ns: u64) -> Result<isize> {
+        if !lapic::bus_cycle_ns_valid(ns) {
+            return Err(EINVAL);
+        }
+        let mut inner = self.inner.lock();
+        if inner.irqchip.is_none() {
+            return Err(ENXIO);
+        }
+        if !inner.vcpus.is_empty() {
+            return Err(EINVAL);
+        }
+        inner.apic_bus_cycle_ns = ns;
         Ok(0)
     }
 
@@ -1018,6 +1055,10 @@ impl FileObject for Vm {
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
         this.check_caller()?;
         match cmd {
+            // The VM's own APIC bus cycle; everything else as the device.
+            abi::KVM_CHECK_EXTENSION if arg == abi::KVM_CAP_X86_APIC_BUS_CYCLES_NS as usize => {
+                Ok(this.inner.lock().apic_bus_cycle_ns as isize)
+            }
             abi::KVM_CHECK_EXTENSION => Ok(check_extension(arg)),
             abi::KVM_CREATE_VCPU => Vm::create_vcpu(this, arg),
             abi::KVM_SET_USER_MEMORY_REGION => {

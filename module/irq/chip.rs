@@ -833,20 +833,21 @@ pub(crate) type TimerHandle = ArcHrTimerHandle<VcpuApic>;
 impl VcpuApic {
     /// The APIC of vCPU `vcpu_id`, after RESET. `tsc_deadline` offers the
     /// TSC-deadline timer mode (rkvm's caller always offers it, where KVM
-    /// follows the guest's CPUID: docs/abi.md).
+    /// follows the guest's CPUID: docs/abi.md); the timer counts
+    /// `bus_cycle_ns`-long cycles before its divider.
     pub(crate) fn new(
         vcpu_id: u32,
         bsp: bool,
         tsc_deadline: bool,
+        bus_cycle_ns: u64,
         stats: Arc<VmStats>,
     ) -> Result<Arc<Self>> {
+        let mut lapic = Lapic::with_bsp(vcpu_id, bsp, tsc_deadline);
+        lapic.set_bus_cycle_ns(bus_cycle_ns);
         Arc::pin_init(
             pin_init!(VcpuApic {
                 stats,
-                lapic <- new_spinlock_irq!(
-                    Lapic::with_bsp(vcpu_id, bsp, tsc_deadline),
-                    "rkvm::VcpuApic::lapic"
-                ),
+                lapic <- new_spinlock_irq!(lapic, "rkvm::VcpuApic::lapic"),
                 wake <- new_condvar!("rkvm::VcpuApic::wake"),
                 timer <- HrTimer::new(),
                 running_on: AtomicI32::new(-1),

@@ -25,7 +25,8 @@
 //! re-arm the timer). Pure logic, unit-tested on the host.
 //!
 //! Like KVM's, this APIC's timer counts at 1 GHz before the divider (one
-//! count per nanosecond), it has six LVT entries (no CMCI), and vCPU 0's
+//! count per nanosecond) unless the VMM sets another bus clock
+//! (`KVM_CAP_X86_APIC_BUS_CYCLES_NS`), it has six LVT entries (no CMCI), and vCPU 0's
 //! LINT0 starts as the PIC's virtual wire (KVM's `LINT0_REENABLED`
 //! quirk). Directed EOI is not offered.
 
@@ -108,6 +109,17 @@ mod icr {
 /// `min_timer_period_us` (200 µs). A guest asking for less gets this, so
 /// that it cannot keep a host CPU busy with timer interrupts.
 pub(crate) const MIN_PERIOD_NS: u64 = 200_000;
+
+/// The APIC bus cycle, in ns, unless the VMM sets another: 1 GHz, as
+/// KVM's `APIC_BUS_CYCLE_NS_DEFAULT`.
+pub(crate) const DEFAULT_BUS_CYCLE_NS: u64 = 1;
+
+/// Whether `ns` may be the APIC bus cycle: not 0, and small enough that
+/// the longest count (2^32 - 1 at divisor 128) is a number of ns a `u64`
+/// holds, as KVM's check of `KVM_CAP_X86_APIC_BUS_CYCLES_NS`.
+pub(crate) fn bus_cycle_ns_valid(ns: u64) -> bool {
+    ns != 0 && (u64::from(u32::MAX) * 128).checked_mul(ns).is_some()
+}
 
 /// The six LVT registers, in the order of their offsets.
 const LVTS: [u32; 6] = [
@@ -209,6 +221,8 @@ pub(crate) struct Lapic {
     /// IA32_TSC_DEADLINE, in guest TSC ticks (0: disarmed).
     tsc_deadline: u64,
     timer: Timer,
+    /// The bus cycle the timer counts, in ns, before the divider.
+    bus_cycle_ns: u64,
 }
 
 /// Bit `vector` of a 256-bit register (ISR, TMR, IRR): the word at
@@ -239,6 +253,7 @@ impl Lapic {
             tsc_deadline_offered,
             tsc_deadline: 0,
             timer: Timer::default(),
+            bus_cycle_ns: DEFAULT_BUS_CYCLE_NS,
         };
         apic.reset();
         apic
@@ -307,7 +322,8 @@ impl Lapic {
     /// version and, in x2APIC mode, the ID and LDR the vCPU id decides
     /// (KVM refuses a different x2APIC ID with `x2apic_format`, and
     /// ignores it without). Restarts the timer from `now_ns` with the
-    /// initial count, as KVM does. Returns false if the ID is refused.
+    /// page's current count ([`Lapic::restore_timer`]), as KVM does.
+    /// Returns false if the ID is refused.
     pub(crate) fn set_state(
         &mut self,
         regs: &[u32; 256],
@@ -326,7 +342,7 @@ impl Lapic {
         self.set(reg::PPR, 0);
         self.update_ppr();
         self.tsc_deadline = 0;
-        self.start_timer(now_ns);
+        self.restore_timer(now_ns);
         true
     }
 
@@ -803,6 +819,19 @@ impl Lapic {
         1 << ((code + 1) & 7)
     }
 
+    /// Sets the bus cycle (a new vCPU's, from its VM; [`bus_cycle_ns_valid`]
+    /// must hold).
+    pub(crate) fn set_bus_cycle_ns(&mut self, ns: u64) {
+        self.bus_cycle_ns = ns;
+    }
+
+    /// How long one count of the timer lasts, in ns: the divisor's bus
+    /// cycles (at least 1 ns; [`bus_cycle_ns_valid`] keeps it from
+    /// saturating).
+    fn ns_per_count(&self) -> u64 {
+        self.divisor().saturating_mul(self.bus_cycle_ns).max(1)
+    }
+
     fn write_lvt_timer(&mut self, value: u32) -> Effect {
         let old_mode = self.timer_mode();
         let mut value = value & lvt_writable(reg::LVT_TIMER, self.tsc_deadline_offered);
@@ -831,13 +860,31 @@ impl Lapic {
         self.rearm_counts(initial, now_ns);
     }
 
+    /// Starts the timer of a page `KVM_SET_LAPIC` gave where its current
+    /// count (TMCCT) says, as KVM's `set_target_expiration`: a count above
+    /// the initial one is the initial one, and 0 is a one-shot due at once
+    /// or a periodic timer's whole period. The TSC-deadline mode waits for
+    /// its MSR.
+    fn restore_timer(&mut self, now_ns: u64) {
+        let initial = u64::from(self.get(reg::TIMER_INITIAL));
+        self.timer = Timer::default();
+        if initial == 0 || self.timer_mode() == TimerMode::TscDeadline {
+            return;
+        }
+        let counts = match u64::from(self.get(reg::TIMER_CURRENT)) {
+            0 if self.timer_mode() == TimerMode::Periodic => initial,
+            current => current.min(initial),
+        };
+        self.rearm_counts(counts, now_ns);
+    }
+
     /// Arms the timer to fire after `counts` at the current divisor; a
     /// periodic timer's period is the initial count, at least
     /// [`MIN_PERIOD_NS`].
     fn rearm_counts(&mut self, counts: u64, now_ns: u64) {
-        let divisor = self.divisor();
-        let mut period = u64::from(self.get(reg::TIMER_INITIAL)).saturating_mul(divisor);
-        let mut first = counts.saturating_mul(divisor);
+        let count_ns = self.ns_per_count();
+        let mut period = u64::from(self.get(reg::TIMER_INITIAL)).saturating_mul(count_ns);
+        let mut first = counts.saturating_mul(count_ns);
         if self.timer_mode() == TimerMode::Periodic {
             period = period.max(MIN_PERIOD_NS);
             first = first.max(MIN_PERIOD_NS);
@@ -852,7 +899,7 @@ impl Lapic {
     }
 
     /// The current count (TMCCT) at `now_ns`: counts down from the
-    /// initial count at 1 GHz / divisor; 0 once a one-shot timer expired,
+    /// initial count at the bus clock / divisor; 0 once a one-shot timer expired,
     /// and always 0 in TSC-deadline mode.
     pub(crate) fn current_count(&self, now_ns: u64) -> u32 {
         let Some(deadline) = self.timer.deadline_ns else {
@@ -861,7 +908,8 @@ impl Lapic {
         if self.timer_mode() == TimerMode::TscDeadline || now_ns >= deadline {
             return 0;
         }
-        ((deadline - now_ns) / self.divisor()).min(u64::from(u32::MAX)) as u32
+        let counts = (deadline - now_ns).checked_div(self.ns_per_count());
+        counts.unwrap_or(0).min(u64::from(u32::MAX)) as u32
     }
 
     /// The period of a running periodic timer, in ns.

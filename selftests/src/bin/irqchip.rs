@@ -27,8 +27,9 @@ use kvm_abi::sys::{
     KVM_CAP_IRQ_ROUTING, KVM_CAP_IRQCHIP, KVM_CAP_IRQFD, KVM_CAP_IRQFD_RESAMPLE, KVM_CAP_PIT,
     KVM_CAP_PIT_STATE2, KVM_CAP_PIT2, KVM_CAP_REINJECT_CONTROL, KVM_CAP_SET_BOOT_CPU_ID,
     KVM_CAP_SIGNAL_MSI, KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_USER_NMI,
-    KVM_CAP_X2APIC_API, KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE, KVM_MP_STATE_HALTED,
-    KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
+    KVM_CAP_X2APIC_API, KVM_CAP_X86_APIC_BUS_CYCLES_NS, KVM_IRQFD_FLAG_DEASSIGN,
+    KVM_IRQFD_FLAG_RESAMPLE, KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE,
+    KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
 };
 use rkvm_selftests::guest::{DATA_GPA, GuestVcpu, GuestVm, MMIO_GPA, Mode, describe};
 use rkvm_selftests::{Ctx, guest};
@@ -42,6 +43,9 @@ const APIC_SVR: usize = 0xf0;
 const APIC_LVT_TIMER: usize = 0x320;
 const APIC_DFR: usize = 0xe0;
 const APIC_LVT_LINT0: usize = 0x350;
+const APIC_TMICT: usize = 0x380;
+const APIC_TMCCT: usize = 0x390;
+const APIC_TDCR: usize = 0x3e0;
 
 /// `struct kvm_ioeventfd`'s flags (an anonymous enum of bit numbers in
 /// `linux/kvm.h`).
@@ -739,6 +743,68 @@ fn lapic_state_at_reset_and_round_trip(ctx: &Ctx) -> TestResult {
     check_eq_hex!(reg(&back, APIC_TPR), 0x20u32, "TPR after KVM_SET_LAPIC");
     // CR8 is the TPR's priority class.
     check_eq!(check_ok!(v.get_sregs()).cr8, 2u64, "CR8");
+    Ok(())
+}
+
+/// `KVM_ENABLE_CAP(KVM_CAP_X86_APIC_BUS_CYCLES_NS)` (Linux's
+/// apic_bus_clock_test): the VM's answer to the capability is its bus
+/// cycle (1 ns until set); 0 and cycles whose longest count overflows are
+/// `EINVAL`, no irqchip is `ENXIO`, a vCPU already created `EINVAL`. A
+/// 100 ns cycle makes the timer count at 10 MHz: a one-shot timer of a
+/// million counts (divide by 1) restored with `KVM_SET_LAPIC` and read
+/// back with `KVM_GET_LAPIC` 20 ms later has counted the time passed in
+/// 100 ns steps.
+fn apic_bus_cycle_sets_the_timers_rate(ctx: &Ctx) -> TestResult {
+    const CYCLE_NS: u8 = 100;
+    const COUNTS: u32 = 1_000_000;
+    let enable =
+        |vm: &kvm_abi::Vm, ns: u64| vm.enable_cap(KVM_CAP_X86_APIC_BUS_CYCLES_NS, [ns, 0, 0, 0]);
+    check_eq!(
+        check_ok!(ctx.sys.check_extension(KVM_CAP_X86_APIC_BUS_CYCLES_NS)),
+        1
+    );
+    let without = ctx.vm()?;
+    check_errno!(enable(&without, CYCLE_NS.into()), libc::ENXIO);
+    let vm = ctx.vm()?;
+    check_ok!(vm.create_irqchip());
+    check_eq!(
+        check_ok!(vm.check_extension(KVM_CAP_X86_APIC_BUS_CYCLES_NS)),
+        1,
+        "the bus cycle by default"
+    );
+    check_errno!(enable(&vm, 0), libc::EINVAL);
+    check_errno!(enable(&vm, u64::MAX / 128), libc::EINVAL);
+    check_ok!(enable(&vm, CYCLE_NS.into()));
+    check_eq!(
+        check_ok!(vm.check_extension(KVM_CAP_X86_APIC_BUS_CYCLES_NS)),
+        i32::from(CYCLE_NS),
+        "the bus cycle set"
+    );
+    let v = check_ok!(vm.create_vcpu(0));
+    check_errno!(enable(&vm, 10), libc::EINVAL);
+    let mut page = check_ok!(v.get_lapic());
+    set_reg(&mut page, APIC_SVR, 0x1ff);
+    set_reg(&mut page, APIC_LVT_TIMER, 0x1_0040); // one-shot, masked
+    set_reg(&mut page, APIC_TDCR, 0xb); // divide by 1
+    set_reg(&mut page, APIC_TMICT, COUNTS);
+    // KVM_SET_LAPIC starts the timer from the saved current count.
+    set_reg(&mut page, APIC_TMCCT, COUNTS);
+    let start = Instant::now();
+    check_ok!(v.set_lapic(&page));
+    let least = Instant::now();
+    thread::sleep(Duration::from_millis(20));
+    let most_before = start.elapsed();
+    let back = check_ok!(v.get_lapic());
+    let most = start.elapsed();
+    let least = least.elapsed().min(most_before);
+    let counted = u64::from(COUNTS - reg(&back, APIC_TMCCT).min(COUNTS));
+    let cycle = u128::from(CYCLE_NS);
+    let counted_ns = u128::from(counted) * cycle;
+    // One count of slack either way for the rounding of TMCCT.
+    check!(
+        counted_ns + cycle >= least.as_nanos() && counted_ns <= most.as_nanos() + cycle,
+        "{counted} counts of {CYCLE_NS} ns in between {least:?} and {most:?}"
+    );
     Ok(())
 }
 
@@ -2198,6 +2264,7 @@ fn main() -> ExitCode {
             x2apic_api_ids_and_broadcast_quirk,
             irqchip_state_round_trips,
             lapic_state_at_reset_and_round_trip,
+            apic_bus_cycle_sets_the_timers_rate,
             self_ipi_is_delivered_at_once,
             periodic_timer_wakes_a_halted_vcpu,
             one_shot_timer_counts_down_and_fires_once,

@@ -4,8 +4,8 @@
 
 use crate::irq::delivery::{DeliveryMode, Destination, Message, Msi, Receiver, Shorthand};
 use crate::irq::lapic::{
-    reg, tsc_deadline_ns, x2apic_ldr, Effect, Gp, Lapic, TimerMode, MIN_PERIOD_NS,
-    MSR_TSC_DEADLINE, VERSION, X2APIC_MSR_FIRST,
+    bus_cycle_ns_valid, reg, tsc_deadline_ns, x2apic_ldr, Effect, Gp, Lapic, TimerMode,
+    MIN_PERIOD_NS, MSR_TSC_DEADLINE, VERSION, X2APIC_MSR_FIRST,
 };
 
 const NOW: u64 = 1_000_000;
@@ -477,6 +477,26 @@ fn the_one_shot_timer_counts_down_at_1ghz_over_the_divisor_and_fires_once() {
     assert_eq!(a.timer_deadline(), None);
 }
 
+/// KVM_CAP_X86_APIC_BUS_CYCLES_NS: a 40 ns bus (25 MHz) makes every
+/// count 40 ns times the divisor, for the deadline and for TMCCT; the
+/// cycle is refused at 0 and where the longest count overflows.
+#[test]
+fn the_timer_counts_bus_cycles_of_the_length_the_vmm_set() {
+    let mut a = enabled(0);
+    a.set_bus_cycle_ns(40);
+    write(&mut a, reg::LVT_TIMER, 0x30);
+    write(&mut a, reg::TIMER_DIVIDE, 0b0000); // divide by 2
+    write(&mut a, reg::TIMER_INITIAL, 1000);
+    assert_eq!(a.timer_deadline(), Some(NOW + 80_000));
+    assert_eq!(a.current_count(NOW + 8000), 900);
+    assert!(!bus_cycle_ns_valid(0));
+    assert!(bus_cycle_ns_valid(1));
+    assert!(bus_cycle_ns_valid(u64::MAX / (u64::from(u32::MAX) * 128)));
+    assert!(!bus_cycle_ns_valid(
+        u64::MAX / (u64::from(u32::MAX) * 128) + 1
+    ));
+}
+
 #[test]
 fn divide_configurations_decode_to_1_through_128() {
     let mut a = enabled(0);
@@ -580,7 +600,28 @@ fn lapic_state_round_trips_with_the_current_count_and_the_id_format() {
     let mut b = Lapic::new(4, true);
     assert!(b.set_state(&regs, NOW, false));
     assert!(b.in_irr(0x50));
-    assert_eq!(b.timer_deadline(), Some(NOW + 1000), "restarted from TMICT");
+    assert_eq!(
+        b.timer_deadline(),
+        Some(NOW + 700),
+        "restarted from the saved TMCCT"
+    );
+    // As KVM: a saved count above TMICT is TMICT; 0 is a one-shot due at
+    // once, or a periodic timer's whole period.
+    let mut saved = regs;
+    saved[(reg::TIMER_CURRENT / 4) as usize] = 5000;
+    assert!(b.set_state(&saved, NOW, false));
+    assert_eq!(b.timer_deadline(), Some(NOW + 1000), "TMCCT above TMICT");
+    saved[(reg::TIMER_CURRENT / 4) as usize] = 0;
+    assert!(b.set_state(&saved, NOW, false));
+    assert_eq!(b.timer_deadline(), Some(NOW), "a one-shot with TMCCT 0");
+    saved[(reg::LVT_TIMER / 4) as usize] = 0x2_0030;
+    saved[(reg::TIMER_INITIAL / 4) as usize] = 1_000_000;
+    assert!(b.set_state(&saved, NOW, false));
+    assert_eq!(
+        b.timer_deadline(),
+        Some(NOW + 1_000_000),
+        "a periodic timer with TMCCT 0"
+    );
     // x2APIC: the ID in bits 31:24 unless the 32-bit format was asked for.
     a.set_base(true, true);
     assert_eq!(a.state(NOW, false)[(reg::ID / 4) as usize], 4 << 24);
