@@ -41,6 +41,7 @@ pub(crate) const KVM_GET_MSR_INDEX_LIST: u32 = _IOWR::<kvm_msr_list>(KVMIO, 0x02
 pub(crate) const KVM_CHECK_EXTENSION: u32 = _IO(KVMIO, 0x03);
 pub(crate) const KVM_GET_VCPU_MMAP_SIZE: u32 = _IO(KVMIO, 0x04);
 pub(crate) const KVM_GET_SUPPORTED_CPUID: u32 = _IOWR::<kvm_cpuid2>(KVMIO, 0x05);
+pub(crate) const KVM_GET_MSR_FEATURE_INDEX_LIST: u32 = _IOWR::<kvm_msr_list>(KVMIO, 0x0a);
 
 // VM ioctls.
 pub(crate) const KVM_CREATE_VCPU: u32 = _IO(KVMIO, 0x41);

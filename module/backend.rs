@@ -163,6 +163,9 @@ pub(crate) enum Exit {
     Exception { vector: u8, error_code: Option<u32> },
     /// An instruction the guest is not given (VMRUN, MONITOR...): #UD.
     Undefined,
+    /// The vendor's hypercall instruction: VMMCALL (`0F 01 D9`) on SVM,
+    /// VMCALL (`0F 01 C1`) on VMX; `opcode` is this one's.
+    Hypercall { opcode: [u8; 3] },
     /// INVD or WBINVD (`writeback`): the caches are the host's; skip the
     /// instruction (a guest must not drop or flush the host's caches).
     CacheFlush { writeback: bool },

@@ -6,7 +6,7 @@
 //! VM creation, capability checks, the vCPU mapping size, and the CPUID and
 //! MSR lists a client builds its guest's view from.
 
-use crate::abi::{self, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_list};
+use crate::abi::{self, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_entry, kvm_msr_list, kvm_msrs};
 use crate::backend::Backend;
 use crate::memslot::NR_MEMSLOTS;
 use crate::stats::Stats;
@@ -86,6 +86,13 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         // (KVM_CAP_EXIT_ON_EMULATION_FAILURE) (vm.rs).
         | abi::KVM_CAP_MSR_PLATFORM_INFO
         | abi::KVM_CAP_EXIT_ON_EMULATION_FAILURE
+        // KVM_ENABLE_CAP on VM fds (vm.rs) and on vCPU fds:
+        // KVM_CAP_ENFORCE_PV_FEATURE_CPUID (vcpu.rs).
+        | abi::KVM_CAP_ENABLE_CAP_VM
+        | abi::KVM_CAP_ENABLE_CAP
+        | abi::KVM_CAP_ENFORCE_PV_FEATURE_CPUID
+        // KVM_GET_MSR_FEATURE_INDEX_LIST and KVM_GET_MSRS on this fd.
+        | abi::KVM_CAP_GET_MSR_FEATURES
         // KVM_HAS/GET/SET_DEVICE_ATTR on vCPU fds: the TSC offset (vcpu.rs).
         | abi::KVM_CAP_VCPU_ATTRIBUTES
         // KVM_ENABLE_CAP(KVM_CAP_X86_APIC_BUS_CYCLES_NS) (vm.rs); on a VM
@@ -166,16 +173,42 @@ impl System {
 
     /// `KVM_GET_MSR_INDEX_LIST`: the count is always written back; too small
     /// a buffer is then `E2BIG`.
-    fn get_msr_index_list(arg: usize) -> Result<isize> {
+    fn get_msr_index_list(arg: usize, msrs: &[u32]) -> Result<isize> {
         let mut list: kvm_msr_list = user::read(arg)?;
         let room = list.nmsrs as usize;
-        list.nmsrs = msr::SUPPORTED.len() as u32;
+        list.nmsrs = msrs.len() as u32;
         user::write(arg, &list)?;
-        if room < msr::SUPPORTED.len() {
+        if room < msrs.len() {
             return Err(E2BIG);
         }
-        user::write_array(user::after::<kvm_msr_list>(arg)?, msr::SUPPORTED)?;
+        user::write_array(user::after::<kvm_msr_list>(arg)?, msrs)?;
         Ok(0)
+    }
+
+    /// `KVM_GET_MSRS` on the device fd: what rkvm offers in the feature
+    /// MSRs (`msr::FEATURES`), entry by entry; an MSR of the index list
+    /// that is no feature MSR reads 0, as KVM answers a host read of an
+    /// MSR it advertises but cannot read there, and any other MSR ends the
+    /// batch. Returns the number read. `nmsrs` ≥ 256 is `E2BIG`, as KVM.
+    fn get_feature_msrs(arg: usize) -> Result<isize> {
+        let header: kvm_msrs = user::read(arg)?;
+        if header.nmsrs >= abi::MAX_IO_MSRS {
+            return Err(E2BIG);
+        }
+        let entries_addr = user::after::<kvm_msrs>(arg)?;
+        let mut entries: KVec<kvm_msr_entry> =
+            user::read_array(entries_addr, header.nmsrs as usize)?;
+        let mut done = 0;
+        for e in entries.iter_mut() {
+            let advertised = || msr::SUPPORTED.contains(&e.index).then_some(0);
+            let Some(value) = msr::feature_value(e.index).or_else(advertised) else {
+                break;
+            };
+            e.data = value;
+            done += 1;
+        }
+        user::write_array(entries_addr, &entries)?;
+        Ok(done)
     }
 }
 
@@ -189,7 +222,9 @@ impl FileObject for System {
                 Ok((VCPU_MMAP_PAGES * kernel::page::PAGE_SIZE) as isize)
             }
             abi::KVM_GET_SUPPORTED_CPUID => Self::get_supported_cpuid(arg),
-            abi::KVM_GET_MSR_INDEX_LIST => Self::get_msr_index_list(arg),
+            abi::KVM_GET_MSR_INDEX_LIST => Self::get_msr_index_list(arg, msr::SUPPORTED),
+            abi::KVM_GET_MSR_FEATURE_INDEX_LIST => Self::get_msr_index_list(arg, msr::FEATURES),
+            abi::KVM_GET_MSRS => Self::get_feature_msrs(arg),
             // KVM answers an unknown system ioctl (or a known one with a bad argument) with
             // EINVAL on x86, not ENOTTY (`kvm_arch_dev_ioctl`).
             _ => Err(EINVAL),

@@ -50,7 +50,7 @@ impl fmt::Display for Counter {
 }
 
 /// The exit reasons counted in `exits_by_reason`, by name.
-const EXIT_NAMES: [&str; 19] = [
+const EXIT_NAMES: [&str; 20] = [
     "io",
     "hlt",
     "cpuid",
@@ -70,6 +70,7 @@ const EXIT_NAMES: [&str; 19] = [
     "busy",
     "nmi_window",
     "iret",
+    "hypercall",
 ];
 
 /// Index of an exit's counter in [`EXIT_NAMES`].
@@ -94,6 +95,7 @@ fn exit_index(exit: &Exit) -> usize {
         Exit::Busy => 16,
         Exit::NmiWindow => 17,
         Exit::Iret => 18,
+        Exit::Hypercall { .. } => 19,
     }
 }
 

@@ -9,8 +9,8 @@
 
 use crate::abi::kvm_interrupt;
 use crate::abi::{
-    self, kvm_cpuid2, kvm_cpuid_entry2, kvm_device_attr, kvm_fpu, kvm_mp_state, kvm_msr_entry,
-    kvm_msrs, kvm_regs, kvm_sregs,
+    self, kvm_cpuid2, kvm_cpuid_entry2, kvm_device_attr, kvm_enable_cap, kvm_fpu, kvm_mp_state,
+    kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs,
 };
 use crate::dev::Shared;
 use crate::run::{self, apic_base_changed, IrqLink, RunState};
@@ -265,6 +265,24 @@ impl VcpuFd {
         Ok(0)
     }
 
+    /// `KVM_ENABLE_CAP` on a vCPU fd: `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`
+    /// (`args[0]` non-zero turns it on, 0 off, as KVM). Flags, and any
+    /// other capability, are `EINVAL`, as KVM's
+    /// `kvm_vcpu_ioctl_enable_cap`.
+    fn enable_cap(&self, arg: usize) -> Result<isize> {
+        let cap: kvm_enable_cap = user::read(arg)?;
+        if cap.flags != 0 {
+            return Err(EINVAL);
+        }
+        match cap.cap {
+            abi::KVM_CAP_ENFORCE_PV_FEATURE_CPUID => {
+                self.vcpu.state.lock().run.pv_cpuid_enforced = cap.args[0] != 0;
+                Ok(0)
+            }
+            _ => Err(EINVAL),
+        }
+    }
+
     /// `KVM_HAS/GET/SET_DEVICE_ATTR` on a vCPU fd: the one attribute KVM
     /// has there, `KVM_VCPU_TSC_OFFSET` in group `KVM_VCPU_TSC_CTRL`, the
     /// offset from the host's TSC to the guest's (a `u64` at `addr`).
@@ -317,6 +335,7 @@ impl VcpuFd {
                 host_initiated: true,
                 vm_tsc_offset,
                 platform_info_readable: true,
+                pv_cpuid_enforced: false,
             };
             let mut shared = SharedRegs {
                 efer: &mut state.sregs.efer,
@@ -325,7 +344,15 @@ impl VcpuFd {
             let mut done = 0;
             let mut apic_base_set = false;
             for e in entries.iter_mut() {
-                let ok = if write {
+                // A feature MSR keeps its value once the vCPU has run
+                // (writing the same one is fine), as KVM's `do_set_msr`.
+                let frozen = write
+                    && state.run.has_run
+                    && msr::immutable_after_run(e.index)
+                    && msr::get(&state.msrs, &shared, &ctx, e.index) != Some(e.data);
+                let ok = if frozen {
+                    false
+                } else if write {
                     apic_base_set |= e.index == msr::index::APIC_BASE;
                     let ok = msr::set(&mut state.msrs, &mut shared, &ctx, e.index, e.data);
                     if ok && e.index == msr::index::TSC && e.data != 0 {
@@ -509,6 +536,7 @@ impl FileObject for VcpuFd {
             // The guest's TSC runs at the host's rate (rkvm does not scale
             // it), as KVM's `virtual_tsc_khz` does by default.
             abi::KVM_GET_TSC_KHZ => Ok(cpu::tsc_khz() as isize),
+            abi::KVM_ENABLE_CAP => this.enable_cap(arg),
             abi::KVM_HAS_DEVICE_ATTR | abi::KVM_GET_DEVICE_ATTR | abi::KVM_SET_DEVICE_ATTR => {
                 this.tsc_attr(cmd, arg)
             }

@@ -42,7 +42,7 @@ use crate::sys::fpu::{FpuImage, FpuLayout, FpuSection};
 use crate::sys::mem::SharedPage;
 use crate::vcpu::{ArchState, Vcpu};
 use crate::vm::{Backing, Vm};
-use crate::x86::decode::{MmioInsn, MAX_INSN_LEN};
+use crate::x86::decode::{CodeSize, MmioInsn, MAX_INSN_LEN};
 use crate::x86::regs::{cr0, cr4, efer};
 use core::mem::offset_of;
 use insn::{emulation_failed, fetch, skip, skip_or_fail};
@@ -109,6 +109,10 @@ pub(crate) struct RunState {
     /// The guest has been entered at least once (KVM's
     /// `kvm_vcpu_has_run`): its CPUID may no longer change.
     pub(crate) has_run: bool,
+    /// `KVM_ENABLE_CAP(KVM_CAP_ENFORCE_PV_FEATURE_CPUID)` on the vCPU: the
+    /// guest may use a paravirtual MSR only if its CPUID leaf 0x4000_0001
+    /// offers the feature (`x86/msr.rs`).
+    pub(crate) pv_cpuid_enforced: bool,
 }
 
 impl RunState {
@@ -128,6 +132,7 @@ impl RunState {
             dr7: DR7_RESET,
             nmi: NmiState::default(),
             has_run: false,
+            pv_cpuid_enforced: false,
         })
     }
 
@@ -593,6 +598,10 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             raise(state, UD_VECTOR, None);
             Ok(Next::Enter)
         }
+        Exit::Hypercall { opcode } => {
+            hypercall(state);
+            skip_or_fail(vm, state, info, &opcode, page)
+        }
         // INVD is 0F 08, WBINVD 0F 09 (WBNOINVD: F3 0F 09). SDM Vol. 2A.
         Exit::CacheFlush { writeback } => {
             let opcode = if writeback {
@@ -624,6 +633,29 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             exit_reason(page, abi::KVM_EXIT_INTERNAL_ERROR)
         }
     }
+}
+
+/// A hypercall, in KVM's ABI (`Documentation/virt/kvm/x86/hypercalls.rst`):
+/// the number in RAX, the result back in RAX. rkvm provides none of KVM's
+/// paravirtual services (its CPUID leaf 0x4000_0001 offers none), so the
+/// answer is KVM's for a service not offered, -KVM_ENOSYS, except for
+/// KVM_HC_VAPIC_POLL_IRQ, which does nothing and returns 0 on every KVM;
+/// outside the guest's kernel, -KVM_EPERM. Outside 64-bit mode the number
+/// and the result are 32 bits (KVM's `____kvm_emulate_hypercall`).
+fn hypercall(state: &mut ArchState) {
+    const KVM_HC_VAPIC_POLL_IRQ: u64 = 1;
+    const KVM_ENOSYS: u64 = 1000;
+    const KVM_EPERM: u64 = 1;
+    let wide = insn::code_size(state) == CodeSize::Bits64;
+    let width = if wide { u64::MAX } else { u64::from(u32::MAX) };
+    let result = if state.sregs.ss.dpl != 0 {
+        KVM_EPERM.wrapping_neg()
+    } else if state.regs.rax & width == KVM_HC_VAPIC_POLL_IRQ {
+        0
+    } else {
+        KVM_ENOSYS.wrapping_neg()
+    };
+    state.regs.rax = result & width;
 }
 
 /// `KVM_EXIT_INTERNAL_ERROR` with `KVM_INTERNAL_ERROR_DELIVERY_EV`: the

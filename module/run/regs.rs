@@ -97,6 +97,7 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
             return false;
         }
     }
+    let pv_cpuid_enforced = state.run.pv_cpuid_enforced;
     let ArchState {
         regs,
         sregs,
@@ -126,6 +127,7 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
             host_initiated: false,
             vm_tsc_offset: msrs.tsc_offset,
             platform_info_readable: vm.platform_info_readable(),
+            pv_cpuid_enforced,
         };
         let mut shared = SharedRegs {
             efer: &mut sregs.efer,
@@ -144,6 +146,7 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
             host_initiated: false,
             vm_tsc_offset: msrs.tsc_offset,
             platform_info_readable: vm.platform_info_readable(),
+            pv_cpuid_enforced,
         };
         let shared = SharedRegs {
             efer: &mut sregs.efer,

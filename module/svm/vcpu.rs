@@ -299,8 +299,10 @@ impl SvmVcpu {
                 vector: 13,
                 error_code: Some(0),
             },
+            exit::VMMCALL => Exit::Hypercall {
+                opcode: [0x0f, 0x01, 0xd9],
+            },
             exit::VMRUN
-            | exit::VMMCALL
             | exit::VMLOAD
             | exit::VMSAVE
             | exit::STGI

@@ -581,10 +581,13 @@ impl VmxVcpu {
                     page_walk: qual & ept_violation::LINEAR_VALID != 0
                         && qual & ept_violation::TRANSLATED == 0,
                 },
+                reason::VMCALL => Exit::Hypercall {
+                    opcode: [0x0f, 0x01, 0xc1],
+                },
                 // VMX instructions, GETSEC, MONITOR/MWAIT, XSETBV: not given to guests.
                 reason::GETSEC
                 | reason::RSM
-                | reason::VMCALL..=reason::VMXON
+                | reason::VMCLEAR..=reason::VMXON
                 | reason::INVEPT
                 | reason::INVVPID
                 | reason::VMFUNC

@@ -462,6 +462,7 @@ pub(crate) mod reason {
     pub(crate) const RDPMC: u16 = 15;
     pub(crate) const RSM: u16 = 17;
     pub(crate) const VMCALL: u16 = 18;
+    pub(crate) const VMCLEAR: u16 = 19;
     pub(crate) const VMXON: u16 = 27;
     pub(crate) const CR_ACCESS: u16 = 28;
     pub(crate) const DR_ACCESS: u16 = 29;

@@ -58,6 +58,9 @@ pub(crate) struct GuestFeatures {
     pub(crate) tsc_adjust: bool,
     /// CPUID.8000_0008h:EAX[7:0], or 36 without that leaf. SDM Vol. 3A 4.1.4.
     pub(crate) phys_bits: u8,
+    /// KVM_FEATURE_CLOCKSOURCE (leaf 0x4000_0001 EAX bit 0): the first
+    /// kvmclock MSRs (0x11, 0x12) exist. `Documentation/virt/kvm/x86/cpuid.rst`.
+    pub(crate) kvm_clocksource: bool,
 }
 
 impl Default for GuestFeatures {
@@ -94,6 +97,7 @@ impl GuestFeatures {
             smap: has(ebx7, bit::EBX7_SMAP),
             tsc_adjust: has(ebx7, bit::EBX7_TSC_ADJUST),
             phys_bits,
+            kvm_clocksource: has(get(KVM_CPUID_FEATURES, 0).0, 1 << 0),
         }
     }
 }

@@ -78,6 +78,28 @@ pub(crate) const SUPPORTED: &[u32] = &[
     index::MISC_FEATURES_ENABLES,
 ];
 
+/// The MSRs that describe features rather than hold state, which
+/// `KVM_GET_MSR_FEATURE_INDEX_LIST` reports and the device fd's
+/// `KVM_GET_MSRS` reads ([`feature_value`]): KVM's
+/// `msr_based_features`, of those rkvm has.
+pub(crate) const FEATURES: &[u32] = &[index::PLATFORM_INFO];
+
+/// What rkvm can offer in feature MSR `msr` (a vCPU starts with it, as
+/// KVM's "stuff feature MSRs" quirk has it), or `None` if it is not one.
+pub(crate) fn feature_value(msr: u32) -> Option<u64> {
+    match msr {
+        index::PLATFORM_INFO => Some(PLATFORM_INFO_CPUID_FAULT),
+        _ => None,
+    }
+}
+
+/// Whether the VMM may no longer change `msr` once the vCPU has run (it
+/// may still write the value it has), as KVM's
+/// `kvm_is_immutable_feature_msr`: the feature MSRs define the vCPU model.
+pub(crate) fn immutable_after_run(msr: u32) -> bool {
+    FEATURES.contains(&msr)
+}
+
 /// The PAT value at reset: WB, WT, UC-, UC repeated. SDM Vol. 3A 13.12.4.
 pub(crate) const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 
@@ -257,6 +279,17 @@ pub(crate) struct MsrContext<'a> {
     /// Whether the guest may read MSR_PLATFORM_INFO: the VM's
     /// `KVM_ENABLE_CAP(KVM_CAP_MSR_PLATFORM_INFO)`, true until turned off.
     pub(crate) platform_info_readable: bool,
+    /// The vCPU's `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`: the guest's use of a
+    /// paravirtual MSR its CPUID does not offer faults.
+    pub(crate) pv_cpuid_enforced: bool,
+}
+
+impl MsrContext<'_> {
+    /// Whether the guest is refused the kvmclock MSRs: the VMM enforces
+    /// the guest's CPUID and it lacks KVM_FEATURE_CLOCKSOURCE.
+    fn kvmclock_refused(&self) -> bool {
+        !self.host_initiated && self.pv_cpuid_enforced && !self.guest.kvm_clocksource
+    }
 }
 
 /// The registers MSR accesses share with `kvm_sregs`.
@@ -297,6 +330,7 @@ pub(crate) fn get(
         index::PLATFORM_INFO => return None,
         index::MISC_FEATURES_ENABLES => file.misc_features_enables,
         // kvmclock is off, and stays off: see `set`.
+        index::KVM_WALL_CLOCK | index::KVM_SYSTEM_TIME if ctx.kvmclock_refused() => return None,
         index::KVM_WALL_CLOCK | index::KVM_SYSTEM_TIME => 0,
         other => {
             let mut mtrrs = file.mtrrs;
@@ -392,7 +426,9 @@ pub(crate) fn set(
         // for old KVMs (QEMU 7.2) write 0 to both at every reset whatever the guest's CPUID
         // says; KVM accepts that, and so does rkvm. A non-zero value would ask rkvm to
         // maintain a clock structure in guest memory, which it does not (docs/abi.md).
-        index::KVM_WALL_CLOCK | index::KVM_SYSTEM_TIME => return value == 0,
+        index::KVM_WALL_CLOCK | index::KVM_SYSTEM_TIME => {
+            return value == 0 && !ctx.kvmclock_refused()
+        }
         other if Mtrrs::valid(other, value, ctx.guest.phys_bits) => match file.mtrrs.slot(other) {
             Some(slot) => *slot = value,
             None => return false,

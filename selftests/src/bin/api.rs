@@ -7,14 +7,14 @@
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
-use ksft::{TestResult, check, check_eq, check_errno, check_ok, diag, tests};
+use ksft::{TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
 use kvm_abi::ioctls::{self, KVMIO};
 use kvm_abi::raw::{self, Arg};
 use kvm_abi::sys::{
-    KVM_API_VERSION, KVM_CAP_MAX_VCPU_ID, KVM_CAP_MAX_VCPUS, KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS,
-    KVM_CAP_USER_MEMORY, KVM_PIO_PAGE_OFFSET,
+    KVM_API_VERSION, KVM_CAP_GET_MSR_FEATURES, KVM_CAP_MAX_VCPU_ID, KVM_CAP_MAX_VCPUS,
+    KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_USER_MEMORY, KVM_PIO_PAGE_OFFSET,
 };
-use kvm_abi::{CpuidEntries, KVM_MAX_CPUID_ENTRIES, MsrIndexList, PAGE_SIZE};
+use kvm_abi::{CpuidEntries, KVM_MAX_CPUID_ENTRIES, MsrEntries, MsrIndexList, PAGE_SIZE};
 use rkvm_selftests::{Ctx, check_efault};
 
 /// A capability number no kernel defines.
@@ -271,12 +271,63 @@ fn msr_index_list_reports_its_size_then_the_msrs(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// The feature MSRs (`KVM_CAP_GET_MSR_FEATURES`): their list reports its
+/// size like the MSR index list, MSR_PLATFORM_INFO is among them with
+/// CPUID faulting offered (bit 31), the device fd's `KVM_GET_MSRS` reads
+/// them, reads 0 for another MSR of the index list (the TSC) and stops at
+/// an MSR of neither list, and a new vCPU starts with
+/// what is offered (KVM's "stuff feature MSRs" quirk).
+fn feature_msrs_are_listed_read_on_the_device_and_given_to_new_vcpus(ctx: &Ctx) -> TestResult {
+    const PLATFORM_INFO: u32 = 0xce;
+    check_eq!(
+        check_ok!(ctx.sys.check_extension(KVM_CAP_GET_MSR_FEATURES)),
+        1
+    );
+    let mut empty = check_ok!(MsrIndexList::new(0));
+    check_errno!(ctx.sys.get_msr_feature_index_list(&mut empty), libc::E2BIG);
+    let needed = empty.nmsrs();
+    let mut list = check_ok!(MsrIndexList::new(needed as usize));
+    check_ok!(ctx.sys.get_msr_feature_index_list(&mut list));
+    check!(
+        list.indices().contains(&PLATFORM_INFO),
+        "MSR_PLATFORM_INFO is not a feature MSR: {:#x?}",
+        list.indices()
+    );
+    let mut msrs = check_ok!(MsrEntries::from_indices(&[
+        PLATFORM_INFO,
+        0x10,
+        0x2ff0_0000
+    ]));
+    check_eq!(
+        check_ok!(ctx.sys.get_feature_msrs(&mut msrs)),
+        2,
+        "MSRs read before one that is in neither list"
+    );
+    check_eq!(msrs.get(0x10).unwrap_or(u64::MAX), 0, "the TSC");
+    let offered = msrs.get(PLATFORM_INFO).unwrap_or(0);
+    check_eq_hex!(offered & (1 << 31), 1u64 << 31, "CPUID faulting offered");
+    for msr in list.indices() {
+        let mut one = check_ok!(MsrEntries::from_indices(&[*msr]));
+        check_eq!(
+            check_ok!(ctx.sys.get_feature_msrs(&mut one)),
+            1,
+            "MSR {msr:#x}"
+        );
+    }
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let mut got = check_ok!(MsrEntries::from_indices(&[PLATFORM_INFO]));
+    check_eq!(check_ok!(vcpu.get_msrs(&mut got)), 1);
+    check_eq_hex!(got.get(PLATFORM_INFO).unwrap_or(0), offered, "a new vCPU's");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
         &tests![
             device_node_is_a_root_only_char_device,
             msr_index_list_reports_its_size_then_the_msrs,
+            feature_msrs_are_listed_read_on_the_device_and_given_to_new_vcpus,
             api_version_is_12,
             api_version_with_argument_is_einval,
             unknown_cap_is_zero,

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
 use kvm_abi::sys::{
-    KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_MSR_PLATFORM_INFO, KVM_EXIT_INTR, KVM_EXIT_IO,
-    KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
+    KVM_CAP_ENFORCE_PV_FEATURE_CPUID, KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_MSR_PLATFORM_INFO,
+    KVM_EXIT_INTR, KVM_EXIT_IO, KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
     KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
 };
 use kvm_abi::{GuestMemory, IoDirection, MemoryRegion, MsrEntries, VcpuExit};
@@ -584,6 +584,87 @@ fn exit_on_emulation_failure_leaves_the_instruction_to_user_space(ctx: &Ctx) -> 
 }
 
 guest! {
+    /// KVM's hypercalls, with the vendor's instruction (VMCALL where CPUID
+    /// says GenuineIntel, else VMMCALL): KVM_HC_VAPIC_POLL_IRQ (1),
+    /// KVM_HC_KICK_CPU (5) and an unknown number, the results reported;
+    /// then the kvmclock MSR 0x12 read (the VMM enforces the guest's
+    /// CPUID, which lacks the feature: #GP).
+    fn hypercall_guest;
+    ".code64",
+    ".macro hcall",
+    "    test %r15d, %r15d",
+    "    jz 8f",
+    "    vmcall",
+    "    jmp 9f",
+    "8:  vmmcall",
+    "9:",
+    ".endm",
+    "xor %eax, %eax",
+    "cpuid",
+    "xor %r15d, %r15d",
+    "cmp $0x756e6547, %ebx",
+    "sete %r15b",
+    "mov $1, %eax",
+    "hcall",
+    "mov %rax, %r12",
+    "mov $5, %eax",
+    "xor %ebx, %ebx",
+    "hcall",
+    "mov %rax, %rcx",
+    "mov $0xdead, %eax",
+    "hcall",
+    "mov %rax, %rsi",
+    "mov %r12, %rbx",
+    "ucall UCALL_SYNC",
+    "lea 1f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $0x12, %ecx",
+    "rdmsr",
+    "1: ucall UCALL_DONE",
+}
+
+/// Hypercalls get KVM's answers for a guest whose VMM enforces its CPUID
+/// (`KVM_CAP_ENFORCE_PV_FEATURE_CPUID` on the vCPU, leaf 0x4000_0001
+/// cleared, as Linux's kvm_pv_test): KVM_HC_VAPIC_POLL_IRQ returns 0,
+/// KVM_HC_KICK_CPU and an unknown number -KVM_ENOSYS (-1000), and RIP
+/// moves past the instruction; the kvmclock MSRs are then #GP.
+fn hypercalls_get_kvms_answers_and_pv_msrs_follow_the_enforced_cpuid(ctx: &Ctx) -> TestResult {
+    const KVM_ENOSYS: u64 = 1000;
+    let vm = GuestVm::new(ctx, Mode::Long, hypercall_guest())?;
+    check_eq!(
+        check_ok!(ctx.sys.check_extension(KVM_CAP_ENFORCE_PV_FEATURE_CPUID)),
+        1
+    );
+    let mut vcpu = vm.add_vcpu_with_cpuid(0, |cpuid| {
+        for e in cpuid.entries_mut() {
+            if e.function == 0x4000_0001 {
+                [e.eax, e.ebx, e.ecx, e.edx] = [0; 4];
+            }
+        }
+    })?;
+    let enable = |on: u64, flags: u32| {
+        vcpu.vcpu
+            .enable_cap(KVM_CAP_ENFORCE_PV_FEATURE_CPUID, [on, 0, 0, 0], flags)
+    };
+    check_errno!(enable(1, 1), libc::EINVAL);
+    check_ok!(enable(1, 0));
+    check_errno!(
+        vcpu.vcpu
+            .enable_cap(KVM_CAP_MSR_PLATFORM_INFO, [1, 0, 0, 0], 0),
+        libc::EINVAL
+    );
+    let [poll, kick, unknown] = vcpu.sync()?;
+    check_eq_hex!(poll, 0u64, "KVM_HC_VAPIC_POLL_IRQ");
+    check_eq_hex!(kick, KVM_ENOSYS.wrapping_neg(), "KVM_HC_KICK_CPU");
+    check_eq_hex!(unknown, KVM_ENOSYS.wrapping_neg(), "hypercall 0xdead");
+    match vcpu.ucall()? {
+        Ucall::Exception { vector: 13, .. } => {}
+        other => ksft::fail!("kvmclock MSR without the feature: expected #GP, got {other}"),
+    }
+    vcpu.done()
+}
+
+guest! {
     /// MSR_PLATFORM_INFO (0xce) read, reported; read again (the VMM has
     /// turned guest reads off: #GP); CPUID faulting enabled
     /// (MSR_MISC_FEATURES_ENABLES, 0x140, bit 0) and CPUID run in the
@@ -675,8 +756,18 @@ fn platform_info_is_read_by_the_guest_until_the_vmm_says_no(ctx: &Ctx) -> TestRe
     }
     vcpu.done()?;
     check_eq_hex!(msr(&vcpu, MISC_FEATURES_ENABLES)?, 0u64, "faulting off");
-    // The host still reads it.
+    // The host still reads it; having run, the vCPU keeps its model: the
+    // same value may be written again, another may not (KVM's immutable
+    // feature MSRs).
     check_eq_hex!(msr(&vcpu, PLATFORM_INFO)?, OFFERED, "the host's read");
+    for (value, taken) in [(OFFERED, 1), (1 << 31, 0)] {
+        let set = check_ok!(vcpu.vcpu.set_msrs(&check_ok!(MsrEntries::from_pairs(&[(
+            PLATFORM_INFO,
+            value
+        )]))));
+        check_eq!(set, taken, "writing {value:#x} after the run");
+    }
+    check_eq_hex!(msr(&vcpu, PLATFORM_INFO)?, OFFERED, "kept");
     Ok(())
 }
 
@@ -2522,6 +2613,7 @@ fn main() -> ExitCode {
             mmio_by_an_unemulated_instruction_is_an_emulation_error,
             exit_on_emulation_failure_leaves_the_instruction_to_user_space,
             platform_info_is_read_by_the_guest_until_the_vmm_says_no,
+            hypercalls_get_kvms_answers_and_pv_msrs_follow_the_enforced_cpuid,
             an_event_delivered_through_mmio_is_a_delivery_error,
             set_cpuid2_after_the_guest_ran_takes_only_the_same_table,
             triple_fault_exits_with_shutdown,

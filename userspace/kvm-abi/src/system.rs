@@ -7,10 +7,11 @@ use std::path::Path;
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
-use crate::fam::{CpuidEntries, MsrIndexList};
+use crate::fam::{CpuidEntries, MsrEntries, MsrIndexList};
 use crate::ioctls::{
     KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_EMULATED_CPUID,
-    KVM_GET_MSR_INDEX_LIST, KVM_GET_SUPPORTED_CPUID, KVM_GET_VCPU_MMAP_SIZE,
+    KVM_GET_MSR_FEATURE_INDEX_LIST, KVM_GET_MSR_INDEX_LIST, KVM_GET_MSRS, KVM_GET_SUPPORTED_CPUID,
+    KVM_GET_VCPU_MMAP_SIZE,
 };
 use crate::raw::{ioctl_mut, ioctl_val};
 use crate::vm::Vm;
@@ -107,6 +108,34 @@ impl System {
         unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_MSR_INDEX_LIST, list.as_mut_ptr()) }
             .map(drop)
             .map_err(|e| Error::new("KVM_GET_MSR_INDEX_LIST", e))
+    }
+
+    /// KVM_GET_MSR_FEATURE_INDEX_LIST into `list`; on `E2BIG` its `nmsrs`
+    /// is the number needed.
+    pub fn get_msr_feature_index_list(&self, list: &mut MsrIndexList) -> Result<()> {
+        list.offer_full_capacity();
+        // SAFETY: as for KVM_GET_MSR_INDEX_LIST.
+        unsafe {
+            ioctl_mut(
+                self.fd.as_fd(),
+                KVM_GET_MSR_FEATURE_INDEX_LIST,
+                list.as_mut_ptr(),
+            )
+        }
+        .map(drop)
+        .map_err(|e| Error::new("KVM_GET_MSR_FEATURE_INDEX_LIST", e))
+    }
+
+    /// KVM_GET_MSRS on the device fd: what the hypervisor offers in the
+    /// feature MSRs named; returns how many were read (it stops at the
+    /// first that is not one).
+    pub fn get_feature_msrs(&self, msrs: &mut MsrEntries) -> Result<usize> {
+        // SAFETY: the kernel reads `nmsrs` entries and writes their data
+        // back, all inside the buffer (MsrEntries invariant).
+        let r = unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_MSRS, msrs.as_mut_ptr()) };
+        msrs.clamp();
+        let n = r.map_err(|e| Error::new("KVM_GET_MSRS", e))?;
+        usize::try_from(n).map_err(|_| Error::new("KVM_GET_MSRS", Errno::ERANGE))
     }
 }
 

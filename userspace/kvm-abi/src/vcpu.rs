@@ -6,14 +6,17 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::fam::{CpuidEntries, MsrEntries};
 use crate::ioctls::{
-    KVM_GET_CPUID2, KVM_GET_DEVICE_ATTR, KVM_GET_FPU, KVM_GET_LAPIC, KVM_GET_MP_STATE,
-    KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_TSC_KHZ, KVM_HAS_DEVICE_ATTR, KVM_INTERRUPT,
-    KVM_NMI, KVM_RUN, KVM_SET_CPUID2, KVM_SET_DEVICE_ATTR, KVM_SET_FPU, KVM_SET_LAPIC,
-    KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_VAPIC_ADDR,
+    KVM_ENABLE_CAP, KVM_GET_CPUID2, KVM_GET_DEVICE_ATTR, KVM_GET_FPU, KVM_GET_LAPIC,
+    KVM_GET_MP_STATE, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_TSC_KHZ,
+    KVM_HAS_DEVICE_ATTR, KVM_INTERRUPT, KVM_NMI, KVM_RUN, KVM_SET_CPUID2, KVM_SET_DEVICE_ATTR,
+    KVM_SET_FPU, KVM_SET_LAPIC, KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS,
+    KVM_SET_VAPIC_ADDR,
 };
 use crate::mem::{RunMapping, VcpuMapping};
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
-use crate::sys::{kvm_device_attr, kvm_fpu, kvm_interrupt, kvm_mp_state, kvm_regs, kvm_sregs};
+use crate::sys::{
+    kvm_device_attr, kvm_enable_cap, kvm_fpu, kvm_interrupt, kvm_mp_state, kvm_regs, kvm_sregs,
+};
 use crate::vm::MemoryKeepAlive;
 
 /// A vCPU. It keeps working after its VM's fd is closed.
@@ -179,6 +182,20 @@ impl Vcpu {
         let r = unsafe { ioctl_val(self.fd.as_fd(), KVM_GET_TSC_KHZ, 0) }
             .map_err(|e| Error::new("KVM_GET_TSC_KHZ", e))?;
         u32::try_from(r).map_err(|_| Error::new("KVM_GET_TSC_KHZ", nix::errno::Errno::ERANGE))
+    }
+
+    /// KVM_ENABLE_CAP on the vCPU: enables capability `cap` with `args`
+    /// and `flags` (which KVM requires to be 0).
+    pub fn enable_cap(&self, cap: u32, args: [u64; 4], flags: u32) -> Result<i32> {
+        let arg = kvm_enable_cap {
+            cap,
+            flags,
+            args,
+            ..Default::default()
+        };
+        // SAFETY: the kernel reads one kvm_enable_cap.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_ENABLE_CAP, &raw const arg) }
+            .map_err(|e| Error::new("KVM_ENABLE_CAP", e))
     }
 
     /// KVM_HAS_DEVICE_ATTR on the vCPU: whether attribute `attr` of

@@ -481,7 +481,8 @@ mod cpuid_table {
 mod msrs {
     use crate::x86::cpuid::GuestFeatures;
     use crate::x86::msr::{
-        canonicalize, get, index, pat_valid, set, MsrContext, MsrFile, SharedRegs, PAT_RESET,
+        canonicalize, feature_value, get, immutable_after_run, index, pat_valid, set, MsrContext,
+        MsrFile, SharedRegs, FEATURES, PAT_RESET,
     };
     use crate::x86::regs::{efer, HostLimits};
 
@@ -509,6 +510,7 @@ mod msrs {
         host_initiated: bool,
         vm_tsc_offset: u64,
         platform_info_readable: bool,
+        pv_cpuid_enforced: bool,
     }
 
     impl Fixture {
@@ -523,6 +525,7 @@ mod msrs {
                 host_initiated: true,
                 vm_tsc_offset: 0,
                 platform_info_readable: true,
+                pv_cpuid_enforced: false,
             }
         }
 
@@ -539,6 +542,7 @@ mod msrs {
                 host_initiated: self.host_initiated,
                 vm_tsc_offset: self.vm_tsc_offset,
                 platform_info_readable: self.platform_info_readable,
+                pv_cpuid_enforced: self.pv_cpuid_enforced,
             };
             let mut shared = SharedRegs {
                 efer: &mut self.efer,
@@ -571,6 +575,38 @@ mod msrs {
         assert_eq!(f.get(index::PLATFORM_INFO), None);
         f.host_initiated = true;
         assert_eq!(f.get(index::PLATFORM_INFO), Some(0xff00 | 1 << 31));
+    }
+
+    /// The kvmclock MSRs take 0 from anyone, unless the VMM enforces a
+    /// guest CPUID without KVM_FEATURE_CLOCKSOURCE: then the guest's
+    /// accesses fault and the VMM's still work.
+    #[test]
+    fn kvmclock_msrs_fault_for_the_guest_when_its_cpuid_is_enforced() {
+        let mut f = Fixture::new();
+        f.host_initiated = false;
+        assert_eq!(f.get(index::KVM_SYSTEM_TIME), Some(0));
+        assert!(f.set(index::KVM_WALL_CLOCK, 0));
+        f.pv_cpuid_enforced = true;
+        assert_eq!(f.get(index::KVM_SYSTEM_TIME), None);
+        assert!(!f.set(index::KVM_WALL_CLOCK, 0));
+        f.guest.kvm_clocksource = true;
+        assert_eq!(f.get(index::KVM_SYSTEM_TIME), Some(0));
+        f.guest.kvm_clocksource = false;
+        f.host_initiated = true;
+        assert!(f.set(index::KVM_SYSTEM_TIME, 0));
+    }
+
+    /// The feature MSRs: each has an offer, a vCPU starts with it, and
+    /// only they are frozen once the vCPU has run.
+    #[test]
+    fn feature_msrs_offer_what_a_new_vcpu_has() {
+        let mut f = Fixture::new();
+        for &msr in FEATURES {
+            assert_eq!(feature_value(msr), f.get(msr), "MSR {msr:#x}");
+            assert!(immutable_after_run(msr));
+        }
+        assert_eq!(feature_value(index::TSC), None);
+        assert!(!immutable_after_run(index::MISC_FEATURES_ENABLES));
     }
 
     /// MSR_MISC_FEATURES_ENABLES: bit 0 (CPUID faulting) only while
