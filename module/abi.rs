@@ -59,6 +59,8 @@ pub(crate) const KVM_GET_IRQCHIP: u32 = _IOWR::<kvm_irqchip>(KVMIO, 0x62);
 pub(crate) const KVM_SET_IRQCHIP: u32 = _IOR::<kvm_irqchip>(KVMIO, 0x63);
 pub(crate) const KVM_SET_GSI_ROUTING: u32 = _IOW::<kvm_irq_routing>(KVMIO, 0x6a);
 pub(crate) const KVM_ENABLE_CAP: u32 = _IOW::<kvm_enable_cap>(KVMIO, 0xa3);
+/// On VM and vCPU fds: a binary statistics fd.
+pub(crate) const KVM_GET_STATS_FD: u32 = _IO(KVMIO, 0xce);
 pub(crate) const KVM_SIGNAL_MSI: u32 = _IOW::<kvm_msi>(KVMIO, 0xa5);
 pub(crate) const KVM_IRQFD: u32 = _IOW::<kvm_irqfd>(KVMIO, 0x76);
 pub(crate) const KVM_CREATE_PIT: u32 = _IO(KVMIO, 0x64);

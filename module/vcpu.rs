@@ -14,7 +14,8 @@ use crate::abi::{
 };
 use crate::dev::Shared;
 use crate::run::{self, apic_base_changed, IrqLink, RunState};
-use crate::stats::{Kind, Live};
+use crate::stats::fd::StatsFd;
+use crate::stats::{Kind, Live, VcpuStats};
 use crate::sys::cpu;
 use crate::sys::file::{FileObject, FileOps};
 use crate::sys::fpu::LegacyFpu;
@@ -85,6 +86,10 @@ pub(crate) struct Vcpu {
     /// The CPU this vCPU is in the guest on, or -1. Set and cleared with
     /// interrupts off around each entry (run/); read by `Vm::unmap`.
     running_on: AtomicI32,
+    /// The vCPU id (`KVM_CREATE_VCPU`'s argument).
+    id: u32,
+    /// Its statistics (`KVM_GET_STATS_FD`), counted by the run loop.
+    stats: Arc<VcpuStats>,
     #[pin]
     state: Mutex<ArchState>,
     _live: Live,
@@ -95,6 +100,7 @@ impl Vcpu {
     /// with its link to the VM's in-kernel irqchip if there is one, and its
     /// TSC running `tsc_offset` from the host's (the VM's shared offset).
     pub(crate) fn new(
+        id: u32,
         bsp: bool,
         shared: &Arc<Shared>,
         irq: Option<IrqLink>,
@@ -105,11 +111,14 @@ impl Vcpu {
             Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?,
         ];
         let live = Live::new(&shared.stats, Kind::Vcpu);
-        let run = RunState::new(shared.backend.create_vcpu()?, irq)?;
+        let stats = Arc::new(VcpuStats::default(), GFP_KERNEL_ACCOUNT)?;
+        let run = RunState::new(shared.backend.create_vcpu()?, irq, stats.clone())?;
         Arc::pin_init(
             pin_init!(Vcpu {
                 run_pages,
                 running_on: AtomicI32::new(-1),
+                id,
+                stats,
                 state <- new_mutex!(
                     ArchState {
                         regs: reset_regs(reset_signature(&[])),
@@ -537,6 +546,8 @@ impl FileObject for VcpuFd {
             // it), as KVM's `virtual_tsc_khz` does by default.
             abi::KVM_GET_TSC_KHZ => Ok(cpu::tsc_khz() as isize),
             abi::KVM_ENABLE_CAP => this.enable_cap(arg),
+            // The vCPU's binary statistics (stats/fd.rs).
+            abi::KVM_GET_STATS_FD => StatsFd::new_vcpu(this.vcpu.stats.clone(), this.vcpu.id),
             abi::KVM_HAS_DEVICE_ATTR | abi::KVM_GET_DEVICE_ATTR | abi::KVM_SET_DEVICE_ATTR => {
                 this.tsc_attr(cmd, arg)
             }

@@ -47,6 +47,7 @@ use crate::irq::routing::{Routing, RoutingError, ENTRY_BYTES, MAX_ROUTES};
 use crate::memslot::{Change, Request, SlotError, SlotTable};
 use crate::mmu::{MapError, PageSize, SecondLevel};
 use crate::run::IrqLink;
+use crate::stats::fd::StatsFd;
 use crate::stats::{Counter, ExitsByReason, Kind, Live, VmStats};
 use crate::sys::cpu;
 use crate::sys::debugfs::{DebugDir, TextFileOps};
@@ -75,9 +76,9 @@ static BY_REASON_FOPS: TextFileOps<ExitsByReason> = TextFileOps::new();
 
 /// Room for a `<pid>-<fd>` or `<pid>-<fd>-<n>` directory name (at most
 /// 10 + 1 + 10 + 1 + 20 characters and a NUL).
-struct NameBuf {
-    bytes: [u8; 48],
-    len: usize,
+pub(crate) struct NameBuf {
+    pub(crate) bytes: [u8; 48],
+    pub(crate) len: usize,
 }
 
 impl Default for NameBuf {
@@ -496,7 +497,7 @@ impl Vm {
         let link = chip
             .zip(apic.clone())
             .map(|(chip, apic)| IrqLink::new(chip, apic, bsp));
-        let vcpu = Vcpu::new(bsp, &this.shared, link, tsc_offset)?;
+        let vcpu = Vcpu::new(id as u32, bsp, &this.shared, link, tsc_offset)?;
         let fd_object = VcpuFd::new(this.into(), vcpu.clone())?;
         {
             let mut inner = this.inner.lock();
@@ -1087,6 +1088,8 @@ impl FileObject for Vm {
             abi::KVM_GET_IRQCHIP => this.get_irqchip(arg),
             abi::KVM_SET_IRQCHIP => this.set_irqchip(arg),
             abi::KVM_ENABLE_CAP => this.enable_cap(arg),
+            // The VM's binary statistics (stats/fd.rs).
+            abi::KVM_GET_STATS_FD => StatsFd::new_vm(this.stats.clone()),
             abi::KVM_IRQFD => this.irqfd(arg),
             abi::KVM_IOEVENTFD => this.ioeventfd(arg),
             abi::KVM_CREATE_PIT2 => this.create_pit(Some(arg)),

@@ -172,6 +172,7 @@ pub(super) fn port_io(
     };
     page.write(UNION, &run_io)?;
     vm.stats.io_exits.add(1);
+    state.run.stats.io_exits.add(1);
     set_pending(
         state,
         if io.input {

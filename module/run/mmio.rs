@@ -72,6 +72,7 @@ pub(super) fn mmio(
         &u8::from(insn.is_write()),
     )?;
     vm.stats.mmio_exits.add(1);
+    state.run.stats.mmio_exits.add(1);
     exit_reason(page, abi::KVM_EXIT_MMIO)
 }
 

@@ -37,6 +37,7 @@ use crate::abi::{
     kvm_run__bindgen_ty_1__bindgen_ty_2 as FailEntry,
 };
 use crate::backend::{self, Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
+use crate::stats::VcpuStats;
 use crate::sys::cpu::{self, IrqsDisabled};
 use crate::sys::fpu::{FpuImage, FpuLayout, FpuSection};
 use crate::sys::mem::SharedPage;
@@ -49,6 +50,7 @@ use insn::{emulation_failed, fetch, skip, skip_or_fail};
 use io::port_io;
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
+use kernel::sync::Arc;
 use mmio::mmio;
 use regs::{answer_cpuid, cr_read, cr_write, debug_register, guest_msr};
 
@@ -113,10 +115,17 @@ pub(crate) struct RunState {
     /// guest may use a paravirtual MSR only if its CPUID leaf 0x4000_0001
     /// offers the feature (`x86/msr.rs`).
     pub(crate) pv_cpuid_enforced: bool,
+    /// The vCPU's statistics (`stats::VcpuStats`), counted here beside the
+    /// VM's.
+    stats: Arc<VcpuStats>,
 }
 
 impl RunState {
-    pub(crate) fn new(hw: KBox<dyn VendorVcpu>, irq: Option<IrqLink>) -> Result<Self> {
+    pub(crate) fn new(
+        hw: KBox<dyn VendorVcpu>,
+        irq: Option<IrqLink>,
+        stats: Arc<VcpuStats>,
+    ) -> Result<Self> {
         Ok(Self {
             irq,
             hw,
@@ -133,6 +142,7 @@ impl RunState {
             nmi: NmiState::default(),
             has_run: false,
             pv_cpuid_enforced: false,
+            stats,
         })
     }
 
@@ -302,6 +312,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
     loop {
         if cpu::signal_pending() {
             vm.stats.signal_exits.add(1);
+            state.run.stats.signal_exits.add(1);
             page.write(offset_of!(kvm_run, exit_reason), &abi::KVM_EXIT_INTR)?;
             return Err(EINTR);
         }
@@ -378,6 +389,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             state.run.event = Some(ev);
         }
         vm.stats.count_exit(&info.exit);
+        state.run.stats.count_exit(&info.exit);
 
         match handle(vm, state, pages, &info)? {
             Next::Enter => {}
@@ -394,6 +406,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
         // KVM: once the guest can take the interrupt user space is waiting to give it.
         if req.interrupt_window && ready_for_interrupt(state) {
             vm.stats.request_irq_exits.add(1);
+            state.run.stats.request_irq_exits.add(1);
             page.write(
                 offset_of!(kvm_run, exit_reason),
                 &abi::KVM_EXIT_IRQ_WINDOW_OPEN,
@@ -520,6 +533,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
                 return Ok(Next::User);
             }
             vm.stats.halt_exits.add(1);
+            state.run.stats.halt_exits.add(1);
             // With an in-kernel APIC the kernel waits for the interrupt.
             if let Some(next) = apic::halt(state) {
                 return Ok(next);

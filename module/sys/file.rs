@@ -34,11 +34,12 @@ extern "C" {
         private: *mut c_void,
         flags: c_int,
     ) -> c_int;
-    fn anon_inode_getfile(
+    fn anon_inode_getfile_fmode(
         name: *const c_char,
         fops: *const bindings::file_operations,
         private: *mut c_void,
         flags: c_int,
+        f_mode: c_uint,
     ) -> *mut bindings::file;
 }
 
@@ -55,6 +56,15 @@ pub(crate) trait FileObject: Send + Sync + Sized + 'static {
     /// raises `SIGBUS` in the process (the mapping itself succeeds).
     fn page(&self, _pgoff: usize) -> Option<&Page> {
         None
+    }
+
+    /// Whether the fd can be read: each read (or `pread`) gets its bytes
+    /// from a fresh [`FileObject::contents`].
+    const READABLE: bool = false;
+
+    /// The file's whole contents now, for a read at any position.
+    fn contents(&self) -> Result<KVec<u8>> {
+        Err(EINVAL)
     }
 }
 
@@ -105,6 +115,9 @@ impl<T: FileObject> FileOps<T> {
         fops.llseek = Some(bindings::noop_llseek);
         if T::MAPPABLE {
             fops.mmap = Some(mmap::<T>);
+        }
+        if T::READABLE {
+            fops.read = Some(read::<T>);
         }
         // SAFETY: As above, all-zero is a valid `vm_operations_struct`.
         let mut vm_ops: bindings::vm_operations_struct = unsafe { core::mem::zeroed() };
@@ -175,7 +188,34 @@ pub(crate) fn new_anon_fd_then<T: FileObject>(
     obj: Arc<T>,
     before_install: impl FnOnce(i32),
 ) -> Result<i32> {
-    let flags = bindings::O_RDWR | bindings::O_CLOEXEC;
+    anon_file_fd(name, ops, obj, bindings::O_RDWR, 0, before_install)
+}
+
+/// `FMODE_PREAD` (`linux/fs.h`, a cast bindgen does not expand): the file
+/// can be read at a position (`pread`).
+const FMODE_PREAD: c_uint = 1 << 3;
+
+/// As [`new_anon_fd`], but read-only and readable with `pread`, as KVM's
+/// statistics fds.
+pub(crate) fn new_readonly_anon_fd<T: FileObject>(
+    name: &'static CStr,
+    ops: &'static FileOps<T>,
+    obj: Arc<T>,
+) -> Result<i32> {
+    anon_file_fd(name, ops, obj, bindings::O_RDONLY, FMODE_PREAD, |_| {})
+}
+
+/// Creates the file with `access` (`O_RDWR` or `O_RDONLY`) and the extra
+/// `f_mode` bits, then installs it in a new fd after `before_install`.
+fn anon_file_fd<T: FileObject>(
+    name: &'static CStr,
+    ops: &'static FileOps<T>,
+    obj: Arc<T>,
+    access: u32,
+    f_mode: c_uint,
+    before_install: impl FnOnce(i32),
+) -> Result<i32> {
+    let flags = access | bindings::O_CLOEXEC;
     // SAFETY: Reserves an fd number in the current task's table; always allowed.
     let fd = unsafe { bindings::get_unused_fd_flags(bindings::O_CLOEXEC) };
     if fd < 0 {
@@ -185,11 +225,12 @@ pub(crate) fn new_anon_fd_then<T: FileObject>(
     // SAFETY: As in `new_anon_fd`: a static name and a table whose `release` takes back the
     // `Arc<T>` passed as private data.
     let file = unsafe {
-        anon_inode_getfile(
+        anon_inode_getfile_fmode(
             name.as_char_ptr(),
             FileOps::raw(ops),
             private,
             flags as c_int,
+            f_mode,
         )
     };
     if let Err(e) = kernel::error::from_err_ptr(file) {
@@ -235,6 +276,35 @@ unsafe extern "C" fn ioctl<T: FileObject>(
     match T::ioctl(this, cmd, arg) {
         Ok(r) => r as c_long,
         Err(e) => e.to_errno() as c_long,
+    }
+}
+
+/// # Safety
+///
+/// `file` must be a live file created with a [`FileOps<T>`] table; `buf`,
+/// `count` and `ppos` are the VFS's for this read.
+unsafe extern "C" fn read<T: FileObject>(
+    file: *mut bindings::file,
+    buf: *mut c_char,
+    count: usize,
+    ppos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: As in `ioctl`: the private data is an `Arc<T>` alive for this call.
+    let this = unsafe { <Arc<T> as ForeignOwnable>::borrow((*file).private_data) };
+    let bytes = match this.contents() {
+        Ok(bytes) => bytes,
+        Err(e) => return e.to_errno() as isize,
+    };
+    // SAFETY: `buf`, `count` and `ppos` come from the VFS for this read; the source is a
+    // kernel buffer of `bytes.len()` initialised bytes, alive for the call.
+    unsafe {
+        bindings::simple_read_from_buffer(
+            buf.cast(),
+            count,
+            ppos,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+        )
     }
 }
 

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
 use kvm_abi::sys::{
-    KVM_CAP_ENFORCE_PV_FEATURE_CPUID, KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_MSR_PLATFORM_INFO,
-    KVM_EXIT_INTR, KVM_EXIT_IO, KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
-    KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
+    KVM_CAP_BINARY_STATS_FD, KVM_CAP_ENFORCE_PV_FEATURE_CPUID, KVM_CAP_EXIT_ON_EMULATION_FAILURE,
+    KVM_CAP_MSR_PLATFORM_INFO, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_INTERNAL_ERROR_DELIVERY_EV,
+    KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
 };
 use kvm_abi::{GuestMemory, IoDirection, MemoryRegion, MsrEntries, VcpuExit};
 use nix::sys::signal::Signal;
@@ -581,6 +581,91 @@ fn exit_on_emulation_failure_leaves_the_instruction_to_user_space(ctx: &Ctx) -> 
     regs.rip = fld + 2;
     check_ok!(vcpu.vcpu.set_regs(&regs));
     vcpu.done()
+}
+
+guest! {
+    /// Three HLTs (each a KVM_EXIT_HLT without an in-kernel irqchip), then
+    /// done.
+    fn three_halts_guest;
+    ".code64",
+    "hlt",
+    "hlt",
+    "hlt",
+    "ucall UCALL_DONE",
+}
+
+/// The binary statistics fds (`KVM_GET_STATS_FD`, Linux's
+/// kvm_binary_stats_test and the counts xapic_ipi_test reads): each file's
+/// header places its id, descriptors and data one after the other, the ids
+/// are `kvm-<pid>` and `kvm-<pid>/vcpu-<id>`, the vCPU's `halt_exits`,
+/// `io_exits` and `exits` count what its guest did (three HLTs and a ucall)
+/// and the VM's `pages_4k`/`pages_2m` the memory it touched; both stay
+/// readable once the VM and vCPU fds are closed.
+fn binary_stats_count_what_the_guest_did(ctx: &Ctx) -> TestResult {
+    check_eq!(
+        check_ok!(ctx.sys.check_extension(KVM_CAP_BINARY_STATS_FD)),
+        1
+    );
+    let vm = GuestVm::new(ctx, Mode::Long, three_halts_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let vcpu_stats = check_ok!(vcpu.vcpu.stats());
+    let vm_stats = check_ok!(vm.vm.stats());
+    let pid = std::process::id();
+    check_eq!(vm_stats.id, format!("kvm-{pid}"), "the VM's id");
+    check_eq!(vcpu_stats.id, format!("kvm-{pid}/vcpu-0"), "the vCPU's id");
+    for stats in [&vm_stats, &vcpu_stats] {
+        let h = &stats.header;
+        let desc_end =
+            u64::from(h.desc_offset) + u64::from(h.num_desc) * (16 + u64::from(h.name_size));
+        check!(
+            h.id_offset >= 24 && h.desc_offset >= h.id_offset + h.name_size,
+            "{}: header {h:?}",
+            stats.id
+        );
+        check!(
+            u64::from(h.data_offset) >= desc_end,
+            "{}: header {h:?}",
+            stats.id
+        );
+        for d in &stats.descs {
+            check!(d.size >= 1 && d.bucket_size == 0, "{}: {d:?}", stats.id);
+        }
+    }
+    check_eq!(check_ok!(vcpu_stats.get("halt_exits")), Some(0), "before");
+    for _ in 0..3 {
+        vcpu.run()?;
+        match vcpu.exit() {
+            VcpuExit::Hlt => {}
+            other => fail_exit("KVM_EXIT_HLT", &other)?,
+        }
+    }
+    vcpu.done()?;
+    check_eq!(
+        check_ok!(vcpu_stats.get("halt_exits")),
+        Some(3),
+        "halt_exits"
+    );
+    check!(
+        check_ok!(vcpu_stats.get("io_exits")).is_some_and(|n| n >= 1),
+        "io_exits: the ucall"
+    );
+    let exits = check_ok!(vcpu_stats.get("exits")).unwrap_or(0);
+    check!(exits >= 4, "exits {exits}");
+    let pages = check_ok!(vm_stats.get("pages_4k")).unwrap_or(0)
+        + check_ok!(vm_stats.get("pages_2m")).unwrap_or(0);
+    check!(pages >= 1, "pages mapped: {pages}");
+    drop(vcpu);
+    drop(vm);
+    check_eq!(
+        check_ok!(vcpu_stats.get("halt_exits")),
+        Some(3),
+        "after close"
+    );
+    check!(
+        check_ok!(vm_stats.get("pages_4k")).is_some(),
+        "the VM's, after close"
+    );
+    Ok(())
 }
 
 guest! {
@@ -2614,6 +2699,7 @@ fn main() -> ExitCode {
             exit_on_emulation_failure_leaves_the_instruction_to_user_space,
             platform_info_is_read_by_the_guest_until_the_vmm_says_no,
             hypercalls_get_kvms_answers_and_pv_msrs_follow_the_enforced_cpuid,
+            binary_stats_count_what_the_guest_did,
             an_event_delivered_through_mmio_is_a_delivery_error,
             set_cpuid2_after_the_guest_ran_takes_only_the_same_table,
             triple_fault_exits_with_shutdown,

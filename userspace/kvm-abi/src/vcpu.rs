@@ -184,6 +184,15 @@ impl Vcpu {
         u32::try_from(r).map_err(|_| Error::new("KVM_GET_TSC_KHZ", nix::errno::Errno::ERANGE))
     }
 
+    /// KVM_GET_STATS_FD: the vCPU's binary statistics.
+    pub fn stats(&self) -> Result<crate::BinaryStats> {
+        // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new fd.
+        let fd = unsafe { ioctl_val(self.fd.as_fd(), crate::ioctls::KVM_GET_STATS_FD, 0) }
+            .map_err(|e| Error::new("KVM_GET_STATS_FD (vCPU)", e))?;
+        // SAFETY: on success it is a new fd nothing else owns.
+        crate::BinaryStats::new(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+    }
+
     /// KVM_ENABLE_CAP on the vCPU: enables capability `cap` with `args`
     /// and `flags` (which KVM requires to be 0).
     pub fn enable_cap(&self, cap: u32, args: [u64; 4], flags: u32) -> Result<i32> {

@@ -135,6 +135,15 @@ impl Vm {
         u32::try_from(r).map_err(|_| Error::new("KVM_GET_TSC_KHZ (VM)", Errno::ERANGE))
     }
 
+    /// KVM_GET_STATS_FD: the VM's binary statistics.
+    pub fn stats(&self) -> Result<crate::BinaryStats> {
+        // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new fd.
+        let fd = unsafe { ioctl_val(self.fd.as_fd(), crate::ioctls::KVM_GET_STATS_FD, 0) }
+            .map_err(|e| Error::new("KVM_GET_STATS_FD (VM)", e))?;
+        // SAFETY: on success it is a new fd nothing else owns.
+        crate::BinaryStats::new(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
     /// KVM_CREATE_VCPU with vCPU id `id`.
     pub fn create_vcpu(&self, id: u64) -> Result<Vcpu> {
         // SAFETY: KVM_CREATE_VCPU takes the vCPU id by value.

@@ -57,6 +57,12 @@ pub(crate) mod irq {
 #[path = "../../../module/x86/mod.rs"]
 pub(crate) mod x86;
 
+/// The binary statistics format (`module/stats/binary.rs`).
+#[path = "../../../module/stats"]
+pub(crate) mod stats {
+    pub(crate) mod binary;
+}
+
 /// The VMX backend's pure parts: the typed VMCS fields, the capability
 /// negotiation and the VPID map (`caps.rs` names `super::vmcs`: the crate root here, `vmx`
 /// in the module).

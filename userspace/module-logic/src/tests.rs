@@ -783,5 +783,6 @@ mod pic;
 mod pit;
 mod routing;
 mod speculation;
+mod stats_binary;
 mod vmx_caps;
 mod vmx_vpid;

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Live-object counters, shown in `/sys/kernel/debug/rkvm/stats`
-//! (through `sys::debugfs`).
+//! Counters: live objects, shown in `/sys/kernel/debug/rkvm/stats`
+//! (through `sys::debugfs`), and each VM's and vCPU's statistics, shown in
+//! debugfs and read through the binary statistics fds of
+//! `KVM_GET_STATS_FD` ([`binary`], [`fd`]).
 //!
 //! The selftests read them to prove that VMs and vCPUs are freed: after any
 //! sequence of creates, closes and process deaths, the counts return to
@@ -9,7 +11,11 @@
 //! `exits.<reason>: N` line per vendor-neutral exit reason, counted since
 //! the module was loaded).
 
+pub(crate) mod binary;
+pub(crate) mod fd;
+
 use crate::backend::Exit;
+use binary::Desc;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kernel::sync::Arc;
@@ -40,6 +46,10 @@ impl Counter {
 
     pub(crate) fn sub(&self, n: u64) {
         self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -162,6 +172,35 @@ pub(crate) struct VmStats {
 }
 
 impl VmStats {
+    /// The VM's statistics in its binary statistics fd, in the order of
+    /// [`VmStats::values`]: KVM's names where KVM keeps the same count per
+    /// VM (the mapped pages), rkvm's own for the in-kernel devices. (KVM
+    /// counts exits per vCPU only: they are in [`VcpuStats`].)
+    pub(crate) const DESCS: [Desc; 8] = [
+        Desc::instant("pages_4k"),
+        Desc::instant("pages_2m"),
+        Desc::cumulative("ipis"),
+        Desc::cumulative("apic_timer_fires"),
+        Desc::cumulative("irqfd_fires"),
+        Desc::cumulative("ioeventfd_signals"),
+        Desc::cumulative("pit_ticks"),
+        Desc::cumulative("mmio_insn_from_cpu"),
+    ];
+
+    /// The values of [`VmStats::DESCS`], now.
+    pub(crate) fn values(&self) -> [u64; 8] {
+        [
+            self.pages_4k.get(),
+            self.pages_2m.get(),
+            self.ipis.get(),
+            self.apic_timer_fires.get(),
+            self.irqfd_fires.get(),
+            self.ioeventfd_signals.get(),
+            self.pit_ticks.get(),
+            self.mmio_insn_from_cpu.get(),
+        ]
+    }
+
     /// Counts one exit from the guest.
     pub(crate) fn count_exit(&self, exit: &Exit) {
         self.exits.add(1);
@@ -171,6 +210,65 @@ impl VmStats {
         }
     }
 }
+
+const _: () = assert!(binary::names_fit(&VmStats::DESCS));
+
+/// One vCPU's statistics, in its binary statistics fd: what KVM counts per
+/// vCPU under the same names (the VM's debugfs files are their sums over
+/// its vCPUs, as in KVM).
+#[derive(Default)]
+pub(crate) struct VcpuStats {
+    /// Every exit from the guest (`exits`).
+    pub(crate) exits: Counter,
+    /// Exits to user space for port I/O and MMIO (`io_exits`, `mmio_exits`).
+    pub(crate) io_exits: Counter,
+    pub(crate) mmio_exits: Counter,
+    /// HLT exits (`halt_exits`).
+    pub(crate) halt_exits: Counter,
+    /// Exits for a host interrupt (`irq_exits`).
+    pub(crate) irq_exits: Counter,
+    /// `KVM_EXIT_IRQ_WINDOW_OPEN` returns (`request_irq_exits`).
+    pub(crate) request_irq_exits: Counter,
+    /// `KVM_EXIT_INTR` returns (`signal_exits`).
+    pub(crate) signal_exits: Counter,
+}
+
+impl VcpuStats {
+    /// The vCPU's statistics in its binary statistics fd, in the order of
+    /// [`VcpuStats::values`].
+    pub(crate) const DESCS: [Desc; 7] = [
+        Desc::cumulative("exits"),
+        Desc::cumulative("io_exits"),
+        Desc::cumulative("mmio_exits"),
+        Desc::cumulative("halt_exits"),
+        Desc::cumulative("irq_exits"),
+        Desc::cumulative("request_irq_exits"),
+        Desc::cumulative("signal_exits"),
+    ];
+
+    /// The values of [`VcpuStats::DESCS`], now.
+    pub(crate) fn values(&self) -> [u64; 7] {
+        [
+            self.exits.get(),
+            self.io_exits.get(),
+            self.mmio_exits.get(),
+            self.halt_exits.get(),
+            self.irq_exits.get(),
+            self.request_irq_exits.get(),
+            self.signal_exits.get(),
+        ]
+    }
+
+    /// Counts one exit from the guest.
+    pub(crate) fn count_exit(&self, exit: &Exit) {
+        self.exits.add(1);
+        if *exit == Exit::HostInterrupt {
+            self.irq_exits.add(1);
+        }
+    }
+}
+
+const _: () = assert!(binary::names_fit(&VcpuStats::DESCS));
 
 /// Which counter a [`Live`] token counts in.
 #[derive(Clone, Copy)]
