@@ -106,6 +106,12 @@ pub(crate) const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 /// IA32_MISC_ENABLE at reset as KVM has it: only "BTS unavailable" (bit 11)
 /// and "PEBS unavailable" (bit 12) set. SDM Vol. 4 Table 2-2.
 pub(crate) const MISC_ENABLE_RESET: u64 = (1 << 11) | (1 << 12);
+/// IA32_MISC_ENABLE's read-only bits for the guest, as KVM has them: BTS
+/// and PEBS unavailable (11, 12); a guest write changing them is #GP.
+const MISC_ENABLE_GUEST_RO: u64 = (1 << 11) | (1 << 12);
+/// IA32_MISC_ENABLE's "performance monitoring available" (7): a guest
+/// write leaves it as it is.
+const MISC_ENABLE_EMON: u64 = 1 << 7;
 
 /// HWCR bits a write may set, as KVM allows them: McStatusWrEn (18, MCi_STATUS
 /// writable) and TscFreqSel (24, which Linux guests expect on some models).
@@ -401,7 +407,15 @@ pub(crate) fn set(
         // that something deterministic happens, as KVM does.
         index::SYSENTER_ESP => file.sysenter_esp = canonicalize(value),
         index::SYSENTER_EIP => file.sysenter_eip = canonicalize(value),
-        index::MISC_ENABLE => file.misc_enable = value,
+        // The VMM sets every bit; the guest neither BTS/PEBS unavailable
+        // (#GP if it tries) nor EMON (kept), as KVM's `kvm_set_msr_common`.
+        index::MISC_ENABLE if ctx.host_initiated => file.misc_enable = value,
+        index::MISC_ENABLE => {
+            if (file.misc_enable ^ value) & MISC_ENABLE_GUEST_RO != 0 {
+                return false;
+            }
+            file.misc_enable = (value & !MISC_ENABLE_EMON) | (file.misc_enable & MISC_ENABLE_EMON);
+        }
         index::STAR => file.star = value,
         index::LSTAR if is_canonical(value) => file.lstar = value,
         index::CSTAR if is_canonical(value) => file.cstar = value,

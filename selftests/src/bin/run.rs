@@ -1194,6 +1194,47 @@ fn msrs_written_by_the_guest_read_back_in_guest_and_host(ctx: &Ctx) -> TestResul
 }
 
 guest! {
+    /// WRMSR of IA32_MISC_ENABLE with only bit 0 (clearing BTS and PEBS
+    /// unavailable: #GP), then with its value plus EMON (bit 7); reports
+    /// what it reads back.
+    fn misc_enable_guest;
+    ".code64",
+    "mov $0x1a0, %ecx",
+    "rdmsr",
+    "mov %eax, %r12d",
+    "lea 1f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $1, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "1: mov %r12d, %eax",
+    "or $0x80, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "rdmsr",
+    "mov %rax, %rbx",
+    "mov %r12, %rcx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// The guest may not change IA32_MISC_ENABLE's "BTS/PEBS unavailable"
+/// bits (#GP, as KVM; Linux's msrs_test), and its write of EMON (bit 7,
+/// performance monitoring available) is dropped.
+fn misc_enable_keeps_its_read_only_bits_from_the_guest(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, misc_enable_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    match vcpu.ucall()? {
+        Ucall::Exception { vector: 13, .. } => {}
+        other => ksft::fail!("clearing bits 11 and 12: expected #GP, got {other}"),
+    }
+    let [after, before, _] = vcpu.sync()?;
+    check_eq_hex!(before & 0x1800, 0x1800u64, "BTS/PEBS unavailable at reset");
+    check_eq_hex!(after, before, "MISC_ENABLE after writing EMON");
+    vcpu.done()
+}
+
+guest! {
     fn mtrrcap_guest;
     ".code64",
     "mov $0xfe, %ecx",
@@ -2700,6 +2741,7 @@ fn main() -> ExitCode {
             platform_info_is_read_by_the_guest_until_the_vmm_says_no,
             hypercalls_get_kvms_answers_and_pv_msrs_follow_the_enforced_cpuid,
             binary_stats_count_what_the_guest_did,
+            misc_enable_keeps_its_read_only_bits_from_the_guest,
             an_event_delivered_through_mmio_is_a_delivery_error,
             set_cpuid2_after_the_guest_ran_takes_only_the_same_table,
             triple_fault_exits_with_shutdown,

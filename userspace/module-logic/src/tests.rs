@@ -577,6 +577,24 @@ mod msrs {
         assert_eq!(f.get(index::PLATFORM_INFO), Some(0xff00 | 1 << 31));
     }
 
+    /// IA32_MISC_ENABLE as KVM has it (Linux's msrs_test): the guest may
+    /// not change BTS/PEBS unavailable (11, 12: refused, #GP) and its
+    /// writes leave EMON (7) as it was; the VMM sets anything.
+    #[test]
+    fn misc_enable_keeps_its_read_only_bits_from_the_guest() {
+        let mut f = Fixture::new();
+        f.host_initiated = false;
+        let reset = f.get(index::MISC_ENABLE).unwrap();
+        assert_eq!(reset, (1 << 11) | (1 << 12));
+        assert!(!f.set(index::MISC_ENABLE, 1), "clears bits 11 and 12");
+        assert_eq!(f.get(index::MISC_ENABLE), Some(reset));
+        assert!(f.set(index::MISC_ENABLE, reset | 1 | (1 << 7)));
+        assert_eq!(f.get(index::MISC_ENABLE), Some(reset | 1), "EMON kept at 0");
+        f.host_initiated = true;
+        assert!(f.set(index::MISC_ENABLE, 1 << 7));
+        assert_eq!(f.get(index::MISC_ENABLE), Some(1 << 7));
+    }
+
     /// The kvmclock MSRs take 0 from anyone, unless the VMM enforces a
     /// guest CPUID without KVM_FEATURE_CLOCKSOURCE: then the guest's
     /// accesses fault and the VMM's still work.
