@@ -94,6 +94,8 @@ pub(crate) const KVM_GET_TSC_KHZ: u32 = _IO(KVMIO, 0xa3);
 pub(crate) const KVM_GET_LAPIC: u32 = _IOR::<kvm_lapic_state>(KVMIO, 0x8e);
 pub(crate) const KVM_SET_LAPIC: u32 = _IOW::<kvm_lapic_state>(KVMIO, 0x8f);
 pub(crate) const KVM_NMI: u32 = _IO(KVMIO, 0x9a);
+pub(crate) const KVM_GET_VCPU_EVENTS: u32 = _IOR::<kvm_vcpu_events>(KVMIO, 0x9f);
+pub(crate) const KVM_SET_VCPU_EVENTS: u32 = _IOW::<kvm_vcpu_events>(KVMIO, 0xa0);
 pub(crate) const KVM_SET_VAPIC_ADDR: u32 = _IOW::<kvm_vapic_addr>(KVMIO, 0x93);
 // Device attributes; on a vCPU fd, KVM_VCPU_TSC_CTRL's. (All three are _IOW
 // in KVM's header: GET writes through the address inside the struct.)
@@ -109,6 +111,9 @@ const _: () = assert!(KVM_GET_SUPPORTED_CPUID == 0xC008_AE05);
 const _: () = assert!(KVM_GET_FPU == 0x81A0_AE8C);
 const _: () = assert!(KVM_SET_GSI_ROUTING == 0x4008_AE6A);
 const _: () = assert!(KVM_HAS_DEVICE_ATTR == 0x4018_AEE3);
+const _: () = assert!(KVM_GET_VCPU_EVENTS == 0x8040_AE9F);
+// No implicit padding: 8 + 4 * 5 + 1 + 26 + 1 bytes, then the u64 payload.
+const _: () = assert!(core::mem::size_of::<kvm_vcpu_events>() == 56 + 8);
 const _: () = assert!(KVM_ENABLE_CAP == 0x4068_AEA3);
 const _: () = assert!(KVM_GET_MP_STATE == 0x8004_AE98);
 const _: () = assert!(KVM_IRQ_LINE == 0x4008_AE61);
@@ -176,6 +181,7 @@ plain_old_data!(
     kvm_mp_state,
     kvm_enable_cap,
     kvm_device_attr,
+    kvm_vcpu_events,
 );
 
 // No implicit padding, checked: the sizes are the sums of the fields.

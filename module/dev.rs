@@ -91,6 +91,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_ENABLE_CAP_VM
         | abi::KVM_CAP_ENABLE_CAP
         | abi::KVM_CAP_ENFORCE_PV_FEATURE_CPUID
+        // KVM_GET/SET_VCPU_EVENTS (run/events.rs).
+        | abi::KVM_CAP_VCPU_EVENTS
         // KVM_GET_STATS_FD on VM and vCPU fds (stats/fd.rs).
         | abi::KVM_CAP_BINARY_STATS_FD
         // KVM_GET_MSR_FEATURE_INDEX_LIST and KVM_GET_MSRS on this fd.

@@ -10,7 +10,7 @@
 use crate::abi::kvm_interrupt;
 use crate::abi::{
     self, kvm_cpuid2, kvm_cpuid_entry2, kvm_device_attr, kvm_enable_cap, kvm_fpu, kvm_mp_state,
-    kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs,
+    kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs, kvm_vcpu_events,
 };
 use crate::dev::Shared;
 use crate::run::{self, apic_base_changed, IrqLink, RunState};
@@ -546,6 +546,16 @@ impl FileObject for VcpuFd {
             // it), as KVM's `virtual_tsc_khz` does by default.
             abi::KVM_GET_TSC_KHZ => Ok(cpu::tsc_khz() as isize),
             abi::KVM_ENABLE_CAP => this.enable_cap(arg),
+            abi::KVM_GET_VCPU_EVENTS => {
+                let events = this.vcpu.state.lock().run.vcpu_events();
+                user::write(arg, &events)?;
+                Ok(0)
+            }
+            abi::KVM_SET_VCPU_EVENTS => {
+                let events: kvm_vcpu_events = user::read(arg)?;
+                this.vcpu.state.lock().run.set_vcpu_events(&events)?;
+                Ok(0)
+            }
             // The vCPU's binary statistics (stats/fd.rs).
             abi::KVM_GET_STATS_FD => StatsFd::new_vcpu(this.vcpu.stats.clone(), this.vcpu.id),
             abi::KVM_HAS_DEVICE_ATTR | abi::KVM_GET_DEVICE_ATTR | abi::KVM_SET_DEVICE_ATTR => {

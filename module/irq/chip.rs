@@ -894,6 +894,20 @@ impl VcpuApic {
         self.init.swap(false, Ordering::SeqCst)
     }
 
+    /// Whether an INIT is latched (`KVM_GET_VCPU_EVENTS`' `latched_init`).
+    pub(crate) fn has_init(&self) -> bool {
+        self.init.load(Ordering::SeqCst)
+    }
+
+    /// Latches or drops an INIT (`KVM_SET_VCPU_EVENTS`); a vCPU waiting
+    /// for one looks again.
+    pub(crate) fn set_init(&self, latched: bool) {
+        self.init.store(latched, Ordering::SeqCst);
+        if latched {
+            self.kick();
+        }
+    }
+
     /// Takes the NMIs that arrived: how many.
     pub(crate) fn take_nmis(&self) -> u32 {
         self.nmi.swap(0, Ordering::SeqCst)

@@ -25,6 +25,7 @@
 //! APIC and the PIC, and their registers and ports are emulated here.
 
 mod apic;
+mod events;
 mod insn;
 mod io;
 mod mmio;

@@ -48,6 +48,18 @@ impl NmiState {
         self.pending = self.pending.saturating_add(n).min(limit);
     }
 
+    /// How many NMIs wait (`KVM_GET_VCPU_EVENTS`).
+    pub(super) fn pending(&self) -> u8 {
+        self.pending
+    }
+
+    /// Sets how many NMIs wait (`KVM_SET_VCPU_EVENTS`), within the same
+    /// limits as [`NmiState::queue`].
+    pub(super) fn set_pending(&mut self, n: u32) {
+        self.pending = 0;
+        self.queue(n);
+    }
+
     /// Whether an NMI waits (it wakes a halted vCPU, whatever IF says).
     pub(crate) fn waiting(&self) -> bool {
         self.pending > 0

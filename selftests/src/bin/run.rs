@@ -584,6 +584,38 @@ fn exit_on_emulation_failure_leaves_the_instruction_to_user_space(ctx: &Ctx) -> 
 }
 
 guest! {
+    /// Reports in, then is done (unless something is delivered between).
+    fn sync_then_done_guest;
+    ".code64",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// An exception `KVM_SET_VCPU_EVENTS` injects is delivered at the next
+/// entry, after the exit in progress completes: the guest's #GP handler
+/// sees the vector and error code set, and nothing else ran first.
+fn an_exception_set_with_vcpu_events_is_delivered(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, sync_then_done_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    vcpu.sync()?;
+    let mut ev = check_ok!(vcpu.vcpu.get_vcpu_events());
+    ev.flags = 0;
+    ev.exception.injected = 1;
+    ev.exception.nr = 13;
+    ev.exception.has_error_code = 1;
+    ev.exception.error_code = 0x28;
+    check_ok!(vcpu.vcpu.set_vcpu_events(&ev));
+    match vcpu.ucall()? {
+        Ucall::Exception {
+            vector: 13,
+            error_code: 0x28,
+            ..
+        } => Ok(()),
+        other => ksft::fail!("expected #GP(0x28) from KVM_SET_VCPU_EVENTS, got {other}"),
+    }
+}
+
+guest! {
     /// Three HLTs (each a KVM_EXIT_HLT without an in-kernel irqchip), then
     /// done.
     fn three_halts_guest;
@@ -2741,6 +2773,7 @@ fn main() -> ExitCode {
             platform_info_is_read_by_the_guest_until_the_vmm_says_no,
             hypercalls_get_kvms_answers_and_pv_msrs_follow_the_enforced_cpuid,
             binary_stats_count_what_the_guest_did,
+            an_exception_set_with_vcpu_events_is_delivered,
             misc_enable_keeps_its_read_only_bits_from_the_guest,
             an_event_delivered_through_mmio_is_a_delivery_error,
             set_cpuid2_after_the_guest_ran_takes_only_the_same_table,

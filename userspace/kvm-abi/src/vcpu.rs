@@ -16,6 +16,7 @@ use crate::mem::{RunMapping, VcpuMapping};
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
 use crate::sys::{
     kvm_device_attr, kvm_enable_cap, kvm_fpu, kvm_interrupt, kvm_mp_state, kvm_regs, kvm_sregs,
+    kvm_vcpu_events,
 };
 use crate::vm::MemoryKeepAlive;
 
@@ -182,6 +183,35 @@ impl Vcpu {
         let r = unsafe { ioctl_val(self.fd.as_fd(), KVM_GET_TSC_KHZ, 0) }
             .map_err(|e| Error::new("KVM_GET_TSC_KHZ", e))?;
         u32::try_from(r).map_err(|_| Error::new("KVM_GET_TSC_KHZ", nix::errno::Errno::ERANGE))
+    }
+
+    /// KVM_GET_VCPU_EVENTS.
+    pub fn get_vcpu_events(&self) -> Result<kvm_vcpu_events> {
+        let mut events = kvm_vcpu_events::default();
+        // SAFETY: the kernel writes one kvm_vcpu_events.
+        unsafe {
+            ioctl_mut(
+                self.fd.as_fd(),
+                crate::ioctls::KVM_GET_VCPU_EVENTS,
+                &raw mut events,
+            )
+        }
+        .map_err(|e| Error::new("KVM_GET_VCPU_EVENTS", e))?;
+        Ok(events)
+    }
+
+    /// KVM_SET_VCPU_EVENTS.
+    pub fn set_vcpu_events(&self, events: &kvm_vcpu_events) -> Result<()> {
+        // SAFETY: the kernel reads one kvm_vcpu_events.
+        unsafe {
+            ioctl_ref(
+                self.fd.as_fd(),
+                crate::ioctls::KVM_SET_VCPU_EVENTS,
+                std::ptr::from_ref(events),
+            )
+        }
+        .map(drop)
+        .map_err(|e| Error::new("KVM_SET_VCPU_EVENTS", e))
     }
 
     /// KVM_GET_STATS_FD: the vCPU's binary statistics.
