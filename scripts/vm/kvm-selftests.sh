@@ -109,6 +109,22 @@ run_test() {
 	124 | 143) st=timeout ;;
 	*) st=fail ;;
 	esac
+	reap_leftovers
+}
+
+# reap_leftovers: kills whatever still runs from $DIR. A program that
+# forked and ran out of time leaves its children behind (timeout signals
+# only the one it started): they would keep the device open, so that the
+# module could not be unloaded at the end, and compete with the next
+# program for the CPUs. (A process's files are closed when it exits, so a
+# zombie among them holds nothing.)
+reap_leftovers() {
+	for p in /proc/[0-9]*; do
+		cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+		case $cmd in
+		"$DIR"/*) kill -KILL "${p#/proc/}" 2>/dev/null && echo "# killed a leftover: $cmd" ;;
+		esac
+	done
 }
 
 judge() { # judge COLUMN TEST: runs it and prints its verdict
