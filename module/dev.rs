@@ -6,7 +6,7 @@
 //! VM creation, capability checks, the vCPU mapping size, and the CPUID and
 //! MSR lists a client builds its guest's view from.
 
-use crate::abi::{self, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_entry, kvm_msr_list, kvm_msrs};
+use crate::abi::{self, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_list};
 use crate::backend::Backend;
 use crate::memslot::NR_MEMSLOTS;
 use crate::stats::Stats;
@@ -195,13 +195,7 @@ impl System {
     /// MSR it advertises but cannot read there, and any other MSR ends the
     /// batch. Returns the number read. `nmsrs` ≥ 256 is `E2BIG`, as KVM.
     fn get_feature_msrs(arg: usize) -> Result<isize> {
-        let header: kvm_msrs = user::read(arg)?;
-        if header.nmsrs >= abi::MAX_IO_MSRS {
-            return Err(E2BIG);
-        }
-        let entries_addr = user::after::<kvm_msrs>(arg)?;
-        let mut entries: KVec<kvm_msr_entry> =
-            user::read_array(entries_addr, header.nmsrs as usize)?;
+        let (entries_addr, mut entries) = user::read_msrs(arg)?;
         let mut done = 0;
         for e in entries.iter_mut() {
             let advertised = || msr::SUPPORTED.contains(&e.index).then_some(0);

@@ -6,6 +6,7 @@
 //! a process changing its memory during an ioctl cannot make rkvm see two
 //! different values. A bad pointer is `EFAULT`.
 
+use crate::abi::{self, kvm_msr_entry, kvm_msrs};
 use core::mem::size_of;
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::prelude::*;
@@ -42,6 +43,20 @@ pub(crate) fn read_array<T: FromBytes>(addr: usize, n: usize) -> Result<KVec<T>>
         items.push(reader.read::<T>()?, GFP_KERNEL_ACCOUNT)?;
     }
     Ok(items)
+}
+
+/// The argument of `KVM_GET_MSRS` / `KVM_SET_MSRS` (on the device or a
+/// vCPU fd) at `arg`: a `struct kvm_msrs` header and its entries. As KVM's
+/// `msr_io`: `nmsrs` ≥ `MAX_IO_MSRS` (256) is `E2BIG`. Returns where the
+/// entries are (to write them back) and a copy of them.
+pub(crate) fn read_msrs(arg: usize) -> Result<(usize, KVec<kvm_msr_entry>)> {
+    let header: kvm_msrs = read(arg)?;
+    if header.nmsrs >= abi::MAX_IO_MSRS {
+        return Err(E2BIG);
+    }
+    let entries_addr = after::<kvm_msrs>(arg)?;
+    let entries = read_array(entries_addr, header.nmsrs as usize)?;
+    Ok((entries_addr, entries))
 }
 
 /// Copies `items` to consecutive `T`s at user address `addr`.

@@ -10,7 +10,7 @@
 use crate::abi::kvm_interrupt;
 use crate::abi::{
     self, kvm_cpuid2, kvm_cpuid_entry2, kvm_device_attr, kvm_enable_cap, kvm_fpu, kvm_mp_state,
-    kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs, kvm_vcpu_events,
+    kvm_regs, kvm_sregs, kvm_vcpu_events,
 };
 use crate::dev::Shared;
 use crate::run::{self, apic_base_changed, IrqLink, RunState};
@@ -324,13 +324,7 @@ impl VcpuFd {
     /// `KVM_GET_MSRS` and `KVM_SET_MSRS`: processes entries in order and
     /// returns how many succeeded, stopping at the first MSR that fails.
     fn msr_io(&self, arg: usize, write: bool) -> Result<isize> {
-        let header: kvm_msrs = user::read(arg)?;
-        if header.nmsrs >= abi::MAX_IO_MSRS {
-            return Err(E2BIG);
-        }
-        let entries_addr = user::after::<kvm_msrs>(arg)?;
-        let mut entries: KVec<kvm_msr_entry> =
-            user::read_array(entries_addr, header.nmsrs as usize)?;
+        let (entries_addr, mut entries) = user::read_msrs(arg)?;
         let host = self.vm.shared.backend.host_limits();
         let vm_tsc_offset = self.vm.tsc_offset();
         let mut tsc_set = None;
