@@ -30,6 +30,8 @@ append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell} rkvm_emulator=qemu"
 # RKVM_KST_TESTS="x86/a b" runs only those, RKVM_KST_TIMEOUT per program,
 # RKVM_KST_XFAIL_TIMEOUT for one rkvm is not recorded as passing).
 [ -n "${RKVM_SUITE:-}" ] && append="$append rkvm_suite=$RKVM_SUITE"
+# RKVM_KVM_RECORDED="a b": KVM's column skips these (scripts/vm/run-suite.sh).
+[ -n "${RKVM_KVM_RECORDED:-}" ] && append="$append rkvm_kvm_recorded=${RKVM_KVM_RECORDED// /,}"
 [ "${RKVM_KST_KVM:-0}" = 1 ] && append="$append rkvm_kst_kvm=1"
 [ -n "${RKVM_KST_TESTS:-}" ] && append="$append rkvm_kst_tests=${RKVM_KST_TESTS// /,}"
 [ -n "${RKVM_KST_TIMEOUT:-}" ] && append="$append rkvm_kst_timeout=$RKVM_KST_TIMEOUT"

@@ -73,12 +73,12 @@ run_one() { # run_one NAME CMD...
 # fails both runs; rkvm's column is never run again.
 #
 # rkvm_kvm_recorded=a,b on the kernel command line: KVM's column skips
-# these programs, whose result on KVM is recorded (docs/testing.md,
-# "Bochs": kvm_intel's `lifetime` takes 7 minutes under Bochs and has
-# passed there in every run); rkvm's column runs them all.
+# these programs, whose result on KVM is recorded (docs/testing.md, "KVM's
+# recorded results": kvm_intel's `lifetime` under Bochs, kvm_amd's `qemu`
+# under QEMU); rkvm's column runs them all.
 run_kvm() { # run_kvm PROGRAM
 	case ",${rkvm_kvm_recorded:-}," in *",$1,"*)
-		result "kvm:$1" 4 "KVM's result is recorded, not run again here (docs/testing.md, \"Bochs\")"
+		result "kvm:$1" 4 "KVM's result is recorded, not run again here (docs/testing.md, \"KVM's recorded results\")"
 		return ;;
 	esac
 	run_prog "kvm:$1" /selftests/$1 /dev/kvm

@@ -438,7 +438,8 @@ fn skip_kvm_amd_with_two_vcpus_on_bochs(ctx: &Ctx) -> TestResult {
     if on_bochs && cpu::extension() == Some(Extension::Svm) && !ctx.is_rkvm() {
         skip!(
             "kvm_amd under Bochs's SVM stalls a host CPU in VMRUN with two vCPUs (an RCU stall and \
-             a wedged test VM seen in CI); QEMU's SVM boot runs KVM's column of this test"
+             a wedged test VM seen in CI); its result is recorded (docs/testing.md, \"KVM's \
+             recorded results\"), and kvm_intel runs this test under Bochs's VMX"
         );
     }
     Ok(())
