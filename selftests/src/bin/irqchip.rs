@@ -800,9 +800,13 @@ fn apic_bus_cycle_sets_the_timers_rate(ctx: &Ctx) -> TestResult {
     let counted = u64::from(COUNTS - reg(&back, APIC_TMCCT).min(COUNTS));
     let cycle = u128::from(CYCLE_NS);
     let counted_ns = u128::from(counted) * cycle;
-    // One count of slack either way for the rounding of TMCCT.
+    // Slack either way: a count for the rounding of TMCCT, and 1% for the
+    // clocks the two sides read (kvm_intel under Bochs counted 0.9 µs
+    // short of the host's 21 ms). At the default 1 ns cycle the count
+    // would be off a hundredfold.
+    let slack = cycle + most.as_nanos() / 100;
     check!(
-        counted_ns + cycle >= least.as_nanos() && counted_ns <= most.as_nanos() + cycle,
+        counted_ns + slack >= least.as_nanos() && counted_ns <= most.as_nanos() + slack,
         "{counted} counts of {CYCLE_NS} ns in between {least:?} and {most:?}"
     );
     Ok(())
