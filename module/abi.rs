@@ -97,6 +97,15 @@ pub(crate) const KVM_NMI: u32 = _IO(KVMIO, 0x9a);
 pub(crate) const KVM_GET_VCPU_EVENTS: u32 = _IOR::<kvm_vcpu_events>(KVMIO, 0x9f);
 pub(crate) const KVM_SET_VCPU_EVENTS: u32 = _IOW::<kvm_vcpu_events>(KVMIO, 0xa0);
 pub(crate) const KVM_SET_VAPIC_ADDR: u32 = _IOW::<kvm_vapic_addr>(KVMIO, 0x93);
+pub(crate) const KVM_GET_DEBUGREGS: u32 = _IOR::<kvm_debugregs>(KVMIO, 0xa1);
+pub(crate) const KVM_SET_DEBUGREGS: u32 = _IOW::<kvm_debugregs>(KVMIO, 0xa2);
+pub(crate) const KVM_GET_XSAVE: u32 = _IOR::<kvm_xsave>(KVMIO, 0xa4);
+pub(crate) const KVM_SET_XSAVE: u32 = _IOW::<kvm_xsave>(KVMIO, 0xa5);
+pub(crate) const KVM_GET_XCRS: u32 = _IOR::<kvm_xcrs>(KVMIO, 0xa6);
+pub(crate) const KVM_SET_XCRS: u32 = _IOW::<kvm_xcrs>(KVMIO, 0xa7);
+/// `KVM_GET_XSAVE` for areas larger than 4096 bytes (`KVM_CAP_XSAVE2`
+/// gives the size); the number encodes the 4096-byte struct all the same.
+pub(crate) const KVM_GET_XSAVE2: u32 = _IOR::<kvm_xsave>(KVMIO, 0xcf);
 // Device attributes; on a vCPU fd, KVM_VCPU_TSC_CTRL's. (All three are _IOW
 // in KVM's header: GET writes through the address inside the struct.)
 pub(crate) const KVM_SET_DEVICE_ATTR: u32 = _IOW::<kvm_device_attr>(KVMIO, 0xe1);
@@ -126,6 +135,10 @@ const _: () = assert!(KVM_CREATE_PIT2 == 0x4040_AE77);
 const _: () = assert!(KVM_GET_PIT2 == 0x8070_AE9F);
 const _: () = assert!(KVM_GET_PIT == 0xC048_AE65);
 const _: () = assert!(KVM_IOEVENTFD == 0x4040_AE79);
+const _: () = assert!(KVM_GET_XSAVE == 0x9000_AEA4);
+const _: () = assert!(KVM_GET_XSAVE2 == 0x9000_AECF);
+const _: () = assert!(KVM_GET_XCRS == 0x8188_AEA6);
+const _: () = assert!(KVM_GET_DEBUGREGS == 0x8080_AEA1);
 
 /// Limits KVM x86 enforces on variable-length arguments, matched exactly.
 /// `KVM_MAX_CPUID_ENTRIES` in `arch/x86/include/asm/kvm_host.h`.
@@ -138,6 +151,9 @@ pub(crate) const MAX_IRQ_ROUTES: isize = 4096;
 /// with `_BITULL`, which bindgen does not expand).
 pub(crate) const KVM_X2APIC_API_USE_32BIT_IDS: u64 = 1 << 0;
 pub(crate) const KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK: u64 = 1 << 1;
+/// `XCR_XFEATURE_ENABLED_MASK` (`asm/fpu/xcr.h`, not UAPI): XCR0's
+/// index, the one XCR KVM has.
+pub(crate) const XCR_XFEATURE_ENABLED_MASK: u32 = 0;
 /// `MAX_IO_MSRS` in `arch/x86/kvm/msrs.c`: `nmsrs` must be below it.
 pub(crate) const MAX_IO_MSRS: u32 = 256;
 
@@ -182,6 +198,10 @@ plain_old_data!(
     kvm_enable_cap,
     kvm_device_attr,
     kvm_vcpu_events,
+    kvm_debugregs,
+    kvm_xcr,
+    kvm_xcrs,
+    kvm_sync_regs,
 );
 
 // No implicit padding, checked: the sizes are the sums of the fields.
@@ -191,6 +211,11 @@ const _: () = assert!(core::mem::size_of::<kvm_sregs>() == 8 * 24 + 2 * 16 + 8 *
 const _: () = assert!(core::mem::size_of::<kvm_msr_entry>() == 16);
 const _: () = assert!(core::mem::size_of::<kvm_device_attr>() == 4 + 4 + 8 + 8);
 const _: () = assert!(core::mem::size_of::<kvm_msrs>() == 8);
+const _: () = assert!(core::mem::size_of::<kvm_debugregs>() == 8 * 16);
+const _: () = assert!(core::mem::size_of::<kvm_xcr>() == 16);
+const _: () = assert!(core::mem::size_of::<kvm_xcrs>() == 8 + 16 * 16 + 8 * 16);
+// kvm_regs, kvm_sregs and kvm_vcpu_events, each without padding (above).
+const _: () = assert!(core::mem::size_of::<kvm_sync_regs>() == 144 + 312 + 64);
 const _: () = assert!(core::mem::size_of::<kvm_cpuid_entry2>() == 40);
 const _: () = assert!(core::mem::size_of::<kvm_cpuid2>() == 8);
 const _: () = assert!(core::mem::size_of::<kvm_userspace_memory_region>() == 32);

@@ -10,13 +10,13 @@ use crate::abi::{self, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_list};
 use crate::backend::Backend;
 use crate::memslot::NR_MEMSLOTS;
 use crate::stats::Stats;
-use crate::sys::cpu;
 use crate::sys::debugfs::DebugParent;
 use crate::sys::file::{new_anon_fd_then, DeviceFile, FileObject, FileOps};
+use crate::sys::{cpu, fpu};
 use crate::user;
 use crate::vcpu::{MAX_VCPUS, MAX_VCPU_IDS, VCPU_MMAP_PAGES};
 use crate::vm::{Vm, VM_FOPS};
-use crate::x86::{cpuid, msr};
+use crate::x86::{cpuid, msr, xsave};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow};
@@ -93,6 +93,10 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_ENFORCE_PV_FEATURE_CPUID
         // KVM_GET/SET_VCPU_EVENTS (run/events.rs).
         | abi::KVM_CAP_VCPU_EVENTS
+        // KVM_GET/SET_DEBUGREGS (vcpu.rs).
+        | abi::KVM_CAP_DEBUGREGS
+        // KVM_GET/SET_XSAVE (x86/xsave.rs), on every host, as KVM 7.3.
+        | abi::KVM_CAP_XSAVE
         // KVM_GET_STATS_FD on VM and vCPU fds (stats/fd.rs).
         | abi::KVM_CAP_BINARY_STATS_FD
         // KVM_GET_MSR_FEATURE_INDEX_LIST and KVM_GET_MSRS on this fd.
@@ -131,6 +135,13 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_IOEVENTFD_ANY_LENGTH => 1,
         // KVM_SET_GSI_ROUTING's table limit, as KVM reports it whatever the VM.
         abi::KVM_CAP_IRQ_ROUTING => abi::MAX_IRQ_ROUTES,
+        // KVM_GET/SET_XCRS: XCR0 exists where the host uses XSAVE (as KVM).
+        abi::KVM_CAP_XCRS => isize::from(fpu::host_has_xsave()),
+        // KVM_GET_XSAVE2's size: KVM's XSAVE layout of the components a
+        // guest can have (x87 and SSE), never less than `struct kvm_xsave`.
+        abi::KVM_CAP_XSAVE2 => xsave::KVM_XSAVE_SIZE as isize,
+        // The register sets `kvm_run.s.regs` carries (run/sync.rs).
+        abi::KVM_CAP_SYNC_REGS => abi::KVM_SYNC_X86_VALID_FIELDS as isize,
         // KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)'s flags (irq/chip.rs).
         abi::KVM_CAP_X2APIC_API => crate::irq::chip::ApicApi::FLAGS as isize,
         abi::KVM_CAP_NR_VCPUS => (cpu::num_online() as usize).min(MAX_VCPUS) as isize,

@@ -9,8 +9,8 @@
 
 use crate::abi::kvm_interrupt;
 use crate::abi::{
-    self, kvm_cpuid2, kvm_cpuid_entry2, kvm_device_attr, kvm_enable_cap, kvm_fpu, kvm_mp_state,
-    kvm_regs, kvm_sregs, kvm_vcpu_events,
+    self, kvm_cpuid2, kvm_cpuid_entry2, kvm_debugregs, kvm_device_attr, kvm_enable_cap, kvm_fpu,
+    kvm_mp_state, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs,
 };
 use crate::dev::Shared;
 use crate::run::{self, apic_base_changed, IrqLink, RunState};
@@ -18,12 +18,13 @@ use crate::stats::fd::StatsFd;
 use crate::stats::{Kind, Live, VcpuStats};
 use crate::sys::cpu;
 use crate::sys::file::{FileObject, FileOps};
-use crate::sys::fpu::LegacyFpu;
+use crate::sys::fpu::{self, LegacyFpu};
 use crate::user;
 use crate::vm::Vm;
 use crate::x86::cpuid::{self, reset_signature, GuestFeatures};
 use crate::x86::msr::{self, MsrContext, MsrFile, SharedRegs};
-use crate::x86::regs::{check_sregs, reset_regs, reset_sregs};
+use crate::x86::regs::{check_sregs, reset_regs, reset_sregs, HostLimits};
+use crate::x86::xsave;
 use core::sync::atomic::{AtomicI32, Ordering};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::new_mutex;
@@ -61,6 +62,59 @@ pub(crate) struct ArchState {
 }
 
 impl ArchState {
+    /// `KVM_SET_REGS` (and `kvm_run.s.regs` with `KVM_SYNC_X86_REGS`).
+    pub(crate) fn set_user_regs(&mut self, regs: &kvm_regs) {
+        self.regs = kvm_regs {
+            // RFLAGS bit 1 is reserved and always 1. SDM Vol. 1 3.4.3.
+            rflags: regs.rflags | 0x2,
+            ..*regs
+        };
+    }
+
+    /// `KVM_GET_SREGS` (and `kvm_run.s.regs` with `KVM_SYNC_X86_SREGS`):
+    /// CR8 is the in-kernel APIC's TPR when there is one.
+    pub(crate) fn user_sregs(&self) -> kvm_sregs {
+        let mut sregs = self.sregs;
+        if let Some(link) = self.run.irq.as_ref() {
+            sregs.cr8 = link.cr8();
+        }
+        // rkvm leaves the pending-interrupt bitmap empty (docs/abi.md); an
+        // interrupt under injection is in KVM_GET_VCPU_EVENTS.
+        sregs.interrupt_bitmap = [0; 4];
+        sregs
+    }
+
+    /// `KVM_SET_SREGS` (and `kvm_run.s.regs` with `KVM_SYNC_X86_SREGS`):
+    /// `EINVAL`, changing nothing, for a state KVM refuses (`check_sregs`).
+    pub(crate) fn set_user_sregs(&mut self, host: &HostLimits, new: &kvm_sregs) -> Result {
+        check_sregs(host, &self.features, new).map_err(|_| EINVAL)?;
+        // A CR8 with reserved bits (above the 4-bit task priority) is ignored, not refused,
+        // as KVM's `kvm_set_cr8` does. SDM Vol. 3A 11.8.6.
+        let cr8 = if new.cr8 >> 4 == 0 {
+            new.cr8
+        } else {
+            self.sregs.cr8
+        };
+        // A bit in the pending-interrupt bitmap would ask for an injection; rkvm has no
+        // injection before KVM_RUN, so the bitmap is not kept (docs/abi.md).
+        let old = &self.sregs;
+        let paging_changed =
+            old.cr0 != new.cr0 || old.cr3 != new.cr3 || old.cr4 != new.cr4 || old.efer != new.efer;
+        self.sregs = kvm_sregs {
+            cr8,
+            interrupt_bitmap: [0; 4],
+            ..*new
+        };
+        self.run.sregs_changed(paging_changed);
+        if let Some(link) = self.run.irq.as_mut() {
+            link.set_cr8(cr8);
+        }
+        // The APIC follows the base MSR's enable and x2APIC bits (a host write: no
+        // transition is refused).
+        apic_base_changed(self);
+        Ok(())
+    }
+
     /// The registers after the INIT KVM does when a guest shuts down.
     pub(crate) fn reset_after_shutdown(&mut self) {
         self.regs = reset_regs(reset_signature(&self.cpuid));
@@ -179,22 +233,13 @@ impl VcpuFd {
     }
 
     fn set_regs(&self, arg: usize) -> Result<isize> {
-        let mut regs: kvm_regs = user::read(arg)?;
-        // RFLAGS bit 1 is reserved and always 1. SDM Vol. 1 3.4.3.
-        regs.rflags |= 0x2;
-        self.vcpu.state.lock().regs = regs;
+        let regs: kvm_regs = user::read(arg)?;
+        self.vcpu.state.lock().set_user_regs(&regs);
         Ok(0)
     }
 
     fn get_sregs(&self, arg: usize) -> Result<isize> {
-        let state = self.vcpu.state.lock();
-        let mut sregs = state.sregs;
-        if let Some(link) = state.run.irq.as_ref() {
-            sregs.cr8 = link.cr8();
-        }
-        drop(state);
-        // No interrupt is queued for injection until KVM_RUN exists.
-        sregs.interrupt_bitmap = [0; 4];
+        let sregs = self.vcpu.state.lock().user_sregs();
         user::write(arg, &sregs)?;
         Ok(0)
     }
@@ -202,35 +247,9 @@ impl VcpuFd {
     fn set_sregs(&self, arg: usize) -> Result<isize> {
         let new: kvm_sregs = user::read(arg)?;
         let host = self.vm.shared.backend.host_limits();
-        let mut state = self.vcpu.state.lock();
-        check_sregs(&host, &state.features, &new).map_err(|_| EINVAL)?;
-        // A CR8 with reserved bits (above the 4-bit task priority) is ignored, not refused,
-        // as KVM's `kvm_set_cr8` does. SDM Vol. 3A 11.8.6.
-        let cr8 = if new.cr8 >> 4 == 0 {
-            new.cr8
-        } else {
-            state.sregs.cr8
-        };
-        // A bit in the pending-interrupt bitmap would ask for an injection; rkvm has no
-        // injection before KVM_RUN, so the bitmap is not kept (docs/abi.md).
-        let old = &state.sregs;
-        let paging_changed =
-            old.cr0 != new.cr0 || old.cr3 != new.cr3 || old.cr4 != new.cr4 || old.efer != new.efer;
-        state.sregs = kvm_sregs {
-            cr8,
-            interrupt_bitmap: [0; 4],
-            ..new
-        };
-        state.run.sregs_changed(paging_changed);
-        if let Some(link) = state.run.irq.as_mut() {
-            link.set_cr8(cr8);
-        }
-        // The APIC follows the base MSR's enable and x2APIC bits (a host write: no
-        // transition is refused).
-        apic_base_changed(&mut state);
+        self.vcpu.state.lock().set_user_sregs(&host, &new)?;
         Ok(0)
     }
-
     /// `KVM_GET_LAPIC` (`EINVAL` without an in-kernel APIC, as KVM).
     fn get_lapic(&self, arg: usize) -> Result<isize> {
         let state = self.vcpu.state.lock();
@@ -434,6 +453,68 @@ impl VcpuFd {
         Ok(0)
     }
 
+    /// `KVM_GET_XSAVE` and `KVM_GET_XSAVE2`: the guest's x87 and SSE
+    /// state in KVM's XSAVE layout (x86/xsave.rs), 4096 bytes, which is
+    /// also what `KVM_CAP_XSAVE2` answers.
+    fn get_xsave(&self, arg: usize) -> Result<isize> {
+        let mut region = KVec::from_elem(0u8, xsave::KVM_XSAVE_SIZE, GFP_KERNEL_ACCOUNT)?;
+        self.vcpu.state.lock().run.fpu().to_uabi(&mut region);
+        user::write_array(arg, &region)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_XSAVE`: `EINVAL`, changing nothing, for a region KVM
+    /// refuses (x86/xsave.rs: a component rkvm does not offer, a
+    /// compacted or reserved header, a reserved MXCSR bit).
+    fn set_xsave(&self, arg: usize) -> Result<isize> {
+        let region: KVec<u8> = user::read_array(arg, xsave::KVM_XSAVE_SIZE)?;
+        self.vcpu
+            .state
+            .lock()
+            .run
+            .fpu_mut()
+            .set_uabi(&region)
+            .map_err(|_| EINVAL)?;
+        Ok(0)
+    }
+
+    /// `KVM_GET_XCRS`: XCR0, on a host with XSAVE (none without, as KVM).
+    /// rkvm offers guests no XSAVE, so XCR0 is 1 (x87 only), its value at
+    /// reset and the only one a guest without XSAVE can have.
+    fn get_xcrs(&self, arg: usize) -> Result<isize> {
+        let mut xcrs = kvm_xcrs::default();
+        if fpu::host_has_xsave() {
+            xcrs.nr_xcrs = 1;
+            xcrs.xcrs[0].xcr = abi::XCR_XFEATURE_ENABLED_MASK;
+            xcrs.xcrs[0].value = xsave::XFEATURE_FP;
+        }
+        user::write(arg, &xcrs)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_XCRS`, as KVM's `kvm_vcpu_ioctl_x86_set_xcrs`: `EINVAL`
+    /// without host XSAVE, for more than `KVM_MAX_XCRS` entries or any
+    /// flag, and for an XCR0 the guest's CPUID does not allow (rkvm's
+    /// guests have no XSAVE component: only 1). Entries for other XCRs are
+    /// skipped; the first XCR0 entry is the one that counts.
+    fn set_xcrs(&self, arg: usize) -> Result<isize> {
+        if !fpu::host_has_xsave() {
+            return Err(EINVAL);
+        }
+        let xcrs: kvm_xcrs = user::read(arg)?;
+        if xcrs.nr_xcrs > abi::KVM_MAX_XCRS || xcrs.flags != 0 {
+            return Err(EINVAL);
+        }
+        let entries = &xcrs.xcrs[..xcrs.nr_xcrs as usize];
+        match entries
+            .iter()
+            .find(|e| e.xcr == abi::XCR_XFEATURE_ENABLED_MASK)
+        {
+            Some(e) if !xsave::xcr0_valid(e.value, 0) => Err(EINVAL),
+            _ => Ok(0),
+        }
+    }
+
     /// `KVM_SET_MP_STATE`. Without an in-kernel local APIC a vCPU is
     /// always runnable: HLT, INIT and SIPI are the VMM's business (HLT
     /// exits to it), so `KVM_MP_STATE_RUNNABLE` is the only state there is
@@ -521,6 +602,20 @@ impl FileObject for VcpuFd {
             }
             abi::KVM_GET_FPU => this.get_fpu(arg),
             abi::KVM_SET_FPU => this.set_fpu(arg),
+            abi::KVM_GET_XSAVE | abi::KVM_GET_XSAVE2 => this.get_xsave(arg),
+            abi::KVM_SET_XSAVE => this.set_xsave(arg),
+            abi::KVM_GET_XCRS => this.get_xcrs(arg),
+            abi::KVM_SET_XCRS => this.set_xcrs(arg),
+            abi::KVM_GET_DEBUGREGS => {
+                let regs = this.vcpu.state.lock().run.debugregs();
+                user::write(arg, &regs)?;
+                Ok(0)
+            }
+            abi::KVM_SET_DEBUGREGS => {
+                let regs: kvm_debugregs = user::read(arg)?;
+                this.vcpu.state.lock().run.set_debugregs(&regs)?;
+                Ok(0)
+            }
             // Always runnable without an in-kernel APIC: see `set_mp_state`.
             abi::KVM_GET_MP_STATE => {
                 let mp_state = this

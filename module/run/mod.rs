@@ -31,10 +31,11 @@ mod io;
 mod mmio;
 mod nmi;
 mod regs;
+mod sync;
 
 use self::nmi::NmiState;
 use crate::abi::{
-    self, kvm_run, kvm_run__bindgen_ty_1__bindgen_ty_13 as InternalError,
+    self, kvm_debugregs, kvm_run, kvm_run__bindgen_ty_1__bindgen_ty_13 as InternalError,
     kvm_run__bindgen_ty_1__bindgen_ty_2 as FailEntry,
 };
 use crate::backend::{self, Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
@@ -179,6 +180,29 @@ impl RunState {
         &mut self.fpu
     }
 
+    /// `KVM_GET_DEBUGREGS`: DR0-DR3, DR6 and DR7 as the guest sees them.
+    pub(crate) fn debugregs(&self) -> kvm_debugregs {
+        kvm_debugregs {
+            db: self.dr,
+            dr6: self.dr6,
+            dr7: self.dr7,
+            ..Default::default()
+        }
+    }
+
+    /// `KVM_SET_DEBUGREGS`, as KVM's: `EINVAL` for a flag or a bit in the
+    /// reserved upper halves of DR6 and DR7; the values are kept as given
+    /// (the guest reads them back with MOV). SDM Vol. 3B 19.2.
+    pub(crate) fn set_debugregs(&mut self, regs: &kvm_debugregs) -> Result {
+        if regs.flags != 0 || regs.dr6 >> 32 != 0 || regs.dr7 >> 32 != 0 {
+            return Err(EINVAL);
+        }
+        self.dr = regs.db;
+        self.dr6 = regs.dr6;
+        self.dr7 = regs.dr7;
+        Ok(())
+    }
+
     /// `KVM_INTERRUPT` without an in-kernel irqchip: queues vector `irq`
     /// for the next entry, replacing one queued before (user space is
     /// expected to wait for `ready_for_interrupt_injection`). A vector
@@ -253,7 +277,10 @@ pub(crate) fn run(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState) -> Result<isize> 
         pio: &pio,
     };
     let result = run_loop(vm, vcpu, state, &pages);
-    // Like KVM's `post_kvm_run_save`, on every return.
+    // The registers user space asked to find in `kvm_run.s.regs`, as
+    // KVM's `store_regs`, and like KVM's `post_kvm_run_save`, on every
+    // return.
+    sync::store_valid(state, &page)?;
     let ready = ready_for_interrupt(state);
     page.write(
         offset_of!(kvm_run, if_flag),
@@ -285,12 +312,8 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             && !pic_in_kernel,
         immediate_exit: page.read::<u8>(offset_of!(kvm_run, immediate_exit))? != 0,
     };
-    // rkvm has no KVM_CAP_SYNC_REGS: asking for it is EINVAL, as on a KVM without it.
-    if page.read::<u64>(offset_of!(kvm_run, kvm_valid_regs))? != 0
-        || page.read::<u64>(offset_of!(kvm_run, kvm_dirty_regs))? != 0
-    {
-        return Err(EINVAL);
-    }
+    // Registers user space left in `kvm_run.s.regs` for this entry (run/sync.rs).
+    sync::load_dirty(vm, state, page)?;
     // Without an in-kernel APIC, user space owns CR8 through kvm_run (`kvm_set_cr8`);
     // with one, KVM ignores kvm_run.cr8: the APIC's TPR is CR8.
     if state.run.irq.is_none() {

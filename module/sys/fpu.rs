@@ -20,6 +20,10 @@
 //! switched by hand with RDPKRU/WRPKRU, as KVM does. SDM Vol. 3A 4.6.2.
 
 use crate::sys::cpu::cpuid;
+use crate::x86::xsave::{
+    self, XsaveRefusal, FCW_INIT, LEGACY_SIZE, MXCSR_INIT, XFEATURE_FP, XFEATURE_FPSSE,
+    XFEATURE_SSE,
+};
 use core::arch::asm;
 use kernel::prelude::*;
 
@@ -35,14 +39,8 @@ const CPUID1_ECX_OSXSAVE: u32 = 1 << 27;
 const CR4_PKE: u64 = 1 << 22;
 /// XCR0 bit 9: the PKRU state component. SDM Vol. 1 13.1.
 const XFEATURE_PKRU: u64 = 1 << 9;
-/// The legacy region's size and the FXSAVE image's. SDM Vol. 1 10.5.1.
-const LEGACY_SIZE: usize = 512;
 /// XSAVE header offset: XSTATE_BV is its first quadword. SDM Vol. 1 13.4.2.
 const XSAVE_HEADER: usize = 512;
-/// x87 control word after FNINIT. SDM Vol. 1 8.1.5.
-const FCW_INIT: u16 = 0x37f;
-/// MXCSR at reset: all exceptions masked. SDM Vol. 1 10.2.3.
-const MXCSR_INIT: u32 = 0x1f80;
 
 /// 64 bytes, 64-byte aligned: XSAVE needs its area aligned so.
 #[repr(C, align(64))]
@@ -58,6 +56,9 @@ pub(crate) struct FpuLayout {
     size: usize,
     /// Whether the host has protection keys on (PKRU must be switched).
     pkru: bool,
+    /// The MXCSR bits this processor supports (a set of a bit outside
+    /// them makes FXRSTOR and XRSTOR fault). SDM Vol. 1 11.6.6.
+    mxcsr_mask: u32,
 }
 
 impl FpuLayout {
@@ -67,11 +68,13 @@ impl FpuLayout {
         // SAFETY: Reading CR4 at CPL 0 has no side effects.
         unsafe { asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags)) };
         let pkru = cr4 & CR4_PKE != 0;
-        if cpuid(1, 0).ecx & CPUID1_ECX_OSXSAVE == 0 {
+        let mxcsr_mask = probe_mxcsr_mask();
+        if !host_has_xsave() {
             return Self {
                 xsave_mask: None,
                 size: LEGACY_SIZE,
                 pkru,
+                mxcsr_mask,
             };
         }
         let (lo, hi): (u32, u32);
@@ -84,7 +87,35 @@ impl FpuLayout {
             // CPUID.(EAX=0DH,ECX=0):EBX: the size for the features XCR0 enables.
             size: cpuid(0xd, 0).ebx as usize,
             pkru,
+            mxcsr_mask,
         }
+    }
+}
+
+/// Whether the host saves extended state with XSAVE (the kernel has
+/// CR4.OSXSAVE on), which KVM reports as `KVM_CAP_XSAVE` and
+/// `KVM_CAP_XCRS`.
+pub(crate) fn host_has_xsave() -> bool {
+    cpuid(1, 0).ecx & CPUID1_ECX_OSXSAVE != 0
+}
+
+/// The processor's MXCSR_MASK, as SDM Vol. 1 11.6.6 finds it: FXSAVE
+/// writes it at bytes 28..32 of its image; 0 there means the default
+/// 0xFFBF (no DAZ).
+fn probe_mxcsr_mask() -> u32 {
+    #[repr(C, align(16))]
+    struct Fxsave([u8; LEGACY_SIZE]);
+    let mut image = Fxsave([0; LEGACY_SIZE]);
+    // SAFETY: Called from process context; ended below.
+    unsafe { rkvm_kernel_fpu_begin() };
+    // SAFETY: The image is 512 bytes and 16-byte aligned; FXSAVE only writes it, inside a
+    // kernel FPU section.
+    unsafe { asm!("fxsave64 [{0}]", in(reg) image.0.as_mut_ptr(), options(nostack)) };
+    // SAFETY: Ends the section begun above.
+    unsafe { rkvm_kernel_fpu_end() };
+    match u32::from_le_bytes([image.0[28], image.0[29], image.0[30], image.0[31]]) {
+        0 => 0xffbf,
+        mask => mask,
     }
 }
 
@@ -111,7 +142,7 @@ impl FpuImage {
         if layout.xsave_mask.is_some() {
             // XSTATE_BV: x87 and SSE come from the image (so FCW and MXCSR above are used),
             // every other component is in its initial state.
-            area[XSAVE_HEADER / 64].0[0] = 0b11;
+            area[XSAVE_HEADER / 64].0[0] = XFEATURE_FPSSE as u8;
         }
         Ok(Self {
             layout,
@@ -154,11 +185,47 @@ mod legacy {
     }
 }
 
-/// XSTATE_BV bits of the two legacy components. SDM Vol. 1 13.1.
-const XFEATURE_X87: u8 = 1 << 0;
-const XFEATURE_SSE: u8 = 1 << 1;
-
 impl FpuImage {
+    /// The XSTATE_BV of the image: which components hold values (an
+    /// FXSAVE image holds x87 and SSE, always).
+    fn xstate_bv(&self) -> u64 {
+        match self.layout.xsave_mask {
+            Some(_) => {
+                let mut q = [0; 8];
+                q.copy_from_slice(&self.area[XSAVE_HEADER / 64].0[..8]);
+                u64::from_le_bytes(q)
+            }
+            None => XFEATURE_FPSSE,
+        }
+    }
+
+    /// `KVM_GET_XSAVE`: the guest's state in KVM's XSAVE layout (`out`:
+    /// at least 4096 bytes, zeroed). x86/xsave.rs has the rules.
+    pub(crate) fn to_uabi(&self, out: &mut [u8]) {
+        xsave::to_uabi(
+            &self.legacy_bytes(),
+            self.xstate_bv(),
+            self.layout.mxcsr_mask,
+            out,
+        );
+    }
+
+    /// `KVM_SET_XSAVE`: replaces the guest's x87 and SSE state from a
+    /// region in KVM's XSAVE layout, or changes nothing if it is refused.
+    pub(crate) fn set_uabi(&mut self, region: &[u8]) -> Result<(), XsaveRefusal> {
+        let mut legacy = self.legacy_bytes();
+        let xsave_host = self.layout.xsave_mask.is_some();
+        let xstate_bv = xsave::from_uabi(region, xsave_host, self.layout.mxcsr_mask, &mut legacy)?;
+        for (chunk, src) in self.area.iter_mut().zip(legacy.chunks(64)) {
+            chunk.0.copy_from_slice(src);
+        }
+        if xsave_host {
+            // Components left out of XSTATE_BV are initialised by the next XRSTOR.
+            self.area[XSAVE_HEADER / 64].0[..8].copy_from_slice(&xstate_bv.to_le_bytes());
+        }
+        Ok(())
+    }
+
     /// The 512-byte legacy region as bytes.
     fn legacy_bytes(&self) -> [u8; LEGACY_SIZE] {
         let mut bytes = [0; LEGACY_SIZE];
@@ -166,15 +233,6 @@ impl FpuImage {
             dst.copy_from_slice(&chunk.0);
         }
         bytes
-    }
-
-    /// The XSTATE_BV byte that says which legacy components the image
-    /// holds, or both when the image is an FXSAVE one (always complete).
-    fn legacy_in_image(&self) -> u8 {
-        match self.layout.xsave_mask {
-            Some(_) => self.area[XSAVE_HEADER / 64].0[0],
-            None => XFEATURE_X87 | XFEATURE_SSE,
-        }
     }
 
     /// The x87 and SSE registers, as `KVM_GET_FPU` reports them. A
@@ -189,7 +247,7 @@ impl FpuImage {
             q.copy_from_slice(&b[o..o + 8]);
             u64::from_le_bytes(q)
         };
-        let in_image = self.legacy_in_image();
+        let in_image = self.xstate_bv();
         let mut out = LegacyFpu {
             fpr: [[0; 16]; 8],
             fcw: FCW_INIT,
@@ -200,7 +258,7 @@ impl FpuImage {
             fdp: 0,
             xmm: [[0; 16]; 16],
         };
-        if in_image & XFEATURE_X87 != 0 {
+        if in_image & XFEATURE_FP != 0 {
             out.fcw = u16_at(legacy::FCW);
             out.fsw = u16_at(legacy::FSW);
             out.ftw = b[legacy::FTW];
@@ -243,7 +301,7 @@ impl FpuImage {
         }
         if self.layout.xsave_mask.is_some() {
             // Both components now come from the image at the next XRSTOR.
-            self.area[XSAVE_HEADER / 64].0[0] |= XFEATURE_X87 | XFEATURE_SSE;
+            self.area[XSAVE_HEADER / 64].0[0] |= XFEATURE_FPSSE as u8;
         }
     }
 }

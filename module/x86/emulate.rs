@@ -156,6 +156,9 @@ pub(crate) fn string_io_count(
     wanted: u64,
     buffer: u64,
 ) -> u64 {
+    // Elements are 1, 2 or 4 bytes; the floor also spares the kernel build
+    // a division-by-zero panic path.
+    let size = size.max(1);
     let in_page = if backwards {
         (linear & 0xfff) / size + 1
     } else {

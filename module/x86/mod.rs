@@ -13,3 +13,4 @@ pub(crate) mod emulate;
 pub(crate) mod msr;
 pub(crate) mod regs;
 pub(crate) mod walk;
+pub(crate) mod xsave;

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
 use kvm_abi::sys::{
     KVM_CAP_BINARY_STATS_FD, KVM_CAP_ENFORCE_PV_FEATURE_CPUID, KVM_CAP_EXIT_ON_EMULATION_FAILURE,
-    KVM_CAP_MSR_PLATFORM_INFO, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_INTERNAL_ERROR_DELIVERY_EV,
-    KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
+    KVM_CAP_MSR_PLATFORM_INFO, KVM_CAP_SYNC_REGS, KVM_EXIT_INTR, KVM_EXIT_IO,
+    KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
+    KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_SYNC_X86_EVENTS, KVM_SYNC_X86_REGS,
+    KVM_SYNC_X86_SREGS, kvm_debugregs,
 };
 use kvm_abi::{GuestMemory, IoDirection, MemoryRegion, MsrEntries, VcpuExit};
 use nix::sys::signal::Signal;
@@ -30,7 +32,7 @@ use rkvm_selftests::msr::{
     MSR_SYSENTER_ESP, MSR_TSC,
 };
 use rkvm_selftests::{Ctx, guest};
-use x86_modes::{EFER_LMA, EFER_LME, PD_GPA, PML4_GPA};
+use x86_modes::{CR4_PAE, EFER_LMA, EFER_LME, PD_GPA, PML4_GPA};
 
 /// Runs the vCPU and expects a port-I/O exit; returns (direction, size,
 /// port, count, data).
@@ -2433,6 +2435,62 @@ fn kvm_set_fpu_reaches_the_guest_and_kvm_get_fpu_sees_its_writes(ctx: &Ctx) -> T
     Ok(())
 }
 
+/// KVM_SET_XSAVE reaches the guest's registers (with XSTATE_BV saying x87
+/// and SSE hold values, which KVM_SET_FPU's legacy region does not say),
+/// and KVM_GET_XSAVE after an exit returns what the guest loaded, at the
+/// XSAVE layout's offsets (FCW at 0, XMMn at 160 + 16n).
+fn kvm_set_xsave_reaches_the_guest_and_kvm_get_xsave_sees_its_writes(ctx: &Ctx) -> TestResult {
+    const XMM0: u128 = 0x1122_3344_5566_7788_99aa_bbcc_ddee_ff00;
+    const XMM15: u128 = 0x0f0e_0d0c_0b0a_0908_0706_0504_0302_0100;
+    const XSTATE_BV: usize = 512;
+    let xmm = |n: usize| 160 + 16 * n..176 + 16 * n;
+    let vm = GuestVm::new(ctx, Mode::Long, fpu_ioctl_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let mut region = check_ok!(vcpu.vcpu.get_xsave());
+    region[0..2].copy_from_slice(&0x027fu16.to_le_bytes());
+    region[xmm(0)].copy_from_slice(&XMM0.to_le_bytes());
+    region[xmm(15)].copy_from_slice(&XMM15.to_le_bytes());
+    region[XSTATE_BV] |= 0b11;
+    check_ok!(vcpu.vcpu.set_xsave(&region));
+    let [fcw, xmm0, xmm15] = vcpu.sync()?.map(u128::from);
+    check_eq_hex!(fcw, 0x027fu128, "the guest's FCW");
+    check_eq_hex!(
+        xmm0,
+        XMM0 & u128::from(u64::MAX),
+        "the guest's xmm0 (low half)"
+    );
+    check_eq_hex!(
+        xmm15,
+        XMM15 & u128::from(u64::MAX),
+        "the guest's xmm15 (low half)"
+    );
+    vcpu.done()?;
+    let after = check_ok!(vcpu.vcpu.get_xsave());
+    check_eq_hex!(
+        u16::from_le_bytes([after[0], after[1]]),
+        0x0e7fu16,
+        "FCW the guest loaded"
+    );
+    let mut x1 = [0u8; 16];
+    x1.copy_from_slice(&after[xmm(1)]);
+    check_eq_hex!(
+        u128::from_le_bytes(x1),
+        0x0123_4567_89ab_cdefu128,
+        "xmm1 the guest loaded"
+    );
+    check_eq!(after[xmm(0)], region[xmm(0)], "xmm0, untouched");
+    check_eq_hex!(
+        after[XSTATE_BV] & 0b11,
+        0b11u8,
+        "XSTATE_BV's x87 and SSE bits"
+    );
+    // What KVM_GET_FPU reports is the same state.
+    let fpu = check_ok!(vcpu.vcpu.get_fpu());
+    check_eq_hex!(fpu.fcw, 0x0e7fu16, "KVM_GET_FPU's FCW");
+    check_eq!(fpu.xmm[1][..], after[xmm(1)], "KVM_GET_FPU's xmm1");
+    Ok(())
+}
+
 guest! {
     /// One waiting x87 instruction: FWAIT takes a pending unmasked x87
     /// exception (CR0.NE is set: #MF, vector 16).
@@ -2545,6 +2603,216 @@ fn debug_registers_read_back_what_the_guest_wrote(ctx: &Ctx) -> TestResult {
     check_eq_hex!(dr7, 0x400u64, "DR7");
     check_eq_hex!(dr6, 0xffff_0ff0u64, "DR6");
     vcpu.done()
+}
+
+guest! {
+    /// Reports DR0, DR7 and DR6 as KVM_SET_DEBUGREGS left them, then
+    /// writes DR3 and DR7 for KVM_GET_DEBUGREGS to find.
+    fn debugregs_ioctl_guest;
+    ".code64",
+    "mov %dr0, %rbx",
+    "mov %dr7, %rcx",
+    "mov %dr6, %rsi",
+    "ucall UCALL_SYNC",
+    "mov $0xfeed000, %rax",
+    "mov %rax, %dr3",
+    "mov $0x300, %rax",
+    "mov %rax, %dr7",
+    "ucall UCALL_DONE",
+}
+
+/// KVM_SET_DEBUGREGS reaches the guest's MOV from DR0, DR6 and DR7, and
+/// KVM_GET_DEBUGREGS after an exit returns what the guest's MOVs to DR3
+/// and DR7 wrote (DR7's bit 10 reads as 1). No breakpoint is enabled.
+fn kvm_set_debugregs_reaches_the_guest_and_kvm_get_debugregs_sees_its_writes(
+    ctx: &Ctx,
+) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, debugregs_ioctl_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let set = kvm_debugregs {
+        db: [0x5000, 0, 0, 0],
+        dr6: 0xffff_4ff0,
+        dr7: 0x700,
+        ..Default::default()
+    };
+    check_ok!(vcpu.vcpu.set_debugregs(&set));
+    let [dr0, dr7, dr6] = vcpu.sync()?;
+    check_eq_hex!(dr0, 0x5000u64, "the guest's DR0");
+    check_eq_hex!(dr7, 0x700u64, "the guest's DR7");
+    check_eq_hex!(dr6, 0xffff_4ff0u64, "the guest's DR6");
+    vcpu.done()?;
+    let got = check_ok!(vcpu.vcpu.get_debugregs());
+    check_eq_hex!(got.db[3], 0xfeed000u64, "DR3 the guest wrote");
+    check_eq_hex!(got.dr7, 0x700u64, "DR7 the guest wrote");
+    check_eq_hex!(got.db[0], 0x5000u64, "DR0, untouched");
+    Ok(())
+}
+
+// ---- Registers in kvm_run (KVM_CAP_SYNC_REGS) ----
+
+guest! {
+    /// Counts in RBX between OUTs to port 0x98, forever.
+    fn sync_regs_guest;
+    ".code64",
+    "1: out %al, $0x98",
+    "inc %rbx",
+    "jmp 1b",
+}
+
+/// The register sets `kvm_run.s.regs` carries (`KVM_SYNC_X86_*`).
+const SYNC_REGS: u64 = KVM_SYNC_X86_REGS as u64;
+const SYNC_SREGS: u64 = KVM_SYNC_X86_SREGS as u64;
+const SYNC_EVENTS: u64 = KVM_SYNC_X86_EVENTS as u64;
+const SYNC_ALL: u64 = SYNC_REGS | SYNC_SREGS | SYNC_EVENTS;
+
+/// Runs `sync_regs_guest` to its next OUT.
+fn run_to_port_0x98(vcpu: &mut GuestVcpu) -> TestResult {
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::Io(io) if io.port == 0x98 => Ok(()),
+        other => fail_exit("KVM_EXIT_IO to port 0x98", &other),
+    }
+}
+
+/// `KVM_CAP_SYNC_REGS` (Linux's `sync_regs_test`, in this suite's terms):
+/// the capability names the three sets; an unknown bit in
+/// `kvm_valid_regs` or `kvm_dirty_regs` is `EINVAL` before the guest runs;
+/// the sets asked for are in `kvm_run` after an exit, equal to what the
+/// ioctls return; a set marked dirty is loaded (the guest counts on from
+/// the RBX user space put there) and its bit cleared; with neither field
+/// set, `kvm_run` and the vCPU leave each other alone; a refused set (long
+/// mode without CR4.PAE, an exception vector above 31) is `EINVAL` with
+/// its bit still set and the vCPU's state unchanged, the sets before it
+/// loaded.
+fn sync_regs_carry_registers_both_ways(ctx: &Ctx) -> TestResult {
+    let cap = check_ok!(ctx.sys.check_extension(KVM_CAP_SYNC_REGS));
+    check_eq!(u64::try_from(cap).ok(), Some(SYNC_ALL), "KVM_CAP_SYNC_REGS");
+    let vm = GuestVm::new(ctx, Mode::Long, sync_regs_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    for (what, valid, dirty) in [
+        ("kvm_valid_regs bit 31", 1u64 << 31, 0),
+        ("kvm_valid_regs bit 31 and the three", 1 << 31 | SYNC_ALL, 0),
+        ("kvm_dirty_regs bit 31", 0, 1 << 31),
+        ("kvm_dirty_regs bit 31 and the three", 0, 1 << 31 | SYNC_ALL),
+    ] {
+        vcpu.run.set_valid_regs(valid);
+        vcpu.run.set_dirty_regs(dirty);
+        check_errno!(vcpu.vcpu.run(), libc::EINVAL, "{what}");
+    }
+    vcpu.run.set_dirty_regs(0);
+    check_eq!(
+        check_ok!(vcpu.vcpu.get_regs()).rbx,
+        0u64,
+        "RBX: the guest never ran"
+    );
+
+    // Every set, after an exit.
+    vcpu.run.set_valid_regs(SYNC_ALL);
+    run_to_port_0x98(&mut vcpu)?;
+    let s = vcpu.run.sync_regs();
+    let regs = check_ok!(vcpu.vcpu.get_regs());
+    let sregs = check_ok!(vcpu.vcpu.get_sregs());
+    let events = check_ok!(vcpu.vcpu.get_vcpu_events());
+    check_eq!(format!("{:?}", s.regs), format!("{regs:?}"), "s.regs.regs");
+    check_eq!(
+        format!("{:?}", s.sregs),
+        format!("{sregs:?}"),
+        "s.regs.sregs"
+    );
+    check_eq!(
+        format!("{:?}", s.events),
+        format!("{events:?}"),
+        "s.regs.events"
+    );
+
+    // A dirty set is loaded and its bit cleared.
+    let mut s = vcpu.run.sync_regs();
+    s.regs.rbx = 0xbad_1dea;
+    vcpu.run.set_sync_regs(&s);
+    vcpu.run.set_dirty_regs(SYNC_REGS);
+    run_to_port_0x98(&mut vcpu)?;
+    check_eq_hex!(
+        vcpu.run.sync_regs().regs.rbx,
+        0xbad_1deb_u64,
+        "s.regs RBX after a run"
+    );
+    check_eq_hex!(
+        check_ok!(vcpu.vcpu.get_regs()).rbx,
+        0xbad_1deb_u64,
+        "KVM_GET_REGS's RBX"
+    );
+    check_eq_hex!(vcpu.run.dirty_regs(), 0u64, "kvm_dirty_regs after the load");
+
+    // Neither field: kvm_run is not read, nor written.
+    vcpu.run.set_valid_regs(0);
+    let mut s = vcpu.run.sync_regs();
+    s.regs.rbx = 0xaaaa;
+    vcpu.run.set_sync_regs(&s);
+    let mut regs = check_ok!(vcpu.vcpu.get_regs());
+    regs.rbx = 0xbac0;
+    check_ok!(vcpu.vcpu.set_regs(&regs));
+    run_to_port_0x98(&mut vcpu)?;
+    check_eq_hex!(
+        vcpu.run.sync_regs().regs.rbx,
+        0xaaaau64,
+        "s.regs RBX, left alone"
+    );
+    check_eq_hex!(
+        check_ok!(vcpu.vcpu.get_regs()).rbx,
+        0xbac1u64,
+        "the guest's RBX"
+    );
+
+    // Refused sets.
+    vcpu.run.set_valid_regs(SYNC_ALL);
+    run_to_port_0x98(&mut vcpu)?;
+    let good = vcpu.run.sync_regs();
+    let mut bad = good;
+    bad.regs.rbx = 0x5000;
+    bad.sregs.cr4 &= !CR4_PAE;
+    vcpu.run.set_sync_regs(&bad);
+    vcpu.run.set_dirty_regs(SYNC_REGS | SYNC_SREGS);
+    check_errno!(vcpu.vcpu.run(), libc::EINVAL, "long mode without CR4.PAE");
+    check_eq_hex!(
+        vcpu.run.dirty_regs(),
+        SYNC_SREGS,
+        "kvm_dirty_regs: the refused set's bit"
+    );
+    check_eq_hex!(
+        check_ok!(vcpu.vcpu.get_regs()).rbx,
+        0x5000u64,
+        "RBX, loaded before"
+    );
+    check_eq_hex!(
+        check_ok!(vcpu.vcpu.get_sregs()).cr4,
+        good.sregs.cr4,
+        "CR4, unchanged"
+    );
+    let mut bad = vcpu.run.sync_regs();
+    bad.events.exception.injected = 1;
+    bad.events.exception.nr = 255;
+    bad.events.flags = 0;
+    vcpu.run.set_sync_regs(&bad);
+    vcpu.run.set_dirty_regs(SYNC_EVENTS);
+    check_errno!(vcpu.vcpu.run(), libc::EINVAL, "exception vector 255");
+    check_eq_hex!(
+        vcpu.run.dirty_regs(),
+        SYNC_EVENTS,
+        "kvm_dirty_regs: the events bit"
+    );
+    check_eq!(
+        check_ok!(vcpu.vcpu.get_vcpu_events()).exception.injected,
+        0u8,
+        "no exception injected"
+    );
+    vcpu.run.set_dirty_regs(0);
+    run_to_port_0x98(&mut vcpu)?;
+    check_eq_hex!(
+        vcpu.run.sync_regs().regs.rbx,
+        0x5001u64,
+        "the guest counting on"
+    );
+    Ok(())
 }
 
 // ---- Statistics ----
@@ -2803,9 +3071,12 @@ fn main() -> ExitCode {
             slot_deleted_while_the_guest_runs_becomes_mmio,
             guest_and_host_sse_state_stay_apart,
             kvm_set_fpu_reaches_the_guest_and_kvm_get_fpu_sees_its_writes,
+            kvm_set_xsave_reaches_the_guest_and_kvm_get_xsave_sees_its_writes,
             a_pending_x87_exception_from_kvm_set_fpu_is_the_guests_mf,
             cr4_writes_take_effect_and_invalid_ones_are_gp,
             debug_registers_read_back_what_the_guest_wrote,
+            kvm_set_debugregs_reaches_the_guest_and_kvm_get_debugregs_sees_its_writes,
+            sync_regs_carry_registers_both_ways,
             exit_counters_in_debugfs_count_what_the_guest_did,
             mmio_instructions_come_from_decode_assists_when_the_cpu_has_them,
             guest_msr_writes_never_reach_the_host,

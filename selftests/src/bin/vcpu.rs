@@ -13,14 +13,17 @@ use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check
 use kvm_abi::raw;
 use kvm_abi::sys::{
     KVM_CAP_GET_TSC_KHZ, KVM_CAP_IRQ_ROUTING, KVM_CAP_JOIN_MEMORY_REGIONS_WORKS,
-    KVM_CAP_MAX_VCPU_ID, KVM_CAP_MMU_SHADOW_CACHE_CONTROL, KVM_CAP_MP_STATE, KVM_EXIT_UNKNOWN,
-    KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
-    KVM_MP_STATE_UNINITIALIZED, KVM_VCPU_TSC_CTRL, KVM_VCPU_TSC_OFFSET,
-    KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD, KVM_VCPUEVENT_VALID_SHADOW,
-    KVM_VCPUEVENT_VALID_SMM, KVM_VCPUEVENT_VALID_TRIPLE_FAULT, KVM_X86_SHADOW_INT_STI, kvm_fpu,
-    kvm_regs, kvm_segment, kvm_sregs,
+    KVM_CAP_MAX_VCPU_ID, KVM_CAP_MMU_SHADOW_CACHE_CONTROL, KVM_CAP_MP_STATE, KVM_CAP_XCRS,
+    KVM_CAP_XSAVE, KVM_CAP_XSAVE2, KVM_EXIT_UNKNOWN, KVM_MP_STATE_HALTED,
+    KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
+    KVM_VCPU_TSC_CTRL, KVM_VCPU_TSC_OFFSET, KVM_VCPUEVENT_VALID_NMI_PENDING,
+    KVM_VCPUEVENT_VALID_PAYLOAD, KVM_VCPUEVENT_VALID_SHADOW, KVM_VCPUEVENT_VALID_SMM,
+    KVM_VCPUEVENT_VALID_TRIPLE_FAULT, KVM_X86_SHADOW_INT_STI, kvm_debugregs, kvm_fpu, kvm_regs,
+    kvm_segment, kvm_sregs, kvm_xcrs,
 };
-use kvm_abi::{CpuidEntries, KVM_MAX_CPUID_ENTRIES, MAX_IO_MSRS, MsrEntries, PAGE_SIZE, Vcpu};
+use kvm_abi::{
+    CpuidEntries, KVM_MAX_CPUID_ENTRIES, MAX_IO_MSRS, MsrEntries, PAGE_SIZE, Vcpu, XSAVE_SIZE,
+};
 use rkvm_selftests::msr::{
     MSR_APIC_BASE, MSR_CSTAR, MSR_EFER, MSR_HWCR, MSR_KERNEL_GS_BASE, MSR_KVM_SYSTEM_TIME,
     MSR_KVM_WALL_CLOCK, MSR_LSTAR, MSR_MISC_ENABLE, MSR_PAT, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS,
@@ -975,6 +978,219 @@ fn msrs_nmsrs_at_limit_is_e2big(ctx: &Ctx) -> TestResult {
 /// The x87 control word after RESET/INIT (SDM Vol. 3A 10.1.1, Table 10-1).
 const FCW_RESET: u16 = 0x37f;
 
+/// Byte offsets in `struct kvm_xsave` (the XSAVE standard format, SDM
+/// Vol. 1 13.4): MXCSR, XSTATE_BV, XCOMP_BV and the header's reserved bytes.
+const XSAVE_MXCSR: usize = 24;
+const XSAVE_XSTATE_BV: usize = 512;
+const XSAVE_XCOMP_BV: usize = 520;
+const XSAVE_HEADER_END: usize = 576;
+/// XSTATE_BV's x87, SSE and AVX bits (SDM Vol. 1 13.1).
+const XFEATURE_FPSSE: u64 = 0b11;
+const XFEATURE_YMM: u64 = 1 << 2;
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut q = [0u8; 8];
+    q.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(q)
+}
+
+/// The XSAVE components the device offers guests: x87 and SSE always, and
+/// what leaf 0xD of KVM_GET_SUPPORTED_CPUID lists.
+fn supported_xcr0(ctx: &Ctx) -> Result<u64, Status> {
+    let mut cpuid = CpuidEntries::new(KVM_MAX_CPUID_ENTRIES)?;
+    ctx.sys.get_supported_cpuid(&mut cpuid)?;
+    let leaf = cpuid
+        .find(0xd, 0)
+        .map_or(0, |e| u64::from(e.eax) | u64::from(e.edx) << 32);
+    Ok(leaf | XFEATURE_FPSSE)
+}
+
+/// KVM_GET_XSAVE at reset: FNINIT's x87 control word and MXCSR 0x1F80 in
+/// the legacy region, the standard (not compacted) format, nothing beyond
+/// what the device offers in XSTATE_BV; KVM_GET_XSAVE2 with the VM's
+/// `KVM_CAP_XSAVE2` size (at least 4096) returns the same bytes; and
+/// `KVM_CAP_XSAVE` is offered (KVM 7.3 offers it on every host; whether the
+/// host uses XSAVE is `KVM_CAP_XCRS`).
+fn xsave_after_reset_and_xsave2(ctx: &Ctx) -> TestResult {
+    let (vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let region = check_ok!(vcpu.get_xsave());
+    check_eq!(region.len(), XSAVE_SIZE);
+    check_eq_hex!(u16::from_le_bytes([region[0], region[1]]), FCW_RESET, "FCW");
+    check_eq_hex!(
+        u64_at(&region, XSAVE_MXCSR) & 0xffff_ffff,
+        0x1f80u64,
+        "MXCSR"
+    );
+    let xstate_bv = u64_at(&region, XSAVE_XSTATE_BV);
+    let offered = supported_xcr0(ctx)?;
+    check!(
+        xstate_bv & !offered == 0,
+        "XSTATE_BV {xstate_bv:#x} has a component beyond the offered {offered:#x}"
+    );
+    check_eq_hex!(u64_at(&region, XSAVE_XCOMP_BV), 0u64, "XCOMP_BV");
+    let cap = check_ok!(vm.check_extension(KVM_CAP_XSAVE2));
+    let size = usize::try_from(cap).unwrap_or(0);
+    check!(
+        size >= XSAVE_SIZE,
+        "KVM_CAP_XSAVE2 is {cap}, below struct kvm_xsave"
+    );
+    let two = check_ok!(vcpu.get_xsave2(size));
+    check_eq!(two.len(), size);
+    check!(
+        two[..XSAVE_SIZE] == region[..],
+        "KVM_GET_XSAVE2 differs from KVM_GET_XSAVE"
+    );
+    check_eq!(
+        check_ok!(ctx.sys.check_extension(KVM_CAP_XSAVE)),
+        1,
+        "KVM_CAP_XSAVE"
+    );
+    let xcrs = check_ok!(ctx.sys.check_extension(KVM_CAP_XCRS));
+    diag!("KVM_CAP_XCRS {xcrs}, KVM_CAP_XSAVE2 {size}, XSTATE_BV at reset {xstate_bv:#x}");
+    Ok(())
+}
+
+/// KVM_SET_XSAVE refuses (`EINVAL`) what KVM refuses and changes nothing:
+/// an MXCSR bit the processor does not have, a component the device does
+/// not offer (bit 62; AVX where leaf 0xD does not list it), and on a host
+/// that uses XSAVE (`KVM_CAP_XCRS`) a compacted region or a reserved
+/// header byte, which a host without it (the region is an FXSAVE image
+/// then) does not look at. What KVM_GET_XSAVE returned is taken back.
+fn xsave_refusals_change_nothing(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let mut region = check_ok!(vcpu.get_xsave());
+    // Take x87 and SSE out of their initial state, so that the check below
+    // sees a refused region leave them as they were.
+    region[0..2].copy_from_slice(&0x027fu16.to_le_bytes());
+    region[160..176].copy_from_slice(&[0x5a; 16]);
+    let bv = u64_at(&region, XSAVE_XSTATE_BV) | XFEATURE_FPSSE;
+    region[XSAVE_XSTATE_BV..XSAVE_XSTATE_BV + 8].copy_from_slice(&bv.to_le_bytes());
+    check_ok!(vcpu.set_xsave(&region));
+    let before = check_ok!(vcpu.get_xsave());
+    check_eq!(before[..2], region[..2], "FCW taken");
+    check_eq!(before[160..176], region[160..176], "XMM0 taken");
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut r = before.clone();
+        f(&mut r);
+        r
+    };
+    let set_bv = |r: &mut Vec<u8>, v: u64| {
+        r[XSAVE_XSTATE_BV..XSAVE_XSTATE_BV + 8].copy_from_slice(&v.to_le_bytes())
+    };
+    let mxcsr = with(&|r| r[XSAVE_MXCSR + 3] = 0xff);
+    check_errno!(vcpu.set_xsave(&mxcsr), libc::EINVAL, "reserved MXCSR bits");
+    let bit62 = with(&|r| set_bv(r, XFEATURE_FPSSE | 1 << 62));
+    check_errno!(vcpu.set_xsave(&bit62), libc::EINVAL, "XSTATE_BV bit 62");
+    if supported_xcr0(ctx)? & XFEATURE_YMM == 0 {
+        let ymm = with(&|r| set_bv(r, XFEATURE_FPSSE | XFEATURE_YMM));
+        check_errno!(vcpu.set_xsave(&ymm), libc::EINVAL, "AVX, not offered");
+    }
+    let compacted = with(&|r| r[XSAVE_XCOMP_BV + 7] = 0x80);
+    let reserved = with(&|r| r[XSAVE_HEADER_END - 1] = 1);
+    if check_ok!(ctx.sys.check_extension(KVM_CAP_XCRS)) != 0 {
+        check_errno!(vcpu.set_xsave(&compacted), libc::EINVAL, "XCOMP_BV");
+        check_errno!(
+            vcpu.set_xsave(&reserved),
+            libc::EINVAL,
+            "a reserved header byte"
+        );
+    }
+    let after = check_ok!(vcpu.get_xsave());
+    check!(after == before, "a refused KVM_SET_XSAVE changed the state");
+    Ok(())
+}
+
+/// KVM_GET/SET_XCRS: where the host uses XSAVE, XCR0 is 1 at reset (x87
+/// only) and the vCPU (no CPUID set: no XSAVE component offered) takes
+/// only 1; 0, SSE without x87 offered, a flag or more than 16 entries are
+/// `EINVAL`; an entry for another XCR is skipped. Without host XSAVE
+/// there is no XCR to report (`nr_xcrs` 0) and KVM_SET_XCRS is `EINVAL`.
+fn xcrs_hold_xcr0(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let xcrs = check_ok!(vcpu.get_xcrs());
+    let one = |xcr: u32, value: u64| {
+        let mut x = kvm_xcrs {
+            nr_xcrs: 1,
+            ..Default::default()
+        };
+        x.xcrs[0].xcr = xcr;
+        x.xcrs[0].value = value;
+        x
+    };
+    if check_ok!(ctx.sys.check_extension(KVM_CAP_XCRS)) == 0 {
+        check_eq!(xcrs.nr_xcrs, 0u32, "nr_xcrs without host XSAVE");
+        check_errno!(vcpu.set_xcrs(&one(0, 1)), libc::EINVAL, "no host XSAVE");
+        diag!("the host does not use XSAVE: no XCR0 to hold");
+        return Ok(());
+    }
+    check_eq!(xcrs.nr_xcrs, 1u32, "nr_xcrs");
+    check_eq!(xcrs.xcrs[0].xcr, 0u32, "XCR index");
+    check_eq_hex!(xcrs.xcrs[0].value, 1u64, "XCR0 at reset");
+    check_ok!(vcpu.set_xcrs(&one(0, 1)));
+    check_errno!(vcpu.set_xcrs(&one(0, 0)), libc::EINVAL, "XCR0 without x87");
+    check_errno!(vcpu.set_xcrs(&one(0, 3)), libc::EINVAL, "SSE, not offered");
+    let mut flags = one(0, 1);
+    flags.flags = 1;
+    check_errno!(vcpu.set_xcrs(&flags), libc::EINVAL, "a flag");
+    let mut many = one(0, 1);
+    many.nr_xcrs = 17;
+    check_errno!(vcpu.set_xcrs(&many), libc::EINVAL, "17 entries");
+    check_ok!(vcpu.set_xcrs(&one(1, 0x1234)));
+    check_eq_hex!(
+        check_ok!(vcpu.get_xcrs()).xcrs[0].value,
+        1u64,
+        "XCR0 after all that"
+    );
+    Ok(())
+}
+
+/// KVM_GET/SET_DEBUGREGS: DR6 0xFFFF0FF0 and DR7 0x400 at reset, DR0-DR3
+/// zero; what is set reads back; a flag or a bit in DR6's or DR7's upper
+/// half is `EINVAL` and changes nothing.
+fn debugregs_round_trip_and_refusals(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    let reset = check_ok!(vcpu.get_debugregs());
+    check_eq!(reset.db, [0u64; 4], "DR0-DR3 at reset");
+    check_eq_hex!(reset.dr6, 0xffff_0ff0u64, "DR6 at reset");
+    check_eq_hex!(reset.dr7, 0x400u64, "DR7 at reset");
+    check_eq!(reset.flags, 0u64, "flags");
+    let set = kvm_debugregs {
+        db: [0x1000, 0xffff_ffff_ffff_f000, 0x3003, 0x4000_0000],
+        dr6: 0xffff_4ff0,
+        // LE and GE only: no breakpoint enabled.
+        dr7: 0x700,
+        ..Default::default()
+    };
+    check_ok!(vcpu.set_debugregs(&set));
+    let got = check_ok!(vcpu.get_debugregs());
+    check_eq!(got.db, set.db, "DR0-DR3");
+    check_eq_hex!(got.dr6, set.dr6, "DR6");
+    check_eq_hex!(got.dr7, set.dr7, "DR7");
+    for (what, bad) in [
+        ("a flag", kvm_debugregs { flags: 1, ..reset }),
+        (
+            "DR6 bit 32",
+            kvm_debugregs {
+                dr6: 1 << 32 | 0xffff_0ff0,
+                ..reset
+            },
+        ),
+        (
+            "DR7 bit 63",
+            kvm_debugregs {
+                dr7: 1 << 63 | 0x400,
+                ..reset
+            },
+        ),
+    ] {
+        check_errno!(vcpu.set_debugregs(&bad), libc::EINVAL, "{what}");
+    }
+    let after = check_ok!(vcpu.get_debugregs());
+    check_eq!(after.db, set.db, "DR0-DR3 after the refusals");
+    check_eq_hex!(after.dr7, set.dr7, "DR7 after the refusals");
+    Ok(())
+}
+
 /// KVM_GET_FPU before anything ran: x87 and SSE in their reset state. MXCSR
 /// is not carried by this ioctl on KVM 7.3 (0), so it is not looked at.
 fn fpu_after_reset(ctx: &Ctx) -> TestResult {
@@ -1213,6 +1429,10 @@ fn main() -> ExitCode {
             msrs_nmsrs_at_limit_is_e2big,
             fpu_after_reset,
             fpu_round_trip,
+            xsave_after_reset_and_xsave2,
+            xsave_refusals_change_nothing,
+            xcrs_hold_xcr0,
+            debugregs_round_trip_and_refusals,
             mp_state_without_an_irqchip_is_always_runnable,
             tsc_khz_is_the_hosts_on_every_vcpu,
             kvmclock_msrs_take_zero,

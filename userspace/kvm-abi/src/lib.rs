@@ -66,7 +66,7 @@ pub use nix::errno::Errno;
 pub use run::{IoDirection, IoExit, MmioExit, VcpuExit};
 pub use stats::{BinaryStats, StatDesc};
 pub use system::{DEFAULT_DEVICE, System};
-pub use vcpu::Vcpu;
+pub use vcpu::{Vcpu, XSAVE_SIZE};
 pub use vm::{MemoryRegion, UserAddr, Vm};
 
 /// The size of a page on x86-64, the unit of memory slots and vCPU mappings.

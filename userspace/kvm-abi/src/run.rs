@@ -16,7 +16,7 @@ use crate::mem::RunMapping;
 use crate::sys::{
     KVM_EXIT_EXCEPTION, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR,
     KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_IOAPIC_EOI, KVM_EXIT_IRQ_WINDOW_OPEN,
-    KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_UNKNOWN, kvm_run,
+    KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_UNKNOWN, kvm_run, kvm_sync_regs,
 };
 
 /// `read_field!(run, a.b)`: a volatile read of one field of the mapped
@@ -264,6 +264,38 @@ impl RunMapping {
     /// `KVM_EXIT_IRQ_WINDOW_OPEN` as soon as the guest can take an interrupt.
     pub fn set_request_interrupt_window(&mut self, on: bool) {
         write_field!(self.run_ptr(), request_interrupt_window, u8::from(on));
+    }
+
+    /// `kvm_run.kvm_valid_regs`: the register sets (`KVM_SYNC_X86_*`) KVM_RUN
+    /// stores in `kvm_run.s.regs` when it returns (`KVM_CAP_SYNC_REGS`).
+    pub fn valid_regs(&self) -> u64 {
+        read_field!(self.run_ptr(), kvm_valid_regs)
+    }
+
+    /// Sets `kvm_run.kvm_valid_regs`.
+    pub fn set_valid_regs(&mut self, sets: u64) {
+        write_field!(self.run_ptr(), kvm_valid_regs, sets);
+    }
+
+    /// `kvm_run.kvm_dirty_regs`: the sets KVM_RUN loads from `kvm_run.s.regs`
+    /// before entering (and clears here once loaded).
+    pub fn dirty_regs(&self) -> u64 {
+        read_field!(self.run_ptr(), kvm_dirty_regs)
+    }
+
+    /// Sets `kvm_run.kvm_dirty_regs`.
+    pub fn set_dirty_regs(&mut self, sets: u64) {
+        write_field!(self.run_ptr(), kvm_dirty_regs, sets);
+    }
+
+    /// `kvm_run.s.regs`: registers, special registers and events.
+    pub fn sync_regs(&self) -> kvm_sync_regs {
+        read_field!(self.run_ptr(), s.regs)
+    }
+
+    /// Writes `kvm_run.s.regs`.
+    pub fn set_sync_regs(&mut self, regs: &kvm_sync_regs) {
+        write_field!(self.run_ptr(), s.regs, *regs);
     }
 
     /// Reads `buf.len()` bytes at `offset` from the start of the mapping;

@@ -5,20 +5,25 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::fam::{CpuidEntries, MsrEntries};
+use crate::ioctls::Request;
 use crate::ioctls::{
-    KVM_ENABLE_CAP, KVM_GET_CPUID2, KVM_GET_DEVICE_ATTR, KVM_GET_FPU, KVM_GET_LAPIC,
-    KVM_GET_MP_STATE, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_TSC_KHZ,
-    KVM_HAS_DEVICE_ATTR, KVM_INTERRUPT, KVM_NMI, KVM_RUN, KVM_SET_CPUID2, KVM_SET_DEVICE_ATTR,
-    KVM_SET_FPU, KVM_SET_LAPIC, KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS,
-    KVM_SET_VAPIC_ADDR,
+    KVM_ENABLE_CAP, KVM_GET_CPUID2, KVM_GET_DEBUGREGS, KVM_GET_DEVICE_ATTR, KVM_GET_FPU,
+    KVM_GET_LAPIC, KVM_GET_MP_STATE, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_TSC_KHZ,
+    KVM_GET_XCRS, KVM_GET_XSAVE, KVM_GET_XSAVE2, KVM_HAS_DEVICE_ATTR, KVM_INTERRUPT, KVM_NMI,
+    KVM_RUN, KVM_SET_CPUID2, KVM_SET_DEBUGREGS, KVM_SET_DEVICE_ATTR, KVM_SET_FPU, KVM_SET_LAPIC,
+    KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_VAPIC_ADDR, KVM_SET_XCRS,
+    KVM_SET_XSAVE,
 };
 use crate::mem::{RunMapping, VcpuMapping};
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
 use crate::sys::{
-    kvm_device_attr, kvm_enable_cap, kvm_fpu, kvm_interrupt, kvm_mp_state, kvm_regs, kvm_sregs,
-    kvm_vcpu_events,
+    kvm_debugregs, kvm_device_attr, kvm_enable_cap, kvm_fpu, kvm_interrupt, kvm_mp_state, kvm_regs,
+    kvm_sregs, kvm_vcpu_events, kvm_xcrs,
 };
 use crate::vm::MemoryKeepAlive;
+
+/// The size of `struct kvm_xsave`.
+pub const XSAVE_SIZE: usize = 4096;
 
 /// A vCPU. It keeps working after its VM's fd is closed.
 #[derive(Debug)]
@@ -123,6 +128,73 @@ impl Vcpu {
         unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_FPU, fpu) }
             .map(drop)
             .map_err(|e| Error::new("KVM_SET_FPU", e))
+    }
+
+    /// KVM_GET_XSAVE: the x87, SSE and extended state in KVM's XSAVE
+    /// layout (`struct kvm_xsave`, 4096 bytes).
+    pub fn get_xsave(&self) -> Result<Vec<u8>> {
+        self.get_xsave_with(KVM_GET_XSAVE, "KVM_GET_XSAVE", XSAVE_SIZE)
+    }
+
+    /// KVM_GET_XSAVE2: the same for an area of `size` bytes, the
+    /// VM's `KVM_CAP_XSAVE2` (at least 4096).
+    pub fn get_xsave2(&self, size: usize) -> Result<Vec<u8>> {
+        self.get_xsave_with(KVM_GET_XSAVE2, "KVM_GET_XSAVE2", size.max(XSAVE_SIZE))
+    }
+
+    fn get_xsave_with(&self, req: Request, name: &'static str, size: usize) -> Result<Vec<u8>> {
+        let mut area = vec![0u8; size];
+        // SAFETY: the kernel writes at most `size` bytes: 4096 for
+        // KVM_GET_XSAVE, KVM_CAP_XSAVE2's answer for KVM_GET_XSAVE2.
+        unsafe { ioctl_mut(self.fd.as_fd(), req, area.as_mut_ptr()) }
+            .map_err(|e| Error::new(name, e))?;
+        Ok(area)
+    }
+
+    /// KVM_SET_XSAVE with a region of at least 4096 bytes.
+    pub fn set_xsave(&self, region: &[u8]) -> Result<()> {
+        assert!(
+            region.len() >= XSAVE_SIZE,
+            "a struct kvm_xsave is 4096 bytes"
+        );
+        // SAFETY: the kernel reads 4096 bytes, which `region` has.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_XSAVE, region.as_ptr()) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_XSAVE", e))
+    }
+
+    /// KVM_GET_XCRS.
+    pub fn get_xcrs(&self) -> Result<kvm_xcrs> {
+        let mut xcrs = kvm_xcrs::default();
+        // SAFETY: the kernel writes one kvm_xcrs (plain integers).
+        unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_XCRS, &raw mut xcrs) }
+            .map_err(|e| Error::new("KVM_GET_XCRS", e))?;
+        Ok(xcrs)
+    }
+
+    /// KVM_SET_XCRS.
+    pub fn set_xcrs(&self, xcrs: &kvm_xcrs) -> Result<()> {
+        // SAFETY: the kernel reads one kvm_xcrs.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_XCRS, xcrs) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_XCRS", e))
+    }
+
+    /// KVM_GET_DEBUGREGS.
+    pub fn get_debugregs(&self) -> Result<kvm_debugregs> {
+        let mut regs = kvm_debugregs::default();
+        // SAFETY: the kernel writes one kvm_debugregs (plain integers).
+        unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_DEBUGREGS, &raw mut regs) }
+            .map_err(|e| Error::new("KVM_GET_DEBUGREGS", e))?;
+        Ok(regs)
+    }
+
+    /// KVM_SET_DEBUGREGS.
+    pub fn set_debugregs(&self, regs: &kvm_debugregs) -> Result<()> {
+        // SAFETY: the kernel reads one kvm_debugregs.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_DEBUGREGS, regs) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_DEBUGREGS", e))
     }
 
     /// KVM_GET_LAPIC: the local APIC's register page (1024 bytes).

@@ -804,3 +804,4 @@ mod speculation;
 mod stats_binary;
 mod vmx_caps;
 mod vmx_vpid;
+mod xsave_abi;
