@@ -140,6 +140,10 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         // KVM_GET_XSAVE2's size: KVM's XSAVE layout of the components a
         // guest can have (x87 and SSE), never less than `struct kvm_xsave`.
         abi::KVM_CAP_XSAVE2 => xsave::KVM_XSAVE_SIZE as isize,
+        // Coalesced MMIO: the ring's page in the vCPU mapping (coalesced/);
+        // coalesced port I/O too.
+        abi::KVM_CAP_COALESCED_MMIO => abi::KVM_COALESCED_MMIO_PAGE_OFFSET as isize,
+        abi::KVM_CAP_COALESCED_PIO => 1,
         // The register sets `kvm_run.s.regs` carries (run/sync.rs).
         abi::KVM_CAP_SYNC_REGS => abi::KVM_SYNC_X86_VALID_FIELDS as isize,
         // KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)'s flags (irq/chip.rs).

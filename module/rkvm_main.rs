@@ -19,6 +19,7 @@ use kernel::sync::Arc;
 
 mod abi;
 mod backend;
+mod coalesced;
 mod dev;
 mod eventfd;
 mod irq;

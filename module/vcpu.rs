@@ -37,12 +37,15 @@ pub(crate) const MAX_VCPUS: usize = 64;
 /// vCPU ids are below this, reported as `KVM_CAP_MAX_VCPU_ID`.
 pub(crate) const MAX_VCPU_IDS: usize = 256;
 
-/// Pages of the vCPU mapping: `struct kvm_run` at page 0 and the port-I/O
-/// data page at page 1 (`KVM_PIO_PAGE_OFFSET`). KVM on x86 has a third, the
-/// coalesced-MMIO ring, which rkvm does not implement (its capability is
-/// not reported, so clients do not look for it).
-pub(crate) const VCPU_MMAP_PAGES: usize = 2;
+/// Pages of the vCPU mapping: `struct kvm_run` at page 0, the port-I/O
+/// data page at page 1 (`KVM_PIO_PAGE_OFFSET`), and the VM's coalesced-I/O
+/// ring at page 2 (`KVM_COALESCED_MMIO_PAGE_OFFSET`, coalesced/), the one
+/// page every vCPU of the VM maps. As KVM on x86.
+pub(crate) const VCPU_MMAP_PAGES: usize = 3;
+/// The vCPU's own pages (the first two).
+const OWN_PAGES: usize = 2;
 const _: () = assert!(abi::KVM_PIO_PAGE_OFFSET as usize == 1);
+const _: () = assert!(abi::KVM_COALESCED_MMIO_PAGE_OFFSET as usize == OWN_PAGES);
 
 /// The state of a vCPU: the architectural registers as `KVM_GET_*`/
 /// `KVM_SET_*` see them, and what the run loop keeps between entries.
@@ -135,8 +138,8 @@ impl ArchState {
 /// A virtual CPU.
 #[pin_data]
 pub(crate) struct Vcpu {
-    /// The pages userspace maps: see [`VCPU_MMAP_PAGES`].
-    run_pages: [Page; VCPU_MMAP_PAGES],
+    /// The vCPU's own pages of the mapping: see [`VCPU_MMAP_PAGES`].
+    run_pages: [Page; OWN_PAGES],
     /// The CPU this vCPU is in the guest on, or -1. Set and cleared with
     /// interrupts off around each entry (run/); read by `Vm::unmap`.
     running_on: AtomicI32,
@@ -679,6 +682,9 @@ impl FileObject for VcpuFd {
     const MAPPABLE: bool = true;
 
     fn page(&self, pgoff: usize) -> Option<&Page> {
-        self.vcpu.run_pages.get(pgoff)
+        match pgoff {
+            OWN_PAGES => Some(self.vm.coalesced.ring_page()),
+            _ => self.vcpu.run_pages.get(pgoff),
+        }
     }
 }

@@ -34,6 +34,7 @@
 //! may sleep; rkvm's page-fault path takes none of these locks).
 
 use crate::abi::{self, kvm_enable_cap, kvm_userspace_memory_region, kvm_userspace_memory_region2};
+use crate::coalesced::CoalescedIo;
 use crate::dev::{check_extension, Shared};
 use crate::eventfd::ioeventfd::{self, Bus};
 use crate::eventfd::irqfd::Irqfds;
@@ -164,6 +165,10 @@ pub(crate) struct Vm {
     #[pin]
     ioeventfds: Mutex<ioeventfd::Table<EventFd>>,
     ioeventfd_count: AtomicUsize,
+    /// `KVM_REGISTER_COALESCED_MMIO`'s zones and the ring they fill
+    /// (coalesced/).
+    #[pin]
+    pub(crate) coalesced: CoalescedIo,
     /// The in-kernel PIT (`KVM_CREATE_PIT2`), created after the irqchip.
     #[pin]
     pit: Mutex<PitSlot>,
@@ -200,6 +205,7 @@ impl Vm {
         let slat_root = slat.root();
         let vm_stats = Arc::new(VmStats::default(), GFP_KERNEL_ACCOUNT)?;
         let api = Arc::new(ApicApi::new(), GFP_KERNEL_ACCOUNT)?;
+        let coalesced_ring = CoalescedIo::alloc_ring()?;
         Arc::pin_init(
             pin_init!(Vm {
                 shared,
@@ -230,6 +236,7 @@ impl Vm {
                 irqfds <- new_mutex!(Irqfds::new(), "rkvm::Vm::irqfds"),
                 ioeventfds <- new_mutex!(ioeventfd::Table::new(), "rkvm::Vm::ioeventfds"),
                 ioeventfd_count: AtomicUsize::new(0),
+                coalesced <- CoalescedIo::new(coalesced_ring),
                 pit <- new_mutex!(PitSlot(None), "rkvm::Vm::pit"),
                 api,
                 platform_info_readable: AtomicBool::new(true),
@@ -1092,6 +1099,16 @@ impl FileObject for Vm {
             abi::KVM_GET_STATS_FD => StatsFd::new_vm(this.stats.clone()),
             abi::KVM_IRQFD => this.irqfd(arg),
             abi::KVM_IOEVENTFD => this.ioeventfd(arg),
+            abi::KVM_REGISTER_COALESCED_MMIO => {
+                let zone: abi::kvm_coalesced_mmio_zone = user::read(arg)?;
+                this.coalesced.register(&zone)?;
+                Ok(0)
+            }
+            abi::KVM_UNREGISTER_COALESCED_MMIO => {
+                let zone: abi::kvm_coalesced_mmio_zone = user::read(arg)?;
+                this.coalesced.unregister(&zone)?;
+                Ok(0)
+            }
             abi::KVM_CREATE_PIT2 => this.create_pit(Some(arg)),
             abi::KVM_SET_BOOT_CPU_ID => this.set_boot_cpu_id(arg),
             abi::KVM_CREATE_PIT => this.create_pit(None),

@@ -47,7 +47,8 @@ pub(super) fn port_io(
     // - the in-kernel PIC's, byte accesses only, as KVM's `picdev_*`: a wider
     //   IN reads 0 and leaves the PIC alone (a poll read would acknowledge an
     //   interrupt), a wider OUT is dropped;
-    // - an OUT an ioeventfd matches signals it.
+    // - an OUT an ioeventfd matches signals it;
+    // - an OUT a coalesced-I/O zone takes goes into its ring (coalesced/).
     if !io.string {
         let wide_pic =
             size != 1 && state.run.irq.is_some() && crate::irq::pic::claims_port(io.port);
@@ -74,6 +75,9 @@ pub(super) fn port_io(
                     u32::from(io.size),
                     state.regs.rax,
                 )
+                || vm
+                    .coalesced
+                    .write(true, u64::from(io.port), u32::from(io.size), state.regs.rax)
         };
         if done {
             state.regs.rip = next_rip;

@@ -47,9 +47,12 @@ pub(super) fn mmio(
         return Ok(Next::Enter);
     }
     if let Some(value) = insn.store_value(&state.regs) {
-        // A store an ioeventfd matches signals it and is done.
+        // A store an ioeventfd matches signals it and is done; one a
+        // coalesced-MMIO zone takes goes into its ring (coalesced/).
         let len = u32::from(insn.width.bytes());
-        if vm.ioeventfd_write(Bus::Mmio, gpa, len, value) {
+        if vm.ioeventfd_write(Bus::Mmio, gpa, len, value)
+            || vm.coalesced.write(false, gpa, len, value)
+        {
             state.regs.rip = next_rip;
             state.run.interrupt_shadow = false;
             return Ok(Next::Enter);

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
 use kvm_abi::sys::{
-    KVM_CAP_BINARY_STATS_FD, KVM_CAP_ENFORCE_PV_FEATURE_CPUID, KVM_CAP_EXIT_ON_EMULATION_FAILURE,
-    KVM_CAP_MSR_PLATFORM_INFO, KVM_CAP_SYNC_REGS, KVM_EXIT_INTR, KVM_EXIT_IO,
-    KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
-    KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_SYNC_X86_EVENTS, KVM_SYNC_X86_REGS,
-    KVM_SYNC_X86_SREGS, kvm_debugregs,
+    KVM_CAP_BINARY_STATS_FD, KVM_CAP_COALESCED_MMIO, KVM_CAP_COALESCED_PIO,
+    KVM_CAP_ENFORCE_PV_FEATURE_CPUID, KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_MSR_PLATFORM_INFO,
+    KVM_CAP_SYNC_REGS, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_INTERNAL_ERROR_DELIVERY_EV,
+    KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
+    KVM_SYNC_X86_EVENTS, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS, kvm_debugregs,
 };
 use kvm_abi::{GuestMemory, IoDirection, MemoryRegion, MsrEntries, VcpuExit};
 use nix::sys::signal::Signal;
@@ -2815,6 +2815,191 @@ fn sync_regs_carry_registers_both_ways(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+// ---- Coalesced I/O ----
+
+guest! {
+    /// For i in 0..RBX: writes i, 8 bytes, to MMIO_GPA and i, 4 bytes, to
+    /// port 0x80; then DONE.
+    fn coalesced_guest;
+    ".code64",
+    "mov $MMIO_GPA, %r12",
+    "xor %ecx, %ecx",
+    "1: mov %rcx, (%r12)",
+    "mov %ecx, %eax",
+    "out %eax, $0x80",
+    "inc %ecx",
+    "cmp %ebx, %ecx",
+    "jb 1b",
+    "ucall UCALL_DONE",
+}
+
+/// The coalesced ring, `struct kvm_coalesced_mmio_ring`, through a vCPU's
+/// mapping of it: `first`, `last`, then 24-byte entries (address, length,
+/// bus, 8 data bytes).
+struct Ring(kvm_abi::VcpuMapping);
+
+/// Entries in a 4 KiB ring (KVM_COALESCED_MMIO_MAX).
+const RING_ENTRIES: u32 = (4096 - 8) / 24;
+
+impl Ring {
+    fn first(&self) -> Result<u32, Status> {
+        Ok(self.0.read_u32(0)?)
+    }
+    fn last(&self) -> Result<u32, Status> {
+        Ok(self.0.read_u32(4)?)
+    }
+    fn set(&self, first: u32, last: u32) -> Result<(), Status> {
+        self.0.write_u32(0, first)?;
+        Ok(self.0.write_u32(4, last)?)
+    }
+    /// Entry `slot`: (address, length, pio, the first `length` data bytes
+    /// as a number).
+    fn entry(&self, slot: u32) -> Result<(u64, u32, u32, u64), Status> {
+        let mut b = [0u8; 24];
+        self.0.read(8 + 24 * slot as usize, &mut b)?;
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let (len, pio) = (u32_at(8), u32_at(12));
+        let mut addr = [0u8; 8];
+        addr.copy_from_slice(&b[..8]);
+        let mut data = [0u8; 8];
+        let n = (len as usize).min(8);
+        data[..n].copy_from_slice(&b[16..16 + n]);
+        Ok((u64::from_le_bytes(addr), len, pio, u64::from_le_bytes(data)))
+    }
+    /// Checks that slots `from..from + n` (wrapping) hold the guest's
+    /// writes `k0..k0 + n` (even: MMIO of k/2, odd: port 0x80 of k/2).
+    fn check_writes(&self, from: u32, k0: u32, n: u32) -> TestResult {
+        for j in 0..n {
+            let slot = (from + j) % RING_ENTRIES;
+            let k = k0 + j;
+            let want = if k.is_multiple_of(2) {
+                (MMIO_GPA, 8, 0, u64::from(k / 2))
+            } else {
+                (0x80, 4, 1, u64::from(k / 2))
+            };
+            check_eq!(self.entry(slot)?, want, "ring slot {slot}: write {k}");
+        }
+        Ok(())
+    }
+}
+
+/// Runs the vCPU and expects `wanted`'s exit: an MMIO write of `value` to
+/// MMIO_GPA, or an OUT of `value` to port 0x80.
+fn expect_write_exit(vcpu: &mut GuestVcpu, mmio: bool, value: u64) -> TestResult {
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::Mmio(m) if mmio && m.is_write && m.phys_addr == MMIO_GPA && m.len == 8 => {
+            check_eq!(m.value(), value, "the MMIO write's data");
+            Ok(())
+        }
+        VcpuExit::Io(io) if !mmio && io.port == 0x80 && io.direction == IoDirection::Out => {
+            check_eq!(u64::from(check_ok!(io.value())), value, "the OUT's data");
+            Ok(())
+        }
+        other => fail_exit(
+            if mmio {
+                "an MMIO write exit"
+            } else {
+                "an OUT to port 0x80"
+            },
+            &other,
+        ),
+    }
+}
+
+/// Starts `coalesced_guest` again from the top for `pairs` pairs.
+fn restart_coalesced_guest(vcpu: &GuestVcpu, pairs: u64) -> TestResult {
+    let mut regs = check_ok!(vcpu.vcpu.get_regs());
+    regs.rip = CODE_GPA;
+    regs.rbx = pairs;
+    check_ok!(vcpu.vcpu.set_regs(&regs));
+    Ok(())
+}
+
+/// Coalesced MMIO and port I/O (`KVM_REGISTER_COALESCED_MMIO`, Linux's
+/// `coalesced_io_test` in this suite's terms): the capabilities (the
+/// ring's page offset 2, and port I/O) and a vCPU mapping of three pages;
+/// `pio` other than 0 or 1 is `EINVAL`; writes inside a zone go into the
+/// ring, in order, with address, length, bus and data, without exits,
+/// until it is full (one entry left free), when the next write exits; a
+/// `last` out of range makes every write exit; the ring page is the same
+/// in every vCPU's mapping; unregistering with a range inside a zone
+/// removes it (and its writes exit again); unregistering what no zone
+/// contains is not an error.
+fn coalesced_io_fills_the_ring_instead_of_exiting(ctx: &Ctx) -> TestResult {
+    let page = check_ok!(ctx.sys.check_extension(KVM_CAP_COALESCED_MMIO));
+    check_eq!(page, 2, "KVM_CAP_COALESCED_MMIO: the ring's page offset");
+    check_eq!(check_ok!(ctx.sys.check_extension(KVM_CAP_COALESCED_PIO)), 1);
+    check!(
+        check_ok!(ctx.sys.vcpu_mmap_size()) >= 3 * 4096,
+        "KVM_GET_VCPU_MMAP_SIZE below the ring's page"
+    );
+    let vm = GuestVm::new(ctx, Mode::Long, coalesced_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let ring = Ring(check_ok!(vcpu.vcpu.map(2 * 4096, 4096)));
+    check_eq!((ring.first()?, ring.last()?), (0, 0), "a new VM's ring");
+    check_errno!(
+        vm.vm.register_coalesced_io(MMIO_GPA, 8, 2),
+        libc::EINVAL,
+        "pio 2"
+    );
+    check_errno!(
+        vm.vm.unregister_coalesced_io(MMIO_GPA, 8, 2),
+        libc::EINVAL,
+        "pio 2"
+    );
+    check_ok!(vm.vm.unregister_coalesced_io(0x1234_0000, 8, 0));
+    check_ok!(vm.vm.register_coalesced_io(MMIO_GPA, 8, 0));
+    check_ok!(vm.vm.register_coalesced_io(0x80, 4, 1));
+
+    // 50 pairs: 100 entries and no exit before DONE.
+    restart_coalesced_guest(&vcpu, 50)?;
+    vcpu.done()?;
+    check_eq!(
+        (ring.first()?, ring.last()?),
+        (0, 100),
+        "the ring after 100 writes"
+    );
+    ring.check_writes(0, 0, 100)?;
+    // Every vCPU maps the same ring.
+    let other = vm.add_vcpu(1)?;
+    let other_ring = Ring(check_ok!(other.vcpu.map(2 * 4096, 4096)));
+    check_eq!(other_ring.last()?, 100, "vCPU 1's view of the ring");
+
+    // 100 pairs into an empty ring: 169 entries fill it, the 170th write
+    // exits; drained, the remaining 30 wrap around.
+    ring.set(0, 0)?;
+    restart_coalesced_guest(&vcpu, 100)?;
+    expect_write_exit(&mut vcpu, false, 84)?;
+    check_eq!(ring.last()?, RING_ENTRIES - 1, "a full ring");
+    ring.check_writes(0, 0, RING_ENTRIES - 1)?;
+    ring.set(RING_ENTRIES - 1, RING_ENTRIES - 1)?;
+    vcpu.done()?;
+    check_eq!(ring.last()?, 29, "after wrapping");
+    ring.check_writes(RING_ENTRIES - 1, 170, 30)?;
+
+    // User space's `last` out of range: nothing goes into the ring.
+    ring.set(0, 1000)?;
+    restart_coalesced_guest(&vcpu, 1)?;
+    expect_write_exit(&mut vcpu, true, 0)?;
+    expect_write_exit(&mut vcpu, false, 0)?;
+    vcpu.done()?;
+    check_eq!(ring.last()?, 1000, "last, untouched");
+
+    // The MMIO zone unregistered by a range inside it: MMIO writes exit,
+    // port writes are still coalesced.
+    ring.set(0, 0)?;
+    check_ok!(vm.vm.unregister_coalesced_io(MMIO_GPA + 4, 4, 0));
+    restart_coalesced_guest(&vcpu, 2)?;
+    expect_write_exit(&mut vcpu, true, 0)?;
+    expect_write_exit(&mut vcpu, true, 1)?;
+    vcpu.done()?;
+    check_eq!(ring.last()?, 2, "the port writes");
+    check_eq!(ring.entry(0)?, (0x80, 4, 1, 0));
+    check_eq!(ring.entry(1)?, (0x80, 4, 1, 1));
+    Ok(())
+}
+
 // ---- Statistics ----
 
 guest! {
@@ -3077,6 +3262,7 @@ fn main() -> ExitCode {
             debug_registers_read_back_what_the_guest_wrote,
             kvm_set_debugregs_reaches_the_guest_and_kvm_get_debugregs_sees_its_writes,
             sync_regs_carry_registers_both_ways,
+            coalesced_io_fills_the_ring_instead_of_exiting,
             exit_counters_in_debugfs_count_what_the_guest_did,
             mmio_instructions_come_from_decode_assists_when_the_cpu_has_them,
             guest_msr_writes_never_reach_the_host,

@@ -371,6 +371,53 @@ impl VcpuMapping {
     }
 }
 
+impl VcpuMapping {
+    /// The address of `len` bytes at `offset`, checked to be inside the
+    /// mapping and readable.
+    fn checked(&self, offset: usize, len: usize, op: &'static str) -> Result<*mut u8> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(Error::new(op, Errno::EINVAL));
+        }
+        let p = self.ptr.as_ptr().cast::<u8>().wrapping_add(offset);
+        let start = NonNull::new(p.cast::<c_void>()).ok_or(Error::new(op, Errno::EFAULT))?;
+        probe(start, len.max(1)).map_err(|e| Error::new(op, e))?;
+        Ok(p)
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out of the mapping.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        let p = self.checked(offset, buf.len(), "read vCPU mapping")?;
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: `checked` found the bytes inside our live mapping and
+            // readable; volatile, as the kernel shares them.
+            *b = unsafe { p.wrapping_add(i).read_volatile() };
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into the mapping at `offset`.
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        let p = self.checked(offset, data.len(), "write vCPU mapping")?;
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: as in `read`; the mapping is shared read-write.
+            unsafe { p.wrapping_add(i).write_volatile(*b) };
+        }
+        Ok(())
+    }
+
+    /// The little-endian `u32` at `offset`.
+    pub fn read_u32(&self, offset: usize) -> Result<u32> {
+        let mut b = [0u8; 4];
+        self.read(offset, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Writes a little-endian `u32` at `offset`.
+    pub fn write_u32(&self, offset: usize, value: u32) -> Result<()> {
+        self.write(offset, &value.to_le_bytes())
+    }
+}
+
 impl Drop for VcpuMapping {
     fn drop(&mut self) {
         // SAFETY: by the type invariant this is our mapping; references to

@@ -9,9 +9,10 @@ use crate::error::{Error, Result};
 use crate::ioctls::{
     KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_CREATE_VCPU, KVM_ENABLE_CAP,
     KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_TSC_KHZ, KVM_IOEVENTFD, KVM_IRQ_LINE,
-    KVM_IRQ_LINE_STATUS, KVM_IRQFD, KVM_REINJECT_CONTROL, KVM_SET_BOOT_CPU_ID, KVM_SET_GSI_ROUTING,
-    KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_IRQCHIP, KVM_SET_NR_MMU_PAGES, KVM_SET_PIT2,
-    KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2, KVM_SIGNAL_MSI,
+    KVM_IRQ_LINE_STATUS, KVM_IRQFD, KVM_REGISTER_COALESCED_MMIO, KVM_REINJECT_CONTROL,
+    KVM_SET_BOOT_CPU_ID, KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_IRQCHIP,
+    KVM_SET_NR_MMU_PAGES, KVM_SET_PIT2, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
+    KVM_SET_USER_MEMORY_REGION2, KVM_SIGNAL_MSI, KVM_UNREGISTER_COALESCED_MMIO,
 };
 use crate::mem::GuestMemory;
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
@@ -378,6 +379,48 @@ impl Vm {
         unsafe { ioctl_ref(self.fd.as_fd(), KVM_IOEVENTFD, &raw const arg) }
             .map(drop)
             .map_err(|e| Error::new("KVM_IOEVENTFD", e))
+    }
+
+    /// KVM_REGISTER_COALESCED_MMIO: writes of the `size` bytes at `addr`
+    /// (ports when `pio` is 1, MMIO when 0) go into the coalesced ring.
+    pub fn register_coalesced_io(&self, addr: u64, size: u32, pio: u32) -> Result<()> {
+        self.coalesced_io(
+            KVM_REGISTER_COALESCED_MMIO,
+            "KVM_REGISTER_COALESCED_MMIO",
+            addr,
+            size,
+            pio,
+        )
+    }
+
+    /// KVM_UNREGISTER_COALESCED_MMIO: removes the zones containing the range.
+    pub fn unregister_coalesced_io(&self, addr: u64, size: u32, pio: u32) -> Result<()> {
+        self.coalesced_io(
+            KVM_UNREGISTER_COALESCED_MMIO,
+            "KVM_UNREGISTER_COALESCED_MMIO",
+            addr,
+            size,
+            pio,
+        )
+    }
+
+    fn coalesced_io(
+        &self,
+        req: crate::ioctls::Request,
+        name: &'static str,
+        addr: u64,
+        size: u32,
+        pio: u32,
+    ) -> Result<()> {
+        let zone = crate::sys::kvm_coalesced_mmio_zone {
+            addr,
+            size,
+            __bindgen_anon_1: crate::sys::kvm_coalesced_mmio_zone__bindgen_ty_1 { pio },
+        };
+        // SAFETY: the kernel reads one 16-byte kvm_coalesced_mmio_zone.
+        unsafe { ioctl_ref(self.fd.as_fd(), req, &raw const zone) }
+            .map(drop)
+            .map_err(|e| Error::new(name, e))
     }
 
     /// KVM_SIGNAL_MSI: sends the MSI; the result is how many APICs took it.

@@ -37,6 +37,12 @@ pub(crate) mod eventfd {
     pub(crate) mod ioeventfd;
 }
 
+/// Coalesced I/O's zones and ring rules (`module/coalesced/`).
+#[path = "../../../module/coalesced"]
+pub(crate) mod coalesced {
+    pub(crate) mod zones;
+}
+
 #[path = "../../../module/memslot.rs"]
 pub(crate) mod memslot;
 

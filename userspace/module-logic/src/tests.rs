@@ -791,6 +791,7 @@ mod msrs {
     }
 }
 
+mod coalesced_zones;
 mod decoder;
 mod emulate_rules;
 mod ioapic;

@@ -51,6 +51,11 @@ pub mod alloc {
                 Err(RemoveError)
             }
         }
+
+        /// Keeps only the elements `keep` says yes to, in order.
+        pub fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+            self.0.retain(keep);
+        }
     }
 
     impl<T> Deref for KVec<T> {
