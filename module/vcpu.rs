@@ -32,10 +32,12 @@ use kernel::page::Page;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
 
-/// vCPUs per VM, reported as `KVM_CAP_MAX_VCPUS`.
-pub(crate) const MAX_VCPUS: usize = 64;
-/// vCPU ids are below this, reported as `KVM_CAP_MAX_VCPU_ID`.
-pub(crate) const MAX_VCPU_IDS: usize = 256;
+/// vCPUs per VM, reported as `KVM_CAP_MAX_VCPUS`: KVM's x86 default
+/// (`CONFIG_KVM_MAX_NR_VCPUS`).
+pub(crate) const MAX_VCPUS: usize = 1024;
+/// vCPU ids are below this, reported as `KVM_CAP_MAX_VCPU_ID`: four per
+/// vCPU, as KVM's `KVM_VCPU_ID_RATIO` (APIC IDs of sparse topologies).
+pub(crate) const MAX_VCPU_IDS: usize = 4 * MAX_VCPUS;
 
 /// Pages of the vCPU mapping: `struct kvm_run` at page 0, the port-I/O
 /// data page at page 1 (`KVM_PIO_PAGE_OFFSET`), and the VM's coalesced-I/O
