@@ -108,6 +108,7 @@ pub(crate) const KVM_SET_XCRS: u32 = _IOW::<kvm_xcrs>(KVMIO, 0xa7);
 /// `KVM_GET_XSAVE` for areas larger than 4096 bytes (`KVM_CAP_XSAVE2`
 /// gives the size); the number encodes the 4096-byte struct all the same.
 pub(crate) const KVM_GET_XSAVE2: u32 = _IOR::<kvm_xsave>(KVMIO, 0xcf);
+pub(crate) const KVM_PRE_FAULT_MEMORY: u32 = _IOWR::<kvm_pre_fault_memory>(KVMIO, 0xd5);
 // Device attributes; on a vCPU fd, KVM_VCPU_TSC_CTRL's. (All three are _IOW
 // in KVM's header: GET writes through the address inside the struct.)
 pub(crate) const KVM_SET_DEVICE_ATTR: u32 = _IOW::<kvm_device_attr>(KVMIO, 0xe1);
@@ -139,6 +140,7 @@ const _: () = assert!(KVM_GET_PIT == 0xC048_AE65);
 const _: () = assert!(KVM_IOEVENTFD == 0x4040_AE79);
 const _: () = assert!(KVM_GET_XSAVE == 0x9000_AEA4);
 const _: () = assert!(KVM_REGISTER_COALESCED_MMIO == 0x4010_AE67);
+const _: () = assert!(KVM_PRE_FAULT_MEMORY == 0xC040_AED5);
 const _: () = assert!(KVM_GET_XSAVE2 == 0x9000_AECF);
 const _: () = assert!(KVM_GET_XCRS == 0x8188_AEA6);
 const _: () = assert!(KVM_GET_DEBUGREGS == 0x8080_AEA1);
@@ -206,6 +208,7 @@ plain_old_data!(
     kvm_xcrs,
     kvm_sync_regs,
     kvm_coalesced_mmio_zone,
+    kvm_pre_fault_memory,
 );
 
 // No implicit padding, checked: the sizes are the sums of the fields.
@@ -217,6 +220,7 @@ const _: () = assert!(core::mem::size_of::<kvm_device_attr>() == 4 + 4 + 8 + 8);
 const _: () = assert!(core::mem::size_of::<kvm_msrs>() == 8);
 const _: () = assert!(core::mem::size_of::<kvm_debugregs>() == 8 * 16);
 const _: () = assert!(core::mem::size_of::<kvm_coalesced_mmio_zone>() == 8 + 4 + 4);
+const _: () = assert!(core::mem::size_of::<kvm_pre_fault_memory>() == 8 * 8);
 const _: () = assert!(core::mem::size_of::<kvm_xcr>() == 16);
 const _: () = assert!(core::mem::size_of::<kvm_xcrs>() == 8 + 16 * 16 + 8 * 16);
 // kvm_regs, kvm_sregs and kvm_vcpu_events, each without padding (above).

@@ -144,6 +144,10 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         // coalesced port I/O too.
         abi::KVM_CAP_COALESCED_MMIO => abi::KVM_COALESCED_MMIO_PAGE_OFFSET as isize,
         abi::KVM_CAP_COALESCED_PIO => 1,
+        // KVM_PRE_FAULT_MEMORY on vCPU fds (second-level paging only).
+        abi::KVM_CAP_PRE_FAULT_MEMORY => 1,
+        // The VM types KVM_CREATE_VM takes, one bit each: the default only.
+        abi::KVM_CAP_VM_TYPES => 1 << abi::KVM_X86_DEFAULT_VM,
         // The register sets `kvm_run.s.regs` carries (run/sync.rs).
         abi::KVM_CAP_SYNC_REGS => abi::KVM_SYNC_X86_VALID_FIELDS as isize,
         // KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)'s flags (irq/chip.rs).
@@ -160,8 +164,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
 
 impl System {
     fn create_vm(&self, vm_type: usize) -> Result<isize> {
-        // Only the default VM type (KVM_X86_DEFAULT_VM).
-        if vm_type != 0 {
+        // Only the default VM type (`KVM_CAP_VM_TYPES` says so).
+        if vm_type != abi::KVM_X86_DEFAULT_VM as usize {
             return Err(EINVAL);
         }
         let vm = Vm::new(self.shared.clone())?;

@@ -10,7 +10,7 @@
 use crate::abi::kvm_interrupt;
 use crate::abi::{
     self, kvm_cpuid2, kvm_cpuid_entry2, kvm_debugregs, kvm_device_attr, kvm_enable_cap, kvm_fpu,
-    kvm_mp_state, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs,
+    kvm_mp_state, kvm_pre_fault_memory, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs,
 };
 use crate::dev::Shared;
 use crate::run::{self, apic_base_changed, IrqLink, RunState};
@@ -483,6 +483,54 @@ impl VcpuFd {
         Ok(0)
     }
 
+    /// `KVM_PRE_FAULT_MEMORY`: maps the guest-physical range `[gpa, gpa +
+    /// size)` ahead of the guest's accesses, as second-level faults would,
+    /// page by page (2 MiB at a time where a huge page backs it), and
+    /// writes back where it stopped (`gpa` advanced, `size` what is left).
+    /// As KVM's `kvm_vcpu_pre_fault_memory`: a flag, an unaligned or empty
+    /// or wrapping range is `EINVAL`; a page no slot backs stops it with
+    /// `ENOENT`, a signal with `EINTR`; either is reported only if nothing
+    /// was mapped, else the call returns 0 with the rest left in `size`.
+    fn pre_fault_memory(&self, arg: usize) -> Result<isize> {
+        let mut range: kvm_pre_fault_memory = user::read(arg)?;
+        let aligned = |v: u64| v % kernel::page::PAGE_SIZE as u64 == 0;
+        if range.flags != 0
+            || !aligned(range.gpa)
+            || !aligned(range.size)
+            || range
+                .gpa
+                .checked_add(range.size)
+                .is_none_or(|end| end <= range.gpa)
+        {
+            return Err(EINVAL);
+        }
+        let full = range.size;
+        let mut stopped = Ok(());
+        while range.size != 0 {
+            if cpu::signal_pending() {
+                stopped = Err(EINTR);
+                break;
+            }
+            match self.vm.pre_fault(range.gpa) {
+                Ok(mapped) => {
+                    let mapped = mapped.min(range.size);
+                    range.gpa += mapped;
+                    range.size -= mapped;
+                }
+                Err(e) => {
+                    stopped = Err(e);
+                    break;
+                }
+            }
+            cpu::cond_resched();
+        }
+        user::write(arg, &range)?;
+        match stopped {
+            Err(e) if range.size == full => Err(e),
+            _ => Ok(0),
+        }
+    }
+
     /// `KVM_GET_XCRS`: XCR0, on a host with XSAVE (none without, as KVM).
     /// rkvm offers guests no XSAVE, so XCR0 is 1 (x87 only), its value at
     /// reset and the only one a guest without XSAVE can have.
@@ -609,6 +657,7 @@ impl FileObject for VcpuFd {
             abi::KVM_SET_FPU => this.set_fpu(arg),
             abi::KVM_GET_XSAVE | abi::KVM_GET_XSAVE2 => this.get_xsave(arg),
             abi::KVM_SET_XSAVE => this.set_xsave(arg),
+            abi::KVM_PRE_FAULT_MEMORY => this.pre_fault_memory(arg),
             abi::KVM_GET_XCRS => this.get_xcrs(arg),
             abi::KVM_SET_XCRS => this.set_xcrs(arg),
             abi::KVM_GET_DEBUGREGS => {

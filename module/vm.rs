@@ -427,6 +427,25 @@ impl Vm {
         }
     }
 
+    /// One step of `KVM_PRE_FAULT_MEMORY`: maps the page at `gpa` as a
+    /// read fault of the guest would (writable in a writable slot, with a
+    /// 2 MiB leaf where one fits), and returns how many bytes from `gpa`
+    /// the mapping covers (to the end of its 4 KiB or 2 MiB leaf). `ENOENT`
+    /// where no slot backs `gpa`, as KVM's `kvm_arch_vcpu_pre_fault_memory`.
+    pub(crate) fn pre_fault(&self, gpa: u64) -> Result<u64> {
+        if !matches!(self.map_gpa(gpa, false)?, Backing::Mapped) {
+            return Err(ENOENT);
+        }
+        // The mapping's size; 4 KiB if the slot went away meanwhile.
+        let size = self
+            .inner
+            .lock()
+            .slat
+            .lookup(gpa & !0xfff)
+            .map_or(PageSize::Size4K.bytes(), |(_, size, _)| size.bytes());
+        Ok((gpa & !(size - 1)) + size - gpa)
+    }
+
     /// Copies guest-physical memory at `gpa` into `buf`, from the owner's
     /// memory behind the slots. `None` if some byte has no slot, or the
     /// owner's memory there cannot be read.

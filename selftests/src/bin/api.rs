@@ -12,7 +12,8 @@ use kvm_abi::ioctls::{self, KVMIO};
 use kvm_abi::raw::{self, Arg};
 use kvm_abi::sys::{
     KVM_API_VERSION, KVM_CAP_GET_MSR_FEATURES, KVM_CAP_MAX_VCPU_ID, KVM_CAP_MAX_VCPUS,
-    KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_USER_MEMORY, KVM_PIO_PAGE_OFFSET,
+    KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_USER_MEMORY, KVM_CAP_VM_TYPES,
+    KVM_PIO_PAGE_OFFSET,
 };
 use kvm_abi::{CpuidEntries, KVM_MAX_CPUID_ENTRIES, MsrEntries, MsrIndexList, PAGE_SIZE};
 use rkvm_selftests::{Ctx, check_efault};
@@ -122,6 +123,26 @@ fn create_vm_returns_cloexec_fd(ctx: &Ctx) -> TestResult {
 
 fn create_vm_invalid_type_is_einval(ctx: &Ctx) -> TestResult {
     check_errno!(ctx.sys.create_vm(0xdead), libc::EINVAL);
+    Ok(())
+}
+
+/// `KVM_CAP_VM_TYPES` names the default type, and `KVM_CREATE_VM` takes
+/// exactly the types it names among 0..64 (the others are `EINVAL`), as
+/// Linux's `vm_types_test` checks.
+fn create_vm_takes_the_types_kvm_cap_vm_types_names(ctx: &Ctx) -> TestResult {
+    let types = check_ok!(ctx.cap(KVM_CAP_VM_TYPES));
+    diag!("KVM_CAP_VM_TYPES = {types:#x}");
+    check!(types & 1 != 0, "the default type (0) is not offered");
+    for ty in 0..64u64 {
+        let offered = ty < 32 && types & (1 << ty) != 0;
+        match ctx.sys.create_vm(ty) {
+            Ok(_) => check!(offered, "type {ty} created, but not offered"),
+            Err(e) => {
+                check!(!offered, "type {ty} offered, but refused: {e}");
+                check_eq!(e.errno(), nix::errno::Errno::EINVAL, "type {ty}");
+            }
+        }
+    }
     Ok(())
 }
 
@@ -339,6 +360,7 @@ fn main() -> ExitCode {
             vcpu_mmap_size_with_argument_is_einval,
             create_vm_returns_cloexec_fd,
             create_vm_invalid_type_is_einval,
+            create_vm_takes_the_types_kvm_cap_vm_types_names,
             supported_cpuid_nent_0_is_e2big,
             supported_cpuid_nent_1_is_e2big,
             supported_cpuid_256_entries_has_leaf_0,

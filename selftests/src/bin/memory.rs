@@ -8,8 +8,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ksft::{TestResult, check, check_eq, check_eq_hex, check_ok, diag, tests};
-use kvm_abi::sys::KVM_MEM_READONLY;
+use ksft::{TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
+use kvm_abi::sys::{KVM_CAP_PRE_FAULT_MEMORY, KVM_MEM_READONLY};
 use kvm_abi::{GuestMemory, MemoryRegion, VcpuExit};
 use rkvm_selftests::guest::{GuestVm, Mode, describe};
 use rkvm_selftests::{Ctx, guest};
@@ -250,6 +250,69 @@ fn pinned_memory_counts_against_rlimit_memlock(ctx: &Ctx) -> TestResult {
     }
 }
 
+/// Bytes the VM has mapped, by its debugfs counters (4 KiB and 2 MiB leaves).
+fn mapped_bytes(ctx: &Ctx, vm: &kvm_abi::Vm) -> Result<u64, ksft::Status> {
+    let small = ctx.vm_stat(vm, "pages_4k").map_err(ksft::Status::Fail)?;
+    let huge = ctx.vm_stat(vm, "pages_2m").map_err(ksft::Status::Fail)?;
+    Ok(small * 4096 + huge * HUGE as u64)
+}
+
+/// `KVM_PRE_FAULT_MEMORY` (Linux's `pre_fault_memory_test` in this suite's
+/// terms): a flag, an unaligned, empty or wrapping range is `EINVAL`; a
+/// range in a slot is mapped before the guest touches it (the VM's mapped
+/// bytes grow by at least the range) and written back as done (`gpa` past
+/// it, `size` 0); a range running past the slot maps what the slot has and
+/// returns 0 with the rest left in `size`; a range with no slot at its
+/// start is `ENOENT` with nothing done.
+fn pre_fault_memory_maps_a_slot_ahead(ctx: &Ctx) -> TestResult {
+    check_eq!(
+        check_ok!(ctx.cap(KVM_CAP_PRE_FAULT_MEMORY)),
+        1,
+        "KVM_CAP_PRE_FAULT_MEMORY"
+    );
+    let (vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
+    const SIZE: u64 = HUGE as u64 + 4096;
+    let mem = Arc::new(check_ok!(GuestMemory::new(HUGE + 4096)));
+    check_ok!(vm.set_user_memory_region(&MemoryRegion::new(1, SLOT1_GPA, &mem)));
+    for (what, gpa, size, flags) in [
+        ("a flag", SLOT1_GPA, 4096, 1),
+        ("an unaligned address", SLOT1_GPA + 8, 4096, 0),
+        ("an unaligned size", SLOT1_GPA, 100, 0),
+        ("an empty range", SLOT1_GPA, 0, 0),
+        ("a wrapping range", 0xffff_ffff_ffff_f000, 0x2000, 0),
+    ] {
+        let (r, left_gpa, left) = vcpu.pre_fault_memory(gpa, size, flags);
+        check_errno!(r, libc::EINVAL, "{what}");
+        check_eq!(
+            (left_gpa, left),
+            (gpa, size),
+            "{what}: the range, untouched"
+        );
+    }
+    let before = mapped_bytes(ctx, &vm)?;
+    let (r, gpa, left) = vcpu.pre_fault_memory(SLOT1_GPA, 0x2000, 0);
+    check_ok!(r);
+    check_eq!(
+        (gpa, left),
+        (SLOT1_GPA + 0x2000, 0),
+        "the range written back"
+    );
+    let after = mapped_bytes(ctx, &vm)?;
+    check!(after >= before + 0x2000, "mapped bytes {before} -> {after}");
+    // Past the slot's end: its last page is mapped, the page after is not.
+    let (r, gpa, left) = vcpu.pre_fault_memory(SLOT1_GPA + HUGE as u64, 0x2000, 0);
+    check_ok!(r);
+    check_eq!(
+        (gpa, left),
+        (SLOT1_GPA + SIZE, 0x1000),
+        "what is left past the slot"
+    );
+    let (r, gpa, left) = vcpu.pre_fault_memory(SLOT1_GPA + SIZE, 0x1000, 0);
+    check_errno!(r, libc::ENOENT, "a page no slot backs");
+    check_eq!((gpa, left), (SLOT1_GPA + SIZE, 0x1000), "nothing done");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -258,6 +321,7 @@ fn main() -> ExitCode {
             huge_page_backed_slot_is_mapped_with_one_2m_page,
             a_slot_not_aligned_to_2m_works,
             pinned_memory_counts_against_rlimit_memlock,
+            pre_fault_memory_maps_a_slot_ahead,
         ],
     )
 }

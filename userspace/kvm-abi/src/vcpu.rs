@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::fam::{CpuidEntries, MsrEntries};
-use crate::ioctls::Request;
 use crate::ioctls::{
     KVM_ENABLE_CAP, KVM_GET_CPUID2, KVM_GET_DEBUGREGS, KVM_GET_DEVICE_ATTR, KVM_GET_FPU,
     KVM_GET_LAPIC, KVM_GET_MP_STATE, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_TSC_KHZ,
@@ -14,8 +13,10 @@ use crate::ioctls::{
     KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_VAPIC_ADDR, KVM_SET_XCRS,
     KVM_SET_XSAVE,
 };
+use crate::ioctls::{KVM_PRE_FAULT_MEMORY, Request};
 use crate::mem::{RunMapping, VcpuMapping};
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
+use crate::sys::kvm_pre_fault_memory;
 use crate::sys::{
     kvm_debugregs, kvm_device_attr, kvm_enable_cap, kvm_fpu, kvm_interrupt, kvm_mp_state, kvm_regs,
     kvm_sregs, kvm_vcpu_events, kvm_xcrs,
@@ -161,6 +162,22 @@ impl Vcpu {
         unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_XSAVE, region.as_ptr()) }
             .map(drop)
             .map_err(|e| Error::new("KVM_SET_XSAVE", e))
+    }
+
+    /// KVM_PRE_FAULT_MEMORY over `size` bytes at `gpa` (and `flags`):
+    /// the result, and the range the kernel wrote back (what is left).
+    pub fn pre_fault_memory(&self, gpa: u64, size: u64, flags: u64) -> (Result<()>, u64, u64) {
+        let mut range = kvm_pre_fault_memory {
+            gpa,
+            size,
+            flags,
+            ..Default::default()
+        };
+        // SAFETY: the kernel reads and writes back one kvm_pre_fault_memory.
+        let r = unsafe { ioctl_mut(self.fd.as_fd(), KVM_PRE_FAULT_MEMORY, &raw mut range) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_PRE_FAULT_MEMORY", e));
+        (r, range.gpa, range.size)
     }
 
     /// KVM_GET_XCRS.
