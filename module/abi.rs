@@ -74,6 +74,8 @@ pub(crate) const KVM_CREATE_PIT2: u32 = _IOW::<kvm_pit_config>(KVMIO, 0x77);
 pub(crate) const KVM_GET_PIT2: u32 = _IOR::<kvm_pit_state2>(KVMIO, 0x9f);
 pub(crate) const KVM_SET_PIT2: u32 = _IOW::<kvm_pit_state2>(KVMIO, 0xa0);
 pub(crate) const KVM_IOEVENTFD: u32 = _IOW::<kvm_ioeventfd>(KVMIO, 0x79);
+pub(crate) const KVM_SET_CLOCK: u32 = _IOW::<kvm_clock_data>(KVMIO, 0x7b);
+pub(crate) const KVM_GET_CLOCK: u32 = _IOR::<kvm_clock_data>(KVMIO, 0x7c);
 pub(crate) const KVM_REGISTER_COALESCED_MMIO: u32 = _IOW::<kvm_coalesced_mmio_zone>(KVMIO, 0x67);
 pub(crate) const KVM_UNREGISTER_COALESCED_MMIO: u32 = _IOW::<kvm_coalesced_mmio_zone>(KVMIO, 0x68);
 
@@ -141,6 +143,7 @@ const _: () = assert!(KVM_IOEVENTFD == 0x4040_AE79);
 const _: () = assert!(KVM_GET_XSAVE == 0x9000_AEA4);
 const _: () = assert!(KVM_REGISTER_COALESCED_MMIO == 0x4010_AE67);
 const _: () = assert!(KVM_PRE_FAULT_MEMORY == 0xC040_AED5);
+const _: () = assert!(KVM_GET_CLOCK == 0x8030_AE7C);
 const _: () = assert!(KVM_GET_XSAVE2 == 0x9000_AECF);
 const _: () = assert!(KVM_GET_XCRS == 0x8188_AEA6);
 const _: () = assert!(KVM_GET_DEBUGREGS == 0x8080_AEA1);
@@ -209,6 +212,7 @@ plain_old_data!(
     kvm_sync_regs,
     kvm_coalesced_mmio_zone,
     kvm_pre_fault_memory,
+    kvm_clock_data,
 );
 
 // No implicit padding, checked: the sizes are the sums of the fields.
@@ -221,6 +225,7 @@ const _: () = assert!(core::mem::size_of::<kvm_msrs>() == 8);
 const _: () = assert!(core::mem::size_of::<kvm_debugregs>() == 8 * 16);
 const _: () = assert!(core::mem::size_of::<kvm_coalesced_mmio_zone>() == 8 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<kvm_pre_fault_memory>() == 8 * 8);
+const _: () = assert!(core::mem::size_of::<kvm_clock_data>() == 8 + 4 + 4 + 8 + 8 + 16);
 const _: () = assert!(core::mem::size_of::<kvm_xcr>() == 16);
 const _: () = assert!(core::mem::size_of::<kvm_xcrs>() == 8 + 16 * 16 + 8 * 16);
 // kvm_regs, kvm_sregs and kvm_vcpu_events, each without padding (above).

@@ -144,6 +144,11 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         // coalesced port I/O too.
         abi::KVM_CAP_COALESCED_MMIO => abi::KVM_COALESCED_MMIO_PAGE_OFFSET as isize,
         abi::KVM_CAP_COALESCED_PIO => 1,
+        // KVM_GET/SET_CLOCK's flags (vm.rs): the kvmclock is one for all
+        // vCPUs and comes with the host's TSC and wall clock.
+        abi::KVM_CAP_ADJUST_CLOCK => {
+            (abi::KVM_CLOCK_TSC_STABLE | abi::KVM_CLOCK_REALTIME | abi::KVM_CLOCK_HOST_TSC) as isize
+        }
         // KVM_PRE_FAULT_MEMORY on vCPU fds (second-level paging only).
         abi::KVM_CAP_PRE_FAULT_MEMORY => 1,
         // The VM types KVM_CREATE_VM takes, one bit each: the default only.

@@ -82,6 +82,7 @@ void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h);
 void rkvm_cond_resched(void);
 int rkvm_smp_call_function_single(int cpu, void (*func)(void *info), void *info);
 u64 rkvm_ktime_ns(void);
+u64 rkvm_ktime_real_ns(void);
 void rkvm_kick_cpu_async(int cpu);
 
 phys_addr_t rkvm_page_to_phys(struct page *page)
@@ -496,6 +497,12 @@ void rkvm_ibpb_before_user(void)
 u64 rkvm_ktime_ns(void)
 {
 	return ktime_get_ns();
+}
+
+/* The host's wall-clock time (CLOCK_REALTIME), in nanoseconds: kvmclock's epoch. */
+u64 rkvm_ktime_real_ns(void)
+{
+	return ktime_get_real_ns();
 }
 
 /*

@@ -124,6 +124,8 @@ impl ArchState {
     pub(crate) fn reset_after_shutdown(&mut self) {
         self.regs = reset_regs(reset_signature(&self.cpuid));
         self.sregs = reset_sregs(self.bsp);
+        // kvmclock is off after RESET and INIT, as KVM's `kvmclock_reset`.
+        self.msrs.kvm_system_time = 0;
     }
 
     /// An INIT from the in-kernel APIC: the registers as after RESET, but
@@ -352,6 +354,9 @@ impl VcpuFd {
         let host = self.vm.shared.backend.host_limits();
         let vm_tsc_offset = self.vm.tsc_offset();
         let mut tsc_set = None;
+        // What was written, for the MSRs with side effects outside the vCPU
+        // (the kvmclock wall clock, run/kvmclock.rs).
+        let mut written = KVec::with_capacity(if write { entries.len() } else { 0 }, GFP_KERNEL)?;
         let done = {
             let mut guard = self.vcpu.state.lock();
             let state = &mut *guard;
@@ -382,6 +387,9 @@ impl VcpuFd {
                 } else if write {
                     apic_base_set |= e.index == msr::index::APIC_BASE;
                     let ok = msr::set(&mut state.msrs, &mut shared, &ctx, e.index, e.data);
+                    if ok {
+                        written.push_within_capacity((e.index, e.data)).ok();
+                    }
                     if ok && e.index == msr::index::TSC && e.data != 0 {
                         tsc_set = Some(state.msrs.tsc_offset);
                     }
@@ -412,6 +420,9 @@ impl VcpuFd {
         // new TSC "generation".
         if let Some(offset) = tsc_set {
             self.vm.set_tsc_offset(offset);
+        }
+        for (index, value) in written.iter() {
+            run::kvmclock::msr_written(&self.vm, *index, *value);
         }
         if !write {
             user::write_array(entries_addr, &entries)?;

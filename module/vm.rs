@@ -60,6 +60,7 @@ use crate::sys::mem::{
 use crate::sys::mem::{user_range_ok, OwnerMm};
 use crate::user;
 use crate::vcpu::{Vcpu, VcpuFd, MAX_VCPUS, MAX_VCPU_IDS, VCPU_FOPS};
+use crate::x86::pvclock::ClockRef;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
@@ -136,6 +137,9 @@ struct VmInner {
     /// `KVM_ENABLE_CAP(KVM_CAP_X86_APIC_BUS_CYCLES_NS)`: the local APICs'
     /// bus cycle in ns (1 GHz by default), set before the first vCPU.
     apic_bus_cycle_ns: u64,
+    /// The VM's kvmclock: its value at a host TSC reading (x86/pvclock.rs,
+    /// run/kvmclock.rs). 0 at creation; `KVM_SET_CLOCK` moves it.
+    kvmclock: ClockRef,
 }
 
 /// A virtual machine.
@@ -230,6 +234,11 @@ impl Vm {
                         nr_mmu_pages: None,
                         tsc_offset: None,
                         apic_bus_cycle_ns: lapic::DEFAULT_BUS_CYCLE_NS,
+                        kvmclock: ClockRef {
+                            host_tsc: cpu::rdtsc(),
+                            ns: 0,
+                            generation: 0,
+                        },
                     },
                     "rkvm::Vm::inner"
                 ),
@@ -916,6 +925,58 @@ impl Vm {
         self.inner.lock().tsc_offset.unwrap_or(0)
     }
 
+    /// The VM's kvmclock reference (x86/pvclock.rs).
+    pub(crate) fn kvmclock(&self) -> ClockRef {
+        self.inner.lock().kvmclock
+    }
+
+    /// `KVM_GET_CLOCK`: the kvmclock now, with the host's TSC and wall
+    /// clock read at (nearly: one after the other) the same moment, and
+    /// the flags saying so (`KVM_CLOCK_TSC_STABLE`: one clock for every
+    /// vCPU, `KVM_CLOCK_REALTIME`, `KVM_CLOCK_HOST_TSC`). As KVM's
+    /// `__get_kvmclock` with its master clock.
+    fn get_clock(&self, arg: usize) -> Result<isize> {
+        let clock = self.kvmclock();
+        let host_tsc = cpu::rdtsc();
+        let realtime = cpu::realtime_ns();
+        let data = abi::kvm_clock_data {
+            clock: clock.at(host_tsc, cpu::tsc_khz()),
+            flags: abi::KVM_CLOCK_TSC_STABLE | abi::KVM_CLOCK_REALTIME | abi::KVM_CLOCK_HOST_TSC,
+            realtime,
+            host_tsc,
+            ..Default::default()
+        };
+        user::write(arg, &data)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_CLOCK`: the kvmclock reads `clock` now; with
+    /// `KVM_CLOCK_REALTIME`, plus the wall-clock time elapsed since
+    /// `realtime` (never minus: the clock does not step back), as KVM's
+    /// `kvm_vm_ioctl_set_clock`. A flag KVM does not define is `EINVAL`.
+    /// Every vCPU's kvmclock structure is rewritten at its next entry.
+    fn set_clock(&self, arg: usize) -> Result<isize> {
+        let data: abi::kvm_clock_data = user::read(arg)?;
+        let valid = abi::KVM_CLOCK_TSC_STABLE | abi::KVM_CLOCK_REALTIME | abi::KVM_CLOCK_HOST_TSC;
+        if data.flags & !valid != 0 {
+            return Err(EINVAL);
+        }
+        let mut ns = data.clock;
+        if data.flags & abi::KVM_CLOCK_REALTIME != 0 {
+            let now = cpu::realtime_ns();
+            if now > data.realtime {
+                ns = ns.wrapping_add(now - data.realtime);
+            }
+        }
+        let mut inner = self.inner.lock();
+        inner.kvmclock = ClockRef {
+            host_tsc: cpu::rdtsc(),
+            ns,
+            generation: inner.kvmclock.generation.wrapping_add(1),
+        };
+        Ok(0)
+    }
+
     /// Makes `offset` the one the VM's vCPUs share (a host write of a TSC).
     pub(crate) fn set_tsc_offset(&self, offset: u64) {
         self.inner.lock().tsc_offset = Some(offset);
@@ -1130,6 +1191,8 @@ impl FileObject for Vm {
             }
             abi::KVM_CREATE_PIT2 => this.create_pit(Some(arg)),
             abi::KVM_SET_BOOT_CPU_ID => this.set_boot_cpu_id(arg),
+            abi::KVM_GET_CLOCK => this.get_clock(arg),
+            abi::KVM_SET_CLOCK => this.set_clock(arg),
             abi::KVM_CREATE_PIT => this.create_pit(None),
             abi::KVM_GET_PIT2 => this.get_pit2(arg),
             abi::KVM_SET_PIT2 => this.set_pit2(arg),

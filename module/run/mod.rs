@@ -28,6 +28,7 @@ mod apic;
 mod events;
 mod insn;
 mod io;
+pub(crate) mod kvmclock;
 mod mmio;
 mod nmi;
 mod regs;
@@ -120,6 +121,9 @@ pub(crate) struct RunState {
     /// The vCPU's statistics (`stats::VcpuStats`), counted here beside the
     /// VM's.
     stats: Arc<VcpuStats>,
+    /// What the guest's kvmclock structure was last written from
+    /// (run/kvmclock.rs), `None` while it is disabled.
+    pub(crate) kvmclock_written: Option<kvmclock::Written>,
 }
 
 impl RunState {
@@ -145,6 +149,7 @@ impl RunState {
             has_run: false,
             pv_cpuid_enforced: false,
             stats,
+            kvmclock_written: None,
         })
     }
 
@@ -360,6 +365,8 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             }
         }
         apic::sync_tpr(vm, state);
+        // The guest's kvmclock structure, if it has one and it is stale.
+        kvmclock::update(vm, state);
         // NMIs the APIC latched join those `KVM_NMI` queued; one goes in
         // before any interrupt.
         if let Some(link) = state.run.irq.as_ref() {

@@ -137,6 +137,9 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
         if ok && index == msr::index::APIC_BASE {
             super::apic::apic_base_changed(state);
         }
+        if ok {
+            super::kvmclock::msr_written(vm, index, value);
+        }
         ok
     } else {
         let ctx = MsrContext {

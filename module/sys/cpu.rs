@@ -134,6 +134,7 @@ extern "C" {
     fn rkvm_num_online_cpus() -> c_uint;
     fn rkvm_tsc_khz() -> c_uint;
     fn rkvm_ktime_ns() -> u64;
+    fn rkvm_ktime_real_ns() -> u64;
     fn rkvm_kick_cpu_async(cpu: c_int);
     fn rkvm_on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
     fn rkvm_syscore_register(
@@ -285,6 +286,13 @@ pub(crate) fn rdtsc() -> u64 {
 pub(crate) fn now_ns() -> u64 {
     // SAFETY: Reads the monotonic clock; no preconditions.
     unsafe { rkvm_ktime_ns() }
+}
+
+/// The host's wall-clock time (`CLOCK_REALTIME`) in nanoseconds since the
+/// epoch (`ktime_get_real_ns`).
+pub(crate) fn realtime_ns() -> u64 {
+    // SAFETY: Reads the real-time clock; no preconditions.
+    unsafe { rkvm_ktime_real_ns() }
 }
 
 /// Makes `cpu` take an interrupt, so that a guest running there exits,

@@ -61,6 +61,9 @@ pub(crate) struct GuestFeatures {
     /// KVM_FEATURE_CLOCKSOURCE (leaf 0x4000_0001 EAX bit 0): the first
     /// kvmclock MSRs (0x11, 0x12) exist. `Documentation/virt/kvm/x86/cpuid.rst`.
     pub(crate) kvm_clocksource: bool,
+    /// KVM_FEATURE_CLOCKSOURCE2 (bit 3): the kvmclock MSRs at 0x4b564d00
+    /// and 0x4b564d01 exist.
+    pub(crate) kvm_clocksource2: bool,
 }
 
 impl Default for GuestFeatures {
@@ -97,7 +100,8 @@ impl GuestFeatures {
             smap: has(ebx7, bit::EBX7_SMAP),
             tsc_adjust: has(ebx7, bit::EBX7_TSC_ADJUST),
             phys_bits,
-            kvm_clocksource: has(get(KVM_CPUID_FEATURES, 0).0, 1 << 0),
+            kvm_clocksource: has(get(KVM_CPUID_FEATURES, 0).0, KVM_FEATURE_CLOCKSOURCE),
+            kvm_clocksource2: has(get(KVM_CPUID_FEATURES, 0).0, KVM_FEATURE_CLOCKSOURCE2),
         }
     }
 }
@@ -281,11 +285,17 @@ const EBX7_ALWAYS: u32 = 1 << bit::EBX7_TSC_ADJUST;
 
 /// KVM's paravirtual leaves (`Documentation/virt/kvm/x86/cpuid.rst`):
 /// 0x4000_0000 says "KVMKVMKVM" and names 0x4000_0001 the highest; there
-/// rkvm offers no paravirtual feature (EAX) and no hint (EDX): a guest
-/// learns it runs on KVM's interface, and that it has none of kvmclock,
-/// async page faults, PV EOI and the rest.
+/// rkvm offers kvmclock (EAX: both generations of its MSRs, and the
+/// stable bit the guest may trust: run/kvmclock.rs) and no hint (EDX): no
+/// async page faults, PV EOI, steal time and the rest.
 const KVM_CPUID_SIGNATURE: u32 = 0x4000_0000;
 const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
+const KVM_FEATURE_CLOCKSOURCE: u32 = 1 << 0;
+const KVM_FEATURE_CLOCKSOURCE2: u32 = 1 << 3;
+const KVM_FEATURE_CLOCKSOURCE_STABLE_BIT: u32 = 1 << 24;
+/// The paravirtual features rkvm offers (leaf 0x4000_0001 EAX).
+const KVM_FEATURES: u32 =
+    KVM_FEATURE_CLOCKSOURCE | KVM_FEATURE_CLOCKSOURCE2 | KVM_FEATURE_CLOCKSOURCE_STABLE_BIT;
 /// "KVMKVMKVM\0\0\0" in EBX, ECX, EDX.
 const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d];
 
@@ -338,7 +348,7 @@ pub(crate) fn supported(
     }
     for (function, eax, [ebx, ecx, edx]) in [
         (KVM_CPUID_SIGNATURE, KVM_CPUID_FEATURES, KVM_SIGNATURE),
-        (KVM_CPUID_FEATURES, 0, [0; 3]),
+        (KVM_CPUID_FEATURES, KVM_FEATURES, [0; 3]),
     ] {
         *out.get_mut(n)? = kvm_cpuid_entry2 {
             function,

@@ -49,6 +49,9 @@ pub(crate) mod index {
     /// `Documentation/virt/kvm/x86/msr.rst`.
     pub(crate) const KVM_WALL_CLOCK: u32 = 0x11;
     pub(crate) const KVM_SYSTEM_TIME: u32 = 0x12;
+    /// The same two at KVM's own numbers (KVM_FEATURE_CLOCKSOURCE2).
+    pub(crate) const KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
+    pub(crate) const KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
     /// AMD's hardware configuration register. APM Vol. 2 Appendix A.
     pub(crate) const HWCR: u32 = 0xc001_0015;
     // Host-only MSRs of SVM. APM Vol. 2 15.30.
@@ -76,7 +79,15 @@ pub(crate) const SUPPORTED: &[u32] = &[
     index::HWCR,
     index::PLATFORM_INFO,
     index::MISC_FEATURES_ENABLES,
+    index::KVM_WALL_CLOCK,
+    index::KVM_SYSTEM_TIME,
+    index::KVM_WALL_CLOCK_NEW,
+    index::KVM_SYSTEM_TIME_NEW,
 ];
+
+/// The kvmclock enable bit of `MSR_KVM_SYSTEM_TIME(_NEW)`: the rest of the
+/// value is the guest-physical address of the vCPU's time structure.
+pub(crate) const KVM_SYSTEM_TIME_ENABLE: u64 = 1;
 
 /// The MSRs that describe features rather than hold state, which
 /// `KVM_GET_MSR_FEATURE_INDEX_LIST` reports and the device fd's
@@ -218,6 +229,11 @@ pub(crate) struct MsrFile {
     pub(crate) platform_info: u64,
     /// MSR_MISC_FEATURES_ENABLES: [`MISC_FEATURES_CPUID_FAULT`] or 0.
     pub(crate) misc_features_enables: u64,
+    /// `MSR_KVM_SYSTEM_TIME(_NEW)`: the vCPU's kvmclock structure's
+    /// address and [`KVM_SYSTEM_TIME_ENABLE`] (run/kvmclock.rs).
+    pub(crate) kvm_system_time: u64,
+    /// `MSR_KVM_WALL_CLOCK(_NEW)`: where the wall clock was last written.
+    pub(crate) kvm_wall_clock: u64,
     pub(crate) mtrrs: Mtrrs,
 }
 
@@ -240,6 +256,8 @@ impl MsrFile {
             tsc_adjust: 0,
             platform_info: PLATFORM_INFO_CPUID_FAULT,
             misc_features_enables: 0,
+            kvm_system_time: 0,
+            kvm_wall_clock: 0,
             mtrrs: Mtrrs::default(),
         }
     }
@@ -291,10 +309,17 @@ pub(crate) struct MsrContext<'a> {
 }
 
 impl MsrContext<'_> {
-    /// Whether the guest is refused the kvmclock MSRs: the VMM enforces
-    /// the guest's CPUID and it lacks KVM_FEATURE_CLOCKSOURCE.
-    fn kvmclock_refused(&self) -> bool {
-        !self.host_initiated && self.pv_cpuid_enforced && !self.guest.kvm_clocksource
+    /// Whether the guest is refused kvmclock MSR `msr`: the VMM enforces
+    /// the guest's CPUID and it lacks the feature that names the MSR
+    /// (KVM_FEATURE_CLOCKSOURCE for 0x11 and 0x12, ..._CLOCKSOURCE2 for
+    /// KVM's own numbers), as KVM's `guest_pv_has`.
+    fn kvmclock_refused(&self, msr: u32) -> bool {
+        let offered = if msr == index::KVM_WALL_CLOCK || msr == index::KVM_SYSTEM_TIME {
+            self.guest.kvm_clocksource
+        } else {
+            self.guest.kvm_clocksource2
+        };
+        !self.host_initiated && self.pv_cpuid_enforced && !offered
     }
 }
 
@@ -335,9 +360,17 @@ pub(crate) fn get(
         }
         index::PLATFORM_INFO => return None,
         index::MISC_FEATURES_ENABLES => file.misc_features_enables,
-        // kvmclock is off, and stays off: see `set`.
-        index::KVM_WALL_CLOCK | index::KVM_SYSTEM_TIME if ctx.kvmclock_refused() => return None,
-        index::KVM_WALL_CLOCK | index::KVM_SYSTEM_TIME => 0,
+        // kvmclock: what was written (`set`).
+        m @ (index::KVM_WALL_CLOCK
+        | index::KVM_SYSTEM_TIME
+        | index::KVM_WALL_CLOCK_NEW
+        | index::KVM_SYSTEM_TIME_NEW)
+            if ctx.kvmclock_refused(m) =>
+        {
+            return None
+        }
+        index::KVM_WALL_CLOCK | index::KVM_WALL_CLOCK_NEW => file.kvm_wall_clock,
+        index::KVM_SYSTEM_TIME | index::KVM_SYSTEM_TIME_NEW => file.kvm_system_time,
         other => {
             let mut mtrrs = file.mtrrs;
             return mtrrs.slot(other).map(|v| *v);
@@ -435,14 +468,18 @@ pub(crate) fn set(
         {
             file.misc_features_enables = value;
         }
-        // rkvm has no kvmclock (it offers no KVM paravirtual CPUID leaves): 0, "no
-        // structure" / "disabled", is the only value, and it is what they read. VMMs written
-        // for old KVMs (QEMU 7.2) write 0 to both at every reset whatever the guest's CPUID
-        // says; KVM accepts that, and so does rkvm. A non-zero value would ask rkvm to
-        // maintain a clock structure in guest memory, which it does not (docs/abi.md).
-        index::KVM_WALL_CLOCK | index::KVM_SYSTEM_TIME => {
-            return value == 0 && !ctx.kvmclock_refused()
+        // kvmclock (run/kvmclock.rs keeps the guest's structures): any value,
+        // as KVM. The old and new numbers share the state, as in KVM.
+        m @ (index::KVM_WALL_CLOCK
+        | index::KVM_SYSTEM_TIME
+        | index::KVM_WALL_CLOCK_NEW
+        | index::KVM_SYSTEM_TIME_NEW)
+            if ctx.kvmclock_refused(m) =>
+        {
+            return false
         }
+        index::KVM_WALL_CLOCK | index::KVM_WALL_CLOCK_NEW => file.kvm_wall_clock = value,
+        index::KVM_SYSTEM_TIME | index::KVM_SYSTEM_TIME_NEW => file.kvm_system_time = value,
         other if Mtrrs::valid(other, value, ctx.guest.phys_bits) => match file.mtrrs.slot(other) {
             Some(slot) => *slot = value,
             None => return false,

@@ -299,7 +299,7 @@ pub struct GuestVm {
     /// KVM_GET_VCPU_MMAP_SIZE.
     mmap_size: usize,
     /// KVM_GET_SUPPORTED_CPUID.
-    cpuid: Vec<kvm_cpuid_entry2>,
+    pub cpuid: Vec<kvm_cpuid_entry2>,
 }
 
 impl GuestVm {

@@ -7,6 +7,10 @@ pub const MSR_TSC: u32 = 0x10;
 pub const MSR_KVM_WALL_CLOCK: u32 = 0x11;
 /// See [`MSR_KVM_WALL_CLOCK`].
 pub const MSR_KVM_SYSTEM_TIME: u32 = 0x12;
+/// The same two at KVM's own numbers (KVM_FEATURE_CLOCKSOURCE2).
+pub const MSR_KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
+/// See [`MSR_KVM_WALL_CLOCK_NEW`].
+pub const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
 /// `TSC_ADJUST`.
 pub const MSR_TSC_ADJUST: u32 = 0x3b;
 /// `APIC_BASE`.

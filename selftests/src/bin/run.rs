@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
 use kvm_abi::sys::{
-    KVM_CAP_BINARY_STATS_FD, KVM_CAP_COALESCED_MMIO, KVM_CAP_COALESCED_PIO,
+    KVM_CAP_ADJUST_CLOCK, KVM_CAP_BINARY_STATS_FD, KVM_CAP_COALESCED_MMIO, KVM_CAP_COALESCED_PIO,
     KVM_CAP_ENFORCE_PV_FEATURE_CPUID, KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_MSR_PLATFORM_INFO,
-    KVM_CAP_SYNC_REGS, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_INTERNAL_ERROR_DELIVERY_EV,
-    KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
-    KVM_SYNC_X86_EVENTS, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS, kvm_debugregs,
+    KVM_CAP_SYNC_REGS, KVM_CLOCK_REALTIME, KVM_CLOCK_TSC_STABLE, KVM_EXIT_INTR, KVM_EXIT_IO,
+    KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
+    KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_SYNC_X86_EVENTS, KVM_SYNC_X86_REGS,
+    KVM_SYNC_X86_SREGS, kvm_debugregs,
 };
 use kvm_abi::{GuestMemory, IoDirection, MemoryRegion, MsrEntries, VcpuExit};
 use nix::sys::signal::Signal;
@@ -3000,6 +3001,150 @@ fn coalesced_io_fills_the_ring_instead_of_exiting(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+// ---- kvmclock ----
+
+/// Where the kvmclock test's guest puts its time structure and wall clock.
+const PVTI_GPA: u64 = DATA_GPA + 0x800;
+const WALL_GPA: u64 = DATA_GPA + 0x900;
+
+guest! {
+    /// Turns kvmclock on (its time structure at PVTI_GPA) and has the wall
+    /// clock written at WALL_GPA, then reports its TSC, again and again.
+    fn kvmclock_guest;
+    ".code64",
+    "mov $0x4b564d01, %ecx",
+    "mov $(DATA_GPA + 0x801), %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "mov $0x4b564d00, %ecx",
+    "mov $(DATA_GPA + 0x900), %eax",
+    "wrmsr",
+    "1: rdtsc",
+    "shl $32, %rdx",
+    "or %rdx, %rax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "jmp 1b",
+}
+
+/// The kvmclock value a guest computes from the time structure at
+/// PVTI_GPA at TSC `tsc` (`__pvclock_read_cycles`), and the structure's
+/// version and flags.
+fn read_pvclock(vm: &GuestVm, tsc: u64) -> Result<(u64, u32, u8), Status> {
+    let mut b = [0u8; 32];
+    vm.read(PVTI_GPA, &mut b)?;
+    let u64_at = |o: usize| {
+        let mut q = [0u8; 8];
+        q.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(q)
+    };
+    let version = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let (tsc_timestamp, system_time) = (u64_at(8), u64_at(16));
+    let mul = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
+    let shift = i8::from_le_bytes([b[28]]);
+    let mut delta = tsc.wrapping_sub(tsc_timestamp);
+    delta = if shift < 0 {
+        delta >> shift.unsigned_abs()
+    } else {
+        delta << shift.unsigned_abs()
+    };
+    let ns = u64::try_from((u128::from(delta) * u128::from(mul)) >> 32).unwrap_or(u64::MAX);
+    Ok((system_time.wrapping_add(ns), version, b[29]))
+}
+
+/// kvmclock (Linux's `kvm_clock_test` in this suite's terms): the guest
+/// turns it on with `MSR_KVM_SYSTEM_TIME_NEW`; the value it computes from
+/// its time structure at any moment lies between `KVM_GET_CLOCK` before and
+/// after the run, after `KVM_SET_CLOCK` moved the clock forward and again
+/// after it moved it elsewhere (the structure rewritten, version even);
+/// the wall clock `MSR_KVM_WALL_CLOCK_NEW` asked for is the host's
+/// wall-clock time at which the clock read 0; `KVM_CLOCK_REALTIME` moves
+/// the clock by the wall-clock time since the value given; an unknown flag
+/// is `EINVAL`; the paravirtual CPUID leaf offers kvmclock.
+fn kvmclock_follows_the_vms_clock(ctx: &Ctx) -> TestResult {
+    let flags = check_ok!(ctx.cap(KVM_CAP_ADJUST_CLOCK));
+    diag!("KVM_CAP_ADJUST_CLOCK = {flags:#x}");
+    let vm = GuestVm::new(ctx, Mode::Long, kvmclock_guest())?;
+    let leaf = vm
+        .cpuid
+        .iter()
+        .find(|e| e.function == 0x4000_0001)
+        .map(|e| e.eax);
+    check!(
+        leaf.is_some_and(|eax| eax & (1 << 3) != 0),
+        "KVM_FEATURE_CLOCKSOURCE2 not offered: {leaf:x?}"
+    );
+    let mut vcpu = vm.add_vcpu(0)?;
+    let mut bad = kvm_abi::sys::kvm_clock_data {
+        flags: 1,
+        ..Default::default()
+    };
+    check_errno!(vm.vm.set_clock(&bad), libc::EINVAL, "flag bit 0");
+    for base in [1_000_000_000_000u64, 5_000_000_000_000, 7_000_000] {
+        bad.flags = 0;
+        bad.clock = base;
+        check_ok!(vm.vm.set_clock(&bad));
+        let start = check_ok!(vm.vm.get_clock());
+        let [tsc, ..] = vcpu.sync()?;
+        let end = check_ok!(vm.vm.get_clock());
+        let (guest, version, pv_flags) = read_pvclock(&vm, tsc)?;
+        diag!(
+            "clock set to {base}: guest {guest} in [{}, {}], version {version}",
+            start.clock,
+            end.clock
+        );
+        check!(
+            start.clock >= base,
+            "KVM_GET_CLOCK {} after setting {base}",
+            start.clock
+        );
+        check!(
+            start.clock <= guest && guest <= end.clock,
+            "the guest's kvmclock {guest} is outside [{}, {}]",
+            start.clock,
+            end.clock
+        );
+        check_eq!(version % 2, 0, "the structure's version {version} is even");
+        if u32::try_from(flags).unwrap_or(0) & KVM_CLOCK_TSC_STABLE != 0 {
+            check_eq!(pv_flags & 1, 1, "PVCLOCK_TSC_STABLE_BIT");
+        }
+    }
+    // The wall clock: realtime - kvmclock at the moment of the write.
+    let mut w = [0u8; 12];
+    vm.read(WALL_GPA, &mut w)?;
+    let version = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+    let sec = u64::from(u32::from_le_bytes([w[4], w[5], w[6], w[7]]));
+    let nsec = u64::from(u32::from_le_bytes([w[8], w[9], w[10], w[11]]));
+    let now = check_ok!(vm.vm.get_clock());
+    let realtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(0));
+    // Written while the clock read about 10^12 ns (the first base).
+    let epoch = sec * 1_000_000_000 + nsec;
+    let expected = realtime.saturating_sub(1_000_000_000_000);
+    check_eq!(version % 2, 0, "the wall clock's version {version} is even");
+    check!(
+        epoch.abs_diff(expected) < 60_000_000_000,
+        "wall clock epoch {epoch} vs {expected} (realtime {realtime}, kvmclock {})",
+        now.clock
+    );
+    // KVM_CLOCK_REALTIME: 10 s of wall-clock time since `realtime` are added.
+    let set = kvm_abi::sys::kvm_clock_data {
+        clock: 0,
+        flags: KVM_CLOCK_REALTIME,
+        realtime: realtime - 10_000_000_000,
+        ..Default::default()
+    };
+    check_ok!(vm.vm.set_clock(&set));
+    let got = check_ok!(vm.vm.get_clock());
+    check!(
+        (10_000_000_000..70_000_000_000).contains(&got.clock),
+        "kvmclock {} after setting 0 ten seconds ago",
+        got.clock
+    );
+    Ok(())
+}
+
 // ---- Statistics ----
 
 guest! {
@@ -3263,6 +3408,7 @@ fn main() -> ExitCode {
             kvm_set_debugregs_reaches_the_guest_and_kvm_get_debugregs_sees_its_writes,
             sync_regs_carry_registers_both_ways,
             coalesced_io_fills_the_ring_instead_of_exiting,
+            kvmclock_follows_the_vms_clock,
             exit_counters_in_debugfs_count_what_the_guest_did,
             mmio_instructions_come_from_decode_assists_when_the_cpu_has_them,
             guest_msr_writes_never_reach_the_host,

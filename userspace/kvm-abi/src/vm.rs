@@ -8,11 +8,12 @@ use nix::errno::Errno;
 use crate::error::{Error, Result};
 use crate::ioctls::{
     KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_CREATE_VCPU, KVM_ENABLE_CAP,
-    KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_TSC_KHZ, KVM_IOEVENTFD, KVM_IRQ_LINE,
+    KVM_GET_CLOCK, KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_TSC_KHZ, KVM_IOEVENTFD, KVM_IRQ_LINE,
     KVM_IRQ_LINE_STATUS, KVM_IRQFD, KVM_REGISTER_COALESCED_MMIO, KVM_REINJECT_CONTROL,
-    KVM_SET_BOOT_CPU_ID, KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_IRQCHIP,
-    KVM_SET_NR_MMU_PAGES, KVM_SET_PIT2, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
-    KVM_SET_USER_MEMORY_REGION2, KVM_SIGNAL_MSI, KVM_UNREGISTER_COALESCED_MMIO,
+    KVM_SET_BOOT_CPU_ID, KVM_SET_CLOCK, KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR,
+    KVM_SET_IRQCHIP, KVM_SET_NR_MMU_PAGES, KVM_SET_PIT2, KVM_SET_TSS_ADDR,
+    KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2, KVM_SIGNAL_MSI,
+    KVM_UNREGISTER_COALESCED_MMIO,
 };
 use crate::mem::GuestMemory;
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
@@ -421,6 +422,23 @@ impl Vm {
         unsafe { ioctl_ref(self.fd.as_fd(), req, &raw const zone) }
             .map(drop)
             .map_err(|e| Error::new(name, e))
+    }
+
+    /// KVM_GET_CLOCK: the VM's kvmclock, with the host's time and TSC.
+    pub fn get_clock(&self) -> Result<crate::sys::kvm_clock_data> {
+        let mut data = crate::sys::kvm_clock_data::default();
+        // SAFETY: the kernel writes one kvm_clock_data (plain integers).
+        unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_CLOCK, &raw mut data) }
+            .map_err(|e| Error::new("KVM_GET_CLOCK", e))?;
+        Ok(data)
+    }
+
+    /// KVM_SET_CLOCK.
+    pub fn set_clock(&self, data: &crate::sys::kvm_clock_data) -> Result<()> {
+        // SAFETY: the kernel reads one kvm_clock_data.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_CLOCK, data) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_CLOCK", e))
     }
 
     /// KVM_SIGNAL_MSI: sends the MSI; the result is how many APICs took it.

@@ -401,8 +401,8 @@ mod cpuid_table {
         let features = entry(t, 0x4000_0001).unwrap();
         assert_eq!(
             (features.eax, features.edx),
-            (0, 0),
-            "no features, no hints"
+            (1 << 0 | 1 << 3 | 1 << 24, 0),
+            "kvmclock (both MSR pairs, the stable bit), no hints"
         );
         assert_eq!(entry(t, 7).unwrap().ebx, 1 << 1, "TSC_ADJUST alone");
     }
@@ -745,15 +745,29 @@ mod msrs {
     }
 
     #[test]
-    fn kvmclock_msrs_take_only_zero_and_read_zero() {
+    fn kvmclock_msrs_keep_any_value_and_the_two_numbers_share_it() {
         let mut f = Fixture::new();
-        for msr in [index::KVM_WALL_CLOCK, index::KVM_SYSTEM_TIME] {
-            assert!(f.set(msr, 0), "{msr:#x} = 0");
+        assert_eq!(f.get(index::KVM_SYSTEM_TIME), Some(0), "off at reset");
+        assert!(f.set(index::KVM_SYSTEM_TIME_NEW, 0x1000 | 1));
+        assert_eq!(f.get(index::KVM_SYSTEM_TIME), Some(0x1001));
+        assert!(f.set(index::KVM_SYSTEM_TIME, 0));
+        assert_eq!(f.get(index::KVM_SYSTEM_TIME_NEW), Some(0));
+        assert!(f.set(index::KVM_WALL_CLOCK, 0x2000));
+        assert_eq!(f.get(index::KVM_WALL_CLOCK_NEW), Some(0x2000));
+        assert!(
+            f.set(index::KVM_WALL_CLOCK_NEW, u64::MAX),
+            "any value, as KVM"
+        );
+        for msr in [
+            index::KVM_WALL_CLOCK,
+            index::KVM_SYSTEM_TIME,
+            index::KVM_WALL_CLOCK_NEW,
+            index::KVM_SYSTEM_TIME_NEW,
+        ] {
             assert!(
-                !f.set(msr, 0x1000 | 1),
-                "{msr:#x}: a clock structure would have to be maintained"
+                crate::x86::msr::SUPPORTED.contains(&msr),
+                "{msr:#x} in KVM_GET_MSR_INDEX_LIST"
             );
-            assert_eq!(f.get(msr), Some(0));
         }
     }
 
@@ -800,6 +814,7 @@ mod lapic;
 mod page_walk;
 mod pic;
 mod pit;
+mod pvclock_math;
 mod routing;
 mod speculation;
 mod stats_binary;
