@@ -83,6 +83,7 @@ void rkvm_cond_resched(void);
 int rkvm_smp_call_function_single(int cpu, void (*func)(void *info), void *info);
 u64 rkvm_ktime_ns(void);
 u64 rkvm_ktime_real_ns(void);
+u64 rkvm_run_delay(void);
 void rkvm_kick_cpu_async(int cpu);
 
 phys_addr_t rkvm_page_to_phys(struct page *page)
@@ -497,6 +498,20 @@ void rkvm_ibpb_before_user(void)
 u64 rkvm_ktime_ns(void)
 {
 	return ktime_get_ns();
+}
+
+/*
+ * How long the current task has waited, runnable, for a CPU (ns): the
+ * source of a vCPU's steal time, as KVM's record_steal_time. The test
+ * kernel has CONFIG_SCHED_INFO; without it nothing is counted.
+ */
+u64 rkvm_run_delay(void)
+{
+#ifdef CONFIG_SCHED_INFO
+	return current->sched_info.run_delay;
+#else
+	return 0;
+#endif
 }
 
 /* The host's wall-clock time (CLOCK_REALTIME), in nanoseconds: kvmclock's epoch. */

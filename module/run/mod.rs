@@ -32,6 +32,7 @@ pub(crate) mod kvmclock;
 mod mmio;
 mod nmi;
 mod regs;
+mod steal_time;
 mod sync;
 
 use self::nmi::NmiState;
@@ -124,6 +125,9 @@ pub(crate) struct RunState {
     /// What the guest's kvmclock structure was last written from
     /// (run/kvmclock.rs), `None` while it is disabled.
     pub(crate) kvmclock_written: Option<kvmclock::Written>,
+    /// The thread's `run_delay` when the guest's steal time was last
+    /// updated (run/steal_time.rs).
+    steal_last: u64,
 }
 
 impl RunState {
@@ -150,6 +154,7 @@ impl RunState {
             pv_cpuid_enforced: false,
             stats,
             kvmclock_written: None,
+            steal_last: 0,
         })
     }
 
@@ -338,6 +343,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
         return Err(EINTR);
     }
 
+    let mut first_entry = true;
     loop {
         if cpu::signal_pending() {
             vm.stats.signal_exits.add(1);
@@ -365,8 +371,11 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             }
         }
         apic::sync_tpr(vm, state);
-        // The guest's kvmclock structure, if it has one and it is stale.
+        // The guest's kvmclock structure, if it has one and it is stale; its
+        // steal time, at the first entry and after the thread waited.
         kvmclock::update(vm, state);
+        steal_time::update(vm, state, first_entry);
+        first_entry = false;
         // NMIs the APIC latched join those `KVM_NMI` queued; one goes in
         // before any interrupt.
         if let Some(link) = state.run.irq.as_ref() {

@@ -135,6 +135,7 @@ extern "C" {
     fn rkvm_tsc_khz() -> c_uint;
     fn rkvm_ktime_ns() -> u64;
     fn rkvm_ktime_real_ns() -> u64;
+    fn rkvm_run_delay() -> u64;
     fn rkvm_kick_cpu_async(cpu: c_int);
     fn rkvm_on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
     fn rkvm_syscore_register(
@@ -293,6 +294,13 @@ pub(crate) fn now_ns() -> u64 {
 pub(crate) fn realtime_ns() -> u64 {
     // SAFETY: Reads the real-time clock; no preconditions.
     unsafe { rkvm_ktime_real_ns() }
+}
+
+/// How long the calling task has waited, runnable, for a CPU, in
+/// nanoseconds (the scheduler's `sched_info.run_delay`).
+pub(crate) fn run_delay_ns() -> u64 {
+    // SAFETY: Reads the current task's scheduler statistics; no preconditions.
+    unsafe { rkvm_run_delay() }
 }
 
 /// Makes `cpu` take an interrupt, so that a guest running there exits,

@@ -64,6 +64,8 @@ pub(crate) struct GuestFeatures {
     /// KVM_FEATURE_CLOCKSOURCE2 (bit 3): the kvmclock MSRs at 0x4b564d00
     /// and 0x4b564d01 exist.
     pub(crate) kvm_clocksource2: bool,
+    /// KVM_FEATURE_STEAL_TIME (bit 5): MSR_KVM_STEAL_TIME exists.
+    pub(crate) kvm_steal_time: bool,
 }
 
 impl Default for GuestFeatures {
@@ -83,6 +85,8 @@ impl GuestFeatures {
         let (_, _, ecx1, _) = get(1, 0);
         let (_, ebx7, _, _) = get(7, 0);
         let (_, _, _, edx81) = get(0x8000_0001, 0);
+        // KVM's paravirtual features (EAX of its leaf 0x4000_0001).
+        let (pv, ..) = get(KVM_CPUID_FEATURES, 0);
         let phys_bits = lookup(
             table,
             Leaf {
@@ -100,8 +104,9 @@ impl GuestFeatures {
             smap: has(ebx7, bit::EBX7_SMAP),
             tsc_adjust: has(ebx7, bit::EBX7_TSC_ADJUST),
             phys_bits,
-            kvm_clocksource: has(get(KVM_CPUID_FEATURES, 0).0, KVM_FEATURE_CLOCKSOURCE),
-            kvm_clocksource2: has(get(KVM_CPUID_FEATURES, 0).0, KVM_FEATURE_CLOCKSOURCE2),
+            kvm_clocksource: pv & KVM_FEATURE_CLOCKSOURCE != 0,
+            kvm_clocksource2: pv & KVM_FEATURE_CLOCKSOURCE2 != 0,
+            kvm_steal_time: pv & KVM_FEATURE_STEAL_TIME != 0,
         }
     }
 }
@@ -286,16 +291,20 @@ const EBX7_ALWAYS: u32 = 1 << bit::EBX7_TSC_ADJUST;
 /// KVM's paravirtual leaves (`Documentation/virt/kvm/x86/cpuid.rst`):
 /// 0x4000_0000 says "KVMKVMKVM" and names 0x4000_0001 the highest; there
 /// rkvm offers kvmclock (EAX: both generations of its MSRs, and the
-/// stable bit the guest may trust: run/kvmclock.rs) and no hint (EDX): no
-/// async page faults, PV EOI, steal time and the rest.
+/// stable bit the guest may trust: run/kvmclock.rs) and steal time
+/// (run/steal_time.rs), and no hint (EDX): no async page faults, PV EOI,
+/// PV IPIs and the rest.
 const KVM_CPUID_SIGNATURE: u32 = 0x4000_0000;
 const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
 const KVM_FEATURE_CLOCKSOURCE: u32 = 1 << 0;
 const KVM_FEATURE_CLOCKSOURCE2: u32 = 1 << 3;
+const KVM_FEATURE_STEAL_TIME: u32 = 1 << 5;
 const KVM_FEATURE_CLOCKSOURCE_STABLE_BIT: u32 = 1 << 24;
 /// The paravirtual features rkvm offers (leaf 0x4000_0001 EAX).
-const KVM_FEATURES: u32 =
-    KVM_FEATURE_CLOCKSOURCE | KVM_FEATURE_CLOCKSOURCE2 | KVM_FEATURE_CLOCKSOURCE_STABLE_BIT;
+const KVM_FEATURES: u32 = KVM_FEATURE_CLOCKSOURCE
+    | KVM_FEATURE_CLOCKSOURCE2
+    | KVM_FEATURE_STEAL_TIME
+    | KVM_FEATURE_CLOCKSOURCE_STABLE_BIT;
 /// "KVMKVMKVM\0\0\0" in EBX, ECX, EDX.
 const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d];
 

@@ -52,6 +52,8 @@ pub(crate) mod index {
     /// The same two at KVM's own numbers (KVM_FEATURE_CLOCKSOURCE2).
     pub(crate) const KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
     pub(crate) const KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
+    /// Where the vCPU's steal-time structure is (KVM_FEATURE_STEAL_TIME).
+    pub(crate) const KVM_STEAL_TIME: u32 = 0x4b56_4d03;
     /// AMD's hardware configuration register. APM Vol. 2 Appendix A.
     pub(crate) const HWCR: u32 = 0xc001_0015;
     // Host-only MSRs of SVM. APM Vol. 2 15.30.
@@ -83,11 +85,16 @@ pub(crate) const SUPPORTED: &[u32] = &[
     index::KVM_SYSTEM_TIME,
     index::KVM_WALL_CLOCK_NEW,
     index::KVM_SYSTEM_TIME_NEW,
+    index::KVM_STEAL_TIME,
 ];
 
 /// The kvmclock enable bit of `MSR_KVM_SYSTEM_TIME(_NEW)`: the rest of the
-/// value is the guest-physical address of the vCPU's time structure.
+/// value is the guest-physical address of the vCPU's time structure. The
+/// same bit enables steal time.
 pub(crate) const KVM_SYSTEM_TIME_ENABLE: u64 = 1;
+/// `MSR_KVM_STEAL_TIME`'s reserved bits: 5:1 (the structure is 64-byte
+/// aligned; bit 0 enables). KVM's `KVM_STEAL_RESERVED_MASK`.
+pub(crate) const KVM_STEAL_RESERVED: u64 = 0x3e;
 
 /// The MSRs that describe features rather than hold state, which
 /// `KVM_GET_MSR_FEATURE_INDEX_LIST` reports and the device fd's
@@ -234,6 +241,9 @@ pub(crate) struct MsrFile {
     pub(crate) kvm_system_time: u64,
     /// `MSR_KVM_WALL_CLOCK(_NEW)`: where the wall clock was last written.
     pub(crate) kvm_wall_clock: u64,
+    /// `MSR_KVM_STEAL_TIME`: the steal-time structure's address and the
+    /// enable bit (run/steal_time.rs).
+    pub(crate) kvm_steal_time: u64,
     pub(crate) mtrrs: Mtrrs,
 }
 
@@ -258,6 +268,7 @@ impl MsrFile {
             misc_features_enables: 0,
             kvm_system_time: 0,
             kvm_wall_clock: 0,
+            kvm_steal_time: 0,
             mtrrs: Mtrrs::default(),
         }
     }
@@ -309,15 +320,16 @@ pub(crate) struct MsrContext<'a> {
 }
 
 impl MsrContext<'_> {
-    /// Whether the guest is refused kvmclock MSR `msr`: the VMM enforces
-    /// the guest's CPUID and it lacks the feature that names the MSR
-    /// (KVM_FEATURE_CLOCKSOURCE for 0x11 and 0x12, ..._CLOCKSOURCE2 for
-    /// KVM's own numbers), as KVM's `guest_pv_has`.
-    fn kvmclock_refused(&self, msr: u32) -> bool {
-        let offered = if msr == index::KVM_WALL_CLOCK || msr == index::KVM_SYSTEM_TIME {
-            self.guest.kvm_clocksource
-        } else {
-            self.guest.kvm_clocksource2
+    /// Whether the guest is refused paravirtual MSR `msr` (kvmclock's,
+    /// steal time's): the VMM enforces the guest's CPUID and it lacks the
+    /// feature that names the MSR (KVM_FEATURE_CLOCKSOURCE for 0x11 and
+    /// 0x12, ..._CLOCKSOURCE2 for KVM's own numbers, ..._STEAL_TIME), as
+    /// KVM's `guest_pv_has`.
+    fn pv_msr_refused(&self, msr: u32) -> bool {
+        let offered = match msr {
+            index::KVM_WALL_CLOCK | index::KVM_SYSTEM_TIME => self.guest.kvm_clocksource,
+            index::KVM_STEAL_TIME => self.guest.kvm_steal_time,
+            _ => self.guest.kvm_clocksource2,
         };
         !self.host_initiated && self.pv_cpuid_enforced && !offered
     }
@@ -365,12 +377,14 @@ pub(crate) fn get(
         | index::KVM_SYSTEM_TIME
         | index::KVM_WALL_CLOCK_NEW
         | index::KVM_SYSTEM_TIME_NEW)
-            if ctx.kvmclock_refused(m) =>
+            if ctx.pv_msr_refused(m) =>
         {
             return None
         }
         index::KVM_WALL_CLOCK | index::KVM_WALL_CLOCK_NEW => file.kvm_wall_clock,
         index::KVM_SYSTEM_TIME | index::KVM_SYSTEM_TIME_NEW => file.kvm_system_time,
+        index::KVM_STEAL_TIME if ctx.pv_msr_refused(msr) => return None,
+        index::KVM_STEAL_TIME => file.kvm_steal_time,
         other => {
             let mut mtrrs = file.mtrrs;
             return mtrrs.slot(other).map(|v| *v);
@@ -474,12 +488,17 @@ pub(crate) fn set(
         | index::KVM_SYSTEM_TIME
         | index::KVM_WALL_CLOCK_NEW
         | index::KVM_SYSTEM_TIME_NEW)
-            if ctx.kvmclock_refused(m) =>
+            if ctx.pv_msr_refused(m) =>
         {
             return false
         }
         index::KVM_WALL_CLOCK | index::KVM_WALL_CLOCK_NEW => file.kvm_wall_clock = value,
         index::KVM_SYSTEM_TIME | index::KVM_SYSTEM_TIME_NEW => file.kvm_system_time = value,
+        // Steal time: the reserved bits must be clear, as KVM.
+        index::KVM_STEAL_TIME if ctx.pv_msr_refused(msr) || value & KVM_STEAL_RESERVED != 0 => {
+            return false
+        }
+        index::KVM_STEAL_TIME => file.kvm_steal_time = value,
         other if Mtrrs::valid(other, value, ctx.guest.phys_bits) => match file.mtrrs.slot(other) {
             Some(slot) => *slot = value,
             None => return false,

@@ -69,7 +69,7 @@ pub fn set_online(cpu: u32, on: bool) -> Result<(), String> {
 
 /// Lets the calling thread run only on `cpus` (`sched_setaffinity`); when
 /// this returns, the thread runs on one of them.
-fn pin_to(cpus: &[u32]) -> Result<(), String> {
+pub fn pin_to(cpus: &[u32]) -> Result<(), String> {
     // SAFETY: `cpu_set_t` is plain data; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for &c in cpus {

@@ -11,6 +11,8 @@ pub const MSR_KVM_SYSTEM_TIME: u32 = 0x12;
 pub const MSR_KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
 /// See [`MSR_KVM_WALL_CLOCK_NEW`].
 pub const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
+/// KVM's steal-time structure's address (KVM_FEATURE_STEAL_TIME).
+pub const MSR_KVM_STEAL_TIME: u32 = 0x4b56_4d03;
 /// `TSC_ADJUST`.
 pub const MSR_TSC_ADJUST: u32 = 0x3b;
 /// `APIC_BASE`.

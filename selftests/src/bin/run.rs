@@ -28,8 +28,8 @@ use rkvm_selftests::guest::{
     describe,
 };
 use rkvm_selftests::msr::{
-    MSR_APIC_BASE, MSR_CSTAR, MSR_EFER, MSR_KERNEL_GS_BASE, MSR_LSTAR, MSR_MISC_ENABLE,
-    MSR_MTRRCAP, MSR_PAT, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
+    MSR_APIC_BASE, MSR_CSTAR, MSR_EFER, MSR_KERNEL_GS_BASE, MSR_KVM_STEAL_TIME, MSR_LSTAR,
+    MSR_MISC_ENABLE, MSR_MTRRCAP, MSR_PAT, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
     MSR_SYSENTER_ESP, MSR_TSC,
 };
 use rkvm_selftests::{Ctx, guest};
@@ -3145,6 +3145,136 @@ fn kvmclock_follows_the_vms_clock(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+// ---- Steal time ----
+
+/// Where the steal-time test's guest has its `struct kvm_steal_time`
+/// (64-byte aligned).
+const STEAL_GPA: u64 = DATA_GPA + 0xa00;
+
+guest! {
+    /// Reports MSR_KVM_STEAL_TIME, then again and again the structure's
+    /// steal (RBX), version (RCX) and flags and preempted (RSI).
+    fn steal_time_guest;
+    ".code64",
+    "mov $0x4b564d03, %ecx",
+    "rdmsr",
+    "shl $32, %rdx",
+    "or %rax, %rdx",
+    "mov %rdx, %rbx",
+    "ucall UCALL_SYNC",
+    "1: mov (DATA_GPA + 0xa00), %rbx",
+    "mov (DATA_GPA + 0xa08), %ecx",
+    "mov (DATA_GPA + 0xa0c), %esi",
+    "movzbq (DATA_GPA + 0xa10), %rax",
+    "shl $32, %rax",
+    "or %rax, %rsi",
+    "ucall UCALL_SYNC",
+    "jmp 1b",
+}
+
+/// The calling thread's `run_delay`: nanoseconds it waited, runnable, for
+/// a CPU (`/proc/thread-self/schedstat`, second field).
+fn run_delay_ns() -> Result<u64, Status> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .map_err(|e| Status::Fail(format!("/proc/thread-self/schedstat: {e}")))?;
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| Status::Fail(format!("schedstat: {text:?}")))
+}
+
+/// Steal time (Linux's `steal_time` in this suite's terms): the CPUID
+/// leaf offers it; `MSR_KVM_STEAL_TIME` with a reserved bit (5:1) is
+/// refused; the guest reads back what the VMM set; at each `KVM_RUN` the
+/// structure's version moves on by an even step and stays even, flags and
+/// `preempted` stay 0, and `steal` never exceeds the vCPU thread's
+/// `run_delay`; after the thread waited for its CPU behind a busy thread
+/// (at least 20 ms), `steal` has grown by at least that wait.
+fn steal_time_counts_the_vcpu_threads_waits(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, steal_time_guest())?;
+    let leaf = vm
+        .cpuid
+        .iter()
+        .find(|e| e.function == 0x4000_0001)
+        .map(|e| e.eax);
+    check!(
+        leaf.is_some_and(|eax| eax & (1 << 5) != 0),
+        "KVM_FEATURE_STEAL_TIME not offered: {leaf:x?}"
+    );
+    let mut vcpu = vm.add_vcpu(0)?;
+    let set = |value: u64| -> Result<usize, Status> {
+        let e = check_ok!(MsrEntries::from_pairs(&[(MSR_KVM_STEAL_TIME, value)]));
+        Ok(check_ok!(vcpu.vcpu.set_msrs(&e)))
+    };
+    check_eq!(set(STEAL_GPA | 1 << 3 | 1)?, 0, "a reserved bit");
+    check_eq!(set(STEAL_GPA | 1)?, 1, "the structure's address, enabled");
+    let online = check_ok!(cpu::online());
+    let Some(&here) = online.first() else {
+        ksft::fail!("no online CPU");
+    };
+    cpu::on_each(&[here], |cpu_nr| {
+        let [msr, ..] = vcpu.sync()?;
+        check_eq_hex!(
+            msr,
+            STEAL_GPA | 1,
+            "MSR_KVM_STEAL_TIME as the guest reads it"
+        );
+        let mut last = (0u64, 0u64);
+        for round in 0..3 {
+            let [steal, version, rest] = vcpu.sync()?;
+            let delay = run_delay_ns()?;
+            check_eq!(rest, 0u64, "round {round}: flags and preempted");
+            check_eq!(version % 2, 0, "round {round}: version {version} even");
+            check!(
+                version > last.1,
+                "round {round}: version {version} after {}",
+                last.1
+            );
+            check!(
+                steal >= last.0,
+                "round {round}: steal {steal} went back from {}",
+                last.0
+            );
+            check!(
+                steal <= delay,
+                "round {round}: steal {steal} above run_delay {delay}"
+            );
+            last = (steal, version);
+        }
+        // Wait for this CPU behind a busy thread.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinner = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let _ = cpu::pin_to(&[cpu_nr]);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        let before = run_delay_ns()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while run_delay_ns()? - before < 20_000_000 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = spinner.join();
+        let waited = run_delay_ns()? - before;
+        check!(
+            waited >= 20_000_000,
+            "the thread waited only {waited} ns for its CPU"
+        );
+        let [steal, ..] = vcpu.sync()?;
+        diag!("waited {waited} ns; steal {} -> {steal}", last.0);
+        check!(
+            steal - last.0 >= waited,
+            "steal grew by {} ns after a {waited} ns wait",
+            steal - last.0
+        );
+        Ok(())
+    })
+}
+
 // ---- Statistics ----
 
 guest! {
@@ -3409,6 +3539,7 @@ fn main() -> ExitCode {
             sync_regs_carry_registers_both_ways,
             coalesced_io_fills_the_ring_instead_of_exiting,
             kvmclock_follows_the_vms_clock,
+            steal_time_counts_the_vcpu_threads_waits,
             exit_counters_in_debugfs_count_what_the_guest_did,
             mmio_instructions_come_from_decode_assists_when_the_cpu_has_them,
             guest_msr_writes_never_reach_the_host,

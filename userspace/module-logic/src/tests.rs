@@ -401,8 +401,8 @@ mod cpuid_table {
         let features = entry(t, 0x4000_0001).unwrap();
         assert_eq!(
             (features.eax, features.edx),
-            (1 << 0 | 1 << 3 | 1 << 24, 0),
-            "kvmclock (both MSR pairs, the stable bit), no hints"
+            (1 << 0 | 1 << 3 | 1 << 5 | 1 << 24, 0),
+            "kvmclock (both MSR pairs, the stable bit), steal time, no hints"
         );
         assert_eq!(entry(t, 7).unwrap().ebx, 1 << 1, "TSC_ADJUST alone");
     }
@@ -461,6 +461,22 @@ mod cpuid_table {
         assert!(g.x2apic && !g.long_mode);
         assert_eq!(g.phys_bits, 48);
         assert_eq!(GuestFeatures::default().phys_bits, 36);
+        // KVM's paravirtual features, one bit each (cpuid.rst).
+        let pv = |eax: u32| {
+            GuestFeatures::from_table(&[kvm_cpuid_entry2 {
+                function: 0x4000_0001,
+                eax,
+                ..Default::default()
+            }])
+        };
+        let g = pv(1 << 0);
+        assert!(g.kvm_clocksource && !g.kvm_clocksource2 && !g.kvm_steal_time);
+        let g = pv(1 << 3);
+        assert!(!g.kvm_clocksource && g.kvm_clocksource2 && !g.kvm_steal_time);
+        let g = pv(1 << 5);
+        assert!(!g.kvm_clocksource && !g.kvm_clocksource2 && g.kvm_steal_time);
+        let g = pv(1 << 1);
+        assert!(!g.kvm_clocksource, "bit 1 is NOP_IO_DELAY, not the clock");
     }
 
     #[test]
@@ -758,11 +774,22 @@ mod msrs {
             f.set(index::KVM_WALL_CLOCK_NEW, u64::MAX),
             "any value, as KVM"
         );
+        // Steal time: 64-byte aligned (bits 5:1 reserved), enable in bit 0.
+        assert!(f.set(index::KVM_STEAL_TIME, 0x4000_0000 | 1));
+        assert_eq!(f.get(index::KVM_STEAL_TIME), Some(0x4000_0001));
+        for bit in 1..6 {
+            assert!(
+                !f.set(index::KVM_STEAL_TIME, 0x4000_0000 | 1 << bit),
+                "bit {bit}"
+            );
+        }
+        assert!(f.set(index::KVM_STEAL_TIME, 0x4000_0040));
         for msr in [
             index::KVM_WALL_CLOCK,
             index::KVM_SYSTEM_TIME,
             index::KVM_WALL_CLOCK_NEW,
             index::KVM_SYSTEM_TIME_NEW,
+            index::KVM_STEAL_TIME,
         ] {
             assert!(
                 crate::x86::msr::SUPPORTED.contains(&msr),
