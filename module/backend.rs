@@ -45,7 +45,16 @@ pub(crate) trait Backend: Send + Sync {
 
     /// Creates an empty second-level page table in the vendor's format.
     fn create_slat(&self) -> Result<KBox<dyn SecondLevel>>;
+
+    /// The vendor's hypercall instruction ([`VMMCALL`] or [`VMCALL`]); the
+    /// other one is #UD in its guests.
+    fn hypercall_insn(&self) -> [u8; 3];
 }
+
+/// SVM's hypercall instruction. APM Vol. 3 VMMCALL.
+pub(crate) const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
+/// VMX's hypercall instruction. SDM Vol. 2B VMCALL.
+pub(crate) const VMCALL: [u8; 3] = [0x0f, 0x01, 0xc1];
 
 /// An event for the guest to take at the next entry. Intel SDM Vol. 3A
 /// 6.1 and APM Vol. 2 8.1 (vectors); APM Vol. 2 15.20 (injection).

@@ -149,6 +149,10 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         abi::KVM_CAP_ADJUST_CLOCK => {
             (abi::KVM_CLOCK_TSC_STABLE | abi::KVM_CLOCK_REALTIME | abi::KVM_CLOCK_HOST_TSC) as isize
         }
+        // KVM_ENABLE_CAP(KVM_CAP_DISABLE_QUIRKS2): the quirks a VMM may
+        // turn off (vm.rs); the first version takes any bits.
+        abi::KVM_CAP_DISABLE_QUIRKS => 1,
+        abi::KVM_CAP_DISABLE_QUIRKS2 => crate::vm::QUIRKS as isize,
         // KVM_PRE_FAULT_MEMORY on vCPU fds (second-level paging only).
         abi::KVM_CAP_PRE_FAULT_MEMORY => 1,
         // The VM types KVM_CREATE_VM takes, one bit each: the default only.

@@ -80,6 +80,7 @@ struct rkvm_vmx_host;
 void rkvm_vmx_host_save(struct rkvm_vmx_host *h);
 void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h);
 void rkvm_cond_resched(void);
+void rkvm_yield(void);
 int rkvm_smp_call_function_single(int cpu, void (*func)(void *info), void *info);
 u64 rkvm_ktime_ns(void);
 u64 rkvm_ktime_real_ns(void);
@@ -275,6 +276,12 @@ void rkvm_guest_enter_rcu_qs(void)
 void rkvm_cond_resched(void)
 {
 	cond_resched();
+}
+
+/* Gives the CPU to another runnable task, if there is one (sched_yield). */
+void rkvm_yield(void)
+{
+	yield();
 }
 
 int rkvm_smp_call_function_single(int cpu, void (*func)(void *info), void *info)

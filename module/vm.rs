@@ -103,6 +103,12 @@ impl core::fmt::Write for NameBuf {
 }
 
 /// The state behind `Vm::inner`.
+/// The quirks rkvm has and a VMM may turn off (`KVM_CAP_DISABLE_QUIRKS2`
+/// answers them): the other vendor's hypercall instruction rewritten to
+/// this one's (run/, `KVM_X86_QUIRK_FIX_HYPERCALL_INSN`). KVM's other
+/// quirks either do not arise in rkvm or are its one behaviour.
+pub(crate) const QUIRKS: u64 = abi::KVM_X86_QUIRK_FIX_HYPERCALL_INSN as u64;
+
 struct VmInner {
     /// The VM's statistics (the page counts are kept with the mappings).
     stats: Arc<VmStats>,
@@ -185,6 +191,9 @@ pub(crate) struct Vm {
     /// rkvm cannot emulate always exits to user space, at any CPL, and
     /// raises no #UD (run/insn.rs, `emulation_failed`).
     exit_on_emulation_failure: AtomicBool,
+    /// The quirks the VMM turned off (`KVM_CAP_DISABLE_QUIRKS2`), of
+    /// [`QUIRKS`].
+    disabled_quirks: AtomicU64,
     _live: Live,
 }
 
@@ -250,6 +259,7 @@ impl Vm {
                 api,
                 platform_info_readable: AtomicBool::new(true),
                 exit_on_emulation_failure: AtomicBool::new(false),
+                disabled_quirks: AtomicU64::new(0),
                 _live: live,
             }),
             GFP_KERNEL_ACCOUNT,
@@ -897,6 +907,15 @@ impl Vm {
                 Ok(0)
             }
             abi::KVM_CAP_X86_APIC_BUS_CYCLES_NS => self.set_apic_bus_cycle_ns(cap.args[0]),
+            // Quirks: KVM behaviours kept for old guests and VMMs that a VMM
+            // may turn off. The second version refuses a quirk rkvm does
+            // not have; the first ignores it, as KVM.
+            abi::KVM_CAP_DISABLE_QUIRKS2 if cap.args[0] & !QUIRKS != 0 => Err(EINVAL),
+            abi::KVM_CAP_DISABLE_QUIRKS | abi::KVM_CAP_DISABLE_QUIRKS2 => {
+                self.disabled_quirks
+                    .fetch_or(cap.args[0] & QUIRKS, Ordering::Relaxed);
+                Ok(0)
+            }
             abi::KVM_CAP_EXIT_ON_EMULATION_FAILURE => match cap.args[0] {
                 on @ (0 | 1) => {
                     let on = on == 1;
@@ -912,6 +931,12 @@ impl Vm {
     /// Whether the guest may read MSR_PLATFORM_INFO (see the field).
     pub(crate) fn platform_info_readable(&self) -> bool {
         self.platform_info_readable.load(Ordering::Relaxed)
+    }
+
+    /// Whether quirk `quirk` (`KVM_X86_QUIRK_*`) is in force: the VMM has
+    /// not turned it off.
+    pub(crate) fn has_quirk(&self, quirk: u64) -> bool {
+        self.disabled_quirks.load(Ordering::Relaxed) & quirk == 0
     }
 
     /// Whether every emulation failure exits to user space (see the field).

@@ -49,6 +49,7 @@ use crate::vcpu::{ArchState, Vcpu};
 use crate::vm::{Backing, Vm};
 use crate::x86::decode::{CodeSize, MmioInsn, MAX_INSN_LEN};
 use crate::x86::regs::{cr0, cr4, efer};
+use crate::x86::walk::Access;
 use core::mem::offset_of;
 use insn::{emulation_failed, fetch, skip, skip_or_fail};
 use io::port_io;
@@ -644,6 +645,9 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             state.run.queued_irq = None;
             exit_reason(page, abi::KVM_EXIT_SHUTDOWN)
         }
+        Exit::Exception {
+            vector: UD_VECTOR, ..
+        } => undefined_opcode(vm, state),
         Exit::Exception { vector, error_code } => {
             raise(state, vector, error_code);
             Ok(Next::Enter)
@@ -690,26 +694,88 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
 }
 
 /// A hypercall, in KVM's ABI (`Documentation/virt/kvm/x86/hypercalls.rst`):
-/// the number in RAX, the result back in RAX. rkvm provides none of KVM's
-/// paravirtual services (its CPUID leaf 0x4000_0001 offers none), so the
-/// answer is KVM's for a service not offered, -KVM_ENOSYS, except for
-/// KVM_HC_VAPIC_POLL_IRQ, which does nothing and returns 0 on every KVM;
-/// outside the guest's kernel, -KVM_EPERM. Outside 64-bit mode the number
-/// and the result are 32 bits (KVM's `____kvm_emulate_hypercall`).
+/// the number in RAX, the arguments from RBX, the result back in RAX.
+/// rkvm provides two of KVM's services: KVM_HC_VAPIC_POLL_IRQ, which does
+/// nothing and returns 0 on every KVM, and KVM_HC_SCHED_YIELD (the guest
+/// waits for another vCPU: rkvm yields the CPU, where KVM yields to that
+/// vCPU's thread if it is preempted), which, as in KVM, a VMM that
+/// enforces the guest's CPUID allows only with KVM_FEATURE_PV_SCHED_YIELD.
+/// Any other number is -KVM_ENOSYS, KVM's answer for a service not
+/// offered; outside the guest's kernel, -KVM_EPERM. Outside 64-bit mode the
+/// number and the result are 32 bits (KVM's `____kvm_emulate_hypercall`).
 fn hypercall(state: &mut ArchState) {
     const KVM_HC_VAPIC_POLL_IRQ: u64 = 1;
+    const KVM_HC_SCHED_YIELD: u64 = 11;
     const KVM_ENOSYS: u64 = 1000;
     const KVM_EPERM: u64 = 1;
     let wide = insn::code_size(state) == CodeSize::Bits64;
     let width = if wide { u64::MAX } else { u64::from(u32::MAX) };
+    let offered = |feature: bool| !state.run.pv_cpuid_enforced || feature;
     let result = if state.sregs.ss.dpl != 0 {
         KVM_EPERM.wrapping_neg()
-    } else if state.regs.rax & width == KVM_HC_VAPIC_POLL_IRQ {
-        0
     } else {
-        KVM_ENOSYS.wrapping_neg()
+        match state.regs.rax & width {
+            KVM_HC_VAPIC_POLL_IRQ => 0,
+            KVM_HC_SCHED_YIELD if offered(state.features.kvm_sched_yield) => {
+                cpu::yield_now();
+                0
+            }
+            _ => KVM_ENOSYS.wrapping_neg(),
+        }
     };
     state.regs.rax = result & width;
+}
+
+/// A #UD the guest raised (intercepted on both vendors for this): the
+/// other vendor's hypercall instruction, as a guest started on a host of
+/// the other vendor has patched into its code, is rewritten in guest memory
+/// to this vendor's and executed again (RIP stays), as KVM's
+/// `KVM_X86_QUIRK_FIX_HYPERCALL_INSN`; otherwise, with the quirk turned
+/// off, or if the guest's page tables do not let its kernel write there,
+/// the guest takes its #UD.
+fn undefined_opcode(vm: &Vm, state: &mut ArchState) -> Result<Next> {
+    let native = vm.shared.backend.hypercall_insn();
+    let other = if native == backend::VMCALL {
+        backend::VMMCALL
+    } else {
+        backend::VMCALL
+    };
+    let mut bytes = [0u8; MAX_INSN_LEN];
+    let n = fetch(vm, state, &mut bytes);
+    if n >= other.len()
+        && bytes[..other.len()] == other
+        && vm.has_quirk(abi::KVM_X86_QUIRK_FIX_HYPERCALL_INSN.into())
+        && write_at_rip(vm, state, &native)
+    {
+        return Ok(Next::Enter);
+    }
+    raise(state, UD_VECTOR, None);
+    Ok(Next::Enter)
+}
+
+/// Writes `bytes` over the guest's code at CS:RIP, byte by byte through its
+/// page tables, as a write of its kernel would (KVM's
+/// `emulator_write_emulated`); false, with nothing written, if a byte's
+/// page is not writable that way.
+fn write_at_rip(vm: &Vm, state: &ArchState, bytes: &[u8]) -> bool {
+    let base = insn::seg_base(state, &state.sregs.cs, false);
+    let access = Access {
+        fetch: false,
+        user: state.sregs.cs.dpl == 3,
+        write: true,
+    };
+    let mut gpas = [0u64; MAX_INSN_LEN];
+    for (i, gpa) in gpas.iter_mut().enumerate().take(bytes.len()) {
+        let la = insn::linear(state, base, state.regs.rip.wrapping_add(i as u64));
+        match insn::translate(vm, state, la, access) {
+            Ok(t) => *gpa = t.gpa,
+            Err(_) => return false,
+        }
+    }
+    bytes
+        .iter()
+        .zip(gpas.iter())
+        .all(|(b, gpa)| vm.write_guest(*gpa, &[*b]).is_some())
 }
 
 /// `KVM_EXIT_INTERNAL_ERROR` with `KVM_INTERNAL_ERROR_DELIVERY_EV`: the

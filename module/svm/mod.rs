@@ -262,6 +262,10 @@ impl Backend for Svm {
         self.limits
     }
 
+    fn hypercall_insn(&self) -> [u8; 3] {
+        crate::backend::VMMCALL
+    }
+
     fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,

@@ -20,9 +20,10 @@ use kernel::sync::Arc;
 
 /// Exceptions intercepted to protect the host: #AC (17), which a guest
 /// could otherwise make loop in microcode and hang the CPU (CVE-2015-5307),
-/// and #MC (18), which belongs to the host's machine-check handler.
-/// APM Vol. 2 15.12.
-const INTERCEPTED_EXCEPTIONS: u32 = 1 << 17 | 1 << MC_VECTOR;
+/// and #MC (18), which belongs to the host's machine-check handler; and
+/// #UD (6), for VMX's hypercall instruction (run/, KVM's
+/// `KVM_X86_QUIRK_FIX_HYPERCALL_INSN`). APM Vol. 2 15.12.
+const INTERCEPTED_EXCEPTIONS: u32 = 1 << 6 | 1 << 17 | 1 << MC_VECTOR;
 /// The machine-check vector. SDM Vol. 3A 6.15.
 const MC_VECTOR: u64 = 18;
 
@@ -300,7 +301,7 @@ impl SvmVcpu {
                 error_code: Some(0),
             },
             exit::VMMCALL => Exit::Hypercall {
-                opcode: [0x0f, 0x01, 0xd9],
+                opcode: crate::backend::VMMCALL,
             },
             exit::VMRUN
             | exit::VMLOAD

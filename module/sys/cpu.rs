@@ -148,6 +148,7 @@ extern "C" {
     fn rkvm_need_resched() -> bool;
     fn rkvm_guest_enter_rcu_qs();
     fn rkvm_cond_resched();
+    fn rkvm_yield();
     fn rkvm_signal_pending() -> bool;
     fn rkvm_current_pid() -> c_int;
     fn rkvm_host_mem_encrypted() -> bool;
@@ -189,6 +190,13 @@ pub(crate) fn need_resched() -> bool {
 pub(crate) fn cond_resched() {
     // SAFETY: Called from process context with no spinlock held (callers are ioctls).
     unsafe { rkvm_cond_resched() }
+}
+
+/// Gives the CPU to another runnable task, if there is one
+/// (`sched_yield`). May sleep.
+pub(crate) fn yield_now() {
+    // SAFETY: Called from process context with no spinlock held (the run loop).
+    unsafe { rkvm_yield() }
 }
 
 /// The calling task's pid (thread id), as KVM names debugfs directories.

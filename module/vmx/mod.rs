@@ -320,6 +320,10 @@ impl Backend for Vmx {
         self.limits
     }
 
+    fn hypercall_insn(&self) -> [u8; 3] {
+        crate::backend::VMCALL
+    }
+
     fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.shared;
         write!(

@@ -34,10 +34,13 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 /// Exceptions intercepted to protect the host: #AC (17), which a guest
-/// could make loop in microcode (CVE-2015-5307), and #MC (18), the host's.
+/// could make loop in microcode (CVE-2015-5307), and #MC (18), the host's;
+/// and #UD (6), for SVM's hypercall instruction (run/, KVM's
+/// `KVM_X86_QUIRK_FIX_HYPERCALL_INSN`).
+const UD_VECTOR: u8 = 6;
 const AC_VECTOR: u8 = 17;
 const MC_VECTOR: u8 = 18;
-const INTERCEPTED_EXCEPTIONS: u32 = 1 << AC_VECTOR | 1 << MC_VECTOR;
+const INTERCEPTED_EXCEPTIONS: u32 = 1 << UD_VECTOR | 1 << AC_VECTOR | 1 << MC_VECTOR;
 /// DR7 at reset. SDM Vol. 3B 19.2.
 const DR7_RESET: u64 = 0x400;
 /// RFLAGS.TF and IF.
@@ -509,6 +512,11 @@ impl VmxVcpu {
                             vector,
                             error_code: Some(read(v, vmcs::VM_EXIT_INTR_ERROR_CODE)?),
                         }
+                    } else if vector == UD_VECTOR {
+                        Exit::Exception {
+                            vector,
+                            error_code: None,
+                        }
                     } else {
                         Exit::Unhandled(basic.into())
                     }
@@ -582,7 +590,7 @@ impl VmxVcpu {
                         && qual & ept_violation::TRANSLATED == 0,
                 },
                 reason::VMCALL => Exit::Hypercall {
-                    opcode: [0x0f, 0x01, 0xc1],
+                    opcode: crate::backend::VMCALL,
                 },
                 // VMX instructions, GETSEC, MONITOR/MWAIT, XSETBV: not given to guests.
                 reason::GETSEC

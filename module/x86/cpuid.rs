@@ -66,6 +66,9 @@ pub(crate) struct GuestFeatures {
     pub(crate) kvm_clocksource2: bool,
     /// KVM_FEATURE_STEAL_TIME (bit 5): MSR_KVM_STEAL_TIME exists.
     pub(crate) kvm_steal_time: bool,
+    /// KVM_FEATURE_PV_SCHED_YIELD (bit 13): the KVM_HC_SCHED_YIELD
+    /// hypercall (only looked at when the VMM enforces the CPUID).
+    pub(crate) kvm_sched_yield: bool,
 }
 
 impl Default for GuestFeatures {
@@ -107,6 +110,7 @@ impl GuestFeatures {
             kvm_clocksource: pv & KVM_FEATURE_CLOCKSOURCE != 0,
             kvm_clocksource2: pv & KVM_FEATURE_CLOCKSOURCE2 != 0,
             kvm_steal_time: pv & KVM_FEATURE_STEAL_TIME != 0,
+            kvm_sched_yield: pv & KVM_FEATURE_PV_SCHED_YIELD != 0,
         }
     }
 }
@@ -299,6 +303,7 @@ const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
 const KVM_FEATURE_CLOCKSOURCE: u32 = 1 << 0;
 const KVM_FEATURE_CLOCKSOURCE2: u32 = 1 << 3;
 const KVM_FEATURE_STEAL_TIME: u32 = 1 << 5;
+const KVM_FEATURE_PV_SCHED_YIELD: u32 = 1 << 13;
 const KVM_FEATURE_CLOCKSOURCE_STABLE_BIT: u32 = 1 << 24;
 /// The paravirtual features rkvm offers (leaf 0x4000_0001 EAX).
 const KVM_FEATURES: u32 = KVM_FEATURE_CLOCKSOURCE

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
 use kvm_abi::sys::{
     KVM_CAP_ADJUST_CLOCK, KVM_CAP_BINARY_STATS_FD, KVM_CAP_COALESCED_MMIO, KVM_CAP_COALESCED_PIO,
-    KVM_CAP_ENFORCE_PV_FEATURE_CPUID, KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_MSR_PLATFORM_INFO,
-    KVM_CAP_SYNC_REGS, KVM_CLOCK_REALTIME, KVM_CLOCK_TSC_STABLE, KVM_EXIT_INTR, KVM_EXIT_IO,
+    KVM_CAP_DISABLE_QUIRKS, KVM_CAP_DISABLE_QUIRKS2, KVM_CAP_ENFORCE_PV_FEATURE_CPUID,
+    KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_MSR_PLATFORM_INFO, KVM_CAP_SYNC_REGS,
+    KVM_CLOCK_REALTIME, KVM_CLOCK_TSC_STABLE, KVM_EXIT_INTR, KVM_EXIT_IO,
     KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
     KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_SYNC_X86_EVENTS, KVM_SYNC_X86_REGS,
-    KVM_SYNC_X86_SREGS, kvm_debugregs,
+    KVM_SYNC_X86_SREGS, KVM_X86_QUIRK_FIX_HYPERCALL_INSN, kvm_debugregs,
 };
 use kvm_abi::{GuestMemory, IoDirection, MemoryRegion, MsrEntries, VcpuExit};
 use nix::sys::signal::Signal;
@@ -782,6 +783,81 @@ fn hypercalls_get_kvms_answers_and_pv_msrs_follow_the_enforced_cpuid(ctx: &Ctx) 
         other => ksft::fail!("kvmclock MSR without the feature: expected #GP, got {other}"),
     }
     vcpu.done()
+}
+
+guest! {
+    /// Reports where its hypercall instruction is (the host writes one
+    /// there), then calls KVM_HC_SCHED_YIELD with it and reports RAX; after
+    /// an exception it goes on to DONE.
+    fn fix_hypercall_guest;
+    ".code64",
+    "lea 2f(%rip), %rbx",
+    "ucall UCALL_SYNC",
+    "lea 3f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $11, %eax",
+    "xor %ebx, %ebx",
+    "2: .byte 0xcc, 0xcc, 0xcc",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "3: ucall UCALL_DONE",
+}
+
+/// The other vendor's hypercall instruction (VMCALL on AMD, VMMCALL on
+/// Intel: #UD there), as Linux's `fix_hypercall_test` checks it: with KVM's
+/// `KVM_X86_QUIRK_FIX_HYPERCALL_INSN` in force it is rewritten in guest
+/// memory to this vendor's and the hypercall happens (KVM_HC_SCHED_YIELD
+/// returns 0); with the quirk turned off (`KVM_CAP_DISABLE_QUIRKS2`) the
+/// guest takes #UD and its code stays. `KVM_CAP_DISABLE_QUIRKS2` names the
+/// quirk and refuses an unknown one; the first version takes any bits.
+fn the_other_vendors_hypercall_is_rewritten_unless_the_quirk_is_off(ctx: &Ctx) -> TestResult {
+    const VMCALL: [u8; 3] = [0x0f, 0x01, 0xc1];
+    const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
+    let quirks = check_ok!(ctx.cap(KVM_CAP_DISABLE_QUIRKS2));
+    diag!("KVM_CAP_DISABLE_QUIRKS2 = {quirks:#x}");
+    let fix = u64::from(KVM_X86_QUIRK_FIX_HYPERCALL_INSN);
+    check!(
+        u64::try_from(quirks).unwrap_or(0) & fix != 0,
+        "the quirk is not offered"
+    );
+    let intel = std::arch::x86_64::__cpuid(0).ebx == 0x756e_6547;
+    let (native, other) = if intel {
+        (VMCALL, VMMCALL)
+    } else {
+        (VMMCALL, VMCALL)
+    };
+    for disabled in [false, true] {
+        let vm = GuestVm::new(ctx, Mode::Long, fix_hypercall_guest())?;
+        check_errno!(
+            vm.vm
+                .enable_cap(KVM_CAP_DISABLE_QUIRKS2, [1 << 62, 0, 0, 0]),
+            libc::EINVAL,
+            "an unknown quirk"
+        );
+        check_ok!(vm.vm.enable_cap(KVM_CAP_DISABLE_QUIRKS, [1 << 62, 0, 0, 0]));
+        if disabled {
+            check_ok!(vm.vm.enable_cap(KVM_CAP_DISABLE_QUIRKS2, [fix, 0, 0, 0]));
+        }
+        let mut vcpu = vm.add_vcpu(0)?;
+        let [at, ..] = vcpu.sync()?;
+        vm.write(at, &other)?;
+        let mut code = [0u8; 3];
+        if disabled {
+            match vcpu.ucall()? {
+                Ucall::Exception { vector: 6, .. } => {}
+                other => ksft::fail!("quirk off: expected #UD, got {other}"),
+            }
+            vm.read(at, &mut code)?;
+            check_eq!(code, other, "the code, untouched");
+        } else {
+            let [rax, ..] = vcpu.sync()?;
+            check_eq_hex!(rax, 0u64, "KVM_HC_SCHED_YIELD's result");
+            vm.read(at, &mut code)?;
+            check_eq!(code, native, "the rewritten instruction");
+        }
+        vcpu.done()?;
+    }
+    Ok(())
 }
 
 guest! {
@@ -3500,6 +3576,7 @@ fn main() -> ExitCode {
             exit_on_emulation_failure_leaves_the_instruction_to_user_space,
             platform_info_is_read_by_the_guest_until_the_vmm_says_no,
             hypercalls_get_kvms_answers_and_pv_msrs_follow_the_enforced_cpuid,
+            the_other_vendors_hypercall_is_rewritten_unless_the_quirk_is_off,
             binary_stats_count_what_the_guest_did,
             an_exception_set_with_vcpu_events_is_delivered,
             misc_enable_keeps_its_read_only_bits_from_the_guest,
