@@ -75,6 +75,7 @@ pub(crate) const KVM_GET_PIT2: u32 = _IOR::<kvm_pit_state2>(KVMIO, 0x9f);
 pub(crate) const KVM_SET_PIT2: u32 = _IOW::<kvm_pit_state2>(KVMIO, 0xa0);
 pub(crate) const KVM_IOEVENTFD: u32 = _IOW::<kvm_ioeventfd>(KVMIO, 0x79);
 pub(crate) const KVM_SET_CLOCK: u32 = _IOW::<kvm_clock_data>(KVMIO, 0x7b);
+pub(crate) const KVM_X86_SET_MSR_FILTER: u32 = _IOW::<kvm_msr_filter>(KVMIO, 0xc6);
 pub(crate) const KVM_GET_CLOCK: u32 = _IOR::<kvm_clock_data>(KVMIO, 0x7c);
 pub(crate) const KVM_REGISTER_COALESCED_MMIO: u32 = _IOW::<kvm_coalesced_mmio_zone>(KVMIO, 0x67);
 pub(crate) const KVM_UNREGISTER_COALESCED_MMIO: u32 = _IOW::<kvm_coalesced_mmio_zone>(KVMIO, 0x68);
@@ -144,6 +145,9 @@ const _: () = assert!(KVM_GET_XSAVE == 0x9000_AEA4);
 const _: () = assert!(KVM_REGISTER_COALESCED_MMIO == 0x4010_AE67);
 const _: () = assert!(KVM_PRE_FAULT_MEMORY == 0xC040_AED5);
 const _: () = assert!(KVM_GET_CLOCK == 0x8030_AE7C);
+const _: () = assert!(KVM_X86_SET_MSR_FILTER == 0x4188_AEC6);
+// `struct kvm_msr_filter`: flags (and padding), then 16 ranges of 24 bytes.
+const _: () = assert!(core::mem::size_of::<kvm_msr_filter>() == 8 + 24 * 16);
 const _: () = assert!(KVM_GET_XSAVE2 == 0x9000_AECF);
 const _: () = assert!(KVM_GET_XCRS == 0x8188_AEA6);
 const _: () = assert!(KVM_GET_DEBUGREGS == 0x8080_AEA1);
@@ -190,6 +194,7 @@ plain_old_data!(
     kvm_run__bindgen_ty_1__bindgen_ty_4,
     kvm_run__bindgen_ty_1__bindgen_ty_13,
     kvm_run__bindgen_ty_1__bindgen_ty_14,
+    kvm_run__bindgen_ty_1__bindgen_ty_23,
     kvm_regs,
     kvm_sregs,
     kvm_segment,

@@ -95,6 +95,10 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_VCPU_EVENTS
         // KVM_GET/SET_DEBUGREGS (vcpu.rs).
         | abi::KVM_CAP_DEBUGREGS
+        // KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR) and
+        // KVM_X86_SET_MSR_FILTER (vm.rs, run/).
+        | abi::KVM_CAP_X86_USER_SPACE_MSR
+        | abi::KVM_CAP_X86_MSR_FILTER
         // KVM_GET/SET_XSAVE (x86/xsave.rs), on every host, as KVM 7.3.
         | abi::KVM_CAP_XSAVE
         // KVM_GET_STATS_FD on VM and vCPU fds (stats/fd.rs).

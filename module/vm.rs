@@ -60,9 +60,10 @@ use crate::sys::mem::{
 use crate::sys::mem::{user_range_ok, OwnerMm};
 use crate::user;
 use crate::vcpu::{Vcpu, VcpuFd, MAX_VCPUS, MAX_VCPU_IDS, VCPU_FOPS};
+use crate::x86::msr_filter::{self, MsrFilter};
 use crate::x86::pvclock::ClockRef;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::new_mutex;
 use kernel::prelude::*;
@@ -194,6 +195,12 @@ pub(crate) struct Vm {
     /// The quirks the VMM turned off (`KVM_CAP_DISABLE_QUIRKS2`), of
     /// [`QUIRKS`].
     disabled_quirks: AtomicU64,
+    /// `KVM_CAP_X86_USER_SPACE_MSR`: the `KVM_MSR_EXIT_REASON_*` for which
+    /// a guest's refused MSR access exits to user space instead of #GP.
+    user_space_msr: AtomicU32,
+    /// `KVM_X86_SET_MSR_FILTER`'s filter, if one is set (x86/msr_filter.rs).
+    #[pin]
+    msr_filter: Mutex<Option<MsrFilter>>,
     _live: Live,
 }
 
@@ -260,6 +267,8 @@ impl Vm {
                 platform_info_readable: AtomicBool::new(true),
                 exit_on_emulation_failure: AtomicBool::new(false),
                 disabled_quirks: AtomicU64::new(0),
+                user_space_msr: AtomicU32::new(0),
+                msr_filter <- new_mutex!(None, "rkvm::Vm::msr_filter"),
                 _live: live,
             }),
             GFP_KERNEL_ACCOUNT,
@@ -916,6 +925,15 @@ impl Vm {
                     .fetch_or(cap.args[0] & QUIRKS, Ordering::Relaxed);
                 Ok(0)
             }
+            // Which refused guest MSR accesses exit to user space (run/).
+            abi::KVM_CAP_X86_USER_SPACE_MSR => {
+                let mask = u32::try_from(cap.args[0])
+                    .ok()
+                    .filter(|m| m & !abi::KVM_MSR_EXIT_REASON_VALID_MASK == 0)
+                    .ok_or(EINVAL)?;
+                self.user_space_msr.store(mask, Ordering::Relaxed);
+                Ok(0)
+            }
             abi::KVM_CAP_EXIT_ON_EMULATION_FAILURE => match cap.args[0] {
                 on @ (0 | 1) => {
                     let on = on == 1;
@@ -931,6 +949,58 @@ impl Vm {
     /// Whether the guest may read MSR_PLATFORM_INFO (see the field).
     pub(crate) fn platform_info_readable(&self) -> bool {
         self.platform_info_readable.load(Ordering::Relaxed)
+    }
+
+    /// Whether a guest MSR access refused for `reason`
+    /// (`KVM_MSR_EXIT_REASON_*`) exits to user space.
+    pub(crate) fn msr_exits_to_user(&self, reason: u32) -> bool {
+        self.user_space_msr.load(Ordering::Relaxed) & reason != 0
+    }
+
+    /// Whether the MSR filter lets the guest access MSR `index` (write if
+    /// `write`) in the kernel; with no filter, every MSR.
+    pub(crate) fn msr_allowed(&self, index: u32, write: bool) -> bool {
+        self.msr_filter
+            .lock()
+            .as_ref()
+            .is_none_or(|f| f.allows(index, write))
+    }
+
+    /// `KVM_X86_SET_MSR_FILTER`: `struct kvm_msr_filter` (its flags, then
+    /// 16 ranges of flags, count, base and a user pointer to a bitmap),
+    /// checked and copied as KVM's `kvm_vm_ioctl_set_msr_filter` does
+    /// (x86/msr_filter.rs has the rules: `EINVAL`), every bitmap copied
+    /// (`EFAULT`) before the new filter replaces the old one. A filter
+    /// that allows by default and has no range is as none.
+    fn set_msr_filter(&self, arg: usize) -> Result<isize> {
+        const RANGES: usize = abi::KVM_MSR_FILTER_MAX_RANGES as usize;
+        let raw: [u8; 8 + 24 * RANGES] = user::read(arg)?;
+        let u32_at = |o: usize| u32::from_le_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]);
+        let range = |i: usize| {
+            let o = 8 + 24 * i;
+            let mut ptr = [0u8; 8];
+            ptr.copy_from_slice(&raw[o + 16..o + 24]);
+            (
+                u32_at(o),
+                u32_at(o + 4),
+                u32_at(o + 8),
+                u64::from_le_bytes(ptr),
+            )
+        };
+        let default_allow = msr_filter::check_flags(u32_at(0), (0..RANGES).map(|i| range(i).1))
+            .map_err(|_| EINVAL)?;
+        let mut filter = MsrFilter::new(default_allow);
+        for i in 0..RANGES {
+            let (flags, nmsrs, base, bitmap) = range(i);
+            let Some(bytes) = msr_filter::bitmap_bytes(flags, nmsrs).map_err(|_| EINVAL)? else {
+                continue;
+            };
+            let addr = usize::try_from(bitmap).map_err(|_| EFAULT)?;
+            let bitmap: KVec<u8> = user::read_array(addr, bytes)?;
+            filter.push(flags, base, nmsrs, bitmap)?;
+        }
+        *self.msr_filter.lock() = Some(filter);
+        Ok(0)
     }
 
     /// Whether quirk `quirk` (`KVM_X86_QUIRK_*`) is in force: the VMM has
@@ -1217,6 +1287,7 @@ impl FileObject for Vm {
             abi::KVM_CREATE_PIT2 => this.create_pit(Some(arg)),
             abi::KVM_SET_BOOT_CPU_ID => this.set_boot_cpu_id(arg),
             abi::KVM_GET_CLOCK => this.get_clock(arg),
+            abi::KVM_X86_SET_MSR_FILTER => this.set_msr_filter(arg),
             abi::KVM_SET_CLOCK => this.set_clock(arg),
             abi::KVM_CREATE_PIT => this.create_pit(None),
             abi::KVM_GET_PIT2 => this.get_pit2(arg),

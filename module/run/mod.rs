@@ -30,6 +30,7 @@ mod insn;
 mod io;
 pub(crate) mod kvmclock;
 mod mmio;
+mod msr_exit;
 mod nmi;
 mod regs;
 mod steal_time;
@@ -57,7 +58,7 @@ use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 use mmio::mmio;
-use regs::{answer_cpuid, cr_read, cr_write, debug_register, guest_msr};
+use regs::{answer_cpuid, cr_read, cr_write, debug_register};
 
 pub(crate) use apic::{apic_base_changed, IrqLink};
 
@@ -246,6 +247,8 @@ enum Pending {
     Out(StringIo),
     /// An MMIO load: `kvm_run.mmio.data` goes to the register.
     MmioLoad { insn: MmioInsn, next_rip: u64 },
+    /// RDMSR or WRMSR user space was asked to handle (run/msr_exit.rs).
+    Msr { write: bool, next_rip: u64 },
 }
 
 /// One port-I/O exit's transfer.
@@ -591,15 +594,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             answer_cpuid(state);
             skip_or_fail(vm, state, info, &[0x0f, 0xa2], page)
         }
-        Exit::Msr { write } => {
-            if guest_msr(vm, state, write) {
-                let opcode = if write { [0x0f, 0x30] } else { [0x0f, 0x32] };
-                skip_or_fail(vm, state, info, &opcode, page)
-            } else {
-                raise(state, GP_VECTOR, Some(0));
-                Ok(Next::Enter)
-            }
-        }
+        Exit::Msr { write } => msr_exit::access(vm, state, info, page, write),
         Exit::DebugRegister => debug_register(vm, state, page),
         Exit::CrWrite { cr, gpr } => cr_write(vm, state, page, info, cr, gpr),
         Exit::CrRead { cr, gpr } => cr_read(state, info, cr, gpr),
@@ -824,5 +819,6 @@ fn complete(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, pending: Pending)
         Pending::MmioLoad { insn, next_rip } => {
             mmio::complete_load(state, pages.run, insn, next_rip)
         }
+        Pending::Msr { write, next_rip } => msr_exit::complete(state, pages.run, write, next_rip),
     }
 }

@@ -11,6 +11,7 @@ pub(crate) mod cpuid;
 pub(crate) mod decode;
 pub(crate) mod emulate;
 pub(crate) mod msr;
+pub(crate) mod msr_filter;
 pub(crate) mod pvclock;
 pub(crate) mod regs;
 pub(crate) mod walk;

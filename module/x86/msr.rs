@@ -23,6 +23,9 @@ pub(crate) mod index {
     /// MSR_MISC_FEATURES_ENABLES: bit 0 turns CPUID faulting on. SDM
     /// Vol. 4 Table 2-12.
     pub(crate) const MISC_FEATURES_ENABLES: u32 = 0x140;
+    /// IA32_POWER_CTL: power-management controls, kept and not acted on,
+    /// as KVM keeps them.
+    pub(crate) const POWER_CTL: u32 = 0x1fc;
     pub(crate) const MISC_ENABLE: u32 = 0x1a0;
     /// MTRRphysBase0 (even) and MTRRphysMask0 (odd) to ...7.
     pub(crate) const MTRR_PHYS_FIRST: u32 = 0x200;
@@ -81,6 +84,7 @@ pub(crate) const SUPPORTED: &[u32] = &[
     index::HWCR,
     index::PLATFORM_INFO,
     index::MISC_FEATURES_ENABLES,
+    index::POWER_CTL,
     index::KVM_WALL_CLOCK,
     index::KVM_SYSTEM_TIME,
     index::KVM_WALL_CLOCK_NEW,
@@ -236,6 +240,8 @@ pub(crate) struct MsrFile {
     pub(crate) platform_info: u64,
     /// MSR_MISC_FEATURES_ENABLES: [`MISC_FEATURES_CPUID_FAULT`] or 0.
     pub(crate) misc_features_enables: u64,
+    /// IA32_POWER_CTL: any value, as KVM.
+    pub(crate) power_ctl: u64,
     /// `MSR_KVM_SYSTEM_TIME(_NEW)`: the vCPU's kvmclock structure's
     /// address and [`KVM_SYSTEM_TIME_ENABLE`] (run/kvmclock.rs).
     pub(crate) kvm_system_time: u64,
@@ -266,6 +272,7 @@ impl MsrFile {
             tsc_adjust: 0,
             platform_info: PLATFORM_INFO_CPUID_FAULT,
             misc_features_enables: 0,
+            power_ctl: 0,
             kvm_system_time: 0,
             kvm_wall_clock: 0,
             kvm_steal_time: 0,
@@ -341,6 +348,17 @@ pub(crate) struct SharedRegs<'a> {
     pub(crate) apic_base: &'a mut u64,
 }
 
+/// Whether rkvm virtualises MSR `msr` at all, so that a refused access
+/// is a refused value or access (KVM's `KVM_MSR_EXIT_REASON_INVAL`) and not
+/// an MSR it does not know (`KVM_MSR_EXIT_REASON_UNKNOWN`): those
+/// `KVM_GET_MSR_INDEX_LIST` lists, FS.base and GS.base, MTRRcap and the
+/// MTRRs. (The x2APIC MSRs are the in-kernel APIC's: run/apic.rs.)
+pub(crate) fn exists(msr: u32) -> bool {
+    SUPPORTED.contains(&msr)
+        || matches!(msr, index::FS_BASE | index::GS_BASE | index::MTRRCAP)
+        || Mtrrs::default().slot(msr).is_some()
+}
+
 /// Reads an MSR; `None` if rkvm does not virtualise it.
 pub(crate) fn get(
     file: &MsrFile,
@@ -372,6 +390,7 @@ pub(crate) fn get(
         }
         index::PLATFORM_INFO => return None,
         index::MISC_FEATURES_ENABLES => file.misc_features_enables,
+        index::POWER_CTL => file.power_ctl,
         // kvmclock: what was written (`set`).
         m @ (index::KVM_WALL_CLOCK
         | index::KVM_SYSTEM_TIME
@@ -450,6 +469,7 @@ pub(crate) fn set(
         }
         index::PAT if pat_valid(value) => file.pat = value,
         index::SYSENTER_CS => file.sysenter_cs = value,
+        index::POWER_CTL => file.power_ctl = value,
         // Not refused when non-canonical (AMD ignores the upper half), but made canonical so
         // that something deterministic happens, as KVM does.
         index::SYSENTER_ESP => file.sysenter_esp = canonicalize(value),

@@ -266,6 +266,20 @@ impl RunMapping {
         write_field!(self.run_ptr(), request_interrupt_window, u8::from(on));
     }
 
+    /// `kvm_run.msr` after `KVM_EXIT_X86_RDMSR` or `KVM_EXIT_X86_WRMSR`:
+    /// (reason, MSR index, the value written).
+    pub fn msr(&self) -> (u32, u32, u64) {
+        let m = read_field!(self.run_ptr(), __bindgen_anon_1.msr);
+        (m.reason, m.index, m.data)
+    }
+
+    /// Answers such an exit for the next KVM_RUN: `error` makes it #GP for
+    /// the guest, else a read gets `data`.
+    pub fn set_msr_reply(&mut self, error: bool, data: u64) {
+        write_field!(self.run_ptr(), __bindgen_anon_1.msr.error, u8::from(error));
+        write_field!(self.run_ptr(), __bindgen_anon_1.msr.data, data);
+    }
+
     /// `kvm_run.kvm_valid_regs`: the register sets (`KVM_SYNC_X86_*`) KVM_RUN
     /// stores in `kvm_run.s.regs` when it returns (`KVM_CAP_SYNC_REGS`).
     pub fn valid_regs(&self) -> u64 {

@@ -13,7 +13,7 @@ use crate::ioctls::{
     KVM_SET_BOOT_CPU_ID, KVM_SET_CLOCK, KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR,
     KVM_SET_IRQCHIP, KVM_SET_NR_MMU_PAGES, KVM_SET_PIT2, KVM_SET_TSS_ADDR,
     KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2, KVM_SIGNAL_MSI,
-    KVM_UNREGISTER_COALESCED_MMIO,
+    KVM_UNREGISTER_COALESCED_MMIO, KVM_X86_SET_MSR_FILTER,
 };
 use crate::mem::GuestMemory;
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
@@ -422,6 +422,29 @@ impl Vm {
         unsafe { ioctl_ref(self.fd.as_fd(), req, &raw const zone) }
             .map(drop)
             .map_err(|e| Error::new(name, e))
+    }
+
+    /// KVM_X86_SET_MSR_FILTER: `flags` (`KVM_MSR_FILTER_DEFAULT_DENY`) and
+    /// up to 16 ranges of (flags, base MSR, count, bitmap).
+    pub fn set_msr_filter(&self, flags: u32, ranges: &[(u32, u32, u32, &[u8])]) -> Result<()> {
+        let mut filter = crate::sys::kvm_msr_filter {
+            flags,
+            ..Default::default()
+        };
+        for (slot, &(rflags, base, nmsrs, bitmap)) in filter.ranges.iter_mut().zip(ranges) {
+            *slot = crate::sys::kvm_msr_filter_range {
+                flags: rflags,
+                nmsrs,
+                base,
+                bitmap: bitmap.as_ptr().cast_mut(),
+            };
+        }
+        // SAFETY: the kernel reads the struct and, for each range, the
+        // bitmap bytes its count needs (rounded up to 8), which the caller's
+        // slices must hold; it never writes through the pointers.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_X86_SET_MSR_FILTER, &raw const filter) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_X86_SET_MSR_FILTER", e))
     }
 
     /// KVM_GET_CLOCK: the VM's kvmclock, with the host's time and TSC.

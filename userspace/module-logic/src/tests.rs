@@ -838,6 +838,7 @@ mod emulate_rules;
 mod ioapic;
 mod ioeventfd;
 mod lapic;
+mod msr_filter_rules;
 mod page_walk;
 mod pic;
 mod pit;
