@@ -2464,6 +2464,28 @@ guest! {
     "ucall UCALL_DONE",
 }
 
+/// The XMM0 and XMM15 values the FPU state tests give `fpu_ioctl_guest`
+/// (with FCW 0x027F).
+const XMM0: u128 = 0x1122_3344_5566_7788_99aa_bbcc_ddee_ff00;
+const XMM15: u128 = 0x0f0e_0d0c_0b0a_0908_0706_0504_0302_0100;
+
+/// Checks what `fpu_ioctl_guest` reported: FCW 0x027F and the low halves
+/// of [`XMM0`] and [`XMM15`].
+fn check_fpu_guest_saw([fcw, xmm0, xmm15]: [u128; 3]) -> TestResult {
+    check_eq_hex!(fcw, 0x027fu128, "the guest's FCW");
+    check_eq_hex!(
+        xmm0,
+        XMM0 & u128::from(u64::MAX),
+        "the guest's xmm0 (low half)"
+    );
+    check_eq_hex!(
+        xmm15,
+        XMM15 & u128::from(u64::MAX),
+        "the guest's xmm15 (low half)"
+    );
+    Ok(())
+}
+
 /// Why the KVM_SET_FPU tests skip on KVM on an XSAVE host.
 const KVM_SET_FPU_XSAVE_GAP: &str = "KVM 7.3 on a host with XSAVE loads the guest's x87/SSE \
     registers with XRSTOR, and KVM_SET_FPU writes the legacy region without setting XSTATE_BV's \
@@ -2479,8 +2501,6 @@ fn kvm_set_fpu_misses_the_guest(ctx: &Ctx) -> bool {
 /// KVM_SET_FPU reaches the guest's registers, and KVM_GET_FPU after an exit
 /// returns what the guest loaded (the x87 control word and XMM registers).
 fn kvm_set_fpu_reaches_the_guest_and_kvm_get_fpu_sees_its_writes(ctx: &Ctx) -> TestResult {
-    const XMM0: u128 = 0x1122_3344_5566_7788_99aa_bbcc_ddee_ff00;
-    const XMM15: u128 = 0x0f0e_0d0c_0b0a_0908_0706_0504_0302_0100;
     let vm = GuestVm::new(ctx, Mode::Long, fpu_ioctl_guest())?;
     let mut vcpu = vm.add_vcpu(0)?;
     let mut fpu = check_ok!(vcpu.vcpu.get_fpu());
@@ -2492,17 +2512,7 @@ fn kvm_set_fpu_reaches_the_guest_and_kvm_get_fpu_sees_its_writes(ctx: &Ctx) -> T
     if kvm_set_fpu_misses_the_guest(ctx) && fcw == 0x037f && xmm0 == 0 {
         ksft::skip!("{KVM_SET_FPU_XSAVE_GAP}");
     }
-    check_eq_hex!(fcw, 0x027fu128, "the guest's FCW");
-    check_eq_hex!(
-        xmm0,
-        XMM0 & u128::from(u64::MAX),
-        "the guest's xmm0 (low half)"
-    );
-    check_eq_hex!(
-        xmm15,
-        XMM15 & u128::from(u64::MAX),
-        "the guest's xmm15 (low half)"
-    );
+    check_fpu_guest_saw([fcw, xmm0, xmm15])?;
     vcpu.done()?;
     let after = check_ok!(vcpu.vcpu.get_fpu());
     check_eq_hex!(after.fcw, 0x0e7fu16, "FCW the guest loaded");
@@ -2520,8 +2530,6 @@ fn kvm_set_fpu_reaches_the_guest_and_kvm_get_fpu_sees_its_writes(ctx: &Ctx) -> T
 /// and KVM_GET_XSAVE after an exit returns what the guest loaded, at the
 /// XSAVE layout's offsets (FCW at 0, XMMn at 160 + 16n).
 fn kvm_set_xsave_reaches_the_guest_and_kvm_get_xsave_sees_its_writes(ctx: &Ctx) -> TestResult {
-    const XMM0: u128 = 0x1122_3344_5566_7788_99aa_bbcc_ddee_ff00;
-    const XMM15: u128 = 0x0f0e_0d0c_0b0a_0908_0706_0504_0302_0100;
     const XSTATE_BV: usize = 512;
     let xmm = |n: usize| 160 + 16 * n..176 + 16 * n;
     let vm = GuestVm::new(ctx, Mode::Long, fpu_ioctl_guest())?;
@@ -2533,17 +2541,7 @@ fn kvm_set_xsave_reaches_the_guest_and_kvm_get_xsave_sees_its_writes(ctx: &Ctx) 
     region[XSTATE_BV] |= 0b11;
     check_ok!(vcpu.vcpu.set_xsave(&region));
     let [fcw, xmm0, xmm15] = vcpu.sync()?.map(u128::from);
-    check_eq_hex!(fcw, 0x027fu128, "the guest's FCW");
-    check_eq_hex!(
-        xmm0,
-        XMM0 & u128::from(u64::MAX),
-        "the guest's xmm0 (low half)"
-    );
-    check_eq_hex!(
-        xmm15,
-        XMM15 & u128::from(u64::MAX),
-        "the guest's xmm15 (low half)"
-    );
+    check_fpu_guest_saw([fcw, xmm0, xmm15])?;
     vcpu.done()?;
     let after = check_ok!(vcpu.vcpu.get_xsave());
     check_eq_hex!(
