@@ -354,9 +354,6 @@ impl VcpuFd {
         let host = self.vm.shared.backend.host_limits();
         let vm_tsc_offset = self.vm.tsc_offset();
         let mut tsc_set = None;
-        // What was written, for the MSRs with side effects outside the vCPU
-        // (the kvmclock wall clock, run/kvmclock.rs).
-        let mut written = KVec::with_capacity(if write { entries.len() } else { 0 }, GFP_KERNEL)?;
         let done = {
             let mut guard = self.vcpu.state.lock();
             let state = &mut *guard;
@@ -388,7 +385,9 @@ impl VcpuFd {
                     apic_base_set |= e.index == msr::index::APIC_BASE;
                     let ok = msr::set(&mut state.msrs, &mut shared, &ctx, e.index, e.data);
                     if ok {
-                        written.push_within_capacity((e.index, e.data)).ok();
+                        // An MSR whose write reaches guest memory (the kvmclock
+                        // wall clock), as the guest's own write does.
+                        run::kvmclock::msr_written(&self.vm, e.index, e.data);
                     }
                     if ok && e.index == msr::index::TSC && e.data != 0 {
                         tsc_set = Some(state.msrs.tsc_offset);
@@ -420,9 +419,6 @@ impl VcpuFd {
         // new TSC "generation".
         if let Some(offset) = tsc_set {
             self.vm.set_tsc_offset(offset);
-        }
-        for (index, value) in written.iter() {
-            run::kvmclock::msr_written(&self.vm, *index, *value);
         }
         if !write {
             user::write_array(entries_addr, &entries)?;

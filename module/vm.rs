@@ -176,6 +176,8 @@ pub(crate) struct Vm {
     #[pin]
     ioeventfds: Mutex<ioeventfd::Table<EventFd>>,
     ioeventfd_count: AtomicUsize,
+    /// Bumped by every `KVM_SET_CLOCK` (see `kvmclock_generation`).
+    kvmclock_generation: AtomicU64,
     /// `KVM_REGISTER_COALESCED_MMIO`'s zones and the ring they fill
     /// (coalesced/).
     #[pin]
@@ -198,9 +200,12 @@ pub(crate) struct Vm {
     /// `KVM_CAP_X86_USER_SPACE_MSR`: the `KVM_MSR_EXIT_REASON_*` for which
     /// a guest's refused MSR access exits to user space instead of #GP.
     user_space_msr: AtomicU32,
-    /// `KVM_X86_SET_MSR_FILTER`'s filter, if one is set (x86/msr_filter.rs).
+    /// `KVM_X86_SET_MSR_FILTER`'s filter, if one is set (x86/msr_filter.rs),
+    /// and whether one is, read without the lock so that a VM without one
+    /// pays nothing per MSR exit.
     #[pin]
     msr_filter: Mutex<Option<MsrFilter>>,
+    msr_filter_on: AtomicBool,
     _live: Live,
 }
 
@@ -253,7 +258,6 @@ impl Vm {
                         kvmclock: ClockRef {
                             host_tsc: cpu::rdtsc(),
                             ns: 0,
-                            generation: 0,
                         },
                     },
                     "rkvm::Vm::inner"
@@ -261,6 +265,7 @@ impl Vm {
                 irqfds <- new_mutex!(Irqfds::new(), "rkvm::Vm::irqfds"),
                 ioeventfds <- new_mutex!(ioeventfd::Table::new(), "rkvm::Vm::ioeventfds"),
                 ioeventfd_count: AtomicUsize::new(0),
+                kvmclock_generation: AtomicU64::new(0),
                 coalesced <- CoalescedIo::new(coalesced_ring),
                 pit <- new_mutex!(PitSlot(None), "rkvm::Vm::pit"),
                 api,
@@ -269,6 +274,7 @@ impl Vm {
                 disabled_quirks: AtomicU64::new(0),
                 user_space_msr: AtomicU32::new(0),
                 msr_filter <- new_mutex!(None, "rkvm::Vm::msr_filter"),
+                msr_filter_on: AtomicBool::new(false),
                 _live: live,
             }),
             GFP_KERNEL_ACCOUNT,
@@ -960,6 +966,9 @@ impl Vm {
     /// Whether the MSR filter lets the guest access MSR `index` (write if
     /// `write`) in the kernel; with no filter, every MSR.
     pub(crate) fn msr_allowed(&self, index: u32, write: bool) -> bool {
+        if !self.msr_filter_on.load(Ordering::Acquire) {
+            return true;
+        }
         self.msr_filter
             .lock()
             .as_ref()
@@ -990,6 +999,7 @@ impl Vm {
         let default_allow = msr_filter::check_flags(u32_at(0), (0..RANGES).map(|i| range(i).1))
             .map_err(|_| EINVAL)?;
         let mut filter = MsrFilter::new(default_allow);
+        let mut ranges = 0;
         for i in 0..RANGES {
             let (flags, nmsrs, base, bitmap) = range(i);
             let Some(bytes) = msr_filter::bitmap_bytes(flags, nmsrs).map_err(|_| EINVAL)? else {
@@ -998,8 +1008,12 @@ impl Vm {
             let addr = usize::try_from(bitmap).map_err(|_| EFAULT)?;
             let bitmap: KVec<u8> = user::read_array(addr, bytes)?;
             filter.push(flags, base, nmsrs, bitmap)?;
+            ranges += 1;
         }
-        *self.msr_filter.lock() = Some(filter);
+        let on = !default_allow || ranges > 0;
+        let mut slot = self.msr_filter.lock();
+        *slot = on.then_some(filter);
+        self.msr_filter_on.store(on, Ordering::Release);
         Ok(0)
     }
 
@@ -1023,6 +1037,13 @@ impl Vm {
     /// The VM's kvmclock reference (x86/pvclock.rs).
     pub(crate) fn kvmclock(&self) -> ClockRef {
         self.inner.lock().kvmclock
+    }
+
+    /// How many times `KVM_SET_CLOCK` moved the kvmclock: read without a
+    /// lock before every entry, so that a vCPU takes the VM's lock only
+    /// when its time structure must be rewritten.
+    pub(crate) fn kvmclock_generation(&self) -> u64 {
+        self.kvmclock_generation.load(Ordering::Acquire)
     }
 
     /// `KVM_GET_CLOCK`: the kvmclock now, with the host's TSC and wall
@@ -1067,8 +1088,8 @@ impl Vm {
         inner.kvmclock = ClockRef {
             host_tsc: cpu::rdtsc(),
             ns,
-            generation: inner.kvmclock.generation.wrapping_add(1),
         };
+        self.kvmclock_generation.fetch_add(1, Ordering::Release);
         Ok(0)
     }
 

@@ -92,24 +92,20 @@ pub(super) fn fetch(vm: &Vm, state: &ArchState, buf: &mut [u8; MAX_INSN_LEN]) ->
     done
 }
 
-/// Sets RIP past the intercepted instruction whose opcode is `opcode`:
-/// from the hardware's next-RIP if it gave one, else by fetching the
+/// Where the intercepted instruction whose opcode is `opcode` ends: the
+/// hardware's next-RIP if it gave one, else found by fetching the
 /// instruction and skipping its prefixes (QEMU's SVM has no NRIPS).
-/// Returns false, with an emulation-failure exit filled in, if the bytes
-/// at RIP are not that instruction.
-pub(super) fn skip(
+/// `None`, with an emulation-failure exit filled in, if the bytes at RIP
+/// are not that instruction.
+pub(super) fn next_rip(
     vm: &Vm,
-    state: &mut ArchState,
+    state: &ArchState,
     info: &ExitInfo,
     opcode: &[u8],
     page: &SharedPage<'_>,
-) -> Result<bool> {
-    // Emulating an instruction ends an interrupt shadow (as KVM's
-    // `skip_emulated_instruction`).
-    state.run.interrupt_shadow = false;
+) -> Result<Option<u64>> {
     if let Some(next) = info.next_rip {
-        state.regs.rip = next;
-        return Ok(true);
+        return Ok(Some(next));
     }
     let mut bytes = [0u8; MAX_INSN_LEN];
     let n = fetch(vm, state, &mut bytes);
@@ -120,11 +116,32 @@ pub(super) fn skip(
     }
     if n >= len + opcode.len() && bytes[len..len + opcode.len()] == *opcode {
         let next = state.regs.rip.wrapping_add((len + opcode.len()) as u64);
-        state.regs.rip = emulate::wrap_ip(next, code);
-        Ok(true)
+        Ok(Some(emulate::wrap_ip(next, code)))
     } else {
         emulation_failure(page, &bytes[..n])?;
-        Ok(false)
+        Ok(None)
+    }
+}
+
+/// Sets RIP past the intercepted instruction whose opcode is `opcode`
+/// ([`next_rip`]). Returns false, with an emulation-failure exit filled
+/// in, if the bytes at RIP are not that instruction.
+pub(super) fn skip(
+    vm: &Vm,
+    state: &mut ArchState,
+    info: &ExitInfo,
+    opcode: &[u8],
+    page: &SharedPage<'_>,
+) -> Result<bool> {
+    // Emulating an instruction ends an interrupt shadow (as KVM's
+    // `skip_emulated_instruction`).
+    state.run.interrupt_shadow = false;
+    match next_rip(vm, state, info, opcode, page)? {
+        Some(next) => {
+            state.regs.rip = next;
+            Ok(true)
+        }
+        None => Ok(false),
     }
 }
 

@@ -29,16 +29,36 @@ use crate::x86::pvclock::{self, TIME_INFO_SIZE};
 /// VM clock's generation and the vCPU's TSC offset.
 pub(crate) type Written = (u64, u64, u64);
 
+/// Writes a structure guarded by the paravirtual version protocol
+/// (`pvclock-abi.h`, and steal time's the same way): the `u32` version at
+/// `version_gpa` goes odd (from whatever the guest left there, junk the
+/// first time), `body` writes the rest knowing that odd version, and the
+/// version goes even, as KVM's `kvm_setup_guest_pvclock`,
+/// `kvm_write_wall_clock` and `record_steal_time`. A guest that reads an
+/// odd version, or a different one after the body, reads again. Stops at
+/// the first guest access that fails (`None`).
+pub(super) fn versioned_write(
+    vm: &Vm,
+    version_gpa: u64,
+    body: impl FnOnce(u32) -> Option<()>,
+) -> Option<()> {
+    let mut version = [0u8; 4];
+    vm.read_guest(version_gpa, &mut version)?;
+    let odd = u32::from_le_bytes(version).wrapping_add(1) | 1;
+    vm.write_guest(version_gpa, &odd.to_le_bytes())?;
+    body(odd)?;
+    vm.write_guest(version_gpa, &odd.wrapping_add(1).to_le_bytes())
+}
+
 /// Before an entry: writes the vCPU's time structure if it is enabled
-/// and out of date.
+/// and out of date. The VM's lock is taken only then.
 pub(super) fn update(vm: &Vm, state: &mut ArchState) {
     let msr = state.msrs.kvm_system_time;
     if msr & KVM_SYSTEM_TIME_ENABLE == 0 {
         state.run.kvmclock_written = None;
         return;
     }
-    let clock = vm.kvmclock();
-    let key = (msr, clock.generation, state.msrs.tsc_offset);
+    let key = (msr, vm.kvmclock_generation(), state.msrs.tsc_offset);
     if state.run.kvmclock_written == Some(key) {
         return;
     }
@@ -48,21 +68,13 @@ pub(super) fn update(vm: &Vm, state: &mut ArchState) {
     if gpa % 4096 + TIME_INFO_SIZE as u64 > 4096 {
         return;
     }
-    let mut version = [0u8; 4];
-    if vm.read_guest(gpa, &mut version).is_none() {
-        return;
-    }
-    // Odd while it changes, as the guest expects.
-    let odd = (u32::from_le_bytes(version).wrapping_add(1)) | 1;
-    let mut info = clock.time_info(state.msrs.tsc_offset, cpu::tsc_khz());
-    info.version = odd;
-    let bytes = info.to_bytes();
-    if vm.write_guest(gpa, &odd.to_le_bytes()).is_none()
-        || vm.write_guest(gpa + 4, &bytes[4..]).is_none()
-    {
-        return;
-    }
-    let _ = vm.write_guest(gpa, &odd.wrapping_add(1).to_le_bytes());
+    let mut info = vm
+        .kvmclock()
+        .time_info(state.msrs.tsc_offset, cpu::tsc_khz());
+    let _ = versioned_write(vm, gpa, |odd| {
+        info.version = odd;
+        vm.write_guest(gpa + 4, &info.to_bytes()[4..])
+    });
 }
 
 /// After a successful write of `value` to MSR `index` (by the guest or
@@ -74,23 +86,10 @@ pub(crate) fn msr_written(vm: &Vm, index: u32, value: u64) {
     if value == 0 {
         return;
     }
-    let mut version = [0u8; 4];
-    if vm.read_guest(value, &mut version).is_none() {
-        return;
-    }
-    let mut v = u32::from_le_bytes(version);
-    if v & 1 != 0 {
-        // Junk, the first time: make the update odd.
-        v = v.wrapping_add(1);
-    }
-    let v = v.wrapping_add(1);
-    let now_tsc = cpu::rdtsc();
-    let realtime = cpu::realtime_ns();
-    let epoch = realtime.saturating_sub(vm.kvmclock().at(now_tsc, cpu::tsc_khz()));
-    if vm
-        .write_guest(value, &pvclock::wall_clock_bytes(v, epoch))
-        .is_some()
-    {
-        let _ = vm.write_guest(value, &v.wrapping_add(1).to_le_bytes());
-    }
+    let _ = versioned_write(vm, value, |odd| {
+        let now_tsc = cpu::rdtsc();
+        let realtime = cpu::realtime_ns();
+        let epoch = realtime.saturating_sub(vm.kvmclock().at(now_tsc, cpu::tsc_khz()));
+        vm.write_guest(value, &pvclock::wall_clock_bytes(odd, epoch))
+    });
 }

@@ -16,7 +16,7 @@
 //! #GP for the guest, otherwise a read's `data` lands in EDX:EAX and RIP
 //! moves past the instruction.
 
-use super::insn::{skip, skip_or_fail};
+use super::insn::{next_rip, skip_or_fail};
 use super::{exit_reason, raise, regs::guest_msr, set_pending, Next, Pending, GP_VECTOR, UNION};
 use crate::abi::{self, kvm_run__bindgen_ty_1__bindgen_ty_23 as MsrRun};
 use crate::backend::ExitInfo;
@@ -55,13 +55,9 @@ pub(super) fn access(
     }
     // Where the guest goes on once user space has answered; RIP stays
     // until then.
-    let (rip, shadow) = (state.regs.rip, state.run.interrupt_shadow);
-    if !skip(vm, state, info, opcode, page)? {
+    let Some(next_rip) = next_rip(vm, state, info, opcode, page)? else {
         return Ok(Next::User);
-    }
-    let next_rip = state.regs.rip;
-    state.regs.rip = rip;
-    state.run.interrupt_shadow = shadow;
+    };
     let exit = MsrRun {
         error: 0,
         pad: [0; 7],

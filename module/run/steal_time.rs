@@ -15,6 +15,7 @@
 //! preempted (KVM does when its thread is scheduled out, for guests
 //! with PV TLB flushes or spinlocks, which rkvm does not offer).
 
+use super::kvmclock::versioned_write;
 use crate::sys::cpu;
 use crate::vcpu::ArchState;
 use crate::vm::Vm;
@@ -37,26 +38,13 @@ pub(super) fn update(vm: &Vm, state: &mut ArchState, force: bool) {
         return;
     }
     let gpa = msr & !0x3f;
-    let mut version = [0u8; 4];
-    let mut steal = [0u8; 8];
-    if vm.read_guest(gpa + VERSION, &mut version).is_none()
-        || vm.read_guest(gpa + STEAL, &mut steal).is_none()
-    {
-        return;
-    }
-    let mut v = u32::from_le_bytes(version);
-    if v & 1 != 0 {
-        v = v.wrapping_add(1);
-    }
-    let v = v.wrapping_add(1);
-    let steal =
-        u64::from_le_bytes(steal).wrapping_add(run_delay.wrapping_sub(state.run.steal_last));
-    state.run.steal_last = run_delay;
-    let _ = vm
-        .write_guest(gpa + VERSION, &v.to_le_bytes())
-        .and_then(|()| {
-            vm.write_guest(gpa + PREEMPTED, &[0])?;
-            vm.write_guest(gpa + STEAL, &steal.to_le_bytes())?;
-            vm.write_guest(gpa + VERSION, &v.wrapping_add(1).to_le_bytes())
-        });
+    let last = &mut state.run.steal_last;
+    let _ = versioned_write(vm, gpa + VERSION, |_| {
+        let mut steal = [0u8; 8];
+        vm.read_guest(gpa + STEAL, &mut steal)?;
+        let steal = u64::from_le_bytes(steal).wrapping_add(run_delay.wrapping_sub(*last));
+        *last = run_delay;
+        vm.write_guest(gpa + PREEMPTED, &[0])?;
+        vm.write_guest(gpa + STEAL, &steal.to_le_bytes())
+    });
 }

@@ -117,8 +117,6 @@ pub(crate) fn wall_clock_bytes(version: u32, epoch_ns: u64) -> [u8; WALL_CLOCK_S
 pub(crate) struct ClockRef {
     pub(crate) host_tsc: u64,
     pub(crate) ns: u64,
-    /// Bumped at every change, so that vCPUs rewrite their structures.
-    pub(crate) generation: u64,
 }
 
 impl ClockRef {
