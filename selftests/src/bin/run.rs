@@ -3080,6 +3080,21 @@ fn coalesced_io_fills_the_ring_instead_of_exiting(ctx: &Ctx) -> TestResult {
 
 // ---- kvmclock ----
 
+/// Checks that `KVM_GET_SUPPORTED_CPUID`'s paravirtual leaf 0x4000_0001
+/// offers feature bit `bit` (`name`, `Documentation/virt/kvm/x86/cpuid.rst`).
+fn check_pv_feature_offered(vm: &GuestVm, bit: u32, name: &str) -> TestResult {
+    let leaf = vm
+        .cpuid
+        .iter()
+        .find(|e| e.function == 0x4000_0001)
+        .map(|e| e.eax);
+    check!(
+        leaf.is_some_and(|eax| eax & (1 << bit) != 0),
+        "{name} not offered: {leaf:x?}"
+    );
+    Ok(())
+}
+
 /// Where the kvmclock test's guest puts its time structure and wall clock.
 const PVTI_GPA: u64 = DATA_GPA + 0x800;
 const WALL_GPA: u64 = DATA_GPA + 0x900;
@@ -3142,15 +3157,7 @@ fn kvmclock_follows_the_vms_clock(ctx: &Ctx) -> TestResult {
     let flags = check_ok!(ctx.cap(KVM_CAP_ADJUST_CLOCK));
     diag!("KVM_CAP_ADJUST_CLOCK = {flags:#x}");
     let vm = GuestVm::new(ctx, Mode::Long, kvmclock_guest())?;
-    let leaf = vm
-        .cpuid
-        .iter()
-        .find(|e| e.function == 0x4000_0001)
-        .map(|e| e.eax);
-    check!(
-        leaf.is_some_and(|eax| eax & (1 << 3) != 0),
-        "KVM_FEATURE_CLOCKSOURCE2 not offered: {leaf:x?}"
-    );
+    check_pv_feature_offered(&vm, 3, "KVM_FEATURE_CLOCKSOURCE2")?;
     let mut vcpu = vm.add_vcpu(0)?;
     let mut bad = kvm_abi::sys::kvm_clock_data {
         flags: 1,
@@ -3269,15 +3276,7 @@ fn run_delay_ns() -> Result<u64, Status> {
 /// (at least 20 ms), `steal` has grown by at least that wait.
 fn steal_time_counts_the_vcpu_threads_waits(ctx: &Ctx) -> TestResult {
     let vm = GuestVm::new(ctx, Mode::Long, steal_time_guest())?;
-    let leaf = vm
-        .cpuid
-        .iter()
-        .find(|e| e.function == 0x4000_0001)
-        .map(|e| e.eax);
-    check!(
-        leaf.is_some_and(|eax| eax & (1 << 5) != 0),
-        "KVM_FEATURE_STEAL_TIME not offered: {leaf:x?}"
-    );
+    check_pv_feature_offered(&vm, 5, "KVM_FEATURE_STEAL_TIME")?;
     let mut vcpu = vm.add_vcpu(0)?;
     let set = |value: u64| -> Result<usize, Status> {
         let e = check_ok!(MsrEntries::from_pairs(&[(MSR_KVM_STEAL_TIME, value)]));
