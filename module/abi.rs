@@ -77,6 +77,8 @@ pub(crate) const KVM_IOEVENTFD: u32 = _IOW::<kvm_ioeventfd>(KVMIO, 0x79);
 pub(crate) const KVM_SET_CLOCK: u32 = _IOW::<kvm_clock_data>(KVMIO, 0x7b);
 pub(crate) const KVM_X86_SET_MSR_FILTER: u32 = _IOW::<kvm_msr_filter>(KVMIO, 0xc6);
 pub(crate) const KVM_GET_CLOCK: u32 = _IOR::<kvm_clock_data>(KVMIO, 0x7c);
+pub(crate) const KVM_GET_DIRTY_LOG: u32 = _IOW::<kvm_dirty_log>(KVMIO, 0x42);
+pub(crate) const KVM_CLEAR_DIRTY_LOG: u32 = _IOWR::<kvm_clear_dirty_log>(KVMIO, 0xc0);
 pub(crate) const KVM_REGISTER_COALESCED_MMIO: u32 = _IOW::<kvm_coalesced_mmio_zone>(KVMIO, 0x67);
 pub(crate) const KVM_UNREGISTER_COALESCED_MMIO: u32 = _IOW::<kvm_coalesced_mmio_zone>(KVMIO, 0x68);
 
@@ -151,6 +153,48 @@ const _: () = assert!(core::mem::size_of::<kvm_msr_filter>() == 8 + 24 * 16);
 const _: () = assert!(KVM_GET_XSAVE2 == 0x9000_AECF);
 const _: () = assert!(KVM_GET_XCRS == 0x8188_AEA6);
 const _: () = assert!(KVM_GET_DEBUGREGS == 0x8080_AEA1);
+const _: () = assert!(KVM_GET_DIRTY_LOG == 0x4010_AE42);
+const _: () = assert!(KVM_CLEAR_DIRTY_LOG == 0xC018_AEC0);
+
+/// `struct kvm_dirty_log` as rkvm reads it: bindgen makes the bitmap
+/// pointer a union with a `u64`, and reading a union field is unsafe, so
+/// the same bytes are read as this plain struct, checked against bindgen's
+/// layout below.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct DirtyLogArg {
+    pub(crate) slot: u32,
+    pub(crate) padding1: u32,
+    /// The user address of the bitmap.
+    pub(crate) dirty_bitmap: u64,
+}
+
+/// `struct kvm_clear_dirty_log`, read as [`DirtyLogArg`] is.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct ClearDirtyLogArg {
+    pub(crate) slot: u32,
+    pub(crate) num_pages: u32,
+    pub(crate) first_page: u64,
+    /// The user address of the bitmap.
+    pub(crate) dirty_bitmap: u64,
+}
+
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<DirtyLogArg>() == size_of::<kvm_dirty_log>());
+    assert!(offset_of!(DirtyLogArg, slot) == offset_of!(kvm_dirty_log, slot));
+    assert!(offset_of!(DirtyLogArg, dirty_bitmap) == offset_of!(kvm_dirty_log, __bindgen_anon_1));
+    assert!(size_of::<ClearDirtyLogArg>() == size_of::<kvm_clear_dirty_log>());
+    assert!(offset_of!(ClearDirtyLogArg, num_pages) == offset_of!(kvm_clear_dirty_log, num_pages));
+    assert!(
+        offset_of!(ClearDirtyLogArg, first_page) == offset_of!(kvm_clear_dirty_log, first_page)
+    );
+    assert!(
+        offset_of!(ClearDirtyLogArg, dirty_bitmap)
+            == offset_of!(kvm_clear_dirty_log, __bindgen_anon_1)
+    );
+};
 
 /// Limits KVM x86 enforces on variable-length arguments, matched exactly.
 /// `KVM_MAX_CPUID_ENTRIES` in `arch/x86/include/asm/kvm_host.h`.
@@ -187,6 +231,8 @@ macro_rules! plain_old_data {
 }
 
 plain_old_data!(
+    DirtyLogArg,
+    ClearDirtyLogArg,
     kvm_interrupt,
     kvm_irqfd,
     kvm_ioeventfd,

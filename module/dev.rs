@@ -137,6 +137,9 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_IOEVENTFD
         | abi::KVM_CAP_IOEVENTFD_NO_LENGTH
         | abi::KVM_CAP_IOEVENTFD_ANY_LENGTH => 1,
+        // Dirty logging (dirty/): KVM_GET_DIRTY_LOG needs no capability;
+        // manual protection and KVM_CLEAR_DIRTY_LOG do. No dirty ring.
+        abi::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 => crate::dirty::MANUAL_CAPS as isize,
         // KVM_SET_GSI_ROUTING's table limit, as KVM reports it whatever the VM.
         abi::KVM_CAP_IRQ_ROUTING => abi::MAX_IRQ_ROUTES,
         // KVM_GET/SET_XCRS: XCR0 exists where the host uses XSAVE (as KVM).

@@ -8,9 +8,12 @@
 //! errno. This is pure logic: the caller supplies the facts that need the
 //! kernel (whether the user range is user memory, the host's physical
 //! address width). The table lives on the heap and holds only the slots in
-//! use, so a VM's state stays small.
+//! use, so a VM's state stays small. A slot that logs dirty pages
+//! (`KVM_MEM_LOG_DIRTY_PAGES`) carries its bitmap ([`crate::dirty`]) here,
+//! made and freed with the flag as KVM's `kvm_prepare_memory_region` does.
 
 use crate::abi::{KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY};
+use crate::dirty::DirtyBitmap;
 use kernel::alloc::{flags::GFP_KERNEL_ACCOUNT, AllocError, KVec};
 
 /// Slots per VM, reported as `KVM_CAP_NR_MEMSLOTS`. KVM has 32764; a small
@@ -29,12 +32,12 @@ const MAX_SLOT_PAGES: u64 = (1 << 31) - 1;
 const PAGE_SIZE: u64 = 4096;
 
 /// Flags rkvm implements: read-only slots (guest writes to them exit to
-/// user space as MMIO). Dirty logging and guest_memfd are refused until
+/// user space as MMIO) and dirty logging. guest_memfd is refused until
 /// implemented (KVM_CHECK_EXTENSION says so too).
-const VALID_FLAGS: u32 = KVM_MEM_READONLY;
+const VALID_FLAGS: u32 = KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES;
 
 // The flags KVM knows, for the documentation of what is refused.
-const _: () = assert!(VALID_FLAGS & (KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_GUEST_MEMFD) == 0);
+const _: () = assert!(VALID_FLAGS & KVM_MEM_GUEST_MEMFD == 0);
 
 /// One slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +61,17 @@ impl Slot {
     /// Whether the guest may only read the slot (`KVM_MEM_READONLY`).
     pub(crate) fn is_readonly(&self) -> bool {
         self.flags & KVM_MEM_READONLY != 0
+    }
+
+    /// Whether the slot logs the pages the guest writes
+    /// (`KVM_MEM_LOG_DIRTY_PAGES`).
+    pub(crate) fn logs_dirty(&self) -> bool {
+        self.flags & KVM_MEM_LOG_DIRTY_PAGES != 0
+    }
+
+    /// The number of pages.
+    pub(crate) fn pages(&self) -> u64 {
+        self.size / PAGE_SIZE
     }
 
     fn overlaps(&self, other: &Slot) -> bool {
@@ -110,11 +124,12 @@ pub(crate) enum Change {
 /// # Invariants
 ///
 /// At most one slot per id, ids below [`NR_MEMSLOTS`], no two slots
-/// overlapping, and `total` is the sum of their sizes.
-#[derive(Debug)]
+/// overlapping, and `total` is the sum of their sizes. `dirty` has a bitmap
+/// for each slot that logs dirty pages and for no other, sized for it.
 pub(crate) struct SlotTable {
     slots: KVec<Slot>,
     total: u64,
+    dirty: KVec<(u16, DirtyBitmap)>,
 }
 
 impl SlotTable {
@@ -122,6 +137,7 @@ impl SlotTable {
         Self {
             slots: KVec::new(),
             total: 0,
+            dirty: KVec::new(),
         }
     }
 
@@ -218,17 +234,54 @@ impl SlotTable {
         self.slots.iter().any(|s| s.id != id && s.overlaps(new))
     }
 
-    /// Applies a change that [`SlotTable::plan`] returned for this table.
-    /// Only a creation allocates; if that fails, nothing changed.
     /// The slot holding guest-physical address `gpa`, if any.
     pub(crate) fn find(&self, gpa: u64) -> Option<&Slot> {
         self.slots.iter().find(|s| s.gpa <= gpa && gpa < s.end())
     }
 
-    pub(crate) fn commit(&mut self, change: Change) -> Result<(), SlotError> {
+    /// The dirty bitmap of slot `id`, if it logs dirty pages.
+    pub(crate) fn dirty_log(&mut self, id: u16) -> Option<&mut DirtyBitmap> {
+        self.dirty
+            .iter_mut()
+            .find(|(slot, _)| *slot == id)
+            .map(|(_, bitmap)| bitmap)
+    }
+
+    /// Marks the page at `gpa` dirty if a logging slot holds it; the slot
+    /// and whether the page's bit was already set, if so.
+    pub(crate) fn mark_dirty(&mut self, gpa: u64) -> Option<(Slot, bool)> {
+        let slot = *self.find(gpa)?;
+        let bitmap = self.dirty_log(slot.id)?;
+        let page = (gpa - slot.gpa) / PAGE_SIZE;
+        let was = bitmap.is_dirty(page);
+        bitmap.mark(page);
+        Some((slot, was))
+    }
+
+    /// Whether the page at `gpa` is in a logging slot and dirty.
+    pub(crate) fn is_dirty(&mut self, gpa: u64) -> bool {
+        let Some(slot) = self.find(gpa).copied() else {
+            return false;
+        };
+        self.dirty_log(slot.id)
+            .is_some_and(|b| b.is_dirty((gpa - slot.gpa) / PAGE_SIZE))
+    }
+
+    /// Applies a change that [`SlotTable::plan`] returned for this table.
+    /// A slot that starts logging dirty pages gets a bitmap, every page
+    /// dirty if `all_dirty` (`KVM_DIRTY_LOG_INITIALLY_SET`); one that stops
+    /// loses it; a slot that moves keeps its own. Only allocation can fail,
+    /// and then nothing changed.
+    pub(crate) fn commit(&mut self, change: Change, all_dirty: bool) -> Result<(), SlotError> {
         match change {
             Change::Create(slot) => {
-                // INVARIANT: `plan` checked the id is free and the range overlaps nothing.
+                self.slots.reserve(1, GFP_KERNEL_ACCOUNT)?;
+                if slot.logs_dirty() {
+                    let bitmap = DirtyBitmap::new(slot.pages(), all_dirty)?;
+                    self.dirty.push((slot.id, bitmap), GFP_KERNEL_ACCOUNT)?;
+                }
+                // INVARIANT: `plan` checked the id is free and the range overlaps nothing;
+                // the bitmap, if any, is in place; room was reserved, so this cannot fail.
                 self.slots.push(slot, GFP_KERNEL_ACCOUNT)?;
                 self.total += slot.size;
             }
@@ -237,8 +290,16 @@ impl SlotTable {
                     let old = self.slots.remove(i).map_err(|_| SlotError::Invalid)?;
                     self.total -= old.size;
                 }
+                self.dirty.retain(|(slot, _)| *slot != id);
             }
             Change::Move(slot) | Change::Flags(slot) => {
+                let had_log = self.dirty.iter().any(|(id, _)| *id == slot.id);
+                if slot.logs_dirty() && !had_log {
+                    let bitmap = DirtyBitmap::new(slot.pages(), all_dirty)?;
+                    self.dirty.push((slot.id, bitmap), GFP_KERNEL_ACCOUNT)?;
+                } else if !slot.logs_dirty() {
+                    self.dirty.retain(|(id, _)| *id != slot.id);
+                }
                 if let Some(s) = self.slots.iter_mut().find(|s| s.id == slot.id) {
                     *s = slot;
                 }

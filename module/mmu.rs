@@ -9,6 +9,13 @@
 //! paging: APM Vol. 2 15.25.3). They differ only in the bits of an entry,
 //! which the vendor supplies as an [`EntryFormat`]. One walker serves both.
 //!
+//! A leaf grants one of three [`Access`]es. A *write-tracked* leaf is how
+//! dirty logging (`crate::dirty`) catches the first write to a page: the
+//! hardware sees it read-only, but it remembers (in a bit the hardware
+//! ignores) that the page behind it was pinned for writing, so a write
+//! fault can make it writable in place ([`SecondLevel::allow_write`]), and
+//! collecting the log can take that back ([`SecondLevel::write_protect`]).
+//!
 //! The tree is owned in Rust: each table is a `KBox` the hardware reads,
 //! and each node also keeps its children as boxes, so walking needs no
 //! physical-to-virtual translation and dropping the tree frees it. Leaves
@@ -52,18 +59,45 @@ impl PageSize {
     }
 }
 
+/// What the guest may do through a leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read and execute: a read-only slot's page.
+    Read,
+    /// Read, write and execute.
+    Write,
+    /// As [`Access::Read`] for the hardware, but the page may be written:
+    /// a write faults and the fault handler makes the leaf writable
+    /// (dirty logging's write-protection).
+    WriteTracked,
+}
+
+impl Access {
+    /// Whether the page behind the leaf is one the guest may write (pinned
+    /// for writing), now or once its write fault is handled.
+    pub(crate) fn may_write(self) -> bool {
+        self != Access::Read
+    }
+}
+
 /// The vendor's entry format.
 pub(crate) trait EntryFormat {
     /// An entry pointing at the next-level table at `table`.
     fn table(table: HostPhysAddr) -> u64;
-    /// A leaf mapping `page` (aligned to `size`), writable or not.
-    fn leaf(page: HostPhysAddr, size: PageSize, writable: bool) -> u64;
+    /// A leaf mapping `page` (aligned to `size`) with `access`.
+    fn leaf(page: HostPhysAddr, size: PageSize, access: Access) -> u64;
     /// Whether the entry maps anything (is not empty).
     fn is_present(entry: u64) -> bool;
     /// The physical address an entry points at.
     fn address(entry: u64) -> HostPhysAddr;
-    /// Whether a present entry is writable.
+    /// Whether a present entry is writable by the hardware now.
     fn is_writable(entry: u64) -> bool;
+    /// Whether a leaf, present or retired, was made with an [`Access`]
+    /// that [`Access::may_write`].
+    fn may_write(entry: u64) -> bool;
+    /// A present leaf with its hardware write permission set (`true`) or
+    /// cleared (`false`); only called on leaves that [`EntryFormat::may_write`].
+    fn with_write(entry: u64, write: bool) -> u64;
     /// The entry made not present but remembered (address kept, marked
     /// with a software bit) until [`SecondLevel::release`].
     fn retired(entry: u64) -> u64;
@@ -132,12 +166,25 @@ pub(crate) trait SecondLevel: Send {
         gpa: u64,
         page: HostPhysAddr,
         size: PageSize,
-        writable: bool,
+        access: Access,
     ) -> core::result::Result<(), MapError>;
 
-    /// The leaf mapping `gpa`, if any: the page, its size, and whether it
-    /// is writable.
+    /// The leaf mapping `gpa`, if any: the page, its size, and whether the
+    /// hardware may write through it now.
     fn lookup(&self, gpa: u64) -> Option<(HostPhysAddr, PageSize, bool)>;
+
+    /// Makes the write-tracked leaf mapping `gpa` writable; `false` if no
+    /// leaf maps it or its page may not be written. Needs no TLB flush:
+    /// a translation is cached only as the walk found it, and the fault
+    /// that led here dropped the read-only one (SDM Vol. 3C 29.4.3; APM
+    /// Vol. 2 15.25.6).
+    fn allow_write(&mut self, gpa: u64) -> bool;
+
+    /// Write-protects the 4 KiB leaves in `[start, end)` that are writable
+    /// and whose guest-physical address `select` picks; returns how many.
+    /// The caller flushes the TLBs before relying on it.
+    fn write_protect(&mut self, start: u64, end: u64, select: &mut dyn FnMut(u64) -> bool)
+        -> usize;
 
     /// Unmaps every leaf in `[start, end)` and calls `unmapped` with the
     /// page and size of each: the hardware no longer finds them, but the
@@ -147,10 +194,16 @@ pub(crate) trait SecondLevel: Send {
     /// slots are unmapped whole).
     fn retire(&mut self, start: u64, end: u64, unmapped: &mut dyn FnMut(HostPhysAddr, PageSize));
 
+    /// As [`SecondLevel::retire`], for the 2 MiB leaves only: a slot that
+    /// starts logging dirty pages loses them, and its pages fault back in
+    /// 4 KiB at a time.
+    fn retire_large(&mut self, start: u64, end: u64, unmapped: &mut dyn FnMut(HostPhysAddr, PageSize));
+
     /// Forgets the leaves [`SecondLevel::retire`] unmapped in `[start,
     /// end)`, calling `released` with each page: call it once no TLB can
     /// hold them. Tables stay allocated until the tree is dropped.
-    /// `released` also learns whether the leaf was writable.
+    /// `released` also learns whether the page may have been written
+    /// ([`EntryFormat::may_write`]).
     fn release(
         &mut self,
         start: u64,
@@ -190,15 +243,16 @@ impl<F: EntryFormat> Slat<F> {
         })
     }
 
-    /// Calls `visit` on every leaf entry slot in `[start, end)` with its
-    /// level; `visit` may rewrite the entry.
+    /// Calls `visit` on every leaf entry slot in `[start, end)` with the
+    /// guest-physical address it maps and its size; `visit` may rewrite
+    /// the entry.
     fn for_each_leaf(
         node: &mut Node,
         level: usize,
         base: u64,
         start: u64,
         end: u64,
-        visit: &mut dyn FnMut(&mut u64, PageSize),
+        visit: &mut dyn FnMut(&mut u64, u64, PageSize),
     ) {
         let span = 1u64 << (12 + 9 * (level - 1));
         for i in 0..ENTRIES {
@@ -217,13 +271,37 @@ impl<F: EntryFormat> Slat<F> {
                         PageSize::Size4K
                     };
                     let old = entry;
-                    visit(&mut entry, size);
+                    visit(&mut entry, lo, size);
                     if entry != old {
                         node.set(i, entry);
                     }
                 }
             }
         }
+    }
+
+    /// Retires the present leaves in `[start, end)` (the 2 MiB ones only
+    /// if `large_only`), calling `unmapped` with each.
+    fn retire_sizes(
+        &mut self,
+        start: u64,
+        end: u64,
+        large_only: bool,
+        unmapped: &mut dyn FnMut(HostPhysAddr, PageSize),
+    ) {
+        Self::for_each_leaf(
+            &mut self.root,
+            self.levels,
+            0,
+            start,
+            end,
+            &mut |entry, _, size| {
+                if F::is_present(*entry) && (!large_only || size == PageSize::Size2M) {
+                    unmapped(F::address(*entry), size);
+                    *entry = F::retired(*entry);
+                }
+            },
+        );
     }
 }
 
@@ -237,7 +315,7 @@ impl<F: EntryFormat + Send> SecondLevel for Slat<F> {
         gpa: u64,
         page: HostPhysAddr,
         size: PageSize,
-        writable: bool,
+        access: Access,
     ) -> core::result::Result<(), MapError> {
         if gpa >> GPA_BITS != 0
             || gpa % size.bytes() != 0
@@ -268,7 +346,7 @@ impl<F: EntryFormat + Send> SecondLevel for Slat<F> {
         if F::is_present(node.table.0[i]) || node.children.get(i).is_some_and(Option::is_some) {
             return Err(MapError::Busy);
         }
-        node.set(i, F::leaf(page, size, writable));
+        node.set(i, F::leaf(page, size, access));
         Ok(())
     }
 
@@ -294,20 +372,65 @@ impl<F: EntryFormat + Send> SecondLevel for Slat<F> {
         None
     }
 
-    fn retire(&mut self, start: u64, end: u64, unmapped: &mut dyn FnMut(HostPhysAddr, PageSize)) {
+    fn allow_write(&mut self, gpa: u64) -> bool {
+        let mut node = &mut *self.root;
+        for level in (1..=self.levels).rev() {
+            let i = index(gpa, level);
+            let entry = node.table.0[i];
+            if !F::is_present(entry) {
+                return false;
+            }
+            if node.children.get(i).is_some_and(Option::is_some) {
+                node = match node.children[i].as_deref_mut() {
+                    Some(child) => child,
+                    None => return false,
+                };
+                continue;
+            }
+            // A leaf: 4 KiB at level 1, 2 MiB at level 2 (nothing larger is mapped).
+            if level > 2 || !F::may_write(entry) {
+                return false;
+            }
+            node.set(i, F::with_write(entry, true));
+            return true;
+        }
+        false
+    }
+
+    fn write_protect(
+        &mut self,
+        start: u64,
+        end: u64,
+        select: &mut dyn FnMut(u64) -> bool,
+    ) -> usize {
+        let mut protected = 0;
         Self::for_each_leaf(
             &mut self.root,
             self.levels,
             0,
             start,
             end,
-            &mut |entry, size| {
-                if F::is_present(*entry) {
-                    unmapped(F::address(*entry), size);
-                    *entry = F::retired(*entry);
+            &mut |entry, gpa, size| {
+                // A logging slot has only 4 KiB leaves (vm.rs maps no others there).
+                if size == PageSize::Size4K
+                    && F::is_present(*entry)
+                    && F::is_writable(*entry)
+                    && select(gpa)
+                {
+                    *entry = F::with_write(*entry, false);
+                    protected += 1;
                 }
             },
         );
+        protected
+    }
+
+    fn retire(&mut self, start: u64, end: u64, unmapped: &mut dyn FnMut(HostPhysAddr, PageSize)) {
+        self.retire_sizes(start, end, false, unmapped);
+    }
+
+    fn retire_large(&mut self, start: u64, end: u64, unmapped: &mut dyn FnMut(HostPhysAddr, PageSize)) {
+        self.retire_sizes(start, end, true, unmapped);
     }
 
     fn release(
@@ -322,9 +445,9 @@ impl<F: EntryFormat + Send> SecondLevel for Slat<F> {
             0,
             start,
             end,
-            &mut |entry, size| {
+            &mut |entry, _, size| {
                 if F::is_retired(*entry) {
-                    released(F::address(*entry), size, F::is_writable(*entry));
+                    released(F::address(*entry), size, F::may_write(*entry));
                     *entry = 0;
                 }
             },

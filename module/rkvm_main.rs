@@ -21,6 +21,7 @@ mod abi;
 mod backend;
 mod coalesced;
 mod dev;
+mod dirty;
 mod eventfd;
 mod irq;
 mod memslot;

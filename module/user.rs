@@ -68,3 +68,22 @@ pub(crate) fn write_array<T: AsBytes>(addr: usize, items: &[T]) -> Result {
     }
     Ok(())
 }
+
+/// Copies `n` 64-bit words (a bitmap) from user address `addr`, into
+/// memory that may be virtually contiguous only (a slot's bitmap can be
+/// larger than kmalloc gives).
+pub(crate) fn read_words(addr: usize, n: usize) -> Result<KVVec<u64>> {
+    let mut words = KVVec::from_elem(0u64, n, GFP_KERNEL_ACCOUNT)?;
+    let len = n.checked_mul(size_of::<u64>()).ok_or(EINVAL)?;
+    UserSlice::new(UserPtr::from_addr(addr), len)
+        .reader()
+        .read_slice(AsBytes::as_bytes_mut(&mut words[..]))?;
+    Ok(words)
+}
+
+/// Copies the 64-bit words `words` (a bitmap) to user address `addr`.
+pub(crate) fn write_words(addr: usize, words: &[u64]) -> Result {
+    UserSlice::new(UserPtr::from_addr(addr), size_of_val(words))
+        .writer()
+        .write_slice(AsBytes::as_bytes(words))
+}

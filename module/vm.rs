@@ -36,6 +36,7 @@
 use crate::abi::{self, kvm_enable_cap, kvm_userspace_memory_region, kvm_userspace_memory_region2};
 use crate::coalesced::CoalescedIo;
 use crate::dev::{check_extension, Shared};
+use crate::dirty;
 use crate::eventfd::ioeventfd::{self, Bus};
 use crate::eventfd::irqfd::Irqfds;
 use crate::irq::chip::{ApicApi, ChipMode, Irqchip, VcpuApic, CHIP_IOAPIC, IRQCHIP_BYTES};
@@ -45,8 +46,8 @@ use crate::irq::lapic;
 use crate::irq::pit::{self, State, State2};
 use crate::irq::pit_device::PitDevice;
 use crate::irq::routing::{Routing, RoutingError, ENTRY_BYTES, MAX_ROUTES};
-use crate::memslot::{Change, Request, SlotError, SlotTable};
-use crate::mmu::{MapError, PageSize, SecondLevel};
+use crate::memslot::{Change, Request, Slot, SlotError, SlotTable, NR_MEMSLOTS};
+use crate::mmu::{Access, MapError, PageSize, SecondLevel};
 use crate::run::IrqLink;
 use crate::stats::fd::StatsFd;
 use crate::stats::{Counter, ExitsByReason, Kind, Live, VmStats};
@@ -65,6 +66,7 @@ use crate::x86::pvclock::ClockRef;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
+use kernel::alloc::KVVec;
 use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
@@ -147,6 +149,10 @@ struct VmInner {
     /// The VM's kvmclock: its value at a host TSC reading (x86/pvclock.rs,
     /// run/kvmclock.rs). 0 at creation; `KVM_SET_CLOCK` moves it.
     kvmclock: ClockRef,
+    /// `KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)`'s flags: 0, or
+    /// `KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE` and perhaps
+    /// `KVM_DIRTY_LOG_INITIALLY_SET` (dirty/).
+    manual_dirty_log: u64,
 }
 
 /// A virtual machine.
@@ -259,6 +265,7 @@ impl Vm {
                             host_tsc: cpu::rdtsc(),
                             ns: 0,
                         },
+                        manual_dirty_log: 0,
                     },
                     "rkvm::Vm::inner"
                 ),
@@ -369,16 +376,48 @@ impl Vm {
         // The old range of a slot that goes away or moves loses its mappings.
         let gone = match change {
             Change::Delete(id) => inner.slots.get(id).map(|s| (s.gpa, s.end())),
-            Change::Move(new) | Change::Flags(new) => {
-                inner.slots.get(new.id).map(|s| (s.gpa, s.end()))
-            }
-            Change::Create(_) | Change::Nothing => None,
+            Change::Move(new) => inner.slots.get(new.id).map(|s| (s.gpa, s.end())),
+            Change::Flags(_) | Change::Create(_) | Change::Nothing => None,
         };
-        inner.slots.commit(change).map_err(to_errno)?;
+        let all_dirty = dirty::starts_all_dirty(inner.manual_dirty_log);
+        inner.slots.commit(change, all_dirty).map_err(to_errno)?;
         if let Some((start, end)) = gone {
             self.unmap(&mut inner, start, end);
         }
+        // Only dirty logging can change on a slot in place (`plan`).
+        if let Change::Flags(slot) = change {
+            if slot.logs_dirty() {
+                self.start_logging(&mut inner, slot.gpa, slot.end(), all_dirty);
+            }
+            // Logging off: the leaves stay; a write-tracked one is made
+            // writable by its next write fault, with no bit to set.
+        }
         Ok(0)
+    }
+
+    /// A slot in `[start, end)` started logging dirty pages: its 2 MiB
+    /// leaves go (a bit stands for 4 KiB; its pages fault back in 4 KiB at
+    /// a time), and its 4 KiB leaves are write-protected unless every page
+    /// starts dirty (`KVM_DIRTY_LOG_INITIALLY_SET`: nothing needs catching
+    /// until user space clears). KVM's `kvm_mmu_slot_apply_flags`.
+    fn start_logging(&self, inner: &mut VmInner, start: u64, end: u64, all_dirty: bool) {
+        let mut large = 0usize;
+        inner.slat.retire_large(start, end, &mut |_, _| large += 1);
+        let protected = if all_dirty {
+            0
+        } else {
+            inner.slat.write_protect(start, end, &mut |_| true)
+        };
+        if large + protected == 0 {
+            return;
+        }
+        self.flush_guest_tlbs(inner);
+        let VmInner {
+            slat, pins, stats, ..
+        } = inner;
+        slat.release(start, end, &mut |page, size, may_write| {
+            pins.release(stats, page, size, may_write)
+        });
     }
 
     /// Unmaps `[start, end)`, makes sure no vCPU can still reach the pages,
@@ -389,20 +428,12 @@ impl Vm {
         if unmapped == 0 {
             return;
         }
-        // Pairs with the vCPU's store of `running_on` before it reads the generation
-        // (run/): either it sees the new generation and flushes, or we see it running
-        // and kick it out of the guest.
-        self.mapping_generation.fetch_add(1, Ordering::SeqCst);
-        for vcpu in inner.vcpus.iter() {
-            if let Some(cpu) = vcpu.running_on() {
-                cpu::kick(cpu);
-            }
-        }
+        self.flush_guest_tlbs(inner);
         let VmInner {
             slat, pins, stats, ..
         } = inner;
-        slat.release(start, end, &mut |page, size, writable| {
-            pins.release(stats, page, size, writable)
+        slat.release(start, end, &mut |page, size, may_write| {
+            pins.release(stats, page, size, may_write)
         });
     }
 
@@ -410,6 +441,10 @@ impl Vm {
     /// page of the owner's memory and maps it (read-only for a read-only
     /// slot). Called by the run loop on a second-level fault for an access
     /// that writes if `write`, in the VM owner's process.
+    ///
+    /// In a slot that logs dirty pages (`crate::dirty`), pages are mapped
+    /// 4 KiB at a time, and write-tracked while clean: a write marks the
+    /// page dirty and makes its leaf writable.
     pub(crate) fn map_gpa(&self, gpa: u64, write: bool) -> Result<Backing> {
         let page_gpa = gpa & !0xfff;
         let mut inner = self.inner.lock();
@@ -419,22 +454,43 @@ impl Vm {
         if write && slot.is_readonly() {
             return Ok(Backing::ReadOnly);
         }
-        if inner.slat.lookup(page_gpa).is_some() {
-            // Another vCPU mapped it meanwhile.
+        if let Some((_, _, writable)) = inner.slat.lookup(page_gpa) {
+            // A write to a write-tracked page: the first since the log was
+            // last collected. Otherwise another vCPU mapped the page meanwhile.
+            if write && !writable {
+                inner.slots.mark_dirty(page_gpa);
+                inner.slat.allow_write(page_gpa);
+            }
             return Ok(Backing::Mapped);
         }
-        let writable = !slot.is_readonly();
+        let access = if slot.is_readonly() {
+            Access::Read
+        } else if !slot.logs_dirty() {
+            Access::Write
+        } else if write {
+            inner.slots.mark_dirty(page_gpa);
+            Access::Write
+        } else if inner.slots.is_dirty(page_gpa) {
+            // Already dirty in this round: a write needs no tracking.
+            Access::Write
+        } else {
+            Access::WriteTracked
+        };
         let uaddr = slot.uaddr + (page_gpa - slot.gpa);
         let inner = &mut *inner;
         // A 2 MiB leaf when the slot covers the aligned 2 MiB around the page at the same
-        // alignment in the owner's memory and a transparent huge page backs it.
+        // alignment in the owner's memory and a transparent huge page backs it. Not while the
+        // slot logs dirty pages: a bit stands for 4 KiB.
         let huge = PageSize::Size2M.bytes();
         let base = page_gpa & !(huge - 1);
-        if let Some(offset) = base.checked_sub(slot.gpa) {
+        if let Some(offset) = base.checked_sub(slot.gpa).filter(|_| !slot.logs_dirty()) {
             let huge_uaddr = slot.uaddr + offset;
             if base + huge <= slot.end() && huge_uaddr % huge == 0 {
-                if let Some(first) = inner.pins.try_pin_huge(uaddr, huge_uaddr, writable)? {
-                    match inner.slat.map(base, first, PageSize::Size2M, writable) {
+                let pinned = inner
+                    .pins
+                    .try_pin_huge(uaddr, huge_uaddr, access.may_write())?;
+                if let Some(first) = pinned {
+                    match inner.slat.map(base, first, PageSize::Size2M, access) {
                         Ok(()) => {
                             inner.stats.pages_2m.add(1);
                             return Ok(Backing::Mapped);
@@ -445,8 +501,8 @@ impl Vm {
                 }
             }
         }
-        let page = inner.pins.pin(uaddr, writable)?;
-        match inner.slat.map(page_gpa, page, PageSize::Size4K, writable) {
+        let page = inner.pins.pin(uaddr, access.may_write())?;
+        match inner.slat.map(page_gpa, page, PageSize::Size4K, access) {
             Ok(()) => {
                 inner.stats.pages_4k.add(1);
                 Ok(Backing::Mapped)
@@ -457,6 +513,22 @@ impl Vm {
                     MapError::NoMemory => ENOMEM,
                     MapError::Busy | MapError::BadAddress => EFAULT,
                 })
+            }
+        }
+    }
+
+    /// Makes sure no vCPU runs on with a translation the second-level
+    /// table no longer has (an unmapped or write-protected page): every
+    /// vCPU flushes its TLB before it next enters, and every vCPU in the
+    /// guest now is interrupted and has left it when this returns.
+    fn flush_guest_tlbs(&self, inner: &VmInner) {
+        // Pairs with the vCPU's store of `running_on` before it reads the generation
+        // (run/): either it sees the new generation and flushes, or we see it running
+        // and kick it out of the guest.
+        self.mapping_generation.fetch_add(1, Ordering::SeqCst);
+        for vcpu in inner.vcpus.iter() {
+            if let Some(cpu) = vcpu.running_on() {
+                cpu::kick(cpu);
             }
         }
     }
@@ -484,7 +556,7 @@ impl Vm {
     /// memory behind the slots. `None` if some byte has no slot, or the
     /// owner's memory there cannot be read.
     pub(crate) fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
-        let uaddr = self.guest_uaddr(gpa, buf.len(), false)?;
+        let (uaddr, _) = self.guest_uaddr(gpa, buf.len(), false)?;
         UserSlice::new(UserPtr::from_addr(uaddr), buf.len())
             .reader()
             .read_slice(buf)
@@ -492,18 +564,27 @@ impl Vm {
     }
 
     /// Copies `buf` into guest-physical memory at `gpa`; `None` also for a
-    /// read-only slot.
+    /// read-only slot. The pages written are marked dirty in a slot that
+    /// logs them, after the write, as KVM's `kvm_write_guest` does.
     pub(crate) fn write_guest(&self, gpa: u64, buf: &[u8]) -> Option<()> {
-        let uaddr = self.guest_uaddr(gpa, buf.len(), true)?;
+        let (uaddr, logs_dirty) = self.guest_uaddr(gpa, buf.len(), true)?;
         UserSlice::new(UserPtr::from_addr(uaddr), buf.len())
             .writer()
             .write_slice(buf)
-            .ok()
+            .ok()?;
+        if logs_dirty && !buf.is_empty() {
+            let mut inner = self.inner.lock();
+            let last = gpa + buf.len() as u64 - 1;
+            for page in (gpa >> 12)..=(last >> 12) {
+                inner.slots.mark_dirty(page << 12);
+            }
+        }
+        Some(())
     }
 
     /// The owner's address of `len` bytes at `gpa`, all in one slot (a
-    /// writable one if `write`).
-    fn guest_uaddr(&self, gpa: u64, len: usize, write: bool) -> Option<usize> {
+    /// writable one if `write`), and whether that slot logs dirty pages.
+    fn guest_uaddr(&self, gpa: u64, len: usize, write: bool) -> Option<(usize, bool)> {
         let inner = self.inner.lock();
         let slot = inner.slots.find(gpa)?;
         if write && slot.is_readonly() {
@@ -513,7 +594,108 @@ impl Vm {
         if last >= slot.end() {
             return None;
         }
-        usize::try_from(slot.uaddr + (gpa - slot.gpa)).ok()
+        let uaddr = usize::try_from(slot.uaddr + (gpa - slot.gpa)).ok()?;
+        Some((uaddr, slot.logs_dirty()))
+    }
+
+    /// `KVM_GET_DIRTY_LOG`: copies slot `slot`'s dirty bitmap to user
+    /// space. Without manual protection, the bits handed out are cleared
+    /// and their pages write-protected again (TLBs flushed) before the copy;
+    /// with it, the bitmap is only read (dirty/). `EINVAL` for a slot number
+    /// out of range, `ENOENT` for a slot that does not exist or does not
+    /// log, `EFAULT` for a bitmap rkvm cannot write: KVM's order.
+    fn get_dirty_log(&self, arg: usize) -> Result<isize> {
+        let log: abi::DirtyLogArg = user::read(arg)?;
+        let id = Self::log_slot_id(log.slot)?;
+        let mut copy;
+        {
+            let mut inner = self.inner.lock();
+            let manual = inner.manual_dirty_log != 0;
+            let slot = *inner.slots.get(id).ok_or(ENOENT)?;
+            let bitmap = inner.slots.dirty_log(id).ok_or(ENOENT)?;
+            copy = KVVec::from_elem(0u64, bitmap.words(), GFP_KERNEL_ACCOUNT)?;
+            let mut taken = false;
+            for (w, word) in copy.iter_mut().enumerate() {
+                *word = if manual {
+                    bitmap.word(w)
+                } else {
+                    bitmap.take(w)
+                };
+                taken |= !manual && *word != 0;
+            }
+            if taken {
+                Self::protect_again(&mut inner, &slot, 0, &copy);
+                self.flush_guest_tlbs(&inner);
+            }
+        }
+        user::write_words(log.dirty_bitmap as usize, &copy)?;
+        Ok(0)
+    }
+
+    /// `KVM_CLEAR_DIRTY_LOG`: clears the bits user space passes for
+    /// `num_pages` pages from `first_page` of a slot and write-protects the
+    /// pages whose bits were set. Meant for manual protection, but, as in
+    /// KVM, it works without. KVM's checks in KVM's order (dirty/).
+    fn clear_dirty_log(&self, arg: usize) -> Result<isize> {
+        let log: abi::ClearDirtyLogArg = user::read(arg)?;
+        let id = Self::log_slot_id(log.slot)?;
+        if log.first_page % dirty::PAGES_PER_WORD != 0 {
+            return Err(EINVAL);
+        }
+        let pages = {
+            let mut inner = self.inner.lock();
+            let slot = *inner.slots.get(id).ok_or(ENOENT)?;
+            inner.slots.dirty_log(id).ok_or(ENOENT)?;
+            slot.pages()
+        };
+        if !dirty::clear_range_ok(log.first_page, log.num_pages, pages) {
+            return Err(EINVAL);
+        }
+        let words = dirty::clear_bytes(log.num_pages) / 8;
+        let masks = user::read_words(log.dirty_bitmap as usize, words)?;
+        let mut inner = self.inner.lock();
+        // The slot may have changed while unlocked: check again, as nothing was done yet.
+        let slot = *inner.slots.get(id).ok_or(ENOENT)?;
+        if slot.pages() != pages {
+            return Err(EINVAL);
+        }
+        let bitmap = inner.slots.dirty_log(id).ok_or(ENOENT)?;
+        let first_word = (log.first_page / dirty::PAGES_PER_WORD) as usize;
+        let mut cleared = masks;
+        let mut any = false;
+        for (i, mask) in cleared.iter_mut().enumerate() {
+            *mask = bitmap.clear(first_word + i, *mask);
+            any |= *mask != 0;
+        }
+        if any {
+            Self::protect_again(&mut inner, &slot, first_word, &cleared);
+            self.flush_guest_tlbs(&inner);
+        }
+        Ok(0)
+    }
+
+    /// The slot id of a dirty-log ioctl's `slot` (bits 31:16 are the address
+    /// space: rkvm has one). `EINVAL` out of range.
+    fn log_slot_id(slot: u32) -> Result<u16> {
+        let id = (slot & 0xffff) as u16;
+        if slot >> 16 != 0 || usize::from(id) >= NR_MEMSLOTS {
+            return Err(EINVAL);
+        }
+        Ok(id)
+    }
+
+    /// Write-protects the pages of `slot` whose bits are set in `masks`,
+    /// word `i` of `masks` being word `first_word + i` of the bitmap. The
+    /// caller flushes the TLBs.
+    fn protect_again(inner: &mut VmInner, slot: &Slot, first_word: usize, masks: &[u64]) {
+        let start = slot.gpa + first_word as u64 * dirty::PAGES_PER_WORD * 4096;
+        let end = (start + masks.len() as u64 * dirty::PAGES_PER_WORD * 4096).min(slot.end());
+        inner.slat.write_protect(start, end, &mut |gpa| {
+            let page = (gpa - start) / 4096;
+            masks
+                .get((page / dirty::PAGES_PER_WORD) as usize)
+                .is_some_and(|m| m & (1 << (page % dirty::PAGES_PER_WORD)) != 0)
+        });
     }
 
     /// `KVM_CREATE_VCPU`. Everything that can fail is done before the vCPU
@@ -922,6 +1104,11 @@ impl Vm {
                 Ok(0)
             }
             abi::KVM_CAP_X86_APIC_BUS_CYCLES_NS => self.set_apic_bus_cycle_ns(cap.args[0]),
+            // Dirty logging's protocol (dirty/); any time, as KVM.
+            abi::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 if dirty::manual_caps_ok(cap.args[0]) => {
+                self.inner.lock().manual_dirty_log = cap.args[0];
+                Ok(0)
+            }
             // Quirks: KVM behaviours kept for old guests and VMMs that a VMM
             // may turn off. The second version refuses a quirk rkvm does
             // not have; the first ignores it, as KVM.
@@ -1249,8 +1436,8 @@ impl Drop for VmInner {
             slat, pins, stats, ..
         } = self;
         slat.retire(0, u64::MAX, &mut |_, _| {});
-        slat.release(0, u64::MAX, &mut |page, size, writable| {
-            pins.release(stats, page, size, writable)
+        slat.release(0, u64::MAX, &mut |page, size, may_write| {
+            pins.release(stats, page, size, may_write)
         });
     }
 }
@@ -1280,6 +1467,8 @@ impl FileObject for Vm {
                 let r: kvm_userspace_memory_region2 = user::read(arg)?;
                 this.set_memory_region(&r)
             }
+            abi::KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
+            abi::KVM_CLEAR_DIRTY_LOG => this.clear_dirty_log(arg),
             abi::KVM_SET_TSS_ADDR => this.set_tss_addr(arg),
             abi::KVM_SET_NR_MMU_PAGES => this.set_nr_mmu_pages(arg),
             abi::KVM_SET_IDENTITY_MAP_ADDR => this.set_identity_map_addr(arg),

@@ -11,7 +11,7 @@
 //! PAT" so the guest's PAT cannot make host memory uncached behind the
 //! host's back (as KVM does for memory without non-coherent DMA).
 
-use crate::mmu::{EntryFormat, PageSize};
+use crate::mmu::{Access, EntryFormat, PageSize};
 use crate::sys::mem::HostPhysAddr;
 
 const READ: u64 = 1 << 0;
@@ -26,8 +26,10 @@ const IGNORE_PAT: u64 = 1 << 6;
 const LARGE: u64 = 1 << 7;
 /// Bit 11, ignored by the CPU: rkvm marks retired leaves with it.
 const RETIRED: u64 = 1 << 11;
-/// Bit 52, ignored by the CPU: a retired leaf was writable.
-const RETIRED_WRITABLE: u64 = 1 << 52;
+/// Bit 52, ignored by the CPU: the page behind the leaf, present or
+/// retired, was pinned for writing (`Access::may_write`), whether or not
+/// WRITE is set now.
+const MAY_WRITE: u64 = 1 << 52;
 /// Bits 51:12 hold the physical address.
 const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
 
@@ -40,9 +42,13 @@ impl EntryFormat for Ept {
         (table.0 & ADDRESS) | PERMISSIONS
     }
 
-    fn leaf(page: HostPhysAddr, size: PageSize, writable: bool) -> u64 {
+    fn leaf(page: HostPhysAddr, size: PageSize, access: Access) -> u64 {
         let large = if size == PageSize::Size2M { LARGE } else { 0 };
-        let write = if writable { WRITE } else { 0 };
+        let write = match access {
+            Access::Read => 0,
+            Access::Write => MAY_WRITE | WRITE,
+            Access::WriteTracked => MAY_WRITE,
+        };
         (page.0 & ADDRESS) | READ | EXECUTE | write | MEMTYPE_WB | IGNORE_PAT | large
     }
 
@@ -55,20 +61,23 @@ impl EntryFormat for Ept {
     }
 
     fn is_writable(entry: u64) -> bool {
-        if Self::is_retired(entry) {
-            entry & RETIRED_WRITABLE != 0
+        Self::is_present(entry) && entry & WRITE != 0
+    }
+
+    fn may_write(entry: u64) -> bool {
+        entry & MAY_WRITE != 0
+    }
+
+    fn with_write(entry: u64, write: bool) -> u64 {
+        if write {
+            entry | WRITE
         } else {
-            entry & WRITE != 0
+            entry & !WRITE
         }
     }
 
     fn retired(entry: u64) -> u64 {
-        let was_writable = if entry & WRITE != 0 {
-            RETIRED_WRITABLE
-        } else {
-            0
-        };
-        (entry & !PERMISSIONS) | RETIRED | was_writable
+        (entry & !PERMISSIONS) | RETIRED
     }
 
     fn is_retired(entry: u64) -> bool {

@@ -1,7 +1,9 @@
 //! Guest memory beyond plain slots: read-only slots (reads see the host's
 //! memory, writes exit to user space as MMIO) and slots backed by
 //! transparent huge pages (mapped with 2 MiB second-level pages, counted in
-//! the VM's debugfs `pages_2m`, which rkvm and KVM both have).
+//! the VM's debugfs `pages_2m`, which rkvm and KVM both have), and dirty
+//! page logging (`KVM_GET_DIRTY_LOG`, `KVM_CLEAR_DIRTY_LOG` with manual
+//! protection).
 //!
 //! Usage: `memory [DEVICE]` (default `/dev/rkvm`).
 
@@ -9,7 +11,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ksft::{TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, diag, tests};
-use kvm_abi::sys::{KVM_CAP_PRE_FAULT_MEMORY, KVM_MEM_READONLY};
+use kvm_abi::sys::{
+    KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_CAP_PRE_FAULT_MEMORY, KVM_DIRTY_LOG_INITIALLY_SET,
+    KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
+};
 use kvm_abi::{GuestMemory, MemoryRegion, VcpuExit};
 use rkvm_selftests::guest::{GuestVm, Mode, describe};
 use rkvm_selftests::{Ctx, guest};
@@ -313,6 +318,279 @@ fn pre_fault_memory_maps_a_slot_ahead(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// The logging slot of the dirty-log tests: 130 pages, so that its bitmap
+/// has two whole words and one with two valid bits.
+const LOG_PAGES: u32 = 130;
+
+guest! {
+    /// Round 1 writes pages 0, 5, 70 and 129 of SLOT1; round 2 writes
+    /// pages 5 (twice) and 129; round 3 only reads pages 0 and 5; round 4
+    /// writes page 0. Each round ends with a sync.
+    fn dirty_guest;
+    ".code64",
+    "mov $0x40000000, %r12",
+    "movq $1, (%r12)",
+    "movq $2, 0x5000(%r12)",
+    "movq $3, 0x46000(%r12)",
+    "movq $4, 0x81000(%r12)",
+    "ucall UCALL_SYNC",
+    "movq $5, 0x5000(%r12)",
+    "movq $6, 0x5008(%r12)",
+    "movq $7, 0x81000(%r12)",
+    "ucall UCALL_SYNC",
+    "mov (%r12), %rbx",
+    "add 0x5000(%r12), %rbx",
+    "ucall UCALL_SYNC",
+    "movq $8, (%r12)",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// A VM running `dirty_guest` with a 130-page logging slot at SLOT1.
+fn dirty_vm(ctx: &Ctx) -> Result<(GuestVm, guest::GuestVcpu), ksft::Status> {
+    let vm = GuestVm::new(ctx, Mode::Long, dirty_guest())?;
+    let mem = Arc::new(check_ok!(GuestMemory::new(LOG_PAGES as usize * 4096)));
+    check_ok!(vm.vm.set_user_memory_region(&MemoryRegion {
+        flags: KVM_MEM_LOG_DIRTY_PAGES,
+        ..MemoryRegion::new(1, SLOT1_GPA, &mem)
+    }));
+    let vcpu = vm.add_vcpu(0)?;
+    Ok((vm, vcpu))
+}
+
+/// The pages whose bits are set in slot 1's dirty log.
+fn dirty_pages(vm: &kvm_abi::Vm) -> Result<Vec<u64>, ksft::Status> {
+    dirty_pages_of(vm, LOG_PAGES.into())
+}
+
+/// The pages whose bits are set in the dirty log of slot 1, of `pages`
+/// pages (at most 512).
+fn dirty_pages_of(vm: &kvm_abi::Vm, pages: u64) -> Result<Vec<u64>, ksft::Status> {
+    let mut bitmap = [0u64; 8];
+    check_ok!(vm.get_dirty_log(1, pages, &mut bitmap));
+    Ok((0..512)
+        .filter(|p| bitmap[(p / 64) as usize] & (1 << (p % 64)) != 0)
+        .collect())
+}
+
+/// Without manual protection, `KVM_GET_DIRTY_LOG` reports each page the
+/// guest wrote since the last call exactly once, however often it wrote
+/// it, and clears the log: the pages are write-protected again, so the
+/// next round's writes are seen. Reads dirty nothing; the host sees the
+/// data the guest wrote.
+fn dirty_log_reports_each_written_page_once_per_round(ctx: &Ctx) -> TestResult {
+    let (vm, mut vcpu) = dirty_vm(ctx)?;
+    check_eq!(dirty_pages(&vm.vm)?, [], "before the guest ran");
+    vcpu.sync()?;
+    check_eq!(dirty_pages(&vm.vm)?, [0, 5, 70, 129], "round 1");
+    check_eq!(dirty_pages(&vm.vm)?, [], "round 1, read again");
+    vcpu.sync()?;
+    check_eq!(dirty_pages(&vm.vm)?, [5, 129], "round 2: written again");
+    let [sum, ..] = vcpu.sync()?;
+    check_eq!(sum, 1 + 5, "round 3 reads the guest's data");
+    check_eq!(dirty_pages(&vm.vm)?, [], "round 3: reads only");
+    vcpu.sync()?;
+    check_eq!(dirty_pages(&vm.vm)?, [0], "round 4");
+    vcpu.done()
+}
+
+/// With `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`, `KVM_GET_DIRTY_LOG` only
+/// reads; `KVM_CLEAR_DIRTY_LOG` clears the bits asked for and
+/// write-protects those pages again, so their next write is logged, while
+/// pages still dirty stay so. With `KVM_DIRTY_LOG_INITIALLY_SET` too, a
+/// new logging slot starts with every page (and no more) dirty.
+fn manual_protection_clears_only_what_user_space_clears(ctx: &Ctx) -> TestResult {
+    let caps = check_ok!(ctx.cap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2));
+    let both = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET;
+    check_eq!(
+        i64::from(caps),
+        i64::from(both),
+        "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2"
+    );
+    let (vm, mut vcpu) = dirty_vm(ctx)?;
+    let protect = u64::from(KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE);
+    check_ok!(
+        vm.vm
+            .enable_cap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, [protect, 0, 0, 0])
+    );
+    vcpu.sync()?;
+    check_eq!(dirty_pages(&vm.vm)?, [0, 5, 70, 129], "round 1");
+    check_eq!(
+        dirty_pages(&vm.vm)?,
+        [0, 5, 70, 129],
+        "read again: not cleared"
+    );
+    // Clear page 5 and the last word (pages 128 and 129).
+    check_ok!(vm.vm.clear_dirty_log(1, 0, 64, &[1 << 5]));
+    check_ok!(vm.vm.clear_dirty_log(1, 128, 2, &[u64::MAX]));
+    check_eq!(
+        dirty_pages(&vm.vm)?,
+        [0, 70],
+        "after clearing 5 and 128-129"
+    );
+    vcpu.sync()?;
+    check_eq!(
+        dirty_pages(&vm.vm)?,
+        [0, 5, 70, 129],
+        "round 2 wrote 5 and 129 again"
+    );
+    check_ok!(vm.vm.clear_dirty_log(1, 0, LOG_PAGES, &[u64::MAX; 3]));
+    check_eq!(dirty_pages(&vm.vm)?, [], "all cleared");
+    vcpu.sync()?;
+    vcpu.sync()?;
+    check_eq!(dirty_pages(&vm.vm)?, [0], "round 4 wrote page 0 again");
+    vcpu.done()?;
+
+    // INITIALLY_SET: a slot made logging now starts all dirty.
+    let both = u64::from(both);
+    check_ok!(
+        vm.vm
+            .enable_cap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, [both, 0, 0, 0])
+    );
+    let mem = Arc::new(check_ok!(GuestMemory::new(LOG_PAGES as usize * 4096)));
+    check_ok!(vm.vm.set_user_memory_region(&MemoryRegion {
+        flags: KVM_MEM_LOG_DIRTY_PAGES,
+        ..MemoryRegion::new(2, 2 * SLOT1_GPA, &mem)
+    }));
+    let mut bitmap = [0u64; 3];
+    check_ok!(vm.vm.get_dirty_log(2, LOG_PAGES.into(), &mut bitmap));
+    check_eq!(
+        bitmap,
+        [u64::MAX, u64::MAX, 0b11],
+        "a new slot, initially set"
+    );
+    Ok(())
+}
+
+/// Bad dirty-log requests get KVM's errors: a slot that does not log or
+/// does not exist `ENOENT`, an address space past the last `EINVAL` (KVM
+/// has two, the second for SMM; rkvm one: docs/abi.md), a
+/// clear not starting on a 64-page word or ending inside one short of the
+/// slot's end `EINVAL`, a bitmap the kernel cannot write `EFAULT`, manual
+/// protection with an unknown flag or INITIALLY_SET alone `EINVAL`.
+fn dirty_log_refuses_bad_requests(ctx: &Ctx) -> TestResult {
+    let (vm, _vcpu) = dirty_vm(ctx)?;
+    let mut bitmap = [0u64; 3];
+    check_errno!(
+        vm.vm.get_dirty_log(0, 1, &mut bitmap),
+        libc::ENOENT,
+        "slot 0 does not log"
+    );
+    check_errno!(
+        vm.vm.get_dirty_log(9, 1, &mut bitmap),
+        libc::ENOENT,
+        "no slot 9"
+    );
+    check_errno!(
+        vm.vm.get_dirty_log(2 << 16 | 1, 1, &mut bitmap),
+        libc::EINVAL,
+        "address space 2"
+    );
+    check_errno!(
+        vm.vm
+            .get_dirty_log_to_kernel_address(1, 0xffff_8000_0000_0000),
+        libc::EFAULT,
+        "a bitmap in the kernel half"
+    );
+    check_errno!(
+        vm.vm.clear_dirty_log(1, 1, 1, &[1]),
+        libc::EINVAL,
+        "first page 1"
+    );
+    check_errno!(
+        vm.vm.clear_dirty_log(1, 0, 65, &[1, 1]),
+        libc::EINVAL,
+        "65 of 130 pages"
+    );
+    check_errno!(
+        vm.vm.clear_dirty_log(1, 64, 67, &[1, 1]),
+        libc::EINVAL,
+        "past the end"
+    );
+    check_errno!(
+        vm.vm.clear_dirty_log(1, 192, 0, &[]),
+        libc::EINVAL,
+        "starts past the end"
+    );
+    check_errno!(
+        vm.vm.clear_dirty_log(0, 0, 64, &[1]),
+        libc::ENOENT,
+        "slot 0 does not log"
+    );
+    for bad in [2u64, 4, 1 << 32] {
+        check_errno!(
+            vm.vm
+                .enable_cap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, [bad, 0, 0, 0]),
+            libc::EINVAL,
+            "manual protection flags {bad:#x}"
+        );
+    }
+    Ok(())
+}
+
+/// Logging turned on for a slot the guest has written already (its pages
+/// mapped writable, with one 2 MiB mapping when `huge`) catches the next
+/// writes and only those; turned off again, the guest writes on unlogged
+/// and the host sees its data.
+fn logging_a_mapped_slot(ctx: &Ctx, huge: bool) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, dirty_guest())?;
+    let mem = if huge {
+        let mem = check_ok!(GuestMemory::with_huge_pages(HUGE));
+        check_ok!(mem.write(0, &[0]));
+        let backed = check_ok!(mem.huge_bytes());
+        if backed < HUGE as u64 {
+            ksft::skip!(
+                "the kernel backed the memory with {backed} bytes of huge pages, not 2 MiB"
+            );
+        }
+        Arc::new(mem)
+    } else {
+        Arc::new(check_ok!(GuestMemory::new(HUGE)))
+    };
+    let plain = MemoryRegion::new(1, SLOT1_GPA, &mem);
+    let logged = MemoryRegion {
+        flags: KVM_MEM_LOG_DIRTY_PAGES,
+        ..plain
+    };
+    check_ok!(vm.vm.set_user_memory_region(&plain));
+    let mut vcpu = vm.add_vcpu(0)?;
+    vcpu.sync()?;
+    if huge && ctx.is_rkvm() {
+        let large = ctx
+            .vm_stat(&vm.vm, "pages_2m")
+            .map_err(ksft::Status::Fail)?;
+        check_eq!(large, 1, "pages_2m before logging");
+    }
+    check_ok!(vm.vm.set_user_memory_region(&logged));
+    let pages = (HUGE / 4096) as u64;
+    check_eq!(dirty_pages_of(&vm.vm, pages)?, [], "logging just turned on");
+    vcpu.sync()?;
+    check_eq!(dirty_pages_of(&vm.vm, pages)?, [5, 129], "round 2");
+    check_ok!(vm.vm.set_user_memory_region(&plain));
+    let mut bitmap = [0u64; 8];
+    check_errno!(
+        vm.vm.get_dirty_log(1, pages, &mut bitmap),
+        libc::ENOENT,
+        "logging off"
+    );
+    let [sum, ..] = vcpu.sync()?;
+    check_eq!(sum, 1 + 5, "round 3 reads the guest's data");
+    vcpu.sync()?;
+    check_eq!(check_ok!(mem.read_u64(0)), 8, "round 4's write, unlogged");
+    vcpu.done()
+}
+
+/// See [`logging_a_mapped_slot`]: 4 KiB pages.
+fn logging_turned_on_catches_the_next_writes(ctx: &Ctx) -> TestResult {
+    logging_a_mapped_slot(ctx, false)
+}
+
+/// See [`logging_a_mapped_slot`]: the slot mapped with a 2 MiB page first,
+/// then logged 4 KiB at a time.
+fn logging_splits_a_2m_mapping(ctx: &Ctx) -> TestResult {
+    logging_a_mapped_slot(ctx, true)
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -322,6 +600,11 @@ fn main() -> ExitCode {
             a_slot_not_aligned_to_2m_works,
             pinned_memory_counts_against_rlimit_memlock,
             pre_fault_memory_maps_a_slot_ahead,
+            dirty_log_reports_each_written_page_once_per_round,
+            manual_protection_clears_only_what_user_space_clears,
+            dirty_log_refuses_bad_requests,
+            logging_turned_on_catches_the_next_writes,
+            logging_splits_a_2m_mapping,
         ],
     )
 }

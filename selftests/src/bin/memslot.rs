@@ -272,15 +272,18 @@ fn dirty_logging_can_be_toggled(ctx: &Ctx) -> TestResult {
         flags: KVM_MEM_LOG_DIRTY_PAGES,
         ..plain
     };
-    if ctx.is_rkvm() {
-        // rkvm does not track dirty pages yet: it must refuse the flag rather than accept it
-        // and report nothing (docs/abi.md lists the gap). Then the toggling is not testable.
-        check_errno!(vm.set_user_memory_region(&logged), libc::EINVAL);
-        skip!("rkvm refuses KVM_MEM_LOG_DIRTY_PAGES (not implemented, docs/abi.md)");
-    }
     check_ok!(vm.set_user_memory_region(&logged));
     check_ok!(vm.set_user_memory_region(&plain));
     check_ok!(vm.set_user_memory_region(&logged));
+    // The log comes and goes with the flag: a slot that stopped logging has none.
+    let mut bitmap = [0u64; 1];
+    check_ok!(vm.get_dirty_log(0, 2, &mut bitmap));
+    check_ok!(vm.set_user_memory_region(&plain));
+    check_errno!(
+        vm.get_dirty_log(0, 2, &mut bitmap),
+        libc::ENOENT,
+        "logging off"
+    );
     Ok(())
 }
 

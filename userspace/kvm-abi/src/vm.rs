@@ -7,13 +7,13 @@ use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::ioctls::{
-    KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_CREATE_VCPU, KVM_ENABLE_CAP,
-    KVM_GET_CLOCK, KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_TSC_KHZ, KVM_IOEVENTFD, KVM_IRQ_LINE,
-    KVM_IRQ_LINE_STATUS, KVM_IRQFD, KVM_REGISTER_COALESCED_MMIO, KVM_REINJECT_CONTROL,
-    KVM_SET_BOOT_CPU_ID, KVM_SET_CLOCK, KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR,
-    KVM_SET_IRQCHIP, KVM_SET_NR_MMU_PAGES, KVM_SET_PIT2, KVM_SET_TSS_ADDR,
-    KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2, KVM_SIGNAL_MSI,
-    KVM_UNREGISTER_COALESCED_MMIO, KVM_X86_SET_MSR_FILTER,
+    KVM_CHECK_EXTENSION, KVM_CLEAR_DIRTY_LOG, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_CREATE_VCPU,
+    KVM_ENABLE_CAP, KVM_GET_CLOCK, KVM_GET_DIRTY_LOG, KVM_GET_IRQCHIP, KVM_GET_PIT2,
+    KVM_GET_TSC_KHZ, KVM_IOEVENTFD, KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_IRQFD,
+    KVM_REGISTER_COALESCED_MMIO, KVM_REINJECT_CONTROL, KVM_SET_BOOT_CPU_ID, KVM_SET_CLOCK,
+    KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_IRQCHIP, KVM_SET_NR_MMU_PAGES,
+    KVM_SET_PIT2, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2,
+    KVM_SIGNAL_MSI, KVM_UNREGISTER_COALESCED_MMIO, KVM_X86_SET_MSR_FILTER,
 };
 use crate::mem::GuestMemory;
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
@@ -454,6 +454,77 @@ impl Vm {
         unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_CLOCK, &raw mut data) }
             .map_err(|e| Error::new("KVM_GET_CLOCK", e))?;
         Ok(data)
+    }
+
+    /// KVM_GET_DIRTY_LOG for slot `slot` (address space in bits 31:16)
+    /// into `bitmap`, one bit per page. The kernel writes as many 64-bit
+    /// words as the slot has pages / 64 (rounded up): `bitmap` must be at
+    /// least `slot_pages` bits long, or this fails with `ERANGE` unasked.
+    pub fn get_dirty_log(&self, slot: u32, slot_pages: u64, bitmap: &mut [u64]) -> Result<()> {
+        const OP: &str = "KVM_GET_DIRTY_LOG";
+        if (bitmap.len() as u64) < slot_pages.div_ceil(64) {
+            return Err(Error::new(OP, Errno::ERANGE));
+        }
+        let log = crate::sys::kvm_dirty_log {
+            slot,
+            __bindgen_anon_1: crate::sys::kvm_dirty_log__bindgen_ty_1 {
+                dirty_bitmap: bitmap.as_mut_ptr().cast(),
+            },
+            ..Default::default()
+        };
+        // SAFETY: the kernel reads the struct and writes the slot's bitmap
+        // words, which `bitmap` has room for (checked above, for a slot of
+        // `slot_pages` pages).
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_GET_DIRTY_LOG, &raw const log) }
+            .map(drop)
+            .map_err(|e| Error::new(OP, e))
+    }
+
+    /// KVM_GET_DIRTY_LOG with the bitmap at `addr`, an address in the
+    /// kernel half that the kernel can never write: for testing `EFAULT`.
+    pub fn get_dirty_log_to_kernel_address(&self, slot: u32, addr: u64) -> Result<()> {
+        const OP: &str = "KVM_GET_DIRTY_LOG";
+        if addr < 0x8000_0000_0000_0000 {
+            return Err(Error::new(OP, Errno::ERANGE));
+        }
+        let log = crate::sys::kvm_dirty_log {
+            slot,
+            __bindgen_anon_1: crate::sys::kvm_dirty_log__bindgen_ty_1 { padding2: addr },
+            ..Default::default()
+        };
+        // SAFETY: the kernel reads the struct; the bitmap address is no user memory.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_GET_DIRTY_LOG, &raw const log) }
+            .map(drop)
+            .map_err(|e| Error::new(OP, e))
+    }
+
+    /// KVM_CLEAR_DIRTY_LOG: clears, in slot `slot`, the dirty bits of the
+    /// `num_pages` pages from `first_page` that `bitmap` has set (bit 0 of
+    /// word 0 is `first_page`). The kernel reads `num_pages` / 64 words
+    /// (rounded up) after its checks: fewer in `bitmap` is `ERANGE`, unasked.
+    pub fn clear_dirty_log(
+        &self,
+        slot: u32,
+        first_page: u64,
+        num_pages: u32,
+        bitmap: &[u64],
+    ) -> Result<()> {
+        const OP: &str = "KVM_CLEAR_DIRTY_LOG";
+        if (bitmap.len() as u64) < u64::from(num_pages).div_ceil(64) {
+            return Err(Error::new(OP, Errno::ERANGE));
+        }
+        let log = crate::sys::kvm_clear_dirty_log {
+            slot,
+            num_pages,
+            first_page,
+            __bindgen_anon_1: crate::sys::kvm_clear_dirty_log__bindgen_ty_1 {
+                dirty_bitmap: bitmap.as_ptr().cast_mut().cast(),
+            },
+        };
+        // SAFETY: the kernel reads the struct and at most `bitmap`'s words.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_CLEAR_DIRTY_LOG, &raw const log) }
+            .map(drop)
+            .map_err(|e| Error::new(OP, e))
     }
 
     /// KVM_SET_CLOCK.

@@ -46,6 +46,10 @@ pub(crate) mod coalesced {
 #[path = "../../../module/memslot.rs"]
 pub(crate) mod memslot;
 
+/// Dirty page logging's bitmap and request rules (`module/dirty/`).
+#[path = "../../../module/dirty/mod.rs"]
+pub(crate) mod dirty;
+
 #[path = "../../../module/spec.rs"]
 pub(crate) mod spec;
 

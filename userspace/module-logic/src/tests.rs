@@ -1,7 +1,7 @@
 //! The tests, one group per module file.
 
 mod memslot_rules {
-    use crate::abi::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY};
+    use crate::abi::{KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY};
     use crate::memslot::{Change, Request, SlotError, SlotTable, MAX_TOTAL_BYTES, NR_MEMSLOTS};
 
     const MIB: u64 = 1 << 20;
@@ -25,7 +25,7 @@ mod memslot_rules {
 
     fn apply(t: &mut SlotTable, r: Request) -> Result<Change, SlotError> {
         let change = t.plan(&r, user_ok, PHYS_BITS)?;
-        t.commit(change)?;
+        t.commit(change, false)?;
         Ok(change)
     }
 
@@ -68,7 +68,7 @@ mod memslot_rules {
             ..req(0, 0, MIB, USER)
         };
         let change = t.plan(&ro, user_ok, PHYS_BITS).unwrap();
-        t.commit(change).unwrap();
+        t.commit(change, false).unwrap();
         assert_eq!(
             t.plan(&req(0, 0, MIB, USER), user_ok, PHYS_BITS),
             Err(SlotError::Invalid)
@@ -78,7 +78,7 @@ mod memslot_rules {
     #[test]
     fn unimplemented_flags_are_refused() {
         let t = SlotTable::new();
-        for flags in [KVM_MEM_LOG_DIRTY_PAGES, 1 << 7] {
+        for flags in [KVM_MEM_GUEST_MEMFD, 1 << 7] {
             let r = Request {
                 flags,
                 ..req(0, 0, MIB, USER)
@@ -89,6 +89,63 @@ mod memslot_rules {
                 "{flags:#x}"
             );
         }
+    }
+
+    fn logging(r: Request) -> Request {
+        Request {
+            flags: KVM_MEM_LOG_DIRTY_PAGES,
+            ..r
+        }
+    }
+
+    #[test]
+    fn a_logging_slot_has_a_bitmap_that_goes_with_the_flag() {
+        let mut t = SlotTable::new();
+        // 1 MiB: 256 pages, 4 words.
+        apply(&mut t, logging(req(3, 0x10_0000, MIB, USER))).unwrap();
+        assert_eq!(t.dirty_log(3).map(|b| b.words()), Some(4));
+        assert_eq!(
+            t.mark_dirty(0x10_0000 + 5 * 4096)
+                .map(|(s, was)| (s.id, was)),
+            Some((3, false))
+        );
+        assert_eq!(
+            t.mark_dirty(0x10_0000 + 5 * 4096).map(|(_, was)| was),
+            Some(true)
+        );
+        assert_eq!(t.dirty_log(3).unwrap().word(0), 1 << 5);
+        // Moving keeps the bitmap and its bits.
+        assert!(matches!(
+            apply(&mut t, logging(req(3, 0x40_0000, MIB, USER))),
+            Ok(Change::Move(_))
+        ));
+        assert_eq!(t.dirty_log(3).unwrap().word(0), 1 << 5);
+        // Turning logging off drops it; turning it on again starts clean.
+        assert!(matches!(
+            apply(&mut t, req(3, 0x40_0000, MIB, USER)),
+            Ok(Change::Flags(_))
+        ));
+        assert!(t.dirty_log(3).is_none());
+        assert_eq!(t.mark_dirty(0x40_0000), None);
+        apply(&mut t, logging(req(3, 0x40_0000, MIB, USER))).unwrap();
+        assert_eq!(t.dirty_log(3).unwrap().word(0), 0);
+        // Deleting the slot drops it too.
+        apply(&mut t, req(3, 0x40_0000, 0, USER)).unwrap();
+        assert!(t.dirty_log(3).is_none());
+    }
+
+    #[test]
+    fn initially_set_marks_every_page_of_the_slot_and_no_more() {
+        let mut t = SlotTable::new();
+        // 65 pages: the second word has one valid bit.
+        let r = logging(req(1, 0, 65 * 4096, USER));
+        let change = t.plan(&r, user_ok, PHYS_BITS).unwrap();
+        t.commit(change, true).unwrap();
+        let b = t.dirty_log(1).unwrap();
+        assert_eq!((b.words(), b.word(0), b.word(1)), (2, u64::MAX, 1));
+        // Past the end nothing is ever set.
+        b.mark(65);
+        assert_eq!(b.word(1), 1);
     }
 
     #[test]
@@ -159,7 +216,7 @@ mod memslot_rules {
         // A 48-bit width, so that only the total can refuse a slot here.
         let apply48 = |t: &mut SlotTable, r: Request| -> Result<Change, SlotError> {
             let change = t.plan(&r, user_ok, 48)?;
-            t.commit(change)?;
+            t.commit(change, false)?;
             Ok(change)
         };
         let mut t = SlotTable::new();
@@ -849,3 +906,58 @@ mod stats_binary;
 mod vmx_caps;
 mod vmx_vpid;
 mod xsave_abi;
+
+mod dirty_log {
+    use crate::dirty::{
+        clear_bytes, clear_range_ok, manual_caps_ok, starts_all_dirty, DirtyBitmap, MANUAL_CAPS,
+    };
+
+    #[test]
+    fn manual_protection_takes_initially_set_only_with_protect_enable() {
+        assert_eq!(MANUAL_CAPS, 3);
+        assert!(manual_caps_ok(0) && manual_caps_ok(1) && manual_caps_ok(3));
+        assert!(!manual_caps_ok(2) && !manual_caps_ok(4) && !manual_caps_ok(7));
+        assert!(starts_all_dirty(3) && !starts_all_dirty(1) && !starts_all_dirty(0));
+    }
+
+    #[test]
+    fn a_clear_starts_on_a_word_stays_inside_and_is_whole_words_until_the_end() {
+        // A slot of 130 pages: words at 0, 64, 128.
+        assert!(clear_range_ok(0, 130, 130));
+        assert!(clear_range_ok(0, 64, 130));
+        assert!(clear_range_ok(64, 66, 130));
+        assert!(clear_range_ok(128, 2, 130));
+        assert!(clear_range_ok(128, 0, 128), "nothing, at the end");
+        assert!(!clear_range_ok(1, 1, 130), "not on a word");
+        assert!(
+            !clear_range_ok(0, 65, 130),
+            "part of a word short of the end"
+        );
+        assert!(!clear_range_ok(64, 67, 130), "past the end");
+        assert!(!clear_range_ok(192, 0, 130), "starts past the end");
+        assert_eq!(
+            (
+                clear_bytes(0),
+                clear_bytes(1),
+                clear_bytes(64),
+                clear_bytes(65)
+            ),
+            (0, 8, 8, 16)
+        );
+    }
+
+    #[test]
+    fn take_hands_out_a_word_once_and_clear_reports_what_it_cleared() {
+        let mut b = DirtyBitmap::new(200, false).unwrap();
+        for page in [0, 3, 64, 199] {
+            b.mark(page);
+        }
+        assert!(b.is_dirty(3) && !b.is_dirty(4));
+        assert_eq!(b.take(0), 0b1001);
+        assert_eq!(b.take(0), 0);
+        assert_eq!(b.clear(1, 0b11), 0b1);
+        assert_eq!(b.word(1), 0);
+        assert_eq!(b.clear(3, u64::MAX), 1 << 7);
+        assert_eq!((b.take(9), b.clear(9, 1), b.word(9)), (0, 0, 0));
+    }
+}

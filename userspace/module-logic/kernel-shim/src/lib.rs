@@ -52,11 +52,33 @@ pub mod alloc {
             }
         }
 
+        /// Makes room for `additional` more elements.
+        pub fn reserve(
+            &mut self,
+            additional: usize,
+            _flags: flags::Flags,
+        ) -> Result<(), AllocError> {
+            self.0.reserve(additional);
+            Ok(())
+        }
+
+        /// `n` copies of `value`.
+        pub fn from_elem(value: T, n: usize, _flags: flags::Flags) -> Result<Self, AllocError>
+        where
+            T: Clone,
+        {
+            Ok(Self(vec![value; n]))
+        }
+
         /// Keeps only the elements `keep` says yes to, in order.
         pub fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
             self.0.retain(keep);
         }
     }
+
+    /// `kernel::alloc::KVVec` (kmalloc, falling back to vmalloc): the same
+    /// vector on the host.
+    pub type KVVec<T> = KVec<T>;
 
     impl<T> Deref for KVec<T> {
         type Target = [T];
