@@ -64,6 +64,7 @@ const ACTIONS: &[Action] = &[
     ("irqchip", 3, Worker::irqchip),
     ("eventfds", 2, Worker::eventfds),
     ("pit", 2, Worker::pit),
+    ("dirty_log", 2, Worker::dirty_log),
     ("run", 10, Worker::run),
     ("mmap_vcpu", 1, Worker::mmap_vcpu),
     ("random_ioctl", 3, Worker::random_ioctl),
@@ -876,6 +877,63 @@ impl Worker {
                 control[0] = self.rng.below(2) as u8;
                 self.log(format_args!("REINJECT_CONTROL vm {vm} {}", control[0]));
                 let _ = sys::ioctl_with(vm, req::KVM_REINJECT_CONTROL, &mut control);
+            }
+        }
+    }
+
+    /// Dirty logging: manual protection turned on or off (or refused),
+    /// `KVM_GET_DIRTY_LOG` and `KVM_CLEAR_DIRTY_LOG` on any slot number,
+    /// with ranges near the rules' edges, into a guarded buffer or to an
+    /// address that is no user memory.
+    fn dirty_log(&mut self) {
+        let Some(vm) = self.world.lock().vm(&mut self.rng) else {
+            return;
+        };
+        let r = &mut self.rng;
+        let slot = if r.chance(80) {
+            r.below(4) as u32
+        } else {
+            r.interesting() as u32
+        };
+        let bitmap = match (r.below(8), sys::bitmap_buffer()) {
+            (0, _) | (_, Err(_)) => r.interesting(),
+            (_, Ok(addr)) => addr,
+        };
+        match r.below(3) {
+            0 => {
+                let args0 = if r.chance(80) { r.below(4) } else { r.next() };
+                self.log(format_args!(
+                    "ENABLE_CAP MANUAL_DIRTY_LOG_PROTECT2 vm {vm} {args0:#x}"
+                ));
+                // struct kvm_enable_cap: cap, flags, args[4], pad[64].
+                let mut cap = [0u64; 14];
+                cap[0] = u64::from(kvm_abi::sys::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+                cap[1] = args0;
+                let _ = sys::ioctl_with(vm, req::KVM_ENABLE_CAP, &mut cap);
+            }
+            1 => {
+                self.log(format_args!(
+                    "GET_DIRTY_LOG vm {vm} slot {slot:#x} to {bitmap:#x}"
+                ));
+                // struct kvm_dirty_log: slot, padding, bitmap address.
+                let mut log = [u64::from(slot), bitmap];
+                let _ = sys::ioctl_with(vm, req::KVM_GET_DIRTY_LOG, &mut log);
+            }
+            _ => {
+                let first = match r.below(4) {
+                    0 => r.interesting(),
+                    n => (n - 1) * 64,
+                };
+                let pages = match r.below(4) {
+                    0 => r.next() as u32,
+                    n => [64, 65, 512][(n - 1) as usize],
+                };
+                self.log(format_args!(
+                    "CLEAR_DIRTY_LOG vm {vm} slot {slot:#x} pages {first}+{pages} from {bitmap:#x}"
+                ));
+                // struct kvm_clear_dirty_log: slot, num_pages, first_page, bitmap address.
+                let mut log = [u64::from(slot) | u64::from(pages) << 32, first, bitmap];
+                let _ = sys::ioctl_with(vm, req::KVM_CLEAR_DIRTY_LOG, &mut log);
             }
         }
     }

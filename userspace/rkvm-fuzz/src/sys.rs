@@ -332,3 +332,32 @@ pub(crate) fn dump_on_sigusr2() -> Result<(), Errno> {
     // and breaks no invariant of the code it interrupts.
     unsafe { sigaction(Signal::SIGUSR2, &action) }.map(drop)
 }
+
+/// Bytes of [`bitmap_buffer`] before its guard page: a dirty log of a slot
+/// of up to 2^28 pages (1 TiB) fits.
+pub(crate) const BITMAP_BYTES: usize = 32 << 20;
+
+/// The address of a buffer for dirty bitmaps: [`BITMAP_BYTES`] of
+/// read-write memory, reserved lazily, followed by an inaccessible page, so
+/// that a kernel writing a bigger slot's bitmap, or reading one, stops at
+/// the guard with `EFAULT` instead of reaching other memory of this
+/// process. Mapped once per process and never unmapped; the kernel is its
+/// only writer (the fuzzer never reads it as Rust data).
+pub(crate) fn bitmap_buffer() -> Result<u64, Errno> {
+    static BUFFER: std::sync::OnceLock<Result<u64, Errno>> = std::sync::OnceLock::new();
+    *BUFFER.get_or_init(|| {
+        let len = BITMAP_BYTES + 4096;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        // SAFETY: no MAP_FIXED: the mapping overlaps nothing of this process.
+        let p = unsafe { libc::mmap(core::ptr::null_mut(), len, libc::PROT_NONE, flags, -1, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: the first BITMAP_BYTES of the mapping just made, which nothing references.
+        if unsafe { libc::mprotect(p, BITMAP_BYTES, prot) } != 0 {
+            return Err(Errno::last());
+        }
+        Ok(p as u64)
+    })
+}
