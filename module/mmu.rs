@@ -197,7 +197,12 @@ pub(crate) trait SecondLevel: Send {
     /// As [`SecondLevel::retire`], for the 2 MiB leaves only: a slot that
     /// starts logging dirty pages loses them, and its pages fault back in
     /// 4 KiB at a time.
-    fn retire_large(&mut self, start: u64, end: u64, unmapped: &mut dyn FnMut(HostPhysAddr, PageSize));
+    fn retire_large(
+        &mut self,
+        start: u64,
+        end: u64,
+        unmapped: &mut dyn FnMut(HostPhysAddr, PageSize),
+    );
 
     /// Forgets the leaves [`SecondLevel::retire`] unmapped in `[start,
     /// end)`, calling `released` with each page: call it once no TLB can
@@ -429,7 +434,12 @@ impl<F: EntryFormat + Send> SecondLevel for Slat<F> {
         self.retire_sizes(start, end, false, unmapped);
     }
 
-    fn retire_large(&mut self, start: u64, end: u64, unmapped: &mut dyn FnMut(HostPhysAddr, PageSize)) {
+    fn retire_large(
+        &mut self,
+        start: u64,
+        end: u64,
+        unmapped: &mut dyn FnMut(HostPhysAddr, PageSize),
+    ) {
         self.retire_sizes(start, end, true, unmapped);
     }
 

@@ -28,7 +28,12 @@
 //! VM dies. Unmapping clears the entries, bumps `mapping_generation` so
 //! every vCPU flushes its TLB before it next enters, interrupts every vCPU
 //! that is in the guest right now and waits until it has left, and only
-//! then unpins the pages: no guest can reach a page after its pin is gone. Arguments are copied from user memory
+//! then unpins the pages: no guest can reach a page after its pin is gone.
+//! A slot that starts logging dirty pages loses its 2 MiB mappings the same
+//! way; write-protecting pages for the log (`crate::dirty`) flushes the TLBs
+//! the same way before the ioctl returns.
+//!
+//! Arguments are copied from user memory
 //! before a lock is taken, and results copied back after it is dropped,
 //! except where KVM's check order needs the copy under the lock (a mutex
 //! may sleep; rkvm's page-fault path takes none of these locks).
@@ -459,7 +464,11 @@ impl Vm {
             // last collected. Otherwise another vCPU mapped the page meanwhile.
             if write && !writable {
                 inner.slots.mark_dirty(page_gpa);
-                inner.slat.allow_write(page_gpa);
+                // Only a leaf whose page was pinned for writing is read-only
+                // in a writable slot; anything else would fault forever.
+                if !inner.slat.allow_write(page_gpa) {
+                    return Err(EFAULT);
+                }
             }
             return Ok(Backing::Mapped);
         }
@@ -556,35 +565,44 @@ impl Vm {
     /// memory behind the slots. `None` if some byte has no slot, or the
     /// owner's memory there cannot be read.
     pub(crate) fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
-        let (uaddr, _) = self.guest_uaddr(gpa, buf.len(), false)?;
-        UserSlice::new(UserPtr::from_addr(uaddr), buf.len())
+        let place = self.guest_uaddr(gpa, buf.len(), false)?;
+        UserSlice::new(UserPtr::from_addr(place.uaddr), buf.len())
             .reader()
             .read_slice(buf)
             .ok()
     }
 
     /// Copies `buf` into guest-physical memory at `gpa`; `None` also for a
-    /// read-only slot. The pages written are marked dirty in a slot that
-    /// logs them, after the write, as KVM's `kvm_write_guest` does.
+    /// read-only slot. The pages written are marked dirty if their slot
+    /// logs dirty pages once the write is done (as KVM's `kvm_write_guest`
+    /// marks after writing): a slot that started logging meanwhile has
+    /// them marked too, and a slot that moved meanwhile has the pages
+    /// marked that the bytes went to.
     pub(crate) fn write_guest(&self, gpa: u64, buf: &[u8]) -> Option<()> {
-        let (uaddr, logs_dirty) = self.guest_uaddr(gpa, buf.len(), true)?;
-        UserSlice::new(UserPtr::from_addr(uaddr), buf.len())
+        let place = self.guest_uaddr(gpa, buf.len(), true)?;
+        UserSlice::new(UserPtr::from_addr(place.uaddr), buf.len())
             .writer()
             .write_slice(buf)
             .ok()?;
-        if logs_dirty && !buf.is_empty() {
+        if !buf.is_empty() {
             let mut inner = self.inner.lock();
-            let last = gpa + buf.len() as u64 - 1;
-            for page in (gpa >> 12)..=(last >> 12) {
-                inner.slots.mark_dirty(page << 12);
+            let same = inner.slots.get(place.slot).is_some_and(|s| {
+                s.uaddr.checked_add(place.offset) == Some(place.uaddr as u64)
+                    && place.offset + buf.len() as u64 <= s.size
+            });
+            if let Some(bitmap) = inner.slots.dirty_log(place.slot).filter(|_| same) {
+                let last = place.offset + buf.len() as u64 - 1;
+                for page in (place.offset >> 12)..=(last >> 12) {
+                    bitmap.mark(page);
+                }
             }
         }
         Some(())
     }
 
-    /// The owner's address of `len` bytes at `gpa`, all in one slot (a
-    /// writable one if `write`), and whether that slot logs dirty pages.
-    fn guest_uaddr(&self, gpa: u64, len: usize, write: bool) -> Option<(usize, bool)> {
+    /// Where `len` bytes at `gpa` are, all in one slot (a writable one if
+    /// `write`).
+    fn guest_uaddr(&self, gpa: u64, len: usize, write: bool) -> Option<GuestPlace> {
         let inner = self.inner.lock();
         let slot = inner.slots.find(gpa)?;
         if write && slot.is_readonly() {
@@ -594,8 +612,12 @@ impl Vm {
         if last >= slot.end() {
             return None;
         }
-        let uaddr = usize::try_from(slot.uaddr + (gpa - slot.gpa)).ok()?;
-        Some((uaddr, slot.logs_dirty()))
+        let offset = gpa - slot.gpa;
+        Some(GuestPlace {
+            uaddr: usize::try_from(slot.uaddr + offset).ok()?,
+            slot: slot.id,
+            offset,
+        })
     }
 
     /// `KVM_GET_DIRTY_LOG`: copies slot `slot`'s dirty bitmap to user
@@ -607,13 +629,25 @@ impl Vm {
     fn get_dirty_log(&self, arg: usize) -> Result<isize> {
         let log: abi::DirtyLogArg = user::read(arg)?;
         let id = Self::log_slot_id(log.slot)?;
-        let mut copy;
-        {
+        // The copy is allocated without the lock (it may be megabytes, and
+        // every vCPU's faults take the lock), then filled under it; if the
+        // slot changed size meanwhile, again.
+        let copy = loop {
+            let words = self
+                .inner
+                .lock()
+                .slots
+                .dirty_log(id)
+                .map(|b| b.words())
+                .ok_or(ENOENT)?;
+            let mut copy = KVVec::from_elem(0u64, words, GFP_KERNEL_ACCOUNT)?;
             let mut inner = self.inner.lock();
             let manual = inner.manual_dirty_log != 0;
             let slot = *inner.slots.get(id).ok_or(ENOENT)?;
             let bitmap = inner.slots.dirty_log(id).ok_or(ENOENT)?;
-            copy = KVVec::from_elem(0u64, bitmap.words(), GFP_KERNEL_ACCOUNT)?;
+            if bitmap.words() != words {
+                continue;
+            }
             let mut taken = false;
             for (w, word) in copy.iter_mut().enumerate() {
                 *word = if manual {
@@ -627,7 +661,8 @@ impl Vm {
                 Self::protect_again(&mut inner, &slot, 0, &copy);
                 self.flush_guest_tlbs(&inner);
             }
-        }
+            break copy;
+        };
         user::write_words(log.dirty_bitmap as usize, &copy)?;
         Ok(0)
     }
@@ -1360,6 +1395,14 @@ pub(crate) enum Backing {
     None,
     /// A write to a read-only slot: MMIO for user space too, as in KVM.
     ReadOnly,
+}
+
+/// Where guest-physical bytes are: the owner's address, and the slot and
+/// offset in it that gave that address.
+struct GuestPlace {
+    uaddr: usize,
+    slot: u16,
+    offset: u64,
 }
 
 /// The pins a VM holds on its owner's memory, counted against the owner's

@@ -323,12 +323,16 @@ fn pre_fault_memory_maps_a_slot_ahead(ctx: &Ctx) -> TestResult {
 const LOG_PAGES: u32 = 130;
 
 guest! {
-    /// Round 1 writes pages 0, 5, 70 and 129 of SLOT1; round 2 writes
-    /// pages 5 (twice) and 129; round 3 only reads pages 0 and 5; round 4
-    /// writes page 0. Each round ends with a sync.
+    /// Round 0 reads page 100 of SLOT1 (its first touch); round 1 writes
+    /// pages 0, 5, 70, 100 and 129; round 2 writes pages 5 (twice) and
+    /// 129; round 3 only reads pages 0 and 5; round 4 writes page 0. Each
+    /// round ends with a sync.
     fn dirty_guest;
     ".code64",
     "mov $0x40000000, %r12",
+    "mov 0x64000(%r12), %rbx",
+    "ucall UCALL_SYNC",
+    "movq $9, 0x64000(%r12)",
     "movq $1, (%r12)",
     "movq $2, 0x5000(%r12)",
     "movq $3, 0x46000(%r12)",
@@ -345,6 +349,10 @@ guest! {
     "ucall UCALL_SYNC",
     "ucall UCALL_DONE",
 }
+
+/// The rounds of `dirty_guest` and the pages each writes.
+const ROUND1: [u64; 5] = [0, 5, 70, 100, 129];
+const ROUND2: [u64; 2] = [5, 129];
 
 /// A VM running `dirty_guest` with a 130-page logging slot at SLOT1.
 fn dirty_vm(ctx: &Ctx) -> Result<(GuestVm, guest::GuestVcpu), ksft::Status> {
@@ -364,11 +372,18 @@ fn dirty_pages(vm: &kvm_abi::Vm) -> Result<Vec<u64>, ksft::Status> {
 }
 
 /// The pages whose bits are set in the dirty log of slot 1, of `pages`
-/// pages (at most 512).
+/// pages (at most 512). The word after the bitmap must stay as it was:
+/// the kernel writes exactly `ceil(pages / 64)` words.
 fn dirty_pages_of(vm: &kvm_abi::Vm, pages: u64) -> Result<Vec<u64>, ksft::Status> {
-    let mut bitmap = [0u64; 8];
+    const UNTOUCHED: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+    let mut bitmap = [UNTOUCHED; 9];
     check_ok!(vm.get_dirty_log(1, pages, &mut bitmap));
-    Ok((0..512)
+    check_eq_hex!(
+        bitmap[usize::try_from(pages.div_ceil(64)).map_or(8, |w| w.min(8))],
+        UNTOUCHED,
+        "the word after the bitmap"
+    );
+    Ok((0..pages)
         .filter(|p| bitmap[(p / 64) as usize] & (1 << (p % 64)) != 0)
         .collect())
 }
@@ -376,16 +391,19 @@ fn dirty_pages_of(vm: &kvm_abi::Vm, pages: u64) -> Result<Vec<u64>, ksft::Status
 /// Without manual protection, `KVM_GET_DIRTY_LOG` reports each page the
 /// guest wrote since the last call exactly once, however often it wrote
 /// it, and clears the log: the pages are write-protected again, so the
-/// next round's writes are seen. Reads dirty nothing; the host sees the
-/// data the guest wrote.
+/// next round's writes are seen. Reads dirty nothing, and a page first
+/// touched by a read is still caught when written; the host sees the data
+/// the guest wrote.
 fn dirty_log_reports_each_written_page_once_per_round(ctx: &Ctx) -> TestResult {
     let (vm, mut vcpu) = dirty_vm(ctx)?;
     check_eq!(dirty_pages(&vm.vm)?, [], "before the guest ran");
     vcpu.sync()?;
-    check_eq!(dirty_pages(&vm.vm)?, [0, 5, 70, 129], "round 1");
+    check_eq!(dirty_pages(&vm.vm)?, [], "round 0: a fresh page read");
+    vcpu.sync()?;
+    check_eq!(dirty_pages(&vm.vm)?, ROUND1, "round 1 (100 read first)");
     check_eq!(dirty_pages(&vm.vm)?, [], "round 1, read again");
     vcpu.sync()?;
-    check_eq!(dirty_pages(&vm.vm)?, [5, 129], "round 2: written again");
+    check_eq!(dirty_pages(&vm.vm)?, ROUND2, "round 2: written again");
     let [sum, ..] = vcpu.sync()?;
     check_eq!(sum, 1 + 5, "round 3 reads the guest's data");
     check_eq!(dirty_pages(&vm.vm)?, [], "round 3: reads only");
@@ -414,24 +432,21 @@ fn manual_protection_clears_only_what_user_space_clears(ctx: &Ctx) -> TestResult
             .enable_cap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, [protect, 0, 0, 0])
     );
     vcpu.sync()?;
-    check_eq!(dirty_pages(&vm.vm)?, [0, 5, 70, 129], "round 1");
-    check_eq!(
-        dirty_pages(&vm.vm)?,
-        [0, 5, 70, 129],
-        "read again: not cleared"
-    );
+    vcpu.sync()?;
+    check_eq!(dirty_pages(&vm.vm)?, ROUND1, "round 1");
+    check_eq!(dirty_pages(&vm.vm)?, ROUND1, "read again: not cleared");
     // Clear page 5 and the last word (pages 128 and 129).
     check_ok!(vm.vm.clear_dirty_log(1, 0, 64, &[1 << 5]));
     check_ok!(vm.vm.clear_dirty_log(1, 128, 2, &[u64::MAX]));
     check_eq!(
         dirty_pages(&vm.vm)?,
-        [0, 70],
+        [0, 70, 100],
         "after clearing 5 and 128-129"
     );
     vcpu.sync()?;
     check_eq!(
         dirty_pages(&vm.vm)?,
-        [0, 5, 70, 129],
+        ROUND1,
         "round 2 wrote 5 and 129 again"
     );
     check_ok!(vm.vm.clear_dirty_log(1, 0, LOG_PAGES, &[u64::MAX; 3]));
@@ -462,12 +477,47 @@ fn manual_protection_clears_only_what_user_space_clears(ctx: &Ctx) -> TestResult
     Ok(())
 }
 
+guest! {
+    /// Turns kvmclock on with its time structure at page 20 of SLOT1,
+    /// which the guest itself never touches, then reports.
+    fn kvmclock_in_log_guest;
+    ".code64",
+    "mov $0x4b564d01, %ecx",
+    "mov $0x40014001, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// What the kernel writes into guest memory for the guest is logged too:
+/// kvmclock's time structure, placed in a logging slot, dirties its page.
+fn kernel_writes_to_guest_memory_are_logged(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, kvmclock_in_log_guest())?;
+    let mem = Arc::new(check_ok!(GuestMemory::new(LOG_PAGES as usize * 4096)));
+    check_ok!(vm.vm.set_user_memory_region(&MemoryRegion {
+        flags: KVM_MEM_LOG_DIRTY_PAGES,
+        ..MemoryRegion::new(1, SLOT1_GPA, &mem)
+    }));
+    let mut vcpu = vm.add_vcpu(0)?;
+    vcpu.sync()?;
+    // The structure's version is even and non-zero once written.
+    let version = check_ok!(mem.read_u64(20 * 4096)) & 0xffff_ffff;
+    check!(
+        version != 0 && version.is_multiple_of(2),
+        "kvmclock version {version}"
+    );
+    check_eq!(dirty_pages(&vm.vm)?, [20], "the kvmclock page");
+    vcpu.done()
+}
+
 /// Bad dirty-log requests get KVM's errors: a slot that does not log or
 /// does not exist `ENOENT`, an address space past the last `EINVAL` (KVM
-/// has two, the second for SMM; rkvm one: docs/abi.md), a
-/// clear not starting on a 64-page word or ending inside one short of the
-/// slot's end `EINVAL`, a bitmap the kernel cannot write `EFAULT`, manual
-/// protection with an unknown flag or INITIALLY_SET alone `EINVAL`.
+/// has two, the second for SMM; rkvm one: docs/abi.md), a clear not
+/// starting on a 64-page word `EINVAL` before the slot is looked for, one
+/// ending inside a word short of the slot's end or past it `EINVAL`, a
+/// bitmap the kernel cannot write `EFAULT`, manual protection with an
+/// unknown flag or INITIALLY_SET alone `EINVAL`.
 fn dirty_log_refuses_bad_requests(ctx: &Ctx) -> TestResult {
     let (vm, _vcpu) = dirty_vm(ctx)?;
     let mut bitmap = [0u64; 3];
@@ -496,6 +546,11 @@ fn dirty_log_refuses_bad_requests(ctx: &Ctx) -> TestResult {
         vm.vm.clear_dirty_log(1, 1, 1, &[1]),
         libc::EINVAL,
         "first page 1"
+    );
+    check_errno!(
+        vm.vm.clear_dirty_log(9, 1, 1, &[1]),
+        libc::EINVAL,
+        "first page 1 of no slot: the range is checked first"
     );
     check_errno!(
         vm.vm.clear_dirty_log(1, 0, 65, &[1, 1]),
@@ -531,7 +586,8 @@ fn dirty_log_refuses_bad_requests(ctx: &Ctx) -> TestResult {
 /// Logging turned on for a slot the guest has written already (its pages
 /// mapped writable, with one 2 MiB mapping when `huge`) catches the next
 /// writes and only those; turned off again, the guest writes on unlogged
-/// and the host sees its data.
+/// and the host sees its data. On rkvm, the 2 MiB mapping is gone while
+/// the slot logs.
 fn logging_a_mapped_slot(ctx: &Ctx, huge: bool) -> TestResult {
     let vm = GuestVm::new(ctx, Mode::Long, dirty_guest())?;
     let mem = if huge {
@@ -554,18 +610,25 @@ fn logging_a_mapped_slot(ctx: &Ctx, huge: bool) -> TestResult {
     };
     check_ok!(vm.vm.set_user_memory_region(&plain));
     let mut vcpu = vm.add_vcpu(0)?;
+    let large = |what: &str| -> Result<(), ksft::Status> {
+        if huge && ctx.is_rkvm() {
+            let n = ctx
+                .vm_stat(&vm.vm, "pages_2m")
+                .map_err(ksft::Status::Fail)?;
+            let want = u64::from(what == "before logging");
+            check_eq!(n, want, "pages_2m {what}");
+        }
+        Ok(())
+    };
     vcpu.sync()?;
-    if huge && ctx.is_rkvm() {
-        let large = ctx
-            .vm_stat(&vm.vm, "pages_2m")
-            .map_err(ksft::Status::Fail)?;
-        check_eq!(large, 1, "pages_2m before logging");
-    }
+    vcpu.sync()?;
+    large("before logging")?;
     check_ok!(vm.vm.set_user_memory_region(&logged));
     let pages = (HUGE / 4096) as u64;
     check_eq!(dirty_pages_of(&vm.vm, pages)?, [], "logging just turned on");
     vcpu.sync()?;
-    check_eq!(dirty_pages_of(&vm.vm, pages)?, [5, 129], "round 2");
+    check_eq!(dirty_pages_of(&vm.vm, pages)?, ROUND2, "round 2");
+    large("while logging")?;
     check_ok!(vm.vm.set_user_memory_region(&plain));
     let mut bitmap = [0u64; 8];
     check_errno!(
@@ -602,6 +665,7 @@ fn main() -> ExitCode {
             pre_fault_memory_maps_a_slot_ahead,
             dirty_log_reports_each_written_page_once_per_round,
             manual_protection_clears_only_what_user_space_clears,
+            kernel_writes_to_guest_memory_are_logged,
             dirty_log_refuses_bad_requests,
             logging_turned_on_catches_the_next_writes,
             logging_splits_a_2m_mapping,
