@@ -13,7 +13,8 @@
 #   make check-svm  ... only the QEMU half (SVM); make check-vmx only the
 #                   Bochs half (VMX, then SVM with next-RIP save)
 #   make check-kvm-selftests  ... only Linux's own KVM selftests (QEMU, SVM;
-#                   part of make check)
+#                   part of make check); make check-kvm-selftests-vmx the
+#                   subset Bochs runs (VMX; part of make check and check-vmx)
 #   make check EXTRA_TESTS=DIR   ... plus every executable in DIR
 #   make check RKVM_KASAN=1   ... the same on the KASAN test kernel (CI runs both)
 #   make bench      rkvm bench on rkvm and on KVM in one VM boot, side by side
@@ -25,7 +26,7 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all setup kernel module userspace lint run check check-svm check-vmx check-kvm-selftests bench fuzz clean
+.PHONY: all setup kernel module userspace lint run check check-svm check-vmx check-kvm-selftests check-kvm-selftests-vmx bench fuzz clean
 
 # RKVM_KASAN=1 (make check RKVM_KASAN=1) selects the KASAN test kernel.
 export RKVM_KASAN
@@ -66,6 +67,9 @@ check-vmx: all lint
 export RKVM_KST_KVM RKVM_KST_TESTS RKVM_KST_TIMEOUT RKVM_KST_XFAIL_TIMEOUT
 check-kvm-selftests: all lint
 	@RKVM_CHECK=kvm-selftests $(S)/check.sh
+
+check-kvm-selftests-vmx: all lint
+	@RKVM_CHECK=kvm-selftests-vmx $(S)/check.sh
 
 bench: all
 	@$(S)/bench.sh

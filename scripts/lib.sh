@@ -117,3 +117,23 @@ kernel_config_hash() {
 	} | sha256sum | cut -c1-12
 }
 kernel_build_dir() { echo "$RKVM_CACHE/build/linux-$(kernel_version)-$(kernel_config_hash)"; }
+
+# suite_kernel_args: the kernel parameters that tell the test VM's init
+# what to run, from the environment, for run-vm.sh and run-bochs.sh alike.
+# RKVM_SUITE_TESTS="a b": the suite runs only those programs.
+# RKVM_SUITE=kvm-selftests: check mode runs Linux's KVM selftests
+# (scripts/vm/kvm-selftests.sh; RKVM_KST_KVM=1 adds KVM's column,
+# RKVM_KST_TESTS="x86/a b" runs only those, RKVM_KST_TIMEOUT per program,
+# RKVM_KST_XFAIL_TIMEOUT for one rkvm is not recorded as passing).
+# RKVM_KVM_RECORDED="a b": KVM's column skips these (scripts/vm/run-suite.sh).
+suite_kernel_args() {
+	local a=""
+	[ -n "${RKVM_SUITE_TESTS:-}" ] && a="$a rkvm_tests=${RKVM_SUITE_TESTS// /,}"
+	[ -n "${RKVM_SUITE:-}" ] && a="$a rkvm_suite=$RKVM_SUITE"
+	[ -n "${RKVM_KVM_RECORDED:-}" ] && a="$a rkvm_kvm_recorded=${RKVM_KVM_RECORDED// /,}"
+	[ "${RKVM_KST_KVM:-0}" = 1 ] && a="$a rkvm_kst_kvm=1"
+	[ -n "${RKVM_KST_TESTS:-}" ] && a="$a rkvm_kst_tests=${RKVM_KST_TESTS// /,}"
+	[ -n "${RKVM_KST_TIMEOUT:-}" ] && a="$a rkvm_kst_timeout=$RKVM_KST_TIMEOUT"
+	[ -n "${RKVM_KST_XFAIL_TIMEOUT:-}" ] && a="$a rkvm_kst_xfail_timeout=$RKVM_KST_XFAIL_TIMEOUT"
+	echo "$a"
+}

@@ -7,10 +7,13 @@
 # KVM client the `qemu` selftest runs), and optionally extra test binaries
 # and a command to run.
 #
-# Usage: mkinitramfs.sh OUTPUT.cpio [--extra DIR] [--cmd 'COMMAND'] [--kvm-selftests]
+# Usage: mkinitramfs.sh OUTPUT.cpio [--extra DIR] [--cmd 'COMMAND']
+#                       [--kvm-selftests | --kvm-selftests-recorded]
 #   --kvm-selftests: also Linux's KVM selftests (build/kvm-selftests, from
 #   build-kvm-selftests.sh) in /kvm-selftests, with their list and the
 #   recorded results for this VM's emulator (RKVM_KST_EXPECTED).
+#   --kvm-selftests-recorded: only the programs RKVM_KST_EXPECTED names (a
+#   subset, for an emulator too slow to run them all).
 . "$(dirname "$0")/lib.sh"
 
 out=${1:?usage: mkinitramfs.sh OUTPUT.cpio [--extra DIR] [--cmd COMMAND]}
@@ -19,6 +22,7 @@ extra="" cmd="" kst=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--kvm-selftests) kst=1; shift ;;
+	--kvm-selftests-recorded) kst=recorded; shift ;;
 	--extra) extra=$2; shift 2 ;;
 	--cmd) cmd=$2; shift 2 ;;
 	*) die "mkinitramfs.sh: unknown argument $1" ;;
@@ -49,13 +53,20 @@ for t in "$RKVM_OUT"/selftests/*; do
 	[ -x "$t" ] && install -m 0755 "$t" "$root/selftests/"
 done
 install -m 0644 "$RKVM_TOP/scripts/vm/kvm-selftests.sh" "$root/etc/rkvm/kvm-selftests.sh"
-if [ "$kst" = 1 ]; then
+if [ "$kst" != 0 ]; then
 	[ -d "$RKVM_OUT/kvm-selftests" ] || die "no build/kvm-selftests: run scripts/build-kvm-selftests.sh"
-	cp -a "$RKVM_OUT/kvm-selftests" "$root/kvm-selftests"
+	expected=${RKVM_KST_EXPECTED:?RKVM_KST_EXPECTED names the recorded results}
+	if [ "$kst" = 1 ]; then
+		cp -a "$RKVM_OUT/kvm-selftests" "$root/kvm-selftests"
+	else
+		for t in $(awk '!/^#/ && NF { print $1 }' "$expected"); do
+			[ -f "$RKVM_OUT/kvm-selftests/$t" ] || die "$expected names $t, which is not built"
+			install -D -m 0755 "$RKVM_OUT/kvm-selftests/$t" "$root/kvm-selftests/$t"
+		done
+	fi
 	(cd "$root/kvm-selftests" && find . -type f | sed 's|^\./||' | sort) >"$RKVM_OUT/kvm-selftests.list"
 	mv "$RKVM_OUT/kvm-selftests.list" "$root/kvm-selftests/list"
-	install -m 0644 "${RKVM_KST_EXPECTED:?RKVM_KST_EXPECTED names the recorded results}" \
-		"$root/kvm-selftests/expected"
+	install -m 0644 "$expected" "$root/kvm-selftests/expected"
 fi
 install -m 0755 "$RKVM_OUT/rkvm" "$root/usr/bin/rkvm"
 install -m 0755 "$RKVM_OUT/rkvm-fuzz" "$root/usr/bin/rkvm-fuzz"

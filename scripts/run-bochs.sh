@@ -11,8 +11,9 @@
 # Environment: RKVM_BOCHS_CPU (default corei7_haswell_4770; zambezi for
 # SVM), RKVM_BOCHS_CPUS (how many, default 2, as QEMU's -smp 2), RKVM_MEM
 # (MiB, default 1024), RKVM_VM_TIMEOUT (seconds, default 2700: the whole
-# suite takes about 20 minutes here), RKVM_SUITE_TESTS (check mode: only
-# these selftest programs).
+# suite takes about 20 minutes here), and what the suite runs as for
+# run-vm.sh (RKVM_SUITE_TESTS, RKVM_SUITE=kvm-selftests...: lib.sh's
+# suite_kernel_args).
 #
 # Pitfalls (../shared/PLATFORM.md): Debian's Bochs has no headless display
 # but rfb with timeout=0 works; it is built with its debugger and waits at
@@ -43,10 +44,8 @@ mkdir -p "$work/iso/isolinux"
 # gets its last lines out.
 append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell} rkvm_emulator=bochs rkvm_drain=2 loglevel=4"
 [ "$mode" = check ] || [ "$mode" = nodev ] && append="${append/loglevel=4/loglevel=1}"
-# RKVM_SUITE_TESTS="a b": the suite runs only those programs.
-[ -n "${RKVM_SUITE_TESTS:-}" ] && append="$append rkvm_tests=${RKVM_SUITE_TESTS// /,}"
-# RKVM_KVM_RECORDED="a b": KVM's column skips these (scripts/vm/run-suite.sh).
-[ -n "${RKVM_KVM_RECORDED:-}" ] && append="$append rkvm_kvm_recorded=${RKVM_KVM_RECORDED// /,}"
+# What the suite runs (lib.sh, suite_kernel_args).
+append="$append$(suite_kernel_args)"
 
 # A CD image booted by ISOLINUX: the kernel and the initramfs, one entry.
 cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$work/iso/isolinux/"

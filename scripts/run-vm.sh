@@ -23,19 +23,8 @@ append="console=ttyS0 panic=-1 rkvm_mode=${mode/cmd/shell} rkvm_emulator=qemu"
 # In check mode the console carries the TAP stream: kernel messages go only
 # to the log buffer, which the suite checks itself.
 [ "$mode" = check ] || [ "$mode" = nodev ] && append="$append loglevel=1"
-# RKVM_SUITE_TESTS="a b": the suite runs only those programs.
-[ -n "${RKVM_SUITE_TESTS:-}" ] && append="$append rkvm_tests=${RKVM_SUITE_TESTS// /,}"
-# RKVM_SUITE=kvm-selftests: check mode runs Linux's KVM selftests
-# (scripts/vm/kvm-selftests.sh; RKVM_KST_KVM=1 adds KVM's column,
-# RKVM_KST_TESTS="x86/a b" runs only those, RKVM_KST_TIMEOUT per program,
-# RKVM_KST_XFAIL_TIMEOUT for one rkvm is not recorded as passing).
-[ -n "${RKVM_SUITE:-}" ] && append="$append rkvm_suite=$RKVM_SUITE"
-# RKVM_KVM_RECORDED="a b": KVM's column skips these (scripts/vm/run-suite.sh).
-[ -n "${RKVM_KVM_RECORDED:-}" ] && append="$append rkvm_kvm_recorded=${RKVM_KVM_RECORDED// /,}"
-[ "${RKVM_KST_KVM:-0}" = 1 ] && append="$append rkvm_kst_kvm=1"
-[ -n "${RKVM_KST_TESTS:-}" ] && append="$append rkvm_kst_tests=${RKVM_KST_TESTS// /,}"
-[ -n "${RKVM_KST_TIMEOUT:-}" ] && append="$append rkvm_kst_timeout=$RKVM_KST_TIMEOUT"
-[ -n "${RKVM_KST_XFAIL_TIMEOUT:-}" ] && append="$append rkvm_kst_xfail_timeout=$RKVM_KST_XFAIL_TIMEOUT"
+# What the suite runs (lib.sh, suite_kernel_args).
+append="$append$(suite_kernel_args)"
 # The KASAN kernel says so to the suite (init passes rkvm_kasan=1 on as an
 # environment variable): `qemu` skips its nested Linux boots there.
 [ "$RKVM_KASAN" = 1 ] && append="$append rkvm_kasan=1"

@@ -73,7 +73,8 @@ mknod -m 0666 /dev/urandom c 1 9
 mount -t tmpfs -o mode=0755 tmpfs /sys/module
 param() { mkdir -p /sys/module/$1/parameters; echo "$3" > /sys/module/$1/parameters/$2; }
 # kvm.ko: rkvm has no PMU, ignores no MSR, has no forced-emulation prefix,
-# no TDP MMU and no dirty logging to split pages for.
+# no TDP MMU, and does not split huge pages when dirty logging starts (it
+# drops them; they fault back in 4 KiB at a time).
 param kvm enable_pmu N
 param kvm ignore_msrs N
 param kvm force_emulation_prefix 0
