@@ -417,12 +417,7 @@ impl Vm {
             return;
         }
         self.flush_guest_tlbs(inner);
-        let VmInner {
-            slat, pins, stats, ..
-        } = inner;
-        slat.release(start, end, &mut |page, size, may_write| {
-            pins.release(stats, page, size, may_write)
-        });
+        inner.release_retired(start, end);
     }
 
     /// Unmaps `[start, end)`, makes sure no vCPU can still reach the pages,
@@ -434,12 +429,7 @@ impl Vm {
             return;
         }
         self.flush_guest_tlbs(inner);
-        let VmInner {
-            slat, pins, stats, ..
-        } = inner;
-        slat.release(start, end, &mut |page, size, may_write| {
-            pins.release(stats, page, size, may_write)
-        });
+        inner.release_retired(start, end);
     }
 
     /// Makes `gpa` accessible to the guest if a slot backs it: pins the
@@ -1472,16 +1462,24 @@ impl GuestPins {
     }
 }
 
-impl Drop for VmInner {
-    fn drop(&mut self) {
-        // No vCPU exists any more (each held a reference to the VM): unmap and unpin all.
+impl VmInner {
+    /// Unpins the pages of the leaves `retire` took out of `[start, end)`
+    /// and forgets them: call it once no vCPU can reach them (`Vm::unmap`).
+    fn release_retired(&mut self, start: u64, end: u64) {
         let VmInner {
             slat, pins, stats, ..
         } = self;
-        slat.retire(0, u64::MAX, &mut |_, _| {});
-        slat.release(0, u64::MAX, &mut |page, size, may_write| {
+        slat.release(start, end, &mut |page, size, may_write| {
             pins.release(stats, page, size, may_write)
         });
+    }
+}
+
+impl Drop for VmInner {
+    fn drop(&mut self) {
+        // No vCPU exists any more (each held a reference to the VM): unmap and unpin all.
+        self.slat.retire(0, u64::MAX, &mut |_, _| {});
+        self.release_retired(0, u64::MAX);
     }
 }
 
