@@ -124,7 +124,7 @@ kst_boot() {
 	else
 		RKVM_KST_EXPECTED=$RKVM_TOP/selftests/linux/expected-vmx.txt \
 			"$RKVM_TOP/scripts/mkinitramfs.sh" "$kst_initrd" --kvm-selftests-recorded
-		BOCHS=1 BOOT_INITRD=$kst_initrd RKVM_MEM=${RKVM_MEM:-2048} RKVM_SUITE=kvm-selftests \
+		BOCHS=1 BOOT_INITRD=$kst_initrd RKVM_MEM=${RKVM_MEM:-1024} RKVM_SUITE=kvm-selftests \
 			boot_and_judge check-kvm-selftests-vmx check
 	fi
 }
