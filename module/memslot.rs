@@ -168,12 +168,7 @@ impl SlotTable {
         if req.uaddr % PAGE_SIZE != 0 || !user_range_ok(req.uaddr, req.size) {
             return Err(Invalid);
         }
-        // Bits 31:16 of the slot number are the address space: rkvm has one (no SMM).
-        let as_id = req.slot >> 16;
-        let id = (req.slot & 0xffff) as u16;
-        if as_id != 0 || usize::from(id) >= NR_MEMSLOTS {
-            return Err(Invalid);
-        }
+        let id = slot_id(req.slot).ok_or(Invalid)?;
         if req.gpa.checked_add(req.size).is_none() {
             return Err(Invalid);
         }
@@ -308,6 +303,15 @@ impl SlotTable {
         }
         Ok(())
     }
+}
+
+/// The slot id a slot number names, if it is one rkvm has: bits 31:16 are
+/// the address space, and rkvm has one (no SMM); bits 15:0 the id, below
+/// [`NR_MEMSLOTS`]. KVM's `as_id`/`id` split, for the memory-region and
+/// dirty-log ioctls alike (`None` is their `EINVAL`).
+pub(crate) fn slot_id(slot: u32) -> Option<u16> {
+    let id = (slot & 0xffff) as u16;
+    (slot >> 16 == 0 && usize::from(id) < NR_MEMSLOTS).then_some(id)
 }
 
 /// Whether the slot's last guest frame is below the physical address width

@@ -51,7 +51,7 @@ use crate::irq::lapic;
 use crate::irq::pit::{self, State, State2};
 use crate::irq::pit_device::PitDevice;
 use crate::irq::routing::{Routing, RoutingError, ENTRY_BYTES, MAX_ROUTES};
-use crate::memslot::{Change, Request, Slot, SlotError, SlotTable, NR_MEMSLOTS};
+use crate::memslot::{self, Change, Request, Slot, SlotError, SlotTable};
 use crate::mmu::{Access, MapError, PageSize, SecondLevel};
 use crate::run::IrqLink;
 use crate::stats::fd::StatsFd;
@@ -618,7 +618,7 @@ impl Vm {
     /// log, `EFAULT` for a bitmap rkvm cannot write: KVM's order.
     fn get_dirty_log(&self, arg: usize) -> Result<isize> {
         let log: abi::DirtyLogArg = user::read(arg)?;
-        let id = Self::log_slot_id(log.slot)?;
+        let id = memslot::slot_id(log.slot).ok_or(EINVAL)?;
         // The copy is allocated without the lock (it may be megabytes, and
         // every vCPU's faults take the lock), then filled under it; if the
         // slot changed size meanwhile, again.
@@ -663,7 +663,7 @@ impl Vm {
     /// KVM, it works without. KVM's checks in KVM's order (dirty/).
     fn clear_dirty_log(&self, arg: usize) -> Result<isize> {
         let log: abi::ClearDirtyLogArg = user::read(arg)?;
-        let id = Self::log_slot_id(log.slot)?;
+        let id = memslot::slot_id(log.slot).ok_or(EINVAL)?;
         if log.first_page % dirty::PAGES_PER_WORD != 0 {
             return Err(EINVAL);
         }
@@ -697,16 +697,6 @@ impl Vm {
             self.flush_guest_tlbs(&inner);
         }
         Ok(0)
-    }
-
-    /// The slot id of a dirty-log ioctl's `slot` (bits 31:16 are the address
-    /// space: rkvm has one). `EINVAL` out of range.
-    fn log_slot_id(slot: u32) -> Result<u16> {
-        let id = (slot & 0xffff) as u16;
-        if slot >> 16 != 0 || usize::from(id) >= NR_MEMSLOTS {
-            return Err(EINVAL);
-        }
-        Ok(id)
     }
 
     /// Write-protects the pages of `slot` whose bits are set in `masks`,
