@@ -9,7 +9,8 @@
 #        boot on a CPU with VMX but no unrestricted guest, which rkvm must
 #        refuse, then the run-loop programs (`run`, `qemu`) in Bochs on an
 #        AMD CPU with SVM and next-RIP save (`zambezi`), which QEMU's SVM
-#        lacks: rkvm's NRIPS path, against rkvm and kvm_amd, then a subset
+#        lacks: rkvm's NRIPS path, against rkvm and kvm_amd (whose `run`
+#        is recorded there), then a subset
 #        of Linux's KVM selftests on VMX (kst_boot vmx). (This is the
 #        Bochs half; both vendors are in it.)
 # RKVM_CHECK says which: "svm kvm-selftests vmx" (the default, `make
