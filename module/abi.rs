@@ -42,6 +42,8 @@ pub(crate) const KVM_CHECK_EXTENSION: u32 = _IO(KVMIO, 0x03);
 pub(crate) const KVM_GET_VCPU_MMAP_SIZE: u32 = _IO(KVMIO, 0x04);
 pub(crate) const KVM_GET_SUPPORTED_CPUID: u32 = _IOWR::<kvm_cpuid2>(KVMIO, 0x05);
 pub(crate) const KVM_GET_MSR_FEATURE_INDEX_LIST: u32 = _IOWR::<kvm_msr_list>(KVMIO, 0x0a);
+// Also a vCPU ioctl.
+pub(crate) const KVM_GET_SUPPORTED_HV_CPUID: u32 = _IOWR::<kvm_cpuid2>(KVMIO, 0xc1);
 
 // VM ioctls.
 pub(crate) const KVM_CREATE_VCPU: u32 = _IO(KVMIO, 0x41);
@@ -125,6 +127,7 @@ const _: () = assert!(KVM_CREATE_VM == 0xAE01);
 const _: () = assert!(KVM_GET_REGS == 0x8090_AE81);
 const _: () = assert!(KVM_SET_USER_MEMORY_REGION == 0x4020_AE46);
 const _: () = assert!(KVM_GET_SUPPORTED_CPUID == 0xC008_AE05);
+const _: () = assert!(KVM_GET_SUPPORTED_HV_CPUID == 0xC008_AEC1);
 const _: () = assert!(KVM_GET_FPU == 0x81A0_AE8C);
 const _: () = assert!(KVM_SET_GSI_ROUTING == 0x4008_AE6A);
 const _: () = assert!(KVM_HAS_DEVICE_ATTR == 0x4018_AEE3);
@@ -241,6 +244,7 @@ plain_old_data!(
     kvm_run__bindgen_ty_1__bindgen_ty_13,
     kvm_run__bindgen_ty_1__bindgen_ty_14,
     kvm_run__bindgen_ty_1__bindgen_ty_23,
+    kvm_hyperv_exit__bindgen_ty_1__bindgen_ty_2,
     kvm_regs,
     kvm_sregs,
     kvm_segment,
@@ -271,6 +275,8 @@ const _: () = assert!(core::mem::size_of::<kvm_segment>() == 8 + 4 + 2 + 8 + 2);
 const _: () = assert!(core::mem::size_of::<kvm_dtable>() == 8 + 2 + 3 * 2);
 const _: () = assert!(core::mem::size_of::<kvm_sregs>() == 8 * 24 + 2 * 16 + 8 * 7 + 8 * 4);
 const _: () = assert!(core::mem::size_of::<kvm_msr_entry>() == 16);
+// `kvm_run.hyperv.u.hcall`: input, result, params[2].
+const _: () = assert!(core::mem::size_of::<kvm_hyperv_exit__bindgen_ty_1__bindgen_ty_2>() == 4 * 8);
 const _: () = assert!(core::mem::size_of::<kvm_device_attr>() == 4 + 4 + 8 + 8);
 const _: () = assert!(core::mem::size_of::<kvm_msrs>() == 8);
 const _: () = assert!(core::mem::size_of::<kvm_debugregs>() == 8 * 16);

@@ -8,6 +8,7 @@
 
 use crate::abi::{self, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_list};
 use crate::backend::Backend;
+use crate::hyperv;
 use crate::memslot::NR_MEMSLOTS;
 use crate::stats::Stats;
 use crate::sys::debugfs::DebugParent;
@@ -128,6 +129,13 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         // KVM_CREATE_PIT2, KVM_GET/SET_PIT2, KVM_REINJECT_CONTROL.
         | abi::KVM_CAP_PIT
         | abi::KVM_CAP_PIT2
+        // Hyper-V's interface (hyperv/): its OS identity and hypercall
+        // MSRs, the reference counter and TSC page, and
+        // KVM_GET_SUPPORTED_HV_CPUID on this fd and on vCPU fds.
+        | abi::KVM_CAP_HYPERV
+        | abi::KVM_CAP_HYPERV_TIME
+        | abi::KVM_CAP_HYPERV_CPUID
+        | abi::KVM_CAP_SYS_HYPERV_CPUID
         | abi::KVM_CAP_PIT_STATE2
         | abi::KVM_CAP_REINJECT_CONTROL
         // Eventfds (eventfd/): irqfds with resampling, ioeventfds of any
@@ -210,6 +218,23 @@ impl System {
         Ok(0)
     }
 
+    /// `KVM_GET_SUPPORTED_HV_CPUID`, on this fd and on vCPU fds: the ten
+    /// Hyper-V leaves (hyperv/); fewer entries than that is `E2BIG`, with
+    /// nothing written; more are set to ten, as KVM's `kvm_get_hv_cpuid`.
+    pub(crate) fn get_supported_hv_cpuid(arg: usize) -> Result<isize> {
+        let mut header: kvm_cpuid2 = user::read(arg)?;
+        if (header.nent as usize) < hyperv::LEAF_COUNT {
+            return Err(E2BIG);
+        }
+        let mut table = [kvm_cpuid_entry2::default(); hyperv::LEAF_COUNT];
+        let n =
+            hyperv::supported(cpu::smt_possible(), MAX_VCPUS as u32, &mut table).ok_or(E2BIG)?;
+        user::write_array(user::after::<kvm_cpuid2>(arg)?, &table[..n])?;
+        header.nent = n as u32;
+        user::write(arg, &header)?;
+        Ok(0)
+    }
+
     /// `KVM_GET_MSR_INDEX_LIST`: the count is always written back; too small
     /// a buffer is then `E2BIG`.
     fn get_msr_index_list(arg: usize, msrs: &[u32]) -> Result<isize> {
@@ -255,6 +280,7 @@ impl FileObject for System {
                 Ok((VCPU_MMAP_PAGES * kernel::page::PAGE_SIZE) as isize)
             }
             abi::KVM_GET_SUPPORTED_CPUID => Self::get_supported_cpuid(arg),
+            abi::KVM_GET_SUPPORTED_HV_CPUID => Self::get_supported_hv_cpuid(arg),
             abi::KVM_GET_MSR_INDEX_LIST => Self::get_msr_index_list(arg, msr::SUPPORTED),
             abi::KVM_GET_MSR_FEATURE_INDEX_LIST => Self::get_msr_index_list(arg, msr::FEATURES),
             abi::KVM_GET_MSRS => Self::get_feature_msrs(arg),

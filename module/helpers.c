@@ -47,6 +47,7 @@ unsigned long rkvm_local_irq_save(void);
 void rkvm_local_irq_restore(unsigned long flags);
 unsigned int rkvm_num_online_cpus(void);
 unsigned int rkvm_tsc_khz(void);
+bool rkvm_cpu_smt_possible(void);
 vm_fault_t rkvm_fault_set_page(struct vm_fault *vmf, struct page *page);
 struct mm_struct *rkvm_current_mm_grab(void);
 struct dentry *rkvm_debugfs_create_file(const char *name, umode_t mode, struct dentry *parent,
@@ -150,6 +151,11 @@ unsigned int rkvm_num_online_cpus(void)
 unsigned int rkvm_tsc_khz(void)
 {
 	return tsc_khz;
+}
+
+bool rkvm_cpu_smt_possible(void)
+{
+	return cpu_smt_possible();
 }
 
 vm_fault_t rkvm_fault_set_page(struct vm_fault *vmf, struct page *page)

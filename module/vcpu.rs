@@ -12,7 +12,7 @@ use crate::abi::{
     self, kvm_cpuid2, kvm_cpuid_entry2, kvm_debugregs, kvm_device_attr, kvm_enable_cap, kvm_fpu,
     kvm_mp_state, kvm_pre_fault_memory, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs,
 };
-use crate::dev::Shared;
+use crate::dev::{Shared, System};
 use crate::run::{self, apic_base_changed, IrqLink, RunState};
 use crate::stats::fd::StatsFd;
 use crate::stats::{Kind, Live, VcpuStats};
@@ -379,8 +379,19 @@ impl VcpuFd {
                     && state.run.has_run
                     && msr::immutable_after_run(e.index)
                     && msr::get(&state.msrs, &shared, &ctx, e.index) != Some(e.data);
+                let hyperv = run::hyperv::msr(
+                    &self.vm,
+                    &state.features,
+                    state.msrs.tsc_offset,
+                    e.index,
+                    &mut e.data,
+                    write,
+                    true,
+                );
                 let ok = if frozen {
                     false
+                } else if let Some(ok) = hyperv {
+                    ok
                 } else if write {
                     apic_base_set |= e.index == msr::index::APIC_BASE;
                     let ok = msr::set(&mut state.msrs, &mut shared, &ctx, e.index, e.data);
@@ -656,6 +667,10 @@ impl FileObject for VcpuFd {
             abi::KVM_SET_MSRS => this.msr_io(arg, true),
             abi::KVM_SET_CPUID2 => this.set_cpuid2(arg),
             abi::KVM_GET_CPUID2 => this.get_cpuid2(arg),
+            // The same leaves as on the device fd: none depends on the
+            // vCPU (rkvm offers no synthetic timers or IPIs, whose bits
+            // KVM clears without an in-kernel APIC).
+            abi::KVM_GET_SUPPORTED_HV_CPUID => System::get_supported_hv_cpuid(arg),
             abi::KVM_RUN => {
                 let mut state = this.vcpu.state.lock();
                 run::run(&this.vm, &this.vcpu, &mut state)

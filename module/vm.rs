@@ -44,6 +44,7 @@ use crate::dev::{check_extension, Shared};
 use crate::dirty;
 use crate::eventfd::ioeventfd::{self, Bus};
 use crate::eventfd::irqfd::Irqfds;
+use crate::hyperv;
 use crate::irq::chip::{ApicApi, ChipMode, Irqchip, VcpuApic, CHIP_IOAPIC, IRQCHIP_BYTES};
 use crate::irq::delivery::Msi;
 use crate::irq::ioapic::Source;
@@ -217,6 +218,12 @@ pub(crate) struct Vm {
     #[pin]
     msr_filter: Mutex<Option<MsrFilter>>,
     msr_filter_on: AtomicBool,
+    /// The partition-wide Hyper-V state (hyperv/, run/hyperv.rs), and
+    /// whether its reference TSC page is due to be written, read without
+    /// the lock before every entry. Taken before `inner`, never inside it.
+    #[pin]
+    hyperv: Mutex<hyperv::Partition>,
+    hyperv_tsc_page_due: AtomicBool,
     _live: Live,
 }
 
@@ -287,6 +294,8 @@ impl Vm {
                 user_space_msr: AtomicU32::new(0),
                 msr_filter <- new_mutex!(None, "rkvm::Vm::msr_filter"),
                 msr_filter_on: AtomicBool::new(false),
+                hyperv <- new_mutex!(hyperv::Partition::default(), "rkvm::Vm::hyperv"),
+                hyperv_tsc_page_due: AtomicBool::new(false),
                 _live: live,
             }),
             GFP_KERNEL_ACCOUNT,
@@ -1241,6 +1250,27 @@ impl Vm {
         self.inner.lock().kvmclock
     }
 
+    /// Runs `f` on the VM's Hyper-V state (run/hyperv.rs), then notes
+    /// whether its reference TSC page is due.
+    pub(crate) fn with_hyperv<R>(&self, f: impl FnOnce(&mut hyperv::Partition) -> R) -> R {
+        let mut partition = self.hyperv.lock();
+        let r = f(&mut partition);
+        self.hyperv_tsc_page_due
+            .store(partition.tsc_page_due().is_some(), Ordering::Release);
+        r
+    }
+
+    /// Whether the Hyper-V reference TSC page must be written before the
+    /// next entry (without the lock).
+    pub(crate) fn hyperv_tsc_page_due(&self) -> bool {
+        self.hyperv_tsc_page_due.load(Ordering::Acquire)
+    }
+
+    /// The local APICs' bus cycle in ns (`KVM_CAP_X86_APIC_BUS_CYCLES_NS`).
+    pub(crate) fn apic_bus_cycle_ns(&self) -> u64 {
+        self.inner.lock().apic_bus_cycle_ns
+    }
+
     /// How many times `KVM_SET_CLOCK` moved the kvmclock: read without a
     /// lock before every entry, so that a vCPU takes the VM's lock only
     /// when its time structure must be rewritten.
@@ -1272,7 +1302,8 @@ impl Vm {
     /// `KVM_CLOCK_REALTIME`, plus the wall-clock time elapsed since
     /// `realtime` (never minus: the clock does not step back), as KVM's
     /// `kvm_vm_ioctl_set_clock`. A flag KVM does not define is `EINVAL`.
-    /// Every vCPU's kvmclock structure is rewritten at its next entry.
+    /// Every vCPU's kvmclock structure is rewritten at its next entry, and
+    /// the Hyper-V reference TSC page if the guest has one.
     fn set_clock(&self, arg: usize) -> Result<isize> {
         let data: abi::kvm_clock_data = user::read(arg)?;
         let valid = abi::KVM_CLOCK_TSC_STABLE | abi::KVM_CLOCK_REALTIME | abi::KVM_CLOCK_HOST_TSC;
@@ -1292,6 +1323,8 @@ impl Vm {
             ns,
         };
         self.kvmclock_generation.fetch_add(1, Ordering::Release);
+        drop(inner);
+        self.with_hyperv(|p| p.clock_moved());
         Ok(0)
     }
 

@@ -26,6 +26,7 @@
 
 mod apic;
 mod events;
+pub(crate) mod hyperv;
 mod insn;
 mod io;
 pub(crate) mod kvmclock;
@@ -249,6 +250,8 @@ enum Pending {
     MmioLoad { insn: MmioInsn, next_rip: u64 },
     /// RDMSR or WRMSR user space was asked to handle (run/msr_exit.rs).
     Msr { write: bool, next_rip: u64 },
+    /// A Hyper-V hypercall user space was asked to handle (run/hyperv.rs).
+    HypervCall { next_rip: u64, wide: bool },
 }
 
 /// One port-I/O exit's transfer.
@@ -376,9 +379,11 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
         }
         apic::sync_tpr(vm, state);
         // The guest's kvmclock structure, if it has one and it is stale; its
-        // steal time, at the first entry and after the thread waited.
+        // steal time, at the first entry and after the thread waited; the
+        // Hyper-V reference TSC page, if it is due.
         kvmclock::update(vm, state);
         steal_time::update(vm, state, first_entry);
+        hyperv::update_tsc_page(vm, state);
         first_entry = false;
         // NMIs the APIC latched join those `KVM_NMI` queued; one goes in
         // before any interrupt.
@@ -651,6 +656,9 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             raise(state, UD_VECTOR, None);
             Ok(Next::Enter)
         }
+        Exit::Hypercall { opcode } if hyperv::owns_hypercall(vm, state) => {
+            hyperv::hypercall(vm, state, info, page, &opcode)
+        }
         Exit::Hypercall { opcode } => {
             hypercall(state);
             skip_or_fail(vm, state, info, &opcode, page)
@@ -820,5 +828,8 @@ fn complete(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, pending: Pending)
             mmio::complete_load(state, pages.run, insn, next_rip)
         }
         Pending::Msr { write, next_rip } => msr_exit::complete(state, pages.run, write, next_rip),
+        Pending::HypervCall { next_rip, wide } => {
+            hyperv::complete(state, pages.run, next_rip, wide)
+        }
     }
 }

@@ -58,6 +58,24 @@ pub(super) fn answer_cpuid(state: &mut ArchState) {
 /// Returns false for #GP. SDM Vol. 2B RDMSR, WRMSR.
 pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
     let index = state.regs.rcx as u32;
+    let value = (state.regs.rdx << 32) | (state.regs.rax & 0xffff_ffff);
+    let mut hv_value = value;
+    let tsc_offset = state.msrs.tsc_offset;
+    if let Some(ok) = super::hyperv::msr(
+        vm,
+        &state.features,
+        tsc_offset,
+        index,
+        &mut hv_value,
+        write,
+        false,
+    ) {
+        if ok && !write {
+            state.regs.rax = hv_value & 0xffff_ffff;
+            state.regs.rdx = hv_value >> 32;
+        }
+        return ok;
+    }
     let host = vm.shared.backend.host_limits();
     let ArchState { regs, sregs, .. } = state;
     // FS.base and GS.base are the segments' own bases. SDM Vol. 3A 3.4.4.

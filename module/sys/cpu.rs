@@ -133,6 +133,7 @@ extern "C" {
     fn rkvm_local_irq_restore(flags: c_ulong);
     fn rkvm_num_online_cpus() -> c_uint;
     fn rkvm_tsc_khz() -> c_uint;
+    fn rkvm_cpu_smt_possible() -> bool;
     fn rkvm_ktime_ns() -> u64;
     fn rkvm_ktime_real_ns() -> u64;
     fn rkvm_run_delay() -> u64;
@@ -326,6 +327,13 @@ pub(crate) fn kick_async(cpu: u32) {
 pub(crate) fn tsc_khz() -> u32 {
     // SAFETY: Reading the calibrated TSC frequency has no preconditions.
     unsafe { rkvm_tsc_khz() }
+}
+
+/// Whether the host may run SMT siblings (`cpu_smt_possible`): false when
+/// the CPU has none or SMT was forced off at boot.
+pub(crate) fn smt_possible() -> bool {
+    // SAFETY: Reading the SMT control state has no preconditions.
+    unsafe { rkvm_cpu_smt_possible() }
 }
 
 /// Reads a model-specific register of the current CPU. A fault (an MSR the

@@ -69,6 +69,9 @@ pub(crate) struct GuestFeatures {
     /// KVM_FEATURE_PV_SCHED_YIELD (bit 13): the KVM_HC_SCHED_YIELD
     /// hypercall (only looked at when the VMM enforces the CPUID).
     pub(crate) kvm_sched_yield: bool,
+    /// Leaf 0x4000_0001 says "Hv#1": the guest may use the Hyper-V
+    /// interface (hyperv/), as KVM's `kvm_hv_set_cpuid` decides.
+    pub(crate) hyperv: bool,
 }
 
 impl Default for GuestFeatures {
@@ -88,8 +91,18 @@ impl GuestFeatures {
         let (_, _, ecx1, _) = get(1, 0);
         let (_, ebx7, _, _) = get(7, 0);
         let (_, _, _, edx81) = get(0x8000_0001, 0);
-        // KVM's paravirtual features (EAX of its leaf 0x4000_0001).
-        let (pv, ..) = get(KVM_CPUID_FEATURES, 0);
+        // KVM's paravirtual features: EAX of the leaf after the first
+        // 0x4000_0000 + n * 0x100 that says "KVMKVMKVM" (0x4000_0100 when a
+        // VMM puts Hyper-V's leaves first), none without the signature,
+        // as KVM's `kvm_get_hypervisor_cpuid`.
+        let kvm_base = (0..0x100)
+            .map(|n| KVM_CPUID_SIGNATURE + n * 0x100)
+            .find(|&base| {
+                let (_, b, c, d) = get(base, 0);
+                [b, c, d] == KVM_SIGNATURE
+            });
+        let pv = kvm_base.map_or(0, |base| get(base + 1, 0).0);
+        let (hv_interface, ..) = get(crate::hyperv::HV_INTERFACE_LEAF, 0);
         let phys_bits = lookup(
             table,
             Leaf {
@@ -111,6 +124,7 @@ impl GuestFeatures {
             kvm_clocksource2: pv & KVM_FEATURE_CLOCKSOURCE2 != 0,
             kvm_steal_time: pv & KVM_FEATURE_STEAL_TIME != 0,
             kvm_sched_yield: pv & KVM_FEATURE_PV_SCHED_YIELD != 0,
+            hyperv: hv_interface == crate::hyperv::INTERFACE_SIGNATURE,
         }
     }
 }
@@ -299,7 +313,7 @@ const EBX7_ALWAYS: u32 = 1 << bit::EBX7_TSC_ADJUST;
 /// (run/steal_time.rs), and no hint (EDX): no async page faults, PV EOI,
 /// PV IPIs and the rest.
 const KVM_CPUID_SIGNATURE: u32 = 0x4000_0000;
-const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
+const KVM_CPUID_FEATURES: u32 = KVM_CPUID_SIGNATURE + 1;
 const KVM_FEATURE_CLOCKSOURCE: u32 = 1 << 0;
 const KVM_FEATURE_CLOCKSOURCE2: u32 = 1 << 3;
 const KVM_FEATURE_STEAL_TIME: u32 = 1 << 5;

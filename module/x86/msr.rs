@@ -64,6 +64,8 @@ pub(crate) mod index {
     pub(crate) const VM_HSAVE_PA: u32 = 0xc001_0117;
 }
 
+use crate::hyperv::msr as hv;
+
 /// Every MSR a `KVM_GET_MSRS`/`KVM_SET_MSRS` may name, in the order
 /// `KVM_GET_MSR_INDEX_LIST` reports them.
 pub(crate) const SUPPORTED: &[u32] = &[
@@ -90,6 +92,17 @@ pub(crate) const SUPPORTED: &[u32] = &[
     index::KVM_WALL_CLOCK_NEW,
     index::KVM_SYSTEM_TIME_NEW,
     index::KVM_STEAL_TIME,
+    // Hyper-V's (hyperv/; run/hyperv.rs handles them), the OS identity
+    // before the hypercall page, which needs it.
+    hv::GUEST_OS_ID,
+    hv::HYPERCALL,
+    hv::TIME_REF_COUNT,
+    hv::REFERENCE_TSC,
+    hv::TSC_FREQUENCY,
+    hv::APIC_FREQUENCY,
+    hv::REENLIGHTENMENT_CONTROL,
+    hv::TSC_EMULATION_CONTROL,
+    hv::TSC_EMULATION_STATUS,
 ];
 
 /// The kvmclock enable bit of `MSR_KVM_SYSTEM_TIME(_NEW)`: the rest of the

@@ -15,8 +15,9 @@ use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check
 use kvm_abi::sys::{
     KVM_CAP_ADJUST_CLOCK, KVM_CAP_BINARY_STATS_FD, KVM_CAP_COALESCED_MMIO, KVM_CAP_COALESCED_PIO,
     KVM_CAP_DISABLE_QUIRKS, KVM_CAP_DISABLE_QUIRKS2, KVM_CAP_ENFORCE_PV_FEATURE_CPUID,
-    KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_MSR_PLATFORM_INFO, KVM_CAP_SYNC_REGS,
-    KVM_CAP_X86_MSR_FILTER, KVM_CAP_X86_USER_SPACE_MSR, KVM_CLOCK_REALTIME, KVM_CLOCK_TSC_STABLE,
+    KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_HYPERV, KVM_CAP_HYPERV_CPUID, KVM_CAP_HYPERV_TIME,
+    KVM_CAP_MSR_PLATFORM_INFO, KVM_CAP_SYNC_REGS, KVM_CAP_SYS_HYPERV_CPUID, KVM_CAP_X86_MSR_FILTER,
+    KVM_CAP_X86_USER_SPACE_MSR, KVM_CLOCK_REALTIME, KVM_CLOCK_TSC_STABLE, KVM_EXIT_HYPERV,
     KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR,
     KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
     KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_MSR_EXIT_REASON_FILTER,
@@ -24,7 +25,9 @@ use kvm_abi::sys::{
     KVM_MSR_FILTER_READ, KVM_SYNC_X86_EVENTS, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS,
     KVM_X86_QUIRK_FIX_HYPERCALL_INSN, kvm_debugregs,
 };
-use kvm_abi::{GuestMemory, IoDirection, MemoryRegion, MsrEntries, VcpuExit};
+use kvm_abi::{
+    CpuidEntries, GuestMemory, IoDirection, MemoryRegion, MsrEntries, MsrIndexList, VcpuExit,
+};
 use nix::sys::signal::Signal;
 use rkvm_selftests::cpu::{self, Extension};
 use rkvm_selftests::guest::{
@@ -1015,14 +1018,14 @@ guest! {
 fn set_cpuid2_after_the_guest_ran_takes_only_the_same_table(ctx: &Ctx) -> TestResult {
     let vm = GuestVm::new(ctx, Mode::Long, cpuid_then_done_guest())?;
     let mut vcpu = vm.add_vcpu(0)?;
-    let mut table = check_ok!(kvm_abi::CpuidEntries::new(kvm_abi::KVM_MAX_CPUID_ENTRIES));
+    let mut table = check_ok!(CpuidEntries::new(kvm_abi::KVM_MAX_CPUID_ENTRIES));
     check_ok!(vcpu.vcpu.get_cpuid2(&mut table));
     // Before the first run any table goes; set the same one.
     check_ok!(vcpu.vcpu.set_cpuid2(&table));
     vcpu.done()?;
     // The same table after the run.
     check_ok!(vcpu.vcpu.set_cpuid2(&table));
-    let mut changed = check_ok!(kvm_abi::CpuidEntries::new(kvm_abi::KVM_MAX_CPUID_ENTRIES));
+    let mut changed = check_ok!(CpuidEntries::new(kvm_abi::KVM_MAX_CPUID_ENTRIES));
     check_ok!(vcpu.vcpu.get_cpuid2(&mut changed));
     let Some(leaf1) = changed.entries_mut().iter_mut().find(|e| e.function == 1) else {
         ksft::fail!("the vCPU's table has no leaf 1");
@@ -1033,9 +1036,9 @@ fn set_cpuid2_after_the_guest_ran_takes_only_the_same_table(ctx: &Ctx) -> TestRe
         libc::EINVAL,
         "a changed table after the run"
     );
-    let mut now = check_ok!(kvm_abi::CpuidEntries::new(kvm_abi::KVM_MAX_CPUID_ENTRIES));
+    let mut now = check_ok!(CpuidEntries::new(kvm_abi::KVM_MAX_CPUID_ENTRIES));
     check_ok!(vcpu.vcpu.get_cpuid2(&mut now));
-    let words = |t: &kvm_abi::CpuidEntries| -> Vec<[u32; 6]> {
+    let words = |t: &CpuidEntries| -> Vec<[u32; 6]> {
         t.entries()
             .iter()
             .map(|e| [e.function, e.index, e.eax, e.ebx, e.ecx, e.edx])
@@ -3723,6 +3726,376 @@ fn guest_msr_writes_never_reach_the_host(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+// ---- Hyper-V ----
+
+/// Hyper-V's MSRs (TLFS appendix "Hypervisor Synthetic MSRs").
+const HV_GUEST_OS_ID: u32 = 0x4000_0000;
+const HV_HYPERCALL: u32 = 0x4000_0001;
+const HV_TIME_REF_COUNT: u32 = 0x4000_0020;
+const HV_REFERENCE_TSC: u32 = 0x4000_0021;
+const HV_TSC_FREQUENCY: u32 = 0x4000_0022;
+const HV_APIC_FREQUENCY: u32 = 0x4000_0023;
+/// "Hv#1" in EAX of leaf 0x4000_0001.
+const HV_INTERFACE: u32 = 0x3123_7648;
+/// The guest's hypercall page and reference TSC page (page-aligned, in
+/// the data area).
+const HV_HYPERCALL_PAGE: u64 = DATA_GPA + 0x1000;
+const HV_TSC_PAGE: u64 = DATA_GPA + 0x2000;
+
+/// The Hyper-V leaves of `KVM_GET_SUPPORTED_HV_CPUID` on the device.
+fn supported_hv_cpuid(ctx: &Ctx) -> Result<Vec<kvm_abi::sys::kvm_cpuid_entry2>, Status> {
+    let mut cpuid = check_ok!(CpuidEntries::new(64));
+    check_ok!(ctx.sys.get_supported_hv_cpuid(&mut cpuid));
+    Ok(cpuid.entries().to_vec())
+}
+
+/// The CPUID table a VMM gives a Hyper-V guest (as Linux's
+/// `vcpu_set_hv_cpuid`): the supported table without KVM's leaves
+/// 0x4000_00xx, then the Hyper-V leaves.
+fn hyper_v_cpuid(ctx: &Ctx, vm: &GuestVm) -> Result<CpuidEntries, Status> {
+    let mut table: Vec<_> = vm
+        .cpuid
+        .iter()
+        .filter(|e| !(0x4000_0000..0x4000_0100).contains(&e.function))
+        .copied()
+        .collect();
+    table.extend(supported_hv_cpuid(ctx)?);
+    Ok(check_ok!(CpuidEntries::from_entries(&table)))
+}
+
+/// `KVM_GET_SUPPORTED_HV_CPUID` on the device fd and on a vCPU fd: ten
+/// leaves between 0x4000_0000 and 0x4000_0082 (the first names
+/// 0x4000_0082 the highest, the second says "Hv#1"), index and flags 0;
+/// fewer than ten entries offered is `E2BIG`; more are cut to ten. The
+/// capabilities that announce them, and the reference time's, are there.
+fn hyper_v_leaves_come_from_the_device_and_the_vcpu(ctx: &Ctx) -> TestResult {
+    for (cap, name) in [
+        (KVM_CAP_HYPERV, "KVM_CAP_HYPERV"),
+        (KVM_CAP_HYPERV_TIME, "KVM_CAP_HYPERV_TIME"),
+        (KVM_CAP_HYPERV_CPUID, "KVM_CAP_HYPERV_CPUID"),
+        (KVM_CAP_SYS_HYPERV_CPUID, "KVM_CAP_SYS_HYPERV_CPUID"),
+    ] {
+        check!(check_ok!(ctx.cap(cap)) > 0, "{name} is not offered");
+    }
+    let mut small = check_ok!(CpuidEntries::new(9));
+    check_errno!(ctx.sys.get_supported_hv_cpuid(&mut small), libc::E2BIG);
+    let sys = supported_hv_cpuid(ctx)?;
+    check_eq!(sys.len(), 10, "leaves from the device");
+    for e in &sys {
+        check!(
+            (0x4000_0000..=0x4000_0082).contains(&e.function),
+            "leaf {:#x} out of range",
+            e.function
+        );
+        check_eq!((e.index, e.flags), (0, 0), "leaf {:#x}", e.function);
+    }
+    let leaf = |f: u32| sys.iter().find(|e| e.function == f).map(|e| e.eax);
+    check_eq_hex!(leaf(0x4000_0000).unwrap_or(0), 0x4000_0082);
+    check_eq_hex!(leaf(0x4000_0001).unwrap_or(0), HV_INTERFACE);
+    let vm = GuestVm::new(ctx, Mode::Long, hyperv_time_guest())?;
+    let vcpu = vm.vm.create_vcpu(0)?;
+    let mut small = check_ok!(CpuidEntries::new(9));
+    check_errno!(vcpu.get_supported_hv_cpuid(&mut small), libc::E2BIG);
+    let mut on_vcpu = check_ok!(CpuidEntries::new(64));
+    check_ok!(vcpu.get_supported_hv_cpuid(&mut on_vcpu));
+    let functions =
+        |t: &[kvm_abi::sys::kvm_cpuid_entry2]| t.iter().map(|e| e.function).collect::<Vec<_>>();
+    check_eq!(
+        functions(on_vcpu.entries()),
+        functions(&sys),
+        "the vCPU's leaves"
+    );
+    Ok(())
+}
+
+guest! {
+    /// Reads the Hyper-V OS identity MSR, with the #GP it should raise
+    /// caught (FIXUP_GPA), then reports done.
+    fn hyperv_msr_guest;
+    ".code64",
+    "lea 1f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $0x40000000, %ecx",
+    "rdmsr",
+    "shl $32, %rdx",
+    "or %rax, %rdx",
+    "mov %rdx, %rbx",
+    "ucall UCALL_SYNC",
+    "1: ucall UCALL_DONE",
+}
+
+/// The Hyper-V MSRs are the guest's only when its CPUID says "Hv#1" (KVM's
+/// `hyperv_enabled`): without it RDMSR of the OS identity is #GP; with it
+/// the guest reads what the VMM set. The VMM reaches them either way, and
+/// `KVM_GET_MSR_INDEX_LIST` lists them (so that a VMM saves them).
+fn hyper_v_msrs_exist_only_for_a_guest_offered_hv1(ctx: &Ctx) -> TestResult {
+    let mut list = check_ok!(MsrIndexList::new(1024));
+    check_ok!(ctx.sys.get_msr_index_list(&mut list));
+    for index in [
+        HV_GUEST_OS_ID,
+        HV_HYPERCALL,
+        HV_TIME_REF_COUNT,
+        HV_REFERENCE_TSC,
+    ] {
+        check!(
+            list.indices().contains(&index),
+            "MSR {index:#x} missing from KVM_GET_MSR_INDEX_LIST"
+        );
+    }
+    let vm = GuestVm::new(ctx, Mode::Long, hyperv_msr_guest())?;
+    let mut plain = vm.add_vcpu(0)?;
+    let os_id = 0x8100_u64 << 48;
+    check_eq!(
+        check_ok!(plain.vcpu.set_msrs(&check_ok!(MsrEntries::from_pairs(&[(
+            HV_GUEST_OS_ID,
+            os_id
+        )])))),
+        1,
+        "the VMM sets the OS identity without Hv#1"
+    );
+    match plain.ucall()? {
+        Ucall::Exception { vector, .. } => check_eq!(vector, 13, "RDMSR without Hv#1"),
+        other => ksft::fail!("RDMSR without Hv#1: expected #GP, got {other}"),
+    }
+    plain.done()?;
+    let table = hyper_v_cpuid(ctx, &vm)?;
+    let mut hv = vm.add_vcpu_with_cpuid(1, move |c| *c = table)?;
+    let [read, ..] = hv.sync()?;
+    check_eq_hex!(read, os_id, "the guest reads the partition's OS identity");
+    hv.done()
+}
+
+guest! {
+    /// Sets up Hyper-V hypercalls and reports the hypercall MSR each time:
+    /// the page enabled before the OS identity (dropped), then after it.
+    /// Then calls through the page with each input value of the table at
+    /// DATA_GPA (0-terminated), reporting RAX (the status); then clears
+    /// the OS identity and calls with RAX 1 (KVM_HC_VAPIC_POLL_IRQ).
+    fn hyperv_hypercall_guest;
+    ".code64",
+    "mov $0x40000001, %ecx",
+    "mov $(DATA_GPA + 0x1001), %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "rdmsr",
+    "mov %eax, %ebx",
+    "ucall UCALL_SYNC",
+    "mov $0x40000000, %ecx",
+    "xor %eax, %eax",
+    "mov $0x81000000, %edx",
+    "wrmsr",
+    "mov $0x40000001, %ecx",
+    "mov $(DATA_GPA + 0x1001), %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "rdmsr",
+    "mov %eax, %ebx",
+    "ucall UCALL_SYNC",
+    "mov $DATA_GPA, %r12d",
+    "2: mov (%r12), %rcx",
+    "test %rcx, %rcx",
+    "jz 3f",
+    "mov $(DATA_GPA + 0x3000), %edx",
+    "mov $(DATA_GPA + 0x4000), %r8d",
+    "mov $(DATA_GPA + 0x1000), %eax",
+    "call *%rax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "add $8, %r12",
+    "jmp 2b",
+    "3: mov $0x40000000, %ecx",
+    "xor %eax, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "mov $0x8001, %ecx",
+    "mov $1, %eax",
+    "mov $(DATA_GPA + 0x1000), %edx",
+    "call *%rdx",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// Hyper-V hypercalls (TLFS "Hypercall Interface"): the hypercall page
+/// cannot be enabled before the OS identity; once enabled it holds the
+/// vendor's hypercall instruction and RET. An extended call (0x8001,
+/// HvExtCallQueryCapabilities) exits with `KVM_EXIT_HYPERV` carrying the
+/// input value and the input and output addresses, and the guest gets the
+/// result the VMM left; an unknown code is HV_STATUS_INVALID_HYPERCALL_CODE
+/// (2), a fast extended call HV_STATUS_INVALID_PARAMETER (5), a reserved
+/// bit HV_STATUS_INVALID_HYPERCALL_INPUT (3), all without an exit. With the
+/// OS identity cleared the instruction is KVM's hypercall again.
+fn hyper_v_hypercalls_go_to_user_space_or_get_the_tlfs_status(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, hyperv_hypercall_guest())?;
+    // 0x0fff is no call of the TLFS (0x0002, say, is a TLB flush KVM has).
+    let calls: [u64; 4] = [0x8001, 0x0fff, 0x8001 | 1 << 16, 0x8001 | 1 << 27];
+    let mut table: Vec<u8> = calls.iter().flat_map(|c| c.to_le_bytes()).collect();
+    table.extend([0; 8]);
+    vm.write(DATA_GPA, &table)?;
+    let cpuid = hyper_v_cpuid(ctx, &vm)?;
+    let mut vcpu = vm.add_vcpu_with_cpuid(0, move |c| *c = cpuid)?;
+    let [before, ..] = vcpu.sync()?;
+    check_eq_hex!(before, 0, "the hypercall MSR before the OS identity");
+    let [after, ..] = vcpu.sync()?;
+    check_eq_hex!(after, HV_HYPERCALL_PAGE | 1, "the hypercall MSR after it");
+    let mut page = [0u8; 4];
+    vm.read(HV_HYPERCALL_PAGE, &mut page)?;
+    check!(
+        page == [0x0f, 0x01, 0xd9, 0xc3] || page == [0x0f, 0x01, 0xc1, 0xc3],
+        "hypercall page {page:02x?}: not VMMCALL or VMCALL, then RET"
+    );
+    // The extended call goes to user space.
+    vcpu.run()?;
+    let reason = vcpu.run.exit_reason();
+    check_eq!(
+        reason,
+        KVM_EXIT_HYPERV,
+        "exit of call 0x8001: {}",
+        describe(&vcpu.exit())
+    );
+    let call = vcpu.run.hyperv_hcall();
+    check_eq!(
+        call,
+        Some((0x8001, [DATA_GPA + 0x3000, DATA_GPA + 0x4000])),
+        "the call's input value and addresses"
+    );
+    vcpu.run.set_hyperv_result(0x1234_5678_9abc);
+    let [status, ..] = vcpu.sync()?;
+    check_eq_hex!(status, 0x1234_5678_9abc, "the VMM's result");
+    for (control, expected) in [(calls[1], 2), (calls[2], 5), (calls[3], 3)] {
+        let [status, ..] = vcpu.sync()?;
+        check_eq!(status, expected, "call {control:#x}");
+    }
+    let [kvm, ..] = vcpu.sync()?;
+    check_eq!(kvm, 0, "KVM_HC_VAPIC_POLL_IRQ once the OS identity is 0");
+    vcpu.done()
+}
+
+guest! {
+    /// Hyper-V time: sets the OS identity, reports the TSC and APIC
+    /// frequency MSRs, then the reference counter; enables the reference
+    /// TSC page at DATA_GPA + 0x2000; then, again and again, reports its
+    /// TSC (RCX) and the reference counter read right after (RBX).
+    fn hyperv_time_guest;
+    ".code64",
+    "mov $0x40000000, %ecx",
+    "xor %eax, %eax",
+    "mov $0x81000000, %edx",
+    "wrmsr",
+    "mov $0x40000022, %ecx",
+    "rdmsr",
+    "shl $32, %rdx",
+    "or %rax, %rdx",
+    "mov %rdx, %rbx",
+    "mov $0x40000023, %ecx",
+    "rdmsr",
+    "shl $32, %rdx",
+    "or %rax, %rdx",
+    "mov %rdx, %rcx",
+    "ucall UCALL_SYNC",
+    "mov $0x40000020, %ecx",
+    "rdmsr",
+    "shl $32, %rdx",
+    "or %rax, %rdx",
+    "mov %rdx, %rbx",
+    "ucall UCALL_SYNC",
+    "mov $0x40000021, %ecx",
+    "mov $(DATA_GPA + 0x2001), %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "1: rdtsc",
+    "shl $32, %rdx",
+    "or %rax, %rdx",
+    "mov %rdx, %rsi",
+    "mov $0x40000020, %ecx",
+    "rdmsr",
+    "shl $32, %rdx",
+    "or %rax, %rdx",
+    "mov %rdx, %rbx",
+    "mov %rsi, %rcx",
+    "ucall UCALL_SYNC",
+    "jmp 1b",
+}
+
+/// The reference TSC page at HV_TSC_PAGE: (sequence, scale, offset), and
+/// the time it gives at TSC `tsc`, in 100 ns units (TLFS "Reference TSC
+/// Page").
+fn read_tsc_page(vm: &GuestVm, tsc: u64) -> Result<(u32, u64, u64), Status> {
+    let mut b = [0u8; 24];
+    vm.read(HV_TSC_PAGE, &mut b)?;
+    let word = |o: usize| {
+        let mut q = [0u8; 8];
+        q.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(q)
+    };
+    let sequence = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let (scale, offset) = (word(8), word(16));
+    let time = (((u128::from(tsc) * u128::from(scale)) >> 64) as u64).wrapping_add(offset);
+    Ok((sequence, offset, time))
+}
+
+/// Hyper-V time: the TSC frequency MSR is the vCPU's TSC rate
+/// (`KVM_GET_TSC_KHZ`), the APIC frequency the APIC bus's (1 GHz by
+/// default); the reference counter is the VM's clock in 100 ns units
+/// (between `KVM_GET_CLOCK` before and after the run); once the guest
+/// enabled the reference TSC page, it gives the counter's time (never
+/// after it, within 100 ms before it), and after `KVM_SET_CLOCK` moved the
+/// clock back to 0 the page is rewritten: a new offset, a time near 0.
+fn hyper_v_reference_time_and_tsc_page_follow_the_vms_clock(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, hyperv_time_guest())?;
+    let cpuid = hyper_v_cpuid(ctx, &vm)?;
+    let mut vcpu = vm.add_vcpu_with_cpuid(0, move |c| *c = cpuid)?;
+    let khz = check_ok!(vcpu.vcpu.get_tsc_khz());
+    let [tsc_hz, apic_hz, _] = vcpu.sync()?;
+    check_eq!(tsc_hz, u64::from(khz) * 1000, "HV_X64_MSR_TSC_FREQUENCY");
+    check_eq!(apic_hz, 1_000_000_000, "HV_X64_MSR_APIC_FREQUENCY");
+    let mut host = check_ok!(MsrEntries::from_indices(&[
+        HV_TSC_FREQUENCY,
+        HV_APIC_FREQUENCY
+    ]));
+    check_eq!(check_ok!(vcpu.vcpu.get_msrs(&mut host)), 2);
+    let seen: Vec<u64> = host.entries().iter().map(|e| e.data).collect();
+    check_eq!(
+        seen,
+        [tsc_hz, apic_hz],
+        "the VMM reads the same frequencies"
+    );
+    let clock = kvm_abi::sys::kvm_clock_data {
+        clock: 1_000_000_000_000,
+        ..Default::default()
+    };
+    check_ok!(vm.vm.set_clock(&clock));
+    let start = check_ok!(vm.vm.get_clock()).clock / 100;
+    let [counter, ..] = vcpu.sync()?;
+    let end = check_ok!(vm.vm.get_clock()).clock / 100;
+    check!(
+        start <= counter && counter <= end,
+        "reference counter {counter} outside [{start}, {end}] (100 ns units)"
+    );
+    let [counter, tsc, _] = vcpu.sync()?;
+    let (sequence, offset, page_time) = read_tsc_page(&vm, tsc)?;
+    diag!("TSC page: sequence {sequence}, time {page_time}, counter {counter}");
+    check!(sequence != 0, "the TSC page was not written");
+    check!(
+        page_time <= counter && counter - page_time < 1_000_000,
+        "TSC page time {page_time} vs the counter {counter} read after it"
+    );
+    let zero = kvm_abi::sys::kvm_clock_data::default();
+    check_ok!(vm.vm.set_clock(&zero));
+    let [counter, tsc, _] = vcpu.sync()?;
+    let (sequence, moved, page_time) = read_tsc_page(&vm, tsc)?;
+    diag!("after KVM_SET_CLOCK(0): sequence {sequence}, time {page_time}, counter {counter}");
+    check!(
+        sequence != 0 && moved != offset,
+        "the TSC page was not rewritten"
+    );
+    check!(
+        page_time <= counter && counter < 100_000_000,
+        "TSC page time {page_time}, counter {counter}: not near 0 after KVM_SET_CLOCK(0)"
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -3784,6 +4157,10 @@ fn main() -> ExitCode {
             exit_counters_in_debugfs_count_what_the_guest_did,
             mmio_instructions_come_from_decode_assists_when_the_cpu_has_them,
             guest_msr_writes_never_reach_the_host,
+            hyper_v_leaves_come_from_the_device_and_the_vcpu,
+            hyper_v_msrs_exist_only_for_a_guest_offered_hv1,
+            hyper_v_hypercalls_go_to_user_space_or_get_the_tlfs_status,
+            hyper_v_reference_time_and_tsc_page_follow_the_vms_clock,
         ],
     )
 }

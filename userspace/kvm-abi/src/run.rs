@@ -280,6 +280,29 @@ impl RunMapping {
         write_field!(self.run_ptr(), __bindgen_anon_1.msr.data, data);
     }
 
+    /// `kvm_run.hyperv` after `KVM_EXIT_HYPERV`: for a hypercall
+    /// (`KVM_EXIT_HYPERV_HCALL`), its input value and its two parameters
+    /// (the input and output guest-physical addresses); `None` for another
+    /// type.
+    pub fn hyperv_hcall(&self) -> Option<(u64, [u64; 2])> {
+        let kind = read_field!(self.run_ptr(), __bindgen_anon_1.hyperv.type_);
+        if kind != crate::sys::KVM_EXIT_HYPERV_HCALL {
+            return None;
+        }
+        let call = read_field!(self.run_ptr(), __bindgen_anon_1.hyperv.u.hcall);
+        Some((call.input, call.params))
+    }
+
+    /// Answers a hypercall exit for the next KVM_RUN: the status the guest
+    /// gets.
+    pub fn set_hyperv_result(&mut self, result: u64) {
+        write_field!(
+            self.run_ptr(),
+            __bindgen_anon_1.hyperv.u.hcall.result,
+            result
+        );
+    }
+
     /// `kvm_run.kvm_valid_regs`: the register sets (`KVM_SYNC_X86_*`) KVM_RUN
     /// stores in `kvm_run.s.regs` when it returns (`KVM_CAP_SYNC_REGS`).
     pub fn valid_regs(&self) -> u64 {

@@ -11,7 +11,7 @@ use crate::fam::{CpuidEntries, MsrEntries, MsrIndexList};
 use crate::ioctls::{
     KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_EMULATED_CPUID,
     KVM_GET_MSR_FEATURE_INDEX_LIST, KVM_GET_MSR_INDEX_LIST, KVM_GET_MSRS, KVM_GET_SUPPORTED_CPUID,
-    KVM_GET_VCPU_MMAP_SIZE,
+    KVM_GET_SUPPORTED_HV_CPUID, KVM_GET_VCPU_MMAP_SIZE,
 };
 use crate::raw::{ioctl_mut, ioctl_val};
 use crate::vm::Vm;
@@ -83,6 +83,16 @@ impl System {
     /// KVM_GET_SUPPORTED_CPUID into `cpuid`, whose `nent` is the room offered.
     pub fn get_supported_cpuid(&self, cpuid: &mut CpuidEntries) -> Result<()> {
         self.get_cpuid(KVM_GET_SUPPORTED_CPUID, "KVM_GET_SUPPORTED_CPUID", cpuid)
+    }
+
+    /// KVM_GET_SUPPORTED_HV_CPUID into `cpuid`, whose `nent` is the room
+    /// offered: the Hyper-V leaves (`KVM_CAP_SYS_HYPERV_CPUID`).
+    pub fn get_supported_hv_cpuid(&self, cpuid: &mut CpuidEntries) -> Result<()> {
+        self.get_cpuid(
+            KVM_GET_SUPPORTED_HV_CPUID,
+            "KVM_GET_SUPPORTED_HV_CPUID",
+            cpuid,
+        )
     }
 
     /// KVM_GET_EMULATED_CPUID into `cpuid`, whose `nent` is the room offered.

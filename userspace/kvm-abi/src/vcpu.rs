@@ -7,11 +7,11 @@ use crate::error::{Error, Result};
 use crate::fam::{CpuidEntries, MsrEntries};
 use crate::ioctls::{
     KVM_ENABLE_CAP, KVM_GET_CPUID2, KVM_GET_DEBUGREGS, KVM_GET_DEVICE_ATTR, KVM_GET_FPU,
-    KVM_GET_LAPIC, KVM_GET_MP_STATE, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_TSC_KHZ,
-    KVM_GET_XCRS, KVM_GET_XSAVE, KVM_GET_XSAVE2, KVM_HAS_DEVICE_ATTR, KVM_INTERRUPT, KVM_NMI,
-    KVM_RUN, KVM_SET_CPUID2, KVM_SET_DEBUGREGS, KVM_SET_DEVICE_ATTR, KVM_SET_FPU, KVM_SET_LAPIC,
-    KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_VAPIC_ADDR, KVM_SET_XCRS,
-    KVM_SET_XSAVE,
+    KVM_GET_LAPIC, KVM_GET_MP_STATE, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS,
+    KVM_GET_SUPPORTED_HV_CPUID, KVM_GET_TSC_KHZ, KVM_GET_XCRS, KVM_GET_XSAVE, KVM_GET_XSAVE2,
+    KVM_HAS_DEVICE_ATTR, KVM_INTERRUPT, KVM_NMI, KVM_RUN, KVM_SET_CPUID2, KVM_SET_DEBUGREGS,
+    KVM_SET_DEVICE_ATTR, KVM_SET_FPU, KVM_SET_LAPIC, KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS,
+    KVM_SET_SREGS, KVM_SET_VAPIC_ADDR, KVM_SET_XCRS, KVM_SET_XSAVE,
 };
 use crate::ioctls::{KVM_PRE_FAULT_MEMORY, Request};
 use crate::mem::{RunMapping, VcpuMapping};
@@ -387,6 +387,23 @@ impl Vcpu {
         let r = unsafe { ioctl_mut(self.fd.as_fd(), KVM_GET_CPUID2, cpuid.as_mut_ptr()) };
         cpuid.clamp();
         r.map(drop).map_err(|e| Error::new("KVM_GET_CPUID2", e))
+    }
+
+    /// KVM_GET_SUPPORTED_HV_CPUID on the vCPU into `cpuid`, whose `nent` is
+    /// the room offered (`KVM_CAP_HYPERV_CPUID`).
+    pub fn get_supported_hv_cpuid(&self, cpuid: &mut CpuidEntries) -> Result<()> {
+        // SAFETY: as KVM_GET_CPUID2: the kernel writes `nent` and at most the
+        // offered `nent` entries, which fit in the buffer.
+        let r = unsafe {
+            ioctl_mut(
+                self.fd.as_fd(),
+                KVM_GET_SUPPORTED_HV_CPUID,
+                cpuid.as_mut_ptr(),
+            )
+        };
+        cpuid.clamp();
+        r.map(drop)
+            .map_err(|e| Error::new("KVM_GET_SUPPORTED_HV_CPUID", e))
     }
 
     /// KVM_GET_MSRS: reads the first `nmsrs` entries' MSRs into their data

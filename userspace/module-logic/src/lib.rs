@@ -50,6 +50,11 @@ pub(crate) mod memslot;
 #[path = "../../../module/dirty/mod.rs"]
 pub(crate) mod dirty;
 
+/// Hyper-V's leaves, MSR rules, hypercall decoding and reference TSC
+/// page (`module/hyperv/`).
+#[path = "../../../module/hyperv/mod.rs"]
+pub(crate) mod hyperv;
+
 #[path = "../../../module/spec.rs"]
 pub(crate) mod spec;
 

@@ -520,11 +520,21 @@ mod cpuid_table {
         assert_eq!(GuestFeatures::default().phys_bits, 36);
         // KVM's paravirtual features, one bit each (cpuid.rst).
         let pv = |eax: u32| {
-            GuestFeatures::from_table(&[kvm_cpuid_entry2 {
-                function: 0x4000_0001,
-                eax,
-                ..Default::default()
-            }])
+            GuestFeatures::from_table(&[
+                kvm_cpuid_entry2 {
+                    function: 0x4000_0000,
+                    eax: 0x4000_0001,
+                    ebx: 0x4b4d_564b,
+                    ecx: 0x564b_4d56,
+                    edx: 0x4d,
+                    ..Default::default()
+                },
+                kvm_cpuid_entry2 {
+                    function: 0x4000_0001,
+                    eax,
+                    ..Default::default()
+                },
+            ])
         };
         let g = pv(1 << 0);
         assert!(g.kvm_clocksource && !g.kvm_clocksource2 && !g.kvm_steal_time);
@@ -892,6 +902,7 @@ mod msrs {
 mod coalesced_zones;
 mod decoder;
 mod emulate_rules;
+mod hyperv;
 mod ioapic;
 mod ioeventfd;
 mod lapic;

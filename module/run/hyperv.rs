@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Hyper-V, the kernel's side (hyperv/ has the rules and the layouts): the
+//! Hyper-V MSRs, read and written by the guest or the VMM, the hypercalls,
+//! and the reference TSC page in guest memory.
+//!
+//! - A guest whose CPUID says "Hv#1" may use the MSRs; the VMM always may
+//!   (`KVM_GET/SET_MSRS`, as KVM's `host_initiated`). The partition-wide
+//!   ones live in the VM (`Vm::with_hyperv`).
+//! - Writing the hypercall MSR with its enable bit fills the page it
+//!   names with this vendor's hypercall instruction and RET.
+//! - Once the guest has set its OS identity, VMCALL/VMMCALL is a Hyper-V
+//!   hypercall: the call's input value in RCX, its input and output in RDX
+//!   and R8 (in 64-bit mode; EDX:EAX, EBX:ECX, EDI:ESI otherwise), the
+//!   status back in RAX (EDX:EAX). Extended calls exit to user space with
+//!   `KVM_EXIT_HYPERV`; the next `KVM_RUN` gives the guest
+//!   `kvm_run.hyperv.u.hcall.result` and moves past the instruction.
+//! - The reference TSC page is written before an entry after the guest
+//!   enabled it or the VM's clock moved (`KVM_SET_CLOCK`), from the same
+//!   kvmclock reference as the guest's kvmclock (x86/pvclock.rs), as KVM
+//!   derives it from its own clock. Sequence 0 first, so that a guest
+//!   reading it meanwhile falls back to the counter MSR.
+
+use super::insn::{code_size, next_rip, skip_or_fail};
+use super::{exit_reason, raise, set_pending, Next, Pending, UD_VECTOR, UNION};
+use crate::abi::{self, kvm_hyperv_exit, kvm_hyperv_exit__bindgen_ty_1__bindgen_ty_2 as Hcall};
+use crate::backend::ExitInfo;
+use crate::hyperv::{self as hv, msr, Call, Outcome, TscPage, TscStatus, Write, TSC_PAGE_SIZE};
+use crate::sys::cpu;
+use crate::sys::mem::SharedPage;
+use crate::vcpu::ArchState;
+use crate::vm::Vm;
+use crate::x86::cpuid::GuestFeatures;
+use crate::x86::decode::CodeSize;
+use core::mem::offset_of;
+use kernel::prelude::*;
+
+/// CR0.PE. SDM Vol. 3A 2.5.
+const CR0_PE: u64 = 1;
+
+/// A read (`write` false) or write of MSR `index` when it is a Hyper-V
+/// one: `None` if it is not; otherwise whether the access succeeded, a
+/// read's value in `value`. `host` is an access by the VMM; `guest` the
+/// vCPU's CPUID features, `tsc_offset` its TSC's.
+pub(crate) fn msr(
+    vm: &Vm,
+    guest: &GuestFeatures,
+    tsc_offset: u64,
+    index: u32,
+    value: &mut u64,
+    write: bool,
+    host: bool,
+) -> Option<bool> {
+    if !msr::is_hyperv(index) {
+        return None;
+    }
+    if !host && !guest.hyperv {
+        return Some(false);
+    }
+    if write {
+        return Some(write_msr(vm, index, *value, host));
+    }
+    let read = match index {
+        msr::TIME_REF_COUNT => {
+            let host_tsc = cpu::rdtsc();
+            let clock_ns = vm.kvmclock().at(host_tsc, cpu::tsc_khz());
+            let guest_tsc = host_tsc.wrapping_add(tsc_offset);
+            Some(vm.with_hyperv(|p| p.reference_time(guest_tsc, clock_ns / 100)))
+        }
+        // The guest's TSC runs at the host's rate (no TSC scaling).
+        msr::TSC_FREQUENCY => Some(u64::from(cpu::tsc_khz()) * 1000),
+        msr::APIC_FREQUENCY => Some(1_000_000_000 / vm.apic_bus_cycle_ns().max(1)),
+        _ => vm.with_hyperv(|p| p.read(index)),
+    };
+    Some(read.map(|v| *value = v).is_some())
+}
+
+/// Writes a Hyper-V MSR; false is #GP (or the VMM's error).
+fn write_msr(vm: &Vm, index: u32, value: u64, host: bool) -> bool {
+    vm.with_hyperv(|p| match p.write(index, value, host) {
+        Write::Done => true,
+        Write::Refused => false,
+        Write::HypercallPage(gpa) => {
+            let code = hv::hypercall_page(vm.shared.backend.hypercall_insn());
+            let written = vm.write_guest(gpa, &code).is_some();
+            if written {
+                p.hypercall_page_written(value);
+            }
+            written
+        }
+    })
+}
+
+/// Before an entry: writes the reference TSC page if it is due. The VM's
+/// Hyper-V lock is taken only then.
+pub(super) fn update_tsc_page(vm: &Vm, state: &ArchState) {
+    if !vm.hyperv_tsc_page_due() {
+        return;
+    }
+    vm.with_hyperv(|p| {
+        let Some(gpa) = p.tsc_page_due() else {
+            return;
+        };
+        p.tsc = write_tsc_page(vm, state, p, gpa).map_or(TscStatus::Broken, TscStatus::Set);
+    });
+}
+
+/// Writes the page at `gpa` (or adopts the guest's, if it froze it);
+/// `None` if guest memory refused or the clock cannot be expressed.
+fn write_tsc_page(vm: &Vm, state: &ArchState, p: &mut hv::Partition, gpa: u64) -> Option<TscPage> {
+    let mut bytes = [0u8; TSC_PAGE_SIZE];
+    vm.read_guest(gpa, &mut bytes)?;
+    let current = TscPage::from_bytes(&bytes);
+    if p.adopt_frozen(current) {
+        return Some(current);
+    }
+    vm.write_guest(gpa, &0u32.to_le_bytes())?;
+    let clock = vm
+        .kvmclock()
+        .time_info(state.msrs.tsc_offset, cpu::tsc_khz());
+    let page = TscPage::from_clock(&clock, current.sequence)?;
+    vm.write_guest(gpa + 8, &page.to_bytes()[8..])?;
+    vm.write_guest(gpa, &page.sequence.to_le_bytes())?;
+    Some(page)
+}
+
+/// Whether a VMCALL/VMMCALL is a Hyper-V hypercall: the guest's CPUID
+/// offers Hyper-V and the guest has set its OS identity (KVM's
+/// `kvm_hv_hypercall_enabled`).
+pub(super) fn owns_hypercall(vm: &Vm, state: &ArchState) -> bool {
+    state.features.hyperv && vm.with_hyperv(|p| p.hypercalls_enabled())
+}
+
+/// A Hyper-V hypercall (TLFS "Hypercall Interface"). Outside ring 0 or
+/// outside protected mode it is #UD.
+pub(super) fn hypercall(
+    vm: &Vm,
+    state: &mut ArchState,
+    info: &ExitInfo,
+    page: &SharedPage<'_>,
+    opcode: &[u8],
+) -> Result<Next> {
+    if state.sregs.ss.dpl != 0 || state.sregs.cr0 & CR0_PE == 0 {
+        raise(state, UD_VECTOR, None);
+        return Ok(Next::Enter);
+    }
+    let wide = code_size(state) == CodeSize::Bits64;
+    let r = &state.regs;
+    let pair = |high: u64, low: u64| (high << 32) | (low & 0xffff_ffff);
+    let call = if wide {
+        Call {
+            control: r.rcx,
+            input: r.rdx,
+            output: r.r8,
+        }
+    } else {
+        Call {
+            control: pair(r.rdx, r.rax),
+            input: pair(r.rbx, r.rcx),
+            output: pair(r.rdi, r.rsi),
+        }
+    };
+    match call.outcome() {
+        Outcome::Done(status) => {
+            set_result(state, status, wide);
+            skip_or_fail(vm, state, info, opcode, page)
+        }
+        Outcome::User => {
+            let Some(next_rip) = next_rip(vm, state, info, opcode, page)? else {
+                return Ok(Next::User);
+            };
+            let hcall = Hcall {
+                input: call.control,
+                result: 0,
+                params: [call.input, call.output],
+            };
+            page.write(
+                UNION + offset_of!(kvm_hyperv_exit, type_),
+                &abi::KVM_EXIT_HYPERV_HCALL,
+            )?;
+            page.write(UNION + offset_of!(kvm_hyperv_exit, u), &hcall)?;
+            set_pending(state, Pending::HypervCall { next_rip, wide });
+            exit_reason(page, abi::KVM_EXIT_HYPERV)
+        }
+    }
+}
+
+/// The next `KVM_RUN` after a hypercall exit: user space's `result` is
+/// the guest's status, and the instruction is done.
+pub(super) fn complete(
+    state: &mut ArchState,
+    page: &SharedPage<'_>,
+    next_rip: u64,
+    wide: bool,
+) -> Result {
+    let at = UNION + offset_of!(kvm_hyperv_exit, u) + offset_of!(Hcall, result);
+    let result: u64 = page.read(at)?;
+    set_result(state, result, wide);
+    state.regs.rip = next_rip;
+    state.run.interrupt_shadow = false;
+    Ok(())
+}
+
+/// The status in RAX, or in EDX:EAX outside 64-bit mode.
+fn set_result(state: &mut ArchState, status: u64, wide: bool) {
+    if wide {
+        state.regs.rax = status;
+    } else {
+        state.regs.rax = status & 0xffff_ffff;
+        state.regs.rdx = status >> 32;
+    }
+}

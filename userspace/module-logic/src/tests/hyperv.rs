@@ -1,0 +1,269 @@
+//! `module/hyperv/`: the Hyper-V leaves `KVM_GET_SUPPORTED_HV_CPUID`
+//! reports, the partition MSRs' rules, hypercall decoding and the
+//! reference TSC page's arithmetic (TLFS; KVM's hyperv.c for the rules).
+
+use crate::abi::kvm_cpuid_entry2;
+use crate::hyperv::{
+    msr, status, supported, Call, Outcome, Partition, TscPage, TscStatus, Write, LEAF_COUNT,
+};
+use crate::x86::cpuid::GuestFeatures;
+use crate::x86::pvclock::{ClockRef, FLAG_TSC_STABLE};
+
+fn leaves(smt: bool) -> Vec<kvm_cpuid_entry2> {
+    let mut out = vec![kvm_cpuid_entry2::default(); 16];
+    let n = supported(smt, 1024, &mut out).expect("16 entries are enough");
+    out.truncate(n);
+    out
+}
+
+fn leaf(t: &[kvm_cpuid_entry2], function: u32) -> kvm_cpuid_entry2 {
+    *t.iter().find(|e| e.function == function).unwrap()
+}
+
+#[test]
+fn ten_leaves_in_kvms_range_with_what_the_selftest_checks() {
+    let t = leaves(true);
+    assert_eq!(t.len(), 10);
+    for e in &t {
+        assert!((0x4000_0000..=0x4000_0082).contains(&e.function));
+        assert_eq!((e.index, e.flags, e.padding), (0, 0, [0; 3]));
+    }
+    assert_eq!(leaf(&t, 0x4000_0000).eax, 0x4000_0082, "the highest leaf");
+    assert_eq!(leaf(&t, 0x4000_0001).eax, 0x3123_7648, "Hv#1");
+    assert_ne!(leaf(&t, 0x4000_000A).eax & (1 << 19), 0);
+    // NoNonArchitecturalCoreSharing is the opposite of SMT.
+    assert_eq!(leaf(&t, 0x4000_0004).eax & (1 << 18), 0);
+    let t = leaves(false);
+    assert_ne!(leaf(&t, 0x4000_0004).eax & (1 << 18), 0);
+}
+
+#[test]
+fn only_what_rkvm_implements_is_offered() {
+    let f = leaf(&leaves(false), 0x4000_0003);
+    // Reference counter, hypercall MSRs, TSC page, frequency MSRs,
+    // re-enlightenment MSRs; no SynIC (2), timers (3), APIC MSRs (4), VP
+    // index (6), reset (7), crash MSRs.
+    assert_eq!(
+        f.eax,
+        (1 << 1) | (1 << 5) | (1 << 9) | (1 << 11) | (1 << 13)
+    );
+    assert_eq!((f.ebx, f.ecx, f.edx), (1 << 20, 0, 1 << 8));
+    let e = leaf(&leaves(true), 0x4000_0004);
+    assert_eq!(
+        e.eax, 0,
+        "no recommendation: no TLB-flush or IPI hypercalls"
+    );
+    assert_eq!(e.ebx, u32::MAX, "never notify a long spin");
+}
+
+#[test]
+fn too_small_a_buffer_is_refused() {
+    let mut out = vec![kvm_cpuid_entry2::default(); LEAF_COUNT - 1];
+    assert_eq!(supported(true, 1, &mut out), None);
+    let mut out = vec![kvm_cpuid_entry2::default(); LEAF_COUNT];
+    assert_eq!(supported(true, 1, &mut out), Some(LEAF_COUNT));
+}
+
+#[test]
+fn hypercall_codes_reserved_bits_and_fast_extended_calls() {
+    let call = |control: u64| {
+        Call {
+            control,
+            input: 0x1000,
+            output: 0x2000,
+        }
+        .outcome()
+    };
+    assert_eq!(call(0x8001), Outcome::User, "query capabilities");
+    assert_eq!(call(0x8001 + 64), Outcome::User, "the last extended code");
+    assert_eq!(
+        call(0x8001 + 65),
+        Outcome::Done(status::INVALID_HYPERCALL_CODE)
+    );
+    assert_eq!(
+        call(0x8001 | 1 << 16),
+        Outcome::Done(status::INVALID_PARAMETER),
+        "fast"
+    );
+    assert_eq!(call(0x0002), Outcome::Done(status::INVALID_HYPERCALL_CODE));
+    for reserved in [27, 31, 44, 47, 60, 63] {
+        assert_eq!(
+            call(0x8001 | 1 << reserved),
+            Outcome::Done(status::INVALID_HYPERCALL_INPUT),
+            "bit {reserved}"
+        );
+    }
+    // The rep count and start index and the variable header size are not
+    // reserved.
+    assert_eq!(call(0x8001 | 5 << 32 | 2 << 48 | 3 << 17), Outcome::User);
+}
+
+#[test]
+fn the_tsc_page_reads_the_kvmclock_in_100ns_units() {
+    for khz in [1_000_000u32, 2_596_125, 3_000_000, 100_000, 25_000_000] {
+        let clock = ClockRef {
+            host_tsc: 0x1234_5678_9abc,
+            ns: 987_654_321_000,
+        }
+        .time_info(0x10_0000, khz);
+        let page = TscPage::from_clock(&clock, 0).expect("a stable clock of at least 10 MHz");
+        assert_eq!(page.sequence, 1);
+        for ticks in [0u64, 1, 1 << 20, u64::from(khz) * 1000 * 3600] {
+            let tsc = clock.tsc_timestamp + ticks;
+            let expect = clock.read(tsc) / 100;
+            assert!(
+                page.read(tsc).abs_diff(expect) <= 1 + expect / 1_000_000_000,
+                "{khz} kHz, {ticks} ticks: page {} clock {expect}",
+                page.read(tsc)
+            );
+        }
+    }
+}
+
+#[test]
+fn the_tsc_page_sequence_skips_0_and_all_ones_and_needs_a_stable_clock() {
+    let clock = ClockRef { host_tsc: 0, ns: 0 }.time_info(0, 2_000_000);
+    let seq = |previous| TscPage::from_clock(&clock, previous).unwrap().sequence;
+    assert_eq!(seq(7), 8);
+    assert_eq!(seq(u32::MAX - 1), 1);
+    assert_eq!(seq(u32::MAX), 1);
+    let unstable = crate::x86::pvclock::TimeInfo {
+        flags: clock.flags & !FLAG_TSC_STABLE,
+        ..clock
+    };
+    assert_eq!(TscPage::from_clock(&unstable, 0), None);
+    // Below 10 MHz a tick is more than 2^64 / 2^64 units of 100 ns: the
+    // scale does not fit.
+    let slow = ClockRef { host_tsc: 0, ns: 0 }.time_info(0, 5_000);
+    assert_eq!(TscPage::from_clock(&slow, 0), None);
+}
+
+#[test]
+fn the_tsc_page_layout() {
+    let page = TscPage {
+        sequence: 3,
+        scale: 0x0102_0304_0506_0708,
+        offset: -5,
+    };
+    let b = page.to_bytes();
+    assert_eq!(&b[0..8], &[3, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&b[8..16], &0x0102_0304_0506_0708u64.to_le_bytes());
+    assert_eq!(&b[16..24], &(-5i64).to_le_bytes());
+    assert_eq!(TscPage::from_bytes(&b), page);
+}
+
+#[test]
+fn the_hypercall_page_needs_the_os_identity_first() {
+    let mut p = Partition::default();
+    assert!(!p.hypercalls_enabled());
+    assert_eq!(p.write(msr::HYPERCALL, 0x5000 | 1, false), Write::Done);
+    assert_eq!(p.read(msr::HYPERCALL), Some(0), "dropped without an OS id");
+    assert_eq!(p.write(msr::GUEST_OS_ID, 0x8100 << 48, false), Write::Done);
+    assert!(p.hypercalls_enabled());
+    assert_eq!(
+        p.write(msr::HYPERCALL, 0x5000 | 1, false),
+        Write::HypercallPage(0x5000)
+    );
+    assert_eq!(
+        p.read(msr::HYPERCALL),
+        Some(0),
+        "only once the page is written"
+    );
+    p.hypercall_page_written(0x5001);
+    assert_eq!(p.read(msr::HYPERCALL), Some(0x5001));
+    // Disabled: stored as is, no page written.
+    assert_eq!(p.write(msr::HYPERCALL, 0x6000, false), Write::Done);
+    assert_eq!(p.read(msr::HYPERCALL), Some(0x6000));
+    p.hypercall_page_written(0x5001);
+    // An OS identity of 0 turns the page off and hypercalls with it.
+    assert_eq!(p.write(msr::GUEST_OS_ID, 0, false), Write::Done);
+    assert_eq!(p.read(msr::HYPERCALL), Some(0x5000));
+    assert!(!p.hypercalls_enabled());
+}
+
+#[test]
+fn read_only_msrs_refuse_the_guest_and_ignore_the_host() {
+    let mut p = Partition::default();
+    for index in [msr::TIME_REF_COUNT, msr::TSC_FREQUENCY, msr::APIC_FREQUENCY] {
+        assert_eq!(p.write(index, 1, false), Write::Refused);
+        assert_eq!(p.write(index, 1, true), Write::Done);
+        assert_eq!(p.read(index), None, "the caller computes it");
+    }
+    assert_eq!(p.write(msr::TSC_EMULATION_STATUS, 1, false), Write::Refused);
+    assert_eq!(p.write(msr::TSC_EMULATION_STATUS, 1, true), Write::Done);
+    assert_eq!(p.write(msr::TSC_EMULATION_STATUS, 0, false), Write::Done);
+    assert_eq!(p.read(msr::TSC_EMULATION_STATUS), Some(0));
+    assert_eq!(p.write(0x4000_0002, 0, true), Write::Refused, "VP index");
+}
+
+#[test]
+fn the_tsc_page_is_due_when_enabled_or_the_clock_moves_unless_frozen() {
+    let mut p = Partition::default();
+    assert_eq!(p.write(msr::REFERENCE_TSC, 0x7000, false), Write::Done);
+    assert_eq!(p.tsc_page_due(), None, "disabled");
+    p.write(msr::REFERENCE_TSC, 0x7001, false);
+    assert_eq!(p.tsc_page_due(), Some(0x7000));
+    let page = TscPage {
+        sequence: 1,
+        scale: 1 << 62,
+        offset: 10,
+    };
+    p.tsc = TscStatus::Set(page);
+    assert_eq!(p.tsc_page_due(), None);
+    assert_eq!(
+        p.reference_time(400, 99),
+        110,
+        "the page's reading once set"
+    );
+    p.clock_moved();
+    assert_eq!(p.tsc_page_due(), Some(0x7000));
+    assert_eq!(p.reference_time(400, 99), 99, "the clock while stale");
+    // The guest turned TSC emulation on: the clock no longer moves the page,
+    // and a rewrite the host asked for adopts the guest's page as it is.
+    p.tsc = TscStatus::Set(page);
+    p.write(msr::TSC_EMULATION_CONTROL, 1, false);
+    p.clock_moved();
+    assert_eq!(p.tsc, TscStatus::Set(page));
+    p.write(msr::REFERENCE_TSC, 0x7001, true);
+    assert!(p.adopt_frozen(page));
+    // The guest's own enabling write is always honoured.
+    p.write(msr::REFERENCE_TSC, 0x7001, false);
+    assert!(!p.adopt_frozen(page));
+    p.write(msr::REFERENCE_TSC, 0, false);
+    assert_eq!((p.tsc, p.tsc_page_due()), (TscStatus::Unset, None));
+}
+
+#[test]
+fn hyper_v_is_on_with_hv1_and_kvms_leaves_move_behind_it() {
+    let e = |function, eax, ebx, ecx, edx| kvm_cpuid_entry2 {
+        function,
+        eax,
+        ebx,
+        ecx,
+        edx,
+        ..Default::default()
+    };
+    // Hyper-V at 0x4000_0000, KVM's leaves at 0x4000_0100.
+    let t = [
+        e(
+            0x4000_0000,
+            0x4000_0082,
+            0x756e_694c,
+            0x564b_2078,
+            0x7648_204d,
+        ),
+        e(0x4000_0001, 0x3123_7648, 0, 0, 0),
+        e(0x4000_0100, 0x4000_0101, 0x4b4d_564b, 0x564b_4d56, 0x4d),
+        e(0x4000_0101, 1 << 3, 0, 0, 0),
+    ];
+    let g = GuestFeatures::from_table(&t);
+    assert!(g.hyperv);
+    assert!(
+        g.kvm_clocksource2 && !g.kvm_clocksource,
+        "read at 0x4000_0101"
+    );
+    // Without KVM's signature, "Hv#1" is not read as KVM's feature bits.
+    let g = GuestFeatures::from_table(&t[..2]);
+    assert!(g.hyperv && !g.kvm_clocksource && !g.kvm_steal_time);
+    assert!(!GuestFeatures::from_table(&t[2..]).hyperv);
+}
