@@ -224,6 +224,10 @@ pub(crate) struct Vm {
     #[pin]
     hyperv: Mutex<hyperv::Partition>,
     hyperv_tsc_page_due: AtomicBool,
+    /// Whether the page is set, and for which vCPU TSC offset (read
+    /// without the lock: a vCPU whose offset differs rewrites it).
+    hyperv_tsc_page_set: AtomicBool,
+    hyperv_tsc_page_offset: AtomicU64,
     _live: Live,
 }
 
@@ -296,6 +300,8 @@ impl Vm {
                 msr_filter_on: AtomicBool::new(false),
                 hyperv <- new_mutex!(hyperv::Partition::default(), "rkvm::Vm::hyperv"),
                 hyperv_tsc_page_due: AtomicBool::new(false),
+                hyperv_tsc_page_set: AtomicBool::new(false),
+                hyperv_tsc_page_offset: AtomicU64::new(0),
                 _live: live,
             }),
             GFP_KERNEL_ACCOUNT,
@@ -1251,13 +1257,27 @@ impl Vm {
     }
 
     /// Runs `f` on the VM's Hyper-V state (run/hyperv.rs), then notes
-    /// whether its reference TSC page is due.
+    /// whether its reference TSC page is due, and for which TSC offset it
+    /// is set.
     pub(crate) fn with_hyperv<R>(&self, f: impl FnOnce(&mut hyperv::Partition) -> R) -> R {
         let mut partition = self.hyperv.lock();
         let r = f(&mut partition);
         self.hyperv_tsc_page_due
             .store(partition.tsc_page_due().is_some(), Ordering::Release);
+        let set = partition.tsc_page_offset();
+        self.hyperv_tsc_page_offset
+            .store(set.unwrap_or(0), Ordering::Release);
+        self.hyperv_tsc_page_set
+            .store(set.is_some(), Ordering::Release);
         r
+    }
+
+    /// The TSC offset the Hyper-V reference TSC page was written for, if
+    /// it is set (without the lock; updated under it).
+    pub(crate) fn hyperv_tsc_page_offset(&self) -> Option<u64> {
+        self.hyperv_tsc_page_set
+            .load(Ordering::Acquire)
+            .then(|| self.hyperv_tsc_page_offset.load(Ordering::Acquire))
     }
 
     /// Whether the Hyper-V reference TSC page must be written before the

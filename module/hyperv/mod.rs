@@ -279,12 +279,12 @@ impl TscPage {
         }
         let scale = div_small(u128::from(clock.mul) << shift, 100);
         let scale = u64::try_from(scale).ok()?;
-        let page = Self {
-            sequence: 0,
-            scale,
-            offset: 0,
-        };
-        let offset = (clock.system_time / 100).wrapping_sub(page.read(clock.tsc_timestamp));
+        // The timestamp is the guest's TSC at the clock's reference, which
+        // comes before the vCPU existed (its TSC started near 0 later):
+        // negative as a signed number, and scaled as one, so that the
+        // page's reading at any later TSC is the clock's.
+        let base = (i128::from(clock.tsc_timestamp as i64) * i128::from(scale)) >> 64;
+        let offset = (clock.system_time / 100).wrapping_sub(base as u64);
         let mut sequence = previous.wrapping_add(1);
         if sequence == 0 || sequence == u32::MAX {
             sequence = 1;
@@ -319,8 +319,9 @@ pub(crate) enum TscStatus {
     /// To be written before the next entry: enabled by the guest (or the
     /// host), or the VM's clock moved.
     Stale { by_guest: bool },
-    /// Written; the reference time counter reads the page's values.
-    Set(TscPage),
+    /// Written, from a vCPU whose TSC offset was `tsc_offset`; the reference
+    /// time counter reads the page's values.
+    Set { page: TscPage, tsc_offset: u64 },
     /// Could not be written (no memory there, or no stable clock): the
     /// guest reads the counter MSR, and rkvm tries again only when the MSR
     /// is written.
@@ -385,8 +386,37 @@ impl Partition {
     /// The VM's clock moved (`KVM_SET_CLOCK`): a written page is rewritten
     /// at the next entry, unless the guest froze it.
     pub(crate) fn clock_moved(&mut self) {
-        if matches!(self.tsc, TscStatus::Set(_)) && !self.tsc_page_frozen() {
+        if matches!(self.tsc, TscStatus::Set { .. }) && !self.tsc_page_frozen() {
             self.tsc = TscStatus::Stale { by_guest: false };
+        }
+    }
+
+    /// A vCPU enters with TSC offset `tsc_offset`: if the page was written
+    /// for another, the guest's TSC moved (a write of IA32_TSC or
+    /// TSC_ADJUST, or the VMM's) and the page is rewritten at this entry,
+    /// unless the guest froze it (then the new offset is taken as it is,
+    /// as KVM's TSC change leaves a frozen page alone).
+    pub(crate) fn tsc_offset_seen(&mut self, tsc_offset: u64) {
+        if let TscStatus::Set {
+            page,
+            tsc_offset: old,
+        } = self.tsc
+        {
+            if old != tsc_offset {
+                self.tsc = if self.tsc_page_frozen() {
+                    TscStatus::Set { page, tsc_offset }
+                } else {
+                    TscStatus::Stale { by_guest: false }
+                };
+            }
+        }
+    }
+
+    /// The TSC offset the page was written for, while it is set.
+    pub(crate) fn tsc_page_offset(&self) -> Option<u64> {
+        match self.tsc {
+            TscStatus::Set { tsc_offset, .. } => Some(tsc_offset),
+            _ => None,
         }
     }
 
@@ -456,10 +486,14 @@ impl Partition {
 
     /// The page the guest already has, `current`, read back from its
     /// memory: if the guest froze it and it is valid, rkvm adopts it as
-    /// it is (KVM's behaviour across a migration); returns whether it did.
-    pub(crate) fn adopt_frozen(&mut self, current: TscPage) -> bool {
+    /// it is (KVM's behaviour across a migration), for a vCPU with TSC
+    /// offset `tsc_offset`; returns whether it did.
+    pub(crate) fn adopt_frozen(&mut self, current: TscPage, tsc_offset: u64) -> bool {
         if current.sequence != 0 && self.tsc_page_frozen() {
-            self.tsc = TscStatus::Set(current);
+            self.tsc = TscStatus::Set {
+                page: current,
+                tsc_offset,
+            };
             return true;
         }
         false
@@ -471,7 +505,7 @@ impl Partition {
     /// otherwise.
     pub(crate) fn reference_time(&self, tsc: u64, clock_100ns: u64) -> u64 {
         match self.tsc {
-            TscStatus::Set(page) => page.read(tsc),
+            TscStatus::Set { page, .. } => page.read(tsc),
             _ => clock_100ns,
         }
     }

@@ -91,17 +91,24 @@ fn write_msr(vm: &Vm, index: u32, value: u64, host: bool) -> bool {
     })
 }
 
-/// Before an entry: writes the reference TSC page if it is due. The VM's
-/// Hyper-V lock is taken only then.
+/// Before an entry: writes the reference TSC page if it is due, or if it
+/// was written for another TSC offset than this vCPU's (its TSC was set
+/// meanwhile). The VM's Hyper-V lock is taken only then.
 pub(super) fn update_tsc_page(vm: &Vm, state: &ArchState) {
-    if !vm.hyperv_tsc_page_due() {
+    let tsc_offset = state.msrs.tsc_offset;
+    let moved = vm.hyperv_tsc_page_offset().is_some_and(|o| o != tsc_offset);
+    if !vm.hyperv_tsc_page_due() && !moved {
         return;
     }
     vm.with_hyperv(|p| {
+        p.tsc_offset_seen(tsc_offset);
         let Some(gpa) = p.tsc_page_due() else {
             return;
         };
-        p.tsc = write_tsc_page(vm, state, p, gpa).map_or(TscStatus::Broken, TscStatus::Set);
+        p.tsc = match write_tsc_page(vm, state, p, gpa) {
+            Some(page) => TscStatus::Set { page, tsc_offset },
+            None => TscStatus::Broken,
+        };
     });
 }
 
@@ -111,7 +118,7 @@ fn write_tsc_page(vm: &Vm, state: &ArchState, p: &mut hv::Partition, gpa: u64) -
     let mut bytes = [0u8; TSC_PAGE_SIZE];
     vm.read_guest(gpa, &mut bytes)?;
     let current = TscPage::from_bytes(&bytes);
-    if p.adopt_frozen(current) {
+    if p.adopt_frozen(current, state.msrs.tsc_offset) {
         return Some(current);
     }
     vm.write_guest(gpa, &0u32.to_le_bytes())?;
@@ -119,7 +126,8 @@ fn write_tsc_page(vm: &Vm, state: &ArchState, p: &mut hv::Partition, gpa: u64) -
         .kvmclock()
         .time_info(state.msrs.tsc_offset, cpu::tsc_khz());
     let page = TscPage::from_clock(&clock, current.sequence)?;
-    vm.write_guest(gpa + 8, &page.to_bytes()[8..])?;
+    // The reserved word too, as KVM writes the whole structure.
+    vm.write_guest(gpa + 4, &page.to_bytes()[4..])?;
     vm.write_guest(gpa, &page.sequence.to_le_bytes())?;
     Some(page)
 }

@@ -120,6 +120,62 @@ fn the_tsc_page_reads_the_kvmclock_in_100ns_units() {
     }
 }
 
+/// The usual order: the VM's clock reference is taken at its creation,
+/// the vCPU's TSC starts near 0 later, so the guest's TSC at the reference
+/// is "negative" (the offset from the host's is minus a later host TSC).
+#[test]
+fn the_tsc_page_is_right_for_a_vcpu_created_after_the_clock_reference() {
+    let khz = 3_000_000u32;
+    let reference = ClockRef {
+        host_tsc: 1_000_000_000_000,
+        ns: 0,
+    };
+    // The vCPU came a second (3·10^9 ticks) after the reference.
+    let tsc_offset = 0u64.wrapping_sub(reference.host_tsc + 3_000_000_000);
+    let clock = reference.time_info(tsc_offset, khz);
+    let page = TscPage::from_clock(&clock, 0).unwrap();
+    // One more second on: the guest's TSC reads 3·10^9, the clock 2 s.
+    let tsc = 3_000_000_000u64;
+    let expect = clock.read(tsc) / 100;
+    assert!(expect.abs_diff(20_000_000) <= 1, "the clock reads {expect}");
+    assert!(
+        page.read(tsc).abs_diff(expect) <= 1,
+        "page {} vs clock {expect}",
+        page.read(tsc)
+    );
+}
+
+#[test]
+fn a_new_tsc_offset_rewrites_the_page_unless_the_guest_froze_it() {
+    let page = TscPage {
+        sequence: 1,
+        scale: 1 << 62,
+        offset: 0,
+    };
+    let mut p = Partition::default();
+    p.write(msr::REFERENCE_TSC, 0x7001, false);
+    p.tsc = TscStatus::Set {
+        page,
+        tsc_offset: 5,
+    };
+    p.tsc_offset_seen(5);
+    assert_eq!(p.tsc_page_due(), None, "the same offset");
+    assert_eq!(p.tsc_page_offset(), Some(5));
+    p.tsc_offset_seen(6);
+    assert_eq!(p.tsc_page_due(), Some(0x7000), "another offset");
+    p.tsc = TscStatus::Set {
+        page,
+        tsc_offset: 5,
+    };
+    p.write(msr::TSC_EMULATION_CONTROL, 1, false);
+    p.tsc_offset_seen(6);
+    assert_eq!(
+        (p.tsc_page_due(), p.tsc_page_offset()),
+        (None, Some(6)),
+        "frozen: kept, for the new offset"
+    );
+}
+
 #[test]
 fn the_tsc_page_sequence_skips_0_and_all_ones_and_needs_a_stable_clock() {
     let clock = ClockRef { host_tsc: 0, ns: 0 }.time_info(0, 2_000_000);
@@ -208,7 +264,10 @@ fn the_tsc_page_is_due_when_enabled_or_the_clock_moves_unless_frozen() {
         scale: 1 << 62,
         offset: 10,
     };
-    p.tsc = TscStatus::Set(page);
+    p.tsc = TscStatus::Set {
+        page,
+        tsc_offset: 7,
+    };
     assert_eq!(p.tsc_page_due(), None);
     assert_eq!(
         p.reference_time(400, 99),
@@ -220,15 +279,24 @@ fn the_tsc_page_is_due_when_enabled_or_the_clock_moves_unless_frozen() {
     assert_eq!(p.reference_time(400, 99), 99, "the clock while stale");
     // The guest turned TSC emulation on: the clock no longer moves the page,
     // and a rewrite the host asked for adopts the guest's page as it is.
-    p.tsc = TscStatus::Set(page);
+    p.tsc = TscStatus::Set {
+        page,
+        tsc_offset: 7,
+    };
     p.write(msr::TSC_EMULATION_CONTROL, 1, false);
     p.clock_moved();
-    assert_eq!(p.tsc, TscStatus::Set(page));
+    assert_eq!(
+        p.tsc,
+        TscStatus::Set {
+            page,
+            tsc_offset: 7
+        }
+    );
     p.write(msr::REFERENCE_TSC, 0x7001, true);
-    assert!(p.adopt_frozen(page));
+    assert!(p.adopt_frozen(page, 7));
     // The guest's own enabling write is always honoured.
     p.write(msr::REFERENCE_TSC, 0x7001, false);
-    assert!(!p.adopt_frozen(page));
+    assert!(!p.adopt_frozen(page, 7));
     p.write(msr::REFERENCE_TSC, 0, false);
     assert_eq!((p.tsc, p.tsc_page_due()), (TscStatus::Unset, None));
 }
