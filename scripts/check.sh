@@ -39,24 +39,51 @@ args=()
 failures=0 all_problems=()
 all_pass=0 all_fail=0 all_skip=0 all_xfail=0
 
-# boot_and_judge NAME MODE: boots in MODE, shows the TAP, judges it.
-boot_and_judge() {
+# boot NAME MODE: boots in MODE and shows the TAP as it comes; the console
+# goes to $RKVM_OUT/NAME.log, the emulator's status to NAME.status (judge
+# reads both). A Bochs boot works in its own directory, so that two can run
+# at once (boot_lane).
+boot() {
 	local name=$1 mode=$2 log=$RKVM_OUT/$1.log status start
-	local vm=$RKVM_TOP/scripts/run-vm.sh emulator=QEMU
-	[ "${BOCHS:-0}" = 1 ] && vm=$RKVM_TOP/scripts/run-bochs.sh emulator=Bochs
+	local vm=$RKVM_TOP/scripts/run-vm.sh
+	[ "${BOCHS:-0}" = 1 ] && vm=$RKVM_TOP/scripts/run-bochs.sh
 	say "$name: booting the test VM (console log: $log)"
 	start=$(date +%s)
 	# The TAP stream is shown as it comes, from its header on (what precedes
 	# it, even on the header's line, is the firmware's screen control); the
 	# whole console goes to the log.
 	set +e
-	"$vm" "${BOOT_INITRD:-$initrd}" "$mode" "$log.raw" | tr -d '\r' |
-		sed -u -n '/TAP version 13$/,$ { /^# /!s/.*\(TAP version 13\)$/\1/; p }'
+	RKVM_BOCHS_WORK=$RKVM_OUT/bochs-$name "$vm" "${BOOT_INITRD:-$initrd}" "$mode" "$log.raw" |
+		tr -d '\r' | sed -u -n '/TAP version 13$/,$ { /^# /!s/.*\(TAP version 13\)$/\1/; p }'
 	status=${PIPESTATUS[0]}
 	set -e
 	tr -d '\r' <"$log.raw" >"$log"
+	echo "$status" >"$RKVM_OUT/$name.status"
 	say "$name: the VM ran for $(($(date +%s) - start)) s"
+}
 
+# boot_and_judge NAME MODE: boots in MODE, shows the TAP, judges it.
+boot_and_judge() {
+	boot "$1" "$2"
+	judge "$1" "$2"
+}
+
+# boot_lane FILE BOOT...: runs boots one after another in the background,
+# their output to FILE; `wait` for it, then judge each. Bochs emulates on
+# one host thread, so two Bochs boots at once use the machine's two cores
+# (docs/testing.md, "Time").
+boot_lane() {
+	local out=$1
+	shift
+	("$@") >"$out" 2>&1 &
+}
+
+# judge NAME MODE: judges a boot's console log (boot wrote it), with the
+# same environment the boot had (BOCHS, RKVM_REQUIRE).
+judge() {
+	local name=$1 mode=$2 log=$RKVM_OUT/$1.log status emulator=QEMU
+	[ "${BOCHS:-0}" = 1 ] && emulator=Bochs
+	status=$(cat "$RKVM_OUT/$name.status" 2>/dev/null || echo "no status")
 	local problems=() plan results failed
 	[ "$status" = 0 ] || problems+=("$emulator exited with status $status (124: timed out)")
 	plan=$(grep -a -m1 -E '^1\.\.[0-9]+$' "$log" | cut -d. -f3 || true)
@@ -106,11 +133,14 @@ boot_and_judge() {
 
 # AMD SVM with next-RIP save under Bochs (`zambezi`): rkvm must see it and
 # use it. Part of the vmx half; RKVM_CHECK=svm-nrips runs it alone.
+# STEP (here and in kst_boot): boot_and_judge (the default), or boot and
+# judge apart, for a boot run in a lane (boot_lane).
 nrips_boot() {
+	local step=${1:-boot_and_judge}
 	# kvm_amd's `run` is recorded here: QEMU's boot runs it every time
 	# (docs/testing.md, "KVM's recorded results"); its `qemu` runs here only.
 	BOCHS=1 RKVM_BOCHS_CPU=zambezi RKVM_SUITE_TESTS="run qemu" RKVM_KVM_RECORDED=run \
-		RKVM_REQUIRE="next-RIP save yes" boot_and_judge check-svm-nrips check
+		RKVM_REQUIRE="next-RIP save yes" $step check-svm-nrips check
 }
 
 # Linux's own KVM selftests (tools/testing/selftests/kvm), unmodified:
@@ -121,7 +151,11 @@ nrips_boot() {
 # KVM's column is recorded there too; RKVM_KST_KVM=1 runs it again in the
 # same boot (to record it anew: docs/testing.md).
 kst_boot() {
-	local vendor=$1 kst_initrd=$RKVM_OUT/initramfs-kvm-selftests-$1.cpio
+	local vendor=$1 step=${2:-boot_and_judge} kst_initrd=$RKVM_OUT/initramfs-kvm-selftests-$1.cpio
+	if [ "$step" = judge ]; then
+		BOCHS=1 judge check-kvm-selftests-vmx check
+		return
+	fi
 	"$RKVM_TOP/scripts/build-kvm-selftests.sh"
 	if [ "$vendor" = svm ]; then
 		RKVM_KST_EXPECTED=$RKVM_TOP/selftests/linux/expected-svm.txt \
@@ -132,8 +166,18 @@ kst_boot() {
 		RKVM_KST_EXPECTED=$RKVM_TOP/selftests/linux/expected-vmx.txt \
 			"$RKVM_TOP/scripts/mkinitramfs.sh" "$kst_initrd" --kvm-selftests-recorded
 		BOCHS=1 BOOT_INITRD=$kst_initrd RKVM_MEM=${RKVM_MEM:-1024} RKVM_SUITE=kvm-selftests \
-			boot_and_judge check-kvm-selftests-vmx check
+			$step check-kvm-selftests-vmx check
 	fi
+}
+
+# The second Bochs lane of the vmx half: a CPU with VMX but without EPT and
+# unrestricted guest (a Nehalem), which rkvm must refuse, saying what is
+# missing; SVM with next-RIP save; Linux's KVM selftests on VMX (the subset
+# Bochs has time for).
+vmx_second_lane() {
+	BOCHS=1 RKVM_BOCHS_CPU=corei5_lynnfield_750 RKVM_BOCHS_CPUS=1 boot check-vmx-nodev nodev
+	nrips_boot boot
+	kst_boot vmx boot
 }
 
 backends=${RKVM_CHECK:-svm kvm-selftests vmx}
@@ -147,16 +191,20 @@ for b in $backends; do
 		RKVM_QEMU_CPU=qemu64,-svm boot_and_judge check-nodev nodev
 		;;
 	vmx)
-		# kvm_intel's `lifetime` takes 7 of this boot's 21 minutes: its
-		# result is recorded (docs/testing.md, "Bochs"), rkvm's runs.
-		BOCHS=1 RKVM_KVM_RECORDED=lifetime boot_and_judge check-vmx check
-		# A CPU with VMX but without EPT and unrestricted guest (a Nehalem):
-		# rkvm must refuse it and say what is missing.
-		BOCHS=1 RKVM_BOCHS_CPU=corei5_lynnfield_750 RKVM_BOCHS_CPUS=1 \
-			boot_and_judge check-vmx-nodev nodev
-		nrips_boot
-		# Linux's KVM selftests on VMX: the subset Bochs has time for.
-		kst_boot vmx
+		# Two Bochs lanes at once, one per host core (Bochs emulates on
+		# one thread): the suite on VMX here, the other three boots in
+		# the second lane; their TAP is shown after the suite's.
+		lane_log=$RKVM_OUT/bochs-lane.log
+		boot_lane "$lane_log" vmx_second_lane
+		lane=$!
+		# kvm_intel's `lifetime` and `irqchip` are recorded (docs/testing.md,
+		# "KVM's recorded results"); rkvm's run.
+		BOCHS=1 RKVM_KVM_RECORDED=lifetime,irqchip boot_and_judge check-vmx check
+		wait "$lane" || true
+		cat "$lane_log"
+		BOCHS=1 judge check-vmx-nodev nodev
+		nrips_boot judge
+		kst_boot vmx judge
 		;;
 	svm-nrips) nrips_boot ;;
 	kvm-selftests) kst_boot svm ;;

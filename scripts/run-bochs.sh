@@ -35,7 +35,9 @@ fi
 command -v bochs >/dev/null || die "bochs not installed: run scripts/setup-host.sh"
 
 cpu=${RKVM_BOCHS_CPU:-corei7_haswell_4770}
-work=$RKVM_OUT/bochs
+# RKVM_BOCHS_WORK: the boot's own directory (check.sh runs two Bochs boots
+# at once, each in its own).
+work=${RKVM_BOCHS_WORK:-$RKVM_OUT/bochs}
 rm -rf "$work"
 mkdir -p "$work/iso/isolinux"
 
