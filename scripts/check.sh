@@ -38,6 +38,10 @@ args=()
 
 failures=0 all_problems=()
 all_pass=0 all_fail=0 all_skip=0 all_xfail=0
+# A boot's status file says how its emulator ended (boot writes it, judge
+# reads it): none may survive from an earlier run, or a lane that stopped
+# before a boot would have that boot judged on old results.
+rm -f "$RKVM_OUT"/*.status
 
 # boot NAME MODE: boots in MODE and shows the TAP as it comes; the console
 # goes to $RKVM_OUT/NAME.log, the emulator's status to NAME.status (judge
