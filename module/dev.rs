@@ -134,6 +134,7 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         // KVM_GET_SUPPORTED_HV_CPUID on this fd and on vCPU fds.
         | abi::KVM_CAP_HYPERV
         | abi::KVM_CAP_HYPERV_TIME
+        | abi::KVM_CAP_HYPERV_VP_INDEX
         | abi::KVM_CAP_HYPERV_CPUID
         | abi::KVM_CAP_SYS_HYPERV_CPUID
         | abi::KVM_CAP_PIT_STATE2

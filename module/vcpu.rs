@@ -157,6 +157,12 @@ pub(crate) struct Vcpu {
 }
 
 impl Vcpu {
+    /// Sets the vCPU's Hyper-V VP index (its creation order, given by the
+    /// VM once the vCPU is in it).
+    pub(crate) fn set_hv_vp_index(&self, index: u32) {
+        self.state.lock().run.hv_vp_index = index;
+    }
+
     /// Creates a vCPU in its RESET state, the bootstrap processor if `bsp`,
     /// with its link to the VM's in-kernel irqchip if there is one, and its
     /// TSC running `tsc_offset` from the host's (the VM's shared offset).
@@ -383,6 +389,7 @@ impl VcpuFd {
                     &self.vm,
                     &state.features,
                     state.msrs.tsc_offset,
+                    &mut state.run.hv_vp_index,
                     e.index,
                     &mut e.data,
                     write,

@@ -771,7 +771,7 @@ impl Vm {
             .map(|(chip, apic)| IrqLink::new(chip, apic, bsp));
         let vcpu = Vcpu::new(id as u32, bsp, &this.shared, link, tsc_offset)?;
         let fd_object = VcpuFd::new(this.into(), vcpu.clone())?;
-        {
+        let index = {
             let mut inner = this.inner.lock();
             if inner.vcpus.len() >= MAX_VCPUS {
                 return Err(EINVAL);
@@ -794,7 +794,11 @@ impl Vm {
                 return Err(e.into());
             }
             inner.vcpu_ids[word] |= bit;
-        }
+            inner.vcpus.len() - 1
+        };
+        // Its place among the VM's vCPUs, as KVM's `vcpu_idx` (the state
+        // lock is never taken inside the VM's).
+        vcpu.set_hv_vp_index(index as u32);
         new_anon_fd(c"rkvm-vcpu", &VCPU_FOPS, fd_object)
             .map(|fd| fd as isize)
             .inspect_err(|_| {

@@ -33,6 +33,9 @@ use crate::x86::pvclock::TimeInfo;
 pub(crate) mod msr {
     pub(crate) const GUEST_OS_ID: u32 = 0x4000_0000;
     pub(crate) const HYPERCALL: u32 = 0x4000_0001;
+    /// The vCPU's virtual processor index (per vCPU; the others are
+    /// partition-wide).
+    pub(crate) const VP_INDEX: u32 = 0x4000_0002;
     pub(crate) const TIME_REF_COUNT: u32 = 0x4000_0020;
     pub(crate) const REFERENCE_TSC: u32 = 0x4000_0021;
     pub(crate) const TSC_FREQUENCY: u32 = 0x4000_0022;
@@ -46,8 +49,7 @@ pub(crate) mod msr {
     pub(crate) fn is_hyperv(index: u32) -> bool {
         matches!(
             index,
-            GUEST_OS_ID
-                | HYPERCALL
+            GUEST_OS_ID..=VP_INDEX
                 | TIME_REF_COUNT..=APIC_FREQUENCY
                 | REENLIGHTENMENT_CONTROL..=TSC_EMULATION_STATUS
         )
@@ -91,9 +93,9 @@ const VENDOR: [u32; 3] = [0x756e_694c, 0x564b_2078, 0x7648_204d];
 
 /// Leaf 0x4000_0003 EAX: the partition privileges, that is, which MSRs the
 /// guest may use. The reference counter (bit 1), the hypercall MSRs (bit
-/// 5), the reference TSC page (bit 9), the frequency MSRs (bit 11) and the
-/// re-enlightenment MSRs (bit 13).
-const FEATURES_EAX: u32 = (1 << 1) | (1 << 5) | (1 << 9) | (1 << 11) | (1 << 13);
+/// 5), the VP index (bit 6), the reference TSC page (bit 9), the frequency
+/// MSRs (bit 11) and the re-enlightenment MSRs (bit 13).
+const FEATURES_EAX: u32 = (1 << 1) | (1 << 5) | (1 << 6) | (1 << 9) | (1 << 11) | (1 << 13);
 /// Leaf 0x4000_0003 EBX: extended hypercalls (bit 20), which go to user
 /// space.
 const FEATURES_EBX: u32 = 1 << 20;
@@ -509,6 +511,15 @@ impl Partition {
             _ => clock_100ns,
         }
     }
+}
+
+/// A write of a vCPU's VP index: only the VMM's (`host`), and only an index
+/// below `max_vcpus`, of the value's low 32 bits, as KVM's
+/// `kvm_hv_set_msr`; `None` is refused (#GP for the guest). The index is
+/// the vCPU's creation order until the VMM sets it (KVM's `vcpu_idx`).
+pub(crate) fn vp_index_write(value: u64, host: bool, max_vcpus: u32) -> Option<u32> {
+    let index = value as u32;
+    (host && index < max_vcpus).then_some(index)
 }
 
 /// The hypercall page's code: the vendor's hypercall instruction

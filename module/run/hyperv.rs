@@ -28,7 +28,7 @@ use crate::backend::ExitInfo;
 use crate::hyperv::{self as hv, msr, Call, Outcome, TscPage, TscStatus, Write, TSC_PAGE_SIZE};
 use crate::sys::cpu;
 use crate::sys::mem::SharedPage;
-use crate::vcpu::ArchState;
+use crate::vcpu::{ArchState, MAX_VCPUS};
 use crate::vm::Vm;
 use crate::x86::cpuid::GuestFeatures;
 use crate::x86::decode::CodeSize;
@@ -40,12 +40,14 @@ const CR0_PE: u64 = 1;
 
 /// A read (`write` false) or write of MSR `index` when it is a Hyper-V
 /// one: `None` if it is not; otherwise whether the access succeeded, a
-/// read's value in `value`. `host` is an access by the VMM; `guest` the
-/// vCPU's CPUID features, `tsc_offset` its TSC's.
+/// read's value in `value`. `host` is an access by the VMM; `guest` is the
+/// vCPU's CPUID features, `tsc_offset` its TSC's, `vp_index` its VP index.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn msr(
     vm: &Vm,
     guest: &GuestFeatures,
     tsc_offset: u64,
+    vp_index: &mut u32,
     index: u32,
     value: &mut u64,
     write: bool,
@@ -56,6 +58,17 @@ pub(crate) fn msr(
     }
     if !host && !guest.hyperv {
         return Some(false);
+    }
+    if index == msr::VP_INDEX {
+        if !write {
+            *value = u64::from(*vp_index);
+            return Some(true);
+        }
+        return Some(
+            hv::vp_index_write(*value, host, MAX_VCPUS as u32)
+                .map(|i| *vp_index = i)
+                .is_some(),
+        );
     }
     if write {
         return Some(write_msr(vm, index, *value, host));

@@ -131,6 +131,9 @@ pub(crate) struct RunState {
     /// The thread's `run_delay` when the guest's steal time was last
     /// updated (run/steal_time.rs).
     steal_last: u64,
+    /// Hyper-V's VP index (`HV_X64_MSR_VP_INDEX`, run/hyperv.rs): the
+    /// vCPU's creation order until the VMM sets it; an INIT keeps it.
+    pub(crate) hv_vp_index: u32,
 }
 
 impl RunState {
@@ -158,6 +161,7 @@ impl RunState {
             stats,
             kvmclock_written: None,
             steal_last: 0,
+            hv_vp_index: 0,
         })
     }
 

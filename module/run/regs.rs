@@ -65,6 +65,7 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
         vm,
         &state.features,
         tsc_offset,
+        &mut state.run.hv_vp_index,
         index,
         &mut hv_value,
         write,

@@ -96,6 +96,7 @@ pub(crate) const SUPPORTED: &[u32] = &[
     // before the hypercall page, which needs it.
     hv::GUEST_OS_ID,
     hv::HYPERCALL,
+    hv::VP_INDEX,
     hv::TIME_REF_COUNT,
     hv::REFERENCE_TSC,
     hv::TSC_FREQUENCY,

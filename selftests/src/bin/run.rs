@@ -16,14 +16,14 @@ use kvm_abi::sys::{
     KVM_CAP_ADJUST_CLOCK, KVM_CAP_BINARY_STATS_FD, KVM_CAP_COALESCED_MMIO, KVM_CAP_COALESCED_PIO,
     KVM_CAP_DISABLE_QUIRKS, KVM_CAP_DISABLE_QUIRKS2, KVM_CAP_ENFORCE_PV_FEATURE_CPUID,
     KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_HYPERV, KVM_CAP_HYPERV_CPUID, KVM_CAP_HYPERV_TIME,
-    KVM_CAP_MSR_PLATFORM_INFO, KVM_CAP_SYNC_REGS, KVM_CAP_SYS_HYPERV_CPUID, KVM_CAP_X86_MSR_FILTER,
-    KVM_CAP_X86_USER_SPACE_MSR, KVM_CLOCK_REALTIME, KVM_CLOCK_TSC_STABLE, KVM_EXIT_HYPERV,
-    KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR,
-    KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
-    KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_MSR_EXIT_REASON_FILTER,
-    KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_DEFAULT_DENY,
-    KVM_MSR_FILTER_READ, KVM_SYNC_X86_EVENTS, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS,
-    KVM_X86_QUIRK_FIX_HYPERCALL_INSN, kvm_debugregs,
+    KVM_CAP_HYPERV_VP_INDEX, KVM_CAP_MSR_PLATFORM_INFO, KVM_CAP_SYNC_REGS,
+    KVM_CAP_SYS_HYPERV_CPUID, KVM_CAP_X86_MSR_FILTER, KVM_CAP_X86_USER_SPACE_MSR,
+    KVM_CLOCK_REALTIME, KVM_CLOCK_TSC_STABLE, KVM_EXIT_HYPERV, KVM_EXIT_INTR, KVM_EXIT_IO,
+    KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR, KVM_INTERNAL_ERROR_DELIVERY_EV,
+    KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
+    KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN,
+    KVM_MSR_FILTER_DEFAULT_DENY, KVM_MSR_FILTER_READ, KVM_SYNC_X86_EVENTS, KVM_SYNC_X86_REGS,
+    KVM_SYNC_X86_SREGS, KVM_X86_QUIRK_FIX_HYPERCALL_INSN, kvm_debugregs,
 };
 use kvm_abi::{
     CpuidEntries, GuestMemory, IoDirection, MemoryRegion, MsrEntries, MsrIndexList, VcpuExit,
@@ -3731,6 +3731,7 @@ fn guest_msr_writes_never_reach_the_host(ctx: &Ctx) -> TestResult {
 /// Hyper-V's MSRs (TLFS appendix "Hypervisor Synthetic MSRs").
 const HV_GUEST_OS_ID: u32 = 0x4000_0000;
 const HV_HYPERCALL: u32 = 0x4000_0001;
+const HV_VP_INDEX: u32 = 0x4000_0002;
 const HV_TIME_REF_COUNT: u32 = 0x4000_0020;
 const HV_REFERENCE_TSC: u32 = 0x4000_0021;
 const HV_TSC_FREQUENCY: u32 = 0x4000_0022;
@@ -4108,6 +4109,71 @@ fn hyper_v_reference_time_and_tsc_page_follow_the_vms_clock(ctx: &Ctx) -> TestRe
     Ok(())
 }
 
+guest! {
+    /// Reports its Hyper-V VP index twice (RBX), then writes it, with the
+    /// #GP it should raise caught (FIXUP_GPA).
+    fn hyperv_vp_index_guest;
+    ".code64",
+    "mov $0x40000002, %ecx",
+    "rdmsr",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "mov $0x40000002, %ecx",
+    "rdmsr",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "lea 1f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $0x40000002, %ecx",
+    "xor %eax, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "1: ucall UCALL_DONE",
+}
+
+/// Hyper-V's VP index (`HV_X64_MSR_VP_INDEX`, `KVM_CAP_HYPERV_VP_INDEX`):
+/// a vCPU's is its place in the VM's creation order, not its id (vCPU 3
+/// created first has 0, vCPU 1 then 1), as the guest and the VMM read it;
+/// the VMM may set it (the guest then reads the new one) but not to 1024
+/// or more, the guest may not write it (#GP).
+fn hyper_v_vp_index_is_the_creation_order_and_the_vmms_to_set(ctx: &Ctx) -> TestResult {
+    check!(
+        check_ok!(ctx.cap(KVM_CAP_HYPERV_VP_INDEX)) > 0,
+        "KVM_CAP_HYPERV_VP_INDEX is not offered"
+    );
+    let vm = GuestVm::new(ctx, Mode::Long, hyperv_vp_index_guest())?;
+    let first = hyper_v_cpuid(ctx, &vm)?;
+    let second = hyper_v_cpuid(ctx, &vm)?;
+    let mut a = vm.add_vcpu_with_cpuid(3, move |c| *c = first)?;
+    let mut b = vm.add_vcpu_with_cpuid(1, move |c| *c = second)?;
+    let read = |v: &GuestVcpu| -> Result<u64, Status> {
+        let mut m = check_ok!(MsrEntries::from_indices(&[HV_VP_INDEX]));
+        check_eq!(check_ok!(v.vcpu.get_msrs(&mut m)), 1);
+        Ok(m.entries()[0].data)
+    };
+    check_eq!(read(&a)?, 0, "vCPU 3, created first: the VMM's read");
+    check_eq!(read(&b)?, 1, "vCPU 1, created second: the VMM's read");
+    let [seen, ..] = a.sync()?;
+    check_eq!(seen, 0, "vCPU 3: the guest's read");
+    let [seen, ..] = b.sync()?;
+    check_eq!(seen, 1, "vCPU 1: the guest's read");
+    let set = |v: &GuestVcpu, index: u64| -> Result<usize, Status> {
+        let pairs = check_ok!(MsrEntries::from_pairs(&[(HV_VP_INDEX, index)]));
+        Ok(check_ok!(v.vcpu.set_msrs(&pairs)))
+    };
+    check_eq!(set(&a, 5)?, 1, "the VMM sets 5");
+    check_eq!(set(&a, 1024)?, 0, "1024 is refused");
+    let [seen, ..] = a.sync()?;
+    check_eq!(seen, 5, "the guest reads what the VMM set");
+    match a.ucall()? {
+        Ucall::Exception { vector, .. } => check_eq!(vector, 13, "the guest's WRMSR"),
+        other => ksft::fail!("the guest's WRMSR of its VP index: expected #GP, got {other}"),
+    }
+    a.done()?;
+    check_eq!(read(&a)?, 5, "unchanged by the guest's write");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -4173,6 +4239,7 @@ fn main() -> ExitCode {
             hyper_v_msrs_exist_only_for_a_guest_offered_hv1,
             hyper_v_hypercalls_go_to_user_space_or_get_the_tlfs_status,
             hyper_v_reference_time_and_tsc_page_follow_the_vms_clock,
+            hyper_v_vp_index_is_the_creation_order_and_the_vmms_to_set,
         ],
     )
 }

@@ -4,7 +4,8 @@
 
 use crate::abi::kvm_cpuid_entry2;
 use crate::hyperv::{
-    msr, status, supported, Call, Outcome, Partition, TscPage, TscStatus, Write, LEAF_COUNT,
+    msr, status, supported, vp_index_write, Call, Outcome, Partition, TscPage, TscStatus, Write,
+    LEAF_COUNT,
 };
 use crate::x86::cpuid::GuestFeatures;
 use crate::x86::pvclock::{ClockRef, FLAG_TSC_STABLE};
@@ -40,12 +41,12 @@ fn ten_leaves_in_kvms_range_with_what_the_selftest_checks() {
 #[test]
 fn only_what_rkvm_implements_is_offered() {
     let f = leaf(&leaves(false), 0x4000_0003);
-    // Reference counter, hypercall MSRs, TSC page, frequency MSRs,
-    // re-enlightenment MSRs; no SynIC (2), timers (3), APIC MSRs (4), VP
-    // index (6), reset (7), crash MSRs.
+    // Reference counter, hypercall MSRs, VP index, TSC page, frequency
+    // MSRs, re-enlightenment MSRs; no VP runtime (0), SynIC (2), timers
+    // (3), APIC MSRs (4), reset (7), crash MSRs.
     assert_eq!(
         f.eax,
-        (1 << 1) | (1 << 5) | (1 << 9) | (1 << 11) | (1 << 13)
+        (1 << 1) | (1 << 5) | (1 << 6) | (1 << 9) | (1 << 11) | (1 << 13)
     );
     assert_eq!((f.ebx, f.ecx, f.edx), (1 << 20, 0, 1 << 8));
     let e = leaf(&leaves(true), 0x4000_0004);
@@ -334,4 +335,16 @@ fn hyper_v_is_on_with_hv1_and_kvms_leaves_move_behind_it() {
     let g = GuestFeatures::from_table(&t[..2]);
     assert!(g.hyperv && !g.kvm_clocksource && !g.kvm_steal_time);
     assert!(!GuestFeatures::from_table(&t[2..]).hyperv);
+}
+
+#[test]
+fn only_the_vmm_sets_a_vp_index_and_only_below_the_vcpu_limit() {
+    assert_eq!(vp_index_write(5, true, 1024), Some(5));
+    assert_eq!(vp_index_write(1023, true, 1024), Some(1023));
+    assert_eq!(vp_index_write(1024, true, 1024), None);
+    assert_eq!(vp_index_write(5, false, 1024), None, "the guest's write");
+    // The low 32 bits, as KVM's `(u32)data`.
+    assert_eq!(vp_index_write((1 << 32) | 7, true, 1024), Some(7));
+    assert!(msr::is_hyperv(msr::VP_INDEX));
+    assert!(!msr::is_hyperv(0x4000_0003));
 }
