@@ -4022,15 +4022,12 @@ guest! {
 /// the time it gives at TSC `tsc`, in 100 ns units (TLFS "Reference TSC
 /// Page").
 fn read_tsc_page(vm: &GuestVm, tsc: u64) -> Result<(u32, u64, u64), Status> {
-    let mut b = [0u8; 24];
-    vm.read(HV_TSC_PAGE, &mut b)?;
-    let word = |o: usize| {
-        let mut q = [0u8; 8];
-        q.copy_from_slice(&b[o..o + 8]);
-        u64::from_le_bytes(q)
-    };
-    let sequence = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    let (scale, offset) = (word(8), word(16));
+    // The sequence is the low half of the first word (the rest is reserved).
+    let sequence = (vm.read_u64(HV_TSC_PAGE)? & 0xffff_ffff) as u32;
+    let (scale, offset) = (
+        vm.read_u64(HV_TSC_PAGE + 8)?,
+        vm.read_u64(HV_TSC_PAGE + 16)?,
+    );
     let time = (((u128::from(tsc) * u128::from(scale)) >> 64) as u64).wrapping_add(offset);
     Ok((sequence, offset, time))
 }
