@@ -314,9 +314,10 @@ fn div_small(n: u128, d: u32) -> u128 {
 }
 
 /// Where the reference TSC page stands (KVM's `hv_tsc_page_status`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum TscStatus {
     /// Not enabled.
+    #[default]
     Unset,
     /// To be written before the next entry: enabled by the guest (or the
     /// host), or the VM's clock moved.
@@ -330,8 +331,9 @@ pub(crate) enum TscStatus {
     Broken,
 }
 
-/// The partition-wide Hyper-V state (one per VM).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The partition-wide Hyper-V state (one per VM); all zero, the page unset,
+/// at creation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Partition {
     pub(crate) guest_os_id: u64,
     pub(crate) hypercall: u64,
@@ -340,20 +342,6 @@ pub(crate) struct Partition {
     pub(crate) reenlightenment_control: u64,
     pub(crate) tsc_emulation_control: u64,
     pub(crate) tsc_emulation_status: u64,
-}
-
-impl Default for Partition {
-    fn default() -> Self {
-        Self {
-            guest_os_id: 0,
-            hypercall: 0,
-            reference_tsc: 0,
-            tsc: TscStatus::Unset,
-            reenlightenment_control: 0,
-            tsc_emulation_control: 0,
-            tsc_emulation_status: 0,
-        }
-    }
 }
 
 /// What a write of a partition MSR asks of the caller.

@@ -58,6 +58,7 @@ pub(super) fn answer_cpuid(state: &mut ArchState) {
 /// Returns false for #GP. SDM Vol. 2B RDMSR, WRMSR.
 pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
     let index = state.regs.rcx as u32;
+    // A write's value (EDX:EAX), read once for every kind of MSR below.
     let value = (state.regs.rdx << 32) | (state.regs.rax & 0xffff_ffff);
     let mut hv_value = value;
     let tsc_offset = state.msrs.tsc_offset;
@@ -87,7 +88,6 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
             &mut sregs.gs.base
         };
         if write {
-            let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
             if !msr::is_canonical(value) {
                 return false;
             }
@@ -99,7 +99,7 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
         return true;
     }
     // The x2APIC and TSC-deadline MSRs, with an in-kernel APIC.
-    let write_value = write.then_some((regs.rdx << 32) | (regs.rax & 0xffff_ffff));
+    let write_value = write.then_some(value);
     if let Some(result) = super::apic::msr(state, index, write_value) {
         let Ok(value) = result else {
             return false;
@@ -125,7 +125,6 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
         ..
     } = state;
     if write {
-        let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
         let value = match index {
             msr::index::EFER => {
                 let Some(value) = emulate::guest_efer_write(sregs.cr0, sregs.efer, value) else {
