@@ -54,6 +54,7 @@ pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = _IOW::<u64>(KVMIO, 0x48);
 pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 =
     _IOW::<kvm_userspace_memory_region2>(KVMIO, 0x49);
 pub(crate) const KVM_CREATE_IRQCHIP: u32 = _IO(KVMIO, 0x60);
+pub(crate) const KVM_CREATE_GUEST_MEMFD: u32 = _IOWR::<kvm_create_guest_memfd>(KVMIO, 0xd4);
 pub(crate) const KVM_IRQ_LINE: u32 = _IOW::<kvm_irq_level>(KVMIO, 0x61);
 pub(crate) const KVM_IRQ_LINE_STATUS: u32 = _IOWR::<kvm_irq_level>(KVMIO, 0x67);
 pub(crate) const KVM_GET_IRQCHIP: u32 = _IOWR::<kvm_irqchip>(KVMIO, 0x62);
@@ -128,6 +129,7 @@ const _: () = assert!(KVM_GET_REGS == 0x8090_AE81);
 const _: () = assert!(KVM_SET_USER_MEMORY_REGION == 0x4020_AE46);
 const _: () = assert!(KVM_GET_SUPPORTED_CPUID == 0xC008_AE05);
 const _: () = assert!(KVM_GET_SUPPORTED_HV_CPUID == 0xC008_AEC1);
+const _: () = assert!(KVM_CREATE_GUEST_MEMFD == 0xC040_AED4);
 const _: () = assert!(KVM_GET_FPU == 0x81A0_AE8C);
 const _: () = assert!(KVM_SET_GSI_ROUTING == 0x4008_AE6A);
 const _: () = assert!(KVM_HAS_DEVICE_ATTR == 0x4018_AEE3);
@@ -268,6 +270,7 @@ plain_old_data!(
     kvm_coalesced_mmio_zone,
     kvm_pre_fault_memory,
     kvm_clock_data,
+    kvm_create_guest_memfd,
 );
 
 // No implicit padding, checked: the sizes are the sums of the fields.
@@ -283,6 +286,7 @@ const _: () = assert!(core::mem::size_of::<kvm_debugregs>() == 8 * 16);
 const _: () = assert!(core::mem::size_of::<kvm_coalesced_mmio_zone>() == 8 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<kvm_pre_fault_memory>() == 8 * 8);
 const _: () = assert!(core::mem::size_of::<kvm_clock_data>() == 8 + 4 + 4 + 8 + 8 + 16);
+const _: () = assert!(core::mem::size_of::<kvm_create_guest_memfd>() == 8 * 8);
 const _: () = assert!(core::mem::size_of::<kvm_xcr>() == 16);
 const _: () = assert!(core::mem::size_of::<kvm_xcrs>() == 8 + 16 * 16 + 8 * 16);
 // kvm_regs, kvm_sregs and kvm_vcpu_events, each without padding (above).

@@ -171,6 +171,10 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         abi::KVM_CAP_DISABLE_QUIRKS2 => crate::vm::QUIRKS as isize,
         // KVM_PRE_FAULT_MEMORY on vCPU fds (second-level paging only).
         abi::KVM_CAP_PRE_FAULT_MEMORY => 1,
+        // KVM_CREATE_GUEST_MEMFD on VM fds and guest_memfd slots (gmem/),
+        // with no creation flags: the files cannot be mapped.
+        abi::KVM_CAP_GUEST_MEMFD => 1,
+        abi::KVM_CAP_GUEST_MEMFD_FLAGS => crate::gmem::rules::SUPPORTED_FLAGS as isize,
         // The VM types KVM_CREATE_VM takes, one bit each: the default only.
         abi::KVM_CAP_VM_TYPES => 1 << abi::KVM_X86_DEFAULT_VM,
         // The register sets `kvm_run.s.regs` carries (run/sync.rs).

@@ -12,6 +12,8 @@
 #include <linux/smp.h>
 #include <linux/syscore_ops.h>
 #include <linux/mm.h>
+#include <linux/pagemap.h>
+#include <linux/fs.h>
 #include <linux/sched/mm.h>
 #include <linux/uaccess.h>
 #include <linux/sched/signal.h>
@@ -49,6 +51,9 @@ unsigned int rkvm_num_online_cpus(void);
 unsigned int rkvm_tsc_khz(void);
 bool rkvm_cpu_smt_possible(void);
 vm_fault_t rkvm_fault_set_page(struct vm_fault *vmf, struct page *page);
+void rkvm_file_set_size(struct file *file, loff_t size);
+int rkvm_file_grab_page(struct file *file, pgoff_t index);
+void rkvm_file_punch(struct file *file, loff_t start, loff_t end);
 struct mm_struct *rkvm_current_mm_grab(void);
 struct dentry *rkvm_debugfs_create_file(const char *name, umode_t mode, struct dentry *parent,
 					void *data, const struct file_operations *fops);
@@ -163,6 +168,67 @@ vm_fault_t rkvm_fault_set_page(struct vm_fault *vmf, struct page *page)
 	get_page(page);
 	vmf->page = page;
 	return 0;
+}
+
+/* No attribute of a sized file changes: not its size (ftruncate), nor its mode. */
+static int rkvm_sized_setattr(struct mnt_idmap *idmap, struct dentry *dentry,
+			      struct iattr *attr)
+{
+	return -EINVAL;
+}
+
+/* Without anonymous inodes' getattr, which hides the file type from fstat(). */
+static const struct inode_operations rkvm_sized_iops = {
+	.setattr = rkvm_sized_setattr,
+};
+
+/*
+ * A file on an inode of its own (anon_inode_create_getfile) made a regular
+ * file of `size` bytes, as KVM's guest_memfd: fallocate() needs S_IFREG,
+ * fstat() shows the type and size, and the pages fallocate() allocates are
+ * never evicted (nothing could bring them back).
+ */
+void rkvm_file_set_size(struct file *file, loff_t size)
+{
+	struct inode *inode = file_inode(file);
+
+	inode->i_op = &rkvm_sized_iops;
+	inode->i_mode |= S_IFREG;
+	i_size_write(inode, size);
+	mapping_set_unevictable(inode->i_mapping);
+	file->f_flags |= O_LARGEFILE;
+}
+
+/* Page `index` of the file's page cache, allocated and zeroed if absent. */
+int rkvm_file_grab_page(struct file *file, pgoff_t index)
+{
+	struct address_space *mapping = file_inode(file)->i_mapping;
+	struct folio *folio;
+
+	filemap_invalidate_lock_shared(mapping);
+	folio = filemap_grab_folio(mapping, index);
+	if (IS_ERR(folio)) {
+		filemap_invalidate_unlock_shared(mapping);
+		return PTR_ERR(folio);
+	}
+	if (!folio_test_uptodate(folio)) {
+		folio_zero_range(folio, 0, folio_size(folio));
+		folio_mark_uptodate(folio);
+	}
+	folio_unlock(folio);
+	folio_put(folio);
+	filemap_invalidate_unlock_shared(mapping);
+	return 0;
+}
+
+/* Frees the file's pages in bytes [start, end). */
+void rkvm_file_punch(struct file *file, loff_t start, loff_t end)
+{
+	struct address_space *mapping = file_inode(file)->i_mapping;
+
+	filemap_invalidate_lock(mapping);
+	truncate_inode_pages_range(mapping, start, end - 1);
+	filemap_invalidate_unlock(mapping);
 }
 
 struct mm_struct *rkvm_current_mm_grab(void)

@@ -11,6 +11,9 @@
 //! use, so a VM's state stays small. A slot that logs dirty pages
 //! (`KVM_MEM_LOG_DIRTY_PAGES`) carries its bitmap ([`crate::dirty`]) here,
 //! made and freed with the flag as KVM's `kvm_prepare_memory_region` does.
+//! A slot made with `KVM_MEM_GUEST_MEMFD` also records its binding to a
+//! range of a guest_memfd file ([`crate::gmem`]): bindings of one file
+//! never overlap, and such a slot can only be deleted.
 
 use crate::abi::{KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY};
 use crate::dirty::DirtyBitmap;
@@ -31,13 +34,21 @@ const MAX_SLOT_PAGES: u64 = (1 << 31) - 1;
 
 const PAGE_SIZE: u64 = 4096;
 
-/// Flags rkvm implements: read-only slots (guest writes to them exit to
-/// user space as MMIO) and dirty logging. guest_memfd is refused until
-/// implemented (KVM_CHECK_EXTENSION says so too).
-const VALID_FLAGS: u32 = KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES;
+/// The flags `KVM_SET_USER_MEMORY_REGION` (the first version) accepts;
+/// guest_memfd needs the second, whose struct names the file.
+pub(crate) const V1_FLAGS: u32 = KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES;
 
-// The flags KVM knows, for the documentation of what is refused.
-const _: () = assert!(VALID_FLAGS & KVM_MEM_GUEST_MEMFD == 0);
+/// The flags a request may carry, KVM's `check_memory_region_flags`: a
+/// guest_memfd slot can neither log dirty pages (KVM does not log private
+/// memory) nor be read-only (a write to a read-only slot is emulated MMIO,
+/// which private memory never is).
+fn valid_flags(flags: u32) -> u32 {
+    if flags & KVM_MEM_GUEST_MEMFD != 0 {
+        KVM_MEM_GUEST_MEMFD
+    } else {
+        V1_FLAGS
+    }
+}
 
 /// One slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +62,28 @@ pub(crate) struct Slot {
     pub(crate) size: u64,
     /// The VM owner's virtual address backing `gpa`, page aligned.
     pub(crate) uaddr: u64,
+    /// The guest_memfd range the slot is bound to, while its file is open
+    /// (only with `KVM_MEM_GUEST_MEMFD`).
+    pub(crate) gmem: Option<Binding>,
+}
+
+/// A slot's binding to a guest_memfd file: the slot's pages are pages
+/// `first..first + pages` of the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Binding {
+    /// The file's id ([`GmemFile::id`]).
+    pub(crate) file: u64,
+    /// The page index in the file of the slot's first page.
+    pub(crate) first: u64,
+}
+
+/// What a request's guest_memfd fd names, as the caller found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GmemFile {
+    /// The file's id, unique among this module's guest_memfd files.
+    pub(crate) id: u64,
+    /// The file's size in bytes.
+    pub(crate) size: u64,
 }
 
 impl Slot {
@@ -77,6 +110,14 @@ impl Slot {
     fn overlaps(&self, other: &Slot) -> bool {
         self.gpa < other.end() && other.gpa < self.end()
     }
+
+    /// Whether the slot is bound to pages of file `file` that overlap
+    /// `first..first + pages`.
+    fn binds(&self, file: u64, first: u64, pages: u64) -> bool {
+        self.gmem.is_some_and(|b| {
+            b.file == file && b.first < first + pages && first < b.first + self.pages()
+        })
+    }
 }
 
 /// A `KVM_SET_USER_MEMORY_REGION(2)` request.
@@ -87,6 +128,10 @@ pub(crate) struct Request {
     pub(crate) gpa: u64,
     pub(crate) size: u64,
     pub(crate) uaddr: u64,
+    /// The guest_memfd fd and the offset in it (`region2` with
+    /// `KVM_MEM_GUEST_MEMFD` only).
+    pub(crate) gmem_fd: u32,
+    pub(crate) gmem_offset: u64,
 }
 
 /// Why a request was refused.
@@ -98,6 +143,8 @@ pub(crate) enum SlotError {
     Overlap,
     /// No memory for the table: `ENOMEM`.
     NoMemory,
+    /// The guest_memfd fd is not an open file: `EBADF`.
+    BadFile,
 }
 
 impl From<AllocError> for SlotError {
@@ -151,21 +198,30 @@ impl SlotTable {
     /// the caller's user address space (the kernel's `access_ok`);
     /// `phys_bits` is the host's physical address width, which bounds guest
     /// physical addresses as KVM's x86 `kvm_arch_prepare_memory_region`
-    /// does.
+    /// does; `gmem_file(fd)` says what a new guest_memfd slot's fd names (a
+    /// guest_memfd of this VM, or `Invalid`, or `BadFile`), asked only once
+    /// every earlier check passed, as KVM's `kvm_gmem_bind` comes last.
     pub(crate) fn plan(
         &self,
         req: &Request,
         user_range_ok: impl Fn(u64, u64) -> bool,
         phys_bits: u8,
+        gmem_file: impl FnOnce(u32) -> Result<GmemFile, SlotError>,
     ) -> Result<Change, SlotError> {
         use SlotError::{Invalid, Overlap};
-        if req.flags & !VALID_FLAGS != 0 {
+        let gmem = req.flags & KVM_MEM_GUEST_MEMFD != 0;
+        if req.flags & !valid_flags(req.flags) != 0 {
             return Err(Invalid);
         }
         if req.size % PAGE_SIZE != 0 || req.gpa % PAGE_SIZE != 0 {
             return Err(Invalid);
         }
         if req.uaddr % PAGE_SIZE != 0 || !user_range_ok(req.uaddr, req.size) {
+            return Err(Invalid);
+        }
+        if gmem
+            && (req.gmem_offset % PAGE_SIZE != 0 || req.gmem_offset.checked_add(req.size).is_none())
+        {
             return Err(Invalid);
         }
         let id = slot_id(req.slot).ok_or(Invalid)?;
@@ -184,12 +240,13 @@ impl SlotTable {
                 None => Err(Invalid),
             };
         }
-        let new = Slot {
+        let mut new = Slot {
             id,
             flags: req.flags,
             gpa: req.gpa,
             size: req.size,
             uaddr: req.uaddr,
+            gmem: None,
         };
         let Some(old) = old else {
             if self.total + req.size > MAX_TOTAL_BYTES {
@@ -198,11 +255,40 @@ impl SlotTable {
             if self.overlaps_other(id, &new) {
                 return Err(Overlap);
             }
+            let file = if gmem {
+                let file = gmem_file(req.gmem_fd)?;
+                // `checked_add` above: the sum does not wrap.
+                if req.gmem_offset + req.size > file.size {
+                    return Err(Invalid);
+                }
+                Some(file)
+            } else {
+                None
+            };
             if !fits(&new, phys_bits) {
                 return Err(Invalid);
             }
+            if let Some(file) = file {
+                let first = req.gmem_offset / PAGE_SIZE;
+                if self
+                    .slots
+                    .iter()
+                    .any(|s| s.binds(file.id, first, new.pages()))
+                {
+                    return Err(Overlap);
+                }
+                new.gmem = Some(Binding {
+                    file: file.id,
+                    first,
+                });
+            }
             return Ok(Change::Create(new));
         };
+        // guest_memfd slots are immutable: a request naming guest_memfd may
+        // only create one, and the flag cannot go from one (below).
+        if gmem {
+            return Err(Invalid);
+        }
         // An existing slot keeps its memory and size; only its base and flags may change.
         if new.uaddr != old.uaddr
             || new.size != old.size
@@ -227,6 +313,18 @@ impl SlotTable {
 
     fn overlaps_other(&self, id: u16, new: &Slot) -> bool {
         self.slots.iter().any(|s| s.id != id && s.overlaps(new))
+    }
+
+    /// Drops every binding to guest_memfd file `file`, which is being
+    /// closed; its slots stay, and can only be deleted.
+    pub(crate) fn unbind_gmem(&mut self, file: u64) {
+        for slot in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.gmem.is_some_and(|b| b.file == file))
+        {
+            slot.gmem = None;
+        }
     }
 
     /// The slot holding guest-physical address `gpa`, if any.

@@ -23,6 +23,7 @@ mod coalesced;
 mod dev;
 mod dirty;
 mod eventfd;
+mod gmem;
 mod hyperv;
 mod irq;
 mod memslot;

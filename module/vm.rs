@@ -44,6 +44,7 @@ use crate::dev::{check_extension, Shared};
 use crate::dirty;
 use crate::eventfd::ioeventfd::{self, Bus};
 use crate::eventfd::irqfd::Irqfds;
+use crate::gmem::file::GuestMemfd;
 use crate::hyperv;
 use crate::irq::chip::{ApicApi, ChipMode, Irqchip, VcpuApic, CHIP_IOAPIC, IRQCHIP_BYTES};
 use crate::irq::delivery::Msi;
@@ -381,17 +382,28 @@ impl Vm {
             gpa: r.guest_phys_addr,
             size: r.memory_size,
             uaddr: r.userspace_addr,
+            gmem_fd: r.guest_memfd,
+            gmem_offset: r.guest_memfd_offset,
         };
         let phys_bits = self.shared.backend.host_limits().phys_bits;
         let to_errno = |e| match e {
             SlotError::Invalid => EINVAL,
             SlotError::Overlap => EEXIST,
             SlotError::NoMemory => ENOMEM,
+            SlotError::BadFile => EBADF,
         };
+        // A guest_memfd a new slot binds stays open until the binding is in
+        // the table (so its release, which unbinds, comes after); it is
+        // dropped after the lock (declared first).
+        let mut gmem_file = None;
         let mut inner = self.inner.lock();
         let change = inner
             .slots
-            .plan(&req, user_range_ok, phys_bits)
+            .plan(&req, user_range_ok, phys_bits, |fd| {
+                let (file, held) = GuestMemfd::lookup(self, fd)?;
+                gmem_file = Some(held);
+                Ok(file)
+            })
             .map_err(to_errno)?;
         // The old range of a slot that goes away or moves loses its mappings.
         let gone = match change {
@@ -413,6 +425,11 @@ impl Vm {
             // writable by its next write fault, with no bit to set.
         }
         Ok(0)
+    }
+
+    /// Guest_memfd file `id` is being closed: its bindings go.
+    pub(crate) fn gmem_closed(&self, id: u64) {
+        self.inner.lock().slots.unbind_gmem(id);
     }
 
     /// A slot in `[start, end)` started logging dirty pages: its 2 MiB
@@ -1542,6 +1559,9 @@ impl FileObject for Vm {
             abi::KVM_CREATE_VCPU => Vm::create_vcpu(this, arg),
             abi::KVM_SET_USER_MEMORY_REGION => {
                 let r: kvm_userspace_memory_region = user::read(arg)?;
+                if r.flags & !memslot::V1_FLAGS != 0 {
+                    return Err(EINVAL);
+                }
                 this.set_memory_region(&kvm_userspace_memory_region2 {
                     slot: r.slot,
                     flags: r.flags,
@@ -1555,6 +1575,7 @@ impl FileObject for Vm {
                 let r: kvm_userspace_memory_region2 = user::read(arg)?;
                 this.set_memory_region(&r)
             }
+            abi::KVM_CREATE_GUEST_MEMFD => GuestMemfd::create(this, arg),
             abi::KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
             abi::KVM_CLEAR_DIRTY_LOG => this.clear_dirty_log(arg),
             abi::KVM_SET_TSS_ADDR => this.set_tss_addr(arg),

@@ -14,6 +14,12 @@
 //! exists), with KVM's fault-driven mapping for vCPU fds (pages supplied on
 //! first touch, `SIGBUS` past the end), which the kernel's Rust
 //! `miscdevice` abstraction, serving only the device node, does not offer.
+//!
+//! guest_memfd files (crate::gmem) are the one kind with an inode of their
+//! own: a regular file with a size, whose `fallocate` allocates and frees
+//! pages in the inode's page cache ([`PageCache`]). A memory-slot request
+//! names one by fd; [`Held::lookup`] finds the object behind an fd when it
+//! is a file of a given kind.
 
 use core::marker::{PhantomData, PhantomPinned};
 use kernel::bindings;
@@ -41,6 +47,16 @@ extern "C" {
         flags: c_int,
         f_mode: c_uint,
     ) -> *mut bindings::file;
+    fn anon_inode_create_getfile(
+        name: *const c_char,
+        fops: *const bindings::file_operations,
+        private: *mut c_void,
+        flags: c_int,
+        context_inode: *const bindings::inode,
+    ) -> *mut bindings::file;
+    fn rkvm_file_set_size(file: *mut bindings::file, size: bindings::loff_t);
+    fn rkvm_file_grab_page(file: *mut bindings::file, index: c_ulong) -> c_int;
+    fn rkvm_file_punch(file: *mut bindings::file, start: bindings::loff_t, end: bindings::loff_t);
 }
 
 /// An object behind a file descriptor.
@@ -66,6 +82,21 @@ pub(crate) trait FileObject: Send + Sync + Sized + 'static {
     fn contents(&self) -> Result<KVec<u8>> {
         Err(EINVAL)
     }
+
+    /// Whether the fd takes `fallocate` (only files made with
+    /// [`new_sized_anon_fd`], which are regular files).
+    const FALLOCATE: bool = false;
+
+    /// `fallocate(mode, offset, len)`, the arguments as `vfs_fallocate`
+    /// passes them on (a non-negative offset, a positive length, no wrap),
+    /// on the file whose page cache is `pages`.
+    fn fallocate(&self, _pages: &PageCache<'_>, _mode: u32, _offset: i64, _len: i64) -> Result {
+        Err(EOPNOTSUPP)
+    }
+
+    /// Called once when the file is closed for good, before the file's
+    /// reference to the object is dropped.
+    fn release(&self) {}
 }
 
 /// A device opened through a misc device node: its open creates the object
@@ -118,6 +149,9 @@ impl<T: FileObject> FileOps<T> {
         }
         if T::READABLE {
             fops.read = Some(read::<T>);
+        }
+        if T::FALLOCATE {
+            fops.fallocate = Some(fallocate::<T>);
         }
         // SAFETY: As above, all-zero is a valid `vm_operations_struct`.
         let mut vm_ops: bindings::vm_operations_struct = unsafe { core::mem::zeroed() };
@@ -249,6 +283,135 @@ fn anon_file_fd<T: FileObject>(
     Ok(fd)
 }
 
+/// Creates a regular file of `size` bytes on an anonymous inode of its own
+/// for `obj`, read-write and without close-on-exec, as KVM's guest_memfd
+/// files (`__kvm_gmem_create`), and installs it in a new fd. As for
+/// [`new_anon_fd`], this must be the ioctl's last fallible step.
+pub(crate) fn new_sized_anon_fd<T: FileObject>(
+    name: &'static CStr,
+    ops: &'static FileOps<T>,
+    obj: Arc<T>,
+    size: u64,
+) -> Result<i32> {
+    let size = bindings::loff_t::try_from(size).map_err(|_| EINVAL)?;
+    // SAFETY: Reserves an fd number in the current task's table; always allowed.
+    let fd = unsafe { bindings::get_unused_fd_flags(0) };
+    if fd < 0 {
+        return Err(Error::from_errno(fd));
+    }
+    let private = obj.into_foreign();
+    // SAFETY: As in `new_anon_fd`: a static name and a table whose `release` takes back the
+    // `Arc<T>` passed as private data; no context inode.
+    let file = unsafe {
+        anon_inode_create_getfile(
+            name.as_char_ptr(),
+            FileOps::raw(ops),
+            private,
+            bindings::O_RDWR as c_int,
+            core::ptr::null(),
+        )
+    };
+    if let Err(e) = kernel::error::from_err_ptr(file) {
+        // SAFETY: As in `anon_file_fd`: the fd is reserved and not installed, and no file took
+        // `private`.
+        unsafe {
+            bindings::put_unused_fd(fd as c_uint);
+            drop(Arc::<T>::from_foreign(private));
+        }
+        return Err(e);
+    }
+    // SAFETY: `file` is a new file with its own inode, which no one else can reach yet; the
+    // helper makes the inode a regular file of `size` bytes.
+    unsafe { rkvm_file_set_size(file, size) };
+    // SAFETY: As in `anon_file_fd`: a reserved fd and a new file we hold the only reference to.
+    unsafe { bindings::fd_install(fd as c_uint, file) };
+    Ok(fd)
+}
+
+/// The page cache of a file made by [`new_sized_anon_fd`], during one of
+/// its file operations.
+pub(crate) struct PageCache<'a> {
+    file: *mut bindings::file,
+    _call: PhantomData<&'a ()>,
+}
+
+impl PageCache<'_> {
+    /// Makes sure page `index` of the file exists: a new page is zeroed. It
+    /// stays until punched out or the inode goes (the mapping is
+    /// unevictable). `ENOMEM` if no page can be had.
+    pub(crate) fn allocate(&self, index: u64) -> Result {
+        let index = c_ulong::try_from(index).map_err(|_| EINVAL)?;
+        // SAFETY: `file` is a live file with its own inode for the duration of the operation
+        // this `PageCache` was made for.
+        to_result(unsafe { rkvm_file_grab_page(self.file, index) })
+    }
+
+    /// Frees the pages in bytes `start..end` (page aligned, `start < end`).
+    pub(crate) fn punch(&self, start: u64, end: u64) {
+        let (Ok(start), Ok(end)) = (
+            bindings::loff_t::try_from(start),
+            bindings::loff_t::try_from(end),
+        ) else {
+            return;
+        };
+        if start < end {
+            // SAFETY: As in `allocate`; the range is a valid, non-empty byte range.
+            unsafe { rkvm_file_punch(self.file, start, end) };
+        }
+    }
+}
+
+/// A reference to an open file of `T`s, found by its fd; the file stays
+/// open (and its object alive) until this is dropped.
+///
+/// # Invariants
+///
+/// `file` is a file created with a `FileOps<T>` table, of which this holds
+/// a reference (from `fget`).
+pub(crate) struct Held<T: FileObject> {
+    file: *mut bindings::file,
+    _t: PhantomData<T>,
+}
+
+impl<T: FileObject> Held<T> {
+    /// The file `fd` names in the current task if it is a `T` file (made
+    /// with `ops`): `Ok(None)` if it is another kind of file, `EBADF` if
+    /// `fd` is not an open fd.
+    pub(crate) fn lookup(fd: u32, ops: &'static FileOps<T>) -> Result<Option<Self>> {
+        // SAFETY: Looks `fd` up in the current task's table, taking a reference; any value.
+        let file = unsafe { bindings::fget(fd) };
+        if file.is_null() {
+            return Err(EBADF);
+        }
+        // SAFETY: `file` is a live file we hold a reference to.
+        if unsafe { (*file).f_op } != FileOps::raw(ops) {
+            // SAFETY: Drops the reference `fget` took.
+            unsafe { bindings::fput(file) };
+            return Ok(None);
+        }
+        // INVARIANT: A file whose table is `ops` was created with it; we hold a reference.
+        Ok(Some(Self {
+            file,
+            _t: PhantomData,
+        }))
+    }
+
+    /// The object behind the file.
+    pub(crate) fn object(&self) -> ArcBorrow<'_, T> {
+        // SAFETY: By the type invariant the file is a live `T` file, whose private data is an
+        // `Arc<T>` (see `release`) that lives while the file does, so at least as long as
+        // `self`.
+        unsafe { <Arc<T> as ForeignOwnable>::borrow((*self.file).private_data) }
+    }
+}
+
+impl<T: FileObject> Drop for Held<T> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant we hold a reference from `fget`; this drops it.
+        unsafe { bindings::fput(self.file) };
+    }
+}
+
 /// # Safety
 ///
 /// `file` must be a file created with a [`FileOps<T>`] table, being released.
@@ -258,8 +421,32 @@ unsafe extern "C" fn release<T: FileObject>(
 ) -> c_int {
     // SAFETY: The private data was set from `Arc<T>::into_foreign` when the file was created
     // (by `new_anon_fd` or `device_open`), and release is its last use.
-    drop(unsafe { Arc::<T>::from_foreign((*file).private_data) });
+    let this = unsafe { Arc::<T>::from_foreign((*file).private_data) };
+    this.release();
+    drop(this);
     0
+}
+
+/// # Safety
+///
+/// `file` must be a live file created with a [`FileOps<T>`] table by
+/// [`new_sized_anon_fd`]; the other arguments are the VFS's for this call.
+unsafe extern "C" fn fallocate<T: FileObject>(
+    file: *mut bindings::file,
+    mode: c_int,
+    offset: bindings::loff_t,
+    len: bindings::loff_t,
+) -> c_long {
+    // SAFETY: As in `ioctl`: the private data is an `Arc<T>` alive for this call.
+    let this = unsafe { <Arc<T> as ForeignOwnable>::borrow((*file).private_data) };
+    let pages = PageCache {
+        file,
+        _call: PhantomData,
+    };
+    match this.fallocate(&pages, mode as u32, offset, len) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno() as c_long,
+    }
 }
 
 /// # Safety

@@ -146,6 +146,28 @@ impl Vm {
         crate::BinaryStats::new(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
+    /// KVM_CREATE_GUEST_MEMFD: a guest_memfd file of `size` bytes with
+    /// `flags` (needs KVM_CAP_GUEST_MEMFD).
+    pub fn create_guest_memfd(&self, size: u64, flags: u64) -> Result<OwnedFd> {
+        let mut arg = crate::sys::kvm_create_guest_memfd {
+            size,
+            flags,
+            ..Default::default()
+        };
+        // SAFETY: the kernel reads the struct (it is _IOWR, but writes nothing back); the
+        // result is a new fd.
+        let fd = unsafe {
+            ioctl_mut(
+                self.fd.as_fd(),
+                crate::ioctls::KVM_CREATE_GUEST_MEMFD,
+                &raw mut arg,
+            )
+        }
+        .map_err(|e| Error::new("KVM_CREATE_GUEST_MEMFD", e))?;
+        // SAFETY: on success it is a new fd nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
     /// KVM_CREATE_VCPU with vCPU id `id`.
     pub fn create_vcpu(&self, id: u64) -> Result<Vcpu> {
         // SAFETY: KVM_CREATE_VCPU takes the vCPU id by value.

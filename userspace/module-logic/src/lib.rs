@@ -43,6 +43,12 @@ pub(crate) mod coalesced {
     pub(crate) mod zones;
 }
 
+/// guest_memfd's creation and `fallocate` rules (`module/gmem/rules.rs`).
+#[path = "../../../module/gmem"]
+pub(crate) mod gmem {
+    pub(crate) mod rules;
+}
+
 #[path = "../../../module/memslot.rs"]
 pub(crate) mod memslot;
 

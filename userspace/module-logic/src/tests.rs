@@ -2,7 +2,9 @@
 
 mod memslot_rules {
     use crate::abi::{KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY};
-    use crate::memslot::{Change, Request, SlotError, SlotTable, MAX_TOTAL_BYTES, NR_MEMSLOTS};
+    use crate::memslot::{
+        Binding, Change, GmemFile, Request, SlotError, SlotTable, MAX_TOTAL_BYTES, NR_MEMSLOTS,
+    };
 
     const MIB: u64 = 1 << 20;
     const USER: u64 = 0x7f00_0000_0000;
@@ -15,7 +17,15 @@ mod memslot_rules {
             gpa,
             size,
             uaddr,
+            gmem_fd: 0,
+            gmem_offset: 0,
         }
+    }
+
+    /// No fd names a guest_memfd (what `plan` asks only for a new
+    /// guest_memfd slot).
+    fn no_gmem(_fd: u32) -> Result<GmemFile, SlotError> {
+        Err(SlotError::BadFile)
     }
 
     fn user_ok(addr: u64, size: u64) -> bool {
@@ -24,7 +34,7 @@ mod memslot_rules {
     }
 
     fn apply(t: &mut SlotTable, r: Request) -> Result<Change, SlotError> {
-        let change = t.plan(&r, user_ok, PHYS_BITS)?;
+        let change = t.plan(&r, user_ok, PHYS_BITS, no_gmem)?;
         t.commit(change, false)?;
         Ok(change)
     }
@@ -53,7 +63,7 @@ mod memslot_rules {
         ];
         for r in cases {
             assert_eq!(
-                t.plan(&r, user_ok, PHYS_BITS),
+                t.plan(&r, user_ok, PHYS_BITS, no_gmem),
                 Err(SlotError::Invalid),
                 "{r:?}"
             );
@@ -67,24 +77,28 @@ mod memslot_rules {
             flags: KVM_MEM_READONLY,
             ..req(0, 0, MIB, USER)
         };
-        let change = t.plan(&ro, user_ok, PHYS_BITS).unwrap();
+        let change = t.plan(&ro, user_ok, PHYS_BITS, no_gmem).unwrap();
         t.commit(change, false).unwrap();
         assert_eq!(
-            t.plan(&req(0, 0, MIB, USER), user_ok, PHYS_BITS),
+            t.plan(&req(0, 0, MIB, USER), user_ok, PHYS_BITS, no_gmem),
             Err(SlotError::Invalid)
         );
     }
 
     #[test]
-    fn unimplemented_flags_are_refused() {
+    fn unknown_flags_and_guest_memfd_with_readonly_or_logging_are_refused() {
         let t = SlotTable::new();
-        for flags in [KVM_MEM_GUEST_MEMFD, 1 << 7] {
+        for flags in [
+            1 << 7,
+            KVM_MEM_GUEST_MEMFD | KVM_MEM_READONLY,
+            KVM_MEM_GUEST_MEMFD | KVM_MEM_LOG_DIRTY_PAGES,
+        ] {
             let r = Request {
                 flags,
                 ..req(0, 0, MIB, USER)
             };
             assert_eq!(
-                t.plan(&r, user_ok, PHYS_BITS),
+                t.plan(&r, user_ok, PHYS_BITS, no_gmem),
                 Err(SlotError::Invalid),
                 "{flags:#x}"
             );
@@ -139,7 +153,7 @@ mod memslot_rules {
         let mut t = SlotTable::new();
         // 65 pages: the second word has one valid bit.
         let r = logging(req(1, 0, 65 * 4096, USER));
-        let change = t.plan(&r, user_ok, PHYS_BITS).unwrap();
+        let change = t.plan(&r, user_ok, PHYS_BITS, no_gmem).unwrap();
         t.commit(change, true).unwrap();
         let b = t.dirty_log(1).unwrap();
         assert_eq!((b.words(), b.word(0), b.word(1)), (2, u64::MAX, 1));
@@ -215,7 +229,7 @@ mod memslot_rules {
     fn total_guest_memory_is_bounded() {
         // A 48-bit width, so that only the total can refuse a slot here.
         let apply48 = |t: &mut SlotTable, r: Request| -> Result<Change, SlotError> {
-            let change = t.plan(&r, user_ok, 48)?;
+            let change = t.plan(&r, user_ok, 48, no_gmem)?;
             t.commit(change, false)?;
             Ok(change)
         };
@@ -230,6 +244,197 @@ mod memslot_rules {
         // Deleting gives the room back.
         apply48(&mut t, req(1, 0, 0, 0)).unwrap();
         assert!(apply48(&mut t, req(2, 2 * half, MIB, USER)).is_ok());
+    }
+
+    /// A request for a guest_memfd slot: `pages` pages at `gpa`, bound to
+    /// fd 7 from byte `offset`.
+    fn gmem_req(slot: u32, gpa: u64, pages: u64, offset: u64) -> Request {
+        Request {
+            flags: KVM_MEM_GUEST_MEMFD,
+            gmem_fd: 7,
+            gmem_offset: offset,
+            ..req(slot, gpa, pages * 4096, USER)
+        }
+    }
+
+    /// fd 7 is guest_memfd file 70 of 16 pages; fd 8 is file 80; any
+    /// other fd is another kind of file.
+    fn files(fd: u32) -> Result<GmemFile, SlotError> {
+        match fd {
+            7 => Ok(GmemFile {
+                id: 70,
+                size: 16 * 4096,
+            }),
+            8 => Ok(GmemFile {
+                id: 80,
+                size: 16 * 4096,
+            }),
+            _ => Err(SlotError::Invalid),
+        }
+    }
+
+    fn apply_gmem(t: &mut SlotTable, r: Request) -> Result<Change, SlotError> {
+        let change = t.plan(&r, user_ok, PHYS_BITS, files)?;
+        t.commit(change, false)?;
+        Ok(change)
+    }
+
+    #[test]
+    fn a_guest_memfd_slot_records_its_binding() {
+        let mut t = SlotTable::new();
+        let change = apply_gmem(&mut t, gmem_req(1, 0x10_0000, 4, 2 * 4096)).unwrap();
+        let Change::Create(slot) = change else {
+            panic!("{change:?}");
+        };
+        assert_eq!(slot.gmem, Some(Binding { file: 70, first: 2 }));
+        assert_eq!(t.get(1).unwrap().gmem, slot.gmem);
+    }
+
+    #[test]
+    fn the_file_is_asked_for_only_after_every_earlier_check() {
+        let t = SlotTable::new();
+        let asked = |fd: u32| -> Result<GmemFile, SlotError> { panic!("asked for fd {fd}") };
+        let cases = [
+            Request {
+                gmem_offset: 0x800,
+                ..gmem_req(1, 0, 1, 0)
+            }, // offset unaligned
+            gmem_req(1, 0, 1, !0xfff), // offset + size wraps
+            Request {
+                gpa: 0x800,
+                ..gmem_req(1, 0, 1, 0)
+            }, // gpa unaligned
+            gmem_req(NR_MEMSLOTS as u32, 0, 1, 0), // slot id
+        ];
+        for r in cases {
+            assert_eq!(
+                t.plan(&r, user_ok, PHYS_BITS, asked),
+                Err(SlotError::Invalid),
+                "{r:?}"
+            );
+        }
+        // Deleting a guest_memfd slot names no file either.
+        let mut t = SlotTable::new();
+        apply_gmem(&mut t, gmem_req(1, 0, 1, 0)).unwrap();
+        let delete = Request {
+            flags: 0,
+            ..req(1, 0, 0, 0)
+        };
+        assert_eq!(
+            t.plan(&delete, user_ok, PHYS_BITS, asked),
+            Ok(Change::Delete(1))
+        );
+        // A range overlapping another slot is EEXIST before the file is looked at.
+        let r = Request {
+            gmem_fd: 99,
+            ..gmem_req(2, 0, 1, 0)
+        };
+        assert_eq!(
+            t.plan(&r, user_ok, PHYS_BITS, files),
+            Err(SlotError::Overlap)
+        );
+    }
+
+    #[test]
+    fn the_fd_must_be_a_guest_memfd_and_the_range_inside_it() {
+        let mut t = SlotTable::new();
+        let other_file = Request {
+            gmem_fd: 3,
+            ..gmem_req(1, 0, 1, 0)
+        };
+        assert_eq!(apply_gmem(&mut t, other_file), Err(SlotError::Invalid));
+        let no_file = Request {
+            gmem_fd: 3,
+            ..gmem_req(1, 0, 1, 0)
+        };
+        assert_eq!(
+            t.plan(&no_file, user_ok, PHYS_BITS, no_gmem),
+            Err(SlotError::BadFile)
+        );
+        // 16 pages: offset 12 pages + 4 fits exactly, + 5 does not.
+        assert_eq!(
+            apply_gmem(&mut t, gmem_req(1, 0, 5, 12 * 4096)),
+            Err(SlotError::Invalid)
+        );
+        // Linux's guest_memfd_test: an offset of ALIGN_DOWN(INT64_MAX).
+        let far = (i64::MAX as u64) & !0xfff;
+        assert_eq!(
+            apply_gmem(&mut t, gmem_req(1, 0, 1, far)),
+            Err(SlotError::Invalid)
+        );
+        assert!(apply_gmem(&mut t, gmem_req(1, 0, 4, 12 * 4096)).is_ok());
+    }
+
+    #[test]
+    fn bindings_of_one_file_never_overlap_those_of_two_files_may() {
+        let mut t = SlotTable::new();
+        apply_gmem(&mut t, gmem_req(1, 0, 4, 4 * 4096)).unwrap(); // pages 4..8 of file 70
+        assert_eq!(
+            apply_gmem(&mut t, gmem_req(2, 0x10_0000, 2, 7 * 4096)),
+            Err(SlotError::Overlap)
+        );
+        assert_eq!(
+            apply_gmem(&mut t, gmem_req(2, 0x10_0000, 8, 0)),
+            Err(SlotError::Overlap)
+        );
+        // Touching is fine; so is the same range of another file.
+        assert!(apply_gmem(&mut t, gmem_req(2, 0x10_0000, 4, 0)).is_ok());
+        assert!(apply_gmem(&mut t, gmem_req(3, 0x20_0000, 4, 8 * 4096)).is_ok());
+        let other = Request {
+            gmem_fd: 8,
+            ..gmem_req(4, 0x30_0000, 4, 4 * 4096)
+        };
+        assert!(apply_gmem(&mut t, other).is_ok());
+        // Deleting a slot frees its range of the file.
+        apply_gmem(&mut t, req(1, 0, 0, 0)).unwrap();
+        assert!(apply_gmem(&mut t, gmem_req(5, 0x40_0000, 4, 4 * 4096)).is_ok());
+    }
+
+    #[test]
+    fn a_guest_memfd_slot_can_only_be_deleted() {
+        let mut t = SlotTable::new();
+        apply_gmem(&mut t, gmem_req(1, 0, 4, 0)).unwrap();
+        // The same request again, a move, dropping the flag, logging: all EINVAL.
+        for r in [
+            gmem_req(1, 0, 4, 0),
+            gmem_req(1, 0x10_0000, 4, 0),
+            req(1, 0, 4 * 4096, USER),
+            logging(req(1, 0, 4 * 4096, USER)),
+        ] {
+            assert_eq!(apply_gmem(&mut t, r), Err(SlotError::Invalid), "{r:?}");
+        }
+        // A normal slot cannot become one.
+        apply_gmem(&mut t, req(2, 0x10_0000, 4096, USER)).unwrap();
+        assert_eq!(
+            apply_gmem(&mut t, gmem_req(2, 0x10_0000, 1, 0)),
+            Err(SlotError::Invalid)
+        );
+        assert_eq!(apply_gmem(&mut t, req(1, 0, 0, 0)), Ok(Change::Delete(1)));
+    }
+
+    #[test]
+    fn closing_the_file_unbinds_its_slots_which_stay() {
+        let mut t = SlotTable::new();
+        apply_gmem(&mut t, gmem_req(1, 0, 4, 0)).unwrap();
+        let other = Request {
+            gmem_fd: 8,
+            ..gmem_req(2, 0x10_0000, 4, 0)
+        };
+        apply_gmem(&mut t, other).unwrap();
+        t.unbind_gmem(70);
+        assert_eq!(
+            t.get(1).map(|s| (s.gmem, s.flags)),
+            Some((None, KVM_MEM_GUEST_MEMFD))
+        );
+        assert_eq!(t.get(2).unwrap().gmem, Some(Binding { file: 80, first: 0 }));
+        // Its range of file 70 is free for a new slot (of a file with that id).
+        assert!(apply_gmem(&mut t, gmem_req(3, 0x20_0000, 4, 0)).is_ok());
+        // The unbound slot still can only be deleted.
+        assert_eq!(
+            apply_gmem(&mut t, req(1, 0x30_0000, 4 * 4096, USER)),
+            Err(SlotError::Invalid)
+        );
+        assert_eq!(apply_gmem(&mut t, req(1, 0, 0, 0)), Ok(Change::Delete(1)));
     }
 }
 
@@ -902,6 +1107,7 @@ mod msrs {
 mod coalesced_zones;
 mod decoder;
 mod emulate_rules;
+mod gmem_rules;
 mod hyperv;
 mod ioapic;
 mod ioeventfd;
