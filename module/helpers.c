@@ -2,7 +2,7 @@
 /*
  * C helpers for rkvm's Rust code: kernel services that exist only as static
  * inline functions or macros, which Rust cannot call directly. Each is a
- * one-line wrapper; the Rust side (module/sys/) documents how they are used.
+ * thin wrapper; the Rust side (module/sys/) documents how they are used.
  */
 #include <linux/anon_inodes.h>
 #include <linux/cc_platform.h>
@@ -170,29 +170,20 @@ vm_fault_t rkvm_fault_set_page(struct vm_fault *vmf, struct page *page)
 	return 0;
 }
 
-/* No attribute of a sized file changes: not its size (ftruncate), nor its mode. */
-static int rkvm_sized_setattr(struct mnt_idmap *idmap, struct dentry *dentry,
-			      struct iattr *attr)
-{
-	return -EINVAL;
-}
-
-/* Without anonymous inodes' getattr, which hides the file type from fstat(). */
-static const struct inode_operations rkvm_sized_iops = {
-	.setattr = rkvm_sized_setattr,
-};
-
 /*
  * A file on an inode of its own (anon_inode_create_getfile) made a regular
  * file of `size` bytes, as KVM's guest_memfd: fallocate() needs S_IFREG,
- * fstat() shows the type and size, and the pages fallocate() allocates are
- * never evicted (nothing could bring them back).
+ * fstat() shows the size, and the pages fallocate() allocates are never
+ * evicted (nothing could bring them back). The inode keeps the anonymous
+ * inodes' operations, which belong to the kernel: an inode can outlive
+ * its file (an O_PATH open of /proc/self/fd/N holds it without holding the
+ * module), so it must not point into this module (docs/abi.md,
+ * "guest_memfd": what fstat, ftruncate and fchmod show for it).
  */
 void rkvm_file_set_size(struct file *file, loff_t size)
 {
 	struct inode *inode = file_inode(file);
 
-	inode->i_op = &rkvm_sized_iops;
 	inode->i_mode |= S_IFREG;
 	i_size_write(inode, size);
 	mapping_set_unevictable(inode->i_mapping);

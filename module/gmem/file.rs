@@ -55,7 +55,7 @@ impl GuestMemfd {
             },
             GFP_KERNEL_ACCOUNT,
         )?;
-        let fd = new_sized_anon_fd(c"rkvm-gmem", &GMEM_FOPS, file, args.size)?;
+        let fd = new_sized_anon_fd(c"[rkvm-gmem]", &GMEM_FOPS, file, args.size)?;
         Ok(fd as isize)
     }
 
@@ -87,7 +87,7 @@ impl FileObject for GuestMemfd {
         Err(ENOTTY)
     }
 
-    const FALLOCATE: bool = true;
+    const SIZED: bool = true;
 
     /// Allocates or frees pages (`kvm_gmem_fallocate`). An allocation
     /// stops with `EINTR` at a pending signal, keeping the pages it made,

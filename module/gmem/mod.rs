@@ -6,13 +6,13 @@
 //!
 //! KVM made guest_memfd for confidential guests: memory the host's user
 //! space cannot map, given to a slot as its private half. A VM of the
-//! default type has no private memory, so its guest still reaches a
-//! guest_memfd slot through the slot's `userspace_addr`, the file's pages
-//! are reached only when the file was made mappable
+//! default type has no private memory, so its guest reaches a guest_memfd
+//! slot through the slot's `userspace_addr` like any other; the file's own
+//! pages reach the guest only when the file was made mappable
 //! (`GUEST_MEMFD_FLAG_MMAP`). rkvm implements the file and the binding
 //! rules, and offers no flags (`KVM_CAP_GUEST_MEMFD_FLAGS` is 0): its
-//! files cannot be mapped, by user space or by the guest, which is what
-//! KVM does for a file created without `GUEST_MEMFD_FLAG_MMAP`.
+//! files cannot be mapped, by user space or into the guest, as KVM's
+//! files made without `GUEST_MEMFD_FLAG_MMAP`.
 //!
 //! The file: a regular file of a fixed size (set at creation, `fstat`
 //! shows it), on its own anonymous inode, without `read`, `write` or

@@ -83,9 +83,10 @@ pub(crate) trait FileObject: Send + Sync + Sized + 'static {
         Err(EINVAL)
     }
 
-    /// Whether the fd takes `fallocate` (only files made with
-    /// [`new_sized_anon_fd`], which are regular files).
-    const FALLOCATE: bool = false;
+    /// Whether the fd is a file of a fixed size, made with
+    /// [`new_sized_anon_fd`] (guest_memfd): it takes `fallocate`, and
+    /// `lseek` is `ESPIPE` (as KVM's guest_memfd, which has no `llseek`).
+    const SIZED: bool = false;
 
     /// `fallocate(mode, offset, len)`, the arguments as `vfs_fallocate`
     /// passes them on (a non-negative offset, a positive length, no wrap),
@@ -143,14 +144,16 @@ impl<T: FileObject> FileOps<T> {
         fops.owner = owner();
         fops.release = Some(release::<T>);
         fops.unlocked_ioctl = Some(ioctl::<T>);
-        fops.llseek = Some(bindings::noop_llseek);
+        if !T::SIZED {
+            fops.llseek = Some(bindings::noop_llseek);
+        }
         if T::MAPPABLE {
             fops.mmap = Some(mmap::<T>);
         }
         if T::READABLE {
             fops.read = Some(read::<T>);
         }
-        if T::FALLOCATE {
+        if T::SIZED {
             fops.fallocate = Some(fallocate::<T>);
         }
         // SAFETY: As above, all-zero is a valid `vm_operations_struct`.
@@ -222,7 +225,11 @@ pub(crate) fn new_anon_fd_then<T: FileObject>(
     obj: Arc<T>,
     before_install: impl FnOnce(i32),
 ) -> Result<i32> {
-    anon_file_fd(name, ops, obj, bindings::O_RDWR, 0, before_install)
+    let how = NewFile::Shared {
+        access: bindings::O_RDWR,
+        f_mode: 0,
+    };
+    anon_file_fd(name, ops, obj, how, before_install)
 }
 
 /// `FMODE_PREAD` (`linux/fs.h`, a cast bindgen does not expand): the file
@@ -236,36 +243,65 @@ pub(crate) fn new_readonly_anon_fd<T: FileObject>(
     ops: &'static FileOps<T>,
     obj: Arc<T>,
 ) -> Result<i32> {
-    anon_file_fd(name, ops, obj, bindings::O_RDONLY, FMODE_PREAD, |_| {})
+    let how = NewFile::Shared {
+        access: bindings::O_RDONLY,
+        f_mode: FMODE_PREAD,
+    };
+    anon_file_fd(name, ops, obj, how, |_| {})
 }
 
-/// Creates the file with `access` (`O_RDWR` or `O_RDONLY`) and the extra
-/// `f_mode` bits, then installs it in a new fd after `before_install`.
+/// How [`anon_file_fd`] makes a file.
+#[derive(Clone, Copy)]
+enum NewFile {
+    /// On the shared anonymous inode, with `access` (`O_RDWR` or
+    /// `O_RDONLY`) and the extra `f_mode` bits; close-on-exec.
+    Shared { access: u32, f_mode: c_uint },
+    /// A regular file of `size` bytes on an anonymous inode of its own,
+    /// read-write, not close-on-exec.
+    Sized { size: bindings::loff_t },
+}
+
+/// Creates the file `how` says, then installs it in a new fd after
+/// `before_install`.
 fn anon_file_fd<T: FileObject>(
     name: &'static CStr,
     ops: &'static FileOps<T>,
     obj: Arc<T>,
-    access: u32,
-    f_mode: c_uint,
+    how: NewFile,
     before_install: impl FnOnce(i32),
 ) -> Result<i32> {
-    let flags = access | bindings::O_CLOEXEC;
+    let fd_flags = match how {
+        NewFile::Shared { .. } => bindings::O_CLOEXEC,
+        NewFile::Sized { .. } => 0,
+    };
     // SAFETY: Reserves an fd number in the current task's table; always allowed.
-    let fd = unsafe { bindings::get_unused_fd_flags(bindings::O_CLOEXEC) };
+    let fd = unsafe { bindings::get_unused_fd_flags(fd_flags) };
     if fd < 0 {
         return Err(Error::from_errno(fd));
     }
     let private = obj.into_foreign();
-    // SAFETY: As in `new_anon_fd`: a static name and a table whose `release` takes back the
-    // `Arc<T>` passed as private data.
-    let file = unsafe {
-        anon_inode_getfile_fmode(
-            name.as_char_ptr(),
-            FileOps::raw(ops),
-            private,
-            flags as c_int,
-            f_mode,
-        )
+    let file = match how {
+        // SAFETY: As in `new_anon_fd`: a static name and a table whose `release` takes back
+        // the `Arc<T>` passed as private data.
+        NewFile::Shared { access, f_mode } => unsafe {
+            anon_inode_getfile_fmode(
+                name.as_char_ptr(),
+                FileOps::raw(ops),
+                private,
+                (access | bindings::O_CLOEXEC) as c_int,
+                f_mode,
+            )
+        },
+        // SAFETY: As above, with no context inode.
+        NewFile::Sized { .. } => unsafe {
+            anon_inode_create_getfile(
+                name.as_char_ptr(),
+                FileOps::raw(ops),
+                private,
+                bindings::O_RDWR as c_int,
+                core::ptr::null(),
+            )
+        },
     };
     if let Err(e) = kernel::error::from_err_ptr(file) {
         // SAFETY: `fd` was reserved above and not installed; no file took `private`, so the
@@ -275,6 +311,11 @@ fn anon_file_fd<T: FileObject>(
             drop(Arc::<T>::from_foreign(private));
         }
         return Err(e);
+    }
+    if let NewFile::Sized { size } = how {
+        // SAFETY: `file` is a new file with its own inode, which no one else can reach yet;
+        // the helper makes the inode a regular file of `size` bytes.
+        unsafe { rkvm_file_set_size(file, size) };
     }
     before_install(fd);
     // SAFETY: `fd` is reserved and unused, `file` is a new file we hold the only reference
@@ -294,38 +335,7 @@ pub(crate) fn new_sized_anon_fd<T: FileObject>(
     size: u64,
 ) -> Result<i32> {
     let size = bindings::loff_t::try_from(size).map_err(|_| EINVAL)?;
-    // SAFETY: Reserves an fd number in the current task's table; always allowed.
-    let fd = unsafe { bindings::get_unused_fd_flags(0) };
-    if fd < 0 {
-        return Err(Error::from_errno(fd));
-    }
-    let private = obj.into_foreign();
-    // SAFETY: As in `new_anon_fd`: a static name and a table whose `release` takes back the
-    // `Arc<T>` passed as private data; no context inode.
-    let file = unsafe {
-        anon_inode_create_getfile(
-            name.as_char_ptr(),
-            FileOps::raw(ops),
-            private,
-            bindings::O_RDWR as c_int,
-            core::ptr::null(),
-        )
-    };
-    if let Err(e) = kernel::error::from_err_ptr(file) {
-        // SAFETY: As in `anon_file_fd`: the fd is reserved and not installed, and no file took
-        // `private`.
-        unsafe {
-            bindings::put_unused_fd(fd as c_uint);
-            drop(Arc::<T>::from_foreign(private));
-        }
-        return Err(e);
-    }
-    // SAFETY: `file` is a new file with its own inode, which no one else can reach yet; the
-    // helper makes the inode a regular file of `size` bytes.
-    unsafe { rkvm_file_set_size(file, size) };
-    // SAFETY: As in `anon_file_fd`: a reserved fd and a new file we hold the only reference to.
-    unsafe { bindings::fd_install(fd as c_uint, file) };
-    Ok(fd)
+    anon_file_fd(name, ops, obj, NewFile::Sized { size }, |_| {})
 }
 
 /// The page cache of a file made by [`new_sized_anon_fd`], during one of
@@ -444,7 +454,13 @@ unsafe extern "C" fn fallocate<T: FileObject>(
         _call: PhantomData,
     };
     match this.fallocate(&pages, mode as u32, offset, len) {
-        Ok(()) => 0,
+        Ok(()) => {
+            // The file's times change, as after any successful `fallocate`
+            // (KVM's `kvm_gmem_fallocate`); a failure here changes nothing.
+            // SAFETY: `file` is live for this call.
+            unsafe { bindings::file_modified(file) };
+            0
+        }
         Err(e) => e.to_errno() as c_long,
     }
 }

@@ -296,6 +296,18 @@ fn rmmod_fails_while_a_vcpu_fd_is_open(env: &Env) -> TestResult {
     check_rmmod_allowed(env, "closing the vCPU fd")
 }
 
+/// A guest_memfd holds its VM and a module reference of its own (its inode
+/// is not the shared anonymous one).
+fn rmmod_fails_while_a_guest_memfd_is_open(env: &Env) -> TestResult {
+    ensure_rkvm(env)?;
+    let vm = check_ok!(check_ok!(System::open(&env.path)).create_vm(0));
+    let gmem = check_ok!(vm.create_guest_memfd(4096, 0));
+    drop(vm);
+    check_rmmod_refused("only a guest_memfd open")?;
+    drop(gmem);
+    check_rmmod_allowed(env, "closing the guest_memfd")
+}
+
 fn rmmod_fails_while_a_vcpu_mapping_exists(env: &Env) -> TestResult {
     ensure_rkvm(env)?;
     let run = {
@@ -565,6 +577,7 @@ fn main() -> ExitCode {
             rmmod_fails_while_the_stats_file_is_open,
             rmmod_fails_while_a_vm_fd_is_open,
             rmmod_fails_while_a_vcpu_fd_is_open,
+            rmmod_fails_while_a_guest_memfd_is_open,
             rmmod_fails_while_a_vcpu_mapping_exists,
             vendor_module_and_rkvm_never_share_the_hardware,
             insmod_rkvm_fails_while_vendor_module_is_loaded,

@@ -324,6 +324,17 @@ mod memslot_rules {
             t.plan(&delete, user_ok, PHYS_BITS, asked),
             Ok(Change::Delete(1))
         );
+        // The file before the physical address width (KVM's arch prepare):
+        // a good file, then the width refuses; no file, EBADF first.
+        let beyond = gmem_req(2, 1 << PHYS_BITS, 1, 0);
+        assert_eq!(
+            t.plan(&beyond, user_ok, PHYS_BITS, files),
+            Err(SlotError::Invalid)
+        );
+        assert_eq!(
+            t.plan(&beyond, user_ok, PHYS_BITS, no_gmem),
+            Err(SlotError::BadFile)
+        );
         // A range overlapping another slot is EEXIST before the file is looked at.
         let r = Request {
             gmem_fd: 99,
