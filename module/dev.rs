@@ -135,6 +135,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_HYPERV
         | abi::KVM_CAP_HYPERV_TIME
         | abi::KVM_CAP_HYPERV_VP_INDEX
+        // Hyper-V's IPI hypercalls (hyperv/ipi.rs), with an in-kernel APIC.
+        | abi::KVM_CAP_HYPERV_SEND_IPI
         | abi::KVM_CAP_HYPERV_CPUID
         | abi::KVM_CAP_SYS_HYPERV_CPUID
         | abi::KVM_CAP_PIT_STATE2
@@ -226,14 +228,15 @@ impl System {
     /// `KVM_GET_SUPPORTED_HV_CPUID`, on this fd and on vCPU fds: the ten
     /// Hyper-V leaves (hyperv/); fewer entries than that is `E2BIG`, with
     /// nothing written; more are set to ten, as KVM's `kvm_get_hv_cpuid`.
-    pub(crate) fn get_supported_hv_cpuid(arg: usize) -> Result<isize> {
+    /// `apic`: the device, or a vCPU with an in-kernel APIC.
+    pub(crate) fn get_supported_hv_cpuid(arg: usize, apic: bool) -> Result<isize> {
         let mut header: kvm_cpuid2 = user::read(arg)?;
         if (header.nent as usize) < hyperv::LEAF_COUNT {
             return Err(E2BIG);
         }
         let mut table = [kvm_cpuid_entry2::default(); hyperv::LEAF_COUNT];
-        let n =
-            hyperv::supported(cpu::smt_possible(), MAX_VCPUS as u32, &mut table).ok_or(E2BIG)?;
+        let n = hyperv::supported(cpu::smt_possible(), MAX_VCPUS as u32, apic, &mut table)
+            .ok_or(E2BIG)?;
         user::write_array(user::after::<kvm_cpuid2>(arg)?, &table[..n])?;
         header.nent = n as u32;
         user::write(arg, &header)?;
@@ -285,7 +288,7 @@ impl FileObject for System {
                 Ok((VCPU_MMAP_PAGES * kernel::page::PAGE_SIZE) as isize)
             }
             abi::KVM_GET_SUPPORTED_CPUID => Self::get_supported_cpuid(arg),
-            abi::KVM_GET_SUPPORTED_HV_CPUID => Self::get_supported_hv_cpuid(arg),
+            abi::KVM_GET_SUPPORTED_HV_CPUID => Self::get_supported_hv_cpuid(arg, true),
             abi::KVM_GET_MSR_INDEX_LIST => Self::get_msr_index_list(arg, msr::SUPPORTED),
             abi::KVM_GET_MSR_FEATURE_INDEX_LIST => Self::get_msr_index_list(arg, msr::FEATURES),
             abi::KVM_GET_MSRS => Self::get_feature_msrs(arg),

@@ -160,7 +160,9 @@ impl Vcpu {
     /// Sets the vCPU's Hyper-V VP index (its creation order, given by the
     /// VM once the vCPU is in it).
     pub(crate) fn set_hv_vp_index(&self, index: u32) {
-        self.state.lock().run.hv_vp_index = index;
+        let mut state = self.state.lock();
+        let run = &mut state.run;
+        run::hyperv::set_vp_index(&mut run.hv_vp_index, run.irq.as_ref(), index);
     }
 
     /// Creates a vCPU in its RESET state, the bootstrap processor if `bsp`,
@@ -385,16 +387,13 @@ impl VcpuFd {
                     && state.run.has_run
                     && msr::immutable_after_run(e.index)
                     && msr::get(&state.msrs, &shared, &ctx, e.index) != Some(e.data);
-                let hyperv = run::hyperv::msr(
-                    &self.vm,
-                    &state.features,
-                    state.msrs.tsc_offset,
-                    &mut state.run.hv_vp_index,
-                    e.index,
-                    &mut e.data,
-                    write,
-                    true,
-                );
+                let hv_vcpu = run::hyperv::VcpuHv {
+                    features: &state.features,
+                    tsc_offset: state.msrs.tsc_offset,
+                    vp_index: &mut state.run.hv_vp_index,
+                    irq: state.run.irq.as_mut(),
+                };
+                let hyperv = run::hyperv::msr(&self.vm, hv_vcpu, e.index, &mut e.data, write, true);
                 let ok = if frozen {
                     false
                 } else if let Some(ok) = hyperv {
@@ -674,10 +673,12 @@ impl FileObject for VcpuFd {
             abi::KVM_SET_MSRS => this.msr_io(arg, true),
             abi::KVM_SET_CPUID2 => this.set_cpuid2(arg),
             abi::KVM_GET_CPUID2 => this.get_cpuid2(arg),
-            // The same leaves as on the device fd: none depends on the
-            // vCPU (rkvm offers no synthetic timers or IPIs, whose bits
-            // KVM clears without an in-kernel APIC).
-            abi::KVM_GET_SUPPORTED_HV_CPUID => System::get_supported_hv_cpuid(arg),
+            // The device's leaves, less the IPI hypercalls' recommendation
+            // for a vCPU without an in-kernel APIC (they need one), as KVM.
+            abi::KVM_GET_SUPPORTED_HV_CPUID => {
+                let apic = this.vcpu.state.lock().run.irq.is_some();
+                System::get_supported_hv_cpuid(arg, apic)
+            }
             abi::KVM_RUN => {
                 let mut state = this.vcpu.state.lock();
                 run::run(&this.vm, &this.vcpu, &mut state)

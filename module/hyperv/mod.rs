@@ -16,17 +16,25 @@
 //!   the re-enlightenment MSRs, which are kept but never act (rkvm never
 //!   changes a running guest's TSC frequency, so no re-enlightenment is
 //!   ever due);
+//! - each vCPU has a VP index (`VP_INDEX`, its creation order unless the
+//!   VMM sets another) and, with an in-kernel APIC, the APIC-access MSRs
+//!   (`EOI`, `ICR`, `TPR`: the APIC's registers as MSRs in either mode);
 //! - once the guest has written its OS identity, VMCALL/VMMCALL is a
-//!   Hyper-V hypercall ([`Call`]) instead of a KVM one. rkvm implements
-//!   no hypercall in the kernel; the extended ones (0x8001 and up) go to
-//!   user space as `KVM_EXIT_HYPERV`, as KVM sends them.
+//!   Hyper-V hypercall ([`Call`]) instead of a KVM one. The IPI
+//!   hypercalls ([`ipi`]) are the kernel's; the extended ones (0x8001 and
+//!   up) go to user space as `KVM_EXIT_HYPERV`, as KVM sends them.
 //!
-//! Everything else of Hyper-V that KVM has (SynIC, synthetic timers, VP
-//! assist, TLB-flush and IPI hypercalls, the crash and debug MSRs) is not
-//! offered: its feature bits stay clear. Kernel glue: run/hyperv.rs.
+//! Everything else of Hyper-V that KVM has (SynIC, synthetic timers, the
+//! VP assist page, TLB-flush hypercalls, the crash and debug MSRs) is not
+//! offered: its feature bits stay clear. The APIC-access MSRs work without
+//! their bit (0x4000_0003 EAX bit 4), which also promises the VP assist
+//! page, as KVM's work for a VMM that does not enforce the guest's Hyper-V
+//! CPUID. Kernel glue: run/hyperv.rs.
 
 use crate::abi::kvm_cpuid_entry2;
 use crate::x86::pvclock::TimeInfo;
+
+pub(crate) mod ipi;
 
 /// The Hyper-V MSRs rkvm implements (TLFS appendix "Hypervisor Synthetic
 /// MSRs"; `include/hyperv/hvgdk_mini.h`).
@@ -43,13 +51,19 @@ pub(crate) mod msr {
     pub(crate) const REENLIGHTENMENT_CONTROL: u32 = 0x4000_0106;
     pub(crate) const TSC_EMULATION_CONTROL: u32 = 0x4000_0107;
     pub(crate) const TSC_EMULATION_STATUS: u32 = 0x4000_0108;
+    /// The APIC-access MSRs (per vCPU): the local APIC's EOI, ICR and TPR
+    /// registers as MSRs in either APIC mode.
+    pub(crate) const EOI: u32 = 0x4000_0070;
+    pub(crate) const ICR: u32 = 0x4000_0071;
+    pub(crate) const TPR: u32 = 0x4000_0072;
 
-    /// Whether `index` is one of them (x86/msr.rs lists them for
-    /// `KVM_GET_MSR_INDEX_LIST`).
+    /// Whether `index` is one of them (x86/msr.rs lists those of them that
+    /// `KVM_GET_MSR_INDEX_LIST` reports).
     pub(crate) fn is_hyperv(index: u32) -> bool {
         matches!(
             index,
             GUEST_OS_ID..=VP_INDEX
+                | EOI..=TPR
                 | TIME_REF_COUNT..=APIC_FREQUENCY
                 | REENLIGHTENMENT_CONTROL..=TSC_EMULATION_STATUS
         )
@@ -99,8 +113,15 @@ const FEATURES_EAX: u32 = (1 << 1) | (1 << 5) | (1 << 6) | (1 << 9) | (1 << 11) 
 /// Leaf 0x4000_0003 EBX: extended hypercalls (bit 20), which go to user
 /// space.
 const FEATURES_EBX: u32 = 1 << 20;
-/// Leaf 0x4000_0003 EDX: the frequency MSRs are there (bit 8).
-const FEATURES_EDX: u32 = 1 << 8;
+/// Leaf 0x4000_0003 EDX: fast hypercalls may pass input in XMM registers
+/// (bit 4; rkvm's one such call is `SEND_IPI_EX`), the frequency MSRs are
+/// there (bit 8).
+const FEATURES_EDX: u32 = (1 << 4) | (1 << 8);
+/// Leaf 0x4000_0004 EAX bit 10: send IPIs with the IPI hypercalls (only
+/// with an in-kernel APIC); bit 11: name processors by sparse sets
+/// (`SEND_IPI_EX`).
+const CLUSTER_IPI_RECOMMENDED: u32 = 1 << 10;
+const EX_PROCESSOR_MASKS_RECOMMENDED: u32 = 1 << 11;
 /// Leaf 0x4000_0004 EAX bit 18: no core of the guest shares a physical core
 /// with another guest's (true when the host has no SMT).
 const NO_NONARCH_CORESHARING: u32 = 1 << 18;
@@ -116,10 +137,13 @@ const NESTED_MSR_BITMAP: u32 = 1 << 19;
 
 /// Fills `out` with the Hyper-V leaves rkvm offers; `smt_possible` is
 /// whether the host may run SMT siblings, `max_vcpus` the most vCPUs a VM
-/// can have. Returns the count, or `None` (`E2BIG`) if `out` is too small.
+/// can have, `apic` whether the IPI hypercalls can work (the device's
+/// answer, or a vCPU's with an in-kernel APIC). Returns the count, or
+/// `None` (`E2BIG`) if `out` is too small.
 pub(crate) fn supported(
     smt_possible: bool,
     max_vcpus: u32,
+    apic: bool,
     out: &mut [kvm_cpuid_entry2],
 ) -> Option<usize> {
     let out = out.get_mut(..LEAF_COUNT)?;
@@ -132,11 +156,13 @@ pub(crate) fn supported(
             0x4000_0002 => (0x3839, 0x000A_0000, 0, 0),
             0x4000_0003 => (FEATURES_EAX, FEATURES_EBX, 0, FEATURES_EDX),
             0x4000_0004 => {
-                let eax = if smt_possible {
-                    0
-                } else {
-                    NO_NONARCH_CORESHARING
-                };
+                let mut eax = EX_PROCESSOR_MASKS_RECOMMENDED;
+                if apic {
+                    eax |= CLUSTER_IPI_RECOMMENDED;
+                }
+                if !smt_possible {
+                    eax |= NO_NONARCH_CORESHARING;
+                }
                 (eax, SPIN_NEVER, 0, 0)
             }
             // The most virtual processors, and logical processors, a
@@ -160,6 +186,7 @@ pub(crate) fn supported(
 
 /// Hypercall result codes (TLFS "Hypercall Status Codes").
 pub(crate) mod status {
+    pub(crate) const SUCCESS: u64 = 0;
     pub(crate) const INVALID_HYPERCALL_CODE: u64 = 2;
     pub(crate) const INVALID_HYPERCALL_INPUT: u64 = 3;
     pub(crate) const INVALID_PARAMETER: u64 = 5;
@@ -192,6 +219,8 @@ pub(crate) enum Outcome {
     Done(u64),
     /// User space answers (`KVM_EXIT_HYPERV` with `KVM_EXIT_HYPERV_HCALL`).
     User,
+    /// An IPI to send ([`ipi::decode`] has the rest of the checks).
+    SendIpi,
 }
 
 impl Call {
@@ -203,15 +232,41 @@ impl Call {
         self.control & (1 << 16) != 0
     }
 
+    /// The variable header's size, in 8-byte units (bits 26:17).
+    pub(crate) fn var_count(&self) -> u64 {
+        (self.control >> 17) & 0x3ff
+    }
+
+    /// Whether the call is a rep call: a rep count (bits 43:32) or a rep
+    /// start index (bits 59:48).
+    fn rep(&self) -> bool {
+        self.control & ((0xfff << 32) | (0xfff << 48)) != 0
+    }
+
+    /// Whether a fast call's parameters go on into the XMM registers
+    /// (KVM's `is_xmm_fast_hypercall`, for the calls rkvm has).
+    pub(crate) fn reads_xmm(&self) -> bool {
+        self.fast() && self.code() == ipi::SEND_IPI_EX
+    }
+
     /// What rkvm does with this call: reserved bits set is an invalid
-    /// input; the extended calls go to user space, except fast ones (their
-    /// parameters are in memory by definition); everything else is an
-    /// unknown code. KVM's order of checks (`kvm_hv_hypercall`).
+    /// input; the IPI calls are the kernel's, as long as they are not rep
+    /// calls and `SEND_IPI` has no variable header; the extended calls go
+    /// to user space, except fast ones (their parameters are in memory by
+    /// definition); everything else is an unknown code. KVM's order of
+    /// checks (`kvm_hv_hypercall`).
     pub(crate) fn outcome(&self) -> Outcome {
         if self.control & RESERVED != 0 {
             return Outcome::Done(status::INVALID_HYPERCALL_INPUT);
         }
         match self.code() {
+            ipi::SEND_IPI if self.var_count() != 0 => {
+                Outcome::Done(status::INVALID_HYPERCALL_INPUT)
+            }
+            ipi::SEND_IPI | ipi::SEND_IPI_EX if self.rep() => {
+                Outcome::Done(status::INVALID_HYPERCALL_INPUT)
+            }
+            ipi::SEND_IPI | ipi::SEND_IPI_EX => Outcome::SendIpi,
             EXT_CALL_FIRST..=EXT_CALL_LAST if self.fast() => {
                 Outcome::Done(status::INVALID_PARAMETER)
             }

@@ -285,6 +285,21 @@ impl Irqchip {
         taken
     }
 
+    /// A Hyper-V IPI (hyperv/ipi.rs): fixed, edge-triggered `vector` to
+    /// every vCPU whose VP index `to` accepts, whatever its APIC's
+    /// destination settings (KVM's `kvm_hv_send_ipi_to_many`).
+    pub(crate) fn send_hv_ipi(&self, vector: u8, to: impl Fn(u32) -> bool) {
+        let apics = self.apics.lock();
+        for apic in apics.iter() {
+            if !to(apic.hv_vp_index.load(Ordering::SeqCst)) {
+                continue;
+            }
+            if apic.lapic.lock().accept_fixed(vector, false) {
+                apic.kick();
+            }
+        }
+    }
+
     fn deliver_all(&self, msgs: &Messages) {
         for m in msgs.items[..msgs.len].iter().flatten() {
             self.deliver(m);
@@ -770,6 +785,11 @@ pub(crate) struct VcpuApic {
     /// the routing table no longer sends them here
     /// ([`Irqchip::set_routing`]).
     stale_eoi: VectorSet,
+    /// The vCPU's Hyper-V VP index, which Hyper-V's IPI hypercalls name
+    /// their targets by: a copy of the run state's, which sets it, for the
+    /// senders on other threads ([`Irqchip::send_hv_ipi`]). `u32::MAX`
+    /// until the VM gives the vCPU its index.
+    hv_vp_index: AtomicU32,
 }
 
 /// A set of vectors, changed and read without a lock.
@@ -857,9 +877,15 @@ impl VcpuApic {
                 nmi: AtomicU32::new(0),
                 bsp,
                 stale_eoi: VectorSet::new(),
+                hv_vp_index: AtomicU32::new(u32::MAX),
             }),
             GFP_KERNEL_ACCOUNT,
         )
+    }
+
+    /// Records the vCPU's Hyper-V VP index (see `hv_vp_index`).
+    pub(crate) fn set_hv_vp_index(&self, index: u32) {
+        self.hv_vp_index.store(index, Ordering::SeqCst);
     }
 
     /// Makes the vCPU look at its APIC: see the module documentation.

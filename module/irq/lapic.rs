@@ -608,6 +608,48 @@ impl Lapic {
             .unwrap_or(Effect::None)
     }
 
+    /// RDMSR of a Hyper-V APIC-access MSR (TLFS "Virtual Processor
+    /// Management": `HV_X64_MSR_EOI`, `_ICR`, `_TPR`), register `offset`
+    /// ([`reg::EOI`], [`reg::ICR_LOW`] or [`reg::TPR`]), in either mode:
+    /// the ICR as one 64-bit value, the TPR; EOI is write-only (#GP). KVM's
+    /// `kvm_lapic_msr_read`.
+    pub(crate) fn hv_msr_read(&self, offset: u32, now_ns: u64) -> Result<u64, Gp> {
+        match offset {
+            reg::ICR_LOW => {
+                Ok(u64::from(self.get(reg::ICR_HIGH)) << 32 | u64::from(self.get(reg::ICR_LOW)))
+            }
+            reg::TPR => self
+                .read_register(reg::TPR, now_ns)
+                .map(u64::from)
+                .ok_or(Gp),
+            _ => Err(Gp),
+        }
+    }
+
+    /// WRMSR of a Hyper-V APIC-access MSR, in either mode: the ICR as one
+    /// 64-bit value (its high half the destination in this mode's format,
+    /// the x2APIC ICR's reserved bits #GP in both modes, as KVM's
+    /// `kvm_x2apic_icr_write`), sending the IPI; the TPR and EOI take 32
+    /// bits (set bits above are #GP), and an EOI's value is ignored. KVM's
+    /// `kvm_lapic_msr_write`.
+    pub(crate) fn hv_msr_write(
+        &mut self,
+        offset: u32,
+        value: u64,
+        now_ns: u64,
+    ) -> Result<Effect, Gp> {
+        match offset {
+            reg::ICR_LOW if value as u32 & icr::X2APIC_RESERVED == 0 => {
+                self.set(reg::ICR_HIGH, (value >> 32) as u32);
+                self.write_register(reg::ICR_LOW, value as u32, now_ns)
+            }
+            reg::EOI | reg::TPR if value >> 32 == 0 => {
+                self.write_register(offset, value as u32, now_ns)
+            }
+            _ => Err(Gp),
+        }
+    }
+
     /// RDMSR of an x2APIC register (0x800-0x8ff). SDM Vol. 3A 11.12.1.2:
     /// #GP unless in x2APIC mode, for write-only and absent registers, and
     /// for the xAPIC-only DFR, ICR high half and APR. The ICR reads as one

@@ -475,6 +475,27 @@ pub(super) fn msr(
     None
 }
 
+/// A Hyper-V APIC-access MSR on APIC register `offset` (lapic.rs,
+/// `hv_msr_read`/`hv_msr_write`), read (`write` `None`) or written by the
+/// guest or the VMM. Without an in-kernel APIC it is #GP (the VMM's error),
+/// as KVM's `kvm_hv_vapic_msr_write`.
+pub(crate) fn hv_msr(
+    link: Option<&mut IrqLink>,
+    offset: u32,
+    write: Option<u64>,
+) -> Result<u64, Gp> {
+    let link = link.ok_or(Gp)?;
+    let now = cpu::now_ns();
+    match write {
+        None => link.apic.with(|l| l.hv_msr_read(offset, now)),
+        Some(value) => {
+            let effect = link.apic.with(|l| l.hv_msr_write(offset, value, now))?;
+            link.eoi_exit = link.apic.apply(&link.chip, effect, &mut link.timer);
+            Ok(0)
+        }
+    }
+}
+
 /// A guest write of IA32_APIC_BASE: with an in-kernel APIC, moving from
 /// x2APIC straight to xAPIC mode, or from disabled straight to x2APIC, is
 /// #GP (SDM Vol. 3A 11.12.5). Returns false for those.

@@ -12,7 +12,9 @@
 //! - Once the guest has set its OS identity, VMCALL/VMMCALL is a Hyper-V
 //!   hypercall: the call's input value in RCX, its input and output in RDX
 //!   and R8 (in 64-bit mode; EDX:EAX, EBX:ECX, EDI:ESI otherwise), the
-//!   status back in RAX (EDX:EAX). Extended calls exit to user space with
+//!   status back in RAX (EDX:EAX). The IPI calls go to the in-kernel
+//!   APICs of the vCPUs with the VP indices they name (each APIC keeps a
+//!   copy of its vCPU's index for that). Extended calls exit to user space with
 //!   `KVM_EXIT_HYPERV`; the next `KVM_RUN` gives the guest
 //!   `kvm_run.hyperv.u.hcall.result` and moves past the instruction.
 //! - The reference TSC page is written before an entry after the guest
@@ -21,11 +23,15 @@
 //!   derives it from its own clock. Sequence 0 first, so that a guest
 //!   reading it meanwhile falls back to the counter MSR.
 
+use super::apic::IrqLink;
 use super::insn::{code_size, next_rip, skip_or_fail};
 use super::{exit_reason, raise, set_pending, Next, Pending, UD_VECTOR, UNION};
 use crate::abi::{self, kvm_hyperv_exit, kvm_hyperv_exit__bindgen_ty_1__bindgen_ty_2 as Hcall};
 use crate::backend::ExitInfo;
-use crate::hyperv::{self as hv, msr, Call, Outcome, TscPage, TscStatus, Write, TSC_PAGE_SIZE};
+use crate::hyperv::{
+    self as hv, ipi, msr, Call, Outcome, TscPage, TscStatus, Write, TSC_PAGE_SIZE,
+};
+use crate::irq::lapic;
 use crate::sys::cpu;
 use crate::sys::mem::SharedPage;
 use crate::vcpu::{ArchState, MAX_VCPUS};
@@ -38,16 +44,24 @@ use kernel::prelude::*;
 /// CR0.PE. SDM Vol. 3A 2.5.
 const CR0_PE: u64 = 1;
 
+/// What a Hyper-V MSR access needs of the vCPU's state.
+pub(crate) struct VcpuHv<'a> {
+    /// Its CPUID features (whether they say "Hv#1").
+    pub(crate) features: &'a GuestFeatures,
+    /// Its TSC offset.
+    pub(crate) tsc_offset: u64,
+    /// Its VP index.
+    pub(crate) vp_index: &'a mut u32,
+    /// Its link to the in-kernel irqchip, if there is one.
+    pub(crate) irq: Option<&'a mut IrqLink>,
+}
+
 /// A read (`write` false) or write of MSR `index` when it is a Hyper-V
 /// one: `None` if it is not; otherwise whether the access succeeded, a
-/// read's value in `value`. `host` is an access by the VMM; `guest` is the
-/// vCPU's CPUID features, `tsc_offset` its TSC's, `vp_index` its VP index.
-#[allow(clippy::too_many_arguments)]
+/// read's value in `value`. `host` is an access by the VMM.
 pub(crate) fn msr(
     vm: &Vm,
-    guest: &GuestFeatures,
-    tsc_offset: u64,
-    vp_index: &mut u32,
+    vcpu: VcpuHv<'_>,
     index: u32,
     value: &mut u64,
     write: bool,
@@ -56,20 +70,25 @@ pub(crate) fn msr(
     if !msr::is_hyperv(index) {
         return None;
     }
-    if !host && !guest.hyperv {
+    if !host && !vcpu.features.hyperv {
         return Some(false);
     }
     if index == msr::VP_INDEX {
         if !write {
-            *value = u64::from(*vp_index);
+            *value = u64::from(*vcpu.vp_index);
             return Some(true);
         }
-        return Some(
-            hv::vp_index_write(*value, host, MAX_VCPUS as u32)
-                .map(|i| *vp_index = i)
-                .is_some(),
-        );
+        let Some(i) = hv::vp_index_write(*value, host, MAX_VCPUS as u32) else {
+            return Some(false);
+        };
+        set_vp_index(vcpu.vp_index, vcpu.irq.as_deref(), i);
+        return Some(true);
     }
+    if let Some(offset) = apic_register(index) {
+        let result = super::apic::hv_msr(vcpu.irq, offset, write.then_some(*value));
+        return Some(result.map(|v| *value = v).is_ok());
+    }
+    let tsc_offset = vcpu.tsc_offset;
     if write {
         return Some(write_msr(vm, index, *value, host));
     }
@@ -86,6 +105,25 @@ pub(crate) fn msr(
         _ => vm.with_hyperv(|p| p.read(index)),
     };
     Some(read.map(|v| *value = v).is_some())
+}
+
+/// Sets the vCPU's VP index, in its run state and, for Hyper-V IPIs sent
+/// by other vCPUs, in its in-kernel APIC.
+pub(crate) fn set_vp_index(vp_index: &mut u32, irq: Option<&IrqLink>, index: u32) {
+    *vp_index = index;
+    if let Some(link) = irq {
+        link.apic.set_hv_vp_index(index);
+    }
+}
+
+/// The local APIC register an APIC-access MSR stands for.
+fn apic_register(index: u32) -> Option<u32> {
+    match index {
+        msr::EOI => Some(lapic::reg::EOI),
+        msr::ICR => Some(lapic::reg::ICR_LOW),
+        msr::TPR => Some(lapic::reg::TPR),
+        _ => None,
+    }
 }
 
 /// Writes a Hyper-V MSR; false is #GP (or the VMM's error).
@@ -186,6 +224,11 @@ pub(super) fn hypercall(
             set_result(state, status, wide);
             skip_or_fail(vm, state, info, opcode, page)
         }
+        Outcome::SendIpi => {
+            let status = send_ipi(vm, state, &call);
+            set_result(state, status, wide);
+            skip_or_fail(vm, state, info, opcode, page)
+        }
         Outcome::User => {
             let Some(next_rip) = next_rip(vm, state, info, opcode, page)? else {
                 return Ok(Next::User);
@@ -203,6 +246,33 @@ pub(super) fn hypercall(
             set_pending(state, Pending::HypervCall { next_rip, wide });
             exit_reason(page, abi::KVM_EXIT_HYPERV)
         }
+    }
+}
+
+/// `HvCallSendSyntheticClusterIpi(Ex)` (hyperv/ipi.rs): decodes the call
+/// from guest memory or registers (RDX, R8, and XMM0-5 for a fast `Ex`,
+/// from the vCPU's saved FPU state) and sends the IPI; the status for the
+/// guest. Only with an in-kernel APIC (KVM's `kvm_hv_send_ipi`).
+fn send_ipi(vm: &Vm, state: &ArchState, call: &Call) -> u64 {
+    let Some(link) = state.run.irq.as_ref() else {
+        return hv::status::INVALID_HYPERCALL_INPUT;
+    };
+    let mut xmm = [0u64; ipi::XMM_HALVES];
+    if call.reads_xmm() {
+        let saved = state.run.fpu().legacy().xmm;
+        for (i, half) in xmm.iter_mut().enumerate() {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&saved[i / 2][(i % 2) * 8..][..8]);
+            *half = u64::from_le_bytes(bytes);
+        }
+    }
+    match ipi::decode(call, &xmm, |gpa, buf| vm.read_guest(gpa, buf).is_some()) {
+        Ok(Some(ipi)) => {
+            link.chip.send_hv_ipi(ipi.vector, |vp| ipi.to.contains(vp));
+            hv::status::SUCCESS
+        }
+        Ok(None) => hv::status::SUCCESS,
+        Err(status) => status,
     }
 }
 

@@ -61,17 +61,13 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
     // A write's value (EDX:EAX), read once for every kind of MSR below.
     let value = (state.regs.rdx << 32) | (state.regs.rax & 0xffff_ffff);
     let mut hv_value = value;
-    let tsc_offset = state.msrs.tsc_offset;
-    if let Some(ok) = super::hyperv::msr(
-        vm,
-        &state.features,
-        tsc_offset,
-        &mut state.run.hv_vp_index,
-        index,
-        &mut hv_value,
-        write,
-        false,
-    ) {
+    let hv_vcpu = super::hyperv::VcpuHv {
+        features: &state.features,
+        tsc_offset: state.msrs.tsc_offset,
+        vp_index: &mut state.run.hv_vp_index,
+        irq: state.run.irq.as_mut(),
+    };
+    if let Some(ok) = super::hyperv::msr(vm, hv_vcpu, index, &mut hv_value, write, false) {
         if ok && !write {
             state.regs.rax = hv_value & 0xffff_ffff;
             state.regs.rdx = hv_value >> 32;

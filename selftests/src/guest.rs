@@ -286,6 +286,27 @@ fn idt(mode: Mode) -> Vec<u8> {
     idt
 }
 
+/// The Hyper-V leaves of `KVM_GET_SUPPORTED_HV_CPUID` on the device.
+pub fn supported_hv_cpuid(ctx: &Ctx) -> Result<Vec<kvm_cpuid_entry2>, Status> {
+    let mut cpuid = CpuidEntries::new(64)?;
+    ctx.sys.get_supported_hv_cpuid(&mut cpuid)?;
+    Ok(cpuid.entries().to_vec())
+}
+
+/// The CPUID table a VMM gives a Hyper-V guest (as Linux's
+/// `vcpu_set_hv_cpuid`): the supported table without KVM's leaves
+/// 0x4000_00xx, then the Hyper-V leaves.
+pub fn hyper_v_cpuid(ctx: &Ctx, vm: &GuestVm) -> Result<CpuidEntries, Status> {
+    let mut table: Vec<_> = vm
+        .cpuid
+        .iter()
+        .filter(|e| !(0x4000_0000..0x4000_0100).contains(&e.function))
+        .copied()
+        .collect();
+    table.extend(supported_hv_cpuid(ctx)?);
+    Ok(CpuidEntries::from_entries(&table)?)
+}
+
 /// A VM with slot 0 ([`MEM_SIZE`] bytes at 0) holding the tables of
 /// `mode` and the guest code.
 #[derive(Debug)]

@@ -20,18 +20,21 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check_ok, tests};
+use kvm_abi::MsrEntries;
 use kvm_abi::VcpuExit;
 use kvm_abi::eventfd::EventFd;
 use kvm_abi::sys::{
-    KVM_CAP_HLT, KVM_CAP_IOEVENTFD, KVM_CAP_IOEVENTFD_ANY_LENGTH, KVM_CAP_IRQ_INJECT_STATUS,
-    KVM_CAP_IRQ_ROUTING, KVM_CAP_IRQCHIP, KVM_CAP_IRQFD, KVM_CAP_IRQFD_RESAMPLE, KVM_CAP_PIT,
-    KVM_CAP_PIT_STATE2, KVM_CAP_PIT2, KVM_CAP_REINJECT_CONTROL, KVM_CAP_SET_BOOT_CPU_ID,
-    KVM_CAP_SIGNAL_MSI, KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_USER_NMI,
-    KVM_CAP_X2APIC_API, KVM_CAP_X86_APIC_BUS_CYCLES_NS, KVM_IRQFD_FLAG_DEASSIGN,
-    KVM_IRQFD_FLAG_RESAMPLE, KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE,
-    KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
+    KVM_CAP_HLT, KVM_CAP_HYPERV_SEND_IPI, KVM_CAP_IOEVENTFD, KVM_CAP_IOEVENTFD_ANY_LENGTH,
+    KVM_CAP_IRQ_INJECT_STATUS, KVM_CAP_IRQ_ROUTING, KVM_CAP_IRQCHIP, KVM_CAP_IRQFD,
+    KVM_CAP_IRQFD_RESAMPLE, KVM_CAP_PIT, KVM_CAP_PIT_STATE2, KVM_CAP_PIT2,
+    KVM_CAP_REINJECT_CONTROL, KVM_CAP_SET_BOOT_CPU_ID, KVM_CAP_SIGNAL_MSI, KVM_CAP_SPLIT_IRQCHIP,
+    KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_USER_NMI, KVM_CAP_X2APIC_API,
+    KVM_CAP_X86_APIC_BUS_CYCLES_NS, KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE,
+    KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
 };
-use rkvm_selftests::guest::{DATA_GPA, GuestVcpu, GuestVm, MMIO_GPA, Mode, describe};
+use rkvm_selftests::guest::{
+    DATA_GPA, GuestVcpu, GuestVm, MMIO_GPA, Mode, describe, hyper_v_cpuid,
+};
 use rkvm_selftests::{Ctx, guest};
 
 /// The local APIC's registers (SDM Vol. 3A Table 11-1), as offsets into
@@ -2253,6 +2256,296 @@ fn x2apic_api_ids_and_broadcast_quirk(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// Hyper-V's APIC-access MSRs and its synthetic-cluster IPI hypercalls.
+const HV_EOI: u32 = 0x4000_0070;
+const HV_ICR: u32 = 0x4000_0071;
+const HV_TPR: u32 = 0x4000_0072;
+const HV_VP_INDEX: u32 = 0x4000_0002;
+const HV_SEND_IPI: u64 = 0x000b;
+const HV_SEND_IPI_EX: u64 = 0x0015;
+const HV_FAST: u64 = 1 << 16;
+/// The next call's input value, RDX, R8 and XMM0-1 (7 words; an input
+/// value of 0 ends the sender), and the slow calls' input.
+const HV_NEXT_CALL: u64 = DATA_GPA + 0x400;
+const HV_INPUT: u64 = DATA_GPA + 0x3000;
+/// Each vCPU's count of vector 0xfe, at `HV_COUNTS + 8 * id`, and its
+/// word saying its APIC is enabled, at `HV_READY + 8 * id`.
+const HV_COUNTS: u64 = DATA_GPA + 0x100;
+const HV_READY: u64 = DATA_GPA + 0x180;
+
+irq_guest! {
+    /// Hyper-V IPIs. Every vCPU enables its APIC and says so (HV_READY +
+    /// 8 * %rdi: an APIC that is not enabled drops fixed interrupts), and
+    /// counts vector 0xfe (at HV_COUNTS + 8 * %rdi), ending each with
+    /// Hyper-V's EOI MSR. vCPU 0 sets up hypercalls and makes the calls
+    /// the host leaves at HV_NEXT_CALL, reporting each status, with
+    /// interrupts off; the others halt until they counted 2, then report
+    /// done.
+    fn hv_ipi_guest;
+    "set_gate 0xfe, 9f",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "movq $1, (DATA_GPA + 0x180)(,%rdi,8)",
+    "xor %r15d, %r15d",
+    "test %rdi, %rdi",
+    "jnz 5f",
+    "enable_sse",
+    "mov $0x40000000, %ecx",
+    "xor %eax, %eax",
+    "mov $0x81000000, %edx",
+    "wrmsr",
+    "mov $0x40000001, %ecx",
+    "mov $(DATA_GPA + 0x1001), %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "ucall UCALL_SYNC",
+    "2: mov $(DATA_GPA + 0x400), %r12d",
+    "mov (%r12), %rcx",
+    "test %rcx, %rcx",
+    "jz 3f",
+    "mov 8(%r12), %rdx",
+    "mov 16(%r12), %r8",
+    "movdqu 24(%r12), %xmm0",
+    "movdqu 40(%r12), %xmm1",
+    "mov $(DATA_GPA + 0x1000), %eax",
+    "call *%rax",
+    "mov %rax, %rbx",
+    "ucall UCALL_SYNC",
+    "jmp 2b",
+    "3: ucall UCALL_DONE",
+    "5: halt_until %r15, 2",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "incq (DATA_GPA + 0x100)(,%rdi,8)",
+    "push %rax",
+    "push %rcx",
+    "push %rdx",
+    "mov $0x40000070, %ecx",
+    "mov $1, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "pop %rdx",
+    "pop %rcx",
+    "pop %rax",
+    "iretq",
+}
+
+/// Hyper-V's IPI hypercalls (`HvCallSendSyntheticClusterIpi` and `...Ex`,
+/// KVM_CAP_HYPERV_SEND_IPI), as Linux's hyperv_ipi test makes them:
+/// receivers with VP indices 2 and 65 (set by the VMM), a slow call with a
+/// mask, a fast `Ex` call with its sparse set in XMM registers, a slow
+/// `Ex` call to every processor; each receiver ends each interrupt with
+/// Hyper-V's EOI MSR (a second one would wait behind the first
+/// otherwise). A vector below 16, a variable header that does not count
+/// the banks, or a rep count are HV_STATUS_INVALID_HYPERCALL_INPUT (3)
+/// and send nothing; a VP index no vCPU has gets nothing.
+fn hyper_v_ipis_reach_the_vp_indices_they_name(ctx: &Ctx) -> TestResult {
+    if check_ok!(ctx.cap(KVM_CAP_HYPERV_SEND_IPI)) == 0 {
+        ksft::skip!("KVM_CAP_HYPERV_SEND_IPI is 0");
+    }
+    let vm = GuestVm::new(ctx, Mode::Long, hv_ipi_guest())?;
+    check_ok!(vm.vm.create_irqchip());
+    let table = hyper_v_cpuid(ctx, &vm)?;
+    let mut vcpus = Vec::new();
+    for id in 0..3 {
+        let cpuid = check_ok!(kvm_abi::CpuidEntries::from_entries(table.entries()));
+        vcpus.push(vm.add_vcpu_with_cpuid(id, move |c| *c = cpuid)?);
+    }
+    for (vcpu, vp) in vcpus[1..].iter().zip([2u64, 65]) {
+        let index = check_ok!(MsrEntries::from_pairs(&[(HV_VP_INDEX, vp)]));
+        check_eq!(check_ok!(vcpu.vcpu.set_msrs(&index)), 1, "VP index {vp}");
+        check_ok!(vcpu.vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE));
+    }
+    let mut sender = vcpus.remove(0);
+    let receivers: Vec<_> = vcpus
+        .into_iter()
+        .map(|mut v| thread::spawn(move || v.done()))
+        .collect();
+    let counts = |vm: &GuestVm| -> Result<[u64; 2], Status> {
+        Ok([vm.read_u64(HV_COUNTS + 8)?, vm.read_u64(HV_COUNTS + 16)?])
+    };
+    // Waits until the receivers' counts are `want`, or 20 s.
+    let wait_for = |vm: &GuestVm, want: [u64; 2], what: &str| -> TestResult {
+        let start = Instant::now();
+        loop {
+            let got = counts(vm)?;
+            if got == want {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                ksft::fail!("{what}: counts {got:?}, expected {want:?}");
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    };
+    sender.sync()?;
+    // The receivers' APICs are enabled before the first IPI.
+    let start = Instant::now();
+    while vm.read_u64(HV_READY + 8)? == 0 || vm.read_u64(HV_READY + 16)? == 0 {
+        if start.elapsed() > Duration::from_secs(20) {
+            ksft::fail!("the receivers did not start in 20 s");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    // (input value, RDX, R8, XMM0 and XMM1 halves, slow input, expected
+    // status, counts after).
+    type Step = (
+        u64,
+        u64,
+        u64,
+        [u64; 4],
+        Vec<u64>,
+        u64,
+        [u64; 2],
+        &'static str,
+    );
+    let steps: Vec<Step> = vec![
+        (
+            HV_SEND_IPI,
+            HV_INPUT,
+            0,
+            [0; 4],
+            vec![0xfe, 1 << 2],
+            0,
+            [1, 0],
+            "slow, VP 2",
+        ),
+        (
+            HV_SEND_IPI | HV_FAST,
+            0x0f,
+            1 << 2,
+            [0; 4],
+            vec![],
+            3,
+            [1, 0],
+            "vector 0x0f",
+        ),
+        (
+            HV_SEND_IPI | HV_FAST | 1 << 32,
+            0xfe,
+            1 << 2,
+            [0; 4],
+            vec![],
+            3,
+            [1, 0],
+            "a rep count",
+        ),
+        (
+            HV_SEND_IPI | HV_FAST,
+            0xfe,
+            1 << 3,
+            [0; 4],
+            vec![],
+            0,
+            [1, 0],
+            "VP 3, nobody",
+        ),
+        (
+            HV_SEND_IPI_EX | HV_FAST | 2 << 17,
+            0xfe,
+            0,
+            [0b10, 1 << 1, 0, 0],
+            vec![],
+            3,
+            [1, 0],
+            "two banks said, one given",
+        ),
+        (
+            HV_SEND_IPI_EX | HV_FAST | 1 << 17,
+            0xfe,
+            0,
+            [0b10, 1 << 1, 0, 0],
+            vec![],
+            0,
+            [1, 1],
+            "fast Ex, VP 65 from XMM",
+        ),
+        (
+            HV_SEND_IPI_EX,
+            HV_INPUT,
+            0,
+            [0; 4],
+            vec![0xfe, 1, 0],
+            0,
+            [2, 2],
+            "slow Ex, all",
+        ),
+    ];
+    let mut before = [0, 0];
+    for (control, rdx, r8, xmm, input, status, want, what) in steps {
+        vm.write(
+            HV_INPUT,
+            &input
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .collect::<Vec<_>>(),
+        )?;
+        let next: Vec<u8> = [control, rdx, r8]
+            .iter()
+            .chain(xmm.iter())
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        vm.write(HV_NEXT_CALL, &next)?;
+        let [rax, _, _] = sender.sync()?;
+        check_eq!(rax, status, "{what}: status");
+        if want == before {
+            // Nothing may arrive: give a stray IPI time to be counted.
+            thread::sleep(Duration::from_millis(50));
+        }
+        wait_for(&vm, want, what)?;
+        before = want;
+    }
+    vm.write(HV_NEXT_CALL, &[0; 8])?;
+    sender.done()?;
+    for r in receivers {
+        match r.join() {
+            Ok(result) => result?,
+            Err(_) => ksft::fail!("a receiver's thread panicked"),
+        }
+    }
+    Ok(())
+}
+
+/// Hyper-V's APIC-access MSRs reach the in-kernel APIC in xAPIC mode too:
+/// the VMM's TPR write is the APIC's TPR (KVM_GET_LAPIC); an ICR write
+/// (an IPI to APIC ID 0x55, which no vCPU has) reads back as one 64-bit
+/// register, one with a bit the x2APIC ICR reserves is refused; EOI
+/// cannot be read; without an in-kernel APIC all three are refused.
+fn hyper_v_apic_access_msrs_are_the_apics_registers(ctx: &Ctx) -> TestResult {
+    let (_vm, vcpus) = irqchip_vm(ctx, hv_ipi_guest(), 1)?;
+    let vcpu = &vcpus[0].vcpu;
+    check_eq!(
+        check_ok!(vcpu.set_msrs(&check_ok!(MsrEntries::from_pairs(&[(HV_TPR, 0x30)])))),
+        1
+    );
+    let lapic = check_ok!(vcpu.get_lapic());
+    check_eq_hex!(reg(&lapic, 0x80), 0x30u32, "the APIC's TPR");
+    let icr = 0x55 << 56 | 0x4040;
+    let write = check_ok!(MsrEntries::from_pairs(&[(HV_ICR, icr)]));
+    check_eq!(check_ok!(vcpu.set_msrs(&write)), 1, "ICR");
+    let reserved = check_ok!(MsrEntries::from_pairs(&[(HV_ICR, icr | 1 << 13)]));
+    check_eq!(check_ok!(vcpu.set_msrs(&reserved)), 0, "ICR bit 13");
+    let mut read = check_ok!(MsrEntries::from_indices(&[HV_TPR, HV_ICR]));
+    check_eq!(check_ok!(vcpu.get_msrs(&mut read)), 2);
+    check_eq_hex!(read.entries()[0].data, 0x30u64, "TPR");
+    check_eq_hex!(read.entries()[1].data, icr, "ICR");
+    let mut eoi = check_ok!(MsrEntries::from_indices(&[HV_EOI]));
+    check_eq!(check_ok!(vcpu.get_msrs(&mut eoi)), 0, "reading EOI");
+    // A TPR value above 32 bits is refused.
+    let wide = check_ok!(MsrEntries::from_pairs(&[(HV_TPR, 1 << 32)]));
+    check_eq!(check_ok!(vcpu.set_msrs(&wide)), 0, "TPR bit 32");
+    let plain = GuestVm::new(ctx, Mode::Long, hv_ipi_guest())?;
+    let v = plain.add_vcpu(0)?;
+    for index in [HV_EOI, HV_ICR, HV_TPR] {
+        let mut m = check_ok!(MsrEntries::from_indices(&[index]));
+        check_eq!(
+            check_ok!(v.vcpu.get_msrs(&mut m)),
+            0,
+            "{index:#x} without an APIC"
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -2266,6 +2559,8 @@ fn main() -> ExitCode {
             split_irqchip_extint_comes_through_kvm_interrupt,
             split_irqchip_eois_of_ioapic_routes_exit_to_user_space,
             x2apic_api_ids_and_broadcast_quirk,
+            hyper_v_ipis_reach_the_vp_indices_they_name,
+            hyper_v_apic_access_msrs_are_the_apics_registers,
             irqchip_state_round_trips,
             lapic_state_at_reset_and_round_trip,
             apic_bus_cycle_sets_the_timers_rate,

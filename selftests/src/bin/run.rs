@@ -32,7 +32,7 @@ use nix::sys::signal::Signal;
 use rkvm_selftests::cpu::{self, Extension};
 use rkvm_selftests::guest::{
     ALIAS_GVA, CODE_GPA, DATA_GPA, GuestVcpu, GuestVm, MEM_SIZE, MMIO_GPA, Mode, RFLAGS_IF, Ucall,
-    describe,
+    describe, hyper_v_cpuid, supported_hv_cpuid,
 };
 use rkvm_selftests::msr::{
     MSR_APIC_BASE, MSR_CSTAR, MSR_EFER, MSR_KERNEL_GS_BASE, MSR_KVM_STEAL_TIME, MSR_LSTAR,
@@ -3742,27 +3742,6 @@ const HV_INTERFACE: u32 = 0x3123_7648;
 /// the data area).
 const HV_HYPERCALL_PAGE: u64 = DATA_GPA + 0x1000;
 const HV_TSC_PAGE: u64 = DATA_GPA + 0x2000;
-
-/// The Hyper-V leaves of `KVM_GET_SUPPORTED_HV_CPUID` on the device.
-fn supported_hv_cpuid(ctx: &Ctx) -> Result<Vec<kvm_abi::sys::kvm_cpuid_entry2>, Status> {
-    let mut cpuid = check_ok!(CpuidEntries::new(64));
-    check_ok!(ctx.sys.get_supported_hv_cpuid(&mut cpuid));
-    Ok(cpuid.entries().to_vec())
-}
-
-/// The CPUID table a VMM gives a Hyper-V guest (as Linux's
-/// `vcpu_set_hv_cpuid`): the supported table without KVM's leaves
-/// 0x4000_00xx, then the Hyper-V leaves.
-fn hyper_v_cpuid(ctx: &Ctx, vm: &GuestVm) -> Result<CpuidEntries, Status> {
-    let mut table: Vec<_> = vm
-        .cpuid
-        .iter()
-        .filter(|e| !(0x4000_0000..0x4000_0100).contains(&e.function))
-        .copied()
-        .collect();
-    table.extend(supported_hv_cpuid(ctx)?);
-    Ok(check_ok!(CpuidEntries::from_entries(&table)))
-}
 
 /// `KVM_GET_SUPPORTED_HV_CPUID` on the device fd and on a vCPU fd: ten
 /// leaves between 0x4000_0000 and 0x4000_0082 (the first names

@@ -11,8 +11,12 @@ use crate::x86::cpuid::GuestFeatures;
 use crate::x86::pvclock::{ClockRef, FLAG_TSC_STABLE};
 
 fn leaves(smt: bool) -> Vec<kvm_cpuid_entry2> {
+    leaves_for(smt, true)
+}
+
+fn leaves_for(smt: bool, apic: bool) -> Vec<kvm_cpuid_entry2> {
     let mut out = vec![kvm_cpuid_entry2::default(); 16];
-    let n = supported(smt, 1024, &mut out).expect("16 entries are enough");
+    let n = supported(smt, 1024, apic, &mut out).expect("16 entries are enough");
     out.truncate(n);
     out
 }
@@ -43,26 +47,31 @@ fn only_what_rkvm_implements_is_offered() {
     let f = leaf(&leaves(false), 0x4000_0003);
     // Reference counter, hypercall MSRs, VP index, TSC page, frequency
     // MSRs, re-enlightenment MSRs; no VP runtime (0), SynIC (2), timers
-    // (3), APIC MSRs (4), reset (7), crash MSRs.
+    // (3), APIC MSRs with the VP assist page (4), reset (7), crash MSRs.
     assert_eq!(
         f.eax,
         (1 << 1) | (1 << 5) | (1 << 6) | (1 << 9) | (1 << 11) | (1 << 13)
     );
-    assert_eq!((f.ebx, f.ecx, f.edx), (1 << 20, 0, 1 << 8));
+    // EDX: XMM input for fast calls (4), the frequency MSRs (8).
+    assert_eq!((f.ebx, f.ecx, f.edx), (1 << 20, 0, (1 << 4) | (1 << 8)));
     let e = leaf(&leaves(true), 0x4000_0004);
-    assert_eq!(
-        e.eax, 0,
-        "no recommendation: no TLB-flush or IPI hypercalls"
-    );
+    // The IPI hypercalls (10) with sparse sets (11); no TLB-flush
+    // hypercalls (2), APIC-access MSRs (3, which come with the VP assist
+    // page's EOI), relaxed timing (5).
+    assert_eq!(e.eax, (1 << 10) | (1 << 11));
     assert_eq!(e.ebx, u32::MAX, "never notify a long spin");
+    // Without an in-kernel APIC no IPI hypercall is recommended (Linux's
+    // hyperv_cpuid checks a vCPU without one).
+    let e = leaf(&leaves_for(true, false), 0x4000_0004);
+    assert_eq!(e.eax, 1 << 11);
 }
 
 #[test]
 fn too_small_a_buffer_is_refused() {
     let mut out = vec![kvm_cpuid_entry2::default(); LEAF_COUNT - 1];
-    assert_eq!(supported(true, 1, &mut out), None);
+    assert_eq!(supported(true, 1, true, &mut out), None);
     let mut out = vec![kvm_cpuid_entry2::default(); LEAF_COUNT];
-    assert_eq!(supported(true, 1, &mut out), Some(LEAF_COUNT));
+    assert_eq!(supported(true, 1, true, &mut out), Some(LEAF_COUNT));
 }
 
 #[test]
@@ -87,6 +96,17 @@ fn hypercall_codes_reserved_bits_and_fast_extended_calls() {
         "fast"
     );
     assert_eq!(call(0x0002), Outcome::Done(status::INVALID_HYPERCALL_CODE));
+    // The IPI calls: not as rep calls, SEND_IPI without a variable header.
+    assert_eq!(call(0x000b), Outcome::SendIpi);
+    assert_eq!(call(0x000b | 1 << 16), Outcome::SendIpi, "fast");
+    assert_eq!(call(0x0015 | 2 << 17), Outcome::SendIpi);
+    for bad in [0x000b | 1 << 17, 0x000b | 1 << 32, 0x0015 | 1 << 48] {
+        assert_eq!(
+            call(bad),
+            Outcome::Done(status::INVALID_HYPERCALL_INPUT),
+            "{bad:#x}"
+        );
+    }
     for reserved in [27, 31, 44, 47, 60, 63] {
         assert_eq!(
             call(0x8001 | 1 << reserved),
@@ -347,4 +367,174 @@ fn only_the_vmm_sets_a_vp_index_and_only_below_the_vcpu_limit() {
     assert_eq!(vp_index_write((1 << 32) | 7, true, 1024), Some(7));
     assert!(msr::is_hyperv(msr::VP_INDEX));
     assert!(!msr::is_hyperv(0x4000_0003));
+}
+
+mod ipis {
+    //! `module/hyperv/ipi.rs`: the IPI hypercalls' parameters, as Linux's
+    //! hyperv_ipi test passes them, and KVM's checks.
+
+    use crate::hyperv::ipi::{decode, Ipi, VpSet, SEND_IPI, SEND_IPI_EX, XMM_HALVES};
+    use crate::hyperv::{status, Call};
+
+    const INVALID: u64 = status::INVALID_HYPERCALL_INPUT;
+    const FAST: u64 = 1 << 16;
+    const IN: u64 = 0x5000;
+
+    /// Guest memory: `words` from `IN` on.
+    fn memory(words: &[u64]) -> impl FnMut(u64, &mut [u8]) -> bool + '_ {
+        move |gpa, buf| {
+            let Some(at) = gpa.checked_sub(IN).map(|o| o as usize) else {
+                return false;
+            };
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            match bytes.get(at..at + buf.len()) {
+                Some(b) => {
+                    buf.copy_from_slice(b);
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+
+    fn call(control: u64, input: u64, output: u64) -> Call {
+        Call {
+            control,
+            input,
+            output,
+        }
+    }
+
+    fn sparse(valid: u64, present: &[u64]) -> VpSet {
+        let mut banks = [0; 64];
+        banks[..present.len()].copy_from_slice(present);
+        VpSet::sparse(valid, banks)
+    }
+
+    fn members(set: &VpSet) -> Vec<u32> {
+        (0..4096).filter(|&vp| set.contains(vp)).collect()
+    }
+
+    const NO_XMM: [u64; XMM_HALVES] = [0; XMM_HALVES];
+
+    #[test]
+    fn send_ipi_takes_a_mask_of_the_first_64_vp_indices() {
+        // Slow: struct hv_send_ipi in memory.
+        let mem = [0xfe, 1 << 2];
+        let ipi = decode(&call(SEND_IPI as u64, IN, 0), &NO_XMM, memory(&mem)).unwrap();
+        let ipi = ipi.unwrap();
+        assert_eq!(ipi.vector, 0xfe);
+        assert_eq!(members(&ipi.to), [2]);
+        // Fast: the vector in RDX, the mask in R8.
+        let fast = decode(
+            &call(SEND_IPI as u64 | FAST, 0xfe, 1 << 2 | 1 << 63),
+            &NO_XMM,
+            memory(&[]),
+        );
+        assert_eq!(members(&fast.unwrap().unwrap().to), [2, 63]);
+        // The reserved half of RDX must be 0.
+        let bad = decode(
+            &call(SEND_IPI as u64 | FAST, 1 << 32 | 0xfe, 4),
+            &NO_XMM,
+            memory(&[]),
+        );
+        assert_eq!(bad, Err(INVALID));
+        // Unreadable input.
+        assert_eq!(
+            decode(&call(SEND_IPI as u64, 0x9000, 0), &NO_XMM, memory(&[])),
+            Err(INVALID)
+        );
+    }
+
+    #[test]
+    fn vectors_below_16_or_above_255_are_refused() {
+        for vector in [0, 0xf, 0x100, 0x1_0010] {
+            let r = decode(
+                &call(SEND_IPI as u64 | FAST, vector, 1),
+                &NO_XMM,
+                memory(&[]),
+            );
+            assert_eq!(r, Err(INVALID), "{vector:#x}");
+        }
+        let r = decode(&call(SEND_IPI as u64 | FAST, 0x10, 1), &NO_XMM, memory(&[]));
+        assert_eq!(r.unwrap().unwrap().vector, 0x10);
+    }
+
+    #[test]
+    fn send_ipi_ex_names_banks_of_64_in_memory() {
+        // struct hv_send_ipi_ex: vector, format, valid-bank mask, banks.
+        // Banks 0 and 1 present: VP 2 and VP 65 (Linux's test).
+        let mem = [0xfe, 0, 0b11, 1 << 2, 1 << 1];
+        let c = call(SEND_IPI_EX as u64 | 2 << 17, IN, 0);
+        let ipi = decode(&c, &NO_XMM, memory(&mem)).unwrap().unwrap();
+        assert_eq!(members(&ipi.to), [2, 65]);
+        // Bank 1 alone: its mask is the first one given.
+        let mem = [0xfe, 0, 0b10, 1 << 1];
+        let c = call(SEND_IPI_EX as u64 | 1 << 17, IN, 0);
+        let ipi = decode(&c, &NO_XMM, memory(&mem)).unwrap().unwrap();
+        assert_eq!(ipi.to, sparse(0b10, &[1 << 1]));
+        assert_eq!(members(&ipi.to), [65]);
+        // The header must count the banks present.
+        let c = call(SEND_IPI_EX as u64 | 2 << 17, IN, 0);
+        assert_eq!(decode(&c, &NO_XMM, memory(&mem)), Err(INVALID));
+        // A bank past the end of readable memory.
+        let mem = [0xfe, 0, 0b11, 1 << 2];
+        let c = call(SEND_IPI_EX as u64 | 2 << 17, IN, 0);
+        assert_eq!(decode(&c, &NO_XMM, memory(&mem)), Err(INVALID));
+    }
+
+    #[test]
+    fn send_ipi_ex_fast_reads_the_set_from_xmm_registers() {
+        // RDX the vector, R8 the format, XMM0 low the valid mask, then the
+        // banks from XMM0's high half on.
+        let mut xmm = NO_XMM;
+        xmm[0] = 0b11;
+        xmm[1] = 1 << 2;
+        xmm[2] = 1 << 1;
+        let c = call(SEND_IPI_EX as u64 | FAST | 2 << 17, 0xfe, 0);
+        let ipi = decode(&c, &xmm, memory(&[])).unwrap().unwrap();
+        assert_eq!(members(&ipi.to), [2, 65]);
+        // At most 11 banks fit after the mask (12 halves).
+        xmm[0] = (1 << 12) - 1;
+        let c = call(SEND_IPI_EX as u64 | FAST | 12 << 17, 0xfe, 0);
+        assert_eq!(decode(&c, &xmm, memory(&[])), Err(INVALID));
+        xmm[0] = (1 << 11) - 1;
+        let c = call(SEND_IPI_EX as u64 | FAST | 11 << 17, 0xfe, 0);
+        assert!(decode(&c, &xmm, memory(&[])).is_ok());
+    }
+
+    #[test]
+    fn all_processors_and_the_empty_set() {
+        // Format 1 is every processor, whatever the banks.
+        let c = call(SEND_IPI_EX as u64, IN, 0);
+        let ipi = decode(&c, &NO_XMM, memory(&[0xfe, 1, 0])).unwrap().unwrap();
+        assert_eq!(
+            ipi,
+            Ipi {
+                vector: 0xfe,
+                to: VpSet::all()
+            }
+        );
+        assert_eq!(members(&ipi.to).len(), 4096);
+        let c = call(SEND_IPI_EX as u64 | FAST, 0xfe, 1);
+        assert_eq!(
+            decode(&c, &NO_XMM, memory(&[])).unwrap().unwrap().to,
+            VpSet::all()
+        );
+        // An empty sparse set is a success that sends nothing, even with a
+        // bad vector (KVM looks at the vector after the set).
+        let c = call(SEND_IPI_EX as u64, IN, 0);
+        assert_eq!(decode(&c, &NO_XMM, memory(&[0x3, 0, 0])), Ok(None));
+        // But ALL with a bad vector is refused.
+        assert_eq!(decode(&c, &NO_XMM, memory(&[0x3, 1, 0])), Err(INVALID));
+    }
+
+    #[test]
+    fn a_vp_index_is_in_a_sparse_set_only_through_its_own_bank() {
+        // Banks 0, 3 and 63 present.
+        let set = sparse(1 | 1 << 3 | 1 << 63, &[1, 1 << 5, 1 << 63]);
+        assert_eq!(members(&set), [0, 3 * 64 + 5, 63 * 64 + 63]);
+        assert!(!set.contains(4096), "past the last bank");
+        assert!(!set.contains(u32::MAX), "no VP index yet");
+    }
 }
