@@ -137,6 +137,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_HYPERV_VP_INDEX
         // Hyper-V's IPI hypercalls (hyperv/ipi.rs), with an in-kernel APIC.
         | abi::KVM_CAP_HYPERV_SEND_IPI
+        // ... and its TLB-flush hypercalls (hyperv/tlb.rs).
+        | abi::KVM_CAP_HYPERV_TLBFLUSH
         | abi::KVM_CAP_HYPERV_CPUID
         | abi::KVM_CAP_SYS_HYPERV_CPUID
         | abi::KVM_CAP_PIT_STATE2

@@ -564,6 +564,13 @@ impl Vm {
         }
     }
 
+    /// Flushes every vCPU's guest TLB (Hyper-V's TLB-flush hypercalls,
+    /// run/hyperv.rs): each flushes before its next entry, and those in
+    /// the guest have left it when this returns.
+    pub(crate) fn flush_all_guest_tlbs(&self) {
+        self.flush_guest_tlbs(&self.inner.lock());
+    }
+
     /// One step of `KVM_PRE_FAULT_MEMORY`: maps the page at `gpa` as a
     /// read fault of the guest would (writable in a writable slot, with a
     /// 2 MiB leaf where one fits), and returns how many bytes from `gpa`

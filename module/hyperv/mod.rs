@@ -21,11 +21,12 @@
 //!   (`EOI`, `ICR`, `TPR`: the APIC's registers as MSRs in either mode);
 //! - once the guest has written its OS identity, VMCALL/VMMCALL is a
 //!   Hyper-V hypercall ([`Call`]) instead of a KVM one. The IPI
-//!   hypercalls ([`ipi`]) are the kernel's; the extended ones (0x8001 and
-//!   up) go to user space as `KVM_EXIT_HYPERV`, as KVM sends them.
+//!   ([`ipi`]) and TLB-flush ([`tlb`]) hypercalls are the kernel's; the
+//!   extended ones (0x8001 and up) go to user space as `KVM_EXIT_HYPERV`,
+//!   as KVM sends them.
 //!
 //! Everything else of Hyper-V that KVM has (SynIC, synthetic timers, the
-//! VP assist page, TLB-flush hypercalls, the crash and debug MSRs) is not
+//! VP assist page, the crash and debug MSRs) is not
 //! offered: its feature bits stay clear. The APIC-access MSRs work without
 //! their bit (0x4000_0003 EAX bit 4), which also promises the VP assist
 //! page, as KVM's work for a VMM that does not enforce the guest's Hyper-V
@@ -35,6 +36,7 @@ use crate::abi::kvm_cpuid_entry2;
 use crate::x86::pvclock::TimeInfo;
 
 pub(crate) mod ipi;
+pub(crate) mod tlb;
 
 /// The Hyper-V MSRs rkvm implements (TLFS appendix "Hypervisor Synthetic
 /// MSRs"; `include/hyperv/hvgdk_mini.h`).
@@ -117,6 +119,9 @@ const FEATURES_EBX: u32 = 1 << 20;
 /// (bit 4; rkvm's one such call is `SEND_IPI_EX`), the frequency MSRs are
 /// there (bit 8).
 const FEATURES_EDX: u32 = (1 << 4) | (1 << 8);
+/// Leaf 0x4000_0004 EAX bit 2: flush other processors' TLBs with the
+/// TLB-flush hypercalls.
+const REMOTE_TLB_FLUSH_RECOMMENDED: u32 = 1 << 2;
 /// Leaf 0x4000_0004 EAX bit 10: send IPIs with the IPI hypercalls (only
 /// with an in-kernel APIC); bit 11: name processors by sparse sets
 /// (`SEND_IPI_EX`).
@@ -156,7 +161,7 @@ pub(crate) fn supported(
             0x4000_0002 => (0x3839, 0x000A_0000, 0, 0),
             0x4000_0003 => (FEATURES_EAX, FEATURES_EBX, 0, FEATURES_EDX),
             0x4000_0004 => {
-                let mut eax = EX_PROCESSOR_MASKS_RECOMMENDED;
+                let mut eax = REMOTE_TLB_FLUSH_RECOMMENDED | EX_PROCESSOR_MASKS_RECOMMENDED;
                 if apic {
                     eax |= CLUSTER_IPI_RECOMMENDED;
                 }
@@ -221,6 +226,8 @@ pub(crate) enum Outcome {
     User,
     /// An IPI to send ([`ipi::decode`] has the rest of the checks).
     SendIpi,
+    /// A TLB flush ([`tlb::decode`] has the rest of the checks).
+    FlushTlb,
 }
 
 impl Call {
@@ -237,21 +244,33 @@ impl Call {
         (self.control >> 17) & 0x3ff
     }
 
-    /// Whether the call is a rep call: a rep count (bits 43:32) or a rep
-    /// start index (bits 59:48).
+    /// The rep count (bits 43:32).
+    pub(crate) fn rep_count(&self) -> u64 {
+        (self.control >> 32) & 0xfff
+    }
+
+    /// The rep start index (bits 59:48).
+    fn rep_index(&self) -> u64 {
+        (self.control >> 48) & 0xfff
+    }
+
+    /// Whether the call is a rep call: a rep count or a start index.
     fn rep(&self) -> bool {
-        self.control & ((0xfff << 32) | (0xfff << 48)) != 0
+        self.rep_count() != 0 || self.rep_index() != 0
     }
 
     /// Whether a fast call's parameters go on into the XMM registers
     /// (KVM's `is_xmm_fast_hypercall`, for the calls rkvm has).
     pub(crate) fn reads_xmm(&self) -> bool {
-        self.fast() && self.code() == ipi::SEND_IPI_EX
+        self.fast() && (self.code() == ipi::SEND_IPI_EX || tlb::is_flush(self.code()))
     }
 
     /// What rkvm does with this call: reserved bits set is an invalid
     /// input; the IPI calls are the kernel's, as long as they are not rep
-    /// calls and `SEND_IPI` has no variable header; the extended calls go
+    /// calls and `SEND_IPI` has no variable header; so are the TLB
+    /// flushes, the list flushes as rep calls from rep 0, the space
+    /// flushes not as rep calls, the plain forms without a variable
+    /// header; the extended calls go
     /// to user space, except fast ones (their parameters are in memory by
     /// definition); everything else is an unknown code. KVM's order of
     /// checks (`kvm_hv_hypercall`).
@@ -267,6 +286,20 @@ impl Call {
                 Outcome::Done(status::INVALID_HYPERCALL_INPUT)
             }
             ipi::SEND_IPI | ipi::SEND_IPI_EX => Outcome::SendIpi,
+            tlb::FLUSH_SPACE | tlb::FLUSH_LIST if self.var_count() != 0 => {
+                Outcome::Done(status::INVALID_HYPERCALL_INPUT)
+            }
+            tlb::FLUSH_LIST | tlb::FLUSH_LIST_EX
+                if self.rep_count() == 0 || self.rep_index() != 0 =>
+            {
+                Outcome::Done(status::INVALID_HYPERCALL_INPUT)
+            }
+            tlb::FLUSH_SPACE | tlb::FLUSH_SPACE_EX if self.rep() => {
+                Outcome::Done(status::INVALID_HYPERCALL_INPUT)
+            }
+            tlb::FLUSH_SPACE | tlb::FLUSH_LIST | tlb::FLUSH_SPACE_EX | tlb::FLUSH_LIST_EX => {
+                Outcome::FlushTlb
+            }
             EXT_CALL_FIRST..=EXT_CALL_LAST if self.fast() => {
                 Outcome::Done(status::INVALID_PARAMETER)
             }

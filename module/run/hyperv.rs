@@ -29,7 +29,7 @@ use super::{exit_reason, raise, set_pending, Next, Pending, UD_VECTOR, UNION};
 use crate::abi::{self, kvm_hyperv_exit, kvm_hyperv_exit__bindgen_ty_1__bindgen_ty_2 as Hcall};
 use crate::backend::ExitInfo;
 use crate::hyperv::{
-    self as hv, ipi, msr, Call, Outcome, TscPage, TscStatus, Write, TSC_PAGE_SIZE,
+    self as hv, ipi, msr, tlb, Call, Outcome, TscPage, TscStatus, Write, TSC_PAGE_SIZE,
 };
 use crate::irq::lapic;
 use crate::sys::cpu;
@@ -219,13 +219,28 @@ pub(super) fn hypercall(
             output: pair(r.rdi, r.rsi),
         }
     };
-    match call.outcome() {
+    let outcome = call.outcome();
+    match outcome {
         Outcome::Done(status) => {
             set_result(state, status, wide);
             skip_or_fail(vm, state, info, opcode, page)
         }
-        Outcome::SendIpi => {
-            let status = send_ipi(vm, state, &call);
+        Outcome::SendIpi | Outcome::FlushTlb => {
+            let xmm = xmm_halves(state, &call);
+            let read = |gpa, buf: &mut [u8]| vm.read_guest(gpa, buf).is_some();
+            let status = if outcome == Outcome::SendIpi {
+                send_ipi(state, &call, &xmm, read)
+            } else {
+                match tlb::decode(&call, &xmm, read) {
+                    Ok(flush) => {
+                        if flush.any {
+                            vm.flush_all_guest_tlbs();
+                        }
+                        flush.result
+                    }
+                    Err(status) => status,
+                }
+            };
             set_result(state, status, wide);
             skip_or_fail(vm, state, info, opcode, page)
         }
@@ -249,14 +264,9 @@ pub(super) fn hypercall(
     }
 }
 
-/// `HvCallSendSyntheticClusterIpi(Ex)` (hyperv/ipi.rs): decodes the call
-/// from guest memory or registers (RDX, R8, and XMM0-5 for a fast `Ex`,
-/// from the vCPU's saved FPU state) and sends the IPI; the status for the
-/// guest. Only with an in-kernel APIC (KVM's `kvm_hv_send_ipi`).
-fn send_ipi(vm: &Vm, state: &ArchState, call: &Call) -> u64 {
-    let Some(link) = state.run.irq.as_ref() else {
-        return hv::status::INVALID_HYPERCALL_INPUT;
-    };
+/// XMM0-5 as 64-bit halves, from the vCPU's saved FPU state, for a fast
+/// call that passes parameters in them (else zeros, unread).
+fn xmm_halves(state: &ArchState, call: &Call) -> [u64; ipi::XMM_HALVES] {
     let mut xmm = [0u64; ipi::XMM_HALVES];
     if call.reads_xmm() {
         let saved = state.run.fpu().legacy().xmm;
@@ -266,7 +276,23 @@ fn send_ipi(vm: &Vm, state: &ArchState, call: &Call) -> u64 {
             *half = u64::from_le_bytes(bytes);
         }
     }
-    match ipi::decode(call, &xmm, |gpa, buf| vm.read_guest(gpa, buf).is_some()) {
+    xmm
+}
+
+/// `HvCallSendSyntheticClusterIpi(Ex)` (hyperv/ipi.rs): decodes the call
+/// from guest memory (`read`) or registers (RDX, R8, and `xmm` for a fast
+/// `Ex`) and sends the IPI; the status for the guest. Only with an
+/// in-kernel APIC (KVM's `kvm_hv_send_ipi`).
+fn send_ipi(
+    state: &ArchState,
+    call: &Call,
+    xmm: &[u64; ipi::XMM_HALVES],
+    read: impl FnMut(u64, &mut [u8]) -> bool,
+) -> u64 {
+    let Some(link) = state.run.irq.as_ref() else {
+        return hv::status::INVALID_HYPERCALL_INPUT;
+    };
+    match ipi::decode(call, xmm, read) {
         Ok(Some(ipi)) => {
             link.chip.send_hv_ipi(ipi.vector, |vp| ipi.to.contains(vp));
             hv::status::SUCCESS

@@ -3903,12 +3903,28 @@ guest! {
 /// input value and the input and output addresses, and the guest gets the
 /// result the VMM left; an unknown code is HV_STATUS_INVALID_HYPERCALL_CODE
 /// (2), a fast extended call HV_STATUS_INVALID_PARAMETER (5), a reserved
-/// bit HV_STATUS_INVALID_HYPERCALL_INPUT (3), all without an exit. With the
-/// OS identity cleared the instruction is KVM's hypercall again.
+/// bit HV_STATUS_INVALID_HYPERCALL_INPUT (3), all without an exit. The
+/// TLB-flush calls succeed with their reps completed (a list flush needs
+/// reps, an `Ex` header must count the banks); the IPI call needs an
+/// in-kernel APIC. With the OS identity cleared the instruction is KVM's
+/// hypercall again.
 fn hyper_v_hypercalls_go_to_user_space_or_get_the_tlfs_status(ctx: &Ctx) -> TestResult {
     let vm = GuestVm::new(ctx, Mode::Long, hyperv_hypercall_guest())?;
-    // 0x0fff is no call of the TLFS (0x0002, say, is a TLB flush KVM has).
-    let calls: [u64; 4] = [0x8001, 0x0fff, 0x8001 | 1 << 16, 0x8001 | 1 << 27];
+    // 0x0fff is no call of the TLFS. Then the TLB flushes, slow, with
+    // their input (zeros) at DATA_GPA + 0x3000, and an IPI, which needs
+    // an in-kernel APIC this VM does not have.
+    let calls: [u64; 10] = [
+        0x8001,
+        0x0fff,
+        0x8001 | 1 << 16,
+        0x8001 | 1 << 27,
+        0x0002,
+        0x0003 | 2 << 32,
+        0x0003,
+        0x0013 | 1 << 17,
+        0x0014 | 3 << 32,
+        0x000b | 1 << 16,
+    ];
     let mut table: Vec<u8> = calls.iter().flat_map(|c| c.to_le_bytes()).collect();
     table.extend([0; 8]);
     vm.write(DATA_GPA, &table)?;
@@ -3942,7 +3958,12 @@ fn hyper_v_hypercalls_go_to_user_space_or_get_the_tlfs_status(ctx: &Ctx) -> Test
     vcpu.run.set_hyperv_result(0x1234_5678_9abc);
     let [status, ..] = vcpu.sync()?;
     check_eq_hex!(status, 0x1234_5678_9abc, "the VMM's result");
-    for (control, expected) in [(calls[1], 2), (calls[2], 5), (calls[3], 3)] {
+    // An unknown code, a fast extended call, a reserved bit; a space
+    // flush, a list flush with its 2 reps completed, a list flush without
+    // reps, a header that miscounts the (no) banks, an empty sparse set's
+    // 3 reps completed without a flush; the IPI without an APIC.
+    let expected = [2, 5, 3, 0, 2 << 32, 3, 3, 3 << 32, 3];
+    for (control, expected) in calls[1..].iter().zip(expected) {
         let [status, ..] = vcpu.sync()?;
         check_eq!(status, expected, "call {control:#x}");
     }

@@ -55,15 +55,15 @@ fn only_what_rkvm_implements_is_offered() {
     // EDX: XMM input for fast calls (4), the frequency MSRs (8).
     assert_eq!((f.ebx, f.ecx, f.edx), (1 << 20, 0, (1 << 4) | (1 << 8)));
     let e = leaf(&leaves(true), 0x4000_0004);
-    // The IPI hypercalls (10) with sparse sets (11); no TLB-flush
-    // hypercalls (2), APIC-access MSRs (3, which come with the VP assist
-    // page's EOI), relaxed timing (5).
-    assert_eq!(e.eax, (1 << 10) | (1 << 11));
+    // The TLB-flush (2) and IPI (10) hypercalls with sparse sets (11);
+    // no APIC-access MSRs (3, which come with the VP assist page's EOI),
+    // relaxed timing (5).
+    assert_eq!(e.eax, (1 << 2) | (1 << 10) | (1 << 11));
     assert_eq!(e.ebx, u32::MAX, "never notify a long spin");
     // Without an in-kernel APIC no IPI hypercall is recommended (Linux's
     // hyperv_cpuid checks a vCPU without one).
     let e = leaf(&leaves_for(true, false), 0x4000_0004);
-    assert_eq!(e.eax, 1 << 11);
+    assert_eq!(e.eax, (1 << 2) | (1 << 11));
 }
 
 #[test]
@@ -95,7 +95,7 @@ fn hypercall_codes_reserved_bits_and_fast_extended_calls() {
         Outcome::Done(status::INVALID_PARAMETER),
         "fast"
     );
-    assert_eq!(call(0x0002), Outcome::Done(status::INVALID_HYPERCALL_CODE));
+    assert_eq!(call(0x0004), Outcome::Done(status::INVALID_HYPERCALL_CODE));
     // The IPI calls: not as rep calls, SEND_IPI without a variable header.
     assert_eq!(call(0x000b), Outcome::SendIpi);
     assert_eq!(call(0x000b | 1 << 16), Outcome::SendIpi, "fast");
@@ -536,5 +536,146 @@ mod ipis {
         assert_eq!(members(&set), [0, 3 * 64 + 5, 63 * 64 + 63]);
         assert!(!set.contains(4096), "past the last bank");
         assert!(!set.contains(u32::MAX), "no VP index yet");
+    }
+}
+
+mod tlb_flushes {
+    //! `module/hyperv/tlb.rs`: the TLB-flush hypercalls' parameters, as
+    //! Linux's hyperv_tlb_flush test passes them, and KVM's checks.
+
+    use crate::hyperv::ipi::XMM_HALVES;
+    use crate::hyperv::tlb::{
+        decode, Flush, FLUSH_LIST, FLUSH_LIST_EX, FLUSH_SPACE, FLUSH_SPACE_EX,
+    };
+    use crate::hyperv::{status, Call, Outcome};
+
+    const INVALID: u64 = status::INVALID_HYPERCALL_INPUT;
+    const FAST: u64 = 1 << 16;
+    const IN: u64 = 0x5000;
+    const NO_XMM: [u64; XMM_HALVES] = [0; XMM_HALVES];
+
+    /// Guest memory: `words` readable from `IN` on, nothing else.
+    fn memory(words: usize) -> impl FnMut(u64, &mut [u8]) -> bool {
+        move |gpa, buf| gpa >= IN && gpa - IN + buf.len() as u64 <= 8 * words as u64
+    }
+
+    fn call(control: u64, input: u64, output: u64) -> Call {
+        Call {
+            control,
+            input,
+            output,
+        }
+    }
+
+    fn done(reps: u64) -> Result<Flush, u64> {
+        Ok(Flush {
+            any: true,
+            result: reps << 32,
+        })
+    }
+
+    #[test]
+    fn rep_and_header_fields_are_checked_first() {
+        let outcome = |control: u64| call(control, IN, 0).outcome();
+        assert_eq!(outcome(FLUSH_SPACE as u64), Outcome::FlushTlb);
+        assert_eq!(outcome(FLUSH_LIST as u64 | 3 << 32), Outcome::FlushTlb);
+        assert_eq!(outcome(FLUSH_SPACE_EX as u64 | 1 << 17), Outcome::FlushTlb);
+        assert_eq!(
+            outcome(FLUSH_LIST_EX as u64 | 1 << 17 | 1 << 32),
+            Outcome::FlushTlb
+        );
+        for bad in [
+            FLUSH_SPACE as u64 | 1 << 17, // a header for the plain form
+            FLUSH_LIST as u64 | 1 << 17 | 1 << 32,
+            FLUSH_LIST as u64,                        // a list without reps
+            FLUSH_LIST_EX as u64 | 1 << 32 | 1 << 48, // a start index
+            FLUSH_SPACE as u64 | 1 << 32,             // reps for a space flush
+            FLUSH_SPACE_EX as u64 | 1 << 48,
+        ] {
+            assert_eq!(outcome(bad), Outcome::Done(INVALID), "{bad:#x}");
+        }
+    }
+
+    #[test]
+    fn slow_flushes_read_their_header_and_list_from_memory() {
+        // struct hv_tlb_flush: address space, flags, processor mask.
+        let c = call(FLUSH_SPACE as u64, IN, 0);
+        assert_eq!(decode(&c, &NO_XMM, memory(3)), done(0));
+        assert_eq!(decode(&c, &NO_XMM, memory(2)), Err(INVALID));
+        // Three list entries after the header; all reps completed.
+        let c = call(FLUSH_LIST as u64 | 3 << 32, IN, 0);
+        assert_eq!(decode(&c, &NO_XMM, memory(6)), done(3));
+        assert_eq!(decode(&c, &NO_XMM, memory(5)), Err(INVALID));
+        // A list longer than 15 is a flush of everything, unread.
+        let c = call(FLUSH_LIST as u64 | 16 << 32, IN, 0);
+        assert_eq!(decode(&c, &NO_XMM, memory(3)), done(16));
+    }
+
+    /// struct hv_tlb_flush_ex in memory: address space, flags, format,
+    /// valid-bank mask, then the banks, then the list.
+    fn ex_input(format: u64, valid: u64) -> impl FnMut(u64, &mut [u8]) -> bool {
+        let words = [0, 0, format, valid];
+        let banks = u64::from(valid.count_ones()) as usize;
+        move |gpa, buf| {
+            let end = 8 * (4 + banks + 2);
+            if gpa < IN || (gpa - IN) as usize + buf.len() > end {
+                return false;
+            }
+            for (i, b) in buf.iter_mut().enumerate() {
+                let at = (gpa - IN) as usize + i;
+                *b = if at < 32 {
+                    words[at / 8].to_le_bytes()[at % 8]
+                } else {
+                    0
+                };
+            }
+            true
+        }
+    }
+
+    #[test]
+    fn ex_flushes_take_sparse_sets_or_all() {
+        // Banks 0 and 1 (VP 2 and 65, as Linux's test), then two entries.
+        let c = call(FLUSH_LIST_EX as u64 | 2 << 17 | 2 << 32, IN, 0);
+        assert_eq!(decode(&c, &NO_XMM, ex_input(0, 0b11)), done(2));
+        // The header must count the banks.
+        let c = call(FLUSH_SPACE_EX as u64 | 1 << 17, IN, 0);
+        assert_eq!(decode(&c, &NO_XMM, ex_input(0, 0b11)), Err(INVALID));
+        // An empty sparse set flushes nothing, and succeeds.
+        let c = call(FLUSH_SPACE_EX as u64, IN, 0);
+        assert_eq!(
+            decode(&c, &NO_XMM, ex_input(0, 0)),
+            Ok(Flush {
+                any: false,
+                result: 0
+            })
+        );
+        // All processors (format 1).
+        assert_eq!(decode(&c, &NO_XMM, ex_input(1, 0)), done(0));
+        // Banks past readable memory.
+        let c = call(FLUSH_SPACE_EX as u64 | 2 << 17, IN, 0);
+        assert_eq!(decode(&c, &NO_XMM, memory(5)), Err(INVALID));
+    }
+
+    #[test]
+    fn fast_flushes_take_parameters_from_xmm_registers() {
+        // Plain: RDX address space, R8 flags, XMM0 low the mask; the list
+        // from XMM0's high half: 11 entries fit, 12 do not.
+        let c = call(FLUSH_LIST as u64 | FAST | 11 << 32, 0, 0);
+        assert_eq!(decode(&c, &NO_XMM, memory(0)), done(11));
+        let c = call(FLUSH_LIST as u64 | FAST | 12 << 32, 0, 0);
+        assert_eq!(decode(&c, &NO_XMM, memory(0)), Err(INVALID));
+        // Ex: XMM0 the set's format and valid mask, then the banks, then
+        // the list: 2 banks leave room for 8 entries.
+        let mut xmm = NO_XMM;
+        xmm[1] = 0b11;
+        let c = call(FLUSH_LIST_EX as u64 | FAST | 2 << 17 | 8 << 32, 0, 0);
+        assert_eq!(decode(&c, &xmm, memory(0)), done(8));
+        let c = call(FLUSH_LIST_EX as u64 | FAST | 2 << 17 | 9 << 32, 0, 0);
+        assert_eq!(decode(&c, &xmm, memory(0)), Err(INVALID));
+        // Even for "all", the banks named come before the list.
+        xmm[0] = 1;
+        let c = call(FLUSH_LIST_EX as u64 | FAST | 2 << 17 | 9 << 32, 0, 0);
+        assert_eq!(decode(&c, &xmm, memory(0)), Err(INVALID));
     }
 }
