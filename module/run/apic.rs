@@ -222,6 +222,24 @@ pub(super) fn sync_tpr(vm: &Vm, state: &mut ArchState) {
     link.cr8_seen = state.sregs.cr8;
 }
 
+/// After an exit, before it is handled (KVM's `sync_cr8_to_lapic`): a CR8
+/// the guest changed without an exit (a MOV to CR8; on SVM it writes
+/// V_TPR) goes into the TPR now, so that a handler that reads or writes
+/// the TPR (an MMIO, x2APIC or Hyper-V MSR access) sees the guest's value,
+/// and a write it makes is not undone by [`sync_tpr`] before the entry.
+pub(super) fn cr8_to_tpr(state: &mut ArchState) {
+    let Some(link) = state.run.irq.as_mut() else {
+        return;
+    };
+    let cr8 = state.sregs.cr8 & 0xf;
+    if cr8 != link.cr8_seen {
+        link.apic.with(|l| {
+            let _ = l.set_tpr((cr8 << 4) as u8);
+        });
+        link.cr8_seen = cr8;
+    }
+}
+
 /// After an exit, with `KVM_SET_VAPIC_ADDR`: the TPR the guest left in its
 /// virtual-APIC word becomes the APIC's, before the exit is handled
 /// (KVM's `kvm_lapic_sync_from_vapic`).

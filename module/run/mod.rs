@@ -431,6 +431,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
                 state.run.queued_irq = None;
             }
         }
+        apic::cr8_to_tpr(state);
         apic::sync_from_vapic(vm, state);
         state.run.nmi.exited(
             inject.filter(|_| entered),

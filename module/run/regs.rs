@@ -270,10 +270,14 @@ pub(super) fn cr_write(
             ok
         }
         // CR8 is the task priority (bits 3:0); user space owns it without an in-kernel
-        // APIC, through `kvm_run.cr8`. SDM Vol. 3A 11.8.6.
+        // APIC, through `kvm_run.cr8`; with one it is the TPR's bits 7:4 at once (KVM's
+        // `kvm_set_cr8`). SDM Vol. 3A 11.8.6.
         8 => {
             if value >> 4 == 0 {
                 state.sregs.cr8 = value;
+                if let Some(link) = state.run.irq.as_mut() {
+                    link.set_cr8(value);
+                }
             }
             value >> 4 == 0
         }

@@ -2256,6 +2256,40 @@ fn x2apic_api_ids_and_broadcast_quirk(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+irq_guest! {
+    /// In x2APIC mode: MOV to CR8 (5), then reads the TPR MSR (into
+    /// %rbx); writes the TPR MSR (0x30), then reads CR8 (into %rcx).
+    fn cr8_tpr_guest;
+    "mov $0x1b, %ecx",
+    "rdmsr",
+    "or $0xc00, %eax",
+    "wrmsr",
+    "mov $5, %eax",
+    "mov %rax, %cr8",
+    "mov $0x808, %ecx",
+    "rdmsr",
+    "mov %eax, %ebx",
+    "mov $0x30, %eax",
+    "xor %edx, %edx",
+    "wrmsr",
+    "mov %cr8, %rcx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// CR8 and the TPR are one register (SDM Vol. 3A 11.8.6): a MOV to CR8
+/// (which need not exit: SVM's V_TPR) is what a TPR read that exits
+/// right after sees, and a TPR write is what CR8 then reads, not undone
+/// by the CR8 written before it (KVM's `sync_cr8_to_lapic` after every
+/// exit).
+fn tpr_and_cr8_agree_across_exits(ctx: &Ctx) -> TestResult {
+    let (_vm, mut vcpus) = irqchip_vm(ctx, cr8_tpr_guest(), 1)?;
+    let [tpr, cr8, _] = vcpus[0].sync()?;
+    check_eq_hex!(tpr, 0x50u64, "the TPR MSR after MOV CR8, 5");
+    check_eq_hex!(cr8, 3u64, "CR8 after the TPR MSR got 0x30");
+    vcpus[0].done()
+}
+
 /// Hyper-V's APIC-access MSRs and its synthetic-cluster IPI hypercalls.
 const HV_EOI: u32 = 0x4000_0070;
 const HV_ICR: u32 = 0x4000_0071;
@@ -2560,6 +2594,7 @@ fn main() -> ExitCode {
             split_irqchip_eois_of_ioapic_routes_exit_to_user_space,
             x2apic_api_ids_and_broadcast_quirk,
             hyper_v_ipis_reach_the_vp_indices_they_name,
+            tpr_and_cr8_agree_across_exits,
             hyper_v_apic_access_msrs_are_the_apics_registers,
             irqchip_state_round_trips,
             lapic_state_at_reset_and_round_trip,
