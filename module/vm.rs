@@ -172,7 +172,9 @@ pub(crate) struct Vm {
     mm: OwnerMm,
     /// The root of `inner.slat`, fixed for the VM's life.
     pub(crate) slat_root: HostPhysAddr,
-    /// Bumped whenever a mapping is removed; see the module documentation.
+    /// Bumped whenever a mapping is removed or write-protected, and for
+    /// Hyper-V's TLB-flush hypercalls: every vCPU flushes its guest TLB
+    /// before entering with a new value; see the module documentation.
     pub(crate) mapping_generation: AtomicU64,
     /// Exit and page counters, shown in debugfs.
     pub(crate) stats: Arc<VmStats>,

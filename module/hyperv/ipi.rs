@@ -36,6 +36,12 @@ pub(crate) const XMM_HALVES: usize = 12;
 /// A sparse set has at most 64 banks of 64 VP indices.
 const MAX_BANKS: usize = 64;
 
+/// The banks that can hold a VP index rkvm gives (below 1024,
+/// `vp_index_write`): the first 16. Banks past them are not read from
+/// guest memory, as KVM reads no more than its
+/// `KVM_HV_MAX_SPARSE_VCPU_SET_BITS` (16 with 1024 vCPUs).
+pub(crate) const READ_BANKS: u64 = 16;
+
 /// The processors an IPI goes to: all, or a sparse set, where bank `b`
 /// (VP indices `64 * b` to `64 * b + 63`) is present if bit `b` of `valid`
 /// is set, and the present banks' masks follow in `banks`, in bank order.
@@ -154,7 +160,8 @@ pub(crate) fn decode(
                 banks[..count].copy_from_slice(from);
             } else {
                 // `count` is at most 64 here: it is a popcount.
-                for (i, bank) in banks[..count].iter_mut().enumerate() {
+                let read = count.min(READ_BANKS as usize);
+                for (i, bank) in banks[..read].iter_mut().enumerate() {
                     *bank = word(call.input.wrapping_add(24 + 8 * i as u64))?;
                 }
             }

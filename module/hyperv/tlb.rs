@@ -18,7 +18,7 @@
 //! returns: every vCPU flushes before its next entry, and those in the
 //! guest are made to leave it. The status says all reps were completed.
 
-use super::ipi::XMM_HALVES;
+use super::ipi::{READ_BANKS, XMM_HALVES};
 use super::{status, Call};
 
 /// The call codes (TLFS "Hypercall Codes").
@@ -97,7 +97,14 @@ pub(crate) fn decode(
             if count == 0 {
                 return Ok(Flush { any: false, result });
             }
-            words(call, &mut read, data, count)?;
+            // A fast call's banks must fit the registers; a slow call's
+            // are read up to the last that can hold a VP index.
+            let n = if call.fast() {
+                count
+            } else {
+                count.min(READ_BANKS)
+            };
+            words(call, &mut read, data, n)?;
         }
         // The banks come before the list even for "all".
         data += 8 * count;

@@ -481,6 +481,15 @@ mod ipis {
         let mem = [0xfe, 0, 0b11, 1 << 2];
         let c = call(SEND_IPI_EX as u64 | 2 << 17, IN, 0);
         assert_eq!(decode(&c, &NO_XMM, memory(&mem)), Err(INVALID));
+        // Banks past the 16th cannot hold a VP index: not read, as KVM.
+        let mut mem = vec![0xfe, 0, (1 << 20) - 1];
+        mem.extend([0; 15]);
+        mem.push(1 << 63);
+        let c = call(SEND_IPI_EX as u64 | 20 << 17, IN, 0);
+        let ipi = decode(&c, &NO_XMM, memory(&mem)).unwrap().unwrap();
+        assert_eq!(members(&ipi.to), [15 * 64 + 63]);
+        mem.pop();
+        assert_eq!(decode(&c, &NO_XMM, memory(&mem)), Err(INVALID));
     }
 
     #[test]
@@ -612,12 +621,17 @@ mod tlb_flushes {
     }
 
     /// struct hv_tlb_flush_ex in memory: address space, flags, format,
-    /// valid-bank mask, then the banks, then the list.
-    fn ex_input(format: u64, valid: u64) -> impl FnMut(u64, &mut [u8]) -> bool {
+    /// valid-bank mask, then the banks (`banks` of them readable), then
+    /// `list` entries; nothing after.
+    fn ex_memory(
+        format: u64,
+        valid: u64,
+        banks: usize,
+        list: usize,
+    ) -> impl FnMut(u64, &mut [u8]) -> bool {
         let words = [0, 0, format, valid];
-        let banks = u64::from(valid.count_ones()) as usize;
         move |gpa, buf| {
-            let end = 8 * (4 + banks + 2);
+            let end = 8 * (4 + banks + list);
             if gpa < IN || (gpa - IN) as usize + buf.len() > end {
                 return false;
             }
@@ -637,24 +651,42 @@ mod tlb_flushes {
     fn ex_flushes_take_sparse_sets_or_all() {
         // Banks 0 and 1 (VP 2 and 65, as Linux's test), then two entries.
         let c = call(FLUSH_LIST_EX as u64 | 2 << 17 | 2 << 32, IN, 0);
-        assert_eq!(decode(&c, &NO_XMM, ex_input(0, 0b11)), done(2));
+        assert_eq!(decode(&c, &NO_XMM, ex_memory(0, 0b11, 2, 2)), done(2));
         // The header must count the banks.
         let c = call(FLUSH_SPACE_EX as u64 | 1 << 17, IN, 0);
-        assert_eq!(decode(&c, &NO_XMM, ex_input(0, 0b11)), Err(INVALID));
+        assert_eq!(decode(&c, &NO_XMM, ex_memory(0, 0b11, 2, 2)), Err(INVALID));
         // An empty sparse set flushes nothing, and succeeds.
         let c = call(FLUSH_SPACE_EX as u64, IN, 0);
         assert_eq!(
-            decode(&c, &NO_XMM, ex_input(0, 0)),
+            decode(&c, &NO_XMM, ex_memory(0, 0, 0, 2)),
             Ok(Flush {
                 any: false,
                 result: 0
             })
         );
         // All processors (format 1).
-        assert_eq!(decode(&c, &NO_XMM, ex_input(1, 0)), done(0));
+        assert_eq!(decode(&c, &NO_XMM, ex_memory(1, 0, 0, 2)), done(0));
         // Banks past readable memory.
         let c = call(FLUSH_SPACE_EX as u64 | 2 << 17, IN, 0);
-        assert_eq!(decode(&c, &NO_XMM, memory(5)), Err(INVALID));
+        assert_eq!(decode(&c, &NO_XMM, ex_memory(0, 0b11, 1, 0)), Err(INVALID));
+        // The list comes after the banks: 2 banks and 1 entry readable is
+        // one entry short of a 2-rep list.
+        let c = call(FLUSH_LIST_EX as u64 | 2 << 17 | 2 << 32, IN, 0);
+        assert_eq!(decode(&c, &NO_XMM, ex_memory(0, 0b11, 2, 2)), done(2));
+        assert_eq!(decode(&c, &NO_XMM, ex_memory(0, 0b11, 2, 1)), Err(INVALID));
+    }
+
+    #[test]
+    fn banks_that_cannot_hold_a_vp_index_are_not_read() {
+        // 20 banks named, 16 readable: KVM reads no more (its VP indices,
+        // as rkvm's, are below 1024).
+        let valid = (1 << 20) - 1;
+        let c = call(FLUSH_SPACE_EX as u64 | 20 << 17, IN, 0);
+        assert_eq!(decode(&c, &NO_XMM, ex_memory(0, valid, 16, 0)), done(0));
+        assert_eq!(
+            decode(&c, &NO_XMM, ex_memory(0, valid, 15, 0)),
+            Err(INVALID)
+        );
     }
 
     #[test]
