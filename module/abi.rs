@@ -100,6 +100,7 @@ pub(crate) const KVM_GET_FPU: u32 = _IOR::<kvm_fpu>(KVMIO, 0x8c);
 pub(crate) const KVM_SET_FPU: u32 = _IOW::<kvm_fpu>(KVMIO, 0x8d);
 pub(crate) const KVM_GET_MP_STATE: u32 = _IOR::<kvm_mp_state>(KVMIO, 0x98);
 pub(crate) const KVM_SET_MP_STATE: u32 = _IOW::<kvm_mp_state>(KVMIO, 0x99);
+pub(crate) const KVM_SET_TSC_KHZ: u32 = _IO(KVMIO, 0xa2);
 pub(crate) const KVM_GET_TSC_KHZ: u32 = _IO(KVMIO, 0xa3);
 pub(crate) const KVM_GET_LAPIC: u32 = _IOR::<kvm_lapic_state>(KVMIO, 0x8e);
 pub(crate) const KVM_SET_LAPIC: u32 = _IOW::<kvm_lapic_state>(KVMIO, 0x8f);
@@ -156,6 +157,7 @@ const _: () = assert!(KVM_X86_SET_MSR_FILTER == 0x4188_AEC6);
 // `struct kvm_msr_filter`: flags (and padding), then 16 ranges of 24 bytes.
 const _: () = assert!(core::mem::size_of::<kvm_msr_filter>() == 8 + 24 * 16);
 const _: () = assert!(KVM_GET_XSAVE2 == 0x9000_AECF);
+const _: () = assert!(KVM_SET_TSC_KHZ == 0xAEA2);
 const _: () = assert!(KVM_GET_XCRS == 0x8188_AEA6);
 const _: () = assert!(KVM_GET_DEBUGREGS == 0x8080_AEA1);
 const _: () = assert!(KVM_GET_DIRTY_LOG == 0x4010_AE42);

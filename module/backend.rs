@@ -175,6 +175,9 @@ pub(crate) enum Exit {
     /// The vendor's hypercall instruction: VMMCALL (`0F 01 D9`) on SVM,
     /// VMCALL (`0F 01 C1`) on VMX; `opcode` is this one's.
     Hypercall { opcode: [u8; 3] },
+    /// XSETBV: the guest sets the extended control register ECX names to
+    /// EDX:EAX (run/regs.rs `xsetbv`). Both vendors always exit for it.
+    Xsetbv,
     /// INVD or WBINVD (`writeback`): the caches are the host's; skip the
     /// instruction (a guest must not drop or flush the host's caches).
     CacheFlush { writeback: bool },

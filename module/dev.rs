@@ -220,7 +220,7 @@ impl System {
         for _ in 0..room {
             table.push(kvm_cpuid_entry2::default(), GFP_KERNEL_ACCOUNT)?;
         }
-        let n = cpuid::supported(cpu::cpuid_tuple, &mut table).ok_or(E2BIG)?;
+        let n = cpuid::supported(cpu::cpuid_tuple, fpu::offered_xcr0(), &mut table).ok_or(E2BIG)?;
         user::write_array(user::after::<kvm_cpuid2>(arg)?, &table[..n])?;
         header.nent = n as u32;
         user::write(arg, &header)?;

@@ -24,6 +24,7 @@ use crate::vm::Vm;
 use crate::x86::cpuid::{self, reset_signature, GuestFeatures};
 use crate::x86::msr::{self, MsrContext, MsrFile, SharedRegs};
 use crate::x86::regs::{check_sregs, reset_regs, reset_sregs, HostLimits};
+use crate::x86::tsc;
 use crate::x86::xsave;
 use core::sync::atomic::{AtomicI32, Ordering};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
@@ -61,6 +62,11 @@ pub(crate) struct ArchState {
     pub(crate) features: GuestFeatures,
     /// The vendor vCPU and the run loop's state.
     pub(crate) run: RunState,
+    /// The rate the guest is told its TSC runs at, in kHz (KVM's
+    /// `virtual_tsc_khz`: `KVM_GET/SET_TSC_KHZ`, Hyper-V's TSC frequency
+    /// MSR, the APIC's TSC-deadline timer). Its TSC runs at the host's:
+    /// x86/tsc.rs says why the two may differ by 250 ppm.
+    pub(crate) tsc_khz: u32,
     /// This is the bootstrap processor (`KVM_SET_BOOT_CPU_ID`, vCPU 0 by
     /// default): its APIC base has the BSP flag after RESET.
     bsp: bool,
@@ -174,6 +180,7 @@ impl Vcpu {
         shared: &Arc<Shared>,
         irq: Option<IrqLink>,
         tsc_offset: u64,
+        tsc_khz: u32,
     ) -> Result<Arc<Self>> {
         let run_pages = [
             Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?,
@@ -199,6 +206,7 @@ impl Vcpu {
                         cpuid: KVec::new(),
                         features: GuestFeatures::default(),
                         run,
+                        tsc_khz,
                         bsp,
                     },
                     "rkvm::Vcpu::state"
@@ -390,6 +398,7 @@ impl VcpuFd {
                 let hv_vcpu = run::hyperv::VcpuHv {
                     features: &state.features,
                     tsc_offset: state.msrs.tsc_offset,
+                    tsc_khz: state.tsc_khz,
                     vp_index: &mut state.run.hv_vp_index,
                     irq: state.run.irq.as_mut(),
                 };
@@ -482,12 +491,16 @@ impl VcpuFd {
         Ok(0)
     }
 
-    /// `KVM_GET_XSAVE` and `KVM_GET_XSAVE2`: the guest's x87 and SSE
-    /// state in KVM's XSAVE layout (x86/xsave.rs), 4096 bytes, which is
-    /// also what `KVM_CAP_XSAVE2` answers.
+    /// `KVM_GET_XSAVE` and `KVM_GET_XSAVE2`: the guest's x87, SSE and
+    /// (if its CPUID offers it) AVX state in KVM's XSAVE layout
+    /// (x86/xsave.rs), 4096 bytes, which is also what `KVM_CAP_XSAVE2`
+    /// answers.
     fn get_xsave(&self, arg: usize) -> Result<isize> {
         let mut region = KVec::from_elem(0u8, xsave::KVM_XSAVE_SIZE, GFP_KERNEL_ACCOUNT)?;
-        self.vcpu.state.lock().run.fpu().to_uabi(&mut region);
+        {
+            let state = self.vcpu.state.lock();
+            state.run.fpu().to_uabi(state.features.xcr0, &mut region);
+        }
         user::write_array(arg, &region)?;
         Ok(0)
     }
@@ -555,15 +568,15 @@ impl VcpuFd {
         }
     }
 
-    /// `KVM_GET_XCRS`: XCR0, on a host with XSAVE (none without, as KVM).
-    /// rkvm offers guests no XSAVE, so XCR0 is 1 (x87 only), its value at
-    /// reset and the only one a guest without XSAVE can have.
+    /// `KVM_GET_XCRS`: XCR0, on a host with XSAVE (none without, as KVM):
+    /// 1 (x87 only) at reset, then what the guest's XSETBV or
+    /// `KVM_SET_XCRS` set.
     fn get_xcrs(&self, arg: usize) -> Result<isize> {
         let mut xcrs = kvm_xcrs::default();
         if fpu::host_has_xsave() {
             xcrs.nr_xcrs = 1;
             xcrs.xcrs[0].xcr = abi::XCR_XFEATURE_ENABLED_MASK;
-            xcrs.xcrs[0].value = xsave::XFEATURE_FP;
+            xcrs.xcrs[0].value = self.vcpu.state.lock().run.fpu().xcr0();
         }
         user::write(arg, &xcrs)?;
         Ok(0)
@@ -571,9 +584,9 @@ impl VcpuFd {
 
     /// `KVM_SET_XCRS`, as KVM's `kvm_vcpu_ioctl_x86_set_xcrs`: `EINVAL`
     /// without host XSAVE, for more than `KVM_MAX_XCRS` entries or any
-    /// flag, and for an XCR0 the guest's CPUID does not allow (rkvm's
-    /// guests have no XSAVE component: only 1). Entries for other XCRs are
-    /// skipped; the first XCR0 entry is the one that counts.
+    /// flag, and for an XCR0 XCR0's rules refuse for the guest's CPUID
+    /// (x86/xsave.rs `xcr0_valid`: without leaf 0xD only 1). Entries for
+    /// other XCRs are skipped; the first XCR0 entry is the one that counts.
     fn set_xcrs(&self, arg: usize) -> Result<isize> {
         if !fpu::host_has_xsave() {
             return Err(EINVAL);
@@ -583,12 +596,18 @@ impl VcpuFd {
             return Err(EINVAL);
         }
         let entries = &xcrs.xcrs[..xcrs.nr_xcrs as usize];
-        match entries
+        let Some(e) = entries
             .iter()
             .find(|e| e.xcr == abi::XCR_XFEATURE_ENABLED_MASK)
-        {
-            Some(e) if !xsave::xcr0_valid(e.value, 0) => Err(EINVAL),
-            _ => Ok(0),
+        else {
+            return Ok(0);
+        };
+        let mut state = self.vcpu.state.lock();
+        let guest_supported = state.features.xcr0;
+        if state.run.fpu_mut().set_xcr0(e.value, guest_supported) {
+            Ok(0)
+        } else {
+            Err(EINVAL)
         }
     }
 
@@ -715,9 +734,17 @@ impl FileObject for VcpuFd {
                 Ok(0)
             }
             abi::KVM_SET_MP_STATE => this.set_mp_state(arg),
-            // The guest's TSC runs at the host's rate (rkvm does not scale
-            // it), as KVM's `virtual_tsc_khz` does by default.
-            abi::KVM_GET_TSC_KHZ => Ok(cpu::tsc_khz() as isize),
+            // The rate the guest is told its TSC runs at: the VM's default
+            // when the vCPU was created, or what KVM_SET_TSC_KHZ set.
+            abi::KVM_GET_TSC_KHZ => Ok(this.vcpu.state.lock().tsc_khz as isize),
+            // As KVM without TSC scaling: a rate within 250 ppm of the
+            // host's (0: the host's) is taken; another is `EINVAL`
+            // (x86/tsc.rs).
+            abi::KVM_SET_TSC_KHZ => {
+                let khz = tsc::accept_tsc_khz(arg as u32, cpu::tsc_khz()).ok_or(EINVAL)?;
+                this.vcpu.state.lock().tsc_khz = khz;
+                Ok(0)
+            }
             abi::KVM_ENABLE_CAP => this.enable_cap(arg),
             abi::KVM_GET_VCPU_EVENTS => {
                 let events = this.vcpu.state.lock().run.vcpu_events();

@@ -70,6 +70,7 @@ use crate::user;
 use crate::vcpu::{Vcpu, VcpuFd, MAX_VCPUS, MAX_VCPU_IDS, VCPU_FOPS};
 use crate::x86::msr_filter::{self, MsrFilter};
 use crate::x86::pvclock::ClockRef;
+use crate::x86::tsc;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
@@ -150,6 +151,9 @@ struct VmInner {
     /// one, so that they count in step (KVM's `kvm_synchronize_tsc`); a
     /// host write of a TSC value moves it (`KVM_SET_MSRS`).
     tsc_offset: Option<u64>,
+    /// `KVM_SET_TSC_KHZ` on the VM: the rate new vCPUs tell their guest
+    /// their TSC runs at (x86/tsc.rs); 0 for the host's.
+    default_tsc_khz: u32,
     /// `KVM_ENABLE_CAP(KVM_CAP_X86_APIC_BUS_CYCLES_NS)`: the local APICs'
     /// bus cycle in ns (1 GHz by default), set before the first vCPU.
     apic_bus_cycle_ns: u64,
@@ -279,6 +283,7 @@ impl Vm {
                         max_vcpu_ids: 0,
                         nr_mmu_pages: None,
                         tsc_offset: None,
+                        default_tsc_khz: 0,
                         apic_bus_cycle_ns: lapic::DEFAULT_BUS_CYCLE_NS,
                         kvmclock: ClockRef {
                             host_tsc: cpu::rdtsc(),
@@ -754,6 +759,23 @@ impl Vm {
         });
     }
 
+    /// `KVM_SET_TSC_KHZ` on the VM, as KVM's: the rate vCPUs created from
+    /// now on tell their guest (`arg`'s low 32 bits; 0 for the host's),
+    /// `EINVAL` once a vCPU has been created. KVM takes any rate here and
+    /// checks it when each vCPU is created (keeping the host's rate,
+    /// silently, for one it cannot give); rkvm checks it here, with the
+    /// vCPU ioctl's rules (x86/tsc.rs): `EINVAL` for a rate it cannot give.
+    fn set_tsc_khz(&self, arg: usize) -> Result<isize> {
+        let khz = tsc::accept_tsc_khz(arg as u32, cpu::tsc_khz()).ok_or(EINVAL)?;
+        let mut inner = self.inner.lock();
+        // A vCPU's creation has begun once the shared TSC offset is set.
+        if !inner.vcpus.is_empty() || inner.tsc_offset.is_some() {
+            return Err(EINVAL);
+        }
+        inner.default_tsc_khz = khz;
+        Ok(0)
+    }
+
     /// `KVM_CREATE_VCPU`. Everything that can fail is done before the vCPU
     /// is entered in the VM, except creating the fd, which is undone if it
     /// fails: a vCPU is in the VM exactly when userspace has its fd.
@@ -763,7 +785,7 @@ impl Vm {
         }
         let (word, bit) = (id / 64, 1u64 << (id % 64));
         // With an in-kernel irqchip, each vCPU gets its local APIC.
-        let (chip, bsp_id, tsc_offset, bus_cycle_ns) = {
+        let (chip, bsp_id, tsc_offset, tsc_khz, bus_cycle_ns) = {
             let mut inner = this.inner.lock();
             // Below the VM's own limit too (KVM_CAP_MAX_VCPU_ID), as KVM's
             // `kvm_arch_vcpu_precreate`. It cannot change afterwards: once
@@ -778,6 +800,10 @@ impl Vm {
                 inner.irqchip.clone(),
                 inner.bsp_vcpu_id,
                 tsc_offset,
+                match inner.default_tsc_khz {
+                    0 => cpu::tsc_khz(),
+                    khz => khz,
+                },
                 inner.apic_bus_cycle_ns,
             )
         };
@@ -795,7 +821,7 @@ impl Vm {
         let link = chip
             .zip(apic.clone())
             .map(|(chip, apic)| IrqLink::new(chip, apic, bsp));
-        let vcpu = Vcpu::new(id as u32, bsp, &this.shared, link, tsc_offset)?;
+        let vcpu = Vcpu::new(id as u32, bsp, &this.shared, link, tsc_offset, tsc_khz)?;
         let fd_object = VcpuFd::new(this.into(), vcpu.clone())?;
         let index = {
             let mut inner = this.inner.lock();
@@ -1623,10 +1649,14 @@ impl FileObject for Vm {
             abi::KVM_GET_PIT => this.get_pit(arg),
             abi::KVM_SET_PIT => this.set_pit(arg),
             abi::KVM_REINJECT_CONTROL => this.reinject_control(arg),
-            // The rate a new vCPU's TSC runs at: the host's, as every vCPU's
-            // (rkvm does not scale the TSC; KVM_GET_TSC_KHZ on a vCPU fd
-            // says the same). Linux's KVM selftests read it for every VM.
-            abi::KVM_GET_TSC_KHZ => Ok(cpu::tsc_khz() as isize),
+            // The rate a new vCPU's guest is told its TSC runs at: the
+            // host's unless KVM_SET_TSC_KHZ said otherwise. Linux's KVM
+            // selftests read it for every VM.
+            abi::KVM_GET_TSC_KHZ => Ok(match this.inner.lock().default_tsc_khz {
+                0 => cpu::tsc_khz(),
+                khz => khz,
+            } as isize),
+            abi::KVM_SET_TSC_KHZ => this.set_tsc_khz(arg),
             // KVM answers unknown VM ioctls with ENOTTY (`kvm_arch_vm_ioctl`).
             _ => Err(ENOTTY),
         }

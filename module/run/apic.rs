@@ -463,6 +463,7 @@ pub(super) fn msr(
     write: Option<u64>,
 ) -> Option<Result<u64, Gp>> {
     let tsc_offset = state.msrs.tsc_offset;
+    let tsc_khz = state.tsc_khz;
     let link = state.run.irq.as_mut()?;
     let now = cpu::now_ns();
     if (lapic::X2APIC_MSR_FIRST..=lapic::X2APIC_MSR_LAST).contains(&index) {
@@ -482,7 +483,7 @@ pub(super) fn msr(
             None => link.apic.with(|l| l.tsc_deadline()),
             Some(value) => {
                 let guest_tsc = cpu::rdtsc().wrapping_add(tsc_offset);
-                let at = lapic::tsc_deadline_ns(value, guest_tsc, now, cpu::tsc_khz());
+                let at = lapic::tsc_deadline_ns(value, guest_tsc, now, tsc_khz);
                 let effect = link.apic.with(|l| l.set_tsc_deadline(value, at));
                 // A timer change: never an EOI.
                 let _ = link.apic.apply(&link.chip, effect, &mut link.timer);

@@ -50,6 +50,8 @@ pub(crate) struct VcpuHv<'a> {
     pub(crate) features: &'a GuestFeatures,
     /// Its TSC offset.
     pub(crate) tsc_offset: u64,
+    /// The rate its guest is told its TSC runs at (`KVM_SET_TSC_KHZ`).
+    pub(crate) tsc_khz: u32,
     /// Its VP index.
     pub(crate) vp_index: &'a mut u32,
     /// Its link to the in-kernel irqchip, if there is one.
@@ -100,7 +102,7 @@ pub(crate) fn msr(
             Some(vm.with_hyperv(|p| p.reference_time(guest_tsc, clock_ns / 100)))
         }
         // The guest's TSC runs at the host's rate (no TSC scaling).
-        msr::TSC_FREQUENCY => Some(u64::from(cpu::tsc_khz()) * 1000),
+        msr::TSC_FREQUENCY => Some(u64::from(vcpu.tsc_khz) * 1000),
         msr::APIC_FREQUENCY => Some(1_000_000_000 / vm.apic_bus_cycle_ns().max(1)),
         _ => vm.with_hyperv(|p| p.read(index)),
     };

@@ -494,8 +494,12 @@ fn enter(
         run,
         ..
     } = state;
-    let _fpu = FpuSection::enter(&mut run.fpu);
+    let guest_osxsave = sregs.cr4 & cr4::OSXSAVE != 0;
+    let fpu = FpuSection::enter(&mut run.fpu);
     let irqs = IrqsDisabled::new();
+    // Dropped first (declared last): the host's XCR0 is back before the
+    // FPU image is saved and interrupts come on.
+    let _xcr0 = fpu.load_guest_xcr0(&irqs, guest_osxsave);
     // Pairs with `Vm::unmap`: publish that we are in the guest before reading the
     // generation (both sequentially consistent).
     let cpu = cpu::this_cpu();
@@ -657,6 +661,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             raise(state, vector, error_code);
             Ok(Next::Enter)
         }
+        Exit::Xsetbv => regs::xsetbv(vm, state, info, page),
         Exit::Undefined => {
             raise(state, UD_VECTOR, None);
             Ok(Next::Enter)

@@ -7,6 +7,7 @@
 
 use super::insn::{code_size, emulation_failed, fetch};
 use super::{raise, Next, DR6_RESET, DR7_RESET, GP_VECTOR, UD_VECTOR};
+use crate::abi;
 use crate::backend::ExitInfo;
 use crate::sys::cpu;
 use crate::sys::mem::SharedPage;
@@ -16,6 +17,7 @@ use crate::x86::cpuid::{self, Leaf};
 use crate::x86::decode::{self, is_prefix, Gpr, MAX_INSN_LEN};
 use crate::x86::emulate::{self, PagingRegs};
 use crate::x86::msr::{self, MsrContext, SharedRegs};
+use crate::x86::xsave;
 use kernel::prelude::*;
 
 /// CPUID.1:ECX bit 27 (OSXSAVE) and CPUID.1:EDX bit 9 (APIC): bits KVM
@@ -27,6 +29,9 @@ const CPUID1_EDX_APIC: u32 = 1 << 9;
 /// CR4.OSXSAVE. SDM Vol. 3A 2.5.
 const CR4_OSXSAVE: u64 = 1 << 18;
 
+/// CPUID.(EAX=0DH,ECX=1):EAX bit 1: XSAVEC.
+const D1_EAX_XSAVEC: u32 = 1 << 1;
+
 /// CPUID from the vCPU's table (`KVM_SET_CPUID2`); a leaf the table lacks
 /// reads as zeros (docs/abi.md: KVM's out-of-range rule for Intel guests is
 /// not copied). OSXSAVE and the APIC bit follow CR4 and APIC_BASE, as KVM
@@ -34,10 +39,18 @@ const CR4_OSXSAVE: u64 = 1 << 18;
 pub(super) fn answer_cpuid(state: &mut ArchState) {
     let function = state.regs.rax as u32;
     let index = state.regs.rcx as u32;
-    let (a, b, mut c, mut d) = match cpuid::lookup(&state.cpuid, Leaf { function, index }) {
-        Some(e) => (e.eax, e.ebx, e.ecx, e.edx),
-        None => (0, 0, 0, 0),
-    };
+    let entry = cpuid::lookup(&state.cpuid, Leaf { function, index });
+    let (a, mut b, mut c, mut d) = entry.map_or((0, 0, 0, 0), |e| (e.eax, e.ebx, e.ecx, e.edx));
+    // XSAVE's area sizes follow the guest's XCR0 (XSAVEC's too, where
+    // sub-leaf 1 offers it), as KVM's `kvm_update_cpuid_runtime`.
+    let xcr0 = state.run.fpu().xcr0();
+    match (function, index) {
+        (0xd, 0) if entry.is_some() => b = xsave::required_size(xcr0, false, cpu::cpuid_tuple),
+        (0xd, 1) if a & D1_EAX_XSAVEC != 0 => {
+            b = xsave::required_size(xcr0, true, cpu::cpuid_tuple)
+        }
+        _ => {}
+    }
     if function == 1 {
         c &= !CPUID1_ECX_OSXSAVE;
         if state.sregs.cr4 & CR4_OSXSAVE != 0 {
@@ -64,6 +77,7 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
     let hv_vcpu = super::hyperv::VcpuHv {
         features: &state.features,
         tsc_offset: state.msrs.tsc_offset,
+        tsc_khz: state.tsc_khz,
         vp_index: &mut state.run.hv_vp_index,
         irq: state.run.irq.as_mut(),
     };
@@ -183,6 +197,35 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
 
 /// MOV to or from a debug register (0F 21 /r reads, 0F 23 /r writes), on
 /// the guest's software copy. SDM Vol. 2B MOV (debug registers).
+/// XSETBV (`0F 01 D1`): the guest sets XCR0, as KVM's
+/// `kvm_emulate_xsetbv`. #UD without CR4.OSXSAVE (which both vendors check
+/// before they exit, but a stale exit costs nothing to check); #GP(0)
+/// outside ring 0, for an XCR other than XCR0 and for a value XCR0's
+/// rules refuse for this guest's CPUID (x86/xsave.rs `xcr0_valid`); else
+/// the value is the guest's from the next entry on (sys/fpu.rs). SDM
+/// Vol. 2C XSETBV.
+pub(super) fn xsetbv(
+    vm: &Vm,
+    state: &mut ArchState,
+    info: &ExitInfo,
+    page: &SharedPage<'_>,
+) -> Result<Next> {
+    if state.sregs.cr4 & CR4_OSXSAVE == 0 {
+        raise(state, UD_VECTOR, None);
+        return Ok(Next::Enter);
+    }
+    let value = (state.regs.rdx << 32) | (state.regs.rax & 0xffff_ffff);
+    let guest_supported = state.features.xcr0;
+    if state.sregs.ss.dpl != 0
+        || state.regs.rcx as u32 != abi::XCR_XFEATURE_ENABLED_MASK
+        || !state.run.fpu_mut().set_xcr0(value, guest_supported)
+    {
+        raise(state, GP_VECTOR, Some(0));
+        return Ok(Next::Enter);
+    }
+    super::insn::skip_or_fail(vm, state, info, &[0x0f, 0x01, 0xd1], page)
+}
+
 pub(super) fn debug_register(
     vm: &Vm,
     state: &mut ArchState,

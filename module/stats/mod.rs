@@ -60,7 +60,7 @@ impl fmt::Display for Counter {
 }
 
 /// The exit reasons counted in `exits_by_reason`, by name.
-const EXIT_NAMES: [&str; 20] = [
+const EXIT_NAMES: [&str; 21] = [
     "io",
     "hlt",
     "cpuid",
@@ -81,6 +81,7 @@ const EXIT_NAMES: [&str; 20] = [
     "nmi_window",
     "iret",
     "hypercall",
+    "xsetbv",
 ];
 
 /// Index of an exit's counter in [`EXIT_NAMES`].
@@ -106,6 +107,7 @@ fn exit_index(exit: &Exit) -> usize {
         Exit::NmiWindow => 17,
         Exit::Iret => 18,
         Exit::Hypercall { .. } => 19,
+        Exit::Xsetbv => 20,
     }
 }
 

@@ -300,6 +300,7 @@ impl SvmVcpu {
                 vector: 13,
                 error_code: Some(0),
             },
+            exit::XSETBV => Exit::Xsetbv,
             exit::VMMCALL => Exit::Hypercall {
                 opcode: crate::backend::VMMCALL,
             },
@@ -314,7 +315,6 @@ impl SvmVcpu {
             | exit::MONITOR
             | exit::MWAIT
             | exit::MWAIT_COND
-            | exit::XSETBV
             | exit::RDPRU
             | exit::INVLPGB
             | exit::INVLPGB_ILLEGAL

@@ -18,13 +18,21 @@
 //! from the rest of the FPU state (it is not part of what
 //! `kernel_fpu_begin` saves), so it is left out of the XSAVE mask and
 //! switched by hand with RDPKRU/WRPKRU, as KVM does. SDM Vol. 3A 4.6.2.
+//!
+//! XCR0 is the guest's own too once it turns XSAVE on (CR4.OSXSAVE) and
+//! runs XSETBV (an exit: run/regs.rs `xsetbv`): [`FpuImage::set_xcr0`]
+//! keeps it, and [`FpuSection::load_guest_xcr0`] loads it for each entry
+//! only, with interrupts off, as KVM's `kvm_load_xfeatures`. The image is
+//! always saved and restored under the host's XCR0, so it holds the AVX
+//! registers whatever the guest's XCR0 says. SDM Vol. 1 13.3.
 
-use crate::sys::cpu::cpuid;
+use crate::sys::cpu::{cpuid, IrqsDisabled};
 use crate::x86::xsave::{
     self, XsaveRefusal, FCW_INIT, LEGACY_SIZE, MXCSR_INIT, XFEATURE_FP, XFEATURE_FPSSE,
-    XFEATURE_SSE,
+    XFEATURE_OFFERABLE, XFEATURE_SSE, YMM_AT, YMM_SIZE,
 };
 use core::arch::asm;
+use core::marker::PhantomData;
 use kernel::prelude::*;
 
 extern "C" {
@@ -77,13 +85,8 @@ impl FpuLayout {
                 mxcsr_mask,
             };
         }
-        let (lo, hi): (u32, u32);
-        // SAFETY: CR4.OSXSAVE is set (CPUID says so), so XGETBV with ECX=0 reads XCR0.
-        unsafe {
-            asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack))
-        };
         Self {
-            xsave_mask: Some((u64::from(hi) << 32 | u64::from(lo)) & !XFEATURE_PKRU),
+            xsave_mask: Some(xgetbv0() & !XFEATURE_PKRU),
             // CPUID.(EAX=0DH,ECX=0):EBX: the size for the features XCR0 enables.
             size: cpuid(0xd, 0).ebx as usize,
             pkru,
@@ -97,6 +100,29 @@ impl FpuLayout {
 /// `KVM_CAP_XCRS`.
 pub(crate) fn host_has_xsave() -> bool {
     cpuid(1, 0).ecx & CPUID1_ECX_OSXSAVE != 0
+}
+
+/// Reads XCR0. Only with CR4.OSXSAVE set. SDM Vol. 2C XGETBV.
+fn xgetbv0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: Callers check CR4.OSXSAVE (`host_has_xsave`); XGETBV with ECX=0 only reads XCR0.
+    unsafe {
+        asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
+             options(nomem, nostack, preserves_flags))
+    };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+/// The XSAVE components rkvm can give guests on this host: those of
+/// [`XFEATURE_OFFERABLE`] the host's XCR0 has (the kernel sets XCR0 once,
+/// at boot, on every CPU alike), and none on a host without XSAVE, as
+/// KVM's `kvm_caps.supported_xcr0`.
+pub(crate) fn offered_xcr0() -> u64 {
+    if host_has_xsave() {
+        xgetbv0() & XFEATURE_OFFERABLE
+    } else {
+        0
+    }
 }
 
 /// The processor's MXCSR_MASK, as SDM Vol. 1 11.6.6 finds it: FXSAVE
@@ -125,6 +151,10 @@ pub(crate) struct FpuImage {
     area: KVec<Chunk>,
     /// The guest's PKRU (0 at reset).
     pkru: u32,
+    /// The guest's XCR0: x87 (1) at reset; only ever a value
+    /// [`xsave::xcr0_valid`] accepts within [`FpuImage::offered`], so
+    /// XSETBV takes it on this host.
+    xcr0: u64,
 }
 
 impl FpuImage {
@@ -148,7 +178,54 @@ impl FpuImage {
             layout,
             area,
             pkru: 0,
+            xcr0: XFEATURE_FP,
         })
+    }
+
+    /// The components this image can give the guest: x87 and SSE always,
+    /// AVX where the host saves it (see [`offered_xcr0`]).
+    pub(crate) fn offered(&self) -> u64 {
+        XFEATURE_FPSSE | self.layout.xsave_mask.unwrap_or(0) & XFEATURE_OFFERABLE
+    }
+
+    /// The guest's XCR0.
+    pub(crate) fn xcr0(&self) -> u64 {
+        self.xcr0
+    }
+
+    /// Sets the guest's XCR0 (XSETBV, `KVM_SET_XCRS`) if XCR0's rules
+    /// allow it for a guest whose CPUID offers `guest_supported`
+    /// (CPUID.(EAX=0DH,ECX=0):EDX:EAX) and this host; returns false, and
+    /// changes nothing, if not.
+    pub(crate) fn set_xcr0(&mut self, value: u64, guest_supported: u64) -> bool {
+        if self.layout.xsave_mask.is_none()
+            || !xsave::xcr0_valid(value, guest_supported & self.offered())
+        {
+            return false;
+        }
+        self.xcr0 = value;
+        true
+    }
+
+    /// Copies `out.len()` bytes of the area from byte `at` (inside it).
+    fn read_bytes(&self, at: usize, out: &mut [u8]) {
+        for (i, byte) in out.iter_mut().enumerate() {
+            let o = at + i;
+            *byte = self.area[o / 64].0[o % 64];
+        }
+    }
+
+    /// Copies `src` into the area at byte `at` (inside it).
+    fn write_bytes(&mut self, at: usize, src: &[u8]) {
+        for (i, &byte) in src.iter().enumerate() {
+            let o = at + i;
+            self.area[o / 64].0[o % 64] = byte;
+        }
+    }
+
+    /// Whether the area holds the AVX component (the host saves it).
+    fn has_ymm(&self) -> bool {
+        self.offered() & xsave::XFEATURE_YMM != 0 && self.area.len() * 64 >= YMM_AT.end
     }
 }
 
@@ -200,24 +277,48 @@ impl FpuImage {
     }
 
     /// `KVM_GET_XSAVE`: the guest's state in KVM's XSAVE layout (`out`:
-    /// at least 4096 bytes, zeroed). x86/xsave.rs has the rules.
-    pub(crate) fn to_uabi(&self, out: &mut [u8]) {
+    /// at least 4096 bytes, zeroed), with the components a guest whose
+    /// CPUID offers `guest_supported` has. x86/xsave.rs has the rules.
+    pub(crate) fn to_uabi(&self, guest_supported: u64, out: &mut [u8]) {
+        let mut ymm = [0; YMM_SIZE];
+        if self.has_ymm() {
+            self.read_bytes(YMM_AT.start, &mut ymm);
+        }
+        let image = xsave::Image {
+            legacy: &self.legacy_bytes(),
+            ymm: &ymm,
+            xstate_bv: self.xstate_bv(),
+        };
         xsave::to_uabi(
-            &self.legacy_bytes(),
-            self.xstate_bv(),
+            &image,
+            guest_supported & self.offered(),
             self.layout.mxcsr_mask,
             out,
         );
     }
 
-    /// `KVM_SET_XSAVE`: replaces the guest's x87 and SSE state from a
-    /// region in KVM's XSAVE layout, or changes nothing if it is refused.
+    /// `KVM_SET_XSAVE`: replaces the guest's state from a region in KVM's
+    /// XSAVE layout, or changes nothing if it is refused.
     pub(crate) fn set_uabi(&mut self, region: &[u8]) -> Result<(), XsaveRefusal> {
         let mut legacy = self.legacy_bytes();
+        let mut ymm = [0; YMM_SIZE];
         let xsave_host = self.layout.xsave_mask.is_some();
-        let xstate_bv = xsave::from_uabi(region, xsave_host, self.layout.mxcsr_mask, &mut legacy)?;
-        for (chunk, src) in self.area.iter_mut().zip(legacy.chunks(64)) {
-            chunk.0.copy_from_slice(src);
+        let offered = if self.has_ymm() {
+            self.offered()
+        } else {
+            XFEATURE_FPSSE
+        };
+        let xstate_bv = xsave::from_uabi(
+            region,
+            xsave_host,
+            offered,
+            self.layout.mxcsr_mask,
+            &mut legacy,
+            &mut ymm,
+        )?;
+        self.write_bytes(0, &legacy);
+        if xstate_bv & xsave::XFEATURE_YMM != 0 {
+            self.write_bytes(YMM_AT.start, &ymm);
         }
         if xsave_host {
             // Components left out of XSTATE_BV are initialised by the next XRSTOR.
@@ -229,9 +330,7 @@ impl FpuImage {
     /// The 512-byte legacy region as bytes.
     fn legacy_bytes(&self) -> [u8; LEGACY_SIZE] {
         let mut bytes = [0; LEGACY_SIZE];
-        for (dst, chunk) in bytes.chunks_mut(64).zip(self.area.iter()) {
-            dst.copy_from_slice(&chunk.0);
-        }
+        self.read_bytes(0, &mut bytes);
         bytes
     }
 
@@ -296,9 +395,7 @@ impl FpuImage {
         for (i, x) in fpu.xmm.iter().enumerate() {
             b[legacy::slot(legacy::XMM0, i)].copy_from_slice(x);
         }
-        for (chunk, src) in self.area.iter_mut().zip(b.chunks(64)) {
-            chunk.0.copy_from_slice(src);
-        }
+        self.write_bytes(0, &b);
         if self.layout.xsave_mask.is_some() {
             // Both components now come from the image at the next XRSTOR.
             self.area[XSAVE_HEADER / 64].0[0] |= XFEATURE_FPSSE as u8;
@@ -346,6 +443,73 @@ impl<'a> FpuSection<'a> {
             }
         }
         Self { image, host_pkru }
+    }
+
+    /// Loads the guest's XCR0 for one entry, when the guest has XSAVE on
+    /// (`guest_osxsave`: its CR4.OSXSAVE; without, XCR0 means nothing to
+    /// it) and its XCR0 is not the host's; the guard puts the host's back.
+    /// Interrupts are off (`_irqs`) from before this until after the
+    /// guard is dropped, so no host code that saves or uses extended state
+    /// runs under the guest's XCR0, as in KVM's `kvm_load_xfeatures`.
+    pub(crate) fn load_guest_xcr0<'s>(
+        &'s self,
+        _irqs: &'s IrqsDisabled,
+        guest_osxsave: bool,
+    ) -> GuestXcr0<'s> {
+        let unchanged = GuestXcr0 {
+            host: None,
+            _during: PhantomData,
+        };
+        if !guest_osxsave || self.image.layout.xsave_mask.is_none() {
+            return unchanged;
+        }
+        let host = xgetbv0();
+        if host == self.image.xcr0 {
+            return unchanged;
+        }
+        // SAFETY: The guest's XCR0 is valid and a subset of what the host's XCR0 enables
+        // (`FpuImage::set_xcr0`'s invariant), so XSETBV takes it; the host's comes back
+        // before interrupts are enabled again (`GuestXcr0::drop`).
+        unsafe { xsetbv0(self.image.xcr0) };
+        GuestXcr0 {
+            host: Some(host),
+            _during: PhantomData,
+        }
+    }
+}
+
+/// Writes XCR0. SDM Vol. 2C XSETBV.
+///
+/// # Safety
+///
+/// CR4.OSXSAVE is set, `value` is a valid XCR0 for this processor (else
+/// #GP in the kernel), and the code that runs next is right to run with it.
+unsafe fn xsetbv0(value: u64) {
+    // SAFETY: As the caller guarantees.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32,
+             options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// The guest's XCR0 is loaded while this lives (if it differs from the
+/// host's): see [`FpuSection::load_guest_xcr0`]. It borrows the FPU
+/// section and the interrupts-off guard, so it ends before either: the
+/// host's XCR0 is back before the image is saved and before interrupts
+/// are on.
+pub(crate) struct GuestXcr0<'s> {
+    /// The host's XCR0, to put back.
+    host: Option<u64>,
+    _during: PhantomData<&'s IrqsDisabled>,
+}
+
+impl Drop for GuestXcr0<'_> {
+    fn drop(&mut self) {
+        if let Some(host) = self.host {
+            // SAFETY: The value XGETBV read on this CPU before the entry (interrupts have been
+            // off since, so this is the same CPU): the host's own XCR0.
+            unsafe { xsetbv0(host) };
+        }
     }
 }
 

@@ -592,7 +592,8 @@ impl VmxVcpu {
                 reason::VMCALL => Exit::Hypercall {
                     opcode: crate::backend::VMCALL,
                 },
-                // VMX instructions, GETSEC, MONITOR/MWAIT, XSETBV: not given to guests.
+                reason::XSETBV => Exit::Xsetbv,
+                // VMX instructions, GETSEC, MONITOR/MWAIT: not given to guests.
                 reason::GETSEC
                 | reason::RSM
                 | reason::VMCLEAR..=reason::VMXON
@@ -600,8 +601,7 @@ impl VmxVcpu {
                 | reason::INVVPID
                 | reason::VMFUNC
                 | reason::MWAIT
-                | reason::MONITOR
-                | reason::XSETBV => Exit::Undefined,
+                | reason::MONITOR => Exit::Undefined,
                 // EPT misconfiguration is a bug in rkvm's tables: an internal error with
                 // the exit reason, like any exit rkvm does not handle.
                 reason::EPT_MISCONFIG => Exit::Unhandled(reason::EPT_MISCONFIG.into()),

@@ -5,6 +5,7 @@
 //! Leaf and bit numbers: SDM Vol. 2A "CPUID", APM Vol. 3 Appendix E.
 
 use crate::abi::kvm_cpuid_entry2;
+use crate::x86::xsave;
 
 /// `KVM_CPUID_FLAG_SIGNIFCANT_INDEX` (sic, as in `asm/kvm.h`): the entry
 /// applies to one sub-leaf (`index`) only.
@@ -31,6 +32,8 @@ pub(crate) fn lookup(table: &[kvm_cpuid_entry2], leaf: Leaf) -> Option<&kvm_cpui
 /// CPUID.8000_0001h:EDX.
 pub(crate) mod bit {
     pub(crate) const ECX1_X2APIC: u32 = 21;
+    pub(crate) const ECX1_XSAVE: u32 = 26;
+    pub(crate) const ECX1_OSXSAVE: u32 = 27;
     pub(crate) const EBX7_FSGSBASE: u32 = 0;
     pub(crate) const EBX7_TSC_ADJUST: u32 = 1;
     pub(crate) const EBX7_SMEP: u32 = 7;
@@ -72,6 +75,11 @@ pub(crate) struct GuestFeatures {
     /// Leaf 0x4000_0001 says "Hv#1": the guest may use the Hyper-V
     /// interface (hyperv/), as KVM's `kvm_hv_set_cpuid` decides.
     pub(crate) hyperv: bool,
+    /// XSAVE (CPUID.1:ECX bit 26): the guest may set CR4.OSXSAVE.
+    pub(crate) xsave: bool,
+    /// The XCR0 components leaf 0xD offers (CPUID.(EAX=0DH,ECX=0):EDX:EAX),
+    /// before the device's own limit is applied (`FpuImage::set_xcr0`).
+    pub(crate) xcr0: u64,
 }
 
 impl Default for GuestFeatures {
@@ -89,6 +97,7 @@ impl GuestFeatures {
                 .unwrap_or_default()
         };
         let (_, _, ecx1, _) = get(1, 0);
+        let (xcr0_lo, _, _, xcr0_hi) = get(0xd, 0);
         let (_, ebx7, _, _) = get(7, 0);
         let (_, _, _, edx81) = get(0x8000_0001, 0);
         // KVM's paravirtual features: EAX of the leaf after the first
@@ -125,6 +134,8 @@ impl GuestFeatures {
             kvm_steal_time: pv & KVM_FEATURE_STEAL_TIME != 0,
             kvm_sched_yield: pv & KVM_FEATURE_PV_SCHED_YIELD != 0,
             hyperv: hv_interface == crate::hyperv::INTERFACE_SIGNATURE,
+            xsave: has(ecx1, bit::ECX1_XSAVE),
+            xcr0: u64::from(xcr0_hi) << 32 | u64::from(xcr0_lo),
         }
     }
 }
@@ -169,9 +180,11 @@ pub(crate) fn reset_signature(table: &[kvm_cpuid_entry2]) -> u32 {
 
 /// Which host features rkvm passes through to a guest, per register. A bit
 /// is offered only if it is set here and on the host. Anything that needs
-/// more than the CPU (XSAVE state switching, PMU, nested SVM, an in-kernel
-/// APIC timer, MSRs rkvm does not virtualise such as the MTRRs, the
-/// machine-check banks and TSC_AUX) is left out until rkvm supports it.
+/// more than the CPU (PMU, nested SVM, an in-kernel APIC timer, MSRs rkvm
+/// does not virtualise such as the MTRRs, the machine-check banks and
+/// TSC_AUX, state components beyond AVX) is left out until rkvm supports
+/// it. XSAVE and the AVX family are offered only where the host's XCR0
+/// has their state (see [`supported`]).
 struct Mask {
     function: u32,
     eax: u32,
@@ -197,12 +210,15 @@ const fn bits(list: &[u32]) -> u32 {
 const SSE3: u32 = 0;
 const PCLMULQDQ: u32 = 1;
 const SSSE3: u32 = 9;
+const FMA: u32 = 12;
 const CX16: u32 = 13;
 const SSE4_1: u32 = 19;
 const SSE4_2: u32 = 20;
 const MOVBE: u32 = 22;
 const POPCNT: u32 = 23;
 const AES: u32 = 25;
+const AVX: u32 = 28;
+const F16C: u32 = 29;
 const RDRAND: u32 = 30;
 /// Reserved for use by a hypervisor to say it is there. APM Vol. 3
 /// Appendix E, CPUID Fn0000_0001_ECX bit 31.
@@ -229,6 +245,7 @@ const SSE: u32 = 25;
 const SSE2: u32 = 26;
 // CPUID.(EAX=7,ECX=0):EBX. SDM Vol. 2A Table 3-8.
 const BMI1: u32 = 3;
+const AVX2: u32 = 5;
 const BMI2: u32 = 8;
 const ERMS: u32 = 9;
 const ADX: u32 = 19;
@@ -250,7 +267,10 @@ const MASKS: &[Mask] = &[
         function: 1,
         eax: PASS,
         ebx: 0x0000_ffff,
-        ecx: bits(&[SSE3, PCLMULQDQ, SSSE3, CX16, SSE4_1, SSE4_2, MOVBE, POPCNT, AES, RDRAND]),
+        ecx: bits(&[
+            SSE3, PCLMULQDQ, SSSE3, FMA, CX16, SSE4_1, SSE4_2, MOVBE, POPCNT, AES, bit::ECX1_XSAVE,
+            AVX, F16C, RDRAND,
+        ]),
         edx: bits(&[
             FPU, VME, DE, PSE, TSC, MSR, PAE, CX8, APIC, SEP, PGE, CMOV, PAT, PSE36, CLFSH, MMX,
             FXSR, SSE, SSE2,
@@ -261,7 +281,9 @@ const MASKS: &[Mask] = &[
     Mask {
         function: 7,
         eax: 0,
-        ebx: bits(&[bit::EBX7_FSGSBASE, BMI1, bit::EBX7_SMEP, BMI2, ERMS, ADX, bit::EBX7_SMAP]),
+        ebx: bits(&[
+            bit::EBX7_FSGSBASE, BMI1, AVX2, bit::EBX7_SMEP, BMI2, ERMS, ADX, bit::EBX7_SMAP,
+        ]),
         ecx: 0,
         edx: 0,
     },
@@ -290,9 +312,26 @@ pub(crate) const fn offers_leaf7_ebx(n: u32) -> bool {
 }
 const _: () = assert!(MASKS[2].function == 7);
 
-/// The highest basic and extended leaves rkvm describes.
-const MAX_BASIC: u32 = 7;
+/// The highest basic and extended leaves rkvm describes: 0xD (XSAVE's
+/// components) where XSAVE is offered, else 7.
+const MAX_BASIC: u32 = 0xd;
+const MAX_BASIC_WITHOUT_XSAVE: u32 = 7;
 const MAX_EXTENDED: u32 = 0x8000_0008;
+
+/// Leaf 1 ECX and leaf 7 EBX bits that need XSAVE (XSAVE itself) or the
+/// AVX state in XCR0 (VEX-encoded instructions on XMM/YMM). SDM Vol. 1
+/// 14.3.
+const ECX1_NEEDS_XSAVE: u32 = 1 << bit::ECX1_XSAVE;
+const ECX1_NEEDS_YMM: u32 = bits(&[FMA, AVX, F16C]);
+const EBX7_NEEDS_YMM: u32 = 1 << AVX2;
+
+// CPUID.(EAX=0DH,ECX=1):EAX. SDM Vol. 2A Table 3-8 (leaf 0DH).
+const XSAVEOPT: u32 = 0;
+const XSAVEC: u32 = 1;
+const XGETBV1: u32 = 2;
+/// The XSAVE variants a guest may use: all but XSAVES, which needs
+/// IA32_XSS (supervisor state rkvm does not offer).
+const D1_EAX: u32 = bits(&[XSAVEOPT, XSAVEC, XGETBV1]);
 
 const ECX1_HYPERVISOR: u32 = 1 << HYPERVISOR;
 
@@ -328,16 +367,25 @@ const KVM_FEATURES: u32 = KVM_FEATURE_CLOCKSOURCE
 const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d];
 
 /// Builds the table `KVM_GET_SUPPORTED_CPUID` reports, from the host's
-/// CPUID (`host(function, index) -> (eax, ebx, ecx, edx)`) and the masks
-/// above. Leaves the host does not have are left out. Returns the number of
+/// CPUID (`host(function, index) -> (eax, ebx, ecx, edx)`), the XSAVE
+/// components the device can give (`xcr0`: 0 on a host without XSAVE,
+/// else x87|SSE and AVX if the host's XCR0 has it) and the masks above.
+/// Leaves the host does not have are left out. Returns the number of
 /// entries written to `out`, or `None` if `out` is too small.
 pub(crate) fn supported(
     host: impl Fn(u32, u32) -> (u32, u32, u32, u32),
+    xcr0: u64,
     out: &mut [kvm_cpuid_entry2],
 ) -> Option<usize> {
     let (host_max_basic, ..) = host(0, 0);
     let (host_max_ext, ..) = host(0x8000_0000, 0);
-    let max_basic = host_max_basic.min(MAX_BASIC);
+    let xsave = xcr0 != 0 && host_max_basic >= 0xd;
+    let ymm = xsave && xcr0 & xsave::XFEATURE_YMM != 0;
+    let max_basic = host_max_basic.min(if xsave {
+        MAX_BASIC
+    } else {
+        MAX_BASIC_WITHOUT_XSAVE
+    });
     let max_ext = host_max_ext.min(MAX_EXTENDED);
     let mut n = 0;
     for m in MASKS {
@@ -349,12 +397,32 @@ pub(crate) fn supported(
         if !in_range {
             continue;
         }
+        if m.function == 0x8000_0000 && xsave {
+            // Leaf 0xD, in its place after the basic leaves.
+            for entry in xsave_leaves(&host, xcr0) {
+                *out.get_mut(n)? = entry;
+                n += 1;
+            }
+        }
         let (mut eax, mut ebx, mut ecx, edx) = host(m.function, 0);
         match m.function {
             0 => eax = max_basic,
             0x8000_0000 => eax = max_ext,
-            1 => ecx |= ECX1_ALWAYS,
-            7 => ebx |= EBX7_ALWAYS,
+            1 => {
+                if !xsave {
+                    ecx &= !ECX1_NEEDS_XSAVE;
+                }
+                if !ymm {
+                    ecx &= !ECX1_NEEDS_YMM;
+                }
+                ecx |= ECX1_ALWAYS;
+            }
+            7 => {
+                if !ymm {
+                    ebx &= !EBX7_NEEDS_YMM;
+                }
+                ebx |= EBX7_ALWAYS;
+            }
             _ => {}
         }
         let entry = out.get_mut(n)?;
@@ -389,4 +457,46 @@ pub(crate) fn supported(
         n += 1;
     }
     Some(n)
+}
+
+/// Leaf 0xD for the components in `xcr0` (x87, SSE, maybe AVX), as KVM
+/// reports it: sub-leaf 0 the components and the standard format's size
+/// for them (EBX, which changes with the guest's XCR0 when it runs, and
+/// ECX, the most), sub-leaf 1 the XSAVE variants and, as XSAVEC is among
+/// them, the compacted size, and a sub-leaf for AVX's size and offset
+/// where it is offered. SDM Vol. 2A CPUID leaf 0DH.
+fn xsave_leaves(
+    host: &impl Fn(u32, u32) -> (u32, u32, u32, u32),
+    xcr0: u64,
+) -> impl Iterator<Item = kvm_cpuid_entry2> {
+    let entry = |index, eax, ebx, ecx| kvm_cpuid_entry2 {
+        function: 0xd,
+        index,
+        flags: FLAG_SIGNIFICANT_INDEX,
+        eax,
+        ebx,
+        ecx,
+        edx: 0,
+        ..Default::default()
+    };
+    let (host_eax, ..) = host(0xd, 0);
+    let standard = xsave::required_size(xcr0, false, host);
+    let (d1_eax, ..) = host(0xd, 1);
+    let d1_eax = d1_eax & D1_EAX;
+    let compacted = if d1_eax & (1 << XSAVEC) != 0 {
+        xsave::required_size(xcr0, true, host)
+    } else {
+        0
+    };
+    let (ymm_size, ymm_offset, ymm_flags, _) = host(0xd, 2);
+    let ymm = (xcr0 & xsave::XFEATURE_YMM != 0)
+        // XFD (bit 2 of ECX) is not offered.
+        .then(|| entry(2, ymm_size, ymm_offset, ymm_flags & !(1 << 2)));
+    [
+        Some(entry(0, host_eax & xcr0 as u32, standard, standard)),
+        Some(entry(1, d1_eax, compacted, 0)),
+        ymm,
+    ]
+    .into_iter()
+    .flatten()
 }

@@ -14,5 +14,6 @@ pub(crate) mod msr;
 pub(crate) mod msr_filter;
 pub(crate) mod pvclock;
 pub(crate) mod regs;
+pub(crate) mod tsc;
 pub(crate) mod walk;
 pub(crate) mod xsave;

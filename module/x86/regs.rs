@@ -38,6 +38,8 @@ pub(crate) mod cr4 {
     /// 57-bit linear addresses (5-level paging).
     pub(crate) const LA57: u64 = 1 << 12;
     pub(crate) const FSGSBASE: u64 = 1 << 16;
+    /// XSAVE and the extended state components XCR0 enables.
+    pub(crate) const OSXSAVE: u64 = 1 << 18;
     pub(crate) const SMEP: u64 = 1 << 20;
     pub(crate) const SMAP: u64 = 1 << 21;
 
@@ -193,6 +195,9 @@ pub(crate) fn allowed_cr4(host: &HostLimits, guest: &GuestFeatures) -> u64 {
     if guest.smap {
         optional |= cr4::SMAP;
     }
+    if guest.xsave {
+        optional |= cr4::OSXSAVE;
+    }
     cr4::BASE | (optional & host.cr4_optional)
 }
 
@@ -309,6 +314,7 @@ impl HostLimits {
         } else {
             (0, 0, 0, 0)
         };
+        let (_, _, ecx1, _) = host(1, 0);
         let (_, _, _, edx81) = if max_ext >= 0x8000_0001 {
             host(0x8000_0001, 0)
         } else {
@@ -332,6 +338,11 @@ impl HostLimits {
             if bit(ebx7, n) && cpuid::offers_leaf7_ebx(n) {
                 cr4_optional |= flag;
             }
+        }
+        // XSAVE is offered where the host kernel uses it (its CR4.OSXSAVE,
+        // which CPUID.1:ECX reflects): rkvm switches XCR0 with XSETBV.
+        if bit(ecx1, cpuid::bit::ECX1_OSXSAVE) {
+            cr4_optional |= cr4::OSXSAVE;
         }
         Self {
             cr4_optional,

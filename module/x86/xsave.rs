@@ -10,9 +10,13 @@
 //! 0xD gives. KVM fills it the way the kernel's ptrace and signal code do
 //! (`__copy_xstate_to_uabi_buf`, `copy_uabi_to_xstate` in
 //! arch/x86/kernel/fpu/xstate.c); these are the same rules, for the
-//! components rkvm offers a guest: x87 and SSE. A component the region
-//! says is in its initial state (its XSTATE_BV bit clear) is reported with
-//! its initial values and is not taken from the region on a set.
+//! components rkvm offers a guest: x87, SSE and, where the host has it,
+//! AVX. A component the region says is in its initial state (its
+//! XSTATE_BV bit clear) is reported with its initial values and is not
+//! taken from the region on a set.
+//!
+//! The file also has XCR0's rules ([`xcr0_valid`]) and the sizes CPUID
+//! leaf 0xD reports for a set of components ([`required_size`]).
 //!
 //! Two differences a reader may notice against KVM's bytes: the
 //! software-reserved bytes 464..512 of the legacy region are zero (the
@@ -31,6 +35,21 @@ pub(crate) const XFEATURE_SSE: u64 = 1 << 1;
 pub(crate) const XFEATURE_YMM: u64 = 1 << 2;
 /// The components every vCPU has, XSAVE or not.
 pub(crate) const XFEATURE_FPSSE: u64 = XFEATURE_FP | XFEATURE_SSE;
+/// The components rkvm can give a guest, where the host's XCR0 has them:
+/// x87, SSE and AVX (the upper halves of YMM0-15). KVM also offers MPX,
+/// AVX-512, PKRU and AMX, each a component to switch, check and convert;
+/// docs/abi.md says so.
+pub(crate) const XFEATURE_OFFERABLE: u64 = XFEATURE_FPSSE | XFEATURE_YMM;
+
+/// Where the AVX component lies in the standard format: right after the
+/// header, 16 bytes for each of YMM0-15's upper halves. Fixed by the
+/// architecture (CPUID.(EAX=0DH,ECX=2) reports 256 bytes at 576 on every
+/// processor with AVX). SDM Vol. 1 13.4.3, 13.5.3.
+pub(crate) const YMM_AT: core::ops::Range<usize> = 576..832;
+/// The size of the AVX component.
+pub(crate) const YMM_SIZE: usize = 256;
+/// The legacy region and the header: the least an XSAVE area holds.
+const LEGACY_AND_HEADER: u32 = 576;
 
 /// MXCSR after reset. SDM Vol. 1 10.2.3.
 pub(crate) const MXCSR_INIT: u32 = 0x1f80;
@@ -75,13 +94,26 @@ fn read_u64(bytes: &[u8], range: core::ops::Range<usize>) -> u64 {
     u64::from_le_bytes(q)
 }
 
-/// Writes the region `KVM_GET_XSAVE` returns into `out` (at least
-/// `KVM_XSAVE_SIZE` bytes, all zero on entry) from the guest's legacy
-/// region, of which the components in `in_image` hold values (the others
+/// The guest's state as XSAVE keeps it: the legacy region, the AVX
+/// component, and which components hold values (XSTATE_BV; the others
 /// are in their initial state: FCW 0x37F, MXCSR 0x1F80, everything else
-/// zero). `mxcsr_mask` is the processor's, reported with an initial MXCSR.
-pub(crate) fn to_uabi(legacy: &[u8; LEGACY_SIZE], in_image: u64, mxcsr_mask: u32, out: &mut [u8]) {
-    let present = in_image & XFEATURE_FPSSE;
+/// zero).
+pub(crate) struct Image<'a> {
+    pub(crate) legacy: &'a [u8; LEGACY_SIZE],
+    pub(crate) ymm: &'a [u8; YMM_SIZE],
+    pub(crate) xstate_bv: u64,
+}
+
+/// Writes the region `KVM_GET_XSAVE` returns into `out` (at least
+/// `KVM_XSAVE_SIZE` bytes, all zero on entry) from the guest's image.
+/// `reported` is the components the region describes (x87, SSE and those
+/// the guest's CPUID offers, as KVM's `guest_supported_xcr0 | FPSSE`):
+/// XSTATE_BV lists the ones of them that hold values, and each is
+/// written, with its initial values if it holds none. `mxcsr_mask` is the
+/// processor's, reported with an initial MXCSR.
+pub(crate) fn to_uabi(image: &Image<'_>, reported: u64, mxcsr_mask: u32, out: &mut [u8]) {
+    let legacy = image.legacy;
+    let present = image.xstate_bv & (reported | XFEATURE_FPSSE) & XFEATURE_OFFERABLE;
     if present & XFEATURE_FP != 0 {
         out[at::X87_CONTROL].copy_from_slice(&legacy[at::X87_CONTROL]);
         out[at::ST].copy_from_slice(&legacy[at::ST]);
@@ -89,7 +121,7 @@ pub(crate) fn to_uabi(legacy: &[u8; LEGACY_SIZE], in_image: u64, mxcsr_mask: u32
         out[0..2].copy_from_slice(&FCW_INIT.to_le_bytes());
     }
     // MXCSR belongs to both SSE and AVX state.
-    if in_image & (XFEATURE_SSE | XFEATURE_YMM) != 0 {
+    if present & (XFEATURE_SSE | XFEATURE_YMM) != 0 {
         out[at::MXCSR].copy_from_slice(&legacy[at::MXCSR]);
     } else {
         out[24..28].copy_from_slice(&MXCSR_INIT.to_le_bytes());
@@ -98,22 +130,29 @@ pub(crate) fn to_uabi(legacy: &[u8; LEGACY_SIZE], in_image: u64, mxcsr_mask: u32
     if present & XFEATURE_SSE != 0 {
         out[at::XMM].copy_from_slice(&legacy[at::XMM]);
     }
+    if present & XFEATURE_YMM != 0 {
+        out[YMM_AT].copy_from_slice(image.ymm);
+    }
     out[at::XSTATE_BV].copy_from_slice(&present.to_le_bytes());
 }
 
-/// Checks the region `KVM_SET_XSAVE` was given and copies its x87 and SSE
-/// state into the guest's legacy region; returns the XSTATE_BV the guest's
-/// image must now have (components left out are initialised by the next
-/// XRSTOR). The components rkvm offers are x87 and SSE (its
-/// `KVM_GET_SUPPORTED_CPUID` has no leaf 0xD), so any other is refused, as
-/// KVM refuses one its `supported_xcr0` lacks. `xsave_host` is whether the
-/// host saves state with XSAVE: without it the region is taken as an
-/// FXSAVE image, as KVM's `fpu_copy_uabi_to_guest_fpstate` does.
+/// Checks the region `KVM_SET_XSAVE` was given and copies its state into
+/// the guest's legacy region and AVX component; returns the XSTATE_BV the
+/// guest's image must now have (components left out are initialised by
+/// the next XRSTOR). `offered` is the components the device can give a
+/// guest (x87, SSE and, where the host has it, AVX: what
+/// `KVM_GET_SUPPORTED_CPUID`'s leaf 0xD lists); any other is refused, as
+/// KVM refuses one its `supported_xcr0` lacks (whatever the guest's own
+/// CPUID says, as KVM). `xsave_host` is whether the host saves state with
+/// XSAVE: without it the region is taken as an FXSAVE image, as KVM's
+/// `fpu_copy_uabi_to_guest_fpstate` does.
 pub(crate) fn from_uabi(
     region: &[u8],
     xsave_host: bool,
+    offered: u64,
     mxcsr_mask: u32,
     legacy: &mut [u8; LEGACY_SIZE],
+    ymm: &mut [u8; YMM_SIZE],
 ) -> Result<u64, XsaveRefusal> {
     let xstate_bv = read_u64(region, at::XSTATE_BV);
     let mxcsr = read_u64(region, at::MXCSR) as u32;
@@ -127,7 +166,7 @@ pub(crate) fn from_uabi(
         legacy.copy_from_slice(&region[..LEGACY_SIZE]);
         return Ok(XFEATURE_FPSSE);
     }
-    if xstate_bv & !XFEATURE_FPSSE != 0 {
+    if xstate_bv & !(XFEATURE_FPSSE | (offered & XFEATURE_OFFERABLE)) != 0 {
         return Err(XsaveRefusal::UnsupportedComponent);
     }
     if read_u64(region, at::XCOMP_BV) != 0 {
@@ -149,15 +188,47 @@ pub(crate) fn from_uabi(
     if xstate_bv & XFEATURE_SSE != 0 {
         legacy[at::XMM].copy_from_slice(&region[at::XMM]);
     }
+    if xstate_bv & XFEATURE_YMM != 0 {
+        ymm.copy_from_slice(&region[YMM_AT]);
+    }
     Ok(xstate_bv)
 }
 
-/// XCR0's rules for a host-initiated write (`KVM_SET_XCRS`), as KVM's
-/// `__kvm_set_xcr`: x87 is always on, AVX needs SSE, and only components
-/// the guest's CPUID offers (`guest_supported`) may be enabled. SDM Vol. 1
-/// 13.3.
+/// XCR0's rules, for XSETBV in the guest and `KVM_SET_XCRS` alike, as
+/// KVM's `__kvm_set_xcr`: x87 is always on, AVX needs SSE, and only
+/// components the guest's CPUID offers and the device can give
+/// (`guest_supported`) may be enabled. (KVM's further rules are for MPX,
+/// AVX-512 and AMX, which rkvm never offers.) SDM Vol. 1 13.3.
 pub(crate) fn xcr0_valid(xcr0: u64, guest_supported: u64) -> bool {
     xcr0 & XFEATURE_FP != 0
         && !(xcr0 & XFEATURE_YMM != 0 && xcr0 & XFEATURE_SSE == 0)
         && xcr0 & !(guest_supported | XFEATURE_FP) == 0
+}
+
+/// The bytes an XSAVE area needs for the components in `xcr0`, in the
+/// standard format (`compacted` false: CPUID.(EAX=0DH,ECX=0):EBX for
+/// that XCR0) or the compacted one XSAVEC writes (CPUID.(EAX=0DH,ECX=1):EBX),
+/// from the processor's description of each component
+/// (`host(0xd, i) -> (size, offset, flags, _)`, flags bit 1: 64-byte
+/// aligned when compacted), as KVM's `xstate_required_size`. SDM Vol. 1
+/// 13.4.3.
+pub(crate) fn required_size(
+    xcr0: u64,
+    compacted: bool,
+    host: impl Fn(u32, u32) -> (u32, u32, u32, u32),
+) -> u32 {
+    let mut size = LEGACY_AND_HEADER;
+    for i in 2..64 {
+        if xcr0 & (1 << i) == 0 {
+            continue;
+        }
+        let (len, offset, flags, _) = host(0xd, i);
+        let start = match (compacted, flags & 2 != 0) {
+            (false, _) => offset,
+            (true, true) => size.next_multiple_of(64),
+            (true, false) => size,
+        };
+        size = size.max(start.saturating_add(len));
+    }
+    size
 }

@@ -2573,6 +2573,183 @@ fn kvm_set_xsave_reaches_the_guest_and_kvm_get_xsave_sees_its_writes(ctx: &Ctx) 
 }
 
 guest! {
+    /// Turns XSAVE on (CR4.OSXSAVE) and reports XCR0 (XGETBV) and the
+    /// XSAVE area's size for it (CPUID.(EAX=0DH,ECX=0):EBX); sets XCR0 to
+    /// x87|SSE|AVX and reports both again with YMM0's upper half (low
+    /// quadword); loads YMM1's upper half for KVM_GET_XSAVE to find; tries
+    /// three XSETBVs the architecture refuses (#GP each); sets XCR0 to
+    /// x87|SSE and reports it; then runs an AVX instruction (#UD).
+    fn avx_guest;
+    ".code64",
+    "enable_sse",
+    "mov %cr4, %rax",
+    "bts $18, %rax",
+    "mov %rax, %cr4",
+    "xor %ecx, %ecx",
+    "xgetbv",
+    "mov %eax, %ebx",
+    "mov $0xd, %eax",
+    "xor %ecx, %ecx",
+    "push %rbx",
+    "cpuid",
+    "mov %ebx, %ecx",
+    "pop %rbx",
+    "ucall UCALL_SYNC",
+    "mov $7, %eax",
+    "xor %edx, %edx",
+    "xor %ecx, %ecx",
+    "xsetbv",
+    "xgetbv",
+    "mov %eax, %ebx",
+    "mov $0xd, %eax",
+    "xor %ecx, %ecx",
+    "push %rbx",
+    "cpuid",
+    "mov %ebx, %ecx",
+    "pop %rbx",
+    "vextractf128 $1, %ymm0, %xmm2",
+    "movq %xmm2, %rsi",
+    "ucall UCALL_SYNC",
+    "movabs $0x5a5a0123456789a5, %rax",
+    "movq %rax, %xmm3",
+    "vinsertf128 $1, %xmm3, %ymm1, %ymm1",
+    "ucall UCALL_SYNC",
+    // AVX without SSE; XCR1; PKRU, which is not offered.
+    "lea 1f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $5, %eax",
+    "xor %edx, %edx",
+    "xor %ecx, %ecx",
+    "xsetbv",
+    "1: lea 2f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $7, %eax",
+    "xor %edx, %edx",
+    "mov $1, %ecx",
+    "xsetbv",
+    "2: lea 3f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $0x207, %eax",
+    "xor %edx, %edx",
+    "xor %ecx, %ecx",
+    "xsetbv",
+    "3: mov $3, %eax",
+    "xor %edx, %edx",
+    "xor %ecx, %ecx",
+    "xsetbv",
+    "xgetbv",
+    "mov %eax, %ebx",
+    "ucall UCALL_SYNC",
+    "lea 4f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "vmovaps %ymm0, %ymm1",
+    "4: ucall UCALL_DONE",
+}
+
+/// CPUID.(EAX=0DH,ECX=0):EDX:EAX of the device's offer: the XSAVE
+/// components a guest may enable.
+fn offered_xcr0(vm: &GuestVm) -> u64 {
+    vm.cpuid
+        .iter()
+        .find(|e| e.function == 0xd && e.index == 0)
+        .map_or(0, |e| u64::from(e.eax) | u64::from(e.edx) << 32)
+}
+
+/// Runs the vCPU with one KVM_RUN made by hand, with YMM2 holding 32
+/// known bytes in user space around it, and returns what YMM2 holds
+/// after: the host's AVX state must survive whatever XCR0 the guest ran
+/// with (a host XCR0 left without AVX would lose it, or make VMOVDQU #UD).
+fn run_keeping_host_ymm2(vcpu: &GuestVcpu, ymm2: &[u8; 32]) -> Result<[u8; 32], Status> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut after = [0u8; 32];
+    let ret: i64;
+    // SAFETY: The syscall is ioctl(vcpu fd, KVM_RUN, 0) on a vCPU this thread owns; the
+    // asm reads 32 bytes from `ymm2` and writes 32 to `after`, and names every register it
+    // changes (SYSCALL clobbers RCX and R11).
+    unsafe {
+        std::arch::asm!(
+            "vmovdqu ymm2, [{src}]",
+            "syscall",
+            "vmovdqu [{dst}], ymm2",
+            "vzeroupper",
+            src = in(reg) ymm2.as_ptr(),
+            dst = in(reg) after.as_mut_ptr(),
+            inlateout("rax") libc::SYS_ioctl => ret,
+            in("rdi") vcpu.vcpu.as_fd().as_raw_fd(),
+            in("rsi") 0xae80u64,
+            in("rdx") 0u64,
+            out("rcx") _,
+            out("r11") _,
+            out("xmm2") _,
+            options(nostack),
+        );
+    }
+    if ret != 0 {
+        return Err(Status::Fail(format!("KVM_RUN returned {ret}")));
+    }
+    Ok(after)
+}
+
+/// A guest offered AVX (where the host has it) turns XSAVE on and runs
+/// with its own XCR0: XSETBV takes x87|SSE|AVX and refuses AVX without
+/// SSE, XCR1 and a component not offered (#GP); CPUID.(0DH,0):EBX follows
+/// XCR0 (576, then 832 bytes); the AVX registers KVM_SET_XSAVE set are
+/// the guest's and KVM_GET_XSAVE sees the guest's writes at offset 576;
+/// KVM_GET_XCRS reports the guest's XCR0; with AVX off again the guest's
+/// AVX instruction is #UD while the host's AVX registers are untouched.
+fn a_guest_runs_avx_with_its_own_xcr0(ctx: &Ctx) -> TestResult {
+    const YMM0_HI: u64 = 0x0f1e_2d3c_4b5a_6978;
+    let vm = GuestVm::new(ctx, Mode::Long, avx_guest())?;
+    if offered_xcr0(&vm) & 4 == 0 {
+        ksft::skip!("the device offers no AVX state (the host's XCR0 has none)");
+    }
+    let mut vcpu = vm.add_vcpu(0)?;
+    let mut region = check_ok!(vcpu.vcpu.get_xsave());
+    region[576..584].copy_from_slice(&YMM0_HI.to_le_bytes());
+    region[512] |= 4;
+    check_ok!(vcpu.vcpu.set_xsave(&region));
+    let [xcr0, size, _] = vcpu.sync()?;
+    check_eq_hex!(xcr0, 1u64, "XCR0 at reset");
+    check_eq!(size, 576u64, "the XSAVE area for x87 alone");
+    let [xcr0, size, ymm0_hi] = vcpu.sync()?;
+    check_eq_hex!(xcr0, 7u64, "XCR0 after XSETBV");
+    check_eq!(size, 832u64, "the XSAVE area with AVX");
+    check_eq_hex!(ymm0_hi, YMM0_HI, "YMM0's upper half from KVM_SET_XSAVE");
+    vcpu.sync()?;
+    let after = check_ok!(vcpu.vcpu.get_xsave());
+    check_eq_hex!(
+        after[592..600]
+            .iter()
+            .rev()
+            .fold(0u64, |q, &b| q << 8 | u64::from(b)),
+        0x5a5a_0123_4567_89a5u64,
+        "YMM1's upper half in KVM_GET_XSAVE"
+    );
+    check_eq_hex!(after[512] & 4, 4u8, "XSTATE_BV's AVX bit");
+    check_eq_hex!(
+        check_ok!(vcpu.vcpu.get_xcrs()).xcrs[0].value,
+        7u64,
+        "KVM_GET_XCRS"
+    );
+    for what in ["AVX without SSE", "XCR1", "PKRU, not offered"] {
+        match vcpu.ucall()? {
+            Ucall::Exception { vector: 13, .. } => {}
+            other => ksft::fail!("XSETBV of {what}: expected #GP, got {other}"),
+        }
+    }
+    let [xcr0, ..] = vcpu.sync()?;
+    check_eq_hex!(xcr0, 3u64, "XCR0 after XSETBV of x87|SSE");
+    let mine: [u8; 32] = *b"the host's YMM2, 32 bytes long!!";
+    let kept = run_keeping_host_ymm2(&vcpu, &mine)?;
+    match vcpu.ucall_of_exit()? {
+        Ucall::Exception { vector: 6, .. } => {}
+        other => ksft::fail!("AVX with XCR0 x87|SSE: expected #UD, got {other}"),
+    }
+    check_eq!(kept, mine, "the host's YMM2 across KVM_RUN");
+    vcpu.done()
+}
+
+guest! {
     /// One waiting x87 instruction: FWAIT takes a pending unmasked x87
     /// exception (CR0.NE is set: #MF, vector 16).
     fn fwait_guest;
@@ -4220,6 +4397,7 @@ fn main() -> ExitCode {
             guest_and_host_sse_state_stay_apart,
             kvm_set_fpu_reaches_the_guest_and_kvm_get_fpu_sees_its_writes,
             kvm_set_xsave_reaches_the_guest_and_kvm_get_xsave_sees_its_writes,
+            a_guest_runs_avx_with_its_own_xcr0,
             a_pending_x87_exception_from_kvm_set_fpu_is_the_guests_mf,
             cr4_writes_take_effect_and_invalid_ones_are_gp,
             debug_registers_read_back_what_the_guest_wrote,

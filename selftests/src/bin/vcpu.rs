@@ -13,8 +13,8 @@ use ksft::{Status, TestResult, check, check_eq, check_eq_hex, check_errno, check
 use kvm_abi::raw;
 use kvm_abi::sys::{
     KVM_CAP_GET_TSC_KHZ, KVM_CAP_IRQ_ROUTING, KVM_CAP_JOIN_MEMORY_REGIONS_WORKS,
-    KVM_CAP_MAX_VCPU_ID, KVM_CAP_MMU_SHADOW_CACHE_CONTROL, KVM_CAP_MP_STATE, KVM_CAP_XCRS,
-    KVM_CAP_XSAVE, KVM_CAP_XSAVE2, KVM_EXIT_UNKNOWN, KVM_MP_STATE_HALTED,
+    KVM_CAP_MAX_VCPU_ID, KVM_CAP_MMU_SHADOW_CACHE_CONTROL, KVM_CAP_MP_STATE, KVM_CAP_TSC_CONTROL,
+    KVM_CAP_XCRS, KVM_CAP_XSAVE, KVM_CAP_XSAVE2, KVM_EXIT_UNKNOWN, KVM_MP_STATE_HALTED,
     KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
     KVM_VCPU_TSC_CTRL, KVM_VCPU_TSC_OFFSET, KVM_VCPUEVENT_VALID_NMI_PENDING,
     KVM_VCPUEVENT_VALID_PAYLOAD, KVM_VCPUEVENT_VALID_SHADOW, KVM_VCPUEVENT_VALID_SMM,
@@ -1103,8 +1103,11 @@ fn xsave_refusals_change_nothing(ctx: &Ctx) -> TestResult {
 /// KVM_GET/SET_XCRS: where the host uses XSAVE, XCR0 is 1 at reset (x87
 /// only) and the vCPU (no CPUID set: no XSAVE component offered) takes
 /// only 1; 0, SSE without x87 offered, a flag or more than 16 entries are
-/// `EINVAL`; an entry for another XCR is skipped. Without host XSAVE
-/// there is no XCR to report (`nr_xcrs` 0) and KVM_SET_XCRS is `EINVAL`.
+/// `EINVAL`; an entry for another XCR is skipped. With the offered CPUID
+/// set, XCR0 takes every offered component (x87|SSE|AVX where the host
+/// has AVX) and refuses a bit not offered and AVX without SSE. Without
+/// host XSAVE there is no XCR to report (`nr_xcrs` 0) and KVM_SET_XCRS is
+/// `EINVAL`.
 fn xcrs_hold_xcr0(ctx: &Ctx) -> TestResult {
     let (_vm, vcpu) = check_ok!(ctx.vm_with_vcpu());
     let xcrs = check_ok!(vcpu.get_xcrs());
@@ -1141,6 +1144,31 @@ fn xcrs_hold_xcr0(ctx: &Ctx) -> TestResult {
         1u64,
         "XCR0 after all that"
     );
+    // With the offered CPUID, XCR0 may hold what leaf 0xD lists.
+    let offered = supported_xcr0(ctx)?;
+    let mut cpuid = CpuidEntries::new(KVM_MAX_CPUID_ENTRIES)?;
+    check_ok!(ctx.sys.get_supported_cpuid(&mut cpuid));
+    check_ok!(vcpu.set_cpuid2(&cpuid));
+    check_ok!(vcpu.set_xcrs(&one(0, offered)));
+    check_eq_hex!(
+        check_ok!(vcpu.get_xcrs()).xcrs[0].value,
+        offered,
+        "XCR0 as offered"
+    );
+    check_errno!(
+        vcpu.set_xcrs(&one(0, offered | 1 << 62)),
+        libc::EINVAL,
+        "bit 62"
+    );
+    if offered & XFEATURE_YMM != 0 {
+        check_errno!(vcpu.set_xcrs(&one(0, 5)), libc::EINVAL, "AVX without SSE");
+    }
+    check_eq_hex!(
+        check_ok!(vcpu.get_xcrs()).xcrs[0].value,
+        offered,
+        "XCR0 kept"
+    );
+    diag!("XCR0 offered: {offered:#x}");
     Ok(())
 }
 
@@ -1292,6 +1320,48 @@ fn tsc_khz_is_the_hosts_on_every_vcpu(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// KVM_SET_TSC_KHZ on a device without TSC scaling (`KVM_CAP_TSC_CONTROL`
+/// 0; skipped with it), as KVM: on the VM fd before any vCPU, the rate new
+/// vCPUs report, then `EINVAL`; on a vCPU, a rate within 250 ppm of the
+/// host's is reported as asked and 0 is the host's; half the host's rate
+/// is `EINVAL`. Twice the host's rate KVM emulates by pushing the guest's
+/// TSC forward at every entry, which rkvm refuses (`EINVAL`, docs/abi.md).
+fn set_tsc_khz_takes_what_the_device_can_give(ctx: &Ctx) -> TestResult {
+    if check_ok!(ctx.cap(KVM_CAP_TSC_CONTROL)) != 0 {
+        ksft::skip!("the device scales the TSC: other rates are its to give");
+    }
+    let vm = check_ok!(ctx.vm());
+    let host = check_ok!(vm.get_tsc_khz());
+    // 100 ppm above the host's rate.
+    let near = host + host / 10_000;
+    check_ok!(vm.set_tsc_khz(near));
+    check_eq!(check_ok!(vm.get_tsc_khz()), near, "the VM's rate");
+    let vcpu = check_ok!(vm.create_vcpu(0));
+    check_eq!(check_ok!(vcpu.get_tsc_khz()), near, "a new vCPU's rate");
+    check_errno!(vm.set_tsc_khz(host), libc::EINVAL, "the VM's, after a vCPU");
+    check_ok!(vcpu.set_tsc_khz(0));
+    check_eq!(check_ok!(vcpu.get_tsc_khz()), host, "0: the host's rate");
+    check_ok!(vcpu.set_tsc_khz(host - host / 10_000));
+    check_eq!(
+        check_ok!(vcpu.get_tsc_khz()),
+        host - host / 10_000,
+        "100 ppm below"
+    );
+    check_errno!(
+        vcpu.set_tsc_khz(host / 2),
+        libc::EINVAL,
+        "half the host's rate"
+    );
+    let twice = vcpu.set_tsc_khz(host * 2);
+    if ctx.is_rkvm() {
+        check_errno!(twice, libc::EINVAL, "twice the host's rate");
+    } else {
+        check_ok!(twice);
+        diag!("KVM takes twice the host's rate (its TSC catch-up mode)");
+    }
+    Ok(())
+}
+
 /// VMMs written for old KVMs (QEMU 7.2) reset the first kvmclock MSRs to 0
 /// whatever the guest's CPUID; 0 ("no clock structure") is taken and read
 /// back.
@@ -1435,6 +1505,7 @@ fn main() -> ExitCode {
             debugregs_round_trip_and_refusals,
             mp_state_without_an_irqchip_is_always_runnable,
             tsc_khz_is_the_hosts_on_every_vcpu,
+            set_tsc_khz_takes_what_the_device_can_give,
             kvmclock_msrs_take_zero,
             caps_a_vmm_requires,
             gsi_routing_without_an_irqchip_is_einval,

@@ -13,7 +13,7 @@ use crate::ioctls::{
     KVM_SET_DEVICE_ATTR, KVM_SET_FPU, KVM_SET_LAPIC, KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS,
     KVM_SET_SREGS, KVM_SET_VAPIC_ADDR, KVM_SET_XCRS, KVM_SET_XSAVE,
 };
-use crate::ioctls::{KVM_PRE_FAULT_MEMORY, Request};
+use crate::ioctls::{KVM_PRE_FAULT_MEMORY, KVM_SET_TSC_KHZ, Request};
 use crate::mem::{RunMapping, VcpuMapping};
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
 use crate::sys::kvm_pre_fault_memory;
@@ -272,6 +272,15 @@ impl Vcpu {
         let r = unsafe { ioctl_val(self.fd.as_fd(), KVM_GET_TSC_KHZ, 0) }
             .map_err(|e| Error::new("KVM_GET_TSC_KHZ", e))?;
         u32::try_from(r).map_err(|_| Error::new("KVM_GET_TSC_KHZ", nix::errno::Errno::ERANGE))
+    }
+
+    /// KVM_SET_TSC_KHZ: the rate the guest is told its TSC runs at (0: the
+    /// host's).
+    pub fn set_tsc_khz(&self, khz: u32) -> Result<()> {
+        // SAFETY: KVM_SET_TSC_KHZ takes the rate as its argument, not a pointer.
+        unsafe { ioctl_val(self.fd.as_fd(), KVM_SET_TSC_KHZ, u64::from(khz)) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_TSC_KHZ", e))
     }
 
     /// KVM_GET_VCPU_EVENTS.

@@ -12,8 +12,9 @@ use crate::ioctls::{
     KVM_GET_TSC_KHZ, KVM_IOEVENTFD, KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_IRQFD,
     KVM_REGISTER_COALESCED_MMIO, KVM_REINJECT_CONTROL, KVM_SET_BOOT_CPU_ID, KVM_SET_CLOCK,
     KVM_SET_GSI_ROUTING, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_IRQCHIP, KVM_SET_NR_MMU_PAGES,
-    KVM_SET_PIT2, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2,
-    KVM_SIGNAL_MSI, KVM_UNREGISTER_COALESCED_MMIO, KVM_X86_SET_MSR_FILTER,
+    KVM_SET_PIT2, KVM_SET_TSC_KHZ, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
+    KVM_SET_USER_MEMORY_REGION2, KVM_SIGNAL_MSI, KVM_UNREGISTER_COALESCED_MMIO,
+    KVM_X86_SET_MSR_FILTER,
 };
 use crate::mem::GuestMemory;
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
@@ -135,6 +136,14 @@ impl Vm {
         let r = unsafe { ioctl_val(self.fd.as_fd(), KVM_GET_TSC_KHZ, 0) }
             .map_err(|e| Error::new("KVM_GET_TSC_KHZ (VM)", e))?;
         u32::try_from(r).map_err(|_| Error::new("KVM_GET_TSC_KHZ (VM)", Errno::ERANGE))
+    }
+
+    /// KVM_SET_TSC_KHZ on the VM: the rate vCPUs created later are given.
+    pub fn set_tsc_khz(&self, khz: u32) -> Result<()> {
+        // SAFETY: KVM_SET_TSC_KHZ takes the rate as its argument, not a pointer.
+        unsafe { ioctl_val(self.fd.as_fd(), KVM_SET_TSC_KHZ, u64::from(khz)) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_TSC_KHZ (VM)", e))
     }
 
     /// KVM_GET_STATS_FD: the VM's binary statistics.

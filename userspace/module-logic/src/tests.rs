@@ -458,7 +458,7 @@ mod registers {
 
     fn host() -> HostLimits {
         HostLimits {
-            cr4_optional: cr4::FSGSBASE | cr4::SMEP,
+            cr4_optional: cr4::FSGSBASE | cr4::SMEP | cr4::OSXSAVE,
             nx: true,
             phys_bits: 40,
         }
@@ -582,6 +582,46 @@ mod registers {
         assert_eq!(allowed_cr4(&host(), &GuestFeatures::default()), cr4::BASE);
         // VMXE (bit 13) is never allowed.
         assert_eq!(allowed_cr4(&host(), &g) & (1 << 13), 0);
+        // OSXSAVE: the host uses XSAVE; only a guest offered XSAVE.
+        assert_eq!(allowed_cr4(&host(), &g) & cr4::OSXSAVE, 0);
+        let xsave = GuestFeatures::from_table(&[kvm_cpuid_entry2 {
+            function: 1,
+            ecx: 1 << 26,
+            ..Default::default()
+        }]);
+        assert_ne!(allowed_cr4(&host(), &xsave) & cr4::OSXSAVE, 0);
+        let no_host_xsave = HostLimits {
+            cr4_optional: cr4::FSGSBASE,
+            ..host()
+        };
+        assert_eq!(allowed_cr4(&no_host_xsave, &xsave) & cr4::OSXSAVE, 0);
+    }
+
+    #[test]
+    fn cr4_limits_come_from_the_hosts_cpuid() {
+        use crate::x86::regs::HostLimits;
+        let with = |ecx1: u32| {
+            HostLimits::from_cpuid(move |f, _| match f {
+                0 => (7, 0, 0, 0),
+                1 => (0, 0, ecx1, 0),
+                7 => (0, 1 << 7, 0, 0),
+                0x8000_0000 => (0x8000_0008, 0, 0, 0),
+                0x8000_0008 => (40, 0, 0, 0),
+                _ => (0, 0, 0, 0),
+            })
+        };
+        let h = with(1 << 27);
+        assert_eq!(
+            h.cr4_optional,
+            cr4::SMEP | cr4::OSXSAVE,
+            "OSXSAVE: the host kernel uses XSAVE"
+        );
+        assert_eq!(
+            with(1 << 26).cr4_optional,
+            cr4::SMEP,
+            "XSAVE without OSXSAVE: not used"
+        );
+        assert_eq!(h.phys_bits, 40);
     }
 
     #[test]
@@ -630,18 +670,19 @@ mod cpuid_table {
     #[test]
     fn the_offer_clamps_leaves_and_masks_features() {
         let mut out = [kvm_cpuid_entry2::default(); 32];
-        let n = supported(host, &mut out).unwrap();
+        let n = supported(host, 0, &mut out).unwrap();
         let t = &out[..n];
         assert_eq!(
             entry(t, 0).unwrap().eax,
             7,
-            "highest basic leaf clamped to 7"
+            "highest basic leaf clamped to 7 without XSAVE"
         );
         assert_eq!(entry(t, 0x8000_0000).unwrap().eax, 0x8000_0008);
         assert!(entry(t, 0xd).is_none(), "no XSAVE leaf");
         let l1 = entry(t, 1).unwrap();
         assert_ne!(l1.ecx & (1 << 31), 0, "hypervisor bit");
-        assert_eq!(l1.ecx & (1 << 26), 0, "no XSAVE");
+        assert_eq!(l1.ecx & (1 << 26 | 1 << 28), 0, "no XSAVE, no AVX");
+        assert_eq!(entry(t, 7).unwrap().ebx & (1 << 5), 0, "no AVX2");
         assert_eq!(
             l1.edx & (1 << 12),
             0,
@@ -662,7 +703,7 @@ mod cpuid_table {
             _ => host(function, index),
         };
         let mut out = [kvm_cpuid_entry2::default(); 32];
-        let n = supported(no_leaf7, &mut out).unwrap();
+        let n = supported(no_leaf7, 0, &mut out).unwrap();
         let t = &out[..n];
         let sig = entry(t, 0x4000_0000).unwrap();
         let name: Vec<u8> = [sig.ebx, sig.ecx, sig.edx]
@@ -702,7 +743,7 @@ mod cpuid_table {
             _ => host(function, index),
         };
         let mut out = [kvm_cpuid_entry2::default(); 32];
-        let n = supported(bare, &mut out).unwrap();
+        let n = supported(bare, 7, &mut out).unwrap();
         let l1 = entry(&out[..n], 1).unwrap();
         assert_eq!(l1.ecx, (1 << 31) | (1 << 21), "hypervisor and x2APIC only");
     }
@@ -710,7 +751,59 @@ mod cpuid_table {
     #[test]
     fn too_small_a_buffer_is_reported() {
         let mut out = [kvm_cpuid_entry2::default(); 3];
-        assert_eq!(supported(host, &mut out), None);
+        assert_eq!(supported(host, 0, &mut out), None);
+    }
+
+    /// [`host`] with XSAVE's leaf as a Haswell describes it: x87, SSE,
+    /// AVX and (not offered) MPX; every XSAVE variant; AVX 256 bytes at 576.
+    fn xsave_host(function: u32, index: u32) -> (u32, u32, u32, u32) {
+        match (function, index) {
+            (0xd, 0) => (0x1f, 1088, 1088, 0),
+            (0xd, 1) => (0xf, 1088, 0, 0),
+            (0xd, 2) => (256, 576, 0, 0),
+            (0xd, 3) => (64, 960, 0, 0),
+            (0xd, 4) => (64, 1024, 0, 0),
+            _ => host(function, index),
+        }
+    }
+
+    fn sub<'a>(t: &'a [kvm_cpuid_entry2], index: u32) -> Option<&'a kvm_cpuid_entry2> {
+        t.iter().find(|e| e.function == 0xd && e.index == index)
+    }
+
+    /// Where the host's XCR0 has AVX, XSAVE and the AVX family are offered
+    /// with leaf 0xD for x87|SSE|AVX, as KVM (XSAVES and MPX left out).
+    #[test]
+    fn xsave_and_avx_are_offered_where_the_host_has_their_state() {
+        let mut out = [kvm_cpuid_entry2::default(); 32];
+        let n = supported(xsave_host, 7, &mut out).unwrap();
+        let t = &out[..n];
+        assert_eq!(entry(t, 0).unwrap().eax, 0xd, "highest basic leaf 0xD");
+        let l1 = entry(t, 1).unwrap();
+        let avx_family = 1 << 12 | 1 << 28 | 1 << 29;
+        assert_eq!(l1.ecx & (1 << 26 | avx_family), 1 << 26 | avx_family);
+        assert_eq!(l1.ecx & (1 << 27), 0, "OSXSAVE is the guest's CR4's");
+        assert_ne!(entry(t, 7).unwrap().ebx & (1 << 5), 0, "AVX2");
+        let d0 = sub(t, 0).unwrap();
+        assert_eq!((d0.eax, d0.ebx, d0.ecx, d0.edx), (7, 832, 832, 0));
+        assert_eq!(d0.flags, 1, "each sub-leaf is its own");
+        let d1 = sub(t, 1).unwrap();
+        assert_eq!((d1.eax, d1.ebx), (0x7, 832), "no XSAVES; XSAVEC's size");
+        let d2 = sub(t, 2).unwrap();
+        assert_eq!((d2.eax, d2.ebx, d2.ecx), (256, 576, 0));
+        assert!(sub(t, 3).is_none() && sub(t, 4).is_none(), "no MPX");
+        // Leaf 0xD comes in order, after leaf 7 and before 0x8000_0000.
+        let at = |f: u32| t.iter().position(|e| e.function == f).unwrap();
+        assert!(at(7) < at(0xd) && at(0xd) < at(0x8000_0000));
+
+        // A host whose XCR0 lacks AVX: XSAVE for x87 and SSE only.
+        let n = supported(xsave_host, 3, &mut out).unwrap();
+        let t = &out[..n];
+        assert_eq!(entry(t, 1).unwrap().ecx & (1 << 26 | avx_family), 1 << 26);
+        assert_eq!(entry(t, 7).unwrap().ebx & (1 << 5), 0, "no AVX2");
+        let d0 = sub(t, 0).unwrap();
+        assert_eq!((d0.eax, d0.ebx), (3, 576));
+        assert!(sub(t, 2).is_none());
     }
 
     #[test]
@@ -731,7 +824,25 @@ mod cpuid_table {
         ];
         assert_eq!(reset_signature(&t), 0x00a2_0f10);
         let g = GuestFeatures::from_table(&t);
-        assert!(g.x2apic && !g.long_mode);
+        assert!(g.x2apic && !g.long_mode && !g.xsave);
+        assert_eq!(g.xcr0, 0, "no leaf 0xD");
+        let x = GuestFeatures::from_table(&[
+            kvm_cpuid_entry2 {
+                function: 1,
+                ecx: 1 << 26,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xd,
+                index: 0,
+                flags: 1,
+                eax: 7,
+                edx: 1,
+                ..Default::default()
+            },
+        ]);
+        assert!(x.xsave);
+        assert_eq!(x.xcr0, 1 << 32 | 7, "EDX:EAX");
         assert_eq!(g.phys_bits, 48);
         assert_eq!(GuestFeatures::default().phys_bits, 36);
         // KVM's paravirtual features, one bit each (cpuid.rst).
@@ -1131,6 +1242,7 @@ mod pvclock_math;
 mod routing;
 mod speculation;
 mod stats_binary;
+mod tsc_rate;
 mod vmx_caps;
 mod vmx_vpid;
 mod xsave_abi;
