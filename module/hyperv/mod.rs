@@ -36,6 +36,7 @@ use crate::abi::kvm_cpuid_entry2;
 use crate::x86::pvclock::TimeInfo;
 
 pub(crate) mod ipi;
+pub(crate) mod params;
 pub(crate) mod tlb;
 
 /// The Hyper-V MSRs rkvm implements (TLFS appendix "Hypervisor Synthetic

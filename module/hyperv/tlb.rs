@@ -8,7 +8,8 @@
 //! each processor an IPI and have it flush itself.
 //!
 //! The parameters: an address space and flags, then the processors (a
-//! 64-bit mask, or for `Ex` a sparse set as the IPI calls' [`super::ipi`]),
+//! 64-bit mask, or for `Ex` a processor set as the IPI calls', read by
+//! params.rs),
 //! then, for the list calls, one entry per rep. They are in guest memory
 //! at the input GPA (slow) or in RDX, R8 and the XMM registers (fast). As
 //! KVM, rkvm reads and checks them all, then flushes more than asked: every
@@ -18,7 +19,7 @@
 //! returns: every vCPU flushes before its next entry, and those in the
 //! guest are made to leave it. The status says all reps were completed.
 
-use super::ipi::{READ_BANKS, XMM_HALVES};
+use super::params::{Params, XMM_HALVES};
 use super::{status, Call};
 
 /// The call codes (TLFS "Hypercall Codes").
@@ -54,98 +55,34 @@ pub(crate) struct Flush {
 /// Decodes and checks a flush hypercall (`call.code()` one of the four,
 /// its rep and header fields checked by [`Call::outcome`]) as KVM's
 /// `kvm_hv_flush_tlb`: `xmm` holds the XMM halves (for a fast call),
-/// `read(gpa, buf)` reads guest memory (false if it cannot). `Err` is the
-/// status for the guest.
+/// `read(gpa, buf)` reads guest memory (false if it cannot; see
+/// [`Params`]). `Err` is the status for the guest.
 pub(crate) fn decode(
     call: &Call,
     xmm: &[u64; XMM_HALVES],
-    mut read: impl FnMut(u64, &mut [u8]) -> bool,
+    read: impl FnMut(u64, &mut [u8]) -> bool,
 ) -> Result<Flush, u64> {
-    use status::INVALID_HYPERCALL_INPUT as INVALID;
     let code = call.code();
-    let ex = matches!(code, FLUSH_SPACE_EX | FLUSH_LIST_EX);
     let result = status::SUCCESS | (call.rep_count() << 32);
-    // The fixed header: address space, flags, and the processor mask
-    // (fast: RDX, R8, XMM0's low half) or the set's format and valid mask
-    // (fast: RDX, R8, XMM0).
-    let (header, fixed_halves) = if ex { (32, 2) } else { (24, 1) };
-    let mut data = if call.fast() {
-        8 * fixed_halves
-    } else {
-        header
-    };
-    if ex {
-        let (format, valid) = if call.fast() {
-            (xmm[0], xmm[1])
-        } else {
-            let mut b = [0u8; 32];
-            if !read(call.input, &mut b) {
-                return Err(INVALID);
-            }
-            let word = |at: usize| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&b[at..at + 8]);
-                u64::from_le_bytes(w)
-            };
-            (word(16), word(24))
-        };
-        let count = call.var_count();
-        if count != u64::from(valid.count_ones()) {
-            return Err(INVALID);
-        }
-        if format == FORMAT_SPARSE_4K {
-            if count == 0 {
-                return Ok(Flush { any: false, result });
-            }
-            // A fast call's banks must fit the registers; a slow call's
-            // are read up to the last that can hold a VP index.
-            let n = if call.fast() {
-                count
-            } else {
-                count.min(READ_BANKS)
-            };
-            words(call, &mut read, data, n)?;
+    let mut params = Params::new(call, xmm, read);
+    // The fixed header: address space (word 0), flags (1), then the
+    // processor mask (2), or for `Ex` the set's format (2), valid-bank
+    // mask (3) and banks. In registers the first two are always there.
+    params.check(0, 2)?;
+    let list_at = if matches!(code, FLUSH_SPACE_EX | FLUSH_LIST_EX) {
+        let all = params.word(2)? != FORMAT_SPARSE_4K;
+        if params.vp_set(3, all)?.is_none() {
+            return Ok(Flush { any: false, result });
         }
         // The banks come before the list even for "all".
-        data += 8 * count;
-    } else if !call.fast() {
-        let mut b = [0u8; 24];
-        if !read(call.input, &mut b) {
-            return Err(INVALID);
-        }
-    }
+        4 + call.var_count()
+    } else {
+        params.word(2)?;
+        3
+    };
     let list = matches!(code, FLUSH_LIST | FLUSH_LIST_EX);
     if list && call.rep_count() <= MAX_LIST {
-        words(call, &mut read, data, call.rep_count())?;
+        params.check(list_at, call.rep_count())?;
     }
     Ok(Flush { any: true, result })
-}
-
-/// Checks that `n` parameter words at `offset` bytes into the parameters
-/// can be had: read from a slow call's input in guest memory, or, for a
-/// fast call, within the XMM halves (from half `offset / 8`, after RDX
-/// and R8). KVM's `kvm_hv_get_hc_data`; rkvm needs only that they are
-/// there, as it flushes everything.
-fn words(
-    call: &Call,
-    read: &mut impl FnMut(u64, &mut [u8]) -> bool,
-    offset: u64,
-    n: u64,
-) -> Result<(), u64> {
-    use status::INVALID_HYPERCALL_INPUT as INVALID;
-    if call.fast() {
-        let end = (offset / 8).checked_add(n).ok_or(INVALID)?;
-        return if end <= XMM_HALVES as u64 {
-            Ok(())
-        } else {
-            Err(INVALID)
-        };
-    }
-    for i in 0..n {
-        let mut b = [0u8; 8];
-        if !read(call.input.wrapping_add(offset + 8 * i), &mut b) {
-            return Err(INVALID);
-        }
-    }
-    Ok(())
 }

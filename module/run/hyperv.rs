@@ -29,7 +29,7 @@ use super::{exit_reason, raise, set_pending, Next, Pending, UD_VECTOR, UNION};
 use crate::abi::{self, kvm_hyperv_exit, kvm_hyperv_exit__bindgen_ty_1__bindgen_ty_2 as Hcall};
 use crate::backend::ExitInfo;
 use crate::hyperv::{
-    self as hv, ipi, msr, tlb, Call, Outcome, TscPage, TscStatus, Write, TSC_PAGE_SIZE,
+    self as hv, ipi, msr, params, tlb, Call, Outcome, TscPage, TscStatus, Write, TSC_PAGE_SIZE,
 };
 use crate::irq::lapic;
 use crate::sys::cpu;
@@ -268,8 +268,8 @@ pub(super) fn hypercall(
 
 /// XMM0-5 as 64-bit halves, from the vCPU's saved FPU state, for a fast
 /// call that passes parameters in them (else zeros, unread).
-fn xmm_halves(state: &ArchState, call: &Call) -> [u64; ipi::XMM_HALVES] {
-    let mut xmm = [0u64; ipi::XMM_HALVES];
+fn xmm_halves(state: &ArchState, call: &Call) -> [u64; params::XMM_HALVES] {
+    let mut xmm = [0u64; params::XMM_HALVES];
     if call.reads_xmm() {
         let saved = state.run.fpu().legacy().xmm;
         for (i, half) in xmm.iter_mut().enumerate() {
@@ -288,7 +288,7 @@ fn xmm_halves(state: &ArchState, call: &Call) -> [u64; ipi::XMM_HALVES] {
 fn send_ipi(
     state: &ArchState,
     call: &Call,
-    xmm: &[u64; ipi::XMM_HALVES],
+    xmm: &[u64; params::XMM_HALVES],
     read: impl FnMut(u64, &mut [u8]) -> bool,
 ) -> u64 {
     let Some(link) = state.run.irq.as_ref() else {

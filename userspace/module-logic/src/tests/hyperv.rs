@@ -373,7 +373,8 @@ mod ipis {
     //! `module/hyperv/ipi.rs`: the IPI hypercalls' parameters, as Linux's
     //! hyperv_ipi test passes them, and KVM's checks.
 
-    use crate::hyperv::ipi::{decode, Ipi, VpSet, SEND_IPI, SEND_IPI_EX, XMM_HALVES};
+    use crate::hyperv::ipi::{decode, Ipi, SEND_IPI, SEND_IPI_EX};
+    use crate::hyperv::params::{VpSet, XMM_HALVES};
     use crate::hyperv::{status, Call};
 
     const INVALID: u64 = status::INVALID_HYPERCALL_INPUT;
@@ -552,7 +553,7 @@ mod tlb_flushes {
     //! `module/hyperv/tlb.rs`: the TLB-flush hypercalls' parameters, as
     //! Linux's hyperv_tlb_flush test passes them, and KVM's checks.
 
-    use crate::hyperv::ipi::XMM_HALVES;
+    use crate::hyperv::params::XMM_HALVES;
     use crate::hyperv::tlb::{
         decode, Flush, FLUSH_LIST, FLUSH_LIST_EX, FLUSH_SPACE, FLUSH_SPACE_EX,
     };
