@@ -100,6 +100,7 @@ pub(crate) const KVM_GET_FPU: u32 = _IOR::<kvm_fpu>(KVMIO, 0x8c);
 pub(crate) const KVM_SET_FPU: u32 = _IOW::<kvm_fpu>(KVMIO, 0x8d);
 pub(crate) const KVM_GET_MP_STATE: u32 = _IOR::<kvm_mp_state>(KVMIO, 0x98);
 pub(crate) const KVM_SET_MP_STATE: u32 = _IOW::<kvm_mp_state>(KVMIO, 0x99);
+pub(crate) const KVM_SET_GUEST_DEBUG: u32 = _IOW::<kvm_guest_debug>(KVMIO, 0x9b);
 pub(crate) const KVM_SET_TSC_KHZ: u32 = _IO(KVMIO, 0xa2);
 pub(crate) const KVM_GET_TSC_KHZ: u32 = _IO(KVMIO, 0xa3);
 pub(crate) const KVM_GET_LAPIC: u32 = _IOR::<kvm_lapic_state>(KVMIO, 0x8e);
@@ -157,6 +158,7 @@ const _: () = assert!(KVM_X86_SET_MSR_FILTER == 0x4188_AEC6);
 // `struct kvm_msr_filter`: flags (and padding), then 16 ranges of 24 bytes.
 const _: () = assert!(core::mem::size_of::<kvm_msr_filter>() == 8 + 24 * 16);
 const _: () = assert!(KVM_GET_XSAVE2 == 0x9000_AECF);
+const _: () = assert!(KVM_SET_GUEST_DEBUG == 0x4048_AE9B);
 const _: () = assert!(KVM_SET_TSC_KHZ == 0xAEA2);
 const _: () = assert!(KVM_GET_XCRS == 0x8188_AEA6);
 const _: () = assert!(KVM_GET_DEBUGREGS == 0x8080_AEA1);
@@ -266,6 +268,8 @@ plain_old_data!(
     kvm_device_attr,
     kvm_vcpu_events,
     kvm_debugregs,
+    kvm_guest_debug,
+    kvm_debug_exit_arch,
     kvm_xcr,
     kvm_xcrs,
     kvm_sync_regs,
@@ -285,6 +289,8 @@ const _: () = assert!(core::mem::size_of::<kvm_hyperv_exit__bindgen_ty_1__bindge
 const _: () = assert!(core::mem::size_of::<kvm_device_attr>() == 4 + 4 + 8 + 8);
 const _: () = assert!(core::mem::size_of::<kvm_msrs>() == 8);
 const _: () = assert!(core::mem::size_of::<kvm_debugregs>() == 8 * 16);
+const _: () = assert!(core::mem::size_of::<kvm_guest_debug>() == 4 + 4 + 8 * 8);
+const _: () = assert!(core::mem::size_of::<kvm_debug_exit_arch>() == 4 + 4 + 8 * 3);
 const _: () = assert!(core::mem::size_of::<kvm_coalesced_mmio_zone>() == 8 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<kvm_pre_fault_memory>() == 8 * 8);
 const _: () = assert!(core::mem::size_of::<kvm_clock_data>() == 8 + 4 + 4 + 8 + 8 + 16);

@@ -102,6 +102,11 @@ pub(crate) struct Entry {
     /// VMX with EPT takes them from the VMCS, not from CR3 (SDM Vol. 3C
     /// 27.3.2.4); SVM reads them itself and ignores this.
     pub(crate) pdptrs: Option<[u64; 4]>,
+    /// Intercept the guest's #DB ([`Exit::Debug`]) and #BP
+    /// ([`Exit::Exception`], vector 3): the VMM is debugging the guest
+    /// (`KVM_SET_GUEST_DEBUG`, x86/guest_debug.rs).
+    pub(crate) intercept_db: bool,
+    pub(crate) intercept_bp: bool,
 }
 
 /// The guest's registers as common code keeps them between entries: the
@@ -175,6 +180,10 @@ pub(crate) enum Exit {
     /// The vendor's hypercall instruction: VMMCALL (`0F 01 D9`) on SVM,
     /// VMCALL (`0F 01 C1`) on VMX; `opcode` is this one's.
     Hypercall { opcode: [u8; 3] },
+    /// A #DB the guest raised, intercepted ([`Entry::intercept_db`]):
+    /// `dr6` says why, as DR6 would for the guest (active-low bits set).
+    /// RIP is where the guest stands after it (a trap) or at it (a fault).
+    Debug { dr6: u64 },
     /// XSETBV: the guest sets the extended control register ECX names to
     /// EDX:EAX (run/regs.rs `xsetbv`). Both vendors always exit for it.
     Xsetbv,

@@ -17,7 +17,7 @@ use crate::sys::{cpu, fpu};
 use crate::user;
 use crate::vcpu::{MAX_VCPUS, MAX_VCPU_IDS, VCPU_MMAP_PAGES};
 use crate::vm::{Vm, VM_FOPS};
-use crate::x86::{cpuid, msr, xsave};
+use crate::x86::{cpuid, guest_debug, msr, xsave};
 use kernel::alloc::flags::GFP_KERNEL_ACCOUNT;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow};
@@ -157,6 +157,10 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         abi::KVM_CAP_IRQ_ROUTING => abi::MAX_IRQ_ROUTES,
         // KVM_GET/SET_XCRS: XCR0 exists where the host uses XSAVE (as KVM).
         abi::KVM_CAP_XCRS => isize::from(fpu::host_has_xsave()),
+        // KVM_SET_GUEST_DEBUG (x86/guest_debug.rs), and the flags it takes:
+        // all of KVM's but hardware breakpoints.
+        abi::KVM_CAP_SET_GUEST_DEBUG => 1,
+        abi::KVM_CAP_SET_GUEST_DEBUG2 => guest_debug::SUPPORTED as isize,
         // KVM_GET_XSAVE2's size: KVM's XSAVE layout of the components a
         // guest can have (x87 and SSE), never less than `struct kvm_xsave`.
         abi::KVM_CAP_XSAVE2 => xsave::KVM_XSAVE_SIZE as isize,

@@ -734,6 +734,11 @@ impl FileObject for VcpuFd {
                 Ok(0)
             }
             abi::KVM_SET_MP_STATE => this.set_mp_state(arg),
+            abi::KVM_SET_GUEST_DEBUG => {
+                let dbg: abi::kvm_guest_debug = user::read(arg)?;
+                run::debug::set(&mut this.vcpu.state.lock(), dbg.control)?;
+                Ok(0)
+            }
             // The rate the guest is told its TSC runs at: the VM's default
             // when the vCPU was created, or what KVM_SET_TSC_KHZ set.
             abi::KVM_GET_TSC_KHZ => Ok(this.vcpu.state.lock().tsc_khz as isize),

@@ -25,6 +25,7 @@
 //! APIC and the PIC, and their registers and ports are emulated here.
 
 mod apic;
+pub(crate) mod debug;
 mod events;
 pub(crate) mod hyperv;
 mod insn;
@@ -50,6 +51,7 @@ use crate::sys::mem::SharedPage;
 use crate::vcpu::{ArchState, Vcpu};
 use crate::vm::{Backing, Vm};
 use crate::x86::decode::{CodeSize, MmioInsn, MAX_INSN_LEN};
+use crate::x86::guest_debug::GuestDebug;
 use crate::x86::regs::{cr0, cr4, efer};
 use crate::x86::walk::Access;
 use core::mem::offset_of;
@@ -72,6 +74,8 @@ const PIO_OFFSET: usize = abi::KVM_PIO_PAGE_OFFSET as usize * PAGE_SIZE;
 
 /// RFLAGS bits. SDM Vol. 1 3.4.3.
 const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.TF: trap after the next instruction (single-step).
+const RFLAGS_TF: u64 = 1 << 8;
 
 const RFLAGS_DF: u64 = 1 << 10;
 
@@ -79,6 +83,8 @@ const RFLAGS_VM: u64 = 1 << 17;
 
 /// Exception vectors. SDM Vol. 3A 6.3.1.
 const UD_VECTOR: u8 = 6;
+/// #DB's vector.
+const DB_VECTOR: u8 = 1;
 
 const GP_VECTOR: u8 = 13;
 
@@ -134,6 +140,11 @@ pub(crate) struct RunState {
     /// Hyper-V's VP index (`HV_X64_MSR_VP_INDEX`, run/hyperv.rs): the
     /// vCPU's creation order until the VMM sets it; an INIT keeps it.
     pub(crate) hv_vp_index: u32,
+    /// `KVM_SET_GUEST_DEBUG`'s setting (run/debug.rs).
+    guest_debug: GuestDebug,
+    /// A single step rkvm completed by emulating the instruction, to be
+    /// reported before the next entry (run/debug.rs).
+    step_done: bool,
 }
 
 impl RunState {
@@ -162,6 +173,8 @@ impl RunState {
             kvmclock_written: None,
             steal_last: 0,
             hv_vp_index: 0,
+            guest_debug: GuestDebug::default(),
+            step_done: false,
         })
     }
 
@@ -346,8 +359,10 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
     }
 
     if let Some(pending) = state.run.pending.take() {
-        if pending.linear_rip == state.sregs.cs.base.wrapping_add(state.regs.rip) {
+        let rip = debug::linear_rip(state);
+        if pending.linear_rip == rip {
             complete(vm, state, pages, pending.what)?;
+            debug::note_emulated(state, rip);
         }
     }
     if req.immediate_exit {
@@ -368,6 +383,10 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
             return Err(EIO);
         }
 
+        // The VMM single-steps and rkvm emulated the last instruction.
+        if debug::report_step(state, page)? {
+            return Ok(0);
+        }
         // Everything latched for this vCPU from here on is looked at before the
         // entry, or kicks the guest out (`irq::chip`'s protocol).
         if let Some(link) = state.run.irq.as_ref() {
@@ -408,12 +427,15 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
         // guest would never run.
         let dm_window =
             req.interrupt_window && state.run.irq.as_ref().is_none_or(|l| l.accepts_extint());
-        let window = apic::pick_interrupt(state) || dm_window;
-        let inject = state
-            .run
-            .event
-            .or(state.run.queued_irq.map(Event::Interrupt));
-        let Some(info) = enter(vm, vcpu, state, inject, window, nmi_window) else {
+        // No interrupt goes in while the VMM's debugger blocks them
+        // (`KVM_GUESTDBG_BLOCKIRQ`).
+        let irqs_blocked = state.run.guest_debug.block_irq;
+        let window = !irqs_blocked && (apic::pick_interrupt(state) || dm_window);
+        let irq = state.run.queued_irq.filter(|_| !irqs_blocked);
+        let inject = state.run.event.or(irq.map(Event::Interrupt));
+        let info = enter(vm, vcpu, state, inject, window, nmi_window);
+        debug::after_entry(state);
+        let Some(info) = info else {
             // A signal or the scheduler came first: go round.
             continue;
         };
@@ -445,7 +467,10 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
         vm.stats.count_exit(&info.exit);
         state.run.stats.count_exit(&info.exit);
 
-        match handle(vm, state, pages, &info)? {
+        let rip = debug::linear_rip(state);
+        let next = handle(vm, state, pages, &info)?;
+        debug::note_emulated(state, rip);
+        match next {
             Next::Enter => {}
             Next::User => return Ok(0),
             Next::Fail(e) => return Err(e),
@@ -495,6 +520,11 @@ fn enter(
         ..
     } = state;
     let guest_osxsave = sregs.cr4 & cr4::OSXSAVE != 0;
+    // The VMM's single step: TF for this entry only (run/debug.rs).
+    let single_step = run.guest_debug.single_step;
+    if single_step {
+        regs.rflags |= RFLAGS_TF;
+    }
     let fpu = FpuSection::enter(&mut run.fpu);
     let irqs = IrqsDisabled::new();
     // Dropped first (declared last): the host's XCR0 is back before the
@@ -521,6 +551,8 @@ fn enter(
         flush_tlb: run.flush_tlb,
         interrupt_shadow: run.interrupt_shadow,
         pdptrs,
+        intercept_db: single_step,
+        intercept_bp: run.guest_debug.sw_breakpoints,
     };
     let info =
         if kicked || cpu::signal_pending() || cpu::need_resched() || !backend::entries_allowed() {
@@ -657,10 +689,15 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
         Exit::Exception {
             vector: UD_VECTOR, ..
         } => undefined_opcode(vm, state),
+        Exit::Exception {
+            vector: debug::BP_VECTOR,
+            ..
+        } if state.run.guest_debug.sw_breakpoints => debug::breakpoint(state, page),
         Exit::Exception { vector, error_code } => {
             raise(state, vector, error_code);
             Ok(Next::Enter)
         }
+        Exit::Debug { dr6 } => debug::debug_exception(state, page, dr6),
         Exit::Xsetbv => regs::xsetbv(vm, state, info, page),
         Exit::Undefined => {
             raise(state, UD_VECTOR, None);

@@ -60,7 +60,7 @@ impl fmt::Display for Counter {
 }
 
 /// The exit reasons counted in `exits_by_reason`, by name.
-const EXIT_NAMES: [&str; 21] = [
+const EXIT_NAMES: [&str; 22] = [
     "io",
     "hlt",
     "cpuid",
@@ -82,6 +82,7 @@ const EXIT_NAMES: [&str; 21] = [
     "iret",
     "hypercall",
     "xsetbv",
+    "debug",
 ];
 
 /// Index of an exit's counter in [`EXIT_NAMES`].
@@ -108,6 +109,7 @@ fn exit_index(exit: &Exit) -> usize {
         Exit::Iret => 18,
         Exit::Hypercall { .. } => 19,
         Exit::Xsetbv => 20,
+        Exit::Debug { .. } => 21,
     }
 }
 

@@ -26,6 +26,9 @@ use kernel::sync::Arc;
 const INTERCEPTED_EXCEPTIONS: u32 = 1 << 6 | 1 << 17 | 1 << MC_VECTOR;
 /// The machine-check vector. SDM Vol. 3A 6.15.
 const MC_VECTOR: u64 = 18;
+/// #DB and #BP: intercepted while the VMM debugs the guest.
+const DB_VECTOR: u32 = 1;
+const BP_VECTOR: u32 = 3;
 
 /// DR0–DR7 reads (bits 7:0) and writes (bits 23:16): the guest never
 /// reaches the host's debug registers. APM Vol. 2 15.9.
@@ -117,6 +120,9 @@ impl SvmVcpu {
         save.rsp = r.rsp;
         save.rip = r.rip;
         save.rflags = r.rflags;
+        // The guest's DR6 is rkvm's software copy; this one only records the next
+        // intercepted #DB ([`Exit::Debug`]).
+        save.dr6 = DR6_RESET;
         // RAX and CR2 are the VMCB's; the block's copies are not used.
         self.gprs = GuestGprs::from_kvm(r, 0);
         save.es = vmcb::segment_from_kvm(&s.es);
@@ -233,6 +239,17 @@ impl SvmVcpu {
         } else {
             c.intercept1 &= !intercept1::IRET;
         }
+        c.intercept_exceptions = INTERCEPTED_EXCEPTIONS
+            | if entry.intercept_db {
+                1 << DB_VECTOR
+            } else {
+                0
+            }
+            | if entry.intercept_bp {
+                1 << BP_VECTOR
+            } else {
+                0
+            };
     }
 
     /// Turns the VMCB's exit fields into an [`ExitInfo`].
@@ -286,6 +303,10 @@ impl SvmVcpu {
             },
             // Handled above (`raise_machine_check`): the guest just resumes.
             c if c == exit::EXCP_BASE + MC_VECTOR => Exit::HostInterrupt,
+            // The processor wrote DR6 for the #DB to the save area. APM Vol. 2 15.12.
+            c if c == exit::EXCP_BASE + u64::from(DB_VECTOR) => Exit::Debug {
+                dr6: self.vmcb.save.dr6,
+            },
             exit::EXCP_BASE..=exit::EXCP_LAST => {
                 let vector = (code - exit::EXCP_BASE) as u8;
                 Exit::Exception {

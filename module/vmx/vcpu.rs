@@ -39,6 +39,12 @@ use kernel::sync::Arc;
 /// `KVM_X86_QUIRK_FIX_HYPERCALL_INSN`).
 const UD_VECTOR: u8 = 6;
 const AC_VECTOR: u8 = 17;
+/// #DB and #BP: intercepted while the VMM debugs the guest.
+const DB_VECTOR: u8 = 1;
+const BP_VECTOR: u8 = 3;
+/// DR6's bits that read as 1 when clear (the exit qualification of a #DB
+/// has only the others). SDM Vol. 3B 18.2.3, Vol. 3C 29.2.1.
+const DR6_ACTIVE_LOW: u64 = 0xffff_0ff0;
 const MC_VECTOR: u8 = 18;
 const INTERCEPTED_EXCEPTIONS: u32 = 1 << UD_VECTOR | 1 << AC_VECTOR | 1 << MC_VECTOR;
 /// DR7 at reset. SDM Vol. 3B 19.2.
@@ -105,6 +111,8 @@ pub(crate) struct VmxVcpu {
     mapping_generation: u64,
     /// The primary processor-based controls as last written.
     proc1: u32,
+    /// The exception bitmap in the VMCS.
+    exception_bitmap: u32,
 }
 
 /// Where a VMX instruction failed, and how.
@@ -219,6 +227,7 @@ impl VmxVcpu {
             last_cpu: None,
             mapping_generation: 0,
             proc1: 0,
+            exception_bitmap: 0,
         })
     }
 
@@ -234,6 +243,7 @@ impl VmxVcpu {
         write(v, vmcs::VM_EXIT_CONTROLS, c.exit)?;
         write(v, vmcs::VM_ENTRY_CONTROLS, c.entry)?;
         write(v, vmcs::EXCEPTION_BITMAP, INTERCEPTED_EXCEPTIONS)?;
+        self.exception_bitmap = INTERCEPTED_EXCEPTIONS;
         write(v, vmcs::CR3_TARGET_COUNT, 0)?;
         write(v, vmcs::MSR_BITMAP, kmalloc_phys(&*s.msr_bitmap).0)?;
         let n = SWITCHED_MSRS.len() as u32;
@@ -441,6 +451,21 @@ impl VmxVcpu {
             write(v, vmcs::CPU_BASED_VM_EXEC_CONTROL, proc1)?;
             self.proc1 = proc1;
         }
+        let exceptions = INTERCEPTED_EXCEPTIONS
+            | if entry.intercept_db {
+                1 << DB_VECTOR
+            } else {
+                0
+            }
+            | if entry.intercept_bp {
+                1 << BP_VECTOR
+            } else {
+                0
+            };
+        if exceptions != self.exception_bitmap {
+            write(v, vmcs::EXCEPTION_BITMAP, exceptions)?;
+            self.exception_bitmap = exceptions;
+        }
         // Blocking by STI requires IF=1; with IF=0 the shadow can only be MOV SS's.
         // A single-step trap pending across the shadow needs BS. SDM Vol. 3C 27.3.1.5.
         let shadow = if !entry.interrupt_shadow {
@@ -512,7 +537,12 @@ impl VmxVcpu {
                             vector,
                             error_code: Some(read(v, vmcs::VM_EXIT_INTR_ERROR_CODE)?),
                         }
-                    } else if vector == UD_VECTOR {
+                    } else if vector == DB_VECTOR {
+                        // The qualification has DR6's B0-B3, BD and BS.
+                        Exit::Debug {
+                            dr6: qual | DR6_ACTIVE_LOW,
+                        }
+                    } else if vector == UD_VECTOR || vector == BP_VECTOR {
                         Exit::Exception {
                             vector,
                             error_code: None,

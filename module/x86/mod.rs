@@ -10,6 +10,7 @@
 pub(crate) mod cpuid;
 pub(crate) mod decode;
 pub(crate) mod emulate;
+pub(crate) mod guest_debug;
 pub(crate) mod msr;
 pub(crate) mod msr_filter;
 pub(crate) mod pvclock;

@@ -540,6 +540,12 @@ pub fn describe(exit: &VcpuExit<'_>) -> String {
             hardware_exit_reason,
         } => format!("KVM_EXIT_UNKNOWN hardware reason {hardware_exit_reason:#x}"),
         VcpuExit::IoapicEoi { vector } => format!("KVM_EXIT_IOAPIC_EOI vector {vector:#x}"),
+        VcpuExit::Debug {
+            exception,
+            pc,
+            dr6,
+            dr7,
+        } => format!("KVM_EXIT_DEBUG vector {exception} at {pc:#x}, DR6 {dr6:#x}, DR7 {dr7:#x}"),
         VcpuExit::Other(r) => format!("exit reason {r}"),
     }
 }

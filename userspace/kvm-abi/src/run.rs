@@ -14,9 +14,10 @@ use nix::errno::Errno;
 use crate::error::{Error, Result};
 use crate::mem::RunMapping;
 use crate::sys::{
-    KVM_EXIT_EXCEPTION, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR,
-    KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_IOAPIC_EOI, KVM_EXIT_IRQ_WINDOW_OPEN,
-    KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_UNKNOWN, kvm_run, kvm_sync_regs,
+    KVM_EXIT_DEBUG, KVM_EXIT_EXCEPTION, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR,
+    KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_IOAPIC_EOI,
+    KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_UNKNOWN, kvm_run,
+    kvm_sync_regs,
 };
 
 /// `read_field!(run, a.b)`: a volatile read of one field of the mapped
@@ -102,6 +103,18 @@ pub enum VcpuExit<'a> {
         exception: u32,
         /// The error code.
         error_code: u32,
+    },
+    /// `KVM_EXIT_DEBUG`: a debug event the VMM asked for with
+    /// `KVM_SET_GUEST_DEBUG` (a single step, a software breakpoint).
+    Debug {
+        /// The vector: 1 (#DB) or 3 (#BP).
+        exception: u32,
+        /// The linear address of the guest's RIP.
+        pc: u64,
+        /// DR6: why the #DB came (B0-B3, BS...).
+        dr6: u64,
+        /// DR7.
+        dr7: u64,
     },
     /// `KVM_EXIT_UNKNOWN`: an exit the kernel does not know how to report.
     Unknown {
@@ -448,6 +461,15 @@ impl RunMapping {
                 VcpuExit::Exception {
                     exception: ex.exception,
                     error_code: ex.error_code,
+                }
+            }
+            KVM_EXIT_DEBUG => {
+                let d = read_field!(run, __bindgen_anon_1.debug).arch;
+                VcpuExit::Debug {
+                    exception: d.exception,
+                    pc: d.pc,
+                    dr6: d.dr6,
+                    dr7: d.dr7,
                 }
             }
             KVM_EXIT_UNKNOWN => {

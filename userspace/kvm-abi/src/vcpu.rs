@@ -13,14 +13,14 @@ use crate::ioctls::{
     KVM_SET_DEVICE_ATTR, KVM_SET_FPU, KVM_SET_LAPIC, KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS,
     KVM_SET_SREGS, KVM_SET_VAPIC_ADDR, KVM_SET_XCRS, KVM_SET_XSAVE,
 };
-use crate::ioctls::{KVM_PRE_FAULT_MEMORY, KVM_SET_TSC_KHZ, Request};
+use crate::ioctls::{KVM_PRE_FAULT_MEMORY, KVM_SET_GUEST_DEBUG, KVM_SET_TSC_KHZ, Request};
 use crate::mem::{RunMapping, VcpuMapping};
 use crate::raw::{ioctl_mut, ioctl_ref, ioctl_val};
-use crate::sys::kvm_pre_fault_memory;
 use crate::sys::{
     kvm_debugregs, kvm_device_attr, kvm_enable_cap, kvm_fpu, kvm_interrupt, kvm_mp_state, kvm_regs,
     kvm_sregs, kvm_vcpu_events, kvm_xcrs,
 };
+use crate::sys::{kvm_guest_debug, kvm_guest_debug_arch, kvm_pre_fault_memory};
 use crate::vm::MemoryKeepAlive;
 
 /// The size of `struct kvm_xsave`.
@@ -272,6 +272,20 @@ impl Vcpu {
         let r = unsafe { ioctl_val(self.fd.as_fd(), KVM_GET_TSC_KHZ, 0) }
             .map_err(|e| Error::new("KVM_GET_TSC_KHZ", e))?;
         u32::try_from(r).map_err(|_| Error::new("KVM_GET_TSC_KHZ", nix::errno::Errno::ERANGE))
+    }
+
+    /// KVM_SET_GUEST_DEBUG: `control` (`KVM_GUESTDBG_*`) and, for hardware
+    /// breakpoints, DR0-DR3 and DR7 in `debugreg` (indices 0-3, 7).
+    pub fn set_guest_debug(&self, control: u32, debugreg: [u64; 8]) -> Result<()> {
+        let arg = kvm_guest_debug {
+            control,
+            pad: 0,
+            arch: kvm_guest_debug_arch { debugreg },
+        };
+        // SAFETY: the kernel reads one kvm_guest_debug.
+        unsafe { ioctl_ref(self.fd.as_fd(), KVM_SET_GUEST_DEBUG, &raw const arg) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SET_GUEST_DEBUG", e))
     }
 
     /// KVM_SET_TSC_KHZ: the rate the guest is told its TSC runs at (0: the

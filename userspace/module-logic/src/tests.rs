@@ -1230,6 +1230,7 @@ mod coalesced_zones;
 mod decoder;
 mod emulate_rules;
 mod gmem_rules;
+mod guest_debug_rules;
 mod hyperv;
 mod ioapic;
 mod ioeventfd;

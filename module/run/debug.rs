@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The VMM debugging its guest (`KVM_SET_GUEST_DEBUG`): the run loop's
+//! side of x86/guest_debug.rs. The setting decides what each entry
+//! intercepts and whether RFLAGS.TF is set for it (`enter`); an
+//! intercepted #DB or #BP, and a step rkvm completed by emulating the
+//! instruction, end `KVM_RUN` with `KVM_EXIT_DEBUG`.
+
+use super::{raise, ArchState, Next, DB_VECTOR, RFLAGS_TF, UNION};
+use crate::abi::{self, kvm_debug_exit_arch, kvm_run};
+use crate::backend::Event;
+use crate::sys::mem::SharedPage;
+use crate::x86::guest_debug::{self, Inject, DR6_ACTIVE_LOW, DR6_BS};
+use core::mem::offset_of;
+use kernel::prelude::*;
+
+/// #BP's vector.
+pub(super) const BP_VECTOR: u8 = 3;
+
+/// `KVM_SET_GUEST_DEBUG`, as KVM's `kvm_arch_vcpu_ioctl_set_guest_debug`:
+/// `EINVAL` for what rkvm does not implement (hardware breakpoints),
+/// `EBUSY` for an injection while an exception waits to be delivered.
+/// Otherwise the setting replaces the last, and a #DB or #BP to inject is
+/// queued (delivered at the current RIP, as a hardware exception: KVM
+/// delivers #BP as the software exception of the last exit's instruction,
+/// with RIP past it).
+pub(crate) fn set(state: &mut ArchState, control: u32) -> Result {
+    let (debug, inject) = guest_debug::parse(control).ok_or(EINVAL)?;
+    if inject.is_some() && matches!(state.run.event, Some(Event::Exception { .. })) {
+        return Err(EBUSY);
+    }
+    match inject {
+        Some(Inject::Debug) => raise(state, DB_VECTOR, None),
+        Some(Inject::Breakpoint) => raise(state, BP_VECTOR, None),
+        None => {}
+    }
+    state.run.guest_debug = debug;
+    state.run.step_done = false;
+    Ok(())
+}
+
+/// Clears the TF `enter` set for a single step: the guest's RFLAGS, as
+/// `KVM_GET_REGS` and the guest's next entry see them, never has it while
+/// the VMM single-steps (KVM's `kvm_get_rflags` hides it the same way).
+pub(super) fn after_entry(state: &mut ArchState) {
+    if state.run.guest_debug.single_step {
+        state.regs.rflags &= !RFLAGS_TF;
+    }
+}
+
+/// The guest's linear RIP (CS.base + RIP), which `kvm_run.debug.arch.pc`
+/// reports.
+pub(super) fn linear_rip(state: &ArchState) -> u64 {
+    state.sregs.cs.base.wrapping_add(state.regs.rip)
+}
+
+/// After rkvm handled an exit or finished what user space completed:
+/// while single-stepping, an instruction rkvm emulated (the guest moved on
+/// from `rip_before` without an exception to deliver) took no trap, so
+/// the step is reported before the next entry ([`report_step`]), as
+/// KVM's `kvm_skip_emulated_instruction`.
+pub(super) fn note_emulated(state: &mut ArchState, rip_before: u64) {
+    if state.run.guest_debug.single_step
+        && linear_rip(state) != rip_before
+        && state.run.event.is_none()
+    {
+        state.run.step_done = true;
+    }
+}
+
+/// Ends `KVM_RUN` with the step [`note_emulated`] recorded, if any.
+pub(super) fn report_step(state: &mut ArchState, page: &SharedPage<'_>) -> Result<bool> {
+    if !core::mem::take(&mut state.run.step_done) {
+        return Ok(false);
+    }
+    write_exit(state, page, DB_VECTOR, DR6_ACTIVE_LOW | DR6_BS)?;
+    Ok(true)
+}
+
+/// An intercepted #DB: the VMM's single step ends `KVM_RUN`; any other
+/// (the guest's own TF or ICEBP while the VMM steps it) is the guest's,
+/// with DR6 recording why.
+pub(super) fn debug_exception(
+    state: &mut ArchState,
+    page: &SharedPage<'_>,
+    dr6: u64,
+) -> Result<Next> {
+    if state.run.guest_debug.single_step {
+        state.run.step_done = false;
+        write_exit(state, page, DB_VECTOR, dr6)?;
+        return Ok(Next::User);
+    }
+    state.run.dr6 = (state.run.dr6 & !0xf) | (dr6 & !DR6_ACTIVE_LOW) | DR6_ACTIVE_LOW;
+    raise(state, DB_VECTOR, None);
+    Ok(Next::Enter)
+}
+
+/// An intercepted #BP (the VMM's software breakpoints): `KVM_RUN` ends
+/// with RIP at the INT3, which the VMM moves past or replaces.
+pub(super) fn breakpoint(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Next> {
+    let dr6 = state.run.dr6;
+    write_exit(state, page, BP_VECTOR, dr6)?;
+    Ok(Next::User)
+}
+
+/// `KVM_EXIT_DEBUG` with `kvm_run.debug.arch`: the vector, the linear
+/// RIP, DR6 as given and the guest's DR7.
+fn write_exit(state: &ArchState, page: &SharedPage<'_>, vector: u8, dr6: u64) -> Result {
+    let exit = kvm_debug_exit_arch {
+        exception: u32::from(vector),
+        pad: 0,
+        pc: linear_rip(state),
+        dr6,
+        dr7: state.run.dr7,
+    };
+    page.write(UNION, &exit)?;
+    page.write(offset_of!(kvm_run, exit_reason), &abi::KVM_EXIT_DEBUG)?;
+    Ok(())
+}
