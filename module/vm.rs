@@ -762,9 +762,9 @@ impl Vm {
     /// `KVM_SET_TSC_KHZ` on the VM, as KVM's: the rate vCPUs created from
     /// now on tell their guest (`arg`'s low 32 bits; 0 for the host's),
     /// `EINVAL` once a vCPU has been created. KVM takes any rate here and
-    /// checks it when each vCPU is created (keeping the host's rate,
-    /// silently, for one it cannot give); rkvm checks it here, with the
-    /// vCPU ioctl's rules (x86/tsc.rs): `EINVAL` for a rate it cannot give.
+    /// applies it when each vCPU is created (a vCPU then reports it even
+    /// when its TSC cannot run at it); rkvm checks it here, with the vCPU
+    /// ioctl's rules (x86/tsc.rs): `EINVAL` for a rate it cannot give.
     fn set_tsc_khz(&self, arg: usize) -> Result<isize> {
         let khz = tsc::accept_tsc_khz(arg as u32, cpu::tsc_khz()).ok_or(EINVAL)?;
         let mut inner = self.inner.lock();

@@ -6,10 +6,13 @@
 //! intercepted #DB or #BP, and a step rkvm completed by emulating the
 //! instruction, end `KVM_RUN` with `KVM_EXIT_DEBUG`.
 
+use super::insn::fetch;
 use super::{raise, ArchState, Next, DB_VECTOR, RFLAGS_TF, UNION};
 use crate::abi::{self, kvm_debug_exit_arch, kvm_run};
 use crate::backend::Event;
 use crate::sys::mem::SharedPage;
+use crate::vm::Vm;
+use crate::x86::decode::MAX_INSN_LEN;
 use crate::x86::guest_debug::{self, Inject, DR6_ACTIVE_LOW, DR6_BS};
 use core::mem::offset_of;
 use kernel::prelude::*;
@@ -19,14 +22,15 @@ pub(super) const BP_VECTOR: u8 = 3;
 
 /// `KVM_SET_GUEST_DEBUG`, as KVM's `kvm_arch_vcpu_ioctl_set_guest_debug`:
 /// `EINVAL` for what rkvm does not implement (hardware breakpoints),
-/// `EBUSY` for an injection while an exception waits to be delivered.
-/// Otherwise the setting replaces the last, and a #DB or #BP to inject is
-/// queued (delivered at the current RIP, as a hardware exception: KVM
-/// delivers #BP as the software exception of the last exit's instruction,
-/// with RIP past it).
+/// `EBUSY` for an injection while an exception waits to be delivered
+/// (and, where KVM would keep both, while an interrupt or NMI rkvm
+/// already took from the APIC waits in the same slot). Otherwise the
+/// setting replaces the last, and a #DB or #BP to inject is queued (a
+/// #BP at the INT3 the last breakpoint stop was at is delivered past it:
+/// [`reinject_past_int3`]).
 pub(crate) fn set(state: &mut ArchState, control: u32) -> Result {
     let (debug, inject) = guest_debug::parse(control).ok_or(EINVAL)?;
-    if inject.is_some() && matches!(state.run.event, Some(Event::Exception { .. })) {
+    if inject.is_some() && state.run.event.is_some() {
         return Err(EBUSY);
     }
     match inject {
@@ -54,17 +58,50 @@ pub(super) fn linear_rip(state: &ArchState) -> u64 {
     state.sregs.cs.base.wrapping_add(state.regs.rip)
 }
 
-/// After rkvm handled an exit or finished what user space completed:
-/// while single-stepping, an instruction rkvm emulated (the guest moved on
-/// from `rip_before` without an exception to deliver) took no trap, so
-/// the step is reported before the next entry ([`report_step`]), as
-/// KVM's `kvm_skip_emulated_instruction`.
-pub(super) fn note_emulated(state: &mut ArchState, rip_before: u64) {
-    if state.run.guest_debug.single_step
-        && linear_rip(state) != rip_before
-        && state.run.event.is_none()
-    {
+/// The guest's linear RIP and RFLAGS.TF before rkvm handles an exit or
+/// finishes what user space completed, for [`note_emulated`].
+pub(super) fn before_emulation(state: &ArchState) -> (u64, bool) {
+    (linear_rip(state), state.regs.rflags & RFLAGS_TF != 0)
+}
+
+/// After rkvm handled an exit or finished what user space completed: an
+/// instruction rkvm emulated (the guest moved on from where
+/// [`before_emulation`] saw it, with no exception to deliver) took no
+/// single-step trap. The VMM's single step is reported before the next
+/// entry ([`report_step`]); the guest's own TF (set before the
+/// instruction) becomes its #DB with DR6.BS, as KVM's
+/// `kvm_skip_emulated_instruction`. SDM Vol. 3B 18.3.1.4.
+pub(super) fn note_emulated(state: &mut ArchState, (rip_before, tf_before): (u64, bool)) {
+    if linear_rip(state) == rip_before || state.run.event.is_some() {
+        return;
+    }
+    if state.run.guest_debug.single_step {
         state.run.step_done = true;
+    } else if tf_before {
+        state.run.dr6 |= DR6_BS;
+        raise(state, DB_VECTOR, None);
+    }
+}
+
+/// Before an entry that delivers #BP: if the guest stands at the INT3 of
+/// the last breakpoint stop (the VMM is passing the guest's own INT3 back
+/// to it, with `KVM_GUESTDBG_INJECT_BP` or `KVM_SET_VCPU_EVENTS`), RIP
+/// moves past the INT3 first, so that the guest's handler returns after
+/// it as from an INT3 it ran itself. KVM delivers such a #BP as the
+/// software exception of the last exit's instruction for the same effect.
+pub(super) fn reinject_past_int3(state: &mut ArchState, inject: Option<Event>) {
+    let Some((at, len)) = state.run.int3_stop.take() else {
+        return;
+    };
+    let bp = matches!(
+        inject,
+        Some(Event::Exception {
+            vector: BP_VECTOR,
+            ..
+        })
+    );
+    if bp && linear_rip(state) == at {
+        state.regs.rip = state.regs.rip.wrapping_add(len);
     }
 }
 
@@ -96,8 +133,17 @@ pub(super) fn debug_exception(
 }
 
 /// An intercepted #BP (the VMM's software breakpoints): `KVM_RUN` ends
-/// with RIP at the INT3, which the VMM moves past or replaces.
-pub(super) fn breakpoint(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Next> {
+/// with RIP at the INT3, which the VMM moves past or replaces, or passes
+/// back to the guest ([`reinject_past_int3`]). The instruction is INT3
+/// (`CC`) or INT 3 (`CD 03`).
+pub(super) fn breakpoint(vm: &Vm, state: &mut ArchState, page: &SharedPage<'_>) -> Result<Next> {
+    let mut bytes = [0u8; MAX_INSN_LEN];
+    let len = if fetch(vm, state, &mut bytes) > 0 && bytes[0] == 0xcd {
+        2
+    } else {
+        1
+    };
+    state.run.int3_stop = Some((linear_rip(state), len));
     let dr6 = state.run.dr6;
     write_exit(state, page, BP_VECTOR, dr6)?;
     Ok(Next::User)

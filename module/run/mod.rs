@@ -145,6 +145,9 @@ pub(crate) struct RunState {
     /// A single step rkvm completed by emulating the instruction, to be
     /// reported before the next entry (run/debug.rs).
     step_done: bool,
+    /// Where the last software-breakpoint stop was (linear RIP) and its
+    /// instruction's length (run/debug.rs `reinject_past_int3`).
+    int3_stop: Option<(u64, u64)>,
 }
 
 impl RunState {
@@ -175,6 +178,7 @@ impl RunState {
             hv_vp_index: 0,
             guest_debug: GuestDebug::default(),
             step_done: false,
+            int3_stop: None,
         })
     }
 
@@ -359,10 +363,10 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
     }
 
     if let Some(pending) = state.run.pending.take() {
-        let rip = debug::linear_rip(state);
-        if pending.linear_rip == rip {
+        let before = debug::before_emulation(state);
+        if pending.linear_rip == before.0 {
             complete(vm, state, pages, pending.what)?;
-            debug::note_emulated(state, rip);
+            debug::note_emulated(state, before);
         }
     }
     if req.immediate_exit {
@@ -416,23 +420,26 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
                 state.run.nmi.queue(n);
             }
         }
-        let nmi_window = state.run.nmi.pick(
-            &mut state.run.event,
-            state.run.interrupt_shadow,
-            state.regs.rip,
-        );
+        // While the VMM's debugger blocks them (`KVM_GUESTDBG_BLOCKIRQ`),
+        // no new NMI or interrupt goes in, as KVM's
+        // `kvm_check_and_inject_events`.
+        let irqs_blocked = state.run.guest_debug.block_irq;
+        let nmi_window = !irqs_blocked
+            && state.run.nmi.pick(
+                &mut state.run.event,
+                state.run.interrupt_shadow,
+                state.regs.rip,
+            );
         // User space's request counts only while it could inject (KVM's
         // `kvm_cpu_accept_dm_intr`): with a split irqchip whose LINT0 takes
         // no ExtINT, a window would open at once, again and again, and the
         // guest would never run.
         let dm_window =
             req.interrupt_window && state.run.irq.as_ref().is_none_or(|l| l.accepts_extint());
-        // No interrupt goes in while the VMM's debugger blocks them
-        // (`KVM_GUESTDBG_BLOCKIRQ`).
-        let irqs_blocked = state.run.guest_debug.block_irq;
         let window = !irqs_blocked && (apic::pick_interrupt(state) || dm_window);
         let irq = state.run.queued_irq.filter(|_| !irqs_blocked);
         let inject = state.run.event.or(irq.map(Event::Interrupt));
+        debug::reinject_past_int3(state, inject);
         let info = enter(vm, vcpu, state, inject, window, nmi_window);
         debug::after_entry(state);
         let Some(info) = info else {
@@ -467,9 +474,9 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
         vm.stats.count_exit(&info.exit);
         state.run.stats.count_exit(&info.exit);
 
-        let rip = debug::linear_rip(state);
+        let before = debug::before_emulation(state);
         let next = handle(vm, state, pages, &info)?;
-        debug::note_emulated(state, rip);
+        debug::note_emulated(state, before);
         match next {
             Next::Enter => {}
             Next::User => return Ok(0),
@@ -529,7 +536,7 @@ fn enter(
     let irqs = IrqsDisabled::new();
     // Dropped first (declared last): the host's XCR0 is back before the
     // FPU image is saved and interrupts come on.
-    let _xcr0 = fpu.load_guest_xcr0(&irqs, guest_osxsave);
+    let _xfeatures = fpu.load_guest_xfeatures(&irqs, guest_osxsave);
     // Pairs with `Vm::unmap`: publish that we are in the guest before reading the
     // generation (both sequentially consistent).
     let cpu = cpu::this_cpu();
@@ -692,7 +699,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
         Exit::Exception {
             vector: debug::BP_VECTOR,
             ..
-        } if state.run.guest_debug.sw_breakpoints => debug::breakpoint(state, page),
+        } if state.run.guest_debug.sw_breakpoints => debug::breakpoint(vm, state, page),
         Exit::Exception { vector, error_code } => {
             raise(state, vector, error_code);
             Ok(Next::Enter)

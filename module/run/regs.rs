@@ -195,8 +195,6 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
     }
 }
 
-/// MOV to or from a debug register (0F 21 /r reads, 0F 23 /r writes), on
-/// the guest's software copy. SDM Vol. 2B MOV (debug registers).
 /// XSETBV (`0F 01 D1`): the guest sets XCR0, as KVM's
 /// `kvm_emulate_xsetbv`. #UD without CR4.OSXSAVE (which both vendors check
 /// before they exit, but a stale exit costs nothing to check); #GP(0)
@@ -226,6 +224,8 @@ pub(super) fn xsetbv(
     super::insn::skip_or_fail(vm, state, info, &[0x0f, 0x01, 0xd1], page)
 }
 
+/// MOV to or from a debug register (0F 21 /r reads, 0F 23 /r writes), on
+/// the guest's software copy. SDM Vol. 2B MOV (debug registers).
 pub(super) fn debug_register(
     vm: &Vm,
     state: &mut ArchState,

@@ -21,12 +21,19 @@
 //!
 //! XCR0 is the guest's own too once it turns XSAVE on (CR4.OSXSAVE) and
 //! runs XSETBV (an exit: run/regs.rs `xsetbv`): [`FpuImage::set_xcr0`]
-//! keeps it, and [`FpuSection::load_guest_xcr0`] loads it for each entry
-//! only, with interrupts off, as KVM's `kvm_load_xfeatures`. The image is
-//! always saved and restored under the host's XCR0, so it holds the AVX
-//! registers whatever the guest's XCR0 says. SDM Vol. 1 13.3.
+//! keeps it, and [`FpuSection::load_guest_xfeatures`] loads it for each
+//! entry only, with interrupts off, as KVM's `kvm_load_xfeatures`. The
+//! image is always saved and restored under the host's XCR0, so it holds
+//! the AVX registers whatever the guest's XCR0 says. SDM Vol. 1 13.3.
+//!
+//! IA32_XSS, the supervisor components XSAVES and XRSTORS add to XCR0's,
+//! is 0 for the guest: rkvm offers none (no XSAVES in CPUID), but SVM
+//! cannot intercept XSAVES/XRSTORS, so a guest with CR4.OSXSAVE could run
+//! them anyway, and with the host's XSS they would read and write the
+//! host's supervisor state (CET shadow-stack pointers, for one). KVM
+//! switches XSS for the same reason. SDM Vol. 1 13.11.
 
-use crate::sys::cpu::{cpuid, IrqsDisabled};
+use crate::sys::cpu::{self, cpuid, IrqsDisabled};
 use crate::x86::xsave::{
     self, XsaveRefusal, FCW_INIT, LEGACY_SIZE, MXCSR_INIT, XFEATURE_FP, XFEATURE_FPSSE,
     XFEATURE_OFFERABLE, XFEATURE_SSE, YMM_AT, YMM_SIZE,
@@ -49,6 +56,10 @@ const CR4_PKE: u64 = 1 << 22;
 const XFEATURE_PKRU: u64 = 1 << 9;
 /// XSAVE header offset: XSTATE_BV is its first quadword. SDM Vol. 1 13.4.2.
 const XSAVE_HEADER: usize = 512;
+/// CPUID.(EAX=0DH,ECX=1):EAX bit 3: XSAVES/XRSTORS and IA32_XSS exist.
+const D1_EAX_XSAVES: u32 = 1 << 3;
+/// IA32_XSS. SDM Vol. 4 Table 2-2.
+const MSR_IA32_XSS: u32 = 0xda0;
 
 /// 64 bytes, 64-byte aligned: XSAVE needs its area aligned so.
 #[repr(C, align(64))]
@@ -67,6 +78,8 @@ pub(crate) struct FpuLayout {
     /// The MXCSR bits this processor supports (a set of a bit outside
     /// them makes FXRSTOR and XRSTOR fault). SDM Vol. 1 11.6.6.
     mxcsr_mask: u32,
+    /// The processor has IA32_XSS (XSAVES).
+    xss: bool,
 }
 
 impl FpuLayout {
@@ -83,6 +96,7 @@ impl FpuLayout {
                 size: LEGACY_SIZE,
                 pkru,
                 mxcsr_mask,
+                xss: false,
             };
         }
         Self {
@@ -91,6 +105,7 @@ impl FpuLayout {
             size: cpuid(0xd, 0).ebx as usize,
             pkru,
             mxcsr_mask,
+            xss: cpuid(0xd, 1).eax & D1_EAX_XSAVES != 0,
         }
     }
 }
@@ -445,36 +460,44 @@ impl<'a> FpuSection<'a> {
         Self { image, host_pkru }
     }
 
-    /// Loads the guest's XCR0 for one entry, when the guest has XSAVE on
-    /// (`guest_osxsave`: its CR4.OSXSAVE; without, XCR0 means nothing to
-    /// it) and its XCR0 is not the host's; the guard puts the host's back.
-    /// Interrupts are off (`_irqs`) from before this until after the
-    /// guard is dropped, so no host code that saves or uses extended state
-    /// runs under the guest's XCR0, as in KVM's `kvm_load_xfeatures`.
-    pub(crate) fn load_guest_xcr0<'s>(
+    /// Loads the guest's XCR0 (and an IA32_XSS of 0) for one entry, when
+    /// the guest has XSAVE on (`guest_osxsave`: its CR4.OSXSAVE; without,
+    /// neither means anything to it) and they differ from the host's; the
+    /// guard puts the host's back. Interrupts are off (`_irqs`) from before
+    /// this until after the guard is dropped, so no host code that saves
+    /// or uses extended state runs under the guest's values, as in KVM's
+    /// `kvm_load_xfeatures`.
+    pub(crate) fn load_guest_xfeatures<'s>(
         &'s self,
         _irqs: &'s IrqsDisabled,
         guest_osxsave: bool,
-    ) -> GuestXcr0<'s> {
-        let unchanged = GuestXcr0 {
-            host: None,
+    ) -> GuestXfeatures<'s> {
+        let mut guard = GuestXfeatures {
+            xcr0: None,
+            xss: None,
             _during: PhantomData,
         };
         if !guest_osxsave || self.image.layout.xsave_mask.is_none() {
-            return unchanged;
+            return guard;
         }
         let host = xgetbv0();
-        if host == self.image.xcr0 {
-            return unchanged;
+        if host != self.image.xcr0 {
+            // SAFETY: The guest's XCR0 is valid and a subset of what the host's XCR0
+            // enables (`FpuImage::set_xcr0`'s invariant), so XSETBV takes it; the host's
+            // comes back before interrupts are enabled again (`GuestXfeatures::drop`).
+            unsafe { xsetbv0(self.image.xcr0) };
+            guard.xcr0 = Some(host);
         }
-        // SAFETY: The guest's XCR0 is valid and a subset of what the host's XCR0 enables
-        // (`FpuImage::set_xcr0`'s invariant), so XSETBV takes it; the host's comes back
-        // before interrupts are enabled again (`GuestXcr0::drop`).
-        unsafe { xsetbv0(self.image.xcr0) };
-        GuestXcr0 {
-            host: Some(host),
-            _during: PhantomData,
+        if self.image.layout.xss {
+            if let Ok(host_xss) = cpu::rdmsr(MSR_IA32_XSS) {
+                // SAFETY: 0 is always a valid IA32_XSS (no supervisor component); only the
+                // guest runs with it, and the host's comes back before interrupts are on.
+                if host_xss != 0 && unsafe { cpu::wrmsr(MSR_IA32_XSS, 0) }.is_ok() {
+                    guard.xss = Some(host_xss);
+                }
+            }
         }
+        guard
     }
 }
 
@@ -492,23 +515,30 @@ unsafe fn xsetbv0(value: u64) {
     };
 }
 
-/// The guest's XCR0 is loaded while this lives (if it differs from the
-/// host's): see [`FpuSection::load_guest_xcr0`]. It borrows the FPU
-/// section and the interrupts-off guard, so it ends before either: the
-/// host's XCR0 is back before the image is saved and before interrupts
-/// are on.
-pub(crate) struct GuestXcr0<'s> {
+/// The guest's XCR0 and IA32_XSS are loaded while this lives (where they
+/// differ from the host's): see [`FpuSection::load_guest_xfeatures`]. It
+/// borrows the FPU section and the interrupts-off guard, so it ends
+/// before either: the host's values are back before the image is saved
+/// and before interrupts are on.
+pub(crate) struct GuestXfeatures<'s> {
     /// The host's XCR0, to put back.
-    host: Option<u64>,
+    xcr0: Option<u64>,
+    /// The host's IA32_XSS, to put back.
+    xss: Option<u64>,
     _during: PhantomData<&'s IrqsDisabled>,
 }
 
-impl Drop for GuestXcr0<'_> {
+impl Drop for GuestXfeatures<'_> {
     fn drop(&mut self) {
-        if let Some(host) = self.host {
+        if let Some(host) = self.xcr0 {
             // SAFETY: The value XGETBV read on this CPU before the entry (interrupts have been
             // off since, so this is the same CPU): the host's own XCR0.
             unsafe { xsetbv0(host) };
+        }
+        if let Some(host) = self.xss {
+            // SAFETY: The value read on this CPU before the entry: the host's own IA32_XSS.
+            // A failure cannot happen for a value the MSR held; there is nothing to do if it did.
+            let _ = unsafe { cpu::wrmsr(MSR_IA32_XSS, host) };
         }
     }
 }

@@ -44,9 +44,9 @@ pub(crate) struct GuestDebug {
     pub(crate) single_step: bool,
     /// The guest's #BP exits (`KVM_GUESTDBG_USE_SW_BP`).
     pub(crate) sw_breakpoints: bool,
-    /// No interrupt is injected while this is on (`KVM_GUESTDBG_BLOCKIRQ`):
-    /// a single step does not land in an interrupt handler. NMIs still go
-    /// in, as KVM's `kvm_check_and_inject_events` has them.
+    /// No new interrupt or NMI is injected while this is on
+    /// (`KVM_GUESTDBG_BLOCKIRQ`), as KVM's `kvm_check_and_inject_events`:
+    /// a single step does not land in a handler.
     pub(crate) block_irq: bool,
 }
 
@@ -62,9 +62,11 @@ pub(crate) enum Inject {
 /// `kvm_arch_vcpu_ioctl_set_guest_debug`: without `KVM_GUESTDBG_ENABLE`
 /// nothing is on (but an injection still happens); bits KVM does not
 /// know are ignored, as KVM ignores them. `None` (`EINVAL`) for
-/// `KVM_GUESTDBG_USE_HW_BP`, which rkvm does not implement.
+/// `KVM_GUESTDBG_USE_HW_BP` with `KVM_GUESTDBG_ENABLE`, which rkvm does
+/// not implement.
 pub(crate) fn parse(control: u32) -> Option<(GuestDebug, Option<Inject>)> {
-    if control & abi::KVM_GUESTDBG_USE_HW_BP != 0 {
+    let enable = control & abi::KVM_GUESTDBG_ENABLE != 0;
+    if enable && control & abi::KVM_GUESTDBG_USE_HW_BP != 0 {
         return None;
     }
     let inject = if control & abi::KVM_GUESTDBG_INJECT_DB != 0 {
@@ -74,7 +76,7 @@ pub(crate) fn parse(control: u32) -> Option<(GuestDebug, Option<Inject>)> {
     } else {
         None
     };
-    let on = |flag: u32| control & abi::KVM_GUESTDBG_ENABLE != 0 && control & flag != 0;
+    let on = |flag: u32| enable && control & flag != 0;
     let debug = GuestDebug {
         single_step: on(abi::KVM_GUESTDBG_SINGLESTEP),
         sw_breakpoints: on(abi::KVM_GUESTDBG_USE_SW_BP),

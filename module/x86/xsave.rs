@@ -181,8 +181,8 @@ pub(crate) fn from_uabi(
     }
     if xstate_bv & XFEATURE_FP != 0 {
         legacy[at::X87].copy_from_slice(&region[at::X87]);
-    } else if xstate_bv & XFEATURE_SSE != 0 {
-        // SSE needs MXCSR even without the x87 component that holds it.
+    } else if xstate_bv & (XFEATURE_SSE | XFEATURE_YMM) != 0 {
+        // SSE and AVX need MXCSR even without the x87 component that holds it.
         legacy[at::MXCSR].copy_from_slice(&region[at::MXCSR]);
     }
     if xstate_bv & XFEATURE_SSE != 0 {

@@ -2615,7 +2615,8 @@ guest! {
     "movq %rax, %xmm3",
     "vinsertf128 $1, %xmm3, %ymm1, %ymm1",
     "ucall UCALL_SYNC",
-    // AVX without SSE; XCR1; PKRU, which is not offered.
+    // AVX without SSE; XCR1; PASID (bit 10), a supervisor component XCR0
+    // never takes.
     "lea 1f(%rip), %rax",
     "mov %rax, FIXUP_GPA",
     "mov $5, %eax",
@@ -2630,7 +2631,7 @@ guest! {
     "xsetbv",
     "2: lea 3f(%rip), %rax",
     "mov %rax, FIXUP_GPA",
-    "mov $0x207, %eax",
+    "mov $0x407, %eax",
     "xor %edx, %edx",
     "xor %ecx, %ecx",
     "xsetbv",
@@ -2732,7 +2733,7 @@ fn a_guest_runs_avx_with_its_own_xcr0(ctx: &Ctx) -> TestResult {
         7u64,
         "KVM_GET_XCRS"
     );
-    for what in ["AVX without SSE", "XCR1", "PKRU, not offered"] {
+    for what in ["AVX without SSE", "XCR1", "PASID, a supervisor component"] {
         match vcpu.ucall()? {
             Ucall::Exception { vector: 13, .. } => {}
             other => ksft::fail!("XSETBV of {what}: expected #GP, got {other}"),
@@ -2772,15 +2773,19 @@ const QEMU_SVM_INT3: &str = "under QEMU 7.2's SVM emulation the guest's INT3 is 
 /// Where each instruction of `guest_debug_guest` ends: NOP (1 byte), XOR
 /// (2), CPUID (2), MOV (5), then the INT3.
 const STEPS: [u64; 4] = [1, 3, 5, 10];
+/// Where `guest_debug_guest`'s INT3 is.
+const INT3_AT: u64 = 10;
 
-/// `KVM_SET_GUEST_DEBUG`, as a debugger uses it: the capabilities; a
-/// single step per `KVM_RUN` (`KVM_EXIT_DEBUG`, #DB, DR6.BS, the linear
-/// address after each instruction, CPUID included, which the hypervisor
-/// emulates and no trap marks) with the guest's RFLAGS never showing the
-/// VMM's TF; the guest's INT3 stopping it with software breakpoints on
-/// (#BP, the INT3's address), and the guest going on once the VMM moves
-/// past it with debugging off; an injected #DB reaching the guest, and a
-/// second injection while one waits `EBUSY`; hardware breakpoints, which
+/// `KVM_SET_GUEST_DEBUG`, as a debugger uses it: the capabilities; an
+/// injected #DB reaching the guest's IDT, and a second injection while it
+/// waits `EBUSY`; a single step per `KVM_RUN` (`KVM_EXIT_DEBUG`, #DB,
+/// DR6.BS, the linear address after each instruction, CPUID included,
+/// which the hypervisor emulates and no trap marks) with the guest's
+/// RFLAGS never showing the VMM's TF; with BLOCKIRQ, an NMI (`KVM_NMI`)
+/// kept out of the steps and delivered once debugging is off; the guest's
+/// INT3 stopping it with software breakpoints on (#BP, the INT3's
+/// address), then passed back to the guest (`KVM_GUESTDBG_INJECT_BP`)
+/// with the return address after the INT3; hardware breakpoints, which
 /// rkvm does not implement, `EINVAL` there (KVM takes them).
 fn guest_debug_single_steps_and_stops_at_breakpoints(ctx: &Ctx) -> TestResult {
     const ENABLE: u32 = 1;
@@ -2789,6 +2794,7 @@ fn guest_debug_single_steps_and_stops_at_breakpoints(ctx: &Ctx) -> TestResult {
     const USE_HW_BP: u32 = 1 << 17;
     const INJECT_DB: u32 = 1 << 18;
     const BLOCKIRQ: u32 = 1 << 20;
+    const INJECT_BP: u32 = 1 << 19;
     check_eq!(
         check_ok!(ctx.cap(KVM_CAP_SET_GUEST_DEBUG)),
         1,
@@ -2847,6 +2853,32 @@ fn guest_debug_single_steps_and_stops_at_breakpoints(ctx: &Ctx) -> TestResult {
         1u64,
         "RBX after the steps"
     );
+    // BLOCKIRQ, on another vCPU: an NMI waits (KVM_NMI) while it single-
+    // steps two instructions, and goes in once debugging is off.
+    let mut blocked = vm.add_vcpu(2)?;
+    check_ok!(
+        blocked
+            .vcpu
+            .set_guest_debug(ENABLE | SINGLESTEP | BLOCKIRQ, [0; 8])
+    );
+    check_ok!(blocked.vcpu.nmi());
+    for end in &STEPS[..2] {
+        check_ok!(blocked.vcpu.run());
+        match blocked.exit() {
+            VcpuExit::Debug {
+                exception: 1, pc, ..
+            } => check_eq_hex!(pc, CODE_GPA + end, "a step with an NMI blocked"),
+            other => ksft::fail!(
+                "a step with an NMI waiting: expected a #DB debug exit, got {}",
+                describe(&other)
+            ),
+        }
+    }
+    check_ok!(blocked.vcpu.set_guest_debug(0, [0; 8]));
+    match blocked.ucall()? {
+        Ucall::Exception { vector: 2, .. } => {}
+        u => ksft::fail!("expected the NMI once BLOCKIRQ is off, got {u}"),
+    }
     check_ok!(vcpu.vcpu.set_guest_debug(ENABLE | USE_SW_BP, [0; 8]));
     check_ok!(vcpu.vcpu.run());
     let stop = match vcpu.exit() {
@@ -2856,19 +2888,67 @@ fn guest_debug_single_steps_and_stops_at_breakpoints(ctx: &Ctx) -> TestResult {
         _ => None,
     };
     match stop {
-        Some(pc) => check_eq_hex!(pc, CODE_GPA + 10, "the INT3's address"),
+        Some(pc) => check_eq_hex!(pc, CODE_GPA + INT3_AT, "the INT3's address"),
         None => match vcpu.ucall_of_exit()? {
-            Ucall::Exception { vector: 3, .. } if rkvm_selftests::emulator() == "qemu" => {
+            Ucall::Exception { vector: 3, .. }
+                if rkvm_selftests::emulator() == "qemu"
+                    && cpu::extension() == Some(Extension::Svm) =>
+            {
                 ksft::skip!("{QEMU_SVM_INT3}")
             }
             u => ksft::fail!("INT3: expected a #BP debug exit, got {u}"),
         },
     }
-    let mut regs = check_ok!(vcpu.vcpu.get_regs());
-    regs.rip += 1;
-    check_ok!(vcpu.vcpu.set_regs(&regs));
-    check_ok!(vcpu.vcpu.set_guest_debug(0, [0; 8]));
-    vcpu.done()
+    // The VMM passes the guest's INT3 back to it (debugging off): its
+    // handler sees the return address after the INT3, as if the guest had
+    // not been stopped.
+    check_ok!(vcpu.vcpu.set_guest_debug(INJECT_BP, [0; 8]));
+    match vcpu.ucall()? {
+        Ucall::Exception { vector: 3, rip, .. } => {
+            check_eq_hex!(
+                rip,
+                CODE_GPA + INT3_AT + 1,
+                "the passed-back #BP's return address"
+            );
+        }
+        u => ksft::fail!("expected the passed-back #BP, got {u}"),
+    }
+    Ok(())
+}
+
+guest! {
+    /// Sets its own RFLAGS.TF, then executes CPUID, which the hypervisor
+    /// emulates: the single-step trap still comes after it. The address
+    /// after CPUID is at DATA_GPA.
+    fn own_tf_guest;
+    ".code64",
+    "lea 1f(%rip), %rax",
+    "mov %rax, DATA_GPA",
+    "pushf",
+    "orq $0x100, (%rsp)",
+    "popf",
+    "cpuid",
+    "1: nop",
+    "ucall UCALL_DONE",
+}
+
+/// A guest's own single step (RFLAGS.TF) over an instruction the
+/// hypervisor emulates traps after it, as after any other (#DB at the next
+/// instruction, DR6.BS), as KVM's `kvm_skip_emulated_instruction` makes
+/// it. SDM Vol. 3B 18.3.1.4.
+fn a_guests_own_single_step_traps_after_an_emulated_instruction(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, own_tf_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    match vcpu.ucall()? {
+        Ucall::Exception { vector: 1, rip, .. } => {
+            let after_cpuid = vm.read_u64(DATA_GPA)?;
+            check_eq_hex!(rip, after_cpuid, "the #DB's RIP, after CPUID");
+        }
+        u => ksft::fail!("expected #DB after CPUID, got {u}"),
+    }
+    let dr6 = check_ok!(vcpu.vcpu.get_debugregs()).dr6;
+    check_eq_hex!(dr6 & (1 << 14), 1u64 << 14, "DR6.BS");
+    Ok(())
 }
 
 guest! {
@@ -4521,6 +4601,7 @@ fn main() -> ExitCode {
             kvm_set_xsave_reaches_the_guest_and_kvm_get_xsave_sees_its_writes,
             a_guest_runs_avx_with_its_own_xcr0,
             guest_debug_single_steps_and_stops_at_breakpoints,
+            a_guests_own_single_step_traps_after_an_emulated_instruction,
             a_pending_x87_exception_from_kvm_set_fpu_is_the_guests_mf,
             cr4_writes_take_effect_and_invalid_ones_are_gp,
             debug_registers_read_back_what_the_guest_wrote,

@@ -179,6 +179,7 @@ fn set_takes_only_the_components_in_xstate_bv_on_an_xsave_host() {
     let (bv, image, ymm) = set(&with_ymm(XFEATURE_YMM), true, all, &old, &old_ymm);
     assert_eq!(bv, Ok(XFEATURE_YMM));
     assert_eq!(ymm, ymm_pattern());
+    assert_eq!(image[24..32], new[24..32], "MXCSR is AVX state too");
     assert_eq!(image[0..24], old[0..24]);
     assert_eq!(image[160..416], old[160..416]);
     // None: nothing taken; all are initialised by the next XRSTOR.
