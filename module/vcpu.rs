@@ -73,6 +73,15 @@ pub(crate) struct ArchState {
 }
 
 impl ArchState {
+    /// The CPUID table as the guest's CPUID and `KVM_GET_CPUID2` see it.
+    fn cpuid_as_reported(&self) -> Result<KVec<kvm_cpuid_entry2>> {
+        let mut out = KVec::with_capacity(self.cpuid.len(), GFP_KERNEL_ACCOUNT)?;
+        for e in self.cpuid.iter() {
+            out.push(run::with_runtime_bits(self, e), GFP_KERNEL_ACCOUNT)?;
+        }
+        Ok(out)
+    }
+
     /// `KVM_SET_REGS` (and `kvm_run.s.regs` with `KVM_SYNC_X86_REGS`).
     pub(crate) fn set_user_regs(&mut self, regs: &kvm_regs) {
         self.regs = kvm_regs {
@@ -646,7 +655,14 @@ impl VcpuFd {
         // VMM restoring it), as KVM: CPUID cannot change under a running
         // guest.
         if state.run.has_run {
-            return if cpuid::tables_equal(&state.cpuid, &table) {
+            // Compared as KVM_GET_CPUID2 shows them, the bits KVM keeps
+            // up to date included (KVM updates the new table's first).
+            let current = state.cpuid_as_reported()?;
+            let mut new = KVec::with_capacity(table.len(), GFP_KERNEL_ACCOUNT)?;
+            for e in table.iter() {
+                new.push(run::with_runtime_bits(&state, e), GFP_KERNEL_ACCOUNT)?;
+            }
+            return if cpuid::tables_equal(&current, &new) {
                 Ok(0)
             } else {
                 Err(EINVAL)
@@ -657,7 +673,10 @@ impl VcpuFd {
         Ok(0)
     }
 
-    /// `KVM_GET_CPUID2`: too small a buffer is `E2BIG` with nothing written.
+    /// `KVM_GET_CPUID2`: the table as set, with the bits KVM keeps up to
+    /// date as the vCPU runs (OSXSAVE, the APIC bit, leaf 0xD's sizes:
+    /// run/regs.rs `with_runtime_bits`); too small a buffer is `E2BIG`
+    /// with nothing written.
     fn get_cpuid2(&self, arg: usize) -> Result<isize> {
         let mut header: kvm_cpuid2 = user::read(arg)?;
         let table = {
@@ -665,9 +684,7 @@ impl VcpuFd {
             if (header.nent as usize) < state.cpuid.len() {
                 return Err(E2BIG);
             }
-            let mut copy = KVec::with_capacity(state.cpuid.len(), GFP_KERNEL_ACCOUNT)?;
-            copy.extend_from_slice(&state.cpuid, GFP_KERNEL_ACCOUNT)?;
-            copy
+            state.cpuid_as_reported()?
         };
         user::write_array(user::after::<kvm_cpuid2>(arg)?, &table)?;
         header.nent = table.len() as u32;

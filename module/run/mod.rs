@@ -64,6 +64,7 @@ use mmio::mmio;
 use regs::{answer_cpuid, cr_read, cr_write, debug_register};
 
 pub(crate) use apic::{apic_base_changed, IrqLink};
+pub(crate) use regs::with_runtime_bits;
 
 /// Where the exit-specific union starts in `struct kvm_run`.
 const UNION: usize = offset_of!(kvm_run, __bindgen_anon_1);

@@ -7,7 +7,7 @@
 
 use super::insn::{code_size, emulation_failed, fetch};
 use super::{raise, Next, DR6_RESET, DR7_RESET, GP_VECTOR, UD_VECTOR};
-use crate::abi;
+use crate::abi::{self, kvm_cpuid_entry2};
 use crate::backend::ExitInfo;
 use crate::sys::cpu;
 use crate::sys::mem::SharedPage;
@@ -34,37 +34,46 @@ const D1_EAX_XSAVEC: u32 = 1 << 1;
 
 /// CPUID from the vCPU's table (`KVM_SET_CPUID2`); a leaf the table lacks
 /// reads as zeros (docs/abi.md: KVM's out-of-range rule for Intel guests is
-/// not copied). OSXSAVE and the APIC bit follow CR4 and APIC_BASE, as KVM
-/// updates them at run time.
+/// not copied). The bits KVM keeps up to date at run time come from the
+/// vCPU's state ([`with_runtime_bits`]).
 pub(super) fn answer_cpuid(state: &mut ArchState) {
     let function = state.regs.rax as u32;
     let index = state.regs.rcx as u32;
-    let entry = cpuid::lookup(&state.cpuid, Leaf { function, index });
-    let (a, mut b, mut c, mut d) = entry.map_or((0, 0, 0, 0), |e| (e.eax, e.ebx, e.ecx, e.edx));
-    // XSAVE's area sizes follow the guest's XCR0 (XSAVEC's too, where
-    // sub-leaf 1 offers it), as KVM's `kvm_update_cpuid_runtime`.
+    let e = cpuid::lookup(&state.cpuid, Leaf { function, index })
+        .map(|e| with_runtime_bits(state, e))
+        .unwrap_or_default();
+    // CPUID writes 32-bit registers: the upper halves are cleared. SDM Vol. 2A CPUID.
+    state.regs.rax = u64::from(e.eax);
+    state.regs.rbx = u64::from(e.ebx);
+    state.regs.rcx = u64::from(e.ecx);
+    state.regs.rdx = u64::from(e.edx);
+}
+
+/// An entry of the vCPU's CPUID table with the bits KVM updates as the
+/// vCPU runs (`kvm_update_cpuid_runtime`), as the guest's CPUID and
+/// `KVM_GET_CPUID2` see them: OSXSAVE follows CR4, the APIC bit is clear
+/// while APIC_BASE disables the APIC, and leaf 0xD's area sizes (sub-leaf
+/// 0's EBX; sub-leaf 1's where it offers XSAVEC) follow the guest's XCR0.
+pub(crate) fn with_runtime_bits(state: &ArchState, e: &kvm_cpuid_entry2) -> kvm_cpuid_entry2 {
+    let mut e = *e;
     let xcr0 = state.run.fpu().xcr0();
-    match (function, index) {
-        (0xd, 0) if entry.is_some() => b = xsave::required_size(xcr0, false, cpu::cpuid_tuple),
-        (0xd, 1) if a & D1_EAX_XSAVEC != 0 => {
-            b = xsave::required_size(xcr0, true, cpu::cpuid_tuple)
+    match (e.function, e.index) {
+        (1, _) => {
+            e.ecx &= !CPUID1_ECX_OSXSAVE;
+            if state.sregs.cr4 & CR4_OSXSAVE != 0 {
+                e.ecx |= CPUID1_ECX_OSXSAVE;
+            }
+            if state.sregs.apic_base & crate::x86::regs::apic_base::ENABLE == 0 {
+                e.edx &= !CPUID1_EDX_APIC;
+            }
+        }
+        (0xd, 0) => e.ebx = xsave::required_size(xcr0, false, cpu::cpuid_tuple),
+        (0xd, 1) if e.eax & D1_EAX_XSAVEC != 0 => {
+            e.ebx = xsave::required_size(xcr0, true, cpu::cpuid_tuple)
         }
         _ => {}
     }
-    if function == 1 {
-        c &= !CPUID1_ECX_OSXSAVE;
-        if state.sregs.cr4 & CR4_OSXSAVE != 0 {
-            c |= CPUID1_ECX_OSXSAVE;
-        }
-        if state.sregs.apic_base & crate::x86::regs::apic_base::ENABLE == 0 {
-            d &= !CPUID1_EDX_APIC;
-        }
-    }
-    // CPUID writes 32-bit registers: the upper halves are cleared. SDM Vol. 2A CPUID.
-    state.regs.rax = u64::from(a);
-    state.regs.rbx = u64::from(b);
-    state.regs.rcx = u64::from(c);
-    state.regs.rdx = u64::from(d);
+    e
 }
 
 /// RDMSR/WRMSR from the guest: the MSR in ECX, the value in EDX:EAX.

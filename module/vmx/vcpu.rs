@@ -468,7 +468,11 @@ impl VmxVcpu {
         }
         // Blocking by STI requires IF=1; with IF=0 the shadow can only be MOV SS's.
         // A single-step trap pending across the shadow needs BS. SDM Vol. 3C 27.3.1.5.
-        let shadow = if !entry.interrupt_shadow {
+        // While the VMM single-steps (#DB intercepted with TF set), a step
+        // over STI or MOV SS drops the shadow, as KVM's `vmx_vcpu_run`:
+        // with it, VM entry would insist on a pending single-step trap
+        // (BS), taken before the next instruction ran.
+        let shadow = if !entry.interrupt_shadow || entry.intercept_db {
             0
         } else if rflags & RFLAGS_IF != 0 {
             interruptibility::BLOCKING_BY_STI

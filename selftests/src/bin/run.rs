@@ -2770,6 +2770,11 @@ const QEMU_SVM_INT3: &str = "under QEMU 7.2's SVM emulation the guest's INT3 is 
     the guest even with the #BP exception intercepted (kvm_amd alike): software breakpoints \
     cannot be checked here; the Bochs lanes (VMX and SVM) check them";
 
+/// Why the guest-debug test skips on KVM under Bochs.
+const BOCHS_KVM_FIRST_STEP: &str = "kvm_intel under Bochs reports the first single step \
+    before the guest's first instruction (observed 2026-12-06): not a reference here; rkvm \
+    is checked in the same boot";
+
 /// Where each instruction of `guest_debug_guest` ends: NOP (1 byte), XOR
 /// (2), CPUID (2), MOV (5), then the INT3.
 const STEPS: [u64; 4] = [1, 3, 5, 10];
@@ -2831,6 +2836,15 @@ fn guest_debug_single_steps_and_stops_at_breakpoints(ctx: &Ctx) -> TestResult {
     for end in STEPS {
         check_ok!(vcpu.vcpu.run());
         match vcpu.exit() {
+            VcpuExit::Debug {
+                exception: 1, pc, ..
+            } if pc == CODE_GPA
+                && !ctx.is_rkvm()
+                && rkvm_selftests::emulator() == "bochs"
+                && end == STEPS[0] =>
+            {
+                ksft::skip!("{BOCHS_KVM_FIRST_STEP}")
+            }
             VcpuExit::Debug {
                 exception: 1,
                 pc,
