@@ -2770,6 +2770,17 @@ const QEMU_SVM_INT3: &str = "under QEMU 7.2's SVM emulation the guest's INT3 is 
     the guest even with the #BP exception intercepted (kvm_amd alike): software breakpoints \
     cannot be checked here; the Bochs lanes (VMX and SVM) check them";
 
+/// Why the single-step tests skip under Bochs's SVM.
+const BOCHS_SVM_TF: &str = "Bochs 2.7's SVM, entering a guest whose RFLAGS.TF is set, takes \
+    the single-step trap inside VMRUN and triple-faults, which resets the whole machine \
+    (observed 2026-12-06 in the zambezi boot: no #DB exit, the guest's first instruction \
+    never ran); QEMU's SVM and Bochs's VMX check single steps";
+
+/// Whether the test VM is Bochs emulating SVM.
+fn bochs_svm() -> bool {
+    rkvm_selftests::emulator() == "bochs" && cpu::extension() == Some(Extension::Svm)
+}
+
 /// Why the guest-debug test skips on KVM under Bochs.
 const BOCHS_KVM_FIRST_STEP: &str = "kvm_intel under Bochs reports the first single step \
     before the guest's first instruction (observed 2026-12-06): not a reference here; rkvm \
@@ -2821,6 +2832,9 @@ fn guest_debug_single_steps_and_stops_at_breakpoints(ctx: &Ctx) -> TestResult {
     match injected.ucall()? {
         Ucall::Exception { vector: 1, .. } => {}
         u => ksft::fail!("expected the injected #DB, got {u}"),
+    }
+    if bochs_svm() {
+        ksft::skip!("{BOCHS_SVM_TF}");
     }
     let mut vcpu = vm.add_vcpu(0)?;
     let hw = vcpu.vcpu.set_guest_debug(ENABLE | USE_HW_BP, [0; 8]);
@@ -2951,6 +2965,9 @@ guest! {
 /// instruction, DR6.BS), as KVM's `kvm_skip_emulated_instruction` makes
 /// it. SDM Vol. 3B 18.3.1.4.
 fn a_guests_own_single_step_traps_after_an_emulated_instruction(ctx: &Ctx) -> TestResult {
+    if bochs_svm() {
+        ksft::skip!("{BOCHS_SVM_TF}");
+    }
     let vm = GuestVm::new(ctx, Mode::Long, own_tf_guest())?;
     let mut vcpu = vm.add_vcpu(0)?;
     match vcpu.ucall()? {
