@@ -106,6 +106,7 @@ pub(crate) const KVM_GET_TSC_KHZ: u32 = _IO(KVMIO, 0xa3);
 pub(crate) const KVM_GET_LAPIC: u32 = _IOR::<kvm_lapic_state>(KVMIO, 0x8e);
 pub(crate) const KVM_SET_LAPIC: u32 = _IOW::<kvm_lapic_state>(KVMIO, 0x8f);
 pub(crate) const KVM_NMI: u32 = _IO(KVMIO, 0x9a);
+pub(crate) const KVM_SMI: u32 = _IO(KVMIO, 0xb7);
 pub(crate) const KVM_GET_VCPU_EVENTS: u32 = _IOR::<kvm_vcpu_events>(KVMIO, 0x9f);
 pub(crate) const KVM_SET_VCPU_EVENTS: u32 = _IOW::<kvm_vcpu_events>(KVMIO, 0xa0);
 pub(crate) const KVM_SET_VAPIC_ADDR: u32 = _IOW::<kvm_vapic_addr>(KVMIO, 0x93);

@@ -184,6 +184,10 @@ pub(crate) enum Exit {
     /// `dr6` says why, as DR6 would for the guest (active-low bits set).
     /// RIP is where the guest stands after it (a trap) or at it (a fault).
     Debug { dr6: u64 },
+    /// RSM (SVM's intercept; on VMX, and on SVM too where the CPU checks
+    /// SMM first, RSM outside real SMM is #UD, intercepted as such):
+    /// the guest leaves SMM (run/smm.rs), or gets #UD if it is not in it.
+    Rsm,
     /// XSETBV: the guest sets the extended control register ECX names to
     /// EDX:EAX (run/regs.rs `xsetbv`). Both vendors always exit for it.
     Xsetbv,

@@ -123,6 +123,9 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | abi::KVM_CAP_SIGNAL_MSI
         // KVM_NMI, and NMIs from the in-kernel APICs (run/nmi.rs).
         | abi::KVM_CAP_USER_NMI
+        // System management mode: KVM_SMI, SMIs from the in-kernel APICs,
+        // RSM, IA32_SMBASE, SMM in KVM_GET/SET_VCPU_EVENTS (run/smm.rs).
+        | abi::KVM_CAP_X86_SMM
         // KVM_SET_BOOT_CPU_ID (vm.rs).
         | abi::KVM_CAP_SET_BOOT_CPU_ID
         // The in-kernel PIT (irq/pit_device.rs): KVM_CREATE_PIT and
@@ -193,8 +196,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         abi::KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
         abi::KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,
         abi::KVM_CAP_NR_MEMSLOTS => NR_MEMSLOTS as isize,
-        // One address space: rkvm has no SMM.
-        abi::KVM_CAP_MULTI_ADDRESS_SPACE => 1,
+        // Two address spaces: outside SMM and in it (memslot.rs `Space`).
+        abi::KVM_CAP_MULTI_ADDRESS_SPACE => crate::memslot::NR_ADDRESS_SPACES as isize,
         _ => 0,
     }
 }

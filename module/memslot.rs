@@ -224,7 +224,7 @@ impl SlotTable {
         {
             return Err(Invalid);
         }
-        let id = slot_id(req.slot).ok_or(Invalid)?;
+        let (_, id) = slot_id(req.slot).ok_or(Invalid)?;
         if req.gpa.checked_add(req.size).is_none() {
             return Err(Invalid);
         }
@@ -403,13 +403,47 @@ impl SlotTable {
     }
 }
 
-/// The slot id a slot number names, if it is one rkvm has: bits 31:16 are
-/// the address space, and rkvm has one (no SMM); bits 15:0 the id, below
+/// KVM's address spaces on x86 (`KVM_CAP_MULTI_ADDRESS_SPACE`): the
+/// memory a vCPU sees outside system management mode, and in it (SMRAM and
+/// whatever else the VMM maps there; x86/smm.rs). Each has its own slots
+/// and its own second-level table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Space {
+    Normal = 0,
+    Smm = 1,
+}
+
+/// How many address spaces a VM has.
+pub(crate) const NR_ADDRESS_SPACES: usize = 2;
+
+impl Space {
+    /// The address space of a vCPU in SMM (`smm`) or not, as KVM's
+    /// `kvm_arch_vcpu_memslots_id`.
+    pub(crate) fn of_vcpu(smm: bool) -> Self {
+        if smm {
+            Space::Smm
+        } else {
+            Space::Normal
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The address space and slot id a slot number names, if rkvm has them:
+/// bits 31:16 are the address space (0 or 1), bits 15:0 the id, below
 /// [`NR_MEMSLOTS`]. KVM's `as_id`/`id` split, for the memory-region and
 /// dirty-log ioctls alike (`None` is their `EINVAL`).
-pub(crate) fn slot_id(slot: u32) -> Option<u16> {
+pub(crate) fn slot_id(slot: u32) -> Option<(Space, u16)> {
     let id = (slot & 0xffff) as u16;
-    (slot >> 16 == 0 && usize::from(id) < NR_MEMSLOTS).then_some(id)
+    let space = match slot >> 16 {
+        0 => Space::Normal,
+        1 => Space::Smm,
+        _ => return None,
+    };
+    (usize::from(id) < NR_MEMSLOTS).then_some((space, id))
 }
 
 /// Whether the slot's last guest frame is below the physical address width

@@ -141,6 +141,9 @@ impl ArchState {
         self.sregs = reset_sregs(self.bsp);
         // kvmclock is off after RESET and INIT, as KVM's `kvmclock_reset`.
         self.msrs.kvm_system_time = 0;
+        // Out of SMM, no SMI waiting; SMBASE stays (KVM's `kvm_vcpu_reset`
+        // for INIT, which KVM also does after a shutdown).
+        self.run.smm = run::smm::SmmState::default();
     }
 
     /// An INIT from the in-kernel APIC: the registers as after RESET, but
@@ -551,13 +554,15 @@ impl VcpuFd {
             return Err(EINVAL);
         }
         let full = range.size;
+        // The memory the vCPU sees: SMM's while it is in SMM, as KVM's MMU.
+        let space = self.vcpu.state.lock().run.smm.space();
         let mut stopped = Ok(());
         while range.size != 0 {
             if cpu::signal_pending() {
                 stopped = Err(EINTR);
                 break;
             }
-            match self.vm.pre_fault(range.gpa) {
+            match self.vm.pre_fault(space, range.gpa) {
                 Ok(mapped) => {
                     let mapped = mapped.min(range.size);
                     range.gpa += mapped;
@@ -802,6 +807,11 @@ impl FileObject for VcpuFd {
             // (`run/nmi.rs`), as KVM's `kvm_vcpu_ioctl_nmi`.
             abi::KVM_NMI => {
                 this.vcpu.state.lock().run.nmi.queue(1);
+                Ok(0)
+            }
+            // An SMI for the guest (`run/smm.rs`), as KVM's `kvm_inject_smi`.
+            abi::KVM_SMI => {
+                run::smm::inject(&mut this.vcpu.state.lock());
                 Ok(0)
             }
             // KVM answers unknown vCPU ioctls with EINVAL (`kvm_arch_vcpu_ioctl`).

@@ -53,7 +53,7 @@ use crate::irq::lapic;
 use crate::irq::pit::{self, State, State2};
 use crate::irq::pit_device::PitDevice;
 use crate::irq::routing::{Routing, RoutingError, ENTRY_BYTES, MAX_ROUTES};
-use crate::memslot::{self, Change, Request, Slot, SlotError, SlotTable};
+use crate::memslot::{self, Change, Request, Slot, SlotError, SlotTable, Space, NR_ADDRESS_SPACES};
 use crate::mmu::{Access, MapError, PageSize, SecondLevel};
 use crate::run::IrqLink;
 use crate::stats::fd::StatsFd;
@@ -125,9 +125,8 @@ struct VmInner {
     stats: Arc<VmStats>,
     /// The pins on the owner's memory behind the mappings.
     pins: GuestPins,
-    slots: SlotTable,
-    /// The guest-physical to host-physical map the hardware walks.
-    slat: KBox<dyn SecondLevel>,
+    /// The address spaces: the memory outside SMM, and in it.
+    spaces: [AddressSpace; NR_ADDRESS_SPACES],
     /// vCPU ids in use, one bit per id below [`MAX_VCPU_IDS`]. An id stays
     /// used for the VM's lifetime, as in KVM.
     vcpu_ids: [u64; MAX_VCPU_IDS / 64],
@@ -166,6 +165,23 @@ struct VmInner {
     manual_dirty_log: u64,
 }
 
+/// One of the VM's address spaces (memslot.rs, [`Space`]): its slots,
+/// and the guest-physical to host-physical map the hardware walks for a
+/// vCPU that sees it.
+struct AddressSpace {
+    slots: SlotTable,
+    slat: KBox<dyn SecondLevel>,
+}
+
+impl AddressSpace {
+    fn new(shared: &Shared) -> Result<Self> {
+        Ok(AddressSpace {
+            slots: SlotTable::new(),
+            slat: shared.backend.create_slat()?,
+        })
+    }
+}
+
 /// A virtual machine.
 #[pin_data]
 pub(crate) struct Vm {
@@ -174,8 +190,9 @@ pub(crate) struct Vm {
     /// is that process's memory, so, as in KVM, only it may use the VM (a
     /// forked child gets `EIO`).
     mm: OwnerMm,
-    /// The root of `inner.slat`, fixed for the VM's life.
-    pub(crate) slat_root: HostPhysAddr,
+    /// The roots of the address spaces' second-level tables, by
+    /// [`Space::index`], fixed for the VM's life.
+    pub(crate) slat_roots: [HostPhysAddr; NR_ADDRESS_SPACES],
     /// Bumped whenever a mapping is removed or write-protected, and for
     /// Hyper-V's TLB-flush hypercalls: every vCPU flushes its guest TLB
     /// before entering with a new value; see the module documentation.
@@ -255,8 +272,8 @@ impl Vm {
         let mm = OwnerMm::of_current().ok_or(EINVAL)?;
         let pins_mm = mm.try_clone();
         let live = Live::new(&shared.stats, Kind::Vm);
-        let slat = shared.backend.create_slat()?;
-        let slat_root = slat.root();
+        let spaces = [AddressSpace::new(&shared)?, AddressSpace::new(&shared)?];
+        let slat_roots = [spaces[0].slat.root(), spaces[1].slat.root()];
         let vm_stats = Arc::new(VmStats::default(), GFP_KERNEL_ACCOUNT)?;
         let api = Arc::new(ApicApi::new(), GFP_KERNEL_ACCOUNT)?;
         let coalesced_ring = CoalescedIo::alloc_ring()?;
@@ -264,7 +281,7 @@ impl Vm {
             pin_init!(Vm {
                 shared,
                 mm,
-                slat_root,
+                slat_roots,
                 mapping_generation: AtomicU64::new(0),
                 stats: vm_stats.clone(),
                 debugfs <- new_mutex!(None, "rkvm::Vm::debugfs"),
@@ -272,8 +289,7 @@ impl Vm {
                     VmInner {
                         stats: vm_stats,
                         pins: GuestPins { mm: pins_mm },
-                        slots: SlotTable::new(),
-                        slat,
+                        spaces,
                         vcpu_ids: [0; MAX_VCPU_IDS / 64],
                         vcpus: KVec::new(),
                         tss_addr: None,
@@ -403,8 +419,9 @@ impl Vm {
         // the table (so its release, which unbinds, comes after); it is
         // dropped after the lock (declared first).
         let mut gmem_file = None;
+        let (space, _) = memslot::slot_id(r.slot).ok_or(EINVAL)?;
         let mut inner = self.inner.lock();
-        let change = inner
+        let change = inner.spaces[space.index()]
             .slots
             .plan(&req, user_range_ok, phys_bits, |fd| {
                 let (file, held) = GuestMemfd::lookup(self, fd)?;
@@ -413,20 +430,24 @@ impl Vm {
             })
             .map_err(to_errno)?;
         // The old range of a slot that goes away or moves loses its mappings.
+        let slots = &mut inner.spaces[space.index()].slots;
         let gone = match change {
-            Change::Delete(id) => inner.slots.get(id).map(|s| (s.gpa, s.end())),
-            Change::Move(new) => inner.slots.get(new.id).map(|s| (s.gpa, s.end())),
+            Change::Delete(id) => slots.get(id).map(|s| (s.gpa, s.end())),
+            Change::Move(new) => slots.get(new.id).map(|s| (s.gpa, s.end())),
             Change::Flags(_) | Change::Create(_) | Change::Nothing => None,
         };
         let all_dirty = dirty::starts_all_dirty(inner.manual_dirty_log);
-        inner.slots.commit(change, all_dirty).map_err(to_errno)?;
+        inner.spaces[space.index()]
+            .slots
+            .commit(change, all_dirty)
+            .map_err(to_errno)?;
         if let Some((start, end)) = gone {
-            self.unmap(&mut inner, start, end);
+            self.unmap(&mut inner, space, start, end);
         }
         // Only dirty logging can change on a slot in place (`plan`).
         if let Change::Flags(slot) = change {
             if slot.logs_dirty() {
-                self.start_logging(&mut inner, slot.gpa, slot.end(), all_dirty);
+                self.start_logging(&mut inner, space, slot.gpa, slot.end(), all_dirty);
             }
             // Logging off: the leaves stay; a write-tracked one is made
             // writable by its next write fault, with no bit to set.
@@ -436,7 +457,9 @@ impl Vm {
 
     /// Guest_memfd file `id` is being closed: its bindings go.
     pub(crate) fn gmem_closed(&self, id: u64) {
-        self.inner.lock().slots.unbind_gmem(id);
+        for space in self.inner.lock().spaces.iter_mut() {
+            space.slots.unbind_gmem(id);
+        }
     }
 
     /// A slot in `[start, end)` started logging dirty pages: its 2 MiB
@@ -444,31 +467,41 @@ impl Vm {
     /// a time), and its 4 KiB leaves are write-protected unless every page
     /// starts dirty (`KVM_DIRTY_LOG_INITIALLY_SET`: nothing needs catching
     /// until user space clears). KVM's `kvm_mmu_slot_apply_flags`.
-    fn start_logging(&self, inner: &mut VmInner, start: u64, end: u64, all_dirty: bool) {
+    fn start_logging(
+        &self,
+        inner: &mut VmInner,
+        space: Space,
+        start: u64,
+        end: u64,
+        all_dirty: bool,
+    ) {
+        let slat = &mut inner.spaces[space.index()].slat;
         let mut large = 0usize;
-        inner.slat.retire_large(start, end, &mut |_, _| large += 1);
+        slat.retire_large(start, end, &mut |_, _| large += 1);
         let protected = if all_dirty {
             0
         } else {
-            inner.slat.write_protect(start, end, &mut |_| true)
+            slat.write_protect(start, end, &mut |_| true)
         };
         if large + protected == 0 {
             return;
         }
         self.flush_guest_tlbs(inner);
-        inner.release_retired(start, end);
+        inner.release_retired(space, start, end);
     }
 
     /// Unmaps `[start, end)`, makes sure no vCPU can still reach the pages,
     /// and unpins them (see the module documentation).
-    fn unmap(&self, inner: &mut VmInner, start: u64, end: u64) {
+    fn unmap(&self, inner: &mut VmInner, space: Space, start: u64, end: u64) {
         let mut unmapped = 0usize;
-        inner.slat.retire(start, end, &mut |_, _| unmapped += 1);
+        inner.spaces[space.index()]
+            .slat
+            .retire(start, end, &mut |_, _| unmapped += 1);
         if unmapped == 0 {
             return;
         }
         self.flush_guest_tlbs(inner);
-        inner.release_retired(start, end);
+        inner.release_retired(space, start, end);
     }
 
     /// Makes `gpa` accessible to the guest if a slot backs it: pins the
@@ -479,23 +512,32 @@ impl Vm {
     /// In a slot that logs dirty pages (`crate::dirty`), pages are mapped
     /// 4 KiB at a time, and write-tracked while clean: a write marks the
     /// page dirty and makes its leaf writable.
-    pub(crate) fn map_gpa(&self, gpa: u64, write: bool) -> Result<Backing> {
+    ///
+    /// `space` is the address space the faulting vCPU sees (SMM's or not).
+    pub(crate) fn map_gpa(&self, space: Space, gpa: u64, write: bool) -> Result<Backing> {
         let page_gpa = gpa & !0xfff;
-        let mut inner = self.inner.lock();
-        let Some(slot) = inner.slots.find(page_gpa).copied() else {
+        let mut guard = self.inner.lock();
+        let VmInner {
+            spaces,
+            pins,
+            stats,
+            ..
+        } = &mut *guard;
+        let AddressSpace { slots, slat } = &mut spaces[space.index()];
+        let Some(slot) = slots.find(page_gpa).copied() else {
             return Ok(Backing::None);
         };
         if write && slot.is_readonly() {
             return Ok(Backing::ReadOnly);
         }
-        if let Some((_, _, writable)) = inner.slat.lookup(page_gpa) {
+        if let Some((_, _, writable)) = slat.lookup(page_gpa) {
             // A write to a write-tracked page: the first since the log was
             // last collected. Otherwise another vCPU mapped the page meanwhile.
             if write && !writable {
-                inner.slots.mark_dirty(page_gpa);
+                slots.mark_dirty(page_gpa);
                 // Only a leaf whose page was pinned for writing is read-only
                 // in a writable slot; anything else would fault forever.
-                if !inner.slat.allow_write(page_gpa) {
+                if !slat.allow_write(page_gpa) {
                     return Err(EFAULT);
                 }
             }
@@ -506,16 +548,15 @@ impl Vm {
         } else if !slot.logs_dirty() {
             Access::Write
         } else if write {
-            inner.slots.mark_dirty(page_gpa);
+            slots.mark_dirty(page_gpa);
             Access::Write
-        } else if inner.slots.is_dirty(page_gpa) {
+        } else if slots.is_dirty(page_gpa) {
             // Already dirty in this round: a write needs no tracking.
             Access::Write
         } else {
             Access::WriteTracked
         };
         let uaddr = slot.uaddr + (page_gpa - slot.gpa);
-        let inner = &mut *inner;
         // A 2 MiB leaf when the slot covers the aligned 2 MiB around the page at the same
         // alignment in the owner's memory and a transparent huge page backs it. Not while the
         // slot logs dirty pages: a bit stands for 4 KiB.
@@ -524,29 +565,27 @@ impl Vm {
         if let Some(offset) = base.checked_sub(slot.gpa).filter(|_| !slot.logs_dirty()) {
             let huge_uaddr = slot.uaddr + offset;
             if base + huge <= slot.end() && huge_uaddr % huge == 0 {
-                let pinned = inner
-                    .pins
-                    .try_pin_huge(uaddr, huge_uaddr, access.may_write())?;
+                let pinned = pins.try_pin_huge(uaddr, huge_uaddr, access.may_write())?;
                 if let Some(first) = pinned {
-                    match inner.slat.map(base, first, PageSize::Size2M, access) {
+                    match slat.map(base, first, PageSize::Size2M, access) {
                         Ok(()) => {
-                            inner.stats.pages_2m.add(1);
+                            stats.pages_2m.add(1);
                             return Ok(Backing::Mapped);
                         }
                         // Some 4 KiB pages of it are mapped already: stay with 4 KiB here.
-                        Err(_) => inner.pins.unpin(first, PageSize::Size2M, false),
+                        Err(_) => pins.unpin(first, PageSize::Size2M, false),
                     }
                 }
             }
         }
-        let page = inner.pins.pin(uaddr, access.may_write())?;
-        match inner.slat.map(page_gpa, page, PageSize::Size4K, access) {
+        let page = pins.pin(uaddr, access.may_write())?;
+        match slat.map(page_gpa, page, PageSize::Size4K, access) {
             Ok(()) => {
-                inner.stats.pages_4k.add(1);
+                stats.pages_4k.add(1);
                 Ok(Backing::Mapped)
             }
             Err(e) => {
-                inner.pins.unpin(page, PageSize::Size4K, false);
+                pins.unpin(page, PageSize::Size4K, false);
                 Err(match e {
                     MapError::NoMemory => ENOMEM,
                     MapError::Busy | MapError::BadAddress => EFAULT,
@@ -583,14 +622,12 @@ impl Vm {
     /// 2 MiB leaf where one fits), and returns how many bytes from `gpa`
     /// the mapping covers (to the end of its 4 KiB or 2 MiB leaf). `ENOENT`
     /// where no slot backs `gpa`, as KVM's `kvm_arch_vcpu_pre_fault_memory`.
-    pub(crate) fn pre_fault(&self, gpa: u64) -> Result<u64> {
-        if !matches!(self.map_gpa(gpa, false)?, Backing::Mapped) {
+    pub(crate) fn pre_fault(&self, space: Space, gpa: u64) -> Result<u64> {
+        if !matches!(self.map_gpa(space, gpa, false)?, Backing::Mapped) {
             return Err(ENOENT);
         }
         // The mapping's size; 4 KiB if the slot went away meanwhile.
-        let size = self
-            .inner
-            .lock()
+        let size = self.inner.lock().spaces[space.index()]
             .slat
             .lookup(gpa & !0xfff)
             .map_or(PageSize::Size4K.bytes(), |(_, size, _)| size.bytes());
@@ -598,10 +635,19 @@ impl Vm {
     }
 
     /// Copies guest-physical memory at `gpa` into `buf`, from the owner's
-    /// memory behind the slots. `None` if some byte has no slot, or the
-    /// owner's memory there cannot be read.
+    /// memory behind the slots of the address space outside SMM (for what
+    /// the VM keeps in guest memory: kvmclock, steal time, Hyper-V's
+    /// pages). `None` if some byte has no slot, or the owner's memory there
+    /// cannot be read.
     pub(crate) fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
-        let place = self.guest_uaddr(gpa, buf.len(), false)?;
+        self.read_guest_in(Space::Normal, gpa, buf)
+    }
+
+    /// [`Self::read_guest`] in address space `space`: for what a vCPU
+    /// reads as the guest would (its instructions, its page tables, string
+    /// I/O), in the address space it sees.
+    pub(crate) fn read_guest_in(&self, space: Space, gpa: u64, buf: &mut [u8]) -> Option<()> {
+        let place = self.guest_uaddr(space, gpa, buf.len(), false)?;
         UserSlice::new(UserPtr::from_addr(place.uaddr), buf.len())
             .reader()
             .read_slice(buf)
@@ -615,18 +661,25 @@ impl Vm {
     /// them marked too, and a slot that moved meanwhile has the pages
     /// marked that the bytes went to.
     pub(crate) fn write_guest(&self, gpa: u64, buf: &[u8]) -> Option<()> {
-        let place = self.guest_uaddr(gpa, buf.len(), true)?;
+        self.write_guest_in(Space::Normal, gpa, buf)
+    }
+
+    /// [`Self::write_guest`] in address space `space` (see
+    /// [`Self::read_guest_in`]).
+    pub(crate) fn write_guest_in(&self, space: Space, gpa: u64, buf: &[u8]) -> Option<()> {
+        let place = self.guest_uaddr(space, gpa, buf.len(), true)?;
         UserSlice::new(UserPtr::from_addr(place.uaddr), buf.len())
             .writer()
             .write_slice(buf)
             .ok()?;
         if !buf.is_empty() {
             let mut inner = self.inner.lock();
-            let same = inner.slots.get(place.slot).is_some_and(|s| {
+            let slots = &mut inner.spaces[space.index()].slots;
+            let same = slots.get(place.slot).is_some_and(|s| {
                 s.uaddr.checked_add(place.offset) == Some(place.uaddr as u64)
                     && place.offset + buf.len() as u64 <= s.size
             });
-            if let Some(bitmap) = inner.slots.dirty_log(place.slot).filter(|_| same) {
+            if let Some(bitmap) = slots.dirty_log(place.slot).filter(|_| same) {
                 let last = place.offset + buf.len() as u64 - 1;
                 for page in (place.offset >> 12)..=(last >> 12) {
                     bitmap.mark(page);
@@ -638,9 +691,9 @@ impl Vm {
 
     /// Where `len` bytes at `gpa` are, all in one slot (a writable one if
     /// `write`).
-    fn guest_uaddr(&self, gpa: u64, len: usize, write: bool) -> Option<GuestPlace> {
+    fn guest_uaddr(&self, space: Space, gpa: u64, len: usize, write: bool) -> Option<GuestPlace> {
         let inner = self.inner.lock();
-        let slot = inner.slots.find(gpa)?;
+        let slot = inner.spaces[space.index()].slots.find(gpa)?;
         if write && slot.is_readonly() {
             return None;
         }
@@ -664,14 +717,13 @@ impl Vm {
     /// log, `EFAULT` for a bitmap rkvm cannot write: KVM's order.
     fn get_dirty_log(&self, arg: usize) -> Result<isize> {
         let log: abi::DirtyLogArg = user::read(arg)?;
-        let id = memslot::slot_id(log.slot).ok_or(EINVAL)?;
+        let (space, id) = memslot::slot_id(log.slot).ok_or(EINVAL)?;
+        let sp = space.index();
         // The copy is allocated without the lock (it may be megabytes, and
         // every vCPU's faults take the lock), then filled under it; if the
         // slot changed size meanwhile, again.
         let copy = loop {
-            let words = self
-                .inner
-                .lock()
+            let words = self.inner.lock().spaces[sp]
                 .slots
                 .dirty_log(id)
                 .map(|b| b.words())
@@ -679,8 +731,9 @@ impl Vm {
             let mut copy = KVVec::from_elem(0u64, words, GFP_KERNEL_ACCOUNT)?;
             let mut inner = self.inner.lock();
             let manual = inner.manual_dirty_log != 0;
-            let slot = *inner.slots.get(id).ok_or(ENOENT)?;
-            let bitmap = inner.slots.dirty_log(id).ok_or(ENOENT)?;
+            let slots = &mut inner.spaces[sp].slots;
+            let slot = *slots.get(id).ok_or(ENOENT)?;
+            let bitmap = slots.dirty_log(id).ok_or(ENOENT)?;
             if bitmap.words() != words {
                 continue;
             }
@@ -694,7 +747,7 @@ impl Vm {
                 taken |= !manual && *word != 0;
             }
             if taken {
-                Self::protect_again(&mut inner, &slot, 0, &copy);
+                Self::protect_again(&mut inner, space, &slot, 0, &copy);
                 self.flush_guest_tlbs(&inner);
             }
             break copy;
@@ -709,14 +762,16 @@ impl Vm {
     /// KVM, it works without. KVM's checks in KVM's order (dirty/).
     fn clear_dirty_log(&self, arg: usize) -> Result<isize> {
         let log: abi::ClearDirtyLogArg = user::read(arg)?;
-        let id = memslot::slot_id(log.slot).ok_or(EINVAL)?;
+        let (space, id) = memslot::slot_id(log.slot).ok_or(EINVAL)?;
+        let sp = space.index();
         if log.first_page % dirty::PAGES_PER_WORD != 0 {
             return Err(EINVAL);
         }
         let pages = {
             let mut inner = self.inner.lock();
-            let slot = *inner.slots.get(id).ok_or(ENOENT)?;
-            inner.slots.dirty_log(id).ok_or(ENOENT)?;
+            let slots = &mut inner.spaces[sp].slots;
+            let slot = *slots.get(id).ok_or(ENOENT)?;
+            slots.dirty_log(id).ok_or(ENOENT)?;
             slot.pages()
         };
         if !dirty::clear_range_ok(log.first_page, log.num_pages, pages) {
@@ -726,11 +781,12 @@ impl Vm {
         let masks = user::read_words(log.dirty_bitmap as usize, words)?;
         let mut inner = self.inner.lock();
         // The slot may have changed while unlocked: check again, as nothing was done yet.
-        let slot = *inner.slots.get(id).ok_or(ENOENT)?;
+        let slots = &mut inner.spaces[sp].slots;
+        let slot = *slots.get(id).ok_or(ENOENT)?;
         if slot.pages() != pages {
             return Err(EINVAL);
         }
-        let bitmap = inner.slots.dirty_log(id).ok_or(ENOENT)?;
+        let bitmap = slots.dirty_log(id).ok_or(ENOENT)?;
         let first_word = (log.first_page / dirty::PAGES_PER_WORD) as usize;
         let mut cleared = masks;
         let mut any = false;
@@ -739,7 +795,7 @@ impl Vm {
             any |= *mask != 0;
         }
         if any {
-            Self::protect_again(&mut inner, &slot, first_word, &cleared);
+            Self::protect_again(&mut inner, space, &slot, first_word, &cleared);
             self.flush_guest_tlbs(&inner);
         }
         Ok(0)
@@ -748,15 +804,23 @@ impl Vm {
     /// Write-protects the pages of `slot` whose bits are set in `masks`,
     /// word `i` of `masks` being word `first_word + i` of the bitmap. The
     /// caller flushes the TLBs.
-    fn protect_again(inner: &mut VmInner, slot: &Slot, first_word: usize, masks: &[u64]) {
+    fn protect_again(
+        inner: &mut VmInner,
+        space: Space,
+        slot: &Slot,
+        first_word: usize,
+        masks: &[u64],
+    ) {
         let start = slot.gpa + first_word as u64 * dirty::PAGES_PER_WORD * 4096;
         let end = (start + masks.len() as u64 * dirty::PAGES_PER_WORD * 4096).min(slot.end());
-        inner.slat.write_protect(start, end, &mut |gpa| {
-            let page = (gpa - start) / 4096;
-            masks
-                .get((page / dirty::PAGES_PER_WORD) as usize)
-                .is_some_and(|m| m & (1 << (page % dirty::PAGES_PER_WORD)) != 0)
-        });
+        inner.spaces[space.index()]
+            .slat
+            .write_protect(start, end, &mut |gpa| {
+                let page = (gpa - start) / 4096;
+                masks
+                    .get((page / dirty::PAGES_PER_WORD) as usize)
+                    .is_some_and(|m| m & (1 << (page % dirty::PAGES_PER_WORD)) != 0)
+            });
     }
 
     /// `KVM_SET_TSC_KHZ` on the VM, as KVM's: the rate vCPUs created from
@@ -1564,21 +1628,30 @@ impl GuestPins {
 impl VmInner {
     /// Unpins the pages of the leaves `retire` took out of `[start, end)`
     /// and forgets them: call it once no vCPU can reach them (`Vm::unmap`).
-    fn release_retired(&mut self, start: u64, end: u64) {
+    fn release_retired(&mut self, space: Space, start: u64, end: u64) {
         let VmInner {
-            slat, pins, stats, ..
+            spaces,
+            pins,
+            stats,
+            ..
         } = self;
-        slat.release(start, end, &mut |page, size, may_write| {
-            pins.release(stats, page, size, may_write)
-        });
+        spaces[space.index()]
+            .slat
+            .release(start, end, &mut |page, size, may_write| {
+                pins.release(stats, page, size, may_write)
+            });
     }
 }
 
 impl Drop for VmInner {
     fn drop(&mut self) {
         // No vCPU exists any more (each held a reference to the VM): unmap and unpin all.
-        self.slat.retire(0, u64::MAX, &mut |_, _| {});
-        self.release_retired(0, u64::MAX);
+        for space in [Space::Normal, Space::Smm] {
+            self.spaces[space.index()]
+                .slat
+                .retire(0, u64::MAX, &mut |_, _| {});
+            self.release_retired(space, 0, u64::MAX);
+        }
     }
 }
 

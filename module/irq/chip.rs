@@ -236,8 +236,9 @@ impl Irqchip {
     /// Fixed and lowest-priority messages go into IRR; INIT (an assert;
     /// the de-assert is ignored, as by every APIC since the Pentium 4) and
     /// SIPI are latched for the vCPU's run loop (KVM's `pending_events`).
-    /// NMIs are latched for the run loop too (`run/nmi.rs`). SMI and
-    /// ExtINT messages are dropped (no SMM; ExtINT comes through LINT0).
+    /// NMIs and SMIs are latched for the run loop too (`run/nmi.rs`,
+    /// `run/smm.rs`). ExtINT messages are dropped (ExtINT comes through
+    /// LINT0).
     /// Returns how many APICs took it.
     pub(crate) fn deliver(&self, m: &Message) -> u32 {
         let mut m = *m;
@@ -264,6 +265,12 @@ impl Irqchip {
                         // `__apic_accept_irq`): the run loop injects it.
                         DeliveryMode::Nmi => {
                             apic.nmi.fetch_add(1, Ordering::SeqCst);
+                            true
+                        }
+                        // As an NMI: taken whatever the APIC's state (KVM's
+                        // `__apic_accept_irq`); the run loop enters SMM.
+                        DeliveryMode::Smi => {
+                            apic.smi.store(true, Ordering::SeqCst);
                             true
                         }
                         DeliveryMode::StartUp => {
@@ -779,6 +786,8 @@ pub(crate) struct VcpuApic {
     sipi: AtomicU32,
     /// NMIs that arrived (KVM's `nmi_queued`).
     nmi: AtomicU32,
+    /// An SMI arrived (KVM's `KVM_REQ_SMI`).
+    smi: AtomicBool,
     /// The bootstrap processor's APIC: the PIC's output kicks it.
     bsp: bool,
     /// Split irqchip: vectors whose next EOI goes to user space although
@@ -875,6 +884,7 @@ impl VcpuApic {
                 init: AtomicBool::new(false),
                 sipi: AtomicU32::new(0),
                 nmi: AtomicU32::new(0),
+                smi: AtomicBool::new(false),
                 bsp,
                 stale_eoi: VectorSet::new(),
                 hv_vp_index: AtomicU32::new(u32::MAX),
@@ -943,6 +953,17 @@ impl VcpuApic {
     /// it whatever IF says).
     pub(crate) fn has_nmi(&self) -> bool {
         self.nmi.load(Ordering::SeqCst) != 0
+    }
+
+    /// Takes a latched SMI: whether one arrived.
+    pub(crate) fn take_smi(&self) -> bool {
+        self.smi.swap(false, Ordering::SeqCst)
+    }
+
+    /// An SMI arrived (read by a halted vCPU's `halt` check: an SMI wakes
+    /// it whatever IF says).
+    pub(crate) fn has_smi(&self) -> bool {
+        self.smi.load(Ordering::SeqCst)
     }
 
     /// Takes a latched SIPI's vector.

@@ -22,7 +22,8 @@ pub(crate) enum DeliveryMode {
     Fixed,
     /// The vector, to the one destination APIC with the lowest priority.
     LowestPriority,
-    /// System management interrupt (rkvm does not emulate SMM: dropped).
+    /// System management interrupt: the processor enters SMM
+    /// (run/smm.rs).
     Smi,
     /// Non-maskable interrupt; the vector is ignored.
     Nmi,

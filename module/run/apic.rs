@@ -338,8 +338,10 @@ pub(super) fn events(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Opt
     }
     accept_init_sipi(state)?;
     let if_set = state.regs.rflags & RFLAGS_IF != 0;
-    // An NMI wakes a halted vCPU whatever IF says.
-    let nmi_waits = state.run.nmi.waiting();
+    // An NMI or SMI wakes a halted vCPU whatever IF says; in SMM, INIT
+    // stays latched.
+    let in_smm = state.run.smm.active;
+    let nmi_waits = state.run.nmi.waiting() || (state.run.smm.pending && !in_smm);
     let Some(link) = state.run.irq.as_mut() else {
         return Ok(None);
     };
@@ -349,8 +351,9 @@ pub(super) fn events(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Opt
         MpState::Halted => link.apic.halt(|l| {
             nmi_waits
                 || link.wakes(l, if_set)
-                || link.apic.has_init_or_sipi()
+                || (!in_smm && link.apic.has_init_or_sipi())
                 || link.apic.has_nmi()
+                || link.apic.has_smi()
         }),
         MpState::Uninitialized | MpState::InitReceived => {
             link.apic.halt(|_| link.apic.has_init_or_sipi())
@@ -383,6 +386,12 @@ fn accept_init_sipi(state: &mut ArchState) -> Result {
     let Some(link) = state.run.irq.as_ref() else {
         return Ok(());
     };
+    // In SMM an INIT waits for RSM and a SIPI is dropped, as KVM's
+    // `kvm_apic_accept_events` (`kvm_apic_init_sipi_allowed`).
+    if state.run.smm.active {
+        let _ = link.apic.take_sipi();
+        return Ok(());
+    }
     if link.apic.take_init() {
         state.reset_for_init();
         let link = state.run.irq.as_mut().ok_or(EINVAL)?;

@@ -11,7 +11,8 @@
 //! (`nmi`), the interrupt shadow, and with an in-kernel APIC a latched INIT.
 //! Without `KVM_CAP_EXCEPTION_PAYLOAD` KVM reports a pending exception as
 //! injected; rkvm has only injected ones, which is the same to user space.
-//! No SMM: any SMM state is `EINVAL`, as KVM built without it.
+//! The SMM state is run/smm.rs's: in SMM or not, an SMI waiting, and
+//! whether NMIs were blocked when the SMI came.
 
 use super::RunState;
 use crate::abi::{self, kvm_vcpu_events};
@@ -74,6 +75,9 @@ impl RunState {
         }
         ev.nmi.pending = self.nmi.pending();
         ev.nmi.masked = u8::from(self.nmi.blocked);
+        ev.smi.smm = u8::from(self.smm.active);
+        ev.smi.pending = u8::from(self.smm.pending);
+        ev.smi.smm_inside_nmi = u8::from(self.smm.inside_nmi);
         ev.smi.latched_init = u8::from(self.irq.as_ref().is_some_and(|l| l.apic.has_init()));
         ev.flags = abi::KVM_VCPUEVENT_VALID_NMI_PENDING
             | abi::KVM_VCPUEVENT_VALID_SHADOW
@@ -82,8 +86,11 @@ impl RunState {
     }
 
     /// `KVM_SET_VCPU_EVENTS`, with KVM's checks: unknown or not enabled
-    /// flags, an exception vector above 31 or NMI's, and any SMM state are
-    /// `EINVAL`, and then nothing changes. An injected exception goes in
+    /// flags and an exception vector above 31 or NMI's are `EINVAL`, and
+    /// then nothing changes. With `KVM_VCPUEVENT_VALID_SMM` the vCPU is put
+    /// in or out of SMM as `smi.smm` says, without saving or loading any
+    /// state (as KVM's `kvm_smm_changed`: a restore brings the registers
+    /// the vCPU had in SMM), with `smi.pending` and `smi.smm_inside_nmi`. An injected exception goes in
     /// first at the next entry, then an NMI, then an interrupt (which waits
     /// as a `KVM_INTERRUPT` one if the slot is taken), as KVM orders them.
     /// The SIPI vector is ignored: rkvm latches a SIPI with its vector
@@ -98,9 +105,6 @@ impl RunState {
             return Err(EINVAL);
         }
         let smm = ev.flags & abi::KVM_VCPUEVENT_VALID_SMM != 0;
-        if smm && (ev.smi.smm != 0 || ev.smi.pending != 0 || ev.smi.smm_inside_nmi != 0) {
-            return Err(EINVAL);
-        }
         self.event = None;
         self.queued_irq = None;
         if exception {
@@ -130,6 +134,16 @@ impl RunState {
         }
         self.nmi.blocked = ev.nmi.masked != 0;
         if smm {
+            if self.smm.active != (ev.smi.smm != 0) {
+                // The other address space: nothing cached stays valid.
+                self.flush_tlb = true;
+                self.smm.inside_nmi = false;
+            }
+            self.smm.active = ev.smi.smm != 0;
+            self.smm.pending = ev.smi.pending != 0;
+            if self.smm.active {
+                self.smm.inside_nmi = ev.smi.smm_inside_nmi != 0;
+            }
             if let Some(link) = self.irq.as_ref() {
                 link.apic.set_init(ev.smi.latched_init != 0);
             }

@@ -44,7 +44,7 @@ pub(super) fn translate(
     let paging = Paging::new(s.cr0, s.cr3, s.cr4, s.efer);
     let mut read = |gpa: u64, size: usize| -> Option<u64> {
         let mut buf = [0u8; 8];
-        vm.read_guest(gpa, &mut buf[..size])?;
+        vm.read_guest_in(state.run.smm.space(), gpa, &mut buf[..size])?;
         Some(u64::from_le_bytes(buf))
     };
     paging.translate(linear, access, &mut read)
@@ -84,7 +84,10 @@ pub(super) fn fetch(vm: &Vm, state: &ArchState, buf: &mut [u8; MAX_INSN_LEN]) ->
         // Stay inside the guest page and inside one 4 KiB host page of a slot.
         let in_page = t.bytes_to_page_end().min(0x1000 - (gpa & 0xfff)) as usize;
         let n = in_page.min(buf.len() - done);
-        if vm.read_guest(gpa, &mut buf[done..done + n]).is_none() {
+        if vm
+            .read_guest_in(state.run.smm.space(), gpa, &mut buf[done..done + n])
+            .is_none()
+        {
             break;
         }
         done += n;

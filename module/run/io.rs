@@ -142,7 +142,10 @@ pub(super) fn port_io(
             for k in 0..count {
                 let mut elem = [0u8; 4];
                 let a = emulate::string_element(gpa, k, size, backwards);
-                if vm.read_guest(a, &mut elem[..size as usize]).is_none() {
+                if vm
+                    .read_guest_in(state.run.smm.space(), a, &mut elem[..size as usize])
+                    .is_none()
+                {
                     return Ok(Next::Fail(EFAULT));
                 }
                 pages
@@ -257,7 +260,7 @@ pub(super) fn complete(
             let a = emulate::string_element(t.gpa, k, size, backwards);
             // A slot deleted meanwhile: the data has nowhere to go, as on hardware
             // writing to nothing.
-            let _ = vm.write_guest(a, &elem[..size as usize]);
+            let _ = vm.write_guest_in(state.run.smm.space(), a, &elem[..size as usize]);
         }
     }
     *index = done.index;

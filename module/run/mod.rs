@@ -35,10 +35,12 @@ mod mmio;
 mod msr_exit;
 mod nmi;
 mod regs;
+pub(crate) mod smm;
 mod steal_time;
 mod sync;
 
 use self::nmi::NmiState;
+use self::smm::SmmState;
 use crate::abi::{
     self, kvm_debugregs, kvm_run, kvm_run__bindgen_ty_1__bindgen_ty_13 as InternalError,
     kvm_run__bindgen_ty_1__bindgen_ty_2 as FailEntry,
@@ -149,6 +151,8 @@ pub(crate) struct RunState {
     /// Where the last software-breakpoint stop was (linear RIP) and its
     /// instruction's length (run/debug.rs `reinject_past_int3`).
     int3_stop: Option<(u64, u64)>,
+    /// System management mode: in it or not, an SMI waiting (run/smm.rs).
+    pub(crate) smm: SmmState,
 }
 
 impl RunState {
@@ -180,6 +184,7 @@ impl RunState {
             guest_debug: GuestDebug::default(),
             step_done: false,
             int3_stop: None,
+            smm: SmmState::default(),
         })
     }
 
@@ -203,6 +208,7 @@ impl RunState {
         self.reload_pdptrs = true;
         self.flush_tlb = true;
         self.nmi.reset();
+        self.smm = SmmState::default();
     }
 
     /// The guest's FPU and extended register image (`KVM_GET_FPU`).
@@ -329,7 +335,12 @@ pub(crate) fn run(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState) -> Result<isize> 
         offset_of!(kvm_run, ready_for_interrupt_injection),
         &u8::from(ready),
     )?;
-    page.write(offset_of!(kvm_run, flags), &0u16)?;
+    let flags = if state.run.smm.active {
+        abi::KVM_RUN_X86_SMM as u16
+    } else {
+        0
+    };
+    page.write(offset_of!(kvm_run, flags), &flags)?;
     page.write(offset_of!(kvm_run, cr8), &state.sregs.cr8)?;
     page.write(offset_of!(kvm_run, apic_base), &state.sregs.apic_base)?;
     result
@@ -413,6 +424,8 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
         steal_time::update(vm, state, first_entry);
         hyperv::update_tsc_page(vm, state);
         first_entry = false;
+        // An SMI goes in before any NMI or interrupt (run/smm.rs).
+        smm::take(vm, state)?;
         // NMIs the APIC latched join those `KVM_NMI` queued; one goes in
         // before any interrupt.
         if let Some(link) = state.run.irq.as_ref() {
@@ -552,7 +565,7 @@ fn enter(
         nmi_window,
         inject,
         interrupt_window,
-        slat_root: vm.slat_root,
+        slat_root: vm.slat_roots[run.smm.space().index()],
         mapping_generation: vm
             .mapping_generation
             .load(core::sync::atomic::Ordering::SeqCst),
@@ -590,7 +603,10 @@ fn pae_pdptrs(vm: &Vm, state: &ArchState) -> Option<[u64; 4]> {
     let mut pdptes = [0u64; 4];
     for (i, pdpte) in pdptes.iter_mut().enumerate() {
         let mut bytes = [0u8; 8];
-        if vm.read_guest(base + 8 * i as u64, &mut bytes).is_some() {
+        if vm
+            .read_guest_in(state.run.smm.space(), base + 8 * i as u64, &mut bytes)
+            .is_some()
+        {
             *pdpte = u64::from_le_bytes(bytes);
         }
     }
@@ -659,7 +675,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             write,
             page_walk,
             ..
-        } => match vm.map_gpa(gpa, write) {
+        } => match vm.map_gpa(state.run.smm.space(), gpa, write) {
             Ok(Backing::Mapped) => Ok(Next::Enter),
             // Delivering an event touched memory no slot backs (an IDT, a
             // stack or a TSS at an MMIO address): there is no instruction to
@@ -696,7 +712,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
         }
         Exit::Exception {
             vector: UD_VECTOR, ..
-        } => undefined_opcode(vm, state),
+        } => undefined_opcode(vm, state, pages),
         Exit::Exception {
             vector: debug::BP_VECTOR,
             ..
@@ -707,6 +723,11 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
         }
         Exit::Debug { dr6 } => debug::debug_exception(state, page, dr6),
         Exit::Xsetbv => regs::xsetbv(vm, state, info, page),
+        Exit::Rsm if state.run.smm.active => smm::rsm(vm, state, pages),
+        Exit::Rsm => {
+            raise(state, UD_VECTOR, None);
+            Ok(Next::Enter)
+        }
         Exit::Undefined => {
             raise(state, UD_VECTOR, None);
             Ok(Next::Enter)
@@ -784,14 +805,15 @@ fn hypercall(state: &mut ArchState) {
     state.regs.rax = result & width;
 }
 
-/// A #UD the guest raised (intercepted on both vendors for this): the
-/// other vendor's hypercall instruction, as a guest started on a host of
+/// A #UD the guest raised (intercepted on both vendors for this): RSM,
+/// which rkvm emulates in SMM (run/smm.rs), or the other vendor's
+/// hypercall instruction, as a guest started on a host of
 /// the other vendor has patched into its code, is rewritten in guest memory
 /// to this vendor's and executed again (RIP stays), as KVM's
 /// `KVM_X86_QUIRK_FIX_HYPERCALL_INSN`; otherwise, with the quirk turned
 /// off, or if the guest's page tables do not let its kernel write there,
 /// the guest takes its #UD.
-fn undefined_opcode(vm: &Vm, state: &mut ArchState) -> Result<Next> {
+fn undefined_opcode(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>) -> Result<Next> {
     let native = vm.shared.backend.hypercall_insn();
     let other = if native == backend::VMCALL {
         backend::VMMCALL
@@ -800,6 +822,10 @@ fn undefined_opcode(vm: &Vm, state: &mut ArchState) -> Result<Next> {
     };
     let mut bytes = [0u8; MAX_INSN_LEN];
     let n = fetch(vm, state, &mut bytes);
+    // RSM. SDM Vol. 2B.
+    if state.run.smm.active && n >= 2 && bytes[..2] == [0x0f, 0xaa] {
+        return smm::rsm(vm, state, pages);
+    }
     if n >= other.len()
         && bytes[..other.len()] == other
         && vm.has_quirk(abi::KVM_X86_QUIRK_FIX_HYPERCALL_INSN.into())
@@ -830,10 +856,10 @@ fn write_at_rip(vm: &Vm, state: &ArchState, bytes: &[u8]) -> bool {
             Err(_) => return false,
         }
     }
-    bytes
-        .iter()
-        .zip(gpas.iter())
-        .all(|(b, gpa)| vm.write_guest(*gpa, &[*b]).is_some())
+    bytes.iter().zip(gpas.iter()).all(|(b, gpa)| {
+        vm.write_guest_in(state.run.smm.space(), *gpa, &[*b])
+            .is_some()
+    })
 }
 
 /// `KVM_EXIT_INTERNAL_ERROR` with `KVM_INTERNAL_ERROR_DELIVERY_EV`: the

@@ -124,6 +124,13 @@ impl NmiState {
         self.iret_at = Some(rip);
     }
 
+    /// Blocks or unblocks NMIs, as entering SMM and RSM do (KVM's
+    /// `set_nmi_mask`).
+    pub(super) fn set_blocked(&mut self, blocked: bool) {
+        self.blocked = blocked;
+        self.iret_at = None;
+    }
+
     /// INIT: nothing waits, nothing blocks (KVM's `kvm_vcpu_reset`).
     pub(super) fn reset(&mut self) {
         *self = NmiState::default();

@@ -60,7 +60,7 @@ impl fmt::Display for Counter {
 }
 
 /// The exit reasons counted in `exits_by_reason`, by name.
-const EXIT_NAMES: [&str; 22] = [
+const EXIT_NAMES: [&str; 23] = [
     "io",
     "hlt",
     "cpuid",
@@ -83,6 +83,7 @@ const EXIT_NAMES: [&str; 22] = [
     "hypercall",
     "xsetbv",
     "debug",
+    "rsm",
 ];
 
 /// Index of an exit's counter in [`EXIT_NAMES`].
@@ -110,6 +111,7 @@ fn exit_index(exit: &Exit) -> usize {
         Exit::Hypercall { .. } => 19,
         Exit::Xsetbv => 20,
         Exit::Debug { .. } => 21,
+        Exit::Rsm => 22,
     }
 }
 

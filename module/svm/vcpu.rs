@@ -322,6 +322,7 @@ impl SvmVcpu {
                 error_code: Some(0),
             },
             exit::XSETBV => Exit::Xsetbv,
+            exit::RSM => Exit::Rsm,
             exit::VMMCALL => Exit::Hypercall {
                 opcode: crate::backend::VMMCALL,
             },
@@ -419,7 +420,11 @@ impl VendorVcpu for SvmVcpu {
         let flush = self.asid.prepare(cpu, pool, self.shared.max_asid);
         let c = &mut self.vmcb.control;
         c.asid = self.asid.asid;
-        let stale = self.mapping_generation != entry.mapping_generation || entry.flush_tlb;
+        // The TLB tags guest-physical translations with the ASID only: a
+        // new nested root (the vCPU entered or left SMM) needs a flush.
+        let stale = self.mapping_generation != entry.mapping_generation
+            || entry.flush_tlb
+            || c.nested_cr3 != entry.slat_root.0;
         c.tlb_control = match flush {
             Flush::All => vmcb::tlb_control::FLUSH_ALL,
             // Without FlushByAsid only a full flush is defined. APM Vol. 2 15.16.1.

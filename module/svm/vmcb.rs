@@ -326,6 +326,7 @@ pub(crate) mod exit {
     pub(crate) const IRET: u64 = 0x74;
     pub(crate) const RDPMC: u64 = 0x6f;
     pub(crate) const CPUID: u64 = 0x72;
+    pub(crate) const RSM: u64 = 0x73;
     pub(crate) const INVD: u64 = 0x76;
     pub(crate) const HLT: u64 = 0x78;
     pub(crate) const IOIO: u64 = 0x7b;

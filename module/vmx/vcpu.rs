@@ -109,6 +109,9 @@ pub(crate) struct VmxVcpu {
     last_cpu: Option<u32>,
     /// The mapping generation the EPT translations were last flushed for.
     mapping_generation: u64,
+    /// The EPT pointer of the last entry: another root (the vCPU entered
+    /// or left SMM) has not been flushed for the generations it missed.
+    last_eptp: u64,
     /// The primary processor-based controls as last written.
     proc1: u32,
     /// The exception bitmap in the VMCS.
@@ -225,6 +228,7 @@ impl VmxVcpu {
             vpid,
             initialized: false,
             last_cpu: None,
+            last_eptp: 0,
             mapping_generation: 0,
             proc1: 0,
             exception_bitmap: 0,
@@ -499,8 +503,9 @@ impl VmxVcpu {
     /// reused after a vCPU died may meet the old owner's), and linear ones
     /// of its VPID on those occasions and when asked. SDM Vol. 3C 29.4.
     fn flush(&mut self, on: &VmxOn, entry: &Entry, eptp: u64, cpu: u32) -> Vmx<()> {
-        let stale =
-            self.mapping_generation != entry.mapping_generation || self.last_cpu != Some(cpu);
+        let stale = self.mapping_generation != entry.mapping_generation
+            || self.last_cpu != Some(cpu)
+            || self.last_eptp != eptp;
         let s = &self.shared;
         if stale {
             on.invept(s.caps.invept_single, eptp).context("INVEPT")?;
@@ -771,6 +776,7 @@ impl VmxVcpu {
         if !matches!(info.exit, Exit::InvalidState(_)) {
             self.mapping_generation = entry.mapping_generation;
             self.last_cpu = Some(cpu);
+            self.last_eptp = super::eptp(entry.slat_root, 4);
         }
         Ok((info, host_event))
     }

@@ -15,6 +15,7 @@ pub(crate) mod msr;
 pub(crate) mod msr_filter;
 pub(crate) mod pvclock;
 pub(crate) mod regs;
+pub(crate) mod smm;
 pub(crate) mod tsc;
 pub(crate) mod walk;
 pub(crate) mod xsave;

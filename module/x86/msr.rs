@@ -17,6 +17,10 @@ pub(crate) mod index {
     pub(crate) const SYSENTER_ESP: u32 = 0x175;
     pub(crate) const SYSENTER_EIP: u32 = 0x176;
     pub(crate) const MTRRCAP: u32 = 0xfe;
+    /// IA32_SMBASE: where system management mode keeps its state
+    /// (x86/smm.rs). Only the VMM reads and writes it, as in KVM: a real
+    /// processor has it only in its SMRAM state-save area.
+    pub(crate) const SMBASE: u32 = 0x9e;
     /// Intel's MSR_PLATFORM_INFO; KVM offers it on every vendor for its
     /// "CPUID faulting supported" bit (31). SDM Vol. 4 Table 2-12.
     pub(crate) const PLATFORM_INFO: u32 = 0xce;
@@ -87,6 +91,7 @@ pub(crate) const SUPPORTED: &[u32] = &[
     index::PLATFORM_INFO,
     index::MISC_FEATURES_ENABLES,
     index::POWER_CTL,
+    index::SMBASE,
     index::KVM_WALL_CLOCK,
     index::KVM_SYSTEM_TIME,
     index::KVM_WALL_CLOCK_NEW,
@@ -264,6 +269,8 @@ pub(crate) struct MsrFile {
     /// `MSR_KVM_STEAL_TIME`: the steal-time structure's address and the
     /// enable bit (run/steal_time.rs).
     pub(crate) kvm_steal_time: u64,
+    /// IA32_SMBASE (0x30000 after RESET; an INIT keeps it).
+    pub(crate) smbase: u64,
     pub(crate) mtrrs: Mtrrs,
 }
 
@@ -290,6 +297,7 @@ impl MsrFile {
             kvm_system_time: 0,
             kvm_wall_clock: 0,
             kvm_steal_time: 0,
+            smbase: crate::x86::smm::SMBASE_RESET,
             mtrrs: Mtrrs::default(),
         }
     }
@@ -405,6 +413,9 @@ pub(crate) fn get(
         index::PLATFORM_INFO => return None,
         index::MISC_FEATURES_ENABLES => file.misc_features_enables,
         index::POWER_CTL => file.power_ctl,
+        // The guest's RDMSR faults, as KVM's.
+        index::SMBASE if ctx.host_initiated => file.smbase,
+        index::SMBASE => return None,
         // kvmclock: what was written (`set`).
         m @ (index::KVM_WALL_CLOCK
         | index::KVM_SYSTEM_TIME
@@ -484,6 +495,8 @@ pub(crate) fn set(
         index::PAT if pat_valid(value) => file.pat = value,
         index::SYSENTER_CS => file.sysenter_cs = value,
         index::POWER_CTL => file.power_ctl = value,
+        // Any value from the VMM; the guest's WRMSR faults, as KVM's.
+        index::SMBASE if ctx.host_initiated => file.smbase = value,
         // Not refused when non-canonical (AMD ignores the upper half), but made canonical so
         // that something deterministic happens, as KVM does.
         index::SYSENTER_ESP => file.sysenter_esp = canonicalize(value),

@@ -513,7 +513,7 @@ fn kernel_writes_to_guest_memory_are_logged(ctx: &Ctx) -> TestResult {
 
 /// Bad dirty-log requests get KVM's errors: a slot that does not log or
 /// does not exist `ENOENT`, an address space past the last `EINVAL` (KVM
-/// has two, the second for SMM; rkvm one: docs/abi.md), a clear not
+/// and rkvm have two, the second for SMM), a clear not
 /// starting on a 64-page word `EINVAL` before the slot is looked for, one
 /// ending inside a word short of the slot's end or past it `EINVAL`, a
 /// bitmap the kernel cannot write `EFAULT`, manual protection with an

@@ -16,11 +16,11 @@ use kvm_abi::sys::{
     KVM_CAP_ADJUST_CLOCK, KVM_CAP_BINARY_STATS_FD, KVM_CAP_COALESCED_MMIO, KVM_CAP_COALESCED_PIO,
     KVM_CAP_DISABLE_QUIRKS, KVM_CAP_DISABLE_QUIRKS2, KVM_CAP_ENFORCE_PV_FEATURE_CPUID,
     KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_HYPERV, KVM_CAP_HYPERV_CPUID, KVM_CAP_HYPERV_TIME,
-    KVM_CAP_HYPERV_VP_INDEX, KVM_CAP_MSR_PLATFORM_INFO, KVM_CAP_SET_GUEST_DEBUG,
-    KVM_CAP_SET_GUEST_DEBUG2, KVM_CAP_SYNC_REGS, KVM_CAP_SYS_HYPERV_CPUID, KVM_CAP_X86_MSR_FILTER,
-    KVM_CAP_X86_USER_SPACE_MSR, KVM_CLOCK_REALTIME, KVM_CLOCK_TSC_STABLE, KVM_EXIT_HYPERV,
-    KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR,
-    KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
+    KVM_CAP_HYPERV_VP_INDEX, KVM_CAP_MSR_PLATFORM_INFO, KVM_CAP_MULTI_ADDRESS_SPACE,
+    KVM_CAP_SET_GUEST_DEBUG, KVM_CAP_SET_GUEST_DEBUG2, KVM_CAP_SYNC_REGS, KVM_CAP_SYS_HYPERV_CPUID,
+    KVM_CAP_X86_MSR_FILTER, KVM_CAP_X86_SMM, KVM_CAP_X86_USER_SPACE_MSR, KVM_CLOCK_REALTIME,
+    KVM_CLOCK_TSC_STABLE, KVM_EXIT_HYPERV, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_X86_RDMSR,
+    KVM_EXIT_X86_WRMSR, KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
     KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_MSR_EXIT_REASON_FILTER,
     KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_DEFAULT_DENY,
     KVM_MSR_FILTER_READ, KVM_SYNC_X86_EVENTS, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS,
@@ -4581,6 +4581,237 @@ fn hyper_v_vp_index_is_the_creation_order_and_the_vmms_to_set(ctx: &Ctx) -> Test
     Ok(())
 }
 
+// ---- System management mode ----
+
+/// SMRAM for the SMM tests: 64 KiB at 16 MiB in the SMM address space
+/// only (slot number 1 | 1 << 16), as Linux's smm_test puts it; SMBASE
+/// there, so the handler runs at SMRAM_GPA + 0x8000.
+const SMRAM_GPA: u64 = 0x100_0000;
+const SMRAM_SLOT: u32 = 1 << 16 | 1;
+const SMRAM_SIZE: usize = 64 << 10;
+/// The port the SMI handler reports on, and where in SMRAM the value it
+/// reports is (the host puts it there).
+const SMM_PORT: u16 = 0x5b0;
+const SMM_DATA: usize = 0x100;
+/// IA32_SMBASE (VMM access only) and `kvm_run.flags`' SMM bit.
+const MSR_SMBASE: u32 = 0x9e;
+const KVM_RUN_X86_SMM: u16 = 1;
+/// Where the state-save area is, from SMBASE (SDM Vol. 3C 32.4.1), and
+/// fields of KVM's 64-bit layout in it (`arch/x86/kvm/smm.h`).
+const SAVE_AREA: usize = 0xfe00;
+const SAVED_EFER: usize = 0xd0;
+const SAVED_REVISION: usize = 0xfc;
+const SAVED_SMBASE: usize = 0x100;
+const SAVED_CR3: usize = 0x150;
+const SAVED_RIP: usize = 0x178;
+const SAVED_R12: usize = 0x180 + 8 * 3;
+const SAVED_RSP: usize = 0x180 + 8 * 11;
+
+guest! {
+    /// The SMI handler, at SMBASE + 0x8000 in 16-bit code: reports the
+    /// word at SMBASE + SMM_DATA (through CS, whose base is SMBASE) on
+    /// SMM_PORT, then RSM.
+    fn smi_handler;
+    ".code16",
+    "mov %cs:0x100, %eax",
+    "mov $0x5b0, %dx",
+    "out %eax, (%dx)",
+    "rsm",
+}
+
+guest! {
+    /// Reads where SMRAM is (no memory there outside SMM: MMIO), syncs
+    /// with distinctive registers for the host's SMI, syncs again after
+    /// RSM, then executes RSM outside SMM (#UD) and reads IA32_SMBASE
+    /// (#GP).
+    fn smm_guest;
+    ".code64",
+    "mov $0x1000000, %edi",
+    "mov (%rdi), %eax",
+    "mov %eax, %ebx",
+    "mov $0x1234, %r12",
+    "mov $0xabcd, %rsi",
+    "ucall UCALL_SYNC",
+    "mov %r12, %rcx",
+    "ucall UCALL_SYNC",
+    "lea 1f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "rsm",
+    "1: lea 2f(%rip), %rax",
+    "mov %rax, FIXUP_GPA",
+    "mov $0x9e, %ecx",
+    "rdmsr",
+    "2: ucall UCALL_DONE",
+}
+
+/// Skips unless the device has SMM; then a VM with SMRAM mapped in the
+/// SMM address space, SMBASE moved there (after checking RESET's 0x30000),
+/// the handler at SMBASE + 0x8000 and `data` for it at SMBASE + 0x100.
+fn smm_vm(
+    ctx: &Ctx,
+    code: &[u8],
+    data: u32,
+) -> Result<(GuestVm, GuestVcpu, Arc<GuestMemory>), Status> {
+    if ctx.cap(KVM_CAP_X86_SMM)? <= 0 {
+        ksft::skip!("no KVM_CAP_X86_SMM");
+    }
+    let vm = GuestVm::new(ctx, Mode::Long, code)?;
+    check_eq!(
+        check_ok!(vm.vm.check_extension(KVM_CAP_MULTI_ADDRESS_SPACE)),
+        2
+    );
+    let smram = Arc::new(GuestMemory::new(SMRAM_SIZE)?);
+    check_ok!(smram.write(0x8000, smi_handler()));
+    check_ok!(smram.write(SMM_DATA, &data.to_le_bytes()));
+    check_ok!(
+        vm.vm
+            .set_user_memory_region(&MemoryRegion::new(SMRAM_SLOT, SMRAM_GPA, &smram))
+    );
+    let vcpu = vm.add_vcpu(0)?;
+    let mut smbase = check_ok!(MsrEntries::from_indices(&[MSR_SMBASE]));
+    check_eq!(
+        check_ok!(vcpu.vcpu.get_msrs(&mut smbase)),
+        1,
+        "IA32_SMBASE is readable"
+    );
+    check_eq_hex!(
+        smbase.get(MSR_SMBASE).unwrap_or(0),
+        0x3_0000u64,
+        "SMBASE after RESET"
+    );
+    let set = check_ok!(MsrEntries::from_pairs(&[(MSR_SMBASE, SMRAM_GPA)]));
+    check_eq!(
+        check_ok!(vcpu.vcpu.set_msrs(&set)),
+        1,
+        "IA32_SMBASE is writable"
+    );
+    Ok((vm, vcpu, smram))
+}
+
+/// An SMI (`KVM_SMI`) saves the interrupted state in SMRAM's save area
+/// (KVM's 64-bit layout), runs the handler at SMBASE + 0x8000 in SMM, where
+/// the vCPU sees the SMM address space (`kvm_run.flags` and
+/// `KVM_GET_VCPU_EVENTS` say so), and RSM resumes the guest where it was
+/// with its registers; outside SMM, SMRAM is not there (MMIO), RSM is #UD
+/// and IA32_SMBASE #GP.
+fn an_smi_runs_the_handler_in_smram_and_rsm_resumes_the_guest(ctx: &Ctx) -> TestResult {
+    const DATA: u32 = 0x5a5a_1234;
+    let (_vm, mut vcpu, smram) = smm_vm(ctx, smm_guest(), DATA)?;
+    vcpu.run()?;
+    match vcpu.exit() {
+        VcpuExit::Mmio(mut m) => {
+            check_eq_hex!(m.phys_addr, SMRAM_GPA, "SMRAM is MMIO outside SMM");
+            check!(!m.is_write);
+            check_ok!(m.set_value(0x77));
+        }
+        other => fail_exit("KVM_EXIT_MMIO at SMRAM's address", &other)?,
+    }
+    let [rbx, _, _] = vcpu.sync()?;
+    check_eq_hex!(rbx, 0x77u64, "the MMIO read's value");
+    check_eq!(vcpu.run.flags() & KVM_RUN_X86_SMM, 0, "not in SMM yet");
+    let before = check_ok!(vcpu.vcpu.get_regs());
+    let before_sregs = check_ok!(vcpu.vcpu.get_sregs());
+    check_ok!(vcpu.vcpu.smi());
+    check_eq!(
+        check_ok!(vcpu.vcpu.get_vcpu_events()).smi.pending,
+        1,
+        "the SMI waits"
+    );
+
+    // The handler reports from SMM.
+    let (dir, size, port, _, data) = next_io(&mut vcpu)?;
+    check_eq!(
+        (dir, size, port),
+        (IoDirection::Out, 4, SMM_PORT),
+        "the handler's OUT"
+    );
+    check_eq_hex!(
+        u32::from_le_bytes(data[..4].try_into().unwrap_or([0; 4])),
+        DATA,
+        "read from SMRAM"
+    );
+    check_eq!(
+        vcpu.run.flags() & KVM_RUN_X86_SMM,
+        KVM_RUN_X86_SMM,
+        "kvm_run.flags in SMM"
+    );
+    let ev = check_ok!(vcpu.vcpu.get_vcpu_events());
+    check_eq!(
+        (ev.smi.smm, ev.smi.pending),
+        (1, 0),
+        "in SMM, nothing pending"
+    );
+    check_eq!(ev.nmi.masked, 1, "NMIs are blocked in SMM");
+    let sregs = check_ok!(vcpu.vcpu.get_sregs());
+    check_eq_hex!(sregs.cs.base, SMRAM_GPA, "CS base is SMBASE");
+    check_eq_hex!(sregs.cr0 & 0x8000_0001, 0u64, "no paging, no protection");
+    check_eq_hex!(sregs.cr4, 0u64, "CR4 in SMM");
+    check_eq_hex!(sregs.efer, 0u64, "EFER in SMM");
+    let regs = check_ok!(vcpu.vcpu.get_regs());
+    check!(
+        (0x8000..0x8010).contains(&regs.rip),
+        "RIP {:#x} in the handler",
+        regs.rip
+    );
+    check_eq_hex!(regs.rflags & 0x200, 0u64, "IF clear");
+
+    // The save area, read from SMRAM's memory by the host.
+    let mut area = [0u8; 512];
+    check_ok!(smram.read(SAVE_AREA, &mut area));
+    let word = |at: usize| u64::from_le_bytes(area[at..at + 8].try_into().unwrap_or([0; 8]));
+    let dword = |at: usize| u32::from_le_bytes(area[at..at + 4].try_into().unwrap_or([0; 4]));
+    check_eq_hex!(
+        word(SAVED_RIP),
+        before.rip + 1,
+        "saved RIP: after the ucall's OUT"
+    );
+    check_eq_hex!(word(SAVED_RSP), before.rsp, "saved RSP");
+    check_eq_hex!(word(SAVED_R12), 0x1234u64, "saved R12");
+    check_eq_hex!(word(SAVED_CR3), before_sregs.cr3, "saved CR3");
+    check_eq_hex!(word(SAVED_EFER), before_sregs.efer, "saved EFER");
+    check_eq_hex!(u64::from(dword(SAVED_SMBASE)), SMRAM_GPA, "saved SMBASE");
+    check_eq_hex!(
+        dword(SAVED_REVISION),
+        0x0002_0064u32,
+        "the 64-bit layout's revision"
+    );
+
+    // RSM: back where the SMI came, registers intact.
+    let [rbx, rcx, rsi] = vcpu.sync()?;
+    check_eq_hex!(rbx, 0x77u64, "RBX after RSM");
+    check_eq_hex!(rcx, 0x1234u64, "R12 after RSM");
+    check_eq_hex!(rsi, 0xabcdu64, "RSI after RSM");
+    check_eq!(vcpu.run.flags() & KVM_RUN_X86_SMM, 0, "out of SMM");
+    let ev = check_ok!(vcpu.vcpu.get_vcpu_events());
+    check_eq!(
+        (ev.smi.smm, ev.nmi.masked),
+        (0, 0),
+        "out of SMM, NMIs unblocked"
+    );
+    check_eq_hex!(check_ok!(vcpu.vcpu.get_sregs()).cr3, before_sregs.cr3);
+    for (what, vector) in [("RSM outside SMM", 6), ("RDMSR of IA32_SMBASE", 13)] {
+        match vcpu.ucall()? {
+            Ucall::Exception { vector: v, .. } => check_eq!(v, vector, "{what}"),
+            other => ksft::fail!("{what}: expected vector {vector}, got {other}"),
+        }
+    }
+    vcpu.done()
+}
+
+/// An SMI where the SMM address space has no memory for the save area
+/// cannot be taken: KVM kills the VM, and its `KVM_RUN` fails with `EIO`;
+/// rkvm's does too (docs/abi.md). The host carries on.
+fn an_smi_without_smram_fails_kvm_run_with_eio(ctx: &Ctx) -> TestResult {
+    if ctx.cap(KVM_CAP_X86_SMM)? <= 0 {
+        ksft::skip!("no KVM_CAP_X86_SMM");
+    }
+    let vm = GuestVm::new(ctx, Mode::Long, smm_guest())?;
+    let vcpu = vm.add_vcpu(0)?;
+    check_ok!(vcpu.vcpu.smi());
+    check_errno!(vcpu.vcpu.run(), libc::EIO, "KVM_RUN");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ksft::run(
         &Ctx::from_args(),
@@ -4633,6 +4864,8 @@ fn main() -> ExitCode {
             a_guest_runs_avx_with_its_own_xcr0,
             guest_debug_single_steps_and_stops_at_breakpoints,
             a_guests_own_single_step_traps_after_an_emulated_instruction,
+            an_smi_runs_the_handler_in_smram_and_rsm_resumes_the_guest,
+            an_smi_without_smram_fails_kvm_run_with_eio,
             a_pending_x87_exception_from_kvm_set_fpu_is_the_guests_mf,
             cr4_writes_take_effect_and_invalid_ones_are_gp,
             debug_registers_read_back_what_the_guest_wrote,

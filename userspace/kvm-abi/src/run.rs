@@ -246,6 +246,12 @@ impl RunMapping {
         read_field!(self.run_ptr(), exit_reason)
     }
 
+    /// `kvm_run.flags` (`KVM_RUN_X86_SMM`: the vCPU is in system
+    /// management mode).
+    pub fn flags(&self) -> u16 {
+        read_field!(self.run_ptr(), flags)
+    }
+
     /// `kvm_run.ready_for_interrupt_injection`: whether KVM_INTERRUPT would
     /// be delivered at once on the next KVM_RUN.
     pub fn ready_for_interrupt_injection(&self) -> bool {

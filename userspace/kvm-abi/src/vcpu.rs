@@ -11,7 +11,7 @@ use crate::ioctls::{
     KVM_GET_SUPPORTED_HV_CPUID, KVM_GET_TSC_KHZ, KVM_GET_XCRS, KVM_GET_XSAVE, KVM_GET_XSAVE2,
     KVM_HAS_DEVICE_ATTR, KVM_INTERRUPT, KVM_NMI, KVM_RUN, KVM_SET_CPUID2, KVM_SET_DEBUGREGS,
     KVM_SET_DEVICE_ATTR, KVM_SET_FPU, KVM_SET_LAPIC, KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS,
-    KVM_SET_SREGS, KVM_SET_VAPIC_ADDR, KVM_SET_XCRS, KVM_SET_XSAVE,
+    KVM_SET_SREGS, KVM_SET_VAPIC_ADDR, KVM_SET_XCRS, KVM_SET_XSAVE, KVM_SMI,
 };
 use crate::ioctls::{KVM_PRE_FAULT_MEMORY, KVM_SET_GUEST_DEBUG, KVM_SET_TSC_KHZ, Request};
 use crate::mem::{RunMapping, VcpuMapping};
@@ -229,6 +229,14 @@ impl Vcpu {
         unsafe { ioctl_val(self.fd.as_fd(), KVM_NMI, 0) }
             .map(drop)
             .map_err(|e| Error::new("KVM_NMI", e))
+    }
+
+    /// KVM_SMI: a system management interrupt for the guest.
+    pub fn smi(&self) -> Result<()> {
+        // SAFETY: `_IO` request: no argument is read.
+        unsafe { ioctl_val(self.fd.as_fd(), KVM_SMI, 0) }
+            .map(drop)
+            .map_err(|e| Error::new("KVM_SMI", e))
     }
 
     /// KVM_SET_VAPIC_ADDR: where the TPR mirror lives in guest memory (0:

@@ -57,7 +57,7 @@ mod memslot_rules {
             req(0, 0, MIB + 1, USER),                // size not page aligned
             req(0, 0, MIB, USER + 8),                // user address not page aligned
             req(NR_MEMSLOTS as u32, 0, MIB, USER),   // slot id out of range
-            req(1 << 16, 0, MIB, USER),              // address space 1 (no SMM)
+            req(2 << 16, 0, MIB, USER),              // address space 2 (x86 has 0 and 1)
             req(0, 0, MIB, 0xffff_8000_0000_0000),   // kernel address
             req(0, u64::MAX & !0xfff, 0x2000, USER), // gpa + size wraps
         ];
@@ -68,6 +68,21 @@ mod memslot_rules {
                 "{r:?}"
             );
         }
+    }
+
+    #[test]
+    fn slot_numbers_name_an_address_space_and_an_id() {
+        use crate::memslot::{slot_id, Space};
+        assert_eq!(slot_id(3), Some((Space::Normal, 3)));
+        assert_eq!(slot_id(1 << 16 | 5), Some((Space::Smm, 5)));
+        assert_eq!(slot_id(2 << 16), None, "only two address spaces");
+        assert_eq!(slot_id(1 << 16 | NR_MEMSLOTS as u32), None);
+        assert_eq!(Space::of_vcpu(true), Space::Smm);
+        assert_eq!(Space::of_vcpu(false).index(), 0);
+        // The SMM space's slots are a table of their own: the same id and
+        // range in both is no overlap (each space has its own SlotTable).
+        let mut smm = SlotTable::new();
+        assert!(apply(&mut smm, req(1 << 16, 0, MIB, USER)).is_ok());
     }
 
     #[test]
@@ -1241,6 +1256,7 @@ mod pic;
 mod pit;
 mod pvclock_math;
 mod routing;
+mod smm_state;
 mod speculation;
 mod stats_binary;
 mod tsc_rate;
