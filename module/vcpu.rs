@@ -413,6 +413,7 @@ impl VcpuFd {
                     tsc_khz: state.tsc_khz,
                     vp_index: &mut state.run.hv_vp_index,
                     irq: state.run.irq.as_mut(),
+                    space: state.run.smm.space(),
                 };
                 let hyperv = run::hyperv::msr(&self.vm, hv_vcpu, e.index, &mut e.data, write, true);
                 let ok = if frozen {

@@ -329,8 +329,14 @@ pub(super) fn events(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Opt
     let Some(link) = state.run.irq.as_ref() else {
         return Ok(None);
     };
+    let in_smm = state.run.smm.active;
+    // A vCPU waiting for SIPI cannot be in SMM, which blocks SIPIs (a state
+    // only a VMM can make): `EINVAL`, as KVM's `kvm_x86_vcpu_pre_run`.
+    if in_smm && link.mp == MpState::InitReceived {
+        return Ok(Some(Next::Fail(EINVAL)));
+    }
     if link.mp == MpState::Uninitialized {
-        if !link.apic.halt(|_| link.apic.has_init_or_sipi()) {
+        if !link.apic.halt(|_| !in_smm && link.apic.has_init_or_sipi()) {
             return interrupted(page);
         }
         accept_init_sipi(state)?;
@@ -340,7 +346,6 @@ pub(super) fn events(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Opt
     let if_set = state.regs.rflags & RFLAGS_IF != 0;
     // An NMI or SMI wakes a halted vCPU whatever IF says; in SMM, INIT
     // stays latched.
-    let in_smm = state.run.smm.active;
     let nmi_waits = state.run.nmi.waiting() || (state.run.smm.pending && !in_smm);
     let Some(link) = state.run.irq.as_mut() else {
         return Ok(None);
@@ -356,7 +361,7 @@ pub(super) fn events(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Opt
                 || link.apic.has_smi()
         }),
         MpState::Uninitialized | MpState::InitReceived => {
-            link.apic.halt(|_| link.apic.has_init_or_sipi())
+            link.apic.halt(|_| !in_smm && link.apic.has_init_or_sipi())
         }
     };
     if !woke {

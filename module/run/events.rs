@@ -44,6 +44,10 @@ impl RunState {
         if let Some(n) = self.irq.as_ref().map(|l| l.apic.take_nmis()) {
             self.nmi.queue(n);
         }
+        // So is an SMI (KVM's `process_smi`).
+        if self.irq.as_ref().is_some_and(|l| l.apic.take_smi()) {
+            self.smm.pending = true;
+        }
         let mut ev = kvm_vcpu_events::default();
         match self.event {
             Some(Event::Exception { vector, error_code }) => {
@@ -135,8 +139,10 @@ impl RunState {
         self.nmi.blocked = ev.nmi.masked != 0;
         if smm {
             if self.smm.active != (ev.smi.smm != 0) {
-                // The other address space: nothing cached stays valid.
+                // The other address space: nothing cached stays valid, and
+                // PAE's PDPTEs are read again from it (KVM's `kvm_smm_changed`).
                 self.flush_tlb = true;
+                self.reload_pdptrs = true;
                 self.smm.inside_nmi = false;
             }
             self.smm.active = ev.smi.smm != 0;

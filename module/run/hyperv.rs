@@ -32,6 +32,7 @@ use crate::hyperv::{
     self as hv, ipi, msr, params, tlb, Call, Outcome, TscPage, TscStatus, Write, TSC_PAGE_SIZE,
 };
 use crate::irq::lapic;
+use crate::memslot::Space;
 use crate::sys::cpu;
 use crate::sys::mem::SharedPage;
 use crate::vcpu::{ArchState, MAX_VCPUS};
@@ -56,6 +57,9 @@ pub(crate) struct VcpuHv<'a> {
     pub(crate) vp_index: &'a mut u32,
     /// Its link to the in-kernel irqchip, if there is one.
     pub(crate) irq: Option<&'a mut IrqLink>,
+    /// The memory it sees (SMM's or not): where the hypercall page goes,
+    /// as KVM's `kvm_vcpu_write_guest`.
+    pub(crate) space: Space,
 }
 
 /// A read (`write` false) or write of MSR `index` when it is a Hyper-V
@@ -92,7 +96,7 @@ pub(crate) fn msr(
     }
     let tsc_offset = vcpu.tsc_offset;
     if write {
-        return Some(write_msr(vm, index, *value, host));
+        return Some(write_msr(vm, vcpu.space, index, *value, host));
     }
     let read = match index {
         msr::TIME_REF_COUNT => {
@@ -129,13 +133,13 @@ fn apic_register(index: u32) -> Option<u32> {
 }
 
 /// Writes a Hyper-V MSR; false is #GP (or the VMM's error).
-fn write_msr(vm: &Vm, index: u32, value: u64, host: bool) -> bool {
+fn write_msr(vm: &Vm, space: Space, index: u32, value: u64, host: bool) -> bool {
     vm.with_hyperv(|p| match p.write(index, value, host) {
         Write::Done => true,
         Write::Refused => false,
         Write::HypercallPage(gpa) => {
             let code = hv::hypercall_page(vm.shared.backend.hypercall_insn());
-            let written = vm.write_guest(gpa, &code).is_some();
+            let written = vm.write_guest_in(space, gpa, &code).is_some();
             if written {
                 p.hypercall_page_written(value);
             }

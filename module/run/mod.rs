@@ -708,6 +708,10 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
             state.run.reload_pdptrs = true;
             state.run.event = None;
             state.run.queued_irq = None;
+            // Nothing blocks NMIs or interrupts after the INIT (KVM's
+            // `init_vmcb` clears the NMI mask, SMM's too).
+            state.run.nmi.reset();
+            state.run.interrupt_shadow = false;
             exit_reason(page, abi::KVM_EXIT_SHUTDOWN)
         }
         Exit::Exception {

@@ -70,10 +70,7 @@ impl NmiState {
     /// resumes. Returns whether an NMI still waits (the caller asks for an
     /// NMI window).
     pub(super) fn pick(&mut self, event: &mut Option<Event>, shadow: bool, rip: u64) -> bool {
-        if self.iret_at.is_some_and(|at| at != rip) {
-            self.iret_at = None;
-            self.blocked = false;
-        }
+        self.settle(rip);
         if self.pending == 0 {
             return false;
         }
@@ -115,6 +112,15 @@ impl NmiState {
         if matches!(interrupted, Some(Event::Nmi)) {
             self.blocked = false;
             self.iret_at = None;
+        }
+    }
+
+    /// SVM: NMIs are unblocked once the guest is seen past the IRET whose
+    /// exit was at `iret_at` (`rip` is where it resumes now).
+    pub(super) fn settle(&mut self, rip: u64) {
+        if self.iret_at.is_some_and(|at| at != rip) {
+            self.iret_at = None;
+            self.blocked = false;
         }
     }
 

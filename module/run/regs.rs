@@ -89,6 +89,7 @@ pub(super) fn guest_msr(vm: &Vm, state: &mut ArchState, write: bool) -> bool {
         tsc_khz: state.tsc_khz,
         vp_index: &mut state.run.hv_vp_index,
         irq: state.run.irq.as_mut(),
+        space: state.run.smm.space(),
     };
     if let Some(ok) = super::hyperv::msr(vm, hv_vcpu, index, &mut hv_value, write, false) {
         if ok && !write {

@@ -97,6 +97,9 @@ fn enter(vm: &Vm, state: &mut ArchState) -> Result {
     let run = &mut state.run;
     run.smm.pending = false;
     run.smm.active = true;
+    // Whether NMIs are blocked now: on SVM an IRET the guest has executed
+    // since the last entry unblocked them.
+    run.nmi.settle(saved.regs.rip);
     run.smm.inside_nmi = run.nmi.blocked;
     run.nmi.set_blocked(true);
     let (regs, sregs, dr7) = smm::handler_entry(&saved, long_mode);
@@ -121,9 +124,14 @@ fn enter(vm: &Vm, state: &mut ArchState) -> Result {
 pub(super) fn rsm(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>) -> Result<Next> {
     let smbase = state.msrs.smbase;
     let mut area = [0u8; SAVE_AREA_BYTES];
-    let read = vm
+    // No save area to read: shutdown, still in SMM (KVM fails before it
+    // leaves SMM).
+    if vm
         .read_guest_in(Space::Smm, smbase.wrapping_add(SAVE_AREA), &mut area)
-        .is_some();
+        .is_none()
+    {
+        return exit_reason(pages.run, abi::KVM_EXIT_SHUTDOWN);
+    }
     let run = &mut state.run;
     if !run.smm.inside_nmi {
         run.nmi.set_blocked(false);
@@ -133,9 +141,8 @@ pub(super) fn rsm(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>) -> Result<N
     run.flush_tlb = true;
     run.reload_pdptrs = true;
     let host = vm.shared.backend.host_limits();
-    let restored = read
-        .then(|| smm::restore(&area, state.features.long_mode, &state.regs, &state.sregs).ok())
-        .flatten()
+    let restored = smm::restore(&area, state.features.long_mode, &state.regs, &state.sregs)
+        .ok()
         .filter(|r| check_sregs(&host, &state.features, &r.sregs).is_ok());
     let Some(r) = restored else {
         return exit_reason(pages.run, abi::KVM_EXIT_SHUTDOWN);

@@ -79,12 +79,16 @@ pub(crate) enum RsmError {
 
 /// A segment's attributes as the save area holds them: descriptor bits
 /// 8-23 of the second word (type, S, DPL, P, AVL, L, D/B, G), KVM's
-/// `enter_smm_get_segment_flags`. SDM Vol. 3A 3.4.5.
+/// `enter_smm_get_segment_flags`. SDM Vol. 3A 3.4.5. An unusable segment
+/// is saved not present, whatever its P bit says (VMX leaves the other
+/// attributes of an unusable segment undefined; KVM's `vmx_get_segment`
+/// reports it not present), so that RSM brings it back unusable.
 fn attributes(s: &kvm_segment) -> u32 {
+    let present = s.present & 1 != 0 && s.unusable == 0;
     u32::from(s.type_ & 0xf) << 8
         | u32::from(s.s & 1) << 12
         | u32::from(s.dpl & 3) << 13
-        | u32::from(s.present & 1) << 15
+        | u32::from(present) << 15
         | u32::from(s.avl & 1) << 20
         | u32::from(s.l & 1) << 21
         | u32::from(s.db & 1) << 22

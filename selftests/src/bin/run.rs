@@ -4798,6 +4798,62 @@ fn an_smi_runs_the_handler_in_smram_and_rsm_resumes_the_guest(ctx: &Ctx) -> Test
     vcpu.done()
 }
 
+/// The SMM state in `KVM_GET/SET_VCPU_EVENTS` (with an in-kernel APIC): a
+/// new vCPU is not in SMM with nothing pending; the VMM puts it in SMM
+/// with an SMI pending and NMIs blocked before it, and reads that back;
+/// `KVM_RUN` of a vCPU in SMM waiting for SIPI, a state no processor can
+/// be in (SMM blocks SIPIs), is `EINVAL` rather than a wait that never
+/// ends, as KVM's; out of SMM again the vCPU runs.
+fn smm_state_set_by_the_vmm_reads_back_and_a_waiting_vcpu_in_smm_is_einval(
+    ctx: &Ctx,
+) -> TestResult {
+    const VALID_SMM: u32 = 1 << 3;
+    const KVM_MP_STATE_RUNNABLE: u32 = 0;
+    const KVM_MP_STATE_INIT_RECEIVED: u32 = 2;
+    if ctx.cap(KVM_CAP_X86_SMM)? <= 0 {
+        ksft::skip!("no KVM_CAP_X86_SMM");
+    }
+    let vm = check_ok!(ctx.vm());
+    check_ok!(vm.create_irqchip());
+    let vcpu = check_ok!(vm.create_vcpu(0));
+    let fresh = check_ok!(vcpu.get_vcpu_events());
+    check_eq_hex!(
+        fresh.flags & VALID_SMM,
+        VALID_SMM,
+        "the SMM fields are valid"
+    );
+    check_eq!(
+        (fresh.smi.smm, fresh.smi.pending, fresh.smi.smm_inside_nmi),
+        (0, 0, 0),
+        "a new vCPU"
+    );
+    let mut ev = fresh;
+    ev.flags = VALID_SMM;
+    ev.smi.smm = 1;
+    ev.smi.pending = 1;
+    ev.smi.smm_inside_nmi = 1;
+    check_ok!(vcpu.set_vcpu_events(&ev));
+    let back = check_ok!(vcpu.get_vcpu_events());
+    check_eq!(
+        (back.smi.smm, back.smi.pending, back.smi.smm_inside_nmi),
+        (1, 1, 1),
+        "read back"
+    );
+    check_ok!(vcpu.set_mp_state(KVM_MP_STATE_INIT_RECEIVED));
+    check_errno!(vcpu.run(), libc::EINVAL, "KVM_RUN waiting for SIPI in SMM");
+    ev.smi.smm = 0;
+    ev.smi.pending = 0;
+    check_ok!(vcpu.set_vcpu_events(&ev));
+    let out = check_ok!(vcpu.get_vcpu_events());
+    check_eq!(
+        (out.smi.smm, out.smi.pending, out.smi.smm_inside_nmi),
+        (0, 0, 0),
+        "out of SMM"
+    );
+    check_ok!(vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE));
+    Ok(())
+}
+
 /// An SMI where the SMM address space has no memory for the save area
 /// cannot be taken: KVM kills the VM, and its `KVM_RUN` fails with `EIO`;
 /// rkvm's does too (docs/abi.md). The host carries on.
@@ -4866,6 +4922,7 @@ fn main() -> ExitCode {
             a_guests_own_single_step_traps_after_an_emulated_instruction,
             an_smi_runs_the_handler_in_smram_and_rsm_resumes_the_guest,
             an_smi_without_smram_fails_kvm_run_with_eio,
+            smm_state_set_by_the_vmm_reads_back_and_a_waiting_vcpu_in_smm_is_einval,
             a_pending_x87_exception_from_kvm_set_fpu_is_the_guests_mf,
             cr4_writes_take_effect_and_invalid_ones_are_gp,
             debug_registers_read_back_what_the_guest_wrote,

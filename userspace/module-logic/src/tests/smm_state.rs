@@ -316,3 +316,26 @@ fn rsm_refuses_reserved_debug_register_bits() {
         Some(RsmError::DebugRegister)
     );
 }
+
+#[test]
+fn an_unusable_segment_comes_back_unusable() {
+    // VMX may report an unusable segment with P set (its other attributes
+    // are undefined): it is saved not present, as KVM's `vmx_get_segment`
+    // reports it, so RSM makes it unusable again.
+    let mut s = long_mode_state();
+    s.sregs.es = kvm_segment {
+        present: 1,
+        unusable: 1,
+        ..s.sregs.es
+    };
+    let a = save(&s, true);
+    assert_eq!(u16_at(&a, 0x02) & 1 << 7, 0, "ES saved not present");
+    let (smm_regs, in_smm, _) = handler_entry(&s, true);
+    let back = restore(&a, true, &smm_regs, &in_smm).unwrap();
+    assert_eq!((back.sregs.es.present, back.sregs.es.unusable), (0, 1));
+    assert_eq!(
+        (back.sregs.ds.present, back.sregs.ds.unusable),
+        (1, 0),
+        "a usable one stays usable"
+    );
+}
