@@ -23,9 +23,11 @@ use kernel::alloc::{flags::GFP_KERNEL_ACCOUNT, AllocError, KVec};
 /// fixed table keeps lookups simple and is plenty for the clients we run.
 pub(crate) const NR_MEMSLOTS: usize = 64;
 
-/// The largest total of guest memory a VM may have across its slots: 1 TiB.
-/// Slots are pinned when mapped (with the `KVM_RUN` work), so the sum is
-/// bounded up front.
+/// The largest total of guest memory a VM may have across the slots of
+/// one address space: 1 TiB. Slots are pinned when mapped (with the
+/// `KVM_RUN` work), so the sum is bounded up front. Per address space, not
+/// per VM: a VMM maps the same memory in both (QEMU maps all of RAM in the
+/// SMM address space too), and each space's table pins its own mappings.
 pub(crate) const MAX_TOTAL_BYTES: u64 = 1 << 40;
 
 /// KVM's per-slot limit: the page count must fit a dirty bitmap indexed by
@@ -186,6 +188,13 @@ impl SlotTable {
             total: 0,
             dirty: KVec::new(),
         }
+    }
+
+    /// Whether a slot of this table binds pages of guest_memfd file `file`
+    /// that overlap `first..first + pages` (a binding in another address
+    /// space's table conflicts too: a file's page backs one slot).
+    pub(crate) fn binds_any(&self, file: u64, first: u64, pages: u64) -> bool {
+        self.slots.iter().any(|s| s.binds(file, first, pages))
     }
 
     /// The slot with id `id`, if it exists.

@@ -429,6 +429,21 @@ impl Vm {
                 Ok(file)
             })
             .map_err(to_errno)?;
+        // A guest_memfd range is bound once in the whole VM, whatever the
+        // address space (KVM's `kvm_gmem_bind`: `EEXIST`).
+        if let Change::Create(new) = change {
+            let other = match space {
+                Space::Normal => Space::Smm,
+                Space::Smm => Space::Normal,
+            };
+            if new.gmem.is_some_and(|b| {
+                inner.spaces[other.index()]
+                    .slots
+                    .binds_any(b.file, b.first, new.pages())
+            }) {
+                return Err(EEXIST);
+            }
+        }
         // The old range of a slot that goes away or moves loses its mappings.
         let slots = &mut inner.spaces[space.index()].slots;
         let gone = match change {

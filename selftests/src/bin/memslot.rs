@@ -751,7 +751,7 @@ fn guest_memfd_pages_are_allocated_and_freed(ctx: &Ctx) -> TestResult {
 }
 
 /// A slot binds a range of a guest_memfd of its own VM; ranges of one file
-/// never overlap; a guest_memfd slot cannot log dirty pages, be read-only,
+/// never overlap, whatever the address space; a guest_memfd slot cannot log dirty pages, be read-only,
 /// move or change, only be deleted; a fd that is no guest_memfd is EINVAL,
 /// no fd EBADF (kvm_set_memory_region, kvm_gmem_bind).
 fn guest_memfd_slots_bind_ranges_of_their_vms_files(ctx: &Ctx) -> TestResult {
@@ -771,6 +771,15 @@ fn guest_memfd_slots_bind_ranges_of_their_vms_files(ctx: &Ctx) -> TestResult {
             vm.set_user_memory_region2(&gmem_region(2, 0x10_0000, pages, &mem, &fd, offset * PAGE)),
             libc::EEXIST,
             "{what}"
+        );
+    }
+    // In the SMM address space too, where there is one: a file's page backs
+    // one slot of the VM.
+    if check_ok!(vm.check_extension(KVM_CAP_MULTI_ADDRESS_SPACE)) > 1 {
+        check_errno!(
+            vm.set_user_memory_region2(&gmem_region(1 << 16 | 1, 0, 4, &mem, &fd, 4 * PAGE)),
+            libc::EEXIST,
+            "the same pages in address space 1"
         );
     }
     check_ok!(vm.set_user_memory_region2(&gmem_region(2, 0x10_0000, 4, &mem, &fd, 0)));
