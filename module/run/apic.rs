@@ -344,9 +344,14 @@ pub(super) fn events(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Opt
     }
     accept_init_sipi(state)?;
     let if_set = state.regs.rflags & RFLAGS_IF != 0;
-    // An NMI or SMI wakes a halted vCPU whatever IF says; in SMM, INIT
-    // stays latched.
-    let nmi_waits = state.run.nmi.waiting() || (state.run.smm.pending && !in_smm);
+    // An NMI wakes a halted vCPU whatever IF says, unless NMIs are blocked
+    // (in an NMI handler, or in SMM), where it waits without waking it, as
+    // KVM's `kvm_vcpu_has_events` asks `nmi_allowed`; an SMI wakes it
+    // outside SMM. In SMM, INIT stays latched.
+    state.run.nmi.settle(state.regs.rip);
+    let nmi_blocked = state.run.nmi.blocked;
+    let nmi_waits = state.run.nmi.waiting() && !nmi_blocked;
+    let smi_waits = state.run.smm.pending && !in_smm;
     let Some(link) = state.run.irq.as_mut() else {
         return Ok(None);
     };
@@ -355,10 +360,11 @@ pub(super) fn events(state: &mut ArchState, page: &SharedPage<'_>) -> Result<Opt
         MpState::Runnable => return Ok(None),
         MpState::Halted => link.apic.halt(|l| {
             nmi_waits
+                || smi_waits
                 || link.wakes(l, if_set)
                 || (!in_smm && link.apic.has_init_or_sipi())
-                || link.apic.has_nmi()
-                || link.apic.has_smi()
+                || (!nmi_blocked && link.apic.has_nmi())
+                || (!in_smm && link.apic.has_smi())
         }),
         MpState::Uninitialized | MpState::InitReceived => {
             link.apic.halt(|_| !in_smm && link.apic.has_init_or_sipi())

@@ -106,7 +106,13 @@ impl NmiState {
         if matches!(injected, Some(Event::Nmi)) {
             self.blocked = true;
         }
-        if let Some(b) = hw_blocked {
+        // The hardware's view counts only where it can differ from rkvm's:
+        // NMIs were blocked (an IRET may have unblocked them) or one was just
+        // delivered. Entered unblocked with no NMI, nothing in the guest can
+        // block them (with virtual NMIs only an NMI's delivery does), as
+        // KVM's `nmi_known_unmasked` assumes; Bochs's VMX was seen reporting
+        // them blocked after an entry that unblocked them (after RSM).
+        if let Some(b) = hw_blocked.filter(|_| self.blocked) {
             self.blocked = b;
         }
         if matches!(interrupted, Some(Event::Nmi)) {

@@ -29,9 +29,11 @@ use kvm_abi::sys::{
     KVM_CAP_IRQFD_RESAMPLE, KVM_CAP_PIT, KVM_CAP_PIT_STATE2, KVM_CAP_PIT2,
     KVM_CAP_REINJECT_CONTROL, KVM_CAP_SET_BOOT_CPU_ID, KVM_CAP_SIGNAL_MSI, KVM_CAP_SPLIT_IRQCHIP,
     KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_USER_NMI, KVM_CAP_X2APIC_API,
-    KVM_CAP_X86_APIC_BUS_CYCLES_NS, KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE,
-    KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
+    KVM_CAP_X86_APIC_BUS_CYCLES_NS, KVM_EXIT_INTR, KVM_IRQFD_FLAG_DEASSIGN,
+    KVM_IRQFD_FLAG_RESAMPLE, KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE,
+    KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
 };
+use nix::sys::signal::Signal;
 use rkvm_selftests::guest::{
     DATA_GPA, GuestVcpu, GuestVm, MMIO_GPA, Mode, describe, hyper_v_cpuid,
 };
@@ -1823,6 +1825,76 @@ fn apic_nmis_wake_a_vcpu_halted_with_interrupts_off(ctx: &Ctx) -> TestResult {
     v.done()
 }
 
+irq_guest! {
+    /// An NMI handler that reports and then halts with interrupts off,
+    /// NMIs blocked (no IRET yet): nothing the guest can take wakes it.
+    fn nmi_handler_halt_guest;
+    "set_gate 2, 9f",
+    "cli",
+    "ucall UCALL_SYNC",
+    "spin 100000000",
+    "ucall UCALL_DONE",
+    "9: mov $2, %ebx",
+    "ucall UCALL_SYNC",
+    "hlt",
+    "mov $3, %ebx",
+    "ucall UCALL_SYNC",
+    "iretq",
+}
+
+/// A vCPU halted inside its NMI handler (NMIs blocked until its IRET,
+/// interrupts off) is not woken by another NMI, which it could not take:
+/// `KVM_RUN` sleeps until a signal ends it (`EINTR`), as KVM's
+/// `kvm_vcpu_has_events` asks whether an NMI is allowed. The processor
+/// would stay halted the same way (SDM Vol. 3A 6.7.1).
+fn a_blocked_nmi_does_not_wake_a_vcpu_halted_in_its_nmi_handler(ctx: &Ctx) -> TestResult {
+    let (_vm, mut vcpus) = irqchip_vm(ctx, nmi_handler_halt_guest(), 1)?;
+    let mut v = vcpus.remove(0);
+    v.sync()?;
+    check_ok!(v.vcpu.nmi());
+    let [stage, _, _] = v.sync()?;
+    check_eq!(stage, 2u64, "in the NMI handler");
+    // A second NMI while the first one's handler runs: it waits.
+    check_ok!(v.vcpu.nmi());
+    check_eq!(
+        check_ok!(v.vcpu.get_vcpu_events()).nmi.pending,
+        1,
+        "the second NMI waits"
+    );
+    let old = check_ok!(kvm_abi::process::interrupt_syscalls_with(Signal::SIGUSR1));
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let runner = thread::spawn(move || {
+        let _ = tid_tx.send(nix::sys::pthread::pthread_self());
+        let r = v.vcpu.run();
+        let _ = done_tx.send((r, v.run.exit_reason()));
+        v
+    });
+    let thread_id = tid_rx
+        .recv()
+        .map_err(|_| Status::Fail("the runner thread did not start".into()))?;
+    // Long enough for a wrong wake-up to run the guest to its next ucall.
+    let early = done_rx.recv_timeout(Duration::from_millis(500)).ok();
+    let mut outcome = early;
+    let start = Instant::now();
+    while outcome.is_none() && start.elapsed() < Duration::from_secs(20) {
+        let _ = nix::sys::pthread::pthread_kill(thread_id, Signal::SIGUSR1);
+        outcome = done_rx.recv_timeout(Duration::from_millis(20)).ok();
+    }
+    let Some((r, reason)) = outcome else {
+        ksft::fail!("KVM_RUN still running after 20 s of SIGUSR1 every 20 ms");
+    };
+    let _v = runner.join();
+    check_ok!(kvm_abi::process::restore_signal(Signal::SIGUSR1, &old));
+    check_errno!(
+        r,
+        libc::EINTR,
+        "KVM_RUN of the halted vCPU (exit reason {reason})"
+    );
+    check_eq!(reason, KVM_EXIT_INTR);
+    Ok(())
+}
+
 /// `KVM_SET_BOOT_CPU_ID`: vCPU 1 made the bootstrap processor has the BSP
 /// flag in its APIC base, starts runnable and has LINT0 as the PIC's
 /// virtual wire; vCPU 0 is then an application processor waiting for
@@ -2618,6 +2690,7 @@ fn main() -> ExitCode {
             speaker_port_follows_kvm_pit_speaker_dummy,
             kvm_nmi_is_delivered_with_interrupts_off,
             apic_nmis_wake_a_vcpu_halted_with_interrupts_off,
+            a_blocked_nmi_does_not_wake_a_vcpu_halted_in_its_nmi_handler,
             hostile_guests_leave_the_host_responsive,
         ],
     )
