@@ -107,6 +107,14 @@ pub(crate) struct Entry {
     /// (`KVM_SET_GUEST_DEBUG`, x86/guest_debug.rs).
     pub(crate) intercept_db: bool,
     pub(crate) intercept_bp: bool,
+    /// The VMM single-steps the guest (RFLAGS.TF is set for this entry):
+    /// VMX drops the guest's STI/MOV SS shadow, as KVM does, or the entry
+    /// would fail with TF in the shadow.
+    pub(crate) single_step: bool,
+    /// DR7 while the guest runs: the VMM's hardware breakpoints' (with
+    /// DR0-DR3 loaded by common code, sys/debugreg.rs), or 0x400, every
+    /// breakpoint off (the guest's own are never loaded: docs/abi.md).
+    pub(crate) dr7: u64,
 }
 
 /// The guest's registers as common code keeps them between entries: the

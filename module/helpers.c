@@ -488,8 +488,15 @@ void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h)
 	load_fixmap_gdt(raw_smp_processor_id());
 	if (h->debugctl)
 		wrmsrq(MSR_IA32_DEBUGCTLMSR, h->debugctl);
-	if (h->dr7 != DR7_FIXED_1)
+	/*
+	 * The host uses breakpoints: a #DB the guest took in VMX non-root
+	 * operation wrote DR6, and a stale B0-B3 would read as a hit of the
+	 * host's at its next #DB (KVM's hw_breakpoint_restore resets it too).
+	 */
+	if (h->dr7 != DR7_FIXED_1) {
+		asm volatile("mov %0, %%dr6" : : "r"((unsigned long)DR6_RESERVED));
 		asm volatile("mov %0, %%dr7" : : "r"((unsigned long)h->dr7));
+	}
 }
 
 /*

@@ -759,7 +759,7 @@ impl FileObject for VcpuFd {
             abi::KVM_SET_MP_STATE => this.set_mp_state(arg),
             abi::KVM_SET_GUEST_DEBUG => {
                 let dbg: abi::kvm_guest_debug = user::read(arg)?;
-                run::debug::set(&mut this.vcpu.state.lock(), dbg.control)?;
+                run::debug::set(&mut this.vcpu.state.lock(), dbg.control, &dbg.arch.debugreg)?;
                 Ok(0)
             }
             // The rate the guest is told its TSC runs at: the VM's default

@@ -21,15 +21,15 @@ use kernel::prelude::*;
 pub(super) const BP_VECTOR: u8 = 3;
 
 /// `KVM_SET_GUEST_DEBUG`, as KVM's `kvm_arch_vcpu_ioctl_set_guest_debug`:
-/// `EINVAL` for what rkvm does not implement (hardware breakpoints),
+/// `EINVAL` for a DR7 no processor takes (x86/guest_debug.rs `parse`),
 /// `EBUSY` for an injection while an exception waits to be delivered
 /// (and, where KVM would keep both, while an interrupt or NMI rkvm
 /// already took from the APIC waits in the same slot). Otherwise the
 /// setting replaces the last, and a #DB or #BP to inject is queued (a
 /// #BP at the INT3 the last breakpoint stop was at is delivered past it:
 /// [`reinject_past_int3`]).
-pub(crate) fn set(state: &mut ArchState, control: u32) -> Result {
-    let (debug, inject) = guest_debug::parse(control).ok_or(EINVAL)?;
+pub(crate) fn set(state: &mut ArchState, control: u32, debugreg: &[u64; 8]) -> Result {
+    let (debug, inject) = guest_debug::parse(control, debugreg).ok_or(EINVAL)?;
     if inject.is_some() && state.run.event.is_some() {
         return Err(EBUSY);
     }
@@ -75,7 +75,11 @@ pub(super) fn note_emulated(state: &mut ArchState, (rip_before, tf_before): (u64
     if linear_rip(state) == rip_before || state.run.event.is_some() {
         return;
     }
-    if state.run.guest_debug.single_step {
+    // The VMM's step, or the guest's own while the VMM has hardware
+    // breakpoints (every #DB is the VMM's then), ends KVM_RUN, as KVM's
+    // `kvm_inject_emulated_db`.
+    let debug = &state.run.guest_debug;
+    if debug.single_step || (debug.hw.is_some() && tf_before) {
         state.run.step_done = true;
     } else if tf_before {
         state.run.dr6 |= DR6_BS;
@@ -114,15 +118,17 @@ pub(super) fn report_step(state: &mut ArchState, page: &SharedPage<'_>) -> Resul
     Ok(true)
 }
 
-/// An intercepted #DB: the VMM's single step ends `KVM_RUN`; any other
-/// (the guest's own TF or ICEBP while the VMM steps it) is the guest's,
-/// with DR6 recording why.
+/// An intercepted #DB: while the VMM single-steps or has hardware
+/// breakpoints, every #DB ends `KVM_RUN` (a step, a breakpoint's match
+/// with its B0-B3 in DR6, and the guest's own TF or ICEBP alike, as KVM's
+/// `db_interception`); otherwise (not reached: #DB is intercepted only
+/// then) it is the guest's, with DR6 recording why.
 pub(super) fn debug_exception(
     state: &mut ArchState,
     page: &SharedPage<'_>,
     dr6: u64,
 ) -> Result<Next> {
-    if state.run.guest_debug.single_step {
+    if state.run.guest_debug.owns_debug_exceptions() {
         state.run.step_done = false;
         write_exit(state, page, DB_VECTOR, dr6)?;
         return Ok(Next::User);
@@ -150,14 +156,16 @@ pub(super) fn breakpoint(vm: &Vm, state: &mut ArchState, page: &SharedPage<'_>) 
 }
 
 /// `KVM_EXIT_DEBUG` with `kvm_run.debug.arch`: the vector, the linear
-/// RIP, DR6 as given and the guest's DR7.
+/// RIP, DR6 as given and DR7 as the guest ran with it (as KVM reports the
+/// VMCB's or VMCS's): the VMM's with hardware breakpoints, else the
+/// guest's.
 fn write_exit(state: &ArchState, page: &SharedPage<'_>, vector: u8, dr6: u64) -> Result {
     let exit = kvm_debug_exit_arch {
         exception: u32::from(vector),
         pad: 0,
         pc: linear_rip(state),
         dr6,
-        dr7: state.run.dr7,
+        dr7: state.run.guest_debug.hw.map_or(state.run.dr7, |h| h.dr7),
     };
     page.write(UNION, &exit)?;
     page.write(offset_of!(kvm_run, exit_reason), &abi::KVM_EXIT_DEBUG)?;

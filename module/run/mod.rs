@@ -48,6 +48,7 @@ use crate::abi::{
 use crate::backend::{self, Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, VendorVcpu};
 use crate::stats::VcpuStats;
 use crate::sys::cpu::{self, IrqsDisabled};
+use crate::sys::debugreg::GuestBreakpoints;
 use crate::sys::fpu::{FpuImage, FpuLayout, FpuSection};
 use crate::sys::mem::SharedPage;
 use crate::vcpu::{ArchState, Vcpu};
@@ -543,6 +544,8 @@ fn enter(
     let guest_osxsave = sregs.cr4 & cr4::OSXSAVE != 0;
     // The VMM's single step: TF for this entry only (run/debug.rs).
     let single_step = run.guest_debug.single_step;
+    // The VMM's hardware breakpoints, if it enabled any.
+    let breakpoints = run.guest_debug.hw.filter(|h| h.any_enabled());
     if single_step {
         regs.rflags |= RFLAGS_TF;
     }
@@ -551,6 +554,8 @@ fn enter(
     // Dropped first (declared last): the host's XCR0 is back before the
     // FPU image is saved and interrupts come on.
     let _xfeatures = fpu.load_guest_xfeatures(&irqs, guest_osxsave);
+    // Dropped before that: the host's breakpoints are back first.
+    let _breakpoints = breakpoints.map(|h| GuestBreakpoints::load(&irqs, &h.addr));
     // Pairs with `Vm::unmap`: publish that we are in the guest before reading the
     // generation (both sequentially consistent).
     let cpu = cpu::this_cpu();
@@ -572,8 +577,10 @@ fn enter(
         flush_tlb: run.flush_tlb,
         interrupt_shadow: run.interrupt_shadow,
         pdptrs,
-        intercept_db: single_step,
+        intercept_db: run.guest_debug.owns_debug_exceptions(),
         intercept_bp: run.guest_debug.sw_breakpoints,
+        single_step,
+        dr7: breakpoints.map_or(DR7_RESET, |h| h.dr7),
     };
     let info =
         if kicked || cpu::signal_pending() || cpu::need_resched() || !backend::entries_allowed() {

@@ -113,7 +113,7 @@ impl SvmVcpu {
     }
 
     /// Writes the vendor-neutral registers into the VMCB and the GPR block.
-    fn load(&mut self, g: &GuestRegs<'_>) {
+    fn load(&mut self, g: &GuestRegs<'_>, entry: &Entry) {
         let (r, s, m) = (&*g.regs, &*g.sregs, &*g.msrs);
         let save = &mut self.vmcb.save;
         save.rax = r.rax;
@@ -123,6 +123,8 @@ impl SvmVcpu {
         // The guest's DR6 is rkvm's software copy; this one only records the next
         // intercepted #DB ([`Exit::Debug`]).
         save.dr6 = DR6_RESET;
+        // The VMM's hardware breakpoints, or none ([`Entry::dr7`]).
+        save.dr7 = entry.dr7;
         // RAX and CR2 are the VMCB's; the block's copies are not used.
         self.gprs = GuestGprs::from_kvm(r, 0);
         save.es = vmcb::segment_from_kvm(&s.es);
@@ -399,7 +401,7 @@ fn interrupted_event(info: u32, err: u32) -> Option<Event> {
 
 impl VendorVcpu for SvmVcpu {
     fn run(&mut self, mut guest: GuestRegs<'_>, entry: &Entry) -> ExitInfo {
-        self.load(&guest);
+        self.load(&guest, entry);
         self.prepare_events(entry);
         let cpu = this_cpu();
         let (Some(pool), Some(host_save)) = (

@@ -25,6 +25,7 @@
 
 pub(crate) mod cpu;
 pub(crate) mod debugfs;
+pub(crate) mod debugreg;
 pub(crate) mod eventfd;
 pub(crate) mod file;
 pub(crate) mod fpu;

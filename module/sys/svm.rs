@@ -76,11 +76,11 @@ pub(crate) unsafe fn vmrun(
     // breakpoints (ptrace, perf) gets its DR7 back below. APM Vol. 2 15.7.2.
     let host_dr7: u64;
     // SAFETY: Reading DR7 at CPL 0 has no side effects.
-    unsafe { asm!("mov {}, dr7", out(reg) host_dr7, options(nomem, nostack, preserves_flags)) };
+    unsafe { asm!("mov {}, dr7", out(reg) host_dr7, options(nomem, nostack)) };
     if host_dr7 != DR7_INIT {
         // No host breakpoint may fire while the guest's GS base is loaded.
         // SAFETY: Disables breakpoints; restored below.
-        unsafe { asm!("mov dr7, {}", in(reg) DR7_INIT, options(nomem, nostack, preserves_flags)) };
+        unsafe { asm!("mov dr7, {}", in(reg) DR7_INIT, options(nomem, nostack)) };
     }
     let gprs: *mut GuestGprs = gprs;
     // SAFETY: The caller guarantees the preconditions of VMSAVE, VMLOAD and VMRUN above.
@@ -199,11 +199,19 @@ pub(crate) unsafe fn vmrun(
         );
     }
     if host_dr7 != DR7_INIT {
-        // SAFETY: Restores the value the host had before VMRUN.
-        unsafe { asm!("mov dr7, {}", in(reg) host_dr7, options(nomem, nostack, preserves_flags)) };
+        // The host uses breakpoints: VMRUN loaded the guest's DR6, which #VMEXIT
+        // leaves there; a stale B0-B3 would read as a hit of the host's at its next
+        // #DB (KVM's `hw_breakpoint_restore` resets DR6 too).
+        // SAFETY: DR6's reset value; then the value DR7 had before VMRUN.
+        unsafe {
+            asm!("mov dr6, {}", in(reg) DR6_INIT, options(nomem, nostack));
+            asm!("mov dr7, {}", in(reg) host_dr7, options(nomem, nostack));
+        };
     }
 }
 
 /// DR7 with every breakpoint disabled (bit 10 is reserved, always 1).
 /// SDM Vol. 3B 19.2.4.
 const DR7_INIT: u64 = 0x400;
+/// DR6 with no debug condition recorded. SDM Vol. 3B 19.2.3.
+const DR6_INIT: u64 = 0xffff_0ff0;

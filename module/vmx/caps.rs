@@ -164,21 +164,24 @@ pub(crate) fn negotiate(m: &CapMsrs) -> Result<Caps, &'static str> {
     let exit = adjust(
         m.exit,
         exit_ctl::HOST_ADDR_SPACE_SIZE
+            | exit_ctl::SAVE_DEBUG_CONTROLS
             | exit_ctl::SAVE_IA32_PAT
             | exit_ctl::LOAD_IA32_PAT
             | exit_ctl::SAVE_IA32_EFER
             | exit_ctl::LOAD_IA32_EFER,
     )
-    .map_err(|_| "VMX cannot switch EFER and PAT at VM exit")?;
+    .map_err(|_| "VMX cannot switch EFER, PAT and the debug controls at VM exit")?;
     // Acknowledging interrupts at exit would take them from the host.
     if exit & exit_ctl::ACK_INTR_ON_EXIT != 0 {
         return Err("VMX forces acknowledge-interrupt-on-exit");
     }
+    // The debug controls: DR7 and DEBUGCTL are the guest's while it runs,
+    // never the host's (KVM requires them too).
     let entry = adjust(
         m.entry,
-        entry_ctl::LOAD_IA32_PAT | entry_ctl::LOAD_IA32_EFER,
+        entry_ctl::LOAD_DEBUG_CONTROLS | entry_ctl::LOAD_IA32_PAT | entry_ctl::LOAD_IA32_EFER,
     )
-    .map_err(|_| "VMX cannot load EFER and PAT at VM entry")?;
+    .map_err(|_| "VMX cannot load EFER, PAT and the debug controls at VM entry")?;
     if adjust(m.entry, entry_ctl::IA32E_MODE).is_err() {
         return Err("VMX cannot run 64-bit guests");
     }

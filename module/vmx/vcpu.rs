@@ -116,6 +116,9 @@ pub(crate) struct VmxVcpu {
     proc1: u32,
     /// The exception bitmap in the VMCS.
     exception_bitmap: u32,
+    /// GUEST_DR7 in the VMCS ([`Entry::dr7`]; the guest cannot change it:
+    /// MOV to DR7 exits).
+    dr7: u64,
 }
 
 /// Where a VMX instruction failed, and how.
@@ -232,6 +235,7 @@ impl VmxVcpu {
             mapping_generation: 0,
             proc1: 0,
             exception_bitmap: 0,
+            dr7: DR7_RESET,
         })
     }
 
@@ -321,6 +325,10 @@ impl VmxVcpu {
         write(v, vmcs::GUEST_RSP, r.rsp)?;
         write(v, vmcs::GUEST_RIP, r.rip)?;
         write(v, vmcs::GUEST_RFLAGS, r.rflags)?;
+        if entry.dr7 != self.dr7 {
+            write(v, vmcs::GUEST_DR7, entry.dr7)?;
+            self.dr7 = entry.dr7;
+        }
         write_segment(v, &vmcs::ES, &s.es)?;
         write_segment(v, &vmcs::CS, &s.cs)?;
         write_segment(v, &vmcs::SS, &s.ss)?;
@@ -476,7 +484,7 @@ impl VmxVcpu {
         // over STI or MOV SS drops the shadow, as KVM's `vmx_vcpu_run`:
         // with it, VM entry would insist on a pending single-step trap
         // (BS), taken before the next instruction ran.
-        let shadow = if !entry.interrupt_shadow || entry.intercept_db {
+        let shadow = if !entry.interrupt_shadow || entry.single_step {
             0
         } else if rflags & RFLAGS_IF != 0 {
             interruptibility::BLOCKING_BY_STI

@@ -405,6 +405,9 @@ pub(crate) mod proc2 {
 
 /// VM-exit controls. 25.7.1, Table 25-13.
 pub(crate) mod exit_ctl {
+    /// The guest's DR7 and IA32_DEBUGCTL are saved (and the exit sets DR7
+    /// to 0x400 and clears DEBUGCTL either way).
+    pub(crate) const SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
     /// The host runs in 64-bit mode after the exit.
     pub(crate) const HOST_ADDR_SPACE_SIZE: u32 = 1 << 9;
     pub(crate) const ACK_INTR_ON_EXIT: u32 = 1 << 15;
@@ -416,6 +419,10 @@ pub(crate) mod exit_ctl {
 
 /// VM-entry controls. 25.8.1, Table 25-15.
 pub(crate) mod entry_ctl {
+    /// DR7 and IA32_DEBUGCTL are loaded from the guest-state area: without
+    /// it the guest runs with the host's (its breakpoints, its branch
+    /// tracing).
+    pub(crate) const LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
     /// The guest is in IA-32e mode (EFER.LMA) after the entry.
     pub(crate) const IA32E_MODE: u32 = 1 << 9;
     pub(crate) const LOAD_IA32_PAT: u32 = 1 << 14;

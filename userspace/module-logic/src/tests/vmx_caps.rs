@@ -74,6 +74,10 @@ fn a_haswell_gets_every_exit_rkvm_needs_and_vpid() {
     assert_eq!(c.exit & exit_ctl::ACK_INTR_ON_EXIT, 0);
     assert_ne!(c.entry & entry_ctl::LOAD_IA32_EFER, 0);
     assert_eq!(c.entry & entry_ctl::IA32E_MODE, 0);
+    // The TRUE MSRs leave the debug controls to us: we ask for both, so
+    // the guest never runs with the host's DR7 and DEBUGCTL.
+    assert_ne!(c.entry & entry_ctl::LOAD_DEBUG_CONTROLS, 0);
+    assert_ne!(c.exit & exit_ctl::SAVE_DEBUG_CONTROLS, 0);
     // CR0.PE and PG are free with unrestricted guest; NE stays forced.
     assert_eq!(caps.cr0_fixed0, 0x20);
     assert!(caps.vpid && caps.large_pages && caps.ins_outs_info);
