@@ -13,8 +13,8 @@
 //! (`kernel_irqchip=split`, two vCPUs), each with
 //! a CPU model stripped of what rkvm does not offer: no KVM
 //! paravirtual features (`kvm=off`) and no machine check (`-mce,-mca`:
-//! QEMU 7.2 would set 42 MCE MSRs rkvm does not have). docs/testing.md
-//! says what this covers.
+//! QEMU 7.2 would set 42 MCE MSRs rkvm does not have), and without SMM
+//! (`smm=off`: see `boot`). docs/testing.md says what this covers.
 //!
 //! Usage: `qemu [DEVICE]` (default `/dev/rkvm`). `RKVM_QEMU` overrides the
 //! QEMU binary (default `/usr/bin/qemu-system-x86_64`).
@@ -239,7 +239,15 @@ fn boot(ctx: &Ctx, machine: Machine, payload: Payload) -> Result<Outcome, Status
         .env("KVM_MINOR", minor(rdev).to_string())
         .arg(&qemu)
         .args(["-accel", "kvm", "-machine"])
-        .arg(format!("pc,kernel_irqchip={}", machine.kernel_irqchip))
+        // smm=off: with SMM offered, SeaBIOS relocates SMBASE through an SMI at
+        // boot; in session 15 one boot in four that did so lost the whole test
+        // VM under QEMU's emulated SVM (no oops: it reset or went silent), and
+        // none of four without it. docs/testing.md, "An open bug"; the SMM
+        // tests of `run` and Linux's smm_test cover SMM meanwhile.
+        .arg(format!(
+            "pc,kernel_irqchip={},smm=off",
+            machine.kernel_irqchip
+        ))
         .args(["-cpu", "qemu64,kvm=off,-mce,-mca", "-m", memory, "-smp"])
         .arg(machine.cpus.to_string())
         .args([
