@@ -141,8 +141,7 @@ impl RunState {
             if self.smm.active != (ev.smi.smm != 0) {
                 // The other address space: nothing cached stays valid, and
                 // PAE's PDPTEs are read again from it (KVM's `kvm_smm_changed`).
-                self.flush_tlb = true;
-                self.reload_pdptrs = true;
+                self.sregs_changed(true);
                 self.smm.inside_nmi = false;
             }
             self.smm.active = ev.smi.smm != 0;

@@ -108,8 +108,7 @@ fn enter(vm: &Vm, state: &mut ArchState) -> Result {
     run.dr7 = dr7;
     run.interrupt_shadow = false;
     // Another root, no paging: nothing cached stays valid.
-    run.flush_tlb = true;
-    run.reload_pdptrs = true;
+    run.sregs_changed(true);
     Ok(())
 }
 
@@ -138,8 +137,7 @@ pub(super) fn rsm(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>) -> Result<N
     }
     run.smm.active = false;
     run.smm.inside_nmi = false;
-    run.flush_tlb = true;
-    run.reload_pdptrs = true;
+    run.sregs_changed(true);
     let host = vm.shared.backend.host_limits();
     let restored = smm::restore(&area, state.features.long_mode, &state.regs, &state.sregs)
         .ok()

@@ -3061,52 +3061,36 @@ fn hardware_breakpoints_stop_the_guest_at_an_instruction_and_after_a_write(
     }
     let watched = Box::new(std::sync::atomic::AtomicU32::new(0));
     let host_bp = host_write_breakpoint(watched.as_ptr() as u64);
-    let poke = |value: u32| watched.store(value, std::sync::atomic::Ordering::SeqCst);
-    if let Some(fd) = &host_bp {
-        poke(1);
-        check_eq!(
-            perf_count(fd)?,
-            1,
-            "the host's breakpoint before the guest ran"
-        );
-    } else {
+    if host_bp.is_none() {
         diag!("no perf hardware breakpoints here: the host's are not checked");
     }
+    // The host's breakpoint counts the `n`th write of the test's thread.
+    let host_counts = |n: u32, when: &str| -> TestResult {
+        if let Some(fd) = &host_bp {
+            watched.store(n, std::sync::atomic::Ordering::SeqCst);
+            check_eq!(
+                perf_count(fd)?,
+                u64::from(n),
+                "the host's breakpoint {when}"
+            );
+        }
+        Ok(())
+    };
+    host_counts(1, "before the guest ran")?;
     let vm = GuestVm::new(ctx, Mode::Long, hw_breakpoint_guest())?;
     let mut vcpu = vm.add_vcpu(0)?;
     let store = DATA_GPA + 0x40;
     let mut regs = [CODE_GPA + 1, store, 0, 0, 0, 0, 0, DR7_L0 | DR7_L1_WRITE_4];
     check_ok!(vcpu.vcpu.set_guest_debug(ENABLE | USE_HW_BP, regs));
-    check_ok!(vcpu.vcpu.run());
-    match vcpu.exit() {
-        VcpuExit::Debug {
-            exception: 1,
-            pc,
-            dr6,
-            dr7,
-        } => {
-            check_eq_hex!(pc, CODE_GPA + 1, "stopped at the MOV");
-            // Bochs 2.7's SVM leaves the VMCB's DR6 as it was at a #DB
-            // intercept (seen 2026-12-07 in the zambezi boot): B0-B3 only
-            // elsewhere.
-            if !bochs_svm() {
-                check_eq_hex!(dr6 & 0xf, 1u64, "DR6.B0");
-            }
-            if let Some(fd) = &host_bp {
-                poke(2);
-                check_eq!(
-                    perf_count(fd)?,
-                    2,
-                    "the host's breakpoint right after the stop"
-                );
-            }
-            check_eq_hex!(dr7 & 0xff_00ff, DR7_L0 | DR7_L1_WRITE_4, "DR7 as given");
-        }
-        other => ksft::fail!(
-            "execute breakpoint: expected a #DB debug exit, got {}",
-            describe(&other)
-        ),
+    let (pc, dr6, dr7) = breakpoint_stop(&mut vcpu, "execute breakpoint")?;
+    host_counts(2, "right after the stop")?;
+    check_eq_hex!(pc, CODE_GPA + 1, "stopped at the MOV");
+    // Bochs 2.7's SVM leaves the VMCB's DR6 as it was at a #DB intercept
+    // (seen 2026-12-07 in the zambezi boot): B0-B3 only elsewhere.
+    if !bochs_svm() {
+        check_eq_hex!(dr6 & 0xf, 1u64, "DR6.B0");
     }
+    check_eq_hex!(dr7 & 0xff_00ff, DR7_L0 | DR7_L1_WRITE_4, "DR7 as given");
     check!(
         check_ok!(vcpu.vcpu.get_regs()).rbx != 7,
         "the MOV has not run"
@@ -3121,31 +3105,11 @@ fn hardware_breakpoints_stop_the_guest_at_an_instruction_and_after_a_write(
     regs[0] = 0;
     regs[7] = DR7_L1_WRITE_4;
     check_ok!(vcpu.vcpu.set_guest_debug(ENABLE | USE_HW_BP, regs));
-    check_ok!(vcpu.vcpu.run());
-    match vcpu.exit() {
-        VcpuExit::Debug {
-            exception: 1,
-            pc,
-            dr6,
-            ..
-        } => {
-            check_eq_hex!(pc, CODE_GPA + 17, "stopped after the store");
-            if !bochs_svm() {
-                check_eq_hex!(dr6 & 0xf, 2u64, "DR6.B1");
-            }
-            if let Some(fd) = &host_bp {
-                poke(3);
-                check_eq!(
-                    perf_count(fd)?,
-                    3,
-                    "the host's breakpoint after the second stop"
-                );
-            }
-        }
-        other => ksft::fail!(
-            "write breakpoint: expected a #DB debug exit, got {}",
-            describe(&other)
-        ),
+    let (pc, dr6, _) = breakpoint_stop(&mut vcpu, "write breakpoint")?;
+    host_counts(3, "after the second stop")?;
+    check_eq_hex!(pc, CODE_GPA + 17, "stopped after the store");
+    if !bochs_svm() {
+        check_eq_hex!(dr6 & 0xf, 2u64, "DR6.B1");
     }
     check_eq_hex!(
         vm.read_u64(store)? & 0xffff_ffff,
@@ -3155,15 +3119,25 @@ fn hardware_breakpoints_stop_the_guest_at_an_instruction_and_after_a_write(
     check_eq!(check_ok!(vcpu.vcpu.get_regs()).rbx, 7u64, "the MOV ran");
     check_ok!(vcpu.vcpu.set_guest_debug(0, [0; 8]));
     vcpu.done()?;
-    if let Some(fd) = &host_bp {
-        poke(4);
-        check_eq!(
-            perf_count(fd)?,
-            4,
-            "the host's breakpoint after the guest ran"
-        );
+    host_counts(4, "after the guest ran")
+}
+
+/// Runs the vCPU and expects a #DB `KVM_EXIT_DEBUG` (`what` names it in a
+/// failure): its linear RIP, DR6 and DR7.
+fn breakpoint_stop(vcpu: &mut GuestVcpu, what: &str) -> Result<(u64, u64, u64), Status> {
+    check_ok!(vcpu.vcpu.run());
+    match vcpu.exit() {
+        VcpuExit::Debug {
+            exception: 1,
+            pc,
+            dr6,
+            dr7,
+        } => Ok((pc, dr6, dr7)),
+        other => ksft::fail!(
+            "{what}: expected a #DB debug exit, got {}",
+            describe(&other)
+        ),
     }
-    Ok(())
 }
 
 guest! {
