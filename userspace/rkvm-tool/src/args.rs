@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::Failure;
+use crate::boot::{self, BootArgs};
 
 /// The device opened when `--device` is not given.
 pub(crate) const DEFAULT_DEVICE: &str = "/dev/rkvm";
@@ -22,6 +23,8 @@ pub(crate) const MAX_CPUS: u32 = 8;
 /// `--help` text.
 pub(crate) const USAGE: &str = "\
 usage: rkvm run [OPTIONS] GUEST      run a guest (flat binary or static ELF)
+       rkvm boot --kernel BZIMAGE [OPTIONS]
+                                     boot Linux: its console on the terminal
        rkvm info [--device PATH]     the device's API version, capabilities, limits
        rkvm bench [--device PATH] [--quick] [--repeats N] [--output FILE]
        rkvm compare RKVM.tsv KVM.tsv print two `bench --output` files side by side
@@ -37,15 +40,29 @@ run options:
   --trace          print every exit as it happens (on stderr)
   --stats          print exit counts and times by reason at the end (on stderr)
 
-The guest's devices: a 16550 UART at port 0x3f8 (stdout; stdin when it is a
+boot options:
+  --kernel FILE    a Linux bzImage (64-bit, boot protocol 2.12 or later)
+  --initrd FILE    an initramfs or initrd for it
+  --append TEXT    the kernel command line (default \"console=ttyS0 panic=-1\")
+  --cpus N         vCPUs, in the ACPI MADT (default 1, at most 8)
+  --mem SIZE       guest memory (default 256M, 32M to 3G)
+  --device, --trace, --stats   as for run
+
+Linux's machine: RAM from 0 with an e820 map, ACPI tables, the in-kernel
+local APICs, IOAPIC, PICs and PIT, a 16550 UART at 0x3f8 on IRQ 4 (stdout,
+and stdin, raw when it is a terminal), ACPI power-off and reset registers
+(0x600-0x606) and the keyboard controller's reset (port 0x64). A guest that
+powers off or reboots ends rkvm boot with status 0.
+
+The guest's devices under run: a 16550 UART at port 0x3f8 (stdout; stdin when it is a
 terminal), the debug port 0xe9 (stdout), the exit port 0xf4 (the byte written
 is rkvm's exit status), a tick timer at port 0x610 (32-bit period in
 microseconds, 0 stops; it injects vector 32 with KVM_INTERRUPT) and an MMIO
 demo device at 0xd0000000 (0x0 id, 0x8 read counter, 0x10 scratch, 0x18
 scratch squared).
 
-Exit status: the guest's (from port 0xf4; 0 when every vCPU halted with
-nothing left to wake it), 2 for a usage error, 125 when the guest cannot be
+Exit status: the guest's (run: from port 0xf4, 0 when every vCPU halted
+with nothing left to wake it; boot: 0 when it powered off or reset), 2 for a usage error, 125 when the guest cannot be
 run (device, permissions, guest file), 126 when the guest crashed (triple
 fault, failed entry, an exit rkvm cannot handle).";
 
@@ -110,6 +127,8 @@ pub(crate) struct BenchArgs {
 pub(crate) enum Command {
     /// `rkvm run`.
     Run(RunArgs),
+    /// `rkvm boot`.
+    Boot(BootArgs),
     /// `rkvm info`.
     Info {
         /// `--device`.
@@ -175,6 +194,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, F
     };
     match cmd.as_str() {
         "run" => parse_run(it).map(Command::Run),
+        "boot" => parse_boot(it).map(Command::Boot),
         "info" => {
             let mut device = PathBuf::from(DEFAULT_DEVICE);
             while let Some(a) = it.next() {
@@ -199,9 +219,65 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, F
         }
         "help" | "--help" | "-h" => Ok(Command::Help),
         other => Err(usage(format!(
-            "unknown command {other:?}: use run, info, bench or compare (rkvm --help)"
+            "unknown command {other:?}: use run, boot, info, bench or compare (rkvm --help)"
         ))),
     }
+}
+
+/// `--mem`'s value: a size from `min` to [`MAX_MEM`], a multiple of 4 KiB.
+fn parse_mem(v: &str, min: u64) -> Result<u64, Failure> {
+    let mem = parse_size(v)
+        .ok_or_else(|| usage(format!("--mem {v:?} is not a size (examples: 64M, 1G)")))?;
+    if !(min..=MAX_MEM).contains(&mem) || !mem.is_multiple_of(4096) {
+        return Err(usage(format!(
+            "--mem {v} is out of range: give {}M to 3G, a multiple of 4K",
+            min >> 20
+        )));
+    }
+    Ok(mem)
+}
+
+/// `--cpus`'s value: 1 to [`MAX_CPUS`].
+fn parse_cpus(v: &str) -> Result<u32, Failure> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=MAX_CPUS).contains(n))
+        .ok_or_else(|| usage(format!("--cpus {v:?}: give 1 to {MAX_CPUS}")))
+}
+
+fn parse_boot(mut it: impl Iterator<Item = String>) -> Result<BootArgs, Failure> {
+    let mut args = BootArgs {
+        device: PathBuf::from(DEFAULT_DEVICE),
+        kernel: PathBuf::new(),
+        initrd: None,
+        append: boot::DEFAULT_APPEND.into(),
+        cpus: 1,
+        mem: boot::DEFAULT_MEM,
+        trace: false,
+        stats: false,
+    };
+    let mut kernel = None;
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--device" => args.device = value(&mut it, "--device")?.into(),
+            "--kernel" => kernel = Some(value(&mut it, "--kernel")?),
+            "--initrd" => args.initrd = Some(value(&mut it, "--initrd")?.into()),
+            "--append" => args.append = value(&mut it, "--append")?,
+            "--mem" => args.mem = parse_mem(&value(&mut it, "--mem")?, boot::MIN_MEM)?,
+            "--cpus" => args.cpus = parse_cpus(&value(&mut it, "--cpus")?)?,
+            "--trace" => args.trace = true,
+            "--stats" => args.stats = true,
+            _ => {
+                return Err(usage(format!(
+                    "rkvm boot: unknown argument {a:?} (rkvm --help)"
+                )));
+            }
+        }
+    }
+    args.kernel = kernel
+        .ok_or_else(|| usage("rkvm boot needs --kernel BZIMAGE (rkvm --help)".into()))?
+        .into();
+    Ok(args)
 }
 
 fn parse_run(mut it: impl Iterator<Item = String>) -> Result<RunArgs, Failure> {
@@ -219,26 +295,8 @@ fn parse_run(mut it: impl Iterator<Item = String>) -> Result<RunArgs, Failure> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--device" => args.device = value(&mut it, "--device")?.into(),
-            "--mem" => {
-                let v = value(&mut it, "--mem")?;
-                let mem = parse_size(&v).ok_or_else(|| {
-                    usage(format!("--mem {v:?} is not a size (examples: 64M, 1G)"))
-                })?;
-                if !(1 << 20..=MAX_MEM).contains(&mem) || !mem.is_multiple_of(4096) {
-                    return Err(usage(format!(
-                        "--mem {v} is out of range: give 1M to 3G, a multiple of 4K"
-                    )));
-                }
-                args.mem = mem;
-            }
-            "--cpus" => {
-                let v = value(&mut it, "--cpus")?;
-                args.cpus = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_CPUS).contains(n))
-                    .ok_or_else(|| usage(format!("--cpus {v:?}: give 1 to {MAX_CPUS}")))?;
-            }
+            "--mem" => args.mem = parse_mem(&value(&mut it, "--mem")?, 1 << 20)?,
+            "--cpus" => args.cpus = parse_cpus(&value(&mut it, "--cpus")?)?,
             "--mode" => {
                 let v = value(&mut it, "--mode")?;
                 args.mode = Some(match v.as_str() {
@@ -390,6 +448,32 @@ mod tests {
             Command::Compare { .. }
         ));
         assert!(usage_text(parse_strs(&["compare", "a"])).contains("two files"));
+        let Command::Boot(b) = parse_strs(&[
+            "boot", "--kernel", "bz", "--initrd", "rd", "--append", "quiet", "--cpus", "2",
+            "--mem", "512M", "--stats",
+        ])
+        .unwrap() else {
+            panic!("not boot");
+        };
+        assert_eq!((b.kernel, b.initrd), ("bz".into(), Some("rd".into())));
+        assert_eq!((b.append.as_str(), b.cpus, b.mem), ("quiet", 2, 512 << 20));
+        assert!(b.stats && !b.trace);
+        let Command::Boot(b) = parse_strs(&["boot", "--kernel", "bz"]).unwrap() else {
+            panic!("not boot");
+        };
+        assert_eq!(
+            (b.append.as_str(), b.mem),
+            (boot::DEFAULT_APPEND, boot::DEFAULT_MEM)
+        );
+        assert!(usage_text(parse_strs(&["boot"])).contains("needs --kernel"));
+        assert!(
+            usage_text(parse_strs(&["boot", "--kernel", "k", "--mem", "16M"]))
+                .contains("give 32M to 3G")
+        );
+        assert!(
+            usage_text(parse_strs(&["boot", "--kernel", "k", "--cpus", "9"])).contains("1 to 8")
+        );
+        assert!(usage_text(parse_strs(&["boot", "--kernel", "k", "x"])).contains("unknown"));
         assert_eq!(parse_strs(&["--help"]).unwrap(), Command::Help);
     }
 }

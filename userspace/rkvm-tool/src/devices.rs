@@ -13,9 +13,10 @@
 //! Everything here is plain logic over byte buffers, unit-tested on the
 //! host; the run loop (`machine.rs`) feeds it the exits.
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::serial::{Uart, show_byte};
 
 /// COM1's first port (the 16550's registers are at +0 to +7).
 pub(crate) const SERIAL_BASE: u16 = 0x3f8;
@@ -41,29 +42,6 @@ pub(crate) const MMIO_SCRATCH: u64 = 0x10;
 pub(crate) const MMIO_SQUARE: u64 = 0x18;
 /// What [`MMIO_ID`] reads: "RKVM" in ASCII, little-endian.
 pub(crate) const MMIO_ID_VALUE: u64 = u32::from_le_bytes(*b"RKVM") as u64;
-
-// 16550 register offsets and bits (National Semiconductor PC16550D
-// datasheet, Table II "Summary of Registers").
-const UART_RBR_THR: u16 = 0;
-const UART_IER: u16 = 1;
-const UART_IIR_FCR: u16 = 2;
-const UART_LCR: u16 = 3;
-const UART_MCR: u16 = 4;
-const UART_LSR: u16 = 5;
-const UART_MSR: u16 = 6;
-const UART_SCR: u16 = 7;
-/// LCR bit 7: the divisor latch access bit (DLAB).
-const LCR_DLAB: u8 = 0x80;
-/// LSR bit 0: data ready.
-const LSR_DR: u8 = 0x01;
-/// LSR bits 5 and 6: the transmit holding register and shifter are empty.
-const LSR_THRE_TEMT: u8 = 0x60;
-/// IIR: no interrupt pending.
-const IIR_NONE: u8 = 0x01;
-/// IIR bits 7:6 when the FIFOs are enabled.
-const IIR_FIFO: u8 = 0xc0;
-/// MSR: carrier detect, data set ready, clear to send.
-const MSR_READY: u8 = 0xb0;
 
 /// What an access asks of the run loop besides its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,36 +83,13 @@ impl Access {
     }
 }
 
-/// A byte as a readable character for the trace.
-fn show_byte(b: u8) -> String {
-    match b {
-        b'\n' => "'\\n'".into(),
-        b'\r' => "'\\r'".into(),
-        0x20..=0x7e => format!("'{}'", char::from(b)),
-        _ => format!("{b:#04x}"),
-    }
-}
-
-/// The 16550 UART's register state.
-#[derive(Debug, Default)]
-struct Uart {
-    ier: u8,
-    lcr: u8,
-    mcr: u8,
-    scr: u8,
-    dll: u8,
-    dlm: u8,
-    fifo: bool,
-}
-
-/// Where guest output goes, and the input queue of the serial port.
+/// Where guest output goes.
 pub(crate) type Output = Box<dyn Write + Send>;
 
 /// Every device of the machine, shared by the vCPU threads.
 pub(crate) struct Devices {
-    uart: Mutex<Uart>,
-    /// Bytes typed on stdin, not yet read by the guest.
-    input: Arc<Mutex<VecDeque<u8>>>,
+    /// COM1, shared with the thread that feeds it the terminal's input.
+    uart: Arc<Mutex<Uart>>,
     out: Mutex<Output>,
     /// The MMIO demo's scratch register and read counter.
     mmio: Mutex<(u64, u64)>,
@@ -151,14 +106,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Devices {
-    /// Devices writing guest output to `out`, with serial input from `input`.
-    pub(crate) fn new(out: Output, input: Arc<Mutex<VecDeque<u8>>>) -> Self {
+    /// Devices writing guest output to `out`.
+    pub(crate) fn new(out: Output) -> Self {
         Self {
-            uart: Mutex::default(),
-            input,
+            uart: Arc::default(),
             out: Mutex::new(out),
             mmio: Mutex::default(),
         }
+    }
+
+    /// The UART, for the thread that delivers the terminal's input to it.
+    pub(crate) fn uart(&self) -> Arc<Mutex<Uart>> {
+        Arc::clone(&self.uart)
     }
 
     /// Writes guest output (unbuffered: it shows at once, in order with
@@ -220,80 +179,16 @@ impl Devices {
     }
 
     fn uart_out(&self, reg: u16, byte: u8) -> Access {
-        let mut u = lock(&self.uart);
-        let dlab = u.lcr & LCR_DLAB != 0;
-        match reg {
-            UART_RBR_THR if dlab => {
-                u.dll = byte;
-                Access::note(format!("serial: divisor latch low = {byte}"))
-            }
-            UART_RBR_THR => {
-                drop(u);
-                self.emit(&[byte]);
-                Access::note(format!("serial: transmit {}", show_byte(byte)))
-            }
-            UART_IER if dlab => {
-                u.dlm = byte;
-                Access::note(format!("serial: divisor latch high = {byte}"))
-            }
-            UART_IER => {
-                u.ier = byte;
-                Access::note(format!(
-                    "serial: interrupt enable = {byte:#04x} (no IRQ line: polled only)"
-                ))
-            }
-            UART_IIR_FCR => {
-                u.fifo = byte & 1 != 0;
-                Access::note(format!("serial: FIFO control = {byte:#04x}"))
-            }
-            UART_LCR => {
-                u.lcr = byte;
-                Access::note(format!("serial: line control = {byte:#04x}"))
-            }
-            UART_MCR => {
-                u.mcr = byte;
-                Access::note(format!("serial: modem control = {byte:#04x}"))
-            }
-            UART_SCR => {
-                u.scr = byte;
-                Access::note(format!("serial: scratch = {byte:#04x}"))
-            }
-            _ => Access::note("serial: write to a read-only register, ignored"),
+        let w = lock(&self.uart).write(reg, byte);
+        if let Some(b) = w.sent {
+            self.emit(&[b]);
         }
+        Access::note(w.note)
     }
 
     fn uart_in(&self, reg: u16) -> Access {
-        let u = lock(&self.uart);
-        let dlab = u.lcr & LCR_DLAB != 0;
-        match reg {
-            UART_RBR_THR if dlab => Access::read(u64::from(u.dll), "serial: divisor latch low"),
-            UART_RBR_THR => match lock(&self.input).pop_front() {
-                Some(b) => Access::read(u64::from(b), format!("serial: receive {}", show_byte(b))),
-                None => Access::read(0, "serial: receive buffer empty"),
-            },
-            UART_IER if dlab => Access::read(u64::from(u.dlm), "serial: divisor latch high"),
-            UART_IER => Access::read(u64::from(u.ier), "serial: interrupt enable"),
-            UART_IIR_FCR => {
-                let iir = IIR_NONE | if u.fifo { IIR_FIFO } else { 0 };
-                Access::read(u64::from(iir), "serial: no interrupt pending")
-            }
-            UART_LCR => Access::read(u64::from(u.lcr), "serial: line control"),
-            UART_MCR => Access::read(u64::from(u.mcr), "serial: modem control"),
-            UART_LSR => {
-                let ready = !lock(&self.input).is_empty();
-                let lsr = LSR_THRE_TEMT | if ready { LSR_DR } else { 0 };
-                Access::read(
-                    u64::from(lsr),
-                    if ready {
-                        "serial: line status: ready to send, input waiting"
-                    } else {
-                        "serial: line status: ready to send"
-                    },
-                )
-            }
-            UART_MSR => Access::read(u64::from(MSR_READY), "serial: modem status"),
-            _ => Access::read(u64::from(u.scr), "serial: scratch"),
-        }
+        let (value, note) = lock(&self.uart).read(reg);
+        Access::read(u64::from(value), note)
     }
 
     /// An MMIO write of `data` (1 to 8 bytes) at guest-physical `gpa`.
@@ -373,14 +268,11 @@ mod tests {
         }
     }
 
-    fn devices() -> (Devices, Sink, Arc<Mutex<VecDeque<u8>>>) {
+    fn devices() -> (Devices, Sink, Arc<Mutex<Uart>>) {
         let sink = Sink::default();
-        let input = Arc::new(Mutex::new(VecDeque::new()));
-        (
-            Devices::new(Box::new(sink.clone()), Arc::clone(&input)),
-            sink,
-            input,
-        )
+        let d = Devices::new(Box::new(sink.clone()));
+        let uart = d.uart();
+        (d, sink, uart)
     }
 
     #[test]
@@ -410,8 +302,8 @@ mod tests {
 
     #[test]
     fn serial_receives_queued_input() {
-        let (d, _, input) = devices();
-        input.lock().unwrap().extend(b"ok");
+        let (d, _, uart) = devices();
+        uart.lock().unwrap().receive(b"ok");
         assert_eq!(d.io_in(SERIAL_BASE + 5, 1).data, 0x61);
         assert_eq!(d.io_in(SERIAL_BASE, 1).data, u64::from(b'o'));
         assert_eq!(d.io_in(SERIAL_BASE, 1).data, u64::from(b'k'));

@@ -12,7 +12,6 @@
 //! tick is due is kicked out of KVM_RUN with a signal (`EINTR`); a guest
 //! that halted waits in rkvm until the tick.
 
-use std::collections::VecDeque;
 use std::io::{IsTerminal, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -618,13 +617,9 @@ fn kicker(sh: &Shared) {
     }
 }
 
-/// Starts the thread that copies stdin to the serial port's input, when
-/// stdin is a terminal.
-fn start_input(input: &Arc<Mutex<VecDeque<u8>>>) {
-    if !std::io::stdin().is_terminal() {
-        return;
-    }
-    let input = Arc::clone(input);
+/// Starts the thread that reads stdin and hands each chunk to `deliver`
+/// (the serial port's input), until end of file.
+pub(crate) fn start_input(mut deliver: impl FnMut(&[u8]) + Send + 'static) {
     // Detached: it blocks in read() and ends with the process.
     let _ = std::thread::Builder::new()
         .name("serial-input".into())
@@ -635,7 +630,7 @@ fn start_input(input: &Arc<Mutex<VecDeque<u8>>>) {
                 if n == 0 {
                     break;
                 }
-                lock(&input).extend(&buf[..n]);
+                deliver(&buf[..n]);
             }
         });
 }
@@ -659,10 +654,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, Failure> {
     }
     kvm_abi::process::interrupt_syscalls_with(KICK)
         .map_err(|e| Failure::Env(format!("cannot install the kick signal handler: {e}")))?;
-    let input = Arc::new(Mutex::new(VecDeque::new()));
-    start_input(&input);
+    let devices = Devices::new(Box::new(std::io::stdout()));
+    if std::io::stdin().is_terminal() {
+        let uart = devices.uart();
+        start_input(move |bytes| lock(&uart).receive(bytes));
+    }
     let shared = Shared {
-        devices: Devices::new(Box::new(std::io::stdout()), input),
+        devices,
         trace: args.trace,
         start: Instant::now(),
         stop: AtomicBool::new(false),

@@ -5,6 +5,8 @@
 //!   up real, protected or long mode, runs a thread per vCPU and emulates
 //!   the guest's devices from its `KVM_EXIT_IO` and `KVM_EXIT_MMIO` exits
 //!   (`devices.rs`); `--trace` prints each exit, `--stats` counts them.
+//! - `rkvm boot --kernel BZIMAGE` boots Linux on the in-kernel irqchip with
+//!   ACPI tables, a UART on the terminal and power-off (`boot/`).
 //! - `rkvm info` reports the device's API version, capabilities and limits.
 //! - `rkvm bench` measures what a hypervisor's speed is made of, and
 //!   `rkvm compare` prints rkvm's and KVM's figures side by side.
@@ -13,10 +15,12 @@
 
 mod args;
 mod bench;
+mod boot;
 mod devices;
 mod info;
 mod loader;
 mod machine;
+mod serial;
 mod stats;
 
 use std::io::Write;
@@ -73,6 +77,7 @@ pub(crate) fn human_size(bytes: u64) -> String {
 fn main() -> ExitCode {
     let result = args::parse(std::env::args().skip(1)).and_then(|cmd| match cmd {
         Command::Run(a) => machine::run(&a),
+        Command::Boot(a) => boot::boot(&a),
         Command::Info { device } => info::info(&device).map(|s| {
             print!("{s}");
             0
