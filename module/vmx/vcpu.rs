@@ -15,6 +15,7 @@
 //! VM-instruction error and ends `KVM_RUN` with an internal error
 //! (except VMLAUNCH refusing the VMCS, which is KVM's FAIL_ENTRY).
 
+use super::caps::CR0_PE_PG;
 use super::vmcs::{
     self, access, entry_ctl, ept_violation, interruptibility, intr_info, proc1, reason, Field,
     SegmentFields, Width,
@@ -148,6 +149,9 @@ fn write<W: Width>(v: &mut CurrentVmcs<'_>, f: Field<W>, value: W::Value) -> Vmx
     v.write(f, value).context("VMWRITE")
 }
 
+/// The system-segment type of a busy 64-bit TSS (SDM Vol. 3A 3.5, Table 3-2).
+const TSS_BUSY_64: u8 = 11;
+
 /// A segment's access rights in the VMCS format; not present means
 /// unusable (as KVM's `vmx_segment_access_rights`).
 fn access_rights(s: &kvm_segment) -> u32 {
@@ -269,12 +273,17 @@ impl VmxVcpu {
         // No shadow VMCS: the link pointer must be all ones. SDM Vol. 3C 27.3.1.5.
         write(v, vmcs::VMCS_LINK_POINTER, u64::MAX)?;
         // CR0 bits the CPU forces to 1 (NE, typically) belong to the host: the guest reads
-        // its own value from the shadow, and writing a different one exits. Every CR4 bit
-        // belongs to the host, as SVM intercepts every CR4 write. SDM Vol. 3C 26.3.
+        // its own value from the shadow, and writing a different one exits. So do PE and
+        // PG, as on KVM (which never lets the guest own them): turning paging on or off is
+        // rkvm's to see (run/regs.rs `cr0_write`: EFER.LMA, and with it the "IA-32e mode
+        // guest" entry control, flushes, PAE PDPTEs). Left to the CPU, a guest that turns
+        // on paging with EFER.LME set (every Linux AP's trampoline) takes #GP under Bochs.
+        // Every CR4 bit belongs to the host, as SVM intercepts every CR4 write. SDM Vol. 3C
+        // 26.3.
         write(
             v,
             vmcs::CR0_GUEST_HOST_MASK,
-            s.caps.cr0_fixed0 | !s.caps.cr0_fixed1 & 0xffff_ffff,
+            s.caps.cr0_fixed0 | !s.caps.cr0_fixed1 & 0xffff_ffff | CR0_PE_PG,
         )?;
         write(v, vmcs::CR4_GUEST_HOST_MASK, u64::MAX)?;
         // The guest never reaches the hardware debug registers (MOV DR exits).
@@ -335,7 +344,19 @@ impl VmxVcpu {
         write_segment(v, &vmcs::DS, &s.ds)?;
         write_segment(v, &vmcs::FS, &s.fs)?;
         write_segment(v, &vmcs::GS, &s.gs)?;
-        write_segment(v, &vmcs::TR, &s.tr)?;
+        // An IA-32e mode entry needs TR to be a busy 64-bit TSS (type 11; SDM Vol. 3C
+        // 27.3.1.2). A guest that turns long mode on keeps the TR it had, the 16-bit busy
+        // type of the reset state on a Linux AP: KVM's `enter_lmode` retypes it, and so
+        // does rkvm (the CPU never looks at the type until a task switch).
+        let tr = if s.efer & efer::LMA != 0 && s.tr.type_ & 0xf != TSS_BUSY_64 {
+            kvm_segment {
+                type_: TSS_BUSY_64,
+                ..s.tr
+            }
+        } else {
+            s.tr
+        };
+        write_segment(v, &vmcs::TR, &tr)?;
         write_segment(v, &vmcs::LDTR, &s.ldt)?;
         write(v, vmcs::GUEST_GDTR_BASE, s.gdt.base)?;
         write(v, vmcs::GUEST_GDTR_LIMIT, s.gdt.limit.into())?;
