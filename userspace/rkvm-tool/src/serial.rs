@@ -65,6 +65,9 @@ const LSR_THRE_TEMT: u8 = 0x60;
 /// terminal is attached and ready).
 const MSR_READY: u8 = 0xb0;
 
+/// The receive FIFO's depth on a 16550A.
+const RX_FIFO: usize = 16;
+
 /// A byte as a readable character for the trace.
 pub(crate) fn show_byte(b: u8) -> String {
     match b {
@@ -213,6 +216,17 @@ impl Uart {
         !self.rx.is_empty()
     }
 
+    /// How many more bytes a VMM that paces its input should hand over:
+    /// none until the guest's driver enables the receive interrupt, then
+    /// what the 16-byte receive FIFO has room for.
+    pub(crate) fn input_room(&self) -> usize {
+        if self.ier & IER_RDI == 0 {
+            0
+        } else {
+            RX_FIFO.saturating_sub(self.rx.len())
+        }
+    }
+
     /// The level of the UART's interrupt line on the ISA bus: an enabled
     /// interrupt is pending and OUT2 lets it through.
     pub(crate) fn interrupt(&self) -> bool {
@@ -312,6 +326,18 @@ mod tests {
         u.receive(b"zz");
         u.write(IIR_FCR, FCR_ENABLE | FCR_CLEAR_RX);
         assert!(!u.has_input());
+    }
+
+    #[test]
+    fn input_is_paced_by_the_receive_interrupt_and_the_fifo() {
+        let mut u = Uart::default();
+        assert_eq!(u.input_room(), 0, "no driver yet");
+        u.write(IER, IER_RDI);
+        assert_eq!(u.input_room(), 16);
+        u.receive(b"0123456789");
+        assert_eq!(u.input_room(), 6);
+        u.read(RBR_THR);
+        assert_eq!(u.input_room(), 7);
     }
 
     #[test]

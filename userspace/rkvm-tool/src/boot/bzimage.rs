@@ -35,6 +35,7 @@ const CMD_LINE_PTR: usize = 0x228;
 const INITRD_ADDR_MAX: usize = 0x22c;
 const XLOADFLAGS: usize = 0x236;
 const CMDLINE_SIZE: usize = 0x238;
+const PREF_ADDRESS: usize = 0x258;
 const INIT_SIZE: usize = 0x260;
 // struct boot_params outside the header (bootparam.h).
 const ACPI_RSDP_ADDR: usize = 0x070;
@@ -87,9 +88,13 @@ pub(crate) struct Kernel<'a> {
     cmdline_size: u32,
     /// `initrd_addr_max`: the highest address the initrd may reach.
     initrd_addr_max: u32,
-    /// `init_size`: how much memory from the load address the kernel
-    /// needs while it decompresses and starts.
-    pub(crate) init_size: u32,
+    /// `init_size`: how much memory from where it runs the kernel needs
+    /// while it decompresses and starts.
+    init_size: u32,
+    /// `pref_address`: where the kernel runs. A relocatable kernel loaded
+    /// lower (at 1 MiB, as here) decompresses itself there, not lower
+    /// (`arch/x86/boot/compressed/head_64.S`, LOAD_PHYSICAL_ADDR).
+    pref_address: u64,
     /// The boot protocol version, as `major.minor`.
     pub(crate) version: (u8, u8),
 }
@@ -142,14 +147,18 @@ impl<'a> Kernel<'a> {
             cmdline_size: u32_at(file, CMDLINE_SIZE),
             initrd_addr_max: u32_at(file, INITRD_ADDR_MAX),
             init_size: u32_at(file, INIT_SIZE),
+            pref_address: u64::from(u32_at(file, PREF_ADDRESS))
+                | (u64::from(u32_at(file, PREF_ADDRESS + 4)) << 32),
             version: (version.to_be_bytes()[0], version.to_be_bytes()[1]),
         })
     }
 
-    /// The first address above the kernel while it runs: the load address
-    /// plus the larger of its image and its `init_size`.
+    /// The first address above the kernel while it starts: above the
+    /// image loaded at 1 MiB and above `init_size` bytes from where it
+    /// decompresses to.
     pub(crate) fn end(&self) -> u64 {
-        KERNEL_LOAD + (self.image.len() as u64).max(u64::from(self.init_size))
+        let runs_at = self.pref_address.max(KERNEL_LOAD);
+        (KERNEL_LOAD + self.image.len() as u64).max(runs_at.saturating_add(self.init_size.into()))
     }
 
     /// Checks a command line against the kernel's limit.
@@ -271,6 +280,7 @@ mod tests {
         f[CMDLINE_SIZE..CMDLINE_SIZE + 4].copy_from_slice(&2047u32.to_le_bytes());
         f[INITRD_ADDR_MAX..INITRD_ADDR_MAX + 4].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
         f[INIT_SIZE..INIT_SIZE + 4].copy_from_slice(&0x80_0000u32.to_le_bytes());
+        f[PREF_ADDRESS..PREF_ADDRESS + 4].copy_from_slice(&0x100_0000u32.to_le_bytes());
         f.extend_from_slice(payload);
         f
     }
@@ -281,7 +291,8 @@ mod tests {
         let k = Kernel::parse(&f).unwrap();
         assert_eq!(k.image, b"kernel!");
         assert_eq!(k.version, (2, 15));
-        assert_eq!(k.end(), KERNEL_LOAD + 0x80_0000);
+        // It decompresses at 16 MiB and needs 8 MiB from there.
+        assert_eq!(k.end(), 0x180_0000);
         assert!(k.check_cmdline("console=ttyS0").is_ok());
         assert!(
             k.check_cmdline(&"x".repeat(2048))
@@ -336,8 +347,9 @@ mod tests {
             k.initrd_address(0x1800, 64 << 20),
             Some((64 << 20) - 0x2000)
         );
-        // Too large to sit above the kernel's 8 MiB init_size.
-        assert_eq!(k.initrd_address(60 << 20, 64 << 20), None);
+        // Too large to sit above the kernel's 16 + 8 MiB.
+        assert_eq!(k.initrd_address(40 << 20, 64 << 20), Some(24 << 20));
+        assert_eq!(k.initrd_address((40 << 20) + 1, 64 << 20), None);
         assert_eq!(k.initrd_address(u64::MAX, 64 << 20), None);
     }
 }

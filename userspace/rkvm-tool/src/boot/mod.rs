@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use kvm_abi::sys::{KVM_CAP_MAX_VCPUS, kvm_regs};
+use kvm_abi::sys::{KVM_CAP_MAX_VCPUS, KVM_PIT_SPEAKER_DUMMY, kvm_regs};
 use kvm_abi::{
     CpuidEntries, Errno, GuestMemory, IoDirection, KVM_MAX_CPUID_ENTRIES, MemoryRegion, RunMapping,
     Vcpu, VcpuExit, Vm,
@@ -84,6 +84,8 @@ const BOOT_DS: u16 = 0x18;
 /// Where KVM may put the TSS it needs for real mode on Intel CPUs without
 /// unrestricted guest (KVM_SET_TSS_ADDR; three pages, QEMU's address).
 const TSS_ADDR: u64 = 0xfeff_d000;
+/// How often queued terminal input is offered to the UART again.
+const INPUT_PACE: Duration = Duration::from_millis(10);
 /// The signal that kicks a vCPU thread out of KVM_RUN.
 const KICK: Signal = Signal::SIGUSR1;
 
@@ -448,10 +450,10 @@ pub(crate) fn boot(args: &BootArgs) -> Result<u8, Failure> {
     kernel
         .check_cmdline(&args.append)
         .map_err(|e| Failure::Usage(format!("--append: {e}")))?;
-    if kernel.end() + (1 << 20) > args.mem {
+    if kernel.end() > args.mem {
         return Err(Failure::Usage(format!(
-            "the kernel needs {} from 1 MiB to start; --mem {} is too little",
-            human_size(kernel.end() - KERNEL_LOAD),
+            "the kernel needs memory up to {} MiB while it starts; --mem {} is too little",
+            kernel.end().div_ceil(1 << 20),
             human_size(args.mem)
         )));
     }
@@ -472,7 +474,9 @@ pub(crate) fn boot(args: &BootArgs) -> Result<u8, Failure> {
     let vm: Vm = sys.create_vm(0).map_err(env)?;
     vm.set_tss_addr(TSS_ADDR).map_err(env)?;
     vm.create_irqchip().map_err(env)?;
-    vm.create_pit2(0).map_err(env)?;
+    // With the speaker port (0x61) in the kernel too, as QEMU asks: Linux
+    // gates PIT channel 2 through it to calibrate the TSC.
+    vm.create_pit2(KVM_PIT_SPEAKER_DUMMY).map_err(env)?;
     let len = usize::try_from(args.mem).map_err(|_| Failure::Usage("--mem too large".into()))?;
     let mem = Arc::new(GuestMemory::new(len).map_err(|e| {
         Failure::Env(format!(
@@ -520,7 +524,14 @@ pub(crate) fn boot(args: &BootArgs) -> Result<u8, Failure> {
     let terminal = RawTerminal::enter();
     {
         let p = Arc::clone(&platform);
-        start_input(move |bytes| p.receive(bytes));
+        start_input(move |bytes| {
+            p.receive(bytes);
+            // The rest follows as the guest takes it, at a terminal's pace
+            // (stdin is not read meanwhile: the pipe or tty holds it).
+            while p.pump() {
+                std::thread::sleep(INPUT_PACE);
+            }
+        });
     }
     let shared = Shared {
         platform: &platform,

@@ -14,6 +14,7 @@
 //! ignores writes: Linux probes PCI, the CMOS clock and more, and reads
 //! "absent".
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -97,10 +98,19 @@ impl IrqLine for Vm {
     }
 }
 
-/// The UART and the level its IRQ line was last set to.
+/// The UART, the level its IRQ line was last set to, and the terminal's
+/// input that the UART has not taken yet.
 struct Com1 {
     uart: Uart,
     level: bool,
+    /// Typed (or piped) bytes wait here until the guest's serial driver
+    /// has enabled the receive interrupt, then enter the UART a FIFO's
+    /// worth at a time when the input thread pumps them ([`Platform::pump`]),
+    /// as a terminal with hardware flow control sends: nothing is lost to
+    /// a guest that is still booting. Never on the guest's own accesses:
+    /// Linux's 8250 driver reads RBR once, blindly, right after enabling
+    /// the interrupt, which would eat a byte handed over then.
+    backlog: VecDeque<u8>,
 }
 
 /// The machine's devices in this process, shared by the vCPU threads and
@@ -133,6 +143,7 @@ impl Platform {
             com1: Mutex::new(Com1 {
                 uart: Uart::default(),
                 level: false,
+                backlog: VecDeque::new(),
             }),
             out: Mutex::new(out),
             pm1: Mutex::new((0, PM1_SCI_EN)),
@@ -150,11 +161,24 @@ impl Platform {
         }
     }
 
-    /// Bytes typed on the terminal reach the UART (and may raise its IRQ).
+    /// Bytes typed on the terminal queue for the UART; as many as it
+    /// takes now enter it (and may raise its IRQ).
     pub(crate) fn receive(&self, bytes: &[u8]) {
+        lock(&self.com1).backlog.extend(bytes);
+        self.pump();
+    }
+
+    /// Moves queued input into the UART as far as it takes it; whether
+    /// some still waits.
+    pub(crate) fn pump(&self) -> bool {
         let mut c = lock(&self.com1);
-        c.uart.receive(bytes);
-        self.sync_irq(&mut c);
+        let n = c.uart.input_room().min(c.backlog.len());
+        if n > 0 {
+            let bytes: Vec<u8> = c.backlog.drain(..n).collect();
+            c.uart.receive(&bytes);
+            self.sync_irq(&mut c);
+        }
+        !c.backlog.is_empty()
     }
 
     /// An `OUT` of `data` (1, 2 or 4 bytes) to `port`.
@@ -277,13 +301,35 @@ mod tests {
     #[test]
     fn the_uart_prints_and_drives_irq_4() {
         let (p, irq, sink) = platform();
-        p.io_out(COM1 + 4, &[0x08]); // OUT2
-        p.io_out(COM1 + 1, &[0x01]); // receive interrupt
-        assert!(irq.0.lock().unwrap().is_empty(), "nothing pending yet");
+        // Input before the driver is ready waits; it raises nothing.
         p.receive(b"a");
+        assert_eq!(p.io_in(COM1 + 5, 1).data & 1, 0, "no data ready yet");
+        p.io_out(COM1 + 4, &[0x08]); // OUT2
+        assert!(irq.0.lock().unwrap().is_empty(), "nothing pending yet");
+        p.io_out(COM1 + 1, &[0x01]); // receive interrupt enabled
+        assert_eq!(
+            p.io_in(COM1 + 5, 1).data & 1,
+            0,
+            "only a pump hands it over"
+        );
+        assert!(!p.pump(), "the byte entered, nothing waits");
         assert_eq!(*irq.0.lock().unwrap(), [(4, true)]);
         assert_eq!(p.io_in(COM1, 1).data, u64::from(b'a'));
         assert_eq!(*irq.0.lock().unwrap(), [(4, true), (4, false)]);
+        // More than a FIFO's worth enters 16 bytes at a time.
+        p.receive(&[b'x'; 20]);
+        let mut got = 0;
+        while p.io_in(COM1 + 5, 1).data & 1 != 0 {
+            p.io_in(COM1, 1);
+            got += 1;
+        }
+        assert_eq!(got, 16, "a FIFO's worth");
+        assert!(!p.pump(), "the rest entered");
+        while p.io_in(COM1 + 5, 1).data & 1 != 0 {
+            p.io_in(COM1, 1);
+            got += 1;
+        }
+        assert_eq!(got, 20);
         p.io_out(COM1, b"hi");
         assert_eq!(&*sink.0.lock().unwrap(), b"h");
     }
