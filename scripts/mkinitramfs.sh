@@ -88,7 +88,7 @@ done
 
 # A Linux guest for VMMs in the VM to boot: the test kernel itself and an
 # initramfs of busybox and scripts/vm/guest-init (the `qemu` selftest boots
-# it with two vCPUs on the in-kernel irqchip; `rkvm boot` will too).
+# it with two vCPUs on the in-kernel irqchip; the `tool` selftest with `rkvm boot`).
 guest=$RKVM_OUT/guest-initramfs
 rm -rf "$guest"
 mkdir -p "$guest"/{bin,proc}
