@@ -5,13 +5,13 @@
 # scripts/bench.sh cuts out.
 set -e
 echo "# rkvm bench: rkvm"
-rkvm bench --device /dev/rkvm --output /tmp/rkvm.tsv
+rkvm bench --device /dev/rkvm --output /tmp/rkvm.tsv --linux /usr/share/rkvm/linux
 rmmod rkvm
 vendor=kvm_amd
 grep -qw vmx /proc/cpuinfo && vendor=kvm_intel
 modprobe $vendor
 echo "# rkvm bench: KVM ($vendor)"
-rkvm bench --device /dev/kvm --output /tmp/kvm.tsv
+rkvm bench --device /dev/kvm --output /tmp/kvm.tsv --linux /usr/share/rkvm/linux
 echo "rkvm-bench-table-begin"
 rkvm compare /tmp/rkvm.tsv /tmp/kvm.tsv
 echo "rkvm-bench-table-end"

@@ -26,7 +26,7 @@ usage: rkvm run [OPTIONS] GUEST      run a guest (flat binary or static ELF)
        rkvm boot --kernel BZIMAGE [OPTIONS]
                                      boot Linux: its console on the terminal
        rkvm info [--device PATH]     the device's API version, capabilities, limits
-       rkvm bench [--device PATH] [--quick] [--repeats N] [--output FILE]
+       rkvm bench [--device PATH] [--quick] [--repeats N] [--output FILE] [--linux DIR]
        rkvm compare RKVM.tsv KVM.tsv print two `bench --output` files side by side
 
 run options:
@@ -116,6 +116,9 @@ pub(crate) struct BenchArgs {
     pub(crate) device: PathBuf,
     /// `--quick`: fewer iterations, for tests.
     pub(crate) quick: bool,
+    /// `--linux`: a directory with `bzImage` and `initrd` to time
+    /// `rkvm boot` of, to user space (the guest's init line).
+    pub(crate) linux: Option<PathBuf>,
     /// `--repeats`: how many times each benchmark is measured.
     pub(crate) repeats: u32,
     /// `--output`: where the results go as tab-separated values.
@@ -337,6 +340,7 @@ fn parse_bench(mut it: impl Iterator<Item = String>) -> Result<BenchArgs, Failur
     let mut args = BenchArgs {
         device: PathBuf::from(DEFAULT_DEVICE),
         quick: false,
+        linux: None,
         repeats: 5,
         output: None,
     };
@@ -344,6 +348,7 @@ fn parse_bench(mut it: impl Iterator<Item = String>) -> Result<BenchArgs, Failur
         match a.as_str() {
             "--device" => args.device = value(&mut it, "--device")?.into(),
             "--quick" => args.quick = true,
+            "--linux" => args.linux = Some(value(&mut it, "--linux")?.into()),
             "--repeats" => {
                 let v = value(&mut it, "--repeats")?;
                 args.repeats = v
@@ -436,12 +441,21 @@ mod tests {
                 device: "/dev/kvm".into()
             }
         );
-        let Command::Bench(b) =
-            parse_strs(&["bench", "--quick", "--repeats", "3", "--output", "o"]).unwrap()
-        else {
+        let Command::Bench(b) = parse_strs(&[
+            "bench",
+            "--quick",
+            "--repeats",
+            "3",
+            "--output",
+            "o",
+            "--linux",
+            "l",
+        ])
+        .unwrap() else {
             panic!("not bench");
         };
         assert!(b.quick);
+        assert_eq!(b.linux, Some(PathBuf::from("l")));
         assert_eq!((b.repeats, b.output), (3, Some(PathBuf::from("o"))));
         assert!(matches!(
             parse_strs(&["compare", "a", "b"]).unwrap(),

@@ -9,6 +9,7 @@
 //! | `hlt_exit` | a `HLT`: exit to rkvm (no in-kernel APIC) and back |
 //! | `slot_1g` | `KVM_SET_USER_MEMORY_REGION` of a fresh 1 GiB slot |
 //! | `touch_1g` | the guest's first write to one 4 KiB page of a fresh 1 GiB slot |
+//! | `linux_boot` | with `--linux DIR`: `rkvm boot` of `DIR/bzImage` and `DIR/initrd` on two vCPUs, from the process's start to its init's line on the console |
 //!
 //! Each benchmark runs its iterations `--repeats` times (`touch_1g` at
 //! most three times, as one pass is slow under emulation); the figure of a
@@ -200,6 +201,69 @@ fn exit_bench(
     })
 }
 
+/// The line the test VM's Linux guest prints once its init runs
+/// (`scripts/vm/guest-init`).
+const GUEST_LINE: &str = "rkvm-guest: user space reached";
+/// Boots per repeat set of `linux_boot`: each is seconds under emulation.
+const BOOT_REPEATS: u32 = 3;
+
+/// `linux_boot`: this program's `rkvm boot` of the kernel and initrd in
+/// `dir` on two vCPUs, timed from the spawn to the guest's init line on
+/// the console (the kernel's whole boot: decompression, ACPI, SMP bring-up,
+/// the initramfs), then waited for to power off with status 0.
+fn boot_bench(args: &BenchArgs, dir: &Path) -> Result<Result1, Failure> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::Env(format!("cannot find this program to run rkvm boot: {e}")))?;
+    let mut per_iter_ns = Vec::new();
+    for _ in 0..args.repeats.min(BOOT_REPEATS) {
+        let t = Instant::now();
+        let mut child = Command::new(&exe)
+            .args(["boot", "--cpus", "2", "--device"])
+            .arg(&args.device)
+            .arg("--kernel")
+            .arg(dir.join("bzImage"))
+            .arg("--initrd")
+            .arg(dir.join("initrd"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| Failure::Env(format!("cannot run {}: {e}", exe.display())))?;
+        let mut at_init = None;
+        if let Some(out) = child.stdout.take() {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if at_init.is_none() && line.contains(GUEST_LINE) {
+                    at_init = Some(t.elapsed());
+                }
+            }
+        }
+        let status = child
+            .wait()
+            .map_err(|e| Failure::Env(format!("waiting for rkvm boot: {e}")))?;
+        match (at_init, status.success()) {
+            (Some(d), true) => per_iter_ns.push(d.as_secs_f64() * 1e9),
+            _ => {
+                return Err(Failure::Guest(format!(
+                    "linux_boot: rkvm boot of {} ended with {status} {} its init's line",
+                    dir.display(),
+                    if at_init.is_some() {
+                        "after"
+                    } else {
+                        "without"
+                    }
+                )));
+            }
+        }
+    }
+    Ok(Result1 {
+        name: "linux_boot".into(),
+        per_iter_ns,
+        iterations: 1,
+    })
+}
+
 fn per(d: Duration, n: u64) -> f64 {
     d.as_secs_f64() * 1e9 / n.max(1) as f64
 }
@@ -284,6 +348,7 @@ fn meaning(name: &str) -> &'static str {
         "slot_1g" => "KVM_SET_USER_MEMORY_REGION, 1 GiB",
         "touch_1g" => "first touch of a page (of 1 GiB)",
         "touch_64m" => "first touch of a page (of 64 MiB)",
+        "linux_boot" => "rkvm boot, 2 vCPUs: start to init's line",
         _ => "",
     }
 }
@@ -343,6 +408,9 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<(), Failure> {
         if args.quick { "touch_64m" } else { "touch_1g" },
         touch,
     ))?;
+    if let Some(dir) = &args.linux {
+        step(boot_bench(args, dir))?;
+    }
     let text = table(&args.device.display().to_string(), &results);
     print!("{text}");
     if let Some(path) = &args.output {
