@@ -355,7 +355,9 @@ fn meaning(name: &str) -> &'static str {
 
 /// A figure in ns as text in a suitable unit.
 fn show_ns(ns: f64) -> String {
-    if ns >= 1e6 {
+    if ns >= 1e9 {
+        format!("{:.2} s", ns / 1e9)
+    } else if ns >= 1e6 {
         format!("{:.2} ms", ns / 1e6)
     } else if ns >= 1e3 {
         format!("{:.2} us", ns / 1e3)
@@ -558,6 +560,7 @@ mod tests {
         assert_eq!(show_ns(950.0), "950 ns");
         assert_eq!(show_ns(95_000.0), "95.00 us");
         assert_eq!(show_ns(9_500_000.0), "9.50 ms");
+        assert_eq!(show_ns(12_654_710_000.0), "12.65 s");
         assert_eq!(show_ratio(0.654), "0.65");
         assert_eq!(show_ratio(8.79 / 3240.0), "0.0027");
     }
