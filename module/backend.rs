@@ -159,6 +159,9 @@ pub(crate) enum Exit {
     CrWrite { cr: u8, gpr: Option<u8> },
     /// MOV from control register `cr` (VMX's CR8 exits) into `gpr`.
     CrRead { cr: u8, gpr: Option<u8> },
+    /// LMSW with its source operand (VMX, when it sets CR0.PE, which the
+    /// host owns; the exit qualification carries the operand).
+    Lmsw { source: u16 },
     /// The second-level page table did not allow an access.
     SlatFault {
         gpa: u64,

@@ -64,7 +64,7 @@ use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 use mmio::mmio;
-use regs::{answer_cpuid, cr_read, cr_write, debug_register};
+use regs::{answer_cpuid, cr_read, cr_write, debug_register, lmsw};
 
 pub(crate) use apic::{apic_base_changed, IrqLink};
 pub(crate) use regs::with_runtime_bits;
@@ -675,6 +675,7 @@ fn handle(vm: &Vm, state: &mut ArchState, pages: &Pages<'_>, info: &ExitInfo) ->
         Exit::DebugRegister => debug_register(vm, state, page),
         Exit::CrWrite { cr, gpr } => cr_write(vm, state, page, info, cr, gpr),
         Exit::CrRead { cr, gpr } => cr_read(state, info, cr, gpr),
+        Exit::Lmsw { source } => lmsw(state, info, source),
         // Another hypervisor holds VMX on this CPU (vmx/mod.rs): refuse, as at load.
         Exit::Busy => Ok(Next::Fail(EBUSY)),
         Exit::SlatFault {

@@ -360,6 +360,24 @@ pub(super) fn cr_write(
     Ok(Next::Enter)
 }
 
+/// LMSW when it exits (on VMX, when it sets PE, which rkvm owns): the
+/// machine status word into CR0's bits 3:0, PE set but never cleared
+/// (SDM Vol. 2A LMSW), through [`cr0_write`] as KVM's `kvm_lmsw`. The
+/// hardware gave the operand and the instruction's length.
+pub(super) fn lmsw(state: &mut ArchState, info: &ExitInfo, source: u16) -> Result<Next> {
+    let Some(next) = info.next_rip else {
+        return Ok(Next::Fail(EIO));
+    };
+    let value = (state.sregs.cr0 & !0xe) | (u64::from(source) & 0xf);
+    if !cr0_write(state, value) {
+        raise(state, GP_VECTOR, Some(0));
+        return Ok(Next::Enter);
+    }
+    state.run.interrupt_shadow = false;
+    state.regs.rip = next;
+    Ok(Next::Enter)
+}
+
 /// MOV to CR0 when it exits (on VMX, when the guest changes a bit the CPU
 /// forces on in VMX operation, such as NE): [`emulate::cr0_write`]'s
 /// rules, KVM's `kvm_set_cr0`. Returns false (and changes nothing) for a

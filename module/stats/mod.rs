@@ -103,7 +103,7 @@ fn exit_index(exit: &Exit) -> usize {
         Exit::CacheFlush { .. } => 11,
         Exit::InvalidState(_) => 12,
         Exit::Unhandled(_) => 13,
-        Exit::CrWrite { .. } => 14,
+        Exit::CrWrite { .. } | Exit::Lmsw { .. } => 14,
         Exit::CrRead { .. } => 15,
         Exit::Busy => 16,
         Exit::NmiWindow => 17,

@@ -610,13 +610,17 @@ impl VmxVcpu {
                 reason::MSR_WRITE => Exit::Msr { write: true },
                 reason::DR_ACCESS => Exit::DebugRegister,
                 // Exit qualification: CR number (3:0), access type (5:4: 0 MOV to CR, 1
-                // MOV from CR), GPR (11:8). SDM Vol. 3C 29.2.1, Table 29-3.
+                // MOV from CR, 2 CLTS, 3 LMSW), GPR (11:8), LMSW's source data (31:16).
+                // SDM Vol. 3C 29.2.1, Table 29-3. CLTS never exits: TS is the guest's.
                 reason::CR_ACCESS => {
                     let cr = (qual & 0xf) as u8;
                     let gpr = Some(((qual >> 8) & 0xf) as u8);
                     match (qual >> 4) & 3 {
                         0 => Exit::CrWrite { cr, gpr },
                         1 => Exit::CrRead { cr, gpr },
+                        3 => Exit::Lmsw {
+                            source: (qual >> 16) as u16,
+                        },
                         _ => Exit::Unhandled(basic.into()),
                     }
                 }
@@ -687,6 +691,7 @@ impl VmxVcpu {
                 | Exit::DebugRegister
                 | Exit::CrWrite { .. }
                 | Exit::CrRead { .. }
+                | Exit::Lmsw { .. }
                 | Exit::CacheFlush { .. }
         ) || basic == reason::RDPMC;
         let next_rip = if by_instruction && full & reason::FAILED_VMENTRY == 0 {
