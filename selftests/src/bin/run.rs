@@ -2027,6 +2027,44 @@ fn every_mode_runs_arithmetic_and_memory_access(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+guest! {
+    /// LMSW from real mode: PE on (16-bit protected mode, the segment
+    /// caches kept), then an LMSW of 0, which cannot clear PE.
+    fn lmsw_guest;
+    ".code16",
+    "mov $0x3, %ax",
+    "lmsw %ax",
+    "smsw %bx",
+    "xor %ax, %ax",
+    "lmsw %ax",
+    "smsw %cx",
+    "mov %cr0, %esi",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// LMSW loads CR0's bits 3:0 and can set PE but never clear it (SDM Vol.
+/// 2A LMSW). On VMX rkvm owns PE (as KVM), so an LMSW that sets it exits
+/// and is emulated from the exit qualification's operand, as KVM's
+/// `kvm_lmsw`; a real-mode guest goes on in protected mode.
+fn lmsw_sets_pe_and_cannot_clear_it(ctx: &Ctx) -> TestResult {
+    const PE: u64 = 1;
+    const MP: u64 = 2;
+    let vm = GuestVm::new(ctx, Mode::Real, lmsw_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let [first, second, cr0] = vcpu.sync()?;
+    check_eq_hex!(first & 0xf, PE | MP, "SMSW after LMSW of 3");
+    check_eq_hex!(
+        second & 0xf,
+        PE,
+        "SMSW after LMSW of 0: PE stays, MP cleared"
+    );
+    check_eq_hex!(cr0 & 0xf, PE, "MOV from CR0 agrees");
+    let sregs = check_ok!(vcpu.vcpu.get_sregs());
+    check_eq_hex!(sregs.cr0 & 0xf, PE, "KVM_GET_SREGS's CR0");
+    vcpu.done()
+}
+
 fn prefix(s: Status, what: &str) -> Status {
     match s {
         Status::Fail(m) => Status::Fail(format!("{what}: {m}")),
@@ -5108,6 +5146,7 @@ fn main() -> ExitCode {
             an_interrupt_whose_delivery_faults_is_delivered_again_from_the_same_rip,
             guest_assertion_failure_reports_id_actual_and_expected,
             every_mode_runs_arithmetic_and_memory_access,
+            lmsw_sets_pe_and_cannot_clear_it,
             set_sregs_with_a_new_cr3_drops_stale_translations,
             access_outside_every_slot_is_mmio,
             deleted_slot_becomes_mmio,

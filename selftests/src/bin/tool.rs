@@ -410,13 +410,29 @@ fn boot_once(ctx: &Ctx, extra: &[&str], input: &[u8]) -> Result<Option<Outcome>,
     Ok(status.map(|_| o))
 }
 
+/// How a boot of the test kernel ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// ACPI S5 through the FADT's PM1a control block.
+    PowerOff,
+    /// A reboot, through the FADT's reset register.
+    Reset,
+}
+
 /// Boots the test kernel with `extra` and `input` and checks what every
-/// boot must show: init's line with `cpus` CPUs online, the kernel
-/// entering ACPI S5 (the FADT's PM1a control block), and status 0.
+/// boot must show: init's line with `online` CPUs online, the kernel
+/// ending the way `ending` says (entering ACPI S5, or restarting, which
+/// rkvm boot reports on stderr), and status 0.
 /// Under QEMU's SVM a failed boot is followed by one more, as in the
 /// `qemu` selftest (docs/testing.md, "An open bug"); on the KASAN kernel
 /// there the boots are skipped, as there.
-fn boots_linux(ctx: &Ctx, cpus: u32, extra: &[&str], input: &[u8]) -> Result<Outcome, Status> {
+fn boots_linux(
+    ctx: &Ctx,
+    (cpus, online): (u32, u32),
+    extra: &[&str],
+    input: &[u8],
+    ending: Ending,
+) -> Result<Outcome, Status> {
     let qemu = rkvm_selftests::emulator() == "qemu";
     if qemu && rkvm_selftests::kasan_kernel() {
         skip!(
@@ -436,15 +452,23 @@ fn boots_linux(ctx: &Ctx, cpus: u32, extra: &[&str], input: &[u8]) -> Result<Out
             };
             let check_boot = || -> TestResult {
                 check!(
-                    o.stdout.contains(&guest_line(cpus)),
+                    o.stdout.contains(&guest_line(online)),
                     "the console shows {:?}",
-                    guest_line(cpus)
+                    guest_line(online)
                 );
-                check!(
-                    o.stdout
-                        .contains("ACPI: PM: Preparing to enter system sleep state S5"),
-                    "the guest powered off through ACPI S5"
-                );
+                let s5 = o
+                    .stdout
+                    .contains("ACPI: PM: Preparing to enter system sleep state S5");
+                let reset = o.stderr.contains("rkvm: the guest reset the machine");
+                match ending {
+                    Ending::PowerOff => {
+                        check!(s5 && !reset, "the guest powered off through ACPI S5")
+                    }
+                    Ending::Reset => check!(
+                        reset && !s5 && o.stdout.contains("reboot: Restarting system"),
+                        "the guest restarted and rkvm boot said so"
+                    ),
+                }
                 check_eq!(o.status, 0, "rkvm boot's exit status");
                 Ok(())
             };
@@ -485,7 +509,7 @@ fn boots_linux(ctx: &Ctx, cpus: u32, extra: &[&str], input: &[u8]) -> Result<Out
 /// and the ACPI power-off ends rkvm with status 0; `--stats` counts the
 /// exits (port I/O only: the irqchip and PIT are in the kernel).
 fn linux_boots_to_user_space_on_one_vcpu(ctx: &Ctx) -> TestResult {
-    let o = boots_linux(ctx, 1, &["--stats"], b"")?;
+    let o = boots_linux(ctx, (1, 1), &["--stats"], b"", Ending::PowerOff)?;
     check!(o.stdout.contains("Linux version"), "the kernel's banner");
     check!(
         o.stderr.contains("exits of 1 vCPU") && o.stderr.contains("KVM_EXIT_IO"),
@@ -503,15 +527,34 @@ fn linux_boots_to_user_space_on_one_vcpu(ctx: &Ctx) -> TestResult {
 fn linux_boots_with_two_vcpus_and_a_shell_on_the_console(ctx: &Ctx) -> TestResult {
     let o = boots_linux(
         ctx,
-        2,
+        (2, 2),
         &["--append", "console=ttyS0 panic=-1 rkvm_guest=shell"],
         b"echo typed-$((6*7))\npoweroff -f\n",
+        Ending::PowerOff,
     )?;
     check!(
         o.stdout.contains("typed-42"),
         "the shell ran the typed command (its output, not the echo of the typing)"
     );
     Ok(())
+}
+
+/// The guest's reboot (ACPI's reset register) ends rkvm boot with status
+/// 0 and a line on stderr; and with `maxcpus=1` the second vCPU never
+/// gets its SIPI: its thread still sleeps in KVM_RUN, waiting, when the
+/// guest ends, and only the kick (a signal, `EINTR`) lets rkvm boot exit.
+fn a_reboot_ends_rkvm_boot_with_a_vcpu_never_started(ctx: &Ctx) -> TestResult {
+    boots_linux(
+        ctx,
+        (2, 1),
+        &[
+            "--append",
+            "console=ttyS0 panic=-1 maxcpus=1 rkvm_guest=reboot",
+        ],
+        b"",
+        Ending::Reset,
+    )
+    .map(|_| ())
 }
 
 /// `rkvm boot`'s mistakes: one line each, with the tool's statuses.
@@ -603,6 +646,7 @@ fn main() -> ExitCode {
             error_triple_fault_with_register_dump,
             linux_boots_to_user_space_on_one_vcpu,
             linux_boots_with_two_vcpus_and_a_shell_on_the_console,
+            a_reboot_ends_rkvm_boot_with_a_vcpu_never_started,
             error_boot_bad_kernel_memory_and_cpus,
         ],
     )

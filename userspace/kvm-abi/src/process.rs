@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
@@ -156,6 +157,32 @@ pub fn interrupt_syscalls_with(signal: Signal) -> Result<SigAction> {
     // SAFETY: the handler does nothing, so it is async-signal-safe and
     // cannot break any invariant of the interrupted code.
     unsafe { sigaction(signal, &action) }.map_err(|e| Error::new("sigaction", e))
+}
+
+/// Whether a signal [`note_signal`] watches has arrived.
+static SIGNAL_NOTED: AtomicBool = AtomicBool::new(false);
+
+/// The handler [`note_signal`] installs: one atomic store, which is
+/// async-signal-safe.
+extern "C" fn note(_: libc::c_int) {
+    SIGNAL_NOTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes `signal` (SIGINT, SIGTERM...) set a flag instead of ending the
+/// process, so that the program can stop its guest and clean up (the
+/// terminal's settings) first; [`signal_noted`] reads the flag. Like
+/// [`interrupt_syscalls_with`], without `SA_RESTART`: a blocking call the
+/// signal interrupts fails with `EINTR`. Returns the previous action.
+pub fn note_signal(signal: Signal) -> Result<SigAction> {
+    let action = SigAction::new(SigHandler::Handler(note), SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler only stores to an atomic: async-signal-safe, and
+    // nothing the interrupted code holds is touched.
+    unsafe { sigaction(signal, &action) }.map_err(|e| Error::new("sigaction", e))
+}
+
+/// Whether a signal given to [`note_signal`] has arrived.
+pub fn signal_noted() -> bool {
+    SIGNAL_NOTED.load(Ordering::SeqCst)
 }
 
 /// Restores the action `old` that [`interrupt_syscalls_with`] returned.

@@ -62,7 +62,8 @@ demo device at 0xd0000000 (0x0 id, 0x8 read counter, 0x10 scratch, 0x18
 scratch squared).
 
 Exit status: the guest's (run: from port 0xf4, 0 when every vCPU halted
-with nothing left to wake it; boot: 0 when it powered off or reset), 2 for a usage error, 125 when the guest cannot be
+with nothing left to wake it; boot: 0 when it powered off or reset, 130
+after ^C), 2 for a usage error, 125 when the guest cannot be
 run (device, permissions, guest file), 126 when the guest crashed (triple
 fault, failed entry, an exit rkvm cannot handle).";
 

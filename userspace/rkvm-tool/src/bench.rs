@@ -206,6 +206,8 @@ fn exit_bench(
 const GUEST_LINE: &str = "rkvm-guest: user space reached";
 /// Boots per repeat set of `linux_boot`: each is seconds under emulation.
 const BOOT_REPEATS: u32 = 3;
+/// How long one boot of `linux_boot` may take before it is killed.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `linux_boot`: this program's `rkvm boot` of the kernel and initrd in
 /// `dir` on two vCPUs, timed from the spawn to the guest's init line on
@@ -230,18 +232,34 @@ fn boot_bench(args: &BenchArgs, dir: &Path) -> Result<Result1, Failure> {
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| Failure::Env(format!("cannot run {}: {e}", exe.display())))?;
+        // A boot that hangs is killed after BOOT_TIMEOUT: its console then
+        // ends, and so does the reading below.
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+        let (done, watch) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if watch.recv_timeout(BOOT_TIMEOUT).is_err() {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        });
         let mut at_init = None;
         if let Some(out) = child.stdout.take() {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if at_init.is_none() && line.contains(GUEST_LINE) {
+            // Bytes, not text: a console line need not be UTF-8, and the
+            // pipe is drained to the end whatever it carries.
+            let mut out = BufReader::new(out);
+            let mut line = Vec::new();
+            while matches!(out.read_until(b'\n', &mut line), Ok(1..)) {
+                if at_init.is_none() && String::from_utf8_lossy(&line).contains(GUEST_LINE) {
                     at_init = Some(t.elapsed());
                 }
+                line.clear();
             }
         }
         let status = child
             .wait()
-            .map_err(|e| Failure::Env(format!("waiting for rkvm boot: {e}")))?;
+            .map_err(|e| Failure::Env(format!("waiting for rkvm boot: {e}")));
+        let _ = done.send(());
+        let _ = watchdog.join();
+        let status = status?;
         match (at_init, status.success()) {
             (Some(d), true) => per_iter_ns.push(d.as_secs_f64() * 1e9),
             _ => {

@@ -372,15 +372,16 @@ fn vcpu_loop(sh: &Shared<'_>, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Sta
         stats.add(reason, in_run, t1.elapsed());
         match effect {
             PlatformEffect::None => {}
-            PlatformEffect::PowerOff | PlatformEffect::Reset => {
-                sh.trace(
-                    id,
-                    if effect == PlatformEffect::PowerOff {
-                        "the guest powered the machine off"
-                    } else {
-                        "the guest reset the machine: rkvm boot ends"
-                    },
-                );
+            PlatformEffect::PowerOff => {
+                sh.trace(id, "the guest powered the machine off");
+                sh.stop.store(true, Ordering::SeqCst);
+            }
+            PlatformEffect::Reset => {
+                // Said always: a guest kernel that panics with the default
+                // panic=-1 resets too, which must not pass for a power-off.
+                stderr_line(&format!(
+                    "rkvm: the guest reset the machine (vCPU {id}): rkvm boot ends"
+                ));
                 sh.stop.store(true, Ordering::SeqCst);
             }
         }
@@ -388,11 +389,35 @@ fn vcpu_loop(sh: &Shared<'_>, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Sta
     stats
 }
 
+/// A vCPU thread's way out: off the kicker's list, one fewer alive; a
+/// thread that panicked also stops the machine.
+struct Leave<'a, 'b> {
+    sh: &'a Shared<'b>,
+    id: u32,
+}
+
+impl Drop for Leave<'_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.sh
+                .crash(format!("the thread of vCPU {} panicked", self.id));
+        }
+        lock(&self.sh.threads)[self.id as usize] = None;
+        self.sh.alive.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Kicks every vCPU thread out of KVM_RUN once the machine stops (the
 /// others wait for SIPIs or sleep in HLT in the kernel). Returns when no
 /// vCPU thread runs.
 fn kicker(sh: &Shared<'_>) {
     while sh.alive.load(Ordering::SeqCst) > 0 {
+        // SIGINT or SIGTERM (^C on the terminal, which rkvm boot leaves
+        // generating signals): the machine stops, the terminal gets its
+        // settings back, and rkvm boot exits with status 130.
+        if kvm_abi::process::signal_noted() {
+            sh.stop.store(true, Ordering::SeqCst);
+        }
         let stop = sh.stop.load(Ordering::SeqCst);
         if stop {
             for t in lock(&sh.threads).iter().flatten() {
@@ -406,7 +431,8 @@ fn kicker(sh: &Shared<'_>) {
 }
 
 /// The terminal's settings while the guest owns it: no line editing and
-/// no echo (the guest's shell does both), signals kept so ^C ends rkvm.
+/// no echo (the guest's shell does both), no ^S/^Q flow control, signals
+/// kept so ^C ends rkvm.
 /// Dropping it puts the old settings back.
 struct RawTerminal(Option<nix::sys::termios::Termios>);
 
@@ -423,6 +449,8 @@ impl RawTerminal {
         let mut raw = old.clone();
         raw.local_flags
             .remove(LocalFlags::ICANON | LocalFlags::ECHO);
+        // ^S and ^Q are the guest's too.
+        raw.input_flags.remove(nix::sys::termios::InputFlags::IXON);
         if tcsetattr(&stdin, SetArg::TCSANOW, &raw).is_err() {
             return Self(None);
         }
@@ -502,6 +530,10 @@ pub(crate) fn boot(args: &BootArgs) -> Result<u8, Failure> {
     }
     kvm_abi::process::interrupt_syscalls_with(KICK)
         .map_err(|e| Failure::Env(format!("cannot install the kick signal handler: {e}")))?;
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        kvm_abi::process::note_signal(sig)
+            .map_err(|e| Failure::Env(format!("cannot install the {sig} handler: {e}")))?;
+    }
     let vm = Arc::new(vm);
     let platform = Arc::new(Platform::new(
         Arc::clone(&vm) as Arc<dyn platform::IrqLine>,
@@ -551,10 +583,11 @@ pub(crate) fn boot(args: &BootArgs) -> Result<u8, Failure> {
             .map(|((vcpu, run), id)| {
                 s.spawn(move || {
                     lock(&sh.threads)[id as usize] = Some(pthread_self());
-                    let stats = vcpu_loop(sh, id, vcpu, run);
-                    lock(&sh.threads)[id as usize] = None;
-                    sh.alive.fetch_sub(1, Ordering::SeqCst);
-                    stats
+                    // However the thread ends (a panic too), it leaves the
+                    // kicker's list and count, so nobody signals a thread
+                    // that is gone and the machine still stops.
+                    let _leave = Leave { sh, id };
+                    vcpu_loop(sh, id, vcpu, run)
                 })
             })
             .collect();
@@ -574,6 +607,11 @@ pub(crate) fn boot(args: &BootArgs) -> Result<u8, Failure> {
     }
     if let Some(msg) = lock(&shared.failure).take() {
         return Err(Failure::Guest(msg));
+    }
+    if kvm_abi::process::signal_noted() {
+        // As a shell reports a command a signal ended: 128 + SIGINT.
+        stderr_line("rkvm: interrupted: the guest was stopped");
+        return Ok(130);
     }
     Ok(0)
 }
