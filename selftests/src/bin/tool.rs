@@ -488,12 +488,15 @@ fn boots_linux(
                     .stdout
                     .contains("ACPI: PM: Preparing to enter system sleep state S5");
                 let reset = o.stderr.contains("rkvm: the guest reset the machine");
+                // Linux prepares S5 on a restart too (its ACPI reboot
+                // path); what it does next tells the two apart.
                 match ending {
-                    Ending::PowerOff => {
-                        check!(s5 && !reset, "the guest powered off through ACPI S5")
-                    }
+                    Ending::PowerOff => check!(
+                        s5 && !reset && o.stdout.contains("reboot: Power down"),
+                        "the guest powered off through ACPI S5"
+                    ),
                     Ending::Reset => check!(
-                        reset && !s5 && o.stdout.contains("reboot: Restarting system"),
+                        reset && o.stdout.contains("reboot: Restarting system"),
                         "the guest restarted and rkvm boot said so"
                     ),
                 }
