@@ -21,14 +21,12 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use ksft::{Status, TestResult, check, check_eq, diag, fail, skip, tests};
-use nix::sys::stat::{major, minor};
 use rkvm_selftests::Ctx;
 use rkvm_selftests::cpu::{self, Extension};
 
@@ -153,22 +151,6 @@ struct Outcome {
     stderr: String,
 }
 
-/// The shell script that makes `/dev/kvm` the device under test for QEMU
-/// only, then runs QEMU (`"$@"`): in a new mount namespace (`unshare -m`,
-/// made private so nothing propagates back), a tmpfs over `/dev` holds a
-/// `kvm` node with the device's numbers and the few other nodes QEMU opens.
-const PRIVATE_DEV: &str = r#"
-set -e
-mount --make-rprivate /
-mount -t tmpfs -o mode=0755 tmpfs /dev
-mknod -m 0600 /dev/kvm c "$KVM_MAJOR" "$KVM_MINOR"
-mknod -m 0666 /dev/null c 1 3
-mknod -m 0666 /dev/zero c 1 5
-mknod -m 0666 /dev/random c 1 8
-mknod -m 0666 /dev/urandom c 1 9
-exec "$@"
-"#;
-
 /// How QEMU's machine is set up for one run.
 #[derive(Clone, Copy)]
 struct Machine {
@@ -208,13 +190,6 @@ fn boot(ctx: &Ctx, machine: Machine, payload: Payload) -> Result<Outcome, Status
     if !qemu.exists() {
         skip!("{} is not installed in this VM", qemu.display());
     }
-    let meta = fs::metadata(&ctx.path)
-        .map_err(|e| Status::Fail(format!("cannot stat {}: {e}", ctx.path.display())))?;
-    if !meta.file_type().is_char_device() {
-        fail!("{} is not a character device", ctx.path.display());
-    }
-    let rdev = meta.rdev();
-
     let dir = std::env::temp_dir().join(format!("rkvm-qemu-{}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| Status::Fail(format!("{}: {e}", dir.display())))?;
     let disk = dir.join("disk.img");
@@ -233,12 +208,9 @@ fn boot(ctx: &Ctx, machine: Machine, payload: Payload) -> Result<Outcome, Status
         }
     };
 
-    let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "--", "sh", "-c", PRIVATE_DEV, "sh"])
-        .env("KVM_MAJOR", major(rdev).to_string())
-        .env("KVM_MINOR", minor(rdev).to_string())
-        .arg(&qemu)
-        .args(["-accel", "kvm", "-machine"])
+    let mut cmd = kvm_abi::process::command_with_device_as_dev_kvm(&ctx.path, &qemu)
+        .map_err(|e| Status::Fail(format!("{}: {e}", ctx.path.display())))?;
+    cmd.args(["-accel", "kvm", "-machine"])
         // smm=off: with SMM offered, SeaBIOS relocates SMBASE through an SMI at
         // boot; in session 15 one boot in four that did so lost the whole test
         // VM under QEMU's emulated SVM (no oops: it reset or went silent), and

@@ -193,3 +193,51 @@ pub fn restore_signal(signal: Signal, old: &SigAction) -> Result<()> {
         .map(drop)
         .map_err(|e| Error::new("sigaction", e))
 }
+
+/// The shell script [`command_with_device_as_dev_kvm`] runs under
+/// `unshare -m`: its own `/dev`, a tmpfs holding the device under test as
+/// `/dev/kvm` and the few nodes a VMM opens besides, then the program.
+const PRIVATE_DEV: &str = r#"
+set -e
+mount --make-rprivate /
+mount -t tmpfs -o mode=0755 tmpfs /dev
+mknod -m 0600 /dev/kvm c "$KVM_MAJOR" "$KVM_MINOR"
+mknod -m 0666 /dev/null c 1 3
+mknod -m 0666 /dev/zero c 1 5
+mknod -m 0666 /dev/random c 1 8
+mknod -m 0666 /dev/urandom c 1 9
+exec "$@"
+"#;
+
+/// A command that runs `program` with `device` as its `/dev/kvm`, for a
+/// VMM that only knows that name (QEMU): `unshare -m` gives the child a
+/// private mount namespace whose `/dev` is a tmpfs with a node of the
+/// device's numbers, so the same program runs on `/dev/rkvm` and on
+/// `/dev/kvm` and the system's `/dev` is untouched. Needs root (or
+/// `CAP_SYS_ADMIN` and `CAP_MKNOD`) and `unshare`, `mount` and `mknod`
+/// on the `PATH`. Add the program's arguments to the result.
+///
+/// Fails with the `stat` error of `device`, or `ENOTTY` when it is not a
+/// character device.
+pub fn command_with_device_as_dev_kvm(
+    device: &std::path::Path,
+    program: impl AsRef<std::ffi::OsStr>,
+) -> Result<std::process::Command> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(device).map_err(|e| {
+        Error::new(
+            "stat",
+            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        )
+    })?;
+    if !meta.file_type().is_char_device() {
+        return Err(Error::new("stat", Errno::ENOTTY));
+    }
+    let rdev = meta.rdev();
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-m", "--", "sh", "-c", PRIVATE_DEV, "sh"])
+        .env("KVM_MAJOR", nix::sys::stat::major(rdev).to_string())
+        .env("KVM_MINOR", nix::sys::stat::minor(rdev).to_string())
+        .arg(program);
+    Ok(cmd)
+}
