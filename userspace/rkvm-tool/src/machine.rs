@@ -179,6 +179,31 @@ impl GuestVm {
     }
 }
 
+/// What a failed `KVM_RUN` of vCPU `id` means for the user. `ENOMEM` is
+/// rkvm's pinned guest memory meeting the locked-memory limit (rkvm pins
+/// each page the guest touches and counts it against the owner's
+/// `RLIMIT_MEMLOCK`, as VFIO does; KVM does not pin): a limit of the
+/// environment (125), with how to lift it. Anything else is a crash (126),
+/// reported with the registers.
+pub(crate) fn run_failure(id: u32, e: kvm_abi::Error, vcpu: &Vcpu) -> Failure {
+    if e.errno() == Errno::ENOMEM {
+        let limit =
+            match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK) {
+                Ok((soft, _)) if soft == nix::sys::resource::RLIM_INFINITY => {
+                    "unlimited".to_string()
+                }
+                Ok((soft, _)) => format!("{} KiB", soft >> 10),
+                Err(_) => "unknown".to_string(),
+            };
+        return Failure::Env(format!(
+            "vCPU {id}: {e}: the guest's memory could not be pinned: rkvm counts the guest \
+             memory it maps against the locked-memory limit (ulimit -l, now {limit}); raise \
+             it, give the guest less memory, or run with CAP_IPC_LOCK (docs/abi.md)"
+        ));
+    }
+    Failure::Guest(format!("vCPU {id}: {e}\n{}", register_dump(vcpu)))
+}
+
 /// The registers of `vcpu`, for a crash report.
 pub(crate) fn register_dump(vcpu: &Vcpu) -> String {
     let Ok(r) = vcpu.get_regs() else {
@@ -304,7 +329,7 @@ struct Shared {
     /// The exit status the guest asked for, first one wins.
     status: Mutex<Option<u8>>,
     /// Why the guest crashed, first one wins.
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<Failure>>,
     /// Each vCPU thread while it runs, for kicking it out of KVM_RUN.
     threads: Mutex<Vec<Option<Pthread>>>,
     /// Each vCPU's next timer tick, in nanoseconds since `start` (0: none).
@@ -326,7 +351,12 @@ impl Shared {
     }
 
     fn crash(&self, msg: String) {
-        lock(&self.failure).get_or_insert(msg);
+        self.fail(Failure::Guest(msg));
+    }
+
+    /// Stops the machine with `failure`, unless one came first.
+    fn fail(&self, failure: Failure) {
+        lock(&self.failure).get_or_insert(failure);
         self.stop.store(true, Ordering::SeqCst);
     }
 
@@ -406,7 +436,7 @@ fn vcpu_loop(sh: &Shared, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
                 continue;
             }
             Err(e) => {
-                sh.crash(format!("vCPU {id}: {e}\n{}", register_dump(vcpu)));
+                sh.fail(run_failure(id, e, vcpu));
                 break End::Stopped;
             }
         }
@@ -716,8 +746,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, Failure> {
     if args.stats {
         stderr_line(total.table(args.cpus, shared.start.elapsed()).trim_end());
     }
-    if let Some(msg) = lock(&shared.failure).take() {
-        return Err(Failure::Guest(msg));
+    if let Some(failure) = lock(&shared.failure).take() {
+        return Err(failure);
     }
     let status = lock(&shared.status).unwrap_or(0);
     if args.trace {

@@ -43,7 +43,7 @@ use x86_modes::{CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, PML4_GPA, RFLAGS_FI
 
 use self::bzimage::{ENTRY_64_OFFSET, KERNEL_LOAD, Kernel, ZERO_PAGE};
 use self::platform::{Platform, PlatformEffect};
-use crate::machine::{open_device, register_dump, start_input};
+use crate::machine::{open_device, register_dump, run_failure, start_input};
 use crate::stats::Stats;
 use crate::{Failure, human_size, stderr_line};
 
@@ -219,7 +219,7 @@ struct Shared<'a> {
     /// Set when the machine must stop: power-off, reset, a crash.
     stop: AtomicBool,
     /// Why the guest crashed, first one wins.
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<Failure>>,
     /// Each vCPU thread while it runs, for kicking it out of KVM_RUN.
     threads: Mutex<Vec<Option<Pthread>>>,
     /// vCPU threads still running.
@@ -235,7 +235,12 @@ impl Shared<'_> {
     }
 
     fn crash(&self, msg: String) {
-        lock(&self.failure).get_or_insert(msg);
+        self.fail(Failure::Guest(msg));
+    }
+
+    /// Stops the machine with `failure`, unless one came first.
+    fn fail(&self, failure: Failure) {
+        lock(&self.failure).get_or_insert(failure);
         self.stop.store(true, Ordering::SeqCst);
     }
 }
@@ -262,7 +267,7 @@ fn vcpu_loop(sh: &Shared<'_>, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Sta
                 continue;
             }
             Err(e) => {
-                sh.crash(format!("vCPU {id}: {e}\n{}", register_dump(vcpu)));
+                sh.fail(run_failure(id, e, vcpu));
                 break;
             }
         }
@@ -605,8 +610,8 @@ pub(crate) fn boot(args: &BootArgs) -> Result<u8, Failure> {
     if args.stats {
         stderr_line(total.table(args.cpus, shared.start.elapsed()).trim_end());
     }
-    if let Some(msg) = lock(&shared.failure).take() {
-        return Err(Failure::Guest(msg));
+    if let Some(failure) = lock(&shared.failure).take() {
+        return Err(failure);
     }
     if kvm_abi::process::signal_noted() {
         // As a shell reports a command a signal ended: 128 + SIGINT.
