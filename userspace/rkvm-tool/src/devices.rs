@@ -14,9 +14,10 @@
 //! host; the run loop (`machine.rs`) feeds it the exits.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use crate::serial::{Uart, show_byte};
+use crate::vcpus::lock;
 
 /// COM1's first port (the 16550's registers are at +0 to +7).
 pub(crate) const SERIAL_BASE: u16 = 0x3f8;
@@ -44,9 +45,10 @@ pub(crate) const MMIO_SQUARE: u64 = 0x18;
 pub(crate) const MMIO_ID_VALUE: u64 = u32::from_le_bytes(*b"RKVM") as u64;
 
 /// What an access asks of the run loop besides its data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum Effect {
     /// Nothing.
+    #[default]
     None,
     /// The guest asked to end with this exit status.
     Exit(u8),
@@ -54,30 +56,38 @@ pub(crate) enum Effect {
     Timer(u32),
 }
 
-/// The outcome of one access.
+/// The outcome of one access to a device. `E` is what the run loop must
+/// do besides, which is each machine's own: [`Effect`] for `rkvm run`'s
+/// devices here, `PlatformEffect` for `rkvm boot`'s (boot/platform.rs).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Access {
+pub(crate) struct Access<E = Effect> {
     /// For a read, the value returned (little-endian, its size's bytes).
     pub(crate) data: u64,
     /// What the run loop must do.
-    pub(crate) effect: Effect,
+    pub(crate) effect: E,
     /// What the device did, for `--trace`.
     pub(crate) note: String,
 }
 
-impl Access {
-    fn note(note: impl Into<String>) -> Self {
+impl<E: Default> Access<E> {
+    /// An access with nothing to return or do: only its note.
+    pub(crate) fn note(note: impl Into<String>) -> Self {
+        Self::effect(E::default(), note)
+    }
+
+    /// A read returning `data`.
+    pub(crate) fn read(data: u64, note: impl Into<String>) -> Self {
         Self {
-            data: 0,
-            effect: Effect::None,
-            note: note.into(),
+            data,
+            ..Self::note(note)
         }
     }
 
-    fn read(data: u64, note: impl Into<String>) -> Self {
+    /// An access asking the run loop for `effect`.
+    pub(crate) fn effect(effect: E, note: impl Into<String>) -> Self {
         Self {
-            data,
-            effect: Effect::None,
+            data: 0,
+            effect,
             note: note.into(),
         }
     }
@@ -99,10 +109,6 @@ impl std::fmt::Debug for Devices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Devices").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Devices {

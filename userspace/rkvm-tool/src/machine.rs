@@ -12,18 +12,16 @@
 //! tick is due is kicked out of KVM_RUN with a signal (`EINTR`); a guest
 //! that halted waits in rkvm until the tick.
 
-use std::io::{IsTerminal, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::io::{IsTerminal, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_abi::sys::{kvm_regs, kvm_sregs};
 use kvm_abi::{
-    CpuidEntries, Errno, GuestMemory, IoDirection, KVM_MAX_CPUID_ENTRIES, MemoryRegion, RunMapping,
-    System, Vcpu, VcpuExit, Vm,
+    CpuidEntries, Errno, GuestMemory, KVM_MAX_CPUID_ENTRIES, MemoryRegion, RunMapping, System,
+    Vcpu, VcpuExit, Vm,
 };
-use nix::sys::pthread::{Pthread, pthread_kill, pthread_self};
-use nix::sys::signal::Signal;
 use x86_modes::{
     CR0_MP, CR4_OSFXSR, CR4_OSXMMEXCPT, GDT_GPA, Mode, RFLAGS_FIXED, TABLES_END, gdt_bytes,
     page_tables, real_segment, setup_sregs,
@@ -33,7 +31,8 @@ use crate::args::{GuestMode, RunArgs};
 use crate::devices::{Devices, Effect, TIMER_VECTOR};
 use crate::loader::{self, Image, ImageKind};
 use crate::stats::Stats;
-use crate::{Failure, human_size, stderr_line};
+use crate::vcpus::{KICK, VcpuThreads, fatal_exit, lock};
+use crate::{Failure, human_size, read_file, stderr_line};
 
 /// Where a flat binary goes in protected and long mode by default.
 pub(crate) const DEFAULT_LOAD: u64 = 0x10_0000;
@@ -42,8 +41,6 @@ pub(crate) const DEFAULT_LOAD_REAL: u64 = 0x2_0000;
 /// Each vCPU's initial stack: vCPU `n`'s RSP is the top of memory (below
 /// 4 GiB) less `n` times this.
 pub(crate) const STACK_PER_VCPU: u64 = 0x1_0000;
-/// The signal that kicks a vCPU thread out of KVM_RUN.
-const KICK: Signal = Signal::SIGUSR1;
 
 /// A VM made by [`create_vm`]: the device, the VM and its memory.
 pub(crate) struct GuestVm {
@@ -91,12 +88,7 @@ pub(crate) fn create_vm(sys: System, mem: u64) -> Result<GuestVm, Failure> {
     })?);
     vm.set_user_memory_region(&MemoryRegion::new(0, 0, &mem))
         .map_err(env)?;
-    let write = |gpa: u64, bytes: &[u8]| {
-        usize::try_from(gpa)
-            .map_err(|_| Errno::EFAULT)
-            .and_then(|o| mem.write(o, bytes).map_err(|e| e.errno()))
-            .map_err(|e| Failure::Env(format!("writing guest memory at {gpa:#x}: {}", e.desc())))
-    };
+    let write = |gpa: u64, bytes: &[u8]| write_guest(&mem, gpa, bytes);
     write(GDT_GPA, &gdt_bytes())?;
     for (gpa, bytes) in page_tables() {
         write(gpa, &bytes)?;
@@ -177,6 +169,14 @@ impl GuestVm {
         let run = vcpu.map_run(self.mmap_size).map_err(env)?;
         Ok((vcpu, run))
     }
+}
+
+/// Copies `bytes` into guest memory at `gpa`.
+pub(crate) fn write_guest(mem: &GuestMemory, gpa: u64, bytes: &[u8]) -> Result<(), Failure> {
+    usize::try_from(gpa)
+        .map_err(|_| Errno::EFAULT)
+        .and_then(|o| mem.write(o, bytes).map_err(|e| e.errno()))
+        .map_err(|e| Failure::Env(format!("writing guest memory at {gpa:#x}: {}", e.desc())))
 }
 
 /// What a failed `KVM_RUN` of vCPU `id` means for the user. `ENOMEM` is
@@ -267,18 +267,7 @@ pub(crate) fn register_dump(vcpu: &Vcpu) -> String {
 /// it fits.
 fn load_guest(args: &RunArgs) -> Result<(Image, GuestMode), Failure> {
     let path = args.guest.display();
-    let bytes = std::fs::read(&args.guest).map_err(|e| {
-        Failure::Env(match e.kind() {
-            std::io::ErrorKind::NotFound => format!("guest file {path} does not exist"),
-            std::io::ErrorKind::PermissionDenied => {
-                format!("permission denied reading the guest file {path}")
-            }
-            _ => format!("cannot read the guest file {path}: {e}"),
-        })
-    })?;
-    if bytes.is_empty() {
-        return Err(Failure::Env(format!("guest file {path} is empty")));
-    }
+    let bytes = read_file("guest file", &args.guest)?;
     let image = if loader::is_elf(&bytes) {
         if args.load.is_some() {
             return Err(Failure::Usage(format!(
@@ -322,49 +311,12 @@ fn load_guest(args: &RunArgs) -> Result<(Image, GuestMode), Failure> {
 /// What the vCPU threads share.
 struct Shared {
     devices: Devices,
-    trace: bool,
-    start: Instant,
-    /// Set when the machine must stop (exit port, crash).
-    stop: AtomicBool,
+    /// The threads' common state: stop, failure, trace, kicking.
+    vcpus: VcpuThreads,
     /// The exit status the guest asked for, first one wins.
     status: Mutex<Option<u8>>,
-    /// Why the guest crashed, first one wins.
-    failure: Mutex<Option<Failure>>,
-    /// Each vCPU thread while it runs, for kicking it out of KVM_RUN.
-    threads: Mutex<Vec<Option<Pthread>>>,
-    /// Each vCPU's next timer tick, in nanoseconds since `start` (0: none).
+    /// Each vCPU's next timer tick, in nanoseconds since the start (0: none).
     deadlines: Vec<AtomicU64>,
-    /// vCPU threads still running.
-    alive: AtomicUsize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Shared {
-    fn trace(&self, id: u32, what: &str) {
-        if self.trace {
-            let t = self.start.elapsed().as_secs_f64();
-            stderr_line(&format!("[{t:>11.6}] vcpu{id} {what}"));
-        }
-    }
-
-    fn crash(&self, msg: String) {
-        self.fail(Failure::Guest(msg));
-    }
-
-    /// Stops the machine with `failure`, unless one came first.
-    fn fail(&self, failure: Failure) {
-        lock(&self.failure).get_or_insert(failure);
-        self.stop.store(true, Ordering::SeqCst);
-    }
-
-    fn since_start(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.start).as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1)
-    }
 }
 
 /// The per-vCPU tick timer's state.
@@ -388,7 +340,7 @@ fn vcpu_loop(sh: &Shared, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
     let mut irq_pending = false;
     let slot = id as usize;
     let end = loop {
-        if sh.stop.load(Ordering::SeqCst) {
+        if sh.vcpus.stopping() {
             break End::Stopped;
         }
         if let Some(t) = timer.as_mut() {
@@ -396,16 +348,16 @@ fn vcpu_loop(sh: &Shared, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
             if now >= t.next {
                 irq_pending = true;
                 t.next = (t.next + t.period).max(now + t.period / 2);
-                sh.deadlines[slot].store(sh.since_start(t.next), Ordering::SeqCst);
+                sh.deadlines[slot].store(sh.vcpus.since_start(t.next), Ordering::SeqCst);
             }
         }
         if irq_pending {
             if run.ready_for_interrupt_injection() {
                 if let Err(e) = vcpu.interrupt(TIMER_VECTOR) {
-                    sh.crash(format!("vCPU {id}: {e}"));
+                    sh.vcpus.crash(format!("vCPU {id}: {e}"));
                     break End::Stopped;
                 }
-                sh.trace(
+                sh.vcpus.trace(
                     id,
                     &format!(
                         "KVM_INTERRUPT vector {TIMER_VECTOR} (timer tick; delivered on entry)"
@@ -414,7 +366,7 @@ fn vcpu_loop(sh: &Shared, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
                 irq_pending = false;
                 run.set_request_interrupt_window(false);
             } else if !run.request_interrupt_window() {
-                sh.trace(
+                sh.vcpus.trace(
                     id,
                     "timer tick: guest cannot take it now, request_interrupt_window = 1",
                 );
@@ -428,7 +380,7 @@ fn vcpu_loop(sh: &Shared, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
         match r {
             Ok(()) => {}
             Err(e) if e.errno() == Errno::EINTR => {
-                sh.trace(
+                sh.vcpus.trace(
                     id,
                     "KVM_EXIT_INTR       KVM_RUN returned EINTR: kicked by a signal",
                 );
@@ -436,7 +388,7 @@ fn vcpu_loop(sh: &Shared, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
                 continue;
             }
             Err(e) => {
-                sh.fail(run_failure(id, e, vcpu));
+                sh.vcpus.fail(run_failure(id, e, vcpu));
                 break End::Stopped;
             }
         }
@@ -444,54 +396,15 @@ fn vcpu_loop(sh: &Shared, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
         let mut effect = Effect::None;
         let reason: &'static str = match exit {
             VcpuExit::Io(mut io) => {
-                let data = io.data().unwrap_or_default();
-                let size = usize::from(io.size.max(1));
-                let dir = if io.direction == IoDirection::In {
-                    "in "
-                } else {
-                    "out"
+                let Some(e) = sh.vcpus.port_io(
+                    id,
+                    &mut io,
+                    |port, bytes| sh.devices.io_out(port, bytes),
+                    |port, size| sh.devices.io_in(port, size),
+                ) else {
+                    break End::Stopped;
                 };
-                let mut notes = Vec::new();
-                let mut reply = Vec::with_capacity(data.len());
-                for chunk in data.chunks(size) {
-                    let a = if io.direction == IoDirection::Out {
-                        sh.devices.io_out(io.port, chunk)
-                    } else {
-                        let a = sh.devices.io_in(io.port, io.size);
-                        reply.extend_from_slice(&a.data.to_le_bytes()[..size.min(8)]);
-                        a
-                    };
-                    if a.effect != Effect::None {
-                        effect = a.effect;
-                    }
-                    if sh.trace && notes.len() < 4 {
-                        notes.push(a.note);
-                    }
-                }
-                if io.direction == IoDirection::In {
-                    if let Err(e) = io.set_data(&reply) {
-                        sh.crash(format!("vCPU {id}: {e}"));
-                        break End::Stopped;
-                    }
-                }
-                if sh.trace {
-                    let shown = if io.direction == IoDirection::In {
-                        &reply
-                    } else {
-                        &data
-                    };
-                    sh.trace(
-                        id,
-                        &format!(
-                            "KVM_EXIT_IO         {dir} port {:#06x} size {} count {} data {} | {}",
-                            io.port,
-                            io.size,
-                            io.count,
-                            hex_bytes(shown),
-                            notes.join("; ")
-                        ),
-                    );
-                }
+                effect = e;
                 "KVM_EXIT_IO"
             }
             VcpuExit::Mmio(mut m) => {
@@ -500,14 +413,14 @@ fn vcpu_loop(sh: &Shared, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
                 } else {
                     let a = sh.devices.mmio_read(m.phys_addr, m.len);
                     if let Err(e) = m.set_value(a.data) {
-                        sh.crash(format!("vCPU {id}: {e}"));
+                        sh.vcpus.crash(format!("vCPU {id}: {e}"));
                         break End::Stopped;
                     }
                     a
                 };
-                if sh.trace {
+                if sh.vcpus.tracing {
                     let value = if m.is_write { m.value() } else { a.data };
-                    sh.trace(
+                    sh.vcpus.trace(
                         id,
                         &format!(
                             "KVM_EXIT_MMIO       {} {:#x} size {} data {value:#x} | {}",
@@ -522,7 +435,7 @@ fn vcpu_loop(sh: &Shared, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
             }
             VcpuExit::Hlt => {
                 let Some(t) = timer.as_ref() else {
-                    sh.trace(
+                    sh.vcpus.trace(
                         id,
                         "KVM_EXIT_HLT        no timer running: the vCPU stops here",
                     );
@@ -530,7 +443,7 @@ fn vcpu_loop(sh: &Shared, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
                     break End::Halted;
                 };
                 let wait = t.next.saturating_duration_since(Instant::now());
-                sh.trace(
+                sh.vcpus.trace(
                     id,
                     &format!(
                         "KVM_EXIT_HLT        waits {} for the next timer tick",
@@ -541,45 +454,15 @@ fn vcpu_loop(sh: &Shared, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
                 "KVM_EXIT_HLT"
             }
             VcpuExit::IrqWindowOpen => {
-                sh.trace(
+                sh.vcpus.trace(
                     id,
                     "KVM_EXIT_IRQ_WINDOW_OPEN  the guest can take the interrupt now",
                 );
                 "KVM_EXIT_IRQ_WINDOW_OPEN"
             }
             VcpuExit::Intr => "KVM_EXIT_INTR",
-            VcpuExit::Shutdown => {
-                sh.crash(format!(
-                    "guest triple fault on vCPU {id} (KVM_EXIT_SHUTDOWN): an exception it could \
-                     not handle\n{}",
-                    register_dump(vcpu)
-                ));
-                break End::Stopped;
-            }
-            VcpuExit::FailEntry {
-                hardware_entry_failure_reason,
-                cpu,
-            } => {
-                sh.crash(format!(
-                    "the CPU refused to enter the guest on vCPU {id} (KVM_EXIT_FAIL_ENTRY, \
-                     hardware reason {hardware_entry_failure_reason:#x}, host CPU {cpu})\n{}",
-                    register_dump(vcpu)
-                ));
-                break End::Stopped;
-            }
-            VcpuExit::InternalError { suberror, data } => {
-                sh.crash(format!(
-                    "the hypervisor could not go on with vCPU {id} (KVM_EXIT_INTERNAL_ERROR, \
-                     suberror {suberror}, data {data:x?})\n{}",
-                    register_dump(vcpu)
-                ));
-                break End::Stopped;
-            }
             other => {
-                sh.crash(format!(
-                    "vCPU {id}: an exit rkvm does not handle: {other:?}\n{}",
-                    register_dump(vcpu)
-                ));
+                sh.vcpus.crash(fatal_exit(id, &other, vcpu));
                 break End::Stopped;
             }
         };
@@ -588,7 +471,7 @@ fn vcpu_loop(sh: &Shared, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
             Effect::None => {}
             Effect::Exit(status) => {
                 lock(&sh.status).get_or_insert(status);
-                sh.stop.store(true, Ordering::SeqCst);
+                sh.vcpus.stop();
             }
             Effect::Timer(0) => {
                 timer = None;
@@ -598,53 +481,27 @@ fn vcpu_loop(sh: &Shared, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
                 let period = Duration::from_micros(u64::from(us));
                 let next = Instant::now() + period;
                 timer = Some(Timer { period, next });
-                sh.deadlines[slot].store(sh.since_start(next), Ordering::SeqCst);
+                sh.deadlines[slot].store(sh.vcpus.since_start(next), Ordering::SeqCst);
             }
         }
     };
     sh.deadlines[slot].store(0, Ordering::SeqCst);
     if matches!(end, End::Halted) {
-        sh.trace(id, "halted");
+        sh.vcpus.trace(id, "halted");
     }
     stats
 }
 
-fn hex_bytes(b: &[u8]) -> String {
-    let mut s: String = b.iter().take(8).map(|x| format!("{x:02x}")).collect();
-    if b.len() > 8 {
-        s += "..";
-    }
-    s
-}
-
-/// Kicks vCPU threads out of KVM_RUN: those whose timer tick is due, and
-/// all of them once the machine stops. Returns when no vCPU runs.
+/// The kicker: every vCPU thread once the machine stops, and before that
+/// those whose timer tick is due.
 fn kicker(sh: &Shared) {
-    while sh.alive.load(Ordering::SeqCst) > 0 {
-        let stop = sh.stop.load(Ordering::SeqCst);
-        let now = sh.since_start(Instant::now());
-        let mut any_timer = false;
-        {
-            let threads = lock(&sh.threads);
-            for (i, t) in threads.iter().enumerate() {
-                let deadline = sh.deadlines[i].load(Ordering::SeqCst);
-                any_timer |= deadline != 0;
-                if let Some(t) = t {
-                    if stop || (deadline != 0 && now >= deadline) {
-                        // A thread that exits takes itself out of the list
-                        // under this lock first, so it is alive here.
-                        let _ = pthread_kill(*t, KICK);
-                    }
-                }
-            }
-        }
-        // The last vCPU thread to end unparks this thread.
-        std::thread::park_timeout(if stop || any_timer {
-            Duration::from_millis(1)
-        } else {
-            Duration::from_millis(20)
-        });
-    }
+    sh.vcpus.kicker(
+        |i| {
+            let deadline = sh.deadlines[i].load(Ordering::SeqCst);
+            deadline != 0 && sh.vcpus.since_start(Instant::now()) >= deadline
+        },
+        || sh.deadlines.iter().any(|d| d.load(Ordering::SeqCst) != 0),
+    );
 }
 
 /// Starts the thread that reads stdin and hands each chunk to `deliver`
@@ -691,14 +548,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, Failure> {
     }
     let shared = Shared {
         devices,
-        trace: args.trace,
-        start: Instant::now(),
-        stop: AtomicBool::new(false),
+        vcpus: VcpuThreads::new(vcpus.len(), args.trace),
         status: Mutex::new(None),
-        failure: Mutex::new(None),
-        threads: Mutex::new(vec![None; vcpus.len()]),
         deadlines: (0..vcpus.len()).map(|_| AtomicU64::new(0)).collect(),
-        alive: AtomicUsize::new(vcpus.len()),
     };
     if args.trace {
         stderr_line(&format!(
@@ -718,37 +570,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, Failure> {
         ));
     }
     let sh = &shared;
-    let mut total = Stats::default();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = vcpus
-            .iter_mut()
-            .zip(0u32..)
-            .map(|((vcpu, run), id)| {
-                s.spawn(move || {
-                    lock(&sh.threads)[id as usize] = Some(pthread_self());
-                    let stats = vcpu_loop(sh, id, vcpu, run);
-                    lock(&sh.threads)[id as usize] = None;
-                    sh.alive.fetch_sub(1, Ordering::SeqCst);
-                    stats
-                })
-            })
-            .collect();
-        let kick = s.spawn(|| kicker(sh));
-        for h in handles {
-            match h.join() {
-                Ok(st) => total.merge(&st),
-                Err(_) => sh.crash("a vCPU thread panicked".into()),
-            }
-        }
-        kick.thread().unpark();
-    });
-    let _ = std::io::stdout().flush();
-    if args.stats {
-        stderr_line(total.table(args.cpus, shared.start.elapsed()).trim_end());
-    }
-    if let Some(failure) = lock(&shared.failure).take() {
-        return Err(failure);
-    }
+    let total = sh.vcpus.run_all(
+        &mut vcpus,
+        |id, (vcpu, run)| vcpu_loop(sh, id, vcpu, run),
+        || kicker(sh),
+    );
+    shared.vcpus.finish(&total, args.stats, args.cpus)?;
     let status = lock(&shared.status).unwrap_or(0);
     if args.trace {
         stderr_line(&format!("rkvm: exit status {status}"));

@@ -22,6 +22,7 @@ mod loader;
 mod machine;
 mod serial;
 mod stats;
+mod vcpus;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -55,6 +56,24 @@ impl Failure {
             Failure::Usage(m) | Failure::Env(m) | Failure::Guest(m) => m,
         }
     }
+}
+
+/// Reads a file the user named, with errors they can act on.
+pub(crate) fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure::Env(match e.kind() {
+            std::io::ErrorKind::NotFound => format!("{what} {shown} does not exist"),
+            std::io::ErrorKind::PermissionDenied => {
+                format!("permission denied reading the {what} {shown}")
+            }
+            _ => format!("cannot read the {what} {shown}: {e}"),
+        })
+    })?;
+    if bytes.is_empty() {
+        return Err(Failure::Env(format!("{what} {shown} is empty")));
+    }
+    Ok(bytes)
 }
 
 /// Writes one line (or a block of lines) to stderr. The trace, the

@@ -26,26 +26,25 @@ pub(crate) mod acpi;
 pub(crate) mod bzimage;
 pub(crate) mod platform;
 
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvm_abi::sys::{KVM_CAP_MAX_VCPUS, KVM_PIT_SPEAKER_DUMMY, kvm_regs};
 use kvm_abi::{
-    CpuidEntries, Errno, GuestMemory, IoDirection, KVM_MAX_CPUID_ENTRIES, MemoryRegion, RunMapping,
-    Vcpu, VcpuExit, Vm,
+    CpuidEntries, Errno, GuestMemory, KVM_MAX_CPUID_ENTRIES, MemoryRegion, RunMapping, Vcpu,
+    VcpuExit, Vm,
 };
-use nix::sys::pthread::{Pthread, pthread_kill, pthread_self};
 use nix::sys::signal::Signal;
 use x86_modes::{CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, PML4_GPA, RFLAGS_FIXED, page_tables};
 
 use self::bzimage::{ENTRY_64_OFFSET, KERNEL_LOAD, Kernel, ZERO_PAGE};
 use self::platform::{Platform, PlatformEffect};
-use crate::machine::{open_device, register_dump, run_failure, start_input};
+use crate::machine::{open_device, run_failure, start_input, write_guest};
 use crate::stats::Stats;
-use crate::{Failure, human_size, stderr_line};
+use crate::vcpus::{KICK, VcpuThreads, fatal_exit};
+use crate::{Failure, human_size, read_file, stderr_line};
 
 /// `rkvm boot`'s options.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,31 +85,6 @@ const BOOT_DS: u16 = 0x18;
 const TSS_ADDR: u64 = 0xfeff_d000;
 /// How often queued terminal input is offered to the UART again.
 const INPUT_PACE: Duration = Duration::from_millis(10);
-/// The signal that kicks a vCPU thread out of KVM_RUN.
-const KICK: Signal = Signal::SIGUSR1;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Reads a file the user named, with errors they can act on.
-fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, Failure> {
-    let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|e| {
-        Failure::Env(match e.kind() {
-            std::io::ErrorKind::NotFound => format!("{what} {shown} does not exist"),
-            std::io::ErrorKind::PermissionDenied => {
-                format!("permission denied reading the {what} {shown}")
-            }
-            _ => format!("cannot read the {what} {shown}: {e}"),
-        })
-    })?;
-    if bytes.is_empty() {
-        return Err(Failure::Env(format!("{what} {shown} is empty")));
-    }
-    Ok(bytes)
-}
-
 /// The boot GDT: null, unused, 64-bit code at 0x10, flat data at 0x18
 /// (SDM Vol. 3A 3.4.5; access 0x9b code, 0x93 data; flags G|L and G|D/B).
 fn boot_gdt() -> Vec<u8> {
@@ -172,12 +146,7 @@ fn load(
     kernel: &Kernel<'_>,
     initrd: Option<&[u8]>,
 ) -> Result<(), Failure> {
-    let write = |gpa: u64, bytes: &[u8]| {
-        usize::try_from(gpa)
-            .map_err(|_| Errno::EFAULT)
-            .and_then(|o| mem.write(o, bytes).map_err(|e| e.errno()))
-            .map_err(|e| Failure::Env(format!("writing guest memory at {gpa:#x}: {}", e.desc())))
-    };
+    let write = |gpa: u64, bytes: &[u8]| write_guest(mem, gpa, bytes);
     write(BOOT_GDT, &boot_gdt())?;
     for (gpa, bytes) in page_tables() {
         write(gpa, &bytes)?;
@@ -214,41 +183,14 @@ fn load(
 /// What the vCPU threads share.
 struct Shared<'a> {
     platform: &'a Platform,
-    trace: bool,
-    start: Instant,
-    /// Set when the machine must stop: power-off, reset, a crash.
-    stop: AtomicBool,
-    /// Why the guest crashed, first one wins.
-    failure: Mutex<Option<Failure>>,
-    /// Each vCPU thread while it runs, for kicking it out of KVM_RUN.
-    threads: Mutex<Vec<Option<Pthread>>>,
-    /// vCPU threads still running.
-    alive: AtomicUsize,
-}
-
-impl Shared<'_> {
-    fn trace(&self, id: u32, what: &str) {
-        if self.trace {
-            let t = self.start.elapsed().as_secs_f64();
-            stderr_line(&format!("[{t:>11.6}] vcpu{id} {what}"));
-        }
-    }
-
-    fn crash(&self, msg: String) {
-        self.fail(Failure::Guest(msg));
-    }
-
-    /// Stops the machine with `failure`, unless one came first.
-    fn fail(&self, failure: Failure) {
-        lock(&self.failure).get_or_insert(failure);
-        self.stop.store(true, Ordering::SeqCst);
-    }
+    /// The threads' common state: stop, failure, trace, kicking.
+    vcpus: VcpuThreads,
 }
 
 /// Runs vCPU `id` until the machine stops; its statistics.
 fn vcpu_loop(sh: &Shared<'_>, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Stats {
     let mut stats = Stats::default();
-    while !sh.stop.load(Ordering::SeqCst) {
+    while !sh.vcpus.stopping() {
         let t0 = Instant::now();
         let r = vcpu.run();
         let in_run = t0.elapsed();
@@ -263,55 +205,27 @@ fn vcpu_loop(sh: &Shared<'_>, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Sta
             // the SIPI arrives (KVM's kvm_arch_vcpu_ioctl_run, which QEMU
             // retries too): it starts at the SIPI's vector on the next run.
             Err(e) if e.errno() == Errno::EAGAIN => {
-                sh.trace(id, "KVM_RUN returned EAGAIN: the vCPU received its SIPI");
+                sh.vcpus
+                    .trace(id, "KVM_RUN returned EAGAIN: the vCPU received its SIPI");
                 continue;
             }
             Err(e) => {
-                sh.fail(run_failure(id, e, vcpu));
+                sh.vcpus.fail(run_failure(id, e, vcpu));
                 break;
             }
         }
         let mut effect = PlatformEffect::None;
         let reason = match run.exit() {
             VcpuExit::Io(mut io) => {
-                let data = io.data().unwrap_or_default();
-                let size = usize::from(io.size.max(1));
-                let mut reply = Vec::with_capacity(data.len());
-                let mut note = String::new();
-                for chunk in data.chunks(size) {
-                    let a = if io.direction == IoDirection::Out {
-                        sh.platform.io_out(io.port, chunk)
-                    } else {
-                        let a = sh.platform.io_in(io.port, io.size);
-                        reply.extend_from_slice(&a.data.to_le_bytes()[..size.min(8)]);
-                        a
-                    };
-                    if a.effect != PlatformEffect::None {
-                        effect = a.effect;
-                    }
-                    note = a.note;
-                }
-                if io.direction == IoDirection::In {
-                    if let Err(e) = io.set_data(&reply) {
-                        sh.crash(format!("vCPU {id}: {e}"));
-                        break;
-                    }
-                }
-                if sh.trace {
-                    let (dir, shown) = if io.direction == IoDirection::In {
-                        ("in ", reply.as_slice())
-                    } else {
-                        ("out", data.as_slice())
-                    };
-                    let hex: String = shown.iter().rev().map(|b| format!("{b:02x}")).collect();
-                    sh.trace(
-                        id,
-                        &format!(
-                            "KVM_EXIT_IO   {dir} port {:#06x} size {} count {} data {hex} | {note}",
-                            io.port, io.size, io.count
-                        ),
-                    );
-                }
+                let Some(e) = sh.vcpus.port_io(
+                    id,
+                    &mut io,
+                    |port, bytes| sh.platform.io_out(port, bytes),
+                    |port, size| sh.platform.io_in(port, size),
+                ) else {
+                    break;
+                };
+                effect = e;
                 "KVM_EXIT_IO"
             }
             VcpuExit::Mmio(mut m) => {
@@ -319,11 +233,11 @@ fn vcpu_loop(sh: &Shared<'_>, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Sta
                 // the kernel (local APICs, IOAPIC): nothing is here.
                 if !m.is_write {
                     if let Err(e) = m.set_value(u64::MAX) {
-                        sh.crash(format!("vCPU {id}: {e}"));
+                        sh.vcpus.crash(format!("vCPU {id}: {e}"));
                         break;
                     }
                 }
-                sh.trace(
+                sh.vcpus.trace(
                     id,
                     &format!(
                         "KVM_EXIT_MMIO {} {:#x} size {} | no device here: {}",
@@ -340,37 +254,8 @@ fn vcpu_loop(sh: &Shared<'_>, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Sta
                 "KVM_EXIT_MMIO"
             }
             VcpuExit::Intr => "KVM_EXIT_INTR",
-            VcpuExit::Shutdown => {
-                sh.crash(format!(
-                    "guest triple fault on vCPU {id} (KVM_EXIT_SHUTDOWN)\n{}",
-                    register_dump(vcpu)
-                ));
-                break;
-            }
-            VcpuExit::FailEntry {
-                hardware_entry_failure_reason,
-                cpu,
-            } => {
-                sh.crash(format!(
-                    "the CPU refused to enter the guest on vCPU {id} (KVM_EXIT_FAIL_ENTRY, \
-                     hardware reason {hardware_entry_failure_reason:#x}, host CPU {cpu})\n{}",
-                    register_dump(vcpu)
-                ));
-                break;
-            }
-            VcpuExit::InternalError { suberror, data } => {
-                sh.crash(format!(
-                    "the hypervisor could not go on with vCPU {id} (KVM_EXIT_INTERNAL_ERROR, \
-                     suberror {suberror}, data {data:x?})\n{}",
-                    register_dump(vcpu)
-                ));
-                break;
-            }
             other => {
-                sh.crash(format!(
-                    "vCPU {id}: an exit rkvm boot does not handle: {other:?}\n{}",
-                    register_dump(vcpu)
-                ));
+                sh.vcpus.crash(fatal_exit(id, &other, vcpu));
                 break;
             }
         };
@@ -378,8 +263,8 @@ fn vcpu_loop(sh: &Shared<'_>, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Sta
         match effect {
             PlatformEffect::None => {}
             PlatformEffect::PowerOff => {
-                sh.trace(id, "the guest powered the machine off");
-                sh.stop.store(true, Ordering::SeqCst);
+                sh.vcpus.trace(id, "the guest powered the machine off");
+                sh.vcpus.stop();
             }
             PlatformEffect::Reset => {
                 // Said always: a guest kernel that panics with the default
@@ -387,52 +272,11 @@ fn vcpu_loop(sh: &Shared<'_>, id: u32, vcpu: &Vcpu, run: &mut RunMapping) -> Sta
                 stderr_line(&format!(
                     "rkvm: the guest reset the machine (vCPU {id}): rkvm boot ends"
                 ));
-                sh.stop.store(true, Ordering::SeqCst);
+                sh.vcpus.stop();
             }
         }
     }
     stats
-}
-
-/// A vCPU thread's way out: off the kicker's list, one fewer alive; a
-/// thread that panicked also stops the machine.
-struct Leave<'a, 'b> {
-    sh: &'a Shared<'b>,
-    id: u32,
-}
-
-impl Drop for Leave<'_, '_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.sh
-                .crash(format!("the thread of vCPU {} panicked", self.id));
-        }
-        lock(&self.sh.threads)[self.id as usize] = None;
-        self.sh.alive.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Kicks every vCPU thread out of KVM_RUN once the machine stops (the
-/// others wait for SIPIs or sleep in HLT in the kernel). Returns when no
-/// vCPU thread runs.
-fn kicker(sh: &Shared<'_>) {
-    while sh.alive.load(Ordering::SeqCst) > 0 {
-        // SIGINT or SIGTERM (^C on the terminal, which rkvm boot leaves
-        // generating signals): the machine stops, the terminal gets its
-        // settings back, and rkvm boot exits with status 130.
-        if kvm_abi::process::signal_noted() {
-            sh.stop.store(true, Ordering::SeqCst);
-        }
-        let stop = sh.stop.load(Ordering::SeqCst);
-        if stop {
-            for t in lock(&sh.threads).iter().flatten() {
-                // A thread that ends takes itself out of the list under
-                // this lock first, so it is alive here.
-                let _ = pthread_kill(*t, KICK);
-            }
-        }
-        std::thread::park_timeout(Duration::from_millis(if stop { 1 } else { 20 }));
-    }
 }
 
 /// The terminal's settings while the guest owns it: no line editing and
@@ -572,47 +416,19 @@ pub(crate) fn boot(args: &BootArgs) -> Result<u8, Failure> {
     }
     let shared = Shared {
         platform: &platform,
-        trace: args.trace,
-        start: Instant::now(),
-        stop: AtomicBool::new(false),
-        failure: Mutex::new(None),
-        threads: Mutex::new(vec![None; vcpus.len()]),
-        alive: AtomicUsize::new(vcpus.len()),
+        vcpus: VcpuThreads::new(vcpus.len(), args.trace),
     };
     let sh = &shared;
-    let mut total = Stats::default();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = vcpus
-            .iter_mut()
-            .zip(0u32..)
-            .map(|((vcpu, run), id)| {
-                s.spawn(move || {
-                    lock(&sh.threads)[id as usize] = Some(pthread_self());
-                    // However the thread ends (a panic too), it leaves the
-                    // kicker's list and count, so nobody signals a thread
-                    // that is gone and the machine still stops.
-                    let _leave = Leave { sh, id };
-                    vcpu_loop(sh, id, vcpu, run)
-                })
-            })
-            .collect();
-        let kick = s.spawn(|| kicker(sh));
-        for h in handles {
-            match h.join() {
-                Ok(st) => total.merge(&st),
-                Err(_) => sh.crash("a vCPU thread panicked".into()),
-            }
-        }
-        kick.thread().unpark();
-    });
+    // The kicker stops the machine on SIGINT or SIGTERM too (^C on the
+    // terminal, which rkvm boot leaves generating signals): the terminal
+    // gets its settings back, and rkvm boot exits with status 130.
+    let total = sh.vcpus.run_all(
+        &mut vcpus,
+        |id, (vcpu, run)| vcpu_loop(sh, id, vcpu, run),
+        || sh.vcpus.kicker(|_| false, || false),
+    );
     drop(terminal);
-    let _ = std::io::stdout().flush();
-    if args.stats {
-        stderr_line(total.table(args.cpus, shared.start.elapsed()).trim_end());
-    }
-    if let Some(failure) = lock(&shared.failure).take() {
-        return Err(failure);
-    }
+    shared.vcpus.finish(&total, args.stats, args.cpus)?;
     if kvm_abi::process::signal_noted() {
         // As a shell reports a command a signal ended: 128 + SIGINT.
         stderr_line("rkvm: interrupted: the guest was stopped");

@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use kvm_abi::Vm;
 
@@ -24,7 +24,9 @@ use super::acpi::{
     PM1_SCI_EN, PM1_SLP_EN, PM1_SLP_TYP_SHIFT, PM1A_CNT, PM1A_EVT, RESET_PORT, RESET_VALUE,
     S5_SLP_TYP,
 };
+use crate::devices::Access;
 use crate::serial::Uart;
+use crate::vcpus::lock;
 
 /// COM1's first port.
 pub(crate) const COM1: u16 = 0x3f8;
@@ -36,9 +38,10 @@ pub(crate) const I8042_COMMAND: u16 = 0x64;
 pub(crate) const I8042_RESET: u8 = 0xfe;
 
 /// What an access asks of the run loop besides its data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum PlatformEffect {
     /// Nothing.
+    #[default]
     None,
     /// The guest entered ACPI S5: the machine is off.
     PowerOff,
@@ -46,42 +49,8 @@ pub(crate) enum PlatformEffect {
     Reset,
 }
 
-/// The outcome of one access.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct PlatformAccess {
-    /// For a read, the value returned.
-    pub(crate) data: u64,
-    /// What the run loop must do.
-    pub(crate) effect: PlatformEffect,
-    /// What the device did, for `--trace`.
-    pub(crate) note: String,
-}
-
-impl PlatformAccess {
-    fn note(note: impl Into<String>) -> Self {
-        Self {
-            data: 0,
-            effect: PlatformEffect::None,
-            note: note.into(),
-        }
-    }
-
-    fn read(data: u64, note: impl Into<String>) -> Self {
-        Self {
-            data,
-            effect: PlatformEffect::None,
-            note: note.into(),
-        }
-    }
-
-    fn effect(effect: PlatformEffect, note: impl Into<String>) -> Self {
-        Self {
-            data: 0,
-            effect,
-            note: note.into(),
-        }
-    }
-}
+/// The outcome of one access to the platform's devices.
+pub(crate) type PlatformAccess = Access<PlatformEffect>;
 
 /// Where the UART's IRQ line goes: `KVM_IRQ_LINE` on the VM, or a
 /// recorder in the unit tests.
@@ -122,10 +91,6 @@ pub(crate) struct Platform {
     /// PM1a's enable and control registers (status always reads 0: no
     /// fixed event ever happens).
     pm1: Mutex<(u16, u16)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn value_of(data: &[u8]) -> u32 {
