@@ -18,6 +18,7 @@
 #   make check EXTRA_TESTS=DIR   ... plus every executable in DIR
 #   make check RKVM_KASAN=1   ... the same on the KASAN test kernel (CI runs both)
 #   make bench      rkvm bench on rkvm and on KVM in one VM boot, side by side
+#   make bench VMX=1   ... the same in Bochs (Intel VMX, against kvm_intel)
 #   make fuzz       rkvm-fuzz on rkvm in the test VM (RKVM_FUZZ_SECONDS, RKVM_FUZZ_SEED,
 #                   RKVM_FUZZ_KVM=1 for KVM too in the same boot; RKVM_KASAN=1)
 #   make lint       formatting, userspace clippy and unit tests (part of check)

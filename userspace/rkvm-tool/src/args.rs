@@ -26,7 +26,7 @@ usage: rkvm run [OPTIONS] GUEST      run a guest (flat binary or static ELF)
        rkvm boot --kernel BZIMAGE [OPTIONS]
                                      boot Linux: its console on the terminal
        rkvm info [--device PATH]     the device's API version, capabilities, limits
-       rkvm bench [--device PATH] [--quick] [--repeats N] [--output FILE] [--linux DIR]
+       rkvm bench [--device PATH] [--quick] [--repeats N] [--output FILE] [--linux DIR [--qemu QEMU]]
        rkvm compare RKVM.tsv KVM.tsv print two `bench --output` files side by side
 
 run options:
@@ -120,6 +120,9 @@ pub(crate) struct BenchArgs {
     /// `--linux`: a directory with `bzImage` and `initrd` to time
     /// `rkvm boot` of, to user space (the guest's init line).
     pub(crate) linux: Option<PathBuf>,
+    /// `--qemu`: a QEMU binary to time booting the same guest with, on
+    /// the device (needs `--linux`).
+    pub(crate) qemu: Option<PathBuf>,
     /// `--repeats`: how many times each benchmark is measured.
     pub(crate) repeats: u32,
     /// `--output`: where the results go as tab-separated values.
@@ -342,6 +345,7 @@ fn parse_bench(mut it: impl Iterator<Item = String>) -> Result<BenchArgs, Failur
         device: PathBuf::from(DEFAULT_DEVICE),
         quick: false,
         linux: None,
+        qemu: None,
         repeats: 5,
         output: None,
     };
@@ -350,6 +354,7 @@ fn parse_bench(mut it: impl Iterator<Item = String>) -> Result<BenchArgs, Failur
             "--device" => args.device = value(&mut it, "--device")?.into(),
             "--quick" => args.quick = true,
             "--linux" => args.linux = Some(value(&mut it, "--linux")?.into()),
+            "--qemu" => args.qemu = Some(value(&mut it, "--qemu")?.into()),
             "--repeats" => {
                 let v = value(&mut it, "--repeats")?;
                 args.repeats = v
@@ -361,6 +366,11 @@ fn parse_bench(mut it: impl Iterator<Item = String>) -> Result<BenchArgs, Failur
             "--output" => args.output = Some(value(&mut it, "--output")?.into()),
             _ => return Err(usage(format!("rkvm bench: unknown argument {a:?}"))),
         }
+    }
+    if args.qemu.is_some() && args.linux.is_none() {
+        return Err(usage(
+            "rkvm bench: --qemu times a Linux boot: give the guest with --linux DIR".into(),
+        ));
     }
     Ok(args)
 }
@@ -451,12 +461,16 @@ mod tests {
             "o",
             "--linux",
             "l",
+            "--qemu",
+            "q",
         ])
         .unwrap() else {
             panic!("not bench");
         };
         assert!(b.quick);
         assert_eq!(b.linux, Some(PathBuf::from("l")));
+        assert_eq!(b.qemu, Some(PathBuf::from("q")));
+        assert!(usage_text(parse_strs(&["bench", "--qemu", "q"])).contains("--linux DIR"));
         assert_eq!((b.repeats, b.output), (3, Some(PathBuf::from("o"))));
         assert!(matches!(
             parse_strs(&["compare", "a", "b"]).unwrap(),

@@ -10,6 +10,7 @@
 //! | `slot_1g` | `KVM_SET_USER_MEMORY_REGION` of a fresh 1 GiB slot |
 //! | `touch_1g` | the guest's first write to one 4 KiB page of a fresh 1 GiB slot |
 //! | `linux_boot` | with `--linux DIR`: `rkvm boot` of `DIR/bzImage` and `DIR/initrd` on two vCPUs, from the process's start to its init's line on the console |
+//! | `qemu_linux_boot` | with `--linux DIR --qemu QEMU` too: unmodified QEMU boots the same kernel and initrd on the device (two vCPUs, the device's irqchip), timed the same way |
 //!
 //! Each benchmark runs its iterations `--repeats` times (`touch_1g` at
 //! most three times, as one pass is slow under emulation); the figure of a
@@ -214,24 +215,73 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// the console (the kernel's whole boot: decompression, ACPI, SMP bring-up,
 /// the initramfs), then waited for to power off with status 0.
 fn boot_bench(args: &BenchArgs, dir: &Path) -> Result<Result1, Failure> {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let exe = std::env::current_exe()
         .map_err(|e| Failure::Env(format!("cannot find this program to run rkvm boot: {e}")))?;
-    let mut per_iter_ns = Vec::new();
-    for _ in 0..args.repeats.min(BOOT_REPEATS) {
-        let t = Instant::now();
-        let mut child = Command::new(&exe)
-            .args(["boot", "--cpus", "2", "--device"])
+    console_boot_bench(args, "linux_boot", || {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["boot", "--cpus", "2", "--device"])
             .arg(&args.device)
             .arg("--kernel")
             .arg(dir.join("bzImage"))
             .arg("--initrd")
+            .arg(dir.join("initrd"));
+        Ok(cmd)
+    })
+}
+
+/// `qemu_linux_boot`: unmodified QEMU (`qemu`) boots the same kernel and
+/// initrd on the device, two vCPUs on the device's irqchip
+/// (`kernel_irqchip=on`), through its own firmware path (`-kernel`:
+/// SeaBIOS and QEMU's linuxboot option ROM before the kernel), timed as
+/// `linux_boot`. QEMU opens `/dev/kvm`: it runs in a private mount
+/// namespace where that name is the device under test
+/// ([`kvm_abi::process::command_with_device_as_dev_kvm`]). The CPU model
+/// and machine are the `qemu` selftest's: no KVM paravirtual features, no
+/// machine check, no SMM.
+fn qemu_boot_bench(args: &BenchArgs, qemu: &Path, dir: &Path) -> Result<Result1, Failure> {
+    console_boot_bench(args, "qemu_linux_boot", || {
+        let mut cmd = kvm_abi::process::command_with_device_as_dev_kvm(&args.device, qemu)
+            .map_err(|e| Failure::Env(format!("{}: {e}", args.device.display())))?;
+        cmd.args(["-accel", "kvm", "-machine", "pc,kernel_irqchip=on,smm=off"])
+            .args(["-cpu", "qemu64,kvm=off,-mce,-mca", "-m", "160", "-smp", "2"])
+            .args([
+                "-display",
+                "none",
+                "-nodefaults",
+                "-no-reboot",
+                "-no-user-config",
+            ])
+            .args(["-serial", "stdio", "-kernel"])
+            .arg(dir.join("bzImage"))
+            .arg("-initrd")
             .arg(dir.join("initrd"))
+            .args(["-append", "console=ttyS0 panic=-1 loglevel=4"]);
+        Ok(cmd)
+    })
+}
+
+/// Times the boots of `name`: each runs the command `make` gives, with its
+/// stdout (the guest's console) read to the end; a boot's figure is the
+/// time from the spawn to the guest's init line, and it must then end
+/// with status 0 (the guest's power-off). A boot that hangs is killed
+/// after [`BOOT_TIMEOUT`], and fails the benchmark.
+fn console_boot_bench(
+    args: &BenchArgs,
+    name: &str,
+    make: impl Fn() -> Result<std::process::Command, Failure>,
+) -> Result<Result1, Failure> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut per_iter_ns = Vec::new();
+    for _ in 0..args.repeats.min(BOOT_REPEATS) {
+        let mut cmd = make()?;
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let t = Instant::now();
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| Failure::Env(format!("cannot run {}: {e}", exe.display())))?;
+            .map_err(|e| Failure::Env(format!("{name}: cannot run {program}: {e}")))?;
         // A boot that hangs is killed after BOOT_TIMEOUT: its console then
         // ends, and so does the reading below.
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
@@ -256,7 +306,7 @@ fn boot_bench(args: &BenchArgs, dir: &Path) -> Result<Result1, Failure> {
         }
         let status = child
             .wait()
-            .map_err(|e| Failure::Env(format!("waiting for rkvm boot: {e}")));
+            .map_err(|e| Failure::Env(format!("{name}: waiting for {program}: {e}")));
         let _ = done.send(());
         let _ = watchdog.join();
         let status = status?;
@@ -264,8 +314,7 @@ fn boot_bench(args: &BenchArgs, dir: &Path) -> Result<Result1, Failure> {
             (Some(d), true) => per_iter_ns.push(d.as_secs_f64() * 1e9),
             _ => {
                 return Err(Failure::Guest(format!(
-                    "linux_boot: rkvm boot of {} ended with {status} {} its init's line",
-                    dir.display(),
+                    "{name}: the boot ended with {status} {} its init's line",
                     if at_init.is_some() {
                         "after"
                     } else {
@@ -276,7 +325,7 @@ fn boot_bench(args: &BenchArgs, dir: &Path) -> Result<Result1, Failure> {
         }
     }
     Ok(Result1 {
-        name: "linux_boot".into(),
+        name: name.into(),
         per_iter_ns,
         iterations: 1,
     })
@@ -367,21 +416,27 @@ fn meaning(name: &str) -> &'static str {
         "touch_1g" => "first touch of a page (of 1 GiB)",
         "touch_64m" => "first touch of a page (of 64 MiB)",
         "linux_boot" => "rkvm boot, 2 vCPUs: start to init's line",
+        "qemu_linux_boot" => "QEMU -kernel, 2 vCPUs: start to init's line",
         _ => "",
     }
 }
 
-/// A figure in ns as text in a suitable unit.
-fn show_ns(ns: f64) -> String {
+/// The unit a figure in ns is shown in: its size in ns and its name.
+fn unit_of(ns: f64) -> (f64, &'static str) {
     if ns >= 1e9 {
-        format!("{:.2} s", ns / 1e9)
+        (1e9, "s")
     } else if ns >= 1e6 {
-        format!("{:.2} ms", ns / 1e6)
+        (1e6, "ms")
     } else if ns >= 1e3 {
-        format!("{:.2} us", ns / 1e3)
+        (1e3, "us")
     } else {
-        format!("{ns:.0} ns")
+        (1.0, "ns")
     }
+}
+
+/// A figure in ns as text in its unit.
+fn show_ns(ns: f64) -> String {
+    format!("{} {}", short(ns, ns), unit_of(ns).1)
 }
 
 /// `rkvm bench`: runs every benchmark and prints the table (and writes
@@ -403,7 +458,7 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<(), Failure> {
         let r = r?;
         let (med, min, max) = r.summary();
         crate::stderr_line(&format!(
-            "  {:<11} median {} (min {}, max {})",
+            "  {:<15} median {} (min {}, max {})",
             r.name,
             show_ns(med),
             show_ns(min),
@@ -430,6 +485,9 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<(), Failure> {
     ))?;
     if let Some(dir) = &args.linux {
         step(boot_bench(args, dir))?;
+        if let Some(qemu) = &args.qemu {
+            step(qemu_boot_bench(args, qemu, dir))?;
+        }
     }
     let text = table(&args.device.display().to_string(), &results);
     print!("{text}");
@@ -443,14 +501,14 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<(), Failure> {
 /// One device's results as a table.
 fn table(device: &str, results: &[Result1]) -> String {
     let mut s = format!(
-        "{:<11} {:>12} {:>12} {:>12} {:>8}  {}\n",
+        "{:<15} {:>12} {:>12} {:>12} {:>8}  {}\n",
         "benchmark", "median", "min", "max", "iters", "per iteration"
     );
     for r in results {
         let (med, min, max) = r.summary();
         let _ = writeln!(
             s,
-            "{:<11} {:>12} {:>12} {:>12} {:>8}  {}",
+            "{:<15} {:>12} {:>12} {:>12} {:>8}  {}",
             r.name,
             show_ns(med),
             show_ns(min),
@@ -493,7 +551,7 @@ fn parse_tsv(text: &str) -> Vec<(String, [f64; 3])> {
 fn compare_text(left: &str, right: &str) -> String {
     let (l, r) = (parse_tsv(left), parse_tsv(right));
     let mut s = format!(
-        "{:<11} {:>26} {:>26} {:>9}  {}\n",
+        "{:<15} {:>26} {:>26} {:>9}  {}\n",
         "benchmark", "rkvm median (min-max)", "KVM median (min-max)", "rkvm/KVM", "per iteration"
     );
     for (name, a) in &l {
@@ -503,10 +561,20 @@ fn compare_text(left: &str, right: &str) -> String {
         let ratio = if b[0] > 0.0 { a[0] / b[0] } else { f64::NAN };
         let _ = writeln!(
             s,
-            "{:<11} {:>26} {:>26} {:>9}  {}",
+            "{:<15} {:>26} {:>26} {:>9}  {}",
             name,
-            format!("{} ({}-{})", show_ns(a[0]), short(a[1]), short(a[2])),
-            format!("{} ({}-{})", show_ns(b[0]), short(b[1]), short(b[2])),
+            format!(
+                "{} ({}-{})",
+                show_ns(a[0]),
+                short(a[1], a[0]),
+                short(a[2], a[0])
+            ),
+            format!(
+                "{} ({}-{})",
+                show_ns(b[0]),
+                short(b[1], b[0]),
+                short(b[2], b[0])
+            ),
             show_ratio(ratio),
             meaning(name)
         );
@@ -523,13 +591,13 @@ fn show_ratio(r: f64) -> String {
     }
 }
 
-/// A figure without its unit, in the unit [`show_ns`] picks.
-fn short(ns: f64) -> String {
-    show_ns(ns)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+/// A figure without its unit, in the unit [`show_ns`] picks for `like`
+/// (a min or max in its median's unit): whole nanoseconds, or two decimals.
+fn short(ns: f64, like: f64) -> String {
+    match unit_of(like).0 {
+        1.0 => format!("{ns:.0}"),
+        size => format!("{:.2}", ns / size),
+    }
 }
 
 /// `rkvm compare`: reads two `bench --output` files.
@@ -579,6 +647,9 @@ mod tests {
         assert_eq!(show_ns(95_000.0), "95.00 us");
         assert_eq!(show_ns(9_500_000.0), "9.50 ms");
         assert_eq!(show_ns(12_654_710_000.0), "12.65 s");
+        // A min or max is in its median's unit.
+        assert_eq!(short(932_090.0, 1_020_000.0), "0.93");
+        assert_eq!(short(1_270_000.0, 950.0), "1270000");
         assert_eq!(show_ratio(0.654), "0.65");
         assert_eq!(show_ratio(8.79 / 3240.0), "0.0027");
     }
