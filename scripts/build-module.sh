@@ -26,6 +26,9 @@ fi
 warn='^warning|\.[chS]:[0-9]+:([0-9]+:)? ([Ww]arning|[Ee]rror):|: (warning|error): objtool:'
 if grep -Eq "$warn" "$log"; then
 	grep -E "$warn|^ *--> " "$log" >&2
+	# Kbuild would call the objects up to date next time, and that build
+	# would pass without a word: make it compile (and warn) again.
+	rm -f "$RKVM_TOP"/module/*.o "$RKVM_TOP"/module/rkvm.ko
 	die "module build has warnings (treated as errors); full log: $log"
 fi
 mkdir -p "$RKVM_OUT"

@@ -303,6 +303,7 @@ pub(super) fn cr_write(
         }
     };
     let value = gpr.get(&state.regs) & emulate::special_operand_mask(code);
+    let before = (state.sregs.cr0, state.sregs.cr4, state.sregs.efer);
     let accepted = match cr {
         0 => cr0_write(state, value),
         4 => {
@@ -337,6 +338,19 @@ pub(super) fn cr_write(
         // Not intercepted, so not reached; refuse rather than guess.
         _ => return Ok(Next::Fail(EIO)),
     };
+    // A change that makes the CPU load PAE's PDPTEs is #GP, with nothing
+    // changed, when one of them is invalid or CR3's page is not the
+    // guest's memory, as the CPU refuses and KVM's `load_pdptrs` fails:
+    // entering with them would fail the entry instead.
+    let after = (state.sregs.cr0, state.sregs.cr4);
+    if accepted
+        && crate::x86::regs::loads_pdptes((before.0, before.1), after, state.sregs.efer)
+        && !pdptes_loadable(vm, state)
+    {
+        (state.sregs.cr0, state.sregs.cr4, state.sregs.efer) = before;
+        raise(state, GP_VECTOR, Some(0));
+        return Ok(Next::Enter);
+    }
     if !accepted {
         raise(state, GP_VECTOR, Some(0));
         return Ok(Next::Enter);
@@ -358,6 +372,27 @@ pub(super) fn cr_write(
         }
     };
     Ok(Next::Enter)
+}
+
+/// Whether the four PDPTEs at the guest's CR3 can be loaded: CR3's page
+/// (bits 31:5 locate the entries) is guest memory and no present entry has
+/// a reserved bit ([`crate::x86::regs::pdptes_valid`]).
+fn pdptes_loadable(vm: &Vm, state: &ArchState) -> bool {
+    let mut bytes = [0u8; 32];
+    let base = state.sregs.cr3 & 0xffff_ffe0;
+    if vm
+        .read_guest_in(state.run.smm.space(), base, &mut bytes)
+        .is_none()
+    {
+        return false;
+    }
+    let entry = |i: usize| {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(&bytes[8 * i..8 * i + 8]);
+        u64::from_le_bytes(le)
+    };
+    let pdptes = [entry(0), entry(1), entry(2), entry(3)];
+    crate::x86::regs::pdptes_valid(&pdptes, state.features.phys_bits)
 }
 
 /// LMSW when it exits (on VMX, when it sets PE, which rkvm owns): the

@@ -236,6 +236,45 @@ pub(crate) fn check_efer(host: &HostLimits, guest: &GuestFeatures, value: u64) -
     true
 }
 
+/// Whether a guest with these CR0, CR4 and EFER uses PAE paging: paging
+/// on, CR4.PAE, not IA-32e mode. Its top level is four PDPTEs the CPU
+/// loads from CR3 when paging is set up (SDM Vol. 3A 4.4.1).
+pub(crate) fn pae_paging(cr0_value: u64, cr4_value: u64, efer_value: u64) -> bool {
+    cr0_value & cr0::PG != 0 && cr4_value & cr4::PAE != 0 && efer_value & efer::LMA == 0
+}
+
+/// Whether a MOV to CR0 or CR4 from `(old_cr0, old_cr4)` to
+/// `(new_cr0, new_cr4)`, with EFER `efer_value` after it, makes the CPU
+/// load the PDPTEs again: the guest is in PAE paging after it and changed
+/// a bit that reloads them (CR0's CD, NW, PG; CR4's PGE, PSE, PAE, SMEP;
+/// SDM Vol. 3A 4.4.1), as KVM's `kvm_set_cr0`/`kvm_set_cr4` call
+/// `load_pdptrs` (`X86_CR0_PDPTR_BITS`, `X86_CR4_PDPTR_BITS`).
+pub(crate) fn loads_pdptes(
+    (old_cr0, old_cr4): (u64, u64),
+    (new_cr0, new_cr4): (u64, u64),
+    efer_value: u64,
+) -> bool {
+    const CR0_BITS: u64 = cr0::CD | cr0::NW | cr0::PG;
+    const CR4_BITS: u64 = cr4::PGE | cr4::PSE | cr4::PAE | cr4::SMEP;
+    pae_paging(new_cr0, new_cr4, efer_value)
+        && ((old_cr0 ^ new_cr0) & CR0_BITS != 0 || (old_cr4 ^ new_cr4) & CR4_BITS != 0)
+}
+
+/// Whether PAE paging's four PDPTEs may be loaded: no present entry
+/// (bit 0) has a reserved bit set, bits 2:1 and 8:5 or any bit at or
+/// above the guest's physical-address width (SDM Vol. 3A 4.4.1, Table
+/// 4-8; KVM's `load_pdptrs` and `pdptr_rsvd_bits`). The CPU refuses
+/// others: a MOV to CR0, CR3 or CR4 that would load them is #GP(0).
+pub(crate) fn pdptes_valid(pdptes: &[u64; 4], phys_bits: u8) -> bool {
+    let above_phys = if phys_bits >= 64 {
+        0
+    } else {
+        !0u64 << phys_bits
+    };
+    let reserved = above_phys | 0x1e6;
+    pdptes.iter().all(|e| e & 1 == 0 || e & reserved == 0)
+}
+
 /// Checks an APIC base value as KVM does for a host-initiated write: no
 /// reserved bits (including those above the guest's physical address
 /// width), and not x2APIC mode without the xAPIC enabled.

@@ -3303,6 +3303,84 @@ fn cr4_writes_take_effect_and_invalid_ones_are_gp(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// Where `pae_pdpte_guest` finds PDPTE 2 (0x8000_0000 to 0xbfff_ffff,
+/// which the guest does not use): the guest's code names it as a number.
+const PAE_PDPTE2: u64 = 0x17010;
+const _: () = assert!(PAE_PDPTE2 == x86_modes::PAE_PDPT_GPA + 16);
+
+guest! {
+    /// PAE paging: turns paging off, gives PDPTE 2 reserved bit 1, turns
+    /// paging on again (the MOV that loads the PDPTEs), notes CR0, puts
+    /// PDPTE 2 back, turns paging on and notes CR0 again. EBX: CR0 as the
+    /// guest started; ECX: after the MOV with the bad PDPTE; ESI: at the end.
+    fn pae_pdpte_guest;
+    ".code32",
+    "mov 0x17010, %edi",
+    "mov %cr0, %ebx",
+    "mov %ebx, %eax",
+    "and $0x7fffffff, %eax",
+    "mov %eax, %cr0",
+    "mov %edi, %eax",
+    "or $2, %eax",
+    "mov %eax, 0x17010",
+    "call 1f",
+    "1: pop %eax",
+    "add $(2f - 1b), %eax",
+    "mov %eax, FIXUP_GPA",
+    "mov %ebx, %cr0",
+    "2: mov %cr0, %ecx",
+    "movl $0, FIXUP_GPA",
+    "mov %edi, 0x17010",
+    "mov %ebx, %cr0",
+    "mov %cr0, %esi",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// A MOV to CR0 that turns on PAE paging loads the four PDPTEs, and a
+/// present one with a reserved bit makes it #GP(0) with CR0 unchanged
+/// (SDM Vol. 3A 4.4.1; KVM's `kvm_set_cr0`, `load_pdptrs`). On VMX the
+/// MOV exits (the hypervisor owns CR0.PG) and the hypervisor must refuse
+/// it: entering with the bad PDPTE would fail the entry instead. The good
+/// PDPTE back, paging goes on. On SVM rkvm does not intercept MOV to CR0
+/// and the CPU decides (QEMU's takes the MOV), so there is nothing of
+/// rkvm's to test; kvm_amd under QEMU intercepts it and reported its #GP
+/// twice at the same MOV (session 17, not investigated): skipped there.
+fn pae_paging_with_a_reserved_pdpte_bit_is_gp(ctx: &Ctx) -> TestResult {
+    const PG: u64 = 1 << 31;
+    if cpu::extension() != Some(Extension::Vmx) {
+        ksft::skip!(
+            "on SVM rkvm does not intercept MOV to CR0: the CPU checks the PDPTEs, or not \
+             (QEMU's does not)"
+        );
+    }
+    let vm = GuestVm::new(ctx, Mode::Pae, pae_pdpte_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    match vcpu.ucall()? {
+        Ucall::Exception {
+            vector: 13,
+            error_code,
+            rip,
+        } => {
+            check_eq!(error_code, 0, "the #GP's error code");
+            // The MOV to CR0 that turns paging on: 0F 22 C3 (from EBX).
+            let mut bytes = [0u8; 3];
+            vm.read(rip, &mut bytes)?;
+            check_eq!(
+                bytes,
+                [0x0f, 0x22, 0xc3],
+                "the instruction at the #GP's RIP {rip:#x}"
+            );
+        }
+        other => ksft::fail!("expected #GP at the MOV to CR0, got {other}"),
+    }
+    let [start, after, end] = vcpu.sync()?;
+    check_eq_hex!(start & PG, PG, "CR0.PG as the guest started");
+    check_eq_hex!(after & PG, 0, "CR0.PG after the refused MOV");
+    check_eq_hex!(end & PG, PG, "CR0.PG with the PDPTE put back");
+    vcpu.done()
+}
+
 guest! {
     /// Writes DR0 and DR7 and reads them back, with DR6.
     fn debug_regs_guest;
@@ -5137,6 +5215,7 @@ fn main() -> ExitCode {
             mtrrcap_read_by_the_guest_matches_the_host,
             unknown_msr_raises_gp_in_the_guest,
             guest_idt_catches_ud_and_gp_in_32_and_64_bit_modes,
+            pae_paging_with_a_reserved_pdpte_bit_is_gp,
             signal_stops_a_looping_guest_with_eintr,
             sigkill_ends_a_process_looping_in_kvm_run,
             a_refused_entry_leaves_the_next_guest_interruptible,

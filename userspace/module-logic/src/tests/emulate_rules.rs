@@ -190,3 +190,51 @@ fn in_merges_al_and_ax_and_zero_extends_eax() {
     assert_eq!(in_result(rax, 0xaabb, 2), 0x1122_3344_5566_aabb);
     assert_eq!(in_result(rax, 0xaabb_ccdd, 4), 0xaabb_ccdd);
 }
+
+/// PAE paging's PDPTEs: a present entry with bit 1, 2, 5 to 8 or a bit at
+/// or above the physical-address width is refused; a non-present one may
+/// hold anything (SDM Vol. 3A 4.4.1, Table 4-8).
+#[test]
+fn pdptes_with_reserved_bits_cannot_be_loaded() {
+    use crate::x86::regs::pdptes_valid;
+    let good = [0x1001, 0x2001, 0x3001, 0x4001];
+    assert!(pdptes_valid(&good, 36));
+    for bit in [1, 2, 5, 6, 7, 8, 36, 51, 63] {
+        let mut bad = good;
+        bad[2] |= 1 << bit;
+        assert!(!pdptes_valid(&bad, 36), "bit {bit}");
+    }
+    // Bits 9-11 are ignored, PWT and PCD (3, 4) are allowed.
+    assert!(pdptes_valid(&[0x1e19, 0, 0, 0], 36));
+    // Not present: anything goes.
+    assert!(pdptes_valid(&[0xffff_ffff_ffff_fffe, 0, 0, 0], 36));
+    // A wider guest may point higher.
+    assert!(pdptes_valid(&[(1 << 40) | 1, 0, 0, 0], 48));
+}
+
+/// The MOVs that load the PDPTEs: into PAE paging, or within it changing
+/// CR0.CD/NW/PG or CR4.PGE/PSE/PAE/SMEP; never in long mode or without
+/// paging (KVM's `X86_CR0_PDPTR_BITS`, `X86_CR4_PDPTR_BITS`).
+#[test]
+fn moves_that_load_the_pdptes() {
+    use crate::x86::regs::loads_pdptes;
+    const PE_PG: u64 = cr0::PE | cr0::PG;
+    let pae = cr4::PAE;
+    // Paging on with CR4.PAE set: loads them.
+    assert!(loads_pdptes((cr0::PE, pae), (PE_PG, pae), 0));
+    // CR4.PAE set while paging: loads them; CR4.PGE toggled too.
+    assert!(loads_pdptes((PE_PG, 0), (PE_PG, pae), 0));
+    assert!(loads_pdptes((PE_PG, pae), (PE_PG, pae | cr4::PGE), 0));
+    assert!(loads_pdptes((PE_PG, pae), (PE_PG | cr0::CD, pae), 0));
+    // Other bits (CR0.TS, CR4.OSFXSR) do not.
+    assert!(!loads_pdptes((PE_PG, pae), (PE_PG | CR0_TS, pae), 0));
+    assert!(!loads_pdptes((PE_PG, pae), (PE_PG, pae | cr4::OSFXSR), 0));
+    // Paging off, or 32-bit paging, or long mode: no PDPTEs.
+    assert!(!loads_pdptes((PE_PG, pae), (cr0::PE, pae), 0));
+    assert!(!loads_pdptes((cr0::PE, 0), (PE_PG, 0), 0));
+    assert!(!loads_pdptes(
+        (cr0::PE, pae),
+        (PE_PG, pae),
+        efer::LME | efer::LMA
+    ));
+}
