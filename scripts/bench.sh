@@ -30,6 +30,7 @@ log=$RKVM_OUT/$name.log
 # The first-touch benchmark fills a 1 GiB slot: give the VM room for it.
 say "benchmarking rkvm and KVM in one VM boot ($takes); console: $log"
 bench_boot() { # one VM boot of the benchmarks; sets status
+	rm -f "$log.raw" # a VM that does not start must not leave the last run's table
 	RKVM_MEM=${RKVM_MEM:-$mem} "$vm" "$initrd" cmd "$log.raw" >/dev/null </dev/null || true
 	tr -d '\r' <"$log.raw" >"$log"
 	status=$(sed -n 's/^rkvm-run: exit status \([0-9]*\)$/\1/p' "$log" | tail -n 1)

@@ -304,6 +304,7 @@ pub(super) fn cr_write(
     };
     let value = gpr.get(&state.regs) & emulate::special_operand_mask(code);
     let before = (state.sregs.cr0, state.sregs.cr4, state.sregs.efer);
+    let flush_before = state.run.flush_tlb;
     let accepted = match cr {
         0 => cr0_write(state, value),
         4 => {
@@ -319,7 +320,6 @@ pub(super) fn cr_write(
             if ok && value != old {
                 state.sregs.cr4 = value;
                 state.run.flush_tlb = true;
-                state.run.reload_pdptrs = true;
             }
             ok
         }
@@ -338,18 +338,21 @@ pub(super) fn cr_write(
         // Not intercepted, so not reached; refuse rather than guess.
         _ => return Ok(Next::Fail(EIO)),
     };
-    // A change that makes the CPU load PAE's PDPTEs is #GP, with nothing
-    // changed, when one of them is invalid or CR3's page is not the
+    // Only a change that makes the CPU load PAE's PDPTEs reads them again
+    // (the CPU keeps the copies it has otherwise, even if the table in
+    // memory changed since); and it is #GP, with every register and flag
+    // as before, when one of them is invalid or CR3's page is not the
     // guest's memory, as the CPU refuses and KVM's `load_pdptrs` fails:
     // entering with them would fail the entry instead.
     let after = (state.sregs.cr0, state.sregs.cr4);
-    if accepted
-        && crate::x86::regs::loads_pdptes((before.0, before.1), after, state.sregs.efer)
-        && !pdptes_loadable(vm, state)
-    {
-        (state.sregs.cr0, state.sregs.cr4, state.sregs.efer) = before;
-        raise(state, GP_VECTOR, Some(0));
-        return Ok(Next::Enter);
+    if accepted && crate::x86::regs::loads_pdptes((before.0, before.1), after, state.sregs.efer) {
+        if !pdptes_loadable(vm, state) {
+            (state.sregs.cr0, state.sregs.cr4, state.sregs.efer) = before;
+            state.run.flush_tlb = flush_before;
+            raise(state, GP_VECTOR, Some(0));
+            return Ok(Next::Enter);
+        }
+        state.run.reload_pdptrs = true;
     }
     if !accepted {
         raise(state, GP_VECTOR, Some(0));
@@ -416,7 +419,8 @@ pub(super) fn lmsw(state: &mut ArchState, info: &ExitInfo, source: u16) -> Resul
 /// MOV to CR0 when it exits (on VMX, when the guest changes a bit the CPU
 /// forces on in VMX operation, such as NE): [`emulate::cr0_write`]'s
 /// rules, KVM's `kvm_set_cr0`. Returns false (and changes nothing) for a
-/// value that is #GP.
+/// value that is #GP. The PAE PDPTEs are [`cr_write`]'s to check and load
+/// (LMSW cannot change a bit that loads them).
 pub(super) fn cr0_write(state: &mut ArchState, value: u64) -> bool {
     let s = &state.sregs;
     let old = PagingRegs {
@@ -432,7 +436,6 @@ pub(super) fn cr0_write(state: &mut ArchState, value: u64) -> bool {
     state.sregs.efer = new.efer;
     if new.translations_stale {
         state.run.flush_tlb = true;
-        state.run.reload_pdptrs = true;
     }
     true
 }

@@ -3382,6 +3382,70 @@ fn pae_paging_with_a_reserved_pdpte_bit_is_gp(ctx: &Ctx) -> TestResult {
 }
 
 guest! {
+    /// PAE paging: gives PDPTE 2 reserved bit 1 in memory (the CPU keeps
+    /// the copies it loaded), toggles CR4.OSFXSR (no reload), then toggles
+    /// CR4.PGE (a reload: #GP), puts PDPTE 2 back. EBX: CR4 as the guest
+    /// started; ECX: after the OSFXSR toggle; ESI: after the PGE toggle.
+    fn pae_pdpte_cr4_guest;
+    ".code32",
+    "mov 0x17010, %edi",
+    "mov %edi, %eax",
+    "or $2, %eax",
+    "mov %eax, 0x17010",
+    "mov %cr4, %ebx",
+    "mov %ebx, %eax",
+    "xor $0x200, %eax",
+    "mov %eax, %cr4",
+    "mov %cr4, %ecx",
+    "call 1f",
+    "1: pop %eax",
+    "add $(2f - 1b), %eax",
+    "mov %eax, FIXUP_GPA",
+    "mov %ecx, %eax",
+    "xor $0x80, %eax",
+    "mov %eax, %cr4",
+    "2: mov %cr4, %esi",
+    "movl $0, FIXUP_GPA",
+    "mov %edi, 0x17010",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// A MOV to CR4 in PAE paging reloads the PDPTEs only when it changes
+/// PGE, PSE, PAE or SMEP (SDM Vol. 3A 4.4.1; KVM's `X86_CR4_PDPTR_BITS`):
+/// with a reserved bit written into a PDPTE in memory since paging was
+/// turned on, toggling OSFXSR goes on with the CPU's copies, toggling PGE
+/// is #GP(0) with CR4 unchanged. The hypervisor emulates both MOVs (CR4
+/// writes exit on both vendors); reloading at the first would fail the
+/// next entry on VMX.
+fn pae_cr4_writes_reload_the_pdptes_only_for_their_bits(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Pae, pae_pdpte_cr4_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    match vcpu.ucall()? {
+        Ucall::Exception {
+            vector: 13,
+            error_code,
+            rip,
+        } => {
+            check_eq!(error_code, 0, "the #GP's error code");
+            // The MOV to CR4 toggling PGE: 0F 22 E0 (from EAX).
+            let mut bytes = [0u8; 3];
+            vm.read(rip, &mut bytes)?;
+            check_eq!(
+                bytes,
+                [0x0f, 0x22, 0xe0],
+                "the instruction at the #GP's RIP {rip:#x}"
+            );
+        }
+        other => ksft::fail!("expected #GP at the MOV to CR4 toggling PGE, got {other}"),
+    }
+    let [start, osfxsr, end] = vcpu.sync()?;
+    check_eq_hex!(osfxsr, start ^ 0x200, "CR4 after toggling OSFXSR");
+    check_eq_hex!(end, osfxsr, "CR4 after the refused PGE toggle");
+    vcpu.done()
+}
+
+guest! {
     /// Writes DR0 and DR7 and reads them back, with DR6.
     fn debug_regs_guest;
     ".code64",
@@ -5216,6 +5280,7 @@ fn main() -> ExitCode {
             unknown_msr_raises_gp_in_the_guest,
             guest_idt_catches_ud_and_gp_in_32_and_64_bit_modes,
             pae_paging_with_a_reserved_pdpte_bit_is_gp,
+            pae_cr4_writes_reload_the_pdptes_only_for_their_bits,
             signal_stops_a_looping_guest_with_eintr,
             sigkill_ends_a_process_looping_in_kvm_run,
             a_refused_entry_leaves_the_next_guest_interruptible,

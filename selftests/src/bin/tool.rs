@@ -97,6 +97,10 @@ fn run_as_user(user: User, args: &[&str]) -> Result<Outcome, Status> {
         std::fs::File::create(p).map_err(|e| Status::Fail(format!("{}: {e}", p.display())))
     };
     let (out, err) = (create(&out_path)?, create(&err_path)?);
+    // Nothing on stdin, as `Command::output` gives: `rkvm boot` would
+    // otherwise take the harness's console for its guest.
+    let null =
+        std::fs::File::open("/dev/null").map_err(|e| Status::Fail(format!("/dev/null: {e}")))?;
     let argv: Vec<CString> = std::iter::once(tool_path().as_str())
         .chain(args.iter().copied())
         .map(|a| CString::new(a).unwrap_or_default())
@@ -107,9 +111,11 @@ fn run_as_user(user: User, args: &[&str]) -> Result<Outcome, Status> {
             rlim_max: k << 10,
         });
         // In the forked child, which has one thread: each call below only
-        // changes this process (its descriptors 1 and 2, its limit, its ids).
-        // SAFETY: dup2 of an open descriptor onto stdout.
-        let ok = unsafe { libc::dup2(out.as_raw_fd(), 1) } == 1
+        // changes this process (its descriptors 0 to 2, its limit, its ids).
+        // SAFETY: dup2 of an open descriptor onto stdin.
+        let ok = unsafe { libc::dup2(null.as_raw_fd(), 0) } == 0
+            // SAFETY: dup2 of an open descriptor onto stdout.
+            && unsafe { libc::dup2(out.as_raw_fd(), 1) } == 1
             // SAFETY: dup2 of an open descriptor onto stderr.
             && unsafe { libc::dup2(err.as_raw_fd(), 2) } == 2
             // SAFETY: setrlimit reads the one rlimit `l` points to.

@@ -179,29 +179,42 @@ pub(crate) fn write_guest(mem: &GuestMemory, gpa: u64, bytes: &[u8]) -> Result<(
         .map_err(|e| Failure::Env(format!("writing guest memory at {gpa:#x}: {}", e.desc())))
 }
 
-/// What a failed `KVM_RUN` of vCPU `id` means for the user. `ENOMEM` is
-/// rkvm's pinned guest memory meeting the locked-memory limit (rkvm pins
-/// each page the guest touches and counts it against the owner's
-/// `RLIMIT_MEMLOCK`, as VFIO does; KVM does not pin): a limit of the
-/// environment (125), with how to lift it. Anything else is a crash (126),
+/// What a failed `KVM_RUN` of vCPU `id` means for the user. `ENOMEM`
+/// under a finite locked-memory limit, without `CAP_IPC_LOCK`, is rkvm's
+/// pinned guest memory meeting that limit (rkvm pins each page the guest
+/// touches and counts it against the owner's `RLIMIT_MEMLOCK`, as VFIO
+/// does; KVM does not pin): a limit of the environment (125), with how to
+/// lift it. Anything else, another `ENOMEM` too, is a crash (126),
 /// reported with the registers.
 pub(crate) fn run_failure(id: u32, e: kvm_abi::Error, vcpu: &Vcpu) -> Failure {
-    if e.errno() == Errno::ENOMEM {
-        let limit =
-            match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK) {
-                Ok((soft, _)) if soft == nix::sys::resource::RLIM_INFINITY => {
-                    "unlimited".to_string()
-                }
-                Ok((soft, _)) => format!("{} KiB", soft >> 10),
-                Err(_) => "unknown".to_string(),
-            };
-        return Failure::Env(format!(
-            "vCPU {id}: {e}: the guest's memory could not be pinned: rkvm counts the guest \
-             memory it maps against the locked-memory limit (ulimit -l, now {limit}); raise \
-             it, give the guest less memory, or run with CAP_IPC_LOCK (docs/abi.md)"
-        ));
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    if e.errno() == Errno::ENOMEM && !has_cap_ipc_lock() {
+        if let Ok((limit, _)) = getrlimit(Resource::RLIMIT_MEMLOCK) {
+            if limit != RLIM_INFINITY {
+                return Failure::Env(format!(
+                    "vCPU {id}: {e}: the guest's memory could not be pinned: rkvm counts the \
+                     guest memory it maps against the locked-memory limit (ulimit -l, now {} \
+                     KiB); raise it, give the guest less memory, or run with CAP_IPC_LOCK \
+                     (docs/abi.md)",
+                    limit >> 10
+                ));
+            }
+        }
     }
     Failure::Guest(format!("vCPU {id}: {e}\n{}", register_dump(vcpu)))
+}
+
+/// Whether this process has `CAP_IPC_LOCK` in its effective set (bit 14
+/// of `CapEff` in `/proc/self/status`), which exempts it from
+/// `RLIMIT_MEMLOCK`.
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|caps| caps >> CAP_IPC_LOCK & 1 == 1)
+    })
 }
 
 /// The registers of `vcpu`, for a crash report.
