@@ -3337,6 +3337,25 @@ guest! {
     "ucall UCALL_DONE",
 }
 
+/// Runs `vcpu` to its next ucall, which must be the guest's #GP(0) at an
+/// instruction whose bytes are `insn` (`what` names it).
+fn expect_gp_at(vm: &GuestVm, vcpu: &mut GuestVcpu, insn: [u8; 3], what: &str) -> TestResult {
+    match vcpu.ucall()? {
+        Ucall::Exception {
+            vector: 13,
+            error_code,
+            rip,
+        } => {
+            check_eq!(error_code, 0, "the #GP's error code");
+            let mut bytes = [0u8; 3];
+            vm.read(rip, &mut bytes)?;
+            check_eq!(bytes, insn, "the instruction at the #GP's RIP {rip:#x}");
+            Ok(())
+        }
+        other => ksft::fail!("expected #GP at {what}, got {other}"),
+    }
+}
+
 /// A MOV to CR0 that turns on PAE paging loads the four PDPTEs, and a
 /// present one with a reserved bit makes it #GP(0) with CR0 unchanged
 /// (SDM Vol. 3A 4.4.1; KVM's `kvm_set_cr0`, `load_pdptrs`). On VMX the
@@ -3356,24 +3375,8 @@ fn pae_paging_with_a_reserved_pdpte_bit_is_gp(ctx: &Ctx) -> TestResult {
     }
     let vm = GuestVm::new(ctx, Mode::Pae, pae_pdpte_guest())?;
     let mut vcpu = vm.add_vcpu(0)?;
-    match vcpu.ucall()? {
-        Ucall::Exception {
-            vector: 13,
-            error_code,
-            rip,
-        } => {
-            check_eq!(error_code, 0, "the #GP's error code");
-            // The MOV to CR0 that turns paging on: 0F 22 C3 (from EBX).
-            let mut bytes = [0u8; 3];
-            vm.read(rip, &mut bytes)?;
-            check_eq!(
-                bytes,
-                [0x0f, 0x22, 0xc3],
-                "the instruction at the #GP's RIP {rip:#x}"
-            );
-        }
-        other => ksft::fail!("expected #GP at the MOV to CR0, got {other}"),
-    }
+    // The MOV to CR0 that turns paging on: 0F 22 C3 (from EBX).
+    expect_gp_at(&vm, &mut vcpu, [0x0f, 0x22, 0xc3], "the MOV to CR0")?;
     let [start, after, end] = vcpu.sync()?;
     check_eq_hex!(start & PG, PG, "CR0.PG as the guest started");
     check_eq_hex!(after & PG, 0, "CR0.PG after the refused MOV");
@@ -3421,24 +3424,13 @@ guest! {
 fn pae_cr4_writes_reload_the_pdptes_only_for_their_bits(ctx: &Ctx) -> TestResult {
     let vm = GuestVm::new(ctx, Mode::Pae, pae_pdpte_cr4_guest())?;
     let mut vcpu = vm.add_vcpu(0)?;
-    match vcpu.ucall()? {
-        Ucall::Exception {
-            vector: 13,
-            error_code,
-            rip,
-        } => {
-            check_eq!(error_code, 0, "the #GP's error code");
-            // The MOV to CR4 toggling PGE: 0F 22 E0 (from EAX).
-            let mut bytes = [0u8; 3];
-            vm.read(rip, &mut bytes)?;
-            check_eq!(
-                bytes,
-                [0x0f, 0x22, 0xe0],
-                "the instruction at the #GP's RIP {rip:#x}"
-            );
-        }
-        other => ksft::fail!("expected #GP at the MOV to CR4 toggling PGE, got {other}"),
-    }
+    // The MOV to CR4 toggling PGE: 0F 22 E0 (from EAX).
+    expect_gp_at(
+        &vm,
+        &mut vcpu,
+        [0x0f, 0x22, 0xe0],
+        "the MOV to CR4 toggling PGE",
+    )?;
     let [start, osfxsr, end] = vcpu.sync()?;
     check_eq_hex!(osfxsr, start ^ 0x200, "CR4 after toggling OSFXSR");
     check_eq_hex!(end, osfxsr, "CR4 after the refused PGE toggle");
