@@ -83,7 +83,7 @@ bool rkvm_host_mem_encrypted(void);
 bool rkvm_need_resched(void);
 void rkvm_guest_enter_rcu_qs(void);
 struct rkvm_vmx_host;
-void rkvm_vmx_host_save(struct rkvm_vmx_host *h);
+void rkvm_vmx_host_save(struct rkvm_vmx_host *h, bool per_cpu);
 void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h);
 void rkvm_cond_resched(void);
 void rkvm_yield(void);
@@ -417,7 +417,14 @@ struct rkvm_vmx_host {
 	u16 cs_sel, ss_sel, tr_sel, fs_sel, gs_sel, ds_sel, es_sel, ldt_sel;
 };
 
-void rkvm_vmx_host_save(struct rkvm_vmx_host *h)
+/*
+ * Saves the host state an entry needs. The MSRs that hold the same value
+ * for as long as a CPU is up (SYSENTER, EFER, PAT, the syscall MSRs: set
+ * once by cpu_init()) are read only with per_cpu; without it the caller
+ * passes back what this function saved on this CPU before, as KVM keeps
+ * them from one entry to the next.
+ */
+void rkvm_vmx_host_save(struct rkvm_vmx_host *h, bool per_cpu)
 {
 	int cpu = raw_smp_processor_id();
 	struct desc_ptr idt;
@@ -435,19 +442,21 @@ void rkvm_vmx_host_save(struct rkvm_vmx_host *h)
 	h->gdt_base = (unsigned long)get_current_gdt_ro();
 	store_idt(&idt);
 	h->idt_base = idt.address;
-	rdmsrq(MSR_IA32_SYSENTER_CS, h->sysenter_esp);
-	h->sysenter_cs = (u32)h->sysenter_esp;
-	rdmsrq(MSR_IA32_SYSENTER_ESP, h->sysenter_esp);
-	rdmsrq(MSR_IA32_SYSENTER_EIP, h->sysenter_eip);
+	if (per_cpu) {
+		rdmsrq(MSR_IA32_SYSENTER_CS, h->sysenter_esp);
+		h->sysenter_cs = (u32)h->sysenter_esp;
+		rdmsrq(MSR_IA32_SYSENTER_ESP, h->sysenter_esp);
+		rdmsrq(MSR_IA32_SYSENTER_EIP, h->sysenter_eip);
+		rdmsrq(MSR_EFER, h->efer);
+		rdmsrq(MSR_IA32_CR_PAT, h->pat);
+		rdmsrq(MSR_STAR, h->star);
+		rdmsrq(MSR_LSTAR, h->lstar);
+		rdmsrq(MSR_CSTAR, h->cstar);
+		rdmsrq(MSR_SYSCALL_MASK, h->sfmask);
+	}
 	rdmsrq(MSR_IA32_DEBUGCTLMSR, h->debugctl);
 	asm volatile("mov %%dr7, %0" : "=r"(dr7));
 	h->dr7 = dr7;
-	rdmsrq(MSR_EFER, h->efer);
-	rdmsrq(MSR_IA32_CR_PAT, h->pat);
-	rdmsrq(MSR_STAR, h->star);
-	rdmsrq(MSR_LSTAR, h->lstar);
-	rdmsrq(MSR_CSTAR, h->cstar);
-	rdmsrq(MSR_SYSCALL_MASK, h->sfmask);
 	h->cs_sel = __KERNEL_CS;
 	h->ss_sel = __KERNEL_DS;
 	h->tr_sel = GDT_ENTRY_TSS * 8;
@@ -470,6 +479,11 @@ void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h)
 		if (h->ldt_sel)
 			asm volatile("lldt %0" : : "r"(h->ldt_sel));
 		load_gs_index(h->gs_sel);
+		/*
+		 * Loading GS (between two SWAPGS) replaced the user GS base,
+		 * which the exit's MSR-load list had put back.
+		 */
+		wrmsrq(MSR_KERNEL_GS_BASE, h->kernel_gs_base);
 	}
 	if (h->fs_sel & 7)
 		loadsegment(fs, h->fs_sel);
@@ -484,7 +498,6 @@ void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h)
 	 * reload, which needs load_direct_gdt, exported to KVM only).
 	 */
 	this_cpu_write(__tss_limit_invalid, true);
-	wrmsrq(MSR_KERNEL_GS_BASE, h->kernel_gs_base);
 	load_fixmap_gdt(raw_smp_processor_id());
 	if (h->debugctl)
 		wrmsrq(MSR_IA32_DEBUGCTLMSR, h->debugctl);

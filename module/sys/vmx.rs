@@ -272,6 +272,39 @@ impl CurrentVmcs<'_> {
         Ok(W::from_raw(raw))
     }
 
+    /// Reads the fields `encodings` names, in order, into `values`: one
+    /// VMREAD each and a single check at the end, for the dozens of fields
+    /// read back after every exit. All or nothing: if any VMREAD failed,
+    /// the error is the last failure's (VMREAD fails only for a field the
+    /// CPU does not have).
+    pub(crate) fn read_raw_many<const N: usize>(
+        &self,
+        encodings: &[u32; N],
+        values: &mut [u64; N],
+    ) -> Result<(), VmxError> {
+        let mut failed = false;
+        for i in 0..N {
+            let raw: u64;
+            // SAFETY: In VMX operation with a current VMCS (the type invariant); VMREAD
+            // only reads it.
+            let (bad, _) = unsafe {
+                vmx_insn!(
+                    "vmread {value}, {enc}",
+                    enc = in(reg) u64::from(encodings[i]),
+                    value = out(reg) raw,
+                )
+            };
+            values[i] = raw;
+            failed |= bad;
+        }
+        if failed {
+            // SAFETY: As above.
+            let n = unsafe { vmread_raw(vmcs::VM_INSTRUCTION_ERROR.encoding()) }.unwrap_or(0);
+            return Err(VmxError::Valid(n as u32));
+        }
+        Ok(())
+    }
+
     /// Writes field `f`. A value the guest state cannot have is not refused
     /// here but by VM entry (an entry failure); VMWRITE itself fails only
     /// for a field the CPU does not have or that is read-only.
@@ -478,7 +511,7 @@ impl Drop for CurrentVmcs<'_> {
 /// partly, as `helpers.c` saves it before an entry and puts it back after.
 /// Mirrors `struct rkvm_vmx_host` there.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct HostState {
     pub(crate) cr0: u64,
     pub(crate) cr3: u64,
@@ -511,29 +544,30 @@ pub(crate) struct HostState {
 }
 
 extern "C" {
-    fn rkvm_vmx_host_save(host: *mut HostState);
+    fn rkvm_vmx_host_save(host: *mut HostState, per_cpu: bool);
     fn rkvm_vmx_host_restore(host: *const HostState);
     fn rkvm_raise_nmi();
 }
 
 impl HostState {
-    /// This CPU's and this task's host state, as the host fields of the
-    /// VMCS need it.
+    /// Saves this CPU's and this task's host state, as the host fields of
+    /// the VMCS need it. The MSRs a CPU keeps from boot to offline
+    /// (SYSENTER, EFER, PAT, the syscall MSRs) are read only if `per_cpu`;
+    /// otherwise `self` holds what an earlier save on this CPU read.
     ///
     /// # Safety
     ///
     /// Interrupts are disabled until [`HostState::restore`].
-    pub(crate) unsafe fn save() -> Self {
-        let mut h = HostState::default();
-        // SAFETY: `h` is a valid `struct rkvm_vmx_host`; the helper only reads CPU state.
-        unsafe { rkvm_vmx_host_save(&mut h) };
-        h
+    pub(crate) unsafe fn save(&mut self, per_cpu: bool) {
+        // SAFETY: `self` is a valid `struct rkvm_vmx_host`; the helper only reads CPU state.
+        unsafe { rkvm_vmx_host_save(self, per_cpu) };
     }
 
     /// Puts back, after a VM exit, what the exit did not: the selectors
-    /// of DS, ES, FS, GS and LDTR when they were not null, the GDT limit,
-    /// the TSS limit, the host's syscall MSRs and KERNEL_GS_BASE, DR7 and
-    /// DEBUGCTL.
+    /// of DS, ES, FS, GS and LDTR when they were not null (and
+    /// KERNEL_GS_BASE, which reloading GS overwrites), the GDT limit, the
+    /// TSS limit, DR7 and DEBUGCTL. The exit's MSR-load list has put back
+    /// the syscall MSRs.
     ///
     /// # Safety
     ///

@@ -26,7 +26,9 @@
 //! VMCLEAR → VMXOFF`
 //!
 //! The costs: each entry is a VMLAUNCH (never VMRESUME), and VMXON/VMXOFF
-//! and VMPTRLD/VMCLEAR add to every exit. The gains: a VMCS is never
+//! and VMPTRLD/VMCLEAR add to every exit. (The VMCS keeps its fields
+//! across VMCLEAR, so the VMREADs and VMWRITEs around an entry are only
+//! those of fields that changed: `vcpu.rs`.) The gains: a VMCS is never
 //! active on a CPU when its vCPU is not in `KVM_RUN` (so a vCPU that moves
 //! between CPUs needs no cross-CPU VMCLEAR, and CPU hotplug, suspend,
 //! kexec and an emergency reboot never find a CPU in VMX operation), and

@@ -11,14 +11,25 @@
 //!    name the exit;
 //! 4. VMCLEAR, VMXOFF, restore what the exit did not.
 //!
+//! A VMCS keeps its fields across VMCLEAR and the next VMPTRLD, so step 2
+//! writes only what changed: the host fields when the saved host state
+//! differs from the one last written (another CPU, another task), the
+//! guest fields when the registers differ from what the VMCS holds
+//! ([`GuestFields`]: rkvm's record of its last writes and reads). Step 3
+//! reads back only the fields the guest can change without an exit. Each
+//! VMREAD and VMWRITE is an instruction with its error check around it;
+//! skipping the ones that change nothing is most of what makes an exit
+//! handled in the kernel cheap (KVM gets the same from its dirty and
+//! available register bits and its segment cache).
+//!
 //! Any VMX instruction that fails on the way is logged with its
 //! VM-instruction error and ends `KVM_RUN` with an internal error
 //! (except VMLAUNCH refusing the VMCS, which is KVM's FAIL_ENTRY).
 
-use super::caps::CR0_PE_PG;
+use super::caps::{Caps, CR0_PE_PG};
 use super::vmcs::{
     self, access, entry_ctl, ept_violation, interruptibility, intr_info, proc1, reason, Field,
-    SegmentFields, Width,
+    Natural, SegmentFields, Width, W32,
 };
 use super::{VmxRegion, VmxShared};
 use crate::abi::{kvm_dtable, kvm_segment};
@@ -89,6 +100,77 @@ struct MsrLists {
     host: [MsrEntry; SWITCHED_MSRS.len()],
 }
 
+/// The guest segments, in the order of [`GuestFields::segments`].
+const SEGMENTS: [&SegmentFields; 8] = [
+    &vmcs::ES,
+    &vmcs::CS,
+    &vmcs::SS,
+    &vmcs::DS,
+    &vmcs::FS,
+    &vmcs::GS,
+    &vmcs::TR,
+    &vmcs::LDTR,
+];
+
+/// What the VMCS holds in the fields [`VmxVcpu::load`] and
+/// [`VmxVcpu::prepare_events`] write, as rkvm last wrote them or read them
+/// back after an exit. A field whose new value equals its entry here is
+/// not written again.
+///
+/// The ones read back after every exit ([`VmxVcpu::store`]) are those the
+/// guest changes without exiting: RSP, RIP, RFLAGS, the segments,
+/// GDTR and IDTR, the guest-owned bits of CR0, CR3 and the
+/// interruptibility state. The others only change by rkvm's writes: CR0's
+/// host-owned bits and its read shadow, CR4 (every bit host-owned), EFER,
+/// the SYSENTER MSRs and PAT (every WRMSR exits), the entry controls, the
+/// TSC offset and the EPT pointer.
+#[derive(Clone, Copy, Default)]
+struct GuestFields {
+    rsp: u64,
+    rip: u64,
+    rflags: u64,
+    /// In the ABI's form, as last written or decoded from the fields.
+    segments: [kvm_segment; 8],
+    gdtr_base: u64,
+    gdtr_limit: u32,
+    idtr_base: u64,
+    idtr_limit: u32,
+    cr0: u64,
+    cr0_shadow: u64,
+    cr3: u64,
+    cr4: u64,
+    cr4_shadow: u64,
+    efer: u64,
+    entry_controls: u32,
+    sysenter_cs: u32,
+    sysenter_esp: u64,
+    sysenter_eip: u64,
+    pat: u64,
+    tsc_offset: u64,
+    eptp: u64,
+    interruptibility: u32,
+    /// The VM-entry interruption information holds a valid event: every
+    /// VM exit but a failed entry clears its valid bit. SDM Vol. 3C 28.2.4
+    /// (and KVM's `prepare_vmcs12`).
+    event_pending: bool,
+}
+
+/// Writes `f` unless the VMCS holds `value` already (`held`, known unless
+/// `fresh`), and records it there.
+fn update<W: Width>(
+    v: &mut CurrentVmcs<'_>,
+    f: Field<W>,
+    held: &mut W::Value,
+    value: W::Value,
+    fresh: bool,
+) -> Vmx<()> {
+    if fresh || *held != value {
+        write(v, f, value)?;
+        *held = value;
+    }
+    Ok(())
+}
+
 /// Something to do for the host once out of VMX operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum HostEvent {
@@ -106,6 +188,15 @@ pub(crate) struct VmxVcpu {
     vpid: u16,
     /// The controls and constant fields are in the VMCS.
     initialized: bool,
+    /// The host state of the current entry (or the last one).
+    host: HostState,
+    /// The CPU whose per-CPU MSRs `host` holds ([`HostState::save`]).
+    host_cpu: Option<u32>,
+    /// The host state last written to the host fields.
+    host_written: Option<HostState>,
+    /// What the guest fields hold, if known: not before the first entry
+    /// nor after one that failed (then every field is written again).
+    held: Option<GuestFields>,
     /// The CPU this vCPU last entered the guest on.
     last_cpu: Option<u32>,
     /// The mapping generation the EPT translations were last flushed for.
@@ -152,6 +243,12 @@ fn write<W: Width>(v: &mut CurrentVmcs<'_>, f: Field<W>, value: W::Value) -> Vmx
 /// The system-segment type of a busy 64-bit TSS (SDM Vol. 3A 3.5, Table 3-2).
 const TSS_BUSY_64: u8 = 11;
 
+/// The CR0 bits that belong to the host ([`VmxVcpu::initialize`] says
+/// why): writing them exits, and the guest reads them from the shadow.
+fn cr0_guest_host_mask(caps: &Caps) -> u64 {
+    caps.cr0_fixed0 | !caps.cr0_fixed1 & 0xffff_ffff | CR0_PE_PG
+}
+
 /// A segment's access rights in the VMCS format; not present means
 /// unusable (as KVM's `vmx_segment_access_rights`).
 fn access_rights(s: &kvm_segment) -> u32 {
@@ -169,20 +266,47 @@ fn access_rights(s: &kvm_segment) -> u32 {
         | flag(s.g, access::G)
 }
 
-fn write_segment(v: &mut CurrentVmcs<'_>, f: &SegmentFields, s: &kvm_segment) -> Vmx<()> {
-    write(v, f.selector, s.selector)?;
-    write(v, f.base, s.base)?;
-    write(v, f.limit, s.limit)?;
-    write(v, f.access_rights, access_rights(s))
+/// Whether two segments are the same in every field but the padding.
+fn same_segment(a: &kvm_segment, b: &kvm_segment) -> bool {
+    a.base == b.base
+        && a.limit == b.limit
+        && a.selector == b.selector
+        && a.type_ == b.type_
+        && a.present == b.present
+        && a.dpl == b.dpl
+        && a.db == b.db
+        && a.s == b.s
+        && a.l == b.l
+        && a.g == b.g
+        && a.avl == b.avl
+        && a.unusable == b.unusable
 }
 
-fn read_segment(v: &CurrentVmcs<'_>, f: &SegmentFields) -> Vmx<kvm_segment> {
-    let ar = read(v, f.access_rights)?;
+/// Writes a segment's four fields unless the VMCS holds it already.
+fn update_segment(
+    v: &mut CurrentVmcs<'_>,
+    f: &SegmentFields,
+    held: &mut kvm_segment,
+    s: &kvm_segment,
+    fresh: bool,
+) -> Vmx<()> {
+    if fresh || !same_segment(held, s) {
+        write(v, f.selector, s.selector)?;
+        write(v, f.base, s.base)?;
+        write(v, f.limit, s.limit)?;
+        write(v, f.access_rights, access_rights(s))?;
+        *held = *s;
+    }
+    Ok(())
+}
+
+/// A segment from its four fields' values.
+fn segment_from_fields(selector: u16, base: u64, limit: u32, ar: u32) -> kvm_segment {
     let bit = |mask: u32| u8::from(ar & mask != 0);
-    Ok(kvm_segment {
-        base: read(v, f.base)?,
-        limit: read(v, f.limit)?,
-        selector: read(v, f.selector)?,
+    kvm_segment {
+        base,
+        limit,
+        selector,
         type_: (ar & 0xf) as u8,
         present: bit(access::P),
         dpl: ((ar >> access::DPL_SHIFT) & 3) as u8,
@@ -193,8 +317,46 @@ fn read_segment(v: &CurrentVmcs<'_>, f: &SegmentFields) -> Vmx<kvm_segment> {
         avl: bit(access::AVL),
         unusable: bit(access::UNUSABLE),
         padding: 0,
-    })
+    }
 }
+
+/// How many of [`STORED`] are segment fields.
+const STORED_SEGMENT_FIELDS: usize = 4 * SEGMENTS.len();
+const STORED_OTHERS: [Field<Natural>; 7] = [
+    vmcs::GUEST_RSP,
+    vmcs::GUEST_RIP,
+    vmcs::GUEST_RFLAGS,
+    vmcs::GUEST_GDTR_BASE,
+    vmcs::GUEST_IDTR_BASE,
+    vmcs::GUEST_CR0,
+    vmcs::GUEST_CR3,
+];
+const STORED_LIMITS: [Field<W32>; 2] = [vmcs::GUEST_GDTR_LIMIT, vmcs::GUEST_IDTR_LIMIT];
+const STORED_LEN: usize = STORED_SEGMENT_FIELDS + STORED_OTHERS.len() + STORED_LIMITS.len();
+/// The fields [`VmxVcpu::store`] reads back after every exit, in one
+/// batch ([`CurrentVmcs::read_raw_many`]): each segment's selector, base,
+/// limit and access rights, then [`STORED_OTHERS`], then
+/// [`STORED_LIMITS`].
+const STORED: [u32; STORED_LEN] = {
+    let mut e = [0; STORED_LEN];
+    let mut i = 0;
+    while i < SEGMENTS.len() {
+        let f = SEGMENTS[i];
+        e[4 * i] = f.selector.encoding();
+        e[4 * i + 1] = f.base.encoding();
+        e[4 * i + 2] = f.limit.encoding();
+        e[4 * i + 3] = f.access_rights.encoding();
+        i += 1;
+    }
+    let mut j = 0;
+    while j < STORED_OTHERS.len() {
+        e[STORED_SEGMENT_FIELDS + j] = STORED_OTHERS[j].encoding();
+        j += 1;
+    }
+    e[STORED_LEN - 2] = STORED_LIMITS[0].encoding();
+    e[STORED_LEN - 1] = STORED_LIMITS[1].encoding();
+    e
+};
 
 /// Decodes IDT-vectoring information: the event whose delivery the exit
 /// interrupted. Software interrupts and exceptions are not returned: the
@@ -234,6 +396,10 @@ impl VmxVcpu {
             msrs,
             vpid,
             initialized: false,
+            host: HostState::default(),
+            host_cpu: None,
+            host_written: None,
+            held: None,
             last_cpu: None,
             last_eptp: 0,
             mapping_generation: 0,
@@ -280,11 +446,7 @@ impl VmxVcpu {
         // on paging with EFER.LME set (every Linux AP's trampoline) takes #GP under Bochs.
         // Every CR4 bit belongs to the host, as SVM intercepts every CR4 write. SDM Vol. 3C
         // 26.3.
-        write(
-            v,
-            vmcs::CR0_GUEST_HOST_MASK,
-            s.caps.cr0_fixed0 | !s.caps.cr0_fixed1 & 0xffff_ffff | CR0_PE_PG,
-        )?;
+        write(v, vmcs::CR0_GUEST_HOST_MASK, cr0_guest_host_mask(&s.caps))?;
         write(v, vmcs::CR4_GUEST_HOST_MASK, u64::MAX)?;
         // The guest never reaches the hardware debug registers (MOV DR exits).
         write(v, vmcs::GUEST_DR7, DR7_RESET)?;
@@ -294,8 +456,23 @@ impl VmxVcpu {
         Ok(())
     }
 
-    /// Writes this CPU's and this task's host state. SDM Vol. 3C 27.2.2-27.2.4.
-    fn write_host_state(&mut self, v: &mut CurrentVmcs<'_>, h: &HostState) -> Vmx<()> {
+    /// Writes this CPU's and this task's host state, unless the VMCS has
+    /// it already: the per-CPU bases (TR, GDT, IDT) only change when the
+    /// vCPU moves, the task's (CR3, FS, GS) when another thread runs it.
+    /// SDM Vol. 3C 27.2.2-27.2.4.
+    fn write_host_state(&mut self, v: &mut CurrentVmcs<'_>) -> Vmx<()> {
+        let h = &self.host;
+        let l = &mut self.msrs.host;
+        l[0].value = h.star;
+        l[1].value = h.lstar;
+        l[2].value = h.cstar;
+        l[3].value = h.sfmask;
+        l[4].value = h.kernel_gs_base;
+        if self.host_written.as_ref() == Some(h) {
+            return Ok(());
+        }
+        // Unknown until every field below is written.
+        self.host_written = None;
         write(v, vmcs::HOST_CR0, h.cr0)?;
         write(v, vmcs::HOST_CR3, h.cr3)?;
         write(v, vmcs::HOST_CR4, h.cr4)?;
@@ -319,31 +496,31 @@ impl VmxVcpu {
         write(v, vmcs::HOST_IA32_SYSENTER_EIP, h.sysenter_eip)?;
         write(v, vmcs::HOST_IA32_EFER, h.efer)?;
         write(v, vmcs::HOST_IA32_PAT, h.pat)?;
-        let host_values = [h.star, h.lstar, h.cstar, h.sfmask, h.kernel_gs_base];
-        for (e, value) in self.msrs.host.iter_mut().zip(host_values) {
-            e.value = value;
-        }
+        self.host_written = Some(*h);
         Ok(())
     }
 
-    /// Writes the vendor-neutral registers into the VMCS.
-    fn load(&mut self, v: &mut CurrentVmcs<'_>, g: &GuestRegs<'_>, entry: &Entry) -> Vmx<()> {
+    /// Writes the vendor-neutral registers into the VMCS: the fields whose
+    /// value differs from what it holds (`held`; all of them if `fresh`).
+    fn load(
+        &mut self,
+        v: &mut CurrentVmcs<'_>,
+        held: &mut GuestFields,
+        fresh: bool,
+        g: &GuestRegs<'_>,
+        entry: &Entry,
+    ) -> Vmx<()> {
         let (r, s, m) = (&*g.regs, &*g.sregs, &*g.msrs);
-        let sh = &self.shared;
+        let caps = &self.shared.caps;
+        let h = held;
         self.gprs = GuestGprs::from_kvm(r, s.cr2);
-        write(v, vmcs::GUEST_RSP, r.rsp)?;
-        write(v, vmcs::GUEST_RIP, r.rip)?;
-        write(v, vmcs::GUEST_RFLAGS, r.rflags)?;
+        update(v, vmcs::GUEST_RSP, &mut h.rsp, r.rsp, fresh)?;
+        update(v, vmcs::GUEST_RIP, &mut h.rip, r.rip, fresh)?;
+        update(v, vmcs::GUEST_RFLAGS, &mut h.rflags, r.rflags, fresh)?;
         if entry.dr7 != self.dr7 {
             write(v, vmcs::GUEST_DR7, entry.dr7)?;
             self.dr7 = entry.dr7;
         }
-        write_segment(v, &vmcs::ES, &s.es)?;
-        write_segment(v, &vmcs::CS, &s.cs)?;
-        write_segment(v, &vmcs::SS, &s.ss)?;
-        write_segment(v, &vmcs::DS, &s.ds)?;
-        write_segment(v, &vmcs::FS, &s.fs)?;
-        write_segment(v, &vmcs::GS, &s.gs)?;
         // An IA-32e mode entry needs TR to be a busy 64-bit TSS (type 11; SDM Vol. 3C
         // 27.3.1.2). A guest that turns long mode on keeps the TR it had, the 16-bit busy
         // type of the reset state on a Linux AP: KVM's `enter_lmode` retypes it, and so
@@ -356,89 +533,108 @@ impl VmxVcpu {
         } else {
             s.tr
         };
-        write_segment(v, &vmcs::TR, &tr)?;
-        write_segment(v, &vmcs::LDTR, &s.ldt)?;
-        write(v, vmcs::GUEST_GDTR_BASE, s.gdt.base)?;
-        write(v, vmcs::GUEST_GDTR_LIMIT, s.gdt.limit.into())?;
-        write(v, vmcs::GUEST_IDTR_BASE, s.idt.base)?;
-        write(v, vmcs::GUEST_IDTR_LIMIT, s.idt.limit.into())?;
+        let segments = [&s.es, &s.cs, &s.ss, &s.ds, &s.fs, &s.gs, &tr, &s.ldt];
+        for i in 0..SEGMENTS.len() {
+            update_segment(v, SEGMENTS[i], &mut h.segments[i], segments[i], fresh)?;
+        }
+        update(
+            v,
+            vmcs::GUEST_GDTR_BASE,
+            &mut h.gdtr_base,
+            s.gdt.base,
+            fresh,
+        )?;
+        let limit = s.gdt.limit.into();
+        update(v, vmcs::GUEST_GDTR_LIMIT, &mut h.gdtr_limit, limit, fresh)?;
+        update(
+            v,
+            vmcs::GUEST_IDTR_BASE,
+            &mut h.idtr_base,
+            s.idt.base,
+            fresh,
+        )?;
+        let limit = s.idt.limit.into();
+        update(v, vmcs::GUEST_IDTR_LIMIT, &mut h.idtr_limit, limit, fresh)?;
         // The CPU runs with the fixed bits set; the guest reads what it wrote.
-        write(
-            v,
-            vmcs::GUEST_CR0,
-            (s.cr0 | sh.caps.cr0_fixed0) & sh.caps.cr0_fixed1,
-        )?;
-        write(v, vmcs::CR0_READ_SHADOW, s.cr0)?;
-        write(v, vmcs::GUEST_CR3, s.cr3)?;
-        write(
-            v,
-            vmcs::GUEST_CR4,
-            (s.cr4 | sh.caps.cr4_fixed0) & sh.caps.cr4_fixed1,
-        )?;
-        write(v, vmcs::CR4_READ_SHADOW, s.cr4)?;
-        write(v, vmcs::GUEST_IA32_EFER, s.efer)?;
+        let cr0 = (s.cr0 | caps.cr0_fixed0) & caps.cr0_fixed1;
+        update(v, vmcs::GUEST_CR0, &mut h.cr0, cr0, fresh)?;
+        update(v, vmcs::CR0_READ_SHADOW, &mut h.cr0_shadow, s.cr0, fresh)?;
+        update(v, vmcs::GUEST_CR3, &mut h.cr3, s.cr3, fresh)?;
+        let cr4 = (s.cr4 | caps.cr4_fixed0) & caps.cr4_fixed1;
+        update(v, vmcs::GUEST_CR4, &mut h.cr4, cr4, fresh)?;
+        update(v, vmcs::CR4_READ_SHADOW, &mut h.cr4_shadow, s.cr4, fresh)?;
+        update(v, vmcs::GUEST_IA32_EFER, &mut h.efer, s.efer, fresh)?;
         // The entry control must agree with EFER.LMA. SDM Vol. 3C 27.3.1.1.
         let ia32e = if s.efer & efer::LMA != 0 {
             entry_ctl::IA32E_MODE
         } else {
             0
         };
-        write(v, vmcs::VM_ENTRY_CONTROLS, sh.caps.controls.entry | ia32e)?;
+        let controls = caps.controls.entry | ia32e;
+        update(
+            v,
+            vmcs::VM_ENTRY_CONTROLS,
+            &mut h.entry_controls,
+            controls,
+            fresh,
+        )?;
         if let Some(pdptes) = entry.pdptrs {
             for (f, value) in vmcs::GUEST_PDPTE.iter().zip(pdptes) {
                 write(v, *f, value)?;
             }
         }
-        write(v, vmcs::GUEST_SYSENTER_CS, m.sysenter_cs as u32)?;
-        write(v, vmcs::GUEST_SYSENTER_ESP, m.sysenter_esp)?;
-        write(v, vmcs::GUEST_SYSENTER_EIP, m.sysenter_eip)?;
-        write(v, vmcs::GUEST_IA32_PAT, m.pat)?;
-        write(v, vmcs::TSC_OFFSET, m.tsc_offset)?;
-        let guest_values = [m.star, m.lstar, m.cstar, m.sfmask, m.kernel_gs_base];
-        for (e, value) in self.msrs.guest.iter_mut().zip(guest_values) {
-            e.value = value;
-        }
+        let cs = m.sysenter_cs as u32;
+        update(v, vmcs::GUEST_SYSENTER_CS, &mut h.sysenter_cs, cs, fresh)?;
+        let esp = m.sysenter_esp;
+        update(v, vmcs::GUEST_SYSENTER_ESP, &mut h.sysenter_esp, esp, fresh)?;
+        let eip = m.sysenter_eip;
+        update(v, vmcs::GUEST_SYSENTER_EIP, &mut h.sysenter_eip, eip, fresh)?;
+        update(v, vmcs::GUEST_IA32_PAT, &mut h.pat, m.pat, fresh)?;
+        update(v, vmcs::TSC_OFFSET, &mut h.tsc_offset, m.tsc_offset, fresh)?;
+        let l = &mut self.msrs.guest;
+        l[0].value = m.star;
+        l[1].value = m.lstar;
+        l[2].value = m.cstar;
+        l[3].value = m.sfmask;
+        l[4].value = m.kernel_gs_base;
         Ok(())
     }
 
-    /// Reads the VMCS back into the vendor-neutral registers.
-    fn store(&self, v: &CurrentVmcs<'_>, g: &mut GuestRegs<'_>) -> Vmx<()> {
+    /// Reads back into the vendor-neutral registers the fields the guest
+    /// can change without an exit ([`GuestFields`], [`STORED`]); the others
+    /// still hold what [`VmxVcpu::load`] wrote from those registers.
+    fn store(&self, v: &CurrentVmcs<'_>, h: &mut GuestFields, g: &mut GuestRegs<'_>) -> Vmx<()> {
+        let mut raw = [0u64; STORED_LEN];
+        v.read_raw_many(&STORED, &mut raw).context("VMREAD")?;
         let r = &mut *g.regs;
         self.gprs.write_into(r);
-        r.rsp = read(v, vmcs::GUEST_RSP)?;
-        r.rip = read(v, vmcs::GUEST_RIP)?;
-        r.rflags = read(v, vmcs::GUEST_RFLAGS)?;
+        for i in 0..SEGMENTS.len() {
+            let f = &raw[4 * i..4 * i + 4];
+            h.segments[i] = segment_from_fields(f[0] as u16, f[1], f[2] as u32, f[3] as u32);
+        }
         let s = &mut *g.sregs;
-        s.es = read_segment(v, &vmcs::ES)?;
-        s.cs = read_segment(v, &vmcs::CS)?;
-        s.ss = read_segment(v, &vmcs::SS)?;
-        s.ds = read_segment(v, &vmcs::DS)?;
-        s.fs = read_segment(v, &vmcs::FS)?;
-        s.gs = read_segment(v, &vmcs::GS)?;
-        s.tr = read_segment(v, &vmcs::TR)?;
-        s.ldt = read_segment(v, &vmcs::LDTR)?;
+        [s.es, s.cs, s.ss, s.ds, s.fs, s.gs, s.tr, s.ldt] = h.segments;
+        let o = &raw[STORED_SEGMENT_FIELDS..];
+        (h.rsp, h.rip, h.rflags) = (o[0], o[1], o[2]);
+        (r.rsp, r.rip, r.rflags) = (h.rsp, h.rip, h.rflags);
+        (h.gdtr_base, h.idtr_base, h.cr0, h.cr3) = (o[3], o[4], o[5], o[6]);
+        (h.gdtr_limit, h.idtr_limit) = (o[7] as u32, o[8] as u32);
         s.gdt = kvm_dtable {
-            base: read(v, vmcs::GUEST_GDTR_BASE)?,
-            limit: read(v, vmcs::GUEST_GDTR_LIMIT)? as u16,
+            base: h.gdtr_base,
+            limit: h.gdtr_limit as u16,
             padding: [0; 3],
         };
         s.idt = kvm_dtable {
-            base: read(v, vmcs::GUEST_IDTR_BASE)?,
-            limit: read(v, vmcs::GUEST_IDTR_LIMIT)? as u16,
+            base: h.idtr_base,
+            limit: h.idtr_limit as u16,
             padding: [0; 3],
         };
         // The guest owns the CR0 bits outside the mask; the shadow holds the rest.
-        let mask = read(v, vmcs::CR0_GUEST_HOST_MASK)?;
-        s.cr0 = (read(v, vmcs::GUEST_CR0)? & !mask) | (read(v, vmcs::CR0_READ_SHADOW)? & mask);
+        let mask = cr0_guest_host_mask(&self.shared.caps);
+        s.cr0 = (h.cr0 & !mask) | (h.cr0_shadow & mask);
         s.cr2 = self.gprs.cr2;
-        s.cr3 = read(v, vmcs::GUEST_CR3)?;
-        s.cr4 = read(v, vmcs::CR4_READ_SHADOW)?;
-        s.efer = read(v, vmcs::GUEST_IA32_EFER)?;
+        s.cr3 = h.cr3;
         let m = &mut *g.msrs;
-        m.sysenter_cs = read(v, vmcs::GUEST_SYSENTER_CS)?.into();
-        m.sysenter_esp = read(v, vmcs::GUEST_SYSENTER_ESP)?;
-        m.sysenter_eip = read(v, vmcs::GUEST_SYSENTER_EIP)?;
-        m.pat = read(v, vmcs::GUEST_IA32_PAT)?;
         let l = &self.msrs.guest;
         m.star = l[0].value;
         m.lstar = l[1].value;
@@ -450,7 +646,14 @@ impl VmxVcpu {
 
     /// Sets up event injection, the interrupt window and the interrupt
     /// shadow for this entry. SDM Vol. 3C 25.8.3, 27.6.
-    fn prepare_events(&mut self, v: &mut CurrentVmcs<'_>, entry: &Entry, rflags: u64) -> Vmx<()> {
+    fn prepare_events(
+        &mut self,
+        v: &mut CurrentVmcs<'_>,
+        held: &mut GuestFields,
+        fresh: bool,
+        entry: &Entry,
+        rflags: u64,
+    ) -> Vmx<()> {
         let (info, error_code) = match entry.inject {
             None => (0, None),
             Some(Event::Interrupt(vector)) => (intr_info::TYPE_EXT_INTR | u32::from(vector), None),
@@ -465,12 +668,14 @@ impl VmxVcpu {
             (Some(_), Some(_)) => info | intr_info::VALID | intr_info::ERROR_CODE_VALID,
             (Some(_), None) => info | intr_info::VALID,
         };
-        write(v, vmcs::VM_ENTRY_INTR_INFO, info)?;
-        write(
-            v,
-            vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE,
-            error_code.unwrap_or(0),
-        )?;
+        // Nothing to inject, and no event left from the last entry: the field is invalid.
+        if info != 0 || held.event_pending || fresh {
+            write(v, vmcs::VM_ENTRY_INTR_INFO, info)?;
+            held.event_pending = info != 0;
+        }
+        if let Some(error_code) = error_code {
+            write(v, vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE, error_code)?;
+        }
         // Also while an event is injected: the window opens after its delivery.
         let window = entry.interrupt_window;
         let mut proc1 = self.shared.caps.controls.proc1;
@@ -517,7 +722,14 @@ impl VmxVcpu {
         } else {
             0
         };
-        write(v, vmcs::GUEST_INTERRUPTIBILITY_INFO, shadow | nmi)?;
+        let blocking = shadow | nmi;
+        update(
+            v,
+            vmcs::GUEST_INTERRUPTIBILITY_INFO,
+            &mut held.interruptibility,
+            blocking,
+            fresh,
+        )?;
         let bs = if shadow != 0 && rflags & RFLAGS_TF != 0 {
             PENDING_DBG_BS
         } else {
@@ -550,6 +762,7 @@ impl VmxVcpu {
     fn exit_info(
         &self,
         v: &CurrentVmcs<'_>,
+        held: &mut GuestFields,
         regs: &GuestRegs<'_>,
     ) -> Vmx<(ExitInfo, Option<HostEvent>)> {
         let full = read(v, vmcs::VM_EXIT_REASON)?;
@@ -701,18 +914,21 @@ impl VmxVcpu {
             None
         };
         let interruptibility = read(v, vmcs::GUEST_INTERRUPTIBILITY_INFO)?;
+        held.interruptibility = interruptibility;
         // An IRET whose access faulted in the EPT had unblocked NMIs already:
         // they are blocked again for its second run (SDM Vol. 3C 28.2.3).
         let iret_faulted = basic == reason::EPT_VIOLATION
             && full & reason::FAILED_VMENTRY == 0
             && qual & ept_violation::NMI_UNBLOCKED_BY_IRET != 0;
         let idt_vectoring = read(v, vmcs::IDT_VECTORING_INFO)?;
+        let vectoring_error_code = if idt_vectoring & intr_info::ERROR_CODE_VALID != 0 {
+            read(v, vmcs::IDT_VECTORING_ERROR_CODE)?
+        } else {
+            0
+        };
         let info = ExitInfo {
             exit,
-            interrupted_event: interrupted_event(
-                idt_vectoring,
-                read(v, vmcs::IDT_VECTORING_ERROR_CODE)?,
-            ),
+            interrupted_event: interrupted_event(idt_vectoring, vectoring_error_code),
             interrupt_shadow: interruptibility
                 & (interruptibility::BLOCKING_BY_STI | interruptibility::BLOCKING_BY_MOV_SS)
                 != 0,
@@ -740,7 +956,6 @@ impl VmxVcpu {
         &mut self,
         on: &VmxOn,
         v: &mut CurrentVmcs<'_>,
-        host: &HostState,
         guest: &mut GuestRegs<'_>,
         entry: &Entry,
         cpu: u32,
@@ -748,11 +963,14 @@ impl VmxVcpu {
         if !self.initialized {
             self.initialize(v)?;
         }
-        self.write_host_state(v, host)?;
-        self.load(v, guest, entry)?;
-        self.prepare_events(v, entry, guest.regs.rflags)?;
+        self.write_host_state(v)?;
+        // Known again only once this entry has exited normally and been read back.
+        let fresh = self.held.is_none();
+        let mut held = self.held.take().unwrap_or_default();
+        self.load(v, &mut held, fresh, guest, entry)?;
+        self.prepare_events(v, &mut held, fresh, entry, guest.regs.rflags)?;
         let eptp = super::eptp(entry.slat_root, 4);
-        write(v, vmcs::EPT_POINTER, eptp)?;
+        update(v, vmcs::EPT_POINTER, &mut held.eptp, eptp, fresh)?;
         self.flush(on, entry, eptp, cpu)?;
         // IBPB if another guest ran here last.
         self.shared
@@ -805,12 +1023,15 @@ impl VmxVcpu {
             }
         }
         // The registers first: the next RIP is counted from the RIP of the exit.
-        self.store(v, guest)?;
-        let (info, host_event) = self.exit_info(v, guest)?;
+        self.store(v, &mut held, guest)?;
+        let (info, host_event) = self.exit_info(v, &mut held, guest)?;
         if !matches!(info.exit, Exit::InvalidState(_)) {
             self.mapping_generation = entry.mapping_generation;
             self.last_cpu = Some(cpu);
-            self.last_eptp = super::eptp(entry.slat_root, 4);
+            self.last_eptp = eptp;
+            // The exit cleared the valid bit of an injected event.
+            held.event_pending = false;
+            self.held = Some(held);
         }
         Ok((info, host_event))
     }
@@ -846,12 +1067,13 @@ impl VendorVcpu for VmxVcpu {
             }
         };
         // SAFETY: Interrupts stay disabled until `restore` below.
-        let host = unsafe { HostState::save() };
+        unsafe { self.host.save(self.host_cpu != Some(cpu)) };
+        self.host_cpu = Some(cpu);
         let vmcs_pa = kmalloc_phys(&*self.vmcs).0;
         // SAFETY: The VMCS page is this vCPU's, lives as long as it, and is not active on
         // any CPU: every `CurrentVmcs` is VMCLEARed when dropped, before VMXOFF.
         let result = match unsafe { on.load(vmcs_pa) } {
-            Ok(mut v) => self.enter(&on, &mut v, &host, &mut guest, entry, cpu),
+            Ok(mut v) => self.enter(&on, &mut v, &mut guest, entry, cpu),
             Err(error) => Err(Failure {
                 what: "VMPTRLD",
                 error,
@@ -859,7 +1081,7 @@ impl VendorVcpu for VmxVcpu {
         };
         drop(on);
         // SAFETY: Right after the exit that followed `save`, interrupts still off.
-        unsafe { host.restore() };
+        unsafe { self.host.restore() };
         match result {
             Ok((info, host_event)) => {
                 match host_event {

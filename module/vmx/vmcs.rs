@@ -19,7 +19,7 @@ use core::marker::PhantomData;
 /// A field width: the encoding's bits 14:13 and the Rust type of a value.
 pub(crate) trait Width {
     /// The value's type.
-    type Value: Copy;
+    type Value: Copy + PartialEq;
     /// Bits 14:13 of every encoding of this width.
     const CODE: u32;
     /// The value as VMWRITE's 64-bit operand.
