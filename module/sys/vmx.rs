@@ -275,19 +275,19 @@ impl CurrentVmcs<'_> {
     /// Reads the fields `encodings` names, in order, into `values`: one
     /// VMREAD each and a single check at the end, for the dozens of fields
     /// read back after every exit. All or nothing: if any VMREAD failed,
-    /// the error is the last failure's (VMREAD fails only for a field the
-    /// CPU does not have).
+    /// the error is VMfailInvalid if one was, else the last failure's
+    /// (VMREAD fails only for a field the CPU does not have).
     pub(crate) fn read_raw_many<const N: usize>(
         &self,
         encodings: &[u32; N],
         values: &mut [u64; N],
     ) -> Result<(), VmxError> {
-        let mut failed = false;
+        let (mut failed, mut invalid) = (false, false);
         for i in 0..N {
             let raw: u64;
             // SAFETY: In VMX operation with a current VMCS (the type invariant); VMREAD
             // only reads it.
-            let (bad, _) = unsafe {
+            let (bad, no_vmcs) = unsafe {
                 vmx_insn!(
                     "vmread {value}, {enc}",
                     enc = in(reg) u64::from(encodings[i]),
@@ -296,6 +296,10 @@ impl CurrentVmcs<'_> {
             };
             values[i] = raw;
             failed |= bad;
+            invalid |= no_vmcs;
+        }
+        if invalid {
+            return Err(VmxError::Invalid);
         }
         if failed {
             // SAFETY: As above.
@@ -553,7 +557,8 @@ impl HostState {
     /// Saves this CPU's and this task's host state, as the host fields of
     /// the VMCS need it. The MSRs a CPU keeps from boot to offline
     /// (SYSENTER, EFER, PAT, the syscall MSRs) are read only if `per_cpu`;
-    /// otherwise `self` holds what an earlier save on this CPU read.
+    /// otherwise `self` holds what an earlier save on this same CPU read
+    /// (the caller's vCPU has not run on another CPU since).
     ///
     /// # Safety
     ///

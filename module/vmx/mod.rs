@@ -27,8 +27,9 @@
 //!
 //! The costs: each entry is a VMLAUNCH (never VMRESUME), and VMXON/VMXOFF
 //! and VMPTRLD/VMCLEAR add to every exit. (The VMCS keeps its fields
-//! across VMCLEAR, so the VMREADs and VMWRITEs around an entry are only
-//! those of fields that changed: `vcpu.rs`.) The gains: a VMCS is never
+//! across VMCLEAR, so an entry writes only the guest and host fields that
+//! changed, and an exit reads back only those the guest can change:
+//! `vcpu.rs`.) The gains: a VMCS is never
 //! active on a CPU when its vCPU is not in `KVM_RUN` (so a vCPU that moves
 //! between CPUs needs no cross-CPU VMCLEAR, and CPU hotplug, suspend,
 //! kexec and an emergency reboot never find a CPU in VMX operation), and

@@ -117,10 +117,11 @@ const SEGMENTS: [&SegmentFields; 8] = [
 /// back after an exit. A field whose new value equals its entry here is
 /// not written again.
 ///
-/// The ones read back after every exit ([`VmxVcpu::store`]) are those the
-/// guest changes without exiting: RSP, RIP, RFLAGS, the segments,
-/// GDTR and IDTR, the guest-owned bits of CR0, CR3 and the
-/// interruptibility state. The others only change by rkvm's writes: CR0's
+/// The ones read back after every exit are those the guest changes
+/// without exiting: RSP, RIP, RFLAGS, the segments, GDTR and IDTR, the
+/// guest-owned bits of CR0, CR3 ([`VmxVcpu::store`]) and the
+/// interruptibility state ([`VmxVcpu::exit_info`]), as KVM's
+/// `VMX_REGS_LAZY_LOAD_SET`. The others only change by rkvm's writes: CR0's
 /// host-owned bits and its read shadow, CR4 (every bit host-owned), EFER,
 /// the SYSENTER MSRs and PAT (every WRMSR exits), the entry controls, the
 /// TSC offset and the EPT pointer.
@@ -149,10 +150,6 @@ struct GuestFields {
     tsc_offset: u64,
     eptp: u64,
     interruptibility: u32,
-    /// The VM-entry interruption information holds a valid event: every
-    /// VM exit but a failed entry clears its valid bit. SDM Vol. 3C 28.2.4
-    /// (and KVM's `prepare_vmcs12`).
-    event_pending: bool,
 }
 
 /// Writes `f` unless the VMCS holds `value` already (`held`, known unless
@@ -243,10 +240,45 @@ fn write<W: Width>(v: &mut CurrentVmcs<'_>, f: Field<W>, value: W::Value) -> Vmx
 /// The system-segment type of a busy 64-bit TSS (SDM Vol. 3A 3.5, Table 3-2).
 const TSS_BUSY_64: u8 = 11;
 
+/// Whether two host states agree in every field the VMCS's host-state
+/// area takes from them (the rest, such as DEBUGCTL or the data segment
+/// selectors, `HostState::restore` puts back itself).
+fn same_host_fields(a: &HostState, b: &HostState) -> bool {
+    a.cr0 == b.cr0
+        && a.cr3 == b.cr3
+        && a.cr4 == b.cr4
+        && a.cs_sel == b.cs_sel
+        && a.ss_sel == b.ss_sel
+        && a.tr_sel == b.tr_sel
+        && a.fs_sel == b.fs_sel
+        && a.gs_sel == b.gs_sel
+        && a.fs_base == b.fs_base
+        && a.gs_base == b.gs_base
+        && a.tr_base == b.tr_base
+        && a.gdt_base == b.gdt_base
+        && a.idt_base == b.idt_base
+        && a.sysenter_cs == b.sysenter_cs
+        && a.sysenter_esp == b.sysenter_esp
+        && a.sysenter_eip == b.sysenter_eip
+        && a.efer == b.efer
+        && a.pat == b.pat
+}
+
+/// CR0.NW and CR0.CD. SDM Vol. 3A 2.5.
+const CR0_NW_CD: u64 = 1 << 29 | 1 << 30;
+
 /// The CR0 bits that belong to the host ([`VmxVcpu::initialize`] says
 /// why): writing them exits, and the guest reads them from the shadow.
 fn cr0_guest_host_mask(caps: &Caps) -> u64 {
-    caps.cr0_fixed0 | !caps.cr0_fixed1 & 0xffff_ffff | CR0_PE_PG
+    caps.cr0_fixed0 | !caps.cr0_fixed1 & 0xffff_ffff | CR0_PE_PG | CR0_NW_CD
+}
+
+/// The CR0 the CPU runs the guest with: the fixed bits set, and caching
+/// never disabled (VM entry does not load CD and NW, nor does VM exit put
+/// the host's back, so a guest's CD would stay on the host: KVM's
+/// `KVM_VM_CR0_ALWAYS_OFF`). SDM Vol. 3C 27.3.2.1, 28.5.1.
+fn hardware_cr0(caps: &Caps, cr0: u64) -> u64 {
+    (cr0 | caps.cr0_fixed0) & caps.cr0_fixed1 & !CR0_NW_CD
 }
 
 /// A segment's access rights in the VMCS format; not present means
@@ -439,7 +471,8 @@ impl VmxVcpu {
         // No shadow VMCS: the link pointer must be all ones. SDM Vol. 3C 27.3.1.5.
         write(v, vmcs::VMCS_LINK_POINTER, u64::MAX)?;
         // CR0 bits the CPU forces to 1 (NE, typically) belong to the host: the guest reads
-        // its own value from the shadow, and writing a different one exits. So do PE and
+        // its own value from the shadow, and writing a different one exits. So do CD and
+        // NW, which the CPU never runs the guest with (`hardware_cr0`). So do PE and
         // PG, as on KVM (which never lets the guest own them): turning paging on or off is
         // rkvm's to see (run/regs.rs `cr0_write`: EFER.LMA, and with it the "IA-32e mode
         // guest" entry control, flushes, PAE PDPTEs). Left to the CPU, a guest that turns
@@ -468,7 +501,11 @@ impl VmxVcpu {
         l[2].value = h.cstar;
         l[3].value = h.sfmask;
         l[4].value = h.kernel_gs_base;
-        if self.host_written.as_ref() == Some(h) {
+        if self
+            .host_written
+            .as_ref()
+            .is_some_and(|w| same_host_fields(w, h))
+        {
             return Ok(());
         }
         // Unknown until every field below is written.
@@ -555,8 +592,9 @@ impl VmxVcpu {
         )?;
         let limit = s.idt.limit.into();
         update(v, vmcs::GUEST_IDTR_LIMIT, &mut h.idtr_limit, limit, fresh)?;
-        // The CPU runs with the fixed bits set; the guest reads what it wrote.
-        let cr0 = (s.cr0 | caps.cr0_fixed0) & caps.cr0_fixed1;
+        // The CPU runs with the fixed bits set and caching on; the guest reads what it
+        // wrote.
+        let cr0 = hardware_cr0(caps, s.cr0);
         update(v, vmcs::GUEST_CR0, &mut h.cr0, cr0, fresh)?;
         update(v, vmcs::CR0_READ_SHADOW, &mut h.cr0_shadow, s.cr0, fresh)?;
         update(v, vmcs::GUEST_CR3, &mut h.cr3, s.cr3, fresh)?;
@@ -641,6 +679,8 @@ impl VmxVcpu {
         m.cstar = l[2].value;
         m.sfmask = l[3].value;
         m.kernel_gs_base = l[4].value;
+        // 32 bits in the VMCS, as RDMSR reads it on KVM.
+        m.sysenter_cs = h.sysenter_cs.into();
         Ok(())
     }
 
@@ -668,10 +708,10 @@ impl VmxVcpu {
             (Some(_), Some(_)) => info | intr_info::VALID | intr_info::ERROR_CODE_VALID,
             (Some(_), None) => info | intr_info::VALID,
         };
-        // Nothing to inject, and no event left from the last entry: the field is invalid.
-        if info != 0 || held.event_pending || fresh {
+        // Nothing to inject: the field is invalid already after an exit, which clears
+        // its valid bit (not a failed entry: then `fresh`). SDM Vol. 3C 28.2.
+        if info != 0 || fresh {
             write(v, vmcs::VM_ENTRY_INTR_INFO, info)?;
-            held.event_pending = info != 0;
         }
         if let Some(error_code) = error_code {
             write(v, vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE, error_code)?;
@@ -986,8 +1026,9 @@ impl VmxVcpu {
                 }
             }
         }
-        // SAFETY: Interrupts are off (our caller's contract); every host field was written
-        // from this CPU's state just now; the controls intercept interrupts, NMIs, I/O,
+        // SAFETY: Interrupts are off (our caller's contract); every host field holds this
+        // CPU's and this task's state, saved just now (written now, or at an earlier entry
+        // that saved the same); the controls intercept interrupts, NMIs, I/O,
         // MSRs, CR8, debug registers and the instructions that reach host resources; the
         // EPT maps only pinned pages of the VM's slots.
         let launched = unsafe { v.launch(&mut self.gprs, EntryFlags::of(spec)) };
@@ -1029,8 +1070,6 @@ impl VmxVcpu {
             self.mapping_generation = entry.mapping_generation;
             self.last_cpu = Some(cpu);
             self.last_eptp = eptp;
-            // The exit cleared the valid bit of an injected event.
-            held.event_pending = false;
             self.held = Some(held);
         }
         Ok((info, host_event))

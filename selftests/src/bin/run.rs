@@ -3303,6 +3303,54 @@ fn cr4_writes_take_effect_and_invalid_ones_are_gp(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+guest! {
+    /// Reports CR0 as it starts (EBX); clears CD and NW (ECX: CR0 after)
+    /// and sets CD alone (ESI: CR0 after); reports again.
+    fn cr0_cache_guest;
+    ".code64",
+    "mov %cr0, %rbx",
+    "ucall UCALL_SYNC",
+    "mov %cr0, %rax",
+    "and $~0x60000000, %rax",
+    "mov %rax, %cr0",
+    "mov %cr0, %rcx",
+    "or $0x40000000, %rax",
+    "mov %rax, %cr0",
+    "mov %cr0, %rsi",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// CR0.CD and NW (caching disabled, not write-through) are the guest's to
+/// set and read back, from the VMM's `KVM_SET_SREGS` and its own MOVs,
+/// though the CPU never runs a VMX guest with them: VM entry does not load
+/// them and VM exit does not restore the host's, so a guest's CD must not
+/// reach the hardware (KVM's `KVM_VM_CR0_ALWAYS_OFF`).
+fn cr0_cache_disable_bits_are_the_guests(ctx: &Ctx) -> TestResult {
+    const CD: u64 = 1 << 30;
+    const NW: u64 = 1 << 29;
+    let vm = GuestVm::new(ctx, Mode::Long, cr0_cache_guest())?;
+    let mut vcpu = vm.add_vcpu(0)?;
+    let mut sregs = check_ok!(vcpu.vcpu.get_sregs());
+    sregs.cr0 |= CD | NW;
+    check_ok!(vcpu.vcpu.set_sregs(&sregs));
+    let [start, _, _] = vcpu.sync()?;
+    check_eq_hex!(
+        start & (CD | NW),
+        CD | NW,
+        "CR0 the guest read after KVM_SET_SREGS"
+    );
+    let [_, cleared, cd_only] = vcpu.sync()?;
+    check_eq_hex!(cleared & (CD | NW), 0u64, "CR0 after clearing CD and NW");
+    check_eq_hex!(cd_only & (CD | NW), CD, "CR0 after setting CD");
+    check_eq_hex!(
+        check_ok!(vcpu.vcpu.get_sregs()).cr0 & (CD | NW),
+        CD,
+        "KVM_GET_SREGS CR0"
+    );
+    vcpu.done()
+}
+
 /// Where `pae_pdpte_guest` finds PDPTE 2 (0x8000_0000 to 0xbfff_ffff,
 /// which the guest does not use): the guest's code names it as a number.
 const PAE_PDPTE2: u64 = 0x17010;
@@ -5302,6 +5350,7 @@ fn main() -> ExitCode {
             smm_state_set_by_the_vmm_reads_back_and_a_waiting_vcpu_in_smm_is_einval,
             a_pending_x87_exception_from_kvm_set_fpu_is_the_guests_mf,
             cr4_writes_take_effect_and_invalid_ones_are_gp,
+            cr0_cache_disable_bits_are_the_guests,
             debug_registers_read_back_what_the_guest_wrote,
             kvm_set_debugregs_reaches_the_guest_and_kvm_get_debugregs_sees_its_writes,
             sync_regs_carry_registers_both_ways,
