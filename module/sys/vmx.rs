@@ -515,7 +515,7 @@ impl Drop for CurrentVmcs<'_> {
 /// partly, as `helpers.c` saves it before an entry and puts it back after.
 /// Mirrors `struct rkvm_vmx_host` there.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct HostState {
     pub(crate) cr0: u64,
     pub(crate) cr3: u64,
