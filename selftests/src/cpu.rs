@@ -87,6 +87,42 @@ pub fn pin_to(cpus: &[u32]) -> Result<(), String> {
     Ok(())
 }
 
+/// The calling thread kept on one CPU while this lives (see
+/// [`one_cpu_under_qemu`]); dropping it lets the thread run on every CPU
+/// that was online when it was made.
+#[must_use = "the thread runs on one CPU only while the guard lives"]
+pub struct OneCpu {
+    restore: Vec<u32>,
+}
+
+impl Drop for OneCpu {
+    fn drop(&mut self) {
+        // Nothing to report to from a drop: a thread left pinned only runs
+        // slower. sched_setaffinity with CPUs that are online cannot fail.
+        let _ = pin_to(&self.restore);
+    }
+}
+
+/// Under QEMU's emulated SVM, keeps the calling thread on the first online
+/// CPU until the returned guard is dropped; threads and processes it starts
+/// meanwhile inherit that, so a nested guest's vCPUs all run on one of the
+/// test VM's CPUs. QEMU's emulation loses a CPU's state now and then when
+/// two of its CPUs run guests at once, under kvm_amd as under rkvm, and
+/// can take the test VM's kernel with it (docs/testing.md, "An open bug").
+/// `None` under Bochs, which emulates its CPUs on one thread and has no
+/// such fault: the guests there run on every CPU.
+pub fn one_cpu_under_qemu() -> Result<Option<OneCpu>, Status> {
+    if crate::emulator() != "qemu" {
+        return Ok(None);
+    }
+    let restore = online().map_err(Status::Fail)?;
+    let Some(&first) = restore.first() else {
+        return Ok(None);
+    };
+    pin_to(&[first]).map_err(Status::Fail)?;
+    Ok(Some(OneCpu { restore }))
+}
+
 /// Runs `f(cpu)` for each of `cpus` in turn, with the calling thread
 /// pinned to that CPU; then lets the thread run on every online CPU again,
 /// whatever `f` returned. The first error ends the round.

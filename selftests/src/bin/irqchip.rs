@@ -1709,6 +1709,15 @@ fn hostile_guests_leave_the_host_responsive(ctx: &Ctx) -> TestResult {
         );
     }
     for round in 1..=ROUNDS {
+        // A round after one lost to QEMU's SVM fault runs its guests, and
+        // the host's threads, on one of the test VM's CPUs: the fault needs
+        // guests on two at once (docs/testing.md, "An open bug"). The first
+        // round runs everywhere.
+        let _one_cpu = if round > 1 {
+            rkvm_selftests::cpu::one_cpu_under_qemu()?
+        } else {
+            None
+        };
         let (ended, worst) = hostile_round(ctx)?;
         check!(
             worst < Duration::from_secs(1),
@@ -1725,7 +1734,7 @@ fn hostile_guests_leave_the_host_responsive(ctx: &Ctx) -> TestResult {
         match fault {
             None => return Ok(()),
             Some(what) if round < ROUNDS => ksft::diag!(
-                "round {round} hit QEMU's SVM fault (docs/testing.md, \"An open bug\"), running again: {what}"
+                "round {round} hit QEMU's SVM fault (docs/testing.md, \"An open bug\"), running again on one CPU: {what}"
             ),
             Some(what) => ksft::fail!("QEMU's SVM fault in {ROUNDS} rounds in a row: {what}"),
         }
