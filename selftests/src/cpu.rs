@@ -117,7 +117,7 @@ pub fn one_cpu_under_qemu() -> Result<Option<OneCpu>, Status> {
     }
     let restore = online().map_err(Status::Fail)?;
     let Some(&first) = restore.first() else {
-        return Ok(None);
+        return Err(Status::Fail("no CPU is online".to_owned()));
     };
     pin_to(&[first]).map_err(Status::Fail)?;
     Ok(Some(OneCpu { restore }))
