@@ -383,6 +383,7 @@ impl Vm {
         dir.file(c"mmio_insn_from_cpu", &COUNTER_FOPS, |s| {
             &s.mmio_insn_from_cpu
         });
+        dir.file(c"fastpath_exits", &COUNTER_FOPS, |s| &s.fastpath_exits);
         dir.file(c"exits_by_reason", &BY_REASON_FOPS, |s| &s.by_reason);
         *self.debugfs.lock() = Some(dir);
     }

@@ -916,6 +916,12 @@ impl VcpuApic {
         self.kicked.store(false, Ordering::SeqCst);
     }
 
+    /// Whether a kick came since [`Self::clear_kick`] (the fast path asks
+    /// before it enters the guest again).
+    pub(crate) fn kicked(&self) -> bool {
+        self.kicked.load(Ordering::SeqCst)
+    }
+
     /// Publishes that the vCPU enters the guest on `cpu` (or left it), and
     /// tells, on entry, whether a kick came since [`Self::clear_kick`]: if
     /// so the entry is abandoned and the loop goes round.

@@ -76,6 +76,18 @@ pub(crate) struct IrqLink {
 }
 
 impl IrqLink {
+    /// Whether the guest has a virtual-APIC word (`KVM_SET_VAPIC_ADDR`),
+    /// synced around every entry.
+    pub(super) fn has_vapic(&self) -> bool {
+        self.vapic.is_some()
+    }
+
+    /// Whether CR8 (`cr8`, as the last exit left it) differs from what
+    /// the TPR last set it to: the guest wrote it without an exit.
+    pub(super) fn cr8_changed(&self, cr8: u64) -> bool {
+        cr8 & 0xf != self.cr8_seen
+    }
+
     pub(crate) fn new(chip: Arc<Irqchip>, apic: Arc<VcpuApic>, bsp: bool) -> Self {
         IrqLink {
             chip,

@@ -22,7 +22,7 @@
 use crate::sys::cpu;
 use crate::vcpu::ArchState;
 use crate::vm::Vm;
-use crate::x86::msr::{self, KVM_SYSTEM_TIME_ENABLE};
+use crate::x86::msr::{self, MsrFile, KVM_SYSTEM_TIME_ENABLE};
 use crate::x86::pvclock::{self, TIME_INFO_SIZE};
 
 /// What a written time structure was computed from: the MSR's value, the
@@ -58,7 +58,7 @@ pub(super) fn update(vm: &Vm, state: &mut ArchState) {
         state.run.kvmclock_written = None;
         return;
     }
-    let key = (msr, vm.kvmclock_generation(), state.msrs.tsc_offset);
+    let key = key(vm, &state.msrs);
     if state.run.kvmclock_written == Some(key) {
         return;
     }
@@ -75,6 +75,26 @@ pub(super) fn update(vm: &Vm, state: &mut ArchState) {
         info.version = odd;
         vm.write_guest(gpa + 4, &info.to_bytes()[4..])
     });
+}
+
+/// What the structure would be written from now.
+fn key(vm: &Vm, msrs: &MsrFile) -> Written {
+    (
+        msrs.kvm_system_time,
+        vm.kvmclock_generation(),
+        msrs.tsc_offset,
+    )
+}
+
+/// Whether [`update`] would write the structure (or forget it) now: the
+/// guest enabled it and it was written from other values, or it disabled
+/// it and it is still recorded.
+pub(super) fn stale(vm: &Vm, msrs: &MsrFile, written: Option<Written>) -> bool {
+    if msrs.kvm_system_time & KVM_SYSTEM_TIME_ENABLE == 0 {
+        written.is_some()
+    } else {
+        written != Some(key(vm, msrs))
+    }
 }
 
 /// After a successful write of `value` to MSR `index` (by the guest or

@@ -27,6 +27,7 @@
 mod apic;
 pub(crate) mod debug;
 mod events;
+mod fastpath;
 pub(crate) mod hyperv;
 mod insn;
 mod io;
@@ -455,7 +456,13 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
         let irq = state.run.queued_irq.filter(|_| !irqs_blocked);
         let inject = state.run.event.or(irq.map(Event::Interrupt));
         debug::reinject_past_int3(state, inject);
-        let info = enter(vm, vcpu, state, inject, window, nmi_window);
+        // Whether exits of this entry may be answered inside it (run/fastpath.rs).
+        let fast = fastpath::allowed(
+            &state.run,
+            inject,
+            window || nmi_window || req.interrupt_window,
+        );
+        let info = enter(vm, vcpu, state, inject, window, nmi_window, fast);
         debug::after_entry(state);
         let Some(info) = info else {
             // A signal or the scheduler came first: go round.
@@ -517,9 +524,12 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, state: &mut ArchState, pages: &Pages<'_>) -> R
     }
 }
 
-/// Enters the guest once. `None` if it did not enter because a signal or
-/// the scheduler is waiting (checked with interrupts off, so that nothing
-/// arriving later is missed: it interrupts the guest).
+/// Enters the guest, and returns its exit. `None` if it did not enter
+/// because a signal, the scheduler or a kick is waiting (checked with
+/// interrupts off, so that nothing arriving later is missed: it interrupts
+/// the guest), or if it entered, answered the exits on the fast path
+/// (`fast`: run/fastpath.rs) and then found one of those waiting before
+/// entering again.
 fn enter(
     vm: &Vm,
     vcpu: &Vcpu,
@@ -527,6 +537,7 @@ fn enter(
     inject: Option<Event>,
     interrupt_window: bool,
     nmi_window: bool,
+    fast: bool,
 ) -> Option<ExitInfo> {
     // Read from guest memory, which may fault: before interrupts are disabled.
     let pdptrs = if state.run.reload_pdptrs {
@@ -538,10 +549,12 @@ fn enter(
         regs,
         sregs,
         msrs,
+        cpuid,
         run,
         ..
     } = state;
     let guest_osxsave = sregs.cr4 & cr4::OSXSAVE != 0;
+    let xcr0 = run.fpu.xcr0();
     // The VMM's single step: TF for this entry only (run/debug.rs).
     let single_step = run.guest_debug.single_step;
     // The VMM's hardware breakpoints, if it enabled any.
@@ -564,7 +577,7 @@ fn enter(
     // injection was decided makes the loop go round and decide again.
     let kicked = run.irq.as_ref().is_some_and(|l| l.apic.entering(Some(cpu)));
     let (nmi_blocked, intercept_iret) = run.nmi.entry_flags(inject);
-    let entry = Entry {
+    let mut entry = Entry {
         nmi_blocked,
         intercept_iret,
         nmi_window,
@@ -582,19 +595,54 @@ fn enter(
         single_step,
         dr7: breakpoints.map_or(DR7_RESET, |h| h.dr7),
     };
-    let info =
+    let mut kicked = kicked;
+    let info = loop {
         if kicked || cpu::signal_pending() || cpu::need_resched() || !backend::entries_allowed() {
-            None
-        } else {
-            cpu::guest_enter_rcu_quiescent(&irqs);
-            Some(run.hw.run(GuestRegs { regs, sregs, msrs }, &entry))
+            break None;
+        }
+        cpu::guest_enter_rcu_quiescent(&irqs);
+        let info = run.hw.run(
+            GuestRegs {
+                regs: &mut *regs,
+                sregs: &mut *sregs,
+                msrs: &mut *msrs,
+            },
+            &entry,
+        );
+        run.reload_pdptrs = false;
+        let parts = fastpath::Parts {
+            regs: &mut *regs,
+            sregs: &*sregs,
+            msrs: &*msrs,
+            cpuid: &cpuid[..],
+            xcr0,
+            irq: run.irq.as_ref(),
+            kvmclock_written: run.kvmclock_written,
         };
+        if !fast || !fastpath::answer(vm, parts, &info) {
+            break Some(info);
+        }
+        // Answered: what the long way does after an exit it handled (the
+        // exit ended any interrupt shadow), then the next entry, which has
+        // nothing left to flush or load, and reads the mappings'
+        // generation again.
+        vm.stats.count_exit(&info.exit);
+        run.stats.count_exit(&info.exit);
+        vm.stats.fastpath_exits.add(1);
+        run.has_run = true;
+        run.flush_tlb = false;
+        run.interrupt_shadow = false;
+        entry.flush_tlb = false;
+        entry.interrupt_shadow = false;
+        entry.pdptrs = None;
+        entry.mapping_generation = vm
+            .mapping_generation
+            .load(core::sync::atomic::Ordering::SeqCst);
+        kicked = run.irq.as_ref().is_some_and(|l| l.apic.kicked());
+    };
     vcpu.set_running_on(None);
     if let Some(link) = run.irq.as_ref() {
         link.apic.entering(None);
-    }
-    if info.is_some() {
-        run.reload_pdptrs = false;
     }
     info
 }

@@ -60,6 +60,13 @@ impl NmiState {
         self.queue(n);
     }
 
+    /// Nothing to do: no NMI waits, none is being handled, and (SVM) no
+    /// IRET is being watched for. An exit leaves it so unless it
+    /// interrupted an NMI's delivery.
+    pub(super) fn quiet(&self) -> bool {
+        self.pending == 0 && !self.blocked && self.iret_at.is_none()
+    }
+
     /// Whether an NMI waits (it wakes a halted vCPU, whatever IF says).
     pub(crate) fn waiting(&self) -> bool {
         self.pending > 0

@@ -7,7 +7,7 @@
 
 use super::insn::{code_size, emulation_failed, fetch};
 use super::{raise, Next, DR6_RESET, DR7_RESET, GP_VECTOR, UD_VECTOR};
-use crate::abi::{self, kvm_cpuid_entry2};
+use crate::abi::{self, kvm_cpuid_entry2, kvm_regs, kvm_sregs};
 use crate::backend::ExitInfo;
 use crate::sys::cpu;
 use crate::sys::mem::SharedPage;
@@ -37,16 +37,29 @@ const D1_EAX_XSAVEC: u32 = 1 << 1;
 /// not copied). The bits KVM keeps up to date at run time come from the
 /// vCPU's state ([`with_runtime_bits`]).
 pub(super) fn answer_cpuid(state: &mut ArchState) {
-    let function = state.regs.rax as u32;
-    let index = state.regs.rcx as u32;
-    let e = cpuid::lookup(&state.cpuid, Leaf { function, index })
-        .map(|e| with_runtime_bits(state, e))
+    let xcr0 = state.run.fpu().xcr0();
+    cpuid_into(&mut state.regs, &state.sregs, &state.cpuid, xcr0);
+}
+
+/// [`answer_cpuid`] from the parts of the vCPU's state it reads: the
+/// registers, the table and the guest's XCR0 (the fast path has no
+/// `ArchState` to give: its FPU image is loaded).
+pub(super) fn cpuid_into(
+    regs: &mut kvm_regs,
+    sregs: &kvm_sregs,
+    table: &[kvm_cpuid_entry2],
+    xcr0: u64,
+) {
+    let function = regs.rax as u32;
+    let index = regs.rcx as u32;
+    let e = cpuid::lookup(table, Leaf { function, index })
+        .map(|e| runtime_bits(e, sregs, xcr0))
         .unwrap_or_default();
     // CPUID writes 32-bit registers: the upper halves are cleared. SDM Vol. 2A CPUID.
-    state.regs.rax = u64::from(e.eax);
-    state.regs.rbx = u64::from(e.ebx);
-    state.regs.rcx = u64::from(e.ecx);
-    state.regs.rdx = u64::from(e.edx);
+    regs.rax = u64::from(e.eax);
+    regs.rbx = u64::from(e.ebx);
+    regs.rcx = u64::from(e.ecx);
+    regs.rdx = u64::from(e.edx);
 }
 
 /// An entry of the vCPU's CPUID table with the bits KVM updates as the
@@ -55,15 +68,19 @@ pub(super) fn answer_cpuid(state: &mut ArchState) {
 /// while APIC_BASE disables the APIC, and leaf 0xD's area sizes (sub-leaf
 /// 0's EBX; sub-leaf 1's where it offers XSAVEC) follow the guest's XCR0.
 pub(crate) fn with_runtime_bits(state: &ArchState, e: &kvm_cpuid_entry2) -> kvm_cpuid_entry2 {
+    runtime_bits(e, &state.sregs, state.run.fpu().xcr0())
+}
+
+/// [`with_runtime_bits`] from CR4, APIC_BASE and XCR0.
+fn runtime_bits(e: &kvm_cpuid_entry2, sregs: &kvm_sregs, xcr0: u64) -> kvm_cpuid_entry2 {
     let mut e = *e;
-    let xcr0 = state.run.fpu().xcr0();
     match (e.function, e.index) {
         (1, _) => {
             e.ecx &= !CPUID1_ECX_OSXSAVE;
-            if state.sregs.cr4 & CR4_OSXSAVE != 0 {
+            if sregs.cr4 & CR4_OSXSAVE != 0 {
                 e.ecx |= CPUID1_ECX_OSXSAVE;
             }
-            if state.sregs.apic_base & crate::x86::regs::apic_base::ENABLE == 0 {
+            if sregs.apic_base & crate::x86::regs::apic_base::ENABLE == 0 {
                 e.edx &= !CPUID1_EDX_APIC;
             }
         }

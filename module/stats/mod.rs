@@ -173,6 +173,10 @@ pub(crate) struct VmStats {
     /// decode assists) rather than rkvm's walk of the guest's page tables
     /// (`mmio_insn_from_cpu`).
     pub(crate) mmio_insn_from_cpu: Counter,
+    /// rkvm's own: exits answered on the fast path, without leaving the
+    /// guest's context (`fastpath_exits`; run/fastpath.rs). They are in
+    /// `exits` and `exits_by_reason` too.
+    pub(crate) fastpath_exits: Counter,
     /// rkvm's own breakdown (`exits_by_reason`).
     pub(crate) by_reason: ExitsByReason,
 }
@@ -182,7 +186,7 @@ impl VmStats {
     /// [`VmStats::values`]: KVM's names where KVM keeps the same count per
     /// VM (the mapped pages), rkvm's own for the in-kernel devices. (KVM
     /// counts exits per vCPU only: they are in [`VcpuStats`].)
-    pub(crate) const DESCS: [Desc; 8] = [
+    pub(crate) const DESCS: [Desc; 9] = [
         Desc::instant("pages_4k"),
         Desc::instant("pages_2m"),
         Desc::cumulative("ipis"),
@@ -191,10 +195,11 @@ impl VmStats {
         Desc::cumulative("ioeventfd_signals"),
         Desc::cumulative("pit_ticks"),
         Desc::cumulative("mmio_insn_from_cpu"),
+        Desc::cumulative("fastpath_exits"),
     ];
 
     /// The values of [`VmStats::DESCS`], now.
-    pub(crate) fn values(&self) -> [u64; 8] {
+    pub(crate) fn values(&self) -> [u64; 9] {
         [
             self.pages_4k.get(),
             self.pages_2m.get(),
@@ -204,6 +209,7 @@ impl VmStats {
             self.ioeventfd_signals.get(),
             self.pit_ticks.get(),
             self.mmio_insn_from_cpu.get(),
+            self.fastpath_exits.get(),
         ]
     }
 

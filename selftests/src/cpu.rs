@@ -24,6 +24,17 @@ pub enum Extension {
     Vmx,
 }
 
+/// Whether the CPU tells the hypervisor where an intercepted instruction
+/// ends: always on VMX (the exit's instruction length), on SVM only with
+/// NRIPS (CPUID Fn8000_000A EDX bit 3, APM Vol. 2 15.7.1). Without it rkvm
+/// reads the instruction from guest memory, which its fast path
+/// (module/run/fastpath.rs) cannot do.
+pub fn gives_the_next_rip() -> bool {
+    let max_ext = std::arch::x86_64::__cpuid(0x8000_0000).eax;
+    let svm = max_ext >= 0x8000_000a && std::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 2) != 0;
+    !svm || std::arch::x86_64::__cpuid(0x8000_000a).edx & (1 << 3) != 0
+}
+
 /// Which extension this CPU advertises, if any.
 pub fn extension() -> Option<Extension> {
     let info = fs::read_to_string("/proc/cpuinfo").ok()?;

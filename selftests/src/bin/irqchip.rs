@@ -978,6 +978,59 @@ fn irqfd_raises_a_gsi_from_another_thread(ctx: &Ctx) -> TestResult {
 }
 
 irq_guest! {
+    /// IOAPIC pin 6: vector 0x44, edge-triggered, to APIC 0. Executes
+    /// CPUID in a loop with interrupts on until the interrupt came, at most
+    /// 2,000,000 times; reports the interrupts taken and the rounds left.
+    fn cpuid_loop_irq_guest;
+    "set_gate 0x44, 9f",
+    "xor %r15d, %r15d",
+    "movl $0x1ff, 0xf0(%rbp)",
+    "movl $0x10000, 0x350(%rbp)",
+    "set_pin 6, 0x44",
+    "ucall UCALL_SYNC",
+    "mov $2000000, %r13d",
+    "sti",
+    "1: xor %eax, %eax",
+    "cpuid",
+    "test %r15, %r15",
+    "jnz 2f",
+    "dec %r13d",
+    "jnz 1b",
+    "2: cli",
+    "mov %r15, %rbx",
+    "mov %r13, %rcx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+    "9: inc %r15",
+    "movl $0, 0xb0(%rbp)",
+    "iretq",
+}
+
+/// An irqfd signalled from another thread interrupts a guest that loops
+/// on CPUID, each answered in the kernel: on rkvm, on its fast path
+/// (run/fastpath.rs), which must give way to the interrupt's kick. The
+/// guest takes it in its loop, long before the loop runs out.
+fn an_interrupt_reaches_a_guest_looping_on_cpuid(ctx: &Ctx) -> TestResult {
+    let (vm, mut vcpus) = irqchip_vm(ctx, cpuid_loop_irq_guest(), 1)?;
+    let v = &mut vcpus[0];
+    let efd = Arc::new(check_ok!(EventFd::new()));
+    check_ok!(vm.vm.irqfd(efd.raw(), 6, 0, 0));
+    v.sync()?;
+    let signaller = signal_later(&efd, Duration::from_millis(50));
+    let [taken, left, _] = v.sync()?;
+    check!(signaller.join().unwrap_or(false), "signal from the thread");
+    check_eq!(taken, 1u64, "interrupts taken in the CPUID loop");
+    check!(left > 0, "the CPUID loop ran out before the interrupt came");
+    if ctx.is_rkvm() && rkvm_selftests::cpu::gives_the_next_rip() {
+        let fast = ctx
+            .vm_stat(&vm.vm, "fastpath_exits")
+            .map_err(Status::Fail)?;
+        check!(fast > 0, "no CPUID of the loop took the fast path");
+    }
+    v.done()
+}
+
+irq_guest! {
     /// IOAPIC pin 7: vector 0x43, level-triggered, to APIC 0. The handler
     /// reports each interrupt before its EOI; the guest sleeps until two
     /// came, then waits with interrupts on and reports the total.
@@ -2696,6 +2749,7 @@ fn main() -> ExitCode {
             bad_eventfd_requests_are_refused,
             pit_state_round_trip_and_bad_requests,
             pit_ticks_wake_a_halted_vcpu,
+            an_interrupt_reaches_a_guest_looping_on_cpuid,
             speaker_port_follows_kvm_pit_speaker_dummy,
             kvm_nmi_is_delivered_with_interrupts_off,
             apic_nmis_wake_a_vcpu_halted_with_interrupts_off,

@@ -1184,25 +1184,35 @@ guest! {
     "ucall UCALL_DONE",
 }
 
-/// CPUID is answered in the kernel from the KVM_SET_CPUID2 table: the
-/// guest sees the values set for leaf 0x80000002, with no exit.
-fn cpuid_is_answered_from_the_set_cpuid2_table(ctx: &Ctx) -> TestResult {
-    let vm = GuestVm::new(ctx, Mode::Long, cpuid_guest())?;
-    let values = [0x6d76_6b72u32, 0x7473_6574, 0x7075_6320, 0x2164_6921];
+/// What the tests put in CPUID leaf 0x80000002 (EAX, EBX, ECX, EDX).
+const LEAF_80000002: [u32; 4] = [0x6d76_6b72, 0x7473_6574, 0x7075_6320, 0x2164_6921];
+
+/// vCPU 0 of `vm`, with [`LEAF_80000002`] in its CPUID table (a SKIP if the
+/// device offers no such leaf).
+fn vcpu_with_leaf_80000002(vm: &GuestVm) -> Result<GuestVcpu, Status> {
     let mut found = false;
-    let mut vcpu = vm.add_vcpu_with_cpuid(0, |cpuid| {
+    let vcpu = vm.add_vcpu_with_cpuid(0, |cpuid| {
         if let Some(e) = cpuid
             .entries_mut()
             .iter_mut()
             .find(|e| e.function == 0x8000_0002)
         {
-            [e.eax, e.ebx, e.ecx, e.edx] = values;
+            [e.eax, e.ebx, e.ecx, e.edx] = LEAF_80000002;
             found = true;
         }
     })?;
     if !found {
         ksft::skip!("KVM_GET_SUPPORTED_CPUID has no leaf 0x80000002");
     }
+    Ok(vcpu)
+}
+
+/// CPUID is answered in the kernel from the KVM_SET_CPUID2 table: the
+/// guest sees the values set for leaf 0x80000002, with no exit.
+fn cpuid_is_answered_from_the_set_cpuid2_table(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, cpuid_guest())?;
+    let values = LEAF_80000002;
+    let mut vcpu = vcpu_with_leaf_80000002(&vm)?;
     let [eax, ebx, ecx] = vcpu.sync()?;
     let [edx, _, _] = vcpu.sync()?;
     check_eq_hex!(eax, u64::from(values[0]));
@@ -1210,6 +1220,113 @@ fn cpuid_is_answered_from_the_set_cpuid2_table(ctx: &Ctx) -> TestResult {
     check_eq_hex!(ecx, u64::from(values[2]));
     check_eq_hex!(edx, u64::from(values[3]));
     vcpu.done()
+}
+
+guest! {
+    /// CPUID leaf 0x80000002 1000 times in a row; counts the answers that
+    /// differ from the first. Reports the first answer's EAX, EBX, ECX,
+    /// then its EDX and the count.
+    fn cpuid_loop_guest;
+    ".code64",
+    "mov $0x80000002, %eax",
+    "xor %ecx, %ecx",
+    "cpuid",
+    "mov %eax, %r8d",
+    "mov %ebx, %r9d",
+    "mov %ecx, %r10d",
+    "mov %edx, %r11d",
+    "xor %r12d, %r12d",
+    "mov $999, %r13d",
+    "1: mov $0x80000002, %eax",
+    "xor %ecx, %ecx",
+    "cpuid",
+    "cmp %eax, %r8d",
+    "jne 2f",
+    "cmp %ebx, %r9d",
+    "jne 2f",
+    "cmp %ecx, %r10d",
+    "jne 2f",
+    "cmp %edx, %r11d",
+    "je 3f",
+    "2: inc %r12d",
+    "3: dec %r13d",
+    "jnz 1b",
+    "mov %r8d, %ebx",
+    "mov %r9d, %ecx",
+    "mov %r10d, %esi",
+    "ucall UCALL_SYNC",
+    "mov %r11d, %ebx",
+    "mov %r12d, %ecx",
+    "ucall UCALL_SYNC",
+    "ucall UCALL_DONE",
+}
+
+/// 1000 CPUIDs in a row, each answered from the table, all the same; on
+/// rkvm each is answered on its fast path, inside the entry (run/fastpath.rs),
+/// which its own counter `fastpath_exits` shows, and counted in `exits` as
+/// on the long way. Without a next RIP from the CPU (SVM without NRIPS, as
+/// QEMU's) every CPUID must go the long way: the counter stays 0 and the
+/// test skips, saying so.
+fn cpuid_exits_in_a_row_are_answered_on_the_fast_path(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, cpuid_loop_guest())?;
+    let values = LEAF_80000002;
+    let mut vcpu = vcpu_with_leaf_80000002(&vm)?;
+    let [eax, ebx, ecx] = vcpu.sync()?;
+    let [edx, differing, _] = vcpu.sync()?;
+    check_eq_hex!(eax, u64::from(values[0]));
+    check_eq_hex!(ebx, u64::from(values[1]));
+    check_eq_hex!(ecx, u64::from(values[2]));
+    check_eq_hex!(edx, u64::from(values[3]));
+    check_eq!(differing, 0u64, "answers unlike the first");
+    vcpu.done()?;
+    if !ctx.is_rkvm() {
+        ksft::skip!("fastpath_exits is rkvm's own counter (KVM answers CPUID the long way)");
+    }
+    let fast = ctx
+        .vm_stat(&vm.vm, "fastpath_exits")
+        .map_err(Status::Fail)?;
+    let exits = ctx.vm_stat(&vm.vm, "exits").map_err(Status::Fail)?;
+    if cpu::gives_the_next_rip() {
+        check_eq!(fast, 1000u64, "CPUID exits answered on the fast path");
+        check!(
+            exits >= 1003,
+            "exits {exits}: the fast path's are counted too"
+        );
+        Ok(())
+    } else {
+        check_eq!(
+            fast,
+            0u64,
+            "fast-path exits without a next RIP from the CPU"
+        );
+        ksft::skip!("this CPU gives no next RIP (SVM without NRIPS): every CPUID went the long way")
+    }
+}
+
+guest! {
+    /// CPUID forever, with interrupts on.
+    fn cpuid_spin_guest;
+    ".code64",
+    "sti",
+    "1: xor %eax, %eax",
+    "cpuid",
+    "jmp 1b",
+}
+
+/// A guest executing CPUID in a loop, each answered in the kernel (on
+/// rkvm's fast path where the CPU gives the next RIP), is still stopped by
+/// a signal: KVM_RUN fails with EINTR, exit KVM_EXIT_INTR.
+fn signal_stops_a_guest_looping_on_cpuid(ctx: &Ctx) -> TestResult {
+    let vm = GuestVm::new(ctx, Mode::Long, cpuid_spin_guest())?;
+    let vcpu = vm.add_vcpu(0)?;
+    let (r, reason) = stop_a_looping_guest(vcpu)?;
+    check_errno!(
+        r,
+        libc::EINTR,
+        "KVM_RUN of a guest looping on CPUID, signalled"
+    );
+    check_eq!(reason, KVM_EXIT_INTR);
+    Ok(())
 }
 
 // ---- MSRs ----
@@ -5315,6 +5432,7 @@ fn main() -> ExitCode {
             vmrun_refusing_the_state_is_kvm_exit_fail_entry,
             efer_lme_without_paging_is_legacy_protected_mode,
             cpuid_is_answered_from_the_set_cpuid2_table,
+            cpuid_exits_in_a_row_are_answered_on_the_fast_path,
             msrs_written_by_the_guest_read_back_in_guest_and_host,
             mtrrcap_read_by_the_guest_matches_the_host,
             unknown_msr_raises_gp_in_the_guest,
@@ -5322,6 +5440,7 @@ fn main() -> ExitCode {
             pae_paging_with_a_reserved_pdpte_bit_is_gp,
             pae_cr4_writes_reload_the_pdptes_only_for_their_bits,
             signal_stops_a_looping_guest_with_eintr,
+            signal_stops_a_guest_looping_on_cpuid,
             sigkill_ends_a_process_looping_in_kvm_run,
             a_refused_entry_leaves_the_next_guest_interruptible,
             immediate_exit_returns_eintr_without_running,
