@@ -126,6 +126,24 @@ pub(crate) struct GuestRegs<'a> {
     pub(crate) msrs: &'a mut MsrFile,
 }
 
+impl GuestRegs<'_> {
+    /// The same registers, lent for a shorter while.
+    pub(crate) fn reborrow(&mut self) -> GuestRegs<'_> {
+        GuestRegs {
+            regs: self.regs,
+            sregs: self.sregs,
+            msrs: self.msrs,
+        }
+    }
+}
+
+/// What a vendor vCPU asks after each exit, with the guest's context still
+/// loaded (interrupts off; on VMX, in VMX operation with the vCPU's VMCS
+/// current): the next entry, if common code answered the exit and wants
+/// the guest entered again at once (its fast path, run/fastpath.rs), or
+/// `None` to have the exit returned.
+pub(crate) type Reenter<'a> = &'a mut dyn FnMut(&mut GuestRegs<'_>, &ExitInfo) -> Option<Entry>;
+
 /// A port I/O instruction that exited. APM Vol. 2 15.10.2; SDM Vol. 3C
 /// 28.2.1 Table 28-5.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,12 +277,16 @@ pub(crate) struct InsnBytes {
 
 /// The vendor half of a vCPU.
 pub(crate) trait VendorVcpu: Send {
-    /// Loads `guest`, enters the guest once, and stores the registers back
-    /// into `guest` when it exits.
+    /// Loads `guest`, enters the guest, and stores the registers back into
+    /// `guest` when it exits; then asks `reenter` whether to enter again
+    /// with a new entry (the registers as `reenter` left them) before
+    /// returning, and returns the first exit `reenter` does not answer.
+    /// Entering again, a backend keeps what it can of the last entry: VMX
+    /// stays in VMX operation with the VMCS current and resumes it.
     ///
     /// Called with interrupts disabled and inside a kernel FPU section
     /// holding the guest's FPU state, so that the caller stays on one CPU.
-    fn run(&mut self, guest: GuestRegs<'_>, entry: &Entry) -> ExitInfo;
+    fn run(&mut self, guest: GuestRegs<'_>, entry: &Entry, reenter: Reenter<'_>) -> ExitInfo;
 }
 
 impl kernel::fmt::Display for dyn Backend {

@@ -577,7 +577,7 @@ fn enter(
     // injection was decided makes the loop go round and decide again.
     let kicked = run.irq.as_ref().is_some_and(|l| l.apic.entering(Some(cpu)));
     let (nmi_blocked, intercept_iret) = run.nmi.entry_flags(inject);
-    let mut entry = Entry {
+    let entry = Entry {
         nmi_blocked,
         intercept_iret,
         nmi_window,
@@ -595,56 +595,47 @@ fn enter(
         single_step,
         dr7: breakpoints.map_or(DR7_RESET, |h| h.dr7),
     };
-    let mut kicked = kicked;
-    let info = loop {
-        if kicked || cpu::signal_pending() || cpu::need_resched() || !backend::entries_allowed() {
-            break None;
+    if kicked || cpu::signal_pending() || cpu::need_resched() || !backend::entries_allowed() {
+        vcpu.set_running_on(None);
+        if let Some(link) = run.irq.as_ref() {
+            link.apic.entering(None);
         }
-        cpu::guest_enter_rcu_quiescent(&irqs);
-        let info = run.hw.run(
-            GuestRegs {
-                regs: &mut *regs,
-                sregs: &mut *sregs,
-                msrs: &mut *msrs,
-            },
-            &entry,
-        );
-        run.reload_pdptrs = false;
-        let parts = fastpath::Parts {
-            regs: &mut *regs,
-            sregs: &*sregs,
-            msrs: &*msrs,
-            cpuid: &cpuid[..],
-            xcr0,
-            irq: run.irq.as_ref(),
-            kvmclock_written: run.kvmclock_written,
-        };
-        if !fast || !fastpath::answer(vm, parts, &info) {
-            break Some(info);
-        }
-        // Answered: what the long way does after an exit it handled (the
-        // exit ended any interrupt shadow), then the next entry, which has
-        // nothing left to flush or load, and reads the mappings'
-        // generation again.
-        vm.stats.count_exit(&info.exit);
-        run.stats.count_exit(&info.exit);
-        vm.stats.fastpath_exits.add(1);
+        return None;
+    }
+    cpu::guest_enter_rcu_quiescent(&irqs);
+    // After each exit the backend asks the fast path (run/fastpath.rs)
+    // whether to enter again at once.
+    let mut fast_path = fastpath::FastPath {
+        enabled: fast,
+        vm,
+        cpuid,
+        xcr0,
+        irq: run.irq.as_ref(),
+        kvmclock_written: run.kvmclock_written,
+        stats: &run.stats,
+        irqs: &irqs,
+        next: entry,
+        answered: 0,
+        answered_last: false,
+    };
+    let info = run.hw.run(
+        GuestRegs { regs, sregs, msrs },
+        &entry,
+        &mut |guest, info| fast_path.after_exit(guest, info),
+    );
+    run.reload_pdptrs = false;
+    if fast_path.answered > 0 {
+        // What the long way does after an exit it handled.
         run.has_run = true;
         run.flush_tlb = false;
         run.interrupt_shadow = false;
-        entry.flush_tlb = false;
-        entry.interrupt_shadow = false;
-        entry.pdptrs = None;
-        entry.mapping_generation = vm
-            .mapping_generation
-            .load(core::sync::atomic::Ordering::SeqCst);
-        kicked = run.irq.as_ref().is_some_and(|l| l.apic.kicked());
-    };
+    }
     vcpu.set_running_on(None);
     if let Some(link) = run.irq.as_ref() {
         link.apic.entering(None);
     }
-    info
+    // An exit the fast path answered is not handled again.
+    (!fast_path.answered_last).then_some(info)
 }
 
 /// The four PDPTEs at CR3 when the guest uses PAE paging (CR0.PG, CR4.PAE,

@@ -8,7 +8,7 @@ use super::asid::{Flush, VcpuAsid};
 use super::vmcb::{self, event, exit, int_ctl, intercept1, intercept2, intercept3, Vmcb};
 use super::SvmShared;
 use crate::backend::{
-    Entry, Event, Exit, ExitInfo, GuestRegs, InsnBytes, IoExit, RawExit, VendorVcpu,
+    Entry, Event, Exit, ExitInfo, GuestRegs, InsnBytes, IoExit, RawExit, Reenter, VendorVcpu,
 };
 use crate::sys::cpu::this_cpu;
 use crate::sys::mem::{kmalloc_phys, page_phys};
@@ -400,7 +400,26 @@ fn interrupted_event(info: u32, err: u32) -> Option<Event> {
 }
 
 impl VendorVcpu for SvmVcpu {
-    fn run(&mut self, mut guest: GuestRegs<'_>, entry: &Entry) -> ExitInfo {
+    /// SVM keeps nothing loaded between entries that an entry right after
+    /// an exit could reuse: each is a whole VMRUN.
+    fn run(&mut self, mut guest: GuestRegs<'_>, entry: &Entry, reenter: Reenter<'_>) -> ExitInfo {
+        let mut entry = *entry;
+        loop {
+            let info = self.run_once(guest.reborrow(), &entry);
+            if matches!(info.exit, Exit::InvalidState(_)) {
+                return info;
+            }
+            match reenter(&mut guest, &info) {
+                Some(next) => entry = next,
+                None => return info,
+            }
+        }
+    }
+}
+
+impl SvmVcpu {
+    /// One VMRUN: loads `guest`, enters, stores the registers back.
+    fn run_once(&mut self, mut guest: GuestRegs<'_>, entry: &Entry) -> ExitInfo {
         self.load(&guest, entry);
         self.prepare_events(entry);
         let cpu = this_cpu();

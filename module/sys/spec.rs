@@ -115,6 +115,10 @@ impl EntryFlags {
     pub(crate) const UNTRAIN_RET: u64 = 1 << 3;
     /// Call `rkvm_clear_bhb` after the exit (BHI).
     pub(crate) const CLEAR_BHB: u64 = 1 << 4;
+    /// VMX only: enter with VMRESUME, not VMLAUNCH (the VMCS was launched
+    /// and has not been cleared since). Not a speculation step: the world
+    /// switch reads it from the same word.
+    pub(crate) const RESUME: u64 = 1 << 5;
 
     pub(crate) fn of(plan: &Plan) -> Self {
         let mut f = 0;
@@ -133,6 +137,15 @@ impl EntryFlags {
             f |= Self::CLEAR_BHB;
         }
         EntryFlags(f)
+    }
+
+    /// These flags, entering with VMRESUME if `resume`.
+    pub(crate) fn resuming(self, resume: bool) -> Self {
+        if resume {
+            EntryFlags(self.0 | Self::RESUME)
+        } else {
+            self
+        }
     }
 }
 

@@ -325,13 +325,18 @@ impl CurrentVmcs<'_> {
         check(failed, invalid)
     }
 
-    /// Enters the guest with VMLAUNCH and returns at its next VM exit
-    /// (`Ok`), or at once if VMLAUNCH failed (`Err`: an invalid control or
-    /// host-state field; invalid *guest* state is a VM exit with bit 31 of
-    /// the exit reason set, and so `Ok`).
+    /// Enters the guest with VMLAUNCH, or VMRESUME if `flags` has
+    /// [`EntryFlags::RESUME`], and returns at its next VM exit (`Ok`), or at
+    /// once if the instruction failed (`Err`: an invalid control or
+    /// host-state field, or a launch state that does not fit the
+    /// instruction; invalid *guest* state is a VM exit with bit 31 of the
+    /// exit reason set, and so `Ok`).
     ///
-    /// The VMCS is always launched, never resumed: rkvm VMCLEARs it after
-    /// every exit (see `vmx/mod.rs`), which makes its launch state "clear".
+    /// A VMCS is launched at its first entry after VMPTRLD, since rkvm
+    /// VMCLEARs it when it leaves VMX operation (see `vmx/mod.rs`), which
+    /// makes its launch state "clear"; it is resumed only by entries that
+    /// follow an exit without leaving VMX operation (the fast path,
+    /// run/fastpath.rs). SDM Vol. 3C 25.11.3, 31.3.
     /// The block writes HOST_RSP and HOST_RIP itself, since only it knows
     /// the stack pointer at the entry and the address where exits land.
     /// A VM exit loads the host's CR0/3/4, RSP, RIP, segment selectors,
@@ -346,7 +351,7 @@ impl CurrentVmcs<'_> {
     /// use.
     ///
     /// `flags` adds the speculation steps of `crate::spec::Plan` that belong
-    /// inside the switch: VERW right before VMLAUNCH, and the RSB fill,
+    /// inside the switch: VERW right before the entry, and the RSB fill,
     /// return untraining and branch history clearing before the first `ret`
     /// after the exit ([`after_exit_and_pop_flags`]).
     pub(crate) unsafe fn launch(
@@ -392,11 +397,19 @@ impl CurrentVmcs<'_> {
                 "mov r14, [rdi + {r14}]",
                 "mov r15, [rdi + {r15}]",
                 "mov rdi, [rdi + {rdi}]",
-                // Clear CPU buffers as late as possible (memory-operand VERW).
+                // Clear CPU buffers as late as possible (memory-operand VERW). Which
+                // instruction enters goes into CF first: BT leaves ZF from the TEST, and
+                // VERW changes only ZF.
                 "test qword ptr [rsp + 24], {verw}",
+                "bt qword ptr [rsp + 24], {resume_bit}",
                 "jz 5f",
                 "verw word ptr [rip + {verw_sel}]",
                 "5:",
+                "jnc 6f",
+                "vmresume",
+                // VMRESUME fell through: it failed, and nothing ran.
+                "jmp 3f",
+                "6:",
                 "vmlaunch",
                 // VMLAUNCH fell through: it failed, with CF (VMfailInvalid) or ZF
                 // (VMfailValid) set, and nothing ran. The jump is conditional so that the
@@ -448,6 +461,7 @@ impl CurrentVmcs<'_> {
                 "pop rbp",
                 after_exit_and_pop_flags!(),
                 verw = const EntryFlags::VERW,
+                resume_bit = const EntryFlags::RESUME.trailing_zeros(),
                 rsb_full = const EntryFlags::RSB_FULL,
                 rsb_one = const EntryFlags::RSB_ONE,
                 untrain_ret = const EntryFlags::UNTRAIN_RET,

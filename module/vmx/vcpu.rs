@@ -33,7 +33,9 @@ use super::vmcs::{
 };
 use super::{VmxRegion, VmxShared};
 use crate::abi::{kvm_dtable, kvm_segment};
-use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, RawExit, VendorVcpu};
+use crate::backend::{
+    Entry, Event, Exit, ExitInfo, GuestRegs, IoExit, RawExit, Reenter, VendorVcpu,
+};
 use crate::spec::L1dFlush;
 use crate::sys::cpu::{self, this_cpu};
 use crate::sys::mem::kmalloc_phys;
@@ -999,6 +1001,7 @@ impl VmxVcpu {
         guest: &mut GuestRegs<'_>,
         entry: &Entry,
         cpu: u32,
+        resume: bool,
     ) -> Vmx<(ExitInfo, Option<HostEvent>)> {
         if !self.initialized {
             self.initialize(v)?;
@@ -1031,7 +1034,7 @@ impl VmxVcpu {
         // that saved the same); the controls intercept interrupts, NMIs, I/O,
         // MSRs, CR8, debug registers and the instructions that reach host resources; the
         // EPT maps only pinned pages of the VM's slots.
-        let launched = unsafe { v.launch(&mut self.gprs, EntryFlags::of(spec)) };
+        let launched = unsafe { v.launch(&mut self.gprs, EntryFlags::of(spec).resuming(resume)) };
         if spec.ibpb_after_exit {
             crate::sys::spec::ibpb();
         }
@@ -1090,7 +1093,7 @@ fn exit_only(exit: Exit) -> ExitInfo {
 }
 
 impl VendorVcpu for VmxVcpu {
-    fn run(&mut self, mut guest: GuestRegs<'_>, entry: &Entry) -> ExitInfo {
+    fn run(&mut self, mut guest: GuestRegs<'_>, entry: &Entry, reenter: Reenter<'_>) -> ExitInfo {
         let cpu = this_cpu();
         let Some(region) = self.shared.vmxon_region(cpu) else {
             return exit_only(Exit::Unhandled(u64::MAX - 1));
@@ -1112,7 +1115,24 @@ impl VendorVcpu for VmxVcpu {
         // SAFETY: The VMCS page is this vCPU's, lives as long as it, and is not active on
         // any CPU: every `CurrentVmcs` is VMCLEARed when dropped, before VMXOFF.
         let result = match unsafe { on.load(vmcs_pa) } {
-            Ok(mut v) => self.enter(&on, &mut v, &mut guest, entry, cpu),
+            // The first entry launches the VMCS; entries that `reenter` asks for
+            // after an exit resume it, still current.
+            Ok(mut v) => {
+                let mut entry = *entry;
+                let mut resume = false;
+                loop {
+                    match self.enter(&on, &mut v, &mut guest, &entry, cpu, resume) {
+                        Ok((info, None)) if !matches!(info.exit, Exit::InvalidState(_)) => {
+                            match reenter(&mut guest, &info) {
+                                Some(next) => entry = next,
+                                None => break Ok((info, None)),
+                            }
+                            resume = true;
+                        }
+                        other => break other,
+                    }
+                }
+            }
             Err(error) => Err(Failure {
                 what: "VMPTRLD",
                 error,
