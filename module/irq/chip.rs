@@ -31,7 +31,7 @@
 
 use super::delivery::{DeliveryMode, Message, Msi};
 use super::ioapic::{entry as ioapic_entry, Ioapic, IoapicState, Source, PINS};
-use super::lapic::{self, Effect, Lapic};
+use super::lapic::{self, Effect, Lapic, Summary};
 use super::pic::{ChipState, Pic};
 use super::routing::{Routing, Target};
 use crate::abi;
@@ -249,7 +249,7 @@ impl Irqchip {
         let mut taken = 0;
         for apic in apics.iter() {
             let accepted = {
-                let mut l = apic.lapic.lock();
+                let mut l = apic.lock_lapic();
                 l.is_destination(&m.dest)
                     && match m.mode {
                         // A level-triggered de-assert message carries no interrupt (KVM's
@@ -301,7 +301,7 @@ impl Irqchip {
             if !to(apic.hv_vp_index.load(Ordering::SeqCst)) {
                 continue;
             }
-            if apic.lapic.lock().accept_fixed(vector, false) {
+            if apic.lock_lapic().accept_fixed(vector, false) {
                 apic.kick();
             }
         }
@@ -799,6 +799,40 @@ pub(crate) struct VcpuApic {
     /// senders on other threads ([`Irqchip::send_hv_ipi`]). `u32::MAX`
     /// until the VM gives the vCPU its index.
     hv_vp_index: AtomicU32,
+    /// [`Lapic::summary`] as the APIC was when its lock was last released
+    /// ([`LapicGuard`]), for the run loop to read without the lock before
+    /// every entry ([`VcpuApic::summary`]).
+    summary: AtomicU32,
+}
+
+/// The local APIC, locked. Releasing it first records the APIC's
+/// [`Summary`] for lock-free readers: every change to the APIC is made
+/// through one of these, so the word is never older than the last release.
+struct LapicGuard<'a> {
+    guard: kernel::sync::lock::Guard<'a, Lapic, kernel::sync::lock::spinlock::SpinLockIrqBackend>,
+    summary: &'a AtomicU32,
+}
+
+impl core::ops::Deref for LapicGuard<'_> {
+    type Target = Lapic;
+
+    fn deref(&self) -> &Lapic {
+        &self.guard
+    }
+}
+
+impl core::ops::DerefMut for LapicGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Lapic {
+        &mut self.guard
+    }
+}
+
+impl Drop for LapicGuard<'_> {
+    fn drop(&mut self) {
+        // Still under the lock (the guard field is dropped after this).
+        self.summary
+            .store(self.guard.summary().to_word(), Ordering::SeqCst);
+    }
 }
 
 /// A set of vectors, changed and read without a lock.
@@ -834,7 +868,7 @@ impl HrTimerCallback for VcpuApic {
     /// its next period.
     fn run(this: ArcBorrow<'_, Self>, mut ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
         let (fired, period) = {
-            let mut l = this.lapic.lock();
+            let mut l = this.lock_lapic();
             let fired = l.timer_expired(cpu::now_ns());
             (fired, l.timer_period_ns())
         };
@@ -873,6 +907,7 @@ impl VcpuApic {
     ) -> Result<Arc<Self>> {
         let mut lapic = Lapic::with_bsp(vcpu_id, bsp, tsc_deadline);
         lapic.set_bus_cycle_ns(bus_cycle_ns);
+        let summary = lapic.summary().to_word();
         Arc::pin_init(
             pin_init!(VcpuApic {
                 stats,
@@ -888,6 +923,7 @@ impl VcpuApic {
                 bsp,
                 stale_eoi: VectorSet::new(),
                 hv_vp_index: AtomicU32::new(u32::MAX),
+                summary: AtomicU32::new(summary),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -904,7 +940,7 @@ impl VcpuApic {
         self.kicked.store(true, Ordering::SeqCst);
         // Taking the lock orders the wake-up after a halting vCPU's check of
         // what it waits for (`halt`), even for changes made outside the lock.
-        drop(self.lapic.lock());
+        drop(self.lock_lapic());
         self.wake.notify_all();
         if let Ok(cpu) = u32::try_from(self.running_on.load(Ordering::SeqCst)) {
             cpu::kick_async(cpu);
@@ -994,7 +1030,25 @@ impl VcpuApic {
 
     /// Runs `f` on the local APIC, under its lock.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Lapic) -> R) -> R {
-        f(&mut self.lapic.lock())
+        f(&mut self.lock_lapic())
+    }
+
+    /// Locks the local APIC (see [`LapicGuard`]).
+    fn lock_lapic(&self) -> LapicGuard<'_> {
+        LapicGuard {
+            guard: self.lapic.lock(),
+            summary: &self.summary,
+        }
+    }
+
+    /// The APIC's [`Summary`] as of the last release of its lock, read
+    /// without taking it: the run loop's check before every entry, so that
+    /// an entry with nothing requested and the TPR unchanged takes no lock
+    /// (KVM reads its APIC's request bits without a lock the same way).
+    /// A request that arrives after this read kicks the vCPU, as any
+    /// does (see the module documentation).
+    pub(crate) fn summary(&self) -> Summary {
+        Summary::from_word(self.summary.load(Ordering::SeqCst))
     }
 
     /// HLT with the in-kernel APIC: sleeps until `ready` says the vCPU
@@ -1002,12 +1056,12 @@ impl VcpuApic {
     /// under the APIC's lock, so a kick between the check and the sleep
     /// is not lost.
     pub(crate) fn halt(&self, mut ready: impl FnMut(&Lapic) -> bool) -> bool {
-        let mut guard = self.lapic.lock();
+        let mut guard = self.lock_lapic();
         loop {
             if ready(&guard) {
                 return true;
             }
-            if self.wake.wait_interruptible(&mut guard) {
+            if self.wake.wait_interruptible(&mut guard.guard) {
                 return false;
             }
         }
@@ -1018,7 +1072,7 @@ impl VcpuApic {
     pub(crate) fn rearm_timer(self: &Arc<Self>, slot: &mut Option<TimerHandle>) {
         // Dropping the handle cancels the timer and waits for a running callback.
         drop(slot.take());
-        let deadline = self.lapic.lock().timer_deadline();
+        let deadline = self.lock_lapic().timer_deadline();
         if let Some(deadline) = deadline {
             let delay = deadline.saturating_sub(cpu::now_ns());
             let delay = Delta::from_nanos(delay.min(i64::MAX as u64) as i64);
@@ -1055,7 +1109,7 @@ impl VcpuApic {
     /// `KVM_GET_LAPIC`; `ids32`: an x2APIC's ID as is
     /// (`KVM_X2APIC_API_USE_32BIT_IDS`), else in the xAPIC position.
     pub(crate) fn get_state(&self, ids32: bool) -> [u8; 1024] {
-        let regs = self.lapic.lock().state(cpu::now_ns(), ids32);
+        let regs = self.lock_lapic().state(cpu::now_ns(), ids32);
         lapic::regs_to_bytes(&regs)
     }
 
@@ -1069,7 +1123,7 @@ impl VcpuApic {
         timer: &mut Option<TimerHandle>,
     ) -> Result {
         let regs = lapic::regs_from_bytes(bytes);
-        if !self.lapic.lock().set_state(&regs, cpu::now_ns(), ids32) {
+        if !self.lock_lapic().set_state(&regs, cpu::now_ns(), ids32) {
             return Err(EINVAL);
         }
         self.rearm_timer(timer);

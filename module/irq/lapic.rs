@@ -202,6 +202,32 @@ struct Timer {
     period_ns: u64,
 }
 
+/// The part of an APIC's state the run loop needs before every entry,
+/// packed into a word that can be read without the APIC's lock: whether
+/// any vector is requested (IRR not empty: without one nothing can be
+/// pending), whether LINT0 takes the PIC's interrupts, and the TPR.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Summary {
+    pub(crate) requests: bool,
+    pub(crate) accepts_pic: bool,
+    pub(crate) tpr: u8,
+}
+
+impl Summary {
+    /// The word: TPR in bits 7:0, `requests` in bit 8, `accepts_pic` in 9.
+    pub(crate) fn to_word(self) -> u32 {
+        u32::from(self.tpr) | u32::from(self.requests) << 8 | u32::from(self.accepts_pic) << 9
+    }
+
+    pub(crate) fn from_word(w: u32) -> Self {
+        Summary {
+            requests: w & (1 << 8) != 0,
+            accepts_pic: w & (1 << 9) != 0,
+            tpr: w as u8,
+        }
+    }
+}
+
 /// One local APIC.
 #[derive(Clone, Debug)]
 pub(crate) struct Lapic {
@@ -505,6 +531,16 @@ impl Lapic {
     /// The vector the APIC would deliver to the processor now: the highest
     /// in IRR whose priority class is above the PPR's. SDM Vol. 3A
     /// 11.8.3.
+    /// What the run loop looks at before every entry, in one word that
+    /// the vCPU's APIC keeps beside its lock ([`Summary`]).
+    pub(crate) fn summary(&self) -> Summary {
+        Summary {
+            requests: self.highest(reg::IRR).is_some(),
+            accepts_pic: self.accepts_pic_interrupts(),
+            tpr: self.tpr(),
+        }
+    }
+
     pub(crate) fn pending(&self) -> Option<u8> {
         if !self.enabled {
             return None;

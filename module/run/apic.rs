@@ -126,9 +126,17 @@ impl IrqLink {
 
     /// A PIC interrupt waits for this vCPU and LINT0 takes it (KVM's
     /// `kvm_cpu_has_extint`): the in-kernel PIC's output, for the BSP, or
-    /// the vector `KVM_INTERRUPT` left with a split irqchip.
-    fn extint_waits(&self, l: &lapic::Lapic) -> bool {
-        l.accepts_pic_interrupts()
+    /// the vector `KVM_INTERRUPT` left with a split irqchip. Without the
+    /// APIC's lock (its [`Summary`](crate::irq::lapic::Summary)).
+    fn extint_waits(&self) -> bool {
+        self.extint_waits_if(self.apic.summary().accepts_pic)
+    }
+
+    /// [`Self::extint_waits`], given whether LINT0 takes the PIC's
+    /// interrupts (`accepts_pic`, read under the lock by a caller holding
+    /// it).
+    fn extint_waits_if(&self, accepts_pic: bool) -> bool {
+        accepts_pic
             && if self.chip.is_split() {
                 self.extint.is_some()
             } else {
@@ -205,7 +213,7 @@ impl IrqLink {
     /// Whether the vCPU has an interrupt it would take with `if_set`: from
     /// its APIC, or from the PIC through LINT0.
     fn wakes(&self, l: &lapic::Lapic, if_set: bool) -> bool {
-        if_set && (l.pending().is_some() || self.extint_waits(l))
+        if_set && (l.pending().is_some() || self.extint_waits_if(l.accepts_pic_interrupts()))
     }
 }
 
@@ -224,12 +232,15 @@ pub(super) fn sync_tpr(vm: &Vm, state: &mut ArchState) {
     }
     let cr8 = state.sregs.cr8 & 0xf;
     let changed = cr8 != link.cr8_seen;
-    let tpr = link.apic.with(|l| {
-        if changed {
+    // Unchanged, the TPR is read without the APIC's lock.
+    let tpr = if changed {
+        link.apic.with(|l| {
             l.set_tpr((cr8 << 4) as u8);
-        }
-        l.tpr()
-    });
+            l.tpr()
+        })
+    } else {
+        link.apic.summary().tpr
+    };
     state.sregs.cr8 = u64::from(tpr >> 4);
     link.cr8_seen = state.sregs.cr8;
 }
@@ -289,7 +300,12 @@ pub(super) fn pick_interrupt(state: &mut ArchState) -> bool {
         return false;
     };
     let take = interruptible && !busy;
-    let pic_waits = |link: &IrqLink| link.apic.with(|l| link.extint_waits(l));
+    // Without the APIC's lock, what is true before most entries: no vector
+    // is requested, and no ExtINT waits.
+    if !link.apic.summary().requests && !link.extint_waits() {
+        return false;
+    }
+    let pic_waits = |link: &IrqLink| link.extint_waits();
     if pic_waits(link) {
         if !take {
             return true;

@@ -133,7 +133,21 @@ fn bench_vm(
     code: &[u8],
     edit: impl FnOnce(&mut kvm_regs),
 ) -> Result<(GuestVm, Vcpu, RunMapping), Failure> {
+    bench_vm_with(args, code, false, edit)
+}
+
+/// [`bench_vm`], with the in-kernel irqchip (`KVM_CREATE_IRQCHIP`: local
+/// APIC, IOAPIC, PIC) if `irqchip`, as a VM that boots an OS has it.
+fn bench_vm_with(
+    args: &BenchArgs,
+    code: &[u8],
+    irqchip: bool,
+    edit: impl FnOnce(&mut kvm_regs),
+) -> Result<(GuestVm, Vcpu, RunMapping), Failure> {
     let gvm = create_vm(open_device(&args.device)?, LOW_MEM)?;
+    if irqchip {
+        gvm.vm.create_irqchip().map_err(env)?;
+    }
     gvm.mem
         .write(usize::try_from(CODE).unwrap_or(0), code)
         .map_err(env)?;
@@ -174,15 +188,17 @@ enum Want {
     Hlt,
 }
 
-/// An exit benchmark: `iterations` KVM_RUNs, each ending in `want`.
+/// An exit benchmark: `iterations` KVM_RUNs, each ending in `want`, in a
+/// VM with the in-kernel irqchip if `irqchip`.
 fn exit_bench(
     args: &BenchArgs,
     name: &str,
     code: &[u8],
     want: Want,
     iterations: u64,
+    irqchip: bool,
 ) -> Result<Result1, Failure> {
-    let (_gvm, vcpu, mut run) = bench_vm(args, code, |r| r.rdi = MMIO_GPA)?;
+    let (_gvm, vcpu, mut run) = bench_vm_with(args, code, irqchip, |r| r.rdi = MMIO_GPA)?;
     // Warm up: the first entries map the code's and the stack's pages.
     for _ in 0..10 {
         run_expect(&vcpu, &mut run, want)?;
@@ -409,6 +425,7 @@ fn touch_bench(args: &BenchArgs, name: &str, size: usize) -> Result<Result1, Fai
 fn meaning(name: &str) -> &'static str {
     match name {
         "pio_exit" => "OUT: exit to userspace and back",
+        "pio_irqchip_exit" => "OUT, in-kernel irqchip: exit to userspace and back",
         "cpuid_exit" => "CPUID: exit handled in the kernel",
         "mmio_exit" => "MMIO store: decode, exit to userspace, back",
         "hlt_exit" => "HLT: exit to userspace and back",
@@ -467,7 +484,22 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<(), Failure> {
         results.push(r);
         Ok(())
     };
-    step(exit_bench(args, "pio_exit", pio_loop(), Want::Out(0x80), n))?;
+    step(exit_bench(
+        args,
+        "pio_exit",
+        pio_loop(),
+        Want::Out(0x80),
+        n,
+        false,
+    ))?;
+    step(exit_bench(
+        args,
+        "pio_irqchip_exit",
+        pio_loop(),
+        Want::Out(0x80),
+        n,
+        true,
+    ))?;
     step(cpuid_bench(args, n * 10))?;
     step(exit_bench(
         args,
@@ -475,8 +507,16 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<(), Failure> {
         mmio_loop(),
         Want::MmioWrite,
         n,
+        false,
     ))?;
-    step(exit_bench(args, "hlt_exit", hlt_loop(), Want::Hlt, n))?;
+    step(exit_bench(
+        args,
+        "hlt_exit",
+        hlt_loop(),
+        Want::Hlt,
+        n,
+        false,
+    ))?;
     step(slot_bench(args, 1 << 30, if args.quick { 5 } else { 20 }))?;
     step(touch_bench(
         args,

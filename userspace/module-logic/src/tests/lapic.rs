@@ -4,7 +4,7 @@
 
 use crate::irq::delivery::{DeliveryMode, Destination, Message, Msi, Receiver, Shorthand};
 use crate::irq::lapic::{
-    bus_cycle_ns_valid, reg, tsc_deadline_ns, x2apic_ldr, Effect, Gp, Lapic, TimerMode,
+    bus_cycle_ns_valid, reg, tsc_deadline_ns, x2apic_ldr, Effect, Gp, Lapic, Summary, TimerMode,
     MIN_PERIOD_NS, MSR_TSC_DEADLINE, VERSION, X2APIC_MSR_FIRST,
 };
 
@@ -88,6 +88,42 @@ fn tpr_masks_classes_up_to_its_own_and_cr8_is_its_high_nibble() {
     write(&mut a, reg::TPR, 0x1234_5667);
     assert_eq!(read(&a, reg::TPR), 0x67);
     assert_eq!(a.tpr(), 0x67);
+}
+
+/// The summary the run loop reads without the lock follows IRR (any vector
+/// requested, masked or not), LINT0's ExtINT and the TPR, and survives its
+/// packing into a word.
+#[test]
+fn the_lock_free_summary_follows_irr_lint0_and_the_tpr() {
+    let mut a = enabled(0);
+    // LINT0 starts as the PIC's virtual wire (ExtINT, unmasked).
+    let s = a.summary();
+    assert_eq!((s.requests, s.accepts_pic, s.tpr), (false, true, 0));
+    a.accept_fixed(0x55, false);
+    a.set_tpr(0x60);
+    write(&mut a, reg::LVT_LINT0, 0x1_0700);
+    let s = a.summary();
+    assert!(s.requests, "0x55 is requested, though the TPR masks it");
+    assert_eq!(a.pending(), None);
+    assert_eq!((s.accepts_pic, s.tpr), (false, 0x60), "LINT0 masked");
+    assert_eq!(Summary::from_word(s.to_word()), s);
+    a.set_tpr(0);
+    a.acknowledge(0x55);
+    assert!(!a.summary().requests, "IRR empty once the vector is taken");
+    for s in [
+        Summary {
+            requests: true,
+            accepts_pic: false,
+            tpr: 0xff,
+        },
+        Summary {
+            requests: false,
+            accepts_pic: true,
+            tpr: 0x01,
+        },
+    ] {
+        assert_eq!(Summary::from_word(s.to_word()), s);
+    }
 }
 
 #[test]
