@@ -663,11 +663,18 @@ impl Vm {
     /// reads as the guest would (its instructions, its page tables, string
     /// I/O), in the address space it sees.
     pub(crate) fn read_guest_in(&self, space: Space, gpa: u64, buf: &mut [u8]) -> Option<()> {
-        let place = self.guest_uaddr(space, gpa, buf.len(), false)?;
-        UserSlice::new(UserPtr::from_addr(place.uaddr), buf.len())
-            .reader()
-            .read_slice(buf)
-            .ok()
+        self.guest_reader(space).read(gpa, buf)
+    }
+
+    /// A reader of guest memory in address space `space` for a run of
+    /// reads (a page walk and the instruction it leads to): see
+    /// [`GuestReader`].
+    pub(crate) fn guest_reader(&self, space: Space) -> GuestReader<'_> {
+        GuestReader {
+            vm: self,
+            space,
+            last: None,
+        }
     }
 
     /// Copies `buf` into guest-physical memory at `gpa`; `None` also for a
@@ -1572,6 +1579,46 @@ struct GuestPlace {
     uaddr: usize,
     slot: u16,
     offset: u64,
+}
+
+/// Reads guest memory for the work of one exit, remembering the slot of
+/// the last read, so that reads that follow in the same slot (the tables
+/// of a page walk, the instruction bytes after them) do not look it up
+/// under the VM's lock again: a walk and fetch took five locks, each
+/// costly with the kernel's lock debugging, where it now takes one. The
+/// bytes are copied from the VM owner's memory after the lock is released
+/// either way, so a slot changed by another thread during the reads is
+/// read just as [`Vm::read_guest_in`] alone would read it.
+pub(crate) struct GuestReader<'a> {
+    vm: &'a Vm,
+    space: Space,
+    last: Option<Slot>,
+}
+
+impl GuestReader<'_> {
+    /// Copies guest-physical memory at `gpa` into `buf`, all from one
+    /// slot; `None` if no slot holds all of it, or the copy faults.
+    pub(crate) fn read(&mut self, gpa: u64, buf: &mut [u8]) -> Option<()> {
+        let last = gpa.checked_add(buf.len() as u64)?.checked_sub(1)?;
+        let slot = match self.last {
+            Some(s) if s.gpa <= gpa && gpa < s.end() => s,
+            _ => {
+                let s = *self.vm.inner.lock().spaces[self.space.index()]
+                    .slots
+                    .find(gpa)?;
+                self.last = Some(s);
+                s
+            }
+        };
+        if last >= slot.end() {
+            return None;
+        }
+        let uaddr = usize::try_from(slot.uaddr + (gpa - slot.gpa)).ok()?;
+        UserSlice::new(UserPtr::from_addr(uaddr), buf.len())
+            .reader()
+            .read_slice(buf)
+            .ok()
+    }
 }
 
 /// The pins a VM holds on its owner's memory, counted against the owner's

@@ -14,7 +14,7 @@ use crate::abi::{
 use crate::backend::ExitInfo;
 use crate::sys::mem::SharedPage;
 use crate::vcpu::ArchState;
-use crate::vm::Vm;
+use crate::vm::{GuestReader, Vm};
 use crate::x86::decode::{is_prefix, CodeSize, MAX_INSN_LEN};
 use crate::x86::emulate;
 use crate::x86::walk::{Access, Paging, Translation, WalkError};
@@ -40,11 +40,26 @@ pub(super) fn translate(
     linear: u64,
     access: Access,
 ) -> core::result::Result<Translation, WalkError> {
+    translate_with(
+        &mut vm.guest_reader(state.run.smm.space()),
+        state,
+        linear,
+        access,
+    )
+}
+
+/// [`translate`], reading the tables through `reader`.
+fn translate_with(
+    reader: &mut GuestReader<'_>,
+    state: &ArchState,
+    linear: u64,
+    access: Access,
+) -> core::result::Result<Translation, WalkError> {
     let s = &state.sregs;
     let paging = Paging::new(s.cr0, s.cr3, s.cr4, s.efer);
     let mut read = |gpa: u64, size: usize| -> Option<u64> {
         let mut buf = [0u8; 8];
-        vm.read_guest_in(state.run.smm.space(), gpa, &mut buf[..size])?;
+        reader.read(gpa, &mut buf[..size])?;
         Some(u64::from_le_bytes(buf))
     };
     paging.translate(linear, access, &mut read)
@@ -65,6 +80,8 @@ pub(super) fn linear(state: &ArchState, base: u64, offset: u64) -> u64 {
 /// Fetches up to [`MAX_INSN_LEN`] bytes at CS:RIP; returns how many could
 /// be read (they stop at the first unreadable page).
 pub(super) fn fetch(vm: &Vm, state: &ArchState, buf: &mut [u8; MAX_INSN_LEN]) -> usize {
+    // One reader for the walks and the bytes: usually one slot lookup.
+    let mut reader = vm.guest_reader(state.run.smm.space());
     let mut done = 0;
     while done < buf.len() {
         let la = linear(
@@ -77,17 +94,14 @@ pub(super) fn fetch(vm: &Vm, state: &ArchState, buf: &mut [u8; MAX_INSN_LEN]) ->
             user: state.sregs.cs.dpl == 3,
             write: false,
         };
-        let Ok(t) = translate(vm, state, la, fetch) else {
+        let Ok(t) = translate_with(&mut reader, state, la, fetch) else {
             break;
         };
         let gpa = t.gpa;
         // Stay inside the guest page and inside one 4 KiB host page of a slot.
         let in_page = t.bytes_to_page_end().min(0x1000 - (gpa & 0xfff)) as usize;
         let n = in_page.min(buf.len() - done);
-        if vm
-            .read_guest_in(state.run.smm.space(), gpa, &mut buf[done..done + n])
-            .is_none()
-        {
+        if reader.read(gpa, &mut buf[done..done + n]).is_none() {
             break;
         }
         done += n;
