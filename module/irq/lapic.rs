@@ -528,9 +528,6 @@ impl Lapic {
         true
     }
 
-    /// The vector the APIC would deliver to the processor now: the highest
-    /// in IRR whose priority class is above the PPR's. SDM Vol. 3A
-    /// 11.8.3.
     /// What the run loop looks at before every entry, in one word that
     /// the vCPU's APIC keeps beside its lock ([`Summary`]).
     pub(crate) fn summary(&self) -> Summary {
@@ -541,6 +538,9 @@ impl Lapic {
         }
     }
 
+    /// The vector the APIC would deliver to the processor now: the highest
+    /// in IRR whose priority class is above the PPR's. SDM Vol. 3A
+    /// 11.8.3.
     pub(crate) fn pending(&self) -> Option<u8> {
         if !self.enabled {
             return None;

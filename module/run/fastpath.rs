@@ -42,7 +42,7 @@
 //! Every exit answered here is counted as the long way counts it, and in
 //! rkvm's own `fastpath_exits`.
 
-use super::{kvmclock, regs, IrqLink, RunState, RFLAGS_TF};
+use super::{hyperv, kvmclock, regs, IrqLink, RunState, RFLAGS_TF};
 use crate::abi::kvm_cpuid_entry2;
 use crate::backend::{self, Entry, Event, Exit, ExitInfo, GuestRegs};
 use crate::stats::VcpuStats;
@@ -87,7 +87,7 @@ pub(super) struct FastPath<'a> {
     pub(super) next: Entry,
     /// How many exits were answered.
     pub(super) answered: u64,
-    /// The last exit the backend saw was answered: something waiting
+    /// The exit the backend returns was answered here: something waiting
     /// stopped the re-entry, and there is no exit left to handle.
     pub(super) answered_last: bool,
 }
@@ -130,6 +130,10 @@ impl FastPath<'_> {
             .mapping_generation
             .load(core::sync::atomic::Ordering::SeqCst);
         cpu::guest_enter_rcu_quiescent(self.irqs);
+        // The exit that ends this run is another: the backend may return
+        // it without asking (an entry that failed, a host NMI), and then it
+        // must go the long way.
+        self.answered_last = false;
         Some(*next)
     }
 
@@ -164,6 +168,6 @@ impl FastPath<'_> {
     fn housekeeping_due(&self, guest: &GuestRegs<'_>) -> bool {
         self.irq.is_some_and(|l| l.cr8_changed(guest.sregs.cr8))
             || kvmclock::stale(self.vm, guest.msrs, self.kvmclock_written)
-            || self.vm.hyperv_tsc_page_due()
+            || hyperv::tsc_page_stale(self.vm, guest.msrs.tsc_offset)
     }
 }

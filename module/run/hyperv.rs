@@ -148,13 +148,18 @@ fn write_msr(vm: &Vm, space: Space, index: u32, value: u64, host: bool) -> bool 
     })
 }
 
+/// Whether [`update_tsc_page`] has work for a vCPU whose TSC offset is
+/// `tsc_offset` (read without the VM's Hyper-V lock).
+pub(super) fn tsc_page_stale(vm: &Vm, tsc_offset: u64) -> bool {
+    vm.hyperv_tsc_page_due() || vm.hyperv_tsc_page_offset().is_some_and(|o| o != tsc_offset)
+}
+
 /// Before an entry: writes the reference TSC page if it is due, or if it
 /// was written for another TSC offset than this vCPU's (its TSC was set
 /// meanwhile). The VM's Hyper-V lock is taken only then.
 pub(super) fn update_tsc_page(vm: &Vm, state: &ArchState) {
     let tsc_offset = state.msrs.tsc_offset;
-    let moved = vm.hyperv_tsc_page_offset().is_some_and(|o| o != tsc_offset);
-    if !vm.hyperv_tsc_page_due() && !moved {
+    if !tsc_page_stale(vm, tsc_offset) {
         return;
     }
     vm.with_hyperv(|p| {

@@ -1033,7 +1033,9 @@ impl VmxVcpu {
         // CPU's and this task's state, saved just now (written now, or at an earlier entry
         // that saved the same); the controls intercept interrupts, NMIs, I/O,
         // MSRs, CR8, debug registers and the instructions that reach host resources; the
-        // EPT maps only pinned pages of the VM's slots.
+        // EPT maps only pinned pages of the VM's slots. `resume` only when the last entry
+        // launched this VMCS and exited since VMPTRLD (`run`); a wrong choice would only
+        // fail the entry.
         let launched = unsafe { v.launch(&mut self.gprs, EntryFlags::of(spec).resuming(resume)) };
         if spec.ibpb_after_exit {
             crate::sys::spec::ibpb();
@@ -1061,7 +1063,7 @@ impl VmxVcpu {
             }
             Err(e) => {
                 return Err(Failure {
-                    what: "VMLAUNCH",
+                    what: if resume { "VMRESUME" } else { "VMLAUNCH" },
                     error: e,
                 })
             }
