@@ -720,16 +720,7 @@ impl Vm {
         if write && slot.is_readonly() {
             return None;
         }
-        let last = gpa.checked_add(len as u64)?.checked_sub(1)?;
-        if last >= slot.end() {
-            return None;
-        }
-        let offset = gpa - slot.gpa;
-        Some(GuestPlace {
-            uaddr: usize::try_from(slot.uaddr + offset).ok()?,
-            slot: slot.id,
-            offset,
-        })
+        GuestPlace::in_slot(slot, gpa, len)
     }
 
     /// `KVM_GET_DIRTY_LOG`: copies slot `slot`'s dirty bitmap to user
@@ -1581,6 +1572,22 @@ struct GuestPlace {
     offset: u64,
 }
 
+impl GuestPlace {
+    /// Where `len` bytes at `gpa` are in `slot`, if it holds them all.
+    fn in_slot(slot: &Slot, gpa: u64, len: usize) -> Option<Self> {
+        let last = gpa.checked_add(len as u64)?.checked_sub(1)?;
+        if gpa < slot.gpa || last >= slot.end() {
+            return None;
+        }
+        let offset = gpa - slot.gpa;
+        Some(GuestPlace {
+            uaddr: usize::try_from(slot.uaddr + offset).ok()?,
+            slot: slot.id,
+            offset,
+        })
+    }
+}
+
 /// Reads guest memory for the work of one exit, remembering the slot of
 /// the last read, so that reads that follow in the same slot (the tables
 /// of a page walk, the instruction bytes after them) do not look it up
@@ -1599,7 +1606,6 @@ impl GuestReader<'_> {
     /// Copies guest-physical memory at `gpa` into `buf`, all from one
     /// slot; `None` if no slot holds all of it, or the copy faults.
     pub(crate) fn read(&mut self, gpa: u64, buf: &mut [u8]) -> Option<()> {
-        let last = gpa.checked_add(buf.len() as u64)?.checked_sub(1)?;
         let slot = match self.last {
             Some(s) if s.gpa <= gpa && gpa < s.end() => s,
             _ => {
@@ -1610,11 +1616,8 @@ impl GuestReader<'_> {
                 s
             }
         };
-        if last >= slot.end() {
-            return None;
-        }
-        let uaddr = usize::try_from(slot.uaddr + (gpa - slot.gpa)).ok()?;
-        UserSlice::new(UserPtr::from_addr(uaddr), buf.len())
+        let place = GuestPlace::in_slot(&slot, gpa, buf.len())?;
+        UserSlice::new(UserPtr::from_addr(place.uaddr), buf.len())
             .reader()
             .read_slice(buf)
             .ok()

@@ -305,15 +305,14 @@ pub(super) fn pick_interrupt(state: &mut ArchState) -> bool {
     if !link.apic.summary().requests && !link.extint_waits() {
         return false;
     }
-    let pic_waits = |link: &IrqLink| link.extint_waits();
-    if pic_waits(link) {
+    if link.extint_waits() {
         if !take {
             return true;
         }
         if let Some(v) = link.take_extint() {
             link.chip.stats.irq_injections.add(1);
             state.run.event = Some(Event::Interrupt(v));
-            return pic_waits(link) || link.apic.with(|l| l.pending().is_some());
+            return link.extint_waits() || link.apic.with(|l| l.pending().is_some());
         }
     }
     let (taken, still_waits) = link.apic.with(|l| {
@@ -327,7 +326,7 @@ pub(super) fn pick_interrupt(state: &mut ArchState) -> bool {
         link.chip.stats.irq_injections.add(1);
         state.run.event = Some(Event::Interrupt(v));
     }
-    still_waits || pic_waits(link)
+    still_waits || link.extint_waits()
 }
 
 /// HLT with an in-kernel APIC: the vCPU is halted, and [`events`] waits,

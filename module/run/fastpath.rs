@@ -17,7 +17,7 @@
 //! something a module cannot do: README, "Benchmarks".)
 //!
 //! The backend asks: after each exit its `run` calls
-//! [`FastPath::after_exit`] ([`backend::Reenter`]) before undoing anything
+//! [`FastPath::after_exit`] ([`Reenter`](crate::backend::Reenter)) before undoing anything
 //! of the entry, so that VMX stays in VMX operation with the vCPU's VMCS
 //! current, and resumes it (VMRESUME) instead of VMXON, VMPTRLD and
 //! VMLAUNCH again; SVM just runs VMRUN again.
@@ -44,7 +44,7 @@
 
 use super::{hyperv, kvmclock, regs, IrqLink, RunState, RFLAGS_TF};
 use crate::abi::kvm_cpuid_entry2;
-use crate::backend::{self, Entry, Event, Exit, ExitInfo, GuestRegs};
+use crate::backend::{Entry, Event, Exit, ExitInfo, GuestRegs};
 use crate::stats::VcpuStats;
 use crate::sys::cpu::{self, IrqsDisabled};
 use crate::vm::Vm;
@@ -85,15 +85,15 @@ pub(super) struct FastPath<'a> {
     pub(super) irqs: &'a IrqsDisabled,
     /// The next entry: the first one's, less what that one consumed.
     pub(super) next: Entry,
-    /// How many exits were answered.
-    pub(super) answered: u64,
+    /// Some exit was answered.
+    pub(super) answered_any: bool,
     /// The exit the backend returns was answered here: something waiting
     /// stopped the re-entry, and there is no exit left to handle.
     pub(super) answered_last: bool,
 }
 
 impl FastPath<'_> {
-    /// The backend's question after an exit ([`backend::Reenter`]):
+    /// The backend's question after an exit ([`Reenter`](crate::backend::Reenter)):
     /// answers the exit if it may, and returns the entry to make at once,
     /// unless something waits that the long way must see first (the same
     /// checks as before the first entry).
@@ -110,12 +110,8 @@ impl FastPath<'_> {
         self.vm.stats.count_exit(&info.exit);
         self.stats.count_exit(&info.exit);
         self.vm.stats.fastpath_exits.add(1);
-        self.answered += 1;
-        if self.irq.is_some_and(|l| l.apic.kicked())
-            || cpu::signal_pending()
-            || cpu::need_resched()
-            || !backend::entries_allowed()
-        {
+        self.answered_any = true;
+        if super::entry_cancelled(self.irq.is_some_and(|l| l.apic.kicked())) {
             return None;
         }
         // Nothing left to flush or load; the exit ended any interrupt

@@ -595,47 +595,53 @@ fn enter(
         single_step,
         dr7: breakpoints.map_or(DR7_RESET, |h| h.dr7),
     };
-    if kicked || cpu::signal_pending() || cpu::need_resched() || !backend::entries_allowed() {
-        vcpu.set_running_on(None);
-        if let Some(link) = run.irq.as_ref() {
-            link.apic.entering(None);
+    let info = if entry_cancelled(kicked) {
+        None
+    } else {
+        cpu::guest_enter_rcu_quiescent(&irqs);
+        // After each exit the backend asks the fast path (run/fastpath.rs)
+        // whether to enter again at once.
+        let mut fast_path = fastpath::FastPath {
+            enabled: fast,
+            vm,
+            cpuid,
+            xcr0,
+            irq: run.irq.as_ref(),
+            kvmclock_written: run.kvmclock_written,
+            stats: &run.stats,
+            irqs: &irqs,
+            next: entry,
+            answered_any: false,
+            answered_last: false,
+        };
+        let info = run.hw.run(
+            GuestRegs { regs, sregs, msrs },
+            &entry,
+            &mut |guest, info| fast_path.after_exit(guest, info),
+        );
+        run.reload_pdptrs = false;
+        if fast_path.answered_any {
+            // What the long way does after an exit it handled.
+            run.has_run = true;
+            run.flush_tlb = false;
+            run.interrupt_shadow = false;
         }
-        return None;
-    }
-    cpu::guest_enter_rcu_quiescent(&irqs);
-    // After each exit the backend asks the fast path (run/fastpath.rs)
-    // whether to enter again at once.
-    let mut fast_path = fastpath::FastPath {
-        enabled: fast,
-        vm,
-        cpuid,
-        xcr0,
-        irq: run.irq.as_ref(),
-        kvmclock_written: run.kvmclock_written,
-        stats: &run.stats,
-        irqs: &irqs,
-        next: entry,
-        answered: 0,
-        answered_last: false,
+        // An exit the fast path answered is not handled again.
+        (!fast_path.answered_last).then_some(info)
     };
-    let info = run.hw.run(
-        GuestRegs { regs, sregs, msrs },
-        &entry,
-        &mut |guest, info| fast_path.after_exit(guest, info),
-    );
-    run.reload_pdptrs = false;
-    if fast_path.answered > 0 {
-        // What the long way does after an exit it handled.
-        run.has_run = true;
-        run.flush_tlb = false;
-        run.interrupt_shadow = false;
-    }
     vcpu.set_running_on(None);
     if let Some(link) = run.irq.as_ref() {
         link.apic.entering(None);
     }
-    // An exit the fast path answered is not handled again.
-    (!fast_path.answered_last).then_some(info)
+    info
+}
+
+/// Whether an entry about to be made (or made again by the fast path) must
+/// not be: a kick came (`kicked`), a signal or the scheduler is waiting,
+/// or the system is shutting down. Checked with interrupts off, so that
+/// anything arriving later interrupts the guest instead.
+fn entry_cancelled(kicked: bool) -> bool {
+    kicked || cpu::signal_pending() || cpu::need_resched() || !backend::entries_allowed()
 }
 
 /// The four PDPTEs at CR3 when the guest uses PAE paging (CR0.PG, CR4.PAE,
